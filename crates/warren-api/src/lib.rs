@@ -1,0 +1,15 @@
+//! Warren's wire types: what crosses the `/v1` API between the server, the CLI and any other
+//! client. Plain serde types with no I/O, so every crate (and every test) agrees on one shape.
+#![deny(missing_docs)]
+
+pub mod error;
+pub mod exec;
+pub mod id;
+pub mod image;
+pub mod sandbox;
+
+pub use error::{ErrorBody, ErrorDetail};
+pub use exec::{ExecExit, ExecRequest, ExecResult};
+pub use id::SandboxId;
+pub use image::{Image, ImageList};
+pub use sandbox::{CreateSandbox, Runtime, Sandbox, SandboxList, SandboxState};

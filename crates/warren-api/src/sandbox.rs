@@ -1,0 +1,215 @@
+//! Sandboxes as the API shows them, and the request that creates one.
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::id::SandboxId;
+
+/// Which OCI runtime isolates a sandbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Runtime {
+    /// gVisor (`runsc`): a user-space kernel between the code and the host. For untrusted code.
+    #[default]
+    Gvisor,
+    /// Plain namespaces and cgroups (`crun`): fastest, shares the host kernel.
+    Runc,
+}
+
+impl Runtime {
+    /// Every runtime, in a stable order.
+    pub const ALL: [Runtime; 2] = [Runtime::Gvisor, Runtime::Runc];
+
+    /// The name used on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Runtime::Gvisor => "gvisor",
+            Runtime::Runc => "runc",
+        }
+    }
+}
+
+impl fmt::Display for Runtime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Runtime {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "gvisor" | "runsc" => Ok(Runtime::Gvisor),
+            "runc" | "crun" => Ok(Runtime::Runc),
+            other => Err(format!("unknown runtime {other:?} (expected gvisor or runc)")),
+        }
+    }
+}
+
+/// Where a sandbox is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SandboxState {
+    /// Recorded, not yet worked on.
+    Pending,
+    /// Image ready, rootfs and network being made.
+    Provisioning,
+    /// Runtime started, waiting for the agent.
+    Starting,
+    /// Agent healthy: usable.
+    Running,
+    /// Being stopped.
+    Stopping,
+    /// Stopped: its files are kept, `start` brings it back.
+    Stopped,
+    /// Frozen in memory.
+    Paused,
+    /// Something failed; `error` says what. Its host resources are released.
+    Failed,
+    /// Being deleted.
+    Terminating,
+    /// Gone.
+    Deleted,
+}
+
+impl SandboxState {
+    /// The name used on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SandboxState::Pending => "pending",
+            SandboxState::Provisioning => "provisioning",
+            SandboxState::Starting => "starting",
+            SandboxState::Running => "running",
+            SandboxState::Stopping => "stopping",
+            SandboxState::Stopped => "stopped",
+            SandboxState::Paused => "paused",
+            SandboxState::Failed => "failed",
+            SandboxState::Terminating => "terminating",
+            SandboxState::Deleted => "deleted",
+        }
+    }
+}
+
+impl fmt::Display for SandboxState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for SandboxState {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        serde_json::from_value(serde_json::Value::String(s.to_owned()))
+            .map_err(|_| format!("unknown sandbox state {s:?}"))
+    }
+}
+
+/// Outbound network policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Egress {
+    /// Outbound traffic allowed.
+    #[default]
+    Allow,
+    /// No outbound traffic.
+    Deny,
+}
+
+/// `POST /v1/sandboxes`. Only `image` is required.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct CreateSandbox {
+    /// Image name.
+    pub image: String,
+    /// Runtime; the server's default when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<Runtime>,
+    /// CPU cores (fractions allowed). Default 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<f64>,
+    /// Memory limit in MiB. Default 512.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_mb: Option<u64>,
+    /// Disk budget in MiB. Default 2048.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_mb: Option<u64>,
+    /// Process limit. Default 512.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pids: Option<u64>,
+    /// Environment for the main command and every exec.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    /// Main command, started by the agent; none when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cmd: Vec<String>,
+    /// Working directory of the main command. Default `/`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<String>,
+    /// Lifetime in seconds (`0` = no limit). Default 300.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_s: Option<u64>,
+    /// Free-form labels.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metadata: BTreeMap<String, String>,
+    /// Outbound network policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egress: Option<Egress>,
+    /// Answer only once running (default) or at once with `pending`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait: Option<bool>,
+}
+
+/// A sandbox as every route shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Sandbox {
+    /// Its id.
+    pub id: SandboxId,
+    /// Where it is in its life.
+    pub state: SandboxState,
+    /// Image name.
+    pub image: String,
+    /// Digest of that image when the sandbox was made.
+    pub image_digest: String,
+    /// Its runtime.
+    pub runtime: Runtime,
+    /// CPU cores.
+    pub cpu: f64,
+    /// Memory limit, MiB.
+    pub memory_mb: u64,
+    /// Disk budget, MiB.
+    pub disk_mb: u64,
+    /// Process limit.
+    pub pids: u64,
+    /// Environment.
+    pub env: BTreeMap<String, String>,
+    /// Main command.
+    pub cmd: Vec<String>,
+    /// Working directory of the main command.
+    pub cwd: String,
+    /// Labels.
+    pub metadata: BTreeMap<String, String>,
+    /// Outbound network policy.
+    pub egress: Egress,
+    /// Its address on the host's sandbox network, while it has one.
+    pub ip: Option<String>,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+    /// When it last became running.
+    pub started_at: Option<DateTime<Utc>>,
+    /// When it will be reaped, if ever.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// Preview URLs by port.
+    pub urls: BTreeMap<String, String>,
+}
+
+/// `GET /v1/sandboxes`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SandboxList {
+    /// The caller's sandboxes, newest first.
+    pub sandboxes: Vec<Sandbox>,
+}

@@ -1,0 +1,348 @@
+//! [`LocalBackend`]: sandboxes on this host, put together from the pieces of this crate.
+use std::collections::BTreeMap;
+use std::fs;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ipnet::Ipv4Net;
+use warren_api::Runtime;
+
+use crate::bundle::{self, BundleSpec, AGENT_PORT};
+use crate::cgroup::{self, CgroupMode};
+use crate::images::ImageStore;
+use crate::net::{Lease, NetPlan};
+use crate::rootfs::{self, OverlayMount};
+use crate::runtime::{CliRuntime, ContainerRuntime, ContainerStatus};
+
+/// Errors of the local backend.
+#[derive(Debug, thiserror::Error)]
+pub enum LocalError {
+    /// The host lacks something Warren needs.
+    #[error("host setup: {0}")]
+    Setup(String),
+    /// The image store failed.
+    #[error(transparent)]
+    Image(#[from] crate::images::ImageError),
+    /// A provisioning step failed.
+    #[error("{step}: {message}")]
+    Step {
+        /// Which step (`rootfs`, `network`, `bundle`, `runtime`).
+        step: &'static str,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+fn step(step: &'static str) -> impl FnOnce(String) -> LocalError {
+    move |message| LocalError::Step { step, message }
+}
+
+/// Settings of one server's local backend. Everything host-wide it names carries `tag`, so two
+/// servers on one host never touch each other's resources.
+#[derive(Debug, Clone)]
+pub struct LocalConfig {
+    /// The server's data directory.
+    pub data_dir: PathBuf,
+    /// Address range for sandboxes.
+    pub subnet: Ipv4Net,
+    /// Four characters naming this server's host resources.
+    pub tag: String,
+    /// The static agent binary to mount into sandboxes.
+    pub agent_binary: PathBuf,
+}
+
+/// What a sandbox is made from.
+#[derive(Debug, Clone)]
+pub struct SandboxSpec {
+    /// Sandbox id.
+    pub id: String,
+    /// Runtime.
+    pub runtime: Runtime,
+    /// The image's unpacked tree.
+    pub image_dir: PathBuf,
+    /// CPU cores.
+    pub cpu: f64,
+    /// Memory, MiB.
+    pub memory_mb: u64,
+    /// Process limit.
+    pub pids: u64,
+    /// Environment.
+    pub env: BTreeMap<String, String>,
+    /// Main command.
+    pub cmd: Vec<String>,
+    /// Its working directory.
+    pub cwd: String,
+    /// The agent's token.
+    pub token: String,
+    /// Network lease index.
+    pub net_index: u32,
+}
+
+/// A provisioned, started sandbox.
+#[derive(Debug, Clone)]
+pub struct Provisioned {
+    /// Its address.
+    pub ip: Ipv4Addr,
+    /// Where its agent listens.
+    pub agent_addr: SocketAddr,
+    /// How long each step took, in order (`rootfs`, `network`, `bundle`, `runtime`).
+    pub steps: Vec<(&'static str, Duration)>,
+}
+
+/// Sandboxes on this host.
+#[derive(Clone)]
+pub struct LocalBackend {
+    cfg: Arc<LocalConfig>,
+    images: ImageStore,
+    net: NetPlan,
+    cgroups: CgroupMode,
+    runsc: Arc<dyn ContainerRuntime>,
+    crun: Arc<dyn ContainerRuntime>,
+    resolv_conf: String,
+}
+
+fn which(bin: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(bin).is_file()))
+        .unwrap_or(false)
+}
+
+impl LocalBackend {
+    /// Prepares the host (directories, the cgroup hybrid-mode fix) and checks the tools.
+    pub fn new(cfg: LocalConfig) -> Result<Self, LocalError> {
+        let setup = |m: String| LocalError::Setup(m);
+        for sub in ["sandboxes", "run/runsc", "run/crun"] {
+            let p = cfg.data_dir.join(sub);
+            fs::create_dir_all(&p).map_err(|e| setup(format!("creating {}: {e}", p.display())))?;
+        }
+        let missing: Vec<&str> = ["ip", "crun", "runsc"]
+            .into_iter()
+            .filter(|b| !which(b))
+            .collect();
+        if missing.contains(&"ip") {
+            return Err(setup("`ip` (iproute2) is not on PATH: apt-get install iproute2".into()));
+        }
+        for m in &missing {
+            tracing::warn!("{m} is not on PATH: sandboxes of that runtime will fail to start (apt-get install {m})");
+        }
+        let cgroups = CgroupMode::detect();
+        match cgroup::fix_hybrid_hugetlb(cgroups) {
+            Ok(true) => tracing::info!("mounted the hugetlb cgroup hierarchy (crun needs it in hybrid mode)"),
+            Ok(false) => {}
+            Err(e) => tracing::warn!("{e}"),
+        }
+        let images = ImageStore::open(&cfg.data_dir.join("images"))?;
+        let resolv_conf = fs::read_to_string("/etc/resolv.conf")
+            .ok()
+            .filter(|s| s.lines().any(|l| l.starts_with("nameserver") && !l.contains("127.")))
+            .unwrap_or_else(|| "nameserver 1.1.1.1\n".to_owned());
+        Ok(LocalBackend {
+            net: NetPlan::new(cfg.subnet, &cfg.tag),
+            runsc: Arc::new(CliRuntime::new(Runtime::Gvisor, &cfg.data_dir.join("run/runsc"))),
+            crun: Arc::new(CliRuntime::new(Runtime::Runc, &cfg.data_dir.join("run/crun"))),
+            cfg: Arc::new(cfg),
+            images,
+            cgroups,
+            resolv_conf,
+        })
+    }
+
+    /// The image store.
+    pub fn images(&self) -> &ImageStore {
+        &self.images
+    }
+
+    /// The address plan.
+    pub fn net_plan(&self) -> &NetPlan {
+        &self.net
+    }
+
+    /// The host's cgroup layout.
+    pub fn cgroup_mode(&self) -> CgroupMode {
+        self.cgroups
+    }
+
+    /// The driver of a runtime.
+    pub fn runtime(&self, runtime: Runtime) -> Arc<dyn ContainerRuntime> {
+        match runtime {
+            Runtime::Gvisor => self.runsc.clone(),
+            Runtime::Runc => self.crun.clone(),
+        }
+    }
+
+    /// A sandbox's directory.
+    pub fn sandbox_dir(&self, id: &str) -> PathBuf {
+        self.cfg.data_dir.join("sandboxes").join(id)
+    }
+
+    /// The cgroup path of a sandbox.
+    pub fn cgroups_path(&self, id: &str) -> String {
+        format!("/warren-{}/{}", self.cfg.tag, id)
+    }
+
+    fn overlay(&self, id: &str, image_dir: &Path) -> OverlayMount {
+        OverlayMount::new(&self.sandbox_dir(id), image_dir)
+    }
+
+    /// Makes the rootfs, network and bundle and starts the container. On failure every
+    /// partial resource is released before the error returns.
+    pub async fn provision(&self, spec: &SandboxSpec) -> Result<Provisioned, LocalError> {
+        let res = self.try_provision(spec).await;
+        if res.is_err() {
+            self.release(&spec.id, spec.runtime, Some(spec.net_index)).await;
+        }
+        res
+    }
+
+    async fn try_provision(&self, spec: &SandboxSpec) -> Result<Provisioned, LocalError> {
+        let mut steps = Vec::new();
+        let t = Instant::now();
+        if !spec.image_dir.is_dir() {
+            return Err(step("rootfs")(format!(
+                "image tree {} is missing",
+                spec.image_dir.display()
+            )));
+        }
+        let overlay = self.overlay(&spec.id, &spec.image_dir);
+        overlay.mount().map_err(|e| step("rootfs")(e.to_string()))?;
+        steps.push(("rootfs", t.elapsed()));
+
+        let t = Instant::now();
+        let lease = self.net.lease(spec.net_index, &spec.id);
+        lease
+            .create()
+            .await
+            .map_err(|e| step("network")(e.to_string()))?;
+        steps.push(("network", t.elapsed()));
+
+        let t = Instant::now();
+        let dir = self.sandbox_dir(&spec.id);
+        let bundle_dir = dir.join("bundle");
+        let netns_path = lease.netns_path();
+        let cgroups_path = self.cgroups_path(&spec.id);
+        bundle::write_bundle(
+            &bundle_dir,
+            &BundleSpec {
+                id: &spec.id,
+                runtime: spec.runtime,
+                rootfs: &overlay.merged,
+                agent: &self.cfg.agent_binary,
+                netns_path: &netns_path,
+                cgroups_path: &cgroups_path,
+                token: &spec.token,
+                cmd: &spec.cmd,
+                cwd: &spec.cwd,
+                env: &spec.env,
+                cpu: spec.cpu,
+                memory_mb: spec.memory_mb,
+                pids: spec.pids,
+                ip: lease.sandbox_ip,
+                resolv_conf: &self.resolv_conf,
+            },
+        )
+        .map_err(|e| step("bundle")(e.to_string()))?;
+        steps.push(("bundle", t.elapsed()));
+
+        let t = Instant::now();
+        self.runtime(spec.runtime)
+            .run(&spec.id, &bundle_dir, &dir.join("console.log"))
+            .await
+            .map_err(|e| step("runtime")(e.to_string()))?;
+        steps.push(("runtime", t.elapsed()));
+        Ok(Provisioned {
+            ip: lease.sandbox_ip,
+            agent_addr: SocketAddr::from((lease.sandbox_ip, AGENT_PORT)),
+            steps,
+        })
+    }
+
+    /// The runtime's view of a sandbox's container.
+    pub async fn status(&self, id: &str, runtime: Runtime) -> ContainerStatus {
+        match self.runtime(runtime).status(id).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(sandbox = id, "runtime state: {e}");
+                ContainerStatus::Missing
+            }
+        }
+    }
+
+    /// Asks the container to stop (SIGTERM to the agent, which passes it on), waiting up to
+    /// `grace` before the release kills it.
+    pub async fn stop(&self, id: &str, runtime: Runtime, grace: Duration) {
+        let rt = self.runtime(runtime);
+        if rt.kill(id, "TERM").await.is_ok() {
+            let deadline = Instant::now() + grace;
+            while Instant::now() < deadline {
+                match rt.status(id).await {
+                    Ok(ContainerStatus::Running) | Ok(ContainerStatus::Paused) => {
+                        tokio::time::sleep(Duration::from_millis(50)).await
+                    }
+                    _ => break,
+                }
+            }
+        }
+    }
+
+    /// How many OOM kills the sandbox's memory cgroup has seen.
+    pub fn oom_kills(&self, id: &str) -> u64 {
+        cgroup::oom_kills(self.cgroups, &self.cgroups_path(id))
+    }
+
+    /// Releases every host resource of a sandbox but its files: container, cgroup, overlay
+    /// mount, network. Idempotent; logs but never fails, so it is safe after any failure.
+    pub async fn release(&self, id: &str, runtime: Runtime, net_index: Option<u32>) {
+        if let Err(e) = self.runtime(runtime).delete(id).await {
+            tracing::warn!(sandbox = id, "deleting container: {e}");
+        }
+        cgroup::remove(self.cgroups, &self.cgroups_path(id));
+        let merged = self.sandbox_dir(id).join("rootfs");
+        let overlay = OverlayMount::new(&self.sandbox_dir(id), Path::new(""));
+        if let Err(e) = overlay.release() {
+            tracing::warn!(sandbox = id, "unmounting {}: {e}", merged.display());
+        }
+        if let Some(i) = net_index {
+            self.net.lease(i, id).release().await;
+        }
+    }
+
+    /// Removes the sandbox's directory (its writes). Call after [`release`](Self::release).
+    pub fn remove_files(&self, id: &str) {
+        let dir = self.sandbox_dir(id);
+        if let Err(e) = fs::remove_dir_all(&dir) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(sandbox = id, "removing {}: {e}", dir.display());
+            }
+        }
+    }
+
+    /// Everything of a sandbox still on the host (empty after a delete): for tests and checks.
+    pub async fn leftovers(&self, id: &str, runtime: Runtime, net_index: Option<u32>) -> Vec<String> {
+        let mut v: Vec<String> = rootfs::mounts_under(&self.sandbox_dir(id))
+            .into_iter()
+            .map(|m| format!("mount {m}"))
+            .collect();
+        v.extend(
+            cgroup::leftovers(self.cgroups, &self.cgroups_path(id))
+                .into_iter()
+                .map(|d| format!("cgroup {}", d.display())),
+        );
+        if let Some(i) = net_index {
+            v.extend(self.net.lease(i, id).leftovers());
+        }
+        if self.runtime(runtime).status(id).await.ok() != Some(ContainerStatus::Missing) {
+            v.push(format!("container {id}"));
+        }
+        if self.sandbox_dir(id).exists() {
+            v.push(format!("dir {}", self.sandbox_dir(id).display()));
+        }
+        v
+    }
+
+    /// The lease of a sandbox.
+    pub fn lease(&self, index: u32, id: &str) -> Lease {
+        self.net.lease(index, id)
+    }
+}

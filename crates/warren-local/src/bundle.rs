@@ -1,0 +1,250 @@
+//! The OCI bundle of a sandbox: `config.json` built with `oci-spec`, plus the per-sandbox
+//! `/etc/hostname`, `/etc/hosts` and `/etc/resolv.conf` bind-mounted over the image's.
+use std::collections::{BTreeMap, HashSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use oci_spec::runtime::{
+    Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxMemoryBuilder,
+    LinuxNamespaceBuilder, LinuxNamespaceType, LinuxPidsBuilder, LinuxResourcesBuilder, Mount,
+    MountBuilder, PosixRlimitBuilder, PosixRlimitType, ProcessBuilder, RootBuilder, Spec,
+    SpecBuilder, UserBuilder,
+};
+use warren_api::Runtime;
+
+/// Where the agent binary appears inside every sandbox.
+pub const AGENT_PATH_IN_SANDBOX: &str = "/.warren/agent";
+/// The agent's port on the sandbox address.
+pub const AGENT_PORT: u16 = 49983;
+
+/// Everything the bundle needs to know.
+#[derive(Debug, Clone)]
+pub struct BundleSpec<'a> {
+    /// Sandbox id (also the hostname).
+    pub id: &'a str,
+    /// Runtime, for the few knobs that differ.
+    pub runtime: Runtime,
+    /// Merged rootfs path.
+    pub rootfs: &'a Path,
+    /// Agent binary on the host.
+    pub agent: &'a Path,
+    /// Network namespace path.
+    pub netns_path: &'a str,
+    /// cgroup path.
+    pub cgroups_path: &'a str,
+    /// The agent's access token.
+    pub token: &'a str,
+    /// The sandbox's main command.
+    pub cmd: &'a [String],
+    /// Its working directory.
+    pub cwd: &'a str,
+    /// Environment for everything in the sandbox.
+    pub env: &'a BTreeMap<String, String>,
+    /// CPU cores.
+    pub cpu: f64,
+    /// Memory limit, MiB.
+    pub memory_mb: u64,
+    /// Process limit.
+    pub pids: u64,
+    /// The sandbox's address, for `/etc/hosts`.
+    pub ip: std::net::Ipv4Addr,
+    /// Name servers for `/etc/resolv.conf`.
+    pub resolv_conf: &'a str,
+}
+
+/// Errors of bundle writing.
+#[derive(Debug, thiserror::Error)]
+pub enum BundleError {
+    /// oci-spec refused a value.
+    #[error("building config.json: {0}")]
+    Spec(#[from] oci_spec::OciSpecError),
+    /// Writing a file failed.
+    #[error("writing {path}: {source}")]
+    Io {
+        /// Which file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+/// gVisor's sentry counts its own host threads against `pids`; below ~1024 it cannot boot, so
+/// the sandbox's process budget is given on top of that floor.
+pub const GVISOR_THREAD_FLOOR: u64 = 1024;
+
+// Docker's default capability set: what users of container images expect (`sudo`, `chown`).
+const DEFAULT_CAPS: [Capability; 14] = [
+    Capability::Chown,
+    Capability::DacOverride,
+    Capability::Fsetid,
+    Capability::Fowner,
+    Capability::Mknod,
+    Capability::NetRaw,
+    Capability::Setgid,
+    Capability::Setuid,
+    Capability::Setfcap,
+    Capability::Setpcap,
+    Capability::NetBindService,
+    Capability::SysChroot,
+    Capability::Kill,
+    Capability::AuditWrite,
+];
+
+fn bind(dest: &str, src: &Path, ro: bool) -> Result<Mount, BundleError> {
+    let mut opts = vec!["rbind".to_owned(), "nosuid".to_owned(), "nodev".to_owned()];
+    if ro {
+        opts.push("ro".to_owned());
+    }
+    Ok(MountBuilder::default()
+        .destination(dest)
+        .typ("bind")
+        .source(src)
+        .options(opts)
+        .build()?)
+}
+
+fn write(path: &Path, text: &str) -> Result<(), BundleError> {
+    fs::write(path, text).map_err(|source| BundleError::Io {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// Writes `config.json` and the `/etc` files into `bundle_dir`.
+pub fn write_bundle(bundle_dir: &Path, spec: &BundleSpec<'_>) -> Result<(), BundleError> {
+    fs::create_dir_all(bundle_dir).map_err(|source| BundleError::Io {
+        path: bundle_dir.to_owned(),
+        source,
+    })?;
+    let hostname = bundle_dir.join("hostname");
+    let hosts = bundle_dir.join("hosts");
+    let resolv = bundle_dir.join("resolv.conf");
+    write(&hostname, &format!("{}\n", spec.id))?;
+    write(
+        &hosts,
+        &format!(
+            "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{}\t{}\n",
+            spec.ip, spec.id
+        ),
+    )?;
+    write(&resolv, spec.resolv_conf)?;
+
+    let config = build_config(spec, &hostname, &hosts, &resolv)?;
+    let path = bundle_dir.join("config.json");
+    config.save(&path)?;
+    Ok(())
+}
+
+fn build_config(
+    spec: &BundleSpec<'_>,
+    hostname: &Path,
+    hosts: &Path,
+    resolv: &Path,
+) -> Result<Spec, BundleError> {
+    let mut env: Vec<String> = vec![
+        "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_owned(),
+        "HOME=/root".to_owned(),
+        format!("HOSTNAME={}", spec.id),
+    ];
+    env.extend(spec.env.iter().map(|(k, v)| format!("{k}={v}")));
+    env.push(format!("WARREN_AGENT_TOKEN={}", spec.token));
+    if !spec.cmd.is_empty() {
+        env.push(format!(
+            "WARREN_AGENT_CMD={}",
+            serde_json::to_string(spec.cmd).unwrap_or_default()
+        ));
+        env.push(format!("WARREN_AGENT_CWD={}", spec.cwd));
+    }
+
+    let caps: HashSet<Capability> = DEFAULT_CAPS.into_iter().collect();
+    let capabilities = LinuxCapabilitiesBuilder::default()
+        .bounding(caps.clone())
+        .effective(caps.clone())
+        .permitted(caps)
+        .build()?;
+    let process = ProcessBuilder::default()
+        .terminal(false)
+        .user(UserBuilder::default().uid(0u32).gid(0u32).build()?)
+        .args(vec![AGENT_PATH_IN_SANDBOX.to_owned()])
+        .env(env)
+        .cwd("/")
+        .capabilities(capabilities)
+        .rlimits(vec![PosixRlimitBuilder::default()
+            .typ(PosixRlimitType::RlimitNofile)
+            .hard(1_048_576u64)
+            .soft(1_048_576u64)
+            .build()?])
+        .no_new_privileges(false)
+        .build()?;
+
+    let mut mounts: Vec<Mount> = oci_spec::runtime::get_default_mounts();
+    mounts.push(bind(AGENT_PATH_IN_SANDBOX, spec.agent, true)?);
+    mounts.push(bind("/etc/hostname", hostname, false)?);
+    mounts.push(bind("/etc/hosts", hosts, false)?);
+    mounts.push(bind("/etc/resolv.conf", resolv, false)?);
+
+    let memory_bytes = i64::try_from(spec.memory_mb.saturating_mul(1024 * 1024)).unwrap_or(i64::MAX);
+    let period: u64 = 100_000;
+    let quota = (spec.cpu * period as f64).round() as i64;
+    let pids = match spec.runtime {
+        Runtime::Gvisor => spec.pids.saturating_add(GVISOR_THREAD_FLOOR),
+        Runtime::Runc => spec.pids,
+    };
+    let resources = LinuxResourcesBuilder::default()
+        .memory(
+            LinuxMemoryBuilder::default()
+                .limit(memory_bytes)
+                .swap(memory_bytes)
+                .build()?,
+        )
+        .cpu(LinuxCpuBuilder::default().quota(quota).period(period).build()?)
+        .pids(
+            LinuxPidsBuilder::default()
+                .limit(i64::try_from(pids).unwrap_or(i64::MAX))
+                .build()?,
+        )
+        .build()?;
+
+    let ns = |typ| LinuxNamespaceBuilder::default().typ(typ).build();
+    let namespaces = vec![
+        ns(LinuxNamespaceType::Pid)?,
+        ns(LinuxNamespaceType::Ipc)?,
+        ns(LinuxNamespaceType::Uts)?,
+        ns(LinuxNamespaceType::Mount)?,
+        LinuxNamespaceBuilder::default()
+            .typ(LinuxNamespaceType::Network)
+            .path(spec.netns_path)
+            .build()?,
+    ];
+    let linux = LinuxBuilder::default()
+        .namespaces(namespaces)
+        .resources(resources)
+        .cgroups_path(spec.cgroups_path)
+        .masked_paths(
+            [
+                "/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
+                "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware",
+                "/proc/scsi",
+            ]
+            .map(String::from)
+            .to_vec(),
+        )
+        .readonly_paths(
+            [
+                "/proc/asound", "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys",
+                "/proc/sysrq-trigger",
+            ]
+            .map(String::from)
+            .to_vec(),
+        )
+        .build()?;
+
+    Ok(SpecBuilder::default()
+        .version("1.0.2")
+        .root(RootBuilder::default().path(spec.rootfs).readonly(false).build()?)
+        .hostname(spec.id)
+        .process(process)
+        .mounts(mounts)
+        .linux(linux)
+        .build()?)
+}

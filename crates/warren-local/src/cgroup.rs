@@ -1,0 +1,122 @@
+//! Host cgroup facts: which hierarchy this host runs, the hybrid-mode hugetlb fix crun needs,
+//! and reading a sandbox's OOM count and leftovers.
+use std::fs;
+use std::path::{Path, PathBuf};
+
+const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+const V1_CONTROLLERS: [&str; 9] = [
+    "memory", "cpu", "cpuacct", "cpuset", "pids", "devices", "freezer", "blkio", "hugetlb",
+];
+
+/// Which cgroup layout the host has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CgroupMode {
+    /// Only v1 hierarchies.
+    V1,
+    /// v1 controllers plus a v2 hierarchy at `/sys/fs/cgroup/unified`.
+    Hybrid,
+    /// One unified v2 hierarchy.
+    V2,
+}
+
+impl CgroupMode {
+    /// Reads the host's mode from `/sys/fs/cgroup`.
+    pub fn detect() -> CgroupMode {
+        if Path::new(CGROUP_ROOT).join("cgroup.controllers").exists() {
+            CgroupMode::V2
+        } else if Path::new(CGROUP_ROOT)
+            .join("unified/cgroup.controllers")
+            .exists()
+        {
+            CgroupMode::Hybrid
+        } else {
+            CgroupMode::V1
+        }
+    }
+}
+
+/// crun refuses hybrid hosts ("cgroups in hybrid mode not supported") when the hugetlb
+/// controller has no v1 hierarchy; mounting one fixes it. A no-op elsewhere.
+pub fn fix_hybrid_hugetlb(mode: CgroupMode) -> Result<bool, String> {
+    if mode == CgroupMode::V2 {
+        return Ok(false);
+    }
+    let enabled = fs::read_to_string("/proc/cgroups")
+        .map(|s| {
+            s.lines()
+                .any(|l| l.split_whitespace().next() == Some("hugetlb") && l.ends_with('1'))
+        })
+        .unwrap_or(false);
+    let dir = Path::new(CGROUP_ROOT).join("hugetlb");
+    if !enabled || dir.join("tasks").exists() {
+        return Ok(false);
+    }
+    fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    nix::mount::mount(
+        Some("cgroup"),
+        &dir,
+        Some("cgroup"),
+        nix::mount::MsFlags::empty(),
+        Some("hugetlb"),
+    )
+    .map_err(|e| format!("mounting the hugetlb cgroup at {}: {e}", dir.display()))?;
+    Ok(true)
+}
+
+/// The directories a container with `cgroups_path` (like `/warren-ab12/<id>`) occupies.
+pub fn dirs(mode: CgroupMode, cgroups_path: &str) -> Vec<PathBuf> {
+    let rel = cgroups_path.trim_start_matches('/');
+    match mode {
+        CgroupMode::V2 => vec![Path::new(CGROUP_ROOT).join(rel)],
+        CgroupMode::V1 | CgroupMode::Hybrid => {
+            let mut v: Vec<PathBuf> = V1_CONTROLLERS
+                .iter()
+                .map(|c| Path::new(CGROUP_ROOT).join(c).join(rel))
+                .collect();
+            if mode == CgroupMode::Hybrid {
+                v.push(Path::new(CGROUP_ROOT).join("unified").join(rel));
+            }
+            v
+        }
+    }
+}
+
+/// How many times the kernel's OOM killer struck in this cgroup (0 when unknown).
+pub fn oom_kills(mode: CgroupMode, cgroups_path: &str) -> u64 {
+    let rel = cgroups_path.trim_start_matches('/');
+    let (file, key) = match mode {
+        CgroupMode::V2 => (Path::new(CGROUP_ROOT).join(rel).join("memory.events"), "oom_kill"),
+        _ => (
+            Path::new(CGROUP_ROOT)
+                .join("memory")
+                .join(rel)
+                .join("memory.oom_control"),
+            "oom_kill",
+        ),
+    };
+    fs::read_to_string(file)
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                let mut it = l.split_whitespace();
+                (it.next() == Some(key)).then(|| it.next().and_then(|n| n.parse().ok()))?
+            })
+        })
+        .unwrap_or(0)
+}
+
+/// Removes the container's cgroup directories the runtime left behind (idempotent).
+pub fn remove(mode: CgroupMode, cgroups_path: &str) {
+    for d in dirs(mode, cgroups_path) {
+        // rmdir, not remove_dir_all: cgroup files cannot be unlinked, the directory can.
+        let _ = fs::remove_dir(&d);
+    }
+}
+
+/// Which of the container's cgroup directories still exist.
+pub fn leftovers(mode: CgroupMode, cgroups_path: &str) -> Vec<PathBuf> {
+    dirs(mode, cgroups_path)
+        .into_iter()
+        .filter(|d| d.exists())
+        .collect()
+}

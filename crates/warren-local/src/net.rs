@@ -1,0 +1,188 @@
+//! A sandbox's network: its own namespace, a veth pair to the host, and a /30 out of the
+//! server's address range (host side `.1`, sandbox side `.2`), so no bridge is shared and
+//! each sandbox is a point-to-point link the host can filter on its own.
+use std::io;
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::process::Stdio;
+
+use ipnet::Ipv4Net;
+use tokio::io::AsyncWriteExt;
+use tokio::process::Command;
+
+/// The addresses and names of one sandbox's link.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    /// Index of the /30 within the range.
+    pub index: u32,
+    /// The host side's address (the sandbox's gateway).
+    pub host_ip: Ipv4Addr,
+    /// The sandbox's address.
+    pub sandbox_ip: Ipv4Addr,
+    /// Host-side veth name.
+    pub host_veth: String,
+    /// Network namespace name (under `/run/netns`).
+    pub netns: String,
+}
+
+/// Names and addresses for one server's sandboxes.
+#[derive(Debug, Clone)]
+pub struct NetPlan {
+    range: Ipv4Net,
+    tag: String,
+}
+
+impl NetPlan {
+    /// A plan over `range` whose host-visible names carry `tag` (4 characters, per server).
+    pub fn new(range: Ipv4Net, tag: &str) -> Self {
+        NetPlan {
+            range: range.trunc(),
+            tag: tag.to_owned(),
+        }
+    }
+
+    /// How many sandboxes fit in the range.
+    pub fn capacity(&self) -> u32 {
+        let host_bits = 32 - u32::from(self.range.prefix_len());
+        if host_bits < 2 {
+            0
+        } else {
+            1u32 << (host_bits - 2).min(31)
+        }
+    }
+
+    /// The lowest index not in `used`.
+    pub fn free_index(&self, used: &[u32]) -> Option<u32> {
+        let mut used = used.to_vec();
+        used.sort_unstable();
+        let mut want = 0u32;
+        for u in used {
+            if u == want {
+                want += 1;
+            } else if u > want {
+                break;
+            }
+        }
+        (want < self.capacity()).then_some(want)
+    }
+
+    /// The lease for `index` of sandbox `id`.
+    pub fn lease(&self, index: u32, id: &str) -> Lease {
+        let base = u32::from(self.range.network()) + index * 4;
+        Lease {
+            index,
+            host_ip: Ipv4Addr::from(base + 1),
+            sandbox_ip: Ipv4Addr::from(base + 2),
+            // Interface names are at most 15 bytes: "wr" + tag(4) + index (<= 9 digits).
+            host_veth: format!("wr{}{}", self.tag, index),
+            netns: format!("warren-{}-{}", self.tag, id),
+        }
+    }
+
+    /// Prefix shared by every namespace this server makes (for leak checks).
+    pub fn netns_prefix(&self) -> String {
+        format!("warren-{}-", self.tag)
+    }
+}
+
+async fn ip(args: &[&str], batch: Option<String>) -> io::Result<()> {
+    let mut cmd = Command::new("ip");
+    cmd.args(args)
+        .stdin(if batch.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().map_err(|e| io::Error::other(format!("running ip: {e}")))?;
+    if let (Some(text), Some(mut stdin)) = (batch, child.stdin.take()) {
+        stdin.write_all(text.as_bytes()).await?;
+        drop(stdin);
+    }
+    let out = child.wait_with_output().await?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(io::Error::other(format!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
+    }
+}
+
+impl Lease {
+    /// Path of the namespace, for the OCI config.
+    pub fn netns_path(&self) -> String {
+        format!("/run/netns/{}", self.netns)
+    }
+
+    /// Makes the namespace and link. On failure whatever was made is released.
+    pub async fn create(&self) -> io::Result<()> {
+        let res = self.try_create().await;
+        if res.is_err() {
+            self.release().await;
+        }
+        res
+    }
+
+    async fn try_create(&self) -> io::Result<()> {
+        ip(&["netns", "add", &self.netns], None).await?;
+        let host = format!(
+            "link add {veth} type veth peer name eth0 netns {ns}\n\
+             addr add {hip}/30 dev {veth}\n\
+             link set {veth} up\n",
+            veth = self.host_veth,
+            ns = self.netns,
+            hip = self.host_ip
+        );
+        ip(&["-batch", "-"], Some(host)).await?;
+        let inside = format!(
+            "link set lo up\n\
+             addr add {sip}/30 dev eth0\n\
+             link set eth0 up\n\
+             route add default via {hip}\n",
+            sip = self.sandbox_ip,
+            hip = self.host_ip
+        );
+        ip(&["-n", &self.netns, "-batch", "-"], Some(inside)).await
+    }
+
+    /// Removes the link and namespace; idempotent, never fails on what is already gone.
+    pub async fn release(&self) {
+        if Path::new("/sys/class/net").join(&self.host_veth).exists() {
+            let _ = ip(&["link", "del", &self.host_veth], None).await;
+        }
+        if Path::new(&self.netns_path()).exists() {
+            let _ = ip(&["netns", "del", &self.netns], None).await;
+        }
+    }
+
+    /// Whether anything of it is still on the host.
+    pub fn leftovers(&self) -> Vec<String> {
+        let mut v = Vec::new();
+        if Path::new("/sys/class/net").join(&self.host_veth).exists() {
+            v.push(format!("veth {}", self.host_veth));
+        }
+        if Path::new(&self.netns_path()).exists() {
+            v.push(format!("netns {}", self.netns));
+        }
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn leases_are_disjoint_30s() {
+        let plan = NetPlan::new("10.77.0.0/16".parse().expect("net"), "abcd");
+        assert_eq!(plan.capacity(), 16384);
+        let a = plan.lease(0, "x");
+        let b = plan.lease(1, "y");
+        assert_eq!(a.host_ip, Ipv4Addr::new(10, 77, 0, 1));
+        assert_eq!(a.sandbox_ip, Ipv4Addr::new(10, 77, 0, 2));
+        assert_eq!(b.host_ip, Ipv4Addr::new(10, 77, 0, 5));
+        assert!(plan.lease(16383, "z").host_veth.len() <= 15);
+        assert_eq!(plan.free_index(&[0, 1, 3]), Some(2));
+        assert_eq!(plan.free_index(&[]), Some(0));
+    }
+}

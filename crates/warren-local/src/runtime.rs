@@ -1,0 +1,164 @@
+//! The OCI runtime driver: `runsc` or `crun`, called only to run, inspect, signal and delete
+//! containers (never per command: commands go to the agent). Each server gives its runtimes
+//! their own `--root`, so its containers are its own.
+use std::fs::OpenOptions;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use async_trait::async_trait;
+use tokio::process::Command;
+use warren_api::Runtime;
+
+/// What the runtime says of a container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContainerStatus {
+    /// Created, not started.
+    Created,
+    /// Its init process runs.
+    Running,
+    /// Frozen.
+    Paused,
+    /// Its init process is gone.
+    Stopped,
+    /// The runtime knows no such container.
+    Missing,
+}
+
+/// A runtime that runs OCI bundles.
+#[async_trait]
+pub trait ContainerRuntime: Send + Sync {
+    /// Creates and starts the container from `bundle`, detached; the container's stdout and
+    /// stderr go to `console`.
+    async fn run(&self, id: &str, bundle: &Path, console: &Path) -> io::Result<()>;
+    /// The container's status.
+    async fn status(&self, id: &str) -> io::Result<ContainerStatus>;
+    /// Sends a signal (`TERM`, `KILL`) to the container's init.
+    async fn kill(&self, id: &str, signal: &str) -> io::Result<()>;
+    /// Kills and deletes the container; idempotent.
+    async fn delete(&self, id: &str) -> io::Result<()>;
+    /// The runtime binary and its global arguments, for benchmarks comparing with the raw tool.
+    fn command_line(&self) -> (PathBuf, Vec<String>);
+}
+
+/// `runsc` or `crun` driven through its command line.
+#[derive(Debug, Clone)]
+pub struct CliRuntime {
+    binary: PathBuf,
+    global: Vec<String>,
+}
+
+impl CliRuntime {
+    /// The driver for `runtime` with state under `root`.
+    pub fn new(runtime: Runtime, root: &Path) -> Self {
+        let root = root.to_string_lossy().into_owned();
+        match runtime {
+            // --network=host inside Warren's own namespace: runsc's netstack mode refuses to run
+            // on this kernel; ptrace is the platform that works without nested virtualisation.
+            Runtime::Gvisor => CliRuntime {
+                binary: PathBuf::from("runsc"),
+                global: vec![
+                    format!("--root={root}"),
+                    "--network=host".into(),
+                    "--platform=ptrace".into(),
+                ],
+            },
+            Runtime::Runc => CliRuntime {
+                binary: PathBuf::from("crun"),
+                global: vec![format!("--root={root}")],
+            },
+        }
+    }
+
+    async fn call(&self, args: &[&str]) -> io::Result<(bool, String, String)> {
+        let out = Command::new(&self.binary)
+            .args(&self.global)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .await
+            .map_err(|e| io::Error::other(format!("running {}: {e}", self.binary.display())))?;
+        Ok((
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        ))
+    }
+
+    fn failed(&self, what: &str, stderr: &str) -> io::Error {
+        io::Error::other(format!("{} {what}: {stderr}", self.binary.display()))
+    }
+}
+
+fn is_missing(stderr: &str) -> bool {
+    let s = stderr.to_ascii_lowercase();
+    s.contains("does not exist") || s.contains("not exist") || s.contains("not found")
+}
+
+#[async_trait]
+impl ContainerRuntime for CliRuntime {
+    async fn run(&self, id: &str, bundle: &Path, console: &Path) -> io::Result<()> {
+        let log = OpenOptions::new().create(true).append(true).open(console)?;
+        let log2 = log.try_clone()?;
+        // The container inherits these descriptors, so they must be files, not pipes we wait on.
+        let status = Command::new(&self.binary)
+            .args(&self.global)
+            .args(["run", "--detach", "--bundle"])
+            .arg(bundle)
+            .arg(id)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log2)
+            .status()
+            .await
+            .map_err(|e| io::Error::other(format!("running {}: {e}", self.binary.display())))?;
+        if status.success() {
+            Ok(())
+        } else {
+            let text = std::fs::read_to_string(console).unwrap_or_default();
+            let tail: String = text.lines().rev().take(5).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("; ");
+            Err(self.failed("run", &tail))
+        }
+    }
+
+    async fn status(&self, id: &str) -> io::Result<ContainerStatus> {
+        let (ok, stdout, stderr) = self.call(&["state", id]).await?;
+        if !ok {
+            return if is_missing(&stderr) {
+                Ok(ContainerStatus::Missing)
+            } else {
+                Err(self.failed("state", &stderr))
+            };
+        }
+        let v: serde_json::Value = serde_json::from_str(&stdout)
+            .map_err(|e| io::Error::other(format!("parsing runtime state: {e}")))?;
+        Ok(match v.get("status").and_then(|s| s.as_str()) {
+            Some("running") => ContainerStatus::Running,
+            Some("created") | Some("creating") => ContainerStatus::Created,
+            Some("paused") => ContainerStatus::Paused,
+            _ => ContainerStatus::Stopped,
+        })
+    }
+
+    async fn kill(&self, id: &str, signal: &str) -> io::Result<()> {
+        let (ok, _, stderr) = self.call(&["kill", id, signal]).await?;
+        if ok || is_missing(&stderr) {
+            Ok(())
+        } else {
+            Err(self.failed("kill", &stderr))
+        }
+    }
+
+    async fn delete(&self, id: &str) -> io::Result<()> {
+        let (ok, _, stderr) = self.call(&["delete", "--force", id]).await?;
+        if ok || is_missing(&stderr) {
+            Ok(())
+        } else {
+            Err(self.failed("delete", &stderr))
+        }
+    }
+
+    fn command_line(&self) -> (PathBuf, Vec<String>) {
+        (self.binary.clone(), self.global.clone())
+    }
+}

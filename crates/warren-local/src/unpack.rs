@@ -1,0 +1,300 @@
+//! Unpacking an untrusted root-filesystem tar without ever writing outside its directory.
+//!
+//! Real images are full of absolute symlinks (`/lib -> usr/lib`, `/etc/alternatives/...`); they
+//! are kept as they are because they resolve inside the sandbox. What is refused: paths with
+//! `..`, entries whose parent directory on disk is a symlink (writing through it would land
+//! wherever it points, possibly on the host), hard links that leave the tree, and device nodes.
+use std::fs;
+use std::io::{self, Read};
+use std::path::{Component, Path, PathBuf};
+
+use tar::EntryType;
+
+/// Why a tar was refused or could not be unpacked.
+#[derive(Debug, thiserror::Error)]
+pub enum UnpackError {
+    /// The tar is hostile or malformed; nothing it names was written outside the target.
+    #[error("rejected image tar: {0}")]
+    Rejected(String),
+    /// Reading the tar or writing the tree failed.
+    #[error("unpacking {path}: {source}")]
+    Io {
+        /// What was being written.
+        path: PathBuf,
+        /// The error.
+        source: io::Error,
+    },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> UnpackError + '_ {
+    move |source| UnpackError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// The tar crate reports malformed headers and truncated data as I/O errors of these kinds;
+/// they are the tar's fault, not the disk's.
+fn entry_error(dest: &Path, e: io::Error) -> UnpackError {
+    match e.kind() {
+        io::ErrorKind::Other
+        | io::ErrorKind::InvalidData
+        | io::ErrorKind::InvalidInput
+        | io::ErrorKind::UnexpectedEof => UnpackError::Rejected(format!(
+            "malformed entry {}: {e}",
+            dest.display()
+        )),
+        _ => io_err(dest)(e),
+    }
+}
+
+/// Turns an entry's path into a path relative to the root, refusing `..` and anything but
+/// plain names. A leading `/` or `./` is dropped, as tar tools do.
+pub fn clean_relative(raw: &Path) -> Result<PathBuf, UnpackError> {
+    let mut out = PathBuf::new();
+    for c in raw.components() {
+        match c {
+            Component::Normal(n) => out.push(n),
+            Component::RootDir | Component::CurDir => {}
+            Component::ParentDir => {
+                return Err(UnpackError::Rejected(format!(
+                    "entry {} contains '..'",
+                    raw.display()
+                )))
+            }
+            Component::Prefix(_) => {
+                return Err(UnpackError::Rejected(format!(
+                    "entry {} has a path prefix",
+                    raw.display()
+                )))
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Checks that no directory between `root` and `rel`'s parent is a symlink (or a non-directory),
+/// creating missing ones as plain directories.
+fn ensure_parents(root: &Path, rel: &Path) -> Result<(), UnpackError> {
+    let mut cur = root.to_path_buf();
+    let parents: Vec<_> = rel.parent().map(|p| p.components().collect()).unwrap_or_default();
+    for c in parents {
+        cur.push(c);
+        match fs::symlink_metadata(&cur) {
+            Ok(m) if m.file_type().is_symlink() => {
+                return Err(UnpackError::Rejected(format!(
+                    "entry {} would be written through the symlink {}",
+                    rel.display(),
+                    cur.strip_prefix(root).unwrap_or(&cur).display()
+                )))
+            }
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                return Err(UnpackError::Rejected(format!(
+                    "entry {} has a non-directory parent",
+                    rel.display()
+                )))
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                fs::create_dir(&cur).map_err(io_err(&cur))?;
+            }
+            Err(e) => return Err(io_err(&cur)(e)),
+        }
+    }
+    Ok(())
+}
+
+/// Removes whatever stands at `path` unless it is a directory and the entry is one too, so that
+/// a later entry replaces an earlier one and never writes through a symlink left there.
+fn clear_target(path: &Path, entry_is_dir: bool) -> Result<(), UnpackError> {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() && !m.file_type().is_symlink() => {
+            if entry_is_dir {
+                Ok(())
+            } else {
+                fs::remove_dir_all(path).map_err(io_err(path))
+            }
+        }
+        Ok(_) => fs::remove_file(path).map_err(io_err(path)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io_err(path)(e)),
+    }
+}
+
+/// Unpacks the tar read from `reader` into `root` (which must exist), keeping ownership, modes
+/// (setuid included: `sudo` needs it) and mtimes.
+pub fn unpack(reader: impl Read, root: &Path) -> Result<(), UnpackError> {
+    let mut archive = tar::Archive::new(reader);
+    archive.set_preserve_permissions(true);
+    archive.set_preserve_ownerships(true);
+    archive.set_preserve_mtime(true);
+    archive.set_unpack_xattrs(false);
+    let entries = archive.entries().map_err(io_err(root))?;
+    for entry in entries {
+        let mut entry = entry.map_err(|e| UnpackError::Rejected(format!("malformed tar: {e}")))?;
+        let raw = entry
+            .path()
+            .map_err(|e| UnpackError::Rejected(format!("bad entry path: {e}")))?
+            .into_owned();
+        let rel = clean_relative(&raw)?;
+        if rel.as_os_str().is_empty() {
+            continue; // the root itself ("./")
+        }
+        let kind = entry.header().entry_type();
+        match kind {
+            EntryType::Block | EntryType::Char => {
+                return Err(UnpackError::Rejected(format!(
+                    "entry {} is a device node",
+                    rel.display()
+                )))
+            }
+            EntryType::XGlobalHeader | EntryType::XHeader | EntryType::GNULongName
+            | EntryType::GNULongLink => continue,
+            _ => {}
+        }
+        ensure_parents(root, &rel)?;
+        let dest = root.join(&rel);
+        clear_target(&dest, kind == EntryType::Directory)?;
+        if kind == EntryType::Link {
+            let target = entry
+                .link_name()
+                .map_err(|e| UnpackError::Rejected(format!("bad hard link: {e}")))?
+                .ok_or_else(|| {
+                    UnpackError::Rejected(format!("hard link {} has no target", rel.display()))
+                })?;
+            let target_rel = clean_relative(&target)?;
+            ensure_parents(root, &target_rel)?;
+            let src = root.join(&target_rel);
+            let meta = fs::symlink_metadata(&src).map_err(|_| {
+                UnpackError::Rejected(format!(
+                    "hard link {} points at {} which is not in the image",
+                    rel.display(),
+                    target_rel.display()
+                ))
+            })?;
+            if !meta.is_file() {
+                return Err(UnpackError::Rejected(format!(
+                    "hard link {} points at a non-file",
+                    rel.display()
+                )));
+            }
+            fs::hard_link(&src, &dest).map_err(io_err(&dest))?;
+            continue;
+        }
+        entry.unpack(&dest).map_err(|e| entry_error(&rel, e))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tar_with(build: impl FnOnce(&mut tar::Builder<Vec<u8>>)) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        build(&mut b);
+        b.into_inner().unwrap_or_default()
+    }
+
+    fn header(kind: EntryType, size: u64) -> tar::Header {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_size(size);
+        h.set_mode(0o755);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        h
+    }
+
+    fn raw_path(h: &mut tar::Header, p: &str) {
+        // set_path refuses '..', so write the name field directly as a hostile tool would.
+        let name = &mut h.as_old_mut().name;
+        name[..p.len()].copy_from_slice(p.as_bytes());
+        h.set_cksum();
+    }
+
+    #[test]
+    fn keeps_absolute_symlinks_and_files() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = tar_with(|b| {
+            let mut h = header(EntryType::Directory, 0);
+            b.append_data(&mut h, "usr/lib", io::empty()).expect("dir");
+            let mut h = header(EntryType::Symlink, 0);
+            b.append_link(&mut h, "lib", "/usr/lib").expect("link");
+            let mut h = header(EntryType::Regular, 2);
+            b.append_data(&mut h, "usr/lib/x", &b"hi"[..]).expect("file");
+        });
+        unpack(&data[..], dir.path()).expect("unpack");
+        assert_eq!(
+            fs::read_link(dir.path().join("lib")).expect("readlink"),
+            Path::new("/usr/lib")
+        );
+        assert_eq!(fs::read(dir.path().join("usr/lib/x")).expect("read"), b"hi");
+    }
+
+    #[test]
+    fn rejects_dotdot() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let inner = dir.path().join("root");
+        fs::create_dir(&inner).expect("mkdir");
+        let data = tar_with(|b| {
+            let mut h = header(EntryType::Regular, 2);
+            raw_path(&mut h, "../escaped");
+            b.append(&h, &b"hi"[..]).expect("append");
+        });
+        assert!(matches!(unpack(&data[..], &inner), Err(UnpackError::Rejected(_))));
+        assert!(!dir.path().join("escaped").exists());
+    }
+
+    #[test]
+    fn rejects_writing_through_symlink() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let outside = tempfile::tempdir().expect("tempdir");
+        let data = tar_with(|b| {
+            let mut h = header(EntryType::Symlink, 0);
+            b.append_link(&mut h, "evil", outside.path()).expect("link");
+            let mut h = header(EntryType::Regular, 2);
+            b.append_data(&mut h, "evil/pwned", &b"hi"[..]).expect("file");
+        });
+        assert!(matches!(unpack(&data[..], dir.path()), Err(UnpackError::Rejected(_))));
+        assert!(!outside.path().join("pwned").exists());
+    }
+
+    #[test]
+    fn replaces_symlink_instead_of_following_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let outside = tempfile::tempdir().expect("tempdir");
+        let target = outside.path().join("victim");
+        fs::write(&target, b"safe").expect("write");
+        let data = tar_with(|b| {
+            let mut h = header(EntryType::Symlink, 0);
+            b.append_link(&mut h, "f", &target).expect("link");
+            let mut h = header(EntryType::Regular, 4);
+            b.append_data(&mut h, "f", &b"evil"[..]).expect("file");
+        });
+        unpack(&data[..], dir.path()).expect("unpack");
+        assert_eq!(fs::read(&target).expect("read"), b"safe");
+        assert_eq!(fs::read(dir.path().join("f")).expect("read"), b"evil");
+    }
+
+    #[test]
+    fn rejects_devices() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = tar_with(|b| {
+            let mut h = header(EntryType::Char, 0);
+            b.append_data(&mut h, "dev/mem", io::empty()).expect("dev");
+        });
+        assert!(matches!(unpack(&data[..], dir.path()), Err(UnpackError::Rejected(_))));
+    }
+
+    #[test]
+    fn rejects_hardlink_outside() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = tar_with(|b| {
+            let mut h = header(EntryType::Link, 0);
+            b.append_link(&mut h, "shadow", "/etc/shadow").expect("link");
+        });
+        assert!(matches!(unpack(&data[..], dir.path()), Err(UnpackError::Rejected(_))));
+    }
+}

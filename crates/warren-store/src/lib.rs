@@ -1,0 +1,81 @@
+//! Warren's durable state: API keys, images and sandboxes, behind the [`Store`] trait, with
+//! the SQLite implementation (the embedded default) beside it.
+#![deny(missing_docs)]
+
+mod sqlite;
+
+use async_trait::async_trait;
+use warren_api::{Image, Sandbox, SandboxId};
+
+pub use sqlite::SqliteStore;
+
+/// Errors of a store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database failed.
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+    /// A migration failed.
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A stored document no longer parses.
+    #[error("stored record {what} is corrupt: {source}")]
+    Corrupt {
+        /// Which record.
+        what: String,
+        /// The parse error.
+        source: serde_json::Error,
+    },
+    /// A row that must be unique already exists.
+    #[error("{0} already exists")]
+    Exists(String),
+}
+
+/// A sandbox as stored: the API's view plus what only the server may know.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SandboxRecord {
+    /// What the API shows.
+    pub sandbox: Sandbox,
+    /// The agent's access token.
+    pub token: String,
+    /// Index of its network lease within the server's address range, while it holds one.
+    pub net_index: Option<u32>,
+}
+
+/// Durable state of one Warren server.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Whether the store answers.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Records an API key by the hash of its secret.
+    async fn insert_api_key(&self, id: &str, name: &str, hash: &str) -> Result<(), StoreError>;
+    /// Whether a key with this hash exists.
+    async fn api_key_exists(&self, hash: &str) -> Result<bool, StoreError>;
+    /// How many keys exist.
+    async fn count_api_keys(&self) -> Result<u64, StoreError>;
+
+    /// Creates or replaces an image by name.
+    async fn put_image(&self, image: &Image) -> Result<(), StoreError>;
+    /// One image.
+    async fn get_image(&self, name: &str) -> Result<Option<Image>, StoreError>;
+    /// Every image, by name.
+    async fn list_images(&self) -> Result<Vec<Image>, StoreError>;
+    /// Removes an image record; whether it existed.
+    async fn delete_image(&self, name: &str) -> Result<bool, StoreError>;
+    /// How many images point at this digest.
+    async fn count_images_with_digest(&self, digest: &str) -> Result<u64, StoreError>;
+
+    /// Records a new sandbox.
+    async fn insert_sandbox(&self, rec: &SandboxRecord) -> Result<(), StoreError>;
+    /// Saves a changed sandbox.
+    async fn update_sandbox(&self, rec: &SandboxRecord) -> Result<(), StoreError>;
+    /// One sandbox, deleted ones included.
+    async fn get_sandbox(&self, id: &SandboxId) -> Result<Option<SandboxRecord>, StoreError>;
+    /// Every sandbox not deleted, newest first.
+    async fn list_sandboxes(&self) -> Result<Vec<SandboxRecord>, StoreError>;
+    /// How many sandboxes not deleted use this image.
+    async fn count_sandboxes_using_image(&self, image: &str) -> Result<u64, StoreError>;
+    /// Network lease indexes held by sandboxes not deleted.
+    async fn used_net_indexes(&self) -> Result<Vec<u32>, StoreError>;
+}

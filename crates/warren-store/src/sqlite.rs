@@ -1,0 +1,238 @@
+//! The SQLite store: one file, WAL, migrations embedded in the binary.
+use std::path::Path;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+use warren_api::{Image, Sandbox, SandboxId};
+
+use crate::{SandboxRecord, Store, StoreError};
+
+/// A [`Store`] in one SQLite file.
+#[derive(Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path` and runs pending migrations.
+    pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        let opts = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(opts)
+            .await?;
+        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+        Ok(SqliteStore { pool })
+    }
+}
+
+fn ts(t: &DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+fn parse_ts(what: &str, s: &str) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| StoreError::Corrupt {
+            what: what.to_owned(),
+            source: serde::de::Error::custom(e),
+        })
+}
+
+fn image_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Image, StoreError> {
+    let name: String = row.try_get("name")?;
+    let created: String = row.try_get("created_at")?;
+    let size: i64 = row.try_get("size")?;
+    Ok(Image {
+        created_at: parse_ts(&format!("image {name}"), &created)?,
+        digest: row.try_get("digest")?,
+        size: u64::try_from(size).unwrap_or(0),
+        name,
+    })
+}
+
+fn record_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<SandboxRecord, StoreError> {
+    let id: String = row.try_get("id")?;
+    let doc: String = row.try_get("doc")?;
+    let sandbox: Sandbox = serde_json::from_str(&doc).map_err(|source| StoreError::Corrupt {
+        what: format!("sandbox {id}"),
+        source,
+    })?;
+    let net_index: Option<i64> = row.try_get("net_index")?;
+    Ok(SandboxRecord {
+        sandbox,
+        token: row.try_get("token")?,
+        net_index: net_index.and_then(|i| u32::try_from(i).ok()),
+    })
+}
+
+fn doc(rec: &SandboxRecord) -> Result<String, StoreError> {
+    serde_json::to_string(&rec.sandbox).map_err(|source| StoreError::Corrupt {
+        what: format!("sandbox {}", rec.sandbox.id),
+        source,
+    })
+}
+
+const DELETED: &str = "deleted";
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn insert_api_key(&self, id: &str, name: &str, hash: &str) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO api_keys (id, hash, name, created_at) VALUES (?, ?, ?, ?)")
+            .bind(id)
+            .bind(hash)
+            .bind(name)
+            .bind(ts(&Utc::now()))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn api_key_exists(&self, hash: &str) -> Result<bool, StoreError> {
+        let row = sqlx::query("SELECT 1 FROM api_keys WHERE hash = ?")
+            .bind(hash)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.is_some())
+    }
+
+    async fn count_api_keys(&self) -> Result<u64, StoreError> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM api_keys")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    async fn put_image(&self, image: &Image) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO images (name, digest, size, created_at) VALUES (?, ?, ?, ?)
+             ON CONFLICT (name) DO UPDATE SET digest = excluded.digest, size = excluded.size,
+             created_at = excluded.created_at",
+        )
+        .bind(&image.name)
+        .bind(&image.digest)
+        .bind(i64::try_from(image.size).unwrap_or(i64::MAX))
+        .bind(ts(&image.created_at))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn get_image(&self, name: &str) -> Result<Option<Image>, StoreError> {
+        let row = sqlx::query("SELECT * FROM images WHERE name = ?")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(image_from_row).transpose()
+    }
+
+    async fn list_images(&self) -> Result<Vec<Image>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM images ORDER BY name")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(image_from_row).collect()
+    }
+
+    async fn delete_image(&self, name: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM images WHERE name = ?")
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn count_images_with_digest(&self, digest: &str) -> Result<u64, StoreError> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM images WHERE digest = ?")
+            .bind(digest)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    async fn insert_sandbox(&self, rec: &SandboxRecord) -> Result<(), StoreError> {
+        let s = &rec.sandbox;
+        let res = sqlx::query(
+            "INSERT INTO sandboxes (id, state, image, net_index, token, created_at, doc)
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(s.id.as_str())
+        .bind(s.state.as_str())
+        .bind(&s.image)
+        .bind(rec.net_index.map(i64::from))
+        .bind(&rec.token)
+        .bind(ts(&s.created_at))
+        .bind(doc(rec)?)
+        .execute(&self.pool)
+        .await;
+        match res {
+            Ok(_) => Ok(()),
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                Err(StoreError::Exists(format!("sandbox {}", s.id)))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn update_sandbox(&self, rec: &SandboxRecord) -> Result<(), StoreError> {
+        let s = &rec.sandbox;
+        sqlx::query("UPDATE sandboxes SET state = ?, net_index = ?, doc = ? WHERE id = ?")
+            .bind(s.state.as_str())
+            .bind(rec.net_index.map(i64::from))
+            .bind(doc(rec)?)
+            .bind(s.id.as_str())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn get_sandbox(&self, id: &SandboxId) -> Result<Option<SandboxRecord>, StoreError> {
+        let row = sqlx::query("SELECT * FROM sandboxes WHERE id = ?")
+            .bind(id.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(record_from_row).transpose()
+    }
+
+    async fn list_sandboxes(&self) -> Result<Vec<SandboxRecord>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM sandboxes WHERE state != ? ORDER BY created_at DESC")
+            .bind(DELETED)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(record_from_row).collect()
+    }
+
+    async fn count_sandboxes_using_image(&self, image: &str) -> Result<u64, StoreError> {
+        let n: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM sandboxes WHERE image = ? AND state != ?")
+                .bind(image)
+                .bind(DELETED)
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    async fn used_net_indexes(&self) -> Result<Vec<u32>, StoreError> {
+        let rows: Vec<i64> = sqlx::query_scalar(
+            "SELECT net_index FROM sandboxes WHERE net_index IS NOT NULL AND state != ?",
+        )
+        .bind(DELETED)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().filter_map(|i| u32::try_from(i).ok()).collect())
+    }
+}
+
