@@ -1,1 +1,141 @@
-fn main() {}
+//! `warren`: the server (`serve`), the client verbs, and `bench`. Argument parsing and
+//! printing only; the work is in the library crates.
+mod bench;
+mod client;
+mod image;
+mod rootfs;
+mod verbs;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use ipnet::Ipv4Net;
+use warren_api::Runtime;
+
+use crate::client::{default_data_dir, Client};
+
+#[derive(Parser)]
+#[command(name = "warren", version, about = "Isolated sandboxes for untrusted code, on your own machine")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// How client verbs reach the server.
+#[derive(Args, Clone)]
+pub struct ClientOpts {
+    /// Server URL.
+    #[arg(long, global = true, env = "WARREN_URL", default_value = "http://127.0.0.1:8080")]
+    url: String,
+    /// Data directory of a server on this machine, where its admin.key is found when
+    /// WARREN_API_KEY is unset [default: ~/.local/share/warren].
+    #[arg(long, global = true, env = "WARREN_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Print JSON instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+impl ClientOpts {
+    fn client(&self) -> Client {
+        Client::new(&self.url, &self.data_dir.clone().unwrap_or_else(default_data_dir))
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server: REST API and background workers.
+    Serve(ServeArgs),
+    /// Create a sandbox, run a command in it and stream its output; exits with its code.
+    Run(verbs::RunArgs),
+    /// Run a command in a running sandbox; streams its output, exits with its code.
+    Exec(verbs::ExecArgs),
+    /// List sandboxes.
+    Ls(verbs::LsArgs),
+    /// Show one sandbox.
+    Inspect(verbs::IdArgs),
+    /// Delete sandboxes and everything they hold.
+    Rm(verbs::IdsArgs),
+    /// Stop a sandbox, keeping its files.
+    Stop(verbs::IdArgs),
+    /// Start a stopped sandbox.
+    Start(verbs::IdArgs),
+    /// Manage images.
+    #[command(subcommand)]
+    Image(image::ImageCommand),
+    /// Measure sandbox create and exec latency against the raw runtimes (needs root).
+    Bench(bench::BenchArgs),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Address of the API.
+    #[arg(long, env = "WARREN_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Data directory (database, images, sandboxes, admin.key) [default: ~/.local/share/warren].
+    #[arg(long, env = "WARREN_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Runtime for sandboxes whose request names none: gvisor or runc.
+    #[arg(long, env = "WARREN_DEFAULT_RUNTIME", default_value = "gvisor")]
+    default_runtime: Runtime,
+    /// Address range for sandboxes (each gets a /30 of it). Give each server on a host its own.
+    #[arg(long, env = "WARREN_SUBNET", default_value = "10.77.0.0/16")]
+    subnet: Ipv4Net,
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let data_dir = args.data_dir.unwrap_or_else(default_data_dir);
+    let server = warren_server::Server::build(warren_server::ServerConfig {
+        listen: args.listen,
+        data_dir: data_dir.clone(),
+        default_runtime: args.default_runtime,
+        subnet: args.subnet,
+    })
+    .await?;
+    if let Some(key) = &server.new_admin_key {
+        eprintln!("Created the admin API key (shown once; also saved to {}/admin.key, mode 0600):\n  {key}", data_dir.display());
+    }
+    eprintln!("warren listening on http://{} (data dir {})", args.listen, data_dir.display());
+    server.serve().await
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("WARREN_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: starting the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(async move {
+        match cli.command {
+            Command::Serve(a) => serve(a).await.map(|_| 0),
+            Command::Run(a) => verbs::run(a).await,
+            Command::Exec(a) => verbs::exec(a).await,
+            Command::Ls(a) => verbs::ls(a).await.map(|_| 0),
+            Command::Inspect(a) => verbs::inspect(a).await.map(|_| 0),
+            Command::Rm(a) => verbs::rm(a).await.map(|_| 0),
+            Command::Stop(a) => verbs::lifecycle(a, "stop").await.map(|_| 0),
+            Command::Start(a) => verbs::lifecycle(a, "start").await.map(|_| 0),
+            Command::Image(c) => image::run(c).await.map(|_| 0),
+            Command::Bench(a) => bench::run(a).await.map(|_| 0),
+        }
+    });
+    match result {
+        Ok(code) => ExitCode::from(u8::try_from(code.clamp(0, 255)).unwrap_or(1)),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

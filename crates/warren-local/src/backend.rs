@@ -109,6 +109,22 @@ fn which(bin: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// Sandboxes inherit the open-file limit the bundle names, which may not exceed ours: as root
+/// we lift ours to Docker's 1048576 (or the kernel's `nr_open`, if lower).
+fn raise_nofile() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let nr_open = fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .unwrap_or(1_048_576);
+    let want = nr_open.min(1_048_576);
+    if let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if hard < want && setrlimit(Resource::RLIMIT_NOFILE, want, want).is_err() {
+            tracing::debug!("could not raise RLIMIT_NOFILE to {want}");
+        }
+    }
+}
+
 impl LocalBackend {
     /// Prepares the host (directories, the cgroup hybrid-mode fix) and checks the tools.
     pub fn new(cfg: LocalConfig) -> Result<Self, LocalError> {
@@ -127,6 +143,7 @@ impl LocalBackend {
         for m in &missing {
             tracing::warn!("{m} is not on PATH: sandboxes of that runtime will fail to start (apt-get install {m})");
         }
+        raise_nofile();
         let cgroups = CgroupMode::detect();
         match cgroup::fix_hybrid_hugetlb(cgroups) {
             Ok(true) => tracing::info!("mounted the hugetlb cgroup hierarchy (crun needs it in hybrid mode)"),

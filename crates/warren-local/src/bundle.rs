@@ -156,6 +156,10 @@ fn build_config(
         env.push(format!("WARREN_AGENT_CWD={}", spec.cwd));
     }
 
+    // As many open files as the host lets a process have, up to Docker's 1048576.
+    let nofile = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .map(|(_, hard)| hard.min(1_048_576))
+        .unwrap_or(1024);
     let caps: HashSet<Capability> = DEFAULT_CAPS.into_iter().collect();
     let capabilities = LinuxCapabilitiesBuilder::default()
         .bounding(caps.clone())
@@ -171,8 +175,8 @@ fn build_config(
         .capabilities(capabilities)
         .rlimits(vec![PosixRlimitBuilder::default()
             .typ(PosixRlimitType::RlimitNofile)
-            .hard(1_048_576u64)
-            .soft(1_048_576u64)
+            .hard(nofile)
+            .soft(nofile)
             .build()?])
         .no_new_privileges(false)
         .build()?;

@@ -1,1 +1,145 @@
-//! placeholder
+//! Warren's server: the axum application (`/v1` API, health), API-key auth, the sandbox
+//! service that drives the store and backend, and the reconciler.
+#![deny(missing_docs)]
+
+pub mod agent_bin;
+pub mod auth;
+pub mod backend;
+pub mod error;
+pub mod reconciler;
+mod routes;
+pub mod service;
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use ipnet::Ipv4Net;
+use sha2::{Digest, Sha256};
+use tokio::sync::RwLock;
+use warren_api::Runtime;
+use warren_local::{LocalBackend, LocalConfig};
+use warren_store::SqliteStore;
+
+pub use routes::router;
+use service::{Service, ServiceConfig};
+
+/// Shared state of every handler.
+#[derive(Clone)]
+pub struct AppState {
+    /// The sandbox service.
+    pub service: Service,
+    /// Hashes of keys already checked against the store.
+    pub known_keys: Arc<RwLock<HashSet<String>>>,
+}
+
+/// Settings of `warren serve`.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Where the API listens.
+    pub listen: SocketAddr,
+    /// The data directory.
+    pub data_dir: PathBuf,
+    /// Runtime for requests that name none.
+    pub default_runtime: Runtime,
+    /// Address range for sandboxes.
+    pub subnet: Ipv4Net,
+}
+
+/// Four base32 characters naming this server's host resources, derived from its data dir so
+/// two servers on one host never share names.
+pub fn host_tag(data_dir: &Path) -> String {
+    let digest = Sha256::digest(data_dir.as_os_str().as_encoded_bytes());
+    data_encoding::BASE32_NOPAD.encode(&digest)[..4].to_ascii_lowercase()
+}
+
+fn host_memory_mb() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map(|kb| kb / 1024)
+        .unwrap_or(1024)
+}
+
+/// A ready server: state built, admin key ensured, sandboxes reconciled.
+pub struct Server {
+    /// Handler state.
+    pub state: AppState,
+    /// The admin key, when this start created it (print it once).
+    pub new_admin_key: Option<String>,
+    cfg: ServerConfig,
+}
+
+impl Server {
+    /// Prepares everything short of listening.
+    pub async fn build(cfg: ServerConfig) -> anyhow::Result<Server> {
+        std::fs::create_dir_all(&cfg.data_dir)
+            .with_context(|| format!("creating data dir {}", cfg.data_dir.display()))?;
+        let data_dir = cfg
+            .data_dir
+            .canonicalize()
+            .with_context(|| format!("resolving {}", cfg.data_dir.display()))?;
+        let agent = agent_bin::install(&data_dir).context("installing the agent binary")?;
+        let store = SqliteStore::open(&data_dir.join("warren.db"))
+            .await
+            .context("opening the database")?;
+        let new_admin_key = auth::ensure_admin_key(&store, &data_dir).await?;
+        let backend = LocalBackend::new(LocalConfig {
+            tag: host_tag(&data_dir),
+            data_dir: data_dir.clone(),
+            subnet: cfg.subnet,
+            agent_binary: agent,
+        })?;
+        let service = Service::new(
+            Arc::new(store),
+            Arc::new(backend),
+            ServiceConfig {
+                default_runtime: cfg.default_runtime,
+                host_cpus: std::thread::available_parallelism()
+                    .map(|n| n.get() as f64)
+                    .unwrap_or(1.0),
+                host_memory_mb: host_memory_mb(),
+            },
+        );
+        reconciler::pass(&service).await;
+        Ok(Server {
+            state: AppState {
+                service,
+                known_keys: Arc::default(),
+            },
+            new_admin_key,
+            cfg,
+        })
+    }
+
+    /// Serves until SIGINT/SIGTERM. Sandboxes keep running after the server stops.
+    pub async fn serve(self) -> anyhow::Result<()> {
+        let listener = tokio::net::TcpListener::bind(self.cfg.listen)
+            .await
+            .with_context(|| format!("listening on {}", self.cfg.listen))?;
+        tokio::spawn(reconciler::run(self.state.service.clone()));
+        let app = router(self.state);
+        axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown_signal())
+            .await
+            .context("serving")
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut term) = signal(SignalKind::terminate()) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,250 @@
+//! The agent's server role: the HTTP/1.1 listener, token check and routing, the main command,
+//! and the shutdown rule (on SIGTERM/SIGINT stop the main command, wait for it, exit 0).
+
+use std::convert::Infallible;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper::header::{HeaderMap, HeaderValue, ALLOW};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use nix::sys::signal::Signal as NixSignal;
+use tokio::net::TcpListener;
+use tokio::signal::unix::{signal, SignalKind};
+
+use warren_agent::connect::{self, code, path, ConnectError};
+
+use super::body::AgentBody;
+use super::config::Config;
+use super::process::Supervisor;
+use super::rpc;
+
+struct State {
+    token: Option<String>,
+    sup: Arc<Supervisor>,
+}
+
+impl State {
+    fn authorized(&self, headers: &HeaderMap) -> bool {
+        let Some(expected) = &self.token else {
+            return true;
+        };
+        let Some(given) = headers.get(connect::HEADER_ACCESS_TOKEN) else {
+            return false;
+        };
+        // Compare in time independent of where the first difference is.
+        let (a, b) = (given.as_bytes(), expected.as_bytes());
+        a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    }
+}
+
+/// Runs the server role until shutdown; returns the process exit code.
+pub fn run() -> ExitCode {
+    let config = match Config::from_env() {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("warren-agent: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    // One thread: the agent's work is I/O, and a single-threaded runtime has the lowest
+    // per-request latency and footprint.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("warren-agent: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let code = runtime.block_on(serve(config));
+    // Do not wait for connections or pumps still in flight: we are exiting.
+    runtime.shutdown_background();
+    code
+}
+
+async fn serve(config: Config) -> ExitCode {
+    let listener = match TcpListener::bind(config.addr).await {
+        Ok(listener) => listener,
+        Err(e) => {
+            eprintln!("warren-agent: cannot listen on {}: {e}", config.addr);
+            return ExitCode::FAILURE;
+        }
+    };
+    let sup = Supervisor::new(config.child_env);
+    // Handlers first, so a SIGTERM racing the main command's start is not lost.
+    let signals = Signals::install();
+    if let Some(argv) = &config.main_cmd {
+        if let Err(e) = sup.start_main(argv, &config.main_cwd) {
+            eprintln!("warren-agent: {e}");
+        }
+    }
+    let addr = listener.local_addr().unwrap_or(config.addr);
+    eprintln!("warren-agent: listening on {addr}");
+    let state = Arc::new(State {
+        token: config.token,
+        sup: sup.clone(),
+    });
+    tokio::select! {
+        () = accept_loop(listener, state) => ExitCode::FAILURE,
+        code = signals.until_shutdown(&sup) => code,
+    }
+}
+
+async fn accept_loop(listener: TcpListener, state: Arc<State>) {
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Typically EMFILE: back off instead of spinning on the error.
+                eprintln!("warren-agent: accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        // Small envelopes must leave at once; Nagle would hold them for the peer's delayed ACK.
+        let _ = stream.set_nodelay(true);
+        let state = state.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| {
+                let state = state.clone();
+                async move { Ok::<_, Infallible>(handle(&state, req).await) }
+            });
+            // A connection error is the client's business (reset, bad request line).
+            let _ = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+enum Route {
+    Health,
+    Start,
+    Unary(&'static str),
+    Unknown,
+}
+
+fn route(path: &str) -> Route {
+    match path {
+        path::HEALTH => Route::Health,
+        path::START => Route::Start,
+        path::LIST => Route::Unary(path::LIST),
+        path::SEND_INPUT => Route::Unary(path::SEND_INPUT),
+        path::CLOSE_STDIN => Route::Unary(path::CLOSE_STDIN),
+        path::SEND_SIGNAL => Route::Unary(path::SEND_SIGNAL),
+        _ => Route::Unknown,
+    }
+}
+
+async fn handle(state: &State, req: Request<Incoming>) -> Response<AgentBody> {
+    let route = route(req.uri().path());
+    if let Route::Health = route {
+        let mut resp = Response::new(AgentBody::empty());
+        *resp.status_mut() = StatusCode::NO_CONTENT;
+        return resp;
+    }
+    if !state.authorized(req.headers()) {
+        return rpc::unary_error(&ConnectError::new(
+            code::UNAUTHENTICATED,
+            "missing or invalid access token",
+        ));
+    }
+    if !matches!(route, Route::Unknown) && req.method() != Method::POST {
+        let mut resp = Response::new(AgentBody::empty());
+        *resp.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+        resp.headers_mut().insert(ALLOW, HeaderValue::from_static("POST"));
+        return resp;
+    }
+    match route {
+        Route::Start => rpc::start(&state.sup, req).await,
+        Route::Unary(path) => rpc::unary(&state.sup, path, req).await,
+        Route::Health | Route::Unknown => rpc::unary_error(&ConnectError::new(
+            code::UNIMPLEMENTED,
+            format!("{} {} is not implemented by this agent", req.method(), req.uri().path()),
+        )),
+    }
+}
+
+/// The signals the server reacts to. Registration failures leave that signal's default action.
+struct Signals {
+    shutdown: Vec<tokio::signal::unix::Signal>,
+    forward: Vec<(NixSignal, tokio::signal::unix::Signal)>,
+}
+
+impl Signals {
+    fn install() -> Signals {
+        let listen = |kind: SignalKind| match signal(kind) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                eprintln!("warren-agent: cannot handle signal {}: {e}", kind.as_raw_value());
+                None
+            }
+        };
+        let shutdown = [SignalKind::terminate(), SignalKind::interrupt()]
+            .into_iter()
+            .filter_map(listen)
+            .collect();
+        // Under init these arrive forwarded from PID 1; they are meant for the workload, and
+        // their default action would otherwise kill the agent.
+        let forward = [
+            (NixSignal::SIGHUP, SignalKind::hangup()),
+            (NixSignal::SIGQUIT, SignalKind::quit()),
+            (NixSignal::SIGUSR1, SignalKind::user_defined1()),
+            (NixSignal::SIGUSR2, SignalKind::user_defined2()),
+        ]
+        .into_iter()
+        .filter_map(|(nix, kind)| listen(kind).map(|s| (nix, s)))
+        .collect();
+        Signals { shutdown, forward }
+    }
+
+    async fn until_shutdown(mut self, sup: &Supervisor) -> ExitCode {
+        loop {
+            let shutdown = any_signal(&mut self.shutdown);
+            let forward = any_forwarded(&mut self.forward);
+            tokio::select! {
+                () = shutdown => break,
+                sig = forward => { sup.signal_main(sig); }
+            }
+        }
+        if sup.signal_main(NixSignal::SIGTERM) {
+            // No bound: the runtime SIGKILLs the sandbox when its own grace period ends.
+            sup.main_exited().await;
+        }
+        ExitCode::SUCCESS
+    }
+}
+
+/// Resolves when any of `signals` arrives (never if there are none).
+async fn any_signal(signals: &mut [tokio::signal::unix::Signal]) {
+    std::future::poll_fn(|cx| {
+        for s in signals.iter_mut() {
+            if s.poll_recv(cx).is_ready() {
+                return std::task::Poll::Ready(());
+            }
+        }
+        std::task::Poll::Pending
+    })
+    .await
+}
+
+/// Resolves with the first of `signals` that arrives (never if there are none).
+async fn any_forwarded(signals: &mut [(NixSignal, tokio::signal::unix::Signal)]) -> NixSignal {
+    std::future::poll_fn(|cx| {
+        for (sig, s) in signals.iter_mut() {
+            if s.poll_recv(cx).is_ready() {
+                return std::task::Poll::Ready(*sig);
+            }
+        }
+        std::task::Poll::Pending
+    })
+    .await
+}

@@ -1,0 +1,132 @@
+//! `warren image`: import, ls, rm.
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use clap::Subcommand;
+use reqwest::Method;
+use warren_api::{Image, ImageList};
+
+use crate::rootfs;
+use crate::ClientOpts;
+
+#[derive(Subcommand)]
+pub enum ImageCommand {
+    /// Import an image from a root-filesystem directory or tar.
+    Import {
+        /// Name to give the image.
+        name: String,
+        /// A directory holding the root filesystem, or a tar of one.
+        #[arg(required_unless_present = "busybox")]
+        source: Option<PathBuf>,
+        /// Build the image from this host's static busybox instead (apt-get install busybox-static).
+        #[arg(long, conflicts_with = "source")]
+        busybox: bool,
+        #[command(flatten)]
+        opts: ClientOpts,
+    },
+    /// List images.
+    Ls {
+        #[command(flatten)]
+        opts: ClientOpts,
+    },
+    /// Delete images no sandbox uses.
+    Rm {
+        /// Image names.
+        #[arg(required = true)]
+        names: Vec<String>,
+        #[command(flatten)]
+        opts: ClientOpts,
+    },
+}
+
+pub async fn run(cmd: ImageCommand) -> anyhow::Result<()> {
+    match cmd {
+        ImageCommand::Import { name, source, busybox, opts } => import(name, source, busybox, opts).await,
+        ImageCommand::Ls { opts } => ls(opts).await,
+        ImageCommand::Rm { names, opts } => rm(names, opts).await,
+    }
+}
+
+async fn import(name: String, source: Option<PathBuf>, busybox: bool, opts: ClientOpts) -> anyhow::Result<()> {
+    let client = opts.client();
+    let scratch = tempfile::tempdir().context("creating a scratch directory")?;
+    let tar_path = match source {
+        Some(p) if p.is_file() => p,
+        Some(p) if p.is_dir() => {
+            let out = scratch.path().join("rootfs.tar");
+            if !opts.json {
+                eprintln!("warren: packing {} ...", p.display());
+            }
+            rootfs::tar_dir(&p, &out)?;
+            out
+        }
+        Some(p) => bail!("{} is neither a directory nor a file", p.display()),
+        None if busybox => {
+            let tree = scratch.path().join("rootfs");
+            rootfs::busybox_tree(&tree)?;
+            let out = scratch.path().join("rootfs.tar");
+            rootfs::tar_dir(&tree, &out)?;
+            out
+        }
+        None => bail!("give a directory or tar, or --busybox"),
+    };
+    let file = tokio::fs::File::open(&tar_path)
+        .await
+        .with_context(|| format!("opening {}", tar_path.display()))?;
+    let size = file.metadata().await?.len();
+    let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024));
+    if !opts.json {
+        eprintln!("warren: uploading {:.1} MB ...", size as f64 / 1e6);
+    }
+    let image: Image = client
+        .json(
+            client
+                .request(Method::PUT, &format!("/v1/images/{name}"))
+                .header(reqwest::header::CONTENT_TYPE, "application/x-tar")
+                .header(reqwest::header::CONTENT_LENGTH, size)
+                .body(body),
+        )
+        .await?;
+    if opts.json {
+        println!("{}", serde_json::to_string_pretty(&image)?);
+    } else {
+        println!("{} {} ({:.1} MB)", image.name, image.digest, image.size as f64 / 1e6);
+    }
+    Ok(())
+}
+
+async fn ls(opts: ClientOpts) -> anyhow::Result<()> {
+    let client = opts.client();
+    let list: ImageList = client.json(client.request(Method::GET, "/v1/images")).await?;
+    if opts.json {
+        println!("{}", serde_json::to_string_pretty(&list)?);
+        return Ok(());
+    }
+    println!("{:<24} {:<20} {:>10}  CREATED", "NAME", "DIGEST", "SIZE");
+    for i in list.images {
+        println!(
+            "{:<24} {:<20} {:>8.1}MB  {}",
+            i.name,
+            &i.digest[..i.digest.len().min(19)],
+            i.size as f64 / 1e6,
+            i.created_at.format("%Y-%m-%d %H:%M")
+        );
+    }
+    Ok(())
+}
+
+async fn rm(names: Vec<String>, opts: ClientOpts) -> anyhow::Result<()> {
+    let client = opts.client();
+    for n in &names {
+        client
+            .send(client.request(Method::DELETE, &format!("/v1/images/{n}")))
+            .await
+            .with_context(|| format!("deleting image {n}"))?;
+        if opts.json {
+            println!("{}", serde_json::json!({"name": n, "deleted": true}));
+        } else {
+            println!("{n}");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,273 @@
+//! Sandbox verbs: run, exec, ls, inspect, rm, stop, start.
+use std::collections::BTreeMap;
+use std::io::Write;
+
+use anyhow::{bail, Context};
+use clap::Args;
+use futures::StreamExt;
+use reqwest::Method;
+use warren_api::{CreateSandbox, ExecRequest, Runtime, Sandbox, SandboxList};
+
+use crate::client::{Client, ExecChunk};
+use crate::ClientOpts;
+
+fn parse_env(items: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
+    items
+        .iter()
+        .map(|kv| {
+            kv.split_once('=')
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .with_context(|| format!("--env {kv:?}: expected NAME=VALUE"))
+        })
+        .collect()
+}
+
+#[derive(Args)]
+pub struct RunArgs {
+    /// Image name.
+    image: String,
+    /// Runtime: gvisor or runc [default: the server's].
+    #[arg(long)]
+    runtime: Option<Runtime>,
+    /// CPU cores.
+    #[arg(long)]
+    cpu: Option<f64>,
+    /// Memory limit in MiB.
+    #[arg(long)]
+    memory_mb: Option<u64>,
+    /// Process limit.
+    #[arg(long)]
+    pids: Option<u64>,
+    /// Environment variable NAME=VALUE (repeatable).
+    #[arg(long = "env", short = 'e')]
+    env: Vec<String>,
+    /// Delete the sandbox when the command ends.
+    #[arg(long)]
+    rm: bool,
+    /// Command timeout in seconds (0 = none).
+    #[arg(long, default_value_t = 0)]
+    timeout: u64,
+    #[command(flatten)]
+    opts: ClientOpts,
+    /// Command and arguments [default: sh].
+    #[arg(last = true)]
+    cmd: Vec<String>,
+}
+
+#[derive(Args)]
+pub struct ExecArgs {
+    /// Sandbox id.
+    id: String,
+    /// Environment variable NAME=VALUE (repeatable).
+    #[arg(long = "env", short = 'e')]
+    env: Vec<String>,
+    /// Working directory.
+    #[arg(long)]
+    cwd: Option<String>,
+    /// Timeout in seconds (0 = none).
+    #[arg(long, default_value_t = 0)]
+    timeout: u64,
+    #[command(flatten)]
+    opts: ClientOpts,
+    /// Command and arguments.
+    #[arg(last = true, required = true)]
+    cmd: Vec<String>,
+}
+
+#[derive(Args)]
+pub struct LsArgs {
+    /// Only sandboxes in this state.
+    #[arg(long)]
+    state: Option<String>,
+    #[command(flatten)]
+    opts: ClientOpts,
+}
+
+#[derive(Args)]
+pub struct IdArgs {
+    /// Sandbox id.
+    id: String,
+    #[command(flatten)]
+    opts: ClientOpts,
+}
+
+#[derive(Args)]
+pub struct IdsArgs {
+    /// Sandbox ids.
+    #[arg(required = true)]
+    ids: Vec<String>,
+    #[command(flatten)]
+    opts: ClientOpts,
+}
+
+/// Streams an exec to this terminal; returns its exit code.
+async fn stream_exec(client: &Client, id: &str, req: &ExecRequest, json: bool) -> anyhow::Result<i32> {
+    let mut stream = Box::pin(client.exec_stream(id, req).await?);
+    let (mut out, mut err) = (std::io::stdout(), std::io::stderr());
+    while let Some(chunk) = stream.next().await {
+        match chunk? {
+            ExecChunk::Stdout(s) if !json => {
+                out.write_all(s.as_bytes())?;
+                out.flush()?;
+            }
+            ExecChunk::Stderr(s) if !json => {
+                err.write_all(s.as_bytes())?;
+                err.flush()?;
+            }
+            ExecChunk::Exit(exit) => {
+                if json {
+                    println!("{}", serde_json::to_string(&exit)?);
+                }
+                if exit.timed_out {
+                    eprintln!("warren: command timed out after {} ms and was killed", exit.duration_ms);
+                }
+                return Ok(exit.exit_code);
+            }
+            _ => {}
+        }
+    }
+    bail!("the output stream ended without an exit status")
+}
+
+pub async fn run(a: RunArgs) -> anyhow::Result<i32> {
+    let client = a.opts.client();
+    let req = CreateSandbox {
+        image: a.image.clone(),
+        runtime: a.runtime,
+        cpu: a.cpu,
+        memory_mb: a.memory_mb,
+        pids: a.pids,
+        env: parse_env(&a.env)?,
+        ..Default::default()
+    };
+    let sandbox: Sandbox = client
+        .json(client.request(Method::POST, "/v1/sandboxes").json(&req))
+        .await?;
+    if !a.opts.json {
+        eprintln!("warren: sandbox {} running ({})", sandbox.id, sandbox.runtime);
+    }
+    let cmd = if a.cmd.is_empty() { vec!["sh".to_owned()] } else { a.cmd };
+    let exec = ExecRequest {
+        cmd,
+        timeout_s: Some(a.timeout),
+        ..Default::default()
+    };
+    let code = stream_exec(&client, sandbox.id.as_str(), &exec, a.opts.json).await;
+    if a.rm {
+        client
+            .send(client.request(Method::DELETE, &format!("/v1/sandboxes/{}", sandbox.id)))
+            .await?;
+    }
+    code
+}
+
+pub async fn exec(a: ExecArgs) -> anyhow::Result<i32> {
+    let client = a.opts.client();
+    let req = ExecRequest {
+        cmd: a.cmd,
+        env: parse_env(&a.env)?,
+        cwd: a.cwd,
+        timeout_s: Some(a.timeout),
+        ..Default::default()
+    };
+    stream_exec(&client, &a.id, &req, a.opts.json).await
+}
+
+fn age(t: chrono::DateTime<chrono::Utc>) -> String {
+    let s = (chrono::Utc::now() - t).num_seconds().max(0);
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m", s / 60),
+        3600..=86399 => format!("{}h", s / 3600),
+        _ => format!("{}d", s / 86400),
+    }
+}
+
+pub async fn ls(a: LsArgs) -> anyhow::Result<()> {
+    let client = a.opts.client();
+    let mut rb = client.request(Method::GET, "/v1/sandboxes");
+    if let Some(s) = &a.state {
+        rb = rb.query(&[("state", s)]);
+    }
+    let list: SandboxList = client.json(rb).await?;
+    if a.opts.json {
+        println!("{}", serde_json::to_string_pretty(&list)?);
+        return Ok(());
+    }
+    println!("{:<18} {:<12} {:<8} {:<16} {:<15} {:>5}", "ID", "STATE", "RUNTIME", "IMAGE", "IP", "AGE");
+    for s in list.sandboxes {
+        println!(
+            "{:<18} {:<12} {:<8} {:<16} {:<15} {:>5}",
+            s.id,
+            s.state,
+            s.runtime,
+            s.image,
+            s.ip.as_deref().unwrap_or("-"),
+            age(s.created_at)
+        );
+    }
+    Ok(())
+}
+
+pub async fn inspect(a: IdArgs) -> anyhow::Result<()> {
+    let client = a.opts.client();
+    let s: Sandbox = client
+        .json(client.request(Method::GET, &format!("/v1/sandboxes/{}", a.id)))
+        .await?;
+    if a.opts.json {
+        println!("{}", serde_json::to_string_pretty(&s)?);
+        return Ok(());
+    }
+    println!("id:        {}", s.id);
+    println!("state:     {}", s.state);
+    if let Some(e) = &s.error {
+        println!("error:     {e}");
+    }
+    println!("image:     {} ({})", s.image, s.image_digest);
+    println!("runtime:   {}", s.runtime);
+    println!("limits:    cpu {} · memory {} MiB · pids {}", s.cpu, s.memory_mb, s.pids);
+    println!("ip:        {}", s.ip.as_deref().unwrap_or("-"));
+    println!("created:   {} ({} ago)", s.created_at, age(s.created_at));
+    if !s.cmd.is_empty() {
+        println!("cmd:       {}", s.cmd.join(" "));
+    }
+    for (k, v) in &s.metadata {
+        println!("metadata:  {k}={v}");
+    }
+    Ok(())
+}
+
+pub async fn rm(a: IdsArgs) -> anyhow::Result<()> {
+    let client = a.opts.client();
+    let mut failed = 0;
+    for id in &a.ids {
+        match client
+            .send(client.request(Method::DELETE, &format!("/v1/sandboxes/{id}")))
+            .await
+        {
+            Ok(_) if a.opts.json => println!("{}", serde_json::json!({"id": id, "deleted": true})),
+            Ok(_) => println!("{id}"),
+            Err(e) => {
+                failed += 1;
+                eprintln!("error: {id}: {e:#}");
+            }
+        }
+    }
+    if failed > 0 {
+        bail!("{failed} of {} sandbox(es) not deleted", a.ids.len());
+    }
+    Ok(())
+}
+
+pub async fn lifecycle(a: IdArgs, verb: &str) -> anyhow::Result<()> {
+    let client = a.opts.client();
+    let s: Sandbox = client
+        .json(client.request(Method::POST, &format!("/v1/sandboxes/{}/{verb}", a.id)))
+        .await?;
+    if a.opts.json {
+        println!("{}", serde_json::to_string_pretty(&s)?);
+    } else {
+        println!("{} {}", s.id, s.state);
+    }
+    Ok(())
+}

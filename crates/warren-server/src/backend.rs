@@ -1,0 +1,80 @@
+//! The [`Backend`] trait: what the service asks of whatever runs sandboxes, and its
+//! implementation for the local backend (a Kubernetes one comes later).
+use std::path::PathBuf;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use warren_api::Runtime;
+use warren_local::images::{ImageError, Imported, IncomingTar};
+use warren_local::runtime::ContainerStatus;
+use warren_local::{LocalBackend, LocalError, Provisioned, SandboxSpec};
+
+/// Runs sandboxes and holds their images.
+#[async_trait]
+pub trait Backend: Send + Sync + 'static {
+    /// Starts receiving an image tar.
+    fn image_begin(&self) -> Result<IncomingTar, ImageError>;
+    /// Stores and unpacks a received tar (blocking).
+    fn image_finish(&self, incoming: IncomingTar) -> Result<Imported, ImageError>;
+    /// The unpacked tree of an image digest.
+    fn image_dir(&self, digest: &str) -> PathBuf;
+    /// Removes an image digest's data.
+    fn image_remove(&self, digest: &str) -> Result<(), ImageError>;
+
+    /// The lowest free network lease index.
+    fn free_net_index(&self, used: &[u32]) -> Option<u32>;
+    /// Makes and starts a sandbox; on failure nothing of it is left.
+    async fn provision(&self, spec: &SandboxSpec) -> Result<Provisioned, LocalError>;
+    /// The runtime's view of a sandbox.
+    async fn status(&self, id: &str, runtime: Runtime) -> ContainerStatus;
+    /// Asks a sandbox to stop, waiting up to `grace`.
+    async fn stop(&self, id: &str, runtime: Runtime, grace: Duration);
+    /// Releases all host resources of a sandbox but its files (idempotent).
+    async fn release(&self, id: &str, runtime: Runtime, net_index: Option<u32>);
+    /// Removes a sandbox's files.
+    fn remove_files(&self, id: &str);
+    /// OOM kills seen in the sandbox's memory cgroup.
+    fn oom_kills(&self, id: &str) -> u64;
+    /// Host resources of a sandbox still present.
+    async fn leftovers(&self, id: &str, runtime: Runtime, net_index: Option<u32>) -> Vec<String>;
+}
+
+#[async_trait]
+impl Backend for LocalBackend {
+    fn image_begin(&self) -> Result<IncomingTar, ImageError> {
+        self.images().begin()
+    }
+    fn image_finish(&self, incoming: IncomingTar) -> Result<Imported, ImageError> {
+        self.images().finish(incoming)
+    }
+    fn image_dir(&self, digest: &str) -> PathBuf {
+        self.images().rootfs_dir(digest)
+    }
+    fn image_remove(&self, digest: &str) -> Result<(), ImageError> {
+        self.images().remove(digest)
+    }
+    fn free_net_index(&self, used: &[u32]) -> Option<u32> {
+        self.net_plan().free_index(used)
+    }
+    async fn provision(&self, spec: &SandboxSpec) -> Result<Provisioned, LocalError> {
+        LocalBackend::provision(self, spec).await
+    }
+    async fn status(&self, id: &str, runtime: Runtime) -> ContainerStatus {
+        LocalBackend::status(self, id, runtime).await
+    }
+    async fn stop(&self, id: &str, runtime: Runtime, grace: Duration) {
+        LocalBackend::stop(self, id, runtime, grace).await
+    }
+    async fn release(&self, id: &str, runtime: Runtime, net_index: Option<u32>) {
+        LocalBackend::release(self, id, runtime, net_index).await
+    }
+    fn remove_files(&self, id: &str) {
+        LocalBackend::remove_files(self, id)
+    }
+    fn oom_kills(&self, id: &str) -> u64 {
+        LocalBackend::oom_kills(self, id)
+    }
+    async fn leftovers(&self, id: &str, runtime: Runtime, net_index: Option<u32>) -> Vec<String> {
+        LocalBackend::leftovers(self, id, runtime, net_index).await
+    }
+}

@@ -1,0 +1,43 @@
+//! The reconciler: compares what the store says with what the host has, at start (so a
+//! restarted server picks up the sandboxes that outlived it) and every few seconds (so a
+//! sandbox that died, e.g. OOM-killed under gVisor, is reported failed and released).
+use std::time::Duration;
+
+use warren_api::SandboxState;
+
+use crate::service::Service;
+
+/// How often the periodic pass runs.
+pub const INTERVAL: Duration = Duration::from_secs(3);
+
+/// One pass over every sandbox not at rest.
+pub async fn pass(service: &Service) {
+    let records = match service.store().list_sandboxes().await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!("reconciler: listing sandboxes: {e}");
+            return;
+        }
+    };
+    for rec in records {
+        if matches!(
+            rec.sandbox.state,
+            SandboxState::Stopped | SandboxState::Failed | SandboxState::Deleted | SandboxState::Paused
+        ) {
+            continue;
+        }
+        if let Err(e) = service.reconcile(&rec.sandbox.id).await {
+            tracing::warn!(sandbox = %rec.sandbox.id, "reconciler: {e}");
+        }
+    }
+}
+
+/// Runs [`pass`] forever.
+pub async fn run(service: Service) {
+    let mut tick = tokio::time::interval(INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        pass(&service).await;
+    }
+}

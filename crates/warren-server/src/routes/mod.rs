@@ -1,0 +1,54 @@
+//! HTTP routes: thin handlers that parse, call the service and map errors.
+mod exec;
+mod images;
+mod sandboxes;
+mod text;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::middleware;
+use axum::routing::{get, post, put};
+use axum::Router;
+use warren_api::SandboxId;
+
+use crate::error::{self, ApiError};
+use crate::AppState;
+
+/// Parses a path id; an id that cannot exist is simply not found.
+fn sandbox_id(raw: &str) -> Result<SandboxId, ApiError> {
+    raw.parse()
+        .map_err(|_| ApiError::NotFound(format!("sandbox {raw:?} not found")))
+}
+
+/// The whole application.
+pub fn router(state: AppState) -> Router {
+    let v1 = Router::new()
+        .route("/sandboxes", post(sandboxes::create).get(sandboxes::list))
+        .route("/sandboxes/{id}", get(sandboxes::get).delete(sandboxes::delete))
+        .route("/sandboxes/{id}/stop", post(sandboxes::stop))
+        .route("/sandboxes/{id}/start", post(sandboxes::start))
+        .route("/sandboxes/{id}/exec", post(exec::exec))
+        .route("/images", get(images::list))
+        .route("/images/{*name}", put(images::import).delete(images::delete))
+        .fallback(error::not_found)
+        .route_layer(middleware::from_fn_with_state(state.clone(), crate::auth::require_key));
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .nest("/v1", v1)
+        .fallback(error::not_found)
+        .method_not_allowed_fallback(|| async {
+            ApiError::BadRequest("method not allowed on this route".into())
+        })
+        .with_state(state)
+}
+
+async fn readyz(State(state): State<AppState>) -> Result<(StatusCode, &'static str), ApiError> {
+    state
+        .service
+        .store()
+        .ping()
+        .await
+        .map_err(|e| ApiError::Unavailable(format!("store: {e}")))?;
+    Ok((StatusCode::OK, "ready"))
+}

@@ -1,0 +1,70 @@
+//! `/v1/sandboxes` lifecycle routes.
+use std::collections::HashMap;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use warren_api::{CreateSandbox, Sandbox, SandboxList, SandboxState};
+
+use super::sandbox_id;
+use crate::error::{ApiError, ApiJson, ApiQuery};
+use crate::AppState;
+
+pub async fn create(
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<CreateSandbox>,
+) -> Result<(StatusCode, Json<Sandbox>), ApiError> {
+    let (sandbox, waited) = state.service.create(req).await?;
+    let status = if waited { StatusCode::CREATED } else { StatusCode::ACCEPTED };
+    Ok((status, Json(sandbox)))
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    ApiQuery(query): ApiQuery<HashMap<String, String>>,
+) -> Result<Json<SandboxList>, ApiError> {
+    let mut filter_state = None;
+    let mut metadata = Vec::new();
+    for (k, v) in query {
+        if k == "state" {
+            filter_state = Some(v.parse::<SandboxState>().map_err(ApiError::BadRequest)?);
+        } else if let Some(key) = k.strip_prefix("metadata.") {
+            metadata.push((key.to_owned(), v));
+        } else {
+            return Err(ApiError::BadRequest(format!(
+                "unknown query parameter {k:?} (expected state or metadata.KEY)"
+            )));
+        }
+    }
+    let sandboxes = state.service.list(filter_state, &metadata).await?;
+    Ok(Json(SandboxList { sandboxes }))
+}
+
+pub async fn get(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Sandbox>, ApiError> {
+    Ok(Json(state.service.get(&sandbox_id(&id)?).await?))
+}
+
+pub async fn delete(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    state.service.delete(&sandbox_id(&id)?).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn stop(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Sandbox>, ApiError> {
+    Ok(Json(state.service.stop(&sandbox_id(&id)?).await?))
+}
+
+pub async fn start(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Sandbox>, ApiError> {
+    Ok(Json(state.service.start(&sandbox_id(&id)?).await?))
+}

@@ -1,0 +1,333 @@
+//! Sandbox lifecycle: create, start, stop, delete, and the checks the reconciler runs.
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use warren_api::{CreateSandbox, Sandbox, SandboxId, SandboxState};
+use warren_local::runtime::ContainerStatus;
+use warren_local::SandboxSpec;
+use warren_store::SandboxRecord;
+
+use super::validate::{self, DEFAULT_CPU, DEFAULT_DISK_MB, DEFAULT_MEMORY_MB, DEFAULT_PIDS};
+use super::Service;
+use crate::error::ApiError;
+
+/// How long a new sandbox's agent has to answer before the sandbox is failed.
+const AGENT_BOOT_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long `stop` waits for the sandbox to exit after SIGTERM.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
+fn token() -> String {
+    let bytes: [u8; 24] = rand::random();
+    hex::encode(bytes)
+}
+
+impl Service {
+    /// Records a sandbox and, unless `wait` is false, provisions it before answering.
+    /// Returns the sandbox and whether it was provisioned inline.
+    pub async fn create(&self, req: CreateSandbox) -> Result<(Sandbox, bool), ApiError> {
+        validate::create(&req, &self.inner.cfg)?;
+        let image = self
+            .inner
+            .store
+            .get_image(&req.image)
+            .await?
+            .ok_or_else(|| {
+                ApiError::NotFound(format!(
+                    "image {:?} not found (import one with `warren image import NAME DIR`)",
+                    req.image
+                ))
+            })?;
+        let sandbox = Sandbox {
+            id: SandboxId::generate(),
+            state: SandboxState::Pending,
+            image: image.name,
+            image_digest: image.digest,
+            runtime: req.runtime.unwrap_or(self.inner.cfg.default_runtime),
+            cpu: req.cpu.unwrap_or(DEFAULT_CPU.min(self.inner.cfg.host_cpus)),
+            memory_mb: req.memory_mb.unwrap_or(DEFAULT_MEMORY_MB),
+            disk_mb: req.disk_mb.unwrap_or(DEFAULT_DISK_MB),
+            pids: req.pids.unwrap_or(DEFAULT_PIDS),
+            env: req.env,
+            cmd: req.cmd,
+            cwd: req.cwd.unwrap_or_else(|| "/".into()),
+            metadata: req.metadata,
+            egress: req.egress.unwrap_or_default(),
+            ip: None,
+            created_at: Utc::now(),
+            started_at: None,
+            expires_at: None,
+            error: None,
+            urls: Default::default(),
+        };
+        let rec = SandboxRecord {
+            sandbox,
+            token: token(),
+            net_index: None,
+        };
+        self.inner.store.insert_sandbox(&rec).await?;
+        let id = rec.sandbox.id.clone();
+        if req.wait.unwrap_or(true) {
+            let lock = self.lock_for(&id);
+            let _guard = lock.lock().await;
+            let rec = self.provision(rec).await?;
+            if rec.sandbox.state == SandboxState::Failed {
+                return Err(ApiError::Internal(format!(
+                    "sandbox {id} failed to start: {}",
+                    rec.sandbox.error.unwrap_or_default()
+                )));
+            }
+            Ok((rec.sandbox, true))
+        } else {
+            let sandbox = rec.sandbox.clone();
+            let svc = self.clone();
+            tokio::spawn(async move {
+                let lock = svc.lock_for(&id);
+                let _guard = lock.lock().await;
+                // Deleted (or otherwise moved on) while queued: nothing to do.
+                match svc.inner.store.get_sandbox(&id).await {
+                    Ok(Some(rec)) if rec.sandbox.state == SandboxState::Pending => {
+                        if let Err(e) = svc.provision(rec).await {
+                            tracing::error!(sandbox = %id, "provisioning: {e}");
+                        }
+                    }
+                    _ => {}
+                }
+            });
+            Ok((sandbox, false))
+        }
+    }
+
+    async fn save(&self, rec: &SandboxRecord) -> Result<(), ApiError> {
+        self.inner.store.update_sandbox(rec).await?;
+        Ok(())
+    }
+
+    async fn set_state(&self, rec: &mut SandboxRecord, state: SandboxState) -> Result<(), ApiError> {
+        rec.sandbox.state = state;
+        self.save(rec).await
+    }
+
+    /// Takes a pending or stopped sandbox to running (or failed, with everything released).
+    /// The caller holds the sandbox's lock.
+    async fn provision(&self, mut rec: SandboxRecord) -> Result<SandboxRecord, ApiError> {
+        let id = rec.sandbox.id.clone();
+        rec.sandbox.error = None;
+        {
+            let _alloc = self.inner.net_alloc.lock().await;
+            let used = self.inner.store.used_net_indexes().await?;
+            let index = self.inner.backend.free_net_index(&used).ok_or_else(|| {
+                ApiError::Unavailable("the sandbox address range is exhausted".into())
+            })?;
+            rec.net_index = Some(index);
+            self.set_state(&mut rec, SandboxState::Provisioning).await?;
+        }
+        let spec = SandboxSpec {
+            id: id.to_string(),
+            runtime: rec.sandbox.runtime,
+            image_dir: self.inner.backend.image_dir(&rec.sandbox.image_digest),
+            cpu: rec.sandbox.cpu,
+            memory_mb: rec.sandbox.memory_mb,
+            pids: rec.sandbox.pids,
+            env: rec.sandbox.env.clone(),
+            cmd: rec.sandbox.cmd.clone(),
+            cwd: rec.sandbox.cwd.clone(),
+            token: rec.token.clone(),
+            net_index: rec.net_index.unwrap_or_default(),
+        };
+        let provisioned = match self.inner.backend.provision(&spec).await {
+            Ok(p) => p,
+            Err(e) => return self.fail(rec, e.to_string()).await,
+        };
+        tracing::debug!(sandbox = %id, steps = ?provisioned.steps, "provisioned");
+        rec.sandbox.ip = Some(provisioned.ip.to_string());
+        self.set_state(&mut rec, SandboxState::Starting).await?;
+        self.forget_agent(&id);
+        let agent = self.agent(&rec)?;
+        let deadline = Instant::now() + AGENT_BOOT_TIMEOUT;
+        let mut delay = Duration::from_millis(1);
+        loop {
+            match agent.health().await {
+                Ok(()) => break,
+                Err(e) if Instant::now() >= deadline => {
+                    let msg = format!("agent did not answer within {AGENT_BOOT_TIMEOUT:?}: {e}");
+                    return self.fail(rec, msg).await;
+                }
+                Err(_) => {
+                    if self.inner.backend.status(id.as_str(), rec.sandbox.runtime).await
+                        == ContainerStatus::Stopped
+                    {
+                        return self.fail(rec, "the sandbox exited while booting".into()).await;
+                    }
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_millis(50));
+                }
+            }
+        }
+        rec.sandbox.started_at = Some(Utc::now());
+        self.set_state(&mut rec, SandboxState::Running).await?;
+        Ok(rec)
+    }
+
+    fn forget_agent(&self, id: &SandboxId) {
+        self.inner
+            .agents
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id.as_str());
+    }
+
+    /// Releases everything the sandbox holds and records it as failed with `error`.
+    async fn fail(&self, mut rec: SandboxRecord, error: String) -> Result<SandboxRecord, ApiError> {
+        let id = rec.sandbox.id.to_string();
+        tracing::warn!(sandbox = %id, "failed: {error}");
+        self.inner
+            .backend
+            .release(&id, rec.sandbox.runtime, rec.net_index)
+            .await;
+        self.forget_agent(&rec.sandbox.id);
+        rec.net_index = None;
+        rec.sandbox.ip = None;
+        rec.sandbox.error = Some(error);
+        self.set_state(&mut rec, SandboxState::Failed).await?;
+        Ok(rec)
+    }
+
+    /// One sandbox.
+    pub async fn get(&self, id: &SandboxId) -> Result<Sandbox, ApiError> {
+        Ok(self.record(id).await?.sandbox)
+    }
+
+    /// Sandboxes, filtered by state and metadata.
+    pub async fn list(
+        &self,
+        state: Option<SandboxState>,
+        metadata: &[(String, String)],
+    ) -> Result<Vec<Sandbox>, ApiError> {
+        let all = self.inner.store.list_sandboxes().await?;
+        Ok(all
+            .into_iter()
+            .map(|r| r.sandbox)
+            .filter(|s| state.is_none_or(|st| s.state == st))
+            .filter(|s| metadata.iter().all(|(k, v)| s.metadata.get(k) == Some(v)))
+            .collect())
+    }
+
+    /// Deletes a sandbox and releases everything it held.
+    pub async fn delete(&self, id: &SandboxId) -> Result<(), ApiError> {
+        let lock = self.lock_for(id);
+        let guard = lock.lock().await;
+        let mut rec = self.record(id).await?;
+        self.set_state(&mut rec, SandboxState::Terminating).await?;
+        self.inner
+            .backend
+            .release(id.as_str(), rec.sandbox.runtime, rec.net_index)
+            .await;
+        self.inner.backend.remove_files(id.as_str());
+        // net_index stays on the deleted record (deleted rows hold no lease) so leak checks
+        // can still name the veth it had.
+        rec.sandbox.ip = None;
+        self.set_state(&mut rec, SandboxState::Deleted).await?;
+        drop(guard);
+        self.forget(id);
+        Ok(())
+    }
+
+    /// Stops a running sandbox, keeping its files.
+    pub async fn stop(&self, id: &SandboxId) -> Result<Sandbox, ApiError> {
+        let lock = self.lock_for(id);
+        let _guard = lock.lock().await;
+        let mut rec = self.record(id).await?;
+        if rec.sandbox.state != SandboxState::Running {
+            return Err(ApiError::Conflict(format!(
+                "sandbox {id} is {}, not running",
+                rec.sandbox.state
+            )));
+        }
+        self.set_state(&mut rec, SandboxState::Stopping).await?;
+        let rt = rec.sandbox.runtime;
+        self.inner.backend.stop(id.as_str(), rt, STOP_GRACE).await;
+        self.inner.backend.release(id.as_str(), rt, rec.net_index).await;
+        self.forget_agent(id);
+        rec.net_index = None;
+        rec.sandbox.ip = None;
+        self.set_state(&mut rec, SandboxState::Stopped).await?;
+        Ok(rec.sandbox)
+    }
+
+    /// Starts a stopped sandbox again, with the files it had.
+    pub async fn start(&self, id: &SandboxId) -> Result<Sandbox, ApiError> {
+        let lock = self.lock_for(id);
+        let _guard = lock.lock().await;
+        let rec = self.record(id).await?;
+        if rec.sandbox.state != SandboxState::Stopped {
+            return Err(ApiError::Conflict(format!(
+                "sandbox {id} is {}, not stopped",
+                rec.sandbox.state
+            )));
+        }
+        let rec = self.provision(rec).await?;
+        if rec.sandbox.state == SandboxState::Failed {
+            return Err(ApiError::Internal(format!(
+                "sandbox {id} failed to start: {}",
+                rec.sandbox.error.unwrap_or_default()
+            )));
+        }
+        Ok(rec.sandbox)
+    }
+
+    /// Brings one sandbox's record in line with the host: a sandbox whose container died
+    /// (crash, OOM) or whose operation a restart interrupted is failed and released.
+    pub async fn reconcile(&self, id: &SandboxId) -> Result<(), ApiError> {
+        let lock = self.lock_for(id);
+        let Ok(_guard) = lock.try_lock() else {
+            return Ok(()); // an operation is under way; it will settle the state itself
+        };
+        let rec = self.record(id).await?;
+        let rt = rec.sandbox.runtime;
+        match rec.sandbox.state {
+            SandboxState::Running | SandboxState::Starting => {
+                let status = self.inner.backend.status(id.as_str(), rt).await;
+                if matches!(status, ContainerStatus::Running) {
+                    if rec.sandbox.state == SandboxState::Starting {
+                        self.fail(rec, "interrupted while starting".into()).await?;
+                    }
+                    return Ok(());
+                }
+                let ooms = self.inner.backend.oom_kills(id.as_str());
+                let why = if ooms > 0 {
+                    format!(
+                        "out of memory: the sandbox exceeded memory_mb={} and was OOM-killed",
+                        rec.sandbox.memory_mb
+                    )
+                } else {
+                    format!("the sandbox's container is gone (runtime reports {status:?})")
+                };
+                self.fail(rec, why).await?;
+            }
+            SandboxState::Pending | SandboxState::Provisioning | SandboxState::Stopping => {
+                self.fail(rec, "interrupted by a server restart".into()).await?;
+            }
+            SandboxState::Terminating => {
+                drop(_guard);
+                self.delete(id).await?;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Host resources of a sandbox still present (for leak checks).
+    pub async fn leftovers(&self, id: &SandboxId) -> Result<Vec<String>, ApiError> {
+        let rec = self
+            .inner
+            .store
+            .get_sandbox(id)
+            .await?
+            .ok_or_else(|| ApiError::NotFound(format!("sandbox {id} not found")))?;
+        Ok(self
+            .inner
+            .backend
+            .leftovers(id.as_str(), rec.sandbox.runtime, rec.net_index)
+            .await)
+    }
+}

@@ -1,0 +1,120 @@
+//! The sandbox service: validates, records intent in the store, then drives the backend.
+//! Handlers call it; it speaks only to the [`Store`] and [`Backend`] traits and the agent.
+mod exec;
+mod images;
+mod lifecycle;
+mod validate;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use warren_agent::AgentClient;
+use warren_api::{Runtime, SandboxId};
+use warren_store::{SandboxRecord, Store};
+
+pub use exec::{ExecEvent, ExecStream};
+
+use crate::backend::Backend;
+use crate::error::ApiError;
+
+/// Settings the service needs.
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    /// Runtime when a request names none.
+    pub default_runtime: Runtime,
+    /// CPUs of the host (requests may not ask for more).
+    pub host_cpus: f64,
+    /// Memory of the host in MiB (requests may not ask for more).
+    pub host_memory_mb: u64,
+}
+
+/// The sandbox service, shared by every handler and the reconciler.
+#[derive(Clone)]
+pub struct Service {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Arc<dyn Store>,
+    backend: Arc<dyn Backend>,
+    cfg: ServiceConfig,
+    // One lock per sandbox so lifecycle operations on it never interleave.
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    // Network lease allocation reads then writes the store: one allocation at a time.
+    net_alloc: tokio::sync::Mutex<()>,
+    agents: Mutex<HashMap<String, AgentClient>>,
+}
+
+impl Service {
+    /// A service over `store` and `backend`.
+    pub fn new(store: Arc<dyn Store>, backend: Arc<dyn Backend>, cfg: ServiceConfig) -> Self {
+        Service {
+            inner: Arc::new(Inner {
+                store,
+                backend,
+                cfg,
+                locks: Mutex::default(),
+                net_alloc: tokio::sync::Mutex::default(),
+                agents: Mutex::default(),
+            }),
+        }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &dyn Store {
+        self.inner.store.as_ref()
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> &dyn Backend {
+        self.inner.backend.as_ref()
+    }
+
+    fn lock_for(&self, id: &SandboxId) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.inner.locks.lock().unwrap_or_else(|p| p.into_inner());
+        locks.entry(id.to_string()).or_default().clone()
+    }
+
+    fn forget(&self, id: &SandboxId) {
+        self.inner
+            .locks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id.as_str());
+        self.inner
+            .agents
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id.as_str());
+    }
+
+    /// The agent client of a sandbox (cached, so connections are reused).
+    fn agent(&self, rec: &SandboxRecord) -> Result<AgentClient, ApiError> {
+        let id = rec.sandbox.id.as_str();
+        let mut agents = self.inner.agents.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(a) = agents.get(id) {
+            return Ok(a.clone());
+        }
+        let ip = rec
+            .sandbox
+            .ip
+            .as_deref()
+            .and_then(|ip| ip.parse::<std::net::Ipv4Addr>().ok())
+            .ok_or_else(|| ApiError::Conflict(format!("sandbox {id} has no address")))?;
+        let client = AgentClient::new(
+            SocketAddr::from((ip, warren_local::bundle::AGENT_PORT)),
+            &rec.token,
+        );
+        agents.insert(id.to_owned(), client.clone());
+        Ok(client)
+    }
+
+    /// A sandbox that exists and is not deleted, or 404.
+    pub async fn record(&self, id: &SandboxId) -> Result<SandboxRecord, ApiError> {
+        match self.inner.store.get_sandbox(id).await? {
+            Some(rec) if rec.sandbox.state != warren_api::SandboxState::Deleted => Ok(rec),
+            _ => Err(ApiError::NotFound(format!("sandbox {id} not found"))),
+        }
+    }
+}
