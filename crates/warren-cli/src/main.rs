@@ -1,10 +1,11 @@
 //! `warren`: the server (`serve`), the client verbs, and `bench`. Argument parsing and
 //! printing only; the work is in the library crates.
 mod bench;
-mod client;
 mod image;
-mod rootfs;
 mod verbs;
+
+// Re-exported at the root so the verbs name them as `crate::client` and `crate::rootfs`.
+use warren_cli::{client, rootfs};
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

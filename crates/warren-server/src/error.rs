@@ -1,5 +1,5 @@
 //! The API's errors and how each becomes `{"error": {"code", "message"}}` with its status.
-use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::rejection::QueryRejection;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -65,29 +65,39 @@ impl From<warren_store::StoreError> for ApiError {
     }
 }
 
-impl From<JsonRejection> for ApiError {
-    fn from(r: JsonRejection) -> Self {
-        match r {
-            JsonRejection::JsonDataError(e) => ApiError::Invalid(e.body_text()),
-            JsonRejection::JsonSyntaxError(e) => ApiError::BadRequest(e.body_text()),
-            JsonRejection::MissingJsonContentType(_) => {
-                ApiError::BadRequest("expected Content-Type: application/json".into())
-            }
-            other => ApiError::BadRequest(other.body_text()),
-        }
-    }
-}
-
 impl From<QueryRejection> for ApiError {
     fn from(r: QueryRejection) -> Self {
         ApiError::BadRequest(r.body_text())
     }
 }
 
-/// The JSON extractor whose rejections are [`ApiError`]s.
-#[derive(Debug, Clone, Copy, Default, axum::extract::FromRequest)]
-#[from_request(via(axum::Json), rejection(ApiError))]
+/// The JSON extractor whose rejections are [`ApiError`]s: malformed JSON is 400, well-formed
+/// JSON with wrong or unknown fields is 422. Any Content-Type is accepted, so `curl -d` works.
+#[derive(Debug, Clone, Copy, Default)]
 pub struct ApiJson<T>(pub T);
+
+impl<S, T> axum::extract::FromRequest<S> for ApiJson<T>
+where
+    S: Send + Sync,
+    T: serde::de::DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        let body = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|e| ApiError::BadRequest(format!("reading the body: {}", e.body_text())))?;
+        serde_json::from_slice(&body).map(ApiJson).map_err(|e| {
+            use serde_json::error::Category;
+            match e.classify() {
+                Category::Data => ApiError::Invalid(format!("invalid request: {e}")),
+                Category::Syntax | Category::Eof | Category::Io => {
+                    ApiError::BadRequest(format!("malformed JSON: {e}"))
+                }
+            }
+        })
+    }
+}
 
 /// The query extractor whose rejections are [`ApiError`]s.
 #[derive(Debug, Clone, Copy, Default, axum::extract::FromRequestParts)]

@@ -1,0 +1,4 @@
+//! Library half of the `warren` binary: the API client and the root-filesystem helpers, shared
+//! by the CLI verbs, `warren bench` and the integration tests.
+pub mod client;
+pub mod rootfs;

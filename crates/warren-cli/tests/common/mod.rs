@@ -1,0 +1,286 @@
+//! Test harness: a real `warren serve` process on a scratch data dir, its own port and its own
+//! address range, driven over HTTP. Needs root, `crun`, `runsc`, `ip` and busybox-static.
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use reqwest::{Method, RequestBuilder, StatusCode};
+use serde_json::{json, Value};
+
+pub const RUNTIMES: [&str; 2] = ["runc", "gvisor"];
+
+static NEXT_NET: AtomicU32 = AtomicU32::new(0);
+
+/// A /24 for one test server: the second octet from the test binary's name, the third a
+/// counter, so servers running at once in one binary, or left over by another, never overlap.
+fn unique_subnet() -> String {
+    let exe = std::env::current_exe().unwrap_or_default();
+    let name = exe.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let stem = name.split('-').next().unwrap_or("").to_owned();
+    let h = stem.bytes().fold(7u32, |h, b| h.wrapping_mul(31).wrapping_add(b as u32));
+    format!("10.{}.{}.0/24", 100 + h % 100, NEXT_NET.fetch_add(1, Ordering::SeqCst) % 250)
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A tar of a busybox root filesystem, built once per test binary.
+pub fn busybox_tar() -> &'static Path {
+    static TAR: OnceLock<PathBuf> = OnceLock::new();
+    TAR.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("warren-test-busybox-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let tree = dir.join("rootfs");
+        warren_cli::rootfs::busybox_tree(&tree).expect("busybox tree");
+        let tar = dir.join("busybox.tar");
+        warren_cli::rootfs::tar_dir(&tree, &tar).expect("busybox tar");
+        tar
+    })
+}
+
+pub struct TestServer {
+    child: Option<Child>,
+    pub url: String,
+    pub key: String,
+    pub data_dir: PathBuf,
+    pub subnet: String,
+    pub port: u16,
+    _scratch: Option<tempfile::TempDir>,
+    pub http: reqwest::Client,
+}
+
+impl TestServer {
+    /// A new server with the busybox image imported as `busybox`.
+    pub async fn start() -> TestServer {
+        let scratch = tempfile::Builder::new()
+            .prefix("warren-test-")
+            .tempdir_in("/var/tmp")
+            .expect("scratch dir");
+        let data_dir = scratch.path().to_path_buf();
+        let mut s = TestServer::start_on(data_dir, free_port(), unique_subnet()).await;
+        s._scratch = Some(scratch);
+        let resp = s.import_tar("busybox", busybox_tar()).await;
+        assert_eq!(resp.status(), StatusCode::CREATED, "importing busybox");
+        s
+    }
+
+    /// A server on an existing data dir (for restarts).
+    pub async fn start_on(data_dir: PathBuf, port: u16, subnet: String) -> TestServer {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(data_dir.join("server.log"))
+            .expect("server log");
+        let child = Command::new(env!("CARGO_BIN_EXE_warren"))
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--subnet", &subnet])
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .env("WARREN_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log fd"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn warren serve");
+        let url = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::builder().no_proxy().build().expect("client");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(r) = http.get(format!("{url}/healthz")).send().await {
+                if r.status().is_success() {
+                    break;
+                }
+            }
+            assert!(Instant::now() < deadline, "server did not come up: {}", std::fs::read_to_string(data_dir.join("server.log")).unwrap_or_default());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let key = std::fs::read_to_string(data_dir.join("admin.key"))
+            .expect("admin.key written at first start")
+            .trim()
+            .to_owned();
+        TestServer { child: Some(child), url, key, data_dir, subnet, port, _scratch: None, http }
+    }
+
+    pub fn req(&self, method: Method, path: &str) -> RequestBuilder {
+        self.http
+            .request(method, format!("{}{}", self.url, path))
+            .bearer_auth(&self.key)
+    }
+
+    pub async fn import_tar(&self, name: &str, tar: &Path) -> reqwest::Response {
+        let body = std::fs::read(tar).expect("read tar");
+        self.req(Method::PUT, &format!("/v1/images/{name}"))
+            .header("content-type", "application/x-tar")
+            .body(body)
+            .send()
+            .await
+            .expect("PUT image")
+    }
+
+    /// Creates a sandbox and asserts it is running.
+    pub async fn create(&self, body: Value) -> Value {
+        let resp = self.req(Method::POST, "/v1/sandboxes").json(&body).send().await.expect("create");
+        let status = resp.status();
+        let v: Value = resp.json().await.expect("create body");
+        assert_eq!(status, StatusCode::CREATED, "create {body}: {v}");
+        assert_eq!(v["state"], "running", "{v}");
+        v
+    }
+
+    pub async fn get(&self, id: &str) -> (StatusCode, Value) {
+        let resp = self.req(Method::GET, &format!("/v1/sandboxes/{id}")).send().await.expect("get");
+        let status = resp.status();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn exec(&self, id: &str, body: Value) -> Value {
+        let resp = self
+            .req(Method::POST, &format!("/v1/sandboxes/{id}/exec"))
+            .json(&body)
+            .send()
+            .await
+            .expect("exec");
+        let status = resp.status();
+        let v: Value = resp.json().await.expect("exec body");
+        assert_eq!(status, StatusCode::OK, "exec {body}: {v}");
+        v
+    }
+
+    /// `sh -c script`, returning stdout; asserts exit 0.
+    pub async fn sh(&self, id: &str, script: &str) -> String {
+        let v = self.exec(id, json!({"cmd": ["sh", "-c", script]})).await;
+        assert_eq!(v["exit_code"], 0, "{script}: {v}");
+        v["stdout"].as_str().unwrap_or_default().to_owned()
+    }
+
+    pub async fn delete(&self, id: &str) {
+        let resp = self.req(Method::DELETE, &format!("/v1/sandboxes/{id}")).send().await.expect("delete");
+        assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    }
+
+    /// The tag naming this server's host resources.
+    pub fn tag(&self) -> String {
+        warren_server::host_tag(&self.data_dir.canonicalize().expect("data dir"))
+    }
+
+    /// What of sandbox `id` is still on the host: mounts, netns, veth, cgroups, container, files.
+    /// `sandbox` is the sandbox as created (its `ip` names its veth).
+    pub fn leftovers(&self, sandbox: &Value) -> Vec<String> {
+        let id = sandbox["id"].as_str().expect("id");
+        let runtime = sandbox["runtime"].as_str().expect("runtime");
+        let tag = self.tag();
+        let ip: std::net::Ipv4Addr = sandbox["ip"].as_str().expect("ip").parse().expect("ip");
+        let net: std::net::Ipv4Addr = self.subnet.split('/').next().unwrap_or("").parse().expect("subnet");
+        let veth = format!("wr{tag}{}", (u32::from(ip) - u32::from(net)) / 4);
+        let mut v = Vec::new();
+        let sdir = self.data_dir.canonicalize().expect("data dir").join("sandboxes").join(id);
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        if mounts.contains(sdir.to_string_lossy().as_ref()) {
+            v.push("mount".to_owned());
+        }
+        if Path::new(&format!("/run/netns/warren-{tag}-{id}")).exists() {
+            v.push("netns".to_owned());
+        }
+        if Path::new("/sys/class/net").join(&veth).exists() {
+            v.push(format!("veth {veth}"));
+        }
+        for c in ["memory", "cpu", "pids", "unified"] {
+            let p = format!("/sys/fs/cgroup/{c}/warren-{tag}/{id}");
+            if Path::new(&p).exists() {
+                v.push(format!("cgroup {p}"));
+            }
+        }
+        let (bin, sub) = if runtime == "gvisor" { ("runsc", "runsc") } else { ("crun", "crun") };
+        let root = self.data_dir.join("run").join(sub);
+        let ok = Command::new(bin)
+            .arg(format!("--root={}", root.display()))
+            .args(["state", id])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if ok {
+            v.push("container".to_owned());
+        }
+        if sdir.exists() {
+            v.push("sandbox dir".to_owned());
+        }
+        v
+    }
+
+    /// SIGKILLs the server process (sandboxes stay).
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Deletes every sandbox, then stops the server.
+    pub async fn shutdown(mut self) {
+        self.cleanup().await;
+        self.kill9();
+    }
+
+    async fn cleanup(&self) {
+        if let Ok(resp) = self.req(Method::GET, "/v1/sandboxes").send().await {
+            if let Ok(v) = resp.json::<Value>().await {
+                for s in v["sandboxes"].as_array().cloned().unwrap_or_default() {
+                    if let Some(id) = s["id"].as_str() {
+                        let _ = self.req(Method::DELETE, &format!("/v1/sandboxes/{id}")).send().await;
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        // A failed test must not leak sandboxes onto the host: delete them from a thread of our
+        // own (Drop may run inside the test's runtime, which cannot block).
+        if self.child.is_some() {
+            let url = self.url.clone();
+            let key = self.key.clone();
+            let _ = std::thread::spawn(move || {
+                let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+                    return;
+                };
+                rt.block_on(async move {
+                    let http = reqwest::Client::builder().no_proxy().build().unwrap_or_default();
+                    let list = http.get(format!("{url}/v1/sandboxes")).bearer_auth(&key).send().await;
+                    let Ok(list) = list else { return };
+                    let Ok(v) = list.json::<Value>().await else { return };
+                    for s in v["sandboxes"].as_array().cloned().unwrap_or_default() {
+                        if let Some(id) = s["id"].as_str() {
+                            let _ = http.delete(format!("{url}/v1/sandboxes/{id}")).bearer_auth(&key).send().await;
+                        }
+                    }
+                });
+            })
+            .join();
+        }
+        self.kill9();
+    }
+}
+
+/// Polls `GET` until `pred` holds or `timeout` passes; returns the last body.
+pub async fn wait_for(s: &TestServer, id: &str, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let (_, v) = s.get(id).await;
+        if pred(&v) || Instant::now() > deadline {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
