@@ -1,9 +1,541 @@
-//! `warren bench`: placeholder until the benchmark lands.
+//! `warren bench`: sandbox create and exec latency through the API, beside the raw runtimes on
+//! the same busybox root filesystem, measured in one run by an in-process server on a scratch
+//! data directory (no running server needed; root is).
+mod raw;
+mod report;
+
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context};
 use clap::Args;
+use reqwest::{Method, RequestBuilder, Response, StatusCode};
+use tokio::task::JoinHandle;
+use warren_api::{
+    CreateSandbox, ErrorBody, ExecRequest, ExecResult, Image, Runtime, Sandbox, SandboxId,
+    SandboxState,
+};
+use warren_server::service::Service;
+use warren_server::{Server, ServerConfig};
+
+use crate::rootfs;
+use raw::Raw;
+use report::{Measure, Report, Row, Stats};
+
+/// Name of the image the bench imports into its scratch server.
+const IMAGE: &str = "bench-busybox";
+/// Sandbox range of the scratch server: not the default 10.77.0.0/16, so it never collides
+/// with a server of the user's.
+const SUBNET: &str = "10.78.0.0/16";
+/// `runsc exec` costs tens of ms; this many samples are enough for its floor.
+const RAW_RUNSC_EXEC_MAX: u32 = 30;
 
 #[derive(Args)]
-pub struct BenchArgs {}
+pub struct BenchArgs {
+    /// Timed sandbox creates per runtime (also the number of raw `run`s of `true`), after
+    /// one untimed warm-up.
+    #[arg(long, short = 'n', default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+    iterations: u32,
+    /// Timed exec round trips per runtime, after one untimed warm-up (also the number of raw
+    /// `crun exec`s; raw `runsc exec` stops at 30).
+    #[arg(long, short = 'm', default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    exec_iterations: u32,
+    /// Runtimes to measure: gvisor, runc, or both; repeat the flag or give a comma-separated
+    /// list [default: runc,gvisor].
+    #[arg(long = "runtime", value_delimiter = ',', num_args = 1..)]
+    runtimes: Vec<Runtime>,
+    /// Print the results as JSON (percentiles in ms, targets, verdicts) instead of the table.
+    #[arg(long)]
+    json: bool,
+    /// Keep the scratch directory (data dir, busybox tree, raw bundles and logs) and print
+    /// its path, instead of removing it.
+    #[arg(long)]
+    keep: bool,
+}
 
-pub async fn run(_a: BenchArgs) -> anyhow::Result<()> {
-    anyhow::bail!("not built yet")
+impl BenchArgs {
+    fn runtimes(&self) -> Vec<Runtime> {
+        let mut v: Vec<Runtime> = Vec::new();
+        let asked = if self.runtimes.is_empty() {
+            vec![Runtime::Runc, Runtime::Gvisor]
+        } else {
+            self.runtimes.clone()
+        };
+        for rt in asked {
+            if !v.contains(&rt) {
+                v.push(rt);
+            }
+        }
+        v
+    }
+}
+
+pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
+    let runtimes = a.runtimes();
+    preflight(&runtimes)?;
+    let scratch = scratch_dir()?;
+    let dir = scratch.path().to_owned();
+    eprintln!("warren bench: scratch directory {}", dir.display());
+
+    let mut server: Option<InProcess> = None;
+    let result = tokio::select! {
+        r = measure(&a, &runtimes, &dir, &mut server) => r,
+        _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted")),
+    };
+
+    // Clean up whatever happened: the scratch server's sandboxes outlive it unless deleted.
+    eprintln!("warren bench: cleaning up");
+    let mut clean = raw::cleanup(&dir.join("raw")).await;
+    if let Some(s) = server {
+        clean &= s.shutdown().await;
+    }
+    finish_scratch(scratch, a.keep, clean);
+
+    let report = result?;
+    if a.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).context("encoding the results")?
+        );
+    } else {
+        print!("{}", report.table());
+    }
+    Ok(())
+}
+
+fn preflight(runtimes: &[Runtime]) -> anyhow::Result<()> {
+    let uid = std::fs::metadata("/proc/self")
+        .map(|m| m.uid())
+        .unwrap_or(0);
+    if uid != 0 {
+        bail!("warren bench needs root (it starts sandboxes and the raw runtimes)");
+    }
+    for &rt in runtimes {
+        if !raw::on_path(raw::binary(rt)) {
+            bail!(
+                "{} is not on PATH (apt-get install {}), or leave {rt} out with --runtime",
+                raw::binary(rt),
+                raw::binary(rt)
+            );
+        }
+    }
+    Ok(())
+}
+
+/// A scratch directory under /var/tmp (on disk, like a real data dir), else the temp dir.
+fn scratch_dir() -> anyhow::Result<tempfile::TempDir> {
+    let b = {
+        let mut b = tempfile::Builder::new();
+        b.prefix("warren-bench-");
+        b
+    };
+    b.tempdir_in("/var/tmp")
+        .or_else(|_| b.tempdir())
+        .context("creating a scratch directory")
+}
+
+/// Removes the scratch directory unless asked to keep it or cleanup left something in it.
+fn finish_scratch(scratch: tempfile::TempDir, keep: bool, clean: bool) {
+    let mounts = mounts_under(scratch.path());
+    if keep || !clean || !mounts.is_empty() {
+        let path = scratch.keep();
+        if !mounts.is_empty() {
+            eprintln!(
+                "warren bench: still mounted under the scratch directory: {}",
+                mounts.join(", ")
+            );
+        }
+        if !clean {
+            eprintln!("warren bench: cleanup was incomplete (see above)");
+        }
+        eprintln!("warren bench: kept {}", path.display());
+        return;
+    }
+    let path = scratch.path().to_owned();
+    if let Err(e) = scratch.close() {
+        eprintln!("warren bench: removing {}: {e}", path.display());
+    }
+}
+
+fn mounts_under(dir: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    text.lines()
+        .filter_map(|l| l.split_whitespace().nth(4))
+        .filter(|m| Path::new(m).starts_with(dir))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Shows progress on stderr: a line rewritten in place on a terminal, else one line per series.
+fn progress(label: &str, i: u32, n: u32) {
+    if std::io::stderr().is_terminal() {
+        eprint!("\r\x1b[K{label} {i}/{n}");
+        if i == n {
+            eprintln!();
+        }
+    } else if i == n {
+        eprintln!("{label} {i}/{n}");
+    }
+}
+
+/// The scratch server, kept so its sandboxes can be deleted even once it stops listening.
+struct InProcess {
+    service: Service,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl InProcess {
+    /// Deletes every sandbox, checks nothing of any is left on the host, stops the server.
+    async fn shutdown(self) -> bool {
+        let mut clean = true;
+        match self.service.list(None, &[]).await {
+            Ok(all) => {
+                for s in &all {
+                    if s.state != SandboxState::Deleted {
+                        if let Err(e) = self.service.delete(&s.id).await {
+                            eprintln!("warren bench: deleting sandbox {}: {e}", s.id);
+                            clean = false;
+                        }
+                    }
+                    match self.service.leftovers(&s.id).await {
+                        Ok(left) if left.is_empty() => {}
+                        Ok(left) => {
+                            eprintln!("warren bench: sandbox {} left {}", s.id, left.join(", "));
+                            clean = false;
+                        }
+                        Err(e) => {
+                            eprintln!("warren bench: checking sandbox {}: {e}", s.id);
+                            clean = false;
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                eprintln!("warren bench: listing sandboxes: {e}");
+                clean = false;
+            }
+        }
+        self.task.abort();
+        clean
+    }
+}
+
+/// A client of the scratch server.
+struct Api {
+    base: String,
+    key: String,
+    http: reqwest::Client,
+}
+
+impl Api {
+    fn new(addr: SocketAddr, key: String) -> anyhow::Result<Api> {
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .context("building the HTTP client")?;
+        Ok(Api {
+            base: format!("http://{addr}"),
+            key,
+            http,
+        })
+    }
+
+    fn req(&self, method: Method, path: &str) -> RequestBuilder {
+        self.http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.key)
+    }
+
+    async fn send(&self, rb: RequestBuilder, what: &str) -> anyhow::Result<Response> {
+        let resp = rb
+            .send()
+            .await
+            .with_context(|| format!("{what}: no answer"))?;
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        let status = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        let msg = serde_json::from_str::<ErrorBody>(&text)
+            .map(|b| b.error.message)
+            .unwrap_or(text);
+        bail!("{what}: {status}: {msg}")
+    }
+
+    /// Waits until the server answers `/readyz`, or fails with the reason it stopped.
+    async fn wait_ready(&self, server: &mut InProcess) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let ok = self.http.get(format!("{}/readyz", self.base)).send().await;
+            if ok.is_ok_and(|r| r.status().is_success()) {
+                return Ok(());
+            }
+            if server.task.is_finished() {
+                return match (&mut server.task).await {
+                    Ok(Ok(())) => Err(anyhow!("the scratch server stopped at once")),
+                    Ok(Err(e)) => Err(e.context("the scratch server failed")),
+                    Err(e) => Err(anyhow!("the scratch server failed: {e}")),
+                };
+            }
+            if Instant::now() > deadline {
+                bail!("the scratch server did not become ready within 10 s");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn import(&self, tar: &Path) -> anyhow::Result<Image> {
+        let bytes = tokio::fs::read(tar)
+            .await
+            .with_context(|| format!("reading {}", tar.display()))?;
+        let rb = self
+            .req(Method::PUT, &format!("/v1/images/{IMAGE}"))
+            .header(reqwest::header::CONTENT_TYPE, "application/x-tar")
+            .body(bytes);
+        let resp = self.send(rb, "importing the busybox image").await?;
+        resp.json().await.context("decoding the imported image")
+    }
+
+    /// Creates a sandbox and waits until it runs; returns the round trip and the sandbox.
+    async fn create(&self, rt: Runtime) -> anyhow::Result<(Duration, Sandbox)> {
+        let body = CreateSandbox {
+            image: IMAGE.to_owned(),
+            runtime: Some(rt),
+            ..Default::default()
+        };
+        let t = Instant::now();
+        let resp = self
+            .send(
+                self.req(Method::POST, "/v1/sandboxes").json(&body),
+                "creating a sandbox",
+            )
+            .await?;
+        let status = resp.status();
+        let sb: Sandbox = resp.json().await.context("decoding the created sandbox")?;
+        let took = t.elapsed();
+        if status != StatusCode::CREATED || sb.state != SandboxState::Running {
+            bail!(
+                "sandbox {} ({rt}) is {} ({status}): {}",
+                sb.id,
+                sb.state,
+                sb.error.as_deref().unwrap_or("no error given")
+            );
+        }
+        Ok((took, sb))
+    }
+
+    async fn delete(&self, id: &SandboxId) -> anyhow::Result<()> {
+        self.send(
+            self.req(Method::DELETE, &format!("/v1/sandboxes/{id}")),
+            "deleting a sandbox",
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Runs `true` in sandbox `id`; returns the round trip.
+    async fn exec_true(&self, id: &SandboxId) -> anyhow::Result<Duration> {
+        let body = ExecRequest {
+            cmd: vec!["true".to_owned()],
+            ..Default::default()
+        };
+        let t = Instant::now();
+        let resp = self
+            .send(
+                self.req(Method::POST, &format!("/v1/sandboxes/{id}/exec"))
+                    .json(&body),
+                "exec",
+            )
+            .await?;
+        let res: ExecResult = resp.json().await.context("decoding the exec result")?;
+        let took = t.elapsed();
+        if res.exit_code != 0 {
+            bail!(
+                "`true` in sandbox {id} exited {}: {}",
+                res.exit_code,
+                res.stderr.trim()
+            );
+        }
+        Ok(took)
+    }
+}
+
+/// Builds and starts the scratch server on a free port of 127.0.0.1.
+async fn start_server(
+    dir: &Path,
+    default_runtime: Runtime,
+    slot: &mut Option<InProcess>,
+) -> anyhow::Result<(Api, PathBuf)> {
+    let data_dir = dir.join("data");
+    let listen = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .context("finding a free port on 127.0.0.1")?;
+    let server = Server::build(ServerConfig {
+        listen,
+        data_dir: data_dir.clone(),
+        default_runtime,
+        subnet: SUBNET.parse().context("parsing the bench subnet")?,
+    })
+    .await
+    .context("starting the scratch server")?;
+    let key = match server.new_admin_key.clone() {
+        Some(k) => k,
+        None => std::fs::read_to_string(data_dir.join("admin.key"))
+            .context("reading the scratch server's admin.key")?
+            .trim()
+            .to_owned(),
+    };
+    let service = server.state.service.clone();
+    let task = tokio::spawn(server.serve());
+    let inproc = slot.insert(InProcess { service, task });
+    let api = Api::new(listen, key)?;
+    api.wait_ready(inproc).await?;
+    let data_dir = data_dir
+        .canonicalize()
+        .with_context(|| format!("resolving {}", data_dir.display()))?;
+    Ok((api, data_dir))
+}
+
+async fn measure(
+    a: &BenchArgs,
+    runtimes: &[Runtime],
+    dir: &Path,
+    slot: &mut Option<InProcess>,
+) -> anyhow::Result<Report> {
+    let default_runtime = *runtimes.first().context("no runtime to measure")?;
+    eprintln!("warren bench: building the busybox image");
+    let tree = dir.join("busybox-rootfs");
+    let tar = dir.join("busybox.tar");
+    rootfs::busybox_tree(&tree)?;
+    rootfs::tar_dir(&tree, &tar)?;
+    let (api, data_dir) = start_server(dir, default_runtime, slot).await?;
+    let image = api.import(&tar).await?;
+    // The raw runtimes run on the very tree the image was unpacked to.
+    let hex = image
+        .digest
+        .strip_prefix("sha256:")
+        .unwrap_or(&image.digest);
+    let image_tree = data_dir.join("images/rootfs").join(hex);
+    let raw_rootfs = if image_tree.is_dir() {
+        image_tree
+    } else {
+        eprintln!(
+            "warren bench: {} is missing; the raw runtimes use {}",
+            image_tree.display(),
+            tree.display()
+        );
+        tree
+    };
+    let raw = Raw::prepare(&dir.join("raw"), &raw_rootfs).await?;
+
+    let mut rows = Vec::new();
+    for &rt in runtimes {
+        let warren = bench_create(&api, rt, a.iterations).await?;
+        let floor = bench_raw_run(&raw, rt, a.iterations).await?;
+        rows.push(Row::new(
+            Measure::Create,
+            rt,
+            warren,
+            raw::run_label(rt),
+            floor,
+        ));
+    }
+    for &rt in runtimes {
+        let warren = bench_exec(&api, rt, a.exec_iterations).await?;
+        let raw_n = match rt {
+            Runtime::Gvisor => a.exec_iterations.min(RAW_RUNSC_EXEC_MAX),
+            Runtime::Runc => a.exec_iterations,
+        };
+        let floor = bench_raw_exec(&raw, rt, raw_n).await?;
+        rows.push(Row::new(
+            Measure::Exec,
+            rt,
+            warren,
+            raw::exec_label(rt),
+            floor,
+        ));
+    }
+    Ok(Report {
+        image: "busybox",
+        raw_rootfs: raw_rootfs.display().to_string(),
+        cores: std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
+        iterations: a.iterations,
+        exec_iterations: a.exec_iterations,
+        rows,
+    })
+}
+
+async fn bench_create(api: &Api, rt: Runtime, n: u32) -> anyhow::Result<Stats> {
+    let label = format!("create {rt}");
+    let mut samples = Vec::new();
+    for i in 0..=n {
+        let (took, sb) = api.create(rt).await?;
+        api.delete(&sb.id).await?;
+        if i > 0 {
+            samples.push(took);
+            progress(&label, i, n);
+        }
+    }
+    Ok(Stats::of(&samples))
+}
+
+async fn bench_raw_run(raw: &Raw, rt: Runtime, n: u32) -> anyhow::Result<Stats> {
+    let label = raw::run_label(rt);
+    let mut samples = Vec::new();
+    for i in 0..=n {
+        let took = raw.run_true(rt, &format!("run-{i}")).await?;
+        if i > 0 {
+            samples.push(took);
+            progress(label, i, n);
+        }
+    }
+    Ok(Stats::of(&samples))
+}
+
+async fn bench_exec(api: &Api, rt: Runtime, n: u32) -> anyhow::Result<Stats> {
+    let (_, sb) = api.create(rt).await?;
+    let label = format!("exec {rt}");
+    let timed = async {
+        let mut samples = Vec::new();
+        for i in 0..=n {
+            let took = api.exec_true(&sb.id).await?;
+            if i > 0 {
+                samples.push(took);
+                progress(&label, i, n);
+            }
+        }
+        anyhow::Ok(samples)
+    }
+    .await;
+    let deleted = api.delete(&sb.id).await;
+    let samples = timed?;
+    deleted?;
+    Ok(Stats::of(&samples))
+}
+
+async fn bench_raw_exec(raw: &Raw, rt: Runtime, n: u32) -> anyhow::Result<Stats> {
+    let id = "exec";
+    raw.start_sleeper(rt, id).await?;
+    let label = raw::exec_label(rt);
+    let timed = async {
+        let mut samples = Vec::new();
+        for i in 0..=n {
+            let took = raw.exec_true(rt, id).await?;
+            if i > 0 {
+                samples.push(took);
+                progress(label, i, n);
+            }
+        }
+        anyhow::Ok(samples)
+    }
+    .await;
+    let deleted = raw.delete(rt, id).await;
+    let samples = timed?;
+    deleted?;
+    Ok(Stats::of(&samples))
 }

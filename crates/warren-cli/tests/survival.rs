@@ -1,0 +1,37 @@
+//! Sandboxes outlive the server: `kill -9` of `warren serve`, a restart on the same data dir,
+//! and the sandboxes are still listed and answer exec; deleting them then releases everything.
+//! Needs root, crun, runsc.
+mod common;
+
+use common::{TestServer, RUNTIMES};
+use reqwest::Method;
+use serde_json::{json, Value};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sandboxes_survive_kill_9_of_the_server() {
+    let mut s = TestServer::start().await;
+    let mut made = Vec::new();
+    for rt in RUNTIMES {
+        let sb = s.create(json!({"image": "busybox", "runtime": rt})).await;
+        s.sh(sb["id"].as_str().expect("id"), "echo before > /root/mark").await;
+        made.push(sb);
+    }
+    s.kill9();
+
+    let s2 = TestServer::start_on(s.data_dir.clone(), s.port, s.subnet.clone()).await;
+    let list: Value = s2.req(Method::GET, "/v1/sandboxes").send().await.expect("ls").json().await.expect("json");
+    for sb in &made {
+        let id = sb["id"].as_str().expect("id");
+        let found = list["sandboxes"].as_array().expect("array").iter().find(|x| x["id"] == id).cloned();
+        let found = found.unwrap_or_else(|| panic!("{id} missing after restart: {list}"));
+        assert_eq!(found["state"], "running", "{found}");
+        assert_eq!(s2.sh(id, "cat /root/mark").await, "before\n");
+    }
+    for sb in &made {
+        let id = sb["id"].as_str().expect("id");
+        s2.delete(id).await;
+        let left = s2.leftovers(sb);
+        assert!(left.is_empty(), "{id}: {left:?}");
+    }
+    s2.shutdown().await;
+}
