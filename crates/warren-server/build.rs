@@ -9,7 +9,8 @@ use std::process::Command;
 
 fn main() {
     let out = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
-    let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let manifest =
+        PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let workspace = manifest
         .parent()
         .and_then(|p| p.parent())
@@ -17,8 +18,14 @@ fn main() {
         .to_path_buf();
     let agent = workspace.join("crates/warren-agent");
     println!("cargo:rerun-if-changed={}", agent.join("src").display());
-    println!("cargo:rerun-if-changed={}", agent.join("Cargo.toml").display());
-    println!("cargo:rerun-if-changed={}", workspace.join("Cargo.lock").display());
+    println!(
+        "cargo:rerun-if-changed={}",
+        agent.join("Cargo.toml").display()
+    );
+    println!(
+        "cargo:rerun-if-changed={}",
+        workspace.join("Cargo.lock").display()
+    );
     println!("cargo:rerun-if-env-changed=WARREN_AGENT_BINARY");
     let dest = out.join("warren-agent");
 
@@ -32,7 +39,14 @@ fn main() {
     let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(&workspace)
-        .args(["build", "--release", "-p", "warren-agent", "--bin", "warren-agent"])
+        .args([
+            "build",
+            "--release",
+            "-p",
+            "warren-agent",
+            "--bin",
+            "warren-agent",
+        ])
         .args(["--target", target])
         .arg("--target-dir")
         .arg(&target_dir)

@@ -209,7 +209,10 @@ impl ProcessStream {
         std::future::poll_fn(|cx| self.poll_event(cx)).await
     }
 
-    fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<ProcessEvent, AgentError>>> {
+    fn poll_event(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<ProcessEvent, AgentError>>> {
         loop {
             if self.finished {
                 return Poll::Ready(None);
@@ -228,7 +231,8 @@ impl ProcessStream {
                 Some(Ok(chunk)) => self.decoder.push(&chunk),
                 Some(Err(e)) => return Poll::Ready(Some(Err(self.fail(e.into())))),
                 None => {
-                    let e = AgentError::Protocol("stream ended without end-of-stream message".into());
+                    let e =
+                        AgentError::Protocol("stream ended without end-of-stream message".into());
                     return Poll::Ready(Some(Err(self.fail(e))));
                 }
             }

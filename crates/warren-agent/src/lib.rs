@@ -20,7 +20,7 @@ pub use connect::{ConnectError, EndStream};
 pub use envelope::{Envelope, EnvelopeDecoder, EnvelopeError};
 pub use error::AgentError;
 pub use protocol::{
-    CloseStdinRequest, Empty, ListResponse, ProcessConfig, ProcessData, ProcessEvent,
-    ProcessInfo, ProcessInput, ProcessSelector, Pty, PtySize, SendInputRequest,
-    SendSignalRequest, Signal, StartRequest, StartResponse,
+    CloseStdinRequest, Empty, ListResponse, ProcessConfig, ProcessData, ProcessEvent, ProcessInfo,
+    ProcessInput, ProcessSelector, Pty, PtySize, SendInputRequest, SendSignalRequest, Signal,
+    StartRequest, StartResponse,
 };

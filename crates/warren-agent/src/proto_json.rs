@@ -19,7 +19,9 @@ const URL_SAFE: GeneralPurpose = GeneralPurpose::new(&alphabet::URL_SAFE, LENIEN
 
 /// Decodes proto3 JSON `bytes`: parsers must accept both alphabets, with or without padding.
 pub(crate) fn decode_base64(text: &str) -> Result<Vec<u8>, base64::DecodeError> {
-    STANDARD.decode(text).or_else(|e| URL_SAFE.decode(text).map_err(|_| e))
+    STANDARD
+        .decode(text)
+        .or_else(|e| URL_SAFE.decode(text).map_err(|_| e))
 }
 
 /// A `bytes` field: base64 (standard, padded) on the wire, raw bytes in memory.

@@ -50,7 +50,14 @@ fn events_round_trip_and_parse_leniently() {
     }
     // Defaults omitted, integers as strings, snake_case names.
     let end: ProcessEvent = serde_json::from_str(r#"{"end":{"exited":true}}"#).unwrap();
-    assert!(matches!(end, ProcessEvent::End { exit_code: 0, exited: true, .. }));
+    assert!(matches!(
+        end,
+        ProcessEvent::End {
+            exit_code: 0,
+            exited: true,
+            ..
+        }
+    ));
     let end: ProcessEvent = serde_json::from_str(r#"{"end":{"exit_code":"2"}}"#).unwrap();
     assert!(matches!(end, ProcessEvent::End { exit_code: 2, .. }));
     let start: ProcessEvent = serde_json::from_str(r#"{"start":{"pid":"12"}}"#).unwrap();

@@ -27,7 +27,14 @@ async fn runs_a_command_and_reports_output_and_exit() {
     );
     let ok = run(&agent, &request("/bin/true", &[])).await;
     assert_eq!(ok.exit_code(), 0);
-    assert!(matches!(ok.end, Some(ProcessEvent::End { error: None, exited: true, .. })));
+    assert!(matches!(
+        ok.end,
+        Some(ProcessEvent::End {
+            error: None,
+            exited: true,
+            ..
+        })
+    ));
 }
 
 #[tokio::test]
@@ -76,8 +83,12 @@ async fn collect_rest(stream: &mut warren_agent::ProcessStream) -> support::Outc
     let mut out = support::Outcome::default();
     while let Some(event) = stream.next().await {
         match event.unwrap() {
-            ProcessEvent::Data(warren_agent::ProcessData::Stdout(b)) => out.stdout.extend_from_slice(&b),
-            ProcessEvent::Data(warren_agent::ProcessData::Stderr(b)) => out.stderr.extend_from_slice(&b),
+            ProcessEvent::Data(warren_agent::ProcessData::Stdout(b)) => {
+                out.stdout.extend_from_slice(&b)
+            }
+            ProcessEvent::Data(warren_agent::ProcessData::Stderr(b)) => {
+                out.stderr.extend_from_slice(&b)
+            }
             end @ ProcessEvent::End { .. } => out.end = Some(end),
             other => panic!("unexpected {other:?}"),
         }
@@ -96,11 +107,19 @@ async fn sigkill_ends_the_whole_group_promptly() {
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert!(group_alive(pid));
     let sent = Instant::now();
-    agent.client.send_signal(pid, Signal::Sigkill).await.unwrap();
+    agent
+        .client
+        .send_signal(pid, Signal::Sigkill)
+        .await
+        .unwrap();
     let out = tokio::time::timeout(Duration::from_secs(2), collect_rest(&mut stream))
         .await
         .expect("stream did not end after SIGKILL");
-    assert!(sent.elapsed() < Duration::from_secs(1), "took {:?}", sent.elapsed());
+    assert!(
+        sent.elapsed() < Duration::from_secs(1),
+        "took {:?}",
+        sent.elapsed()
+    );
     assert_eq!(
         out.end,
         Some(ProcessEvent::End {
@@ -118,7 +137,11 @@ async fn sigkill_ends_the_whole_group_promptly() {
     let Some(Ok(ProcessEvent::Start { pid })) = stream.next().await else {
         panic!("no start event");
     };
-    agent.client.send_signal(pid, Signal::Sigterm).await.unwrap();
+    agent
+        .client
+        .send_signal(pid, Signal::Sigterm)
+        .await
+        .unwrap();
     let out = collect_rest(&mut stream).await;
     assert_eq!(out.status(), "signal: terminated");
 }
@@ -134,14 +157,21 @@ async fn ten_megabytes_arrive_complete_with_flat_memory() {
     let after = peak_rss_kib(agent.pid());
     eprintln!("agent peak RSS: {before} KiB before, {after} KiB after 10 MB");
     // Buffering the output would cost 13+ MB (base64); the bounded queue costs well under 2.
-    assert!(after < before + 4096, "peak RSS grew from {before} to {after} KiB");
+    assert!(
+        after < before + 4096,
+        "peak RSS grew from {before} to {after} KiB"
+    );
 }
 
 #[tokio::test]
 async fn a_slow_reader_slows_the_process_instead_of_filling_memory() {
     let agent = Agent::spawn().await;
     let before = peak_rss_kib(agent.pid());
-    let mut stream = agent.client.start(&sh("head -c 50000000 /dev/zero")).await.unwrap();
+    let mut stream = agent
+        .client
+        .start(&sh("head -c 50000000 /dev/zero"))
+        .await
+        .unwrap();
     let mut total = 0usize;
     // Stall the reader, then drain.
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -153,13 +183,20 @@ async fn a_slow_reader_slows_the_process_instead_of_filling_memory() {
     assert_eq!(total, 50_000_000);
     let after = peak_rss_kib(agent.pid());
     eprintln!("agent peak RSS: {before} KiB before, {after} KiB after a stalled 50 MB");
-    assert!(after < before + 4096, "peak RSS grew from {before} to {after} KiB");
+    assert!(
+        after < before + 4096,
+        "peak RSS grew from {before} to {after} KiB"
+    );
 }
 
 #[tokio::test]
 async fn errors_for_unknown_pids_missing_programs_and_cwds() {
     let agent = Agent::spawn().await;
-    let err = agent.client.send_signal(999_999, Signal::Sigkill).await.unwrap_err();
+    let err = agent
+        .client
+        .send_signal(999_999, Signal::Sigkill)
+        .await
+        .unwrap_err();
     assert_eq!(err.rpc_code(), Some("not_found"), "{err}");
     let err = agent.client.send_input(999_999, b"x").await.unwrap_err();
     assert_eq!(err.rpc_code(), Some("not_found"), "{err}");
@@ -201,10 +238,17 @@ async fn list_shows_running_processes_with_tags() {
     assert_eq!(found.tag.as_deref(), Some("bg"));
     assert_eq!(found.config.cmd, "sleep");
     assert_eq!(found.config.args, ["30"]);
-    agent.client.send_signal(pid, Signal::Sigkill).await.unwrap();
+    agent
+        .client
+        .send_signal(pid, Signal::Sigkill)
+        .await
+        .unwrap();
     collect_rest(&mut stream).await;
     let list = agent.client.list().await.unwrap();
-    assert!(list.iter().all(|p| p.pid != pid), "dead process still listed");
+    assert!(
+        list.iter().all(|p| p.pid != pid),
+        "dead process still listed"
+    );
 }
 
 #[tokio::test]
@@ -234,7 +278,10 @@ async fn processes_outlive_a_disconnected_client() {
         marker.display()
     );
     let mut stream = agent.client.start(&sh(&script)).await.unwrap();
-    assert!(matches!(stream.next().await, Some(Ok(ProcessEvent::Start { .. }))));
+    assert!(matches!(
+        stream.next().await,
+        Some(Ok(ProcessEvent::Start { .. }))
+    ));
     drop(stream);
     let deadline = Instant::now() + Duration::from_secs(5);
     while !marker.exists() {

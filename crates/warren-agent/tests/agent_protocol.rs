@@ -56,20 +56,29 @@ async fn unary_errors_follow_connect() {
             .header("x-access-token", TOKEN)
             .body(body)
     };
-    let resp = post("/process.Process/SendSignal", r#"{"process":{"pid":999999},"signal":"SIGNAL_SIGKILL"}"#)
-        .send()
-        .await
-        .unwrap();
+    let resp = post(
+        "/process.Process/SendSignal",
+        r#"{"process":{"pid":999999},"signal":"SIGNAL_SIGKILL"}"#,
+    )
+    .send()
+    .await
+    .unwrap();
     assert_eq!(resp.status(), 404);
     let body: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(body["code"], "not_found");
 
-    let resp = post("/process.Process/SendSignal", "{not json").send().await.unwrap();
+    let resp = post("/process.Process/SendSignal", "{not json")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 400);
     let body: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(body["code"], "invalid_argument");
 
-    let resp = post("/filesystem.Filesystem/Stat", r#"{"path":"/"}"#).send().await.unwrap();
+    let resp = post("/filesystem.Filesystem/Stat", r#"{"path":"/"}"#)
+        .send()
+        .await
+        .unwrap();
     let status = resp.status();
     let body: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(body["code"], "unimplemented");
@@ -92,7 +101,10 @@ async fn read_stream(resp: reqwest::Response) -> (Vec<ProcessEvent>, EndStream) 
         while let Some(env) = decoder.next_envelope().unwrap() {
             if env.is_end_stream() {
                 assert!(decoder.next_envelope().unwrap().is_none());
-                assert!(resp.chunk().await.unwrap().is_none(), "bytes after end of stream");
+                assert!(
+                    resp.chunk().await.unwrap().is_none(),
+                    "bytes after end of stream"
+                );
                 return (events, serde_json::from_slice(&env.data).unwrap());
             }
             let msg: StartResponse = serde_json::from_slice(&env.data).unwrap();
@@ -111,11 +123,8 @@ async fn start_accepts_a_chunked_envelope_and_answers_connect_streaming() {
     )
     .unwrap();
     // Split mid-header and mid-payload to force several body chunks.
-    let parts: Vec<Result<Bytes, std::io::Error>> = vec![
-        Ok(msg.slice(..2)),
-        Ok(msg.slice(2..9)),
-        Ok(msg.slice(9..)),
-    ];
+    let parts: Vec<Result<Bytes, std::io::Error>> =
+        vec![Ok(msg.slice(..2)), Ok(msg.slice(2..9)), Ok(msg.slice(9..))];
     let resp = http()
         .post(url(&agent, "/process.Process/Start"))
         .header("content-type", "application/connect+json")
@@ -129,7 +138,10 @@ async fn start_accepts_a_chunked_envelope_and_answers_connect_streaming() {
     assert_eq!(resp.headers()["content-type"], "application/connect+json");
     let (events, end) = read_stream(resp).await;
     assert!(matches!(events.first(), Some(ProcessEvent::Start { .. })));
-    assert!(matches!(events.last(), Some(ProcessEvent::End { exit_code: 0, .. })));
+    assert!(matches!(
+        events.last(),
+        Some(ProcessEvent::End { exit_code: 0, .. })
+    ));
     assert_eq!(end, EndStream::default());
 
     // The wrong codec is refused before anything runs.
@@ -162,7 +174,10 @@ async fn keepalive_events_on_request() {
         .await
         .unwrap();
     let (events, _) = read_stream(resp).await;
-    let keepalives = events.iter().filter(|e| **e == ProcessEvent::Keepalive).count();
+    let keepalives = events
+        .iter()
+        .filter(|e| **e == ProcessEvent::Keepalive)
+        .count();
     assert_eq!(keepalives, 2, "{events:?}");
 }
 
@@ -203,7 +218,9 @@ async fn wait_exit(agent: &mut Agent, within: Duration) -> Option<std::process::
 async fn sigterm_without_main_command_exits_at_once() {
     let mut agent = Agent::spawn().await;
     kill(Pid::from_raw(agent.pid()), NixSignal::SIGTERM).unwrap();
-    let status = wait_exit(&mut agent, Duration::from_secs(2)).await.expect("did not exit");
+    let status = wait_exit(&mut agent, Duration::from_secs(2))
+        .await
+        .expect("did not exit");
     assert_eq!(status.code(), Some(0));
 }
 
@@ -217,18 +234,27 @@ async fn main_command_runs_is_listed_and_is_stopped_on_sigterm() {
         marker.display()
     );
     let cmd = serde_json::to_string(&["/bin/sh", "-c", &script]).unwrap();
-    let mut agent = Agent::spawn_with(&[("WARREN_AGENT_CMD", &cmd), ("WARREN_AGENT_CWD", "/tmp")]).await;
+    let mut agent =
+        Agent::spawn_with(&[("WARREN_AGENT_CMD", &cmd), ("WARREN_AGENT_CWD", "/tmp")]).await;
     let list = agent.client.list().await.unwrap();
-    let main = list.iter().find(|p| p.tag.as_deref() == Some("main")).expect("main not listed");
+    let main = list
+        .iter()
+        .find(|p| p.tag.as_deref() == Some("main"))
+        .expect("main not listed");
     assert_eq!(main.config.cwd.as_deref(), Some("/tmp"));
 
     // SIGHUP is forwarded to the main command, not fatal to the agent.
     kill(Pid::from_raw(agent.pid()), NixSignal::SIGHUP).unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(agent.child.try_wait().unwrap().is_none(), "agent died of SIGHUP");
+    assert!(
+        agent.child.try_wait().unwrap().is_none(),
+        "agent died of SIGHUP"
+    );
 
     kill(Pid::from_raw(agent.pid()), NixSignal::SIGTERM).unwrap();
-    let status = wait_exit(&mut agent, Duration::from_secs(3)).await.expect("did not exit");
+    let status = wait_exit(&mut agent, Duration::from_secs(3))
+        .await
+        .expect("did not exit");
     assert_eq!(status.code(), Some(0));
     assert!(marker.exists(), "main command never saw SIGTERM");
     let _ = std::fs::remove_file(&marker);

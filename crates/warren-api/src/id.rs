@@ -16,7 +16,11 @@ impl SandboxId {
     /// A fresh random id.
     pub fn generate() -> Self {
         let bytes: [u8; 10] = rand::random();
-        SandboxId(data_encoding::BASE32_NOPAD.encode(&bytes).to_ascii_lowercase())
+        SandboxId(
+            data_encoding::BASE32_NOPAD
+                .encode(&bytes)
+                .to_ascii_lowercase(),
+        )
     }
 
     /// The id as text.
@@ -31,7 +35,11 @@ pub struct InvalidId(pub String);
 
 impl fmt::Display for InvalidId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:?} is not a sandbox id (16 characters of a-z, 2-7)", self.0)
+        write!(
+            f,
+            "{:?} is not a sandbox id (16 characters of a-z, 2-7)",
+            self.0
+        )
     }
 }
 
@@ -41,7 +49,8 @@ impl FromStr for SandboxId {
     type Err = InvalidId;
     fn from_str(s: &str) -> Result<Self, InvalidId> {
         let ok = s.len() == SANDBOX_ID_LEN
-            && s.bytes().all(|b| b.is_ascii_lowercase() || (b'2'..=b'7').contains(&b));
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || (b'2'..=b'7').contains(&b));
         if ok {
             Ok(SandboxId(s.to_owned()))
         } else {
@@ -84,7 +93,14 @@ mod tests {
 
     #[test]
     fn rejects_bad_ids() {
-        for bad in ["", "abc", "ABCDEFGHIJKLMNOP", "abcdefghijklmno1", "abcdefgh-jklmnop", "abcdefghijklmnopq"] {
+        for bad in [
+            "",
+            "abc",
+            "ABCDEFGHIJKLMNOP",
+            "abcdefghijklmno1",
+            "abcdefgh-jklmnop",
+            "abcdefghijklmnopq",
+        ] {
             assert!(bad.parse::<SandboxId>().is_err(), "{bad} parsed");
         }
     }

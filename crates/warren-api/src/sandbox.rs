@@ -44,7 +44,9 @@ impl FromStr for Runtime {
         match s {
             "gvisor" | "runsc" => Ok(Runtime::Gvisor),
             "runc" | "crun" => Ok(Runtime::Runc),
-            other => Err(format!("unknown runtime {other:?} (expected gvisor or runc)")),
+            other => Err(format!(
+                "unknown runtime {other:?} (expected gvisor or runc)"
+            )),
         }
     }
 }

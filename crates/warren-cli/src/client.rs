@@ -12,7 +12,9 @@ pub fn default_data_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("WARREN_DATA_DIR") {
         return PathBuf::from(d);
     }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| "/root".into());
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| "/root".into());
     home.join(".local/share/warren")
 }
 
@@ -106,7 +108,9 @@ impl Client {
             Ok(match ev.event.as_str() {
                 "stdout" => ExecChunk::Stdout(ev.data),
                 "stderr" => ExecChunk::Stderr(ev.data),
-                "exit" => ExecChunk::Exit(serde_json::from_str(&ev.data).context("bad exit event")?),
+                "exit" => {
+                    ExecChunk::Exit(serde_json::from_str(&ev.data).context("bad exit event")?)
+                }
                 "error" => {
                     let msg = serde_json::from_str::<ErrorBody>(&ev.data)
                         .map(|b| b.error.message)

@@ -41,13 +41,23 @@ pub enum ImageCommand {
 
 pub async fn run(cmd: ImageCommand) -> anyhow::Result<()> {
     match cmd {
-        ImageCommand::Import { name, source, busybox, opts } => import(name, source, busybox, opts).await,
+        ImageCommand::Import {
+            name,
+            source,
+            busybox,
+            opts,
+        } => import(name, source, busybox, opts).await,
         ImageCommand::Ls { opts } => ls(opts).await,
         ImageCommand::Rm { names, opts } => rm(names, opts).await,
     }
 }
 
-async fn import(name: String, source: Option<PathBuf>, busybox: bool, opts: ClientOpts) -> anyhow::Result<()> {
+async fn import(
+    name: String,
+    source: Option<PathBuf>,
+    busybox: bool,
+    opts: ClientOpts,
+) -> anyhow::Result<()> {
     let client = opts.client();
     let scratch = tempfile::tempdir().context("creating a scratch directory")?;
     let tar_path = match source {
@@ -74,7 +84,10 @@ async fn import(name: String, source: Option<PathBuf>, busybox: bool, opts: Clie
         .await
         .with_context(|| format!("opening {}", tar_path.display()))?;
     let size = file.metadata().await?.len();
-    let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024));
+    let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::with_capacity(
+        file,
+        256 * 1024,
+    ));
     if !opts.json {
         eprintln!("warren: uploading {:.1} MB ...", size as f64 / 1e6);
     }
@@ -90,14 +103,21 @@ async fn import(name: String, source: Option<PathBuf>, busybox: bool, opts: Clie
     if opts.json {
         println!("{}", serde_json::to_string_pretty(&image)?);
     } else {
-        println!("{} {} ({:.1} MB)", image.name, image.digest, image.size as f64 / 1e6);
+        println!(
+            "{} {} ({:.1} MB)",
+            image.name,
+            image.digest,
+            image.size as f64 / 1e6
+        );
     }
     Ok(())
 }
 
 async fn ls(opts: ClientOpts) -> anyhow::Result<()> {
     let client = opts.client();
-    let list: ImageList = client.json(client.request(Method::GET, "/v1/images")).await?;
+    let list: ImageList = client
+        .json(client.request(Method::GET, "/v1/images"))
+        .await?;
     if opts.json {
         println!("{}", serde_json::to_string_pretty(&list)?);
         return Ok(());

@@ -18,7 +18,11 @@ use warren_api::Runtime;
 use crate::client::{default_data_dir, Client};
 
 #[derive(Parser)]
-#[command(name = "warren", version, about = "Isolated sandboxes for untrusted code, on your own machine")]
+#[command(
+    name = "warren",
+    version,
+    about = "Isolated sandboxes for untrusted code, on your own machine"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -28,7 +32,12 @@ struct Cli {
 #[derive(Args, Clone)]
 pub struct ClientOpts {
     /// Server URL.
-    #[arg(long, global = true, env = "WARREN_URL", default_value = "http://127.0.0.1:8080")]
+    #[arg(
+        long,
+        global = true,
+        env = "WARREN_URL",
+        default_value = "http://127.0.0.1:8080"
+    )]
     url: String,
     /// Data directory of a server on this machine, where its admin.key is found when
     /// WARREN_API_KEY is unset [default: ~/.local/share/warren].
@@ -41,7 +50,10 @@ pub struct ClientOpts {
 
 impl ClientOpts {
     fn client(&self) -> Client {
-        Client::new(&self.url, &self.data_dir.clone().unwrap_or_else(default_data_dir))
+        Client::new(
+            &self.url,
+            &self.data_dir.clone().unwrap_or_else(default_data_dir),
+        )
     }
 }
 
@@ -98,7 +110,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(key) = &server.new_admin_key {
         eprintln!("Created the admin API key (shown once; also saved to {}/admin.key, mode 0600):\n  {key}", data_dir.display());
     }
-    eprintln!("warren listening on http://{} (data dir {})", args.listen, data_dir.display());
+    eprintln!(
+        "warren listening on http://{} (data dir {})",
+        args.listen,
+        data_dir.display()
+    );
     server.serve().await
 }
 

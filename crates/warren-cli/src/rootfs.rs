@@ -35,7 +35,9 @@ pub fn busybox_tree(dir: &Path) -> anyhow::Result<()> {
         .output()
         .context("running busybox --list-full")?;
     let listing = String::from_utf8_lossy(&out.stdout).into_owned();
-    for d in ["bin", "sbin", "usr/bin", "usr/sbin", "etc", "tmp", "root", "proc", "sys", "dev"] {
+    for d in [
+        "bin", "sbin", "usr/bin", "usr/sbin", "etc", "tmp", "root", "proc", "sys", "dev",
+    ] {
         fs::create_dir_all(dir.join(d))?;
     }
     fs::set_permissions(dir, fs::Permissions::from_mode(0o755))?;
@@ -52,6 +54,9 @@ pub fn busybox_tree(dir: &Path) -> anyhow::Result<()> {
         dir.join("etc/passwd"),
         "root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000:user:/home/user:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n",
     )?;
-    fs::write(dir.join("etc/group"), "root:x:0:\nuser:x:1000:\nnogroup:x:65534:\n")?;
+    fs::write(
+        dir.join("etc/group"),
+        "root:x:0:\nuser:x:1000:\nnogroup:x:65534:\n",
+    )?;
     Ok(())
 }

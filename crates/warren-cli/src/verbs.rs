@@ -101,7 +101,12 @@ pub struct IdsArgs {
 }
 
 /// Streams an exec to this terminal; returns its exit code.
-async fn stream_exec(client: &Client, id: &str, req: &ExecRequest, json: bool) -> anyhow::Result<i32> {
+async fn stream_exec(
+    client: &Client,
+    id: &str,
+    req: &ExecRequest,
+    json: bool,
+) -> anyhow::Result<i32> {
     let mut stream = Box::pin(client.exec_stream(id, req).await?);
     let (mut out, mut err) = (std::io::stdout(), std::io::stderr());
     while let Some(chunk) = stream.next().await {
@@ -119,7 +124,10 @@ async fn stream_exec(client: &Client, id: &str, req: &ExecRequest, json: bool) -
                     println!("{}", serde_json::to_string(&exit)?);
                 }
                 if exit.timed_out {
-                    eprintln!("warren: command timed out after {} ms and was killed", exit.duration_ms);
+                    eprintln!(
+                        "warren: command timed out after {} ms and was killed",
+                        exit.duration_ms
+                    );
                 }
                 return Ok(exit.exit_code);
             }
@@ -144,9 +152,16 @@ pub async fn run(a: RunArgs) -> anyhow::Result<i32> {
         .json(client.request(Method::POST, "/v1/sandboxes").json(&req))
         .await?;
     if !a.opts.json {
-        eprintln!("warren: sandbox {} running ({})", sandbox.id, sandbox.runtime);
+        eprintln!(
+            "warren: sandbox {} running ({})",
+            sandbox.id, sandbox.runtime
+        );
     }
-    let cmd = if a.cmd.is_empty() { vec!["sh".to_owned()] } else { a.cmd };
+    let cmd = if a.cmd.is_empty() {
+        vec!["sh".to_owned()]
+    } else {
+        a.cmd
+    };
     let exec = ExecRequest {
         cmd,
         timeout_s: Some(a.timeout),
@@ -194,7 +209,10 @@ pub async fn ls(a: LsArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&list)?);
         return Ok(());
     }
-    println!("{:<18} {:<12} {:<8} {:<16} {:<15} {:>5}", "ID", "STATE", "RUNTIME", "IMAGE", "IP", "AGE");
+    println!(
+        "{:<18} {:<12} {:<8} {:<16} {:<15} {:>5}",
+        "ID", "STATE", "RUNTIME", "IMAGE", "IP", "AGE"
+    );
     for s in list.sandboxes {
         println!(
             "{:<18} {:<12} {:<8} {:<16} {:<15} {:>5}",
@@ -225,7 +243,10 @@ pub async fn inspect(a: IdArgs) -> anyhow::Result<()> {
     }
     println!("image:     {} ({})", s.image, s.image_digest);
     println!("runtime:   {}", s.runtime);
-    println!("limits:    cpu {} · memory {} MiB · pids {}", s.cpu, s.memory_mb, s.pids);
+    println!(
+        "limits:    cpu {} · memory {} MiB · pids {}",
+        s.cpu, s.memory_mb, s.pids
+    );
     println!("ip:        {}", s.ip.as_deref().unwrap_or("-"));
     println!("created:   {} ({} ago)", s.created_at, age(s.created_at));
     if !s.cmd.is_empty() {

@@ -21,29 +21,85 @@ async fn errors_have_the_right_status_and_shape() {
     let http = &s.http;
 
     // 401: no key, wrong key. Health routes are open.
-    let r = http.get(format!("{}/v1/sandboxes", s.url)).send().await.expect("req");
+    let r = http
+        .get(format!("{}/v1/sandboxes", s.url))
+        .send()
+        .await
+        .expect("req");
     expect_error(r, StatusCode::UNAUTHORIZED, "unauthorized").await;
-    let r = http.get(format!("{}/v1/sandboxes", s.url)).bearer_auth("wk_wrong").send().await.expect("req");
+    let r = http
+        .get(format!("{}/v1/sandboxes", s.url))
+        .bearer_auth("wk_wrong")
+        .send()
+        .await
+        .expect("req");
     expect_error(r, StatusCode::UNAUTHORIZED, "unauthorized").await;
-    let r = http.get(format!("{}/v1/images", s.url)).header("authorization", "Basic Zm9v").send().await.expect("req");
+    let r = http
+        .get(format!("{}/v1/images", s.url))
+        .header("authorization", "Basic Zm9v")
+        .send()
+        .await
+        .expect("req");
     expect_error(r, StatusCode::UNAUTHORIZED, "unauthorized").await;
-    assert_eq!(http.get(format!("{}/healthz", s.url)).send().await.expect("req").status(), StatusCode::OK);
-    assert_eq!(http.get(format!("{}/readyz", s.url)).send().await.expect("req").status(), StatusCode::OK);
+    assert_eq!(
+        http.get(format!("{}/healthz", s.url))
+            .send()
+            .await
+            .expect("req")
+            .status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        http.get(format!("{}/readyz", s.url))
+            .send()
+            .await
+            .expect("req")
+            .status(),
+        StatusCode::OK
+    );
 
     // 400: malformed JSON.
-    let r = s.req(Method::POST, "/v1/sandboxes").body("{\"image\": ").send().await.expect("req");
+    let r = s
+        .req(Method::POST, "/v1/sandboxes")
+        .body("{\"image\": ")
+        .send()
+        .await
+        .expect("req");
     expect_error(r, StatusCode::BAD_REQUEST, "bad_request").await;
-    let r = s.req(Method::POST, "/v1/sandboxes").body("not json").send().await.expect("req");
+    let r = s
+        .req(Method::POST, "/v1/sandboxes")
+        .body("not json")
+        .send()
+        .await
+        .expect("req");
     expect_error(r, StatusCode::BAD_REQUEST, "bad_request").await;
 
     // 404: unknown ids (well-formed or not), unknown image, unknown route.
-    let r = s.req(Method::GET, "/v1/sandboxes/aaaaaaaaaaaaaaaa").send().await.expect("req");
+    let r = s
+        .req(Method::GET, "/v1/sandboxes/aaaaaaaaaaaaaaaa")
+        .send()
+        .await
+        .expect("req");
     expect_error(r, StatusCode::NOT_FOUND, "not_found").await;
-    let r = s.req(Method::DELETE, "/v1/sandboxes/not-an-id").send().await.expect("req");
+    let r = s
+        .req(Method::DELETE, "/v1/sandboxes/not-an-id")
+        .send()
+        .await
+        .expect("req");
     expect_error(r, StatusCode::NOT_FOUND, "not_found").await;
-    let r = s.req(Method::POST, "/v1/sandboxes/aaaaaaaaaaaaaaaa/exec").json(&json!({"cmd": ["true"]})).send().await.expect("req");
+    let r = s
+        .req(Method::POST, "/v1/sandboxes/aaaaaaaaaaaaaaaa/exec")
+        .json(&json!({"cmd": ["true"]}))
+        .send()
+        .await
+        .expect("req");
     expect_error(r, StatusCode::NOT_FOUND, "not_found").await;
-    let r = s.req(Method::POST, "/v1/sandboxes").json(&json!({"image": "nope"})).send().await.expect("req");
+    let r = s
+        .req(Method::POST, "/v1/sandboxes")
+        .json(&json!({"image": "nope"}))
+        .send()
+        .await
+        .expect("req");
     expect_error(r, StatusCode::NOT_FOUND, "not_found").await;
     let r = s.req(Method::GET, "/v1/nothing").send().await.expect("req");
     expect_error(r, StatusCode::NOT_FOUND, "not_found").await;
@@ -61,36 +117,87 @@ async fn errors_have_the_right_status_and_shape() {
         json!({"image": 7}),
         json!({}),
     ] {
-        let r = s.req(Method::POST, "/v1/sandboxes").json(&body).send().await.expect("req");
+        let r = s
+            .req(Method::POST, "/v1/sandboxes")
+            .json(&body)
+            .send()
+            .await
+            .expect("req");
         let msg = expect_error(r, StatusCode::UNPROCESSABLE_ENTITY, "invalid").await;
         assert!(!msg.is_empty(), "{body}");
     }
-    let r = s.req(Method::GET, "/v1/sandboxes?state=sideways").send().await.expect("req");
+    let r = s
+        .req(Method::GET, "/v1/sandboxes?state=sideways")
+        .send()
+        .await
+        .expect("req");
     expect_error(r, StatusCode::BAD_REQUEST, "bad_request").await;
 
     // Nothing was created by any of that.
-    let list: Value = s.req(Method::GET, "/v1/sandboxes").send().await.expect("req").json().await.expect("json");
-    assert_eq!(list["sandboxes"].as_array().map(Vec::len), Some(0), "{list}");
+    let list: Value = s
+        .req(Method::GET, "/v1/sandboxes")
+        .send()
+        .await
+        .expect("req")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        list["sandboxes"].as_array().map(Vec::len),
+        Some(0),
+        "{list}"
+    );
 
     // 409: wrong state; image in use.
-    let sb = s.create(json!({"image": "busybox", "runtime": "runc"})).await;
+    let sb = s
+        .create(json!({"image": "busybox", "runtime": "runc"}))
+        .await;
     let id = sb["id"].as_str().expect("id");
-    let r = s.req(Method::POST, &format!("/v1/sandboxes/{id}/start")).send().await.expect("req");
+    let r = s
+        .req(Method::POST, &format!("/v1/sandboxes/{id}/start"))
+        .send()
+        .await
+        .expect("req");
     expect_error(r, StatusCode::CONFLICT, "conflict").await;
-    let r = s.req(Method::DELETE, "/v1/images/busybox").send().await.expect("req");
+    let r = s
+        .req(Method::DELETE, "/v1/images/busybox")
+        .send()
+        .await
+        .expect("req");
     expect_error(r, StatusCode::CONFLICT, "conflict").await;
-    let r = s.req(Method::POST, &format!("/v1/sandboxes/{id}/stop")).send().await.expect("req");
+    let r = s
+        .req(Method::POST, &format!("/v1/sandboxes/{id}/stop"))
+        .send()
+        .await
+        .expect("req");
     assert_eq!(r.status(), StatusCode::OK);
-    let r = s.req(Method::POST, &format!("/v1/sandboxes/{id}/stop")).send().await.expect("req");
+    let r = s
+        .req(Method::POST, &format!("/v1/sandboxes/{id}/stop"))
+        .send()
+        .await
+        .expect("req");
     expect_error(r, StatusCode::CONFLICT, "conflict").await;
     // 422 on exec: empty cmd.
-    let r = s.req(Method::POST, &format!("/v1/sandboxes/{id}/exec")).json(&json!({"cmd": []})).send().await.expect("req");
+    let r = s
+        .req(Method::POST, &format!("/v1/sandboxes/{id}/exec"))
+        .json(&json!({"cmd": []}))
+        .send()
+        .await
+        .expect("req");
     assert!(r.status() == StatusCode::UNPROCESSABLE_ENTITY || r.status() == StatusCode::CONFLICT);
     s.delete(id).await;
     // Once unused, the image can go.
-    let r = s.req(Method::DELETE, "/v1/images/busybox").send().await.expect("req");
+    let r = s
+        .req(Method::DELETE, "/v1/images/busybox")
+        .send()
+        .await
+        .expect("req");
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
-    let r = s.req(Method::DELETE, "/v1/images/busybox").send().await.expect("req");
+    let r = s
+        .req(Method::DELETE, "/v1/images/busybox")
+        .send()
+        .await
+        .expect("req");
     expect_error(r, StatusCode::NOT_FOUND, "not_found").await;
     s.shutdown().await;
 }

@@ -10,33 +10,61 @@ use reqwest::{Method, StatusCode};
 use serde_json::json;
 
 async fn exec_suite(s: &TestServer, runtime: &str) {
-    let sb = s.create(json!({"image": "busybox", "runtime": runtime, "env": {"FROM_SANDBOX": "yes"}})).await;
+    let sb = s
+        .create(json!({"image": "busybox", "runtime": runtime, "env": {"FROM_SANDBOX": "yes"}}))
+        .await;
     let id = sb["id"].as_str().expect("id");
 
-    let v = s.exec(id, json!({"cmd": ["sh", "-c", "echo out; echo err >&2; exit 3"]})).await;
+    let v = s
+        .exec(
+            id,
+            json!({"cmd": ["sh", "-c", "echo out; echo err >&2; exit 3"]}),
+        )
+        .await;
     assert_eq!(v["exit_code"], 3, "{runtime}: {v}");
     assert_eq!(v["stdout"], "out\n");
     assert_eq!(v["stderr"], "err\n");
     assert_eq!(v["timed_out"], false);
     assert!(v["id"].as_str().is_some_and(|i| !i.is_empty()));
 
-    let v = s.exec(id, json!({"cmd": ["sh", "-c", "echo $FOO $FROM_SANDBOX"], "env": {"FOO": "bar"}})).await;
+    let v = s
+        .exec(
+            id,
+            json!({"cmd": ["sh", "-c", "echo $FOO $FROM_SANDBOX"], "env": {"FOO": "bar"}}),
+        )
+        .await;
     assert_eq!(v["stdout"], "bar yes\n", "{runtime}");
 
     let v = s.exec(id, json!({"cmd": ["pwd"], "cwd": "/tmp"})).await;
     assert_eq!(v["stdout"], "/tmp\n", "{runtime}");
 
-    let v = s.exec(id, json!({"cmd": ["sh", "-c", "tr a-z A-Z"], "stdin": "hello stdin\n"})).await;
+    let v = s
+        .exec(
+            id,
+            json!({"cmd": ["sh", "-c", "tr a-z A-Z"], "stdin": "hello stdin\n"}),
+        )
+        .await;
     assert_eq!(v["stdout"], "HELLO STDIN\n", "{runtime}");
 
     let t = Instant::now();
-    let v = s.exec(id, json!({"cmd": ["sh", "-c", "sleep 30"], "timeout_s": 1})).await;
+    let v = s
+        .exec(id, json!({"cmd": ["sh", "-c", "sleep 30"], "timeout_s": 1}))
+        .await;
     assert_eq!(v["timed_out"], true, "{runtime}: {v}");
     assert_eq!(v["exit_code"], 137, "{runtime}: {v}");
-    assert!(t.elapsed().as_secs() < 10, "{runtime}: timeout took {:?}", t.elapsed());
+    assert!(
+        t.elapsed().as_secs() < 10,
+        "{runtime}: timeout took {:?}",
+        t.elapsed()
+    );
 
     // 10 MB through the JSON path.
-    let v = s.exec(id, json!({"cmd": ["sh", "-c", "head -c 10000000 /dev/zero | tr '\\0' a"]})).await;
+    let v = s
+        .exec(
+            id,
+            json!({"cmd": ["sh", "-c", "head -c 10000000 /dev/zero | tr '\\0' a"]}),
+        )
+        .await;
     assert_eq!(v["exit_code"], 0);
     let out = v["stdout"].as_str().expect("stdout");
     assert_eq!(out.len(), 10_000_000, "{runtime}");
@@ -63,14 +91,18 @@ async fn exec_suite(s: &TestServer, runtime: &str) {
             }
             "stderr" => stderr.push_str(&ev.data),
             "exit" => {
-                exit = Some(serde_json::from_str::<serde_json::Value>(&ev.data).expect("exit json"));
+                exit =
+                    Some(serde_json::from_str::<serde_json::Value>(&ev.data).expect("exit json"));
                 break;
             }
             other => panic!("unexpected event {other}: {}", ev.data),
         }
     }
     assert_eq!(bytes, 10_000_000, "{runtime}");
-    assert!(chunks > 10, "{runtime}: output arrived in {chunks} chunks, not streamed");
+    assert!(
+        chunks > 10,
+        "{runtime}: output arrived in {chunks} chunks, not streamed"
+    );
     assert_eq!(stderr, "done\n");
     assert_eq!(exit.expect("exit event")["exit_code"], 4);
 
@@ -81,7 +113,11 @@ async fn exec_suite(s: &TestServer, runtime: &str) {
         .send()
         .await
         .expect("exec");
-    assert!(resp.status().is_client_error(), "{runtime}: {}", resp.status());
+    assert!(
+        resp.status().is_client_error(),
+        "{runtime}: {}",
+        resp.status()
+    );
 
     s.delete(id).await;
 }

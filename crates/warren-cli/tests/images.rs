@@ -63,7 +63,8 @@ async fn hostile_tars_are_refused_and_write_nothing_outside() {
         let mut h = header(EntryType::Symlink, 0);
         b.append_link(&mut h, "evil", outside.path()).expect("link");
         let mut h = header(EntryType::Regular, 5);
-        b.append_data(&mut h, "evil/victim", &b"pwned"[..]).expect("file");
+        b.append_data(&mut h, "evil/victim", &b"pwned"[..])
+            .expect("file");
     });
     let hardlink_out = tar_of(|b| {
         let mut h = header(EntryType::Link, 0);
@@ -73,9 +74,15 @@ async fn hostile_tars_are_refused_and_write_nothing_outside() {
         let mut h = header(EntryType::Char, 0);
         h.set_device_major(1).expect("major");
         h.set_device_minor(1).expect("minor");
-        b.append_data(&mut h, "dev/mem", std::io::empty()).expect("dev");
+        b.append_data(&mut h, "dev/mem", std::io::empty())
+            .expect("dev");
     });
-    for (what, body) in [("dotdot", dotdot), ("symlink", through_symlink), ("hardlink", hardlink_out), ("device", device)] {
+    for (what, body) in [
+        ("dotdot", dotdot),
+        ("symlink", through_symlink),
+        ("hardlink", hardlink_out),
+        ("device", device),
+    ] {
         let (status, v) = put(&s, &format!("hostile-{what}"), body).await;
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{what}: {v}");
         assert_eq!(v["error"]["code"], "invalid", "{what}: {v}");
@@ -84,10 +91,24 @@ async fn hostile_tars_are_refused_and_write_nothing_outside() {
     assert!(!Path::new("/tmp/warren-escaped").exists());
     // No half-imported trees or temp files stay behind, and no image was recorded.
     let data = s.data_dir.join("images");
-    let trees = std::fs::read_dir(data.join("rootfs")).expect("rootfs dir").count();
+    let trees = std::fs::read_dir(data.join("rootfs"))
+        .expect("rootfs dir")
+        .count();
     assert_eq!(trees, 1, "only busybox's tree should exist");
-    assert_eq!(std::fs::read_dir(data.join("tmp")).expect("tmp dir").count(), 0);
-    let list: Value = s.req(Method::GET, "/v1/images").send().await.expect("ls").json().await.expect("json");
+    assert_eq!(
+        std::fs::read_dir(data.join("tmp"))
+            .expect("tmp dir")
+            .count(),
+        0
+    );
+    let list: Value = s
+        .req(Method::GET, "/v1/images")
+        .send()
+        .await
+        .expect("ls")
+        .json()
+        .await
+        .expect("json");
     assert_eq!(list["images"].as_array().map(Vec::len), Some(1), "{list}");
 
     // Bad names and empty bodies.
@@ -113,14 +134,27 @@ async fn absolute_symlinks_resolve_inside_the_sandbox() {
     assert_eq!(r.status(), StatusCode::CREATED);
     let _ = std::fs::remove_file(&tar);
     let imported: Value = r.json().await.expect("json");
-    assert!(imported["digest"].as_str().is_some_and(|d| d.starts_with("sha256:")));
+    assert!(imported["digest"]
+        .as_str()
+        .is_some_and(|d| d.starts_with("sha256:")));
     let sb = s.create(json!({"image": "links", "runtime": "runc"})).await;
     let id = sb["id"].as_str().expect("id");
-    assert_eq!(s.sh(id, "readlink /lib; cat /lib/marker").await, "/usr/lib\ninside\n");
+    assert_eq!(
+        s.sh(id, "readlink /lib; cat /lib/marker").await,
+        "/usr/lib\ninside\n"
+    );
     // Writes go to the sandbox's upper dir, never into the shared image tree.
     s.sh(id, "echo changed > /usr/lib/marker").await;
-    let digest = imported["digest"].as_str().expect("digest").trim_start_matches("sha256:").to_owned();
-    let shared = s.data_dir.join("images/rootfs").join(digest).join("usr/lib/marker");
+    let digest = imported["digest"]
+        .as_str()
+        .expect("digest")
+        .trim_start_matches("sha256:")
+        .to_owned();
+    let shared = s
+        .data_dir
+        .join("images/rootfs")
+        .join(digest)
+        .join("usr/lib/marker");
     assert_eq!(std::fs::read(shared).expect("shared marker"), b"inside\n");
     s.delete(id).await;
     s.shutdown().await;

@@ -14,21 +14,34 @@ async fn lifecycle(s: &TestServer, runtime: &str) {
     assert_eq!(id.len(), 16);
     assert_eq!(sb["runtime"], runtime);
     assert!(sb["ip"].as_str().is_some_and(|ip| !ip.is_empty()));
-    assert_eq!(sb["image_digest"].as_str().map(|d| d.starts_with("sha256:")), Some(true));
+    assert_eq!(
+        sb["image_digest"]
+            .as_str()
+            .map(|d| d.starts_with("sha256:")),
+        Some(true)
+    );
 
     let (status, got) = s.get(&id).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(got["id"], id.as_str());
 
     let list: Value = s
-        .req(Method::GET, &format!("/v1/sandboxes?state=running&metadata.team={runtime}"))
+        .req(
+            Method::GET,
+            &format!("/v1/sandboxes?state=running&metadata.team={runtime}"),
+        )
         .send()
         .await
         .expect("list")
         .json()
         .await
         .expect("list body");
-    let ids: Vec<&str> = list["sandboxes"].as_array().expect("array").iter().filter_map(|s| s["id"].as_str()).collect();
+    let ids: Vec<&str> = list["sandboxes"]
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter_map(|s| s["id"].as_str())
+        .collect();
     assert_eq!(ids, vec![id.as_str()], "{list}");
 
     // Its hostname and /etc/hosts are its own.
@@ -37,7 +50,11 @@ async fn lifecycle(s: &TestServer, runtime: &str) {
 
     // Files survive stop/start; the sandbox is unusable while stopped.
     s.sh(&id, "echo kept > /root/note").await;
-    let resp = s.req(Method::POST, &format!("/v1/sandboxes/{id}/stop")).send().await.expect("stop");
+    let resp = s
+        .req(Method::POST, &format!("/v1/sandboxes/{id}/stop"))
+        .send()
+        .await
+        .expect("stop");
     assert_eq!(resp.status(), StatusCode::OK);
     let stopped: Value = resp.json().await.expect("stop body");
     assert_eq!(stopped["state"], "stopped");
@@ -48,7 +65,11 @@ async fn lifecycle(s: &TestServer, runtime: &str) {
         .await
         .expect("exec");
     assert_eq!(resp.status(), StatusCode::CONFLICT);
-    let resp = s.req(Method::POST, &format!("/v1/sandboxes/{id}/start")).send().await.expect("start");
+    let resp = s
+        .req(Method::POST, &format!("/v1/sandboxes/{id}/start"))
+        .send()
+        .await
+        .expect("start");
     assert_eq!(resp.status(), StatusCode::OK);
     let started: Value = resp.json().await.expect("start body");
     assert_eq!(started["state"], "running");
@@ -57,16 +78,25 @@ async fn lifecycle(s: &TestServer, runtime: &str) {
     // The leak check sees a live sandbox's resources, so its empty answer below means something.
     let live = s.leftovers(&started);
     for what in ["mount", "netns", "container", "sandbox dir"] {
-        assert!(live.iter().any(|l| l.starts_with(what)), "{runtime}: live sandbox shows no {what}: {live:?}");
+        assert!(
+            live.iter().any(|l| l.starts_with(what)),
+            "{runtime}: live sandbox shows no {what}: {live:?}"
+        );
     }
-    assert!(live.iter().any(|l| l.starts_with("veth")) && live.iter().any(|l| l.starts_with("cgroup")), "{live:?}");
+    assert!(
+        live.iter().any(|l| l.starts_with("veth")) && live.iter().any(|l| l.starts_with("cgroup")),
+        "{live:?}"
+    );
 
     s.delete(&id).await;
     let (status, body) = s.get(&id).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(body["error"]["code"], "not_found");
     let left = s.leftovers(&started);
-    assert!(left.is_empty(), "{runtime} sandbox {id} left behind: {left:?}");
+    assert!(
+        left.is_empty(),
+        "{runtime} sandbox {id} left behind: {left:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -91,7 +121,10 @@ async fn create_without_wait_answers_pending_then_runs() {
     let sb: Value = resp.json().await.expect("body");
     assert_eq!(sb["state"], "pending");
     let id = sb["id"].as_str().expect("id");
-    let v = common::wait_for(&s, id, std::time::Duration::from_secs(30), |v| v["state"] == "running").await;
+    let v = common::wait_for(&s, id, std::time::Duration::from_secs(30), |v| {
+        v["state"] == "running"
+    })
+    .await;
     assert_eq!(v["state"], "running", "{v}");
     s.shutdown().await;
 }
@@ -116,7 +149,11 @@ async fn main_cmd_runs_as_the_agents_child() {
         // The agent is PID 1 and the main command runs under it.
         let ps = s.sh(id, "ps -o pid,ppid,args").await;
         assert!(ps.lines().any(|l| l.contains("sleep 1000")), "{rt}: {ps}");
-        assert!(ps.lines().any(|l| l.trim_start().starts_with("1 ") && l.contains("/.warren/agent")), "{rt}: {ps}");
+        assert!(
+            ps.lines()
+                .any(|l| l.trim_start().starts_with("1 ") && l.contains("/.warren/agent")),
+            "{rt}: {ps}"
+        );
         s.delete(id).await;
     }
     s.shutdown().await;

@@ -13,16 +13,29 @@ async fn sandboxes_survive_kill_9_of_the_server() {
     let mut made = Vec::new();
     for rt in RUNTIMES {
         let sb = s.create(json!({"image": "busybox", "runtime": rt})).await;
-        s.sh(sb["id"].as_str().expect("id"), "echo before > /root/mark").await;
+        s.sh(sb["id"].as_str().expect("id"), "echo before > /root/mark")
+            .await;
         made.push(sb);
     }
     s.kill9();
 
     let s2 = TestServer::start_on(s.data_dir.clone(), s.port, s.subnet.clone()).await;
-    let list: Value = s2.req(Method::GET, "/v1/sandboxes").send().await.expect("ls").json().await.expect("json");
+    let list: Value = s2
+        .req(Method::GET, "/v1/sandboxes")
+        .send()
+        .await
+        .expect("ls")
+        .json()
+        .await
+        .expect("json");
     for sb in &made {
         let id = sb["id"].as_str().expect("id");
-        let found = list["sandboxes"].as_array().expect("array").iter().find(|x| x["id"] == id).cloned();
+        let found = list["sandboxes"]
+            .as_array()
+            .expect("array")
+            .iter()
+            .find(|x| x["id"] == id)
+            .cloned();
         let found = found.unwrap_or_else(|| panic!("{id} missing after restart: {list}"));
         assert_eq!(found["state"], "running", "{found}");
         assert_eq!(s2.sh(id, "cat /root/mark").await, "before\n");

@@ -138,7 +138,9 @@ impl LocalBackend {
             .filter(|b| !which(b))
             .collect();
         if missing.contains(&"ip") {
-            return Err(setup("`ip` (iproute2) is not on PATH: apt-get install iproute2".into()));
+            return Err(setup(
+                "`ip` (iproute2) is not on PATH: apt-get install iproute2".into(),
+            ));
         }
         for m in &missing {
             tracing::warn!("{m} is not on PATH: sandboxes of that runtime will fail to start (apt-get install {m})");
@@ -146,19 +148,30 @@ impl LocalBackend {
         raise_nofile();
         let cgroups = CgroupMode::detect();
         match cgroup::fix_hybrid_hugetlb(cgroups) {
-            Ok(true) => tracing::info!("mounted the hugetlb cgroup hierarchy (crun needs it in hybrid mode)"),
+            Ok(true) => tracing::info!(
+                "mounted the hugetlb cgroup hierarchy (crun needs it in hybrid mode)"
+            ),
             Ok(false) => {}
             Err(e) => tracing::warn!("{e}"),
         }
         let images = ImageStore::open(&cfg.data_dir.join("images"))?;
         let resolv_conf = fs::read_to_string("/etc/resolv.conf")
             .ok()
-            .filter(|s| s.lines().any(|l| l.starts_with("nameserver") && !l.contains("127.")))
+            .filter(|s| {
+                s.lines()
+                    .any(|l| l.starts_with("nameserver") && !l.contains("127."))
+            })
             .unwrap_or_else(|| "nameserver 1.1.1.1\n".to_owned());
         Ok(LocalBackend {
             net: NetPlan::new(cfg.subnet, &cfg.tag),
-            runsc: Arc::new(CliRuntime::new(Runtime::Gvisor, &cfg.data_dir.join("run/runsc"))),
-            crun: Arc::new(CliRuntime::new(Runtime::Runc, &cfg.data_dir.join("run/crun"))),
+            runsc: Arc::new(CliRuntime::new(
+                Runtime::Gvisor,
+                &cfg.data_dir.join("run/runsc"),
+            )),
+            crun: Arc::new(CliRuntime::new(
+                Runtime::Runc,
+                &cfg.data_dir.join("run/crun"),
+            )),
             cfg: Arc::new(cfg),
             images,
             cgroups,
@@ -208,7 +221,8 @@ impl LocalBackend {
     pub async fn provision(&self, spec: &SandboxSpec) -> Result<Provisioned, LocalError> {
         let res = self.try_provision(spec).await;
         if res.is_err() {
-            self.release(&spec.id, spec.runtime, Some(spec.net_index)).await;
+            self.release(&spec.id, spec.runtime, Some(spec.net_index))
+                .await;
         }
         res
     }
@@ -336,7 +350,12 @@ impl LocalBackend {
     }
 
     /// Everything of a sandbox still on the host (empty after a delete): for tests and checks.
-    pub async fn leftovers(&self, id: &str, runtime: Runtime, net_index: Option<u32>) -> Vec<String> {
+    pub async fn leftovers(
+        &self,
+        id: &str,
+        runtime: Runtime,
+        net_index: Option<u32>,
+    ) -> Vec<String> {
         let mut v: Vec<String> = rootfs::mounts_under(&self.sandbox_dir(id))
             .into_iter()
             .map(|m| format!("mount {m}"))

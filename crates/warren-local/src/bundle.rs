@@ -187,7 +187,8 @@ fn build_config(
     mounts.push(bind("/etc/hosts", hosts, false)?);
     mounts.push(bind("/etc/resolv.conf", resolv, false)?);
 
-    let memory_bytes = i64::try_from(spec.memory_mb.saturating_mul(1024 * 1024)).unwrap_or(i64::MAX);
+    let memory_bytes =
+        i64::try_from(spec.memory_mb.saturating_mul(1024 * 1024)).unwrap_or(i64::MAX);
     let period: u64 = 100_000;
     let quota = (spec.cpu * period as f64).round() as i64;
     let pids = match spec.runtime {
@@ -201,7 +202,12 @@ fn build_config(
                 .swap(memory_bytes)
                 .build()?,
         )
-        .cpu(LinuxCpuBuilder::default().quota(quota).period(period).build()?)
+        .cpu(
+            LinuxCpuBuilder::default()
+                .quota(quota)
+                .period(period)
+                .build()?,
+        )
         .pids(
             LinuxPidsBuilder::default()
                 .limit(i64::try_from(pids).unwrap_or(i64::MAX))
@@ -226,8 +232,14 @@ fn build_config(
         .cgroups_path(spec.cgroups_path)
         .masked_paths(
             [
-                "/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
-                "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware",
+                "/proc/acpi",
+                "/proc/kcore",
+                "/proc/keys",
+                "/proc/latency_stats",
+                "/proc/timer_list",
+                "/proc/timer_stats",
+                "/proc/sched_debug",
+                "/sys/firmware",
                 "/proc/scsi",
             ]
             .map(String::from)
@@ -235,7 +247,11 @@ fn build_config(
         )
         .readonly_paths(
             [
-                "/proc/asound", "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys",
+                "/proc/asound",
+                "/proc/bus",
+                "/proc/fs",
+                "/proc/irq",
+                "/proc/sys",
                 "/proc/sysrq-trigger",
             ]
             .map(String::from)
@@ -245,7 +261,12 @@ fn build_config(
 
     Ok(SpecBuilder::default()
         .version("1.0.2")
-        .root(RootBuilder::default().path(spec.rootfs).readonly(false).build()?)
+        .root(
+            RootBuilder::default()
+                .path(spec.rootfs)
+                .readonly(false)
+                .build()?,
+        )
         .hostname(spec.id)
         .process(process)
         .mounts(mounts)

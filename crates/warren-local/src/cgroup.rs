@@ -85,7 +85,10 @@ pub fn dirs(mode: CgroupMode, cgroups_path: &str) -> Vec<PathBuf> {
 pub fn oom_kills(mode: CgroupMode, cgroups_path: &str) -> u64 {
     let rel = cgroups_path.trim_start_matches('/');
     let (file, key) = match mode {
-        CgroupMode::V2 => (Path::new(CGROUP_ROOT).join(rel).join("memory.events"), "oom_kill"),
+        CgroupMode::V2 => (
+            Path::new(CGROUP_ROOT).join(rel).join("memory.events"),
+            "oom_kill",
+        ),
         _ => (
             Path::new(CGROUP_ROOT)
                 .join("memory")

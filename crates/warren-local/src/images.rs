@@ -95,7 +95,11 @@ impl ImageStore {
         if let Ok(rd) = fs::read_dir(&tmp) {
             for e in rd.flatten() {
                 let p = e.path();
-                let _ = if p.is_dir() { fs::remove_dir_all(&p) } else { fs::remove_file(&p) };
+                let _ = if p.is_dir() {
+                    fs::remove_dir_all(&p)
+                } else {
+                    fs::remove_file(&p)
+                };
             }
         }
         Ok(ImageStore {
@@ -106,7 +110,8 @@ impl ImageStore {
     /// Starts receiving a tar.
     pub fn begin(&self) -> Result<IncomingTar, ImageError> {
         let path = self.root.join("tmp").join(format!("{}.tar", random_name()));
-        let file = fs::File::create(&path).map_err(io_ctx(format!("creating {}", path.display())))?;
+        let file =
+            fs::File::create(&path).map_err(io_ctx(format!("creating {}", path.display())))?;
         Ok(IncomingTar {
             file,
             path,

@@ -88,10 +88,16 @@ impl NetPlan {
 async fn ip(args: &[&str], batch: Option<String>) -> io::Result<()> {
     let mut cmd = Command::new("ip");
     cmd.args(args)
-        .stdin(if batch.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdin(if batch.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
-    let mut child = cmd.spawn().map_err(|e| io::Error::other(format!("running ip: {e}")))?;
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| io::Error::other(format!("running ip: {e}")))?;
     if let (Some(text), Some(mut stdin)) = (batch, child.stdin.take()) {
         stdin.write_all(text.as_bytes()).await?;
         drop(stdin);

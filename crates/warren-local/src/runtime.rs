@@ -116,7 +116,15 @@ impl ContainerRuntime for CliRuntime {
             Ok(())
         } else {
             let text = std::fs::read_to_string(console).unwrap_or_default();
-            let tail: String = text.lines().rev().take(5).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("; ");
+            let tail: String = text
+                .lines()
+                .rev()
+                .take(5)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect::<Vec<_>>()
+                .join("; ");
             Err(self.failed("run", &tail))
         }
     }

@@ -40,10 +40,9 @@ fn entry_error(dest: &Path, e: io::Error) -> UnpackError {
         io::ErrorKind::Other
         | io::ErrorKind::InvalidData
         | io::ErrorKind::InvalidInput
-        | io::ErrorKind::UnexpectedEof => UnpackError::Rejected(format!(
-            "malformed entry {}: {e}",
-            dest.display()
-        )),
+        | io::ErrorKind::UnexpectedEof => {
+            UnpackError::Rejected(format!("malformed entry {}: {e}", dest.display()))
+        }
         _ => io_err(dest)(e),
     }
 }
@@ -77,7 +76,10 @@ pub fn clean_relative(raw: &Path) -> Result<PathBuf, UnpackError> {
 /// creating missing ones as plain directories.
 fn ensure_parents(root: &Path, rel: &Path) -> Result<(), UnpackError> {
     let mut cur = root.to_path_buf();
-    let parents: Vec<_> = rel.parent().map(|p| p.components().collect()).unwrap_or_default();
+    let parents: Vec<_> = rel
+        .parent()
+        .map(|p| p.components().collect())
+        .unwrap_or_default();
     for c in parents {
         cur.push(c);
         match fs::symlink_metadata(&cur) {
@@ -148,7 +150,9 @@ pub fn unpack(reader: impl Read, root: &Path) -> Result<(), UnpackError> {
                     rel.display()
                 )))
             }
-            EntryType::XGlobalHeader | EntryType::XHeader | EntryType::GNULongName
+            EntryType::XGlobalHeader
+            | EntryType::XHeader
+            | EntryType::GNULongName
             | EntryType::GNULongLink => continue,
             _ => {}
         }
@@ -223,7 +227,8 @@ mod tests {
             let mut h = header(EntryType::Symlink, 0);
             b.append_link(&mut h, "lib", "/usr/lib").expect("link");
             let mut h = header(EntryType::Regular, 2);
-            b.append_data(&mut h, "usr/lib/x", &b"hi"[..]).expect("file");
+            b.append_data(&mut h, "usr/lib/x", &b"hi"[..])
+                .expect("file");
         });
         unpack(&data[..], dir.path()).expect("unpack");
         assert_eq!(
@@ -243,7 +248,10 @@ mod tests {
             raw_path(&mut h, "../escaped");
             b.append(&h, &b"hi"[..]).expect("append");
         });
-        assert!(matches!(unpack(&data[..], &inner), Err(UnpackError::Rejected(_))));
+        assert!(matches!(
+            unpack(&data[..], &inner),
+            Err(UnpackError::Rejected(_))
+        ));
         assert!(!dir.path().join("escaped").exists());
     }
 
@@ -255,9 +263,13 @@ mod tests {
             let mut h = header(EntryType::Symlink, 0);
             b.append_link(&mut h, "evil", outside.path()).expect("link");
             let mut h = header(EntryType::Regular, 2);
-            b.append_data(&mut h, "evil/pwned", &b"hi"[..]).expect("file");
+            b.append_data(&mut h, "evil/pwned", &b"hi"[..])
+                .expect("file");
         });
-        assert!(matches!(unpack(&data[..], dir.path()), Err(UnpackError::Rejected(_))));
+        assert!(matches!(
+            unpack(&data[..], dir.path()),
+            Err(UnpackError::Rejected(_))
+        ));
         assert!(!outside.path().join("pwned").exists());
     }
 
@@ -285,7 +297,10 @@ mod tests {
             let mut h = header(EntryType::Char, 0);
             b.append_data(&mut h, "dev/mem", io::empty()).expect("dev");
         });
-        assert!(matches!(unpack(&data[..], dir.path()), Err(UnpackError::Rejected(_))));
+        assert!(matches!(
+            unpack(&data[..], dir.path()),
+            Err(UnpackError::Rejected(_))
+        ));
     }
 
     #[test]
@@ -293,8 +308,12 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let data = tar_with(|b| {
             let mut h = header(EntryType::Link, 0);
-            b.append_link(&mut h, "shadow", "/etc/shadow").expect("link");
+            b.append_link(&mut h, "shadow", "/etc/shadow")
+                .expect("link");
         });
-        assert!(matches!(unpack(&data[..], dir.path()), Err(UnpackError::Rejected(_))));
+        assert!(matches!(
+            unpack(&data[..], dir.path()),
+            Err(UnpackError::Rejected(_))
+        ));
     }
 }

@@ -14,7 +14,9 @@ pub fn generate_key() -> String {
     let bytes: [u8; 20] = rand::random();
     format!(
         "wk_{}",
-        data_encoding::BASE32_NOPAD.encode(&bytes).to_ascii_lowercase()
+        data_encoding::BASE32_NOPAD
+            .encode(&bytes)
+            .to_ascii_lowercase()
     )
 }
 

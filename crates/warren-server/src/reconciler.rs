@@ -22,7 +22,10 @@ pub async fn pass(service: &Service) {
     for rec in records {
         if matches!(
             rec.sandbox.state,
-            SandboxState::Stopped | SandboxState::Failed | SandboxState::Deleted | SandboxState::Paused
+            SandboxState::Stopped
+                | SandboxState::Failed
+                | SandboxState::Deleted
+                | SandboxState::Paused
         ) {
             continue;
         }

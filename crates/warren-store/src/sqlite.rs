@@ -232,7 +232,9 @@ impl Store for SqliteStore {
         .bind(DELETED)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows.into_iter().filter_map(|i| u32::try_from(i).ok()).collect())
+        Ok(rows
+            .into_iter()
+            .filter_map(|i| u32::try_from(i).ok())
+            .collect())
     }
 }
-

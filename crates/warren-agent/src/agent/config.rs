@@ -47,9 +47,8 @@ impl Config {
         let main_cmd = match get("WARREN_AGENT_CMD") {
             None => None,
             Some(text) => {
-                let argv: Vec<String> = serde_json::from_str(&text).map_err(|e| {
-                    format!("WARREN_AGENT_CMD is not a JSON array of strings: {e}")
-                })?;
+                let argv: Vec<String> = serde_json::from_str(&text)
+                    .map_err(|e| format!("WARREN_AGENT_CMD is not a JSON array of strings: {e}"))?;
                 if argv.is_empty() {
                     return Err("WARREN_AGENT_CMD is an empty array".to_owned());
                 }

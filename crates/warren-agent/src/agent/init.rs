@@ -44,7 +44,9 @@ pub fn run() -> ExitCode {
         return ExitCode::FAILURE;
     }
 
-    let arg0 = std::env::args_os().next().unwrap_or_else(|| "warren-agent".into());
+    let arg0 = std::env::args_os()
+        .next()
+        .unwrap_or_else(|| "warren-agent".into());
     // std resets the signal mask and dispositions in the child, so the server starts clean.
     let spawned = Command::new("/proc/self/exe")
         .arg0(&arg0)

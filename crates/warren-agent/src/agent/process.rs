@@ -159,7 +159,9 @@ impl Supervisor {
             Some(false) => Stdio::null(),
             _ => Stdio::piped(),
         };
-        cmd.stdin(stdin).stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.stdin(stdin)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         let mut child = cmd.spawn().map_err(|e| {
             let shown = std::iter::once(&req.process.cmd)
                 .chain(&req.process.args)
@@ -172,7 +174,10 @@ impl Supervisor {
             )
         })?;
         let Some(pid) = child.id() else {
-            return Err(ConnectError::new(code::INTERNAL, "started process has no pid"));
+            return Err(ConnectError::new(
+                code::INTERNAL,
+                "started process has no pid",
+            ));
         };
         let entry = Entry {
             pid,
@@ -305,12 +310,19 @@ impl Supervisor {
     }
 
     /// Sends a signal to a process's whole group.
-    pub fn send_signal(&self, selector: &ProcessSelector, signal: Signal) -> Result<(), ConnectError> {
+    pub fn send_signal(
+        &self,
+        selector: &ProcessSelector,
+        signal: Signal,
+    ) -> Result<(), ConnectError> {
         let signal = match signal {
             Signal::Sigkill => NixSignal::SIGKILL,
             Signal::Sigterm => NixSignal::SIGTERM,
             Signal::Unspecified => {
-                return Err(ConnectError::new(code::INVALID_ARGUMENT, "signal is unspecified"))
+                return Err(ConnectError::new(
+                    code::INVALID_ARGUMENT,
+                    "signal is unspecified",
+                ))
             }
         };
         let entry = self.find(selector)?;
@@ -343,7 +355,9 @@ impl Sink {
 
     async fn send(&mut self, event: impl FnOnce() -> ProcessEvent) {
         let Some(tx) = &self.0 else { return };
-        let Some(bytes) = event_envelope(event()) else { return };
+        let Some(bytes) = event_envelope(event()) else {
+            return;
+        };
         if tx.send(bytes).await.is_err() {
             self.0 = None;
         }
@@ -351,13 +365,19 @@ impl Sink {
 
     async fn finish(&mut self) {
         let Some(tx) = self.0.take() else { return };
-        if let Ok(end) = envelope::encode_json(envelope::FLAG_END_STREAM, &warren_agent::EndStream::default()) {
+        if let Ok(end) = envelope::encode_json(
+            envelope::FLAG_END_STREAM,
+            &warren_agent::EndStream::default(),
+        ) {
             let _ = tx.send(end).await;
         }
     }
 }
 
-async fn read_some<R: AsyncRead + Unpin>(pipe: &mut Option<R>, buf: &mut [u8]) -> std::io::Result<usize> {
+async fn read_some<R: AsyncRead + Unpin>(
+    pipe: &mut Option<R>,
+    buf: &mut [u8],
+) -> std::io::Result<usize> {
     match pipe {
         Some(p) => p.read(buf).await,
         None => std::future::pending().await,

@@ -24,7 +24,11 @@ use super::process::{StreamOptions, Supervisor};
 /// Request bodies above this are refused (stdin chunks are the only big ones).
 const MAX_REQUEST_BODY: usize = 32 << 20;
 
-fn response(status: StatusCode, content_type: &'static str, body: AgentBody) -> Response<AgentBody> {
+fn response(
+    status: StatusCode,
+    content_type: &'static str,
+    body: AgentBody,
+) -> Response<AgentBody> {
     let mut resp = Response::new(body);
     *resp.status_mut() = status;
     resp.headers_mut()
@@ -34,7 +38,8 @@ fn response(status: StatusCode, content_type: &'static str, body: AgentBody) -> 
 
 /// A failed unary call: the Connect error as JSON, with the code's HTTP status.
 pub fn unary_error(error: &ConnectError) -> Response<AgentBody> {
-    let status = StatusCode::from_u16(error.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let status =
+        StatusCode::from_u16(error.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let body = serde_json::to_vec(error).unwrap_or_default();
     response(status, connect::CONTENT_TYPE_UNARY, AgentBody::full(body))
 }
@@ -72,9 +77,17 @@ async fn read_body(body: Incoming) -> Result<Bytes, ConnectError> {
 
 fn parse<T: DeserializeOwned>(json: &[u8]) -> Result<T, ConnectError> {
     // Connect clients may send an empty body for an empty message.
-    let json: &[u8] = if json.iter().all(u8::is_ascii_whitespace) { b"{}" } else { json };
-    serde_json::from_slice(json)
-        .map_err(|e| ConnectError::new(code::INVALID_ARGUMENT, format!("invalid request message: {e}")))
+    let json: &[u8] = if json.iter().all(u8::is_ascii_whitespace) {
+        b"{}"
+    } else {
+        json
+    };
+    serde_json::from_slice(json).map_err(|e| {
+        ConnectError::new(
+            code::INVALID_ARGUMENT,
+            format!("invalid request message: {e}"),
+        )
+    })
 }
 
 fn header_number(headers: &HeaderMap, name: &str) -> Option<u64> {
@@ -97,7 +110,8 @@ pub async fn start(sup: &Arc<Supervisor>, req: Request<Incoming>) -> Response<Ag
     let options = StreamOptions {
         keepalive: header_number(req.headers(), connect::HEADER_KEEPALIVE_INTERVAL)
             .map(Duration::from_secs),
-        timeout: header_number(req.headers(), connect::HEADER_TIMEOUT_MS).map(Duration::from_millis),
+        timeout: header_number(req.headers(), connect::HEADER_TIMEOUT_MS)
+            .map(Duration::from_millis),
     };
     let started = async {
         let body = read_body(req.into_body()).await?;
@@ -126,7 +140,9 @@ pub async fn start(sup: &Arc<Supervisor>, req: Request<Incoming>) -> Response<Ag
         Ok(events) => AgentBody::Stream(events),
         Err(error) => {
             let end = EndStream { error: Some(error) };
-            AgentBody::full(envelope::encode_json(envelope::FLAG_END_STREAM, &end).unwrap_or_default())
+            AgentBody::full(
+                envelope::encode_json(envelope::FLAG_END_STREAM, &end).unwrap_or_default(),
+            )
         }
     };
     response(StatusCode::OK, connect::CONTENT_TYPE_STREAM, body)
@@ -178,7 +194,11 @@ pub async fn unary(sup: &Supervisor, route: &str, req: Request<Incoming>) -> Res
         Err(e) => Err(e),
     };
     match result {
-        Ok(json) => response(StatusCode::OK, connect::CONTENT_TYPE_UNARY, AgentBody::full(json)),
+        Ok(json) => response(
+            StatusCode::OK,
+            connect::CONTENT_TYPE_UNARY,
+            AgentBody::full(json),
+        ),
         Err(error) => unary_error(&error),
     }
 }

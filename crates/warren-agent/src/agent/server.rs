@@ -160,7 +160,8 @@ async fn handle(state: &State, req: Request<Incoming>) -> Response<AgentBody> {
     if !matches!(route, Route::Unknown) && req.method() != Method::POST {
         let mut resp = Response::new(AgentBody::empty());
         *resp.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
-        resp.headers_mut().insert(ALLOW, HeaderValue::from_static("POST"));
+        resp.headers_mut()
+            .insert(ALLOW, HeaderValue::from_static("POST"));
         return resp;
     }
     match route {
@@ -168,7 +169,11 @@ async fn handle(state: &State, req: Request<Incoming>) -> Response<AgentBody> {
         Route::Unary(path) => rpc::unary(&state.sup, path, req).await,
         Route::Health | Route::Unknown => rpc::unary_error(&ConnectError::new(
             code::UNIMPLEMENTED,
-            format!("{} {} is not implemented by this agent", req.method(), req.uri().path()),
+            format!(
+                "{} {} is not implemented by this agent",
+                req.method(),
+                req.uri().path()
+            ),
         )),
     }
 }
@@ -184,7 +189,10 @@ impl Signals {
         let listen = |kind: SignalKind| match signal(kind) {
             Ok(s) => Some(s),
             Err(e) => {
-                eprintln!("warren-agent: cannot handle signal {}: {e}", kind.as_raw_value());
+                eprintln!(
+                    "warren-agent: cannot handle signal {}: {e}",
+                    kind.as_raw_value()
+                );
                 None
             }
         };

@@ -23,7 +23,10 @@ impl Agent {
 
     pub async fn spawn_with(env: &[(&str, &str)]) -> Agent {
         // Bind-then-release: the agent cannot report an ephemeral port back to us.
-        let addr = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let addr = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_warren-agent"));
         cmd.env("WARREN_AGENT_ADDR", addr.to_string())
             .env("WARREN_AGENT_TOKEN", TOKEN)

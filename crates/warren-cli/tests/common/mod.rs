@@ -20,10 +20,19 @@ static NEXT_NET: AtomicU32 = AtomicU32::new(0);
 /// counter, so servers running at once in one binary, or left over by another, never overlap.
 fn unique_subnet() -> String {
     let exe = std::env::current_exe().unwrap_or_default();
-    let name = exe.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = exe
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let stem = name.split('-').next().unwrap_or("").to_owned();
-    let h = stem.bytes().fold(7u32, |h, b| h.wrapping_mul(31).wrapping_add(b as u32));
-    format!("10.{}.{}.0/24", 100 + h % 100, NEXT_NET.fetch_add(1, Ordering::SeqCst) % 250)
+    let h = stem
+        .bytes()
+        .fold(7u32, |h, b| h.wrapping_mul(31).wrapping_add(b as u32));
+    format!(
+        "10.{}.{}.0/24",
+        100 + h % 100,
+        NEXT_NET.fetch_add(1, Ordering::SeqCst) % 250
+    )
 }
 
 fn free_port() -> u16 {
@@ -81,7 +90,13 @@ impl TestServer {
             .open(data_dir.join("server.log"))
             .expect("server log");
         let child = Command::new(env!("CARGO_BIN_EXE_warren"))
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--subnet", &subnet])
+            .args([
+                "serve",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--subnet",
+                &subnet,
+            ])
             .arg("--data-dir")
             .arg(&data_dir)
             .env("WARREN_LOG", "info")
@@ -91,7 +106,10 @@ impl TestServer {
             .spawn()
             .expect("spawn warren serve");
         let url = format!("http://127.0.0.1:{port}");
-        let http = reqwest::Client::builder().no_proxy().build().expect("client");
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .expect("client");
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Ok(r) = http.get(format!("{url}/healthz")).send().await {
@@ -99,14 +117,27 @@ impl TestServer {
                     break;
                 }
             }
-            assert!(Instant::now() < deadline, "server did not come up: {}", std::fs::read_to_string(data_dir.join("server.log")).unwrap_or_default());
+            assert!(
+                Instant::now() < deadline,
+                "server did not come up: {}",
+                std::fs::read_to_string(data_dir.join("server.log")).unwrap_or_default()
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let key = std::fs::read_to_string(data_dir.join("admin.key"))
             .expect("admin.key written at first start")
             .trim()
             .to_owned();
-        TestServer { child: Some(child), url, key, data_dir, subnet, port, _scratch: None, http }
+        TestServer {
+            child: Some(child),
+            url,
+            key,
+            data_dir,
+            subnet,
+            port,
+            _scratch: None,
+            http,
+        }
     }
 
     pub fn req(&self, method: Method, path: &str) -> RequestBuilder {
@@ -127,7 +158,12 @@ impl TestServer {
 
     /// Creates a sandbox and asserts it is running.
     pub async fn create(&self, body: Value) -> Value {
-        let resp = self.req(Method::POST, "/v1/sandboxes").json(&body).send().await.expect("create");
+        let resp = self
+            .req(Method::POST, "/v1/sandboxes")
+            .json(&body)
+            .send()
+            .await
+            .expect("create");
         let status = resp.status();
         let v: Value = resp.json().await.expect("create body");
         assert_eq!(status, StatusCode::CREATED, "create {body}: {v}");
@@ -136,7 +172,11 @@ impl TestServer {
     }
 
     pub async fn get(&self, id: &str) -> (StatusCode, Value) {
-        let resp = self.req(Method::GET, &format!("/v1/sandboxes/{id}")).send().await.expect("get");
+        let resp = self
+            .req(Method::GET, &format!("/v1/sandboxes/{id}"))
+            .send()
+            .await
+            .expect("get");
         let status = resp.status();
         (status, resp.json().await.unwrap_or(Value::Null))
     }
@@ -162,7 +202,11 @@ impl TestServer {
     }
 
     pub async fn delete(&self, id: &str) {
-        let resp = self.req(Method::DELETE, &format!("/v1/sandboxes/{id}")).send().await.expect("delete");
+        let resp = self
+            .req(Method::DELETE, &format!("/v1/sandboxes/{id}"))
+            .send()
+            .await
+            .expect("delete");
         assert_eq!(resp.status(), StatusCode::NO_CONTENT);
     }
 
@@ -178,10 +222,21 @@ impl TestServer {
         let runtime = sandbox["runtime"].as_str().expect("runtime");
         let tag = self.tag();
         let ip: std::net::Ipv4Addr = sandbox["ip"].as_str().expect("ip").parse().expect("ip");
-        let net: std::net::Ipv4Addr = self.subnet.split('/').next().unwrap_or("").parse().expect("subnet");
+        let net: std::net::Ipv4Addr = self
+            .subnet
+            .split('/')
+            .next()
+            .unwrap_or("")
+            .parse()
+            .expect("subnet");
         let veth = format!("wr{tag}{}", (u32::from(ip) - u32::from(net)) / 4);
         let mut v = Vec::new();
-        let sdir = self.data_dir.canonicalize().expect("data dir").join("sandboxes").join(id);
+        let sdir = self
+            .data_dir
+            .canonicalize()
+            .expect("data dir")
+            .join("sandboxes")
+            .join(id);
         let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
         if mounts.contains(sdir.to_string_lossy().as_ref()) {
             v.push("mount".to_owned());
@@ -198,7 +253,11 @@ impl TestServer {
                 v.push(format!("cgroup {p}"));
             }
         }
-        let (bin, sub) = if runtime == "gvisor" { ("runsc", "runsc") } else { ("crun", "crun") };
+        let (bin, sub) = if runtime == "gvisor" {
+            ("runsc", "runsc")
+        } else {
+            ("crun", "crun")
+        };
         let root = self.data_dir.join("run").join(sub);
         let ok = Command::new(bin)
             .arg(format!("--root={}", root.display()))
@@ -236,7 +295,10 @@ impl TestServer {
             if let Ok(v) = resp.json::<Value>().await {
                 for s in v["sandboxes"].as_array().cloned().unwrap_or_default() {
                     if let Some(id) = s["id"].as_str() {
-                        let _ = self.req(Method::DELETE, &format!("/v1/sandboxes/{id}")).send().await;
+                        let _ = self
+                            .req(Method::DELETE, &format!("/v1/sandboxes/{id}"))
+                            .send()
+                            .await;
                     }
                 }
             }
@@ -252,17 +314,33 @@ impl Drop for TestServer {
             let url = self.url.clone();
             let key = self.key.clone();
             let _ = std::thread::spawn(move || {
-                let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+                let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                else {
                     return;
                 };
                 rt.block_on(async move {
-                    let http = reqwest::Client::builder().no_proxy().build().unwrap_or_default();
-                    let list = http.get(format!("{url}/v1/sandboxes")).bearer_auth(&key).send().await;
+                    let http = reqwest::Client::builder()
+                        .no_proxy()
+                        .build()
+                        .unwrap_or_default();
+                    let list = http
+                        .get(format!("{url}/v1/sandboxes"))
+                        .bearer_auth(&key)
+                        .send()
+                        .await;
                     let Ok(list) = list else { return };
-                    let Ok(v) = list.json::<Value>().await else { return };
+                    let Ok(v) = list.json::<Value>().await else {
+                        return;
+                    };
                     for s in v["sandboxes"].as_array().cloned().unwrap_or_default() {
                         if let Some(id) = s["id"].as_str() {
-                            let _ = http.delete(format!("{url}/v1/sandboxes/{id}")).bearer_auth(&key).send().await;
+                            let _ = http
+                                .delete(format!("{url}/v1/sandboxes/{id}"))
+                                .bearer_auth(&key)
+                                .send()
+                                .await;
                         }
                     }
                 });
@@ -274,7 +352,12 @@ impl Drop for TestServer {
 }
 
 /// Polls `GET` until `pred` holds or `timeout` passes; returns the last body.
-pub async fn wait_for(s: &TestServer, id: &str, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Value {
+pub async fn wait_for(
+    s: &TestServer,
+    id: &str,
+    timeout: Duration,
+    pred: impl Fn(&Value) -> bool,
+) -> Value {
     let deadline = Instant::now() + timeout;
     loop {
         let (_, v) = s.get(id).await;

@@ -69,5 +69,7 @@ pub async fn exec(
             }
         }
     };
-    Ok(Sse::new(sse).keep_alive(KeepAlive::default()).into_response())
+    Ok(Sse::new(sse)
+        .keep_alive(KeepAlive::default())
+        .into_response())
 }

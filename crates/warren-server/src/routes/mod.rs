@@ -24,14 +24,23 @@ fn sandbox_id(raw: &str) -> Result<SandboxId, ApiError> {
 pub fn router(state: AppState) -> Router {
     let v1 = Router::new()
         .route("/sandboxes", post(sandboxes::create).get(sandboxes::list))
-        .route("/sandboxes/{id}", get(sandboxes::get).delete(sandboxes::delete))
+        .route(
+            "/sandboxes/{id}",
+            get(sandboxes::get).delete(sandboxes::delete),
+        )
         .route("/sandboxes/{id}/stop", post(sandboxes::stop))
         .route("/sandboxes/{id}/start", post(sandboxes::start))
         .route("/sandboxes/{id}/exec", post(exec::exec))
         .route("/images", get(images::list))
-        .route("/images/{*name}", put(images::import).delete(images::delete))
+        .route(
+            "/images/{*name}",
+            put(images::import).delete(images::delete),
+        )
         .fallback(error::not_found)
-        .route_layer(middleware::from_fn_with_state(state.clone(), crate::auth::require_key));
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::auth::require_key,
+        ));
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))

@@ -15,7 +15,11 @@ pub async fn create(
     ApiJson(req): ApiJson<CreateSandbox>,
 ) -> Result<(StatusCode, Json<Sandbox>), ApiError> {
     let (sandbox, waited) = state.service.create(req).await?;
-    let status = if waited { StatusCode::CREATED } else { StatusCode::ACCEPTED };
+    let status = if waited {
+        StatusCode::CREATED
+    } else {
+        StatusCode::ACCEPTED
+    };
     Ok((status, Json(sandbox)))
 }
 

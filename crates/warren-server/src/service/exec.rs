@@ -64,7 +64,11 @@ fn new_exec_id() -> String {
 impl Service {
     /// Starts `req` in sandbox `id` and streams its output. Validation and the agent's refusal
     /// to start the process are errors here; what happens after is in the stream.
-    pub async fn exec_stream(&self, id: &SandboxId, req: ExecRequest) -> Result<ExecStream, ApiError> {
+    pub async fn exec_stream(
+        &self,
+        id: &SandboxId,
+        req: ExecRequest,
+    ) -> Result<ExecStream, ApiError> {
         let Some((program, args)) = req.cmd.split_first() else {
             return Err(ApiError::Invalid("cmd must name a program".into()));
         };
@@ -73,7 +77,9 @@ impl Service {
         }
         if let Some(cwd) = &req.cwd {
             if !cwd.starts_with('/') {
-                return Err(ApiError::Invalid(format!("cwd must be an absolute path, got {cwd:?}")));
+                return Err(ApiError::Invalid(format!(
+                    "cwd must be an absolute path, got {cwd:?}"
+                )));
             }
         }
         let rec = self.record(id).await?;
@@ -98,7 +104,10 @@ impl Service {
             stdin: Some(req.stdin.is_some()),
         };
         let began = Instant::now();
-        let mut stream = agent.start(&start).await.map_err(|e| self.agent_error(id, e))?;
+        let mut stream = agent
+            .start(&start)
+            .await
+            .map_err(|e| self.agent_error(id, e))?;
         let timeout = match req.timeout_s.unwrap_or(DEFAULT_EXEC_TIMEOUT_S) {
             0 => None,
             s => Some(Duration::from_secs(s)),
@@ -187,7 +196,9 @@ impl Service {
                 }
             }
         }
-        Err(ApiError::Internal(format!("sandbox {id}: exec ended without an exit")))
+        Err(ApiError::Internal(format!(
+            "sandbox {id}: exec ended without an exit"
+        )))
     }
 
     /// Maps an agent error: the agent's own refusals are the caller's (bad program, bad

@@ -38,7 +38,8 @@ impl Service {
         let backend = self.inner.backend.clone();
         let mut incoming = backend.image_begin().map_err(image_error)?;
         while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(|e| ApiError::BadRequest(format!("reading the body: {e}")))?;
+            let chunk =
+                chunk.map_err(|e| ApiError::BadRequest(format!("reading the body: {e}")))?;
             incoming.write(&chunk).map_err(image_error)?;
         }
         let imported = tokio::task::spawn_blocking(move || backend.image_finish(incoming))
@@ -46,7 +47,9 @@ impl Service {
             .map_err(|e| ApiError::Internal(format!("unpack task: {e}")))?
             .map_err(image_error)?;
         if imported.size == 0 {
-            return Err(ApiError::Invalid("the body is empty: send a tar of a root filesystem".into()));
+            return Err(ApiError::Invalid(
+                "the body is empty: send a tar of a root filesystem".into(),
+            ));
         }
         let image = Image {
             name: name.to_owned(),
@@ -98,7 +101,10 @@ impl Service {
             .iter()
             .any(|r| r.sandbox.image_digest == digest);
         if !in_use {
-            self.inner.backend.image_remove(digest).map_err(image_error)?;
+            self.inner
+                .backend
+                .image_remove(digest)
+                .map_err(image_error)?;
         }
         Ok(())
     }

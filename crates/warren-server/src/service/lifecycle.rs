@@ -102,7 +102,11 @@ impl Service {
         Ok(())
     }
 
-    async fn set_state(&self, rec: &mut SandboxRecord, state: SandboxState) -> Result<(), ApiError> {
+    async fn set_state(
+        &self,
+        rec: &mut SandboxRecord,
+        state: SandboxState,
+    ) -> Result<(), ApiError> {
         rec.sandbox.state = state;
         self.save(rec).await
     }
@@ -153,10 +157,16 @@ impl Service {
                     return self.fail(rec, msg).await;
                 }
                 Err(_) => {
-                    if self.inner.backend.status(id.as_str(), rec.sandbox.runtime).await
+                    if self
+                        .inner
+                        .backend
+                        .status(id.as_str(), rec.sandbox.runtime)
+                        .await
                         == ContainerStatus::Stopped
                     {
-                        return self.fail(rec, "the sandbox exited while booting".into()).await;
+                        return self
+                            .fail(rec, "the sandbox exited while booting".into())
+                            .await;
                     }
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_millis(50));
@@ -246,7 +256,10 @@ impl Service {
         self.set_state(&mut rec, SandboxState::Stopping).await?;
         let rt = rec.sandbox.runtime;
         self.inner.backend.stop(id.as_str(), rt, STOP_GRACE).await;
-        self.inner.backend.release(id.as_str(), rt, rec.net_index).await;
+        self.inner
+            .backend
+            .release(id.as_str(), rt, rec.net_index)
+            .await;
         self.forget_agent(id);
         rec.net_index = None;
         rec.sandbox.ip = None;
@@ -305,7 +318,8 @@ impl Service {
                 self.fail(rec, why).await?;
             }
             SandboxState::Pending | SandboxState::Provisioning | SandboxState::Stopping => {
-                self.fail(rec, "interrupted by a server restart".into()).await?;
+                self.fail(rec, "interrupted by a server restart".into())
+                    .await?;
             }
             SandboxState::Terminating => {
                 drop(_guard);

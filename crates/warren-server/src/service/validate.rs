@@ -26,7 +26,9 @@ pub fn create(req: &CreateSandbox, cfg: &ServiceConfig) -> Result<(), ApiError> 
     }
     if let Some(cpu) = req.cpu {
         if !(cpu.is_finite() && cpu > 0.0) {
-            return Err(invalid(format!("cpu must be a positive number of cores, got {cpu}")));
+            return Err(invalid(format!(
+                "cpu must be a positive number of cores, got {cpu}"
+            )));
         }
         if cpu > cfg.host_cpus {
             return Err(invalid(format!(
@@ -37,7 +39,9 @@ pub fn create(req: &CreateSandbox, cfg: &ServiceConfig) -> Result<(), ApiError> 
     }
     if let Some(m) = req.memory_mb {
         if m < MIN_MEMORY_MB {
-            return Err(invalid(format!("memory_mb must be at least {MIN_MEMORY_MB}, got {m}")));
+            return Err(invalid(format!(
+                "memory_mb must be at least {MIN_MEMORY_MB}, got {m}"
+            )));
         }
         if m > cfg.host_memory_mb {
             return Err(invalid(format!(
@@ -51,12 +55,16 @@ pub fn create(req: &CreateSandbox, cfg: &ServiceConfig) -> Result<(), ApiError> 
     }
     if let Some(p) = req.pids {
         if !(8..=1_000_000).contains(&p) {
-            return Err(invalid(format!("pids must be between 8 and 1000000, got {p}")));
+            return Err(invalid(format!(
+                "pids must be between 8 and 1000000, got {p}"
+            )));
         }
     }
     for (k, v) in &req.env {
         if k.is_empty() || k.contains('=') || k.contains('\0') || v.contains('\0') {
-            return Err(invalid(format!("env name {k:?} is not a valid variable name")));
+            return Err(invalid(format!(
+                "env name {k:?} is not a valid variable name"
+            )));
         }
     }
     if req.cmd.iter().any(|a| a.contains('\0')) {
@@ -64,7 +72,9 @@ pub fn create(req: &CreateSandbox, cfg: &ServiceConfig) -> Result<(), ApiError> 
     }
     if let Some(cwd) = &req.cwd {
         if !cwd.starts_with('/') || cwd.contains('\0') {
-            return Err(invalid(format!("cwd must be an absolute path, got {cwd:?}")));
+            return Err(invalid(format!(
+                "cwd must be an absolute path, got {cwd:?}"
+            )));
         }
     }
     Ok(())
@@ -93,16 +103,43 @@ mod tests {
     fn accepts_defaults_and_rejects_bad_values() {
         assert!(create(&req(), &cfg()).is_ok());
         for bad in [
-            CreateSandbox { memory_mb: Some(0), ..req() },
-            CreateSandbox { memory_mb: Some(4096), ..req() },
-            CreateSandbox { cpu: Some(0.0), ..req() },
-            CreateSandbox { cpu: Some(f64::NAN), ..req() },
-            CreateSandbox { cpu: Some(3.0), ..req() },
-            CreateSandbox { pids: Some(1), ..req() },
-            CreateSandbox { cwd: Some("rel".into()), ..req() },
-            CreateSandbox { image: " ".into(), ..req() },
+            CreateSandbox {
+                memory_mb: Some(0),
+                ..req()
+            },
+            CreateSandbox {
+                memory_mb: Some(4096),
+                ..req()
+            },
+            CreateSandbox {
+                cpu: Some(0.0),
+                ..req()
+            },
+            CreateSandbox {
+                cpu: Some(f64::NAN),
+                ..req()
+            },
+            CreateSandbox {
+                cpu: Some(3.0),
+                ..req()
+            },
+            CreateSandbox {
+                pids: Some(1),
+                ..req()
+            },
+            CreateSandbox {
+                cwd: Some("rel".into()),
+                ..req()
+            },
+            CreateSandbox {
+                image: " ".into(),
+                ..req()
+            },
         ] {
-            assert!(matches!(create(&bad, &cfg()), Err(ApiError::Invalid(_))), "{bad:?}");
+            assert!(
+                matches!(create(&bad, &cfg()), Err(ApiError::Invalid(_))),
+                "{bad:?}"
+            );
         }
     }
 }

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs what Warren needs on Debian 12 (run as root): the OCI runtimes, busybox for the
+# demo/test image, iproute2 and nftables for sandbox networks, and a C toolchain for the build.
+# Idempotent: packages already present are left alone.
+set -euo pipefail
+if [ "$(id -u)" -ne 0 ]; then
+  echo "install-deps.sh: run as root (sudo $0)" >&2
+  exit 1
+fi
+pkgs=(crun runsc busybox-static iproute2 nftables build-essential pkg-config ca-certificates curl)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "==> apt-get install ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "install-deps.sh: cargo not found; install Rust (rustup) first" >&2
+  exit 1
+fi

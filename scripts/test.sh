@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The whole test suite, as root (tests create real sandboxes under crun and gVisor, network
+# namespaces and cgroups): formatting, lints, then every unit and integration test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install-deps.sh
+echo "==> cargo fmt --check"
+cargo fmt --all -- --check
+echo "==> cargo clippy"
+cargo clippy --locked --workspace --all-targets -- -D warnings
+echo "==> cargo test"
+cargo test --locked --workspace
