@@ -158,3 +158,57 @@ async fn main_cmd_runs_as_the_agents_child() {
     }
     s.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_provision_is_reported_and_leaves_nothing() {
+    let s = TestServer::start().await;
+    // An image where /.warren is a plain file: the agent's bind mount fails in the runtime
+    // step, after the rootfs is mounted and the network made, so all of it must be undone.
+    let tree = tempfile::tempdir_in("/var/tmp").expect("tree");
+    warren_cli::rootfs::busybox_tree(tree.path()).expect("busybox");
+    std::fs::write(tree.path().join(".warren"), b"not a directory\n").expect(".warren");
+    let tar = tree.path().join("../broken.tar");
+    warren_cli::rootfs::tar_dir(tree.path(), &tar).expect("tar");
+    let r = s.import_tar("broken", &tar).await;
+    let _ = std::fs::remove_file(&tar);
+    assert_eq!(r.status(), StatusCode::CREATED);
+
+    for rt in RUNTIMES {
+        let resp = s
+            .req(Method::POST, "/v1/sandboxes")
+            .json(&json!({"image": "broken", "runtime": rt}))
+            .send()
+            .await
+            .expect("create");
+        assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let err: Value = resp.json().await.expect("json");
+        let msg = err["error"]["message"].as_str().expect("message");
+        let id = msg
+            .split_whitespace()
+            .nth(1)
+            .expect("id in message")
+            .to_owned();
+        let (status, v) = s.get(&id).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(v["state"], "failed", "{v}");
+        assert!(
+            v["error"].as_str().is_some_and(|e| e.contains("runtime")),
+            "{v}"
+        );
+        let tag = s.tag();
+        let veths: Vec<String> = std::fs::read_dir("/sys/class/net")
+            .expect("sysfs")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(&format!("wr{tag}")))
+            .collect();
+        assert!(veths.is_empty(), "{veths:?}");
+        let cg = format!("/sys/fs/cgroup/memory/warren-{tag}/{id}");
+        assert!(!std::path::Path::new(&cg).exists(), "{cg}");
+        assert!(!std::path::Path::new(&format!("/run/netns/warren-{tag}-{id}")).exists());
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        assert!(!mounts.contains(&id), "{id} still mounted");
+        s.delete(&id).await;
+    }
+    s.shutdown().await;
+}
