@@ -12,4 +12,4 @@ pub use error::{ErrorBody, ErrorDetail};
 pub use exec::{ExecExit, ExecRequest, ExecResult};
 pub use id::SandboxId;
 pub use image::{Image, ImageList};
-pub use sandbox::{CreateSandbox, Runtime, Sandbox, SandboxList, SandboxState};
+pub use sandbox::{CreateSandbox, Runtime, Sandbox, SandboxList, SandboxState, SetTimeout};

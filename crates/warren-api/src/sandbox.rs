@@ -215,3 +215,11 @@ pub struct SandboxList {
     /// The caller's sandboxes, newest first.
     pub sandboxes: Vec<Sandbox>,
 }
+
+/// `POST /v1/sandboxes/{id}/timeout`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetTimeout {
+    /// New lifetime in seconds from now; `0` = no limit.
+    pub timeout_s: u64,
+}

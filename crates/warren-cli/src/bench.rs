@@ -3,33 +3,21 @@
 //! data directory (no running server needed; root is).
 mod raw;
 mod report;
+mod server;
 
 use std::io::IsTerminal;
-use std::net::SocketAddr;
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::path::Path;
 
 use anyhow::{anyhow, bail, Context};
 use clap::Args;
-use reqwest::{Method, RequestBuilder, Response, StatusCode};
-use tokio::task::JoinHandle;
-use warren_api::{
-    CreateSandbox, ErrorBody, ExecRequest, ExecResult, Image, Runtime, Sandbox, SandboxId,
-    SandboxState,
-};
-use warren_server::service::Service;
-use warren_server::{Server, ServerConfig};
+use warren_api::Runtime;
 
 use crate::rootfs;
 use raw::Raw;
 use report::{Measure, Report, Row, Stats};
+use server::{Api, InProcess};
 
-/// Name of the image the bench imports into its scratch server.
-const IMAGE: &str = "bench-busybox";
-/// Sandbox range of the scratch server: not the default 10.77.0.0/16, so it never collides
-/// with a server of the user's.
-const SUBNET: &str = "10.78.0.0/16";
 /// `runsc exec` costs tens of ms; this many samples are enough for its floor.
 const RAW_RUNSC_EXEC_MAX: u32 = 30;
 
@@ -45,7 +33,7 @@ pub struct BenchArgs {
     exec_iterations: u32,
     /// Runtimes to measure: gvisor, runc, or both; repeat the flag or give a comma-separated
     /// list [default: runc,gvisor].
-    #[arg(long = "runtime", value_delimiter = ',', num_args = 1..)]
+    #[arg(long = "runtime", value_name = "RUNTIME", value_delimiter = ',', num_args = 1..)]
     runtimes: Vec<Runtime>,
     /// Print the results as JSON (percentiles in ms, targets, verdicts) instead of the table.
     #[arg(long)]
@@ -181,224 +169,6 @@ fn progress(label: &str, i: u32, n: u32) {
     }
 }
 
-/// The scratch server, kept so its sandboxes can be deleted even once it stops listening.
-struct InProcess {
-    service: Service,
-    task: JoinHandle<anyhow::Result<()>>,
-}
-
-impl InProcess {
-    /// Deletes every sandbox, checks nothing of any is left on the host, stops the server.
-    async fn shutdown(self) -> bool {
-        let mut clean = true;
-        match self.service.list(None, &[]).await {
-            Ok(all) => {
-                for s in &all {
-                    if s.state != SandboxState::Deleted {
-                        if let Err(e) = self.service.delete(&s.id).await {
-                            eprintln!("warren bench: deleting sandbox {}: {e}", s.id);
-                            clean = false;
-                        }
-                    }
-                    match self.service.leftovers(&s.id).await {
-                        Ok(left) if left.is_empty() => {}
-                        Ok(left) => {
-                            eprintln!("warren bench: sandbox {} left {}", s.id, left.join(", "));
-                            clean = false;
-                        }
-                        Err(e) => {
-                            eprintln!("warren bench: checking sandbox {}: {e}", s.id);
-                            clean = false;
-                        }
-                    }
-                }
-            }
-            Err(e) => {
-                eprintln!("warren bench: listing sandboxes: {e}");
-                clean = false;
-            }
-        }
-        self.task.abort();
-        clean
-    }
-}
-
-/// A client of the scratch server.
-struct Api {
-    base: String,
-    key: String,
-    http: reqwest::Client,
-}
-
-impl Api {
-    fn new(addr: SocketAddr, key: String) -> anyhow::Result<Api> {
-        let http = reqwest::Client::builder()
-            .no_proxy()
-            .build()
-            .context("building the HTTP client")?;
-        Ok(Api {
-            base: format!("http://{addr}"),
-            key,
-            http,
-        })
-    }
-
-    fn req(&self, method: Method, path: &str) -> RequestBuilder {
-        self.http
-            .request(method, format!("{}{path}", self.base))
-            .bearer_auth(&self.key)
-    }
-
-    async fn send(&self, rb: RequestBuilder, what: &str) -> anyhow::Result<Response> {
-        let resp = rb
-            .send()
-            .await
-            .with_context(|| format!("{what}: no answer"))?;
-        if resp.status().is_success() {
-            return Ok(resp);
-        }
-        let status = resp.status();
-        let text = resp.text().await.unwrap_or_default();
-        let msg = serde_json::from_str::<ErrorBody>(&text)
-            .map(|b| b.error.message)
-            .unwrap_or(text);
-        bail!("{what}: {status}: {msg}")
-    }
-
-    /// Waits until the server answers `/readyz`, or fails with the reason it stopped.
-    async fn wait_ready(&self, server: &mut InProcess) -> anyhow::Result<()> {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let ok = self.http.get(format!("{}/readyz", self.base)).send().await;
-            if ok.is_ok_and(|r| r.status().is_success()) {
-                return Ok(());
-            }
-            if server.task.is_finished() {
-                return match (&mut server.task).await {
-                    Ok(Ok(())) => Err(anyhow!("the scratch server stopped at once")),
-                    Ok(Err(e)) => Err(e.context("the scratch server failed")),
-                    Err(e) => Err(anyhow!("the scratch server failed: {e}")),
-                };
-            }
-            if Instant::now() > deadline {
-                bail!("the scratch server did not become ready within 10 s");
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    async fn import(&self, tar: &Path) -> anyhow::Result<Image> {
-        let bytes = tokio::fs::read(tar)
-            .await
-            .with_context(|| format!("reading {}", tar.display()))?;
-        let rb = self
-            .req(Method::PUT, &format!("/v1/images/{IMAGE}"))
-            .header(reqwest::header::CONTENT_TYPE, "application/x-tar")
-            .body(bytes);
-        let resp = self.send(rb, "importing the busybox image").await?;
-        resp.json().await.context("decoding the imported image")
-    }
-
-    /// Creates a sandbox and waits until it runs; returns the round trip and the sandbox.
-    async fn create(&self, rt: Runtime) -> anyhow::Result<(Duration, Sandbox)> {
-        let body = CreateSandbox {
-            image: IMAGE.to_owned(),
-            runtime: Some(rt),
-            ..Default::default()
-        };
-        let t = Instant::now();
-        let resp = self
-            .send(
-                self.req(Method::POST, "/v1/sandboxes").json(&body),
-                "creating a sandbox",
-            )
-            .await?;
-        let status = resp.status();
-        let sb: Sandbox = resp.json().await.context("decoding the created sandbox")?;
-        let took = t.elapsed();
-        if status != StatusCode::CREATED || sb.state != SandboxState::Running {
-            bail!(
-                "sandbox {} ({rt}) is {} ({status}): {}",
-                sb.id,
-                sb.state,
-                sb.error.as_deref().unwrap_or("no error given")
-            );
-        }
-        Ok((took, sb))
-    }
-
-    async fn delete(&self, id: &SandboxId) -> anyhow::Result<()> {
-        self.send(
-            self.req(Method::DELETE, &format!("/v1/sandboxes/{id}")),
-            "deleting a sandbox",
-        )
-        .await
-        .map(|_| ())
-    }
-
-    /// Runs `true` in sandbox `id`; returns the round trip.
-    async fn exec_true(&self, id: &SandboxId) -> anyhow::Result<Duration> {
-        let body = ExecRequest {
-            cmd: vec!["true".to_owned()],
-            ..Default::default()
-        };
-        let t = Instant::now();
-        let resp = self
-            .send(
-                self.req(Method::POST, &format!("/v1/sandboxes/{id}/exec"))
-                    .json(&body),
-                "exec",
-            )
-            .await?;
-        let res: ExecResult = resp.json().await.context("decoding the exec result")?;
-        let took = t.elapsed();
-        if res.exit_code != 0 {
-            bail!(
-                "`true` in sandbox {id} exited {}: {}",
-                res.exit_code,
-                res.stderr.trim()
-            );
-        }
-        Ok(took)
-    }
-}
-
-/// Builds and starts the scratch server on a free port of 127.0.0.1.
-async fn start_server(
-    dir: &Path,
-    default_runtime: Runtime,
-    slot: &mut Option<InProcess>,
-) -> anyhow::Result<(Api, PathBuf)> {
-    let data_dir = dir.join("data");
-    let listen = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .context("finding a free port on 127.0.0.1")?;
-    let server = Server::build(ServerConfig {
-        listen,
-        data_dir: data_dir.clone(),
-        default_runtime,
-        subnet: SUBNET.parse().context("parsing the bench subnet")?,
-    })
-    .await
-    .context("starting the scratch server")?;
-    let key = match server.new_admin_key.clone() {
-        Some(k) => k,
-        None => std::fs::read_to_string(data_dir.join("admin.key"))
-            .context("reading the scratch server's admin.key")?
-            .trim()
-            .to_owned(),
-    };
-    let service = server.state.service.clone();
-    let task = tokio::spawn(server.serve());
-    let inproc = slot.insert(InProcess { service, task });
-    let api = Api::new(listen, key)?;
-    api.wait_ready(inproc).await?;
-    let data_dir = data_dir
-        .canonicalize()
-        .with_context(|| format!("resolving {}", data_dir.display()))?;
-    Ok((api, data_dir))
-}
-
 async fn measure(
     a: &BenchArgs,
     runtimes: &[Runtime],
@@ -411,7 +181,7 @@ async fn measure(
     let tar = dir.join("busybox.tar");
     rootfs::busybox_tree(&tree)?;
     rootfs::tar_dir(&tree, &tar)?;
-    let (api, data_dir) = start_server(dir, default_runtime, slot).await?;
+    let (api, data_dir) = server::start(dir, default_runtime, slot).await?;
     let image = api.import(&tar).await?;
     // The raw runtimes run on the very tree the image was unpacked to.
     let hex = image

@@ -44,6 +44,10 @@ pub struct RunArgs {
     /// Delete the sandbox when the command ends.
     #[arg(long)]
     rm: bool,
+    /// Sandbox lifetime in seconds, after which the server deletes it (0 = no limit)
+    /// [default: the server's, 300].
+    #[arg(long)]
+    lifetime: Option<u64>,
     /// Command timeout in seconds (0 = none).
     #[arg(long, default_value_t = 0)]
     timeout: u64,
@@ -146,6 +150,7 @@ pub async fn run(a: RunArgs) -> anyhow::Result<i32> {
         memory_mb: a.memory_mb,
         pids: a.pids,
         env: parse_env(&a.env)?,
+        timeout_s: a.lifetime,
         ..Default::default()
     };
     let sandbox: Sandbox = client
@@ -249,6 +254,10 @@ pub async fn inspect(a: IdArgs) -> anyhow::Result<()> {
     );
     println!("ip:        {}", s.ip.as_deref().unwrap_or("-"));
     println!("created:   {} ({} ago)", s.created_at, age(s.created_at));
+    match s.expires_at {
+        Some(t) => println!("expires:   {t}"),
+        None => println!("expires:   never"),
+    }
     if !s.cmd.is_empty() {
         println!("cmd:       {}", s.cmd.join(" "));
     }

@@ -212,3 +212,45 @@ async fn a_failed_provision_is_reported_and_leaves_nothing() {
     }
     s.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn expired_sandboxes_are_deleted() {
+    let s = TestServer::start().await;
+    let sb = s
+        .create(json!({"image": "busybox", "runtime": "runc", "timeout_s": 2}))
+        .await;
+    let id = sb["id"].as_str().expect("id");
+    assert!(sb["expires_at"].is_string(), "{sb}");
+    // Moving the expiry: 0 means never.
+    let r = s
+        .req(Method::POST, &format!("/v1/sandboxes/{id}/timeout"))
+        .json(&json!({"timeout_s": 0}))
+        .send()
+        .await
+        .expect("timeout");
+    let v: Value = r.json().await.expect("json");
+    assert!(v["expires_at"].is_null(), "{v}");
+    let keep = s
+        .create(json!({"image": "busybox", "runtime": "runc", "timeout_s": 0}))
+        .await;
+    let short = s
+        .create(json!({"image": "busybox", "runtime": "runc", "timeout_s": 1}))
+        .await;
+    let short_id = short["id"].as_str().expect("id");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while s.get(short_id).await.0 != StatusCode::NOT_FOUND && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    assert_eq!(
+        s.get(short_id).await.0,
+        StatusCode::NOT_FOUND,
+        "expired sandbox still there"
+    );
+    assert!(s.leftovers(&short).is_empty());
+    assert_eq!(s.get(id).await.0, StatusCode::OK);
+    assert_eq!(
+        s.get(keep["id"].as_str().expect("id")).await.0,
+        StatusCode::OK
+    );
+    s.shutdown().await;
+}

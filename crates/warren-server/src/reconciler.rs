@@ -1,6 +1,7 @@
 //! The reconciler: compares what the store says with what the host has, at start (so a
 //! restarted server picks up the sandboxes that outlived it) and every few seconds (so a
-//! sandbox that died, e.g. OOM-killed under gVisor, is reported failed and released).
+//! sandbox that died, e.g. OOM-killed under gVisor, is reported failed and released), and
+//! deletes sandboxes whose `expires_at` has passed (stored, so expiry survives restarts).
 use std::time::Duration;
 
 use warren_api::SandboxState;
@@ -20,6 +21,11 @@ pub async fn pass(service: &Service) {
         }
     };
     for rec in records {
+        match service.reap_if_expired(&rec.sandbox.id).await {
+            Ok(true) => continue,
+            Ok(false) => {}
+            Err(e) => tracing::warn!(sandbox = %rec.sandbox.id, "reconciler: expiry: {e}"),
+        }
         if matches!(
             rec.sandbox.state,
             SandboxState::Stopped

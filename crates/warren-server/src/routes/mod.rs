@@ -30,6 +30,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/sandboxes/{id}/stop", post(sandboxes::stop))
         .route("/sandboxes/{id}/start", post(sandboxes::start))
+        .route("/sandboxes/{id}/timeout", post(sandboxes::timeout))
         .route("/sandboxes/{id}/exec", post(exec::exec))
         .route("/images", get(images::list))
         .route(

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
-use warren_api::{CreateSandbox, Sandbox, SandboxList, SandboxState};
+use warren_api::{CreateSandbox, Sandbox, SandboxList, SandboxState, SetTimeout};
 
 use super::sandbox_id;
 use crate::error::{ApiError, ApiJson, ApiQuery};
@@ -71,4 +71,17 @@ pub async fn start(
     Path(id): Path<String>,
 ) -> Result<Json<Sandbox>, ApiError> {
     Ok(Json(state.service.start(&sandbox_id(&id)?).await?))
+}
+
+pub async fn timeout(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<SetTimeout>,
+) -> Result<Json<Sandbox>, ApiError> {
+    Ok(Json(
+        state
+            .service
+            .set_timeout(&sandbox_id(&id)?, req.timeout_s)
+            .await?,
+    ))
 }

@@ -16,6 +16,15 @@ const AGENT_BOOT_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long `stop` waits for the sandbox to exit after SIGTERM.
 const STOP_GRACE: Duration = Duration::from_secs(5);
 
+/// Lifetime of a sandbox whose request gives no `timeout_s`.
+pub const DEFAULT_TIMEOUT_S: u64 = 300;
+
+/// `expires_at` for a lifetime of `timeout_s` from now; `0` means never.
+fn expiry(timeout_s: u64) -> Option<chrono::DateTime<Utc>> {
+    let secs = i64::try_from(timeout_s).ok()?;
+    (secs > 0).then(|| Utc::now() + chrono::Duration::seconds(secs.min(10 * 365 * 86400)))
+}
+
 fn token() -> String {
     let bytes: [u8; 24] = rand::random();
     hex::encode(bytes)
@@ -55,7 +64,7 @@ impl Service {
             ip: None,
             created_at: Utc::now(),
             started_at: None,
-            expires_at: None,
+            expires_at: expiry(req.timeout_s.unwrap_or(DEFAULT_TIMEOUT_S)),
             error: None,
             urls: Default::default(),
         };
@@ -286,6 +295,29 @@ impl Service {
             )));
         }
         Ok(rec.sandbox)
+    }
+
+    /// Moves a sandbox's expiry to `timeout_s` from now (`0`: never).
+    pub async fn set_timeout(&self, id: &SandboxId, timeout_s: u64) -> Result<Sandbox, ApiError> {
+        let lock = self.lock_for(id);
+        let _guard = lock.lock().await;
+        let mut rec = self.record(id).await?;
+        rec.sandbox.expires_at = expiry(timeout_s);
+        self.save(&rec).await?;
+        Ok(rec.sandbox)
+    }
+
+    /// Deletes the sandbox if its `expires_at` has passed; whether it did.
+    pub async fn reap_if_expired(&self, id: &SandboxId) -> Result<bool, ApiError> {
+        let rec = self.record(id).await?;
+        match rec.sandbox.expires_at {
+            Some(t) if t <= Utc::now() => {
+                tracing::info!(sandbox = %id, "expired: deleting");
+                self.delete(id).await?;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
     }
 
     /// Brings one sandbox's record in line with the host: a sandbox whose container died
