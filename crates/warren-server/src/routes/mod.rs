@@ -9,6 +9,7 @@ use axum::http::StatusCode;
 use axum::middleware;
 use axum::routing::{get, post, put};
 use axum::Router;
+use tower_http::catch_panic::CatchPanicLayer;
 use warren_api::SandboxId;
 
 use crate::error::{self, ApiError};
@@ -50,7 +51,14 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(|| async {
             ApiError::BadRequest("method not allowed on this route".into())
         })
+        .layer(CatchPanicLayer::custom(panic_response))
         .with_state(state)
+}
+
+/// A panic is a bug, but the client still gets the one error shape, not a dropped connection.
+fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    ApiError::Internal("internal error (a bug: see the server log)".into()).into_response()
 }
 
 async fn readyz(State(state): State<AppState>) -> Result<(StatusCode, &'static str), ApiError> {
