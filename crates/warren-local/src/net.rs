@@ -130,9 +130,10 @@ impl Lease {
     }
 
     async fn try_create(&self) -> io::Result<()> {
-        ip(&["netns", "add", &self.netns], None).await?;
+        // Two `ip` processes in all: the host side (namespace included) and the inside.
         let host = format!(
-            "link add {veth} type veth peer name eth0 netns {ns}\n\
+            "netns add {ns}\n\
+             link add {veth} type veth peer name eth0 netns {ns}\n\
              addr add {hip}/30 dev {veth}\n\
              link set {veth} up\n",
             veth = self.host_veth,

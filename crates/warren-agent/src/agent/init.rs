@@ -47,7 +47,7 @@ pub fn run() -> ExitCode {
     let arg0 = std::env::args_os()
         .next()
         .unwrap_or_else(|| "warren-agent".into());
-    // std resets the signal mask and dispositions in the child, so the server starts clean.
+    // The child inherits our signal mask; the server unblocks everything first thing.
     let spawned = Command::new("/proc/self/exe")
         .arg0(&arg0)
         .env(ROLE_VAR, "server")

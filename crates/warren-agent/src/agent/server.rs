@@ -12,7 +12,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use nix::sys::signal::Signal as NixSignal;
+use nix::sys::signal::{SigSet, Signal as NixSignal};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -44,6 +44,12 @@ impl State {
 
 /// Runs the server role until shutdown; returns the process exit code.
 pub fn run() -> ExitCode {
+    // Under init this process inherits init's blocked signals (std's spawn does not reset the
+    // mask), and every process we start would inherit them in turn: SIGTERM would not reach
+    // them. Unblock everything while we are still single-threaded.
+    if let Err(e) = SigSet::empty().thread_set_mask() {
+        eprintln!("warren-agent: cannot reset the signal mask: {e}");
+    }
     let config = match Config::from_env() {
         Ok(config) => config,
         Err(e) => {

@@ -156,8 +156,8 @@ impl Service {
         self.set_state(&mut rec, SandboxState::Starting).await?;
         self.forget_agent(&id);
         let agent = self.agent(&rec)?;
-        let deadline = Instant::now() + AGENT_BOOT_TIMEOUT;
-        let mut delay = Duration::from_millis(1);
+        let began = Instant::now();
+        let deadline = began + AGENT_BOOT_TIMEOUT;
         loop {
             match agent.health().await {
                 Ok(()) => break,
@@ -177,8 +177,14 @@ impl Service {
                             .fail(rec, "the sandbox exited while booting".into())
                             .await;
                     }
+                    // A refused connection costs microseconds: poll tightly while a quick boot
+                    // is likely (crun: ms, gVisor: ~100 ms), then back off.
+                    let delay = if began.elapsed() < Duration::from_millis(500) {
+                        Duration::from_millis(1)
+                    } else {
+                        Duration::from_millis(25)
+                    };
                     tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_millis(50));
                 }
             }
         }
