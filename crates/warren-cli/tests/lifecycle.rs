@@ -254,3 +254,39 @@ async fn expired_sandboxes_are_deleted() {
     );
     s.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_servers_on_one_range_never_share_an_address() {
+    let a = TestServer::start().await;
+    // A second server on the same range: its leases skip what the first one routes.
+    let dir = tempfile::tempdir_in("/var/tmp").expect("dir");
+    let b = TestServer::start_on(
+        dir.path().to_path_buf(),
+        common::free_port(),
+        a.subnet.clone(),
+    )
+    .await;
+    assert_eq!(
+        b.import_tar("busybox", common::busybox_tar())
+            .await
+            .status(),
+        StatusCode::CREATED
+    );
+    let sa = a
+        .create(json!({"image": "busybox", "runtime": "runc"}))
+        .await;
+    let sb = b
+        .create(json!({"image": "busybox", "runtime": "runc"}))
+        .await;
+    assert_ne!(sa["ip"], sb["ip"], "{sa} {sb}");
+    for (s, sb) in [(&a, &sa), (&b, &sb)] {
+        let id = sb["id"].as_str().expect("id");
+        assert_eq!(
+            s.sh(id, "hostname").await.trim(),
+            id,
+            "a request reached the other server's sandbox"
+        );
+    }
+    b.shutdown().await;
+    a.shutdown().await;
+}

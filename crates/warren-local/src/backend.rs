@@ -377,6 +377,12 @@ impl LocalBackend {
         v
     }
 
+    /// Removes the server's parent cgroup directories (`/warren-<tag>`); call only when the
+    /// server has no sandboxes left, since a create may be making a child under them.
+    pub fn remove_cgroup_parent(&self) {
+        cgroup::remove(self.cgroups, &format!("/warren-{}", self.cfg.tag));
+    }
+
     /// The lease of a sandbox.
     pub fn lease(&self, index: u32, id: &str) -> Lease {
         self.net.lease(index, id)

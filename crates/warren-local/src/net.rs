@@ -51,9 +51,12 @@ impl NetPlan {
         }
     }
 
-    /// The lowest index not in `used`.
+    /// The lowest index not in `used` whose /30 the host does not already route: another
+    /// server (or anything else) on this host may use the same range, and the routing table
+    /// is the one truth all of them share.
     pub fn free_index(&self, used: &[u32]) -> Option<u32> {
         let mut used = used.to_vec();
+        used.extend(self.routed_indexes(&host_routes()));
         used.sort_unstable();
         let mut want = 0u32;
         for u in used {
@@ -64,6 +67,25 @@ impl NetPlan {
             }
         }
         (want < self.capacity()).then_some(want)
+    }
+
+    /// Indexes whose /30 overlaps one of `routes` (destination, prefix length).
+    fn routed_indexes(&self, routes: &[(Ipv4Addr, u8)]) -> Vec<u32> {
+        let mut out = Vec::new();
+        for &(dest, len) in routes {
+            let Ok(route) = Ipv4Net::new(dest, len) else {
+                continue;
+            };
+            // A default or wide route is not a claim on our addresses; only ones inside the range.
+            if len < self.range.prefix_len() || !self.range.contains(&route.network()) {
+                continue;
+            }
+            let base = u32::from(self.range.network());
+            let first = (u32::from(route.network()) - base) / 4;
+            let last = (u32::from(route.broadcast()) - base) / 4;
+            out.extend(first..=last);
+        }
+        out
     }
 
     /// The lease for `index` of sandbox `id`.
@@ -83,6 +105,23 @@ impl NetPlan {
     pub fn netns_prefix(&self) -> String {
         format!("warren-{}-", self.tag)
     }
+}
+
+/// IPv4 routes of the host's main table, from `/proc/net/route` (hex, little-endian).
+fn host_routes() -> Vec<(Ipv4Addr, u8)> {
+    let text = std::fs::read_to_string("/proc/net/route").unwrap_or_default();
+    text.lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let dest = u32::from_str_radix(f.get(1)?, 16).ok()?;
+            let mask = u32::from_str_radix(f.get(7)?, 16).ok()?;
+            Some((
+                Ipv4Addr::from(u32::from_be(dest)),
+                u32::from_be(mask).count_ones() as u8,
+            ))
+        })
+        .collect()
 }
 
 async fn ip(args: &[&str], batch: Option<String>) -> io::Result<()> {
@@ -189,7 +228,14 @@ mod tests {
         assert_eq!(a.sandbox_ip, Ipv4Addr::new(10, 77, 0, 2));
         assert_eq!(b.host_ip, Ipv4Addr::new(10, 77, 0, 5));
         assert!(plan.lease(16383, "z").host_veth.len() <= 15);
-        assert_eq!(plan.free_index(&[0, 1, 3]), Some(2));
-        assert_eq!(plan.free_index(&[]), Some(0));
+        let routed = plan.routed_indexes(&[
+            (Ipv4Addr::new(10, 77, 0, 4), 30),
+            (Ipv4Addr::new(0, 0, 0, 0), 0),
+            (Ipv4Addr::new(10, 0, 0, 0), 8),
+            (Ipv4Addr::new(10, 77, 1, 0), 24),
+        ]);
+        assert_eq!(routed[0], 1);
+        assert_eq!(routed.len(), 1 + 64);
+        assert!(routed.contains(&64) && routed.contains(&127));
     }
 }

@@ -35,6 +35,8 @@ pub trait Backend: Send + Sync + 'static {
     fn remove_files(&self, id: &str);
     /// OOM kills seen in the sandbox's memory cgroup.
     fn oom_kills(&self, id: &str) -> u64;
+    /// Removes host-wide resources the server made for all its sandboxes (call when it has none).
+    fn remove_shared(&self);
     /// Host resources of a sandbox still present.
     async fn leftovers(&self, id: &str, runtime: Runtime, net_index: Option<u32>) -> Vec<String>;
 }
@@ -73,6 +75,9 @@ impl Backend for LocalBackend {
     }
     fn oom_kills(&self, id: &str) -> u64 {
         LocalBackend::oom_kills(self, id)
+    }
+    fn remove_shared(&self) {
+        self.remove_cgroup_parent()
     }
     async fn leftovers(&self, id: &str, runtime: Runtime, net_index: Option<u32>) -> Vec<String> {
         LocalBackend::leftovers(self, id, runtime, net_index).await

@@ -124,12 +124,23 @@ impl Server {
         let listener = tokio::net::TcpListener::bind(self.cfg.listen)
             .await
             .with_context(|| format!("listening on {}", self.cfg.listen))?;
-        tokio::spawn(reconciler::run(self.state.service.clone()));
+        let service = self.state.service.clone();
+        tokio::spawn(reconciler::run(service.clone()));
         let app = router(self.state);
         axum::serve(listener, app)
             .with_graceful_shutdown(shutdown_signal())
             .await
-            .context("serving")
+            .context("serving")?;
+        // Sandboxes outlive the server; only when none is left is the shared state tidied.
+        if service
+            .store()
+            .list_sandboxes()
+            .await
+            .is_ok_and(|l| l.is_empty())
+        {
+            service.backend().remove_shared();
+        }
+        Ok(())
     }
 }
 

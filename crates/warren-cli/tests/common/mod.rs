@@ -35,7 +35,7 @@ fn unique_subnet() -> String {
     )
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -284,10 +284,30 @@ impl TestServer {
         }
     }
 
-    /// Deletes every sandbox, then stops the server.
+    /// Deletes every sandbox, then stops the server with SIGTERM (a graceful stop, which
+    /// tidies the server's shared host state).
     pub async fn shutdown(mut self) {
         self.cleanup().await;
-        self.kill9();
+        if let Some(mut c) = self.child.take() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(c.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+            let parent = format!("/sys/fs/cgroup/memory/warren-{}", self.tag());
+            assert!(
+                !Path::new(&parent).exists(),
+                "{parent} left after a graceful stop"
+            );
+        }
     }
 
     async fn cleanup(&self) {
