@@ -290,3 +290,51 @@ async fn two_servers_on_one_range_never_share_an_address() {
     b.shutdown().await;
     a.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stop_forwards_sigterm_to_the_main_cmd() {
+    let s = TestServer::start().await;
+    for rt in RUNTIMES {
+        let script = "trap 'echo got-term > /root/term; exit 0' TERM; echo up > /root/up; while :; do sleep 0.1; done";
+        let sb = s
+            .create(json!({"image": "busybox", "runtime": rt, "cmd": ["sh", "-c", script]}))
+            .await;
+        let id = sb["id"].as_str().expect("id");
+        for _ in 0..100 {
+            if s.sh(id, "cat /root/up 2>/dev/null; true").await == "up\n" {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        // Processes the agent starts have no signals blocked (gVisor's /proc shows no masks).
+        if rt == "runc" {
+            let status = s.sh(id, "grep Sig /proc/self/status").await;
+            assert!(
+                status.contains("SigBlk:\t0000000000000000"),
+                "{rt}: {status}"
+            );
+        }
+        let t = std::time::Instant::now();
+        let r = s
+            .req(Method::POST, &format!("/v1/sandboxes/{id}/stop"))
+            .send()
+            .await
+            .expect("stop");
+        assert_eq!(r.status(), StatusCode::OK);
+        // The trap ran at once; the 5 s grace before SIGKILL was not needed.
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(4),
+            "{rt}: stop took {:?}",
+            t.elapsed()
+        );
+        let r = s
+            .req(Method::POST, &format!("/v1/sandboxes/{id}/start"))
+            .send()
+            .await
+            .expect("start");
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(s.sh(id, "cat /root/term").await, "got-term\n", "{rt}");
+        s.delete(id).await;
+    }
+    s.shutdown().await;
+}

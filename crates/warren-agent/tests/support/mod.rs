@@ -27,7 +27,10 @@ impl Agent {
             .unwrap()
             .local_addr()
             .unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_warren-agent"));
+        // WARREN_AGENT_BIN runs the suite against another build (the static release binary).
+        let bin = std::env::var("WARREN_AGENT_BIN")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_warren-agent").to_owned());
+        let mut cmd = Command::new(bin);
         cmd.env("WARREN_AGENT_ADDR", addr.to_string())
             .env("WARREN_AGENT_TOKEN", TOKEN)
             .env_remove("WARREN_AGENT_CMD")
