@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
+use nix::errno::Errno;
 use nix::sys::signal::{kill, killpg, Signal as NixSignal};
 use nix::unistd::Pid;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
@@ -69,17 +70,8 @@ fn not_found(selector: &ProcessSelector) -> ConnectError {
 
 /// Mirrors envd: running out of something is retryable, anything else is the request's fault.
 fn spawn_error_code(e: &std::io::Error) -> &'static str {
-    match e.raw_os_error() {
-        Some(libc_code)
-            if [
-                nix::errno::Errno::EAGAIN,
-                nix::errno::Errno::ENOMEM,
-                nix::errno::Errno::EMFILE,
-                nix::errno::Errno::ENFILE,
-                nix::errno::Errno::ENOSPC,
-            ]
-            .contains(&nix::errno::Errno::from_raw(libc_code)) =>
-        {
+    match e.raw_os_error().map(Errno::from_raw) {
+        Some(Errno::EAGAIN | Errno::ENOMEM | Errno::EMFILE | Errno::ENFILE | Errno::ENOSPC) => {
             code::RESOURCE_EXHAUSTED
         }
         _ => code::INVALID_ARGUMENT,
@@ -88,7 +80,7 @@ fn spawn_error_code(e: &std::io::Error) -> &'static str {
 
 /// Signals the process group led by `pid`, or `pid` alone if it left its group.
 fn signal_group(pid: u32, signal: NixSignal) -> nix::Result<()> {
-    let pid = Pid::from_raw(i32::try_from(pid).map_err(|_| nix::errno::Errno::ESRCH)?);
+    let pid = Pid::from_raw(i32::try_from(pid).map_err(|_| Errno::ESRCH)?);
     killpg(pid, signal).or_else(|_| kill(pid, signal))
 }
 
@@ -327,7 +319,7 @@ impl Supervisor {
         };
         let entry = self.find(selector)?;
         signal_group(entry.pid, signal).map_err(|e| match e {
-            nix::errno::Errno::ESRCH => not_found(selector),
+            Errno::ESRCH => not_found(selector),
             e => ConnectError::new(code::INTERNAL, format!("error sending signal: {e}")),
         })
     }
@@ -407,7 +399,7 @@ async fn pump(
     let mut out_buf = vec![0u8; CHUNK];
     let mut err_buf = vec![0u8; CHUNK];
     let mut end: Option<ProcessEvent> = None;
-    let never = Instant::now() + Duration::from_secs(100 * 365 * 86400);
+    let never = Instant::now() + Duration::from_secs(30 * 365 * 86400);
     let drain = sleep_until(never);
     tokio::pin!(drain);
     let deadline = sleep_until(options.timeout.map_or(never, |t| Instant::now() + t));
