@@ -18,6 +18,8 @@ use raw::Raw;
 use report::{Measure, Report, Row, Stats};
 use server::{Api, InProcess};
 
+const RCU_EXPEDITED: &str = "/sys/kernel/rcu_expedited";
+
 /// `runsc exec` costs tens of ms; this many samples are enough for its floor.
 const RAW_RUNSC_EXEC_MAX: u32 = 30;
 
@@ -38,6 +40,10 @@ pub struct BenchArgs {
     /// Print the results as JSON (percentiles in ms, targets, verdicts) instead of the table.
     #[arg(long)]
     json: bool,
+    /// Set the kernel's rcu_expedited for the run (restored after), as `warren serve
+    /// --expedite-rcu` does: both Warren and the raw runtimes are measured under it.
+    #[arg(long)]
+    expedite_rcu: bool,
     /// Keep the scratch directory (data dir, busybox tree, raw bundles and logs) and print
     /// its path, instead of removing it.
     #[arg(long)]
@@ -68,11 +74,18 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
     let dir = scratch.path().to_owned();
     eprintln!("warren bench: scratch directory {}", dir.display());
 
+    let rcu_before = std::fs::read_to_string(RCU_EXPEDITED).unwrap_or_default();
+    if a.expedite_rcu {
+        std::fs::write(RCU_EXPEDITED, "1").with_context(|| format!("writing {RCU_EXPEDITED}"))?;
+    }
     let mut server: Option<InProcess> = None;
     let result = tokio::select! {
         r = measure(&a, &runtimes, &dir, &mut server) => r,
         _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted")),
     };
+    if a.expedite_rcu && !rcu_before.trim().is_empty() {
+        let _ = std::fs::write(RCU_EXPEDITED, rcu_before.trim());
+    }
 
     // Clean up whatever happened: the scratch server's sandboxes outlive it unless deleted.
     eprintln!("warren bench: cleaning up");
@@ -231,6 +244,7 @@ async fn measure(
     Ok(Report {
         image: "busybox",
         raw_rootfs: raw_rootfs.display().to_string(),
+        rcu_expedited: std::fs::read_to_string(RCU_EXPEDITED).is_ok_and(|v| v.trim() == "1"),
         cores: std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1),

@@ -96,6 +96,13 @@ struct ServeArgs {
     /// Address range for sandboxes (each gets a /30 of it). Give each server on a host its own.
     #[arg(long, env = "WARREN_SUBNET", default_value = "10.77.0.0/16")]
     subnet: Ipv4Net,
+    /// Network namespaces (with veth and addresses) kept ready ahead of creates.
+    #[arg(long, env = "WARREN_WARM_LEASES", default_value_t = 2)]
+    warm_leases: usize,
+    /// Set the kernel's rcu_expedited (host-wide): container runtimes wait on RCU grace
+    /// periods, which an idle kernel stretches to tens of milliseconds per sandbox start.
+    #[arg(long, env = "WARREN_EXPEDITE_RCU")]
+    expedite_rcu: bool,
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
@@ -105,6 +112,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         data_dir: data_dir.clone(),
         default_runtime: args.default_runtime,
         subnet: args.subnet,
+        warm_leases: args.warm_leases,
+        expedite_rcu: args.expedite_rcu,
     })
     .await?;
     if let Some(key) = &server.new_admin_key {

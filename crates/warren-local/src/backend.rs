@@ -13,6 +13,7 @@ use crate::bundle::{self, BundleSpec, AGENT_PORT};
 use crate::cgroup::{self, CgroupMode};
 use crate::images::ImageStore;
 use crate::net::{Lease, NetPlan};
+use crate::netpool::NetPool;
 use crate::rootfs::{self, OverlayMount};
 use crate::runtime::{CliRuntime, ContainerRuntime, ContainerStatus};
 
@@ -51,6 +52,11 @@ pub struct LocalConfig {
     pub tag: String,
     /// The static agent binary to mount into sandboxes.
     pub agent_binary: PathBuf,
+    /// How many network leases to keep made ahead of time.
+    pub warm_leases: usize,
+    /// Set the kernel's `rcu_expedited`: container runtimes wait on RCU grace periods, which
+    /// an idle kernel stretches to tens of milliseconds. Host-wide, so opt-in.
+    pub expedite_rcu: bool,
 }
 
 /// What a sandbox is made from.
@@ -97,6 +103,7 @@ pub struct LocalBackend {
     cfg: Arc<LocalConfig>,
     images: ImageStore,
     net: NetPlan,
+    pool: Arc<NetPool>,
     cgroups: CgroupMode,
     runsc: Arc<dyn ContainerRuntime>,
     crun: Arc<dyn ContainerRuntime>,
@@ -162,8 +169,16 @@ impl LocalBackend {
                     .any(|l| l.starts_with("nameserver") && !l.contains("127."))
             })
             .unwrap_or_else(|| "nameserver 1.1.1.1\n".to_owned());
+        if cfg.expedite_rcu {
+            match fs::write("/sys/kernel/rcu_expedited", "1") {
+                Ok(()) => tracing::info!("set /sys/kernel/rcu_expedited = 1"),
+                Err(e) => tracing::warn!("setting /sys/kernel/rcu_expedited: {e}"),
+            }
+        }
+        let net = NetPlan::new(cfg.subnet, &cfg.tag);
         Ok(LocalBackend {
-            net: NetPlan::new(cfg.subnet, &cfg.tag),
+            pool: Arc::new(NetPool::new(net.clone(), cfg.warm_leases)),
+            net,
             runsc: Arc::new(CliRuntime::new(
                 Runtime::Gvisor,
                 &cfg.data_dir.join("run/runsc"),
@@ -241,11 +256,13 @@ impl LocalBackend {
         steps.push(("rootfs", t.elapsed()));
 
         let t = Instant::now();
-        let lease = self.net.lease(spec.net_index, &spec.id);
-        lease
-            .create()
-            .await
-            .map_err(|e| step("network")(e.to_string()))?;
+        let lease = self.net.lease(spec.net_index);
+        if !lease.exists() {
+            lease
+                .create()
+                .await
+                .map_err(|e| step("network")(e.to_string()))?;
+        }
         steps.push(("network", t.elapsed()));
 
         let t = Instant::now();
@@ -335,8 +352,13 @@ impl LocalBackend {
             tracing::warn!(sandbox = id, "unmounting {}: {e}", merged.display());
         }
         if let Some(i) = net_index {
-            self.net.lease(i, id).release().await;
+            self.net.lease(i).release().await;
         }
+    }
+
+    /// The warm lease pool.
+    pub fn net_pool(&self) -> &NetPool {
+        &self.pool
     }
 
     /// Removes the sandbox's directory (its writes). Call after [`release`](Self::release).
@@ -366,7 +388,7 @@ impl LocalBackend {
                 .map(|d| format!("cgroup {}", d.display())),
         );
         if let Some(i) = net_index {
-            v.extend(self.net.lease(i, id).leftovers());
+            v.extend(self.net.lease(i).leftovers());
         }
         if self.runtime(runtime).status(id).await.ok() != Some(ContainerStatus::Missing) {
             v.push(format!("container {id}"));
@@ -383,8 +405,8 @@ impl LocalBackend {
         cgroup::remove(self.cgroups, &format!("/warren-{}", self.cfg.tag));
     }
 
-    /// The lease of a sandbox.
-    pub fn lease(&self, index: u32, id: &str) -> Lease {
-        self.net.lease(index, id)
+    /// The lease of an index.
+    pub fn lease(&self, index: u32) -> Lease {
+        self.net.lease(index)
     }
 }

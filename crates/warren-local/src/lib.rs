@@ -9,6 +9,7 @@ pub mod bundle;
 pub mod cgroup;
 pub mod images;
 pub mod net;
+pub mod netpool;
 pub mod rootfs;
 pub mod runtime;
 pub mod unpack;

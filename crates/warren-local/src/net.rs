@@ -88,8 +88,9 @@ impl NetPlan {
         out
     }
 
-    /// The lease for `index` of sandbox `id`.
-    pub fn lease(&self, index: u32, id: &str) -> Lease {
+    /// The lease for `index`. Names derive from the index alone, so a lease can be made
+    /// ahead of time (warm pool) and handed to whichever sandbox comes next.
+    pub fn lease(&self, index: u32) -> Lease {
         let base = u32::from(self.range.network()) + index * 4;
         Lease {
             index,
@@ -97,13 +98,23 @@ impl NetPlan {
             sandbox_ip: Ipv4Addr::from(base + 2),
             // Interface names are at most 15 bytes: "wr" + tag(4) + index (<= 9 digits).
             host_veth: format!("wr{}{}", self.tag, index),
-            netns: format!("warren-{}-{}", self.tag, id),
+            netns: format!("warren-{}-{}", self.tag, index),
         }
     }
 
-    /// Prefix shared by every namespace this server makes (for leak checks).
-    pub fn netns_prefix(&self) -> String {
-        format!("warren-{}-", self.tag)
+    /// Indexes of this server's namespaces present on the host (`/run/netns/warren-<tag>-<i>`).
+    pub fn present_indexes(&self) -> Vec<u32> {
+        let prefix = format!("warren-{}-", self.tag);
+        std::fs::read_dir("/run/netns")
+            .map(|rd| {
+                rd.flatten()
+                    .filter_map(|e| {
+                        let name = e.file_name().to_string_lossy().into_owned();
+                        name.strip_prefix(&prefix)?.parse().ok()
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 }
 
@@ -201,6 +212,12 @@ impl Lease {
         }
     }
 
+    /// Whether both the namespace and the host veth exist (a complete lease to reuse).
+    pub fn exists(&self) -> bool {
+        Path::new(&self.netns_path()).exists()
+            && Path::new("/sys/class/net").join(&self.host_veth).exists()
+    }
+
     /// Whether anything of it is still on the host.
     pub fn leftovers(&self) -> Vec<String> {
         let mut v = Vec::new();
@@ -222,12 +239,12 @@ mod tests {
     fn leases_are_disjoint_30s() {
         let plan = NetPlan::new("10.77.0.0/16".parse().expect("net"), "abcd");
         assert_eq!(plan.capacity(), 16384);
-        let a = plan.lease(0, "x");
-        let b = plan.lease(1, "y");
+        let a = plan.lease(0);
+        let b = plan.lease(1);
         assert_eq!(a.host_ip, Ipv4Addr::new(10, 77, 0, 1));
         assert_eq!(a.sandbox_ip, Ipv4Addr::new(10, 77, 0, 2));
         assert_eq!(b.host_ip, Ipv4Addr::new(10, 77, 0, 5));
-        assert!(plan.lease(16383, "z").host_veth.len() <= 15);
+        assert!(plan.lease(16383).host_veth.len() <= 15);
         let routed = plan.routed_indexes(&[
             (Ipv4Addr::new(10, 77, 0, 4), 30),
             (Ipv4Addr::new(0, 0, 0, 0), 0),

@@ -21,8 +21,14 @@ pub trait Backend: Send + Sync + 'static {
     /// Removes an image digest's data.
     fn image_remove(&self, digest: &str) -> Result<(), ImageError>;
 
-    /// The lowest free network lease index.
-    fn free_net_index(&self, used: &[u32]) -> Option<u32>;
+    /// A network lease index for a new sandbox (a warm one when the pool has one).
+    fn claim_net_index(&self, used: &[u32]) -> Option<u32>;
+    /// Reserves an index for a warm lease if the pool is short.
+    fn reserve_warm_lease(&self, used: &[u32]) -> Option<u32>;
+    /// Makes a reserved warm lease.
+    async fn fill_warm_lease(&self, index: u32);
+    /// Adopts or releases leases on the host that no sandbox holds (at start).
+    async fn sweep_leases(&self, used: &[u32]);
     /// Makes and starts a sandbox; on failure nothing of it is left.
     async fn provision(&self, spec: &SandboxSpec) -> Result<Provisioned, LocalError>;
     /// The runtime's view of a sandbox.
@@ -35,6 +41,8 @@ pub trait Backend: Send + Sync + 'static {
     fn remove_files(&self, id: &str);
     /// OOM kills seen in the sandbox's memory cgroup.
     fn oom_kills(&self, id: &str) -> u64;
+    /// Releases what the server keeps ready for future sandboxes (warm leases).
+    async fn drain_warm(&self);
     /// Removes host-wide resources the server made for all its sandboxes (call when it has none).
     fn remove_shared(&self);
     /// Host resources of a sandbox still present.
@@ -55,8 +63,17 @@ impl Backend for LocalBackend {
     fn image_remove(&self, digest: &str) -> Result<(), ImageError> {
         self.images().remove(digest)
     }
-    fn free_net_index(&self, used: &[u32]) -> Option<u32> {
-        self.net_plan().free_index(used)
+    fn claim_net_index(&self, used: &[u32]) -> Option<u32> {
+        self.net_pool().claim(used).map(|(i, _warm)| i)
+    }
+    fn reserve_warm_lease(&self, used: &[u32]) -> Option<u32> {
+        self.net_pool().reserve(used)
+    }
+    async fn fill_warm_lease(&self, index: u32) {
+        self.net_pool().fill(index).await
+    }
+    async fn sweep_leases(&self, used: &[u32]) {
+        self.net_pool().sweep(used).await
     }
     async fn provision(&self, spec: &SandboxSpec) -> Result<Provisioned, LocalError> {
         LocalBackend::provision(self, spec).await
@@ -75,6 +92,9 @@ impl Backend for LocalBackend {
     }
     fn oom_kills(&self, id: &str) -> u64 {
         LocalBackend::oom_kills(self, id)
+    }
+    async fn drain_warm(&self) {
+        self.net_pool().drain().await
     }
     fn remove_shared(&self) {
         self.remove_cgroup_parent()

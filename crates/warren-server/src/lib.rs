@@ -46,6 +46,10 @@ pub struct ServerConfig {
     pub default_runtime: Runtime,
     /// Address range for sandboxes.
     pub subnet: Ipv4Net,
+    /// Network leases kept ready ahead of creates.
+    pub warm_leases: usize,
+    /// Set the kernel's `rcu_expedited` at start (host-wide; faster container starts).
+    pub expedite_rcu: bool,
 }
 
 /// Four base32 characters naming this server's host resources, derived from its data dir so
@@ -96,6 +100,8 @@ impl Server {
             data_dir: data_dir.clone(),
             subnet: cfg.subnet,
             agent_binary: agent,
+            warm_leases: cfg.warm_leases,
+            expedite_rcu: cfg.expedite_rcu,
         })?;
         let service = Service::new(
             Arc::new(store),
@@ -109,6 +115,7 @@ impl Server {
             },
         );
         reconciler::pass(&service).await;
+        service.prepare_network().await?;
         Ok(Server {
             state: AppState {
                 service,
@@ -131,6 +138,7 @@ impl Server {
             .with_graceful_shutdown(shutdown_signal())
             .await
             .context("serving")?;
+        service.backend().drain_warm().await;
         // Sandboxes outlive the server; only when none is left is the shared state tidied.
         if service
             .store()

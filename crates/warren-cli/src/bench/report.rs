@@ -134,6 +134,8 @@ pub struct Report {
     pub raw_rootfs: String,
     /// CPUs of this host.
     pub cores: usize,
+    /// The kernel's `rcu_expedited` during the run (raw and Warren alike).
+    pub rcu_expedited: bool,
     /// Timed creates (and raw runs) per runtime.
     pub iterations: u32,
     /// Timed exec round trips per runtime.
@@ -180,7 +182,7 @@ impl Report {
             .map(|r| format!("{} {}", r.raw_command, r.raw.n))
             .collect();
         out.push_str(&format!(
-            "warren bench — busybox, N={} creates, M={} execs (raw: {}), {} cores\n",
+            "warren bench — busybox, N={} creates, M={} execs (raw: {}), {} cores, rcu_expedited={}\n",
             self.iterations,
             self.exec_iterations,
             if raw_exec_n.is_empty() {
@@ -188,7 +190,8 @@ impl Report {
             } else {
                 raw_exec_n.join(", ")
             },
-            self.cores
+            self.cores,
+            u8::from(self.rcu_expedited)
         ));
         let line = |c: [&str; 10]| {
             format!(

@@ -223,6 +223,8 @@ pub async fn start(
         data_dir: data_dir.clone(),
         default_runtime,
         subnet: SUBNET.parse().context("parsing the bench subnet")?,
+        warm_leases: 2,
+        expedite_rcu: false,
     })
     .await
     .context("starting the scratch server")?;

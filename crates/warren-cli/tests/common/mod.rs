@@ -230,6 +230,7 @@ impl TestServer {
             .parse()
             .expect("subnet");
         let veth = format!("wr{tag}{}", (u32::from(ip) - u32::from(net)) / 4);
+        // The server keeps a few warm leases of its own; the sandbox's is the one its ip names.
         let mut v = Vec::new();
         let sdir = self
             .data_dir
@@ -241,7 +242,8 @@ impl TestServer {
         if mounts.contains(sdir.to_string_lossy().as_ref()) {
             v.push("mount".to_owned());
         }
-        if Path::new(&format!("/run/netns/warren-{tag}-{id}")).exists() {
+        let index = (u32::from(ip) - u32::from(net)) / 4;
+        if Path::new(&format!("/run/netns/warren-{tag}-{index}")).exists() {
             v.push("netns".to_owned());
         }
         if Path::new("/sys/class/net").join(&veth).exists() {
@@ -288,6 +290,33 @@ impl TestServer {
     /// tidies the server's shared host state).
     pub async fn shutdown(mut self) {
         self.cleanup().await;
+        if self.stop_graceful() {
+            let parent = format!("/sys/fs/cgroup/memory/warren-{}", self.tag());
+            assert!(
+                !Path::new(&parent).exists(),
+                "{parent} left after a graceful stop"
+            );
+            let tag = self.tag();
+            let netns: Vec<String> = std::fs::read_dir("/run/netns")
+                .map(|rd| {
+                    rd.flatten()
+                        .map(|e| e.file_name().to_string_lossy().into_owned())
+                        .collect()
+                })
+                .unwrap_or_default();
+            let ours: Vec<&String> = netns
+                .iter()
+                .filter(|n| n.starts_with(&format!("warren-{tag}-")))
+                .collect();
+            assert!(
+                ours.is_empty(),
+                "network namespaces left after a graceful stop: {ours:?}"
+            );
+        }
+    }
+
+    /// SIGTERM, then SIGKILL after 10 s; whether there was a server to stop.
+    fn stop_graceful(&mut self) -> bool {
         if let Some(mut c) = self.child.take() {
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(c.id() as i32),
@@ -302,12 +331,9 @@ impl TestServer {
             }
             let _ = c.kill();
             let _ = c.wait();
-            let parent = format!("/sys/fs/cgroup/memory/warren-{}", self.tag());
-            assert!(
-                !Path::new(&parent).exists(),
-                "{parent} left after a graceful stop"
-            );
+            return true;
         }
+        false
     }
 
     async fn cleanup(&self) {
@@ -367,7 +393,7 @@ impl Drop for TestServer {
             })
             .join();
         }
-        self.kill9();
+        self.stop_graceful();
     }
 }
 

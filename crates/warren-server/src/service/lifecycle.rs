@@ -128,12 +128,13 @@ impl Service {
         {
             let _alloc = self.inner.net_alloc.lock().await;
             let used = self.inner.store.used_net_indexes().await?;
-            let index = self.inner.backend.free_net_index(&used).ok_or_else(|| {
+            let index = self.inner.backend.claim_net_index(&used).ok_or_else(|| {
                 ApiError::Unavailable("the sandbox address range is exhausted".into())
             })?;
             rec.net_index = Some(index);
             self.set_state(&mut rec, SandboxState::Provisioning).await?;
         }
+        self.refill_warm_leases();
         let spec = SandboxSpec {
             id: id.to_string(),
             runtime: rec.sandbox.runtime,

@@ -44,6 +44,7 @@ struct Inner {
     // Network lease allocation reads then writes the store: one allocation at a time.
     net_alloc: tokio::sync::Mutex<()>,
     agents: Mutex<HashMap<String, AgentClient>>,
+    refilling: std::sync::atomic::AtomicBool,
 }
 
 impl Service {
@@ -57,6 +58,7 @@ impl Service {
                 locks: Mutex::default(),
                 net_alloc: tokio::sync::Mutex::default(),
                 agents: Mutex::default(),
+                refilling: Default::default(),
             }),
         }
     }
@@ -108,6 +110,43 @@ impl Service {
         );
         agents.insert(id.to_owned(), client.clone());
         Ok(client)
+    }
+
+    /// Tops up the warm network leases in the background (one refill task at a time).
+    pub fn refill_warm_leases(&self) {
+        use std::sync::atomic::Ordering;
+        if self.inner.refilling.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let svc = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let index = {
+                    let _alloc = svc.inner.net_alloc.lock().await;
+                    match svc.inner.store.used_net_indexes().await {
+                        Ok(used) => svc.inner.backend.reserve_warm_lease(&used),
+                        Err(e) => {
+                            tracing::warn!("warm leases: {e}");
+                            None
+                        }
+                    }
+                };
+                let Some(index) = index else { break };
+                svc.inner.backend.fill_warm_lease(index).await;
+            }
+            svc.inner.refilling.store(false, Ordering::Release);
+        });
+    }
+
+    /// At start: adopts or releases leftover leases, then fills the pool.
+    pub async fn prepare_network(&self) -> Result<(), ApiError> {
+        {
+            let _alloc = self.inner.net_alloc.lock().await;
+            let used = self.inner.store.used_net_indexes().await?;
+            self.inner.backend.sweep_leases(&used).await;
+        }
+        self.refill_warm_leases();
+        Ok(())
     }
 
     /// A sandbox that exists and is not deleted, or 404.
