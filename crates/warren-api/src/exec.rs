@@ -55,3 +55,56 @@ pub struct ExecExit {
     /// Whether the command was killed for exceeding `timeout_s`.
     pub timed_out: bool,
 }
+
+/// Who ran a command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExecKind {
+    /// A caller of the API.
+    User,
+    /// Warren itself, while provisioning (mounting, network, starting).
+    System,
+}
+
+impl ExecKind {
+    /// The name used on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExecKind::User => "user",
+            ExecKind::System => "system",
+        }
+    }
+}
+
+/// One entry of a sandbox's command history.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ExecRecord {
+    /// Exec id.
+    pub id: String,
+    /// What ran.
+    pub cmd: Vec<String>,
+    /// The label the caller gave, or Warren's description of a system step.
+    pub label: Option<String>,
+    /// Who ran it.
+    pub kind: ExecKind,
+    /// Exit code; none if it never finished.
+    pub exit_code: Option<i32>,
+    /// Standard output, truncated to 64 KiB.
+    pub stdout: String,
+    /// Standard error, truncated to 64 KiB.
+    pub stderr: String,
+    /// When it started.
+    pub started_at: chrono::DateTime<chrono::Utc>,
+    /// How long it took.
+    pub duration_ms: u64,
+}
+
+/// `GET /v1/sandboxes/{id}/execs`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ExecList {
+    /// Oldest first.
+    pub execs: Vec<ExecRecord>,
+}
+
+/// How much of each stream the history keeps.
+pub const HISTORY_OUTPUT_LIMIT: usize = 64 * 1024;

@@ -9,7 +9,7 @@ pub mod image;
 pub mod sandbox;
 
 pub use error::{ErrorBody, ErrorDetail};
-pub use exec::{ExecExit, ExecRequest, ExecResult};
+pub use exec::{ExecExit, ExecKind, ExecList, ExecRecord, ExecRequest, ExecResult};
 pub use id::SandboxId;
 pub use image::{Image, ImageList};
 pub use sandbox::{CreateSandbox, Runtime, Sandbox, SandboxList, SandboxState, SetTimeout};

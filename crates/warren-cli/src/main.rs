@@ -71,6 +71,8 @@ enum Command {
     Inspect(verbs::IdArgs),
     /// Delete sandboxes and everything they hold.
     Rm(verbs::IdsArgs),
+    /// Show what ran in a sandbox, like a terminal transcript.
+    History(verbs::HistoryArgs),
     /// Stop a sandbox, keeping its files.
     Stop(verbs::IdArgs),
     /// Start a stopped sandbox.
@@ -103,6 +105,9 @@ struct ServeArgs {
     /// periods, which an idle kernel stretches to tens of milliseconds per sandbox start.
     #[arg(long, env = "WARREN_EXPEDITE_RCU")]
     expedite_rcu: bool,
+    /// How long command history (GET /v1/sandboxes/{id}/execs) is kept, e.g. 5d, 12h, 30m.
+    #[arg(long, env = "WARREN_HISTORY_RETENTION", default_value = "5d", value_parser = humantime::parse_duration)]
+    history_retention: std::time::Duration,
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
@@ -114,6 +119,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         subnet: args.subnet,
         warm_leases: args.warm_leases,
         expedite_rcu: args.expedite_rcu,
+        history_retention: args.history_retention,
     })
     .await?;
     if let Some(key) = &server.new_admin_key {
@@ -151,6 +157,7 @@ fn main() -> ExitCode {
             Command::Ls(a) => verbs::ls(a).await.map(|_| 0),
             Command::Inspect(a) => verbs::inspect(a).await.map(|_| 0),
             Command::Rm(a) => verbs::rm(a).await.map(|_| 0),
+            Command::History(a) => verbs::history(a).await.map(|_| 0),
             Command::Stop(a) => verbs::lifecycle(a, "stop").await.map(|_| 0),
             Command::Start(a) => verbs::lifecycle(a, "start").await.map(|_| 0),
             Command::Image(c) => image::run(c).await.map(|_| 0),

@@ -6,7 +6,7 @@ use anyhow::{bail, Context};
 use clap::Args;
 use futures::StreamExt;
 use reqwest::Method;
-use warren_api::{CreateSandbox, ExecRequest, Runtime, Sandbox, SandboxList};
+use warren_api::{CreateSandbox, ExecKind, ExecList, ExecRequest, Runtime, Sandbox, SandboxList};
 
 use crate::client::{Client, ExecChunk};
 use crate::ClientOpts;
@@ -298,6 +298,88 @@ pub async fn lifecycle(a: IdArgs, verb: &str) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&s)?);
     } else {
         println!("{} {}", s.id, s.state);
+    }
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct HistoryArgs {
+    /// Sandbox id.
+    id: String,
+    /// How many of the latest entries.
+    #[arg(long, default_value_t = 100)]
+    limit: u32,
+    /// Leave out the steps Warren ran while provisioning.
+    #[arg(long)]
+    user_only: bool,
+    #[command(flatten)]
+    opts: ClientOpts,
+}
+
+/// Quotes an argument the way a shell user would type it.
+fn shell_word(w: &str) -> String {
+    let plain = !w.is_empty()
+        && w.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./=:,+@%".contains(&b));
+    if plain {
+        w.to_owned()
+    } else {
+        format!("'{}'", w.replace('\'', r"'\''"))
+    }
+}
+
+pub async fn history(a: HistoryArgs) -> anyhow::Result<()> {
+    let client = a.opts.client();
+    let list: ExecList = client
+        .json(
+            client
+                .request(Method::GET, &format!("/v1/sandboxes/{}/execs", a.id))
+                .query(&[("limit", a.limit)]),
+        )
+        .await?;
+    let execs = list
+        .execs
+        .into_iter()
+        .filter(|e| !a.user_only || e.kind == ExecKind::User);
+    if a.opts.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&execs.collect::<Vec<_>>())?
+        );
+        return Ok(());
+    }
+    for e in execs {
+        let when = e.started_at.format("%H:%M:%S");
+        let status = match e.exit_code {
+            Some(0) => "ok".to_owned(),
+            Some(c) => format!("exit {c}"),
+            None => "unfinished".to_owned(),
+        };
+        match e.kind {
+            ExecKind::System => println!(
+                "# {when} {} ({status}, {} ms)",
+                e.label.as_deref().unwrap_or("system step"),
+                e.duration_ms
+            ),
+            ExecKind::User => {
+                if let Some(label) = &e.label {
+                    println!("# {label}");
+                }
+                let line: Vec<String> = e.cmd.iter().map(|w| shell_word(w)).collect();
+                println!("$ {}", line.join(" "));
+                print!("{}", e.stdout);
+                if !e.stdout.is_empty() && !e.stdout.ends_with('\n') {
+                    println!();
+                }
+                for l in e.stderr.lines() {
+                    println!("{l}");
+                }
+                println!("# {when} {status}, {} ms", e.duration_ms);
+            }
+        }
+        if e.kind == ExecKind::System && !e.stderr.is_empty() {
+            println!("#   {}", e.stderr);
+        }
     }
     Ok(())
 }

@@ -135,3 +135,121 @@ async fn exec_gvisor() {
     exec_suite(&s, RUNTIMES[1]).await;
     s.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn history_records_user_and_system_steps() {
+    let s = TestServer::start().await;
+    let sb = s
+        .create(json!({"image": "busybox", "runtime": "runc"}))
+        .await;
+    let id = sb["id"].as_str().expect("id");
+    s.exec(
+        id,
+        json!({"cmd": ["sh", "-c", "echo one; echo two >&2; exit 2"], "label": "Counting"}),
+    )
+    .await;
+    s.exec(
+        id,
+        json!({"cmd": ["sh", "-c", "head -c 200000 /dev/zero | tr '\\0' x"]}),
+    )
+    .await;
+    let v: serde_json::Value = s
+        .req(Method::GET, &format!("/v1/sandboxes/{id}/execs"))
+        .send()
+        .await
+        .expect("execs")
+        .json()
+        .await
+        .expect("json");
+    let execs = v["execs"].as_array().expect("array");
+    let system: Vec<&str> = execs
+        .iter()
+        .filter(|e| e["kind"] == "system")
+        .filter_map(|e| e["cmd"][0].as_str())
+        .collect();
+    assert_eq!(
+        system,
+        [
+            "warren:rootfs",
+            "warren:network",
+            "warren:bundle",
+            "warren:runtime",
+            "warren:agent"
+        ],
+        "{v}"
+    );
+    let user: Vec<&serde_json::Value> = execs.iter().filter(|e| e["kind"] == "user").collect();
+    assert_eq!(user.len(), 2, "{v}");
+    assert_eq!(user[0]["label"], "Counting");
+    assert_eq!(
+        user[0]["cmd"],
+        json!(["sh", "-c", "echo one; echo two >&2; exit 2"])
+    );
+    assert_eq!(user[0]["exit_code"], 2);
+    assert_eq!(user[0]["stdout"], "one\n");
+    assert_eq!(user[0]["stderr"], "two\n");
+    assert!(user[0]["duration_ms"].is_u64() && user[0]["started_at"].is_string());
+    // Output is kept up to 64 KiB per stream.
+    assert_eq!(user[1]["stdout"].as_str().map(str::len), Some(64 * 1024));
+    // ?limit keeps the latest.
+    let v: serde_json::Value = s
+        .req(Method::GET, &format!("/v1/sandboxes/{id}/execs?limit=1"))
+        .send()
+        .await
+        .expect("execs")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(v["execs"].as_array().map(Vec::len), Some(1));
+    assert_eq!(v["execs"][0]["id"], user[1]["id"]);
+    let r = s
+        .req(Method::GET, "/v1/sandboxes/aaaaaaaaaaaaaaaa/execs")
+        .send()
+        .await
+        .expect("execs");
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    s.delete(id).await;
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn history_past_retention_is_pruned() {
+    let s = TestServer::start_with(&["--history-retention", "2s"]).await;
+    let sb = s
+        .create(json!({"image": "busybox", "runtime": "runc"}))
+        .await;
+    let id = sb["id"].as_str().expect("id");
+    s.exec(id, json!({"cmd": ["true"]})).await;
+    let count = |v: serde_json::Value| v["execs"].as_array().map(Vec::len).unwrap_or(0);
+    let url = format!("/v1/sandboxes/{id}/execs");
+    let first: serde_json::Value = s
+        .req(Method::GET, &url)
+        .send()
+        .await
+        .expect("execs")
+        .json()
+        .await
+        .expect("json");
+    assert!(count(first) >= 6);
+    let deadline = Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let v: serde_json::Value = s
+            .req(Method::GET, &url)
+            .send()
+            .await
+            .expect("execs")
+            .json()
+            .await
+            .expect("json");
+        if count(v) == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "history not pruned after 20 s with a 2 s retention"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    s.delete(id).await;
+    s.shutdown().await;
+}

@@ -50,6 +50,8 @@ pub struct ServerConfig {
     pub warm_leases: usize,
     /// Set the kernel's `rcu_expedited` at start (host-wide; faster container starts).
     pub expedite_rcu: bool,
+    /// How long command history is kept.
+    pub history_retention: std::time::Duration,
 }
 
 /// Four base32 characters naming this server's host resources, derived from its data dir so
@@ -112,6 +114,7 @@ impl Server {
                     .map(|n| n.get() as f64)
                     .unwrap_or(1.0),
                 host_memory_mb: host_memory_mb(),
+                history_retention: cfg.history_retention,
             },
         );
         reconciler::pass(&service).await;

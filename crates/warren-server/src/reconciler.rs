@@ -41,12 +41,25 @@ pub async fn pass(service: &Service) {
     }
 }
 
-/// Runs [`pass`] forever.
+/// How often command history past its retention is pruned.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
+
+/// Runs [`pass`] forever, and prunes old command history now and then.
 pub async fn run(service: Service) {
     let mut tick = tokio::time::interval(INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_prune: Option<std::time::Instant> = None;
     loop {
         tick.tick().await;
         pass(&service).await;
+        let every = PRUNE_EVERY.min(service.history_retention());
+        if last_prune.is_none_or(|t| t.elapsed() >= every) {
+            last_prune = Some(std::time::Instant::now());
+            match service.prune_history().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!("pruned {n} command history entries past retention"),
+                Err(e) => tracing::warn!("pruning history: {e}"),
+            }
+        }
     }
 }

@@ -5,7 +5,8 @@
 mod sqlite;
 
 use async_trait::async_trait;
-use warren_api::{Image, Sandbox, SandboxId};
+use chrono::{DateTime, Utc};
+use warren_api::{ExecRecord, Image, Sandbox, SandboxId};
 
 pub use sqlite::SqliteStore;
 
@@ -78,4 +79,15 @@ pub trait Store: Send + Sync + 'static {
     async fn count_sandboxes_using_image(&self, image: &str) -> Result<u64, StoreError>;
     /// Network lease indexes held by sandboxes not deleted.
     async fn used_net_indexes(&self) -> Result<Vec<u32>, StoreError>;
+
+    /// Appends to a sandbox's command history.
+    async fn insert_exec(&self, sandbox: &SandboxId, rec: &ExecRecord) -> Result<(), StoreError>;
+    /// The last `limit` entries of a sandbox's history, oldest first.
+    async fn list_execs(
+        &self,
+        sandbox: &SandboxId,
+        limit: u32,
+    ) -> Result<Vec<ExecRecord>, StoreError>;
+    /// Deletes history that started before `before`; how many entries went.
+    async fn prune_execs(&self, before: DateTime<Utc>) -> Result<u64, StoreError>;
 }

@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
-use warren_api::{Image, Sandbox, SandboxId};
+use warren_api::{ExecKind, ExecRecord, Image, Sandbox, SandboxId};
 
 use crate::{SandboxRecord, Store, StoreError};
 
@@ -83,6 +83,33 @@ fn doc(rec: &SandboxRecord) -> Result<String, StoreError> {
 }
 
 const DELETED: &str = "deleted";
+
+fn exec_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<ExecRecord, StoreError> {
+    let id: String = row.try_get("id")?;
+    let cmd: String = row.try_get("cmd")?;
+    let kind: String = row.try_get("kind")?;
+    let started: String = row.try_get("started_at")?;
+    let exit_code: Option<i64> = row.try_get("exit_code")?;
+    let duration: i64 = row.try_get("duration_ms")?;
+    Ok(ExecRecord {
+        cmd: serde_json::from_str(&cmd).map_err(|source| StoreError::Corrupt {
+            what: format!("exec {id}"),
+            source,
+        })?,
+        label: row.try_get("label")?,
+        kind: if kind == "system" {
+            ExecKind::System
+        } else {
+            ExecKind::User
+        },
+        exit_code: exit_code.and_then(|c| i32::try_from(c).ok()),
+        stdout: row.try_get("stdout")?,
+        stderr: row.try_get("stderr")?,
+        started_at: parse_ts(&format!("exec {id}"), &started)?,
+        duration_ms: u64::try_from(duration).unwrap_or(0),
+        id,
+    })
+}
 
 #[async_trait]
 impl Store for SqliteStore {
@@ -223,6 +250,54 @@ impl Store for SqliteStore {
                 .fetch_one(&self.pool)
                 .await?;
         Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    async fn insert_exec(&self, sandbox: &SandboxId, rec: &ExecRecord) -> Result<(), StoreError> {
+        let cmd = serde_json::to_string(&rec.cmd).map_err(|source| StoreError::Corrupt {
+            what: format!("exec {}", rec.id),
+            source,
+        })?;
+        sqlx::query(
+            "INSERT INTO execs (id, sandbox_id, cmd, label, kind, exit_code, stdout, stderr,
+             started_at, duration_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&rec.id)
+        .bind(sandbox.as_str())
+        .bind(cmd)
+        .bind(&rec.label)
+        .bind(rec.kind.as_str())
+        .bind(rec.exit_code.map(i64::from))
+        .bind(&rec.stdout)
+        .bind(&rec.stderr)
+        .bind(ts(&rec.started_at))
+        .bind(i64::try_from(rec.duration_ms).unwrap_or(i64::MAX))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn list_execs(
+        &self,
+        sandbox: &SandboxId,
+        limit: u32,
+    ) -> Result<Vec<ExecRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM (SELECT * FROM execs WHERE sandbox_id = ? ORDER BY seq DESC LIMIT ?)
+             ORDER BY seq ASC",
+        )
+        .bind(sandbox.as_str())
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(exec_from_row).collect()
+    }
+
+    async fn prune_execs(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        let done = sqlx::query("DELETE FROM execs WHERE started_at < ?")
+            .bind(ts(&before))
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
     }
 
     async fn used_net_indexes(&self) -> Result<Vec<u32>, StoreError> {

@@ -225,6 +225,7 @@ pub async fn start(
         subnet: SUBNET.parse().context("parsing the bench subnet")?,
         warm_leases: 2,
         expedite_rcu: false,
+        history_retention: std::time::Duration::from_secs(3600),
     })
     .await
     .context("starting the scratch server")?;

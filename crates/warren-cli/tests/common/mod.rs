@@ -70,12 +70,17 @@ pub struct TestServer {
 impl TestServer {
     /// A new server with the busybox image imported as `busybox`.
     pub async fn start() -> TestServer {
+        TestServer::start_with(&[]).await
+    }
+
+    /// Like [`start`](Self::start), with extra `warren serve` arguments.
+    pub async fn start_with(extra: &[&str]) -> TestServer {
         let scratch = tempfile::Builder::new()
             .prefix("warren-test-")
             .tempdir_in("/var/tmp")
             .expect("scratch dir");
         let data_dir = scratch.path().to_path_buf();
-        let mut s = TestServer::start_on(data_dir, free_port(), unique_subnet()).await;
+        let mut s = TestServer::start_on_with(data_dir, free_port(), unique_subnet(), extra).await;
         s._scratch = Some(scratch);
         let resp = s.import_tar("busybox", busybox_tar()).await;
         assert_eq!(resp.status(), StatusCode::CREATED, "importing busybox");
@@ -84,6 +89,15 @@ impl TestServer {
 
     /// A server on an existing data dir (for restarts).
     pub async fn start_on(data_dir: PathBuf, port: u16, subnet: String) -> TestServer {
+        TestServer::start_on_with(data_dir, port, subnet, &[]).await
+    }
+
+    async fn start_on_with(
+        data_dir: PathBuf,
+        port: u16,
+        subnet: String,
+        extra: &[&str],
+    ) -> TestServer {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -99,6 +113,7 @@ impl TestServer {
             ])
             .arg("--data-dir")
             .arg(&data_dir)
+            .args(extra)
             .env("WARREN_LOG", "info")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log fd"))

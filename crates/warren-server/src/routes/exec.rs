@@ -8,11 +8,11 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures::StreamExt;
-use warren_api::{ErrorBody, ExecRequest};
+use warren_api::{ErrorBody, ExecList, ExecRequest};
 
 use super::sandbox_id;
 use super::text::{sse_safe, Utf8Chunker};
-use crate::error::{ApiError, ApiJson};
+use crate::error::{ApiError, ApiJson, ApiQuery};
 use crate::service::ExecEvent;
 use crate::AppState;
 
@@ -72,4 +72,20 @@ pub async fn exec(
     Ok(Sse::new(sse)
         .keep_alive(KeepAlive::default())
         .into_response())
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryQuery {
+    limit: Option<u32>,
+}
+
+pub async fn history(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    ApiQuery(q): ApiQuery<HistoryQuery>,
+) -> Result<Json<ExecList>, ApiError> {
+    let limit = q.limit.unwrap_or(100).clamp(1, 10_000);
+    let execs = state.service.history(&sandbox_id(&id)?, limit).await?;
+    Ok(Json(ExecList { execs }))
 }

@@ -33,6 +33,7 @@ pub fn router(state: AppState) -> Router {
         .route("/sandboxes/{id}/start", post(sandboxes::start))
         .route("/sandboxes/{id}/timeout", post(sandboxes::timeout))
         .route("/sandboxes/{id}/exec", post(exec::exec))
+        .route("/sandboxes/{id}/execs", get(exec::history))
         .route("/images", get(images::list))
         .route(
             "/images/{*name}",

@@ -5,7 +5,11 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures::Stream;
 use warren_agent::{ProcessConfig, ProcessData, ProcessEvent, Signal, StartRequest};
-use warren_api::{ExecExit, ExecRequest, ExecResult, SandboxId, SandboxState};
+use warren_api::{
+    ExecExit, ExecKind, ExecRecord, ExecRequest, ExecResult, SandboxId, SandboxState,
+};
+
+use super::history::Capped;
 
 use super::Service;
 use crate::error::ApiError;
@@ -56,7 +60,7 @@ pub fn exit_code(code: i32, exited: bool, status: &str) -> i32 {
         .unwrap_or(255)
 }
 
-fn new_exec_id() -> String {
+pub(crate) fn new_exec_id() -> String {
     let bytes: [u8; 8] = rand::random();
     format!("ex_{}", hex::encode(bytes))
 }
@@ -104,6 +108,9 @@ impl Service {
             stdin: Some(req.stdin.is_some()),
         };
         let began = Instant::now();
+        let started_at = chrono::Utc::now();
+        let history_cmd = req.cmd.clone();
+        let label = req.label.clone();
         let mut stream = agent
             .start(&start)
             .await
@@ -120,6 +127,7 @@ impl Service {
             let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
             let mut pid = None;
             let mut timed_out = false;
+            let (mut kept_out, mut kept_err) = (Capped::default(), Capped::default());
             loop {
                 let next = match (deadline, timed_out) {
                     (Some(d), false) => match tokio::time::timeout_at(d, stream.next()).await {
@@ -156,17 +164,33 @@ impl Service {
                         }
                     }
                     ProcessEvent::Data(ProcessData::Stdout(b)) | ProcessEvent::Data(ProcessData::Pty(b)) => {
+                        kept_out.push(&b);
                         yield ExecEvent::Stdout(b);
                     }
-                    ProcessEvent::Data(ProcessData::Stderr(b)) => yield ExecEvent::Stderr(b),
+                    ProcessEvent::Data(ProcessData::Stderr(b)) => {
+                        kept_err.push(&b);
+                        yield ExecEvent::Stderr(b);
+                    }
                     ProcessEvent::Keepalive => {}
                     ProcessEvent::End { exit_code: code, exited, status, .. } => {
-                        yield ExecEvent::Exit(ExecExit {
+                        let exit = ExecExit {
                             id: exec_id.clone(),
                             exit_code: exit_code(code, exited, &status),
                             duration_ms: began.elapsed().as_millis() as u64,
                             timed_out,
-                        });
+                        };
+                        svc.record_exec(&id, &ExecRecord {
+                            id: exec_id.clone(),
+                            cmd: history_cmd.clone(),
+                            label: label.clone(),
+                            kind: ExecKind::User,
+                            exit_code: Some(exit.exit_code),
+                            stdout: kept_out.text(),
+                            stderr: kept_err.text(),
+                            started_at,
+                            duration_ms: exit.duration_ms,
+                        }).await;
+                        yield ExecEvent::Exit(exit);
                         break;
                     }
                 }

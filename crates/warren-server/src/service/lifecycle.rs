@@ -148,23 +148,40 @@ impl Service {
             token: rec.token.clone(),
             net_index: rec.net_index.unwrap_or_default(),
         };
+        let t0 = Utc::now();
         let provisioned = match self.inner.backend.provision(&spec).await {
             Ok(p) => p,
-            Err(e) => return self.fail(rec, e.to_string()).await,
+            Err(e) => {
+                let step = match &e {
+                    warren_local::LocalError::Step { step, .. } => *step,
+                    _ => "provision",
+                };
+                let took = (Utc::now() - t0).to_std().unwrap_or_default();
+                self.record_step(&id, step, t0, took, Some(&e.to_string()))
+                    .await;
+                return self.fail(rec, e.to_string()).await;
+            }
         };
         tracing::debug!(sandbox = %id, steps = ?provisioned.steps, "provisioned");
+        let mut at = t0;
+        for (step, took) in &provisioned.steps {
+            self.record_step(&id, step, at, *took, None).await;
+            at += chrono::Duration::from_std(*took).unwrap_or_default();
+        }
         rec.sandbox.ip = Some(provisioned.ip.to_string());
         self.set_state(&mut rec, SandboxState::Starting).await?;
         self.forget_agent(&id);
         let agent = self.agent(&rec)?;
         let began = Instant::now();
+        let agent_t0 = Utc::now();
         let deadline = began + AGENT_BOOT_TIMEOUT;
-        loop {
+        let booted = loop {
             match agent.health().await {
-                Ok(()) => break,
+                Ok(()) => break Ok(()),
                 Err(e) if Instant::now() >= deadline => {
-                    let msg = format!("agent did not answer within {AGENT_BOOT_TIMEOUT:?}: {e}");
-                    return self.fail(rec, msg).await;
+                    break Err(format!(
+                        "agent did not answer within {AGENT_BOOT_TIMEOUT:?}: {e}"
+                    ));
                 }
                 Err(_) => {
                     if self
@@ -174,9 +191,7 @@ impl Service {
                         .await
                         == ContainerStatus::Stopped
                     {
-                        return self
-                            .fail(rec, "the sandbox exited while booting".into())
-                            .await;
+                        break Err("the sandbox exited while booting".to_owned());
                     }
                     // A refused connection costs microseconds: poll tightly while a quick boot
                     // is likely (crun: ms, gVisor: ~100 ms), then back off.
@@ -188,6 +203,17 @@ impl Service {
                     tokio::time::sleep(delay).await;
                 }
             }
+        };
+        self.record_step(
+            &id,
+            "agent",
+            agent_t0,
+            began.elapsed(),
+            booted.as_ref().err().map(String::as_str),
+        )
+        .await;
+        if let Err(msg) = booted {
+            return self.fail(rec, msg).await;
         }
         rec.sandbox.started_at = Some(Utc::now());
         self.set_state(&mut rec, SandboxState::Running).await?;

@@ -1,6 +1,7 @@
 //! The sandbox service: validates, records intent in the store, then drives the backend.
 //! Handlers call it; it speaks only to the [`Store`] and [`Backend`] traits and the agent.
 mod exec;
+mod history;
 mod images;
 mod lifecycle;
 mod validate;
@@ -27,6 +28,8 @@ pub struct ServiceConfig {
     pub host_cpus: f64,
     /// Memory of the host in MiB (requests may not ask for more).
     pub host_memory_mb: u64,
+    /// How long command history is kept.
+    pub history_retention: std::time::Duration,
 }
 
 /// The sandbox service, shared by every handler and the reconciler.

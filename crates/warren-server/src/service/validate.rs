@@ -89,6 +89,7 @@ mod tests {
             default_runtime: warren_api::Runtime::Runc,
             host_cpus: 2.0,
             host_memory_mb: 1024,
+            history_retention: std::time::Duration::from_secs(3600),
         }
     }
 
