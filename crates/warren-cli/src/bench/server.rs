@@ -25,8 +25,6 @@ const SUBNET: &str = "10.78.0.0/16";
 pub struct InProcess {
     service: Service,
     task: JoinHandle<anyhow::Result<()>>,
-    /// The server's host tag, naming its parent cgroup.
-    tag: String,
 }
 
 impl InProcess {
@@ -62,7 +60,9 @@ impl InProcess {
                 clean = false;
             }
         }
-        remove_parent_cgroups(&self.tag);
+        // The aborted server never ran its graceful stop: release its warm network leases too.
+        self.service.backend().drain_warm().await;
+        self.service.backend().remove_shared();
         clean
     }
 }
@@ -241,27 +241,8 @@ pub async fn start(
         .with_context(|| format!("resolving {}", data_dir.display()))?;
     let service = server.state.service.clone();
     let task = tokio::spawn(server.serve());
-    let inproc = slot.insert(InProcess {
-        service,
-        task,
-        tag: warren_server::host_tag(&data_dir),
-    });
+    let inproc = slot.insert(InProcess { service, task });
     let api = Api::new(listen, key)?;
     api.wait_ready(inproc).await?;
     Ok((api, data_dir))
-}
-
-/// Removes the server's own parent cgroup (`warren-<tag>`, left once its sandboxes' cgroups are
-/// gone) under every hierarchy. `rmdir` only removes empty cgroups, so this never touches a
-/// live one.
-fn remove_parent_cgroups(tag: &str) {
-    let name = format!("warren-{tag}");
-    let base = Path::new("/sys/fs/cgroup");
-    let mut dirs = vec![base.join(&name)];
-    if let Ok(entries) = std::fs::read_dir(base) {
-        dirs.extend(entries.flatten().map(|e| e.path().join(&name)));
-    }
-    for d in dirs.iter().filter(|d| d.is_dir()) {
-        let _ = std::fs::remove_dir(d);
-    }
 }
