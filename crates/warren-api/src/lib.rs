@@ -12,4 +12,7 @@ pub use error::{ErrorBody, ErrorDetail};
 pub use exec::{ExecExit, ExecKind, ExecList, ExecRecord, ExecRequest, ExecResult};
 pub use id::SandboxId;
 pub use image::{Image, ImageList};
-pub use sandbox::{CreateSandbox, Runtime, Sandbox, SandboxList, SandboxState, SetTimeout};
+pub use sandbox::{
+    CreateSandbox, LogLine, LogList, LogStream, Runtime, Sandbox, SandboxList, SandboxState,
+    SetTimeout,
+};

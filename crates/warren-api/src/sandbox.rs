@@ -223,3 +223,46 @@ pub struct SetTimeout {
     /// New lifetime in seconds from now; `0` = no limit.
     pub timeout_s: u64,
 }
+
+/// Which stream a log line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogStream {
+    /// The main command's standard output.
+    Stdout,
+    /// The main command's standard error (and the agent's own notes).
+    Stderr,
+    /// A lifecycle event of the sandbox.
+    Event,
+}
+
+impl LogStream {
+    /// The name used on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogStream::Stdout => "stdout",
+            LogStream::Stderr => "stderr",
+            LogStream::Event => "event",
+        }
+    }
+}
+
+/// One line of a sandbox's log.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LogLine {
+    /// Position in the sandbox's log: 1, 2, 3, ... with no gaps.
+    pub seq: u64,
+    /// When Warren read it.
+    pub ts: DateTime<Utc>,
+    /// Where it came from.
+    pub stream: LogStream,
+    /// The line, without its newline.
+    pub text: String,
+}
+
+/// `GET /v1/sandboxes/{id}/logs?follow=false`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LogList {
+    /// Lines after the requested position, oldest first.
+    pub lines: Vec<LogLine>,
+}

@@ -71,6 +71,8 @@ enum Command {
     Inspect(verbs::IdArgs),
     /// Delete sandboxes and everything they hold.
     Rm(verbs::IdsArgs),
+    /// Print a sandbox's log: its main command's output and lifecycle events.
+    Logs(verbs::LogsArgs),
     /// Show what ran in a sandbox, like a terminal transcript.
     History(verbs::HistoryArgs),
     /// Stop a sandbox, keeping its files.
@@ -158,6 +160,7 @@ fn main() -> ExitCode {
             Command::Inspect(a) => verbs::inspect(a).await.map(|_| 0),
             Command::Rm(a) => verbs::rm(a).await.map(|_| 0),
             Command::History(a) => verbs::history(a).await.map(|_| 0),
+            Command::Logs(a) => verbs::logs(a).await.map(|_| 0),
             Command::Stop(a) => verbs::lifecycle(a, "stop").await.map(|_| 0),
             Command::Start(a) => verbs::lifecycle(a, "start").await.map(|_| 0),
             Command::Image(c) => image::run(c).await.map(|_| 0),

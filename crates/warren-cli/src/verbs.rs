@@ -6,7 +6,10 @@ use anyhow::{bail, Context};
 use clap::Args;
 use futures::StreamExt;
 use reqwest::Method;
-use warren_api::{CreateSandbox, ExecKind, ExecList, ExecRequest, Runtime, Sandbox, SandboxList};
+use warren_api::{
+    CreateSandbox, ExecKind, ExecList, ExecRequest, LogLine, LogList, LogStream, Runtime, Sandbox,
+    SandboxList,
+};
 
 use crate::client::{Client, ExecChunk};
 use crate::ClientOpts;
@@ -380,6 +383,66 @@ pub async fn history(a: HistoryArgs) -> anyhow::Result<()> {
         if e.kind == ExecKind::System && !e.stderr.is_empty() {
             println!("#   {}", e.stderr);
         }
+    }
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct LogsArgs {
+    /// Sandbox id.
+    id: String,
+    /// Keep printing new lines as they come.
+    #[arg(long, short = 'f')]
+    follow: bool,
+    /// Start after this sequence number.
+    #[arg(long, default_value_t = 0)]
+    after: u64,
+    #[command(flatten)]
+    opts: ClientOpts,
+}
+
+fn print_line(l: &LogLine, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string(l)?);
+        return Ok(());
+    }
+    match l.stream {
+        LogStream::Stdout => println!("{}", l.text),
+        LogStream::Stderr => eprintln!("{}", l.text),
+        LogStream::Event => eprintln!("-- {} {}", l.ts.format("%H:%M:%S"), l.text),
+    }
+    Ok(())
+}
+
+pub async fn logs(a: LogsArgs) -> anyhow::Result<()> {
+    let client = a.opts.client();
+    let path = format!("/v1/sandboxes/{}/logs", a.id);
+    if !a.follow {
+        let list: LogList = client
+            .json(client.request(Method::GET, &path).query(&[
+                ("follow", "false".to_owned()),
+                ("after", a.after.to_string()),
+            ]))
+            .await?;
+        for l in &list.lines {
+            print_line(l, a.opts.json)?;
+        }
+        return Ok(());
+    }
+    use eventsource_stream::Eventsource;
+    let resp = client
+        .send(
+            client
+                .request(Method::GET, &path)
+                .query(&[("after", a.after)])
+                .header(reqwest::header::ACCEPT, "text/event-stream"),
+        )
+        .await?;
+    let mut events = resp.bytes_stream().eventsource();
+    while let Some(ev) = events.next().await {
+        let ev = ev.map_err(|e| anyhow::anyhow!("reading the log stream: {e}"))?;
+        let line: LogLine = serde_json::from_str(&ev.data).context("bad log line")?;
+        print_line(&line, a.opts.json)?;
     }
     Ok(())
 }

@@ -40,6 +40,12 @@ fn step(step: &'static str) -> impl FnOnce(String) -> LocalError {
     move |message| LocalError::Step { step, message }
 }
 
+/// File in a sandbox's directory receiving its init's (the agent's, so the main command's)
+/// standard output; [`STDERR_LOG`] likewise.
+pub const STDOUT_LOG: &str = "stdout.log";
+/// See [`STDOUT_LOG`].
+pub const STDERR_LOG: &str = "stderr.log";
+
 /// Settings of one server's local backend. Everything host-wide it names carries `tag`, so two
 /// servers on one host never touch each other's resources.
 #[derive(Debug, Clone)]
@@ -295,7 +301,12 @@ impl LocalBackend {
 
         let t = Instant::now();
         self.runtime(spec.runtime)
-            .run(&spec.id, &bundle_dir, &dir.join("console.log"))
+            .run(
+                &spec.id,
+                &bundle_dir,
+                &dir.join(STDOUT_LOG),
+                &dir.join(STDERR_LOG),
+            )
             .await
             .map_err(|e| step("runtime")(e.to_string()))?;
         steps.push(("runtime", t.elapsed()));
@@ -354,6 +365,15 @@ impl LocalBackend {
         if let Some(i) = net_index {
             self.net.lease(i).release().await;
         }
+    }
+
+    /// The files a sandbox's output goes to: (`stdout`, path), (`stderr`, path).
+    pub fn log_files(&self, id: &str) -> [(&'static str, PathBuf); 2] {
+        let dir = self.sandbox_dir(id);
+        [
+            ("stdout", dir.join(STDOUT_LOG)),
+            ("stderr", dir.join(STDERR_LOG)),
+        ]
     }
 
     /// The warm lease pool.

@@ -29,8 +29,8 @@ pub enum ContainerStatus {
 #[async_trait]
 pub trait ContainerRuntime: Send + Sync {
     /// Creates and starts the container from `bundle`, detached; the container's stdout and
-    /// stderr go to `console`.
-    async fn run(&self, id: &str, bundle: &Path, console: &Path) -> io::Result<()>;
+    /// stderr are appended to those two files.
+    async fn run(&self, id: &str, bundle: &Path, stdout: &Path, stderr: &Path) -> io::Result<()>;
     /// The container's status.
     async fn status(&self, id: &str) -> io::Result<ContainerStatus>;
     /// Sends a signal (`TERM`, `KILL`) to the container's init.
@@ -97,9 +97,9 @@ fn is_missing(stderr: &str) -> bool {
 
 #[async_trait]
 impl ContainerRuntime for CliRuntime {
-    async fn run(&self, id: &str, bundle: &Path, console: &Path) -> io::Result<()> {
-        let log = OpenOptions::new().create(true).append(true).open(console)?;
-        let log2 = log.try_clone()?;
+    async fn run(&self, id: &str, bundle: &Path, stdout: &Path, stderr: &Path) -> io::Result<()> {
+        let log = OpenOptions::new().create(true).append(true).open(stdout)?;
+        let log2 = OpenOptions::new().create(true).append(true).open(stderr)?;
         // The container inherits these descriptors, so they must be files, not pipes we wait on.
         let status = Command::new(&self.binary)
             .args(&self.global)
@@ -115,7 +115,7 @@ impl ContainerRuntime for CliRuntime {
         if status.success() {
             Ok(())
         } else {
-            let text = std::fs::read_to_string(console).unwrap_or_default();
+            let text = std::fs::read_to_string(stderr).unwrap_or_default();
             let tail: String = text
                 .lines()
                 .rev()

@@ -39,6 +39,8 @@ pub trait Backend: Send + Sync + 'static {
     async fn release(&self, id: &str, runtime: Runtime, net_index: Option<u32>);
     /// Removes a sandbox's files.
     fn remove_files(&self, id: &str);
+    /// Where a sandbox's output goes, by stream name (`stdout`, `stderr`).
+    fn log_files(&self, id: &str) -> Vec<(&'static str, PathBuf)>;
     /// OOM kills seen in the sandbox's memory cgroup.
     fn oom_kills(&self, id: &str) -> u64;
     /// Releases what the server keeps ready for future sandboxes (warm leases).
@@ -89,6 +91,9 @@ impl Backend for LocalBackend {
     }
     fn remove_files(&self, id: &str) {
         LocalBackend::remove_files(self, id)
+    }
+    fn log_files(&self, id: &str) -> Vec<(&'static str, PathBuf)> {
+        LocalBackend::log_files(self, id).into_iter().collect()
     }
     fn oom_kills(&self, id: &str) -> u64 {
         LocalBackend::oom_kills(self, id)

@@ -6,6 +6,7 @@ pub mod agent_bin;
 pub mod auth;
 pub mod backend;
 pub mod error;
+pub mod logs;
 pub mod reconciler;
 mod routes;
 pub mod service;
@@ -137,8 +138,12 @@ impl Server {
         let service = self.state.service.clone();
         tokio::spawn(reconciler::run(service.clone()));
         let app = router(self.state);
+        let stopping = service.clone();
         axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown_signal())
+            .with_graceful_shutdown(async move {
+                shutdown_signal().await;
+                stopping.begin_shutdown();
+            })
             .await
             .context("serving")?;
         service.backend().drain_warm().await;

@@ -6,7 +6,7 @@ mod sqlite;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use warren_api::{ExecRecord, Image, Sandbox, SandboxId};
+use warren_api::{ExecRecord, Image, LogLine, Sandbox, SandboxId};
 
 pub use sqlite::SqliteStore;
 
@@ -90,4 +90,26 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<ExecRecord>, StoreError>;
     /// Deletes history that started before `before`; how many entries went.
     async fn prune_execs(&self, before: DateTime<Utc>) -> Result<u64, StoreError>;
+
+    /// Appends log lines (numbered by the caller) and, in the same transaction, records how
+    /// far each output file has been read.
+    async fn append_logs(
+        &self,
+        sandbox: &SandboxId,
+        lines: &[LogLine],
+        offsets: &[(&str, u64)],
+    ) -> Result<(), StoreError>;
+    /// Up to `limit` lines with `seq > after`, oldest first.
+    async fn list_logs(
+        &self,
+        sandbox: &SandboxId,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<LogLine>, StoreError>;
+    /// The highest `seq` of a sandbox's log (0 when empty).
+    async fn last_log_seq(&self, sandbox: &SandboxId) -> Result<u64, StoreError>;
+    /// How far each output file of a sandbox has been read.
+    async fn log_offsets(&self, sandbox: &SandboxId) -> Result<Vec<(String, u64)>, StoreError>;
+    /// Forgets a sandbox's log.
+    async fn delete_logs(&self, sandbox: &SandboxId) -> Result<(), StoreError>;
 }

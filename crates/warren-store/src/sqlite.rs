@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
-use warren_api::{ExecKind, ExecRecord, Image, Sandbox, SandboxId};
+use warren_api::{ExecKind, ExecRecord, Image, LogLine, LogStream, Sandbox, SandboxId};
 
 use crate::{SandboxRecord, Store, StoreError};
 
@@ -298,6 +298,107 @@ impl Store for SqliteStore {
             .execute(&self.pool)
             .await?;
         Ok(done.rows_affected())
+    }
+
+    async fn append_logs(
+        &self,
+        sandbox: &SandboxId,
+        lines: &[LogLine],
+        offsets: &[(&str, u64)],
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        for l in lines {
+            sqlx::query(
+                "INSERT INTO logs (sandbox_id, seq, ts, stream, text) VALUES (?, ?, ?, ?, ?)",
+            )
+            .bind(sandbox.as_str())
+            .bind(i64::try_from(l.seq).unwrap_or(i64::MAX))
+            .bind(ts(&l.ts))
+            .bind(l.stream.as_str())
+            .bind(&l.text)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for (stream, offset) in offsets {
+            sqlx::query(
+                "INSERT INTO log_offsets (sandbox_id, stream, offset) VALUES (?, ?, ?)
+                 ON CONFLICT (sandbox_id, stream) DO UPDATE SET offset = excluded.offset",
+            )
+            .bind(sandbox.as_str())
+            .bind(*stream)
+            .bind(i64::try_from(*offset).unwrap_or(i64::MAX))
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn list_logs(
+        &self,
+        sandbox: &SandboxId,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<LogLine>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, ts, stream, text FROM logs WHERE sandbox_id = ? AND seq > ?
+             ORDER BY seq LIMIT ?",
+        )
+        .bind(sandbox.as_str())
+        .bind(i64::try_from(after).unwrap_or(i64::MAX))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let seq: i64 = row.try_get("seq")?;
+                let t: String = row.try_get("ts")?;
+                let stream: String = row.try_get("stream")?;
+                Ok(LogLine {
+                    seq: u64::try_from(seq).unwrap_or(0),
+                    ts: parse_ts(&format!("log line {seq}"), &t)?,
+                    stream: match stream.as_str() {
+                        "stdout" => LogStream::Stdout,
+                        "stderr" => LogStream::Stderr,
+                        _ => LogStream::Event,
+                    },
+                    text: row.try_get("text")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn last_log_seq(&self, sandbox: &SandboxId) -> Result<u64, StoreError> {
+        let n: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM logs WHERE sandbox_id = ?")
+            .bind(sandbox.as_str())
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(n.and_then(|n| u64::try_from(n).ok()).unwrap_or(0))
+    }
+
+    async fn log_offsets(&self, sandbox: &SandboxId) -> Result<Vec<(String, u64)>, StoreError> {
+        let rows = sqlx::query("SELECT stream, offset FROM log_offsets WHERE sandbox_id = ?")
+            .bind(sandbox.as_str())
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let off: i64 = r.try_get("offset")?;
+                Ok((r.try_get("stream")?, u64::try_from(off).unwrap_or(0)))
+            })
+            .collect()
+    }
+
+    async fn delete_logs(&self, sandbox: &SandboxId) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM logs WHERE sandbox_id = ?")
+            .bind(sandbox.as_str())
+            .execute(&self.pool)
+            .await?;
+        sqlx::query("DELETE FROM log_offsets WHERE sandbox_id = ?")
+            .bind(sandbox.as_str())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     async fn used_net_indexes(&self) -> Result<Vec<u32>, StoreError> {

@@ -1,6 +1,7 @@
 //! HTTP routes: thin handlers that parse, call the service and map errors.
 mod exec;
 mod images;
+mod logs;
 mod sandboxes;
 mod text;
 
@@ -34,6 +35,8 @@ pub fn router(state: AppState) -> Router {
         .route("/sandboxes/{id}/timeout", post(sandboxes::timeout))
         .route("/sandboxes/{id}/exec", post(exec::exec))
         .route("/sandboxes/{id}/execs", get(exec::history))
+        .route("/sandboxes/{id}/logs", get(logs::logs))
+        .route("/events", get(logs::events))
         .route("/images", get(images::list))
         .route(
             "/images/{*name}",

@@ -117,7 +117,14 @@ impl Service {
         state: SandboxState,
     ) -> Result<(), ApiError> {
         rec.sandbox.state = state;
-        self.save(rec).await
+        self.save(rec).await?;
+        let text = match (&rec.sandbox.error, state) {
+            (Some(e), SandboxState::Failed) => format!("{state}: {e}"),
+            _ => state.to_string(),
+        };
+        self.inner.logs.event(&rec.sandbox.id, text).await;
+        let _ = self.inner.events.send(rec.sandbox.clone());
+        Ok(())
     }
 
     /// Takes a pending or stopped sandbox to running (or failed, with everything released).
@@ -217,7 +224,13 @@ impl Service {
         }
         rec.sandbox.started_at = Some(Utc::now());
         self.set_state(&mut rec, SandboxState::Running).await?;
+        self.follow_logs(&id);
         Ok(rec)
+    }
+
+    fn follow_logs(&self, id: &SandboxId) {
+        let files = self.inner.backend.log_files(id.as_str());
+        self.inner.logs.start_tailer(id, files);
     }
 
     fn forget_agent(&self, id: &SandboxId) {
@@ -232,6 +245,7 @@ impl Service {
     async fn fail(&self, mut rec: SandboxRecord, error: String) -> Result<SandboxRecord, ApiError> {
         let id = rec.sandbox.id.to_string();
         tracing::warn!(sandbox = %id, "failed: {error}");
+        self.inner.logs.stop_tailer(&rec.sandbox.id).await;
         self.inner
             .backend
             .release(&id, rec.sandbox.runtime, rec.net_index)
@@ -270,6 +284,7 @@ impl Service {
         let guard = lock.lock().await;
         let mut rec = self.record(id).await?;
         self.set_state(&mut rec, SandboxState::Terminating).await?;
+        self.inner.logs.stop_tailer(id).await;
         self.inner
             .backend
             .release(id.as_str(), rec.sandbox.runtime, rec.net_index)
@@ -279,6 +294,7 @@ impl Service {
         // can still name the veth it had.
         rec.sandbox.ip = None;
         self.set_state(&mut rec, SandboxState::Deleted).await?;
+        self.inner.logs.forget(id).await;
         drop(guard);
         self.forget(id);
         Ok(())
@@ -298,6 +314,8 @@ impl Service {
         self.set_state(&mut rec, SandboxState::Stopping).await?;
         let rt = rec.sandbox.runtime;
         self.inner.backend.stop(id.as_str(), rt, STOP_GRACE).await;
+        // The container has exited: read the rest of its output before its files are reused.
+        self.inner.logs.stop_tailer(id).await;
         self.inner
             .backend
             .release(id.as_str(), rt, rec.net_index)
@@ -368,6 +386,9 @@ impl Service {
                 if matches!(status, ContainerStatus::Running) {
                     if rec.sandbox.state == SandboxState::Starting {
                         self.fail(rec, "interrupted while starting".into()).await?;
+                    } else {
+                        // After a restart: pick the log up where the last tailer stopped.
+                        self.follow_logs(id);
                     }
                     return Ok(());
                 }

@@ -18,6 +18,7 @@ pub use exec::{ExecEvent, ExecStream};
 
 use crate::backend::Backend;
 use crate::error::ApiError;
+use crate::logs::LogHub;
 
 /// Settings the service needs.
 #[derive(Debug, Clone)]
@@ -48,6 +49,9 @@ struct Inner {
     net_alloc: tokio::sync::Mutex<()>,
     agents: Mutex<HashMap<String, AgentClient>>,
     refilling: std::sync::atomic::AtomicBool,
+    logs: LogHub,
+    events: tokio::sync::broadcast::Sender<warren_api::Sandbox>,
+    shutdown: tokio::sync::watch::Sender<bool>,
 }
 
 impl Service {
@@ -55,6 +59,9 @@ impl Service {
     pub fn new(store: Arc<dyn Store>, backend: Arc<dyn Backend>, cfg: ServiceConfig) -> Self {
         Service {
             inner: Arc::new(Inner {
+                logs: LogHub::new(store.clone()),
+                events: tokio::sync::broadcast::channel(1024).0,
+                shutdown: tokio::sync::watch::channel(false).0,
                 store,
                 backend,
                 cfg,
@@ -69,6 +76,35 @@ impl Service {
     /// The store.
     pub fn store(&self) -> &dyn Store {
         self.inner.store.as_ref()
+    }
+
+    /// The store, shared (for streams that outlive a handler).
+    pub fn store_arc(&self) -> Arc<dyn Store> {
+        self.inner.store.clone()
+    }
+
+    /// Sandbox logs.
+    pub fn logs(&self) -> &LogHub {
+        &self.inner.logs
+    }
+
+    /// Tells long-lived streams (logs, events) to end, so a graceful stop is not held open
+    /// by followers that never disconnect.
+    pub fn begin_shutdown(&self) {
+        let _ = self.inner.shutdown.send(true);
+    }
+
+    /// Resolves once [`begin_shutdown`](Self::begin_shutdown) was called.
+    pub fn shutting_down(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut rx = self.inner.shutdown.subscribe();
+        async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        }
+    }
+
+    /// Lifecycle changes of every sandbox, from now on.
+    pub fn subscribe_events(&self) -> tokio::sync::broadcast::Receiver<warren_api::Sandbox> {
+        self.inner.events.subscribe()
     }
 
     /// The backend.

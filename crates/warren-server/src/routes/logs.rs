@@ -1,0 +1,149 @@
+//! `GET /v1/sandboxes/{id}/logs` (SSE resuming after `Last-Event-ID` / `?after=`, or JSON with
+//! `?follow=false`) and `GET /v1/events` (lifecycle changes of all sandboxes, SSE).
+use std::convert::Infallible;
+
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use tokio::sync::broadcast::error::RecvError;
+use warren_api::{LogLine, LogList};
+
+use super::sandbox_id;
+use crate::error::{ApiError, ApiQuery};
+use crate::AppState;
+
+/// Lines read from the store per query.
+const PAGE: u32 = 5000;
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogsQuery {
+    after: Option<u64>,
+    follow: Option<bool>,
+}
+
+fn line_event(l: &LogLine) -> Event {
+    Event::default()
+        .id(l.seq.to_string())
+        .data(serde_json::to_string(l).unwrap_or_default())
+}
+
+pub async fn logs(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    ApiQuery(q): ApiQuery<LogsQuery>,
+) -> Result<Response, ApiError> {
+    let id = sandbox_id(&id)?;
+    state.service.record(&id).await?;
+    let resume = match headers.get("last-event-id").map(|v| v.to_str()) {
+        Some(Ok(v)) => Some(v.trim().parse::<u64>().map_err(|_| {
+            ApiError::BadRequest(format!("Last-Event-ID {v:?} is not a sequence number"))
+        })?),
+        Some(Err(_)) => return Err(ApiError::BadRequest("Last-Event-ID is not text".into())),
+        None => None,
+    };
+    let after = resume.or(q.after).unwrap_or(0);
+    let store = state.service.store_arc();
+    if q.follow == Some(false) {
+        let mut lines = Vec::new();
+        let mut from = after;
+        loop {
+            let page = store.list_logs(&id, from, PAGE).await?;
+            let done = page.len() < PAGE as usize;
+            from = page.last().map_or(from, |l| l.seq);
+            lines.extend(page);
+            if done {
+                break;
+            }
+        }
+        return Ok(Json(LogList { lines }).into_response());
+    }
+    // Subscribe first, then read the backlog: a line stored meanwhile arrives live and is
+    // skipped by seq if the backlog already had it. No gaps, no duplicates.
+    let mut live = state.service.logs().subscribe(&id);
+    let stopping = state.service.shutting_down();
+    let stream = async_stream::stream! {
+        tokio::pin!(stopping);
+        let mut last = after;
+        loop {
+            let page = match store.list_logs(&id, last, PAGE).await {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::warn!(sandbox = %id, "reading logs: {e}");
+                    return;
+                }
+            };
+            let done = page.len() < PAGE as usize;
+            for l in &page {
+                last = l.seq;
+                yield Ok::<_, Infallible>(line_event(l));
+            }
+            if done {
+                break;
+            }
+        }
+        loop {
+            let next = tokio::select! {
+                _ = &mut stopping => return,
+                next = live.recv() => next,
+            };
+            match next {
+                Ok(l) if l.seq > last => {
+                    // A gap means the channel dropped lines we never saw: fill it from the store.
+                    if l.seq > last + 1 {
+                        if let Ok(missed) = store.list_logs(&id, last, (l.seq - last - 1) as u32).await {
+                            for m in &missed {
+                                yield Ok(line_event(m));
+                            }
+                        }
+                    }
+                    last = l.seq;
+                    yield Ok(line_event(&l));
+                }
+                Ok(_) => {}
+                Err(RecvError::Lagged(_)) => {
+                    if let Ok(missed) = store.list_logs(&id, last, PAGE).await {
+                        for m in &missed {
+                            last = m.seq;
+                            yield Ok(line_event(m));
+                        }
+                    }
+                }
+                Err(RecvError::Closed) => return,
+            }
+        }
+    };
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response())
+}
+
+pub async fn events(State(state): State<AppState>) -> Response {
+    let mut rx = state.service.subscribe_events();
+    let stopping = state.service.shutting_down();
+    let stream = async_stream::stream! {
+        tokio::pin!(stopping);
+        loop {
+            let next = tokio::select! {
+                _ = &mut stopping => return,
+                next = rx.recv() => next,
+            };
+            match next {
+                Ok(s) => {
+                    let data = serde_json::to_string(&s).unwrap_or_default();
+                    yield Ok::<_, Infallible>(Event::default().event("sandbox").data(data));
+                }
+                Err(RecvError::Lagged(n)) => {
+                    yield Ok(Event::default().event("lagged").data(n.to_string()));
+                }
+                Err(RecvError::Closed) => return,
+            }
+        }
+    };
+    Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response()
+}
