@@ -13,6 +13,6 @@ pub use exec::{ExecExit, ExecKind, ExecList, ExecRecord, ExecRequest, ExecResult
 pub use id::SandboxId;
 pub use image::{Image, ImageList};
 pub use sandbox::{
-    CreateSandbox, LogLine, LogList, LogStream, Runtime, Sandbox, SandboxList, SandboxState,
-    SetTimeout,
+    CreateSandbox, LogLine, LogList, LogStream, OnTimeout, Runtime, Sandbox, SandboxList,
+    SandboxState, SetTimeout,
 };

@@ -120,6 +120,17 @@ pub enum Egress {
     Deny,
 }
 
+/// What happens to a sandbox when its `expires_at` passes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum OnTimeout {
+    /// Delete it and everything it holds.
+    #[default]
+    Delete,
+    /// Stop it, keeping its files; `start` brings it back.
+    Stop,
+}
+
 /// `POST /v1/sandboxes`. Only `image` is required.
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -153,6 +164,9 @@ pub struct CreateSandbox {
     /// Lifetime in seconds (`0` = no limit). Default 300.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_s: Option<u64>,
+    /// What expiry does: `delete` (default) or `stop`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_timeout: Option<OnTimeout>,
     /// Free-form labels.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub metadata: BTreeMap<String, String>,
@@ -203,6 +217,9 @@ pub struct Sandbox {
     pub started_at: Option<DateTime<Utc>>,
     /// When it will be reaped, if ever.
     pub expires_at: Option<DateTime<Utc>>,
+    /// What happens then.
+    #[serde(default)]
+    pub on_timeout: OnTimeout,
     /// Why it failed.
     pub error: Option<String>,
     /// Preview URLs by port.

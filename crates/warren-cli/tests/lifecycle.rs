@@ -338,3 +338,31 @@ async fn stop_forwards_sigterm_to_the_main_cmd() {
     }
     s.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn on_timeout_stop_keeps_the_sandbox_and_its_files() {
+    let s = TestServer::start().await;
+    let sb = s
+        .create(
+            json!({"image": "busybox", "runtime": "runc", "timeout_s": 2, "on_timeout": "stop"}),
+        )
+        .await;
+    let id = sb["id"].as_str().expect("id");
+    assert_eq!(sb["on_timeout"], "stop");
+    s.sh(id, "echo still-here > /root/f").await;
+    let v = common::wait_for(&s, id, std::time::Duration::from_secs(20), |v| {
+        v["state"] == "stopped"
+    })
+    .await;
+    assert_eq!(v["state"], "stopped", "{v}");
+    assert!(v["expires_at"].is_null(), "{v}");
+    let r = s
+        .req(Method::POST, &format!("/v1/sandboxes/{id}/start"))
+        .send()
+        .await
+        .expect("start");
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(s.sh(id, "cat /root/f").await, "still-here\n");
+    s.delete(id).await;
+    s.shutdown().await;
+}

@@ -2,7 +2,7 @@
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use warren_api::{CreateSandbox, Sandbox, SandboxId, SandboxState};
+use warren_api::{CreateSandbox, OnTimeout, Sandbox, SandboxId, SandboxState};
 use warren_local::runtime::ContainerStatus;
 use warren_local::SandboxSpec;
 use warren_store::SandboxRecord;
@@ -65,6 +65,7 @@ impl Service {
             created_at: Utc::now(),
             started_at: None,
             expires_at: expiry(req.timeout_s.unwrap_or(DEFAULT_TIMEOUT_S)),
+            on_timeout: req.on_timeout.unwrap_or_default(),
             error: None,
             urls: Default::default(),
         };
@@ -358,13 +359,23 @@ impl Service {
         Ok(rec.sandbox)
     }
 
-    /// Deletes the sandbox if its `expires_at` has passed; whether it did.
+    /// Deletes (or, with `on_timeout: stop`, stops) the sandbox if its `expires_at` has
+    /// passed; whether it did.
     pub async fn reap_if_expired(&self, id: &SandboxId) -> Result<bool, ApiError> {
         let rec = self.record(id).await?;
         match rec.sandbox.expires_at {
             Some(t) if t <= Utc::now() => {
-                tracing::info!(sandbox = %id, "expired: deleting");
-                self.delete(id).await?;
+                if rec.sandbox.on_timeout == OnTimeout::Stop {
+                    tracing::info!(sandbox = %id, "expired: stopping");
+                    if rec.sandbox.state == SandboxState::Running {
+                        self.stop(id).await?;
+                    }
+                    // Stopped for good: a later `start` sets no new expiry by itself.
+                    self.set_timeout(id, 0).await?;
+                } else {
+                    tracing::info!(sandbox = %id, "expired: deleting");
+                    self.delete(id).await?;
+                }
                 Ok(true)
             }
             _ => Ok(false),
