@@ -1,24 +1,29 @@
-//! A typed client for one agent: unary calls and the `Start` output stream over pooled
-//! keep-alive HTTP/1.1 connections.
+//! A typed client for one agent: unary calls, the process and watch streams, and file transfers
+//! over pooled keep-alive HTTP/1.1 connections. Every call can act as a given Unix user
+//! ([`AgentClient::with_user`]).
 
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
+use base64::Engine as _;
 use bytes::Bytes;
-use futures::Stream;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::connect::{self, path, ConnectError, EndStream};
-use crate::envelope::{self, Envelope, EnvelopeDecoder};
+use crate::connect::{self, path, ConnectError};
+use crate::envelope;
 use crate::error::AgentError;
 use crate::protocol::{
-    CloseStdinRequest, Empty, ListResponse, ProcessEvent, ProcessInfo, ProcessInput,
-    ProcessSelector, SendInputRequest, SendSignalRequest, Signal, StartRequest, StartResponse,
+    CloseStdinRequest, ConnectRequest, Empty, ListResponse, ProcessInfo, ProcessInput,
+    ProcessSelector, Pty, PtySize, SendInputRequest, SendSignalRequest, Signal, StartRequest,
+    UpdateRequest,
 };
+
+mod files;
+mod stream;
+
+pub use stream::{ProcessStream, WatchStream};
 
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(1);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -31,6 +36,9 @@ pub struct AgentClient {
     http: reqwest::Client,
     base: Arc<str>,
     token: Arc<str>,
+    /// The `Authorization` header value naming the user to act as; the agent's default user
+    /// when `None`.
+    user: Option<Arc<str>>,
 }
 
 impl AgentClient {
@@ -51,11 +59,34 @@ impl AgentClient {
             http,
             base: format!("http://{addr}").into(),
             token: token.into(),
+            user: None,
+        }
+    }
+
+    /// The same agent, acting as Unix user `user` (`Authorization: Basic base64("<user>:")`):
+    /// processes run as that user and files are created for it.
+    pub fn with_user(&self, user: &str) -> AgentClient {
+        let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{user}:"));
+        AgentClient {
+            user: Some(format!("Basic {encoded}").into()),
+            ..self.clone()
         }
     }
 
     fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
+    }
+
+    /// A request with the token and user headers.
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let mut builder = self
+            .http
+            .request(method, self.url(path))
+            .header(connect::HEADER_ACCESS_TOKEN, &*self.token);
+        if let Some(user) = &self.user {
+            builder = builder.header(connect::HEADER_AUTHORIZATION, &**user);
+        }
+        builder
     }
 
     /// `GET /health`: succeeds once the agent answers 2xx, within about a second.
@@ -73,16 +104,17 @@ impl AgentClient {
         }
     }
 
-    /// `Start`: runs a process and returns its event stream (first `Start`, last `End`).
-    /// Dropping the stream does not stop the process.
-    pub async fn start(&self, req: &StartRequest) -> Result<ProcessStream, AgentError> {
+    /// Opens a server stream: one request message, the response body for a stream decoder.
+    async fn open_stream<Req: Serialize>(
+        &self,
+        path: &str,
+        req: &Req,
+    ) -> Result<reqwest::Response, AgentError> {
         let body = envelope::encode_json(0, req)?;
         let resp = self
-            .http
-            .post(self.url(path::START))
+            .request(reqwest::Method::POST, path)
             .header(reqwest::header::CONTENT_TYPE, connect::CONTENT_TYPE_STREAM)
             .header(connect::HEADER_PROTOCOL_VERSION, "1")
-            .header(connect::HEADER_ACCESS_TOKEN, &*self.token)
             .body(body)
             .send()
             .await?;
@@ -96,14 +128,25 @@ impl AgentClient {
             .unwrap_or("");
         if !content_type.starts_with(connect::CONTENT_TYPE_STREAM) {
             return Err(AgentError::Protocol(format!(
-                "Start answered with content type {content_type:?}"
+                "{path} answered with content type {content_type:?}"
             )));
         }
-        Ok(ProcessStream {
-            body: Box::pin(resp.bytes_stream()),
-            decoder: EnvelopeDecoder::new(),
-            finished: false,
-        })
+        Ok(resp)
+    }
+
+    /// `Start`: runs a process and returns its event stream (first `Start`, last `End`).
+    /// Dropping the stream does not stop the process.
+    pub async fn start(&self, req: &StartRequest) -> Result<ProcessStream, AgentError> {
+        Ok(ProcessStream::new(self.open_stream(path::START, req).await?))
+    }
+
+    /// `Connect`: attaches to a running process. Its events from now on (no replay), after a
+    /// `Start` event naming it; ends with its `End`. Several may be attached at once.
+    pub async fn connect(&self, selector: ProcessSelector) -> Result<ProcessStream, AgentError> {
+        let req = ConnectRequest { process: selector };
+        Ok(ProcessStream::new(
+            self.open_stream(path::CONNECT, &req).await?,
+        ))
     }
 
     /// `List`: processes started through the agent that are still running.
@@ -119,6 +162,28 @@ impl AgentClient {
             input: ProcessInput::Stdin(Bytes::copy_from_slice(data)),
         };
         let _: Empty = self.unary(path::SEND_INPUT, &req).await?;
+        Ok(())
+    }
+
+    /// `SendInput`: writes `data` to the terminal of process `pid` (started with a pty).
+    pub async fn send_pty_input(&self, pid: u32, data: &[u8]) -> Result<(), AgentError> {
+        let req = SendInputRequest {
+            process: ProcessSelector::Pid(pid),
+            input: ProcessInput::Pty(Bytes::copy_from_slice(data)),
+        };
+        let _: Empty = self.unary(path::SEND_INPUT, &req).await?;
+        Ok(())
+    }
+
+    /// `Update`: resizes the terminal of process `pid`.
+    pub async fn resize_pty(&self, pid: u32, cols: u32, rows: u32) -> Result<(), AgentError> {
+        let req = UpdateRequest {
+            process: ProcessSelector::Pid(pid),
+            pty: Some(Pty {
+                size: Some(PtySize { cols, rows }),
+            }),
+        };
+        let _: Empty = self.unary(path::UPDATE, &req).await?;
         Ok(())
     }
 
@@ -148,11 +213,9 @@ impl AgentClient {
     ) -> Result<Resp, AgentError> {
         let body = serde_json::to_vec(req)?;
         let resp = self
-            .http
-            .post(self.url(path))
+            .request(reqwest::Method::POST, path)
             .header(reqwest::header::CONTENT_TYPE, connect::CONTENT_TYPE_UNARY)
             .header(connect::HEADER_PROTOCOL_VERSION, "1")
-            .header(connect::HEADER_ACCESS_TOKEN, &*self.token)
             .body(body)
             .send()
             .await?;
@@ -164,9 +227,7 @@ impl AgentClient {
     }
 }
 
-/// Turns a non-OK response into the Connect error in its body, or one inferred from its status.
-async fn error_from_response(mut resp: reqwest::Response) -> AgentError {
-    let status = resp.status().as_u16();
+async fn read_error_body(mut resp: reqwest::Response) -> Vec<u8> {
     let mut body = Vec::new();
     loop {
         match resp.chunk().await {
@@ -176,99 +237,18 @@ async fn error_from_response(mut resp: reqwest::Response) -> AgentError {
             Ok(Some(_)) | Ok(None) | Err(_) => break,
         }
     }
+    body
+}
+
+/// Turns a non-OK response into the Connect error in its body, or one inferred from its status.
+async fn error_from_response(resp: reqwest::Response) -> AgentError {
+    let status = resp.status().as_u16();
+    let body = read_error_body(resp).await;
     match serde_json::from_slice::<ConnectError>(&body) {
         Ok(e) => e.into(),
         Err(_) => AgentError::Rpc {
             code: connect::code_for_http_status(status).to_owned(),
             message: format!("HTTP {status}: {}", String::from_utf8_lossy(&body).trim()),
         },
-    }
-}
-
-type BodyStream = Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
-
-/// The events of one `Start` call, in order. Ends (`None`) after the end-of-stream message; an
-/// error carried by that message is yielded once as `Some(Err(AgentError::Rpc { .. }))`.
-pub struct ProcessStream {
-    body: BodyStream,
-    decoder: EnvelopeDecoder,
-    finished: bool,
-}
-
-impl std::fmt::Debug for ProcessStream {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ProcessStream")
-            .field("finished", &self.finished)
-            .finish_non_exhaustive()
-    }
-}
-
-impl ProcessStream {
-    /// The next event; `None` once the stream has ended.
-    pub async fn next(&mut self) -> Option<Result<ProcessEvent, AgentError>> {
-        std::future::poll_fn(|cx| self.poll_event(cx)).await
-    }
-
-    fn poll_event(
-        &mut self,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<ProcessEvent, AgentError>>> {
-        loop {
-            if self.finished {
-                return Poll::Ready(None);
-            }
-            match self.decoder.next_envelope() {
-                Ok(Some(env)) => {
-                    if let Some(item) = self.on_envelope(env) {
-                        return Poll::Ready(Some(item));
-                    }
-                    continue;
-                }
-                Ok(None) => {}
-                Err(e) => return Poll::Ready(Some(Err(self.fail(e.into())))),
-            }
-            match ready!(self.body.as_mut().poll_next(cx)) {
-                Some(Ok(chunk)) => self.decoder.push(&chunk),
-                Some(Err(e)) => return Poll::Ready(Some(Err(self.fail(e.into())))),
-                None => {
-                    let e =
-                        AgentError::Protocol("stream ended without end-of-stream message".into());
-                    return Poll::Ready(Some(Err(self.fail(e))));
-                }
-            }
-        }
-    }
-
-    fn fail(&mut self, e: AgentError) -> AgentError {
-        self.finished = true;
-        e
-    }
-
-    /// `None` when the envelope ends the stream cleanly.
-    fn on_envelope(&mut self, env: Envelope) -> Option<Result<ProcessEvent, AgentError>> {
-        if env.is_compressed() {
-            let e = AgentError::Protocol("compressed envelope without negotiation".into());
-            return Some(Err(self.fail(e)));
-        }
-        if env.is_end_stream() {
-            self.finished = true;
-            return match serde_json::from_slice::<EndStream>(&env.data) {
-                Ok(EndStream { error: None }) => None,
-                Ok(EndStream { error: Some(e) }) => Some(Err(e.into())),
-                Err(e) => Some(Err(e.into())),
-            };
-        }
-        match serde_json::from_slice::<StartResponse>(&env.data) {
-            Ok(resp) => Some(Ok(resp.event)),
-            Err(e) => Some(Err(self.fail(e.into()))),
-        }
-    }
-}
-
-impl Stream for ProcessStream {
-    type Item = Result<ProcessEvent, AgentError>;
-
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.get_mut().poll_event(cx)
     }
 }

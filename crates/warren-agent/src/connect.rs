@@ -30,7 +30,36 @@ pub mod path {
     pub const CLOSE_STDIN: &str = "/process.Process/CloseStdin";
     /// Unary: signal a process's group.
     pub const SEND_SIGNAL: &str = "/process.Process/SendSignal";
+    /// Server stream: follow a running process's output from now on.
+    pub const CONNECT: &str = "/process.Process/Connect";
+    /// Client stream: feed a running process's input.
+    pub const STREAM_INPUT: &str = "/process.Process/StreamInput";
+    /// Unary: resize a process's pseudo-terminal.
+    pub const UPDATE: &str = "/process.Process/Update";
+    /// Unary: describe one entry.
+    pub const STAT: &str = "/filesystem.Filesystem/Stat";
+    /// Unary: create a directory and its parents.
+    pub const MAKE_DIR: &str = "/filesystem.Filesystem/MakeDir";
+    /// Unary: rename an entry.
+    pub const MOVE: &str = "/filesystem.Filesystem/Move";
+    /// Unary: list a directory to some depth.
+    pub const LIST_DIR: &str = "/filesystem.Filesystem/ListDir";
+    /// Unary: delete an entry (directories recursively).
+    pub const REMOVE: &str = "/filesystem.Filesystem/Remove";
+    /// Server stream: changes under a directory.
+    pub const WATCH_DIR: &str = "/filesystem.Filesystem/WatchDir";
+    /// Unary: start a polled watcher.
+    pub const CREATE_WATCHER: &str = "/filesystem.Filesystem/CreateWatcher";
+    /// Unary: take a polled watcher's buffered events.
+    pub const GET_WATCHER_EVENTS: &str = "/filesystem.Filesystem/GetWatcherEvents";
+    /// Unary: stop a polled watcher.
+    pub const REMOVE_WATCHER: &str = "/filesystem.Filesystem/RemoveWatcher";
+    /// `GET` downloads a file, `POST` uploads one (plain HTTP, not Connect).
+    pub const FILES: &str = "/files";
 }
+
+/// Header naming the Unix user to act as: `Basic base64("<user>:")`.
+pub const HEADER_AUTHORIZATION: &str = "authorization";
 
 /// Connect error codes, as they appear in the JSON `code` field.
 pub mod code {

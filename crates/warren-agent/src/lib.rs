@@ -1,5 +1,5 @@
 //! Warren's in-sandbox agent, library half: the wire protocol it speaks (the `process.Process`
-//! Connect service of E2B's envd, JSON codec) as serde types, the Connect envelope framing, and,
+//! and `filesystem.Filesystem` Connect services of E2B's envd, JSON codec) as serde types, the Connect envelope framing, and,
 //! behind feature `client`, a typed async client that Warren's server uses to reach an agent.
 //!
 //! The agent binary itself (PID 1 duties, HTTP server, process supervision) lives in
@@ -15,12 +15,22 @@ mod proto_json;
 pub mod protocol;
 
 #[cfg(feature = "client")]
-pub use client::{AgentClient, ProcessStream};
+pub use client::{AgentClient, ProcessStream, WatchStream};
 pub use connect::{ConnectError, EndStream};
 pub use envelope::{Envelope, EnvelopeDecoder, EnvelopeError};
 pub use error::AgentError;
 pub use protocol::{
-    CloseStdinRequest, Empty, ListResponse, ProcessConfig, ProcessData, ProcessEvent, ProcessInfo,
-    ProcessInput, ProcessSelector, Pty, PtySize, SendInputRequest, SendSignalRequest, Signal,
-    StartRequest, StartResponse,
+    CloseStdinRequest, ConnectRequest, ConnectResponse, CreateWatcherResponse, Empty, EntryInfo,
+    EntryResponse, EventType, FileType, FilesystemEvent, GetWatcherEventsResponse, ListDirRequest,
+    ListDirResponse, ListResponse, MoveRequest, PathRequest, ProcessConfig, ProcessData,
+    ProcessEvent, ProcessInfo, ProcessInput, ProcessSelector, Pty, PtySize, SendInputRequest,
+    SendSignalRequest, Signal, StartRequest, StartResponse, StreamInputRequest, UpdateRequest,
+    WatchEvent, WatchRequest, WatcherRequest,
 };
+
+/// The envd protocol version this agent implements, as the control plane reports it in
+/// `envdVersion`; E2B's SDKs switch features on it. 0.5.7 is the highest threshold whose
+/// features are all here: recursive watch (0.1.4), `stdin: false` (0.3.0), default user (0.4.0),
+/// CloseStdin (0.5.2), octet-stream and gzip uploads (0.5.7). Not 0.6.2: file metadata through
+/// `X-Metadata-*` headers is not stored (and so not 0.6.3 either, though `includeEntry` works).
+pub const ENVD_VERSION: &str = "0.5.7";

@@ -129,6 +129,75 @@ where
     Option::<T>::deserialize(deserializer).map(Option::unwrap_or_default)
 }
 
+/// `serialize_with` for 64-bit integers, which proto3 JSON writes as decimal strings.
+pub(crate) fn i64_string<S: Serializer>(value: &i64, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.collect_str(value)
+}
+
+/// Defines a proto enum that serializes by name and parses by name or number (unknown numbers
+/// and `null` read as the first, unspecified, variant).
+macro_rules! proto_enum {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident = $num:literal, $wire:literal;)+ }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+        pub enum $name {
+            #[default]
+            $($(#[$vmeta])* $variant,)+
+        }
+
+        impl $name {
+            /// The proto enum value name.
+            pub fn name(self) -> &'static str {
+                match self { $($name::$variant => $wire,)+ }
+            }
+
+            /// The proto enum number.
+            pub fn number(self) -> i32 {
+                match self { $($name::$variant => $num,)+ }
+            }
+
+            fn from_number(n: i64) -> $name {
+                match n { $($num => $name::$variant,)+ _ => $name::default() }
+            }
+        }
+
+        impl serde::Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.serialize_str(self.name())
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                struct V;
+                impl serde::de::Visitor<'_> for V {
+                    type Value = $name;
+                    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                        f.write_str(concat!("a ", stringify!($name), " name or number"))
+                    }
+                    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<$name, E> {
+                        match v {
+                            $($wire => Ok($name::$variant),)+
+                            _ => Err(E::custom(format!("unknown {} {v:?}", stringify!($name)))),
+                        }
+                    }
+                    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<$name, E> {
+                        Ok($name::from_number(v))
+                    }
+                    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<$name, E> {
+                        Ok($name::from_number(i64::try_from(v).unwrap_or(-1)))
+                    }
+                    fn visit_unit<E: serde::de::Error>(self) -> Result<$name, E> {
+                        Ok($name::default())
+                    }
+                }
+                deserializer.deserialize_any(V)
+            }
+        }
+    };
+}
+pub(crate) use proto_enum;
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,6 +10,16 @@ use serde::{Deserialize, Serialize, Serializer};
 
 use crate::proto_json::{null_default, num, Num, B64};
 
+pub mod attach;
+pub mod filesystem;
+
+pub use attach::{ConnectRequest, ConnectResponse, StreamInputRequest, UpdateRequest};
+pub use filesystem::{
+    CreateWatcherResponse, EntryInfo, EntryResponse, EventType, FileType, FilesystemEvent,
+    GetWatcherEventsResponse, ListDirRequest, ListDirResponse, MoveRequest, PathRequest,
+    WatchEvent, WatchRequest, WatcherRequest,
+};
+
 /// A message with no fields (requests and responses such as `ListRequest`, `SendInputResponse`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Empty {}
@@ -64,7 +74,7 @@ pub struct StartRequest {
     /// What to run.
     #[serde(default, deserialize_with = "null_default")]
     pub process: ProcessConfig,
-    /// Run under a pseudo-terminal (not supported by this agent yet).
+    /// Run under a pseudo-terminal; output then arrives as `data.pty` events.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pty: Option<Pty>,
     /// A name to find the process by later (`List`, selectors).

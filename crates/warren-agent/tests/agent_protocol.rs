@@ -75,7 +75,7 @@ async fn unary_errors_follow_connect() {
     let body: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(body["code"], "invalid_argument");
 
-    let resp = post("/filesystem.Filesystem/Stat", r#"{"path":"/"}"#)
+    let resp = post("/filesystem.Filesystem/Bogus", r#"{"path":"/"}"#)
         .send()
         .await
         .unwrap();

@@ -4,12 +4,14 @@
 
 pub mod error;
 pub mod exec;
+pub mod files;
 pub mod id;
 pub mod image;
 pub mod sandbox;
 
 pub use error::{ErrorBody, ErrorDetail};
 pub use exec::{ExecExit, ExecKind, ExecList, ExecRecord, ExecRequest, ExecResult};
+pub use files::{FileEntry, FileKind, FileList};
 pub use id::SandboxId;
 pub use image::{Image, ImageList};
 pub use sandbox::{

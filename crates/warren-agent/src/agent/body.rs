@@ -17,6 +17,9 @@ pub enum AgentBody {
     Full(Option<Bytes>),
     /// Chunks as they are produced; ends when every sender is gone.
     Stream(mpsc::Receiver<Bytes>),
+    /// Chunks of a body whose length is known up front (a downloaded file), so the response
+    /// carries a Content-Length and clients can show progress.
+    Sized(mpsc::Receiver<Bytes>, u64),
 }
 
 impl AgentBody {
@@ -41,7 +44,7 @@ impl Body for AgentBody {
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         match self.get_mut() {
             AgentBody::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
-            AgentBody::Stream(rx) => rx
+            AgentBody::Stream(rx) | AgentBody::Sized(rx, _) => rx
                 .poll_recv(cx)
                 .map(|chunk| chunk.map(|b| Ok(Frame::data(b)))),
         }
@@ -56,6 +59,7 @@ impl Body for AgentBody {
             AgentBody::Full(None) => SizeHint::with_exact(0),
             AgentBody::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             AgentBody::Stream(_) => SizeHint::default(),
+            AgentBody::Sized(_, len) => SizeHint::with_exact(*len),
         }
     }
 }

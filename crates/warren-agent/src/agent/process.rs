@@ -1,6 +1,6 @@
-//! Supervision of the processes the agent starts: spawning them in their own process groups,
-//! the table `List`/`SendInput`/`SendSignal` look them up in, and the per-process pump that turns
-//! their output and exit into `Start` stream envelopes.
+//! Supervision of the processes the agent starts: the table every selector (pid or tag) is
+//! looked up in, input to their stdin or terminal, signals, terminal resizes, and attaching
+//! `Connect` subscribers to their output.
 
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -13,29 +13,28 @@ use bytes::Bytes;
 use nix::errno::Errno;
 use nix::sys::signal::{kill, killpg, Signal as NixSignal};
 use nix::unistd::Pid;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use tokio::process::{Child, ChildStdin, Command};
-use tokio::sync::{mpsc, watch};
-use tokio::time::{sleep_until, Instant, Interval};
+use tokio::io::AsyncWriteExt;
+use tokio::process::{ChildStdin, Command};
+use tokio::sync::{broadcast, mpsc, watch};
 
 use warren_agent::connect::{code, ConnectError};
-use warren_agent::envelope;
 use warren_agent::{
-    ProcessConfig, ProcessData, ProcessEvent, ProcessInfo, ProcessInput, ProcessSelector, Signal,
-    StartRequest, StartResponse,
+    ProcessConfig, ProcessEvent, ProcessInfo, ProcessInput, ProcessSelector, PtySize, Signal,
+    StartRequest,
 };
 
 use super::exit_status;
+use super::pty::PtyMaster;
+use super::pump::{self, event_envelope};
+use super::spawn::{spawn, Input};
+use super::users::User;
 
-/// Largest output chunk per `data` event (envd's size).
-const CHUNK: usize = 32 << 10;
-/// Envelopes queued per stream before the pump waits for the HTTP client: the backpressure bound.
-const QUEUE: usize = 16;
-/// After a process exits, how long its pipes may stay silent before we stop waiting for EOF: a
-/// background grandchild may hold them open forever.
-const DRAIN_IDLE: Duration = Duration::from_millis(100);
 /// Tag of the sandbox's main command in `List`.
 const MAIN_TAG: &str = "main";
+/// Envelopes kept for `Connect` subscribers that have not read them yet. A subscriber further
+/// behind than this is cut off (its stream ends with `resource_exhausted`), so it can neither
+/// stall the process nor grow the agent's memory.
+const SUBSCRIBER_BACKLOG: usize = 256;
 
 /// Per-stream options taken from request headers.
 #[derive(Debug, Default, Clone, Copy)]
@@ -46,11 +45,31 @@ pub struct StreamOptions {
     pub timeout: Option<Duration>,
 }
 
-struct Entry {
+/// One running process.
+pub struct Entry {
     pid: u32,
     config: ProcessConfig,
     tag: Option<String>,
     stdin: tokio::sync::Mutex<Option<ChildStdin>>,
+    pty: Option<Arc<PtyMaster>>,
+    /// Where `Connect` subscribers listen; `None` once the process's stream has ended (or for
+    /// the main command, whose output is not captured).
+    events: Mutex<Option<broadcast::Sender<Bytes>>>,
+}
+
+impl Entry {
+    /// Hands an envelope to the current `Connect` subscribers, if any.
+    pub fn publish(&self, envelope: &Bytes) {
+        if let Some(tx) = self.events.lock().unwrap_or_else(PoisonError::into_inner).as_ref() {
+            // Err only means nobody is subscribed.
+            let _ = tx.send(envelope.clone());
+        }
+    }
+
+    /// Ends every subscriber's stream after what was published so far.
+    pub fn close_subscribers(&self) {
+        drop(self.events.lock().unwrap_or_else(PoisonError::into_inner).take());
+    }
 }
 
 /// Every running process the agent started, and what they inherit.
@@ -68,18 +87,8 @@ fn not_found(selector: &ProcessSelector) -> ConnectError {
     ConnectError::new(code::NOT_FOUND, message)
 }
 
-/// Mirrors envd: running out of something is retryable, anything else is the request's fault.
-fn spawn_error_code(e: &std::io::Error) -> &'static str {
-    match e.raw_os_error().map(Errno::from_raw) {
-        Some(Errno::EAGAIN | Errno::ENOMEM | Errno::EMFILE | Errno::ENFILE | Errno::ENOSPC) => {
-            code::RESOURCE_EXHAUSTED
-        }
-        _ => code::INVALID_ARGUMENT,
-    }
-}
-
 /// Signals the process group led by `pid`, or `pid` alone if it left its group.
-fn signal_group(pid: u32, signal: NixSignal) -> nix::Result<()> {
+pub fn signal_group(pid: u32, signal: NixSignal) -> nix::Result<()> {
     let pid = Pid::from_raw(i32::try_from(pid).map_err(|_| Errno::ESRCH)?);
     killpg(pid, signal).or_else(|_| kill(pid, signal))
 }
@@ -99,6 +108,11 @@ impl Supervisor {
         self.table.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Forgets a process that has been reaped, so its pid can no longer be signalled.
+    pub fn forget(&self, pid: u32) {
+        self.table().remove(&pid);
+    }
+
     fn find(&self, selector: &ProcessSelector) -> Result<Arc<Entry>, ConnectError> {
         let table = self.table();
         let found = match selector {
@@ -111,81 +125,66 @@ impl Supervisor {
         found.ok_or_else(|| not_found(selector))
     }
 
-    fn command(&self, config: &ProcessConfig) -> Command {
-        let mut cmd = Command::new(&config.cmd);
-        cmd.args(&config.args)
-            .env_clear()
-            .envs(self.child_env.iter().map(|(k, v)| (k, v)))
-            .envs(&config.envs)
-            // Its own group, so a signal reaches everything it forks and the agent is spared.
-            .process_group(0);
-        if let Some(cwd) = &config.cwd {
-            cmd.current_dir(cwd);
-        }
-        cmd
-    }
-
-    /// Starts a process for a `Start` call; the receiver yields its stream's envelopes, the
-    /// `start` event first and the end-of-stream message last.
+    /// Starts a process for a `Start` call as `user`; the receiver yields its stream's
+    /// envelopes, the `start` event first and the end-of-stream message last.
     pub fn start(
         self: &Arc<Self>,
         req: StartRequest,
         options: StreamOptions,
+        user: &User,
     ) -> Result<mpsc::Receiver<Bytes>, ConnectError> {
-        if req.pty.is_some() {
-            return Err(ConnectError::new(
-                code::UNIMPLEMENTED,
-                "pty processes are not supported by this agent",
-            ));
-        }
-        if let Some(cwd) = &req.process.cwd {
-            if !Path::new(cwd).exists() {
-                return Err(ConnectError::new(
-                    code::INVALID_ARGUMENT,
-                    format!("cwd '{cwd}' does not exist"),
-                ));
-            }
-        }
-        let mut cmd = self.command(&req.process);
-        let stdin = match req.stdin {
-            Some(false) => Stdio::null(),
-            _ => Stdio::piped(),
+        let input = match req.stdin {
+            Some(false) => Input::Null,
+            _ => Input::Pipe,
         };
-        cmd.stdin(stdin)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().map_err(|e| {
-            let shown = std::iter::once(&req.process.cmd)
-                .chain(&req.process.args)
-                .map(String::as_str)
-                .collect::<Vec<_>>()
-                .join(" ");
-            ConnectError::new(
-                spawn_error_code(&e),
-                format!("error starting process '{shown}': {e}"),
-            )
-        })?;
-        let Some(pid) = child.id() else {
-            return Err(ConnectError::new(
-                code::INTERNAL,
-                "started process has no pid",
-            ));
+        let pty_size = req.pty.map(|p| p.size.unwrap_or_default());
+        let mut spawned = spawn(&self.child_env, &req.process, user, input, pty_size)?;
+        let pid = spawned.pid;
+        let (pty, output) = match spawned.pty.take() {
+            Some((master, output)) => (Some(Arc::new(master)), Some(output)),
+            None => (None, None),
         };
-        let entry = Entry {
+        let (events, _) = broadcast::channel(SUBSCRIBER_BACKLOG);
+        let entry = Arc::new(Entry {
             pid,
             config: req.process,
             tag: req.tag,
-            stdin: tokio::sync::Mutex::new(child.stdin.take()),
-        };
-        self.table().insert(pid, Arc::new(entry));
+            stdin: tokio::sync::Mutex::new(spawned.child.stdin.take()),
+            pty,
+            events: Mutex::new(Some(events)),
+        });
+        self.table().insert(pid, entry.clone());
 
-        let (tx, rx) = mpsc::channel(QUEUE);
+        let (tx, rx) = mpsc::channel(pump::QUEUE);
         if let Some(start) = event_envelope(ProcessEvent::Start { pid }) {
             // The queue is empty: this cannot fail for lack of room.
             let _ = tx.try_send(start);
         }
-        tokio::spawn(pump(self.clone(), child, pid, tx, options));
+        tokio::spawn(pump::run(self.clone(), spawned.child, entry, output, tx, options));
         Ok(rx)
+    }
+
+    /// `Connect`: the process's events from now on (after a `start` event naming it), ending
+    /// with its `end` event.
+    pub fn connect(
+        &self,
+        selector: &ProcessSelector,
+        options: StreamOptions,
+    ) -> Result<mpsc::Receiver<Bytes>, ConnectError> {
+        let entry = self.find(selector)?;
+        let rx = entry
+            .events
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .map(broadcast::Sender::subscribe)
+            .ok_or_else(|| {
+                ConnectError::new(
+                    code::FAILED_PRECONDITION,
+                    format!("output of process {} cannot be followed", entry.pid),
+                )
+            })?;
+        Ok(pump::subscriber(entry.pid, rx, options))
     }
 
     /// Starts the sandbox's main command, output to the agent's own stdout/stderr.
@@ -199,12 +198,15 @@ impl Supervisor {
             envs: Default::default(),
             cwd: Some(cwd.to_string_lossy().into_owned()),
         };
-        let mut command = self.command(&config);
-        command
+        let mut child = Command::new(cmd)
+            .args(args)
+            .env_clear()
+            .envs(self.child_env.iter().map(|(k, v)| (k, v)))
+            .current_dir(cwd)
+            .process_group(0)
             .stdin(Stdio::null())
             .stdout(Stdio::inherit())
-            .stderr(Stdio::inherit());
-        let mut child = command
+            .stderr(Stdio::inherit())
             .spawn()
             .map_err(|e| format!("cannot start main command {argv:?}: {e}"))?;
         let pid = child.id().ok_or("main command has no pid")?;
@@ -213,13 +215,15 @@ impl Supervisor {
             config,
             tag: Some(MAIN_TAG.to_owned()),
             stdin: tokio::sync::Mutex::new(None),
+            pty: None,
+            events: Mutex::new(None),
         };
         self.table().insert(pid, Arc::new(entry));
         self.main.send_replace(Some(pid));
         let this = self.clone();
         tokio::spawn(async move {
             let status = child.wait().await;
-            this.table().remove(&pid);
+            this.forget(pid);
             match status {
                 Ok(status) => eprintln!(
                     "warren-agent: main command (pid {pid}) ended: {}",
@@ -263,7 +267,7 @@ impl Supervisor {
         list
     }
 
-    /// Writes to a process's stdin pipe.
+    /// Writes to a process's stdin pipe or terminal.
     pub async fn send_input(
         &self,
         selector: &ProcessSelector,
@@ -272,11 +276,19 @@ impl Supervisor {
         let entry = self.find(selector)?;
         let data = match input {
             ProcessInput::Stdin(data) => data,
-            ProcessInput::Pty(_) => {
-                return Err(ConnectError::new(
-                    code::INTERNAL,
-                    "error writing to tty: tty not assigned to process",
-                ))
+            ProcessInput::Pty(data) => {
+                let Some(pty) = &entry.pty else {
+                    return Err(ConnectError::new(
+                        code::INTERNAL,
+                        "error writing to tty: tty not assigned to process",
+                    ));
+                };
+                return pty.write_all(&data).await.map_err(|e| {
+                    ConnectError::new(
+                        code::INTERNAL,
+                        format!("error writing to tty of process '{}': {e}", entry.pid),
+                    )
+                });
             }
         };
         let mut stdin = entry.stdin.lock().await;
@@ -301,6 +313,20 @@ impl Supervisor {
         Ok(())
     }
 
+    /// `Update`: resizes a process's terminal.
+    pub fn resize(&self, selector: &ProcessSelector, size: PtySize) -> Result<(), ConnectError> {
+        let entry = self.find(selector)?;
+        let Some(pty) = &entry.pty else {
+            return Err(ConnectError::new(
+                code::INTERNAL,
+                "error resizing tty: tty not assigned to process",
+            ));
+        };
+        pty.resize(size).map_err(|e| {
+            ConnectError::new(code::INTERNAL, format!("error resizing tty: {e}"))
+        })
+    }
+
     /// Sends a signal to a process's whole group.
     pub fn send_signal(
         &self,
@@ -323,132 +349,4 @@ impl Supervisor {
             e => ConnectError::new(code::INTERNAL, format!("error sending signal: {e}")),
         })
     }
-}
-
-/// One `Start` stream message, framed; `None` only if it cannot be serialized.
-fn event_envelope(event: ProcessEvent) -> Option<Bytes> {
-    match envelope::encode_json(0, &StartResponse { event }) {
-        Ok(bytes) => Some(bytes),
-        Err(e) => {
-            eprintln!("warren-agent: cannot encode process event: {e}");
-            None
-        }
-    }
-}
-
-/// Where a pump's envelopes go; after the client has gone, nowhere, but the pump keeps draining
-/// the pipes so the process never blocks on a full pipe.
-struct Sink(Option<mpsc::Sender<Bytes>>);
-
-impl Sink {
-    fn is_open(&self) -> bool {
-        self.0.is_some()
-    }
-
-    async fn send(&mut self, event: impl FnOnce() -> ProcessEvent) {
-        let Some(tx) = &self.0 else { return };
-        let Some(bytes) = event_envelope(event()) else {
-            return;
-        };
-        if tx.send(bytes).await.is_err() {
-            self.0 = None;
-        }
-    }
-
-    async fn finish(&mut self) {
-        let Some(tx) = self.0.take() else { return };
-        if let Ok(end) = envelope::encode_json(
-            envelope::FLAG_END_STREAM,
-            &warren_agent::EndStream::default(),
-        ) {
-            let _ = tx.send(end).await;
-        }
-    }
-}
-
-async fn read_some<R: AsyncRead + Unpin>(
-    pipe: &mut Option<R>,
-    buf: &mut [u8],
-) -> std::io::Result<usize> {
-    match pipe {
-        Some(p) => p.read(buf).await,
-        None => std::future::pending().await,
-    }
-}
-
-async fn tick(interval: &mut Option<Interval>) {
-    match interval {
-        Some(i) => {
-            i.tick().await;
-        }
-        None => std::future::pending().await,
-    }
-}
-
-/// Forwards a process's output and exit to its stream, then reaps it.
-async fn pump(
-    sup: Arc<Supervisor>,
-    mut child: Child,
-    pid: u32,
-    tx: mpsc::Sender<Bytes>,
-    options: StreamOptions,
-) {
-    let mut sink = Sink(Some(tx));
-    let mut stdout = child.stdout.take();
-    let mut stderr = child.stderr.take();
-    let mut out_buf = vec![0u8; CHUNK];
-    let mut err_buf = vec![0u8; CHUNK];
-    let mut end: Option<ProcessEvent> = None;
-    let never = Instant::now() + Duration::from_secs(30 * 365 * 86400);
-    let drain = sleep_until(never);
-    tokio::pin!(drain);
-    let deadline = sleep_until(options.timeout.map_or(never, |t| Instant::now() + t));
-    tokio::pin!(deadline);
-    let mut keepalive = options
-        .keepalive
-        .map(|period| tokio::time::interval_at(Instant::now() + period, period));
-
-    while end.is_none() || stdout.is_some() || stderr.is_some() {
-        tokio::select! {
-            read = read_some(&mut stdout, &mut out_buf) => match read {
-                Ok(n) if n > 0 => {
-                    let chunk = out_buf.get(..n).map(Bytes::copy_from_slice).unwrap_or_default();
-                    sink.send(|| ProcessEvent::Data(ProcessData::Stdout(chunk))).await;
-                }
-                _ => stdout = None,
-            },
-            read = read_some(&mut stderr, &mut err_buf) => match read {
-                Ok(n) if n > 0 => {
-                    let chunk = err_buf.get(..n).map(Bytes::copy_from_slice).unwrap_or_default();
-                    sink.send(|| ProcessEvent::Data(ProcessData::Stderr(chunk))).await;
-                }
-                _ => stderr = None,
-            },
-            status = child.wait(), if end.is_none() => {
-                // Removed as soon as it is reaped, so its pid can no longer be signalled.
-                sup.table().remove(&pid);
-                end = Some(match status {
-                    Ok(status) => exit_status::end_event(status),
-                    Err(e) => exit_status::wait_failed(&e),
-                });
-            }
-            () = &mut drain, if end.is_some() => break,
-            () = &mut deadline, if end.is_none() => {
-                let _ = signal_group(pid, NixSignal::SIGKILL);
-                deadline.as_mut().reset(never);
-            }
-            () = tick(&mut keepalive), if sink.is_open() => {
-                sink.send(|| ProcessEvent::Keepalive).await;
-            }
-        }
-        if end.is_some() {
-            // Measured from the last activity, not from a send that waited on a slow client.
-            drain.as_mut().reset(Instant::now() + DRAIN_IDLE);
-        }
-    }
-    drop((stdout, stderr));
-    if let Some(end) = end {
-        sink.send(|| end).await;
-    }
-    sink.finish().await;
 }

@@ -1,5 +1,5 @@
-//! The Connect side of each `process.Process` method: reading and checking the request body,
-//! calling the supervisor, and shaping the answer (unary JSON or an envelope stream).
+//! The Connect plumbing shared by every method (reading and checking request bodies, shaping
+//! unary and stream answers) and the unary methods of both services.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,16 +15,32 @@ use serde::Serialize;
 use warren_agent::connect::{self, code, path, ConnectError, EndStream};
 use warren_agent::envelope::{self, EnvelopeDecoder};
 use warren_agent::{
-    CloseStdinRequest, Empty, ListResponse, SendInputRequest, SendSignalRequest, StartRequest,
+    CloseStdinRequest, CreateWatcherResponse, Empty, GetWatcherEventsResponse, ListDirRequest,
+    ListResponse, MoveRequest, PathRequest, SendInputRequest, SendSignalRequest, UpdateRequest,
+    WatchRequest, WatcherRequest,
 };
 
 use super::body::AgentBody;
+use super::fs;
 use super::process::{StreamOptions, Supervisor};
+use super::users::{Accounts, Table, User};
+use super::watch::{Watcher, Watchers};
 
 /// Request bodies above this are refused (stdin chunks are the only big ones).
-const MAX_REQUEST_BODY: usize = 32 << 20;
+pub const MAX_REQUEST_BODY: usize = 32 << 20;
 
-fn response(
+/// Everything the methods work on.
+pub struct Services {
+    /// The processes.
+    pub sup: Arc<Supervisor>,
+    /// Who requests act as.
+    pub accounts: Accounts,
+    /// The polled filesystem watchers.
+    pub watchers: Watchers,
+}
+
+/// A response with a content type.
+pub fn response(
     status: StatusCode,
     content_type: &'static str,
     body: AgentBody,
@@ -44,6 +60,23 @@ pub fn unary_error(error: &ConnectError) -> Response<AgentBody> {
     response(status, connect::CONTENT_TYPE_UNARY, AgentBody::full(body))
 }
 
+/// A stream answer: the envelopes from `events`, or only an end-of-stream message holding the
+/// error (with status 200, as Connect streams report errors).
+pub fn stream_response(
+    events: Result<tokio::sync::mpsc::Receiver<Bytes>, ConnectError>,
+) -> Response<AgentBody> {
+    let body = match events {
+        Ok(rx) => AgentBody::Stream(rx),
+        Err(error) => AgentBody::full(end_stream(Some(error))),
+    };
+    response(StatusCode::OK, connect::CONTENT_TYPE_STREAM, body)
+}
+
+/// The framed end-of-stream message.
+pub fn end_stream(error: Option<ConnectError>) -> Bytes {
+    envelope::encode_json(envelope::FLAG_END_STREAM, &EndStream { error }).unwrap_or_default()
+}
+
 /// 415, for a body in a codec this agent does not speak (the Connect rule).
 pub fn unsupported_media_type() -> Response<AgentBody> {
     let mut resp = Response::new(AgentBody::empty());
@@ -51,7 +84,8 @@ pub fn unsupported_media_type() -> Response<AgentBody> {
     resp
 }
 
-fn content_type_is(headers: &HeaderMap, expected: &str, missing_ok: bool) -> bool {
+/// Whether the request's content type is `expected` (parameters ignored).
+pub fn content_type_is(headers: &HeaderMap, expected: &str, missing_ok: bool) -> bool {
     match headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()) {
         None => missing_ok,
         Some(value) => {
@@ -75,7 +109,8 @@ async fn read_body(body: Incoming) -> Result<Bytes, ConnectError> {
     }
 }
 
-fn parse<T: DeserializeOwned>(json: &[u8]) -> Result<T, ConnectError> {
+/// Parses a JSON request message.
+pub fn parse<T: DeserializeOwned>(json: &[u8]) -> Result<T, ConnectError> {
     // Connect clients may send an empty body for an empty message.
     let json: &[u8] = if json.iter().all(u8::is_ascii_whitespace) {
         b"{}"
@@ -90,6 +125,32 @@ fn parse<T: DeserializeOwned>(json: &[u8]) -> Result<T, ConnectError> {
     })
 }
 
+/// The payload of one request envelope, refusing compressed ones.
+pub fn envelope_payload(env: envelope::Envelope) -> Result<Bytes, ConnectError> {
+    if env.is_compressed() {
+        return Err(ConnectError::new(
+            code::INVALID_ARGUMENT,
+            "compressed request message without negotiated compression",
+        ));
+    }
+    Ok(env.data)
+}
+
+/// The single message of a server-stream request.
+pub async fn stream_request<T: DeserializeOwned>(req: Request<Incoming>) -> Result<T, ConnectError> {
+    let body = read_body(req.into_body()).await?;
+    let mut decoder = EnvelopeDecoder::with_max_len(MAX_REQUEST_BODY);
+    decoder.push(&body);
+    match decoder.next_envelope() {
+        Ok(Some(env)) => parse(&envelope_payload(env)?),
+        Ok(None) => Err(ConnectError::new(
+            code::INVALID_ARGUMENT,
+            "request body holds no complete envelope",
+        )),
+        Err(e) => Err(ConnectError::new(code::INVALID_ARGUMENT, e.to_string())),
+    }
+}
+
 fn header_number(headers: &HeaderMap, name: &str) -> Option<u64> {
     headers
         .get(name)?
@@ -101,51 +162,13 @@ fn header_number(headers: &HeaderMap, name: &str) -> Option<u64> {
         .filter(|n| *n > 0)
 }
 
-/// `process.Process/Start`: one request envelope in, an envelope stream out. Failures before the
-/// process runs end the stream with an error and no events, as connect-go does for envd.
-pub async fn start(sup: &Arc<Supervisor>, req: Request<Incoming>) -> Response<AgentBody> {
-    if !content_type_is(req.headers(), connect::CONTENT_TYPE_STREAM, false) {
-        return unsupported_media_type();
-    }
-    let options = StreamOptions {
-        keepalive: header_number(req.headers(), connect::HEADER_KEEPALIVE_INTERVAL)
+/// Keepalive interval and deadline from a stream request's headers.
+pub fn stream_options(headers: &HeaderMap) -> StreamOptions {
+    StreamOptions {
+        keepalive: header_number(headers, connect::HEADER_KEEPALIVE_INTERVAL)
             .map(Duration::from_secs),
-        timeout: header_number(req.headers(), connect::HEADER_TIMEOUT_MS)
-            .map(Duration::from_millis),
-    };
-    let started = async {
-        let body = read_body(req.into_body()).await?;
-        let mut decoder = EnvelopeDecoder::with_max_len(MAX_REQUEST_BODY);
-        decoder.push(&body);
-        let message = match decoder.next_envelope() {
-            Ok(Some(env)) if env.is_compressed() => {
-                return Err(ConnectError::new(
-                    code::INVALID_ARGUMENT,
-                    "compressed request message without negotiated compression",
-                ))
-            }
-            Ok(Some(env)) => env.data,
-            Ok(None) => {
-                return Err(ConnectError::new(
-                    code::INVALID_ARGUMENT,
-                    "request body holds no complete envelope",
-                ))
-            }
-            Err(e) => return Err(ConnectError::new(code::INVALID_ARGUMENT, e.to_string())),
-        };
-        let request: StartRequest = parse(&message)?;
-        sup.start(request, options)
-    };
-    let body = match started.await {
-        Ok(events) => AgentBody::Stream(events),
-        Err(error) => {
-            let end = EndStream { error: Some(error) };
-            AgentBody::full(
-                envelope::encode_json(envelope::FLAG_END_STREAM, &end).unwrap_or_default(),
-            )
-        }
-    };
-    response(StatusCode::OK, connect::CONTENT_TYPE_STREAM, body)
+        timeout: header_number(headers, connect::HEADER_TIMEOUT_MS).map(Duration::from_millis),
+    }
 }
 
 fn to_json<T: Serialize>(message: &T) -> Result<Bytes, ConnectError> {
@@ -154,7 +177,77 @@ fn to_json<T: Serialize>(message: &T) -> Result<Bytes, ConnectError> {
         .map_err(|e| ConnectError::new(code::INTERNAL, format!("cannot encode response: {e}")))
 }
 
-async fn call(sup: &Supervisor, route: &str, body: &[u8]) -> Result<Bytes, ConnectError> {
+/// Runs blocking filesystem work off the (single) runtime thread.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, ConnectError> + Send + 'static,
+) -> Result<T, ConnectError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| ConnectError::new(code::INTERNAL, format!("filesystem task failed: {e}")))?
+}
+
+async fn fs_call(
+    services: &Services,
+    user: User,
+    route: &str,
+    body: &[u8],
+) -> Result<Bytes, ConnectError> {
+    let accounts = services.accounts.clone();
+    let table = move || Table::load(&accounts);
+    match route {
+        path::STAT => {
+            let req: PathRequest = parse(body)?;
+            to_json(&blocking(move || fs::stat(&req.path, &user, &table())).await?)
+        }
+        path::MAKE_DIR => {
+            let req: PathRequest = parse(body)?;
+            to_json(&blocking(move || fs::make_dir(&req.path, &user, &table())).await?)
+        }
+        path::MOVE => {
+            let req: MoveRequest = parse(body)?;
+            to_json(&blocking(move || fs::rename(&req, &user, &table())).await?)
+        }
+        path::LIST_DIR => {
+            let req: ListDirRequest = parse(body)?;
+            to_json(&blocking(move || fs::list_dir(&req, &user, &table())).await?)
+        }
+        path::REMOVE => {
+            let req: PathRequest = parse(body)?;
+            blocking(move || fs::remove(&req.path, &user)).await?;
+            to_json(&Empty {})
+        }
+        path::CREATE_WATCHER => {
+            let req: WatchRequest = parse(body)?;
+            let watcher = Watcher::new(&req, &user, &services.accounts)?;
+            to_json(&CreateWatcherResponse {
+                watcher_id: services.watchers.create(watcher),
+            })
+        }
+        path::GET_WATCHER_EVENTS => {
+            let req: WatcherRequest = parse(body)?;
+            to_json(&GetWatcherEventsResponse {
+                events: services.watchers.take(&req.watcher_id)?,
+            })
+        }
+        path::REMOVE_WATCHER => {
+            let req: WatcherRequest = parse(body)?;
+            services.watchers.remove(&req.watcher_id)?;
+            to_json(&Empty {})
+        }
+        other => Err(ConnectError::new(
+            code::UNIMPLEMENTED,
+            format!("{other} is not implemented by this agent"),
+        )),
+    }
+}
+
+async fn call(
+    services: &Services,
+    headers: &HeaderMap,
+    route: &str,
+    body: &[u8],
+) -> Result<Bytes, ConnectError> {
+    let sup = &services.sup;
     match route {
         path::LIST => {
             let _: Empty = parse(body)?;
@@ -177,20 +270,34 @@ async fn call(sup: &Supervisor, route: &str, body: &[u8]) -> Result<Bytes, Conne
             sup.send_signal(&req.process, req.signal)?;
             to_json(&Empty {})
         }
-        other => Err(ConnectError::new(
-            code::UNIMPLEMENTED,
-            format!("{other} is not implemented by this agent"),
-        )),
+        path::UPDATE => {
+            let req: UpdateRequest = parse(body)?;
+            let size = req.pty.and_then(|p| p.size).ok_or_else(|| {
+                ConnectError::new(code::INVALID_ARGUMENT, "update carries no pty size")
+            })?;
+            sup.resize(&req.process, size)?;
+            to_json(&Empty {})
+        }
+        other => {
+            // Only file operations act as a user; process methods work for any caller.
+            let user = services.accounts.acting_user(headers, None)?;
+            fs_call(services, user, other, body).await
+        }
     }
 }
 
-/// A unary `process.Process` method: JSON in, JSON out.
-pub async fn unary(sup: &Supervisor, route: &str, req: Request<Incoming>) -> Response<AgentBody> {
+/// A unary method of either service: JSON in, JSON out.
+pub async fn unary(
+    services: &Services,
+    route: &str,
+    req: Request<Incoming>,
+) -> Response<AgentBody> {
     if !content_type_is(req.headers(), connect::CONTENT_TYPE_UNARY, true) {
         return unsupported_media_type();
     }
-    let result = match read_body(req.into_body()).await {
-        Ok(body) => call(sup, route, &body).await,
+    let (parts, body) = req.into_parts();
+    let result = match read_body(body).await {
+        Ok(body) => call(services, &parts.headers, route, &body).await,
         Err(e) => Err(e),
     };
     match result {

@@ -21,11 +21,14 @@ use warren_agent::connect::{self, code, path, ConnectError};
 use super::body::AgentBody;
 use super::config::Config;
 use super::process::Supervisor;
-use super::rpc;
+use super::rpc::{self, Services};
+use super::users::Accounts;
+use super::watch::Watchers;
+use super::{files_http, streams};
 
 struct State {
     token: Option<String>,
-    sup: Arc<Supervisor>,
+    services: Services,
 }
 
 impl State {
@@ -95,7 +98,11 @@ async fn serve(config: Config) -> ExitCode {
     eprintln!("warren-agent: listening on {addr}");
     let state = Arc::new(State {
         token: config.token,
-        sup: sup.clone(),
+        services: Services {
+            sup: sup.clone(),
+            accounts: Accounts::from_env(),
+            watchers: Watchers::default(),
+        },
     });
     tokio::select! {
         () = accept_loop(listener, state) => ExitCode::FAILURE,
@@ -133,20 +140,43 @@ async fn accept_loop(listener: TcpListener, state: Arc<State>) {
 
 enum Route {
     Health,
+    Files,
     Start,
+    Connect,
+    WatchDir,
+    StreamInput,
     Unary(&'static str),
     Unknown,
 }
 
+const UNARY: [&str; 13] = [
+    path::LIST,
+    path::SEND_INPUT,
+    path::CLOSE_STDIN,
+    path::SEND_SIGNAL,
+    path::UPDATE,
+    path::STAT,
+    path::MAKE_DIR,
+    path::MOVE,
+    path::LIST_DIR,
+    path::REMOVE,
+    path::CREATE_WATCHER,
+    path::GET_WATCHER_EVENTS,
+    path::REMOVE_WATCHER,
+];
+
 fn route(path: &str) -> Route {
     match path {
         path::HEALTH => Route::Health,
+        path::FILES => Route::Files,
         path::START => Route::Start,
-        path::LIST => Route::Unary(path::LIST),
-        path::SEND_INPUT => Route::Unary(path::SEND_INPUT),
-        path::CLOSE_STDIN => Route::Unary(path::CLOSE_STDIN),
-        path::SEND_SIGNAL => Route::Unary(path::SEND_SIGNAL),
-        _ => Route::Unknown,
+        path::CONNECT => Route::Connect,
+        path::WATCH_DIR => Route::WatchDir,
+        path::STREAM_INPUT => Route::StreamInput,
+        other => UNARY
+            .iter()
+            .find(|p| **p == other)
+            .map_or(Route::Unknown, |p| Route::Unary(p)),
     }
 }
 
@@ -163,16 +193,28 @@ async fn handle(state: &State, req: Request<Incoming>) -> Response<AgentBody> {
             "missing or invalid access token",
         ));
     }
-    if !matches!(route, Route::Unknown) && req.method() != Method::POST {
+    if !matches!(route, Route::Unknown | Route::Files) && req.method() != Method::POST {
         let mut resp = Response::new(AgentBody::empty());
         *resp.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
         resp.headers_mut()
             .insert(ALLOW, HeaderValue::from_static("POST"));
         return resp;
     }
+    let services = &state.services;
+    let user = || services.accounts.acting_user(req.headers(), None);
     match route {
-        Route::Start => rpc::start(&state.sup, req).await,
-        Route::Unary(path) => rpc::unary(&state.sup, path, req).await,
+        Route::Files => files_http::handle(services, req).await,
+        Route::Start => match user() {
+            Ok(user) => streams::start(services, user, req).await,
+            Err(e) => rpc::stream_response(Err(e)),
+        },
+        Route::WatchDir => match user() {
+            Ok(user) => streams::watch_dir(services, user, req).await,
+            Err(e) => rpc::stream_response(Err(e)),
+        },
+        Route::Connect => streams::connect(services, req).await,
+        Route::StreamInput => streams::stream_input(services, req).await,
+        Route::Unary(path) => rpc::unary(services, path, req).await,
         Route::Health | Route::Unknown => rpc::unary_error(&ConnectError::new(
             code::UNIMPLEMENTED,
             format!(

@@ -293,6 +293,11 @@ impl TestServer {
         v
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
     /// SIGKILLs the server process (sandboxes stay).
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {

@@ -1,5 +1,6 @@
 //! HTTP routes: thin handlers that parse, call the service and map errors.
 mod exec;
+mod files;
 mod images;
 mod logs;
 mod sandboxes;
@@ -36,6 +37,11 @@ pub fn router(state: AppState) -> Router {
         .route("/sandboxes/{id}/exec", post(exec::exec))
         .route("/sandboxes/{id}/execs", get(exec::history))
         .route("/sandboxes/{id}/logs", get(logs::logs))
+        .route(
+            "/sandboxes/{id}/files",
+            get(files::get).put(files::put).delete(files::delete),
+        )
+        .route("/sandboxes/{id}/files/list", get(files::list))
         .route("/events", get(logs::events))
         .route("/images", get(images::list))
         .route(

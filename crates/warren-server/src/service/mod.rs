@@ -1,6 +1,7 @@
 //! The sandbox service: validates, records intent in the store, then drives the backend.
 //! Handlers call it; it speaks only to the [`Store`] and [`Backend`] traits and the agent.
 mod exec;
+mod files;
 mod history;
 mod images;
 mod lifecycle;

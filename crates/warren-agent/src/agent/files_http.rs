@@ -1,0 +1,291 @@
+//! `GET /files` and `POST /files`: whole files streamed out and in through bounded buffers, so a
+//! transfer of any size costs the agent the same few hundred KiB. Errors are envd's REST shape,
+//! `{"code": <HTTP status>, "message": "..."}`.
+
+use std::io::ErrorKind;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+
+use async_compression::tokio::bufread::GzipDecoder;
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt, TryStreamExt};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::header::{HeaderMap, CONTENT_ENCODING, CONTENT_TYPE};
+use hyper::{Method, Request, Response, StatusCode};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio_util::io::{ReaderStream, StreamReader};
+
+use warren_agent::connect::ConnectError;
+
+use super::body::AgentBody;
+use super::fs::{chown_to, ensure_dirs, resolve};
+use super::rpc::{response, Services};
+use super::users::User;
+
+/// Bytes per read and per queued chunk.
+const CHUNK: usize = 64 << 10;
+/// Chunks queued towards a downloading client.
+const QUEUE: usize = 4;
+
+type ByteStream = Pin<Box<dyn Stream<Item = std::io::Result<Bytes>> + Send>>;
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response<AgentBody> {
+    let body = serde_json::json!({ "code": status.as_u16(), "message": message.into() });
+    let mut resp = response(status, "application/json", AgentBody::full(body.to_string()));
+    *resp.status_mut() = status;
+    resp
+}
+
+fn from_connect(e: &ConnectError) -> Response<AgentBody> {
+    let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    error(status, e.message.clone())
+}
+
+fn from_io(e: &std::io::Error, what: &str, path: &Path) -> Response<AgentBody> {
+    let status = match e.kind() {
+        ErrorKind::NotFound => StatusCode::NOT_FOUND,
+        ErrorKind::PermissionDenied => StatusCode::FORBIDDEN,
+        ErrorKind::StorageFull | ErrorKind::QuotaExceeded => StatusCode::INSUFFICIENT_STORAGE,
+        ErrorKind::IsADirectory | ErrorKind::NotADirectory => StatusCode::BAD_REQUEST,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    error(status, format!("{what} {}: {e}", path.display()))
+}
+
+fn hex(c: u8) -> Option<u8> {
+    char::from(c).to_digit(16).and_then(|d| u8::try_from(d).ok())
+}
+
+/// Decodes one `application/x-www-form-urlencoded` value.
+fn unescape(s: &str) -> String {
+    let raw = s.as_bytes();
+    let mut out = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while let Some(&c) = raw.get(i) {
+        match c {
+            b'+' => out.push(b' '),
+            b'%' => match (raw.get(i + 1).copied().and_then(hex), raw.get(i + 2).copied().and_then(hex)) {
+                (Some(h), Some(l)) => {
+                    out.push(h << 4 | l);
+                    i += 2;
+                }
+                _ => out.push(c),
+            },
+            _ => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn query_param(query: Option<&str>, name: &str) -> Option<String> {
+    query?.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (unescape(k) == name).then(|| unescape(v))
+    })
+}
+
+/// Serves `/files` for `GET` and `POST`.
+pub async fn handle(services: &Services, req: Request<Incoming>) -> Response<AgentBody> {
+    let query = req.uri().query();
+    let path = query_param(query, "path").unwrap_or_default();
+    let username = query_param(query, "username");
+    let user = match services.accounts.acting_user(req.headers(), username.as_deref()) {
+        Ok(u) => u,
+        Err(e) => return from_connect(&e),
+    };
+    match *req.method() {
+        Method::GET => download(&path, &user).await,
+        Method::POST => upload(&path, &user, req).await,
+        _ => error(StatusCode::METHOD_NOT_ALLOWED, "use GET or POST on /files"),
+    }
+}
+
+async fn download(path: &str, user: &User) -> Response<AgentBody> {
+    let path = match resolve(path, user) {
+        Ok(p) => p,
+        Err(e) => return from_connect(&e),
+    };
+    let file = match tokio::fs::File::open(&path).await {
+        Ok(f) => f,
+        Err(e) => return from_io(&e, "cannot open", &path),
+    };
+    let len = match file.metadata().await {
+        Ok(m) if m.is_dir() => {
+            return error(StatusCode::BAD_REQUEST, format!("{} is a directory", path.display()))
+        }
+        Ok(m) => m.len(),
+        Err(e) => return from_io(&e, "cannot stat", &path),
+    };
+    let (tx, rx) = mpsc::channel(QUEUE);
+    tokio::spawn(async move {
+        // Exactly the announced length, even if the file grows meanwhile.
+        let mut file = file.take(len);
+        let mut buf = vec![0u8; CHUNK];
+        loop {
+            match file.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => {
+                    let chunk = buf.get(..n).map(Bytes::copy_from_slice).unwrap_or_default();
+                    if tx.send(chunk).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    response(StatusCode::OK, "application/octet-stream", AgentBody::Sized(rx, len))
+}
+
+/// The request body as a byte stream, gunzipped on the fly when `Content-Encoding: gzip`.
+fn body_stream(headers: &HeaderMap, body: Incoming) -> Result<ByteStream, Response<AgentBody>> {
+    let raw = body
+        .into_data_stream()
+        .map_err(|e| std::io::Error::new(ErrorKind::InvalidData, e));
+    let encoding = headers
+        .get(CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.trim().to_ascii_lowercase());
+    match encoding.as_deref() {
+        None | Some("identity") | Some("") => Ok(Box::pin(raw)),
+        Some("gzip") | Some("x-gzip") => {
+            let mut decoder = GzipDecoder::new(StreamReader::new(raw));
+            decoder.multiple_members(true);
+            Ok(Box::pin(ReaderStream::with_capacity(decoder, CHUNK)))
+        }
+        Some(other) => Err(error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("unsupported content encoding {other:?}"),
+        )),
+    }
+}
+
+async fn upload(path: &str, user: &User, req: Request<Incoming>) -> Response<AgentBody> {
+    let content_type = req
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/octet-stream")
+        .to_owned();
+    let (parts, body) = req.into_parts();
+    let stream = match body_stream(&parts.headers, body) {
+        Ok(s) => s,
+        Err(resp) => return resp,
+    };
+    let written = if content_type
+        .to_ascii_lowercase()
+        .starts_with("multipart/form-data")
+    {
+        upload_multipart(path, user, &content_type, stream).await
+    } else {
+        match target(path, user) {
+            Ok(target) => write_file(&target, user, stream).await.map(|()| vec![target]),
+            Err(resp) => Err(resp),
+        }
+    };
+    match written {
+        Ok(paths) => {
+            let entries: Vec<serde_json::Value> = paths
+                .iter()
+                .map(|p| {
+                    serde_json::json!({
+                        "name": p.file_name().map(|n| n.to_string_lossy()).unwrap_or_default(),
+                        "type": "file",
+                        "path": p.to_string_lossy(),
+                    })
+                })
+                .collect();
+            let body = serde_json::Value::from(entries).to_string();
+            response(StatusCode::OK, "application/json", AgentBody::full(body))
+        }
+        Err(resp) => resp,
+    }
+}
+
+fn target(path: &str, user: &User) -> Result<PathBuf, Response<AgentBody>> {
+    if path.is_empty() {
+        return Err(error(StatusCode::BAD_REQUEST, "no path given for the upload"));
+    }
+    resolve(path, user).map_err(|e| from_connect(&e))
+}
+
+async fn upload_multipart(
+    path: &str,
+    user: &User,
+    content_type: &str,
+    stream: ByteStream,
+) -> Result<Vec<PathBuf>, Response<AgentBody>> {
+    let boundary = multer::parse_boundary(content_type)
+        .map_err(|e| error(StatusCode::BAD_REQUEST, format!("bad multipart request: {e}")))?;
+    let mut multipart = multer::Multipart::new(stream, boundary);
+    let mut written = Vec::new();
+    loop {
+        let field = multipart
+            .next_field()
+            .await
+            .map_err(|e| error(StatusCode::BAD_REQUEST, format!("bad multipart body: {e}")))?;
+        let Some(field) = field else { break };
+        if field.name() != Some("file") {
+            continue;
+        }
+        // Without a path parameter the part's file name is the path (envd's rule).
+        let name = if path.is_empty() {
+            field.file_name().unwrap_or_default().to_owned()
+        } else {
+            path.to_owned()
+        };
+        let dest = target(&name, user)?;
+        let chunks = field.map_err(|e| std::io::Error::new(ErrorKind::InvalidData, e));
+        write_file(&dest, user, Box::pin(chunks)).await?;
+        written.push(dest);
+    }
+    if written.is_empty() {
+        return Err(error(StatusCode::BAD_REQUEST, "multipart body has no \"file\" part"));
+    }
+    Ok(written)
+}
+
+/// Writes `chunks` to `dest` (created or truncated, parents created), owned by `user`.
+async fn write_file(dest: &Path, user: &User, mut chunks: ByteStream) -> Result<(), Response<AgentBody>> {
+    if dest.is_dir() {
+        return Err(error(StatusCode::BAD_REQUEST, format!("{} is a directory", dest.display())));
+    }
+    if let Some(parent) = dest.parent() {
+        ensure_dirs(parent, user).map_err(|e| from_connect(&e))?;
+    }
+    let mut file = tokio::fs::File::create(dest)
+        .await
+        .map_err(|e| from_io(&e, "cannot create", dest))?;
+    chown_to(dest, user).map_err(|e| from_connect(&e))?;
+    while let Some(chunk) = chunks.next().await {
+        // A broken body (bad gzip, truncated multipart) is the client's fault.
+        let chunk = chunk.map_err(|e| {
+            error(
+                StatusCode::BAD_REQUEST,
+                format!("cannot read the upload for {}: {e}", dest.display()),
+            )
+        })?;
+        file.write_all(&chunk)
+            .await
+            .map_err(|e| from_io(&e, "cannot write", dest))?;
+    }
+    // tokio's File finishes writes in the background: wait for them before answering.
+    file.flush().await.map_err(|e| from_io(&e, "cannot write", dest))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_values_are_unescaped() {
+        let q = Some("path=%2Ftmp%2Fa+b%25&username=nobody&x");
+        assert_eq!(query_param(q, "path").as_deref(), Some("/tmp/a b%"));
+        assert_eq!(query_param(q, "username").as_deref(), Some("nobody"));
+        assert_eq!(query_param(q, "x").as_deref(), Some(""));
+        assert_eq!(query_param(q, "y"), None);
+    }
+}

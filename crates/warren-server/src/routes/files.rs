@@ -1,0 +1,75 @@
+//! `/v1/sandboxes/{id}/files` (GET raw bytes, PUT raw body, DELETE) and `/files/list`.
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use futures::TryStreamExt;
+use warren_api::FileList;
+
+use super::sandbox_id;
+use crate::error::{ApiError, ApiQuery};
+use crate::AppState;
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileQuery {
+    path: String,
+    /// Act as this user of the sandbox (default: its default user).
+    user: Option<String>,
+}
+
+pub async fn get(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    ApiQuery(q): ApiQuery<FileQuery>,
+) -> Result<Response, ApiError> {
+    let stream = state
+        .service
+        .read_file(&sandbox_id(&id)?, &q.path, q.user.as_deref())
+        .await?;
+    let body = Body::from_stream(stream.map_err(std::io::Error::other));
+    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], body).into_response())
+}
+
+pub async fn put(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    ApiQuery(q): ApiQuery<FileQuery>,
+    body: Body,
+) -> Result<StatusCode, ApiError> {
+    state
+        .service
+        .write_file(
+            &sandbox_id(&id)?,
+            &q.path,
+            q.user.as_deref(),
+            body.into_data_stream(),
+        )
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn delete(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    ApiQuery(q): ApiQuery<FileQuery>,
+) -> Result<StatusCode, ApiError> {
+    state
+        .service
+        .remove_file(&sandbox_id(&id)?, &q.path, q.user.as_deref())
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    ApiQuery(q): ApiQuery<FileQuery>,
+) -> Result<Json<FileList>, ApiError> {
+    let entries = state
+        .service
+        .list_files(&sandbox_id(&id)?, &q.path, q.user.as_deref())
+        .await?;
+    Ok(Json(FileList { entries }))
+}
