@@ -1,7 +1,9 @@
 //! `warren`: the server (`serve`), the client verbs, and `bench`. Argument parsing and
 //! printing only; the work is in the library crates.
 mod bench;
+mod cp;
 mod image;
+mod shell;
 mod verbs;
 
 // Re-exported at the root so the verbs name them as `crate::client` and `crate::rootfs`.
@@ -71,6 +73,10 @@ enum Command {
     Inspect(verbs::IdArgs),
     /// Delete sandboxes and everything they hold.
     Rm(verbs::IdsArgs),
+    /// Copy files or directories between this machine and a sandbox (ID:/path).
+    Cp(cp::CpArgs),
+    /// Open an interactive terminal in a sandbox.
+    Shell(shell::ShellArgs),
     /// Print a sandbox's log: its main command's output and lifecycle events.
     Logs(verbs::LogsArgs),
     /// Show what ran in a sandbox, like a terminal transcript.
@@ -161,6 +167,8 @@ fn main() -> ExitCode {
             Command::Rm(a) => verbs::rm(a).await.map(|_| 0),
             Command::History(a) => verbs::history(a).await.map(|_| 0),
             Command::Logs(a) => verbs::logs(a).await.map(|_| 0),
+            Command::Shell(a) => shell::run(a).await,
+            Command::Cp(a) => cp::run(a).await.map(|_| 0),
             Command::Stop(a) => verbs::lifecycle(a, "stop").await.map(|_| 0),
             Command::Start(a) => verbs::lifecycle(a, "start").await.map(|_| 0),
             Command::Image(c) => image::run(c).await.map(|_| 0),

@@ -124,11 +124,17 @@ fn clear_target(path: &Path, entry_is_dir: bool) -> Result<(), UnpackError> {
 }
 
 /// Unpacks the tar read from `reader` into `root` (which must exist), keeping ownership, modes
-/// (setuid included: `sudo` needs it) and mtimes.
+/// (setuid included: `sudo` needs it) and mtimes: an image.
 pub fn unpack(reader: impl Read, root: &Path) -> Result<(), UnpackError> {
+    unpack_with(reader, root, true)
+}
+
+/// [`unpack`], choosing whether entries keep their owners (an image does; files copied out of
+/// a sandbox onto the user's machine do not).
+pub fn unpack_with(reader: impl Read, root: &Path, keep_owners: bool) -> Result<(), UnpackError> {
     let mut archive = tar::Archive::new(reader);
-    archive.set_preserve_permissions(true);
-    archive.set_preserve_ownerships(true);
+    archive.set_preserve_permissions(keep_owners);
+    archive.set_preserve_ownerships(keep_owners);
     archive.set_preserve_mtime(true);
     archive.set_unpack_xattrs(false);
     let entries = archive.entries().map_err(io_err(root))?;

@@ -3,6 +3,7 @@ mod exec;
 mod files;
 mod images;
 mod logs;
+mod pty;
 mod sandboxes;
 mod text;
 
@@ -42,6 +43,7 @@ pub fn router(state: AppState) -> Router {
             get(files::get).put(files::put).delete(files::delete),
         )
         .route("/sandboxes/{id}/files/list", get(files::list))
+        .route("/sandboxes/{id}/pty", get(pty::pty))
         .route("/events", get(logs::events))
         .route("/images", get(images::list))
         .route(

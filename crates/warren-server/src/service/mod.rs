@@ -5,6 +5,7 @@ mod files;
 mod history;
 mod images;
 mod lifecycle;
+mod pty;
 mod validate;
 
 use std::collections::HashMap;
@@ -15,7 +16,8 @@ use warren_agent::AgentClient;
 use warren_api::{Runtime, SandboxId};
 use warren_store::{SandboxRecord, Store};
 
-pub use exec::{ExecEvent, ExecStream};
+pub use exec::{exit_code, ExecEvent, ExecStream};
+pub use pty::PtySession;
 
 use crate::backend::Backend;
 use crate::error::ApiError;

@@ -1,0 +1,110 @@
+//! `GET /v1/sandboxes/{id}/pty`: a WebSocket terminal. Binary frames carry terminal bytes both
+//! ways; the client sends text `{"resize": {"cols", "rows"}}`; the server ends with text
+//! `{"exit": <code>}` and a close frame.
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, RawQuery, State};
+use axum::response::Response;
+use warren_agent::{ProcessData, ProcessEvent};
+
+use super::sandbox_id;
+use crate::error::ApiError;
+use crate::service::{exit_code, PtySession};
+use crate::AppState;
+
+#[derive(serde::Deserialize)]
+struct Resize {
+    resize: Size,
+}
+
+#[derive(serde::Deserialize)]
+struct Size {
+    cols: u32,
+    rows: u32,
+}
+
+pub async fn pty(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    RawQuery(query): RawQuery,
+    ws: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    let id = sandbox_id(&id)?;
+    let (mut cmd, mut args, mut cols, mut rows, mut user) = (None, Vec::new(), 80u32, 24u32, None);
+    for (k, v) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+        let num = |v: &str| {
+            v.parse::<u32>()
+                .map_err(|_| ApiError::BadRequest(format!("{k}={v:?} is not a number")))
+        };
+        match k.as_ref() {
+            "cmd" => cmd = Some(v.into_owned()),
+            "arg" => args.push(v.into_owned()),
+            "cols" => cols = num(&v)?,
+            "rows" => rows = num(&v)?,
+            "user" => user = Some(v.into_owned()),
+            other => {
+                return Err(ApiError::BadRequest(format!(
+                    "unknown query parameter {other:?}"
+                )))
+            }
+        }
+    }
+    let session = state
+        .service
+        .start_pty(
+            &id,
+            cmd.unwrap_or_else(|| "sh".into()),
+            args,
+            cols,
+            rows,
+            user.as_deref(),
+        )
+        .await?;
+    Ok(ws.on_upgrade(move |socket| run(socket, session)))
+}
+
+async fn run(mut socket: WebSocket, mut s: PtySession) {
+    let mut pid = None;
+    loop {
+        tokio::select! {
+            ev = s.events.next() => {
+                let Some(Ok(ev)) = ev else {
+                    let _ = socket.send(Message::Text(r#"{"exit": 255, "error": "terminal stream lost"}"#.into())).await;
+                    break;
+                };
+                match ev {
+                    ProcessEvent::Start { pid: p } => pid = Some(p),
+                    ProcessEvent::Data(ProcessData::Pty(b) | ProcessData::Stdout(b) | ProcessData::Stderr(b)) => {
+                        if socket.send(Message::Binary(b)).await.is_err() {
+                            break;
+                        }
+                    }
+                    ProcessEvent::End { exit_code: code, exited, status, .. } => {
+                        let code = exit_code(code, exited, &status);
+                        let _ = socket.send(Message::Text(format!(r#"{{"exit": {code}}}"#).into())).await;
+                        break;
+                    }
+                    ProcessEvent::Keepalive => {}
+                }
+            }
+            msg = socket.recv() => {
+                let Some(Ok(msg)) = msg else { break };
+                let Some(p) = pid else { continue };
+                match msg {
+                    Message::Binary(b) => { let _ = s.agent.send_pty_input(p, &b).await; }
+                    Message::Text(t) => {
+                        if let Ok(r) = serde_json::from_str::<Resize>(t.as_str()) {
+                            let _ = s.agent.resize_pty(p, r.resize.cols, r.resize.rows).await;
+                        }
+                    }
+                    Message::Close(_) => break,
+                    _ => {}
+                }
+            }
+        }
+    }
+    // A client that leaves takes its terminal with it, as closing a terminal window does.
+    if let Some(p) = pid {
+        let _ = s.agent.send_signal(p, warren_agent::Signal::Sigkill).await;
+    }
+    let _ = socket.send(Message::Close(None)).await;
+}
