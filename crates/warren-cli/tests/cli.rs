@@ -1,0 +1,183 @@
+//! The `warren` CLI as a person uses it: `cp` both ways, `logs`, `history`, and `shell` driven
+//! under tmux (send-keys, capture-pane). Needs root, crun, tmux.
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::TestServer;
+use serde_json::json;
+
+fn warren(s: &TestServer, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_warren"))
+        .args(args)
+        .env("WARREN_URL", &s.url)
+        .env("WARREN_DATA_DIR", &s.data_dir)
+        .env_remove("WARREN_API_KEY")
+        .output()
+        .expect("run warren")
+}
+
+fn ok(out: std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cp_logs_and_history_from_the_cli() {
+    let s = TestServer::start().await;
+    let sb = s.create(json!({"image": "busybox", "runtime": "runc", "cmd": ["sh", "-c", "echo from-main; sleep 1000"]})).await;
+    let id = sb["id"].as_str().expect("id");
+    let local = tempfile::tempdir_in("/var/tmp").expect("dir");
+    let src = local.path().join("src");
+    std::fs::create_dir_all(src.join("sub")).expect("mkdir");
+    std::fs::write(src.join("a.txt"), b"alpha\n").expect("write");
+    std::fs::write(src.join("sub/b.bin"), (0..=255u8).collect::<Vec<_>>()).expect("write");
+    let src_s = src.to_string_lossy().into_owned();
+    ok(warren(&s, &["cp", &src_s, &format!("{id}:/data")]));
+    assert_eq!(
+        s.sh(id, "cat /data/a.txt; wc -c < /data/sub/b.bin").await,
+        "alpha\n256\n"
+    );
+    let back = local.path().join("back");
+    ok(warren(
+        &s,
+        &["cp", &format!("{id}:/data"), &back.to_string_lossy()],
+    ));
+    assert_eq!(
+        std::fs::read(back.join("sub/b.bin")).expect("read"),
+        (0..=255u8).collect::<Vec<_>>()
+    );
+    ok(warren(
+        &s,
+        &[
+            "cp",
+            &format!("{id}:/data/a.txt"),
+            &local.path().join("a2").to_string_lossy(),
+        ],
+    ));
+    assert_eq!(
+        std::fs::read(local.path().join("a2")).expect("read"),
+        b"alpha\n"
+    );
+    let out = warren(
+        &s,
+        &[
+            "cp",
+            &format!("{id}:/nope"),
+            &local.path().join("x").to_string_lossy(),
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not_found"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // logs: the main command's output is there.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if ok(warren(&s, &["logs", id])).contains("from-main") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "main output never showed in `warren logs`"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // history: the cp's own commands were recorded, as a transcript.
+    let hist = ok(warren(&s, &["history", id, "--user-only"]));
+    assert!(
+        hist.contains("# warren cp") && hist.contains("$ sh -c"),
+        "{hist}"
+    );
+    s.delete(id).await;
+    s.shutdown().await;
+}
+
+fn tmux(args: &[&str]) -> String {
+    let out = Command::new("tmux").args(args).output().expect("tmux");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn screen_until(session: &str, what: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let screen = tmux(&["capture-pane", "-t", session, "-p"]);
+        if screen.contains(what) {
+            return screen;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what:?} never appeared on screen:\n{screen}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn shell_under_tmux_sizes_echoes_resizes_and_exits_with_the_code() {
+    assert!(
+        Path::new("/usr/bin/tmux").exists(),
+        "tmux is needed: apt-get install tmux"
+    );
+    let s = TestServer::start().await;
+    for rt in common::RUNTIMES {
+        let sb = s.create(json!({"image": "busybox", "runtime": rt})).await;
+        let id = sb["id"].as_str().expect("id");
+        let session = format!("warren-test-{id}");
+        let marker = std::env::temp_dir().join(format!("{session}.exit"));
+        let cmd = format!(
+            "WARREN_URL={} WARREN_DATA_DIR={} {} shell {id}; echo $? > {}",
+            s.url,
+            s.data_dir.display(),
+            env!("CARGO_BIN_EXE_warren"),
+            marker.display()
+        );
+        tmux(&[
+            "new-session",
+            "-d",
+            "-s",
+            &session,
+            "-x",
+            "100",
+            "-y",
+            "30",
+            &cmd,
+        ]);
+        tmux(&[
+            "send-keys",
+            "-t",
+            &session,
+            "stty size; echo sum-$((6*7))",
+            "Enter",
+        ]);
+        let screen = screen_until(&session, "sum-42");
+        assert!(
+            screen.contains("30 100"),
+            "{rt}: stty size should be 30 100:\n{screen}"
+        );
+        tmux(&["resize-window", "-t", &session, "-x", "120", "-y", "40"]);
+        std::thread::sleep(Duration::from_millis(500));
+        tmux(&["send-keys", "-t", &session, "stty size", "Enter"]);
+        screen_until(&session, "40 120");
+        tmux(&["send-keys", "-t", &session, "exit 7", "Enter"]);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while !marker.exists() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let code = std::fs::read_to_string(&marker).unwrap_or_default();
+        let _ = std::fs::remove_file(&marker);
+        tmux(&["kill-session", "-t", &session]);
+        assert_eq!(code.trim(), "7", "{rt}: warren shell's exit code");
+        s.delete(id).await;
+    }
+    s.shutdown().await;
+}
