@@ -134,14 +134,7 @@ async fn errors_have_the_right_status_and_shape() {
     expect_error(r, StatusCode::BAD_REQUEST, "bad_request").await;
 
     // Nothing was created by any of that.
-    let list: Value = s
-        .req(Method::GET, "/v1/sandboxes")
-        .send()
-        .await
-        .expect("req")
-        .json()
-        .await
-        .expect("json");
+    let list: Value = s.get_json("/v1/sandboxes").await;
     assert_eq!(
         list["sandboxes"].as_array().map(Vec::len),
         Some(0),

@@ -153,14 +153,7 @@ async fn history_records_user_and_system_steps() {
         json!({"cmd": ["sh", "-c", "head -c 200000 /dev/zero | tr '\\0' x"]}),
     )
     .await;
-    let v: serde_json::Value = s
-        .req(Method::GET, &format!("/v1/sandboxes/{id}/execs"))
-        .send()
-        .await
-        .expect("execs")
-        .json()
-        .await
-        .expect("json");
+    let v: serde_json::Value = s.get_json(&format!("/v1/sandboxes/{id}/execs")).await;
     let execs = v["execs"].as_array().expect("array");
     let system: Vec<&str> = execs
         .iter()
@@ -193,13 +186,8 @@ async fn history_records_user_and_system_steps() {
     assert_eq!(user[1]["stdout"].as_str().map(str::len), Some(64 * 1024));
     // ?limit keeps the latest.
     let v: serde_json::Value = s
-        .req(Method::GET, &format!("/v1/sandboxes/{id}/execs?limit=1"))
-        .send()
-        .await
-        .expect("execs")
-        .json()
-        .await
-        .expect("json");
+        .get_json(&format!("/v1/sandboxes/{id}/execs?limit=1"))
+        .await;
     assert_eq!(v["execs"].as_array().map(Vec::len), Some(1));
     assert_eq!(v["execs"][0]["id"], user[1]["id"]);
     let r = s
@@ -222,25 +210,11 @@ async fn history_past_retention_is_pruned() {
     s.exec(id, json!({"cmd": ["true"]})).await;
     let count = |v: serde_json::Value| v["execs"].as_array().map(Vec::len).unwrap_or(0);
     let url = format!("/v1/sandboxes/{id}/execs");
-    let first: serde_json::Value = s
-        .req(Method::GET, &url)
-        .send()
-        .await
-        .expect("execs")
-        .json()
-        .await
-        .expect("json");
+    let first: serde_json::Value = s.get_json(&url).await;
     assert!(count(first) >= 6);
     let deadline = Instant::now() + std::time::Duration::from_secs(20);
     loop {
-        let v: serde_json::Value = s
-            .req(Method::GET, &url)
-            .send()
-            .await
-            .expect("execs")
-            .json()
-            .await
-            .expect("json");
+        let v: serde_json::Value = s.get_json(&url).await;
         if count(v) == 0 {
             break;
         }

@@ -101,14 +101,7 @@ async fn hostile_tars_are_refused_and_write_nothing_outside() {
             .count(),
         0
     );
-    let list: Value = s
-        .req(Method::GET, "/v1/images")
-        .send()
-        .await
-        .expect("ls")
-        .json()
-        .await
-        .expect("json");
+    let list: Value = s.get_json("/v1/images").await;
     assert_eq!(list["images"].as_array().map(Vec::len), Some(1), "{list}");
 
     // Bad names and empty bodies.

@@ -4,7 +4,6 @@
 mod common;
 
 use common::{TestServer, RUNTIMES};
-use reqwest::Method;
 use serde_json::{json, Value};
 
 #[tokio::test(flavor = "multi_thread")]
@@ -20,14 +19,7 @@ async fn sandboxes_survive_kill_9_of_the_server() {
     s.kill9();
 
     let s2 = TestServer::start_on(s.data_dir.clone(), s.port, s.subnet.clone()).await;
-    let list: Value = s2
-        .req(Method::GET, "/v1/sandboxes")
-        .send()
-        .await
-        .expect("ls")
-        .json()
-        .await
-        .expect("json");
+    let list: Value = s2.get_json("/v1/sandboxes").await;
     for sb in &made {
         let id = sb["id"].as_str().expect("id");
         let found = list["sandboxes"]

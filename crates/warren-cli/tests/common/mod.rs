@@ -161,6 +161,17 @@ impl TestServer {
             .bearer_auth(&self.key)
     }
 
+    /// `GET path` answered with JSON (any status).
+    pub async fn get_json(&self, path: &str) -> Value {
+        self.req(Method::GET, path)
+            .send()
+            .await
+            .expect("GET")
+            .json()
+            .await
+            .expect("JSON answer")
+    }
+
     pub async fn import_tar(&self, name: &str, tar: &Path) -> reqwest::Response {
         let body = std::fs::read(tar).expect("read tar");
         self.req(Method::PUT, &format!("/v1/images/{name}"))

@@ -5,9 +5,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures::Stream;
 use warren_agent::{ProcessConfig, ProcessData, ProcessEvent, Signal, StartRequest};
-use warren_api::{
-    ExecExit, ExecKind, ExecRecord, ExecRequest, ExecResult, SandboxId, SandboxState,
-};
+use warren_api::{ExecExit, ExecKind, ExecRecord, ExecRequest, ExecResult, SandboxId};
 
 use super::history::Capped;
 
@@ -86,14 +84,7 @@ impl Service {
                 )));
             }
         }
-        let rec = self.record(id).await?;
-        if rec.sandbox.state != SandboxState::Running {
-            return Err(ApiError::Conflict(format!(
-                "sandbox {id} is {}, not running",
-                rec.sandbox.state
-            )));
-        }
-        let agent = self.agent(&rec)?;
+        let (rec, agent) = self.running_agent(id, None).await?;
         let mut envs = rec.sandbox.env.clone();
         envs.extend(req.env);
         let start = StartRequest {

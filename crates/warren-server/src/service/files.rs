@@ -3,7 +3,7 @@
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use warren_agent::{AgentClient, AgentError, FileType};
-use warren_api::{FileEntry, FileKind, SandboxId, SandboxState};
+use warren_api::{FileEntry, FileKind, SandboxId};
 
 use super::Service;
 use crate::error::ApiError;
@@ -36,23 +36,8 @@ fn file_error(id: &SandboxId, path: &str, e: AgentError) -> ApiError {
 }
 
 impl Service {
-    async fn files_agent(
-        &self,
-        id: &SandboxId,
-        user: Option<&str>,
-    ) -> Result<AgentClient, ApiError> {
-        let rec = self.record(id).await?;
-        if rec.sandbox.state != SandboxState::Running {
-            return Err(ApiError::Conflict(format!(
-                "sandbox {id} is {}, not running",
-                rec.sandbox.state
-            )));
-        }
-        let agent = self.agent(&rec)?;
-        Ok(match user {
-            Some(u) => agent.with_user(u),
-            None => agent,
-        })
+    async fn files_agent(&self, id: &SandboxId, user: Option<&str>) -> Result<AgentClient, ApiError> {
+        Ok(self.running_agent(id, user).await?.1)
     }
 
     /// A file's bytes as they arrive from the sandbox.

@@ -191,6 +191,27 @@ impl Service {
         Ok(())
     }
 
+    /// A running sandbox and its agent (acting as `user` when given); 404 or 409 otherwise.
+    pub(crate) async fn running_agent(
+        &self,
+        id: &SandboxId,
+        user: Option<&str>,
+    ) -> Result<(SandboxRecord, AgentClient), ApiError> {
+        let rec = self.record(id).await?;
+        if rec.sandbox.state != warren_api::SandboxState::Running {
+            return Err(ApiError::Conflict(format!(
+                "sandbox {id} is {}, not running",
+                rec.sandbox.state
+            )));
+        }
+        let agent = self.agent(&rec)?;
+        let agent = match user {
+            Some(u) => agent.with_user(u),
+            None => agent,
+        };
+        Ok((rec, agent))
+    }
+
     /// A sandbox that exists and is not deleted, or 404.
     pub async fn record(&self, id: &SandboxId) -> Result<SandboxRecord, ApiError> {
         match self.inner.store.get_sandbox(id).await? {

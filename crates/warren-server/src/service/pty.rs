@@ -1,7 +1,7 @@
 //! Interactive terminals: a process under a real pseudo-terminal in the sandbox, fed and
 //! resized through the agent.
 use warren_agent::{AgentClient, ProcessConfig, ProcessStream, Pty, PtySize, StartRequest};
-use warren_api::{SandboxId, SandboxState};
+use warren_api::SandboxId;
 
 use super::Service;
 use crate::error::ApiError;
@@ -35,17 +35,7 @@ impl Service {
                 "terminal size {cols}x{rows} is out of range"
             )));
         }
-        let rec = self.record(id).await?;
-        if rec.sandbox.state != SandboxState::Running {
-            return Err(ApiError::Conflict(format!(
-                "sandbox {id} is {}, not running",
-                rec.sandbox.state
-            )));
-        }
-        let mut agent = self.agent(&rec)?;
-        if let Some(u) = user {
-            agent = agent.with_user(u);
-        }
+        let (rec, agent) = self.running_agent(id, user).await?;
         let mut envs = rec.sandbox.env.clone();
         envs.entry("TERM".into())
             .or_insert_with(|| "xterm-256color".into());
