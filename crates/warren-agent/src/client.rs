@@ -137,7 +137,9 @@ impl AgentClient {
     /// `Start`: runs a process and returns its event stream (first `Start`, last `End`).
     /// Dropping the stream does not stop the process.
     pub async fn start(&self, req: &StartRequest) -> Result<ProcessStream, AgentError> {
-        Ok(ProcessStream::new(self.open_stream(path::START, req).await?))
+        Ok(ProcessStream::new(
+            self.open_stream(path::START, req).await?,
+        ))
     }
 
     /// `Connect`: attaches to a running process. Its events from now on (no replay), after a

@@ -52,7 +52,10 @@ async fn directory_operations_and_entry_info() {
     let root = tmp.path().to_str().unwrap().to_owned();
 
     let made = c.make_dir(&format!("{root}/a/b")).await.unwrap();
-    assert_eq!((made.name.as_str(), made.file_type), ("b", FileType::Directory));
+    assert_eq!(
+        (made.name.as_str(), made.file_type),
+        ("b", FileType::Directory)
+    );
     assert_eq!(made.path, format!("{root}/a/b"));
     assert!(made.permissions.starts_with('d'), "{}", made.permissions);
     let again = c.make_dir(&format!("{root}/a/b")).await.unwrap_err();
@@ -80,7 +83,10 @@ async fn directory_operations_and_entry_info() {
     assert!(link.permissions.starts_with('L'), "{}", link.permissions);
 
     let names = |entries: Vec<warren_agent::EntryInfo>| -> Vec<String> {
-        entries.into_iter().map(|e| e.path[root.len()..].to_owned()).collect()
+        entries
+            .into_iter()
+            .map(|e| e.path[root.len()..].to_owned())
+            .collect()
     };
     assert_eq!(names(c.list_dir(&root, 1).await.unwrap()), ["/a", "/link"]);
     assert_eq!(
@@ -120,7 +126,10 @@ async fn directory_operations_and_entry_info() {
     }
     let e = c.stat(&format!("{root}/a\0b")).await.unwrap_err();
     assert_eq!(e.rpc_code(), Some("invalid_argument"), "{e}");
-    let e = c.list_dir(&format!("{root}/new/dir/g.txt"), 1).await.unwrap_err();
+    let e = c
+        .list_dir(&format!("{root}/new/dir/g.txt"), 1)
+        .await
+        .unwrap_err();
     assert_eq!(e.rpc_code(), Some("invalid_argument"), "{e}");
     // Relative paths start at the acting user's home (root's: /root).
     let home = c.stat("").await.unwrap();
@@ -229,7 +238,10 @@ async fn requests_act_as_the_named_user() {
     let made = nobody.make_dir(&format!("{root}/d")).await.unwrap();
     assert_eq!(made.owner, "nobody");
     let resp = http()
-        .post(format!("{}&username=nobody", files_url(&agent, &format!("{root}/q"))))
+        .post(format!(
+            "{}&username=nobody",
+            files_url(&agent, &format!("{root}/q"))
+        ))
         .header("x-access-token", TOKEN)
         .body("q")
         .send()
@@ -245,7 +257,9 @@ async fn requests_act_as_the_named_user() {
     let e = ghost.stat("/").await.unwrap_err();
     assert_eq!(e.rpc_code(), Some("invalid_argument"));
     assert!(e.to_string().contains("ghost-user"), "{e}");
-    let e = ghost.start(&sh("true")).await.unwrap_err();
+    // Streams report errors in their end-of-stream message.
+    let mut stream = ghost.start(&sh("true")).await.unwrap();
+    let e = stream.next().await.unwrap().unwrap_err();
     assert_eq!(e.rpc_code(), Some("invalid_argument"));
     let e = ghost.download("/etc/hostname").await.err().unwrap();
     assert_eq!(e.rpc_code(), Some("invalid_argument"));
@@ -255,7 +269,12 @@ async fn requests_act_as_the_named_user() {
 async fn run_as(client: &warren_agent::AgentClient, script: &str) -> String {
     let mut stream = client.start(&sh(script)).await.unwrap();
     let out = support::collect(&mut stream).await;
-    assert_eq!(out.exit_code(), 0, "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.exit_code(),
+        0,
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap()
 }
 
@@ -269,7 +288,10 @@ async fn supplementary_groups_and_default_user_from_the_account_files() {
     let group = tmp.path().join("group");
     std::fs::write(
         &passwd,
-        format!("root:x:0:0::/root:/bin/sh\nalice:x:4321:4321::{}:/bin/sh\n", home.display()),
+        format!(
+            "root:x:0:0::/root:/bin/sh\nalice:x:4321:4321::{}:/bin/sh\n",
+            home.display()
+        ),
     )
     .unwrap();
     std::fs::write(&group, "root:x:0:\nalice:x:4321:\ndev:x:777:bob,alice\n").unwrap();
@@ -284,11 +306,18 @@ async fn supplementary_groups_and_default_user_from_the_account_files() {
     let out = run_as(&agent.client.with_user("root"), "id -u").await;
     assert_eq!(out, "0\n");
     // Relative paths are the acting user's home.
-    agent.client.upload("notes.txt", once(b"n".to_vec())).await.unwrap();
+    agent
+        .client
+        .upload("notes.txt", once(b"n".to_vec()))
+        .await
+        .unwrap();
     let meta = std::fs::metadata(home.join("notes.txt")).unwrap();
     assert_eq!(meta.uid(), 4321);
     let entry = agent.client.stat("notes.txt").await.unwrap();
-    assert_eq!((entry.owner.as_str(), entry.group.as_str()), ("alice", "alice"));
+    assert_eq!(
+        (entry.owner.as_str(), entry.group.as_str()),
+        ("alice", "alice")
+    );
 }
 
 async fn next_change(stream: &mut warren_agent::WatchStream) -> FilesystemEvent {
@@ -346,7 +375,10 @@ async fn recursive_watch_reports_changes_in_order() {
 
 async fn unary(agent: &Agent, method: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
     let resp = http()
-        .post(format!("http://{}/filesystem.Filesystem/{method}", agent.addr))
+        .post(format!(
+            "http://{}/filesystem.Filesystem/{method}",
+            agent.addr
+        ))
         .header("x-access-token", TOKEN)
         .header("content-type", "application/json")
         .body(body.to_string())
@@ -372,7 +404,12 @@ async fn polled_watchers_buffer_events_until_fetched() {
     std::fs::write(format!("{root}/one"), b"1").unwrap();
     std::fs::remove_file(format!("{root}/one")).unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let (status, got) = unary(&agent, "GetWatcherEvents", serde_json::json!({"watcherId": id})).await;
+    let (status, got) = unary(
+        &agent,
+        "GetWatcherEvents",
+        serde_json::json!({"watcherId": id}),
+    )
+    .await;
     assert_eq!(status, 200);
     let types: Vec<&str> = got["events"]
         .as_array()
@@ -380,12 +417,33 @@ async fn polled_watchers_buffer_events_until_fetched() {
         .iter()
         .map(|e| e["type"].as_str().unwrap())
         .collect();
-    assert_eq!(types, ["EVENT_TYPE_CREATE", "EVENT_TYPE_WRITE", "EVENT_TYPE_REMOVE"]);
-    let (_, again) = unary(&agent, "GetWatcherEvents", serde_json::json!({"watcherId": id})).await;
-    assert!(again["events"].as_array().is_none_or(|a| a.is_empty()), "{again}");
-    let (status, _) = unary(&agent, "RemoveWatcher", serde_json::json!({"watcherId": id})).await;
+    assert_eq!(
+        types,
+        ["EVENT_TYPE_CREATE", "EVENT_TYPE_WRITE", "EVENT_TYPE_REMOVE"]
+    );
+    let (_, again) = unary(
+        &agent,
+        "GetWatcherEvents",
+        serde_json::json!({"watcherId": id}),
+    )
+    .await;
+    assert!(
+        again["events"].as_array().is_none_or(|a| a.is_empty()),
+        "{again}"
+    );
+    let (status, _) = unary(
+        &agent,
+        "RemoveWatcher",
+        serde_json::json!({"watcherId": id}),
+    )
+    .await;
     assert_eq!(status, 200);
-    let (status, body) = unary(&agent, "GetWatcherEvents", serde_json::json!({"watcherId": id})).await;
+    let (status, body) = unary(
+        &agent,
+        "GetWatcherEvents",
+        serde_json::json!({"watcherId": id}),
+    )
+    .await;
     assert_eq!((status, body["code"].as_str()), (404, Some("not_found")));
 }
 
@@ -426,8 +484,15 @@ async fn root_file_operations_keep_working_for_processes() {
     let agent = Agent::spawn().await;
     let tmp = tempfile::tempdir().unwrap();
     let path = format!("{}/shared.txt", tmp.path().display());
-    agent.client.upload(&path, once(b"from files\n".to_vec())).await.unwrap();
+    agent
+        .client
+        .upload(&path, once(b"from files\n".to_vec()))
+        .await
+        .unwrap();
     let out = run(&agent, &sh(&format!("cat {path}; echo more >> {path}"))).await;
     assert_eq!(out.stdout, b"from files\n");
-    assert_eq!(download(&agent, &agent.client, &path).await, b"from files\nmore\n");
+    assert_eq!(
+        download(&agent, &agent.client, &path).await,
+        b"from files\nmore\n"
+    );
 }

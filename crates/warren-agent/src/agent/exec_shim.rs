@@ -109,9 +109,19 @@ pub fn run(spec: Spec) -> ExitCode {
     if let Err(e) = setuid(Uid::from_raw(spec.uid)) {
         return fail("setuid", e);
     }
-    let e = Command::new(&program).args(args).env_remove(SPEC_VAR).exec();
-    let code = if e.kind() == std::io::ErrorKind::NotFound { 127 } else { 126 };
-    eprintln!("warren-agent: cannot run {}: {e}", program.to_string_lossy());
+    let e = Command::new(&program)
+        .args(args)
+        .env_remove(SPEC_VAR)
+        .exec();
+    let code = if e.kind() == std::io::ErrorKind::NotFound {
+        127
+    } else {
+        126
+    };
+    eprintln!(
+        "warren-agent: cannot run {}: {e}",
+        program.to_string_lossy()
+    );
     ExitCode::from(code)
 }
 

@@ -31,19 +31,36 @@ const QUEUE: usize = 4;
 
 type ByteStream = Pin<Box<dyn Stream<Item = std::io::Result<Bytes>> + Send>>;
 
-fn error(status: StatusCode, message: impl Into<String>) -> Response<AgentBody> {
-    let body = serde_json::json!({ "code": status.as_u16(), "message": message.into() });
-    let mut resp = response(status, "application/json", AgentBody::full(body.to_string()));
-    *resp.status_mut() = status;
-    resp
+/// A failed transfer: the status and message of its JSON error.
+struct Failure {
+    status: StatusCode,
+    message: String,
 }
 
-fn from_connect(e: &ConnectError) -> Response<AgentBody> {
+impl Failure {
+    fn response(self) -> Response<AgentBody> {
+        let body = serde_json::json!({ "code": self.status.as_u16(), "message": self.message });
+        response(
+            self.status,
+            "application/json",
+            AgentBody::full(body.to_string()),
+        )
+    }
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Failure {
+    Failure {
+        status,
+        message: message.into(),
+    }
+}
+
+fn from_connect(e: &ConnectError) -> Failure {
     let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     error(status, e.message.clone())
 }
 
-fn from_io(e: &std::io::Error, what: &str, path: &Path) -> Response<AgentBody> {
+fn from_io(e: &std::io::Error, what: &str, path: &Path) -> Failure {
     let status = match e.kind() {
         ErrorKind::NotFound => StatusCode::NOT_FOUND,
         ErrorKind::PermissionDenied => StatusCode::FORBIDDEN,
@@ -55,7 +72,9 @@ fn from_io(e: &std::io::Error, what: &str, path: &Path) -> Response<AgentBody> {
 }
 
 fn hex(c: u8) -> Option<u8> {
-    char::from(c).to_digit(16).and_then(|d| u8::try_from(d).ok())
+    char::from(c)
+        .to_digit(16)
+        .and_then(|d| u8::try_from(d).ok())
 }
 
 /// Decodes one `application/x-www-form-urlencoded` value.
@@ -66,7 +85,10 @@ fn unescape(s: &str) -> String {
     while let Some(&c) = raw.get(i) {
         match c {
             b'+' => out.push(b' '),
-            b'%' => match (raw.get(i + 1).copied().and_then(hex), raw.get(i + 2).copied().and_then(hex)) {
+            b'%' => match (
+                raw.get(i + 1).copied().and_then(hex),
+                raw.get(i + 2).copied().and_then(hex),
+            ) {
                 (Some(h), Some(l)) => {
                     out.push(h << 4 | l);
                     i += 2;
@@ -92,32 +114,38 @@ pub async fn handle(services: &Services, req: Request<Incoming>) -> Response<Age
     let query = req.uri().query();
     let path = query_param(query, "path").unwrap_or_default();
     let username = query_param(query, "username");
-    let user = match services.accounts.acting_user(req.headers(), username.as_deref()) {
+    let user = match services
+        .accounts
+        .acting_user(req.headers(), username.as_deref())
+    {
         Ok(u) => u,
-        Err(e) => return from_connect(&e),
+        Err(e) => return from_connect(&e).response(),
     };
-    match *req.method() {
+    let result = match *req.method() {
         Method::GET => download(&path, &user).await,
         Method::POST => upload(&path, &user, req).await,
-        _ => error(StatusCode::METHOD_NOT_ALLOWED, "use GET or POST on /files"),
-    }
+        _ => Err(error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "use GET or POST on /files",
+        )),
+    };
+    result.unwrap_or_else(Failure::response)
 }
 
-async fn download(path: &str, user: &User) -> Response<AgentBody> {
-    let path = match resolve(path, user) {
-        Ok(p) => p,
-        Err(e) => return from_connect(&e),
-    };
-    let file = match tokio::fs::File::open(&path).await {
-        Ok(f) => f,
-        Err(e) => return from_io(&e, "cannot open", &path),
-    };
+async fn download(path: &str, user: &User) -> Result<Response<AgentBody>, Failure> {
+    let path = resolve(path, user).map_err(|e| from_connect(&e))?;
+    let file = tokio::fs::File::open(&path)
+        .await
+        .map_err(|e| from_io(&e, "cannot open", &path))?;
     let len = match file.metadata().await {
         Ok(m) if m.is_dir() => {
-            return error(StatusCode::BAD_REQUEST, format!("{} is a directory", path.display()))
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                format!("{} is a directory", path.display()),
+            ))
         }
         Ok(m) => m.len(),
-        Err(e) => return from_io(&e, "cannot stat", &path),
+        Err(e) => return Err(from_io(&e, "cannot stat", &path)),
     };
     let (tx, rx) = mpsc::channel(QUEUE);
     tokio::spawn(async move {
@@ -136,11 +164,15 @@ async fn download(path: &str, user: &User) -> Response<AgentBody> {
             }
         }
     });
-    response(StatusCode::OK, "application/octet-stream", AgentBody::Sized(rx, len))
+    Ok(response(
+        StatusCode::OK,
+        "application/octet-stream",
+        AgentBody::Sized(rx, len),
+    ))
 }
 
 /// The request body as a byte stream, gunzipped on the fly when `Content-Encoding: gzip`.
-fn body_stream(headers: &HeaderMap, body: Incoming) -> Result<ByteStream, Response<AgentBody>> {
+fn body_stream(headers: &HeaderMap, body: Incoming) -> Result<ByteStream, Failure> {
     let raw = body
         .into_data_stream()
         .map_err(|e| std::io::Error::new(ErrorKind::InvalidData, e));
@@ -162,7 +194,11 @@ fn body_stream(headers: &HeaderMap, body: Incoming) -> Result<ByteStream, Respon
     }
 }
 
-async fn upload(path: &str, user: &User, req: Request<Incoming>) -> Response<AgentBody> {
+async fn upload(
+    path: &str,
+    user: &User,
+    req: Request<Incoming>,
+) -> Result<Response<AgentBody>, Failure> {
     let content_type = req
         .headers()
         .get(CONTENT_TYPE)
@@ -170,43 +206,42 @@ async fn upload(path: &str, user: &User, req: Request<Incoming>) -> Response<Age
         .unwrap_or("application/octet-stream")
         .to_owned();
     let (parts, body) = req.into_parts();
-    let stream = match body_stream(&parts.headers, body) {
-        Ok(s) => s,
-        Err(resp) => return resp,
-    };
+    let stream = body_stream(&parts.headers, body)?;
     let written = if content_type
         .to_ascii_lowercase()
         .starts_with("multipart/form-data")
     {
         upload_multipart(path, user, &content_type, stream).await
     } else {
-        match target(path, user) {
-            Ok(target) => write_file(&target, user, stream).await.map(|()| vec![target]),
-            Err(resp) => Err(resp),
-        }
+        let target = target(path, user)?;
+        write_file(&target, user, stream)
+            .await
+            .map(|()| vec![target])
     };
-    match written {
-        Ok(paths) => {
-            let entries: Vec<serde_json::Value> = paths
-                .iter()
-                .map(|p| {
-                    serde_json::json!({
-                        "name": p.file_name().map(|n| n.to_string_lossy()).unwrap_or_default(),
-                        "type": "file",
-                        "path": p.to_string_lossy(),
-                    })
-                })
-                .collect();
-            let body = serde_json::Value::from(entries).to_string();
-            response(StatusCode::OK, "application/json", AgentBody::full(body))
-        }
-        Err(resp) => resp,
-    }
+    let entries: Vec<serde_json::Value> = written?
+        .iter()
+        .map(|p| {
+            serde_json::json!({
+                "name": p.file_name().map(|n| n.to_string_lossy()).unwrap_or_default(),
+                "type": "file",
+                "path": p.to_string_lossy(),
+            })
+        })
+        .collect();
+    let body = serde_json::Value::from(entries).to_string();
+    Ok(response(
+        StatusCode::OK,
+        "application/json",
+        AgentBody::full(body),
+    ))
 }
 
-fn target(path: &str, user: &User) -> Result<PathBuf, Response<AgentBody>> {
+fn target(path: &str, user: &User) -> Result<PathBuf, Failure> {
     if path.is_empty() {
-        return Err(error(StatusCode::BAD_REQUEST, "no path given for the upload"));
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            "no path given for the upload",
+        ));
     }
     resolve(path, user).map_err(|e| from_connect(&e))
 }
@@ -216,9 +251,13 @@ async fn upload_multipart(
     user: &User,
     content_type: &str,
     stream: ByteStream,
-) -> Result<Vec<PathBuf>, Response<AgentBody>> {
-    let boundary = multer::parse_boundary(content_type)
-        .map_err(|e| error(StatusCode::BAD_REQUEST, format!("bad multipart request: {e}")))?;
+) -> Result<Vec<PathBuf>, Failure> {
+    let boundary = multer::parse_boundary(content_type).map_err(|e| {
+        error(
+            StatusCode::BAD_REQUEST,
+            format!("bad multipart request: {e}"),
+        )
+    })?;
     let mut multipart = multer::Multipart::new(stream, boundary);
     let mut written = Vec::new();
     loop {
@@ -242,15 +281,21 @@ async fn upload_multipart(
         written.push(dest);
     }
     if written.is_empty() {
-        return Err(error(StatusCode::BAD_REQUEST, "multipart body has no \"file\" part"));
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            "multipart body has no \"file\" part",
+        ));
     }
     Ok(written)
 }
 
 /// Writes `chunks` to `dest` (created or truncated, parents created), owned by `user`.
-async fn write_file(dest: &Path, user: &User, mut chunks: ByteStream) -> Result<(), Response<AgentBody>> {
+async fn write_file(dest: &Path, user: &User, mut chunks: ByteStream) -> Result<(), Failure> {
     if dest.is_dir() {
-        return Err(error(StatusCode::BAD_REQUEST, format!("{} is a directory", dest.display())));
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            format!("{} is a directory", dest.display()),
+        ));
     }
     if let Some(parent) = dest.parent() {
         ensure_dirs(parent, user).map_err(|e| from_connect(&e))?;
@@ -272,7 +317,9 @@ async fn write_file(dest: &Path, user: &User, mut chunks: ByteStream) -> Result<
             .map_err(|e| from_io(&e, "cannot write", dest))?;
     }
     // tokio's File finishes writes in the background: wait for them before answering.
-    file.flush().await.map_err(|e| from_io(&e, "cannot write", dest))?;
+    file.flush()
+        .await
+        .map_err(|e| from_io(&e, "cannot write", dest))?;
     Ok(())
 }
 

@@ -97,7 +97,12 @@ pub fn chown_to(path: &Path, user: &User) -> Result<(), ConnectError> {
     if user.is_root() {
         return Ok(());
     }
-    chown(path, Some(Uid::from_raw(user.uid)), Some(Gid::from_raw(user.gid))).map_err(|e| {
+    chown(
+        path,
+        Some(Uid::from_raw(user.uid)),
+        Some(Gid::from_raw(user.gid)),
+    )
+    .map_err(|e| {
         ConnectError::new(
             code::INTERNAL,
             format!("cannot give {} to {}: {e}", path.display(), user.name),
@@ -141,7 +146,11 @@ pub fn make_dir(path: &str, user: &User, table: &Table) -> Result<EntryResponse,
 }
 
 /// `Move`: a rename; missing parents of the destination are created for the user.
-pub fn rename(req: &MoveRequest, user: &User, table: &Table) -> Result<EntryResponse, ConnectError> {
+pub fn rename(
+    req: &MoveRequest,
+    user: &User,
+    table: &Table,
+) -> Result<EntryResponse, ConnectError> {
     let source = resolve(&req.source, user)?;
     let destination = resolve(&req.destination, user)?;
     std::fs::symlink_metadata(&source).map_err(|e| io_error(&e, "cannot move", &source))?;
@@ -170,7 +179,8 @@ pub fn rename(req: &MoveRequest, user: &User, table: &Table) -> Result<EntryResp
 /// `Remove`: directories with everything in them; a symlink itself, never its target.
 pub fn remove(path: &str, user: &User) -> Result<(), ConnectError> {
     let path = resolve(path, user)?;
-    let meta = std::fs::symlink_metadata(&path).map_err(|e| io_error(&e, "cannot remove", &path))?;
+    let meta =
+        std::fs::symlink_metadata(&path).map_err(|e| io_error(&e, "cannot remove", &path))?;
     let removed = if meta.is_dir() {
         std::fs::remove_dir_all(&path)
     } else {
@@ -216,7 +226,8 @@ fn walk(
         let Ok(info) = entry_info(&path, table) else {
             continue;
         };
-        let descend = depth > 1 && !info.is_symlink && info.file_type == warren_agent::FileType::Directory;
+        let descend =
+            depth > 1 && !info.is_symlink && info.file_type == warren_agent::FileType::Directory;
         out.push(info);
         if descend {
             walk(&path, depth - 1, table, out)?;
@@ -247,6 +258,9 @@ mod tests {
         assert_eq!(r(""), Path::new("/home/u"));
         assert_eq!(r("/../../etc"), Path::new("/etc"));
         assert_eq!(r("../../../x"), Path::new("/x"));
-        assert_eq!(resolve("/a\0b", &user).unwrap_err().code, code::INVALID_ARGUMENT);
+        assert_eq!(
+            resolve("/a\0b", &user).unwrap_err().code,
+            code::INVALID_ARGUMENT
+        );
     }
 }

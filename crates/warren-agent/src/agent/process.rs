@@ -60,7 +60,12 @@ pub struct Entry {
 impl Entry {
     /// Hands an envelope to the current `Connect` subscribers, if any.
     pub fn publish(&self, envelope: &Bytes) {
-        if let Some(tx) = self.events.lock().unwrap_or_else(PoisonError::into_inner).as_ref() {
+        if let Some(tx) = self
+            .events
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+        {
             // Err only means nobody is subscribed.
             let _ = tx.send(envelope.clone());
         }
@@ -68,7 +73,12 @@ impl Entry {
 
     /// Ends every subscriber's stream after what was published so far.
     pub fn close_subscribers(&self) {
-        drop(self.events.lock().unwrap_or_else(PoisonError::into_inner).take());
+        drop(
+            self.events
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take(),
+        );
     }
 }
 
@@ -160,7 +170,14 @@ impl Supervisor {
             // The queue is empty: this cannot fail for lack of room.
             let _ = tx.try_send(start);
         }
-        tokio::spawn(pump::run(self.clone(), spawned.child, entry, output, tx, options));
+        tokio::spawn(pump::run(
+            self.clone(),
+            spawned.child,
+            entry,
+            output,
+            tx,
+            options,
+        ));
         Ok(rx)
     }
 
@@ -322,9 +339,8 @@ impl Supervisor {
                 "error resizing tty: tty not assigned to process",
             ));
         };
-        pty.resize(size).map_err(|e| {
-            ConnectError::new(code::INTERNAL, format!("error resizing tty: {e}"))
-        })
+        pty.resize(size)
+            .map_err(|e| ConnectError::new(code::INTERNAL, format!("error resizing tty: {e}")))
     }
 
     /// Sends a signal to a process's whole group.

@@ -52,7 +52,10 @@ pub fn open(size: PtySize) -> std::io::Result<(PtyMaster, pipe::Receiver, OwnedF
     // master would never see the end of the terminal's output.
     cloexec(&pair.master)?;
     cloexec(&pair.slave)?;
-    fcntl(pair.master.as_raw_fd(), FcntlArg::F_SETFL(OFlag::O_NONBLOCK))?;
+    fcntl(
+        pair.master.as_raw_fd(),
+        FcntlArg::F_SETFL(OFlag::O_NONBLOCK),
+    )?;
     let output = pipe::Receiver::from_owned_fd_unchecked(pair.master.try_clone()?)?;
     let input = pipe::Sender::from_owned_fd_unchecked(pair.master.try_clone()?)?;
     let master = PtyMaster {

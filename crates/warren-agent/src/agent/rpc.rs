@@ -137,7 +137,9 @@ pub fn envelope_payload(env: envelope::Envelope) -> Result<Bytes, ConnectError> 
 }
 
 /// The single message of a server-stream request.
-pub async fn stream_request<T: DeserializeOwned>(req: Request<Incoming>) -> Result<T, ConnectError> {
+pub async fn stream_request<T: DeserializeOwned>(
+    req: Request<Incoming>,
+) -> Result<T, ConnectError> {
     let body = read_body(req.into_body()).await?;
     let mut decoder = EnvelopeDecoder::with_max_len(MAX_REQUEST_BODY);
     decoder.push(&body);

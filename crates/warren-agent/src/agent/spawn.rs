@@ -110,9 +110,7 @@ pub fn spawn(
             return Err(spawn_error(config, &e));
         }
         let mut cmd = Command::new("/proc/self/exe");
-        cmd.arg(&config.cmd)
-            .args(&config.args)
-            .env(SPEC_VAR, Spec::new(user, pty.is_some()).encode());
+        cmd.arg(&config.cmd).args(&config.args);
         cmd
     } else {
         let mut cmd = Command::new(&config.cmd);
@@ -121,6 +119,10 @@ pub fn spawn(
         cmd
     };
     cmd.env_clear().envs(env).current_dir(&cwd);
+    if shim {
+        // After `env_clear`: without it the copy of this binary would start a second server.
+        cmd.env(SPEC_VAR, Spec::new(user, pty.is_some()).encode());
+    }
     // Held here so the agent's copy of the child side closes as soon as the spawn is done.
     let (master, _slave): (Option<(PtyMaster, pipe::Receiver)>, Option<OwnedFd>) = match pty {
         Some(size) => {
@@ -132,7 +134,9 @@ pub fn spawn(
                     ConnectError::new(code::INTERNAL, format!("cannot open a pty: {e}"))
                 })
             };
-            cmd.stdin(dup(&slave)?).stdout(dup(&slave)?).stderr(dup(&slave)?);
+            cmd.stdin(dup(&slave)?)
+                .stdout(dup(&slave)?)
+                .stderr(dup(&slave)?);
             (Some((master, output)), Some(slave))
         }
         None => {
@@ -148,7 +152,10 @@ pub fn spawn(
     let child = cmd.spawn().map_err(|e| spawn_error(config, &e))?;
     drop(cmd);
     let Some(pid) = child.id() else {
-        return Err(ConnectError::new(code::INTERNAL, "started process has no pid"));
+        return Err(ConnectError::new(
+            code::INTERNAL,
+            "started process has no pid",
+        ));
     };
     Ok(Spawned {
         child,

@@ -16,8 +16,8 @@ use warren_agent::{
 
 use super::body::AgentBody;
 use super::rpc::{
-    content_type_is, end_stream, envelope_payload, parse, response, stream_options,
-    stream_request, stream_response, unsupported_media_type, Services, MAX_REQUEST_BODY,
+    content_type_is, end_stream, envelope_payload, parse, response, stream_options, stream_request,
+    stream_response, unsupported_media_type, Services, MAX_REQUEST_BODY,
 };
 use super::users::User;
 use super::watch::Watcher;
@@ -172,5 +172,9 @@ pub async fn stream_input(services: &Services, req: Request<Incoming>) -> Respon
         }
         Err(e) => end_stream(Some(e)),
     };
-    response(StatusCode::OK, connect::CONTENT_TYPE_STREAM, AgentBody::full(body))
+    response(
+        StatusCode::OK,
+        connect::CONTENT_TYPE_STREAM,
+        AgentBody::full(body),
+    )
 }

@@ -99,7 +99,7 @@ impl Table {
         groups.extend(
             self.groups
                 .iter()
-                .filter(|(_, g, members)| *g != gid && members.iter().any(|m| *m == name))
+                .filter(|(_, g, members)| *g != gid && members.contains(&name))
                 .map(|(_, g, _)| *g),
         );
         Some(User {
@@ -204,8 +204,11 @@ mod tests {
             "root:x:0:0:root:/root:/bin/sh\nalice:x:1000:1000::/home/alice:/bin/sh\n",
         )
         .unwrap();
-        std::fs::write(dir.join("group"), "root:x:0:\nalice:x:1000:\ndev:x:50:bob,alice\n")
-            .unwrap();
+        std::fs::write(
+            dir.join("group"),
+            "root:x:0:\nalice:x:1000:\ndev:x:50:bob,alice\n",
+        )
+        .unwrap();
         let accounts = Accounts {
             passwd: dir.join("passwd"),
             group: dir.join("group"),
@@ -216,7 +219,10 @@ mod tests {
         assert_eq!((user.uid, user.home.as_path()), (0, Path::new("/root")));
         headers.insert("authorization", "Basic YWxpY2U6".parse().unwrap());
         let alice = accounts.acting_user(&headers, None).unwrap();
-        assert_eq!((alice.uid, alice.gid, alice.groups), (1000, 1000, vec![1000, 50]));
+        assert_eq!(
+            (alice.uid, alice.gid, alice.groups),
+            (1000, 1000, vec![1000, 50])
+        );
         let err = accounts.acting_user(&headers, Some("mallory")).unwrap_err();
         assert!(err.message.contains("mallory"), "{err}");
         headers.insert("authorization", "Bearer x".parse().unwrap());

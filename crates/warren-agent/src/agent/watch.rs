@@ -48,7 +48,11 @@ fn mask() -> WatchMask {
 
 impl Watcher {
     /// Starts watching the directory `req.path` names.
-    pub fn new(req: &WatchRequest, user: &User, accounts: &Accounts) -> Result<Watcher, ConnectError> {
+    pub fn new(
+        req: &WatchRequest,
+        user: &User,
+        accounts: &Accounts,
+    ) -> Result<Watcher, ConnectError> {
         let root = resolve(&req.path, user)?;
         let meta = std::fs::metadata(&root).map_err(|e| io_error(&e, "cannot watch", &root))?;
         if !meta.is_dir() {

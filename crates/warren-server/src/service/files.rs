@@ -36,7 +36,11 @@ fn file_error(id: &SandboxId, path: &str, e: AgentError) -> ApiError {
 }
 
 impl Service {
-    async fn files_agent(&self, id: &SandboxId, user: Option<&str>) -> Result<AgentClient, ApiError> {
+    async fn files_agent(
+        &self,
+        id: &SandboxId,
+        user: Option<&str>,
+    ) -> Result<AgentClient, ApiError> {
         Ok(self.running_agent(id, user).await?.1)
     }
 
