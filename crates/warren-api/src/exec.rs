@@ -24,6 +24,9 @@ pub struct ExecRequest {
     /// A human label for the command history.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label: Option<String>,
+    /// Run as this user of the sandbox (from its `/etc/passwd`); default: the sandbox's user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
 }
 
 /// The answer of a synchronous exec.

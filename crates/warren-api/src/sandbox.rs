@@ -161,6 +161,10 @@ pub struct CreateSandbox {
     /// Working directory of the main command. Default `/`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cwd: Option<String>,
+    /// The user commands, files and terminals act as unless a request names another
+    /// (a name from the image's `/etc/passwd`). Default `root`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
     /// Lifetime in seconds (`0` = no limit). Default 300.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_s: Option<u64>,
@@ -205,6 +209,9 @@ pub struct Sandbox {
     pub cmd: Vec<String>,
     /// Working directory of the main command.
     pub cwd: String,
+    /// The default user inside.
+    #[serde(default = "root")]
+    pub user: String,
     /// Labels.
     pub metadata: BTreeMap<String, String>,
     /// Outbound network policy.
@@ -224,6 +231,10 @@ pub struct Sandbox {
     pub error: Option<String>,
     /// Preview URLs by port.
     pub urls: BTreeMap<String, String>,
+}
+
+fn root() -> String {
+    "root".to_owned()
 }
 
 /// `GET /v1/sandboxes`.

@@ -175,6 +175,9 @@ fn main() -> ExitCode {
             Command::Bench(a) => bench::run(a).await.map(|_| 0),
         }
     });
+    // A terminal session leaves a blocking read of stdin behind; dropping the runtime would
+    // wait for it (for the next key press). Nothing else is left to finish.
+    rt.shutdown_background();
     match result {
         Ok(code) => ExitCode::from(u8::try_from(code.clamp(0, 255)).unwrap_or(1)),
         Err(e) => {

@@ -156,6 +156,37 @@ async fn files_round_trip_under_both_runtimes() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_default_user_set_at_create_applies_to_everything() {
+    let s = TestServer::start().await;
+    let sb = s
+        .create(json!({"image": "busybox", "runtime": "runc", "user": "user"}))
+        .await;
+    let id = sb["id"].as_str().expect("id");
+    assert_eq!(sb["user"], "user");
+    assert_eq!(s.sh(id, "id -u").await, "1000\n");
+    let r = s
+        .req(
+            Method::PUT,
+            &format!("/v1/sandboxes/{id}/files?path=/tmp/f"),
+        )
+        .body("x")
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_eq!(s.sh(id, "stat -c %u /tmp/f").await, "1000\n");
+    let r = s
+        .req(Method::POST, "/v1/sandboxes")
+        .json(&json!({"image": "busybox", "user": "a:b"}))
+        .send()
+        .await
+        .expect("create");
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    s.delete(id).await;
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn one_gib_moves_with_flat_server_memory() {
     const SIZE: u64 = 1 << 30;
     let s = TestServer::start().await;

@@ -40,3 +40,26 @@ async fn sandboxes_survive_kill_9_of_the_server() {
     }
     s2.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn expiry_survives_a_restart() {
+    let mut s = TestServer::start().await;
+    let sb = s
+        .create(json!({"image": "busybox", "runtime": "runc", "timeout_s": 2}))
+        .await;
+    let id = sb["id"].as_str().expect("id").to_owned();
+    s.kill9();
+    // It expires while no server runs; the restarted one reaps it.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let s2 = TestServer::start_on(s.data_dir.clone(), s.port, s.subnet.clone()).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while s2.get(&id).await.0 != reqwest::StatusCode::NOT_FOUND {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "expired sandbox still there after a restart"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert!(s2.leftovers(&sb).is_empty(), "{:?}", s2.leftovers(&sb));
+    s2.shutdown().await;
+}

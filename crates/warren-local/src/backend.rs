@@ -86,6 +86,8 @@ pub struct SandboxSpec {
     pub cmd: Vec<String>,
     /// Its working directory.
     pub cwd: String,
+    /// The default user inside.
+    pub user: String,
     /// The agent's token.
     pub token: String,
     /// Network lease index.
@@ -288,6 +290,7 @@ impl LocalBackend {
                 token: &spec.token,
                 cmd: &spec.cmd,
                 cwd: &spec.cwd,
+                user: &spec.user,
                 env: &spec.env,
                 cpu: spec.cpu,
                 memory_mb: spec.memory_mb,

@@ -38,6 +38,8 @@ pub struct BundleSpec<'a> {
     pub cmd: &'a [String],
     /// Its working directory.
     pub cwd: &'a str,
+    /// The user the agent acts as by default.
+    pub user: &'a str,
     /// Environment for everything in the sandbox.
     pub env: &'a BTreeMap<String, String>,
     /// CPU cores.
@@ -148,6 +150,7 @@ fn build_config(
     ];
     env.extend(spec.env.iter().map(|(k, v)| format!("{k}={v}")));
     env.push(format!("WARREN_AGENT_TOKEN={}", spec.token));
+    env.push(format!("WARREN_AGENT_DEFAULT_USER={}", spec.user));
     if !spec.cmd.is_empty() {
         env.push(format!(
             "WARREN_AGENT_CMD={}",

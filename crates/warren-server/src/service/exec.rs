@@ -84,7 +84,7 @@ impl Service {
                 )));
             }
         }
-        let (rec, agent) = self.running_agent(id, None).await?;
+        let (rec, agent) = self.running_agent(id, req.user.as_deref()).await?;
         let mut envs = rec.sandbox.env.clone();
         envs.extend(req.env);
         let start = StartRequest {

@@ -59,6 +59,7 @@ impl Service {
             env: req.env,
             cmd: req.cmd,
             cwd: req.cwd.unwrap_or_else(|| "/".into()),
+            user: req.user.unwrap_or_else(|| "root".into()),
             metadata: req.metadata,
             egress: req.egress.unwrap_or_default(),
             ip: None,
@@ -153,6 +154,7 @@ impl Service {
             env: rec.sandbox.env.clone(),
             cmd: rec.sandbox.cmd.clone(),
             cwd: rec.sandbox.cwd.clone(),
+            user: rec.sandbox.user.clone(),
             token: rec.token.clone(),
             net_index: rec.net_index.unwrap_or_default(),
         };

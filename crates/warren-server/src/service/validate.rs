@@ -70,6 +70,11 @@ pub fn create(req: &CreateSandbox, cfg: &ServiceConfig) -> Result<(), ApiError> 
     if req.cmd.iter().any(|a| a.contains('\0')) {
         return Err(invalid("cmd must not contain NUL bytes".into()));
     }
+    if let Some(u) = &req.user {
+        if u.is_empty() || u.len() > 64 || u.contains([':', '/', '\0']) {
+            return Err(invalid(format!("user {u:?} is not a valid user name")));
+        }
+    }
     if let Some(cwd) = &req.cwd {
         if !cwd.starts_with('/') || cwd.contains('\0') {
             return Err(invalid(format!(
