@@ -1,0 +1,188 @@
+//! The agent's own protocol inside real sandboxes under both runtimes, reached the way Warren's
+//! server reaches it (the sandbox address, port 49983, its token): the filesystem service
+//! (Stat, MakeDir, Move, ListDir with depth, Remove), a recursive watch whose events arrive in
+//! order, Connect to a running process by tag, List, and the token check.
+//! Needs root, crun, runsc.
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::{TestServer, RUNTIMES};
+use serde_json::{json, Value};
+use warren_agent::{
+    AgentClient, EventType, FileType, ProcessConfig, ProcessData, ProcessEvent, ProcessSelector,
+    StartRequest, WatchEvent,
+};
+
+/// The sandbox's agent token, read from its bundle as the server wrote it.
+fn token(s: &TestServer, id: &str) -> String {
+    let path = s
+        .data_dir
+        .join("sandboxes")
+        .join(id)
+        .join("bundle/config.json");
+    let config: Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).expect("config.json")).expect("json");
+    config["process"]["env"]
+        .as_array()
+        .expect("env")
+        .iter()
+        .filter_map(|e| e.as_str()?.strip_prefix("WARREN_AGENT_TOKEN="))
+        .next()
+        .expect("token in env")
+        .to_owned()
+}
+
+fn agent(s: &TestServer, sb: &Value) -> AgentClient {
+    let id = sb["id"].as_str().expect("id");
+    let ip: std::net::Ipv4Addr = sb["ip"].as_str().expect("ip").parse().expect("ip");
+    AgentClient::new(SocketAddr::from((ip, 49983)), &token(s, id))
+}
+
+async fn filesystem_and_watch(s: &TestServer, rt: &str) {
+    let sb = s.create(json!({"image": "busybox", "runtime": rt})).await;
+    let a = agent(s, &sb);
+
+    // The token is checked.
+    let ip: std::net::Ipv4Addr = sb["ip"].as_str().expect("ip").parse().expect("ip");
+    let wrong = AgentClient::new(SocketAddr::from((ip, 49983)), "not-the-token");
+    let e = wrong
+        .stat("/")
+        .await
+        .expect_err("a wrong token must be refused");
+    assert_eq!(e.rpc_code(), Some("unauthenticated"), "{rt}: {e}");
+
+    let root = a.stat("/").await.expect("stat /");
+    assert_eq!(root.file_type, FileType::Directory);
+    let made = a.make_dir("/w/a/b").await.expect("mkdir -p");
+    assert_eq!(made.path, "/w/a/b");
+    let e = a.stat("/w/nope").await.expect_err("missing");
+    assert_eq!(e.rpc_code(), Some("not_found"), "{rt}");
+
+    // A recursive watch sees create → write → rename → remove, in order, in a new subdirectory too.
+    let mut watch = a.watch_dir("/w", true).await.expect("watch");
+    match tokio::time::timeout(Duration::from_secs(10), watch.next()).await {
+        Ok(Some(Ok(WatchEvent::Start))) => {}
+        other => panic!("{rt}: first watch event {other:?}"),
+    }
+    let script = "echo one > /w/a/b/f; echo two >> /w/a/b/f; mv /w/a/b/f /w/a/b/g; rm /w/a/b/g";
+    let v = s
+        .exec(
+            sb["id"].as_str().expect("id"),
+            json!({"cmd": ["sh", "-c", script]}),
+        )
+        .await;
+    assert_eq!(v["exit_code"], 0);
+    let mut seen = Vec::new();
+    while !seen
+        .iter()
+        .any(|(t, n): &(EventType, String)| *t == EventType::Remove && n.ends_with('g'))
+    {
+        let ev = tokio::time::timeout(Duration::from_secs(10), watch.next())
+            .await
+            .unwrap_or_else(|_| panic!("{rt}: watch stalled after {seen:?}"))
+            .expect("watch ended")
+            .expect("watch event");
+        if let WatchEvent::Filesystem(e) = ev {
+            seen.push((e.event_type, e.name));
+        }
+    }
+    let order: Vec<EventType> = seen
+        .iter()
+        .map(|(t, _)| *t)
+        .filter(|t| matches!(t, EventType::Create | EventType::Rename | EventType::Remove))
+        .collect();
+    let first = |t| order.iter().position(|x| *x == t).unwrap_or(usize::MAX);
+    assert!(
+        first(EventType::Create) < first(EventType::Rename),
+        "{rt}: {seen:?}"
+    );
+    assert!(
+        first(EventType::Rename) < first(EventType::Remove),
+        "{rt}: {seen:?}"
+    );
+    assert!(
+        seen.iter().any(|(t, _)| *t == EventType::Write),
+        "{rt}: no write event in {seen:?}"
+    );
+
+    // Move and list with depth.
+    a.make_dir("/w/a/c/d").await.expect("mkdir");
+    let moved = a.rename("/w/a/c", "/w/moved").await.expect("move");
+    assert_eq!(moved.path, "/w/moved");
+    let shallow = a.list_dir("/w", 1).await.expect("list");
+    let mut names: Vec<&str> = shallow.iter().map(|e| e.name.as_str()).collect();
+    names.sort_unstable();
+    assert_eq!(names, ["a", "moved"], "{rt}");
+    let deep = a.list_dir("/w", 2).await.expect("list depth 2");
+    assert!(
+        deep.iter().any(|e| e.path == "/w/moved/d"),
+        "{rt}: depth 2 misses /w/moved/d"
+    );
+    a.remove("/w").await.expect("remove");
+    assert_eq!(
+        a.stat("/w").await.expect_err("gone").rpc_code(),
+        Some("not_found")
+    );
+
+    // Connect: attach to a running process by tag and see its output from now on.
+    let start = StartRequest {
+        process: ProcessConfig {
+            cmd: "sh".into(),
+            args: vec![
+                "-c".into(),
+                "sleep 1; for i in 1 2 3; do echo tick$i; sleep 0.2; done".into(),
+            ],
+            ..Default::default()
+        },
+        tag: Some("ticker".into()),
+        ..Default::default()
+    };
+    let mut started = a.start(&start).await.expect("start");
+    let pid = match started.next().await {
+        Some(Ok(ProcessEvent::Start { pid })) => pid,
+        other => panic!("{rt}: {other:?}"),
+    };
+    let listed = a.list().await.expect("list processes");
+    assert!(
+        listed
+            .iter()
+            .any(|p| p.pid == pid && p.tag.as_deref() == Some("ticker")),
+        "{rt}: {listed:?}"
+    );
+    let mut attached = a
+        .connect(ProcessSelector::Tag("ticker".into()))
+        .await
+        .expect("connect");
+    let mut out = Vec::new();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), attached.next())
+            .await
+            .expect("connect stalled")
+        {
+            Some(Ok(ProcessEvent::Data(ProcessData::Stdout(b)))) => out.extend_from_slice(&b),
+            Some(Ok(ProcessEvent::End { exit_code, .. })) => {
+                assert_eq!(exit_code, 0);
+                break;
+            }
+            Some(Ok(_)) => {}
+            other => panic!("{rt}: {other:?}"),
+        }
+    }
+    assert_eq!(
+        String::from_utf8_lossy(&out),
+        "tick1\ntick2\ntick3\n",
+        "{rt}"
+    );
+    s.delete(sb["id"].as_str().expect("id")).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn agent_protocol_inside_real_sandboxes() {
+    let s = TestServer::start().await;
+    for rt in RUNTIMES {
+        filesystem_and_watch(&s, rt).await;
+    }
+    s.shutdown().await;
+}
