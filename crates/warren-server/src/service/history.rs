@@ -44,7 +44,7 @@ fn step_label(step: &str) -> &'static str {
 impl Service {
     /// Records one system step of provisioning; history is best-effort and never fails the
     /// operation it describes.
-    pub(crate) async fn record_step(
+    pub(crate) fn record_step(
         &self,
         id: &SandboxId,
         step: &str,
@@ -63,7 +63,7 @@ impl Service {
             started_at,
             duration_ms: took.as_millis() as u64,
         };
-        self.record_exec(id, &rec).await;
+        self.journal(super::Journal::Exec(id.clone(), Box::new(rec)));
     }
 
     /// Appends to the history, logging rather than failing.

@@ -124,7 +124,7 @@ impl Service {
             (Some(e), SandboxState::Failed) => format!("{state}: {e}"),
             _ => state.to_string(),
         };
-        self.inner.logs.event(&rec.sandbox.id, text).await;
+        self.journal(super::Journal::Event(rec.sandbox.id.clone(), text));
         let _ = self.inner.events.send(rec.sandbox.clone());
         Ok(())
     }
@@ -132,7 +132,6 @@ impl Service {
     /// Takes a pending or stopped sandbox to running (or failed, with everything released).
     /// The caller holds the sandbox's lock.
     async fn provision(&self, mut rec: SandboxRecord) -> Result<SandboxRecord, ApiError> {
-        let id = rec.sandbox.id.clone();
         rec.sandbox.error = None;
         {
             let _alloc = self.inner.net_alloc.lock().await;
@@ -143,7 +142,15 @@ impl Service {
             rec.net_index = Some(index);
             self.set_state(&mut rec, SandboxState::Provisioning).await?;
         }
+        let result = self.provision_claimed(rec).await;
+        // Topped up only now: two `ip` processes beside the runtime would slow this create.
         self.refill_warm_leases();
+        result
+    }
+
+    /// Provisioning after the network lease is claimed.
+    async fn provision_claimed(&self, mut rec: SandboxRecord) -> Result<SandboxRecord, ApiError> {
+        let id = rec.sandbox.id.clone();
         let spec = SandboxSpec {
             id: id.to_string(),
             runtime: rec.sandbox.runtime,
@@ -167,15 +174,14 @@ impl Service {
                     _ => "provision",
                 };
                 let took = (Utc::now() - t0).to_std().unwrap_or_default();
-                self.record_step(&id, step, t0, took, Some(&e.to_string()))
-                    .await;
+                self.record_step(&id, step, t0, took, Some(&e.to_string()));
                 return self.fail(rec, e.to_string()).await;
             }
         };
         tracing::debug!(sandbox = %id, steps = ?provisioned.steps, "provisioned");
         let mut at = t0;
         for (step, took) in &provisioned.steps {
-            self.record_step(&id, step, at, *took, None).await;
+            self.record_step(&id, step, at, *took, None);
             at += chrono::Duration::from_std(*took).unwrap_or_default();
         }
         rec.sandbox.ip = Some(provisioned.ip.to_string());
@@ -185,6 +191,7 @@ impl Service {
         let began = Instant::now();
         let agent_t0 = Utc::now();
         let deadline = began + AGENT_BOOT_TIMEOUT;
+        let mut last_status_check = began;
         let booted = loop {
             match agent.health().await {
                 Ok(()) => break Ok(()),
@@ -194,14 +201,17 @@ impl Service {
                     ));
                 }
                 Err(_) => {
-                    if self
-                        .inner
-                        .backend
-                        .status(id.as_str(), rec.sandbox.runtime)
-                        .await
-                        == ContainerStatus::Stopped
-                    {
-                        break Err("the sandbox exited while booting".to_owned());
+                    // Asking the runtime costs a process spawn: only now and then.
+                    if last_status_check.elapsed() >= Duration::from_millis(100) {
+                        last_status_check = Instant::now();
+                        let status = self
+                            .inner
+                            .backend
+                            .status(id.as_str(), rec.sandbox.runtime)
+                            .await;
+                        if status == ContainerStatus::Stopped {
+                            break Err("the sandbox exited while booting".to_owned());
+                        }
                     }
                     // A refused connection costs microseconds: poll tightly while a quick boot
                     // is likely (crun: ms, gVisor: ~100 ms), then back off.
@@ -220,8 +230,7 @@ impl Service {
             agent_t0,
             began.elapsed(),
             booted.as_ref().err().map(String::as_str),
-        )
-        .await;
+        );
         if let Err(msg) = booted {
             return self.fail(rec, msg).await;
         }
@@ -297,7 +306,8 @@ impl Service {
         // can still name the veth it had.
         rec.sandbox.ip = None;
         self.set_state(&mut rec, SandboxState::Deleted).await?;
-        self.inner.logs.forget(id).await;
+        self.inner.logs.stop_tailer(id).await;
+        self.journal(super::Journal::Forget(id.clone()));
         drop(guard);
         self.forget(id);
         Ok(())

@@ -55,14 +55,30 @@ struct Inner {
     logs: LogHub,
     events: tokio::sync::broadcast::Sender<warren_api::Sandbox>,
     shutdown: tokio::sync::watch::Sender<bool>,
+    journal: tokio::sync::mpsc::UnboundedSender<Journal>,
+}
+
+/// Records that describe what happened but decide nothing (lifecycle log events, provisioning
+/// steps), written in order by one background task, off the path of the operation itself.
+pub(crate) enum Journal {
+    /// A lifecycle event for the sandbox's log.
+    Event(SandboxId, String),
+    /// A history entry.
+    Exec(SandboxId, Box<warren_api::ExecRecord>),
+    /// The sandbox is gone: drop its log (after everything queued before).
+    Forget(SandboxId),
 }
 
 impl Service {
     /// A service over `store` and `backend`.
     pub fn new(store: Arc<dyn Store>, backend: Arc<dyn Backend>, cfg: ServiceConfig) -> Self {
+        let (journal, queue) = tokio::sync::mpsc::unbounded_channel();
+        let logs = LogHub::new(store.clone());
+        tokio::spawn(write_journal(queue, logs.clone(), store.clone()));
         Service {
             inner: Arc::new(Inner {
-                logs: LogHub::new(store.clone()),
+                journal,
+                logs,
                 events: tokio::sync::broadcast::channel(1024).0,
                 shutdown: tokio::sync::watch::channel(false).0,
                 store,
@@ -154,6 +170,11 @@ impl Service {
         Ok(client)
     }
 
+    /// Queues a journal record.
+    pub(crate) fn journal(&self, entry: Journal) {
+        let _ = self.inner.journal.send(entry);
+    }
+
     /// Tops up the warm network leases in the background (one refill task at a time).
     pub fn refill_warm_leases(&self) {
         use std::sync::atomic::Ordering;
@@ -217,6 +238,24 @@ impl Service {
         match self.inner.store.get_sandbox(id).await? {
             Some(rec) if rec.sandbox.state != warren_api::SandboxState::Deleted => Ok(rec),
             _ => Err(ApiError::NotFound(format!("sandbox {id} not found"))),
+        }
+    }
+}
+
+async fn write_journal(
+    mut queue: tokio::sync::mpsc::UnboundedReceiver<Journal>,
+    logs: LogHub,
+    store: Arc<dyn Store>,
+) {
+    while let Some(entry) = queue.recv().await {
+        match entry {
+            Journal::Event(id, text) => logs.event(&id, text).await,
+            Journal::Exec(id, rec) => {
+                if let Err(e) = store.insert_exec(&id, &rec).await {
+                    tracing::warn!(sandbox = %id, "recording history: {e}");
+                }
+            }
+            Journal::Forget(id) => logs.forget(&id).await,
         }
     }
 }
