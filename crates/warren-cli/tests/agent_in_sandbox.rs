@@ -8,11 +8,12 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use bytes::Bytes;
 use common::{TestServer, RUNTIMES};
 use serde_json::{json, Value};
 use warren_agent::{
-    AgentClient, EventType, FileType, ProcessConfig, ProcessData, ProcessEvent, ProcessSelector,
-    StartRequest, WatchEvent,
+    envelope, AgentClient, EventType, FileType, ProcessConfig, ProcessData, ProcessEvent,
+    ProcessInput, ProcessSelector, StartRequest, StreamInputRequest, WatchEvent,
 };
 
 /// The sandbox's agent token, read from its bundle as the server wrote it.
@@ -66,7 +67,7 @@ async fn filesystem_and_watch(s: &TestServer, rt: &str) {
         Ok(Some(Ok(WatchEvent::Start))) => {}
         other => panic!("{rt}: first watch event {other:?}"),
     }
-    let script = "echo one > /w/a/b/f; echo two >> /w/a/b/f; mv /w/a/b/f /w/a/b/g; rm /w/a/b/g";
+    let script = "echo one > /w/a/b/f; echo two >> /w/a/b/f; chmod 600 /w/a/b/f; mv /w/a/b/f /w/a/b/g; rm /w/a/b/g";
     let v = s
         .exec(
             sb["id"].as_str().expect("id"),
@@ -178,11 +179,160 @@ async fn filesystem_and_watch(s: &TestServer, rt: &str) {
     s.delete(sb["id"].as_str().expect("id")).await;
 }
 
+/// Uploads in the SDK's encodings, polled watchers and StreamInput, over raw HTTP as the SDK
+/// speaks it (the typed client has no methods for these).
+async fn raw_protocol(s: &TestServer, rt: &str) {
+    let sb = s.create(json!({"image": "busybox", "runtime": rt})).await;
+    let id = sb["id"].as_str().expect("id");
+    let base = format!("http://{}:49983", sb["ip"].as_str().expect("ip"));
+    let tok = token(s, id);
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client");
+    let all: Vec<u8> = (0..=255u8).cycle().take(100_000).collect();
+
+    // Multipart, the way E2B's SDK sends it.
+    let boundary = "warrenboundary";
+    let mut body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"/up/m.bin\"\r\nContent-Type: application/octet-stream\r\n\r\n"
+    )
+    .into_bytes();
+    body.extend_from_slice(&all);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    let r = http
+        .post(format!("{base}/files?path=/up/m.bin"))
+        .header("x-access-token", &tok)
+        .header(
+            "content-type",
+            format!("multipart/form-data; boundary={boundary}"),
+        )
+        .body(body)
+        .send()
+        .await
+        .expect("multipart");
+    assert_eq!(r.status(), 200, "{rt}");
+    // Gzip-encoded octet-stream.
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut gz, &all).expect("gzip");
+    let r = http
+        .post(format!("{base}/files?path=/up/z.bin"))
+        .header("x-access-token", &tok)
+        .header("content-type", "application/octet-stream")
+        .header("content-encoding", "gzip")
+        .body(gz.finish().expect("gzip"))
+        .send()
+        .await
+        .expect("gzip upload");
+    assert_eq!(r.status(), 200, "{rt}");
+    for f in ["m.bin", "z.bin"] {
+        let got = s
+            .req(
+                reqwest::Method::GET,
+                &format!("/v1/sandboxes/{id}/files?path=/up/{f}"),
+            )
+            .send()
+            .await
+            .expect("get");
+        assert_eq!(got.bytes().await.expect("body").to_vec(), all, "{rt}: {f}");
+    }
+
+    // A polled watcher buffers events until fetched.
+    let unary = |method: &str, body: Value| {
+        http.post(format!("{base}/filesystem.Filesystem/{method}"))
+            .header("x-access-token", &tok)
+            .header("connect-protocol-version", "1")
+            .json(&body)
+            .send()
+    };
+    let created: Value = unary("CreateWatcher", json!({"path": "/up", "recursive": true}))
+        .await
+        .expect("create watcher")
+        .json()
+        .await
+        .expect("json");
+    let wid = created["watcherId"].as_str().expect("watcherId").to_owned();
+    s.sh(id, "touch /up/new; rm /up/new").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let got: Value = unary("GetWatcherEvents", json!({"watcherId": wid}))
+        .await
+        .expect("events")
+        .json()
+        .await
+        .expect("json");
+    let types: Vec<&str> = got["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter_map(|e| e["type"].as_str())
+        .collect();
+    assert!(
+        types.contains(&"EVENT_TYPE_CREATE") && types.contains(&"EVENT_TYPE_REMOVE"),
+        "{rt}: {got}"
+    );
+    let r = unary("RemoveWatcher", json!({"watcherId": wid}))
+        .await
+        .expect("remove watcher");
+    assert_eq!(r.status(), 200);
+
+    // StreamInput feeds a running `cat` by tag.
+    let a = agent(s, &sb);
+    let start = StartRequest {
+        process: ProcessConfig {
+            cmd: "cat".into(),
+            ..Default::default()
+        },
+        tag: Some("cat".into()),
+        ..Default::default()
+    };
+    let mut cat = a.start(&start).await.expect("start cat");
+    let Some(Ok(ProcessEvent::Start { pid })) = cat.next().await else {
+        panic!("{rt}: no start")
+    };
+    let mut body = Vec::new();
+    for m in [
+        StreamInputRequest::Start {
+            process: ProcessSelector::Tag("cat".into()),
+        },
+        StreamInputRequest::Data {
+            input: ProcessInput::Stdin(Bytes::from_static(b"streamed\n")),
+        },
+    ] {
+        body.extend_from_slice(&envelope::encode_json(0, &m).expect("envelope"));
+    }
+    let r = http
+        .post(format!("{base}/process.Process/StreamInput"))
+        .header("x-access-token", &tok)
+        .header("content-type", "application/connect+json")
+        .header("connect-protocol-version", "1")
+        .body(body)
+        .send()
+        .await
+        .expect("stream input");
+    assert_eq!(r.status(), 200, "{rt}");
+    a.close_stdin(pid).await.expect("close stdin");
+    let mut out = Vec::new();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), cat.next())
+            .await
+            .expect("cat stalled")
+        {
+            Some(Ok(ProcessEvent::Data(ProcessData::Stdout(b)))) => out.extend_from_slice(&b),
+            Some(Ok(ProcessEvent::End { .. })) | None => break,
+            Some(Ok(_)) => {}
+            Some(Err(e)) => panic!("{rt}: {e}"),
+        }
+    }
+    assert_eq!(out, b"streamed\n", "{rt}");
+    s.delete(id).await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn agent_protocol_inside_real_sandboxes() {
     let s = TestServer::start().await;
     for rt in RUNTIMES {
         filesystem_and_watch(&s, rt).await;
+        raw_protocol(&s, rt).await;
     }
     s.shutdown().await;
 }
