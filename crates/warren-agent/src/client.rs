@@ -42,6 +42,26 @@ pub struct AgentClient {
 }
 
 impl AgentClient {
+    /// POSTs a Connect request body; a non-200 answer is the error it carries.
+    async fn post_connect(
+        &self,
+        path: &str,
+        content_type: &'static str,
+        body: Vec<u8>,
+    ) -> Result<reqwest::Response, AgentError> {
+        let resp = self
+            .request(reqwest::Method::POST, path)
+            .header(reqwest::header::CONTENT_TYPE, content_type)
+            .header(connect::HEADER_PROTOCOL_VERSION, "1")
+            .body(body)
+            .send()
+            .await?;
+        if resp.status() != reqwest::StatusCode::OK {
+            return Err(error_from_response(resp).await);
+        }
+        Ok(resp)
+    }
+
     /// A client for the agent listening at `addr` that authenticates with `token`.
     pub fn new(addr: SocketAddr, token: &str) -> AgentClient {
         // The agent is reached directly over the sandbox network: a proxy from the environment
@@ -112,15 +132,8 @@ impl AgentClient {
     ) -> Result<reqwest::Response, AgentError> {
         let body = envelope::encode_json(0, req)?;
         let resp = self
-            .request(reqwest::Method::POST, path)
-            .header(reqwest::header::CONTENT_TYPE, connect::CONTENT_TYPE_STREAM)
-            .header(connect::HEADER_PROTOCOL_VERSION, "1")
-            .body(body)
-            .send()
+            .post_connect(path, connect::CONTENT_TYPE_STREAM, body.to_vec())
             .await?;
-        if resp.status() != reqwest::StatusCode::OK {
-            return Err(error_from_response(resp).await);
-        }
         let content_type = resp
             .headers()
             .get(reqwest::header::CONTENT_TYPE)
@@ -215,15 +228,8 @@ impl AgentClient {
     ) -> Result<Resp, AgentError> {
         let body = serde_json::to_vec(req)?;
         let resp = self
-            .request(reqwest::Method::POST, path)
-            .header(reqwest::header::CONTENT_TYPE, connect::CONTENT_TYPE_UNARY)
-            .header(connect::HEADER_PROTOCOL_VERSION, "1")
-            .body(body)
-            .send()
+            .post_connect(path, connect::CONTENT_TYPE_UNARY, body)
             .await?;
-        if resp.status() != reqwest::StatusCode::OK {
-            return Err(error_from_response(resp).await);
-        }
         let bytes = resp.bytes().await?;
         Ok(serde_json::from_slice(&bytes)?)
     }

@@ -88,18 +88,15 @@ async fn errors_have_the_right_status_and_shape() {
         .expect("req");
     expect_error(r, StatusCode::NOT_FOUND, "not_found").await;
     let r = s
-        .req(Method::POST, "/v1/sandboxes/aaaaaaaaaaaaaaaa/exec")
-        .json(&json!({"cmd": ["true"]}))
-        .send()
-        .await
-        .expect("req");
+        .post(
+            "/v1/sandboxes/aaaaaaaaaaaaaaaa/exec",
+            Some(json!({"cmd": ["true"]})),
+        )
+        .await;
     expect_error(r, StatusCode::NOT_FOUND, "not_found").await;
     let r = s
-        .req(Method::POST, "/v1/sandboxes")
-        .json(&json!({"image": "nope"}))
-        .send()
-        .await
-        .expect("req");
+        .post("/v1/sandboxes", Some(json!({"image": "nope"})))
+        .await;
     expect_error(r, StatusCode::NOT_FOUND, "not_found").await;
     let r = s.req(Method::GET, "/v1/nothing").send().await.expect("req");
     expect_error(r, StatusCode::NOT_FOUND, "not_found").await;
@@ -117,12 +114,7 @@ async fn errors_have_the_right_status_and_shape() {
         json!({"image": 7}),
         json!({}),
     ] {
-        let r = s
-            .req(Method::POST, "/v1/sandboxes")
-            .json(&body)
-            .send()
-            .await
-            .expect("req");
+        let r = s.post("/v1/sandboxes", Some(body.clone())).await;
         let msg = expect_error(r, StatusCode::UNPROCESSABLE_ENTITY, "invalid").await;
         assert!(!msg.is_empty(), "{body}");
     }
@@ -146,11 +138,7 @@ async fn errors_have_the_right_status_and_shape() {
         .create(json!({"image": "busybox", "runtime": "runc"}))
         .await;
     let id = sb["id"].as_str().expect("id");
-    let r = s
-        .req(Method::POST, &format!("/v1/sandboxes/{id}/start"))
-        .send()
-        .await
-        .expect("req");
+    let r = s.post(&format!("/v1/sandboxes/{id}/start"), None).await;
     expect_error(r, StatusCode::CONFLICT, "conflict").await;
     let r = s
         .req(Method::DELETE, "/v1/images/busybox")
@@ -158,25 +146,17 @@ async fn errors_have_the_right_status_and_shape() {
         .await
         .expect("req");
     expect_error(r, StatusCode::CONFLICT, "conflict").await;
-    let r = s
-        .req(Method::POST, &format!("/v1/sandboxes/{id}/stop"))
-        .send()
-        .await
-        .expect("req");
+    let r = s.post(&format!("/v1/sandboxes/{id}/stop"), None).await;
     assert_eq!(r.status(), StatusCode::OK);
-    let r = s
-        .req(Method::POST, &format!("/v1/sandboxes/{id}/stop"))
-        .send()
-        .await
-        .expect("req");
+    let r = s.post(&format!("/v1/sandboxes/{id}/stop"), None).await;
     expect_error(r, StatusCode::CONFLICT, "conflict").await;
     // 422 on exec: empty cmd.
     let r = s
-        .req(Method::POST, &format!("/v1/sandboxes/{id}/exec"))
-        .json(&json!({"cmd": []}))
-        .send()
-        .await
-        .expect("req");
+        .post(
+            &format!("/v1/sandboxes/{id}/exec"),
+            Some(json!({"cmd": []})),
+        )
+        .await;
     assert!(r.status() == StatusCode::UNPROCESSABLE_ENTITY || r.status() == StatusCode::CONFLICT);
     s.delete(id).await;
     // Once unused, the image can go.

@@ -108,11 +108,11 @@ async fn exec_suite(s: &TestServer, runtime: &str) {
 
     // A program that does not exist is the caller's error, not a 500.
     let resp = s
-        .req(Method::POST, &format!("/v1/sandboxes/{id}/exec"))
-        .json(&json!({"cmd": ["/no/such/program"]}))
-        .send()
-        .await
-        .expect("exec");
+        .post(
+            &format!("/v1/sandboxes/{id}/exec"),
+            Some(json!({"cmd": ["/no/such/program"]})),
+        )
+        .await;
     assert!(
         resp.status().is_client_error(),
         "{runtime}: {}",

@@ -176,11 +176,11 @@ async fn a_default_user_set_at_create_applies_to_everything() {
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
     assert_eq!(s.sh(id, "stat -c %u /tmp/f").await, "1000\n");
     let r = s
-        .req(Method::POST, "/v1/sandboxes")
-        .json(&json!({"image": "busybox", "user": "a:b"}))
-        .send()
-        .await
-        .expect("create");
+        .post(
+            "/v1/sandboxes",
+            Some(json!({"image": "busybox", "user": "a:b"})),
+        )
+        .await;
     assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
     s.delete(id).await;
     s.shutdown().await;

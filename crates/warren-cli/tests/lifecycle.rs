@@ -50,26 +50,18 @@ async fn lifecycle(s: &TestServer, runtime: &str) {
 
     // Files survive stop/start; the sandbox is unusable while stopped.
     s.sh(&id, "echo kept > /root/note").await;
-    let resp = s
-        .req(Method::POST, &format!("/v1/sandboxes/{id}/stop"))
-        .send()
-        .await
-        .expect("stop");
+    let resp = s.post(&format!("/v1/sandboxes/{id}/stop"), None).await;
     assert_eq!(resp.status(), StatusCode::OK);
     let stopped: Value = resp.json().await.expect("stop body");
     assert_eq!(stopped["state"], "stopped");
     let resp = s
-        .req(Method::POST, &format!("/v1/sandboxes/{id}/exec"))
-        .json(&json!({"cmd": ["true"]}))
-        .send()
-        .await
-        .expect("exec");
+        .post(
+            &format!("/v1/sandboxes/{id}/exec"),
+            Some(json!({"cmd": ["true"]})),
+        )
+        .await;
     assert_eq!(resp.status(), StatusCode::CONFLICT);
-    let resp = s
-        .req(Method::POST, &format!("/v1/sandboxes/{id}/start"))
-        .send()
-        .await
-        .expect("start");
+    let resp = s.post(&format!("/v1/sandboxes/{id}/start"), None).await;
     assert_eq!(resp.status(), StatusCode::OK);
     let started: Value = resp.json().await.expect("start body");
     assert_eq!(started["state"], "running");
@@ -112,11 +104,11 @@ async fn lifecycle_runc_and_gvisor() {
 async fn create_without_wait_answers_pending_then_runs() {
     let s = TestServer::start().await;
     let resp = s
-        .req(Method::POST, "/v1/sandboxes")
-        .json(&json!({"image": "busybox", "runtime": "runc", "wait": false}))
-        .send()
-        .await
-        .expect("create");
+        .post(
+            "/v1/sandboxes",
+            Some(json!({"image": "busybox", "runtime": "runc", "wait": false})),
+        )
+        .await;
     assert_eq!(resp.status(), StatusCode::ACCEPTED);
     let sb: Value = resp.json().await.expect("body");
     assert_eq!(sb["state"], "pending");
@@ -175,11 +167,11 @@ async fn a_failed_provision_is_reported_and_leaves_nothing() {
 
     for rt in RUNTIMES {
         let resp = s
-            .req(Method::POST, "/v1/sandboxes")
-            .json(&json!({"image": "broken", "runtime": rt}))
-            .send()
-            .await
-            .expect("create");
+            .post(
+                "/v1/sandboxes",
+                Some(json!({"image": "broken", "runtime": rt})),
+            )
+            .await;
         assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
         let err: Value = resp.json().await.expect("json");
         let msg = err["error"]["message"].as_str().expect("message");
@@ -223,11 +215,11 @@ async fn expired_sandboxes_are_deleted() {
     assert!(sb["expires_at"].is_string(), "{sb}");
     // Moving the expiry: 0 means never.
     let r = s
-        .req(Method::POST, &format!("/v1/sandboxes/{id}/timeout"))
-        .json(&json!({"timeout_s": 0}))
-        .send()
-        .await
-        .expect("timeout");
+        .post(
+            &format!("/v1/sandboxes/{id}/timeout"),
+            Some(json!({"timeout_s": 0})),
+        )
+        .await;
     let v: Value = r.json().await.expect("json");
     assert!(v["expires_at"].is_null(), "{v}");
     let keep = s
@@ -315,11 +307,7 @@ async fn stop_forwards_sigterm_to_the_main_cmd() {
             );
         }
         let t = std::time::Instant::now();
-        let r = s
-            .req(Method::POST, &format!("/v1/sandboxes/{id}/stop"))
-            .send()
-            .await
-            .expect("stop");
+        let r = s.post(&format!("/v1/sandboxes/{id}/stop"), None).await;
         assert_eq!(r.status(), StatusCode::OK);
         // The trap ran at once; the 5 s grace before SIGKILL was not needed.
         assert!(
@@ -327,11 +315,7 @@ async fn stop_forwards_sigterm_to_the_main_cmd() {
             "{rt}: stop took {:?}",
             t.elapsed()
         );
-        let r = s
-            .req(Method::POST, &format!("/v1/sandboxes/{id}/start"))
-            .send()
-            .await
-            .expect("start");
+        let r = s.post(&format!("/v1/sandboxes/{id}/start"), None).await;
         assert_eq!(r.status(), StatusCode::OK);
         assert_eq!(s.sh(id, "cat /root/term").await, "got-term\n", "{rt}");
         s.delete(id).await;
@@ -356,11 +340,7 @@ async fn on_timeout_stop_keeps_the_sandbox_and_its_files() {
     .await;
     assert_eq!(v["state"], "stopped", "{v}");
     assert!(v["expires_at"].is_null(), "{v}");
-    let r = s
-        .req(Method::POST, &format!("/v1/sandboxes/{id}/start"))
-        .send()
-        .await
-        .expect("start");
+    let r = s.post(&format!("/v1/sandboxes/{id}/start"), None).await;
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(s.sh(id, "cat /root/f").await, "still-here\n");
     s.delete(id).await;

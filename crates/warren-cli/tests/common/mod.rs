@@ -161,6 +161,16 @@ impl TestServer {
             .bearer_auth(&self.key)
     }
 
+    /// `POST path`, with a JSON body when given (any status).
+    pub async fn post(&self, path: &str, body: Option<Value>) -> reqwest::Response {
+        let rb = self.req(Method::POST, path);
+        let rb = match body {
+            Some(b) => rb.json(&b),
+            None => rb,
+        };
+        rb.send().await.expect("POST")
+    }
+
     /// `GET path` answered with JSON (any status).
     pub async fn get_json(&self, path: &str) -> Value {
         self.req(Method::GET, path)
