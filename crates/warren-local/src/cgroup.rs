@@ -4,9 +4,20 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 const CGROUP_ROOT: &str = "/sys/fs/cgroup";
-const V1_CONTROLLERS: [&str; 9] = [
-    "memory", "cpu", "cpuacct", "cpuset", "pids", "devices", "freezer", "blkio", "hugetlb",
-];
+
+/// Every cgroup hierarchy mounted under `/sys/fs/cgroup` (v1 controllers, `name=systemd`,
+/// `unified`): runtimes make a container's directory in each of them, not only in the ones
+/// that hold its limits.
+fn v1_hierarchies() -> Vec<PathBuf> {
+    fs::read_dir(CGROUP_ROOT)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.path())
+                .filter(|p| p.join("cgroup.procs").exists())
+                .collect()
+        })
+        .unwrap_or_default()
+}
 
 /// Which cgroup layout the host has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,14 +80,7 @@ pub fn dirs(mode: CgroupMode, cgroups_path: &str) -> Vec<PathBuf> {
     match mode {
         CgroupMode::V2 => vec![Path::new(CGROUP_ROOT).join(rel)],
         CgroupMode::V1 | CgroupMode::Hybrid => {
-            let mut v: Vec<PathBuf> = V1_CONTROLLERS
-                .iter()
-                .map(|c| Path::new(CGROUP_ROOT).join(c).join(rel))
-                .collect();
-            if mode == CgroupMode::Hybrid {
-                v.push(Path::new(CGROUP_ROOT).join("unified").join(rel));
-            }
-            v
+            v1_hierarchies().into_iter().map(|h| h.join(rel)).collect()
         }
     }
 }

@@ -332,10 +332,20 @@ impl TestServer {
     pub async fn shutdown(mut self) {
         self.cleanup().await;
         if self.stop_graceful() {
-            let parent = format!("/sys/fs/cgroup/memory/warren-{}", self.tag());
+            let parents: Vec<String> = std::fs::read_dir("/sys/fs/cgroup")
+                .map(|rd| {
+                    rd.flatten()
+                        .map(|e| e.path().join(format!("warren-{}", self.tag())))
+                        .collect()
+                })
+                .unwrap_or_else(|_| Vec::new())
+                .into_iter()
+                .filter(|p: &PathBuf| p.exists())
+                .map(|p| p.display().to_string())
+                .collect();
             assert!(
-                !Path::new(&parent).exists(),
-                "{parent} left after a graceful stop"
+                parents.is_empty(),
+                "cgroups left after a graceful stop: {parents:?}"
             );
             let tag = self.tag();
             let netns: Vec<String> = std::fs::read_dir("/run/netns")
