@@ -20,11 +20,15 @@ pub async fn pass(service: &Service) {
             return;
         }
     };
+    let now = chrono::Utc::now();
     for rec in records {
-        match service.reap_if_expired(&rec.sandbox.id).await {
-            Ok(true) => continue,
-            Ok(false) => {}
-            Err(e) => tracing::warn!(sandbox = %rec.sandbox.id, "reconciler: expiry: {e}"),
+        // The listing already says when each sandbox expires: only those due are looked at again.
+        if rec.sandbox.expires_at.is_some_and(|t| t <= now) {
+            match service.reap_if_expired(&rec.sandbox.id).await {
+                Ok(true) => continue,
+                Ok(false) => {}
+                Err(e) => tracing::warn!(sandbox = %rec.sandbox.id, "reconciler: expiry: {e}"),
+            }
         }
         if matches!(
             rec.sandbox.state,

@@ -41,6 +41,17 @@ fn step_label(step: &str) -> &'static str {
     }
 }
 
+/// Appends one history entry; history is best-effort, so a failure is logged, not returned.
+pub(crate) async fn insert_history(
+    store: &dyn warren_store::Store,
+    id: &SandboxId,
+    rec: &ExecRecord,
+) {
+    if let Err(e) = store.insert_exec(id, rec).await {
+        tracing::warn!(sandbox = %id, "recording history: {e}");
+    }
+}
+
 impl Service {
     /// Records one system step of provisioning; history is best-effort and never fails the
     /// operation it describes.
@@ -68,9 +79,7 @@ impl Service {
 
     /// Appends to the history, logging rather than failing.
     pub(crate) async fn record_exec(&self, id: &SandboxId, rec: &ExecRecord) {
-        if let Err(e) = self.inner.store.insert_exec(id, rec).await {
-            tracing::warn!(sandbox = %id, "recording history: {e}");
-        }
+        insert_history(self.inner.store.as_ref(), id, rec).await
     }
 
     /// The last `limit` entries of a sandbox's history, oldest first.

@@ -250,11 +250,7 @@ async fn write_journal(
     while let Some(entry) = queue.recv().await {
         match entry {
             Journal::Event(id, text) => logs.event(&id, text).await,
-            Journal::Exec(id, rec) => {
-                if let Err(e) = store.insert_exec(&id, &rec).await {
-                    tracing::warn!(sandbox = %id, "recording history: {e}");
-                }
-            }
+            Journal::Exec(id, rec) => history::insert_history(store.as_ref(), &id, &rec).await,
             Journal::Forget(id) => logs.forget(&id).await,
         }
     }
