@@ -190,19 +190,5 @@ fn set_mode(p: &Path, mode: u32) -> Result<(), ImageError> {
 }
 
 fn random_name() -> String {
-    let n: u64 = rand_u64();
-    format!("{n:016x}")
-}
-
-fn rand_u64() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    // RandomState is seeded from the OS; enough for unique temp names without another crate.
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0),
-    );
-    h.finish()
+    format!("{:016x}", rand::random::<u64>())
 }
