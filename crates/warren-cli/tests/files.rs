@@ -55,16 +55,8 @@ async fn files_suite(s: &TestServer, rt: &str) {
     );
 
     let list: Value = s
-        .req(
-            Method::GET,
-            &format!("/v1/sandboxes/{id}/files/list?path=/work/deep"),
-        )
-        .send()
-        .await
-        .expect("list")
-        .json()
-        .await
-        .expect("json");
+        .get_json(&format!("/v1/sandboxes/{id}/files/list?path=/work/deep"))
+        .await;
     let e = &list["entries"][0];
     assert_eq!(
         (e["name"].as_str(), e["type"].as_str(), e["path"].as_str()),
@@ -73,16 +65,8 @@ async fn files_suite(s: &TestServer, rt: &str) {
     );
     s.sh(id, "ln -s /work/deep/dir/blob.bin /work/link").await;
     let list: Value = s
-        .req(
-            Method::GET,
-            &format!("/v1/sandboxes/{id}/files/list?path=/work"),
-        )
-        .send()
-        .await
-        .expect("list")
-        .json()
-        .await
-        .expect("json");
+        .get_json(&format!("/v1/sandboxes/{id}/files/list?path=/work"))
+        .await;
     let link = list["entries"]
         .as_array()
         .expect("entries")

@@ -3,7 +3,7 @@
 mod common;
 
 use common::{TestServer, RUNTIMES};
-use reqwest::{Method, StatusCode};
+use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 async fn lifecycle(s: &TestServer, runtime: &str) {
@@ -26,16 +26,10 @@ async fn lifecycle(s: &TestServer, runtime: &str) {
     assert_eq!(got["id"], id.as_str());
 
     let list: Value = s
-        .req(
-            Method::GET,
-            &format!("/v1/sandboxes?state=running&metadata.team={runtime}"),
-        )
-        .send()
-        .await
-        .expect("list")
-        .json()
-        .await
-        .expect("list body");
+        .get_json(&format!(
+            "/v1/sandboxes?state=running&metadata.team={runtime}"
+        ))
+        .await;
     let ids: Vec<&str> = list["sandboxes"]
         .as_array()
         .expect("array")

@@ -15,16 +15,8 @@ const BUSY: &str = "i=0; while [ $i -lt 2000 ]; do echo line $i; i=$((i+1)); \
 
 async fn all_lines(s: &TestServer, id: &str) -> Vec<Value> {
     let v: Value = s
-        .req(
-            Method::GET,
-            &format!("/v1/sandboxes/{id}/logs?follow=false"),
-        )
-        .send()
-        .await
-        .expect("logs")
-        .json()
-        .await
-        .expect("json");
+        .get_json(&format!("/v1/sandboxes/{id}/logs?follow=false"))
+        .await;
     v["lines"].as_array().cloned().unwrap_or_default()
 }
 
@@ -137,16 +129,8 @@ async fn busy_log_resumes_without_gaps_or_duplicates() {
         );
         // ?after= works like Last-Event-ID.
         let v: Value = s
-            .req(
-                Method::GET,
-                &format!("/v1/sandboxes/{id}/logs?follow=false&after=1990"),
-            )
-            .send()
-            .await
-            .expect("logs")
-            .json()
-            .await
-            .expect("json");
+            .get_json(&format!("/v1/sandboxes/{id}/logs?follow=false&after=1990"))
+            .await;
         assert_eq!(v["lines"][0]["seq"], 1991);
         s.delete(id).await;
     }
