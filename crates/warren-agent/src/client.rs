@@ -15,9 +15,9 @@ use crate::connect::{self, path, ConnectError};
 use crate::envelope;
 use crate::error::AgentError;
 use crate::protocol::{
-    CloseStdinRequest, ConnectRequest, Empty, ListResponse, ProcessInfo, ProcessInput,
-    ProcessSelector, Pty, PtySize, SendInputRequest, SendSignalRequest, Signal, StartRequest,
-    UpdateRequest,
+    CloseStdinRequest, ConnectRequest, Empty, ListResponse, ListeningPort, PortsResponse,
+    ProcessInfo, ProcessInput, ProcessSelector, Pty, PtySize, SendInputRequest, SendSignalRequest,
+    Signal, StartRequest, UpdateRequest,
 };
 
 mod files;
@@ -122,6 +122,20 @@ impl AgentClient {
         } else {
             Err(error_from_response(resp).await)
         }
+    }
+
+    /// `GET /ports`: the TCP ports something listens on in the sandbox right now (the agent's
+    /// own excepted), sorted by port.
+    pub async fn ports(&self) -> Result<Vec<ListeningPort>, AgentError> {
+        let resp = self
+            .request(reqwest::Method::GET, path::PORTS)
+            .send()
+            .await?;
+        if resp.status() != reqwest::StatusCode::OK {
+            return Err(error_from_response(resp).await);
+        }
+        let resp: PortsResponse = serde_json::from_slice(&resp.bytes().await?)?;
+        Ok(resp.ports)
     }
 
     /// Opens a server stream: one request message, the response body for a stream decoder.

@@ -56,6 +56,8 @@ pub mod path {
     pub const REMOVE_WATCHER: &str = "/filesystem.Filesystem/RemoveWatcher";
     /// `GET` downloads a file, `POST` uploads one (plain HTTP, not Connect).
     pub const FILES: &str = "/files";
+    /// `GET`: the TCP ports listened on in the sandbox, the agent's own excepted (plain JSON).
+    pub const PORTS: &str = "/ports";
 }
 
 /// Header naming the Unix user to act as: `Basic base64("<user>:")`.

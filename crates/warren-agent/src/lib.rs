@@ -22,10 +22,10 @@ pub use error::AgentError;
 pub use protocol::{
     CloseStdinRequest, ConnectRequest, ConnectResponse, CreateWatcherResponse, Empty, EntryInfo,
     EntryResponse, EventType, FileType, FilesystemEvent, GetWatcherEventsResponse, ListDirRequest,
-    ListDirResponse, ListResponse, MoveRequest, PathRequest, ProcessConfig, ProcessData,
-    ProcessEvent, ProcessInfo, ProcessInput, ProcessSelector, Pty, PtySize, SendInputRequest,
-    SendSignalRequest, Signal, StartRequest, StartResponse, StreamInputRequest, UpdateRequest,
-    WatchEvent, WatchRequest, WatcherRequest,
+    ListDirResponse, ListResponse, ListeningPort, MoveRequest, PathRequest, PortsResponse,
+    ProcessConfig, ProcessData, ProcessEvent, ProcessInfo, ProcessInput, ProcessSelector, Pty,
+    PtySize, SendInputRequest, SendSignalRequest, Signal, StartRequest, StartResponse,
+    StreamInputRequest, UpdateRequest, WatchEvent, WatchRequest, WatcherRequest,
 };
 
 /// The envd protocol version this agent implements, as the control plane reports it in

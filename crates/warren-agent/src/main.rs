@@ -1,12 +1,18 @@
 //! `warren-agent`: PID 1 of every Warren sandbox. As PID 1 it is a tiny init that reaps orphans
 //! and forwards signals to a second copy of itself, the server; otherwise it is the server (or,
-//! briefly, the exec shim in front of a process the server starts).
+//! briefly, the exec shim in front of a process the server starts). `warren-agent demo-http`
+//! is something else: a demo HTTP server run as an ordinary process inside a sandbox.
 
 mod agent;
 
 fn main() -> std::process::ExitCode {
+    // The shim comes first: it runs as root before dropping to the requested user, and its
+    // argv is the user's command, which may well be named `demo-http`. It is chosen only by an
+    // environment variable the agent sets, so checking it first changes nothing else.
     if let Some(spec) = agent::exec_shim::wanted() {
         agent::exec_shim::run(spec)
+    } else if let Some(args) = agent::demo_http::wanted() {
+        agent::demo_http::run(&args)
     } else if agent::init::wanted() {
         agent::init::run()
     } else {

@@ -12,6 +12,7 @@ use crate::proto_json::{null_default, num, Num, B64};
 
 pub mod attach;
 pub mod filesystem;
+pub mod ports;
 
 pub use attach::{ConnectRequest, ConnectResponse, StreamInputRequest, UpdateRequest};
 pub use filesystem::{
@@ -19,6 +20,7 @@ pub use filesystem::{
     GetWatcherEventsResponse, ListDirRequest, ListDirResponse, MoveRequest, PathRequest,
     WatchEvent, WatchRequest, WatcherRequest,
 };
+pub use ports::{ListeningPort, PortsResponse};
 
 /// A message with no fields (requests and responses such as `ListRequest`, `SendInputResponse`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

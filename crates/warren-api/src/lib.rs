@@ -15,6 +15,6 @@ pub use files::{FileEntry, FileKind, FileList};
 pub use id::SandboxId;
 pub use image::{Image, ImageList};
 pub use sandbox::{
-    CreateSandbox, LogLine, LogList, LogStream, OnTimeout, Runtime, Sandbox, SandboxList,
-    SandboxState, SetTimeout,
+    CreateSandbox, Egress, ListeningPort, LogLine, LogList, LogStream, OnTimeout, Runtime, Sandbox,
+    SandboxList, SandboxState, SetNetwork, SetTimeout,
 };

@@ -78,6 +78,17 @@ pub enum SandboxState {
 }
 
 impl SandboxState {
+    /// Whether a sandbox in this state has its network (namespace, address, firewall rules).
+    pub fn holds_network(self) -> bool {
+        matches!(
+            self,
+            SandboxState::Starting
+                | SandboxState::Running
+                | SandboxState::Paused
+                | SandboxState::Stopping
+        )
+    }
+
     /// The name used on the wire.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -109,15 +120,78 @@ impl FromStr for SandboxState {
     }
 }
 
-/// Outbound network policy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
+/// Outbound network policy: `"allow"` (the default: anything outside, through NAT), `"deny"`
+/// (nothing), or `{"allow": ["CIDR", ...]}` (only those networks). Whatever the policy, a
+/// sandbox never reaches the host, other sandboxes or link-local (metadata) addresses.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum Egress {
     /// Outbound traffic allowed.
     #[default]
     Allow,
     /// No outbound traffic.
     Deny,
+    /// Only to these IPv4 networks (`a.b.c.d/len`, or a bare address for one host).
+    Only(Vec<String>),
+}
+
+impl Serialize for Egress {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Egress::Allow => s.serialize_str("allow"),
+            Egress::Deny => s.serialize_str("deny"),
+            Egress::Only(nets) => {
+                use serde::ser::SerializeMap;
+                let mut m = s.serialize_map(Some(1))?;
+                m.serialize_entry("allow", nets)?;
+                m.end()
+            }
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Egress {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        const SHAPE: &str = r#"egress must be "allow", "deny" or {"allow": ["CIDR", ...]}"#;
+        let value = serde_json::Value::deserialize(d)?;
+        match value {
+            serde_json::Value::String(s) if s == "allow" => Ok(Egress::Allow),
+            serde_json::Value::String(s) if s == "deny" => Ok(Egress::Deny),
+            serde_json::Value::Object(mut m) if m.len() == 1 => match m.remove("allow") {
+                Some(serde_json::Value::Array(items)) => items
+                    .into_iter()
+                    .map(|i| match i {
+                        serde_json::Value::String(s) => Ok(s),
+                        other => Err(serde::de::Error::custom(format!(
+                            "egress.allow entries are CIDR strings, got {other}"
+                        ))),
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+                    .map(Egress::Only),
+                _ => Err(serde::de::Error::custom(SHAPE)),
+            },
+            _ => Err(serde::de::Error::custom(SHAPE)),
+        }
+    }
+}
+
+/// `PUT /v1/sandboxes/{id}/network`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetNetwork {
+    /// The new outbound policy, in force at once (and across stop/start).
+    pub egress: Egress,
+}
+
+/// A TCP port something listens on inside a sandbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListeningPort {
+    /// The port.
+    pub port: u16,
+    /// The address bound (`0.0.0.0` or `::` for all). Only ports bound to all addresses or
+    /// the sandbox's own are reachable through the preview proxy.
+    pub address: String,
+    /// Its preview URL.
+    pub url: String,
 }
 
 /// What happens to a sandbox when its `expires_at` passes.
@@ -177,6 +251,10 @@ pub struct CreateSandbox {
     /// Outbound network policy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub egress: Option<Egress>,
+    /// Whether its ports are open to anyone through the preview proxy. Default false: a
+    /// request needs the sandbox's `traffic_token` (or an API key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public: Option<bool>,
     /// Answer only once running (default) or at once with `pending`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wait: Option<bool>,
@@ -216,6 +294,13 @@ pub struct Sandbox {
     pub metadata: BTreeMap<String, String>,
     /// Outbound network policy.
     pub egress: Egress,
+    /// Whether its ports are open to anyone through the preview proxy.
+    #[serde(default)]
+    pub public: bool,
+    /// The token that opens its private ports through the preview proxy (header
+    /// `X-Warren-Traffic-Token`, or `?warren_token=` once in a browser).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traffic_token: Option<String>,
     /// Its address on the host's sandbox network, while it has one.
     pub ip: Option<String>,
     /// When it was created.
@@ -229,8 +314,12 @@ pub struct Sandbox {
     pub on_timeout: OnTimeout,
     /// Why it failed.
     pub error: Option<String>,
-    /// Preview URLs by port.
+    /// Preview URLs by port, for the ports listening now.
     pub urls: BTreeMap<String, String>,
+    /// TCP ports listening inside now (read from its agent when the sandbox is running; only
+    /// on `GET /v1/sandboxes/{id}`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<ListeningPort>,
 }
 
 fn root() -> String {

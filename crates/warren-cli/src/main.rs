@@ -116,6 +116,31 @@ struct ServeArgs {
     /// How long command history (GET /v1/sandboxes/{id}/execs) is kept, e.g. 5d, 12h, 30m.
     #[arg(long, env = "WARREN_HISTORY_RETENTION", default_value = "5d", value_parser = humantime::parse_duration)]
     history_retention: std::time::Duration,
+    /// Name server for sandboxes' /etc/resolv.conf (repeat for several) [default: the host's].
+    #[arg(long = "dns", env = "WARREN_DNS", value_delimiter = ',')]
+    dns: Vec<std::net::Ipv4Addr>,
+    /// Domain of preview URLs: port P of sandbox ID is http://ID-P.DOMAIN (browsers resolve
+    /// *.localhost without DNS; for another domain point a wildcard record at this host).
+    #[arg(long, env = "WARREN_DOMAIN", default_value = "localhost")]
+    domain: String,
+    /// Also serve the preview proxy (only) on this address, e.g. 0.0.0.0:80.
+    #[arg(long, env = "WARREN_PROXY_LISTEN")]
+    proxy_listen: Option<SocketAddr>,
+    /// TLS certificate chain (PEM) for both listeners; needs --tls-key.
+    #[arg(
+        long,
+        env = "WARREN_TLS_CERT",
+        requires = "tls_key",
+        conflicts_with = "tls_self_signed"
+    )]
+    tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM) for --tls-cert.
+    #[arg(long, env = "WARREN_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Serve TLS with a certificate for *.DOMAIN signed by a local CA made once in the data
+    /// dir (ca.pem there: add it to your trust store or pass it to clients).
+    #[arg(long, env = "WARREN_TLS_SELF_SIGNED")]
+    tls_self_signed: bool,
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
@@ -128,6 +153,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         warm_leases: args.warm_leases,
         expedite_rcu: args.expedite_rcu,
         history_retention: args.history_retention,
+        dns: args.dns,
+        domain: args.domain,
+        proxy_listen: args.proxy_listen,
+        tls: match (args.tls_cert, args.tls_key, args.tls_self_signed) {
+            (Some(cert), Some(key), _) => Some(warren_server::TlsSource::Files { cert, key }),
+            (_, _, true) => Some(warren_server::TlsSource::SelfSigned),
+            _ => None,
+        },
     })
     .await?;
     if let Some(key) = &server.new_admin_key {

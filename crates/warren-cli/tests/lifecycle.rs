@@ -63,7 +63,13 @@ async fn lifecycle(s: &TestServer, runtime: &str) {
 
     // The leak check sees a live sandbox's resources, so its empty answer below means something.
     let live = s.leftovers(&started);
-    for what in ["mount", "netns", "container", "sandbox dir"] {
+    for what in [
+        "mount",
+        "netns",
+        "nftables chain",
+        "container",
+        "sandbox dir",
+    ] {
         assert!(
             live.iter().any(|l| l.starts_with(what)),
             "{runtime}: live sandbox shows no {what}: {live:?}"

@@ -11,6 +11,7 @@ use warren_api::Runtime;
 
 use crate::bundle::{self, BundleSpec, AGENT_PORT};
 use crate::cgroup::{self, CgroupMode};
+use crate::firewall::{self, EgressPolicy, Firewall};
 use crate::images::ImageStore;
 use crate::net::{Lease, NetPlan};
 use crate::netpool::NetPool;
@@ -63,6 +64,8 @@ pub struct LocalConfig {
     /// Set the kernel's `rcu_expedited`: container runtimes wait on RCU grace periods, which
     /// an idle kernel stretches to tens of milliseconds. Host-wide, so opt-in.
     pub expedite_rcu: bool,
+    /// Name servers for sandboxes' `resolv.conf`; empty: the host's.
+    pub dns: Vec<Ipv4Addr>,
 }
 
 /// What a sandbox is made from.
@@ -92,6 +95,8 @@ pub struct SandboxSpec {
     pub token: String,
     /// Network lease index.
     pub net_index: u32,
+    /// What it may reach outside.
+    pub egress: EgressPolicy,
 }
 
 /// A provisioned, started sandbox.
@@ -116,6 +121,7 @@ pub struct LocalBackend {
     runsc: Arc<dyn ContainerRuntime>,
     crun: Arc<dyn ContainerRuntime>,
     resolv_conf: String,
+    firewall: Firewall,
 }
 
 fn which(bin: &str) -> bool {
@@ -170,13 +176,12 @@ impl LocalBackend {
             Err(e) => tracing::warn!("{e}"),
         }
         let images = ImageStore::open(&cfg.data_dir.join("images"))?;
-        let resolv_conf = fs::read_to_string("/etc/resolv.conf")
-            .ok()
-            .filter(|s| {
-                s.lines()
-                    .any(|l| l.starts_with("nameserver") && !l.contains("127."))
-            })
-            .unwrap_or_else(|| "nameserver 1.1.1.1\n".to_owned());
+        let resolv_conf = resolv_conf(&cfg.dns);
+        if !which("nft") {
+            return Err(setup(
+                "`nft` (nftables) is not on PATH: apt-get install nftables".into(),
+            ));
+        }
         if cfg.expedite_rcu {
             match fs::write("/sys/kernel/rcu_expedited", "1") {
                 Ok(()) => tracing::info!("set /sys/kernel/rcu_expedited = 1"),
@@ -184,7 +189,9 @@ impl LocalBackend {
             }
         }
         let net = NetPlan::new(cfg.subnet, &cfg.tag);
+        let firewall = Firewall::new(&cfg.tag, cfg.subnet, firewall::nameservers(&resolv_conf));
         Ok(LocalBackend {
+            firewall,
             pool: Arc::new(NetPool::new(net.clone(), cfg.warm_leases)),
             net,
             runsc: Arc::new(CliRuntime::new(
@@ -271,6 +278,11 @@ impl LocalBackend {
                 .await
                 .map_err(|e| step("network")(e.to_string()))?;
         }
+        // Before anything runs in the namespace: a veth without its rules can send nothing.
+        self.firewall
+            .apply(&lease, &spec.egress)
+            .await
+            .map_err(|e| step("network")(e.to_string()))?;
         steps.push(("network", t.elapsed()));
 
         let t = Instant::now();
@@ -366,7 +378,11 @@ impl LocalBackend {
             tracing::warn!(sandbox = id, "unmounting {}: {e}", merged.display());
         }
         if let Some(i) = net_index {
-            self.net.lease(i).release().await;
+            let lease = self.net.lease(i);
+            if let Err(e) = self.firewall.remove(&lease).await {
+                tracing::warn!(sandbox = id, "removing its nftables rules: {e}");
+            }
+            lease.release().await;
         }
     }
 
@@ -412,6 +428,9 @@ impl LocalBackend {
         );
         if let Some(i) = net_index {
             v.extend(self.net.lease(i).leftovers());
+            if self.firewall.lease_chains().await.contains(&i) {
+                v.push(format!("nftables chain {} sb_{i}", self.firewall.table()));
+            }
         }
         if self.runtime(runtime).status(id).await.ok() != Some(ContainerStatus::Missing) {
             v.push(format!("container {id}"));
@@ -432,4 +451,65 @@ impl LocalBackend {
     pub fn lease(&self, index: u32) -> Lease {
         self.net.lease(index)
     }
+
+    /// The sandboxes' firewall.
+    pub fn firewall(&self) -> &Firewall {
+        &self.firewall
+    }
+
+    /// At start: makes the firewall's table, drops the rules of leases no sandbox holds (a
+    /// pooled lease must not keep a departed sandbox's policy), then adopts or releases
+    /// leftover leases.
+    pub async fn setup_network(&self, used: &[u32]) -> Result<(), LocalError> {
+        self.firewall
+            .setup()
+            .await
+            .map_err(|e| LocalError::Setup(e.to_string()))?;
+        for i in self.firewall.lease_chains().await {
+            if !used.contains(&i) {
+                if let Err(e) = self.firewall.remove(&self.net.lease(i)).await {
+                    tracing::warn!("removing stale rules of lease {i}: {e}");
+                }
+            }
+        }
+        self.pool.sweep(used).await;
+        Ok(())
+    }
+
+    /// Replaces the egress policy of the sandbox on lease `index`.
+    pub async fn set_egress(&self, index: u32, policy: &EgressPolicy) -> Result<(), LocalError> {
+        self.firewall
+            .apply(&self.net.lease(index), policy)
+            .await
+            .map_err(|e| step("network")(e.to_string()))
+    }
+
+    /// Removes what the server shares among all its sandboxes (the parent cgroup, the
+    /// firewall table); only when it has none left.
+    pub async fn remove_shared(&self) {
+        self.remove_cgroup_parent();
+        self.firewall.remove_table().await;
+    }
+}
+
+/// The `resolv.conf` sandboxes get: `dns` when given; else the host's, unless it names only
+/// loopback resolvers (systemd-resolved's stub, unreachable from a sandbox), in which case
+/// systemd-resolved's list of upstream servers; else a public resolver.
+fn resolv_conf(dns: &[Ipv4Addr]) -> String {
+    if !dns.is_empty() {
+        return dns.iter().map(|a| format!("nameserver {a}\n")).collect();
+    }
+    let usable = |text: &String| {
+        text.lines().any(|l| {
+            l.trim()
+                .strip_prefix("nameserver")
+                .and_then(|a| a.trim().parse::<std::net::IpAddr>().ok())
+                .is_some_and(|a| !a.is_loopback())
+        })
+    };
+    ["/etc/resolv.conf", "/run/systemd/resolve/resolv.conf"]
+        .iter()
+        .filter_map(|p| fs::read_to_string(p).ok())
+        .find(usable)
+        .unwrap_or_else(|| "nameserver 1.1.1.1\n".to_owned())
 }

@@ -7,6 +7,7 @@
 pub mod backend;
 pub mod bundle;
 pub mod cgroup;
+pub mod firewall;
 pub mod images;
 pub mod net;
 pub mod netpool;
@@ -15,3 +16,4 @@ pub mod runtime;
 pub mod unpack;
 
 pub use backend::{LocalBackend, LocalConfig, LocalError, Provisioned, SandboxSpec};
+pub use firewall::EgressPolicy;

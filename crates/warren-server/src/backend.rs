@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use warren_api::Runtime;
 use warren_local::images::{ImageError, Imported, IncomingTar};
 use warren_local::runtime::ContainerStatus;
-use warren_local::{LocalBackend, LocalError, Provisioned, SandboxSpec};
+use warren_local::{EgressPolicy, LocalBackend, LocalError, Provisioned, SandboxSpec};
 
 /// Runs sandboxes and holds their images.
 #[async_trait]
@@ -27,8 +27,11 @@ pub trait Backend: Send + Sync + 'static {
     fn reserve_warm_lease(&self, used: &[u32]) -> Option<u32>;
     /// Makes a reserved warm lease.
     async fn fill_warm_lease(&self, index: u32);
-    /// Adopts or releases leases on the host that no sandbox holds (at start).
-    async fn sweep_leases(&self, used: &[u32]);
+    /// At start: readies the firewall, then adopts or releases leases on the host that no
+    /// sandbox holds.
+    async fn setup_network(&self, used: &[u32]) -> Result<(), LocalError>;
+    /// Replaces the egress policy of the sandbox on lease `index`, at once.
+    async fn set_egress(&self, index: u32, policy: &EgressPolicy) -> Result<(), LocalError>;
     /// Makes and starts a sandbox; on failure nothing of it is left.
     async fn provision(&self, spec: &SandboxSpec) -> Result<Provisioned, LocalError>;
     /// The runtime's view of a sandbox.
@@ -46,7 +49,7 @@ pub trait Backend: Send + Sync + 'static {
     /// Releases what the server keeps ready for future sandboxes (warm leases).
     async fn drain_warm(&self);
     /// Removes host-wide resources the server made for all its sandboxes (call when it has none).
-    fn remove_shared(&self);
+    async fn remove_shared(&self);
     /// Host resources of a sandbox still present.
     async fn leftovers(&self, id: &str, runtime: Runtime, net_index: Option<u32>) -> Vec<String>;
 }
@@ -74,8 +77,11 @@ impl Backend for LocalBackend {
     async fn fill_warm_lease(&self, index: u32) {
         self.net_pool().fill(index).await
     }
-    async fn sweep_leases(&self, used: &[u32]) {
-        self.net_pool().sweep(used).await
+    async fn setup_network(&self, used: &[u32]) -> Result<(), LocalError> {
+        LocalBackend::setup_network(self, used).await
+    }
+    async fn set_egress(&self, index: u32, policy: &EgressPolicy) -> Result<(), LocalError> {
+        LocalBackend::set_egress(self, index, policy).await
     }
     async fn provision(&self, spec: &SandboxSpec) -> Result<Provisioned, LocalError> {
         LocalBackend::provision(self, spec).await
@@ -101,8 +107,8 @@ impl Backend for LocalBackend {
     async fn drain_warm(&self) {
         self.net_pool().drain().await
     }
-    fn remove_shared(&self) {
-        self.remove_cgroup_parent()
+    async fn remove_shared(&self) {
+        LocalBackend::remove_shared(self).await
     }
     async fn leftovers(&self, id: &str, runtime: Runtime, net_index: Option<u32>) -> Vec<String> {
         LocalBackend::leftovers(self, id, runtime, net_index).await

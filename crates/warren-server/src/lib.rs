@@ -36,6 +36,20 @@ pub struct AppState {
     pub known_keys: Arc<RwLock<HashSet<String>>>,
 }
 
+/// Where the server's certificate comes from, when it serves TLS.
+#[derive(Debug, Clone)]
+pub enum TlsSource {
+    /// PEM files given by the user.
+    Files {
+        /// Certificate chain.
+        cert: PathBuf,
+        /// Private key.
+        key: PathBuf,
+    },
+    /// A local CA made (once) in the data dir, and a wildcard certificate for the domain.
+    SelfSigned,
+}
+
 /// Settings of `warren serve`.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -53,6 +67,32 @@ pub struct ServerConfig {
     pub expedite_rcu: bool,
     /// How long command history is kept.
     pub history_retention: std::time::Duration,
+    /// Name servers for sandboxes (empty: the host's).
+    pub dns: Vec<std::net::Ipv4Addr>,
+    /// Domain of preview URLs (`<id>-<port>.<domain>`).
+    pub domain: String,
+    /// A second listener serving only the preview proxy.
+    pub proxy_listen: Option<SocketAddr>,
+    /// TLS on both listeners.
+    pub tls: Option<TlsSource>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("warren-data"),
+            default_runtime: Runtime::Gvisor,
+            subnet: Ipv4Net::new(std::net::Ipv4Addr::new(10, 77, 0, 0), 16).unwrap_or_default(),
+            warm_leases: 2,
+            expedite_rcu: false,
+            history_retention: std::time::Duration::from_secs(5 * 86400),
+            dns: Vec::new(),
+            domain: "localhost".into(),
+            proxy_listen: None,
+            tls: None,
+        }
+    }
 }
 
 /// Four base32 characters naming this server's host resources, derived from its data dir so
@@ -105,6 +145,7 @@ impl Server {
             agent_binary: agent,
             warm_leases: cfg.warm_leases,
             expedite_rcu: cfg.expedite_rcu,
+            dns: cfg.dns.clone(),
         })?;
         let service = Service::new(
             Arc::new(store),
@@ -154,7 +195,7 @@ impl Server {
             .await
             .is_ok_and(|l| l.is_empty())
         {
-            service.backend().remove_shared();
+            service.backend().remove_shared().await;
         }
         Ok(())
     }

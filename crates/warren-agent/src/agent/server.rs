@@ -10,7 +10,7 @@ use hyper::body::Incoming;
 use hyper::header::{HeaderMap, HeaderValue, ALLOW};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use nix::sys::signal::{SigSet, Signal as NixSignal};
 use tokio::net::TcpListener;
@@ -24,10 +24,12 @@ use super::process::Supervisor;
 use super::rpc::{self, Services};
 use super::users::Accounts;
 use super::watch::Watchers;
-use super::{files_http, streams};
+use super::{files_http, ports, streams};
 
 struct State {
     token: Option<String>,
+    /// Left out of `/ports`: the agent is not something the sandbox serves.
+    own_port: u16,
     services: Services,
 }
 
@@ -98,6 +100,7 @@ async fn serve(config: Config) -> ExitCode {
     eprintln!("warren-agent: listening on {addr}");
     let state = Arc::new(State {
         token: config.token,
+        own_port: addr.port(),
         services: Services {
             sup: sup.clone(),
             accounts: Accounts::from_env(),
@@ -141,6 +144,7 @@ async fn accept_loop(listener: TcpListener, state: Arc<State>) {
 enum Route {
     Health,
     Files,
+    Ports,
     Start,
     Connect,
     WatchDir,
@@ -169,6 +173,7 @@ fn route(path: &str) -> Route {
     match path {
         path::HEALTH => Route::Health,
         path::FILES => Route::Files,
+        path::PORTS => Route::Ports,
         path::START => Route::Start,
         path::CONNECT => Route::Connect,
         path::WATCH_DIR => Route::WatchDir,
@@ -193,17 +198,23 @@ async fn handle(state: &State, req: Request<Incoming>) -> Response<AgentBody> {
             "missing or invalid access token",
         ));
     }
-    if !matches!(route, Route::Unknown | Route::Files) && req.method() != Method::POST {
+    let allowed = match route {
+        Route::Unknown | Route::Files => None,
+        Route::Ports => Some("GET"),
+        _ => Some("POST"),
+    };
+    if let Some(allowed) = allowed.filter(|m| req.method().as_str() != *m) {
         let mut resp = Response::new(AgentBody::empty());
         *resp.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
         resp.headers_mut()
-            .insert(ALLOW, HeaderValue::from_static("POST"));
+            .insert(ALLOW, HeaderValue::from_static(allowed));
         return resp;
     }
     let services = &state.services;
     let user = || services.accounts.acting_user(req.headers(), None);
     match route {
         Route::Files => files_http::handle(services, req).await,
+        Route::Ports => ports::response(state.own_port).await,
         Route::Start => match user() {
             Ok(user) => streams::start(services, user, req).await,
             Err(e) => rpc::stream_response(Err(e)),

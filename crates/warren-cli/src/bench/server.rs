@@ -62,7 +62,7 @@ impl InProcess {
         }
         // The aborted server never ran its graceful stop: release its warm network leases too.
         self.service.backend().drain_warm().await;
-        self.service.backend().remove_shared();
+        self.service.backend().remove_shared().await;
         clean
     }
 }
@@ -224,8 +224,8 @@ pub async fn start(
         default_runtime,
         subnet: SUBNET.parse().context("parsing the bench subnet")?,
         warm_leases: 2,
-        expedite_rcu: false,
         history_retention: std::time::Duration::from_secs(3600),
+        ..ServerConfig::default()
     })
     .await
     .context("starting the scratch server")?;

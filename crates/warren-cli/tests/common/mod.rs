@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde_json::{json, Value};
 
+pub mod remote;
+
 pub const RUNTIMES: [&str; 2] = ["runc", "gvisor"];
 
 static NEXT_NET: AtomicU32 = AtomicU32::new(0);
@@ -75,12 +77,18 @@ impl TestServer {
 
     /// Like [`start`](Self::start), with extra `warren serve` arguments.
     pub async fn start_with(extra: &[&str]) -> TestServer {
+        TestServer::start_listening("127.0.0.1", extra).await
+    }
+
+    /// Like [`start_with`](Self::start_with), the API listening on `ip` (e.g. `0.0.0.0`).
+    pub async fn start_listening(ip: &str, extra: &[&str]) -> TestServer {
         let scratch = tempfile::Builder::new()
             .prefix("warren-test-")
             .tempdir_in("/var/tmp")
             .expect("scratch dir");
         let data_dir = scratch.path().to_path_buf();
-        let mut s = TestServer::start_on_with(data_dir, free_port(), unique_subnet(), extra).await;
+        let mut s =
+            TestServer::start_on_with(data_dir, ip, free_port(), unique_subnet(), extra).await;
         s._scratch = Some(scratch);
         let resp = s.import_tar("busybox", busybox_tar()).await;
         assert_eq!(resp.status(), StatusCode::CREATED, "importing busybox");
@@ -89,11 +97,12 @@ impl TestServer {
 
     /// A server on an existing data dir (for restarts).
     pub async fn start_on(data_dir: PathBuf, port: u16, subnet: String) -> TestServer {
-        TestServer::start_on_with(data_dir, port, subnet, &[]).await
+        TestServer::start_on_with(data_dir, "127.0.0.1", port, subnet, &[]).await
     }
 
     async fn start_on_with(
         data_dir: PathBuf,
+        ip: &str,
         port: u16,
         subnet: String,
         extra: &[&str],
@@ -107,7 +116,7 @@ impl TestServer {
             .args([
                 "serve",
                 "--listen",
-                &format!("127.0.0.1:{port}"),
+                &format!("{ip}:{port}"),
                 "--subnet",
                 &subnet,
             ])
@@ -246,6 +255,16 @@ impl TestServer {
         assert_eq!(resp.status(), StatusCode::NO_CONTENT);
     }
 
+    /// The first address of this server's sandbox range.
+    pub fn subnet_base(&self) -> std::net::Ipv4Addr {
+        self.subnet
+            .split('/')
+            .next()
+            .unwrap_or("")
+            .parse()
+            .expect("subnet")
+    }
+
     /// The tag naming this server's host resources.
     pub fn tag(&self) -> String {
         warren_server::host_tag(&self.data_dir.canonicalize().expect("data dir"))
@@ -258,13 +277,7 @@ impl TestServer {
         let runtime = sandbox["runtime"].as_str().expect("runtime");
         let tag = self.tag();
         let ip: std::net::Ipv4Addr = sandbox["ip"].as_str().expect("ip").parse().expect("ip");
-        let net: std::net::Ipv4Addr = self
-            .subnet
-            .split('/')
-            .next()
-            .unwrap_or("")
-            .parse()
-            .expect("subnet");
+        let net = self.subnet_base();
         let veth = format!("wr{tag}{}", (u32::from(ip) - u32::from(net)) / 4);
         // The server keeps a few warm leases of its own; the sandbox's is the one its ip names.
         let mut v = Vec::new();
@@ -284,6 +297,22 @@ impl TestServer {
         }
         if Path::new("/sys/class/net").join(&veth).exists() {
             v.push(format!("veth {veth}"));
+        }
+        let chain = Command::new("nft")
+            .args([
+                "list",
+                "chain",
+                "inet",
+                &format!("warren_{tag}"),
+                &format!("sb_{index}"),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if chain {
+            v.push(format!("nftables chain sb_{index}"));
         }
         for c in ["memory", "cpu", "pids", "unified"] {
             let p = format!("/sys/fs/cgroup/{c}/warren-{tag}/{id}");
@@ -362,6 +391,17 @@ impl TestServer {
             assert!(
                 ours.is_empty(),
                 "network namespaces left after a graceful stop: {ours:?}"
+            );
+            let table = Command::new("nft")
+                .args(["list", "table", "inet", &format!("warren_{tag}")])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false);
+            assert!(
+                !table,
+                "nftables table warren_{tag} left after a graceful stop"
             );
         }
     }

@@ -35,6 +35,7 @@ pub fn router(state: AppState) -> Router {
         .route("/sandboxes/{id}/stop", post(sandboxes::stop))
         .route("/sandboxes/{id}/start", post(sandboxes::start))
         .route("/sandboxes/{id}/timeout", post(sandboxes::timeout))
+        .route("/sandboxes/{id}/network", put(sandboxes::network))
         .route("/sandboxes/{id}/exec", post(exec::exec))
         .route("/sandboxes/{id}/execs", get(exec::history))
         .route("/sandboxes/{id}/logs", get(logs::logs))

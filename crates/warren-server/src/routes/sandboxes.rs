@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
-use warren_api::{CreateSandbox, Sandbox, SandboxList, SandboxState, SetTimeout};
+use warren_api::{CreateSandbox, Sandbox, SandboxList, SandboxState, SetNetwork, SetTimeout};
 
 use super::sandbox_id;
 use crate::error::{ApiError, ApiJson, ApiQuery};
@@ -82,6 +82,19 @@ pub async fn timeout(
         state
             .service
             .set_timeout(&sandbox_id(&id)?, req.timeout_s)
+            .await?,
+    ))
+}
+
+pub async fn network(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<SetNetwork>,
+) -> Result<Json<Sandbox>, ApiError> {
+    Ok(Json(
+        state
+            .service
+            .set_network(&sandbox_id(&id)?, req.egress)
             .await?,
     ))
 }

@@ -62,6 +62,8 @@ impl Service {
             user: req.user.unwrap_or_else(|| "root".into()),
             metadata: req.metadata,
             egress: req.egress.unwrap_or_default(),
+            public: req.public.unwrap_or(false),
+            traffic_token: Some(token()),
             ip: None,
             created_at: Utc::now(),
             started_at: None,
@@ -69,6 +71,7 @@ impl Service {
             on_timeout: req.on_timeout.unwrap_or_default(),
             error: None,
             urls: Default::default(),
+            ports: Vec::new(),
         };
         let rec = SandboxRecord {
             sandbox,
@@ -164,6 +167,9 @@ impl Service {
             user: rec.sandbox.user.clone(),
             token: rec.token.clone(),
             net_index: rec.net_index.unwrap_or_default(),
+            // Validated when set; a record from elsewhere that does not parse gets nothing.
+            egress: validate::egress(&rec.sandbox.egress)
+                .unwrap_or(warren_local::EgressPolicy::Deny),
         };
         let t0 = Utc::now();
         let provisioned = match self.inner.backend.provision(&spec).await {

@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 
 use warren_agent::AgentClient;
 use warren_api::{Runtime, SandboxId};
+use warren_local::EgressPolicy;
 use warren_store::{SandboxRecord, Store};
 
 pub use exec::{exit_code, ExecEvent, ExecStream};
@@ -201,15 +202,57 @@ impl Service {
         });
     }
 
-    /// At start: adopts or releases leftover leases, then fills the pool.
+    /// At start: readies the firewall, puts every running sandbox's policy back in force
+    /// (the kernel's ruleset may have been flushed meanwhile), adopts or releases leftover
+    /// leases, then fills the pool.
     pub async fn prepare_network(&self) -> Result<(), ApiError> {
         {
             let _alloc = self.inner.net_alloc.lock().await;
             let used = self.inner.store.used_net_indexes().await?;
-            self.inner.backend.sweep_leases(&used).await;
+            self.inner
+                .backend
+                .setup_network(&used)
+                .await
+                .map_err(|e| ApiError::Internal(e.to_string()))?;
+        }
+        for rec in self.inner.store.list_sandboxes().await? {
+            let (Some(index), true) = (rec.net_index, rec.sandbox.state.holds_network()) else {
+                continue;
+            };
+            let policy = validate::egress(&rec.sandbox.egress).unwrap_or(EgressPolicy::Deny);
+            if let Err(e) = self.inner.backend.set_egress(index, &policy).await {
+                tracing::warn!(sandbox = %rec.sandbox.id, "restoring its network policy: {e}");
+            }
         }
         self.refill_warm_leases();
         Ok(())
+    }
+
+    /// Replaces a sandbox's egress policy; in force at once when it is running, and from its
+    /// next start otherwise.
+    pub async fn set_network(
+        &self,
+        id: &SandboxId,
+        egress: warren_api::Egress,
+    ) -> Result<warren_api::Sandbox, ApiError> {
+        let policy = validate::egress(&egress)?;
+        let lock = self.lock_for(id);
+        let _guard = lock.lock().await;
+        let mut rec = self.record(id).await?;
+        if let (Some(index), true) = (rec.net_index, rec.sandbox.state.holds_network()) {
+            self.inner
+                .backend
+                .set_egress(index, &policy)
+                .await
+                .map_err(|e| ApiError::Internal(e.to_string()))?;
+        }
+        rec.sandbox.egress = egress;
+        self.inner.store.update_sandbox(&rec).await?;
+        self.journal(Journal::Event(
+            id.clone(),
+            format!("network: egress {}", describe_egress(&rec.sandbox.egress)),
+        ));
+        Ok(rec.sandbox)
     }
 
     /// A running sandbox and its agent (acting as `user` when given); 404 or 409 otherwise.
@@ -239,6 +282,14 @@ impl Service {
             Some(rec) if rec.sandbox.state != warren_api::SandboxState::Deleted => Ok(rec),
             _ => Err(ApiError::NotFound(format!("sandbox {id} not found"))),
         }
+    }
+}
+
+fn describe_egress(e: &warren_api::Egress) -> String {
+    match e {
+        warren_api::Egress::Allow => "allow".into(),
+        warren_api::Egress::Deny => "deny".into(),
+        warren_api::Egress::Only(nets) => format!("allow only {}", nets.join(", ")),
     }
 }
 

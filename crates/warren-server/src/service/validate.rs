@@ -1,5 +1,7 @@
 //! Checks of create requests: every value a user can get wrong gets a 422 naming it.
-use warren_api::CreateSandbox;
+use ipnet::Ipv4Net;
+use warren_api::{CreateSandbox, Egress};
+use warren_local::EgressPolicy;
 
 use super::ServiceConfig;
 use crate::error::ApiError;
@@ -82,7 +84,45 @@ pub fn create(req: &CreateSandbox, cfg: &ServiceConfig) -> Result<(), ApiError> 
             )));
         }
     }
+    if let Some(e) = &req.egress {
+        egress(e)?;
+    }
     Ok(())
+}
+
+/// Most networks an allow-list may name (each is one set element of the sandbox's rules).
+const MAX_EGRESS_NETS: usize = 256;
+
+/// The firewall policy of an egress setting; 422 naming the first entry that is not an IPv4
+/// network.
+pub fn egress(e: &Egress) -> Result<EgressPolicy, ApiError> {
+    Ok(match e {
+        Egress::Allow => EgressPolicy::Allow,
+        Egress::Deny => EgressPolicy::Deny,
+        Egress::Only(nets) => {
+            if nets.len() > MAX_EGRESS_NETS {
+                return Err(invalid(format!(
+                    "egress.allow may name at most {MAX_EGRESS_NETS} networks, got {}",
+                    nets.len()
+                )));
+            }
+            let parsed = nets
+                .iter()
+                .map(|n| {
+                    let n = n.trim();
+                    n.parse::<Ipv4Net>()
+                        .or_else(|_| n.parse::<std::net::Ipv4Addr>().map(Ipv4Net::from))
+                        .map(|net| net.trunc())
+                        .map_err(|_| {
+                            invalid(format!(
+                                "egress.allow: {n:?} is not an IPv4 network (a.b.c.d/len or a.b.c.d); sandboxes have no IPv6"
+                            ))
+                        })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            EgressPolicy::Only(parsed)
+        }
+    })
 }
 
 #[cfg(test)]
@@ -108,6 +148,17 @@ mod tests {
     #[test]
     fn accepts_defaults_and_rejects_bad_values() {
         assert!(create(&req(), &cfg()).is_ok());
+        assert_eq!(
+            egress(&Egress::Only(vec![
+                "198.18.0.5/24".into(),
+                " 1.2.3.4 ".into()
+            ]))
+            .expect("valid"),
+            EgressPolicy::Only(vec![
+                "198.18.0.0/24".parse().expect("net"),
+                "1.2.3.4/32".parse().expect("net"),
+            ])
+        );
         for bad in [
             CreateSandbox {
                 memory_mb: Some(0),
@@ -139,6 +190,14 @@ mod tests {
             },
             CreateSandbox {
                 image: " ".into(),
+                ..req()
+            },
+            CreateSandbox {
+                egress: Some(Egress::Only(vec!["10.0.0.0/8".into(), "fe80::/10".into()])),
+                ..req()
+            },
+            CreateSandbox {
+                egress: Some(Egress::Only(vec!["10.0.0.300".into()])),
                 ..req()
             },
         ] {

@@ -1,0 +1,289 @@
+//! Sandbox isolation with nftables: one `inet` table per server (`warren_<tag>`), and in it one
+//! chain per network lease (`sb_<index>`) that every packet a sandbox sends is checked against.
+//!
+//! The layout, and why:
+//! - `forward` hands a packet from a sandbox veth to its lease's chain through a verdict map
+//!   keyed by interface name, so the per-packet cost is one map lookup however many sandboxes
+//!   there are. A veth with no chain (a warm lease, or one being set up) falls through to a
+//!   drop: nothing leaves a sandbox before its policy is in place.
+//! - Nothing new is forwarded *into* a sandbox; only replies to what it started. The server
+//!   reaches agents and previews from the host itself (the output path), which this leaves alone.
+//! - `input` drops everything a sandbox sends to the host but replies, so no host port (the API
+//!   port among them) is reachable from inside.
+//! - A lease's chain drops a spoofed source, IPv6, link-local (metadata) addresses and the whole
+//!   sandbox range, then applies the egress policy. It is checked for every packet, not just
+//!   the first of a connection, so narrowing a policy also cuts connections already open.
+//! - `postrouting` masquerades what leaves the host from the range, whatever the interface.
+//!
+//! Every change is one `nft -f` transaction, so a policy is replaced atomically.
+use std::io;
+use std::net::Ipv4Addr;
+use std::process::Stdio;
+
+use ipnet::Ipv4Net;
+use tokio::io::AsyncWriteExt;
+use tokio::process::Command;
+
+use crate::net::Lease;
+
+/// What a sandbox may reach outside.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EgressPolicy {
+    /// Anything outside (through NAT), but never the host, other sandboxes or link-local.
+    Allow,
+    /// Nothing.
+    Deny,
+    /// Only these networks (and the name servers of its `resolv.conf`, on port 53).
+    Only(Vec<Ipv4Net>),
+}
+
+/// One server's nftables table.
+#[derive(Debug, Clone)]
+pub struct Firewall {
+    table: String,
+    ifprefix: String,
+    range: Ipv4Net,
+    nameservers: Vec<Ipv4Addr>,
+}
+
+/// Runs `nft -f -` with `script` as one transaction.
+async fn nft(script: &str) -> io::Result<String> {
+    let mut child = Command::new("nft")
+        .args(["-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| io::Error::other(format!("running nft (apt-get install nftables): {e}")))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(script.as_bytes()).await?;
+    }
+    let out = child.wait_with_output().await?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(io::Error::other(format!(
+            "nft: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
+    }
+}
+
+impl Firewall {
+    /// The table of the server whose resources carry `tag`, for sandboxes in `range`, whose
+    /// `resolv.conf` names `nameservers`.
+    pub fn new(tag: &str, range: Ipv4Net, nameservers: Vec<Ipv4Addr>) -> Self {
+        Firewall {
+            table: format!("warren_{tag}"),
+            ifprefix: format!("wr{tag}"),
+            range: range.trunc(),
+            nameservers,
+        }
+    }
+
+    /// The table's name (family `inet`).
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    fn chain(index: u32) -> String {
+        format!("sb_{index}")
+    }
+
+    /// Makes the table and its base chains, replacing the base rules but keeping every
+    /// lease's chain (sandboxes outlive the server), and turns on IPv4 forwarding.
+    pub async fn setup(&self) -> io::Result<()> {
+        let t = &self.table;
+        let p = &self.ifprefix;
+        let range = self.range;
+        let script = format!(
+            "add table inet {t}\n\
+             add map inet {t} leases {{ type ifname : verdict ; }}\n\
+             add chain inet {t} forward {{ type filter hook forward priority -1 ; policy accept ; }}\n\
+             add chain inet {t} input {{ type filter hook input priority -1 ; policy accept ; }}\n\
+             add chain inet {t} postrouting {{ type nat hook postrouting priority srcnat ; }}\n\
+             flush chain inet {t} forward\n\
+             flush chain inet {t} input\n\
+             flush chain inet {t} postrouting\n\
+             add rule inet {t} forward iifname \"{p}*\" iifname vmap @leases\n\
+             add rule inet {t} forward iifname \"{p}*\" drop\n\
+             add rule inet {t} forward oifname \"{p}*\" ct state established,related accept\n\
+             add rule inet {t} forward oifname \"{p}*\" drop\n\
+             add rule inet {t} input iifname \"{p}*\" ct state established,related accept\n\
+             add rule inet {t} input iifname \"{p}*\" drop\n\
+             add rule inet {t} postrouting ip saddr {range} oifname != \"{p}*\" masquerade\n"
+        );
+        nft(&script).await?;
+        // Egress is routed through the host; without forwarding nothing would leave.
+        let path = "/proc/sys/net/ipv4/ip_forward";
+        if std::fs::read_to_string(path)
+            .map(|s| s.trim() != "1")
+            .unwrap_or(true)
+        {
+            std::fs::write(path, "1")
+                .map_err(|e| io::Error::other(format!("enabling {path}: {e}")))?;
+            tracing::info!("enabled net.ipv4.ip_forward (sandbox egress is routed by the host)");
+        }
+        Ok(())
+    }
+
+    /// The rules of one lease's chain for `policy`.
+    fn rules(&self, lease: &Lease, policy: &EgressPolicy) -> Vec<String> {
+        let mut r = vec![
+            "meta nfproto ipv6 drop".to_owned(),
+            format!("ip saddr != {} drop", lease.sandbox_ip),
+            "ip daddr 169.254.0.0/16 drop".to_owned(),
+            format!("ip daddr {} drop", self.range),
+        ];
+        match policy {
+            EgressPolicy::Allow => r.push("accept".to_owned()),
+            EgressPolicy::Deny => {}
+            EgressPolicy::Only(nets) => {
+                if !self.nameservers.is_empty() {
+                    let ns = join(self.nameservers.iter());
+                    r.push(format!("ip daddr {{ {ns} }} udp dport 53 accept"));
+                    r.push(format!("ip daddr {{ {ns} }} tcp dport 53 accept"));
+                }
+                if !nets.is_empty() {
+                    r.push(format!("ip daddr {{ {} }} accept", join(nets.iter())));
+                }
+            }
+        }
+        r.push("drop".to_owned());
+        r
+    }
+
+    /// Puts `policy` in force for the sandbox on `lease`, replacing whatever was there, in one
+    /// transaction.
+    pub async fn apply(&self, lease: &Lease, policy: &EgressPolicy) -> io::Result<()> {
+        let t = &self.table;
+        let c = Self::chain(lease.index);
+        let mut script = format!("add chain inet {t} {c}\nflush chain inet {t} {c}\n");
+        for rule in self.rules(lease, policy) {
+            script.push_str(&format!("add rule inet {t} {c} {rule}\n"));
+        }
+        // The element is the same for an index whatever the sandbox, so adding it is idempotent.
+        script.push_str(&format!(
+            "add element inet {t} leases {{ \"{}\" : jump {c} }}\n",
+            lease.host_veth
+        ));
+        nft(&script).await.map(drop)
+    }
+
+    /// Removes a lease's chain and map entry; idempotent.
+    pub async fn remove(&self, lease: &Lease) -> io::Result<()> {
+        let t = &self.table;
+        let c = Self::chain(lease.index);
+        if !self.table_exists().await {
+            return Ok(());
+        }
+        // Added first so the deletes cannot fail on something already gone.
+        let script = format!(
+            "add chain inet {t} {c}\n\
+             add element inet {t} leases {{ \"{v}\" : jump {c} }}\n\
+             delete element inet {t} leases {{ \"{v}\" }}\n\
+             delete chain inet {t} {c}\n",
+            v = lease.host_veth
+        );
+        nft(&script).await.map(drop)
+    }
+
+    async fn table_exists(&self) -> bool {
+        nft(&format!("list table inet {}\n", self.table))
+            .await
+            .is_ok()
+    }
+
+    /// Lease indexes that have a chain in the table.
+    pub async fn lease_chains(&self) -> Vec<u32> {
+        let Ok(text) = nft(&format!("list table inet {}\n", self.table)).await else {
+            return Vec::new();
+        };
+        text.lines()
+            .filter_map(|l| {
+                l.trim()
+                    .strip_prefix("chain sb_")?
+                    .trim_end_matches(" {")
+                    .parse()
+                    .ok()
+            })
+            .collect()
+    }
+
+    /// The rules in force for a lease, as nft prints them (empty when it has none).
+    pub async fn lease_rules(&self, index: u32) -> Vec<String> {
+        let script = format!("list chain inet {} {}\n", self.table, Self::chain(index));
+        let Ok(text) = nft(&script).await else {
+            return Vec::new();
+        };
+        text.lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with("table") && !l.starts_with("chain"))
+            .filter(|l| *l != "}")
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Removes the whole table (when the server has no sandboxes left); idempotent.
+    pub async fn remove_table(&self) {
+        if self.table_exists().await {
+            if let Err(e) = nft(&format!("delete table inet {}\n", self.table)).await {
+                tracing::warn!("removing nftables table {}: {e}", self.table);
+            }
+        }
+    }
+
+    /// Whether the table is on the host.
+    pub async fn present(&self) -> bool {
+        self.table_exists().await
+    }
+}
+
+fn join<T: std::fmt::Display>(items: impl Iterator<Item = T>) -> String {
+    items.map(|i| i.to_string()).collect::<Vec<_>>().join(", ")
+}
+
+/// Name servers (IPv4) of a `resolv.conf` text.
+pub fn nameservers(resolv_conf: &str) -> Vec<Ipv4Addr> {
+    resolv_conf
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("nameserver"))
+        .filter_map(|a| a.trim().parse().ok())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::net::NetPlan;
+
+    #[test]
+    fn rules_per_policy() {
+        let range: Ipv4Net = "10.77.0.0/16".parse().expect("net");
+        let fw = Firewall::new("abcd", range, vec![Ipv4Addr::new(10, 255, 255, 53)]);
+        let lease = NetPlan::new(range, "abcd").lease(3);
+        let allow = fw.rules(&lease, &EgressPolicy::Allow);
+        assert_eq!(allow[1], "ip saddr != 10.77.0.14 drop");
+        assert!(allow.contains(&"ip daddr 10.77.0.0/16 drop".to_owned()));
+        assert_eq!(allow.last().map(String::as_str), Some("drop"));
+        assert_eq!(allow[allow.len() - 2], "accept");
+        let deny = fw.rules(&lease, &EgressPolicy::Deny);
+        assert!(!deny.iter().any(|r| r.contains("accept")));
+        let only = fw.rules(
+            &lease,
+            &EgressPolicy::Only(vec!["198.18.0.0/30".parse().expect("net")]),
+        );
+        assert!(only.contains(&"ip daddr { 198.18.0.0/30 } accept".to_owned()));
+        assert!(only.contains(&"ip daddr { 10.255.255.53 } udp dport 53 accept".to_owned()));
+    }
+
+    #[test]
+    fn parses_nameservers() {
+        let ns =
+            nameservers("# x\nnameserver 10.0.0.1\nnameserver ::1\nsearch a\nnameserver 1.1.1.1\n");
+        assert_eq!(
+            ns,
+            vec![Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(1, 1, 1, 1)]
+        );
+    }
+}
