@@ -6,6 +6,7 @@ pub mod agent_bin;
 pub mod auth;
 pub mod backend;
 pub mod error;
+pub mod listen;
 pub mod logs;
 pub mod reconciler;
 mod routes;
