@@ -190,8 +190,10 @@ pub struct ListeningPort {
     /// The address bound (`0.0.0.0` or `::` for all). Only ports bound to all addresses or
     /// the sandbox's own are reachable through the preview proxy.
     pub address: String,
-    /// Its preview URL.
-    pub url: String,
+    /// Its preview URL, when the proxy can reach it (bound to all addresses or the sandbox's
+    /// own; a port bound to loopback only is not reachable from outside the sandbox).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
 }
 
 /// What happens to a sandbox when its `expires_at` passes.

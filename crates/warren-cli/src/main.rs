@@ -81,6 +81,8 @@ enum Command {
     Logs(verbs::LogsArgs),
     /// Show what ran in a sandbox, like a terminal transcript.
     History(verbs::HistoryArgs),
+    /// Change a sandbox's outbound network policy (in force at once).
+    Network(verbs::NetworkArgs),
     /// Stop a sandbox, keeping its files.
     Stop(verbs::IdArgs),
     /// Start a stopped sandbox.
@@ -145,6 +147,10 @@ struct ServeArgs {
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let data_dir = args.data_dir.unwrap_or_else(default_data_dir);
+    let tls_on = args.tls_self_signed || args.tls_cert.is_some();
+    let scheme = if tls_on { "https" } else { "http" };
+    let (domain, proxy_listen) = (args.domain.clone(), args.proxy_listen);
+    let self_signed = args.tls_self_signed;
     let server = warren_server::Server::build(warren_server::ServerConfig {
         listen: args.listen,
         data_dir: data_dir.clone(),
@@ -167,10 +173,25 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         eprintln!("Created the admin API key (shown once; also saved to {}/admin.key, mode 0600):\n  {key}", data_dir.display());
     }
     eprintln!(
-        "warren listening on http://{} (data dir {})",
+        "warren listening on {scheme}://{} (data dir {})",
         args.listen,
         data_dir.display()
     );
+    let preview_port = proxy_listen.unwrap_or(args.listen).port();
+    match proxy_listen {
+        Some(addr) => eprintln!(
+            "preview proxy on {scheme}://{addr}: {scheme}://<sandbox-id>-<port>.{domain}:{preview_port}/"
+        ),
+        None => eprintln!(
+            "preview URLs: {scheme}://<sandbox-id>-<port>.{domain}:{preview_port}/ (and /proxy/<sandbox-id>/<port>/)"
+        ),
+    }
+    if self_signed {
+        eprintln!(
+            "TLS: certificate for *.{domain} signed by the local CA {} (trust it, or curl --cacert it)",
+            warren_server::tls::ca_path(&data_dir).display()
+        );
+    }
     server.serve().await
 }
 
@@ -202,6 +223,7 @@ fn main() -> ExitCode {
             Command::Logs(a) => verbs::logs(a).await.map(|_| 0),
             Command::Shell(a) => shell::run(a).await,
             Command::Cp(a) => cp::run(a).await.map(|_| 0),
+            Command::Network(a) => verbs::network(a).await.map(|_| 0),
             Command::Stop(a) => verbs::lifecycle(a, "stop").await.map(|_| 0),
             Command::Start(a) => verbs::lifecycle(a, "start").await.map(|_| 0),
             Command::Image(c) => image::run(c).await.map(|_| 0),

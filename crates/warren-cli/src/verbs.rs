@@ -7,8 +7,8 @@ use clap::Args;
 use futures::StreamExt;
 use reqwest::Method;
 use warren_api::{
-    CreateSandbox, ExecKind, ExecList, ExecRequest, LogLine, LogList, LogStream, Runtime, Sandbox,
-    SandboxList,
+    CreateSandbox, Egress, ExecKind, ExecList, ExecRequest, LogLine, LogList, LogStream, Runtime,
+    Sandbox, SandboxList,
 };
 
 use crate::client::{Client, ExecChunk};
@@ -54,6 +54,14 @@ pub struct RunArgs {
     /// Command timeout in seconds (0 = none).
     #[arg(long, default_value_t = 0)]
     timeout: u64,
+    /// Outbound network: allow (through NAT), deny, or a comma-separated list of IPv4
+    /// networks to allow only (e.g. 10.1.0.0/16,192.0.2.7) [default: allow].
+    #[arg(long, value_parser = parse_egress)]
+    egress: Option<Egress>,
+    /// Open the sandbox's ports through the preview proxy to anyone (default: only with its
+    /// traffic token or an API key).
+    #[arg(long)]
+    public: bool,
     #[command(flatten)]
     opts: ClientOpts,
     /// Command and arguments [default: sh].
@@ -154,6 +162,8 @@ pub async fn run(a: RunArgs) -> anyhow::Result<i32> {
         pids: a.pids,
         env: parse_env(&a.env)?,
         timeout_s: a.lifetime,
+        egress: a.egress.clone(),
+        public: a.public.then_some(true),
         ..Default::default()
     };
     let sandbox: Sandbox = client
@@ -266,6 +276,79 @@ pub async fn inspect(a: IdArgs) -> anyhow::Result<()> {
     }
     for (k, v) in &s.metadata {
         println!("metadata:  {k}={v}");
+    }
+    println!("egress:    {}", describe_egress(&s.egress));
+    println!(
+        "access:    {}",
+        if s.public {
+            "public"
+        } else {
+            "private (traffic token or API key)"
+        }
+    );
+    if let Some(t) = &s.traffic_token {
+        println!("token:     {t}");
+    }
+    for p in &s.ports {
+        match &p.url {
+            Some(url) => println!("port:      {} on {} → {url}", p.port, p.address),
+            None => println!(
+                "port:      {} on {} (loopback only: not reachable through the proxy)",
+                p.port, p.address
+            ),
+        }
+    }
+    Ok(())
+}
+
+fn describe_egress(e: &Egress) -> String {
+    match e {
+        Egress::Allow => "allow".into(),
+        Egress::Deny => "deny".into(),
+        Egress::Only(nets) => format!("only {}", nets.join(", ")),
+    }
+}
+
+/// `allow`, `deny`, or networks separated by commas.
+pub fn parse_egress(s: &str) -> Result<Egress, String> {
+    match s.trim() {
+        "allow" => Ok(Egress::Allow),
+        "deny" => Ok(Egress::Deny),
+        "" => Err("expected allow, deny or a list of networks".into()),
+        list => Ok(Egress::Only(
+            list.split(',')
+                .map(|n| n.trim().to_owned())
+                .filter(|n| !n.is_empty())
+                .collect(),
+        )),
+    }
+}
+
+#[derive(Args)]
+pub struct NetworkArgs {
+    /// Sandbox id.
+    id: String,
+    /// The new outbound policy: allow, deny, or a comma-separated list of IPv4 networks to
+    /// allow only. In force at once, without a restart.
+    #[arg(value_parser = parse_egress)]
+    egress: Egress,
+    #[command(flatten)]
+    opts: ClientOpts,
+}
+
+pub async fn network(a: NetworkArgs) -> anyhow::Result<()> {
+    let client = a.opts.client();
+    let s: Sandbox = client
+        .json(
+            client
+                .request(Method::PUT, &format!("/v1/sandboxes/{}/network", a.id))
+                .json(&warren_api::SetNetwork { egress: a.egress }),
+        )
+        .await?;
+    if a.opts.json {
+        println!("{}", serde_json::to_string_pretty(&s)?);
+    } else {
+        println!("{}: egress {}", s.id, describe_egress(&s.egress));
     }
     Ok(())
 }

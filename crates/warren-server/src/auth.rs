@@ -68,12 +68,22 @@ pub async fn require_key(
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim)
         .ok_or(ApiError::Unauthorized)?;
-    let hash = hash_key(secret);
-    if !state.known_keys.read().await.contains(&hash) {
-        if !state.service.store().api_key_exists(&hash).await? {
-            return Err(ApiError::Unauthorized);
-        }
-        state.known_keys.write().await.insert(hash);
+    if !key_is_valid(&state, secret).await? {
+        return Err(ApiError::Unauthorized);
     }
     Ok(next.run(req).await)
+}
+
+/// Whether `secret` is one of the server's API keys (remembered once seen, so a busy client
+/// costs no store reads).
+pub async fn key_is_valid(state: &AppState, secret: &str) -> Result<bool, ApiError> {
+    let hash = hash_key(secret);
+    if state.known_keys.read().await.contains(&hash) {
+        return Ok(true);
+    }
+    if !state.service.store().api_key_exists(&hash).await? {
+        return Ok(false);
+    }
+    state.known_keys.write().await.insert(hash);
+    Ok(true)
 }

@@ -8,9 +8,11 @@ pub mod backend;
 pub mod error;
 pub mod listen;
 pub mod logs;
+pub mod proxy;
 pub mod reconciler;
 mod routes;
 pub mod service;
+pub mod tls;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -25,7 +27,7 @@ use warren_api::Runtime;
 use warren_local::{LocalBackend, LocalConfig};
 use warren_store::SqliteStore;
 
-pub use routes::router;
+pub use routes::{proxy_router, router};
 use service::{Service, ServiceConfig};
 
 /// Shared state of every handler.
@@ -35,6 +37,8 @@ pub struct AppState {
     pub service: Service,
     /// Hashes of keys already checked against the store.
     pub known_keys: Arc<RwLock<HashSet<String>>>,
+    /// The preview proxy.
+    pub proxy: proxy::Proxy,
 }
 
 /// Where the server's certificate comes from, when it serves TLS.
@@ -123,6 +127,7 @@ pub struct Server {
     /// The admin key, when this start created it (print it once).
     pub new_admin_key: Option<String>,
     cfg: ServerConfig,
+    tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Server {
@@ -158,36 +163,73 @@ impl Server {
                     .unwrap_or(1.0),
                 host_memory_mb: host_memory_mb(),
                 history_retention: cfg.history_retention,
+                preview: service::PreviewUrls {
+                    scheme: if cfg.tls.is_some() { "https" } else { "http" },
+                    domain: cfg.domain.trim_end_matches('.').to_ascii_lowercase(),
+                    port: cfg.proxy_listen.unwrap_or(cfg.listen).port(),
+                },
             },
         );
+        let tls = match &cfg.tls {
+            Some(source) => {
+                Some(tls::server_config(source, &data_dir, &cfg.domain).context("setting up TLS")?)
+            }
+            None => None,
+        };
         reconciler::pass(&service).await;
         service.prepare_network().await?;
         Ok(Server {
             state: AppState {
                 service,
                 known_keys: Arc::default(),
+                proxy: proxy::Proxy::new(&cfg.domain),
             },
             new_admin_key,
             cfg,
+            tls,
         })
     }
 
-    /// Serves until SIGINT/SIGTERM. Sandboxes keep running after the server stops.
+    /// Serves until SIGINT/SIGTERM: the API (with the preview proxy) on `listen`, and the
+    /// proxy alone on `proxy_listen` when given. Sandboxes keep running after the server stops.
     pub async fn serve(self) -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::bind(self.cfg.listen)
             .await
             .with_context(|| format!("listening on {}", self.cfg.listen))?;
+        let proxy_listener = match self.cfg.proxy_listen {
+            Some(addr) => Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("listening on {addr} (--proxy-listen)"))?,
+            ),
+            None => None,
+        };
         let service = self.state.service.clone();
         tokio::spawn(reconciler::run(service.clone()));
-        let app = router(self.state);
         let stopping = service.clone();
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                shutdown_signal().await;
-                stopping.begin_shutdown();
-            })
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            stopping.begin_shutdown();
+        });
+        let proxy_task = proxy_listener.map(|l| {
+            tokio::spawn(listen::serve(
+                l,
+                self.tls.clone(),
+                proxy_router(self.state.clone()),
+                service.shutting_down(),
+            ))
+        });
+        let app = router(self.state);
+        listen::serve(listener, self.tls, app, service.shutting_down())
             .await
             .context("serving")?;
+        if let Some(task) = proxy_task {
+            match task.await {
+                Ok(Err(e)) => tracing::warn!("proxy listener: {e}"),
+                Err(e) => tracing::warn!("proxy listener: {e}"),
+                Ok(Ok(())) => {}
+            }
+        }
         service.backend().drain_warm().await;
         // Sandboxes outlive the server; only when none is left is the shared state tidied.
         if service

@@ -1,6 +1,18 @@
 //! The server's listeners: plain TCP or TLS, HTTP/1.1 and HTTP/2, upgrades, graceful stop.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ConnectInfo;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+use tower::ServiceExt;
 
 /// What a handler may know of the connection a request came on (a request extension).
 #[derive(Debug, Clone, Copy)]
@@ -9,4 +21,111 @@ pub struct ConnInfo {
     pub remote: SocketAddr,
     /// Whether the connection is TLS.
     pub tls: bool,
+}
+
+/// A client that opens a socket and never finishes the handshake must not hold a task forever.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a stop waits for requests in flight before giving up on them.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Out of file descriptors (EMFILE) fails every accept at once; retrying at full speed would
+/// only burn a core until some connection closes.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// Serves `app` on `listener` until `shutdown` resolves, then stops accepting, lets live
+/// connections finish their requests (for at most 10 s) and returns.
+///
+/// Each connection speaks HTTP/1.1 (with upgrades, for WebSockets) or HTTP/2, told apart by
+/// its first bytes: prior knowledge on plain TCP, whatever ALPN chose under TLS. Every request
+/// carries a [`ConnInfo`] and an axum [`ConnectInfo<SocketAddr>`] extension.
+pub async fn serve(
+    listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    app: axum::Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+    let builder = auto::Builder::new(TokioExecutor::new());
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = &mut shutdown => break,
+        };
+        let (stream, remote) = match accepted {
+            Ok(conn) => conn,
+            Err(e) if is_per_connection(&e) => continue,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed; backing off");
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+                continue;
+            }
+        };
+        // Small writes (exec output, PTY echo, WebSocket frames) must not wait for Nagle.
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(%remote, error = %e, "setting TCP_NODELAY");
+        }
+        // Taken before the handshake, so a connection still handshaking when the stop comes is
+        // told to finish as soon as it starts serving, and the stop waits for it.
+        let watcher = graceful.watcher();
+        let acceptor = acceptor.clone();
+        let builder = builder.clone();
+        let app = app.clone();
+        // The handshake runs here, not in the loop: one slow client must not stall accepts.
+        tokio::spawn(async move {
+            match acceptor {
+                None => serve_connection(stream, remote, false, app, &builder, watcher).await,
+                Some(acceptor) => {
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => {
+                            serve_connection(stream, remote, true, app, &builder, watcher).await
+                        }
+                        Ok(Err(e)) => tracing::debug!(%remote, error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%remote, "TLS handshake timed out"),
+                    }
+                }
+            }
+        });
+    }
+    // Closing the socket now makes new clients fail fast instead of queueing in the backlog.
+    drop(listener);
+    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("connections still open after {DRAIN_TIMEOUT:?}; stopping anyway");
+    }
+    Ok(())
+}
+
+async fn serve_connection<S>(
+    stream: S,
+    remote: SocketAddr,
+    tls: bool,
+    app: axum::Router,
+    builder: &auto::Builder<TokioExecutor>,
+    watcher: Watcher,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let info = ConnInfo { remote, tls };
+    let service = hyper::service::service_fn(move |mut req: http::Request<Incoming>| {
+        req.extensions_mut().insert(info);
+        req.extensions_mut().insert(ConnectInfo(remote));
+        app.clone().oneshot(req)
+    });
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+    if let Err(e) = watcher.watch(conn).await {
+        // Mostly clients going away mid-request: worth a trace, not an alarm.
+        tracing::debug!(%remote, error = %e, "connection ended with an error");
+    }
+}
+
+/// Errors that concern only the connection being accepted, after which the next accept works.
+fn is_per_connection(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        ConnectionAborted | ConnectionReset | ConnectionRefused
+    )
 }

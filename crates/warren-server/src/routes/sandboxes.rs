@@ -48,7 +48,8 @@ pub async fn get(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<Sandbox>, ApiError> {
-    Ok(Json(state.service.get(&sandbox_id(&id)?).await?))
+    let sandbox = state.service.get(&sandbox_id(&id)?).await?;
+    Ok(Json(state.service.with_ports(sandbox).await))
 }
 
 pub async fn delete(

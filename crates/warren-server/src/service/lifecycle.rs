@@ -113,6 +113,7 @@ impl Service {
 
     async fn save(&self, rec: &SandboxRecord) -> Result<(), ApiError> {
         self.inner.store.update_sandbox(rec).await?;
+        self.refresh_route(rec);
         Ok(())
     }
 

@@ -5,6 +5,7 @@ mod files;
 mod history;
 mod images;
 mod lifecycle;
+mod preview;
 mod pty;
 mod validate;
 
@@ -18,6 +19,7 @@ use warren_local::EgressPolicy;
 use warren_store::{SandboxRecord, Store};
 
 pub use exec::{exit_code, ExecEvent, ExecStream};
+pub use preview::{PreviewRoute, PreviewUrls};
 pub use pty::PtySession;
 
 use crate::backend::Backend;
@@ -35,6 +37,8 @@ pub struct ServiceConfig {
     pub host_memory_mb: u64,
     /// How long command history is kept.
     pub history_retention: std::time::Duration,
+    /// How preview URLs are spelled.
+    pub preview: PreviewUrls,
 }
 
 /// The sandbox service, shared by every handler and the reconciler.
@@ -52,6 +56,7 @@ struct Inner {
     // Network lease allocation reads then writes the store: one allocation at a time.
     net_alloc: tokio::sync::Mutex<()>,
     agents: Mutex<HashMap<String, AgentClient>>,
+    routes: Mutex<HashMap<String, PreviewRoute>>,
     refilling: std::sync::atomic::AtomicBool,
     logs: LogHub,
     events: tokio::sync::broadcast::Sender<warren_api::Sandbox>,
@@ -88,6 +93,7 @@ impl Service {
                 locks: Mutex::default(),
                 net_alloc: tokio::sync::Mutex::default(),
                 agents: Mutex::default(),
+                routes: Mutex::default(),
                 refilling: Default::default(),
             }),
         }
@@ -148,6 +154,7 @@ impl Service {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(id.as_str());
+        self.forget_route(id);
     }
 
     /// The agent client of a sandbox (cached, so connections are reused).

@@ -1,0 +1,529 @@
+//! The preview proxy against real sandboxes running the agent's `demo-http` server: routing by
+//! host, E2B headers and path; private ports and their three credentials; streaming both ways,
+//! SSE, WebSocket and HTTP/2; the path form's rewrites; readable errors; `urls` and `ports`.
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{TestServer, RUNTIMES};
+use futures::{SinkExt, StreamExt};
+use reqwest::{header, Method, StatusCode};
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::{client::IntoClientRequest, Message};
+
+const PORT: u16 = 8000;
+
+/// A running sandbox whose main command is the demo server on port 8000, once the server
+/// listens (as its `ports` say).
+async fn demo(s: &TestServer, runtime: &str, public: bool) -> Value {
+    let sb = s
+        .create(json!({
+            "image": "busybox",
+            "runtime": runtime,
+            "public": public,
+            "cmd": ["/.warren/agent", "demo-http", PORT.to_string()],
+        }))
+        .await;
+    let id = sb["id"].as_str().expect("id").to_owned();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let got = s.get_json(&format!("/v1/sandboxes/{id}")).await;
+        let listening = got["ports"]
+            .as_array()
+            .is_some_and(|ps| ps.iter().any(|p| p["port"] == PORT));
+        if listening {
+            return got;
+        }
+        assert!(Instant::now() < deadline, "demo-http never listened: {got}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn host(id: &str, port: u16) -> String {
+    format!("{id}-{port}.localhost")
+}
+
+/// A request to the server's listener for `path` on the preview host of `id`.
+fn at(s: &TestServer, method: Method, id: &str, path: &str) -> reqwest::RequestBuilder {
+    s.http
+        .request(method, format!("{}{path}", s.url))
+        .header(header::HOST, host(id, PORT))
+}
+
+fn id_of(sb: &Value) -> String {
+    sb["id"].as_str().expect("id").to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn routes_by_host_e2b_headers_and_path_under_both_runtimes() {
+    let s = TestServer::start().await;
+    for runtime in RUNTIMES {
+        let sb = demo(&s, runtime, true).await;
+        let id = id_of(&sb);
+        let hello = "hello from warren demo-http\n";
+        for h in [host(&id, PORT), format!("{PORT}-{id}.localhost")] {
+            let resp = s
+                .http
+                .get(format!("{}/", s.url))
+                .header(header::HOST, &h)
+                .send()
+                .await
+                .expect("GET");
+            assert_eq!(resp.status(), StatusCode::OK, "{runtime} {h}");
+            assert_eq!(resp.text().await.expect("body"), hello);
+        }
+        let resp = s
+            .http
+            .get(format!("{}/", s.url))
+            .header("E2b-Sandbox-Id", &id)
+            .header("E2b-Sandbox-Port", PORT.to_string())
+            .send()
+            .await
+            .expect("GET");
+        assert_eq!(resp.text().await.expect("body"), hello, "{runtime}");
+        let resp = s
+            .http
+            .get(format!("{}/proxy/{id}/{PORT}/", s.url))
+            .send()
+            .await
+            .expect("GET");
+        assert_eq!(resp.text().await.expect("body"), hello, "{runtime}");
+
+        // `urls` and `ports` name what listens now, with the URL the proxy answers on.
+        let url = format!("http://{id}-{PORT}.localhost:{}/", s.port);
+        assert_eq!(sb["urls"][PORT.to_string()], url, "{sb}");
+        let port = sb["ports"]
+            .as_array()
+            .and_then(|ps| ps.iter().find(|p| p["port"] == PORT))
+            .expect("port 8000 listed");
+        assert_eq!(port["url"], url);
+
+        // WebSocket through the proxy, under each runtime.
+        let mut req = format!("ws://127.0.0.1:{}/ws", s.port)
+            .into_client_request()
+            .expect("ws request");
+        req.headers_mut()
+            .insert("host", host(&id, PORT).parse().expect("host"));
+        let (mut ws, resp) = tokio_tungstenite::connect_async(req)
+            .await
+            .expect("ws connect");
+        assert_eq!(resp.status(), StatusCode::SWITCHING_PROTOCOLS);
+        ws.send(Message::text("ping through warren"))
+            .await
+            .expect("send");
+        let back = ws.next().await.expect("an answer").expect("a message");
+        assert_eq!(
+            back.into_text().expect("text").as_str(),
+            "ping through warren"
+        );
+        ws.send(Message::binary(vec![0u8, 1, 2, 255]))
+            .await
+            .expect("send");
+        let back = ws.next().await.expect("an answer").expect("a message");
+        assert_eq!(back.into_data().as_ref(), &[0u8, 1, 2, 255]);
+        ws.close(None).await.expect("close");
+        s.delete(&id).await;
+    }
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn private_ports_take_a_token_header_cookie_or_api_key() {
+    let s = TestServer::start().await;
+    let sb = demo(&s, "runc", false).await;
+    let id = id_of(&sb);
+    let token = sb["traffic_token"]
+        .as_str()
+        .expect("traffic_token")
+        .to_owned();
+    assert!(token.len() >= 32);
+    assert_eq!(sb["public"], false);
+
+    // No credential: 401, readable as JSON or as a page.
+    let resp = at(&s, Method::GET, &id, "/").send().await.expect("GET");
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    let v: Value = resp.json().await.expect("json error");
+    assert_eq!(v["error"]["code"], "unauthorized");
+    assert!(v["error"]["message"]
+        .as_str()
+        .unwrap_or("")
+        .contains("X-Warren-Traffic-Token"));
+    let resp = at(&s, Method::GET, &id, "/")
+        .header(header::ACCEPT, "text/html")
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    assert!(resp.headers()[header::CONTENT_TYPE]
+        .to_str()
+        .unwrap_or("")
+        .starts_with("text/html"));
+    assert!(resp.text().await.expect("page").contains("Private port"));
+
+    // Wrong token: 403, whichever way it comes.
+    let resp = at(&s, Method::GET, &id, "/")
+        .header("X-Warren-Traffic-Token", "nope")
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    let resp = at(&s, Method::GET, &id, "/?warren_token=nope")
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    let resp = at(&s, Method::GET, &id, "/")
+        .bearer_auth("wk_notakey")
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+
+    // The header: passed, and not passed on to the app.
+    let resp = at(&s, Method::GET, &id, "/headers")
+        .header("X-Warren-Traffic-Token", &token)
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(resp.status(), StatusCode::OK);
+    let seen: Value = resp.json().await.expect("headers");
+    assert!(seen.get("x-warren-traffic-token").is_none(), "{seen}");
+
+    // Once in the URL: a cookie for that host, and back to the clean URL.
+    let no_redirects = reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let resp = no_redirects
+        .get(format!("{}/headers?a=1&warren_token={token}", s.url))
+        .header(header::HOST, host(&id, PORT))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(resp.status(), StatusCode::FOUND);
+    assert_eq!(resp.headers()[header::LOCATION], "/headers?a=1");
+    let cookie = resp.headers()[header::SET_COOKIE]
+        .to_str()
+        .expect("cookie")
+        .to_owned();
+    assert!(
+        cookie.starts_with(&format!("warren_token_{id}={token}; Path=/;")),
+        "{cookie}"
+    );
+    assert!(cookie.contains("HttpOnly"), "{cookie}");
+    let resp = at(&s, Method::GET, &id, "/headers?a=1")
+        .header(header::COOKIE, format!("app=1; warren_token_{id}={token}"))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(resp.status(), StatusCode::OK);
+    let seen: Value = resp.json().await.expect("headers");
+    assert_eq!(seen["cookie"], "app=1", "the app sees its own cookies only");
+
+    // An API key opens it too, and is not handed to the app.
+    let resp = at(&s, Method::GET, &id, "/headers")
+        .bearer_auth(&s.key)
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(resp.status(), StatusCode::OK);
+    let seen: Value = resp.json().await.expect("headers");
+    assert!(seen.get("authorization").is_none(), "{seen}");
+    s.delete(&id).await;
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn headers_streaming_sse_and_http2() {
+    let s = TestServer::start().await;
+    let sb = demo(&s, "runc", true).await;
+    let id = id_of(&sb);
+
+    let resp = at(&s, Method::GET, &id, "/headers?x=1")
+        .header(header::CONNECTION, "keep-alive, x-hop")
+        .header("x-hop", "dropped")
+        .header("x-forwarded-for", "192.0.2.9")
+        .header("x-app", "kept")
+        .send()
+        .await
+        .expect("GET");
+    let seen: Value = resp.json().await.expect("headers");
+    assert_eq!(seen["x-forwarded-for"], "192.0.2.9, 127.0.0.1", "{seen}");
+    assert_eq!(seen["x-forwarded-proto"], "http");
+    assert_eq!(seen["x-forwarded-host"], host(&id, PORT));
+    assert_eq!(seen["host"], host(&id, PORT));
+    assert_eq!(seen["x-app"], "kept");
+    assert!(seen.get("x-hop").is_none(), "{seen}");
+    assert_eq!(seen["_path"], "/headers?x=1");
+
+    // 32 MiB up and back, streamed (the body is produced while it is sent).
+    let chunk = vec![7u8; 1 << 20];
+    let body = futures::stream::iter((0..32).map(move |_| Ok::<_, std::io::Error>(chunk.clone())));
+    let resp = at(&s, Method::POST, &id, "/echo")
+        .body(reqwest::Body::wrap_stream(body))
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(resp.status(), StatusCode::OK);
+    let mut total = 0usize;
+    let mut stream = resp.bytes_stream();
+    while let Some(part) = stream.next().await {
+        let part = part.expect("chunk");
+        assert!(part.iter().all(|b| *b == 7));
+        total += part.len();
+    }
+    assert_eq!(total, 32 << 20);
+
+    // SSE: each event arrives when it is written, not when the stream ends.
+    let start = Instant::now();
+    let resp = at(&s, Method::GET, &id, "/sse?n=3&interval_ms=400")
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(resp.headers()[header::CONTENT_TYPE], "text/event-stream");
+    let mut stream = resp.bytes_stream();
+    let mut arrivals = Vec::new();
+    let mut text = String::new();
+    while let Some(part) = stream.next().await {
+        text.push_str(&String::from_utf8_lossy(&part.expect("chunk")));
+        arrivals.push(start.elapsed());
+    }
+    assert_eq!(text, "data: 0\n\ndata: 1\n\ndata: 2\n\n");
+    assert!(arrivals.len() >= 3, "{arrivals:?}");
+    assert!(
+        arrivals[0] + Duration::from_millis(600) < arrivals[arrivals.len() - 1],
+        "events were held back: {arrivals:?}"
+    );
+
+    // HTTP/2 with prior knowledge on the plain listener, proxied to the app's HTTP/1.1. The
+    // preview name is pinned to loopback, so no resolver is asked; HTTP/2 names the host in
+    // `:authority`, not `Host`.
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], s.port));
+    let h2 = reqwest::Client::builder()
+        .no_proxy()
+        .http2_prior_knowledge()
+        .resolve(&host(&id, PORT), addr)
+        .build()
+        .expect("h2 client");
+    let resp = h2
+        .get(format!("http://{}:{}/headers", host(&id, PORT), s.port))
+        .send()
+        .await
+        .expect("h2 GET");
+    assert_eq!(resp.version(), reqwest::Version::HTTP_2);
+    let seen: Value = resp.json().await.expect("headers");
+    assert_eq!(seen["_version"], "HTTP/1.1", "the app speaks HTTP/1.1");
+    assert_eq!(
+        seen["host"],
+        format!("{}:{}", host(&id, PORT), s.port),
+        "{seen}"
+    );
+    s.delete(&id).await;
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn path_form_rewrites_redirects_and_cookie_paths() {
+    let s = TestServer::start().await;
+    let sb = demo(&s, "runc", true).await;
+    let id = id_of(&sb);
+    let prefix = format!("/proxy/{id}/{PORT}");
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let resp = client
+        .get(format!("{}{prefix}", s.url))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(resp.status(), StatusCode::PERMANENT_REDIRECT);
+    assert_eq!(
+        resp.headers()[header::LOCATION].to_str().expect("loc"),
+        format!("{prefix}/")
+    );
+    let resp = client
+        .get(format!("{}{prefix}/redirect", s.url))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(resp.status(), StatusCode::FOUND);
+    assert_eq!(
+        resp.headers()[header::LOCATION].to_str().expect("loc"),
+        format!("{prefix}/target")
+    );
+    let resp = client
+        .get(format!("{}{prefix}/redirect-abs", s.url))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(
+        resp.headers()[header::LOCATION].to_str().expect("loc"),
+        format!("http://127.0.0.1:{}{prefix}/target", s.port)
+    );
+    let resp = client
+        .get(format!("{}{prefix}/cookie", s.url))
+        .send()
+        .await
+        .expect("GET");
+    let cookies: Vec<&str> = resp
+        .headers()
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    assert_eq!(
+        cookies,
+        [format!("a=1; Path={prefix}/; HttpOnly").as_str(), "b=2"]
+    );
+    // The host form leaves the app's own paths alone.
+    let resp = client
+        .get(format!("{}/redirect", s.url))
+        .header(header::HOST, host(&id, PORT))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(resp.headers()[header::LOCATION], "/target");
+    s.delete(&id).await;
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn errors_say_what_is_wrong() {
+    let s = TestServer::start().await;
+    let sb = demo(&s, "runc", true).await;
+    let id = id_of(&sb);
+    // Nothing on that port: 502, and the page names it.
+    let resp = s
+        .http
+        .get(format!("{}/", s.url))
+        .header(header::HOST, host(&id, 9999))
+        .header(header::ACCEPT, "text/html,*/*")
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(resp.status(), StatusCode::BAD_GATEWAY);
+    let page = resp.text().await.expect("page");
+    assert!(page.contains("9999") && page.contains("<html"), "{page}");
+    let resp = s
+        .http
+        .get(format!("{}/", s.url))
+        .header(header::HOST, host(&id, 9999))
+        .send()
+        .await
+        .expect("GET");
+    let v: Value = resp.json().await.expect("json");
+    assert_eq!(v["error"]["code"], "bad_gateway");
+    assert!(v["error"]["message"]
+        .as_str()
+        .unwrap_or("")
+        .contains("port 9999"));
+
+    // Unknown sandbox: 404.
+    let resp = s
+        .http
+        .get(format!("{}/", s.url))
+        .header(header::HOST, host("aaaaaaaaaaaaaaaa", PORT))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+
+    // Stopped: 409; deleted: 404.
+    let resp = s.post(&format!("/v1/sandboxes/{id}/stop"), None).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let resp = at(&s, Method::GET, &id, "/").send().await.expect("GET");
+    assert_eq!(resp.status(), StatusCode::CONFLICT);
+    let v: Value = resp.json().await.expect("json");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("stopped"),
+        "{v}"
+    );
+    s.delete(&id).await;
+    let resp = at(&s, Method::GET, &id, "/").send().await.expect("GET");
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+
+    // The API itself is untouched by the proxy.
+    let resp = s
+        .req(Method::GET, "/v1/sandboxes")
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(resp.status(), StatusCode::OK);
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_separate_proxy_listener_serves_previews_only() {
+    let proxy_port = common::free_port();
+    let listen = format!("127.0.0.1:{proxy_port}");
+    let s = TestServer::start_with(&["--proxy-listen", &listen, "--domain", "preview.test"]).await;
+    let sb = demo(&s, "runc", true).await;
+    let id = id_of(&sb);
+    assert_eq!(
+        sb["urls"][PORT.to_string()],
+        format!("http://{id}-{PORT}.preview.test:{proxy_port}/")
+    );
+    let proxy_url = format!("http://{listen}");
+    let resp = s
+        .http
+        .get(format!("{proxy_url}/"))
+        .header(header::HOST, format!("{id}-{PORT}.preview.test"))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(
+        resp.text().await.expect("body"),
+        "hello from warren demo-http\n"
+    );
+    // The API is not served there…
+    let resp = s
+        .http
+        .get(format!("{proxy_url}/v1/sandboxes"))
+        .bearer_auth(&s.key)
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    // …and the old domain names nothing.
+    let resp = s
+        .http
+        .get(format!("{proxy_url}/"))
+        .header(header::HOST, host(&id, PORT))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    s.delete(&id).await;
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn inspect_shows_ports_and_urls() {
+    let s = TestServer::start().await;
+    let sb = demo(&s, "runc", false).await;
+    let id = id_of(&sb);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_warren"))
+        .args(["inspect", &id])
+        .env("WARREN_URL", &s.url)
+        .env("WARREN_API_KEY", &s.key)
+        .output()
+        .expect("warren inspect");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains(&format!(
+            "{PORT} on 0.0.0.0 → http://{id}-{PORT}.localhost:{}/",
+            s.port
+        )),
+        "{text}"
+    );
+    assert!(text.contains("private"), "{text}");
+    s.delete(&id).await;
+    s.shutdown().await;
+}

@@ -1,0 +1,210 @@
+//! Who may reach a private port: the holder of the sandbox's traffic token (as a header, or a
+//! cookie set from a one-time `?warren_token=`), or of an API key. Credentials meant for
+//! Warren are taken off the request before it goes to the app.
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use warren_api::SandboxId;
+
+use super::page::ProxyError;
+use super::target::{Form, Target};
+use crate::AppState;
+
+/// Header carrying a sandbox's traffic token.
+pub const TOKEN_HEADER: &str = "x-warren-traffic-token";
+/// Query parameter that trades a traffic token for a cookie.
+pub const TOKEN_QUERY: &str = "warren_token";
+
+/// The cookie holding a sandbox's token (named per sandbox, as the path form puts many
+/// sandboxes on one host).
+pub fn cookie_name(id: &SandboxId) -> String {
+    format!("warren_token_{id}")
+}
+
+/// What to do with a request.
+pub enum Verdict {
+    /// Pass it on (with Warren's credentials removed).
+    Pass,
+    /// Answer with this (the cookie-setting redirect).
+    Answer(Response),
+}
+
+fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+fn query_token(uri: &Uri) -> Option<String> {
+    form_urlencoded::parse(uri.query()?.as_bytes())
+        .find(|(k, _)| k == TOKEN_QUERY)
+        .map(|(_, v)| v.into_owned())
+}
+
+/// The URL the browser used, without `warren_token`.
+fn clean_location(uri: &Uri) -> String {
+    let rest: Vec<(String, String)> = uri
+        .query()
+        .map(|q| {
+            form_urlencoded::parse(q.as_bytes())
+                .filter(|(k, _)| k != TOKEN_QUERY)
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut loc = uri.path().to_owned();
+    if !rest.is_empty() {
+        loc.push('?');
+        loc.push_str(
+            &form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(rest)
+                .finish(),
+        );
+    }
+    loc
+}
+
+/// Checks a request for `target` against the sandbox's `token` (`None`: a public sandbox).
+/// On success the credentials used are removed from `headers`.
+pub async fn check(
+    state: &AppState,
+    target: &Target,
+    token: Option<&str>,
+    uri: &Uri,
+    headers: &mut HeaderMap,
+    tls: bool,
+) -> Result<Verdict, ProxyError> {
+    let Some(token) = token else {
+        return Ok(Verdict::Pass);
+    };
+    let id = &target.id;
+    let mut offered = false;
+    if let Some(given) = headers.get(TOKEN_HEADER).and_then(|v| v.to_str().ok()) {
+        if !same(given, token) {
+            return Err(ProxyError::WrongToken(id.clone()));
+        }
+        headers.remove(TOKEN_HEADER);
+        return Ok(Verdict::Pass);
+    }
+    if let Some(given) = query_token(uri) {
+        if !same(&given, token) {
+            return Err(ProxyError::WrongToken(id.clone()));
+        }
+        let path = match &target.form {
+            Form::Host => "/".to_owned(),
+            Form::Path(_) => format!("/proxy/{id}/"),
+        };
+        let secure = if tls { "; Secure" } else { "" };
+        let cookie = format!(
+            "{}={token}; Path={path}; HttpOnly; SameSite=Lax{secure}",
+            cookie_name(id)
+        );
+        let mut resp = StatusCode::FOUND.into_response();
+        let h = resp.headers_mut();
+        if let Ok(v) = HeaderValue::from_str(&clean_location(uri)) {
+            h.insert(header::LOCATION, v);
+        }
+        if let Ok(v) = HeaderValue::from_str(&cookie) {
+            h.insert(header::SET_COOKIE, v);
+        }
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        return Ok(Verdict::Answer(resp));
+    }
+    let name = cookie_name(id);
+    if let Some(given) = cookie(headers, &name) {
+        offered = true;
+        if same(given, token) {
+            strip_cookie(headers, &name);
+            return Ok(Verdict::Pass);
+        }
+    }
+    if let Some(key) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+    {
+        offered = true;
+        let valid = crate::auth::key_is_valid(state, key)
+            .await
+            .map_err(|e| ProxyError::Internal(e.to_string()))?;
+        if valid {
+            headers.remove(header::AUTHORIZATION);
+            return Ok(Verdict::Pass);
+        }
+    }
+    if offered {
+        Err(ProxyError::WrongToken(id.clone()))
+    } else {
+        Err(ProxyError::NoCredential {
+            id: id.clone(),
+            port: target.port,
+        })
+    }
+}
+
+/// Removes one cookie from the `Cookie` headers, dropping headers left empty.
+fn strip_cookie(headers: &mut HeaderMap, name: &str) {
+    let kept: Vec<String> = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .map(str::trim)
+        .filter(|c| !c.is_empty() && c.split_once('=').map_or(*c, |(k, _)| k) != name)
+        .map(str::to_owned)
+        .collect();
+    headers.remove(header::COOKIE);
+    if !kept.is_empty() {
+        if let Ok(v) = HeaderValue::from_str(&kept.join("; ")) {
+            headers.insert(header::COOKIE, v);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cookies_are_found_and_stripped() {
+        let mut h = HeaderMap::new();
+        h.append(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; warren_token_x=T"),
+        );
+        h.append(header::COOKIE, HeaderValue::from_static("b=2"));
+        assert_eq!(cookie(&h, "warren_token_x"), Some("T"));
+        strip_cookie(&mut h, "warren_token_x");
+        assert_eq!(
+            h.get(header::COOKIE).and_then(|v| v.to_str().ok()),
+            Some("a=1; b=2")
+        );
+        strip_cookie(&mut h, "a");
+        strip_cookie(&mut h, "b");
+        assert!(h.get(header::COOKIE).is_none());
+    }
+
+    #[test]
+    fn token_leaves_the_url() {
+        let uri: Uri = "/p/x?a=1&warren_token=T&b=two%20words"
+            .parse()
+            .expect("uri");
+        assert_eq!(query_token(&uri).as_deref(), Some("T"));
+        assert_eq!(clean_location(&uri), "/p/x?a=1&b=two+words");
+        let uri: Uri = "/?warren_token=T".parse().expect("uri");
+        assert_eq!(clean_location(&uri), "/");
+    }
+}

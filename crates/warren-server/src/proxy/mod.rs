@@ -1,0 +1,171 @@
+//! The preview proxy: requests naming a sandbox port (by host, E2B headers or path) go to that
+//! port, on the API's listener and on the optional proxy-only one.
+mod access;
+mod forward;
+mod page;
+mod rewrite;
+mod target;
+
+use std::net::SocketAddr;
+
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+pub use access::{cookie_name, TOKEN_HEADER, TOKEN_QUERY};
+pub use forward::Upstream;
+pub use page::ProxyError;
+pub use target::{Form, Target};
+
+use crate::listen::ConnInfo;
+use crate::AppState;
+
+/// The proxy's shared state.
+#[derive(Clone)]
+pub struct Proxy {
+    /// Preview domain, lowercase.
+    pub domain: String,
+    upstream: Upstream,
+}
+
+impl Proxy {
+    /// A proxy for `<id>-<port>.<domain>`.
+    pub fn new(domain: &str) -> Self {
+        Proxy {
+            domain: domain.trim_end_matches('.').to_ascii_lowercase(),
+            upstream: Upstream::default(),
+        }
+    }
+}
+
+/// Middleware on the API listener: preview requests are proxied, the rest go on to the API.
+pub async fn intercept(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    match target::find(req.headers(), req.uri(), &state.proxy.domain) {
+        Some(t) => handle(state, t, req).await,
+        None => next.run(req).await,
+    }
+}
+
+/// The proxy-only listener's one handler.
+pub async fn only(State(state): State<AppState>, req: Request) -> Response {
+    match target::find(req.headers(), req.uri(), &state.proxy.domain) {
+        Some(t) => handle(state, t, req).await,
+        None => {
+            ProxyError::NoTarget(state.proxy.domain.clone()).render(page::wants_html(req.headers()))
+        }
+    }
+}
+
+async fn handle(state: AppState, target: Target, req: Request) -> Response {
+    let html = page::wants_html(req.headers());
+    match proxy(&state, &target, req).await {
+        Ok(resp) => resp,
+        Err(e) => e.render(html),
+    }
+}
+
+async fn proxy(
+    state: &AppState,
+    target: &Target,
+    mut req: Request,
+) -> Result<Response, ProxyError> {
+    if let Form::Path(prefix) = &target.form {
+        // Relative links of the app's index resolve under the prefix only with the slash.
+        if req.uri().path() == prefix {
+            let mut loc = format!("{prefix}/");
+            if let Some(q) = req.uri().query() {
+                loc.push('?');
+                loc.push_str(q);
+            }
+            return Ok(redirect(StatusCode::PERMANENT_REDIRECT, &loc));
+        }
+    }
+    let route = state
+        .service
+        .preview_route(&target.id)
+        .await
+        .map_err(|e| ProxyError::Internal(e.to_string()))?
+        .ok_or_else(|| ProxyError::UnknownSandbox(target.id.clone()))?;
+    let conn = req.extensions().get::<ConnInfo>().copied();
+    let tls = conn.is_some_and(|c| c.tls);
+    let uri = req.uri().clone();
+    let token = (!route.public).then_some(route.token.as_str());
+    match access::check(state, target, token, &uri, req.headers_mut(), tls).await? {
+        access::Verdict::Pass => {}
+        access::Verdict::Answer(resp) => return Ok(resp),
+    }
+    let ip = match (route.state, route.ip) {
+        (warren_api::SandboxState::Running, Some(ip)) => ip,
+        (state, _) => return Err(ProxyError::NotRunning(target.id.clone(), state)),
+    };
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| uri.authority().map(|a| a.as_str().to_owned()));
+    let fwd = forward::Forwarding {
+        client: conn.map(|c| c.remote),
+        tls,
+        host: host.as_deref(),
+    };
+    let addr = SocketAddr::from((ip, target.port));
+    let mut resp = state
+        .proxy
+        .upstream
+        .forward(req, addr, &target.path_and_query, &fwd)
+        .await
+        .map_err(|e| match e {
+            forward::ForwardError::Connect(_) => ProxyError::NotListening {
+                id: target.id.clone(),
+                port: target.port,
+            },
+            forward::ForwardError::Exchange(detail) => ProxyError::BadGateway {
+                id: target.id.clone(),
+                port: target.port,
+                detail,
+            },
+        })?;
+    if let Form::Path(prefix) = &target.form {
+        rewrite_for_prefix(&mut resp, prefix, host.as_deref());
+    }
+    Ok(resp)
+}
+
+fn redirect(status: StatusCode, location: &str) -> Response {
+    let mut resp = status.into_response();
+    if let Ok(v) = HeaderValue::from_str(location) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    resp
+}
+
+fn rewrite_for_prefix(resp: &mut Response, prefix: &str, host: Option<&str>) {
+    let headers = resp.headers_mut();
+    if let Some(loc) = headers
+        .get(header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| rewrite::location(v, prefix, host))
+        .and_then(|v| HeaderValue::from_str(&v).ok())
+    {
+        headers.insert(header::LOCATION, loc);
+    }
+    let cookies: Vec<HeaderValue> = headers
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .map(|v| {
+            v.to_str()
+                .ok()
+                .and_then(|c| rewrite::set_cookie(c, prefix))
+                .and_then(|c| HeaderValue::from_str(&c).ok())
+                .unwrap_or_else(|| v.clone())
+        })
+        .collect();
+    if !cookies.is_empty() {
+        headers.remove(header::SET_COOKIE);
+        for c in cookies {
+            headers.append(header::SET_COOKIE, c);
+        }
+    }
+}

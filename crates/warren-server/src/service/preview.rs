@@ -1,0 +1,175 @@
+//! What the preview proxy needs to know of a sandbox, kept in memory (a store read per proxied
+//! request would cost more than the proxying), and the preview URLs shown on a sandbox.
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use warren_api::{ListeningPort, Sandbox, SandboxId, SandboxState};
+use warren_store::SandboxRecord;
+
+use super::Service;
+use crate::error::ApiError;
+
+/// How long `GET /v1/sandboxes/{id}` waits for the agent's list of ports.
+const PORTS_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A sandbox as the proxy sees it.
+#[derive(Debug, Clone)]
+pub struct PreviewRoute {
+    /// Its state.
+    pub state: SandboxState,
+    /// Its address, while it has one.
+    pub ip: Option<Ipv4Addr>,
+    /// Open to anyone.
+    pub public: bool,
+    /// The traffic token opening its private ports.
+    pub token: String,
+}
+
+impl PreviewRoute {
+    fn of(rec: &SandboxRecord) -> Self {
+        PreviewRoute {
+            state: rec.sandbox.state,
+            ip: rec.sandbox.ip.as_deref().and_then(|ip| ip.parse().ok()),
+            public: rec.sandbox.public,
+            // A sandbox from before traffic tokens existed opens to API keys only.
+            token: rec
+                .sandbox
+                .traffic_token
+                .clone()
+                .unwrap_or_else(|| hex::encode(rand::random::<[u8; 24]>())),
+        }
+    }
+}
+
+/// How preview URLs are spelled.
+#[derive(Debug, Clone)]
+pub struct PreviewUrls {
+    /// `http` or `https`.
+    pub scheme: &'static str,
+    /// The preview domain.
+    pub domain: String,
+    /// The port browsers connect to.
+    pub port: u16,
+}
+
+impl PreviewUrls {
+    /// The URL of `port` of sandbox `id`.
+    pub fn url(&self, id: &SandboxId, port: u16) -> String {
+        let default = matches!((self.scheme, self.port), ("http", 80) | ("https", 443));
+        if default {
+            format!("{}://{id}-{port}.{}/", self.scheme, self.domain)
+        } else {
+            format!(
+                "{}://{id}-{port}.{}:{}/",
+                self.scheme, self.domain, self.port
+            )
+        }
+    }
+}
+
+impl Default for PreviewUrls {
+    fn default() -> Self {
+        PreviewUrls {
+            scheme: "http",
+            domain: "localhost".into(),
+            port: 8080,
+        }
+    }
+}
+
+/// Whether a listener bound to `address` inside sandbox `ip` is reachable from the host.
+fn reachable(address: &str, ip: Option<&str>) -> bool {
+    let a = address.strip_prefix("::ffff:").unwrap_or(address);
+    a == "0.0.0.0" || a == "::" || Some(a) == ip
+}
+
+impl Service {
+    /// The proxy's view of a sandbox; `None` when there is no such sandbox.
+    pub async fn preview_route(&self, id: &SandboxId) -> Result<Option<PreviewRoute>, ApiError> {
+        if let Some(r) = self.routes().get(id.as_str()) {
+            return Ok((r.state != SandboxState::Deleted).then(|| r.clone()));
+        }
+        let Some(rec) = self.inner.store.get_sandbox(id).await? else {
+            return Ok(None);
+        };
+        let route = PreviewRoute::of(&rec);
+        self.routes().insert(id.to_string(), route.clone());
+        Ok((route.state != SandboxState::Deleted).then_some(route))
+    }
+
+    fn routes(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, PreviewRoute>> {
+        self.inner.routes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Keeps the proxy's view in step with a record just written.
+    pub(crate) fn refresh_route(&self, rec: &SandboxRecord) {
+        let mut routes = self.routes();
+        if let Some(r) = routes.get_mut(rec.sandbox.id.as_str()) {
+            *r = PreviewRoute::of(rec);
+        }
+    }
+
+    /// Drops the proxy's view of a sandbox that is gone.
+    pub(crate) fn forget_route(&self, id: &SandboxId) {
+        self.routes().remove(id.as_str());
+    }
+
+    /// The sandbox with what listens in it now and the URLs of those ports (asked of its
+    /// agent; a sandbox that does not answer in time shows none).
+    pub async fn with_ports(&self, mut sandbox: Sandbox) -> Sandbox {
+        if sandbox.state != SandboxState::Running {
+            return sandbox;
+        }
+        let Ok(rec) = self.record(&sandbox.id).await else {
+            return sandbox;
+        };
+        let Ok(agent) = self.agent(&rec) else {
+            return sandbox;
+        };
+        let ports = match tokio::time::timeout(PORTS_TIMEOUT, agent.ports()).await {
+            Ok(Ok(ports)) => ports,
+            Ok(Err(e)) => {
+                tracing::debug!(sandbox = %sandbox.id, "listing ports: {e}");
+                return sandbox;
+            }
+            Err(_) => return sandbox,
+        };
+        let urls = &self.inner.cfg.preview;
+        for p in ports {
+            let open = reachable(&p.address, sandbox.ip.as_deref());
+            let url = urls.url(&sandbox.id, p.port);
+            if open {
+                sandbox.urls.insert(p.port.to_string(), url.clone());
+            }
+            sandbox.ports.push(ListeningPort {
+                port: p.port,
+                address: p.address,
+                url: open.then_some(url),
+            });
+        }
+        sandbox
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_and_reachability() {
+        let id: SandboxId = "abcdefghijklmnop".parse().expect("id");
+        let mut u = PreviewUrls::default();
+        assert_eq!(
+            u.url(&id, 3000),
+            "http://abcdefghijklmnop-3000.localhost:8080/"
+        );
+        u.port = 80;
+        assert_eq!(u.url(&id, 3000), "http://abcdefghijklmnop-3000.localhost/");
+        assert!(reachable("0.0.0.0", None));
+        assert!(reachable("::", None));
+        assert!(reachable("10.0.0.2", Some("10.0.0.2")));
+        assert!(reachable("::ffff:10.0.0.2", Some("10.0.0.2")));
+        assert!(!reachable("127.0.0.1", Some("10.0.0.2")));
+        assert!(!reachable("::1", Some("10.0.0.2")));
+    }
+}
