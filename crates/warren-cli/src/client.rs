@@ -24,6 +24,8 @@ pub struct Client {
     base: String,
     key: Option<String>,
     http: reqwest::Client,
+    ca: Option<PathBuf>,
+    data_dir: PathBuf,
 }
 
 /// One event of a streamed exec.
@@ -36,9 +38,62 @@ pub enum ExecChunk {
     Exit(ExecExit),
 }
 
+/// The CA a local server made with `--tls-self-signed`.
+pub fn local_ca(data_dir: &Path) -> PathBuf {
+    data_dir.join("tls/ca.pem")
+}
+
+/// The CA to trust besides the public roots: `ca`, or a local server's when there is one.
+fn extra_ca(ca: Option<&Path>, data_dir: &Path) -> anyhow::Result<Option<(PathBuf, Vec<u8>)>> {
+    let local = local_ca(data_dir);
+    let path = match ca {
+        Some(p) => p.to_path_buf(),
+        None if local.exists() => local,
+        None => return Ok(None),
+    };
+    let pem = std::fs::read(&path)
+        .with_context(|| format!("reading the CA certificate {}", path.display()))?;
+    Ok(Some((path, pem)))
+}
+
+/// An HTTP client trusting the public roots and the CA of [`extra_ca`].
+pub fn http_client(ca: Option<&Path>, data_dir: &Path) -> anyhow::Result<reqwest::Client> {
+    let mut builder = reqwest::Client::builder().no_proxy();
+    if let Some((path, pem)) = extra_ca(ca, data_dir)? {
+        let cert = reqwest::Certificate::from_pem(&pem)
+            .with_context(|| format!("{} is not a PEM certificate", path.display()))?;
+        builder = builder.add_root_certificate(cert);
+    }
+    builder.build().context("building the HTTP client")
+}
+
+/// The same trust as [`http_client`], as a rustls configuration (for WebSockets), HTTP/1.1.
+pub fn tls_config(ca: Option<&Path>, data_dir: &Path) -> anyhow::Result<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some((path, pem)) = extra_ca(ca, data_dir)? {
+        use rustls::pki_types::pem::PemObject;
+        for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
+            let cert =
+                cert.with_context(|| format!("{} is not a PEM certificate", path.display()))?;
+            roots
+                .add(cert)
+                .with_context(|| format!("{}: unusable CA certificate", path.display()))?;
+        }
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("TLS protocol versions")?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
 impl Client {
-    /// A client of `url`, with the key from `WARREN_API_KEY` or `data_dir/admin.key`.
-    pub fn new(url: &str, data_dir: &Path) -> Client {
+    /// A client of `url`, with the key from `WARREN_API_KEY` or `data_dir/admin.key`,
+    /// trusting the CA certificate at `ca` (see [`http_client`]) besides the public roots.
+    pub fn with_ca(url: &str, data_dir: &Path, ca: Option<&Path>) -> anyhow::Result<Client> {
+        let http = http_client(ca, data_dir)?;
         let key = std::env::var("WARREN_API_KEY")
             .ok()
             .filter(|k| !k.is_empty())
@@ -47,14 +102,18 @@ impl Client {
                     .ok()
                     .map(|s| s.trim().to_owned())
             });
-        Client {
+        Ok(Client {
             base: url.trim_end_matches('/').to_owned(),
             key,
-            http: reqwest::Client::builder()
-                .no_proxy()
-                .build()
-                .unwrap_or_default(),
-        }
+            http,
+            ca: ca.map(Path::to_path_buf),
+            data_dir: data_dir.to_path_buf(),
+        })
+    }
+
+    /// The TLS configuration for WebSockets to this server.
+    pub fn tls_config(&self) -> anyhow::Result<rustls::ClientConfig> {
+        tls_config(self.ca.as_deref(), &self.data_dir)
     }
 
     /// The server's base URL.

@@ -45,6 +45,10 @@ pub struct ClientOpts {
     /// WARREN_API_KEY is unset [default: ~/.local/share/warren].
     #[arg(long, global = true, env = "WARREN_DATA_DIR")]
     data_dir: Option<PathBuf>,
+    /// CA certificate (PEM) to trust for an https:// server URL, besides the public roots
+    /// [default: the local server's DATA_DIR/tls/ca.pem, when present].
+    #[arg(long, global = true, env = "WARREN_CA_CERT")]
+    ca_cert: Option<PathBuf>,
     /// Print JSON instead of text.
     #[arg(long, global = true)]
     json: bool,
@@ -52,10 +56,14 @@ pub struct ClientOpts {
 
 impl ClientOpts {
     fn client(&self) -> Client {
-        Client::new(
-            &self.url,
-            &self.data_dir.clone().unwrap_or_else(default_data_dir),
-        )
+        let data_dir = self.data_dir.clone().unwrap_or_else(default_data_dir);
+        match Client::with_ca(&self.url, &data_dir, self.ca_cert.as_deref()) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                std::process::exit(2);
+            }
+        }
     }
 }
 

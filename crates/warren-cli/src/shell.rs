@@ -74,22 +74,30 @@ pub async fn run(a: ShellArgs) -> anyhow::Result<i32> {
                 .context("API key is not a valid header")?,
         );
     }
-    let (ws, _) = match tokio_tungstenite::connect_async(req).await {
-        Ok(ok) => ok,
-        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
-            let body = resp
-                .body()
-                .as_deref()
-                .map(String::from_utf8_lossy)
-                .unwrap_or_default()
-                .into_owned();
-            let msg = serde_json::from_str::<warren_api::ErrorBody>(&body)
-                .map(|b| b.error.message)
-                .unwrap_or(body);
-            bail!("{msg}");
-        }
-        Err(e) => return Err(anyhow!("cannot open a terminal at {}: {e}", client.base())),
+    let connector = if client.base().starts_with("https://") {
+        Some(tokio_tungstenite::Connector::Rustls(std::sync::Arc::new(
+            client.tls_config()?,
+        )))
+    } else {
+        None
     };
+    let (ws, _) =
+        match tokio_tungstenite::connect_async_tls_with_config(req, None, false, connector).await {
+            Ok(ok) => ok,
+            Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+                let body = resp
+                    .body()
+                    .as_deref()
+                    .map(String::from_utf8_lossy)
+                    .unwrap_or_default()
+                    .into_owned();
+                let msg = serde_json::from_str::<warren_api::ErrorBody>(&body)
+                    .map(|b| b.error.message)
+                    .unwrap_or(body);
+                bail!("{msg}");
+            }
+            Err(e) => return Err(anyhow!("cannot open a terminal at {}: {e}", client.base())),
+        };
     let (mut tx, mut rx) = ws.split();
     let raw = RawMode::enable();
     let mut winch = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::window_change())

@@ -126,7 +126,8 @@ impl LocalCa {
     fn open(data_dir: &Path, domain: &str, provider: &CryptoProvider) -> anyhow::Result<LocalCa> {
         let dir = tls_dir(data_dir);
         fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))
+        // Certificates are public (users copy ca.pem into trust stores); keys are 0600.
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755))
             .with_context(|| format!("restricting {}", dir.display()))?;
         let issuer = load_or_make_ca(data_dir)?;
 
@@ -148,10 +149,11 @@ impl LocalCa {
         let cert = leaf_params(names, &domain)?
             .signed_by(&leaf_key, &issuer)
             .context("signing the server certificate")?;
-        write_private(&dir.join("server.pem"), cert.pem().as_bytes())?;
-        write_private(
+        write_file(&dir.join("server.pem"), cert.pem().as_bytes(), 0o644)?;
+        write_file(
             &dir.join("server-key.pem"),
             leaf_key.serialize_pem().as_bytes(),
+            0o600,
         )?;
 
         let signing_key = provider
@@ -272,8 +274,8 @@ fn load_or_make_ca(data_dir: &Path) -> anyhow::Result<Issuer<'static, KeyPair>> 
         .self_signed(&key)
         .context("signing the CA certificate")?;
     // The key first: a crash in between leaves no certificate without its key.
-    write_private(&key_path, key.serialize_pem().as_bytes())?;
-    write_private(&cert_path, cert.pem().as_bytes())?;
+    write_file(&key_path, key.serialize_pem().as_bytes(), 0o600)?;
+    write_file(&cert_path, cert.pem().as_bytes(), 0o644)?;
     tracing::info!(path = %cert_path.display(), "made a local CA");
     Ok(Issuer::new(params, key))
 }
@@ -287,15 +289,15 @@ fn ca_owner(data_dir: &Path) -> String {
         .unwrap_or_else(|| data_dir.display().to_string())
 }
 
-/// Writes `path` with mode 0600 through a temporary file, so a reader never sees half a key
-/// and an earlier file with a looser mode is replaced, not reused.
-fn write_private(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
+/// Writes `path` with `mode` through a temporary file, so a reader never sees half a key and
+/// an earlier file with a looser mode is replaced, not reused.
+fn write_file(path: &Path, contents: &[u8], mode: u32) -> anyhow::Result<()> {
     let tmp = path.with_extension("pem.tmp");
     let _ = fs::remove_file(&tmp);
     let mut file = fs::OpenOptions::new()
         .write(true)
         .create_new(true)
-        .mode(0o600)
+        .mode(mode)
         .open(&tmp)
         .with_context(|| format!("creating {}", tmp.display()))?;
     file.write_all(contents)

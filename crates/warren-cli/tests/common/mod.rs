@@ -37,6 +37,24 @@ fn unique_subnet() -> String {
     )
 }
 
+/// A client trusting only the CA at `ca` (waiting for a starting server to make it), over
+/// HTTP/2 or 1.1.
+pub fn tls_client(ca: &Path) -> reqwest::Client {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !ca.exists() {
+        assert!(Instant::now() < deadline, "no {} after 30 s", ca.display());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    let pem = std::fs::read(ca).expect("ca.pem");
+    reqwest::Client::builder()
+        .no_proxy()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(&pem).expect("CA certificate"))
+        .build()
+        .expect("TLS client")
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -129,11 +147,30 @@ impl TestServer {
             .stderr(log)
             .spawn()
             .expect("spawn warren serve");
-        let url = format!("http://127.0.0.1:{port}");
-        let http = reqwest::Client::builder()
-            .no_proxy()
-            .build()
-            .expect("client");
+        // The CA to trust: the server's own, or (with --tls-cert) the ca.pem beside the cert.
+        let ca = if extra.contains(&"--tls-self-signed") {
+            Some(data_dir.join("tls/ca.pem"))
+        } else {
+            extra
+                .iter()
+                .position(|a| *a == "--tls-cert")
+                .and_then(|i| extra.get(i + 1))
+                .map(|cert| Path::new(cert).with_file_name("ca.pem"))
+        };
+        let tls = ca.is_some();
+        let url = if tls {
+            format!("https://127.0.0.1:{port}")
+        } else {
+            format!("http://127.0.0.1:{port}")
+        };
+        let http = if let Some(ca) = &ca {
+            tls_client(ca)
+        } else {
+            reqwest::Client::builder()
+                .no_proxy()
+                .build()
+                .expect("client")
+        };
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Ok(r) = http.get(format!("{url}/healthz")).send().await {
