@@ -1,6 +1,9 @@
 //! `warren bench`: sandbox create and exec latency through the API, beside the raw runtimes on
 //! the same busybox root filesystem, measured in one run by an in-process server on a scratch
-//! data directory (no running server needed; root is).
+//! data directory (no running server needed; root is). `warren bench proxy` measures the
+//! preview proxy (see [`proxy`]).
+mod load;
+mod proxy;
 mod raw;
 mod report;
 mod server;
@@ -10,7 +13,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use anyhow::{anyhow, bail, Context};
-use clap::Args;
+use clap::{Args, Subcommand};
 use warren_api::Runtime;
 
 use crate::rootfs;
@@ -23,8 +26,18 @@ const RCU_EXPEDITED: &str = "/sys/kernel/rcu_expedited";
 /// `runsc exec` costs tens of ms; this many samples are enough for its floor.
 const RAW_RUNSC_EXEC_MAX: u32 = 30;
 
+#[derive(Subcommand)]
+pub enum BenchCommand {
+    /// The preview proxy: wrk straight to a sandbox, through Warren, and through nginx
+    /// (needs wrk and nginx), plus WebSocket echo round trips.
+    Proxy(proxy::ProxyBenchArgs),
+}
+
 #[derive(Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct BenchArgs {
+    #[command(subcommand)]
+    what: Option<BenchCommand>,
     /// Timed sandbox creates per runtime (also the number of raw `run`s of `true`), after
     /// one untimed warm-up.
     #[arg(long, short = 'n', default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
@@ -68,6 +81,9 @@ impl BenchArgs {
 }
 
 pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
+    if let Some(BenchCommand::Proxy(p)) = a.what {
+        return proxy::run(p).await;
+    }
     let runtimes = a.runtimes();
     preflight(&runtimes)?;
     let scratch = scratch_dir()?;
@@ -107,13 +123,28 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn preflight(runtimes: &[Runtime]) -> anyhow::Result<()> {
+fn require_root() -> anyhow::Result<()> {
     let uid = std::fs::metadata("/proc/self")
         .map(|m| m.uid())
         .unwrap_or(0);
     if uid != 0 {
         bail!("warren bench needs root (it starts sandboxes and the raw runtimes)");
     }
+    Ok(())
+}
+
+/// Builds the busybox root filesystem and its tar in `dir`; returns the tar.
+fn busybox_tar(dir: &Path) -> anyhow::Result<std::path::PathBuf> {
+    eprintln!("warren bench: building the busybox image");
+    let tree = dir.join("busybox-rootfs");
+    let tar = dir.join("busybox.tar");
+    rootfs::busybox_tree(&tree)?;
+    rootfs::tar_dir(&tree, &tar)?;
+    Ok(tar)
+}
+
+fn preflight(runtimes: &[Runtime]) -> anyhow::Result<()> {
+    require_root()?;
     for &rt in runtimes {
         if !raw::on_path(raw::binary(rt)) {
             bail!(
@@ -189,11 +220,8 @@ async fn measure(
     slot: &mut Option<InProcess>,
 ) -> anyhow::Result<Report> {
     let default_runtime = *runtimes.first().context("no runtime to measure")?;
-    eprintln!("warren bench: building the busybox image");
+    let tar = busybox_tar(dir)?;
     let tree = dir.join("busybox-rootfs");
-    let tar = dir.join("busybox.tar");
-    rootfs::busybox_tree(&tree)?;
-    rootfs::tar_dir(&tree, &tar)?;
     let (api, data_dir) = server::start(dir, default_runtime, slot).await?;
     let image = api.import(&tar).await?;
     // The raw runtimes run on the very tree the image was unpacked to.

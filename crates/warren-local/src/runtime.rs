@@ -92,7 +92,11 @@ impl CliRuntime {
 
 fn is_missing(stderr: &str) -> bool {
     let s = stderr.to_ascii_lowercase();
-    s.contains("does not exist") || s.contains("not exist") || s.contains("not found")
+    // crun, mid-delete: its state directory is there but the status file already gone.
+    s.contains("does not exist")
+        || s.contains("not exist")
+        || s.contains("not found")
+        || (s.contains("/status") && s.contains("no such file or directory"))
 }
 
 #[async_trait]

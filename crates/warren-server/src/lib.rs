@@ -27,7 +27,7 @@ use warren_api::Runtime;
 use warren_local::{LocalBackend, LocalConfig};
 use warren_store::SqliteStore;
 
-pub use routes::{proxy_router, router};
+pub use routes::router;
 use service::{Service, ServiceConfig};
 
 /// Shared state of every handler.
@@ -38,7 +38,7 @@ pub struct AppState {
     /// Hashes of keys already checked against the store.
     pub known_keys: Arc<RwLock<HashSet<String>>>,
     /// The preview proxy.
-    pub proxy: proxy::Proxy,
+    pub proxy: Arc<proxy::Proxy>,
 }
 
 /// Where the server's certificate comes from, when it serves TLS.
@@ -182,7 +182,7 @@ impl Server {
             state: AppState {
                 service,
                 known_keys: Arc::default(),
-                proxy: proxy::Proxy::new(&cfg.domain),
+                proxy: Arc::new(proxy::Proxy::new(&cfg.domain)),
             },
             new_admin_key,
             cfg,
@@ -215,11 +215,11 @@ impl Server {
             tokio::spawn(listen::serve(
                 l,
                 self.tls.clone(),
-                proxy_router(self.state.clone()),
+                proxy::FrontDoor::proxy_only(self.state.clone()),
                 service.shutting_down(),
             ))
         });
-        let app = router(self.state);
+        let app = proxy::FrontDoor::with_api(self.state.clone(), router(self.state));
         listen::serve(listener, self.tls, app, service.shutting_down())
             .await
             .context("serving")?;

@@ -1,5 +1,6 @@
 //! The server's listeners: plain TCP or TLS, HTTP/1.1 and HTTP/2, upgrades, graceful stop.
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -23,6 +24,34 @@ pub struct ConnInfo {
     pub tls: bool,
 }
 
+/// What a listener serves: an axum [`Router`](axum::Router), or any service of the same shape
+/// (the server's front door, which proxies preview requests before any routing).
+pub trait App:
+    tower::Service<
+        http::Request<Incoming>,
+        Response = axum::response::Response,
+        Error = Infallible,
+        Future: Send + 'static,
+    > + Clone
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<S> App for S where
+    S: tower::Service<
+            http::Request<Incoming>,
+            Response = axum::response::Response,
+            Error = Infallible,
+            Future: Send + 'static,
+        > + Clone
+        + Send
+        + Sync
+        + 'static
+{
+}
+
 /// A client that opens a socket and never finishes the handshake must not hold a task forever.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a stop waits for requests in flight before giving up on them.
@@ -37,12 +66,15 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 /// Each connection speaks HTTP/1.1 (with upgrades, for WebSockets) or HTTP/2, told apart by
 /// its first bytes: prior knowledge on plain TCP, whatever ALPN chose under TLS. Every request
 /// carries a [`ConnInfo`] and an axum [`ConnectInfo<SocketAddr>`] extension.
-pub async fn serve(
+pub async fn serve<S>(
     listener: TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,
-    app: axum::Router,
+    app: S,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
+) -> std::io::Result<()>
+where
+    S: App,
+{
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     let builder = auto::Builder::new(TokioExecutor::new());
     let graceful = GracefulShutdown::new();
@@ -98,15 +130,16 @@ pub async fn serve(
     Ok(())
 }
 
-async fn serve_connection<S>(
-    stream: S,
+async fn serve_connection<T, S>(
+    stream: T,
     remote: SocketAddr,
     tls: bool,
-    app: axum::Router,
+    app: S,
     builder: &auto::Builder<TokioExecutor>,
     watcher: Watcher,
 ) where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: App,
 {
     let info = ConnInfo { remote, tls };
     let service = hyper::service::service_fn(move |mut req: http::Request<Incoming>| {

@@ -24,6 +24,8 @@ pub struct Stats {
     pub p50_ms: f64,
     /// 95th percentile (nearest rank).
     pub p95_ms: f64,
+    /// 99th percentile (nearest rank).
+    pub p99_ms: f64,
     /// Fastest.
     pub min_ms: f64,
     /// Slowest.
@@ -48,6 +50,7 @@ impl Stats {
             n: ms.len(),
             p50_ms: percentile(&ms, 50.0),
             p95_ms: percentile(&ms, 95.0),
+            p99_ms: percentile(&ms, 99.0),
             min_ms: ms.first().copied().unwrap_or(f64::NAN),
             max_ms: ms.last().copied().unwrap_or(f64::NAN),
         }

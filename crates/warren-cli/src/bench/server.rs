@@ -69,6 +69,8 @@ impl InProcess {
 
 /// A client of the scratch server.
 pub struct Api {
+    /// Where the server listens.
+    pub addr: SocketAddr,
     base: String,
     key: String,
     http: reqwest::Client,
@@ -81,6 +83,7 @@ impl Api {
             .build()
             .context("building the HTTP client")?;
         Ok(Api {
+            addr,
             base: format!("http://{addr}"),
             key,
             http,
@@ -145,11 +148,17 @@ impl Api {
 
     /// Creates a sandbox and waits until it runs; returns the round trip and the sandbox.
     pub async fn create(&self, rt: Runtime) -> anyhow::Result<(Duration, Sandbox)> {
-        let body = CreateSandbox {
+        self.create_with(CreateSandbox {
             image: IMAGE.to_owned(),
             runtime: Some(rt),
             ..Default::default()
-        };
+        })
+        .await
+    }
+
+    /// Creates the sandbox `body` asks for and waits until it runs.
+    pub async fn create_with(&self, body: CreateSandbox) -> anyhow::Result<(Duration, Sandbox)> {
+        let rt = body.runtime.unwrap_or(Runtime::Gvisor);
         let t = Instant::now();
         let resp = self
             .send(
@@ -215,6 +224,7 @@ pub async fn start(
     slot: &mut Option<InProcess>,
 ) -> anyhow::Result<(Api, PathBuf)> {
     let data_dir = dir.join("data");
+    // The port must be known before the server binds it (the preview URLs name it).
     let listen = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .context("finding a free port on 127.0.0.1")?;

@@ -8,9 +8,8 @@ mod target;
 
 use std::net::SocketAddr;
 
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{header, HeaderValue, StatusCode};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 pub use access::{cookie_name, TOKEN_HEADER, TOKEN_QUERY};
@@ -39,20 +38,77 @@ impl Proxy {
     }
 }
 
-/// Middleware on the API listener: preview requests are proxied, the rest go on to the API.
-pub async fn intercept(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    match target::find(req.headers(), req.uri(), &state.proxy.domain) {
-        Some(t) => handle(state, t, req).await,
-        None => next.run(req).await,
+/// Each listener's service: requests naming a sandbox port go to the proxy before any routing
+/// (the cheapest path for the busiest traffic); the rest go to the API, or on the proxy-only
+/// listener, get a 404.
+#[derive(Clone)]
+pub struct FrontDoor {
+    state: AppState,
+    api: Option<axum::Router>,
+}
+
+impl FrontDoor {
+    /// The API listener's front door.
+    pub fn with_api(state: AppState, api: axum::Router) -> Self {
+        FrontDoor {
+            state,
+            api: Some(api),
+        }
+    }
+
+    /// The proxy-only listener's.
+    pub fn proxy_only(state: AppState) -> Self {
+        FrontDoor { state, api: None }
     }
 }
 
-/// The proxy-only listener's one handler.
-pub async fn only(State(state): State<AppState>, req: Request) -> Response {
-    match target::find(req.headers(), req.uri(), &state.proxy.domain) {
-        Some(t) => handle(state, t, req).await,
-        None => {
-            ProxyError::NoTarget(state.proxy.domain.clone()).render(page::wants_html(req.headers()))
+type BoxResponse = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<Response, std::convert::Infallible>> + Send>,
+>;
+
+impl tower::Service<axum::http::Request<hyper::body::Incoming>> for FrontDoor {
+    type Response = Response;
+    type Error = std::convert::Infallible;
+    type Future = BoxResponse;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: axum::http::Request<hyper::body::Incoming>) -> Self::Future {
+        let req = req.map(axum::body::Body::new);
+        let target = target::find(req.headers(), req.uri(), &self.state.proxy.domain);
+        match (target, &self.api) {
+            (Some(t), _) => {
+                let state = self.state.clone();
+                Box::pin(async move {
+                    use futures::FutureExt;
+                    let html = page::wants_html(req.headers());
+                    // A panic is a bug, but the client still gets an answer.
+                    let resp = std::panic::AssertUnwindSafe(handle(state, t, req))
+                        .catch_unwind()
+                        .await
+                        .unwrap_or_else(|_| {
+                            ProxyError::Internal(
+                                "internal error (a bug: see the server log)".into(),
+                            )
+                            .render(html)
+                        });
+                    Ok(resp)
+                })
+            }
+            (None, Some(api)) => {
+                use tower::ServiceExt;
+                Box::pin(api.clone().oneshot(req))
+            }
+            (None, None) => {
+                let err = ProxyError::NoTarget(self.state.proxy.domain.clone());
+                let resp = err.render(page::wants_html(req.headers()));
+                Box::pin(std::future::ready(Ok(resp)))
+            }
         }
     }
 }

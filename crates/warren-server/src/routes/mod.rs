@@ -64,18 +64,6 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(|| async {
             ApiError::BadRequest("method not allowed on this route".into())
         })
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            crate::proxy::intercept,
-        ))
-        .layer(CatchPanicLayer::custom(panic_response))
-        .with_state(state)
-}
-
-/// The proxy-only listener's application: preview URLs and nothing else.
-pub fn proxy_router(state: AppState) -> Router {
-    Router::new()
-        .fallback(crate::proxy::only)
         .layer(CatchPanicLayer::custom(panic_response))
         .with_state(state)
 }

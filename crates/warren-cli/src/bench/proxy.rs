@@ -1,0 +1,253 @@
+//! `warren bench proxy`: wrk against the agent's `demo-http` server inside a sandbox, three
+//! ways in one run (straight to the sandbox's address, through Warren's preview proxy, through
+//! nginx as a reverse proxy to the same address), at full load and at one connection, plus a
+//! WebSocket echo round trip each way.
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::Args;
+use serde::Serialize;
+use warren_api::{CreateSandbox, Runtime};
+
+use super::load::{self, Nginx, WrkResult};
+use super::report::Stats;
+use super::server::{self, InProcess, IMAGE};
+
+/// Port the demo server listens on inside the sandbox.
+const APP_PORT: u16 = 8000;
+/// Throughput target: Warren's requests/s at least this share of nginx's.
+const THROUGHPUT_TARGET: f64 = 0.9;
+/// Latency target: Warren adds at most this to the p50 of one connection, ms.
+const ADDED_P50_TARGET_MS: f64 = 0.2;
+
+#[derive(Args)]
+pub struct ProxyBenchArgs {
+    /// Seconds of each wrk run (after a 2 s warm-up of each path).
+    #[arg(long, short = 'd', default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    duration: u64,
+    /// Concurrent connections of the throughput runs.
+    #[arg(long, short = 'c', default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
+    connections: u32,
+    /// wrk threads of the throughput runs.
+    #[arg(long, short = 't', default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..))]
+    threads: u32,
+    /// WebSocket echo round trips timed per path.
+    #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u32).range(1..))]
+    ws_round_trips: u32,
+    /// Runtime of the sandbox running the demo server.
+    #[arg(long, default_value = "runc")]
+    runtime: Runtime,
+    /// Print the results as JSON instead of the table.
+    #[arg(long)]
+    json: bool,
+    /// Keep the scratch directory and print its path.
+    #[arg(long)]
+    keep: bool,
+}
+
+/// One path's numbers.
+#[derive(Debug, Serialize)]
+struct PathResult {
+    path: &'static str,
+    load: WrkResult,
+    single: WrkResult,
+    ws: Stats,
+}
+
+#[derive(Debug, Serialize)]
+struct ProxyReport {
+    runtime: Runtime,
+    connections: u32,
+    duration_s: u64,
+    paths: Vec<PathResult>,
+    throughput_vs_nginx: f64,
+    added_p50_ms: f64,
+    throughput_ok: bool,
+    latency_ok: bool,
+}
+
+pub async fn run(a: ProxyBenchArgs) -> anyhow::Result<()> {
+    super::require_root()?;
+    for (bin, pkg) in [("wrk", "wrk"), ("nginx", "nginx")] {
+        if !super::raw::on_path(bin) {
+            bail!("{bin} is not on PATH (apt-get install {pkg})");
+        }
+    }
+    let scratch = super::scratch_dir()?;
+    let dir = scratch.path().to_owned();
+    eprintln!("warren bench proxy: scratch directory {}", dir.display());
+    let mut server: Option<InProcess> = None;
+    let mut nginx: Option<Nginx> = None;
+    let result = tokio::select! {
+        r = measure(&a, &dir, &mut server, &mut nginx) => r,
+        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+    };
+    eprintln!("warren bench proxy: cleaning up");
+    if let Some(n) = nginx {
+        n.stop().await;
+    }
+    let clean = match server {
+        Some(s) => s.shutdown().await,
+        None => true,
+    };
+    super::finish_scratch(scratch, a.keep, clean);
+    let report = result?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", table(&report));
+    }
+    Ok(())
+}
+
+async fn wait_listening(addr: SocketAddr) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while tokio::net::TcpStream::connect(addr).await.is_err() {
+        if Instant::now() > deadline {
+            bail!("the demo server in the sandbox did not listen on {addr}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
+async fn measure(
+    a: &ProxyBenchArgs,
+    dir: &Path,
+    slot: &mut Option<InProcess>,
+    nginx_slot: &mut Option<Nginx>,
+) -> anyhow::Result<ProxyReport> {
+    let tar = super::busybox_tar(dir)?;
+    let (api, _) = server::start(dir, a.runtime, slot).await?;
+    api.import(&tar).await?;
+    let (_, sb) = api
+        .create_with(CreateSandbox {
+            image: IMAGE.to_owned(),
+            runtime: Some(a.runtime),
+            public: Some(true),
+            cmd: vec![
+                "/.warren/agent".into(),
+                "demo-http".into(),
+                APP_PORT.to_string(),
+            ],
+            ..Default::default()
+        })
+        .await?;
+    let ip: std::net::Ipv4Addr = sb
+        .ip
+        .as_deref()
+        .and_then(|ip| ip.parse().ok())
+        .context("the sandbox has no address")?;
+    let upstream = SocketAddr::from((ip, APP_PORT));
+    wait_listening(upstream).await?;
+    let nginx = nginx_slot.insert(Nginx::start(&dir.join("nginx"), upstream).await?);
+
+    let preview_host = format!("{}-{APP_PORT}.localhost", sb.id);
+    let paths: [(&'static str, String, Option<&str>); 3] = [
+        ("direct", format!("{upstream}"), None),
+        (
+            "warren",
+            format!("{}", api.addr),
+            Some(preview_host.as_str()),
+        ),
+        ("nginx", format!("{}", nginx.addr), None),
+    ];
+    let duration = Duration::from_secs(a.duration);
+    let mut out = Vec::new();
+    for (name, addr, host) in &paths {
+        let url = format!("http://{addr}/");
+        eprintln!(
+            "warren bench proxy: {name}: warm-up, {} connections, 1 connection, WebSocket",
+            a.connections
+        );
+        load::wrk(
+            &url,
+            *host,
+            a.connections,
+            a.threads,
+            Duration::from_secs(2),
+        )
+        .await?;
+        let loaded = load::wrk(&url, *host, a.connections, a.threads, duration).await?;
+        let single = load::wrk(&url, *host, 1, 1, duration).await?;
+        let ws = load::ws_round_trips(&format!("ws://{addr}/ws"), *host, a.ws_round_trips).await?;
+        out.push(PathResult {
+            path: name,
+            load: loaded,
+            single,
+            ws: Stats::of(&ws),
+        });
+    }
+    let by = |n: &str| out.iter().find(|p| p.path == n).map(|p| (p.load, p.single));
+    let (Some((_, direct1)), Some((warren, warren1)), Some((nginx_load, _))) =
+        (by("direct"), by("warren"), by("nginx"))
+    else {
+        bail!("a path was not measured");
+    };
+    let throughput_vs_nginx = warren.rps / nginx_load.rps;
+    let added_p50_ms = warren1.p50_ms - direct1.p50_ms;
+    Ok(ProxyReport {
+        runtime: a.runtime,
+        connections: a.connections,
+        duration_s: a.duration,
+        throughput_ok: throughput_vs_nginx >= THROUGHPUT_TARGET,
+        latency_ok: added_p50_ms <= ADDED_P50_TARGET_MS,
+        paths: out,
+        throughput_vs_nginx,
+        added_p50_ms,
+    })
+}
+
+fn ms(v: f64) -> String {
+    if v < 1.0 {
+        format!("{:.0} µs", v * 1000.0)
+    } else {
+        format!("{v:.2} ms")
+    }
+}
+
+fn table(r: &ProxyReport) -> String {
+    let mut s = format!(
+        "warren bench proxy: demo-http in a {} sandbox; wrk {} s per run\n\n",
+        r.runtime, r.duration_s
+    );
+    s.push_str(&format!(
+        "{:<8} {:>12} {:>10} {:>10} │ {:>10} {:>10} │ {:>10} {:>10}\n",
+        "path",
+        format!("req/s ({}c)", r.connections),
+        "p50",
+        "p99",
+        "p50 (1c)",
+        "p99 (1c)",
+        "ws p50",
+        "ws p99"
+    ));
+    for p in &r.paths {
+        s.push_str(&format!(
+            "{:<8} {:>12.0} {:>10} {:>10} │ {:>10} {:>10} │ {:>10} {:>10}\n",
+            p.path,
+            p.load.rps,
+            ms(p.load.p50_ms),
+            ms(p.load.p99_ms),
+            ms(p.single.p50_ms),
+            ms(p.single.p99_ms),
+            ms(p.ws.p50_ms),
+            ms(p.ws.p99_ms),
+        ));
+    }
+    let verdict = |ok| if ok { "ok" } else { "MISS" };
+    s.push_str(&format!(
+        "\nthroughput: warren = {:.2}× nginx (target ≥ {THROUGHPUT_TARGET}×): {}\n",
+        r.throughput_vs_nginx,
+        verdict(r.throughput_ok)
+    ));
+    s.push_str(&format!(
+        "latency:    warren adds {} to the p50 of one connection over direct (target ≤ {} µs): {}\n",
+        ms(r.added_p50_ms),
+        ADDED_P50_TARGET_MS * 1000.0,
+        verdict(r.latency_ok)
+    ));
+    s
+}
