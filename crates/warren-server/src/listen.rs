@@ -66,6 +66,12 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 /// Each connection speaks HTTP/1.1 (with upgrades, for WebSockets) or HTTP/2, told apart by
 /// its first bytes: prior knowledge on plain TCP, whatever ALPN chose under TLS. Every request
 /// carries a [`ConnInfo`] and an axum [`ConnectInfo<SocketAddr>`] extension.
+///
+/// Connections are dealt round-robin to one single-threaded runtime per core, each serving its
+/// connections from start to end, as nginx's workers do: a request and the upstream exchange
+/// it makes (the preview proxy) then never hop between threads, which on a small host costs
+/// more than the proxying itself (measured: 2 work-stealing workers spent 26 µs of CPU per
+/// proxied request, 1 worker 19 µs).
 pub async fn serve<S>(
     listener: TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,
@@ -76,9 +82,13 @@ where
     S: App,
 {
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
-    let builder = auto::Builder::new(TokioExecutor::new());
-    let graceful = GracefulShutdown::new();
+    let count = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut workers = Vec::with_capacity(count);
+    for i in 0..count {
+        workers.push(Worker::start(i, acceptor.clone(), app.clone())?);
+    }
     tokio::pin!(shutdown);
+    let mut next = 0usize;
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -93,6 +103,71 @@ where
                 continue;
             }
         };
+        let stream = match stream.into_std() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!(%remote, error = %e, "detaching an accepted socket");
+                continue;
+            }
+        };
+        next = (next + 1) % workers.len();
+        if workers[next].conns.send((stream, remote)).is_err() {
+            tracing::error!("HTTP worker {next} is gone; stopping");
+            break;
+        }
+    }
+    // Closing the socket now makes new clients fail fast instead of queueing in the backlog.
+    drop(listener);
+    let done: Vec<_> = workers.into_iter().map(|w| w.done).collect();
+    for d in done {
+        let _ = d.await;
+    }
+    Ok(())
+}
+
+/// One thread with a single-threaded runtime, serving the connections it is handed until the
+/// sender goes away, then draining them.
+struct Worker {
+    conns: tokio::sync::mpsc::UnboundedSender<(std::net::TcpStream, SocketAddr)>,
+    done: tokio::sync::oneshot::Receiver<()>,
+}
+
+impl Worker {
+    fn start<S: App>(
+        i: usize,
+        acceptor: Option<tokio_rustls::TlsAcceptor>,
+        app: S,
+    ) -> std::io::Result<Worker> {
+        let (conns, rx) = tokio::sync::mpsc::unbounded_channel();
+        let (done_tx, done) = tokio::sync::oneshot::channel();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        std::thread::Builder::new()
+            .name(format!("warren-http-{i}"))
+            .spawn(move || {
+                runtime.block_on(work(rx, acceptor, app));
+                let _ = done_tx.send(());
+            })?;
+        Ok(Worker { conns, done })
+    }
+}
+
+async fn work<S: App>(
+    mut conns: tokio::sync::mpsc::UnboundedReceiver<(std::net::TcpStream, SocketAddr)>,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
+    app: S,
+) {
+    let builder = auto::Builder::new(TokioExecutor::new());
+    let graceful = GracefulShutdown::new();
+    while let Some((stream, remote)) = conns.recv().await {
+        let stream = match tokio::net::TcpStream::from_std(stream) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!(%remote, error = %e, "adopting an accepted socket");
+                continue;
+            }
+        };
         // Small writes (exec output, PTY echo, WebSocket frames) must not wait for Nagle.
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(%remote, error = %e, "setting TCP_NODELAY");
@@ -103,7 +178,7 @@ where
         let acceptor = acceptor.clone();
         let builder = builder.clone();
         let app = app.clone();
-        // The handshake runs here, not in the loop: one slow client must not stall accepts.
+        // The handshake runs here, not in the loop: one slow client must not stall the others.
         tokio::spawn(async move {
             match acceptor {
                 None => serve_connection(stream, remote, false, app, &builder, watcher).await,
@@ -119,15 +194,12 @@ where
             }
         });
     }
-    // Closing the socket now makes new clients fail fast instead of queueing in the backlog.
-    drop(listener);
     if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
         .await
         .is_err()
     {
         tracing::warn!("connections still open after {DRAIN_TIMEOUT:?}; stopping anyway");
     }
-    Ok(())
 }
 
 async fn serve_connection<T, S>(

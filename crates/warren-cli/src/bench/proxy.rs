@@ -25,8 +25,12 @@ const ADDED_P50_TARGET_MS: f64 = 0.2;
 #[derive(Args)]
 pub struct ProxyBenchArgs {
     /// Seconds of each wrk run (after a 2 s warm-up of each path).
-    #[arg(long, short = 'd', default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, short = 'd', default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
     duration: u64,
+    /// Rounds over the three paths, each in a rotated order; each figure is the median over
+    /// rounds (the host's own noise moves single runs by 10-20 %).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    rounds: u32,
     /// Concurrent connections of the throughput runs.
     #[arg(long, short = 'c', default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
     connections: u32,
@@ -61,6 +65,7 @@ struct ProxyReport {
     runtime: Runtime,
     connections: u32,
     duration_s: u64,
+    rounds: u32,
     paths: Vec<PathResult>,
     throughput_vs_nginx: f64,
     added_p50_ms: f64,
@@ -155,29 +160,44 @@ async fn measure(
         ("nginx", format!("{}", nginx.addr), None),
     ];
     let duration = Duration::from_secs(a.duration);
-    let mut out = Vec::new();
     for (name, addr, host) in &paths {
-        let url = format!("http://{addr}/");
-        eprintln!(
-            "warren bench proxy: {name}: warm-up, {} connections, 1 connection, WebSocket",
-            a.connections
-        );
+        eprintln!("warren bench proxy: {name}: warm-up");
         load::wrk(
-            &url,
+            &format!("http://{addr}/"),
             *host,
             a.connections,
             a.threads,
             Duration::from_secs(2),
         )
         .await?;
-        let loaded = load::wrk(&url, *host, a.connections, a.threads, duration).await?;
-        let single = load::wrk(&url, *host, 1, 1, duration).await?;
-        let ws = load::ws_round_trips(&format!("ws://{addr}/ws"), *host, a.ws_round_trips).await?;
+    }
+    let mut loaded: [Vec<WrkResult>; 3] = Default::default();
+    let mut single: [Vec<WrkResult>; 3] = Default::default();
+    let mut ws: [Vec<Duration>; 3] = Default::default();
+    for round in 0..a.rounds as usize {
+        for k in 0..paths.len() {
+            let i = (round + k) % paths.len();
+            let (name, addr, host) = &paths[i];
+            eprintln!(
+                "warren bench proxy: round {}/{}: {name}: {} connections, 1 connection, WebSocket",
+                round + 1,
+                a.rounds,
+                a.connections
+            );
+            let url = format!("http://{addr}/");
+            loaded[i].push(load::wrk(&url, *host, a.connections, a.threads, duration).await?);
+            single[i].push(load::wrk(&url, *host, 1, 1, duration).await?);
+            let per_round = a.ws_round_trips.div_ceil(a.rounds);
+            ws[i].extend(load::ws_round_trips(&format!("ws://{addr}/ws"), *host, per_round).await?);
+        }
+    }
+    let mut out = Vec::new();
+    for (i, (name, _, _)) in paths.iter().enumerate() {
         out.push(PathResult {
             path: name,
-            load: loaded,
-            single,
-            ws: Stats::of(&ws),
+            load: median_by(&loaded[i], |r| r.rps)?,
+            single: median_by(&single[i], |r| r.p50_ms)?,
+            ws: Stats::of(&ws[i]),
         });
     }
     let by = |n: &str| out.iter().find(|p| p.path == n).map(|p| (p.load, p.single));
@@ -192,12 +212,23 @@ async fn measure(
         runtime: a.runtime,
         connections: a.connections,
         duration_s: a.duration,
+        rounds: a.rounds,
         throughput_ok: throughput_vs_nginx >= THROUGHPUT_TARGET,
         latency_ok: added_p50_ms <= ADDED_P50_TARGET_MS,
         paths: out,
         throughput_vs_nginx,
         added_p50_ms,
     })
+}
+
+/// The run whose `key` is the median of `runs`.
+fn median_by(runs: &[WrkResult], key: impl Fn(&WrkResult) -> f64) -> anyhow::Result<WrkResult> {
+    let mut sorted = runs.to_vec();
+    sorted.sort_by(|a, b| key(a).total_cmp(&key(b)));
+    sorted
+        .get(sorted.len() / 2)
+        .copied()
+        .context("no wrk run to take a median of")
 }
 
 fn ms(v: f64) -> String {
@@ -210,8 +241,8 @@ fn ms(v: f64) -> String {
 
 fn table(r: &ProxyReport) -> String {
     let mut s = format!(
-        "warren bench proxy: demo-http in a {} sandbox; wrk {} s per run\n\n",
-        r.runtime, r.duration_s
+        "warren bench proxy: demo-http in a {} sandbox; wrk {} s per run, median of {} rounds\n\n",
+        r.runtime, r.duration_s, r.rounds
     );
     s.push_str(&format!(
         "{:<8} {:>12} {:>10} {:>10} │ {:>10} {:>10} │ {:>10} {:>10}\n",

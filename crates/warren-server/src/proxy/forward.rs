@@ -37,23 +37,25 @@ pub enum ForwardError {
 }
 
 /// The upstream side of the proxy.
-#[derive(Clone)]
-pub struct Upstream {
-    client: Client<HttpConnector, Body>,
+#[derive(Clone, Default)]
+pub struct Upstream;
+
+fn client() -> Client<HttpConnector, Body> {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(Duration::from_secs(5)));
+    connector.enforce_http(true);
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(60))
+        .pool_max_idle_per_host(256)
+        .build(connector)
 }
 
-impl Default for Upstream {
-    fn default() -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_secs(5)));
-        connector.enforce_http(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(256)
-            .build(connector);
-        Upstream { client }
-    }
+thread_local! {
+    // One pool per thread: each listener thread runs its own runtime, and a pooled connection
+    // is driven by the runtime that opened it; sharing one across threads would bounce every
+    // exchange between them.
+    static CLIENT: Client<HttpConnector, Body> = client();
 }
 
 /// What the proxy adds to a request besides the target.
@@ -144,7 +146,7 @@ impl Upstream {
             headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
             headers.insert(header::UPGRADE, proto.clone());
         }
-        let mut resp = self.client.request(req).await.map_err(|e| {
+        let mut resp = CLIENT.with(Client::clone).request(req).await.map_err(|e| {
             if e.is_connect() {
                 ForwardError::Connect(e.to_string())
             } else {

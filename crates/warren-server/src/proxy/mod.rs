@@ -33,7 +33,7 @@ impl Proxy {
     pub fn new(domain: &str) -> Self {
         Proxy {
             domain: domain.trim_end_matches('.').to_ascii_lowercase(),
-            upstream: Upstream::default(),
+            upstream: Upstream,
         }
     }
 }
@@ -41,8 +41,11 @@ impl Proxy {
 /// Each listener's service: requests naming a sandbox port go to the proxy before any routing
 /// (the cheapest path for the busiest traffic); the rest go to the API, or on the proxy-only
 /// listener, get a 404.
+// One Arc, so the per-request clone a listener makes is one count, not the whole state.
 #[derive(Clone)]
-pub struct FrontDoor {
+pub struct FrontDoor(std::sync::Arc<Door>);
+
+struct Door {
     state: AppState,
     api: Option<axum::Router>,
 }
@@ -50,15 +53,15 @@ pub struct FrontDoor {
 impl FrontDoor {
     /// The API listener's front door.
     pub fn with_api(state: AppState, api: axum::Router) -> Self {
-        FrontDoor {
+        FrontDoor(std::sync::Arc::new(Door {
             state,
             api: Some(api),
-        }
+        }))
     }
 
     /// The proxy-only listener's.
     pub fn proxy_only(state: AppState) -> Self {
-        FrontDoor { state, api: None }
+        FrontDoor(std::sync::Arc::new(Door { state, api: None }))
     }
 }
 
@@ -80,10 +83,11 @@ impl tower::Service<axum::http::Request<hyper::body::Incoming>> for FrontDoor {
 
     fn call(&mut self, req: axum::http::Request<hyper::body::Incoming>) -> Self::Future {
         let req = req.map(axum::body::Body::new);
-        let target = target::find(req.headers(), req.uri(), &self.state.proxy.domain);
-        match (target, &self.api) {
+        let door = &self.0;
+        let target = target::find(req.headers(), req.uri(), &door.state.proxy.domain);
+        match (target, &door.api) {
             (Some(t), _) => {
-                let state = self.state.clone();
+                let state = door.state.clone();
                 Box::pin(async move {
                     use futures::FutureExt;
                     let html = page::wants_html(req.headers());
@@ -105,7 +109,7 @@ impl tower::Service<axum::http::Request<hyper::body::Incoming>> for FrontDoor {
                 Box::pin(api.clone().oneshot(req))
             }
             (None, None) => {
-                let err = ProxyError::NoTarget(self.state.proxy.domain.clone());
+                let err = ProxyError::NoTarget(door.state.proxy.domain.clone());
                 let resp = err.render(page::wants_html(req.headers()));
                 Box::pin(std::future::ready(Ok(resp)))
             }

@@ -56,7 +56,7 @@ struct Inner {
     // Network lease allocation reads then writes the store: one allocation at a time.
     net_alloc: tokio::sync::Mutex<()>,
     agents: Mutex<HashMap<String, AgentClient>>,
-    routes: Mutex<HashMap<String, PreviewRoute>>,
+    routes: Mutex<HashMap<String, Arc<PreviewRoute>>>,
     refilling: std::sync::atomic::AtomicBool,
     logs: LogHub,
     events: tokio::sync::broadcast::Sender<warren_api::Sandbox>,

@@ -1,6 +1,7 @@
 //! What the preview proxy needs to know of a sandbox, kept in memory (a store read per proxied
 //! request would cost more than the proxying), and the preview URLs shown on a sandbox.
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use warren_api::{ListeningPort, Sandbox, SandboxId, SandboxState};
@@ -85,19 +86,24 @@ fn reachable(address: &str, ip: Option<&str>) -> bool {
 
 impl Service {
     /// The proxy's view of a sandbox; `None` when there is no such sandbox.
-    pub async fn preview_route(&self, id: &SandboxId) -> Result<Option<PreviewRoute>, ApiError> {
+    pub async fn preview_route(
+        &self,
+        id: &SandboxId,
+    ) -> Result<Option<Arc<PreviewRoute>>, ApiError> {
         if let Some(r) = self.routes().get(id.as_str()) {
             return Ok((r.state != SandboxState::Deleted).then(|| r.clone()));
         }
         let Some(rec) = self.inner.store.get_sandbox(id).await? else {
             return Ok(None);
         };
-        let route = PreviewRoute::of(&rec);
+        let route = Arc::new(PreviewRoute::of(&rec));
         self.routes().insert(id.to_string(), route.clone());
         Ok((route.state != SandboxState::Deleted).then_some(route))
     }
 
-    fn routes(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, PreviewRoute>> {
+    fn routes(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Arc<PreviewRoute>>> {
         self.inner.routes.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -105,7 +111,7 @@ impl Service {
     pub(crate) fn refresh_route(&self, rec: &SandboxRecord) {
         let mut routes = self.routes();
         if let Some(r) = routes.get_mut(rec.sandbox.id.as_str()) {
-            *r = PreviewRoute::of(rec);
+            *r = Arc::new(PreviewRoute::of(rec));
         }
     }
 
