@@ -64,17 +64,24 @@ impl AgentClient {
 
     /// A client for the agent listening at `addr` that authenticates with `token`.
     pub fn new(addr: SocketAddr, token: &str) -> AgentClient {
-        // The agent is reached directly over the sandbox network: a proxy from the environment
-        // would only add latency or break it.
-        let http = reqwest::Client::builder()
-            .no_proxy()
-            .tcp_nodelay(true)
-            .connect_timeout(CONNECT_TIMEOUT)
-            .pool_idle_timeout(Duration::from_secs(60))
-            .build()
-            // Only TLS set-up can fail here, and this client has no TLS.
-            .or_else(|_| reqwest::Client::builder().no_proxy().build())
-            .unwrap_or_default();
+        // One HTTP client for every agent (its pool keeps connections per address): building
+        // one costs milliseconds when the binary has TLS compiled in (root certificates are
+        // parsed), which a sandbox create would otherwise pay.
+        static HTTP: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+        let http = HTTP
+            .get_or_init(|| {
+                // The agent is reached directly over the sandbox network: a proxy from the
+                // environment would only add latency or break it.
+                reqwest::Client::builder()
+                    .no_proxy()
+                    .tcp_nodelay(true)
+                    .connect_timeout(CONNECT_TIMEOUT)
+                    .pool_idle_timeout(Duration::from_secs(60))
+                    .build()
+                    .or_else(|_| reqwest::Client::builder().no_proxy().build())
+                    .unwrap_or_default()
+            })
+            .clone();
         AgentClient {
             http,
             base: format!("http://{addr}").into(),

@@ -66,19 +66,23 @@ impl NetPool {
         Some(i)
     }
 
-    /// Makes the lease of a reserved index and puts it in the pool.
-    pub async fn fill(&self, index: u32) {
-        let lease = self.plan.lease(index);
-        let ok = match lease.create().await {
+    /// Makes the lease of a reserved index (still reserved, not yet in the pool); whether it
+    /// was made.
+    pub async fn make(&self, index: u32) -> bool {
+        match self.plan.lease(index).create().await {
             Ok(()) => true,
             Err(e) => {
                 tracing::warn!("warm network lease {index}: {e}");
                 false
             }
-        };
+        }
+    }
+
+    /// Ends the reservation of `index`: into the pool when `ready`, else given up.
+    pub fn offer(&self, index: u32, ready: bool) {
         let mut st = self.state();
         st.pending.remove(&index);
-        if ok {
+        if ready {
             st.ready.push(index);
         }
     }
@@ -105,11 +109,12 @@ impl NetPool {
         }
     }
 
-    /// Releases every pooled lease (on a graceful stop).
-    pub async fn drain(&self) {
+    /// Releases every pooled lease (on a graceful stop); returns their indexes.
+    pub async fn drain(&self) -> Vec<u32> {
         let ready = std::mem::take(&mut self.state().ready);
-        for i in ready {
+        for &i in &ready {
             self.plan.lease(i).release().await;
         }
+        ready
     }
 }

@@ -75,7 +75,7 @@ impl Backend for LocalBackend {
         self.net_pool().reserve(used)
     }
     async fn fill_warm_lease(&self, index: u32) {
-        self.net_pool().fill(index).await
+        LocalBackend::fill_warm_lease(self, index).await
     }
     async fn setup_network(&self, used: &[u32]) -> Result<(), LocalError> {
         LocalBackend::setup_network(self, used).await
@@ -105,7 +105,7 @@ impl Backend for LocalBackend {
         LocalBackend::oom_kills(self, id)
     }
     async fn drain_warm(&self) {
-        self.net_pool().drain().await
+        LocalBackend::drain_warm(self).await
     }
     async fn remove_shared(&self) {
         LocalBackend::remove_shared(self).await

@@ -13,7 +13,11 @@ use crate::{SandboxRecord, Store, StoreError};
 /// A [`Store`] in one SQLite file.
 #[derive(Clone)]
 pub struct SqliteStore {
+    /// Reads, several at once.
     pool: SqlitePool,
+    /// Writes, one connection: SQLite admits one writer at a time, and a writer that finds
+    /// the lock taken sleeps in its busy handler (1 ms and up); queueing here costs nothing.
+    writer: SqlitePool,
 }
 
 impl SqliteStore {
@@ -26,12 +30,16 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(opts.clone())
+            .await?;
+        sqlx::migrate!("./migrations/sqlite").run(&writer).await?;
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
             .connect_with(opts)
             .await?;
-        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
-        Ok(SqliteStore { pool })
+        Ok(SqliteStore { pool, writer })
     }
 }
 
@@ -114,7 +122,7 @@ fn exec_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<ExecRecord, StoreError
 #[async_trait]
 impl Store for SqliteStore {
     async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        sqlx::query("SELECT 1").fetch_one(&self.pool).await?;
         Ok(())
     }
 
@@ -124,7 +132,7 @@ impl Store for SqliteStore {
             .bind(hash)
             .bind(name)
             .bind(ts(&Utc::now()))
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(())
     }
@@ -154,7 +162,7 @@ impl Store for SqliteStore {
         .bind(&image.digest)
         .bind(i64::try_from(image.size).unwrap_or(i64::MAX))
         .bind(ts(&image.created_at))
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
@@ -177,7 +185,7 @@ impl Store for SqliteStore {
     async fn delete_image(&self, name: &str) -> Result<bool, StoreError> {
         let done = sqlx::query("DELETE FROM images WHERE name = ?")
             .bind(name)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(done.rows_affected() > 0)
     }
@@ -203,7 +211,7 @@ impl Store for SqliteStore {
         .bind(&rec.token)
         .bind(ts(&s.created_at))
         .bind(doc(rec)?)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await;
         match res {
             Ok(_) => Ok(()),
@@ -221,7 +229,7 @@ impl Store for SqliteStore {
             .bind(rec.net_index.map(i64::from))
             .bind(doc(rec)?)
             .bind(s.id.as_str())
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(())
     }
@@ -271,7 +279,7 @@ impl Store for SqliteStore {
         .bind(&rec.stderr)
         .bind(ts(&rec.started_at))
         .bind(i64::try_from(rec.duration_ms).unwrap_or(i64::MAX))
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
@@ -295,7 +303,7 @@ impl Store for SqliteStore {
     async fn prune_execs(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
         let done = sqlx::query("DELETE FROM execs WHERE started_at < ?")
             .bind(ts(&before))
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(done.rows_affected())
     }
@@ -306,7 +314,7 @@ impl Store for SqliteStore {
         lines: &[LogLine],
         offsets: &[(&str, u64)],
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         for l in lines {
             sqlx::query(
                 "INSERT INTO logs (sandbox_id, seq, ts, stream, text) VALUES (?, ?, ?, ?, ?)",
@@ -392,11 +400,11 @@ impl Store for SqliteStore {
     async fn delete_logs(&self, sandbox: &SandboxId) -> Result<(), StoreError> {
         sqlx::query("DELETE FROM logs WHERE sandbox_id = ?")
             .bind(sandbox.as_str())
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         sqlx::query("DELETE FROM log_offsets WHERE sandbox_id = ?")
             .bind(sandbox.as_str())
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(())
     }

@@ -124,13 +124,19 @@ impl Service {
     ) -> Result<(), ApiError> {
         rec.sandbox.state = state;
         self.save(rec).await?;
+        self.announce(rec);
+        Ok(())
+    }
+
+    /// Tells the sandbox's log and `/v1/events` of its state (already set on `rec`).
+    fn announce(&self, rec: &SandboxRecord) {
+        let state = rec.sandbox.state;
         let text = match (&rec.sandbox.error, state) {
             (Some(e), SandboxState::Failed) => format!("{state}: {e}"),
             _ => state.to_string(),
         };
         self.journal(super::Journal::Event(rec.sandbox.id.clone(), text));
         let _ = self.inner.events.send(rec.sandbox.clone());
-        Ok(())
     }
 
     /// Takes a pending or stopped sandbox to running (or failed, with everything released).
@@ -192,7 +198,10 @@ impl Service {
             at += chrono::Duration::from_std(*took).unwrap_or_default();
         }
         rec.sandbox.ip = Some(provisioned.ip.to_string());
-        self.set_state(&mut rec, SandboxState::Starting).await?;
+        // Announced, not written: the agent boots meanwhile, and a restart finding the record
+        // still `provisioning` fails and releases it just as it would a `starting` one.
+        rec.sandbox.state = SandboxState::Starting;
+        self.announce(&rec);
         self.forget_agent(&id);
         let agent = self.agent(&rec)?;
         let began = Instant::now();
@@ -223,7 +232,7 @@ impl Service {
                     // A refused connection costs microseconds: poll tightly while a quick boot
                     // is likely (crun: ms, gVisor: ~100 ms), then back off.
                     let delay = if began.elapsed() < Duration::from_millis(500) {
-                        Duration::from_millis(1)
+                        Duration::from_micros(250)
                     } else {
                         Duration::from_millis(25)
                     };
@@ -231,6 +240,7 @@ impl Service {
                 }
             }
         };
+        tracing::debug!(sandbox = %id, took = ?began.elapsed(), "agent answered");
         self.record_step(
             &id,
             "agent",
