@@ -334,33 +334,27 @@ async fn path_form_rewrites_redirects_and_cookie_paths() {
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .expect("client");
-    let resp = client
-        .get(format!("{}{prefix}", s.url))
-        .send()
-        .await
-        .expect("GET");
-    assert_eq!(resp.status(), StatusCode::PERMANENT_REDIRECT);
+    let location = |path: String| {
+        let client = client.clone();
+        async move {
+            let resp = client.get(path).send().await.expect("GET");
+            let loc = resp.headers()[header::LOCATION]
+                .to_str()
+                .expect("loc")
+                .to_owned();
+            (resp.status(), loc)
+        }
+    };
     assert_eq!(
-        resp.headers()[header::LOCATION].to_str().expect("loc"),
-        format!("{prefix}/")
+        location(format!("{}{prefix}", s.url)).await,
+        (StatusCode::PERMANENT_REDIRECT, format!("{prefix}/"))
     );
-    let resp = client
-        .get(format!("{}{prefix}/redirect", s.url))
-        .send()
-        .await
-        .expect("GET");
-    assert_eq!(resp.status(), StatusCode::FOUND);
     assert_eq!(
-        resp.headers()[header::LOCATION].to_str().expect("loc"),
-        format!("{prefix}/target")
+        location(format!("{}{prefix}/redirect", s.url)).await,
+        (StatusCode::FOUND, format!("{prefix}/target"))
     );
-    let resp = client
-        .get(format!("{}{prefix}/redirect-abs", s.url))
-        .send()
-        .await
-        .expect("GET");
     assert_eq!(
-        resp.headers()[header::LOCATION].to_str().expect("loc"),
+        location(format!("{}{prefix}/redirect-abs", s.url)).await.1,
         format!("http://127.0.0.1:{}{prefix}/target", s.port)
     );
     let resp = client

@@ -61,12 +61,12 @@ async fn expiry_survives_a_restart() {
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
     // Its network lease index is free again, and the restarted server's warm pool may already
-    // have made a new lease there (same name); the graceful stop below checks that no namespace
-    // of this server is left at all.
+    // have made a new lease there (same names, and its rules chain); the graceful stop below
+    // checks that no namespace or nftables table of this server is left at all.
     let left: Vec<String> = s2
         .leftovers(&sb)
         .into_iter()
-        .filter(|l| l != "netns" && !l.starts_with("veth"))
+        .filter(|l| l != "netns" && !l.starts_with("veth") && !l.starts_with("nftables chain"))
         .collect();
     assert!(left.is_empty(), "{left:?}");
     s2.shutdown().await;

@@ -159,6 +159,14 @@ where
     (status, String::from_utf8(body.to_vec()).unwrap())
 }
 
+/// Every name in `names` fails certificate verification against `ca`.
+async fn assert_refused(addr: std::net::SocketAddr, ca: &Path, names: &[&str]) {
+    for name in names {
+        let err = tls_connect(addr, ca, b"http/1.1", name).await.unwrap_err();
+        assert!(is_bad_certificate(&err), "{name}: {err}");
+    }
+}
+
 fn mode(path: &Path) -> u32 {
     std::fs::metadata(path).unwrap().permissions().mode() & 0o777
 }
@@ -208,12 +216,7 @@ async fn self_signed_serves_preview_names_over_h1_and_h2() {
     assert_eq!(get_h1(tls, "/hello").await.1, "hi");
 
     // Names the CA does not vouch for fail verification.
-    for name in ["example.com", "a.b.localhost"] {
-        let err = tls_connect(server.addr, &ca, b"http/1.1", name)
-            .await
-            .unwrap_err();
-        assert!(is_bad_certificate(&err), "{name}: {err}");
-    }
+    assert_refused(server.addr, &ca, &["example.com", "a.b.localhost"]).await;
     server.stop().await;
 }
 
@@ -234,12 +237,7 @@ async fn self_signed_covers_a_custom_domain() {
             .unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(get_h1(tls, "/hello").await.1, "hi", "{name}");
     }
-    for name in ["warren.example", "a.b.warren.test"] {
-        let err = tls_connect(server.addr, &ca, b"http/1.1", name)
-            .await
-            .unwrap_err();
-        assert!(is_bad_certificate(&err), "{name}: {err}");
-    }
+    assert_refused(server.addr, &ca, &["warren.example", "a.b.warren.test"]).await;
     server.stop().await;
 }
 
