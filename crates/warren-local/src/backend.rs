@@ -492,26 +492,30 @@ impl LocalBackend {
     }
 
     /// Makes a reserved warm lease with the default policy's rules in place, and only then
-    /// offers it: a create claiming it must never race the rules being written.
+    /// offers it: a create claiming it must never race the rules being written. A lease made
+    /// while the server stops is released again.
     pub async fn fill_warm_lease(&self, index: u32) {
-        if !self.pool.make(index).await {
-            self.pool.offer(index, false);
-            return;
-        }
-        match self
-            .firewall
-            .apply(&self.net.lease(index), &EgressPolicy::Allow)
-            .await
-        {
-            Ok(()) => {
-                self.allow_ready
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(index);
+        let lease = self.net.lease(index);
+        let made = self.pool.make(index).await;
+        if made {
+            match self.firewall.apply(&lease, &EgressPolicy::Allow).await {
+                Ok(()) => {
+                    self.allow_ready
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(index);
+                }
+                Err(e) => tracing::warn!("warm lease {index}: firewall rules: {e}"),
             }
-            Err(e) => tracing::warn!("warm lease {index}: firewall rules: {e}"),
         }
-        self.pool.offer(index, true);
+        if !self.pool.offer(index, made) {
+            self.take_allow_ready(index);
+            if let Err(e) = self.firewall.remove(&lease).await {
+                tracing::warn!("removing the rules of warm lease {index}: {e}");
+            }
+            lease.release().await;
+            self.pool.abandon(index);
+        }
     }
 
     /// Releases the warm leases and their rules (on a graceful stop).

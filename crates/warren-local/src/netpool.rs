@@ -11,6 +11,8 @@ struct PoolState {
     ready: Vec<u32>,
     // Reserved for a lease being made, so no one else takes the index meanwhile.
     pending: HashSet<u32>,
+    // Drained (the server is stopping): nothing more is made or offered.
+    closed: bool,
 }
 
 /// Warm leases of one server.
@@ -57,7 +59,7 @@ impl NetPool {
     /// Reserves an index to make a warm lease for, if the pool is short of its target.
     pub fn reserve(&self, used: &[u32]) -> Option<u32> {
         let mut st = self.state();
-        if st.ready.len() + st.pending.len() >= self.target {
+        if st.closed || st.ready.len() + st.pending.len() >= self.target {
             return None;
         }
         let taken = self.taken(used, &st);
@@ -78,13 +80,24 @@ impl NetPool {
         }
     }
 
-    /// Ends the reservation of `index`: into the pool when `ready`, else given up.
-    pub fn offer(&self, index: u32, ready: bool) {
+    /// Ends the reservation of `index`: into the pool when `ready`, else given up. Refused
+    /// (false, the index still reserved) once the pool is drained: the caller then releases
+    /// what it made and calls [`abandon`](Self::abandon).
+    pub fn offer(&self, index: u32, ready: bool) -> bool {
         let mut st = self.state();
+        if st.closed {
+            return false;
+        }
         st.pending.remove(&index);
         if ready {
             st.ready.push(index);
         }
+        true
+    }
+
+    /// Ends a reservation [`offer`](Self::offer) refused, once its lease is released.
+    pub fn abandon(&self, index: u32) {
+        self.state().pending.remove(&index);
     }
 
     /// At start: leases on the host that no sandbox holds are adopted into the pool (up to
@@ -109,11 +122,20 @@ impl NetPool {
         }
     }
 
-    /// Releases every pooled lease (on a graceful stop); returns their indexes.
+    /// Releases every pooled lease (on a graceful stop) and waits (up to 10 s) for leases
+    /// still being made, which then release themselves; returns the released indexes.
     pub async fn drain(&self) -> Vec<u32> {
-        let ready = std::mem::take(&mut self.state().ready);
+        let ready = {
+            let mut st = self.state();
+            st.closed = true;
+            std::mem::take(&mut st.ready)
+        };
         for &i in &ready {
             self.plan.lease(i).release().await;
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !self.state().pending.is_empty() && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
         ready
     }
