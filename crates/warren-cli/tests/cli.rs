@@ -181,3 +181,63 @@ async fn shell_under_tmux_sizes_echoes_resizes_and_exits_with_the_code() {
     }
     s.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn run_with_egress_and_public_then_change_the_network() {
+    let s = TestServer::start().await;
+    ok(warren(
+        &s,
+        &[
+            "run",
+            "--runtime",
+            "runc",
+            "--egress",
+            "deny",
+            "--public",
+            "busybox",
+            "--",
+            "true",
+        ],
+    ));
+    let list: serde_json::Value =
+        serde_json::from_str(&ok(warren(&s, &["ls", "--json"]))).expect("ls --json");
+    let id = list
+        .as_array()
+        .or_else(|| list["sandboxes"].as_array())
+        .and_then(|l| l.first())
+        .and_then(|sb| sb["id"].as_str())
+        .expect("one sandbox")
+        .to_owned();
+    let got: serde_json::Value =
+        serde_json::from_str(&ok(warren(&s, &["inspect", "--json", &id]))).expect("inspect");
+    assert_eq!(got["egress"], "deny");
+    assert_eq!(got["public"], true);
+    let text = ok(warren(&s, &["inspect", &id]));
+    assert!(
+        text.contains("egress:    deny") && text.contains("access:    public"),
+        "{text}"
+    );
+
+    let changed: serde_json::Value = serde_json::from_str(&ok(warren(
+        &s,
+        &["network", "--json", &id, "10.1.0.0/16,192.0.2.7"],
+    )))
+    .expect("network --json");
+    assert_eq!(
+        changed["egress"],
+        json!({"allow": ["10.1.0.0/16", "192.0.2.7"]})
+    );
+    assert_eq!(
+        ok(warren(&s, &["network", &id, "allow"])).trim(),
+        format!("{id}: egress allow")
+    );
+    let bad = warren(&s, &["network", &id, "10.0.0.0/99"]);
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        err.contains("egress.allow") && err.contains("10.0.0.0/99"),
+        "{err}"
+    );
+    s.delete(&id).await;
+    s.shutdown().await;
+}
