@@ -394,3 +394,61 @@ async fn host_resolv_conf_is_the_default() {
     s.delete(id).await;
     s.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_flushed_firewall_is_put_back() {
+    let s = TestServer::start().await;
+    let remote = Remote::start("remote");
+    let sb = s
+        .create(json!({"image": "busybox", "runtime": "runc", "egress": "deny"}))
+        .await;
+    let id = sb["id"].as_str().expect("id");
+    let open = s
+        .create(json!({"image": "busybox", "runtime": "runc"}))
+        .await;
+    let open = open["id"].as_str().expect("id");
+    assert_eq!(
+        fetch_remote(&s, open, &remote).await.as_deref(),
+        Some("remote\n")
+    );
+    let table = format!("warren_{}", s.tag());
+    let listed = |what: &[&str]| {
+        std::process::Command::new("nft")
+            .args(what)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|st| st.success())
+    };
+    assert!(listed(&["list", "table", "inet", &table]));
+    // What `nft flush ruleset` (or restarting the host's nftables service) does to it.
+    assert!(listed(&["delete", "table", "inet", &table]));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while !listed(&["list", "table", "inet", &table]) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the table did not come back"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    // Each sandbox's own policy is back in force, not just the table (a veth without its
+    // chain would send nothing at all).
+    assert_eq!(
+        fetch_remote(&s, open, &remote).await.as_deref(),
+        Some("remote\n")
+    );
+    assert_eq!(
+        fetch_remote(&s, id, &remote).await,
+        None,
+        "deny after the flush"
+    );
+    let (status, _) = set_egress(&s, id, json!("allow")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        fetch_remote(&s, id, &remote).await.as_deref(),
+        Some("remote\n")
+    );
+    s.delete(id).await;
+    s.delete(open).await;
+    s.shutdown().await;
+}

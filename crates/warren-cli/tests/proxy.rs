@@ -240,6 +240,27 @@ async fn headers_streaming_sse_and_http2() {
     let sb = demo(&s, "runc", true).await;
     let id = id_of(&sb);
 
+    // Warren's credentials never reach the app, even where none was needed (a public
+    // sandbox); the app's own bearer does.
+    let resp = at(&s, Method::GET, &id, "/headers")
+        .header("X-Warren-Traffic-Token", "whatever")
+        .header(header::COOKIE, "app=1; warren_token_aaaaaaaaaaaaaaaa=t")
+        .bearer_auth(&s.key)
+        .send()
+        .await
+        .expect("GET");
+    let seen: Value = resp.json().await.expect("headers");
+    assert!(seen.get("x-warren-traffic-token").is_none(), "{seen}");
+    assert!(seen.get("authorization").is_none(), "{seen}");
+    assert_eq!(seen["cookie"], "app=1", "{seen}");
+    let resp = at(&s, Method::GET, &id, "/headers")
+        .bearer_auth("the-apps-own")
+        .send()
+        .await
+        .expect("GET");
+    let seen: Value = resp.json().await.expect("headers");
+    assert_eq!(seen["authorization"], "Bearer the-apps-own");
+
     let resp = at(&s, Method::GET, &id, "/headers?x=1")
         .header(header::CONNECTION, "keep-alive, x-hop")
         .header("x-hop", "dropped")
@@ -372,6 +393,14 @@ async fn path_form_rewrites_redirects_and_cookie_paths() {
         cookies,
         [format!("a=1; Path={prefix}/; HttpOnly").as_str(), "b=2"]
     );
+    // A service worker registered from a /proxy/ page would control the whole origin.
+    let resp = client
+        .get(format!("{}{prefix}/sw.js", s.url))
+        .header("Service-Worker", "script")
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
     // The host form leaves the app's own paths alone.
     let resp = client
         .get(format!("{}/redirect", s.url))

@@ -469,6 +469,11 @@ impl LocalBackend {
     /// pooled lease must not keep a departed sandbox's policy), then adopts or releases
     /// leftover leases.
     pub async fn setup_network(&self, used: &[u32]) -> Result<(), LocalError> {
+        // Rules prepared on warm leases may be gone (a flushed ruleset): a create applies its own.
+        self.allow_ready
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
         self.firewall
             .setup()
             .await

@@ -9,8 +9,10 @@
 //! - Nothing new is forwarded *into* a sandbox; only replies to what it started. The server
 //!   reaches agents and previews from the host itself (the output path), which this leaves alone.
 //! - `input` drops everything a sandbox sends to the host but replies, so no host port (the API
-//!   port among them) is reachable from inside.
-//! - A lease's chain drops a spoofed source, IPv6, link-local (metadata) addresses and the whole
+//!   port among them) is reachable from inside, and (reverse-path check) anything whose source
+//!   does not route back through the veth it came in on.
+//! - A lease's chain drops a spoofed source, IPv6, metadata addresses (link-local and two
+//!   clouds' others; name servers excepted, on port 53) and the whole
 //!   sandbox range, then applies the egress policy. It is checked for every packet, not just
 //!   the first of a connection, so narrowing a policy also cuts connections already open.
 //! - `postrouting` masquerades what leaves the host from the range, whatever the interface.
@@ -25,6 +27,10 @@ use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 
 use crate::net::Lease;
+
+/// Never reachable from a sandbox: link-local (AWS, GCP, OpenStack metadata), Alibaba's
+/// metadata address and Azure's wireserver.
+const METADATA: [&str; 3] = ["169.254.0.0/16", "100.100.100.200/32", "168.63.129.16/32"];
 
 /// What a sandbox may reach outside.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,9 +115,10 @@ impl Firewall {
              add rule inet {t} forward iifname \"{p}*\" drop\n\
              add rule inet {t} forward oifname \"{p}*\" ct state established,related accept\n\
              add rule inet {t} forward oifname \"{p}*\" drop\n\
+             add rule inet {t} input iifname \"{p}*\" fib saddr . iif oif missing drop\n\
              add rule inet {t} input iifname \"{p}*\" ct state established,related accept\n\
              add rule inet {t} input iifname \"{p}*\" drop\n\
-             add rule inet {t} postrouting ip saddr {range} oifname != \"{p}*\" masquerade\n"
+             add rule inet {t} postrouting iifname \"{p}*\" ip saddr {range} oifname != \"{p}*\" masquerade\n"
         );
         nft(&script).await?;
         // Egress is routed through the host; without forwarding nothing would leave.
@@ -132,18 +139,22 @@ impl Firewall {
         let mut r = vec![
             "meta nfproto ipv6 drop".to_owned(),
             format!("ip saddr != {} drop", lease.sandbox_ip),
-            "ip daddr 169.254.0.0/16 drop".to_owned(),
-            format!("ip daddr {} drop", self.range),
         ];
+        // Name servers first: a cloud's resolver may itself be link-local (GCP's is
+        // 169.254.169.254), and names must resolve under every policy but deny.
+        if *policy != EgressPolicy::Deny && !self.nameservers.is_empty() {
+            let ns = join(self.nameservers.iter());
+            r.push(format!("ip daddr {{ {ns} }} udp dport 53 accept"));
+            r.push(format!("ip daddr {{ {ns} }} tcp dport 53 accept"));
+        }
+        r.push(format!("ip daddr {{ {} }} drop", METADATA.join(", ")));
+        r.push(format!("ip daddr {} drop", self.range));
         match policy {
             EgressPolicy::Allow => r.push("accept".to_owned()),
             EgressPolicy::Deny => {}
             EgressPolicy::Only(nets) => {
-                if !self.nameservers.is_empty() {
-                    let ns = join(self.nameservers.iter());
-                    r.push(format!("ip daddr {{ {ns} }} udp dport 53 accept"));
-                    r.push(format!("ip daddr {{ {ns} }} tcp dport 53 accept"));
-                }
+                // Overlapping networks would make nft refuse the set.
+                let nets = Ipv4Net::aggregate(nets);
                 if !nets.is_empty() {
                     r.push(format!("ip daddr {{ {} }} accept", join(nets.iter())));
                 }
@@ -265,10 +276,27 @@ mod tests {
         let allow = fw.rules(&lease, &EgressPolicy::Allow);
         assert_eq!(allow[1], "ip saddr != 10.77.0.14 drop");
         assert!(allow.contains(&"ip daddr 10.77.0.0/16 drop".to_owned()));
+        let dns = allow
+            .iter()
+            .position(|r| r.contains("dport 53"))
+            .expect("dns rule");
+        let meta = allow
+            .iter()
+            .position(|r| r.contains("169.254.0.0/16"))
+            .expect("meta");
+        assert!(dns < meta, "name servers come before the link-local drop");
         assert_eq!(allow.last().map(String::as_str), Some("drop"));
         assert_eq!(allow[allow.len() - 2], "accept");
         let deny = fw.rules(&lease, &EgressPolicy::Deny);
         assert!(!deny.iter().any(|r| r.contains("accept")));
+        let overlapping = fw.rules(
+            &lease,
+            &EgressPolicy::Only(vec![
+                "10.0.0.0/8".parse().expect("net"),
+                "10.1.0.0/16".parse().expect("net"),
+            ]),
+        );
+        assert!(overlapping.contains(&"ip daddr { 10.0.0.0/8 } accept".to_owned()));
         let only = fw.rules(
             &lease,
             &EgressPolicy::Only(vec!["198.18.0.0/30".parse().expect("net")]),

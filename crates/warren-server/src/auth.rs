@@ -9,11 +9,14 @@ use sha2::{Digest, Sha256};
 use crate::error::ApiError;
 use crate::AppState;
 
+/// How every API key begins (so the proxy can tell one apart from an app's own bearer).
+pub const KEY_PREFIX: &str = "wk_";
+
 /// A new random key secret (`wk_` + 32 base32 characters, 160 bits).
 pub fn generate_key() -> String {
     let bytes: [u8; 20] = rand::random();
     format!(
-        "wk_{}",
+        "{KEY_PREFIX}{}",
         data_encoding::BASE32_NOPAD
             .encode(&bytes)
             .to_ascii_lowercase()

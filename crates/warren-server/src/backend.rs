@@ -30,6 +30,8 @@ pub trait Backend: Send + Sync + 'static {
     /// At start: readies the firewall, then adopts or releases leases on the host that no
     /// sandbox holds.
     async fn setup_network(&self, used: &[u32]) -> Result<(), LocalError>;
+    /// Whether the firewall's table is still on the host (a `flush ruleset` removes it).
+    async fn firewall_intact(&self) -> bool;
     /// Replaces the egress policy of the sandbox on lease `index`, at once.
     async fn set_egress(&self, index: u32, policy: &EgressPolicy) -> Result<(), LocalError>;
     /// Makes and starts a sandbox; on failure nothing of it is left.
@@ -82,6 +84,9 @@ impl Backend for LocalBackend {
     }
     async fn set_egress(&self, index: u32, policy: &EgressPolicy) -> Result<(), LocalError> {
         LocalBackend::set_egress(self, index, policy).await
+    }
+    async fn firewall_intact(&self) -> bool {
+        self.firewall().present().await
     }
     async fn provision(&self, spec: &SandboxSpec) -> Result<Provisioned, LocalError> {
         LocalBackend::provision(self, spec).await

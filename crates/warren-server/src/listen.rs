@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -54,6 +54,8 @@ impl<S> App for S where
 
 /// A client that opens a socket and never finishes the handshake must not hold a task forever.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a client has to send a request's head once it started one.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a stop waits for requests in flight before giving up on them.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Out of file descriptors (EMFILE) fails every accept at once; retrying at full speed would
@@ -158,7 +160,14 @@ async fn work<S: App>(
     acceptor: Option<tokio_rustls::TlsAcceptor>,
     app: S,
 ) {
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // Without a timer hyper silently drops its header-read timeout: a client that opens a
+    // request and never finishes it would hold its connection forever.
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    builder.http2().timer(TokioTimer::new());
     let graceful = GracefulShutdown::new();
     while let Some((stream, remote)) = conns.recv().await {
         let stream = match tokio::net::TcpStream::from_std(stream) {

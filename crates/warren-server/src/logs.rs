@@ -33,6 +33,7 @@ pub struct LogHub {
 }
 
 struct HubInner {
+    runtime: tokio::runtime::Handle,
     store: Arc<dyn Store>,
     // Last seq handed out per sandbox (None until read from the store); appends hold it.
     seqs: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<u64>>>>>,
@@ -49,6 +50,7 @@ impl LogHub {
     pub fn new(store: Arc<dyn Store>) -> Self {
         LogHub {
             inner: Arc::new(HubInner {
+                runtime: tokio::runtime::Handle::current(),
                 store,
                 seqs: Mutex::default(),
                 channels: Mutex::default(),
@@ -129,7 +131,8 @@ impl LogHub {
         let (stop, stopped) = watch::channel(false);
         let hub = self.clone();
         let sid = id.clone();
-        let done = tokio::spawn(async move {
+        // On the runtime the hub was made on (the main one): a tailer outlives any request.
+        let done = self.inner.runtime.spawn(async move {
             if let Err(e) = hub.tail(&sid, files, stopped).await {
                 tracing::warn!(sandbox = %sid, "log tailer: {e}");
             }

@@ -55,6 +55,7 @@ pub async fn run(service: Service) {
     let mut last_prune: Option<std::time::Instant> = None;
     loop {
         tick.tick().await;
+        service.check_firewall().await;
         pass(&service).await;
         let every = PRUNE_EVERY.min(service.history_retention());
         if last_prune.is_none_or(|t| t.elapsed() >= every) {

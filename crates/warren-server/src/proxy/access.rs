@@ -36,14 +36,15 @@ fn same(a: &str, b: &str) -> bool {
             == 0
 }
 
-fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+/// Every value of cookie `name` (an app may have planted another under the same name).
+fn cookies<'a>(headers: &'a HeaderMap, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|c| c.trim().split_once('='))
-        .find(|(k, _)| *k == name)
+        .filter(move |(k, _)| *k == name)
         .map(|(_, v)| v)
 }
 
@@ -64,7 +65,8 @@ fn clean_location(uri: &Uri) -> String {
                 .collect()
         })
         .unwrap_or_default();
-    let mut loc = uri.path().to_owned();
+    // One leading slash however many came (`//evil.example` would leave the site).
+    let mut loc = format!("/{}", uri.path().trim_start_matches(['/', '\\']));
     if !rest.is_empty() {
         loc.push('?');
         loc.push_str(
@@ -77,71 +79,67 @@ fn clean_location(uri: &Uri) -> String {
 }
 
 /// Checks a request for `target` against the sandbox's `token` (`None`: a public sandbox).
-/// On success the credentials used are removed from `headers`.
+/// Passing requests still carry Warren's credentials: [`strip_credentials`] takes them off.
 pub async fn check(
     state: &AppState,
     target: &Target,
     token: Option<&str>,
     uri: &Uri,
-    headers: &mut HeaderMap,
+    headers: &HeaderMap,
     tls: bool,
 ) -> Result<Verdict, ProxyError> {
-    let Some(token) = token else {
-        return Ok(Verdict::Pass);
-    };
     let id = &target.id;
-    let mut offered = false;
-    if let Some(given) = headers.get(TOKEN_HEADER).and_then(|v| v.to_str().ok()) {
-        if !same(given, token) {
-            return Err(ProxyError::WrongToken(id.clone()));
-        }
-        headers.remove(TOKEN_HEADER);
-        return Ok(Verdict::Pass);
-    }
     if let Some(given) = query_token(uri) {
-        if !same(&given, token) {
-            return Err(ProxyError::WrongToken(id.clone()));
-        }
-        let path = match &target.form {
-            Form::Host => "/".to_owned(),
-            Form::Path(_) => format!("/proxy/{id}/"),
-        };
-        let secure = if tls { "; Secure" } else { "" };
-        let cookie = format!(
-            "{}={token}; Path={path}; HttpOnly; SameSite=Lax{secure}",
-            cookie_name(id)
-        );
         let mut resp = StatusCode::FOUND.into_response();
         let h = resp.headers_mut();
+        if let Some(token) = token {
+            if !same(&given, token) {
+                return Err(ProxyError::WrongToken(id.clone()));
+            }
+            let path = match &target.form {
+                Form::Host => "/".to_owned(),
+                Form::Path(_) => format!("/proxy/{id}/"),
+            };
+            let secure = if tls { "; Secure" } else { "" };
+            let cookie = format!(
+                "{}={token}; Path={path}; HttpOnly; SameSite=Lax{secure}",
+                cookie_name(id)
+            );
+            if let Ok(v) = HeaderValue::from_str(&cookie) {
+                h.insert(header::SET_COOKIE, v);
+            }
+        }
+        // A public sandbox needs no token, but the URL still sheds it.
         if let Ok(v) = HeaderValue::from_str(&clean_location(uri)) {
             h.insert(header::LOCATION, v);
-        }
-        if let Ok(v) = HeaderValue::from_str(&cookie) {
-            h.insert(header::SET_COOKIE, v);
         }
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         return Ok(Verdict::Answer(resp));
     }
+    let Some(token) = token else {
+        return Ok(Verdict::Pass);
+    };
+    if let Some(given) = headers.get(TOKEN_HEADER) {
+        return if same(given.to_str().unwrap_or(""), token) {
+            Ok(Verdict::Pass)
+        } else {
+            Err(ProxyError::WrongToken(id.clone()))
+        };
+    }
+    let mut offered = false;
     let name = cookie_name(id);
-    if let Some(given) = cookie(headers, &name) {
+    for given in cookies(headers, &name) {
         offered = true;
         if same(given, token) {
-            strip_cookie(headers, &name);
             return Ok(Verdict::Pass);
         }
     }
-    if let Some(key) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
-    {
+    if let Some(key) = bearer(headers) {
         offered = true;
         let valid = crate::auth::key_is_valid(state, key)
             .await
             .map_err(|e| ProxyError::Internal(e.to_string()))?;
         if valid {
-            headers.remove(header::AUTHORIZATION);
             return Ok(Verdict::Pass);
         }
     }
@@ -155,15 +153,35 @@ pub async fn check(
     }
 }
 
-/// Removes one cookie from the `Cookie` headers, dropping headers left empty.
-fn strip_cookie(headers: &mut HeaderMap, name: &str) {
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+}
+
+/// Takes every Warren credential off a request before the app sees it, whether or not it was
+/// needed (a public sandbox, another sandbox's cookie): the token header, `warren_token_*`
+/// cookies, and a bearer that is a Warren API key (`wk_…`).
+pub fn strip_credentials(headers: &mut HeaderMap) {
+    headers.remove(TOKEN_HEADER);
+    if bearer(headers).is_some_and(|k| k.starts_with(crate::auth::KEY_PREFIX)) {
+        headers.remove(header::AUTHORIZATION);
+    }
+    strip_cookies(headers, |name| name.starts_with("warren_token_"));
+}
+
+/// Removes the cookies whose name `drop` picks from the `Cookie` headers, dropping headers
+/// left empty.
+fn strip_cookies(headers: &mut HeaderMap, drop: impl Fn(&str) -> bool) {
     let kept: Vec<String> = headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .map(str::trim)
-        .filter(|c| !c.is_empty() && c.split_once('=').map_or(*c, |(k, _)| k) != name)
+        .filter(|c| !c.is_empty() && !drop(c.split_once('=').map_or(*c, |(k, _)| k)))
         .map(str::to_owned)
         .collect();
     headers.remove(header::COOKIE);
@@ -179,21 +197,41 @@ mod tests {
     use super::*;
 
     #[test]
-    fn cookies_are_found_and_stripped() {
+    fn cookies_are_found_and_credentials_stripped() {
         let mut h = HeaderMap::new();
         h.append(
             header::COOKIE,
             HeaderValue::from_static("a=1; warren_token_x=T"),
         );
-        h.append(header::COOKIE, HeaderValue::from_static("b=2"));
-        assert_eq!(cookie(&h, "warren_token_x"), Some("T"));
-        strip_cookie(&mut h, "warren_token_x");
+        h.append(
+            header::COOKIE,
+            HeaderValue::from_static("b=2; warren_token_x=U"),
+        );
+        assert_eq!(
+            cookies(&h, "warren_token_x").collect::<Vec<_>>(),
+            ["T", "U"]
+        );
+        h.insert(TOKEN_HEADER, HeaderValue::from_static("x"));
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer wk_abc"),
+        );
+        strip_credentials(&mut h);
         assert_eq!(
             h.get(header::COOKIE).and_then(|v| v.to_str().ok()),
             Some("a=1; b=2")
         );
-        strip_cookie(&mut h, "a");
-        strip_cookie(&mut h, "b");
+        assert!(h.get(TOKEN_HEADER).is_none() && h.get(header::AUTHORIZATION).is_none());
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer app-token"),
+        );
+        strip_credentials(&mut h);
+        assert!(
+            h.get(header::AUTHORIZATION).is_some(),
+            "the app's own bearer stays"
+        );
+        strip_cookies(&mut h, |_| true);
         assert!(h.get(header::COOKIE).is_none());
     }
 
@@ -206,5 +244,7 @@ mod tests {
         assert_eq!(clean_location(&uri), "/p/x?a=1&b=two+words");
         let uri: Uri = "/?warren_token=T".parse().expect("uri");
         assert_eq!(clean_location(&uri), "/");
+        let uri: Uri = "//evil.example/x?warren_token=T".parse().expect("uri");
+        assert_eq!(clean_location(&uri), "/evil.example/x");
     }
 }

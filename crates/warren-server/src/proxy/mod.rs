@@ -141,6 +141,14 @@ async fn proxy(
             return Ok(redirect(StatusCode::PERMANENT_REDIRECT, &loc));
         }
     }
+    if matches!(target.form, Form::Path(_)) && req.headers().contains_key("service-worker") {
+        // A worker registered from a path-form page would control the whole shared origin.
+        return Err(ProxyError::Forbidden(
+            "service workers cannot be registered through /proxy/ URLs (they would control \
+             the whole origin); use the sandbox's own host, <id>-<port>.<domain>"
+                .into(),
+        ));
+    }
     let route = state
         .service
         .preview_route(&target.id)
@@ -151,8 +159,8 @@ async fn proxy(
     let tls = conn.is_some_and(|c| c.tls);
     let uri = req.uri().clone();
     let token = (!route.public).then_some(route.token.as_str());
-    match access::check(state, target, token, &uri, req.headers_mut(), tls).await? {
-        access::Verdict::Pass => {}
+    match access::check(state, target, token, &uri, req.headers(), tls).await? {
+        access::Verdict::Pass => access::strip_credentials(req.headers_mut()),
         access::Verdict::Answer(resp) => return Ok(resp),
     }
     let ip = match (route.state, route.ip) {
@@ -187,9 +195,11 @@ async fn proxy(
                 detail,
             },
         })?;
-    if let Form::Path(prefix) = &target.form {
-        rewrite_for_prefix(&mut resp, prefix, host.as_deref());
-    }
+    let prefix = match &target.form {
+        Form::Path(prefix) => Some(prefix.as_str()),
+        Form::Host => None,
+    };
+    rewrite_response(&mut resp, prefix, host.as_deref());
     Ok(resp)
 }
 
@@ -201,31 +211,57 @@ fn redirect(status: StatusCode, location: &str) -> Response {
     resp
 }
 
-fn rewrite_for_prefix(resp: &mut Response, prefix: &str, host: Option<&str>) {
+/// Response headers a page under the path form could use against the whole origin it shares
+/// with the API and every other sandbox (a service worker for `/`, wiping or pinning the
+/// origin's state).
+const ORIGIN_WIDE: [&str; 4] = [
+    "service-worker-allowed",
+    "clear-site-data",
+    "strict-transport-security",
+    "alt-svc",
+];
+
+/// What every proxied response loses or changes: cookies scoped to the app's own host (no
+/// `Domain`, none of Warren's names), and under the path form, paths under the prefix and no
+/// origin-wide headers.
+fn rewrite_response(resp: &mut Response, prefix: Option<&str>, host: Option<&str>) {
     let headers = resp.headers_mut();
-    if let Some(loc) = headers
-        .get(header::LOCATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| rewrite::location(v, prefix, host))
-        .and_then(|v| HeaderValue::from_str(&v).ok())
-    {
-        headers.insert(header::LOCATION, loc);
+    if let Some(prefix) = prefix {
+        for name in ORIGIN_WIDE {
+            headers.remove(name);
+        }
+        if let Some(loc) = headers
+            .get(header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| rewrite::location(v, prefix, host))
+            .and_then(|v| HeaderValue::from_str(&v).ok())
+        {
+            headers.insert(header::LOCATION, loc);
+        }
+    }
+    if !headers.contains_key(header::SET_COOKIE) {
+        return;
     }
     let cookies: Vec<HeaderValue> = headers
         .get_all(header::SET_COOKIE)
         .iter()
-        .map(|v| {
-            v.to_str()
-                .ok()
-                .and_then(|c| rewrite::set_cookie(c, prefix))
-                .and_then(|c| HeaderValue::from_str(&c).ok())
-                .unwrap_or_else(|| v.clone())
+        .filter_map(|v| {
+            let Ok(text) = v.to_str() else {
+                return Some(v.clone());
+            };
+            if rewrite::forbidden_cookie(text) {
+                return None;
+            }
+            let text = rewrite::without_domain(text).unwrap_or_else(|| text.to_owned());
+            let text = match prefix {
+                Some(p) => rewrite::set_cookie(&text, p).unwrap_or(text),
+                None => text,
+            };
+            HeaderValue::from_str(&text).ok()
         })
         .collect();
-    if !cookies.is_empty() {
-        headers.remove(header::SET_COOKIE);
-        for c in cookies {
-            headers.append(header::SET_COOKIE, c);
-        }
+    headers.remove(header::SET_COOKIE);
+    for c in cookies {
+        headers.append(header::SET_COOKIE, c);
     }
 }

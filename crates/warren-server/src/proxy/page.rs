@@ -43,6 +43,9 @@ pub enum ProxyError {
         /// What went wrong.
         detail: String,
     },
+    /// Refused for what it is, whoever asks.
+    #[error("{0}")]
+    Forbidden(String),
     /// Our own failure (store).
     #[error("{0}")]
     Internal(String),
@@ -67,7 +70,9 @@ impl ProxyError {
             }
             ProxyError::NotRunning(..) => (StatusCode::CONFLICT, "conflict"),
             ProxyError::NoCredential { .. } => (StatusCode::UNAUTHORIZED, "unauthorized"),
-            ProxyError::WrongToken(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            ProxyError::WrongToken(_) | ProxyError::Forbidden(_) => {
+                (StatusCode::FORBIDDEN, "forbidden")
+            }
             ProxyError::NotListening { .. } | ProxyError::BadGateway { .. } => {
                 (StatusCode::BAD_GATEWAY, "bad_gateway")
             }
@@ -83,6 +88,7 @@ impl ProxyError {
             ProxyError::NoCredential { .. } | ProxyError::WrongToken(_) => "Private port".into(),
             ProxyError::NotListening { port, .. } => format!("Nothing on port {port}"),
             ProxyError::BadGateway { port, .. } => format!("Port {port} did not answer"),
+            ProxyError::Forbidden(_) => "Refused".into(),
             ProxyError::Internal(_) => "Internal error".into(),
         }
     }

@@ -31,6 +31,33 @@ fn under(path: &str, prefix: &str) -> bool {
         .is_some_and(|r| r.is_empty() || r.starts_with('/') || r.starts_with('?'))
 }
 
+/// A `Set-Cookie` an app may not send: one naming Warren's own token cookies (planting one
+/// would lock its owner out). Its `Domain` is dropped by [`without_domain`] besides.
+pub fn forbidden_cookie(value: &str) -> bool {
+    value.trim_start().starts_with("warren_token_")
+}
+
+/// A `Set-Cookie` without its `Domain` attribute, so an app's cookie stays on its own preview
+/// host instead of reaching every sandbox (and every other site) under the domain.
+pub fn without_domain(value: &str) -> Option<String> {
+    let mut dropped = false;
+    let kept: Vec<&str> = value
+        .split(';')
+        .enumerate()
+        .filter(|(i, part)| {
+            let attr = *i > 0
+                && part
+                    .trim_start()
+                    .get(..7)
+                    .is_some_and(|k| k.eq_ignore_ascii_case("domain="));
+            dropped |= attr;
+            !attr
+        })
+        .map(|(_, p)| p)
+        .collect();
+    dropped.then(|| kept.join(";"))
+}
+
 /// A `Set-Cookie` whose `Path` attribute is moved under `prefix` (a cookie without one
 /// defaults to the request's directory, which is under the prefix already).
 pub fn set_cookie(value: &str, prefix: &str) -> Option<String> {
@@ -84,6 +111,17 @@ mod tests {
             Some(format!("https://HOST{P}/"))
         );
         assert_eq!(location("http://elsewhere/x", P, Some("host")), None);
+    }
+
+    #[test]
+    fn cookie_domains_and_warren_names() {
+        assert_eq!(
+            without_domain("a=1; Domain=localhost; Path=/"),
+            Some("a=1; Path=/".to_owned())
+        );
+        assert_eq!(without_domain("a=1; Path=/"), None);
+        assert!(forbidden_cookie("warren_token_abc=x; Path=/"));
+        assert!(!forbidden_cookie("app=warren_token_abc"));
     }
 
     #[test]

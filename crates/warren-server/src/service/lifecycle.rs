@@ -114,7 +114,7 @@ impl Service {
         } else {
             let sandbox = rec.sandbox.clone();
             let svc = self.clone();
-            tokio::spawn(async move {
+            self.spawn_background(async move {
                 let lock = svc.lock_for(&id);
                 let _guard = lock.lock().await;
                 // Deleted (or otherwise moved on) while queued: nothing to do.

@@ -57,11 +57,17 @@ struct Inner {
     net_alloc: tokio::sync::Mutex<()>,
     agents: Mutex<HashMap<String, AgentClient>>,
     routes: Mutex<HashMap<String, Arc<PreviewRoute>>>,
+    // Bumped by every change to `routes`, so a lookup racing a change does not cache stale.
+    routes_epoch: std::sync::atomic::AtomicU64,
     refilling: std::sync::atomic::AtomicBool,
     logs: LogHub,
     events: tokio::sync::broadcast::Sender<warren_api::Sandbox>,
     shutdown: tokio::sync::watch::Sender<bool>,
     journal: tokio::sync::mpsc::UnboundedSender<Journal>,
+    // The server's main runtime. Work that outlives a request (warm-lease refills, background
+    // provisioning) goes there: a listener thread's runtime ends with the listener, cancelling
+    // whatever it still holds.
+    runtime: tokio::runtime::Handle,
 }
 
 /// Records that describe what happened but decide nothing (lifecycle log events, provisioning
@@ -76,13 +82,15 @@ pub(crate) enum Journal {
 }
 
 impl Service {
-    /// A service over `store` and `backend`.
+    /// A service over `store` and `backend`. Call it on the server's main runtime: background
+    /// work (log tailers, warm-lease refills) runs there.
     pub fn new(store: Arc<dyn Store>, backend: Arc<dyn Backend>, cfg: ServiceConfig) -> Self {
         let (journal, queue) = tokio::sync::mpsc::unbounded_channel();
         let logs = LogHub::new(store.clone());
         tokio::spawn(write_journal(queue, logs.clone(), store.clone()));
         Service {
             inner: Arc::new(Inner {
+                runtime: tokio::runtime::Handle::current(),
                 journal,
                 logs,
                 events: tokio::sync::broadcast::channel(1024).0,
@@ -94,6 +102,7 @@ impl Service {
                 net_alloc: tokio::sync::Mutex::default(),
                 agents: Mutex::default(),
                 routes: Mutex::default(),
+                routes_epoch: Default::default(),
                 refilling: Default::default(),
             }),
         }
@@ -178,6 +187,14 @@ impl Service {
         Ok(client)
     }
 
+    /// Runs `fut` on the server's main runtime, whichever thread asks.
+    pub(crate) fn spawn_background<F>(&self, fut: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        self.inner.runtime.spawn(fut);
+    }
+
     /// Queues a journal record.
     pub(crate) fn journal(&self, entry: Journal) {
         let _ = self.inner.journal.send(entry);
@@ -190,7 +207,7 @@ impl Service {
             return;
         }
         let svc = self.clone();
-        tokio::spawn(async move {
+        self.spawn_background(async move {
             loop {
                 let index = {
                     let _alloc = svc.inner.net_alloc.lock().await;
@@ -233,6 +250,18 @@ impl Service {
         }
         self.refill_warm_leases();
         Ok(())
+    }
+
+    /// Puts the firewall back when something removed it (`nft flush ruleset`, a restart of
+    /// the host's nftables service): without its table sandboxes would be unfiltered.
+    pub async fn check_firewall(&self) {
+        if self.inner.backend.firewall_intact().await {
+            return;
+        }
+        tracing::warn!("the sandboxes' nftables table is gone; putting it back");
+        if let Err(e) = self.prepare_network().await {
+            tracing::error!("restoring the sandboxes' firewall: {e}");
+        }
     }
 
     /// Replaces a sandbox's egress policy; in force at once when it is running, and from its

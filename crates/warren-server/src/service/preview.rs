@@ -1,6 +1,7 @@
 //! What the preview proxy needs to know of a sandbox, kept in memory (a store read per proxied
 //! request would cost more than the proxying), and the preview URLs shown on a sandbox.
 use std::net::Ipv4Addr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -93,11 +94,17 @@ impl Service {
         if let Some(r) = self.routes().get(id.as_str()) {
             return Ok((r.state != SandboxState::Deleted).then(|| r.clone()));
         }
+        // A write between this read and the insert below (a delete, a stop) must win: the read
+        // is cached only if no route changed meanwhile.
+        let epoch = self.inner.routes_epoch.load(Ordering::Acquire);
         let Some(rec) = self.inner.store.get_sandbox(id).await? else {
             return Ok(None);
         };
         let route = Arc::new(PreviewRoute::of(&rec));
-        self.routes().insert(id.to_string(), route.clone());
+        let mut routes = self.routes();
+        if self.inner.routes_epoch.load(Ordering::Acquire) == epoch {
+            routes.insert(id.to_string(), route.clone());
+        }
         Ok((route.state != SandboxState::Deleted).then_some(route))
     }
 
@@ -110,6 +117,7 @@ impl Service {
     /// Keeps the proxy's view in step with a record just written.
     pub(crate) fn refresh_route(&self, rec: &SandboxRecord) {
         let mut routes = self.routes();
+        self.inner.routes_epoch.fetch_add(1, Ordering::AcqRel);
         if let Some(r) = routes.get_mut(rec.sandbox.id.as_str()) {
             *r = Arc::new(PreviewRoute::of(rec));
         }
@@ -117,7 +125,9 @@ impl Service {
 
     /// Drops the proxy's view of a sandbox that is gone.
     pub(crate) fn forget_route(&self, id: &SandboxId) {
-        self.routes().remove(id.as_str());
+        let mut routes = self.routes();
+        self.inner.routes_epoch.fetch_add(1, Ordering::AcqRel);
+        routes.remove(id.as_str());
     }
 
     /// The sandbox with what listens in it now and the URLs of those ports (asked of its
