@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde_json::{json, Value};
 
+pub mod preview;
 pub mod remote;
 
 pub const RUNTIMES: [&str; 2] = ["runc", "gvisor"];
