@@ -35,9 +35,10 @@ impl SqliteStore {
             .connect_with(opts.clone())
             .await?;
         sqlx::migrate!("./migrations/sqlite").run(&writer).await?;
+        // Read-only, so a write that strays onto it fails instead of racing the writer.
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
-            .connect_with(opts)
+            .connect_with(opts.read_only(true))
             .await?;
         Ok(SqliteStore { pool, writer })
     }
@@ -398,14 +399,17 @@ impl Store for SqliteStore {
     }
 
     async fn delete_logs(&self, sandbox: &SandboxId) -> Result<(), StoreError> {
+        // Together: offsets without their lines (or the reverse) would resume a tail wrongly.
+        let mut tx = self.writer.begin().await?;
         sqlx::query("DELETE FROM logs WHERE sandbox_id = ?")
             .bind(sandbox.as_str())
-            .execute(&self.writer)
+            .execute(&mut *tx)
             .await?;
         sqlx::query("DELETE FROM log_offsets WHERE sandbox_id = ?")
             .bind(sandbox.as_str())
-            .execute(&self.writer)
+            .execute(&mut *tx)
             .await?;
+        tx.commit().await?;
         Ok(())
     }
 

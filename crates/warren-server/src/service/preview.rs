@@ -102,7 +102,9 @@ impl Service {
         };
         let route = Arc::new(PreviewRoute::of(&rec));
         let mut routes = self.routes();
-        if self.inner.routes_epoch.load(Ordering::Acquire) == epoch {
+        // Deleted sandboxes are not remembered: lookups of old ids must not grow the cache.
+        let unchanged = self.inner.routes_epoch.load(Ordering::Acquire) == epoch;
+        if unchanged && route.state != SandboxState::Deleted {
             routes.insert(id.to_string(), route.clone());
         }
         Ok((route.state != SandboxState::Deleted).then_some(route))
