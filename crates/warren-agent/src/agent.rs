@@ -21,3 +21,21 @@ pub mod spawn;
 pub mod streams;
 pub mod users;
 pub mod watch;
+
+/// The next connection on `listener`, with Nagle off (small messages must leave at once, not
+/// wait for the peer's delayed ACK). Accept errors (typically EMFILE) back off instead of
+/// spinning; `who` names the server in their message.
+pub async fn accept(listener: &tokio::net::TcpListener, who: &str) -> tokio::net::TcpStream {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                let _ = stream.set_nodelay(true);
+                return stream;
+            }
+            Err(e) => {
+                eprintln!("{who}: accept failed: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+}

@@ -324,6 +324,13 @@ pub struct Sandbox {
     pub ports: Vec<ListeningPort>,
 }
 
+impl Sandbox {
+    /// Its address, while it has one.
+    pub fn ipv4(&self) -> Option<std::net::Ipv4Addr> {
+        self.ip.as_deref().and_then(|ip| ip.parse().ok())
+    }
+}
+
 fn root() -> String {
     "root".to_owned()
 }

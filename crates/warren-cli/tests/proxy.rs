@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::preview::{at, demo, host, id_of, PORT};
+use common::preview::{at, demo, host, id_of, seen_headers, PORT};
 use common::{TestServer, RUNTIMES};
 use futures::{SinkExt, StreamExt};
 use reqwest::{header, Method, StatusCode};
@@ -138,13 +138,9 @@ async fn private_ports_take_a_token_header_cookie_or_api_key() {
     assert_eq!(resp.status(), StatusCode::FORBIDDEN);
 
     // The header: passed, and not passed on to the app.
-    let resp = at(&s, Method::GET, &id, "/headers")
-        .header("X-Warren-Traffic-Token", &token)
-        .send()
-        .await
-        .expect("GET");
-    assert_eq!(resp.status(), StatusCode::OK);
-    let seen: Value = resp.json().await.expect("headers");
+    let seen =
+        seen_headers(at(&s, Method::GET, &id, "/headers").header("X-Warren-Traffic-Token", &token))
+            .await;
     assert!(seen.get("x-warren-traffic-token").is_none(), "{seen}");
 
     // Once in the URL: a cookie for that host, and back to the clean URL.
@@ -170,23 +166,15 @@ async fn private_ports_take_a_token_header_cookie_or_api_key() {
         "{cookie}"
     );
     assert!(cookie.contains("HttpOnly"), "{cookie}");
-    let resp = at(&s, Method::GET, &id, "/headers?a=1")
-        .header(header::COOKIE, format!("app=1; warren_token_{id}={token}"))
-        .send()
-        .await
-        .expect("GET");
-    assert_eq!(resp.status(), StatusCode::OK);
-    let seen: Value = resp.json().await.expect("headers");
+    let seen = seen_headers(
+        at(&s, Method::GET, &id, "/headers?a=1")
+            .header(header::COOKIE, format!("app=1; warren_token_{id}={token}")),
+    )
+    .await;
     assert_eq!(seen["cookie"], "app=1", "the app sees its own cookies only");
 
     // An API key opens it too, and is not handed to the app.
-    let resp = at(&s, Method::GET, &id, "/headers")
-        .bearer_auth(&s.key)
-        .send()
-        .await
-        .expect("GET");
-    assert_eq!(resp.status(), StatusCode::OK);
-    let seen: Value = resp.json().await.expect("headers");
+    let seen = seen_headers(at(&s, Method::GET, &id, "/headers").bearer_auth(&s.key)).await;
     assert!(seen.get("authorization").is_none(), "{seen}");
     s.delete(&id).await;
     s.shutdown().await;
@@ -200,34 +188,27 @@ async fn headers_streaming_sse_and_http2() {
 
     // Warren's credentials never reach the app, even where none was needed (a public
     // sandbox); the app's own bearer does.
-    let resp = at(&s, Method::GET, &id, "/headers")
-        .header("X-Warren-Traffic-Token", "whatever")
-        .header(header::COOKIE, "app=1; warren_token_aaaaaaaaaaaaaaaa=t")
-        .bearer_auth(&s.key)
-        .send()
-        .await
-        .expect("GET");
-    let seen: Value = resp.json().await.expect("headers");
+    let seen = seen_headers(
+        at(&s, Method::GET, &id, "/headers")
+            .header("X-Warren-Traffic-Token", "whatever")
+            .header(header::COOKIE, "app=1; warren_token_aaaaaaaaaaaaaaaa=t")
+            .bearer_auth(&s.key),
+    )
+    .await;
     assert!(seen.get("x-warren-traffic-token").is_none(), "{seen}");
     assert!(seen.get("authorization").is_none(), "{seen}");
     assert_eq!(seen["cookie"], "app=1", "{seen}");
-    let resp = at(&s, Method::GET, &id, "/headers")
-        .bearer_auth("the-apps-own")
-        .send()
-        .await
-        .expect("GET");
-    let seen: Value = resp.json().await.expect("headers");
+    let seen = seen_headers(at(&s, Method::GET, &id, "/headers").bearer_auth("the-apps-own")).await;
     assert_eq!(seen["authorization"], "Bearer the-apps-own");
 
-    let resp = at(&s, Method::GET, &id, "/headers?x=1")
-        .header(header::CONNECTION, "keep-alive, x-hop")
-        .header("x-hop", "dropped")
-        .header("x-forwarded-for", "192.0.2.9")
-        .header("x-app", "kept")
-        .send()
-        .await
-        .expect("GET");
-    let seen: Value = resp.json().await.expect("headers");
+    let seen = seen_headers(
+        at(&s, Method::GET, &id, "/headers?x=1")
+            .header(header::CONNECTION, "keep-alive, x-hop")
+            .header("x-hop", "dropped")
+            .header("x-forwarded-for", "192.0.2.9")
+            .header("x-app", "kept"),
+    )
+    .await;
     assert_eq!(seen["x-forwarded-for"], "192.0.2.9, 127.0.0.1", "{seen}");
     assert_eq!(seen["x-forwarded-proto"], "http");
     assert_eq!(seen["x-forwarded-host"], host(&id, PORT));

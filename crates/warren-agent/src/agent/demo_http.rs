@@ -112,17 +112,7 @@ async fn serve(addr: SocketAddr) -> ExitCode {
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder.timer(TokioTimer::new());
     loop {
-        let stream = match listener.accept().await {
-            Ok((stream, _)) => stream,
-            Err(e) => {
-                // Typically EMFILE under load: back off instead of spinning on the error.
-                eprintln!("demo-http: accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        // Small responses and SSE events must leave at once, not wait for the peer's ACK.
-        let _ = stream.set_nodelay(true);
+        let stream = super::accept(&listener, "demo-http").await;
         let builder = builder.clone();
         tokio::spawn(async move {
             let service = service_fn(|req| async move { Ok::<_, Infallible>(handle(req)) });

@@ -4,7 +4,6 @@
 use std::convert::Infallible;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
 
 use hyper::body::Incoming;
 use hyper::header::{HeaderMap, HeaderValue, ALLOW};
@@ -115,17 +114,7 @@ async fn serve(config: Config) -> ExitCode {
 
 async fn accept_loop(listener: TcpListener, state: Arc<State>) {
     loop {
-        let stream = match listener.accept().await {
-            Ok((stream, _)) => stream,
-            Err(e) => {
-                // Typically EMFILE: back off instead of spinning on the error.
-                eprintln!("warren-agent: accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        // Small envelopes must leave at once; Nagle would hold them for the peer's delayed ACK.
-        let _ = stream.set_nodelay(true);
+        let stream = super::accept(&listener, "warren-agent").await;
         let state = state.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req| {

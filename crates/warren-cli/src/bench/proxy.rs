@@ -140,11 +140,7 @@ async fn measure(
             ..Default::default()
         })
         .await?;
-    let ip: std::net::Ipv4Addr = sb
-        .ip
-        .as_deref()
-        .and_then(|ip| ip.parse().ok())
-        .context("the sandbox has no address")?;
+    let ip = sb.ipv4().context("the sandbox has no address")?;
     let upstream = SocketAddr::from((ip, APP_PORT));
     wait_listening(upstream).await?;
     let nginx = nginx_slot.insert(Nginx::start(&dir.join("nginx"), upstream).await?);

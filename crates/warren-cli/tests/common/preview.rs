@@ -49,3 +49,10 @@ pub fn at(s: &TestServer, method: Method, id: &str, path: &str) -> reqwest::Requ
 pub fn id_of(sb: &Value) -> String {
     sb["id"].as_str().expect("id").to_owned()
 }
+
+/// The request headers the demo app saw, for a request to its `/headers` (which must answer 200).
+pub async fn seen_headers(rb: reqwest::RequestBuilder) -> Value {
+    let resp = rb.send().await.expect("GET");
+    assert_eq!(resp.status(), reqwest::StatusCode::OK);
+    resp.json().await.expect("headers")
+}

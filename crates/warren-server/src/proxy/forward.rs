@@ -31,14 +31,10 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 #[derive(Debug)]
 pub enum ForwardError {
     /// The connection was refused or timed out: nothing listens there.
-    Connect(String),
+    Connect,
     /// The exchange broke off after connecting.
     Exchange(String),
 }
-
-/// The upstream side of the proxy.
-#[derive(Clone, Default)]
-pub struct Upstream;
 
 fn client() -> Client<HttpConnector, Body> {
     let mut connector = HttpConnector::new();
@@ -113,67 +109,64 @@ fn append_forwarded(headers: &mut HeaderMap, fwd: &Forwarding<'_>) {
     }
 }
 
-impl Upstream {
-    /// Sends `req` to `addr` as `path_and_query` and returns the app's answer (headers not
-    /// yet rewritten for the path form; the caller does that).
-    pub async fn forward(
-        &self,
-        mut req: Request,
-        addr: SocketAddr,
-        path_and_query: &str,
-        fwd: &Forwarding<'_>,
-    ) -> Result<Response, ForwardError> {
-        let upgrade = (req.version() == Version::HTTP_11)
-            .then(|| wants_upgrade(req.headers()))
-            .flatten();
-        let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
-        let uri: Uri = format!("http://{addr}{path_and_query}")
-            .parse()
-            .map_err(|e| ForwardError::Exchange(format!("bad path {path_and_query:?}: {e}")))?;
-        // HTTP/2 clients name the host in the URI only; the app gets it as `Host`.
-        let host = req.uri().authority().map(|a| a.as_str().to_owned());
-        *req.uri_mut() = uri;
-        *req.version_mut() = Version::HTTP_11;
-        let headers = req.headers_mut();
-        strip_hop_by_hop(headers);
-        if !headers.contains_key(header::HOST) {
-            if let Some(v) = host.and_then(|h| HeaderValue::from_str(&h).ok()) {
-                headers.insert(header::HOST, v);
-            }
+/// Sends `req` to `addr` as `path_and_query` and returns the app's answer (headers not
+/// yet rewritten for the path form; the caller does that).
+pub async fn forward(
+    mut req: Request,
+    addr: SocketAddr,
+    path_and_query: &str,
+    fwd: &Forwarding<'_>,
+) -> Result<Response, ForwardError> {
+    let upgrade = (req.version() == Version::HTTP_11)
+        .then(|| wants_upgrade(req.headers()))
+        .flatten();
+    let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
+    let uri: Uri = format!("http://{addr}{path_and_query}")
+        .parse()
+        .map_err(|e| ForwardError::Exchange(format!("bad path {path_and_query:?}: {e}")))?;
+    // HTTP/2 clients name the host in the URI only; the app gets it as `Host`.
+    let host = req.uri().authority().map(|a| a.as_str().to_owned());
+    *req.uri_mut() = uri;
+    *req.version_mut() = Version::HTTP_11;
+    let headers = req.headers_mut();
+    strip_hop_by_hop(headers);
+    if !headers.contains_key(header::HOST) {
+        if let Some(v) = host.and_then(|h| HeaderValue::from_str(&h).ok()) {
+            headers.insert(header::HOST, v);
         }
-        append_forwarded(headers, fwd);
-        if let Some(proto) = &upgrade {
-            headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-            headers.insert(header::UPGRADE, proto.clone());
-        }
-        let mut resp = CLIENT.with(Client::clone).request(req).await.map_err(|e| {
-            if e.is_connect() {
-                ForwardError::Connect(e.to_string())
-            } else {
-                ForwardError::Exchange(source_chain(&e))
-            }
-        })?;
-        if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-            if let Some(client_upgrade) = client_upgrade {
-                let app_upgrade = hyper::upgrade::on(&mut resp);
-                tokio::spawn(async move {
-                    let (Ok(client), Ok(app)) = (client_upgrade.await, app_upgrade.await) else {
-                        return;
-                    };
-                    let _ = tokio::io::copy_bidirectional(
-                        &mut TokioIo::new(client),
-                        &mut TokioIo::new(app),
-                    )
-                    .await;
-                });
-                let (parts, _) = resp.into_parts();
-                return Ok(Response::from_parts(parts, Body::empty()));
-            }
-        }
-        let (mut parts, body) = resp.into_parts();
-        strip_hop_by_hop(&mut parts.headers);
-        Ok(Response::from_parts(parts, Body::new(body)))
     }
+    append_forwarded(headers, fwd);
+    if let Some(proto) = &upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, proto.clone());
+    }
+    let mut resp = CLIENT.with(Client::clone).request(req).await.map_err(|e| {
+        if e.is_connect() {
+            ForwardError::Connect
+        } else {
+            ForwardError::Exchange(source_chain(&e))
+        }
+    })?;
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        if let Some(client_upgrade) = client_upgrade {
+            let app_upgrade = hyper::upgrade::on(&mut resp);
+            tokio::spawn(async move {
+                let (Ok(client), Ok(app)) = (client_upgrade.await, app_upgrade.await) else {
+                    return;
+                };
+                let _ = tokio::io::copy_bidirectional(
+                    &mut TokioIo::new(client),
+                    &mut TokioIo::new(app),
+                )
+                .await;
+            });
+            let (parts, _) = resp.into_parts();
+            return Ok(Response::from_parts(parts, Body::empty()));
+        }
+    }
+    let (mut parts, body) = resp.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    Ok(Response::from_parts(parts, Body::new(body)))
 }
 
 fn source_chain(e: &dyn std::error::Error) -> String {

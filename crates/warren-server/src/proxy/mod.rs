@@ -13,7 +13,6 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 pub use access::{cookie_name, TOKEN_HEADER, TOKEN_QUERY};
-pub use forward::Upstream;
 pub use page::ProxyError;
 pub use target::{Form, Target};
 
@@ -25,7 +24,6 @@ use crate::AppState;
 pub struct Proxy {
     /// Preview domain, lowercase.
     pub domain: String,
-    upstream: Upstream,
 }
 
 impl Proxy {
@@ -33,7 +31,6 @@ impl Proxy {
     pub fn new(domain: &str) -> Self {
         Proxy {
             domain: domain.trim_end_matches('.').to_ascii_lowercase(),
-            upstream: Upstream,
         }
     }
 }
@@ -179,13 +176,10 @@ async fn proxy(
         host: host.as_deref(),
     };
     let addr = SocketAddr::from((ip, target.port));
-    let mut resp = state
-        .proxy
-        .upstream
-        .forward(req, addr, &target.path_and_query, &fwd)
+    let mut resp = forward::forward(req, addr, &target.path_and_query, &fwd)
         .await
         .map_err(|e| match e {
-            forward::ForwardError::Connect(_) => ProxyError::NotListening {
+            forward::ForwardError::Connect => ProxyError::NotListening {
                 id: target.id.clone(),
                 port: target.port,
             },

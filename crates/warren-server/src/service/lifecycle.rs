@@ -19,10 +19,6 @@ const STOP_GRACE: Duration = Duration::from_secs(5);
 /// How long the agent is watched for at a fine grain before polling backs off.
 const QUICK_BOOT: Duration = Duration::from_millis(300);
 
-fn provisioned_ip(rec: &SandboxRecord) -> Option<std::net::Ipv4Addr> {
-    rec.sandbox.ip.as_deref().and_then(|ip| ip.parse().ok())
-}
-
 /// Blocks until something accepts connections at `addr`, trying every 100 µs, for at most
 /// `within`; whether it did.
 fn wait_listening(addr: std::net::SocketAddr, within: Duration) -> bool {
@@ -232,7 +228,7 @@ impl Service {
         // tokio's 1 ms timer allows, on a blocking thread (a refused connect costs µs). gVisor's
         // boot takes ~100 ms, which such polling would only slow down on a small host.
         let quick = rec.sandbox.runtime == warren_api::Runtime::Runc;
-        if let Some(ip) = provisioned_ip(&rec).filter(|_| quick) {
+        if let Some(ip) = rec.sandbox.ipv4().filter(|_| quick) {
             let addr = std::net::SocketAddr::from((ip, warren_local::bundle::AGENT_PORT));
             let _ = tokio::task::spawn_blocking(move || wait_listening(addr, QUICK_BOOT)).await;
         }

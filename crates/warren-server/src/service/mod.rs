@@ -175,9 +175,7 @@ impl Service {
         }
         let ip = rec
             .sandbox
-            .ip
-            .as_deref()
-            .and_then(|ip| ip.parse::<std::net::Ipv4Addr>().ok())
+            .ipv4()
             .ok_or_else(|| ApiError::Conflict(format!("sandbox {id} has no address")))?;
         let client = AgentClient::new(
             SocketAddr::from((ip, warren_local::bundle::AGENT_PORT)),

@@ -31,7 +31,7 @@ impl PreviewRoute {
     fn of(rec: &SandboxRecord) -> Self {
         PreviewRoute {
             state: rec.sandbox.state,
-            ip: rec.sandbox.ip.as_deref().and_then(|ip| ip.parse().ok()),
+            ip: rec.sandbox.ipv4(),
             public: rec.sandbox.public,
             // A sandbox from before traffic tokens existed opens to API keys only.
             token: rec
