@@ -5,14 +5,135 @@ use serde::{Deserialize, Serialize};
 /// An image Warren can start sandboxes from.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Image {
-    /// Its name (`busybox`, `team/tools:v2`).
+    /// Its name: as imported (`busybox`), or the full reference it was pulled by
+    /// (`registry.example.com/team/tools:v2`, `docker.io/library/alpine:3.20`).
     pub name: String,
-    /// `sha256:<hex>` of the root filesystem tar it was made from.
+    /// The manifest digest of a pulled image; `sha256:<hex>` of the tar of an imported one.
     pub digest: String,
-    /// Size of that tar in bytes.
+    /// Bytes fetched for it: its layers as stored in the registry, or the imported tar.
     pub size: u64,
-    /// When it was imported.
+    /// When it was imported or pulled.
     pub created_at: DateTime<Utc>,
+    /// The reference it was pulled from; absent for an imported image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// Its layers' digests, bottom first; layers are stored once and shared between images.
+    #[serde(default)]
+    pub layers: Vec<String>,
+    /// The defaults a sandbox made from it gets (from the image's OCI config).
+    #[serde(default)]
+    pub config: ImageConfig,
+}
+
+/// The parts of an OCI image config a sandbox takes as its defaults.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub struct ImageConfig {
+    /// `KEY=value` entries, under the request's `env`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<String>,
+    /// Prepended to `cmd` when the request gives no `cmd`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub entrypoint: Vec<String>,
+    /// The main command when the request gives none (after `entrypoint`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cmd: Vec<String>,
+    /// The working directory when the request gives none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub working_dir: Option<String>,
+    /// The user when the request gives none (`name`, `uid`, `name:group`, `uid:gid`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// TCP ports the image says it serves; listed in its sandboxes' `urls`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exposed_ports: Vec<u16>,
+}
+
+/// `POST /v1/images/pull`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PullImage {
+    /// `host/repo:tag`, `host/repo@sha256:…`, or a Docker Hub short form (`alpine`).
+    #[serde(rename = "ref")]
+    pub reference: String,
+}
+
+/// When a sandbox create pulls its image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum PullPolicy {
+    /// Only when no image of that name is here (the default).
+    #[default]
+    Missing,
+    /// Every time (an unchanged image costs one manifest request).
+    Always,
+    /// Never: an absent image is a 404.
+    Never,
+}
+
+/// One step of a pull, as `POST /v1/images/pull` streams them (`Accept: text/event-stream`,
+/// one JSON object per `data:` line).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum PullEvent {
+    /// The manifest is known: what will be fetched.
+    Resolved {
+        /// The canonical reference.
+        reference: String,
+        /// The manifest's digest.
+        digest: String,
+        /// Every layer, bottom first.
+        layers: Vec<LayerProgress>,
+    },
+    /// A layer moved on.
+    Layer(LayerProgress),
+    /// The image is ready.
+    Done {
+        /// The image as `GET /v1/images` shows it.
+        image: Image,
+    },
+    /// The pull failed; nothing of it is left half-done.
+    Error {
+        /// As in every API error.
+        error: crate::ErrorDetail,
+    },
+}
+
+/// Where one layer of a pull stands.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LayerProgress {
+    /// The layer's digest (as the registry stores it).
+    pub digest: String,
+    /// What is happening to it.
+    pub status: LayerStatus,
+    /// Bytes fetched so far.
+    pub current: u64,
+    /// Its size in the registry.
+    pub total: u64,
+}
+
+/// What is happening to a layer.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum LayerStatus {
+    /// Not started.
+    Waiting,
+    /// Already stored (by an earlier pull, or another image sharing it): nothing to fetch.
+    Present,
+    /// Being fetched and unpacked (the two overlap).
+    Downloading,
+    /// Fetched by another pull running at the same time, which this one waited for.
+    Shared,
+    /// Fetched, verified and unpacked by this pull.
+    Done,
+}
+
+/// `POST /v1/images/prune`: what was removed.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub struct PruneResult {
+    /// Layers no image or sandbox used, now deleted.
+    pub layers_removed: Vec<String>,
+    /// Bytes freed on disk.
+    pub bytes_freed: u64,
 }
 
 /// `GET /v1/images`.
@@ -22,14 +143,15 @@ pub struct ImageList {
     pub images: Vec<Image>,
 }
 
-/// Whether `name` is acceptable as an image name: 1-128 characters of `[a-z0-9._/:-]`,
-/// starting with a letter or digit, no `..`.
+/// Whether `name` is acceptable as an image name: 1-255 characters of `[a-z0-9._/:@-]`,
+/// starting with a letter or digit, no `..` (pulled images are named by their reference,
+/// which may end in `@sha256:<hex>`).
 pub fn valid_image_name(name: &str) -> bool {
     !name.is_empty()
-        && name.len() <= 128
+        && name.len() <= 255
         && name.as_bytes()[0].is_ascii_alphanumeric()
         && !name.contains("..")
         && name
             .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._/:-".contains(&b))
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._/:@-".contains(&b))
 }

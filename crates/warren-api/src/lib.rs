@@ -13,7 +13,7 @@ pub use error::{ErrorBody, ErrorDetail};
 pub use exec::{ExecExit, ExecKind, ExecList, ExecRecord, ExecRequest, ExecResult};
 pub use files::{FileEntry, FileKind, FileList};
 pub use id::SandboxId;
-pub use image::{Image, ImageList};
+pub use image::{Image, ImageConfig, ImageList, PullEvent, PullImage, PullPolicy};
 pub use sandbox::{
     CreateSandbox, Egress, ListeningPort, LogLine, LogList, LogStream, OnTimeout, Runtime, Sandbox,
     SandboxList, SandboxState, SetNetwork, SetTimeout,

@@ -207,12 +207,19 @@ pub enum OnTimeout {
     Stop,
 }
 
-/// `POST /v1/sandboxes`. Only `image` is required.
+/// The image a create request that names none gets.
+pub const DEFAULT_IMAGE: &str = "base";
+
+/// `POST /v1/sandboxes`. Every field is optional.
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct CreateSandbox {
-    /// Image name.
-    pub image: String,
+    /// Image name or registry reference; [`DEFAULT_IMAGE`] when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// When to pull the image from its registry: `missing` (default), `always`, `never`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull: Option<crate::image::PullPolicy>,
     /// Runtime; the server's default when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runtime: Option<Runtime>,
@@ -316,8 +323,12 @@ pub struct Sandbox {
     pub on_timeout: OnTimeout,
     /// Why it failed.
     pub error: Option<String>,
-    /// Preview URLs by port, for the ports listening now.
+    /// Preview URLs by port: the ports listening now and those its image exposes.
     pub urls: BTreeMap<String, String>,
+    /// Ports its image declares (`ExposedPorts`); their URLs are in `urls` even before
+    /// anything listens.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exposed_ports: Vec<u16>,
     /// TCP ports listening inside now (read from its agent when the sandbox is running; only
     /// on `GET /v1/sandboxes/{id}`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

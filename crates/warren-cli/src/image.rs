@@ -1,10 +1,11 @@
-//! `warren image`: import, ls, rm.
+//! `warren image`: import, pull, build-base, ls, rm, prune.
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use clap::Subcommand;
 use reqwest::Method;
 use warren_api::{Image, ImageList};
+use warren_cli::base_image::{self, BuildBaseArgs};
 
 use crate::rootfs;
 use crate::ClientOpts;
@@ -21,6 +22,28 @@ pub enum ImageCommand {
         /// Build the image from this host's static busybox instead (apt-get install busybox-static).
         #[arg(long, conflicts_with = "source")]
         busybox: bool,
+        #[command(flatten)]
+        opts: ClientOpts,
+    },
+    /// Build the `base` image (Debian bookworm: bash, python3, curl, sudo, user `user`) with
+    /// debootstrap and import it; the tar is cached, so only the first build takes a minute.
+    /// Needs root.
+    BuildBase {
+        #[command(flatten)]
+        args: BuildBaseArgs,
+        #[command(flatten)]
+        opts: ClientOpts,
+    },
+    /// Pull an image from a registry (`host/repo:tag`, `host/repo@sha256:…`, or `alpine` for
+    /// Docker Hub), with a progress bar per layer. Layers already here are not fetched again.
+    Pull {
+        /// The image reference.
+        reference: String,
+        #[command(flatten)]
+        opts: ClientOpts,
+    },
+    /// Remove the layers no image and no sandbox uses.
+    Prune {
         #[command(flatten)]
         opts: ClientOpts,
     },
@@ -47,6 +70,11 @@ pub async fn run(cmd: ImageCommand) -> anyhow::Result<()> {
             busybox,
             opts,
         } => import(name, source, busybox, opts).await,
+        ImageCommand::BuildBase { args, opts } => {
+            base_image::build_base(args, opts.json, || opts.client()).await
+        }
+        ImageCommand::Pull { reference, opts } => crate::image_pull::pull(reference, opts).await,
+        ImageCommand::Prune { opts } => crate::image_pull::prune(opts).await,
         ImageCommand::Ls { opts } => ls(opts).await,
         ImageCommand::Rm { names, opts } => rm(names, opts).await,
     }
@@ -122,10 +150,20 @@ async fn ls(opts: ClientOpts) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&list)?);
         return Ok(());
     }
-    println!("{:<24} {:<20} {:>10}  CREATED", "NAME", "DIGEST", "SIZE");
+    let width = list
+        .images
+        .iter()
+        .map(|i| i.name.len())
+        .max()
+        .unwrap_or(0)
+        .clamp(24, 64);
+    println!(
+        "{:<width$} {:<20} {:>10}  CREATED",
+        "NAME", "DIGEST", "SIZE"
+    );
     for i in list.images {
         println!(
-            "{:<24} {:<20} {:>8.1}MB  {}",
+            "{:<width$} {:<20} {:>8.1}MB  {}",
             i.name,
             &i.digest[..i.digest.len().min(19)],
             i.size as f64 / 1e6,

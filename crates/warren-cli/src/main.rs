@@ -3,6 +3,7 @@
 mod bench;
 mod cp;
 mod image;
+mod image_pull;
 mod shell;
 mod verbs;
 
@@ -151,6 +152,18 @@ struct ServeArgs {
     /// dir (ca.pem there: add it to your trust store or pass it to clients).
     #[arg(long, env = "WARREN_TLS_SELF_SIGNED")]
     tls_self_signed: bool,
+    /// Registry credentials for image pulls: a Docker config.json (its "auths": "auth",
+    /// "username"/"password", "identitytoken" or "registrytoken" per registry host).
+    #[arg(long, env = "WARREN_REGISTRY_AUTH")]
+    registry_auth: Option<PathBuf>,
+    /// A registry (host:port) to pull from over plain HTTP (repeat for several). Registries on
+    /// loopback addresses and localhost always are.
+    #[arg(
+        long = "insecure-registry",
+        env = "WARREN_INSECURE_REGISTRY",
+        value_delimiter = ','
+    )]
+    insecure_registry: Vec<String>,
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
@@ -168,6 +181,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         expedite_rcu: args.expedite_rcu,
         history_retention: args.history_retention,
         dns: args.dns,
+        pull: warren_local::pull::PullConfig {
+            auth_file: args.registry_auth,
+            insecure: args.insecure_registry,
+        },
         domain: args.domain,
         proxy_listen: args.proxy_listen,
         tls: match (args.tls_cert, args.tls_key, args.tls_self_signed) {

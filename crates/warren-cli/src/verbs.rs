@@ -27,8 +27,11 @@ fn parse_env(items: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
 
 #[derive(Args)]
 pub struct RunArgs {
-    /// Image name.
-    image: String,
+    /// Image name or registry reference (pulled if it is not here) [default: base].
+    image: Option<String>,
+    /// When to pull the image: missing, always or never [default: missing].
+    #[arg(long, value_parser = ["missing", "always", "never"])]
+    pull: Option<String>,
     /// Runtime: gvisor or runc [default: the server's].
     #[arg(long)]
     runtime: Option<Runtime>,
@@ -156,6 +159,12 @@ pub async fn run(a: RunArgs) -> anyhow::Result<i32> {
     let client = a.opts.client();
     let req = CreateSandbox {
         image: a.image.clone(),
+        pull: a
+            .pull
+            .as_deref()
+            .map(|p| serde_json::from_value(serde_json::Value::String(p.to_owned())))
+            .transpose()
+            .context("--pull")?,
         runtime: a.runtime,
         cpu: a.cpu,
         memory_mb: a.memory_mb,

@@ -2,7 +2,7 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,6 +15,7 @@ use crate::firewall::{self, EgressPolicy, Firewall};
 use crate::images::ImageStore;
 use crate::net::{Lease, NetPlan};
 use crate::netpool::NetPool;
+use crate::pull::Puller;
 use crate::rootfs::{self, OverlayMount};
 use crate::runtime::{CliRuntime, ContainerRuntime, ContainerStatus};
 
@@ -66,6 +67,8 @@ pub struct LocalConfig {
     pub expedite_rcu: bool,
     /// Name servers for sandboxes' `resolv.conf`; empty: the host's.
     pub dns: Vec<Ipv4Addr>,
+    /// Registry credentials and plain-HTTP registries for image pulls.
+    pub pull: crate::pull::PullConfig,
 }
 
 /// What a sandbox is made from.
@@ -75,8 +78,8 @@ pub struct SandboxSpec {
     pub id: String,
     /// Runtime.
     pub runtime: Runtime,
-    /// The image's unpacked tree.
-    pub image_dir: PathBuf,
+    /// The image's layer trees, bottom first.
+    pub layers: Vec<PathBuf>,
     /// CPU cores.
     pub cpu: f64,
     /// Memory, MiB.
@@ -115,6 +118,7 @@ pub struct Provisioned {
 pub struct LocalBackend {
     cfg: Arc<LocalConfig>,
     images: ImageStore,
+    puller: Arc<Puller>,
     net: NetPlan,
     pool: Arc<NetPool>,
     cgroups: CgroupMode,
@@ -179,6 +183,8 @@ impl LocalBackend {
             Err(e) => tracing::warn!("{e}"),
         }
         let images = ImageStore::open(&cfg.data_dir.join("images"))?;
+        let puller =
+            Arc::new(Puller::new(images.clone(), &cfg.pull).map_err(|e| setup(e.to_string()))?);
         let resolv_conf = resolv_conf(&cfg.dns);
         if !which("nft") {
             return Err(setup(
@@ -208,6 +214,7 @@ impl LocalBackend {
             )),
             cfg: Arc::new(cfg),
             images,
+            puller,
             cgroups,
             resolv_conf,
         })
@@ -216,6 +223,11 @@ impl LocalBackend {
     /// The image store.
     pub fn images(&self) -> &ImageStore {
         &self.images
+    }
+
+    /// The registry client.
+    pub fn puller(&self) -> &Puller {
+        &self.puller
     }
 
     /// The address plan.
@@ -246,8 +258,8 @@ impl LocalBackend {
         format!("/warren-{}/{}", self.cfg.tag, id)
     }
 
-    fn overlay(&self, id: &str, image_dir: &Path) -> OverlayMount {
-        OverlayMount::new(&self.sandbox_dir(id), image_dir)
+    fn overlay(&self, id: &str, layers: &[PathBuf]) -> OverlayMount {
+        OverlayMount::new(&self.sandbox_dir(id), layers)
     }
 
     /// Makes the rootfs, network and bundle and starts the container. On failure every
@@ -264,13 +276,13 @@ impl LocalBackend {
     async fn try_provision(&self, spec: &SandboxSpec) -> Result<Provisioned, LocalError> {
         let mut steps = Vec::new();
         let t = Instant::now();
-        if !spec.image_dir.is_dir() {
+        if let Some(missing) = spec.layers.iter().find(|l| !l.is_dir()) {
             return Err(step("rootfs")(format!(
-                "image tree {} is missing",
-                spec.image_dir.display()
+                "image layer {} is missing",
+                missing.display()
             )));
         }
-        let overlay = self.overlay(&spec.id, &spec.image_dir);
+        let overlay = self.overlay(&spec.id, &spec.layers);
         overlay.mount().map_err(|e| step("rootfs")(e.to_string()))?;
         steps.push(("rootfs", t.elapsed()));
 
@@ -380,7 +392,7 @@ impl LocalBackend {
         }
         cgroup::remove(self.cgroups, &self.cgroups_path(id));
         let merged = self.sandbox_dir(id).join("rootfs");
-        let overlay = OverlayMount::new(&self.sandbox_dir(id), Path::new(""));
+        let overlay = OverlayMount::new(&self.sandbox_dir(id), &[]);
         if let Err(e) = overlay.release() {
             tracing::warn!(sandbox = id, "unmounting {}: {e}", merged.display());
         }

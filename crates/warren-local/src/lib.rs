@@ -11,6 +11,7 @@ pub mod firewall;
 pub mod images;
 pub mod net;
 pub mod netpool;
+pub mod pull;
 pub mod rootfs;
 pub mod runtime;
 pub mod unpack;

@@ -1,16 +1,19 @@
-//! A sandbox's root filesystem: an overlay of the image's tree (read-only, shared) under the
+//! A sandbox's root filesystem: an overlay of the image's layers (read-only, shared) under the
 //! sandbox's own upper directory. Creating one copies nothing.
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
+
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
 
 use nix::mount::{MntFlags, MsFlags};
 
 /// The overlay of one sandbox, under `<data>/sandboxes/<id>/`.
 #[derive(Debug, Clone)]
 pub struct OverlayMount {
-    /// The image tree.
-    pub lower: PathBuf,
+    /// The image's layer trees, bottom first.
+    pub lowers: Vec<PathBuf>,
     /// The sandbox's writes.
     pub upper: PathBuf,
     /// overlayfs's scratch directory.
@@ -20,10 +23,10 @@ pub struct OverlayMount {
 }
 
 impl OverlayMount {
-    /// The overlay for a sandbox directory.
-    pub fn new(sandbox_dir: &Path, lower: &Path) -> Self {
+    /// The overlay for a sandbox directory over `lowers` (bottom first).
+    pub fn new(sandbox_dir: &Path, lowers: &[PathBuf]) -> Self {
         OverlayMount {
-            lower: lower.to_owned(),
+            lowers: lowers.to_vec(),
             upper: sandbox_dir.join("upper"),
             work: sandbox_dir.join("work"),
             merged: sandbox_dir.join("rootfs"),
@@ -38,9 +41,33 @@ impl OverlayMount {
         for d in [&self.upper, &self.work, &self.merged] {
             fs::create_dir_all(d)?;
         }
+        if self.lowers.is_empty() {
+            return Err(io::Error::other(
+                "an overlay needs at least one image layer",
+            ));
+        }
+        // Each layer is named by an open descriptor (`/proc/self/fd/N`) rather than its path:
+        // the options must fit in one page, and 127 layer paths under a deep data dir do not.
+        let fds = self
+            .lowers
+            .iter()
+            .map(|l| {
+                fs::OpenOptions::new()
+                    .read(true)
+                    .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
+                    .open(l)
+                    .map_err(|e| io::Error::other(format!("image layer {}: {e}", l.display())))
+            })
+            .collect::<io::Result<Vec<fs::File>>>()?;
+        // overlayfs lists the top layer first.
+        let lowerdir = fds
+            .iter()
+            .rev()
+            .map(|f| format!("/proc/self/fd/{}", f.as_raw_fd()))
+            .collect::<Vec<_>>()
+            .join(":");
         let opts = format!(
-            "lowerdir={},upperdir={},workdir={}",
-            self.lower.display(),
+            "lowerdir={lowerdir},upperdir={},workdir={}",
             self.upper.display(),
             self.work.display()
         );

@@ -132,6 +132,57 @@ pub fn unpack(reader: impl Read, root: &Path) -> Result<(), UnpackError> {
 /// [`unpack`], choosing whether entries keep their owners (an image does; files copied out of
 /// a sandbox onto the user's machine do not).
 pub fn unpack_with(reader: impl Read, root: &Path, keep_owners: bool) -> Result<(), UnpackError> {
+    unpack_entries(reader, root, keep_owners, false)
+}
+
+/// Unpacks one layer of a registry image into its own directory, to be stacked under others by
+/// overlayfs: OCI whiteouts become overlayfs's own (`.wh.NAME` a 0/0 character device `NAME`,
+/// `.wh..wh..opq` the `trusted.overlay.opaque` attribute on its directory). Device nodes are
+/// skipped rather than refused (old images carry `/dev` entries; the runtime makes `/dev`).
+pub fn unpack_layer(reader: impl Read, root: &Path) -> Result<(), UnpackError> {
+    unpack_entries(reader, root, true, true)
+}
+
+const WHITEOUT: &str = ".wh.";
+const OPAQUE: &str = ".wh..wh..opq";
+
+/// Writes a layer's whiteout entry `rel`, if it is one; whether it was.
+fn whiteout(root: &Path, rel: &Path) -> Result<bool, UnpackError> {
+    let Some(name) = rel.file_name().and_then(|n| n.to_str()) else {
+        return Ok(false);
+    };
+    if !name.starts_with(WHITEOUT) {
+        return Ok(false);
+    }
+    ensure_parents(root, rel)?;
+    let dir = root.join(rel.parent().unwrap_or(Path::new("")));
+    if name == OPAQUE {
+        xattr::set(&dir, "trusted.overlay.opaque", b"y").map_err(io_err(&dir))?;
+        return Ok(true);
+    }
+    let hidden = &name[WHITEOUT.len()..];
+    // `.wh..wh.*` other than the opaque marker is aufs bookkeeping (hard-link dirs): no file.
+    if hidden.is_empty() || hidden.starts_with(WHITEOUT) {
+        return Ok(true);
+    }
+    let dest = dir.join(hidden);
+    clear_target(&dest, false)?;
+    nix::sys::stat::mknod(
+        &dest,
+        nix::sys::stat::SFlag::S_IFCHR,
+        nix::sys::stat::Mode::empty(),
+        nix::sys::stat::makedev(0, 0),
+    )
+    .map_err(|e| io_err(&dest)(e.into()))?;
+    Ok(true)
+}
+
+fn unpack_entries(
+    reader: impl Read,
+    root: &Path,
+    keep_owners: bool,
+    layer: bool,
+) -> Result<(), UnpackError> {
     let mut archive = tar::Archive::new(reader);
     archive.set_preserve_permissions(keep_owners);
     archive.set_preserve_ownerships(keep_owners);
@@ -149,7 +200,11 @@ pub fn unpack_with(reader: impl Read, root: &Path, keep_owners: bool) -> Result<
             continue; // the root itself ("./")
         }
         let kind = entry.header().entry_type();
+        if layer && whiteout(root, &rel)? {
+            continue;
+        }
         match kind {
+            EntryType::Block | EntryType::Char if layer => continue,
             EntryType::Block | EntryType::Char => {
                 return Err(UnpackError::Rejected(format!(
                     "entry {} is a device node",

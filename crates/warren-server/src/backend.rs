@@ -6,6 +6,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use warren_api::Runtime;
 use warren_local::images::{ImageError, Imported, IncomingTar};
+use warren_local::pull::{Progress, PullError, Puller, Resolved};
 use warren_local::runtime::ContainerStatus;
 use warren_local::{EgressPolicy, LocalBackend, LocalError, Provisioned, SandboxSpec};
 
@@ -16,10 +17,16 @@ pub trait Backend: Send + Sync + 'static {
     fn image_begin(&self) -> Result<IncomingTar, ImageError>;
     /// Stores and unpacks a received tar (blocking).
     fn image_finish(&self, incoming: IncomingTar) -> Result<Imported, ImageError>;
-    /// The unpacked tree of an image digest.
-    fn image_dir(&self, digest: &str) -> PathBuf;
-    /// Removes an image digest's data.
-    fn image_remove(&self, digest: &str) -> Result<(), ImageError>;
+    /// The unpacked tree of a layer.
+    fn layer_dir(&self, digest: &str) -> PathBuf;
+    /// Every stored layer.
+    fn stored_layers(&self) -> Result<Vec<String>, ImageError>;
+    /// Removes a layer (blocking); the bytes it held.
+    fn remove_layer(&self, digest: &str) -> Result<u64, ImageError>;
+    /// Fetches an image's manifest and config from its registry.
+    async fn resolve_image(&self, reference: &str) -> Result<Resolved, PullError>;
+    /// Stores every layer of a resolved image that is not stored yet.
+    async fn fetch_layers(&self, image: &Resolved, progress: Progress) -> Result<(), PullError>;
 
     /// A network lease index for a new sandbox (a warm one when the pool has one).
     fn claim_net_index(&self, used: &[u32]) -> Option<u32>;
@@ -64,11 +71,24 @@ impl Backend for LocalBackend {
     fn image_finish(&self, incoming: IncomingTar) -> Result<Imported, ImageError> {
         self.images().finish(incoming)
     }
-    fn image_dir(&self, digest: &str) -> PathBuf {
-        self.images().rootfs_dir(digest)
+    fn layer_dir(&self, digest: &str) -> PathBuf {
+        self.images().layer_dir(digest)
     }
-    fn image_remove(&self, digest: &str) -> Result<(), ImageError> {
-        self.images().remove(digest)
+    fn stored_layers(&self) -> Result<Vec<String>, ImageError> {
+        self.images().layers()
+    }
+    fn remove_layer(&self, digest: &str) -> Result<u64, ImageError> {
+        self.images().remove_layer(digest)
+    }
+    async fn resolve_image(&self, reference: &str) -> Result<Resolved, PullError> {
+        let reference = Puller::parse_reference(reference)?;
+        self.puller().resolve(&reference).await
+    }
+    async fn fetch_layers(&self, image: &Resolved, progress: Progress) -> Result<(), PullError> {
+        let reference = Puller::parse_reference(&image.reference)?;
+        self.puller()
+            .fetch_layers(&reference, image, progress)
+            .await
     }
     fn claim_net_index(&self, used: &[u32]) -> Option<u32> {
         self.net_pool().claim(used).map(|(i, _warm)| i)

@@ -29,9 +29,15 @@ pub enum ApiError {
     /// 422: well-formed, but the values are not acceptable.
     #[error("{0}")]
     Invalid(String),
+    /// 403 from a registry: it refused Warren's credentials for an image.
+    #[error("{0}")]
+    RegistryDenied(String),
     /// 500: our fault.
     #[error("{0}")]
     Internal(String),
+    /// 502: an upstream (a registry) failed or sent something wrong.
+    #[error("{0}")]
+    BadGateway(String),
     /// 503: a dependency is down.
     #[error("{0}")]
     Unavailable(String),
@@ -47,9 +53,18 @@ impl ApiError {
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             ApiError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
             ApiError::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid"),
+            ApiError::RegistryDenied(_) => (StatusCode::FORBIDDEN, "registry_denied"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            ApiError::BadGateway(_) => (StatusCode::BAD_GATEWAY, "bad_gateway"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
         }
+    }
+}
+
+impl ApiError {
+    /// The body every error answers with.
+    pub fn body(&self) -> ErrorBody {
+        ErrorBody::new(self.status_and_code().1, self.to_string())
     }
 }
 

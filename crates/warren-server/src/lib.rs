@@ -74,6 +74,8 @@ pub struct ServerConfig {
     pub history_retention: std::time::Duration,
     /// Name servers for sandboxes (empty: the host's).
     pub dns: Vec<std::net::Ipv4Addr>,
+    /// Registry credentials (`--registry-auth`) and plain-HTTP registries for pulls.
+    pub pull: warren_local::pull::PullConfig,
     /// Domain of preview URLs (`<id>-<port>.<domain>`).
     pub domain: String,
     /// A second listener serving only the preview proxy.
@@ -93,6 +95,7 @@ impl Default for ServerConfig {
             expedite_rcu: false,
             history_retention: std::time::Duration::from_secs(5 * 86400),
             dns: Vec::new(),
+            pull: Default::default(),
             domain: "localhost".into(),
             proxy_listen: None,
             tls: None,
@@ -152,6 +155,7 @@ impl Server {
             warm_leases: cfg.warm_leases,
             expedite_rcu: cfg.expedite_rcu,
             dns: cfg.dns.clone(),
+            pull: cfg.pull.clone(),
         })?;
         let service = Service::new(
             Arc::new(store),

@@ -64,8 +64,11 @@ pub trait Store: Send + Sync + 'static {
     async fn list_images(&self) -> Result<Vec<Image>, StoreError>;
     /// Removes an image record; whether it existed.
     async fn delete_image(&self, name: &str) -> Result<bool, StoreError>;
-    /// How many images point at this digest.
-    async fn count_images_with_digest(&self, digest: &str) -> Result<u64, StoreError>;
+    /// The layers of an image digest, while an image or a sandbox refers to it.
+    async fn manifest_layers(&self, digest: &str) -> Result<Option<Vec<String>>, StoreError>;
+    /// Forgets image digests no image or live sandbox refers to, and returns every layer the
+    /// rest use: whatever else is in the layer store may go.
+    async fn live_layers(&self) -> Result<Vec<String>, StoreError>;
 
     /// Records a new sandbox.
     async fn insert_sandbox(&self, rec: &SandboxRecord) -> Result<(), StoreError>;

@@ -61,10 +61,19 @@ fn image_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Image, StoreError> {
     let name: String = row.try_get("name")?;
     let created: String = row.try_get("created_at")?;
     let size: i64 = row.try_get("size")?;
+    let layers: String = row.try_get("layers")?;
+    let config: String = row.try_get("config")?;
+    let corrupt = |source| StoreError::Corrupt {
+        what: format!("image {name}"),
+        source,
+    };
     Ok(Image {
         created_at: parse_ts(&format!("image {name}"), &created)?,
         digest: row.try_get("digest")?,
         size: u64::try_from(size).unwrap_or(0),
+        source: row.try_get("source")?,
+        layers: serde_json::from_str(&layers).map_err(corrupt)?,
+        config: serde_json::from_str(&config).map_err(corrupt)?,
         name,
     })
 }
@@ -154,18 +163,85 @@ impl Store for SqliteStore {
     }
 
     async fn put_image(&self, image: &Image) -> Result<(), StoreError> {
+        let layers =
+            serde_json::to_string(&image.layers).map_err(|source| StoreError::Corrupt {
+                what: format!("image {}", image.name),
+                source,
+            })?;
+        let config =
+            serde_json::to_string(&image.config).map_err(|source| StoreError::Corrupt {
+                what: format!("image {}", image.name),
+                source,
+            })?;
+        let mut tx = self.writer.begin().await?;
+        sqlx::query("INSERT OR REPLACE INTO manifests (digest, layers) VALUES (?, ?)")
+            .bind(&image.digest)
+            .bind(&layers)
+            .execute(&mut *tx)
+            .await?;
         sqlx::query(
-            "INSERT INTO images (name, digest, size, created_at) VALUES (?, ?, ?, ?)
+            "INSERT INTO images (name, digest, size, created_at, source, layers, config)
+             VALUES (?, ?, ?, ?, ?, ?, ?)
              ON CONFLICT (name) DO UPDATE SET digest = excluded.digest, size = excluded.size,
-             created_at = excluded.created_at",
+             created_at = excluded.created_at, source = excluded.source,
+             layers = excluded.layers, config = excluded.config",
         )
         .bind(&image.name)
         .bind(&image.digest)
         .bind(i64::try_from(image.size).unwrap_or(i64::MAX))
         .bind(ts(&image.created_at))
-        .execute(&self.writer)
+        .bind(&image.source)
+        .bind(&layers)
+        .bind(&config)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(())
+    }
+
+    async fn manifest_layers(&self, digest: &str) -> Result<Option<Vec<String>>, StoreError> {
+        let layers: Option<String> =
+            sqlx::query_scalar("SELECT layers FROM manifests WHERE digest = ?")
+                .bind(digest)
+                .fetch_optional(&self.pool)
+                .await?;
+        layers
+            .map(|l| {
+                serde_json::from_str(&l).map_err(|source| StoreError::Corrupt {
+                    what: format!("manifest {digest}"),
+                    source,
+                })
+            })
+            .transpose()
+    }
+
+    async fn live_layers(&self) -> Result<Vec<String>, StoreError> {
+        let mut tx = self.writer.begin().await?;
+        // Manifests nothing refers to any more go first, in the same transaction, so a
+        // sandbox or image recorded meanwhile cannot lose its layers to this sweep.
+        sqlx::query(
+            "DELETE FROM manifests WHERE digest NOT IN (SELECT digest FROM images)
+             AND digest NOT IN (SELECT json_extract(doc, '$.image_digest') FROM sandboxes
+                                WHERE state != 'deleted')",
+        )
+        .execute(&mut *tx)
+        .await?;
+        let rows: Vec<String> = sqlx::query_scalar("SELECT layers FROM manifests")
+            .fetch_all(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        let mut live = Vec::new();
+        for row in rows {
+            let layers: Vec<String> =
+                serde_json::from_str(&row).map_err(|source| StoreError::Corrupt {
+                    what: "manifest layers".into(),
+                    source,
+                })?;
+            live.extend(layers);
+        }
+        live.sort();
+        live.dedup();
+        Ok(live)
     }
 
     async fn get_image(&self, name: &str) -> Result<Option<Image>, StoreError> {
@@ -189,14 +265,6 @@ impl Store for SqliteStore {
             .execute(&self.writer)
             .await?;
         Ok(done.rows_affected() > 0)
-    }
-
-    async fn count_images_with_digest(&self, digest: &str) -> Result<u64, StoreError> {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM images WHERE digest = ?")
-            .bind(digest)
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(u64::try_from(n).unwrap_or(0))
     }
 
     async fn insert_sandbox(&self, rec: &SandboxRecord) -> Result<(), StoreError> {

@@ -90,10 +90,18 @@ impl Table {
     /// still works.
     pub fn user(&self, name: &str) -> Option<User> {
         let found = self.users.iter().find(|(n, ..)| n == name).cloned();
-        let (name, uid, gid, home) = match found {
-            Some(u) => u,
-            None if name == "root" => ("root".to_owned(), 0, 0, PathBuf::from("/root")),
-            None => return None,
+        let (name, uid, gid, home) = match (found, name.parse::<u32>()) {
+            (Some(u), _) => u,
+            _ if name == "root" => ("root".to_owned(), 0, 0, PathBuf::from("/root")),
+            // A numeric user, as image configs often give (`"User": "1000"`): its account if
+            // it has one, else the bare id, as Docker runs it.
+            (None, Ok(uid)) => self
+                .users
+                .iter()
+                .find(|(_, u, ..)| *u == uid)
+                .cloned()
+                .unwrap_or_else(|| (name.to_owned(), uid, uid, PathBuf::from("/"))),
+            (None, Err(_)) => return None,
         };
         let mut groups = vec![gid];
         groups.extend(

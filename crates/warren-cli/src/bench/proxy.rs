@@ -129,7 +129,7 @@ async fn measure(
     api.import(&tar).await?;
     let (_, sb) = api
         .create_with(CreateSandbox {
-            image: IMAGE.to_owned(),
+            image: Some(IMAGE.to_owned()),
             runtime: Some(a.runtime),
             public: Some(true),
             cmd: vec![

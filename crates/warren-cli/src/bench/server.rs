@@ -149,7 +149,7 @@ impl Api {
     /// Creates a sandbox and waits until it runs; returns the round trip and the sandbox.
     pub async fn create(&self, rt: Runtime) -> anyhow::Result<(Duration, Sandbox)> {
         self.create_with(CreateSandbox {
-            image: IMAGE.to_owned(),
+            image: Some(IMAGE.to_owned()),
             runtime: Some(rt),
             ..Default::default()
         })

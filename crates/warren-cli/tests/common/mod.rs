@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde_json::{json, Value};
 
+pub mod oci_layout;
 pub mod preview;
+pub mod registry;
 pub mod remote;
 
 pub const RUNTIMES: [&str; 2] = ["runc", "gvisor"];

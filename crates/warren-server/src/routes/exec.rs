@@ -16,7 +16,7 @@ use crate::error::{ApiError, ApiJson, ApiQuery};
 use crate::service::ExecEvent;
 use crate::AppState;
 
-fn wants_sse(headers: &HeaderMap) -> bool {
+pub(super) fn wants_sse(headers: &HeaderMap) -> bool {
     headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())

@@ -1,11 +1,18 @@
-//! `/v1/images`: import a root-filesystem tar, list, delete.
+//! `/v1/images`: import a root-filesystem tar, pull from a registry, list, delete, prune.
+use std::convert::Infallible;
+
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
-use warren_api::{Image, ImageList};
+use futures::StreamExt;
+use tokio_stream::wrappers::UnboundedReceiverStream;
+use warren_api::image::PruneResult;
+use warren_api::{Image, ImageList, PullEvent, PullImage};
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ApiJson};
 use crate::AppState;
 
 pub async fn import(
@@ -42,4 +49,40 @@ pub async fn delete(
 ) -> Result<StatusCode, ApiError> {
     state.service.delete_image(&name).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /v1/images/pull {"ref": …}`: the image once pulled, or with `Accept:
+/// text/event-stream` its progress as SSE events `resolved`, `layer`, then `done` or `error`
+/// (each `data:` one [`PullEvent`] as JSON).
+pub async fn pull(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ApiJson(req): ApiJson<PullImage>,
+) -> Result<Response, ApiError> {
+    if !super::exec::wants_sse(&headers) {
+        let image = state.service.pull_image(&req.reference, None).await?;
+        return Ok(Json(image).into_response());
+    }
+    if req.reference.trim().is_empty() {
+        return Err(ApiError::Invalid("ref must not be empty".into()));
+    }
+    let events = state.service.pull_image_events(req.reference);
+    let sse = UnboundedReceiverStream::new(events).map(|event| {
+        let name = match &event {
+            PullEvent::Resolved { .. } => "resolved",
+            PullEvent::Layer(_) => "layer",
+            PullEvent::Done { .. } => "done",
+            PullEvent::Error { .. } => "error",
+        };
+        let data = serde_json::to_string(&event).unwrap_or_default();
+        Ok::<_, Infallible>(Event::default().event(name).data(data))
+    });
+    Ok(Sse::new(sse)
+        .keep_alive(KeepAlive::default())
+        .into_response())
+}
+
+/// `POST /v1/images/prune`: removes the layers no image or sandbox uses.
+pub async fn prune(State(state): State<AppState>) -> Result<Json<PruneResult>, ApiError> {
+    Ok(Json(state.service.prune_images().await?))
 }

@@ -47,6 +47,8 @@ pub fn router(state: AppState) -> Router {
         .route("/sandboxes/{id}/pty", get(pty::pty))
         .route("/events", get(logs::events))
         .route("/images", get(images::list))
+        .route("/images/pull", post(images::pull))
+        .route("/images/prune", post(images::prune))
         .route(
             "/images/{*name}",
             put(images::import).delete(images::delete),

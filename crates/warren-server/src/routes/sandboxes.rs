@@ -14,7 +14,8 @@ pub async fn create(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<CreateSandbox>,
 ) -> Result<(StatusCode, Json<Sandbox>), ApiError> {
-    let (sandbox, waited) = state.service.create(req).await?;
+    let (mut sandbox, waited) = state.service.create(req).await?;
+    state.service.add_exposed_urls(&mut sandbox);
     let status = if waited {
         StatusCode::CREATED
     } else {

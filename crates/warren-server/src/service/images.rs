@@ -1,15 +1,19 @@
-//! Images without a registry: a root-filesystem tar in, an image out.
+//! Images: imported from a root-filesystem tar (here) or pulled from a registry (`pull.rs`),
+//! listed, deleted, and the layers no image or sandbox uses collected.
+use std::collections::HashSet;
+use std::path::PathBuf;
+
 use bytes::Bytes;
 use chrono::Utc;
 use futures::{Stream, StreamExt};
-use warren_api::image::valid_image_name;
+use warren_api::image::{valid_image_name, PruneResult};
 use warren_api::Image;
 use warren_local::images::ImageError;
 
 use super::Service;
 use crate::error::ApiError;
 
-fn image_error(e: ImageError) -> ApiError {
+pub(super) fn image_error(e: ImageError) -> ApiError {
     match e {
         ImageError::Rejected(e) => ApiError::Invalid(e.to_string()),
         other => ApiError::Internal(other.to_string()),
@@ -21,48 +25,62 @@ fn check_name(name: &str) -> Result<(), ApiError> {
         Ok(())
     } else {
         Err(ApiError::Invalid(format!(
-            "{name:?} is not a valid image name (1-128 of a-z 0-9 . _ / : -, starting with a letter or digit)"
+            "{name:?} is not a valid image name (1-255 of a-z 0-9 . _ / : @ -, starting with a letter or digit)"
         )))
     }
 }
 
 impl Service {
     /// Imports `name` from a streamed root-filesystem tar; the body is written to disk as it
-    /// arrives, never held whole.
+    /// arrives, never held whole. The image is one layer, named by the tar's digest.
     pub async fn import_image<S, E>(&self, name: &str, mut body: S) -> Result<Image, ApiError>
     where
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: std::fmt::Display,
     {
         check_name(name)?;
-        let backend = self.inner.backend.clone();
-        let mut incoming = backend.image_begin().map_err(image_error)?;
-        while let Some(chunk) = body.next().await {
-            let chunk =
-                chunk.map_err(|e| ApiError::BadRequest(format!("reading the body: {e}")))?;
-            incoming.write(&chunk).map_err(image_error)?;
-        }
-        let imported = tokio::task::spawn_blocking(move || backend.image_finish(incoming))
-            .await
-            .map_err(|e| ApiError::Internal(format!("unpack task: {e}")))?
-            .map_err(image_error)?;
-        if imported.size == 0 {
-            return Err(ApiError::Invalid(
-                "the body is empty: send a tar of a root filesystem".into(),
-            ));
-        }
-        let image = Image {
-            name: name.to_owned(),
-            digest: imported.digest,
-            size: imported.size,
-            created_at: Utc::now(),
+        let replaced = {
+            let _no_gc = self.inner.images_gc.read().await;
+            let backend = self.inner.backend.clone();
+            let mut incoming = backend.image_begin().map_err(image_error)?;
+            while let Some(chunk) = body.next().await {
+                let chunk =
+                    chunk.map_err(|e| ApiError::BadRequest(format!("reading the body: {e}")))?;
+                incoming.write(&chunk).map_err(image_error)?;
+            }
+            let imported = tokio::task::spawn_blocking(move || backend.image_finish(incoming))
+                .await
+                .map_err(|e| ApiError::Internal(format!("unpack task: {e}")))?
+                .map_err(image_error)?;
+            if imported.size == 0 {
+                return Err(ApiError::Invalid(
+                    "the body is empty: send a tar of a root filesystem".into(),
+                ));
+            }
+            let image = Image {
+                name: name.to_owned(),
+                layers: vec![imported.digest.clone()],
+                digest: imported.digest,
+                size: imported.size,
+                created_at: Utc::now(),
+                source: None,
+                config: Default::default(),
+            };
+            let replaced = self.record_image(&image).await?;
+            (image, replaced)
         };
-        let previous = self.inner.store.get_image(name).await?;
-        self.inner.store.put_image(&image).await?;
-        if let Some(prev) = previous {
-            self.remove_unused_digest(&prev.digest).await?;
+        if replaced.1 {
+            self.collect_layers().await?;
         }
-        Ok(image)
+        Ok(replaced.0)
+    }
+
+    /// Records an image; whether it replaced one of another digest (whose layers may now be
+    /// unused).
+    pub(super) async fn record_image(&self, image: &Image) -> Result<bool, ApiError> {
+        let previous = self.inner.store.get_image(&image.name).await?;
+        self.inner.store.put_image(image).await?;
+        Ok(previous.is_some_and(|p| p.digest != image.digest))
     }
 
     /// Every image.
@@ -70,14 +88,11 @@ impl Service {
         Ok(self.inner.store.list_images().await?)
     }
 
-    /// Deletes an image; 409 while a sandbox uses it.
+    /// Deletes an image (409 while a sandbox uses it) and the layers no one else uses.
     pub async fn delete_image(&self, name: &str) -> Result<(), ApiError> {
-        let image = self
-            .inner
-            .store
-            .get_image(name)
-            .await?
-            .ok_or_else(|| ApiError::NotFound(format!("image {name:?} not found")))?;
+        if self.inner.store.get_image(name).await?.is_none() {
+            return Err(ApiError::NotFound(format!("image {name:?} not found")));
+        }
         let users = self.inner.store.count_sandboxes_using_image(name).await?;
         if users > 0 {
             return Err(ApiError::Conflict(format!(
@@ -85,27 +100,46 @@ impl Service {
             )));
         }
         self.inner.store.delete_image(name).await?;
-        self.remove_unused_digest(&image.digest).await
+        self.collect_layers().await.map(drop)
     }
 
-    async fn remove_unused_digest(&self, digest: &str) -> Result<(), ApiError> {
-        if self.inner.store.count_images_with_digest(digest).await? > 0 {
-            return Ok(());
-        }
-        // A sandbox made from an image that was replaced still mounts the old tree.
-        let in_use = self
+    /// Removes every stored layer that no image and no sandbox uses.
+    pub async fn prune_images(&self) -> Result<PruneResult, ApiError> {
+        self.collect_layers().await
+    }
+
+    async fn collect_layers(&self) -> Result<PruneResult, ApiError> {
+        // Pulls, imports and creates hold the read side from the moment they store or pick
+        // layers until the image or sandbox naming them is recorded.
+        let _gc = self.inner.images_gc.write().await;
+        let live: HashSet<String> = self.inner.store.live_layers().await?.into_iter().collect();
+        let backend = self.inner.backend.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut result = PruneResult::default();
+            for layer in backend.stored_layers()? {
+                if !live.contains(&layer) {
+                    result.bytes_freed += backend.remove_layer(&layer)?;
+                    result.layers_removed.push(layer);
+                }
+            }
+            Ok::<_, ImageError>(result)
+        })
+        .await
+        .map_err(|e| ApiError::Internal(format!("layer collection task: {e}")))?
+        .map_err(image_error)
+    }
+
+    /// The layer trees of an image digest, bottom first.
+    pub(super) async fn layer_dirs(&self, digest: &str) -> Result<Vec<PathBuf>, ApiError> {
+        let layers = self
             .inner
             .store
-            .list_sandboxes()
+            .manifest_layers(digest)
             .await?
+            .ok_or_else(|| ApiError::Internal(format!("image {digest} has no layer record")))?;
+        Ok(layers
             .iter()
-            .any(|r| r.sandbox.image_digest == digest);
-        if !in_use {
-            self.inner
-                .backend
-                .image_remove(digest)
-                .map_err(image_error)?;
-        }
-        Ok(())
+            .map(|l| self.inner.backend.layer_dir(l))
+            .collect())
     }
 }

@@ -41,6 +41,23 @@ fn expiry(timeout_s: u64) -> Option<chrono::DateTime<Utc>> {
     (secs > 0).then(|| Utc::now() + chrono::Duration::seconds(secs.min(10 * 365 * 86400)))
 }
 
+/// An image config's `KEY=value` list as a map (a later duplicate wins, as in Docker).
+fn image_env(entries: &[String]) -> std::collections::BTreeMap<String, String> {
+    entries
+        .iter()
+        .filter_map(|e| e.split_once('='))
+        .filter(|(k, _)| !k.is_empty())
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+/// The user part of an image's `User` (`name`, `uid`, `name:group`, `uid:gid`): the agent
+/// looks the name (or number) up in the sandbox's own passwd; the group is the user's own.
+fn image_user(user: Option<&str>) -> Option<String> {
+    let name = user?.split(':').next()?.trim();
+    (!name.is_empty()).then(|| name.to_owned())
+}
+
 fn token() -> String {
     let bytes: [u8; 24] = rand::random();
     hex::encode(bytes)
@@ -51,31 +68,45 @@ impl Service {
     /// Returns the sandbox and whether it was provisioned inline.
     pub async fn create(&self, req: CreateSandbox) -> Result<(Sandbox, bool), ApiError> {
         validate::create(&req, &self.inner.cfg)?;
+        // Held until the sandbox is recorded: its image's layers are then in use.
+        let no_gc = self.inner.images_gc.read().await;
         let image = self
-            .inner
-            .store
-            .get_image(&req.image)
-            .await?
-            .ok_or_else(|| {
-                ApiError::NotFound(format!(
-                    "image {:?} not found (import one with `warren image import NAME DIR`)",
-                    req.image
-                ))
-            })?;
+            .image_for_create(req.image.as_deref(), req.pull.unwrap_or_default())
+            .await?;
+        let defaults = &image.config;
+        let mut env = image_env(&defaults.env);
+        env.extend(req.env);
+        let cmd = if req.cmd.is_empty() {
+            defaults
+                .entrypoint
+                .iter()
+                .chain(&defaults.cmd)
+                .cloned()
+                .collect()
+        } else {
+            req.cmd
+        };
         let sandbox = Sandbox {
             id: SandboxId::generate(),
             state: SandboxState::Pending,
-            image: image.name,
-            image_digest: image.digest,
             runtime: req.runtime.unwrap_or(self.inner.cfg.default_runtime),
             cpu: req.cpu.unwrap_or(DEFAULT_CPU.min(self.inner.cfg.host_cpus)),
             memory_mb: req.memory_mb.unwrap_or(DEFAULT_MEMORY_MB),
             disk_mb: req.disk_mb.unwrap_or(DEFAULT_DISK_MB),
             pids: req.pids.unwrap_or(DEFAULT_PIDS),
-            env: req.env,
-            cmd: req.cmd,
-            cwd: req.cwd.unwrap_or_else(|| "/".into()),
-            user: req.user.unwrap_or_else(|| "root".into()),
+            env,
+            cmd,
+            cwd: req
+                .cwd
+                .or_else(|| defaults.working_dir.clone())
+                .unwrap_or_else(|| "/".into()),
+            user: req
+                .user
+                .or_else(|| image_user(defaults.user.as_deref()))
+                .unwrap_or_else(|| "root".into()),
+            exposed_ports: defaults.exposed_ports.clone(),
+            image: image.name,
+            image_digest: image.digest,
             metadata: req.metadata,
             egress: req.egress.unwrap_or_default(),
             public: req.public.unwrap_or(false),
@@ -95,6 +126,7 @@ impl Service {
             net_index: None,
         };
         self.inner.store.insert_sandbox(&rec).await?;
+        drop(no_gc);
         let id = rec.sandbox.id.clone();
         if req.wait.unwrap_or(true) {
             let lock = self.lock_for(&id);
@@ -180,7 +212,10 @@ impl Service {
         let spec = SandboxSpec {
             id: id.to_string(),
             runtime: rec.sandbox.runtime,
-            image_dir: self.inner.backend.image_dir(&rec.sandbox.image_digest),
+            layers: match self.layer_dirs(&rec.sandbox.image_digest).await {
+                Ok(layers) => layers,
+                Err(e) => return self.fail(rec, e.to_string()).await,
+            },
             cpu: rec.sandbox.cpu,
             memory_mb: rec.sandbox.memory_mb,
             pids: rec.sandbox.pids,

@@ -7,6 +7,7 @@ mod images;
 mod lifecycle;
 mod preview;
 mod pty;
+mod pull;
 mod validate;
 
 use std::collections::HashMap;
@@ -53,6 +54,9 @@ struct Inner {
     cfg: ServiceConfig,
     // One lock per sandbox so lifecycle operations on it never interleave.
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    // Layer collection (write side) against everything between storing or choosing layers and
+    // recording what uses them: pulls, imports, creates (read side).
+    images_gc: tokio::sync::RwLock<()>,
     // Network lease allocation reads then writes the store: one allocation at a time.
     net_alloc: tokio::sync::Mutex<()>,
     agents: Mutex<HashMap<String, AgentClient>>,
@@ -100,6 +104,7 @@ impl Service {
                 cfg,
                 locks: Mutex::default(),
                 net_alloc: tokio::sync::Mutex::default(),
+                images_gc: tokio::sync::RwLock::default(),
                 agents: Mutex::default(),
                 routes: Mutex::default(),
                 routes_epoch: Default::default(),

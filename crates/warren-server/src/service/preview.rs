@@ -132,9 +132,18 @@ impl Service {
         routes.remove(id.as_str());
     }
 
+    /// Adds the URLs of the ports its image declares (whether or not anything listens yet).
+    pub fn add_exposed_urls(&self, sandbox: &mut Sandbox) {
+        for port in &sandbox.exposed_ports {
+            let url = self.inner.cfg.preview.url(&sandbox.id, *port);
+            sandbox.urls.insert(port.to_string(), url);
+        }
+    }
+
     /// The sandbox with what listens in it now and the URLs of those ports (asked of its
     /// agent; a sandbox that does not answer in time shows none).
     pub async fn with_ports(&self, mut sandbox: Sandbox) -> Sandbox {
+        self.add_exposed_urls(&mut sandbox);
         if sandbox.state != SandboxState::Running {
             return sandbox;
         }

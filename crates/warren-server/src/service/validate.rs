@@ -23,7 +23,7 @@ fn invalid(msg: String) -> ApiError {
 
 /// Validates a create request against the host.
 pub fn create(req: &CreateSandbox, cfg: &ServiceConfig) -> Result<(), ApiError> {
-    if req.image.trim().is_empty() {
+    if req.image.as_deref().is_some_and(|i| i.trim().is_empty()) {
         return Err(invalid("image must not be empty".into()));
     }
     if let Some(cpu) = req.cpu {
@@ -141,7 +141,7 @@ mod tests {
 
     fn req() -> CreateSandbox {
         CreateSandbox {
-            image: "busybox".into(),
+            image: Some("busybox".into()),
             ..Default::default()
         }
     }
@@ -190,7 +190,7 @@ mod tests {
                 ..req()
             },
             CreateSandbox {
-                image: " ".into(),
+                image: Some(" ".into()),
                 ..req()
             },
             CreateSandbox {

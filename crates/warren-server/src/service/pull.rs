@@ -1,0 +1,181 @@
+//! Images from registries: `POST /v1/images/pull`, and the image a create request names,
+//! pulled when it is not here (`"pull": "missing"`), always, or never.
+use std::sync::Arc;
+
+use chrono::Utc;
+use tokio::sync::mpsc::UnboundedSender;
+use warren_api::image::{LayerProgress, LayerStatus, PullPolicy};
+use warren_api::sandbox::DEFAULT_IMAGE;
+use warren_api::{Image, PullEvent};
+use warren_local::pull::{Progress, PullError};
+
+use super::images::image_error;
+use super::Service;
+use crate::error::ApiError;
+
+/// What the API answers for a failed pull.
+fn pull_error(e: PullError) -> ApiError {
+    match e {
+        PullError::InvalidReference { .. } | PullError::Unsupported(_) => {
+            ApiError::Invalid(e.to_string())
+        }
+        PullError::BadLayer { .. } => ApiError::Invalid(e.to_string()),
+        PullError::NotFound(m) => ApiError::NotFound(m),
+        PullError::Unauthorized(m) => ApiError::RegistryDenied(m),
+        PullError::DigestMismatch(m) | PullError::Registry(m) => ApiError::BadGateway(m),
+        PullError::Store(e) => image_error(e),
+        PullError::Config(m) => ApiError::Internal(m),
+    }
+}
+
+impl Service {
+    /// Pulls `reference` and records it as an image named by its canonical reference.
+    /// `events`, when given, receives the pull's progress (its end is the caller's to report).
+    pub async fn pull_image(
+        &self,
+        reference: &str,
+        events: Option<UnboundedSender<PullEvent>>,
+    ) -> Result<Image, ApiError> {
+        let (image, replaced) = {
+            let _no_gc = self.inner.images_gc.read().await;
+            self.pull_unguarded(reference, events).await?
+        };
+        if replaced {
+            self.collect_layers_quietly().await;
+        }
+        Ok(image)
+    }
+
+    /// Starts a pull that runs to its end whether or not anyone still listens (a pull cut off
+    /// halfway would only have to start over), and streams its progress, ending with `done`
+    /// or `error`.
+    pub fn pull_image_events(
+        &self,
+        reference: String,
+    ) -> tokio::sync::mpsc::UnboundedReceiver<PullEvent> {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let svc = self.clone();
+        self.spawn_background(async move {
+            let last = match svc.pull_image(&reference, Some(tx.clone())).await {
+                Ok(image) => PullEvent::Done { image },
+                Err(e) => PullEvent::Error {
+                    error: e.body().error,
+                },
+            };
+            let _ = tx.send(last);
+        });
+        rx
+    }
+
+    /// A pull; the caller holds the read side of `images_gc`.
+    async fn pull_unguarded(
+        &self,
+        reference: &str,
+        events: Option<UnboundedSender<PullEvent>>,
+    ) -> Result<(Image, bool), ApiError> {
+        if reference.trim().is_empty() {
+            return Err(ApiError::Invalid("ref must not be empty".into()));
+        }
+        let backend = &self.inner.backend;
+        let resolved = backend.resolve_image(reference).await.map_err(pull_error)?;
+        let send = move |e: PullEvent| {
+            if let Some(tx) = &events {
+                let _ = tx.send(e);
+            }
+        };
+        send(PullEvent::Resolved {
+            reference: resolved.reference.clone(),
+            digest: resolved.digest.clone(),
+            layers: resolved
+                .layers
+                .iter()
+                .map(|l| LayerProgress {
+                    digest: l.digest.clone(),
+                    status: LayerStatus::Waiting,
+                    current: 0,
+                    total: l.size,
+                })
+                .collect(),
+        });
+        let send = Arc::new(send);
+        let progress: Progress = Arc::new(move |p| send(PullEvent::Layer(p)));
+        backend
+            .fetch_layers(&resolved, progress)
+            .await
+            .map_err(pull_error)?;
+        let image = Image {
+            name: resolved.reference.clone(),
+            digest: resolved.digest,
+            size: resolved.layers.iter().map(|l| l.size).sum(),
+            created_at: Utc::now(),
+            source: Some(resolved.reference),
+            layers: resolved.layers.into_iter().map(|l| l.digest).collect(),
+            config: resolved.config,
+        };
+        let replaced = self.record_image(&image).await?;
+        tracing::info!(image = %image.name, digest = %image.digest, "pulled");
+        Ok((image, replaced))
+    }
+
+    async fn collect_layers_quietly(&self) {
+        if let Err(e) = self.prune_images().await {
+            tracing::warn!("collecting unused layers after a pull: {e}");
+        }
+    }
+
+    /// The image a create request names (or the default), pulled as `policy` says. The caller
+    /// holds the read side of `images_gc` until the sandbox is recorded.
+    pub(super) async fn image_for_create(
+        &self,
+        name: Option<&str>,
+        policy: PullPolicy,
+    ) -> Result<Image, ApiError> {
+        let name = name.map(str::trim).unwrap_or(DEFAULT_IMAGE);
+        let local = self.find_image(name).await?;
+        let pull = match (&local, policy) {
+            (_, PullPolicy::Never) | (Some(_), PullPolicy::Missing) => false,
+            // An imported image has no registry to ask.
+            (Some(image), PullPolicy::Always) => image.source.is_some(),
+            (None, _) => true,
+        };
+        if !pull {
+            return local.ok_or_else(|| not_here(name));
+        }
+        if name == DEFAULT_IMAGE {
+            return Err(not_here(name));
+        }
+        let source = local
+            .as_ref()
+            .and_then(|i| i.source.clone())
+            .unwrap_or_else(|| name.to_owned());
+        self.pull_unguarded(&source, None)
+            .await
+            .map(|(image, _)| image)
+    }
+
+    /// An image by its name as given, or by the canonical form of that reference
+    /// (`alpine` → `docker.io/library/alpine:latest`).
+    async fn find_image(&self, name: &str) -> Result<Option<Image>, ApiError> {
+        if let Some(image) = self.inner.store.get_image(name).await? {
+            return Ok(Some(image));
+        }
+        match warren_local::pull::Puller::parse_reference(name) {
+            Ok(r) if r.whole() != name => Ok(self.inner.store.get_image(&r.whole()).await?),
+            _ => Ok(None),
+        }
+    }
+}
+
+fn not_here(name: &str) -> ApiError {
+    if name == DEFAULT_IMAGE {
+        ApiError::NotFound(format!(
+            "image {DEFAULT_IMAGE:?} not found: build it with `warren image build-base` \
+             (or name another image)"
+        ))
+    } else {
+        ApiError::NotFound(format!(
+            "image {name:?} not found (pull it with `warren image pull REF`, or import one \
+             with `warren image import NAME DIR`)"
+        ))
+    }
+}
