@@ -2,6 +2,7 @@
 //! the same busybox root filesystem, measured in one run by an in-process server on a scratch
 //! data directory (no running server needed; root is). `warren bench proxy` measures the
 //! preview proxy (see [`proxy`]).
+mod image;
 mod load;
 mod proxy;
 mod raw;
@@ -31,6 +32,10 @@ pub enum BenchCommand {
     /// The preview proxy: wrk straight to a sandbox, through Warren, and through nginx
     /// (needs wrk and nginx), plus WebSocket echo round trips.
     Proxy(proxy::ProxyBenchArgs),
+    /// Image pulls and creates from a pulled image: a 5-layer ~200 MB image through a local
+    /// docker-registry, then 20 sandboxes from it and the disk each used (needs
+    /// docker-registry).
+    Image(image::ImageBenchArgs),
 }
 
 #[derive(Args)]
@@ -81,8 +86,10 @@ impl BenchArgs {
 }
 
 pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
-    if let Some(BenchCommand::Proxy(p)) = a.what {
-        return proxy::run(p).await;
+    match a.what {
+        Some(BenchCommand::Proxy(p)) => return proxy::run(p).await,
+        Some(BenchCommand::Image(i)) => return image::run(i).await,
+        None => {}
     }
     let runtimes = a.runtimes();
     preflight(&runtimes)?;
@@ -123,7 +130,7 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn require_root() -> anyhow::Result<()> {
+pub(crate) fn require_root() -> anyhow::Result<()> {
     let uid = std::fs::metadata("/proc/self")
         .map(|m| m.uid())
         .unwrap_or(0);
@@ -158,7 +165,7 @@ fn preflight(runtimes: &[Runtime]) -> anyhow::Result<()> {
 }
 
 /// A scratch directory under /var/tmp (on disk, like a real data dir), else the temp dir.
-fn scratch_dir() -> anyhow::Result<tempfile::TempDir> {
+pub(crate) fn scratch_dir() -> anyhow::Result<tempfile::TempDir> {
     let b = {
         let mut b = tempfile::Builder::new();
         b.prefix("warren-bench-");
@@ -170,7 +177,7 @@ fn scratch_dir() -> anyhow::Result<tempfile::TempDir> {
 }
 
 /// Removes the scratch directory unless asked to keep it or cleanup left something in it.
-fn finish_scratch(scratch: tempfile::TempDir, keep: bool, clean: bool) {
+pub(crate) fn finish_scratch(scratch: tempfile::TempDir, keep: bool, clean: bool) {
     let mounts = mounts_under(scratch.path());
     if keep || !clean || !mounts.is_empty() {
         let path = scratch.keep();

@@ -146,6 +146,17 @@ impl Api {
         resp.json().await.context("decoding the imported image")
     }
 
+    /// Pulls an image through the API.
+    pub async fn pull(&self, reference: &str) -> anyhow::Result<Image> {
+        let rb = self
+            .req(Method::POST, "/v1/images/pull")
+            .json(&warren_api::PullImage {
+                reference: reference.to_owned(),
+            });
+        let resp = self.send(rb, "pulling the image").await?;
+        resp.json().await.context("decoding the pulled image")
+    }
+
     /// Creates a sandbox and waits until it runs; returns the round trip and the sandbox.
     pub async fn create(&self, rt: Runtime) -> anyhow::Result<(Duration, Sandbox)> {
         self.create_with(CreateSandbox {

@@ -11,6 +11,7 @@ use futures::{StreamExt, TryStreamExt};
 use oci_client::client::{linux_amd64_resolver, ClientConfig, ClientProtocol};
 use oci_client::errors::{DigestError, OciDistributionError, OciErrorCode};
 use oci_client::manifest::OciDescriptor;
+use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
 use tokio_util::io::{StreamReader, SyncIoBridge};
 use warren_api::image::{LayerProgress, LayerStatus};
@@ -194,10 +195,14 @@ impl Puller {
         let registry = reference.resolve_registry().to_owned();
         let client = self.client_for(&registry);
         let auth = self.auths.for_registry(&registry);
-        let (manifest, digest, config) = client
-            .pull_manifest_and_config(reference, &auth)
-            .await
-            .map_err(|e| classify(e, reference, "manifest"))?;
+        let (manifest, digest, config) =
+            match client.pull_manifest_and_config(reference, &auth).await {
+                Ok(found) => found,
+                Err(OciDistributionError::UnauthorizedError { url }) => {
+                    return Err(refused(reference, &url, &auth).await)
+                }
+                Err(e) => return Err(classify(e, reference, "manifest")),
+            };
         let layers = manifest
             .layers
             .iter()
@@ -384,6 +389,44 @@ fn stream_error(digest: &str, e: &io::Error) -> PullError {
         )),
         _ => PullError::Registry(format!("fetching layer {digest}: {e}")),
     }
+}
+
+/// A registry's 401, with the registry's own words: oci-client keeps only the URL, so the
+/// request is made once more, as oci-client made it, to read the error body.
+async fn refused(reference: &Reference, url: &str, auth: &RegistryAuth) -> PullError {
+    let registry = reference.resolve_registry();
+    let who = match auth {
+        RegistryAuth::Anonymous => "no credentials (none for it in --registry-auth)".to_owned(),
+        RegistryAuth::Basic(user, _) => format!("the credentials of {user:?}"),
+        RegistryAuth::Bearer(_) => "the bearer token from --registry-auth".to_owned(),
+    };
+    let said = async {
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(std::time::Duration::from_secs(5))
+            .build()
+            .ok()?;
+        let request = match auth {
+            RegistryAuth::Basic(user, pass) => client.get(url).basic_auth(user, Some(pass)),
+            RegistryAuth::Bearer(token) => client.get(url).bearer_auth(token),
+            RegistryAuth::Anonymous => client.get(url),
+        };
+        let body = request.send().await.ok()?.bytes().await.ok()?;
+        let envelope: oci_client::errors::OciEnvelope = serde_json::from_slice(&body).ok()?;
+        let words = envelope
+            .errors
+            .iter()
+            .map(|e| format!("{:?}: {}", e.code, e.message))
+            .collect::<Vec<_>>()
+            .join("; ");
+        (!words.is_empty()).then_some(words)
+    }
+    .await
+    .unwrap_or_else(|| "401 Unauthorized".to_owned());
+    PullError::Unauthorized(format!(
+        "{registry} refused {who} for {}: {said}",
+        reference.whole()
+    ))
 }
 
 /// Sorts an oci-client error into what the API tells the user.
