@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # Installs what Warren needs on Debian 12 (run as root): the OCI runtimes, busybox for the
 # demo/test image, iproute2 and nftables for sandbox networks, python3 for the network tests'
-# test-made DNS server, tmux for the terminal test, wrk and nginx for `warren bench proxy`, and a C
-# toolchain for the build.
+# test-made DNS server, tmux for the terminal test, wrk and nginx for `warren bench proxy`,
+# debootstrap for the `base` image, docker-registry (the tests and `warren bench image` run their
+# own on 127.0.0.1), umoci, skopeo and htpasswd (apache2-utils) to build and push test images,
+# and a C toolchain for the build.
 # Idempotent: packages already present are left alone.
 set -euo pipefail
 if [ "$(id -u)" -ne 0 ]; then
   echo "install-deps.sh: run as root (sudo $0)" >&2
   exit 1
 fi
-pkgs=(crun runsc busybox-static debootstrap iproute2 nftables python3 tmux wrk nginx build-essential pkg-config ca-certificates curl)
+pkgs=(crun runsc busybox-static debootstrap docker-registry umoci skopeo apache2-utils iproute2 nftables python3 tmux wrk nginx build-essential pkg-config ca-certificates curl)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -446,17 +446,19 @@ pub async fn build_base(
 /// line per phase (not per package) above it or, without a terminal, alone.
 struct Progress {
     bar: Option<ProgressBar>,
-    last_verb: String,
+    last_step: &'static str,
 }
 
-/// debootstrap's per-package lines, summarised as one line each time the verb changes.
-const PER_PACKAGE: [&str; 5] = [
-    "Retrieving",
-    "Validating",
-    "Extracting",
-    "Unpacking",
-    "Configuring",
-];
+/// debootstrap's per-package verbs and the step each belongs to: a line per step, not per package.
+fn package_step(verb: &str) -> Option<&'static str> {
+    match verb {
+        "Retrieving" | "Validating" => Some("downloading"),
+        "Extracting" => Some("extracting"),
+        "Unpacking" => Some("unpacking"),
+        "Configuring" => Some("configuring"),
+        _ => None,
+    }
+}
 
 impl Progress {
     fn new() -> Progress {
@@ -468,10 +470,7 @@ impl Progress {
             pb.enable_steady_tick(Duration::from_millis(120));
             pb
         });
-        Progress {
-            bar,
-            last_verb: String::new(),
-        }
+        Progress { bar, last_step: "" }
     }
 
     fn phase(&self, msg: &str) {
@@ -494,16 +493,20 @@ impl Progress {
             pb.set_message(line.to_owned());
         }
         let body = line.strip_prefix("I: ").unwrap_or(line);
-        let verb = body.split(' ').next().unwrap_or("");
-        if PER_PACKAGE.contains(&verb) && !body.ends_with("packages...") {
-            if verb != self.last_verb {
-                self.last_verb = verb.to_owned();
-                self.phase(&format!("debootstrap: {body} ..."));
+        let (verb, rest) = body.split_once(' ').unwrap_or((body, ""));
+        let rest = rest.trim_end_matches("...");
+        match package_step(verb) {
+            Some(step) if !rest.ends_with("packages") => {
+                if step != self.last_step {
+                    self.last_step = step;
+                    self.phase(&format!("debootstrap: {step} {rest} ..."));
+                }
             }
-            return;
+            _ => {
+                self.last_step = "";
+                self.phase(&format!("debootstrap: {body}"));
+            }
         }
-        self.last_verb.clear();
-        self.phase(&format!("debootstrap: {body}"));
     }
 
     fn finish(&self) {

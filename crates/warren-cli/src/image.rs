@@ -25,9 +25,11 @@ pub enum ImageCommand {
         #[command(flatten)]
         opts: ClientOpts,
     },
-    /// Build the `base` image (Debian bookworm: bash, python3, curl, sudo, user `user`) with
-    /// debootstrap and import it; the tar is cached, so only the first build takes a minute.
-    /// Needs root.
+    /// Build the `base` image with debootstrap and import it (root; cached after one build).
+    ///
+    /// Debian bookworm (minbase) with bash, python3, ca-certificates, sudo and curl, and a user
+    /// `user` (uid 1000, home /home/user, passwordless sudo). The tar is cached per recipe in
+    /// the cache dir: later builds take seconds and need no network.
     BuildBase {
         #[command(flatten)]
         args: BuildBaseArgs,

@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 
 pub mod oci_layout;
 pub mod preview;
+pub mod pulls;
 pub mod registry;
 pub mod remote;
 

@@ -95,9 +95,11 @@ impl Registry {
                         dir,
                     }
                 }
-                Err(e) => {
+                Err((exited, e)) => {
                     let _ = child.kill();
                     let _ = child.wait();
+                    // Only an exit (most likely "address already in use") is worth a retry.
+                    assert!(exited, "docker-registry did not come up: {e}");
                     last_err = e;
                 }
             }
@@ -137,7 +139,7 @@ impl Registry {
         let hex = digest.trim_start_matches("sha256:");
         self.root()
             .join("docker/registry/v2/blobs/sha256")
-            .join(&hex[..2])
+            .join(hex.get(..2).expect("a sha256 digest"))
             .join(hex)
             .join("data")
     }
@@ -246,8 +248,9 @@ impl Registry {
     }
 }
 
-/// Waits up to 20 s for `GET /v2/` to answer 200 or 401.
-fn wait_ready(child: &mut Child, port: u16, dir: &Path) -> Result<(), String> {
+/// Waits up to 20 s for `GET /v2/` to answer 200 or 401; the error says whether the process
+/// exited, and shows its log.
+fn wait_ready(child: &mut Child, port: u16, dir: &Path) -> Result<(), (bool, String)> {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         if let Some(200 | 401) = v2_status(port) {
@@ -255,11 +258,11 @@ fn wait_ready(child: &mut Child, port: u16, dir: &Path) -> Result<(), String> {
         }
         let exited = child.try_wait().ok().flatten();
         if exited.is_some() || Instant::now() > deadline {
-            return Err(format!(
-                "port {port} ({}): {}",
-                exited.map_or("timed out after 20 s".to_owned(), |s| s.to_string()),
-                std::fs::read_to_string(dir.join("registry.log")).unwrap_or_default()
-            ));
+            let log = std::fs::read_to_string(dir.join("registry.log")).unwrap_or_default();
+            return Err(match exited {
+                Some(status) => (true, format!("port {port}: {status}: {log}")),
+                None => (false, format!("port {port}: no answer after 20 s: {log}")),
+            });
         }
         std::thread::sleep(Duration::from_millis(50));
     }
