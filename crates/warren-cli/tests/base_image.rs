@@ -162,7 +162,7 @@ async fn check_runtime(s: &TestServer, runtime: &str) {
     let su = json!({"cmd": ["su", "user", "-c", "sudo -n id -u"]});
     gvisor_gap(s, id, runtime, su, "0", GVISOR_NO_SETUID).await;
     assert_eq!(run(json!(["sudo", "-n", "id", "-u"]), None).await, "0");
-    let ls = json!({"cmd": ["sh", "-c", "ls -l /usr/bin/sudo | cut -c1-10"]});
+    let ls = json!({"cmd": ["bash", "-c", "set -o pipefail; ls -l /usr/bin/sudo | cut -c1-10"]});
     gvisor_gap(s, id, runtime, ls, "-rwsr-xr-x", GVISOR_STATX).await;
     run(
         json!(["sh", "-c", "touch ~/made && test -O ~/made"]),

@@ -317,9 +317,7 @@ async fn concurrent_pulls_of_one_image_fetch_each_layer_once() {
     let reg = Registry::start();
     let scratch = tempfile::tempdir().expect("tempdir");
     // Incompressible, so fetching takes long enough for the pulls to overlap.
-    let noise: Vec<u8> = (0..24u32 << 20)
-        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
-        .collect();
+    let noise = common::pulls::noise(24 << 20);
     let desc = push(
         &reg,
         scratch.path(),

@@ -143,11 +143,18 @@ fn build_config(
     hosts: &Path,
     resolv: &Path,
 ) -> Result<Spec, BundleError> {
-    let mut env: Vec<String> = vec![
-        "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_owned(),
-        "HOME=/root".to_owned(),
-        format!("HOSTNAME={}", spec.id),
+    // Defaults a sandbox's own env (its image's, its request's) may replace: a key given twice
+    // would leave which one wins to each reader.
+    let defaults = [
+        ("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"),
+        ("HOME", "/root"),
+        ("HOSTNAME", spec.id),
     ];
+    let mut env: Vec<String> = defaults
+        .iter()
+        .filter(|(k, _)| !spec.env.contains_key(*k))
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
     env.extend(spec.env.iter().map(|(k, v)| format!("{k}={v}")));
     env.push(format!("WARREN_AGENT_TOKEN={}", spec.token));
     env.push(format!("WARREN_AGENT_DEFAULT_USER={}", spec.user));

@@ -215,12 +215,40 @@ impl Supervisor {
             envs: Default::default(),
             cwd: Some(cwd.to_string_lossy().into_owned()),
         };
-        let mut child = Command::new(cmd)
-            .args(args)
+        // The sandbox's default user (an image's `User`, or the create request's) runs it, as
+        // Docker runs an image's command; root needs no shim.
+        let accounts = super::users::Accounts::from_env();
+        let user = super::users::Table::load(&accounts)
+            .user(&accounts.default_user)
+            .ok_or_else(|| {
+                format!(
+                    "cannot start main command {argv:?}: user {:?} is not in /etc/passwd",
+                    accounts.default_user
+                )
+            })?;
+        let mut command = if user.is_root() {
+            let mut c = Command::new(cmd);
+            c.args(args).process_group(0);
+            c
+        } else {
+            let mut c = Command::new("/proc/self/exe");
+            c.arg(cmd).args(args);
+            c
+        };
+        command
             .env_clear()
             .envs(self.child_env.iter().map(|(k, v)| (k, v)))
+            .env("HOME", &user.home)
+            .env("USER", &user.name)
+            .env("LOGNAME", &user.name);
+        if !user.is_root() {
+            command.env(
+                super::exec_shim::SPEC_VAR,
+                super::exec_shim::Spec::new(&user, false).encode(),
+            );
+        }
+        let mut child = command
             .current_dir(cwd)
-            .process_group(0)
             .stdin(Stdio::null())
             .stdout(Stdio::inherit())
             .stderr(Stdio::inherit())

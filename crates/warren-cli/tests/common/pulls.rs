@@ -85,3 +85,17 @@ pub async fn image_names(s: &TestServer) -> Vec<String> {
         .map(|i| i["name"].as_str().unwrap_or_default().to_owned())
         .collect()
 }
+
+/// `len` bytes no compressor can shrink (xorshift64), so a layer of them is as big on the wire
+/// as on disk.
+pub fn noise(len: usize) -> Vec<u8> {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 32) as u8
+        })
+        .collect()
+}
