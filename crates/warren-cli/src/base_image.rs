@@ -447,6 +447,7 @@ pub async fn build_base(
 struct Progress {
     bar: Option<ProgressBar>,
     last_step: &'static str,
+    start: Instant,
 }
 
 /// debootstrap's per-package verbs and the step each belongs to: a line per step, not per package.
@@ -470,11 +471,18 @@ impl Progress {
             pb.enable_steady_tick(Duration::from_millis(120));
             pb
         });
-        Progress { bar, last_step: "" }
+        Progress {
+            bar,
+            last_step: "",
+            start: Instant::now(),
+        }
     }
 
     fn phase(&self, msg: &str) {
-        let line = format!("build-base: {msg}");
+        let line = format!(
+            "build-base: [{:>5.1}s] {msg}",
+            self.start.elapsed().as_secs_f64()
+        );
         match &self.bar {
             Some(pb) => {
                 pb.println(&line);
@@ -489,10 +497,10 @@ impl Progress {
         if line.is_empty() {
             return;
         }
-        if let Some(pb) = &self.bar {
-            pb.set_message(line.to_owned());
-        }
         let body = line.strip_prefix("I: ").unwrap_or(line);
+        if let Some(pb) = &self.bar {
+            pb.set_message(body.to_owned());
+        }
         let (verb, rest) = body.split_once(' ').unwrap_or((body, ""));
         let rest = rest.trim_end_matches("...");
         match package_step(verb) {

@@ -146,7 +146,10 @@ fn build_config(
     // Defaults a sandbox's own env (its image's, its request's) may replace: a key given twice
     // would leave which one wins to each reader.
     let defaults = [
-        ("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"),
+        (
+            "PATH",
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        ),
         ("HOME", "/root"),
         ("HOSTNAME", spec.id),
     ];

@@ -155,24 +155,9 @@ fn truncate_logs(dir: &Path) -> anyhow::Result<()> {
 /// The user, sudo, and the cleaning that keeps the image small and free of this host's names.
 pub(super) fn setup_tree(root: &Path) -> anyhow::Result<()> {
     in_tree(root, &["groupadd", "--gid", "1000", "user"])?;
-    in_tree(
-        root,
-        &[
-            "useradd",
-            "--uid",
-            "1000",
-            "--gid",
-            "1000",
-            "--create-home",
-            "--home-dir",
-            "/home/user",
-            "--shell",
-            "/bin/bash",
-            "--comment",
-            "user",
-            "user",
-        ],
-    )?;
+    let useradd = "useradd --uid 1000 --gid 1000 --create-home --home-dir /home/user \
+                   --shell /bin/bash --comment user user";
+    in_tree(root, &useradd.split_whitespace().collect::<Vec<_>>())?;
     let sudoers = root.join("etc/sudoers.d/user");
     fs::write(&sudoers, "user ALL=(ALL) NOPASSWD:ALL\n")
         .with_context(|| format!("writing {}", sudoers.display()))?;

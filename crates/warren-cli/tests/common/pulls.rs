@@ -46,8 +46,7 @@ pub async fn pull_events(s: &TestServer, reference: &str) -> Vec<Value> {
 pub fn final_layer_status(events: &[Value], digest: &str) -> String {
     events
         .iter()
-        .filter(|e| e["type"] == "layer" && e["digest"] == digest)
-        .last()
+        .rfind(|e| e["type"] == "layer" && e["digest"] == digest)
         .map(|e| e["status"].as_str().unwrap_or_default().to_owned())
         .unwrap_or_default()
 }
