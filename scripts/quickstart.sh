@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The main job on embedded defaults: install, build, start `warren serve` (SQLite and local disk
-# under ~/.local/share/warren), import a busybox image, and run a command in a gVisor sandbox.
+# under ~/.local/share/warren), build the `base` image (Debian with python3; cached after the
+# first build), and run a command in a gVisor sandbox made from it.
 # The server keeps running in the background afterwards; the script prints how to stop it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,10 +22,10 @@ if ! curl -fsS "$WARREN_URL/healthz" >/dev/null 2>&1; then
   done
   grep -A1 "Created the admin API key" "$DATA/serve.log" || true
 fi
-echo "==> warren image import busybox --busybox"
-"$W" image import busybox --busybox
-echo "==> warren run --rm busybox -- sh -c '...'   (gVisor, the default runtime)"
-"$W" run --rm busybox -- sh -c 'echo "Hello from $(hostname), a gVisor sandbox"; uname -sr; id'
+echo "==> warren image build-base   (debootstrap; a minute the first time, then cached)"
+"$W" image build-base
+echo "==> warren run --rm -- ...   (the base image, gVisor: the defaults)"
+"$W" run --rm -- bash -c 'echo "Hello from $(hostname), a gVisor sandbox"; uname -sr; id; python3 -c "print(\"python\", 6*7)"'
 echo
 echo "Server still running (pid $(cat "$DATA/serve.pid" 2>/dev/null || echo '?')); stop it with: kill \$(cat $DATA/serve.pid)"
-echo "Try: $W run busybox --runtime runc -- sh    |    $W ls    |    $W bench"
+echo "Try: $W run --runtime runc -- bash    |    $W image pull REF    |    $W ls    |    $W bench"

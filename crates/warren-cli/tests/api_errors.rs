@@ -95,7 +95,10 @@ async fn errors_have_the_right_status_and_shape() {
         .await;
     expect_error(r, StatusCode::NOT_FOUND, "not_found").await;
     let r = s
-        .post("/v1/sandboxes", Some(json!({"image": "nope"})))
+        .post(
+            "/v1/sandboxes",
+            Some(json!({"image": "nope", "pull": "never"})),
+        )
         .await;
     expect_error(r, StatusCode::NOT_FOUND, "not_found").await;
     let r = s.req(Method::GET, "/v1/nothing").send().await.expect("req");
@@ -112,7 +115,8 @@ async fn errors_have_the_right_status_and_shape() {
         json!({"image": "busybox", "cwd": "relative"}),
         json!({"image": "busybox", "unknown_field": 1}),
         json!({"image": 7}),
-        json!({}),
+        json!({"image": " "}),
+        json!({"image": "busybox", "pull": "sometimes"}),
     ] {
         let r = s.post("/v1/sandboxes", Some(body.clone())).await;
         let msg = expect_error(r, StatusCode::UNPROCESSABLE_ENTITY, "invalid").await;

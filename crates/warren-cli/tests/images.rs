@@ -91,7 +91,7 @@ async fn hostile_tars_are_refused_and_write_nothing_outside() {
     assert!(!Path::new("/tmp/warren-escaped").exists());
     // No half-imported trees or temp files stay behind, and no image was recorded.
     let data = s.data_dir.join("images");
-    let trees = std::fs::read_dir(data.join("rootfs"))
+    let trees = std::fs::read_dir(data.join("layers"))
         .expect("rootfs dir")
         .count();
     assert_eq!(trees, 1, "only busybox's tree should exist");
@@ -145,7 +145,7 @@ async fn absolute_symlinks_resolve_inside_the_sandbox() {
         .to_owned();
     let shared = s
         .data_dir
-        .join("images/rootfs")
+        .join("images/layers")
         .join(digest)
         .join("usr/lib/marker");
     assert_eq!(std::fs::read(shared).expect("shared marker"), b"inside\n");

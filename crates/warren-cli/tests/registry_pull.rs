@@ -347,3 +347,38 @@ async fn concurrent_pulls_of_one_image_fetch_each_layer_once() {
     assert_eq!(image_names(&s).await.iter().filter(|n| **n == r).count(), 1);
     s.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hostile_layer_is_refused_and_writes_nothing_outside() {
+    let reg = Registry::start();
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let mut escape = common::oci_layout::Entry::file("../../../../escaped-by-layer", b"x", 0o644);
+    escape.raw_name = true;
+    let through_link = Layer::new(Compression::Gzip).symlink("out", "/tmp").file(
+        "out/written-through-symlink",
+        b"x",
+        0o644,
+    );
+    let images = [
+        ("dotdot:1", Layer::new(Compression::Gzip).entry(escape)),
+        ("symlink:1", through_link),
+    ];
+    for (i, (tag, layer)) in images.iter().enumerate() {
+        push(
+            &reg,
+            &scratch.path().join(i.to_string()),
+            tag,
+            &Image::new(vec![busybox_layer(Compression::Gzip), layer.clone()]),
+        );
+    }
+    let s = TestServer::start().await;
+    for (tag, _) in &images {
+        let (status, body) = pull(&s, &reg.reference(tag)).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{tag}: {body}");
+        assert!(scratch_entries(&s.data_dir).is_empty());
+    }
+    assert!(!std::path::Path::new("/tmp/written-through-symlink").exists());
+    assert!(!s.data_dir.join("escaped-by-layer").exists());
+    assert!(!s.data_dir.join("images/escaped-by-layer").exists());
+    s.shutdown().await;
+}

@@ -62,6 +62,23 @@ impl ApiError {
 }
 
 impl ApiError {
+    /// The same error with its message rewritten (the status and code stay).
+    pub fn map_message(self, f: impl FnOnce(String) -> String) -> ApiError {
+        match self {
+            ApiError::BadRequest(m) => ApiError::BadRequest(f(m)),
+            ApiError::Unauthorized => ApiError::Unauthorized,
+            ApiError::Forbidden(m) => ApiError::Forbidden(f(m)),
+            ApiError::NotFound(m) => ApiError::NotFound(f(m)),
+            ApiError::Conflict(m) => ApiError::Conflict(f(m)),
+            ApiError::TooLarge(m) => ApiError::TooLarge(f(m)),
+            ApiError::Invalid(m) => ApiError::Invalid(f(m)),
+            ApiError::RegistryDenied(m) => ApiError::RegistryDenied(f(m)),
+            ApiError::Internal(m) => ApiError::Internal(f(m)),
+            ApiError::BadGateway(m) => ApiError::BadGateway(f(m)),
+            ApiError::Unavailable(m) => ApiError::Unavailable(f(m)),
+        }
+    }
+
     /// The body every error answers with.
     pub fn body(&self) -> ErrorBody {
         ErrorBody::new(self.status_and_code().1, self.to_string())

@@ -250,11 +250,13 @@ impl Puller {
             let progress = progress.clone();
             async move { self.fetch_layer(reference, &layer, progress).await }
         });
-        futures::stream::iter(fetches)
+        // Every fetch runs to its end even when another fails: one dropped halfway would
+        // leave its unpacker writing into a scratch tree nobody removes.
+        let results: Vec<_> = futures::stream::iter(fetches)
             .buffer_unordered(PARALLEL_LAYERS)
-            .try_collect::<Vec<_>>()
-            .await
-            .map(drop)
+            .collect()
+            .await;
+        results.into_iter().collect::<Result<Vec<_>, _>>().map(drop)
     }
 
     /// Stores one layer unless it is stored already; what happened to it.
@@ -323,7 +325,7 @@ impl Puller {
             .pull_blob_stream(reference, &desc)
             .await
             .map_err(|e| classify(e, reference, "layer"))?;
-        let staging = self.store.staging()?;
+        let staging = Staging(self.store.staging()?);
         let digest = layer.digest.clone();
         let total = layer.size;
         let mut fetched = 0u64;
@@ -348,7 +350,7 @@ impl Puller {
             }
         });
         let reader = SyncIoBridge::new(StreamReader::new(counted));
-        let dir = staging.clone();
+        let dir = staging.0.clone();
         let unpacked = tokio::task::spawn_blocking(move || unpack_blob(reader, &dir))
             .await
             .map_err(|e| PullError::Registry(format!("unpacking {}: {e}", layer.digest)));
@@ -363,12 +365,25 @@ impl Puller {
             }),
             (Err(e), None) => Err(e),
         };
-        match outcome {
-            Ok(()) => Ok(self.store.commit_layer(&staging, &layer.digest)?),
-            Err(e) => {
-                let _ = std::fs::remove_dir_all(&staging);
-                Err(e)
-            }
+        outcome?;
+        Ok(self.store.commit_layer(&staging.take(), &layer.digest)?)
+    }
+}
+
+/// A layer's scratch tree, removed when dropped unless taken for the store: on an error, and
+/// when the pull is dropped halfway (a create request whose client went away).
+struct Staging(PathBuf);
+
+impl Staging {
+    fn take(mut self) -> PathBuf {
+        std::mem::take(&mut self.0)
+    }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        if !self.0.as_os_str().is_empty() {
+            let _ = std::fs::remove_dir_all(&self.0);
         }
     }
 }
