@@ -1,7 +1,7 @@
-//! `warren-agent`: PID 1 of every Warren sandbox. As PID 1 it is a tiny init that reaps orphans
-//! and forwards signals to a second copy of itself, the server; otherwise it is the server (or,
-//! briefly, the exec shim in front of a process the server starts). `warren-agent demo-http`
-//! is something else: a demo HTTP server run as an ordinary process inside a sandbox.
+//! `warren-agent`: PID 1 of every Warren sandbox: the server, which as PID 1 also reaps the
+//! sandbox's orphans (or, briefly, the exec shim in front of a process the server starts).
+//! `warren-agent demo-http` is something else: a demo HTTP server run as an ordinary process
+//! inside a sandbox.
 
 mod agent;
 
@@ -13,8 +13,6 @@ fn main() -> std::process::ExitCode {
         agent::exec_shim::run(spec)
     } else if let Some(args) = agent::demo_http::wanted() {
         agent::demo_http::run(&args)
-    } else if agent::init::wanted() {
-        agent::init::run()
     } else {
         agent::server::run()
     }

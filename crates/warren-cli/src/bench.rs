@@ -236,7 +236,7 @@ async fn measure(
         .digest
         .strip_prefix("sha256:")
         .unwrap_or(&image.digest);
-    let image_tree = data_dir.join("images/rootfs").join(hex);
+    let image_tree = data_dir.join("images/layers").join(hex);
     let raw_rootfs = if image_tree.is_dir() {
         image_tree
     } else {

@@ -336,3 +336,39 @@ async fn agent_protocol_inside_real_sandboxes() {
     }
     s.shutdown().await;
 }
+
+/// The agent is PID 1 and serves from it: orphans of the sandbox are re-parented to it and must
+/// be reaped, while the exit codes of the processes it started stay theirs to report.
+#[tokio::test(flavor = "multi_thread")]
+async fn pid_1_reaps_orphans_and_keeps_exit_codes() {
+    let s = TestServer::start().await;
+    for rt in RUNTIMES {
+        let sb = s
+            .create(json!({"image": "busybox", "runtime": rt, "cmd": ["sh", "-c", "(sleep 0.2 &); exec sleep 1000"]}))
+            .await;
+        let id = sb["id"].as_str().expect("id");
+        assert_eq!(
+            s.sh(id, "cat /proc/1/cmdline | tr '\\0' ' '").await,
+            "/.warren/agent "
+        );
+        // Twenty orphans: each `sh` exits at once, leaving its `sleep` to PID 1.
+        s.sh(id, "for i in $(seq 20); do sh -c 'sleep 0.3 &'; done")
+            .await;
+        tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+        let zombies = s
+            .sh(id, "grep -ls '^State:.*Z' /proc/[0-9]*/status | wc -l")
+            .await;
+        assert_eq!(zombies.trim(), "0", "{rt}: zombies left");
+        for code in [0, 3, 42] {
+            let v = s
+                .exec(
+                    id,
+                    json!({"cmd": ["sh", "-c", format!("sleep 0.05; exit {code}")]}),
+                )
+                .await;
+            assert_eq!(v["exit_code"], code, "{rt}: {v}");
+        }
+        s.delete(id).await;
+    }
+    s.shutdown().await;
+}

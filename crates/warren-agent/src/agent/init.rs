@@ -1,103 +1,82 @@
-//! PID 1 duties, the tini way: with every handled signal blocked, start the server as a child
-//! (a second copy of this binary), then `sigwait` forever: reap every exited child on SIGCHLD
-//! (orphans of the whole sandbox land here), forward termination signals to the server, and exit
-//! with the server's status when it exits. No threads and no async runtime in this process.
+//! PID 1 duties inside the server itself: the sandbox's orphans are re-parented to PID 1, and
+//! someone must reap them. The server cannot `waitpid(-1)`: that would also collect the
+//! processes it started itself, whose exit statuses tokio waits for. So on every SIGCHLD it
+//! reaps only zombies it does not own, found in `/proc`. (Serving from PID 1, rather than
+//! forking a second copy of the agent to serve while PID 1 only reaps, saves a fork and an exec
+//! of this binary on every sandbox start.)
 
-use std::os::unix::process::CommandExt;
-use std::process::{Command, ExitCode};
-
-use nix::errno::Errno;
-use nix::sys::signal::{kill, sigprocmask, SigSet, SigmaskHow, Signal};
-use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::sys::wait::{waitpid, WaitPidFlag};
 use nix::unistd::{getpid, Pid};
+use tokio::signal::unix::{signal, SignalKind};
 
-const ROLE_VAR: &str = "WARREN_AGENT_ROLE";
-const FORWARDED: [Signal; 6] = [
-    Signal::SIGTERM,
-    Signal::SIGINT,
-    Signal::SIGHUP,
-    Signal::SIGQUIT,
-    Signal::SIGUSR1,
-    Signal::SIGUSR2,
-];
-
-/// Whether this process must act as init: it is PID 1 and not already the server child.
-pub fn wanted() -> bool {
-    getpid().as_raw() == 1 && std::env::var_os(ROLE_VAR).is_none_or(|role| role != "server")
+/// Whether this process is the sandbox's init.
+pub fn is_init() -> bool {
+    getpid().as_raw() == 1
 }
 
-fn exit_code(code: i32) -> ExitCode {
-    ExitCode::from(u8::try_from(code).unwrap_or(1))
+/// `(state, ppid)` from the text of `/proc/<pid>/stat`. The command name is in parentheses and
+/// may itself hold spaces and parentheses: the fields start after the last `)`.
+fn state_and_parent(stat: &str) -> Option<(char, i32)> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let ppid = fields.next()?.parse().ok()?;
+    Some((state, ppid))
 }
 
-/// Runs the init loop; returns only when the server has exited (or could not be started).
-pub fn run() -> ExitCode {
-    let mut handled = SigSet::empty();
-    handled.add(Signal::SIGCHLD);
-    for sig in FORWARDED {
-        handled.add(sig);
-    }
-    // Blocked rather than handled: PID 1 only receives signals it handles or blocks, and a
-    // blocked signal waits for `sigwait` instead of interrupting us at a random point.
-    if let Err(e) = sigprocmask(SigmaskHow::SIG_BLOCK, Some(&handled), None) {
-        eprintln!("warren-agent: init: cannot block signals: {e}");
-        return ExitCode::FAILURE;
-    }
-
-    let arg0 = std::env::args_os()
-        .next()
-        .unwrap_or_else(|| "warren-agent".into());
-    // The child inherits our signal mask; the server unblocks everything first thing.
-    let spawned = Command::new("/proc/self/exe")
-        .arg0(&arg0)
-        .env(ROLE_VAR, "server")
-        .spawn()
-        .or_else(|_| Command::new(&arg0).env(ROLE_VAR, "server").spawn());
-    let server = match spawned {
-        Ok(child) => child.id(),
-        Err(e) => {
-            eprintln!("warren-agent: init: cannot start the server: {e}");
-            return ExitCode::FAILURE;
-        }
+/// Reaps every zombie child of ours that `owned` does not claim.
+fn reap_orphans(owned: &dyn Fn(u32) -> bool) {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return;
     };
-    let Ok(server) = i32::try_from(server).map(Pid::from_raw) else {
-        return ExitCode::FAILURE;
-    };
-
-    loop {
-        let sig = match handled.wait() {
-            Ok(sig) => sig,
-            Err(e) => {
-                eprintln!("warren-agent: init: sigwait failed: {e}");
-                continue;
-            }
+    for entry in dir.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
         };
-        if sig != Signal::SIGCHLD {
-            // The server may already be gone and unreaped; nothing to do then.
-            let _ = kill(server, sig);
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        if state_and_parent(&stat) != Some(('Z', 1)) || owned(pid) {
             continue;
         }
-        if let Some(code) = reap_all(server) {
-            return exit_code(code);
+        if let Ok(raw) = i32::try_from(pid) {
+            let _ = waitpid(Pid::from_raw(raw), Some(WaitPidFlag::WNOHANG));
         }
     }
 }
 
-/// Reaps every exited child; the server's exit code if the server was among them.
-fn reap_all(server: Pid) -> Option<i32> {
-    let mut server_code = None;
-    loop {
-        match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::Exited(pid, code)) if pid == server => server_code = Some(code),
-            Ok(WaitStatus::Signaled(pid, sig, _)) if pid == server => {
-                server_code = Some(128 + sig as i32)
-            }
-            Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => return server_code,
-            Ok(_) | Err(Errno::EINTR) => {}
-            Err(e) => {
-                eprintln!("warren-agent: init: waitpid failed: {e}");
-                return server_code;
-            }
+/// Reaps orphans for as long as the server runs. `owned` must claim every process the server
+/// started, from the moment its spawn returns: the caller registers children without an await
+/// between spawning and registering, so on this single-threaded runtime this task never sees
+/// one unregistered.
+pub async fn reap_forever(owned: impl Fn(u32) -> bool) {
+    let mut children = match signal(SignalKind::child()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("warren-agent: init: cannot watch SIGCHLD, orphans will stay zombies: {e}");
+            return;
         }
+    };
+    while children.recv().await.is_some() {
+        reap_orphans(&owned);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_state_and_parent_past_odd_command_names() {
+        assert_eq!(
+            state_and_parent("42 (sleep) Z 1 42 42 0 -1"),
+            Some(('Z', 1))
+        );
+        assert_eq!(state_and_parent("7 (a) b (c)) S 3 7 7 0"), Some(('S', 3)));
+        assert_eq!(state_and_parent("garbage"), None);
     }
 }

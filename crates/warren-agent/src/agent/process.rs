@@ -118,6 +118,12 @@ impl Supervisor {
         self.table.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Whether `pid` is a process this supervisor started and has not yet seen end (its exit
+    /// status is tokio's to collect, not init's).
+    pub fn owns(&self, pid: u32) -> bool {
+        self.table().contains_key(&pid)
+    }
+
     /// Forgets a process that has been reaped, so its pid can no longer be signalled.
     pub fn forget(&self, pid: u32) {
         self.table().remove(&pid);

@@ -48,9 +48,9 @@ impl State {
 
 /// Runs the server role until shutdown; returns the process exit code.
 pub fn run() -> ExitCode {
-    // Under init this process inherits init's blocked signals (std's spawn does not reset the
-    // mask), and every process we start would inherit them in turn: SIGTERM would not reach
-    // them. Unblock everything while we are still single-threaded.
+    // A signal mask inherited from whoever started us (std's spawn does not reset it) would
+    // pass to every process we start: SIGTERM would not reach them. Unblock everything while
+    // we are still single-threaded.
     if let Err(e) = SigSet::empty().thread_set_mask() {
         eprintln!("warren-agent: cannot reset the signal mask: {e}");
     }
@@ -90,6 +90,10 @@ async fn serve(config: Config) -> ExitCode {
     let sup = Supervisor::new(config.child_env);
     // Handlers first, so a SIGTERM racing the main command's start is not lost.
     let signals = Signals::install();
+    if super::init::is_init() {
+        let owner = sup.clone();
+        tokio::spawn(super::init::reap_forever(move |pid| owner.owns(pid)));
+    }
     if let Some(argv) = &config.main_cmd {
         if let Err(e) = sup.start_main(argv, &config.main_cwd) {
             eprintln!("warren-agent: {e}");
@@ -248,8 +252,8 @@ impl Signals {
             .into_iter()
             .filter_map(listen)
             .collect();
-        // Under init these arrive forwarded from PID 1; they are meant for the workload, and
-        // their default action would otherwise kill the agent.
+        // Meant for the workload (they are passed on to it); their default action would
+        // otherwise kill the agent.
         let forward = [
             (NixSignal::SIGHUP, SignalKind::hangup()),
             (NixSignal::SIGQUIT, SignalKind::quit()),
