@@ -419,3 +419,64 @@ async fn errors_say_what_is_wrong() {
     assert_eq!(resp.status(), StatusCode::OK);
     s.shutdown().await;
 }
+
+/// A client connection keeps its app connection between requests; one that names another
+/// sandbox (or port) on its next request must reach that one, and an app that closes its end
+/// after each answer (busybox httpd) must not cost the client an error.
+#[tokio::test(flavor = "multi_thread")]
+async fn one_client_connection_reaches_every_sandbox_it_names() {
+    let s = TestServer::start().await;
+    let serve_id =
+        "mkdir -p /www && echo $HOSTNAME > /www/index.html && exec httpd -f -p 8000 -h /www";
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let sb = s
+            .create(serde_json::json!({"image": "busybox", "runtime": "runc", "public": true, "cmd": ["sh", "-c", serve_id]}))
+            .await;
+        ids.push(id_of(&sb));
+    }
+    let demo_sb = demo(&s, "runc", true).await;
+    let demo_id = id_of(&demo_sb);
+    // One connection for everything.
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .http1_only()
+        .pool_max_idle_per_host(1)
+        .build()
+        .expect("client");
+    for round in 0..6 {
+        for id in &ids {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            let body = loop {
+                let resp = client
+                    .get(format!("{}/", s.url))
+                    .header(header::HOST, host(id, PORT))
+                    .send()
+                    .await
+                    .expect("GET");
+                if resp.status() == StatusCode::OK {
+                    break resp.text().await.expect("body");
+                }
+                // httpd may still be starting on the first round.
+                assert!(
+                    round == 0 && std::time::Instant::now() < deadline,
+                    "{id}: {}",
+                    resp.status()
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            };
+            assert_eq!(body.trim(), id, "round {round}");
+        }
+        let resp = client
+            .get(format!("{}/", s.url))
+            .header(header::HOST, host(&demo_id, PORT))
+            .send()
+            .await
+            .expect("GET");
+        assert_eq!(
+            resp.text().await.expect("body"),
+            "hello from warren demo-http\n"
+        );
+    }
+    s.shutdown().await;
+}

@@ -223,9 +223,11 @@ async fn serve_connection<T, S>(
     S: App,
 {
     let info = ConnInfo { remote, tls };
+    let pinned = std::sync::Arc::new(crate::proxy::Pinned::default());
     let service = hyper::service::service_fn(move |mut req: http::Request<Incoming>| {
         req.extensions_mut().insert(info);
         req.extensions_mut().insert(ConnectInfo(remote));
+        req.extensions_mut().insert(pinned.clone());
         app.clone().oneshot(req)
     });
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);

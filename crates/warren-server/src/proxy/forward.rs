@@ -10,6 +10,9 @@ use axum::extract::Request;
 use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use axum::http::{StatusCode, Uri, Version};
 use axum::response::Response;
+use std::sync::Arc;
+
+use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -52,6 +55,133 @@ thread_local! {
     // is driven by the runtime that opened it; sharing one across threads would bounce every
     // exchange between them.
     static CLIENT: Client<HttpConnector, Body> = client();
+}
+
+/// The app connection a client connection last used, kept for its next request: an HTTP/1.1
+/// client sends its requests one after another, so one upstream connection serves them all
+/// without a trip through the shared pool. One per client connection (a request extension).
+#[derive(Default)]
+pub struct Pinned(std::sync::Mutex<Slot>);
+
+#[derive(Default)]
+enum Slot {
+    #[default]
+    Empty,
+    /// A request is on it (an HTTP/2 client's other streams go through the pool meanwhile).
+    Busy,
+    Idle(SocketAddr, SendRequest<Body>),
+}
+
+enum Take {
+    Reuse(SendRequest<Body>),
+    Connect,
+    Pool,
+}
+
+impl Pinned {
+    fn slot(&self) -> std::sync::MutexGuard<'_, Slot> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn take(&self, addr: SocketAddr) -> Take {
+        let mut slot = self.slot();
+        match std::mem::replace(&mut *slot, Slot::Busy) {
+            Slot::Idle(to, sender) if to == addr && sender.is_ready() => Take::Reuse(sender),
+            // Its last answer is still streaming: leave it be.
+            Slot::Idle(to, sender) if to == addr && !sender.is_closed() => {
+                *slot = Slot::Idle(to, sender);
+                Take::Pool
+            }
+            Slot::Idle(..) | Slot::Empty => Take::Connect,
+            Slot::Busy => Take::Pool,
+        }
+    }
+
+    fn put(&self, addr: SocketAddr, sender: SendRequest<Body>) {
+        *self.slot() = Slot::Idle(addr, sender);
+    }
+
+    fn clear(&self) {
+        *self.slot() = Slot::Empty;
+    }
+}
+
+/// A new HTTP/1.1 connection to `addr`, driven on this thread's runtime.
+async fn connect(addr: SocketAddr) -> Result<SendRequest<Body>, ForwardError> {
+    let stream = tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
+        .await
+        .map_err(|_| ForwardError::Connect)?
+        .map_err(|_| ForwardError::Connect)?;
+    let _ = stream.set_nodelay(true);
+    let (sender, conn) = http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| ForwardError::Exchange(source_chain(&e)))?;
+    tokio::spawn(async move {
+        // The app closing an idle connection is routine.
+        let _ = conn.await;
+    });
+    Ok(sender)
+}
+
+/// Sends `req` over this client connection's pinned app connection (made if there is none),
+/// or, when another request holds it (HTTP/2 clients multiplex), through the pool.
+async fn send_pinned(
+    pinned: &Pinned,
+    addr: SocketAddr,
+    req: Request,
+) -> Result<hyper::Response<hyper::body::Incoming>, ForwardError> {
+    let sender = match pinned.take(addr) {
+        Take::Reuse(sender) => Ok(sender),
+        Take::Connect => connect(addr).await,
+        Take::Pool => return send_pooled(req, addr).await,
+    };
+    let result = match sender {
+        Ok(mut sender) => match sender.try_send_request(req).await {
+            Ok(resp) => Ok((sender, resp)),
+            // The app closed the idle connection before our request went out: once more on a
+            // new one.
+            Err(mut e) => match e.take_message() {
+                Some(req) => match connect(addr).await {
+                    Ok(mut sender) => sender
+                        .send_request(req)
+                        .await
+                        .map(|resp| (sender, resp))
+                        .map_err(|e| ForwardError::Exchange(source_chain(&e))),
+                    Err(e) => Err(e),
+                },
+                None => Err(ForwardError::Exchange(source_chain(e.error()))),
+            },
+        },
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok((sender, resp)) => {
+            pinned.put(addr, sender);
+            Ok(resp)
+        }
+        Err(e) => {
+            pinned.clear();
+            Err(e)
+        }
+    }
+}
+
+async fn send_pooled(
+    mut req: Request,
+    addr: SocketAddr,
+) -> Result<hyper::Response<hyper::body::Incoming>, ForwardError> {
+    // The pool's client wants the absolute form; it sends the origin form.
+    let uri: Uri = format!("http://{addr}{}", req.uri())
+        .parse()
+        .map_err(|e| ForwardError::Exchange(format!("bad path {}: {e}", req.uri())))?;
+    *req.uri_mut() = uri;
+    CLIENT.with(Client::clone).request(req).await.map_err(|e| {
+        if e.is_connect() {
+            ForwardError::Connect
+        } else {
+            ForwardError::Exchange(source_chain(&e))
+        }
+    })
 }
 
 /// What the proxy adds to a request besides the target.
@@ -121,7 +251,7 @@ pub async fn forward(
         .then(|| wants_upgrade(req.headers()))
         .flatten();
     let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
-    let uri: Uri = format!("http://{addr}{path_and_query}")
+    let uri: Uri = path_and_query
         .parse()
         .map_err(|e| ForwardError::Exchange(format!("bad path {path_and_query:?}: {e}")))?;
     // HTTP/2 clients name the host in the URI only; the app gets it as `Host`.
@@ -140,13 +270,12 @@ pub async fn forward(
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(header::UPGRADE, proto.clone());
     }
-    let mut resp = CLIENT.with(Client::clone).request(req).await.map_err(|e| {
-        if e.is_connect() {
-            ForwardError::Connect
-        } else {
-            ForwardError::Exchange(source_chain(&e))
-        }
-    })?;
+    let pinned = req.extensions().get::<Arc<Pinned>>().cloned();
+    let mut resp = match (pinned, &upgrade) {
+        // An upgraded connection leaves HTTP for good: it never goes back to the pin.
+        (Some(pinned), None) => send_pinned(&pinned, addr, req).await?,
+        _ => send_pooled(req, addr).await?,
+    };
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         if let Some(client_upgrade) = client_upgrade {
             let app_upgrade = hyper::upgrade::on(&mut resp);

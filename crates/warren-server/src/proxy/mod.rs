@@ -13,6 +13,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 pub use access::{cookie_name, TOKEN_HEADER, TOKEN_QUERY};
+pub use forward::Pinned;
 pub use page::ProxyError;
 pub use target::{Form, Target};
 
