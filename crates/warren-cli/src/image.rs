@@ -110,26 +110,11 @@ async fn import(
         }
         None => bail!("give a directory or tar, or --busybox"),
     };
-    let file = tokio::fs::File::open(&tar_path)
-        .await
-        .with_context(|| format!("opening {}", tar_path.display()))?;
-    let size = file.metadata().await?.len();
-    let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::with_capacity(
-        file,
-        256 * 1024,
-    ));
     if !opts.json {
+        let size = std::fs::metadata(&tar_path).map(|m| m.len()).unwrap_or(0);
         eprintln!("warren: uploading {:.1} MB ...", size as f64 / 1e6);
     }
-    let image: Image = client
-        .json(
-            client
-                .request(Method::PUT, &format!("/v1/images/{name}"))
-                .header(reqwest::header::CONTENT_TYPE, "application/x-tar")
-                .header(reqwest::header::CONTENT_LENGTH, size)
-                .body(body),
-        )
-        .await?;
+    let image: Image = base_image::import_tar(&client, &name, &tar_path).await?;
     if opts.json {
         println!("{}", serde_json::to_string_pretty(&image)?);
     } else {

@@ -6,18 +6,9 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::pulls::warren;
 use common::TestServer;
 use serde_json::json;
-
-fn warren(s: &TestServer, args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_warren"))
-        .args(args)
-        .env("WARREN_URL", &s.url)
-        .env("WARREN_DATA_DIR", &s.data_dir)
-        .env_remove("WARREN_API_KEY")
-        .output()
-        .expect("run warren")
-}
 
 fn ok(out: std::process::Output) -> String {
     assert!(

@@ -9,17 +9,17 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::oci_layout::{busybox_layer, Compression, Image, ImageConfig, Layer, OciLayout};
-use common::pulls::{image_names, pull_ok, scratch_entries, stored_layers};
+use common::oci_layout::{busybox_layer, Compression, Image, ImageConfig, Layer};
+use common::pulls::{image_names, prune, pull_ok, scratch_entries, stored_layers, warren};
 use common::registry::Registry;
 use common::{TestServer, RUNTIMES};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
 fn push(reg: &Registry, dir: &std::path::Path, repo_tag: &str, image: &Image) -> String {
-    let mut layout = OciLayout::create(dir);
-    layout.add_image("t", image);
-    reg.push(dir, "t", repo_tag, false)
+    common::pulls::push_image(reg, dir, repo_tag, image)
+        .manifest
+        .digest
 }
 
 async fn wait_for(s: &TestServer, id: &str, script: &str, want: &str) {
@@ -128,26 +128,12 @@ async fn pull_policies_and_layer_collection() {
     let id2 = sb2["id"].as_str().expect("id");
     assert_eq!(s.sh(id2, "cat /version").await, "2");
     // The first sandbox still has its old layers, prune or not.
-    let pruned: Value = s
-        .req(Method::POST, "/v1/images/prune")
-        .send()
-        .await
-        .expect("prune")
-        .json()
-        .await
-        .expect("json");
+    let pruned = prune(&s).await;
     assert_eq!(pruned["layers_removed"], json!([]), "{pruned}");
     assert_eq!(s.sh(id1, "cat /version").await, "1");
     let layers_before = stored_layers(&s.data_dir);
     s.delete(id1).await;
-    let pruned: Value = s
-        .req(Method::POST, "/v1/images/prune")
-        .send()
-        .await
-        .expect("prune")
-        .json()
-        .await
-        .expect("json");
+    let pruned = prune(&s).await;
     let removed = pruned["layers_removed"].as_array().expect("removed").len();
     assert_eq!(removed, 1, "only version 1's own layer goes: {pruned}");
     assert!(pruned["bytes_freed"].as_u64().unwrap_or(0) > 0, "{pruned}");
@@ -317,15 +303,7 @@ async fn warren_image_pull_from_the_cli() {
         ]),
     );
     let s = TestServer::start().await;
-    let warren = |args: &[&str]| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_warren"))
-            .args(args)
-            .env("WARREN_URL", &s.url)
-            .env("WARREN_DATA_DIR", &s.data_dir)
-            .env_remove("WARREN_API_KEY")
-            .output()
-            .expect("run warren")
-    };
+    let warren = |args: &[&str]| warren(&s, args);
     let r = reg.reference("cli:1");
     let out = warren(&["image", "pull", "--json", &r]);
     assert!(

@@ -13,18 +13,7 @@ use common::{TestServer, RUNTIMES};
 use reqwest::StatusCode;
 use serde_json::json;
 
-/// Pushes `image` as `repo_tag`; its layout's description.
-fn push(
-    reg: &Registry,
-    dir: &std::path::Path,
-    repo_tag: &str,
-    image: &Image,
-) -> common::oci_layout::ImageDesc {
-    let mut layout = OciLayout::create(dir);
-    let desc = layout.add_image("t", image);
-    reg.push(dir, "t", repo_tag, false);
-    desc
-}
+use common::pulls::push_image as push;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn layers_are_fetched_once_and_shared_between_images() {

@@ -4,7 +4,40 @@ use std::path::Path;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
+use super::oci_layout::{Image, ImageDesc, OciLayout};
+use super::registry::Registry;
 use super::TestServer;
+
+/// Writes `image` as an OCI layout in `dir` and pushes it to `reg` as `repo_tag`.
+pub fn push_image(reg: &Registry, dir: &Path, repo_tag: &str, image: &Image) -> ImageDesc {
+    let mut layout = OciLayout::create(dir);
+    let desc = layout.add_image("t", image);
+    reg.push(dir, "t", repo_tag, false);
+    desc
+}
+
+/// `POST /v1/images/prune`'s answer.
+pub async fn prune(s: &TestServer) -> Value {
+    let resp = s
+        .req(Method::POST, "/v1/images/prune")
+        .send()
+        .await
+        .expect("prune");
+    assert_eq!(resp.status(), StatusCode::OK);
+    resp.json().await.expect("prune JSON")
+}
+
+/// Runs the `warren` CLI against `s` as a user on its machine would (the key from its data
+/// dir).
+pub fn warren(s: &TestServer, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_warren"))
+        .args(args)
+        .env("WARREN_URL", &s.url)
+        .env("WARREN_DATA_DIR", &s.data_dir)
+        .env_remove("WARREN_API_KEY")
+        .output()
+        .expect("run warren")
+}
 
 /// `POST /v1/images/pull` without SSE: the status and the body.
 pub async fn pull(s: &TestServer, reference: &str) -> (StatusCode, Value) {
