@@ -36,8 +36,11 @@ pub enum ImageCommand {
         #[command(flatten)]
         opts: ClientOpts,
     },
-    /// Pull an image from a registry (`host/repo:tag`, `host/repo@sha256:…`, or `alpine` for
-    /// Docker Hub), with a progress bar per layer. Layers already here are not fetched again.
+    /// Pull an image from a registry, with a progress bar per layer.
+    ///
+    /// REFERENCE is `host/repo:tag`, `host/repo@sha256:…`, or a Docker Hub short form
+    /// (`alpine`). Layers already here are not fetched again; the server's --registry-auth
+    /// holds credentials.
     Pull {
         /// The image reference.
         reference: String,
