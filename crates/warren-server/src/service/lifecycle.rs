@@ -19,13 +19,24 @@ const STOP_GRACE: Duration = Duration::from_secs(5);
 /// How long the agent is watched for at a fine grain before polling backs off.
 const QUICK_BOOT: Duration = Duration::from_millis(300);
 
-/// Blocks until something accepts connections at `addr`, trying every 100 µs, for at most
-/// `within`; whether it did.
-fn wait_listening(addr: std::net::SocketAddr, within: Duration) -> bool {
+/// Blocks until the agent at `addr` answers `GET /health` (which needs no token), trying to
+/// connect every 100 µs for at most `within`; whether it did. Asking on the connection that
+/// found the port open spares a second connect and an HTTP client's round trip.
+fn wait_healthy(addr: std::net::SocketAddr, within: Duration) -> bool {
+    use std::io::{Read, Write};
     let deadline = Instant::now() + within;
     while Instant::now() < deadline {
-        if std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(50)).is_ok() {
-            return true;
+        if let Ok(mut stream) =
+            std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(50))
+        {
+            let _ = stream.set_nodelay(true);
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+            let mut status = [0u8; 12];
+            // Bound but unhappy, or slow: the caller's own checks take it from here.
+            return stream
+                .write_all(b"GET /health HTTP/1.1\r\nhost: agent\r\nconnection: close\r\n\r\n")
+                .and_then(|()| stream.read_exact(&mut status))
+                .is_ok_and(|()| status.starts_with(b"HTTP/1.1 2"));
         }
         std::thread::sleep(Duration::from_micros(100));
     }
@@ -263,11 +274,17 @@ impl Service {
         // tokio's 1 ms timer allows, on a blocking thread (a refused connect costs µs). gVisor's
         // boot takes ~100 ms, which such polling would only slow down on a small host.
         let quick = rec.sandbox.runtime == warren_api::Runtime::Runc;
+        let mut healthy = false;
         if let Some(ip) = rec.sandbox.ipv4().filter(|_| quick) {
             let addr = std::net::SocketAddr::from((ip, warren_local::bundle::AGENT_PORT));
-            let _ = tokio::task::spawn_blocking(move || wait_listening(addr, QUICK_BOOT)).await;
+            healthy = tokio::task::spawn_blocking(move || wait_healthy(addr, QUICK_BOOT))
+                .await
+                .unwrap_or(false);
         }
         let booted = loop {
+            if healthy {
+                break Ok(());
+            }
             match agent.health().await {
                 Ok(()) => break Ok(()),
                 Err(e) if Instant::now() >= deadline => {
