@@ -8,5 +8,7 @@ echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 echo "==> cargo clippy"
 cargo clippy --locked --workspace --all-targets -- -D warnings
+echo "==> disk before the tests"
+df -h . /var/tmp /dev/shm || true
 echo "==> cargo test"
 cargo test --locked --workspace
