@@ -16,5 +16,5 @@ pub use id::SandboxId;
 pub use image::{Image, ImageConfig, ImageList, PullEvent, PullImage, PullPolicy};
 pub use sandbox::{
     CreateSandbox, Egress, ListeningPort, LogLine, LogList, LogStream, OnTimeout, Runtime, Sandbox,
-    SandboxList, SandboxState, SetNetwork, SetTimeout,
+    SandboxList, SandboxMetrics, SandboxState, SetNetwork, SetTimeout,
 };

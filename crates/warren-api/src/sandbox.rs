@@ -403,3 +403,24 @@ pub struct LogList {
     /// Lines after the requested position, oldest first.
     pub lines: Vec<LogLine>,
 }
+
+/// `GET /v1/sandboxes/{id}/metrics`: what a running sandbox uses now, from its cgroup.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SandboxMetrics {
+    /// When it was measured.
+    pub timestamp: DateTime<Utc>,
+    /// CPU cores it may use.
+    pub cpu_count: f64,
+    /// CPU used over a short window just before `timestamp`, in percent of `cpu_count`.
+    pub cpu_used_pct: f64,
+    /// Memory charged to it now (page cache included), bytes.
+    pub mem_used: u64,
+    /// The page-cache part of `mem_used`, bytes.
+    pub mem_cache: u64,
+    /// Its memory limit, bytes.
+    pub mem_total: u64,
+    /// Bytes it has written to its own layer.
+    pub disk_used: u64,
+    /// Its disk budget, bytes.
+    pub disk_total: u64,
+}

@@ -384,6 +384,22 @@ impl LocalBackend {
         cgroup::oom_kills(self.cgroups, &self.cgroups_path(id))
     }
 
+    /// What the sandbox's cgroup has used (`None` when it has none, e.g. stopped).
+    pub fn usage(&self, id: &str) -> Option<cgroup::Usage> {
+        cgroup::usage(self.cgroups, &self.cgroups_path(id))
+    }
+
+    /// Bytes the sandbox has written to its own layer (what it adds to its image).
+    pub fn disk_used(&self, id: &str) -> u64 {
+        let upper = self.sandbox_dir(id).join("upper");
+        walkdir::WalkDir::new(upper)
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.metadata().ok())
+            .map(|m| std::os::unix::fs::MetadataExt::blocks(&m) * 512)
+            .sum()
+    }
+
     /// Releases every host resource of a sandbox but its files: container, cgroup, overlay
     /// mount, network. Idempotent; logs but never fails, so it is safe after any failure.
     pub async fn release(&self, id: &str, runtime: Runtime, net_index: Option<u32>) {

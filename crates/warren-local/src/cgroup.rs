@@ -103,12 +103,7 @@ pub fn oom_kills(mode: CgroupMode, cgroups_path: &str) -> u64 {
     };
     fs::read_to_string(file)
         .ok()
-        .and_then(|s| {
-            s.lines().find_map(|l| {
-                let mut it = l.split_whitespace();
-                (it.next() == Some(key)).then(|| it.next().and_then(|n| n.parse().ok()))?
-            })
-        })
+        .and_then(|s| stat_value(&s, key))
         .unwrap_or(0)
 }
 
@@ -126,4 +121,62 @@ pub fn leftovers(mode: CgroupMode, cgroups_path: &str) -> Vec<PathBuf> {
         .into_iter()
         .filter(|d| d.exists())
         .collect()
+}
+
+/// What a sandbox's cgroup has used: CPU time so far and memory now.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// CPU time consumed since the cgroup was made, in nanoseconds.
+    pub cpu_ns: u64,
+    /// Memory charged now (page cache included), in bytes.
+    pub memory_bytes: u64,
+    /// The page-cache part of `memory_bytes`.
+    pub cache_bytes: u64,
+}
+
+/// Reads the cgroup's usage; `None` once the cgroup is gone.
+pub fn usage(mode: CgroupMode, cgroups_path: &str) -> Option<Usage> {
+    let rel = cgroups_path.trim_start_matches('/');
+    let root = Path::new(CGROUP_ROOT);
+    let (cpu_ns, memory_bytes, stat, cache_key) = match mode {
+        CgroupMode::V2 => {
+            let dir = root.join(rel);
+            let usec = stat_value(
+                &fs::read_to_string(dir.join("cpu.stat")).ok()?,
+                "usage_usec",
+            )?;
+            (
+                usec.saturating_mul(1000),
+                read_u64(&dir.join("memory.current"))?,
+                fs::read_to_string(dir.join("memory.stat")).unwrap_or_default(),
+                "file",
+            )
+        }
+        CgroupMode::V1 | CgroupMode::Hybrid => {
+            let memory = root.join("memory").join(rel);
+            (
+                read_u64(&root.join("cpuacct").join(rel).join("cpuacct.usage"))?,
+                read_u64(&memory.join("memory.usage_in_bytes"))?,
+                fs::read_to_string(memory.join("memory.stat")).unwrap_or_default(),
+                "total_cache",
+            )
+        }
+    };
+    Some(Usage {
+        cpu_ns,
+        memory_bytes,
+        cache_bytes: stat_value(&stat, cache_key).unwrap_or(0),
+    })
+}
+
+fn read_u64(path: &Path) -> Option<u64> {
+    fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// The value of `key` in a flat-keyed cgroup file (`key value` per line).
+fn stat_value(text: &str, key: &str) -> Option<u64> {
+    text.lines().find_map(|l| {
+        let mut it = l.split_whitespace();
+        (it.next() == Some(key)).then(|| it.next().and_then(|n| n.parse().ok()))?
+    })
 }

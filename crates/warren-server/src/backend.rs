@@ -55,6 +55,10 @@ pub trait Backend: Send + Sync + 'static {
     fn log_files(&self, id: &str) -> Vec<(&'static str, PathBuf)>;
     /// OOM kills seen in the sandbox's memory cgroup.
     fn oom_kills(&self, id: &str) -> u64;
+    /// CPU and memory use from the sandbox's cgroup (`None` without one).
+    fn usage(&self, id: &str) -> Option<warren_local::cgroup::Usage>;
+    /// Bytes the sandbox wrote to its own layer.
+    fn disk_used(&self, id: &str) -> u64;
     /// Releases what the server keeps ready for future sandboxes (warm leases).
     async fn drain_warm(&self);
     /// Removes host-wide resources the server made for all its sandboxes (call when it has none).
@@ -128,6 +132,12 @@ impl Backend for LocalBackend {
     }
     fn oom_kills(&self, id: &str) -> u64 {
         LocalBackend::oom_kills(self, id)
+    }
+    fn usage(&self, id: &str) -> Option<warren_local::cgroup::Usage> {
+        LocalBackend::usage(self, id)
+    }
+    fn disk_used(&self, id: &str) -> u64 {
+        LocalBackend::disk_used(self, id)
     }
     async fn drain_warm(&self) {
         LocalBackend::drain_warm(self).await

@@ -5,6 +5,7 @@
 pub mod agent_bin;
 pub mod auth;
 pub mod backend;
+mod e2b;
 pub mod error;
 pub mod listen;
 pub mod logs;

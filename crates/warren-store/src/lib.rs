@@ -56,6 +56,11 @@ pub trait Store: Send + Sync + 'static {
     /// How many keys exist.
     async fn count_api_keys(&self) -> Result<u64, StoreError>;
 
+    /// The sandbox a create with this idempotency key made, if one did.
+    async fn idempotent_sandbox(&self, key: &str) -> Result<Option<SandboxId>, StoreError>;
+    /// Records (or moves) an idempotency key to the sandbox its create made.
+    async fn put_idempotent_sandbox(&self, key: &str, id: &SandboxId) -> Result<(), StoreError>;
+
     /// Creates or replaces an image by name.
     async fn put_image(&self, image: &Image) -> Result<(), StoreError>;
     /// One image.

@@ -155,6 +155,29 @@ impl Store for SqliteStore {
         Ok(row.is_some())
     }
 
+    async fn idempotent_sandbox(&self, key: &str) -> Result<Option<SandboxId>, StoreError> {
+        let id: Option<String> =
+            sqlx::query_scalar("SELECT sandbox_id FROM idempotency_keys WHERE key = ?")
+                .bind(key)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(id.and_then(|id| id.parse().ok()))
+    }
+
+    async fn put_idempotent_sandbox(&self, key: &str, id: &SandboxId) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO idempotency_keys (key, sandbox_id, created_at) VALUES (?, ?, ?) \
+             ON CONFLICT (key) DO UPDATE SET sandbox_id = excluded.sandbox_id, \
+             created_at = excluded.created_at",
+        )
+        .bind(key)
+        .bind(id.as_str())
+        .bind(ts(&Utc::now()))
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
     async fn count_api_keys(&self) -> Result<u64, StoreError> {
         let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM api_keys")
             .fetch_one(&self.pool)

@@ -11,6 +11,8 @@ use crate::AppState;
 
 /// Header carrying a sandbox's traffic token.
 pub const TOKEN_HEADER: &str = "x-warren-traffic-token";
+/// The same token under the name E2B's SDKs send it.
+pub const E2B_TOKEN_HEADER: &str = "e2b-traffic-access-token";
 /// Query parameter that trades a traffic token for a cookie.
 pub const TOKEN_QUERY: &str = "warren_token";
 
@@ -119,7 +121,10 @@ pub async fn check(
     let Some(token) = token else {
         return Ok(Verdict::Pass);
     };
-    if let Some(given) = headers.get(TOKEN_HEADER) {
+    if let Some(given) = headers
+        .get(TOKEN_HEADER)
+        .or_else(|| headers.get(E2B_TOKEN_HEADER))
+    {
         return if same(given.to_str().unwrap_or(""), token) {
             Ok(Verdict::Pass)
         } else {
@@ -166,6 +171,7 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 /// cookies, and a bearer that is a Warren API key (`wk_…`).
 pub fn strip_credentials(headers: &mut HeaderMap) {
     headers.remove(TOKEN_HEADER);
+    headers.remove(E2B_TOKEN_HEADER);
     if bearer(headers).is_some_and(|k| k.starts_with(crate::auth::KEY_PREFIX)) {
         headers.remove(header::AUTHORIZATION);
     }

@@ -17,6 +17,8 @@ pub use forward::Pinned;
 pub use page::ProxyError;
 pub use target::{Form, Target};
 
+use warren_local::bundle::AGENT_PORT;
+
 use crate::listen::ConnInfo;
 use crate::AppState;
 
@@ -147,22 +149,35 @@ async fn proxy(
                 .into(),
         ));
     }
+    let agent = target.port == AGENT_PORT;
+    let gone = || {
+        ProxyError::AgentUnavailable(
+            target.id.clone(),
+            format!("The sandbox {} was not found", target.id),
+        )
+    };
     let route = state
         .service
         .preview_route(&target.id)
         .await
-        .map_err(|e| ProxyError::Internal(e.to_string()))?
-        .ok_or_else(|| ProxyError::UnknownSandbox(target.id.clone()))?;
+        .map_err(|e| ProxyError::Internal(e.to_string()))?;
+    let route = match route {
+        Some(route) => route,
+        None if agent => return Err(gone()),
+        None => return Err(ProxyError::UnknownSandbox(target.id.clone())),
+    };
     let conn = req.extensions().get::<ConnInfo>().copied();
     let tls = conn.is_some_and(|c| c.tls);
     let uri = req.uri().clone();
-    let token = (!route.public).then_some(route.token.as_str());
+    // The agent checks its own access token (X-Access-Token) on every request.
+    let token = (!route.public && !agent).then_some(route.token.as_str());
     match access::check(state, target, token, &uri, req.headers(), tls).await? {
         access::Verdict::Pass => access::strip_credentials(req.headers_mut()),
         access::Verdict::Answer(resp) => return Ok(resp),
     }
     let ip = match (route.state, route.ip) {
         (warren_api::SandboxState::Running, Some(ip)) => ip,
+        _ if agent => return Err(gone()),
         (state, _) => return Err(ProxyError::NotRunning(target.id.clone(), state)),
     };
     let host = req
@@ -180,6 +195,13 @@ async fn proxy(
     let mut resp = forward::forward(req, addr, &target.path_and_query, &fwd)
         .await
         .map_err(|e| match e {
+            forward::ForwardError::Connect if agent => ProxyError::AgentUnavailable(
+                target.id.clone(),
+                format!(
+                    "The sandbox {} is running but its agent port is not open",
+                    target.id
+                ),
+            ),
             forward::ForwardError::Connect => ProxyError::NotListening {
                 id: target.id.clone(),
                 port: target.port,

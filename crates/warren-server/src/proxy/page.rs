@@ -49,6 +49,11 @@ pub enum ProxyError {
     /// Our own failure (store).
     #[error("{0}")]
     Internal(String),
+    /// The agent port of a sandbox that is gone or not running, or whose agent does not
+    /// answer: E2B's SDKs read a 502 whose message says "was not found" (or "port is not
+    /// open") as the sandbox being gone (or unreachable).
+    #[error("{1}")]
+    AgentUnavailable(SandboxId, String),
     /// The proxy-only listener got a request that names no sandbox.
     #[error("this address serves preview URLs only: http://<sandbox-id>-<port>.{0}/")]
     NoTarget(String),
@@ -73,9 +78,9 @@ impl ProxyError {
             ProxyError::WrongToken(_) | ProxyError::Forbidden(_) => {
                 (StatusCode::FORBIDDEN, "forbidden")
             }
-            ProxyError::NotListening { .. } | ProxyError::BadGateway { .. } => {
-                (StatusCode::BAD_GATEWAY, "bad_gateway")
-            }
+            ProxyError::NotListening { .. }
+            | ProxyError::BadGateway { .. }
+            | ProxyError::AgentUnavailable(..) => (StatusCode::BAD_GATEWAY, "bad_gateway"),
             ProxyError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -85,6 +90,7 @@ impl ProxyError {
             ProxyError::UnknownSandbox(_) => "Sandbox not found".into(),
             ProxyError::NoTarget(_) => "Not a preview URL".into(),
             ProxyError::NotRunning(..) => "Sandbox not running".into(),
+            ProxyError::AgentUnavailable(..) => "Sandbox agent unavailable".into(),
             ProxyError::NoCredential { .. } | ProxyError::WrongToken(_) => "Private port".into(),
             ProxyError::NotListening { port, .. } => format!("Nothing on port {port}"),
             ProxyError::BadGateway { port, .. } => format!("Port {port} did not answer"),
@@ -98,6 +104,15 @@ impl ProxyError {
         let (status, code) = self.status_and_code();
         if status.is_server_error() && !matches!(self, ProxyError::NotListening { .. }) {
             tracing::warn!("proxy: {self}");
+        }
+        if let ProxyError::AgentUnavailable(id, message) = self {
+            // Connect's error shape, which E2B's SDKs parse on their agent connection.
+            let body = serde_json::json!({
+                "code": "unavailable",
+                "message": message,
+                "sandboxId": id.as_str(),
+            });
+            return (status, Json(body)).into_response();
         }
         if !wants_html {
             return (status, Json(ErrorBody::new(code, self.to_string()))).into_response();

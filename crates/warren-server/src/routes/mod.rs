@@ -36,6 +36,7 @@ pub fn router(state: AppState) -> Router {
         .route("/sandboxes/{id}/start", post(sandboxes::start))
         .route("/sandboxes/{id}/timeout", post(sandboxes::timeout))
         .route("/sandboxes/{id}/network", put(sandboxes::network))
+        .route("/sandboxes/{id}/metrics", get(sandboxes::metrics))
         .route("/sandboxes/{id}/exec", post(exec::exec))
         .route("/sandboxes/{id}/execs", get(exec::history))
         .route("/sandboxes/{id}/logs", get(logs::logs))
@@ -62,6 +63,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .nest("/v1", v1)
+        .merge(crate::e2b::router(state.clone()))
         .fallback(error::not_found)
         .method_not_allowed_fallback(|| async {
             ApiError::BadRequest("method not allowed on this route".into())

@@ -4,7 +4,9 @@ use std::collections::HashMap;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
-use warren_api::{CreateSandbox, Sandbox, SandboxList, SandboxState, SetNetwork, SetTimeout};
+use warren_api::{
+    CreateSandbox, Sandbox, SandboxList, SandboxMetrics, SandboxState, SetNetwork, SetTimeout,
+};
 
 use super::sandbox_id;
 use crate::error::{ApiError, ApiJson, ApiQuery};
@@ -99,4 +101,11 @@ pub async fn network(
             .set_network(&sandbox_id(&id)?, req.egress)
             .await?,
     ))
+}
+
+pub async fn metrics(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<SandboxMetrics>, ApiError> {
+    Ok(Json(state.service.metrics(&sandbox_id(&id)?).await?))
 }

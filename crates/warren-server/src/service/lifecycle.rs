@@ -47,7 +47,7 @@ fn wait_healthy(addr: std::net::SocketAddr, within: Duration) -> bool {
 pub const DEFAULT_TIMEOUT_S: u64 = 300;
 
 /// `expires_at` for a lifetime of `timeout_s` from now; `0` means never.
-fn expiry(timeout_s: u64) -> Option<chrono::DateTime<Utc>> {
+pub(super) fn expiry(timeout_s: u64) -> Option<chrono::DateTime<Utc>> {
     let secs = i64::try_from(timeout_s).ok()?;
     (secs > 0).then(|| Utc::now() + chrono::Duration::seconds(secs.min(10 * 365 * 86400)))
 }
@@ -78,6 +78,16 @@ impl Service {
     /// Records a sandbox and, unless `wait` is false, provisions it before answering.
     /// Returns the sandbox and whether it was provisioned inline.
     pub async fn create(&self, req: CreateSandbox) -> Result<(Sandbox, bool), ApiError> {
+        self.create_preferring(req, None).await
+    }
+
+    /// [`Service::create`], with `user` as the default user when neither the request nor the
+    /// image names one and the image has that user (E2B's SDKs expect `user`).
+    pub async fn create_preferring(
+        &self,
+        req: CreateSandbox,
+        user: Option<&str>,
+    ) -> Result<(Sandbox, bool), ApiError> {
         validate::create(&req, &self.inner.cfg)?;
         // Held until the sandbox is recorded: its image's layers are then in use.
         let no_gc = self.inner.images_gc.read().await;
@@ -85,6 +95,13 @@ impl Service {
             .image_for_create(req.image.as_deref(), req.pull.unwrap_or_default())
             .await?;
         let defaults = &image.config;
+        let preferred = match user {
+            Some(name) if req.user.is_none() && defaults.user.is_none() => self
+                .image_has_user(&image.digest, name)
+                .await?
+                .then(|| name.to_owned()),
+            _ => None,
+        };
         let mut env = image_env(&defaults.env);
         env.extend(req.env);
         let cmd = if req.cmd.is_empty() {
@@ -113,6 +130,7 @@ impl Service {
                 .unwrap_or_else(|| "/".into()),
             user: req
                 .user
+                .or(preferred)
                 .or_else(|| image_user(defaults.user.as_deref()))
                 .unwrap_or_else(|| "root".into()),
             exposed_ports: defaults.exposed_ports.clone(),

@@ -3,11 +3,14 @@
 mod exec;
 mod files;
 mod history;
+mod idempotent;
 mod images;
 mod lifecycle;
 mod preview;
 mod pty;
 mod pull;
+mod resume;
+mod usage;
 mod validate;
 
 use std::collections::HashMap;
@@ -153,8 +156,13 @@ impl Service {
     }
 
     fn lock_for(&self, id: &SandboxId) -> Arc<tokio::sync::Mutex<()>> {
+        self.lock_named(id.as_str())
+    }
+
+    /// The lock of `name` (a sandbox id, or another name that cannot be one).
+    fn lock_named(&self, name: &str) -> Arc<tokio::sync::Mutex<()>> {
         let mut locks = self.inner.locks.lock().unwrap_or_else(|p| p.into_inner());
-        locks.entry(id.to_string()).or_default().clone()
+        locks.entry(name.to_owned()).or_default().clone()
     }
 
     fn forget(&self, id: &SandboxId) {

@@ -57,14 +57,17 @@ pub struct PreviewUrls {
 impl PreviewUrls {
     /// The URL of `port` of sandbox `id`.
     pub fn url(&self, id: &SandboxId, port: u16) -> String {
+        format!("{}://{id}-{port}.{}/", self.scheme, self.host_suffix())
+    }
+
+    /// What follows `<id>-<port>.` in a preview host: the domain, and the port when it is not
+    /// the scheme's own (E2B's SDKs take this as the sandbox domain).
+    pub fn host_suffix(&self) -> String {
         let default = matches!((self.scheme, self.port), ("http", 80) | ("https", 443));
         if default {
-            format!("{}://{id}-{port}.{}/", self.scheme, self.domain)
+            self.domain.clone()
         } else {
-            format!(
-                "{}://{id}-{port}.{}:{}/",
-                self.scheme, self.domain, self.port
-            )
+            format!("{}:{}", self.domain, self.port)
         }
     }
 }
@@ -86,6 +89,11 @@ fn reachable(address: &str, ip: Option<&str>) -> bool {
 }
 
 impl Service {
+    /// How preview URLs are spelled on this server.
+    pub fn preview_urls(&self) -> &PreviewUrls {
+        &self.inner.cfg.preview
+    }
+
     /// The proxy's view of a sandbox; `None` when there is no such sandbox.
     pub async fn preview_route(
         &self,

@@ -1,0 +1,105 @@
+//! E2B's control plane (`/sandboxes`, `/v2/sandboxes`, … with `X-API-KEY`), so E2B's own SDKs
+//! work against Warren unchanged: a thin facade over the same [`crate::service::Service`] as
+//! `/v1`, speaking E2B's shapes and status codes (the SDKs parse only the codes they list).
+mod sandboxes;
+mod wire;
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+
+use crate::error::ApiError;
+use crate::AppState;
+
+/// The routes, each behind E2B's API-key check.
+pub fn router(state: AppState) -> Router<AppState> {
+    Router::new()
+        .route(
+            "/sandboxes",
+            post(sandboxes::create).get(sandboxes::list_v1),
+        )
+        .route(
+            "/v2/sandboxes",
+            post(sandboxes::create).get(sandboxes::list),
+        )
+        .route(
+            "/sandboxes/{id}",
+            get(sandboxes::get).delete(sandboxes::kill),
+        )
+        .route("/sandboxes/{id}/connect", post(sandboxes::connect))
+        .route("/v2/sandboxes/{id}/connect", post(sandboxes::connect))
+        .route("/sandboxes/{id}/resume", post(sandboxes::connect))
+        .route("/sandboxes/{id}/timeout", post(sandboxes::timeout))
+        .route("/sandboxes/{id}/pause", post(sandboxes::pause))
+        .route("/sandboxes/{id}/metrics", get(sandboxes::metrics))
+        .route_layer(middleware::from_fn_with_state(state, require_api_key))
+}
+
+/// An error in E2B's shape: `{"code": <status>, "message"}`.
+#[derive(Debug)]
+pub struct E2bError(StatusCode, String);
+
+impl From<ApiError> for E2bError {
+    fn from(e: ApiError) -> Self {
+        let status = match &e {
+            // E2B's SDKs know 400 for bad values, not 422.
+            ApiError::Invalid(_) => StatusCode::BAD_REQUEST,
+            other => other.status(),
+        };
+        E2bError(status, e.to_string())
+    }
+}
+
+impl E2bError {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        E2bError(status, message.into())
+    }
+}
+
+impl IntoResponse for E2bError {
+    fn into_response(self) -> Response {
+        let E2bError(status, message) = self;
+        if status.is_server_error() {
+            tracing::error!("e2b: {message}");
+        }
+        let body = serde_json::json!({"code": status.as_u16(), "message": message});
+        let mut resp = (status, Json(body)).into_response();
+        // The SDKs retry 502/503/504 unless told not to; Warren's are not transient.
+        resp.headers_mut()
+            .insert("should-retry", HeaderValue::from_static("false"));
+        resp
+    }
+}
+
+/// E2B sends its key as `X-API-KEY`; a bearer is accepted too, as on `/v1`.
+async fn require_api_key(
+    State(state): State<AppState>,
+    req: Request,
+    next: Next,
+) -> Result<Response, E2bError> {
+    let headers = req.headers();
+    let key = headers
+        .get("x-api-key")
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| {
+            headers
+                .get(axum::http::header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+        })
+        .map(str::trim);
+    let unauthorized = || {
+        E2bError::new(
+            StatusCode::UNAUTHORIZED,
+            "missing or invalid API key (X-API-KEY)",
+        )
+    };
+    let key = key.ok_or_else(unauthorized)?;
+    if !crate::auth::key_is_valid(&state, key).await? {
+        return Err(unauthorized());
+    }
+    Ok(next.run(req).await)
+}

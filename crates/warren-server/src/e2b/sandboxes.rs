@@ -1,0 +1,340 @@
+//! E2B's sandbox routes over the service.
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use chrono::{DateTime, Utc};
+use serde::de::DeserializeOwned;
+use warren_api::{CreateSandbox, Sandbox, SandboxId};
+
+use super::wire::{self, Created, Detail, Metric, NewSandbox, Timeout};
+use super::E2bError;
+use crate::error::ApiError;
+use crate::AppState;
+
+/// The user E2B's SDKs act as when they name none; used when the image has it.
+const E2B_USER: &str = "user";
+/// Page size of `GET /v2/sandboxes` when the request gives none (E2B's default).
+const DEFAULT_LIMIT: usize = 100;
+
+fn id(raw: &str) -> Result<SandboxId, E2bError> {
+    raw.parse()
+        .map_err(|_| E2bError::new(StatusCode::NOT_FOUND, format!("sandbox {raw:?} not found")))
+}
+
+/// A JSON body; an empty one is the type's default where it has one.
+fn body<T: DeserializeOwned>(bytes: &Bytes, empty: Option<T>) -> Result<T, E2bError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        if let Some(v) = empty {
+            return Ok(v);
+        }
+    }
+    serde_json::from_slice(bytes).map_err(|e| {
+        E2bError::new(
+            StatusCode::BAD_REQUEST,
+            format!("invalid request body: {e}"),
+        )
+    })
+}
+
+/// A sandbox E2B would show, or 404.
+async fn visible(state: &AppState, id: &SandboxId) -> Result<Sandbox, E2bError> {
+    let sandbox = state.service.get(id).await?;
+    if wire::state(sandbox.state).is_none() {
+        return Err(E2bError::new(
+            StatusCode::NOT_FOUND,
+            format!("sandbox {id} not found ({})", sandbox.state),
+        ));
+    }
+    Ok(sandbox)
+}
+
+async fn created(state: &AppState, sandbox: &Sandbox) -> Result<Created, E2bError> {
+    let token = state.service.record(&sandbox.id).await?.token;
+    let domain = state.service.preview_urls().host_suffix();
+    Ok(Created::of(sandbox, token, domain))
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Result<(StatusCode, Json<Created>), E2bError> {
+    let req: NewSandbox = body(&bytes, None)?;
+    let unsupported = req.unsupported();
+    if !unsupported.is_empty() {
+        return Err(E2bError::new(
+            StatusCode::BAD_REQUEST,
+            format!("not supported by Warren: {}", unsupported.join(", ")),
+        ));
+    }
+    let egress = req
+        .egress()
+        .map_err(|m| E2bError::new(StatusCode::BAD_REQUEST, m))?;
+    let create = CreateSandbox {
+        image: Some(req.template_id.clone()),
+        env: req.env_vars.clone().unwrap_or_default(),
+        metadata: req.metadata.clone().unwrap_or_default(),
+        timeout_s: req.timeout,
+        egress: Some(egress),
+        public: Some(req.public()),
+        ..CreateSandbox::default()
+    };
+    let key = headers
+        .get("idempotency-key")
+        .map(|v| {
+            v.to_str()
+                .map(str::to_owned)
+                .map_err(|_| E2bError::new(StatusCode::BAD_REQUEST, "Idempotency-Key is not text"))
+        })
+        .transpose()?;
+    let (sandbox, _) = match key {
+        Some(key) => {
+            state
+                .service
+                .create_once(&key, create, Some(E2B_USER))
+                .await?
+        }
+        None => {
+            state
+                .service
+                .create_preferring(create, Some(E2B_USER))
+                .await?
+        }
+    };
+    Ok((StatusCode::CREATED, Json(created(&state, &sandbox).await?)))
+}
+
+pub async fn get(
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+) -> Result<Json<Detail>, E2bError> {
+    let sandbox = visible(&state, &id(&raw)?).await?;
+    let mut detail =
+        Detail::of(&sandbox).ok_or_else(|| E2bError::new(StatusCode::NOT_FOUND, "gone"))?;
+    detail.envd_access_token = Some(state.service.record(&sandbox.id).await?.token);
+    detail.domain = Some(state.service.preview_urls().host_suffix());
+    Ok(Json(detail))
+}
+
+pub async fn kill(
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+) -> Result<StatusCode, E2bError> {
+    let id = id(&raw)?;
+    visible(&state, &id).await?;
+    state.service.delete(&id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn connect(
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+    bytes: Bytes,
+) -> Result<(StatusCode, Json<Created>), E2bError> {
+    let id = id(&raw)?;
+    let req: Timeout = body(&bytes, Some(Timeout::default()))?;
+    visible(&state, &id).await?;
+    let (sandbox, started) = state.service.connect(&id, req.timeout).await?;
+    let status = if started {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(created(&state, &sandbox).await?)))
+}
+
+pub async fn timeout(
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+    bytes: Bytes,
+) -> Result<StatusCode, E2bError> {
+    let id = id(&raw)?;
+    let req: Timeout = body(&bytes, None)?;
+    let timeout = req
+        .timeout
+        .ok_or_else(|| E2bError::new(StatusCode::BAD_REQUEST, "timeout is required"))?;
+    visible(&state, &id).await?;
+    state.service.set_timeout(&id, timeout).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn pause(
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+) -> Result<StatusCode, E2bError> {
+    let id = id(&raw)?;
+    visible(&state, &id).await?;
+    Err(E2bError::new(
+        StatusCode::CONFLICT,
+        format!("sandbox {id} cannot be paused: Warren does not support pause yet"),
+    ))
+}
+
+pub async fn metrics(
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+) -> Result<Json<Vec<Metric>>, E2bError> {
+    let id = id(&raw)?;
+    visible(&state, &id).await?;
+    match state.service.metrics(&id).await {
+        Ok(m) => Ok(Json(vec![m.into()])),
+        // Not running: no samples, as E2B answers for a paused sandbox.
+        Err(ApiError::Conflict(_)) => Ok(Json(Vec::new())),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The query of a list: repeated keys kept, values decoded.
+fn query_pairs(raw: Option<&str>) -> Vec<(String, String)> {
+    form_urlencoded::parse(raw.unwrap_or("").as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect()
+}
+
+/// E2B's `metadata` filter: `k=v&k2=v2`, each part percent-encoded once more by the SDK.
+fn metadata_filter(raw: &str) -> Vec<(String, String)> {
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    form_urlencoded::parse(raw.as_bytes())
+        .map(|(k, v)| (decode(&k), decode(&v)))
+        .collect()
+}
+
+fn bad(message: String) -> E2bError {
+    E2bError::new(StatusCode::BAD_REQUEST, message)
+}
+
+/// Where a page starts: after the sandbox started at `.0` with id `.1`.
+type Cursor = (DateTime<Utc>, String);
+
+fn encode_cursor(sandbox: &Sandbox) -> String {
+    let at = sandbox.started_at.unwrap_or(sandbox.created_at);
+    hex::encode(format!("{}|{}", at.to_rfc3339(), sandbox.id))
+}
+
+fn decode_cursor(token: &str) -> Option<Cursor> {
+    let text = String::from_utf8(hex::decode(token).ok()?).ok()?;
+    let (at, id) = text.split_once('|')?;
+    Some((DateTime::parse_from_rfc3339(at).ok()?.into(), id.to_owned()))
+}
+
+fn sort_key(s: &Sandbox) -> Cursor {
+    (s.started_at.unwrap_or(s.created_at), s.id.to_string())
+}
+
+/// `GET /v2/sandboxes`: filtered by `state` (default running and paused), `metadata`,
+/// `template` and `startedAfter`, ordered by start (`order`, newest first by default), in
+/// pages of `limit` with the next page's token in `x-next-token`.
+pub async fn list(
+    State(state): State<AppState>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, E2bError> {
+    let mut states: Vec<String> = Vec::new();
+    let (mut metadata, mut template, mut after) = (Vec::new(), None, None);
+    let (mut limit, mut cursor, mut ascending) = (DEFAULT_LIMIT, None, false);
+    for (k, v) in query_pairs(raw.as_deref()) {
+        match k.as_str() {
+            "state" => states.extend(v.split(',').map(str::trim).map(str::to_owned)),
+            "metadata" => metadata.extend(metadata_filter(&v)),
+            "template" => template = Some(v),
+            "startedAfter" => {
+                let at = DateTime::parse_from_rfc3339(&v)
+                    .map_err(|e| bad(format!("startedAfter {v:?}: {e}")))?;
+                after = Some(DateTime::<Utc>::from(at));
+            }
+            "limit" => {
+                limit = v
+                    .parse()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| bad(format!("limit {v:?} is not a positive number")))?;
+            }
+            "nextToken" => {
+                cursor = Some(
+                    decode_cursor(&v)
+                        .ok_or_else(|| bad(format!("nextToken {v:?} is not one Warren gave"))),
+                )
+                .transpose()?;
+            }
+            "order" => {
+                ascending = match v.as_str() {
+                    "asc" => true,
+                    "desc" => false,
+                    _ => return Err(bad(format!("order {v:?}: expected asc or desc"))),
+                }
+            }
+            _ => {}
+        }
+    }
+    if states.is_empty() {
+        states = vec!["running".into(), "paused".into()];
+    }
+    if let Some(s) = states
+        .iter()
+        .find(|s| !matches!(s.as_str(), "running" | "paused"))
+    {
+        return Err(bad(format!("state {s:?}: expected running or paused")));
+    }
+    let mut found: Vec<Sandbox> = state
+        .service
+        .list(None, &metadata)
+        .await?
+        .into_iter()
+        .filter(|s| wire::state(s.state).is_some_and(|st| states.iter().any(|x| x == st)))
+        .filter(|s| template.as_ref().is_none_or(|t| &s.image == t))
+        .filter(|s| after.is_none_or(|a| s.started_at.unwrap_or(s.created_at) > a))
+        .collect();
+    found.sort_by_key(sort_key);
+    if !ascending {
+        found.reverse();
+    }
+    if let Some(c) = cursor {
+        found.retain(|s| {
+            if ascending {
+                sort_key(s) > c
+            } else {
+                sort_key(s) < c
+            }
+        });
+    }
+    let more = found.len() > limit;
+    found.truncate(limit);
+    let page: Vec<Detail> = found.iter().filter_map(Detail::of).collect();
+    let mut resp = Json(page).into_response();
+    if more {
+        if let Some(v) = found
+            .last()
+            .map(encode_cursor)
+            .and_then(|t| HeaderValue::from_str(&t).ok())
+        {
+            resp.headers_mut().insert("x-next-token", v);
+        }
+    }
+    Ok(resp)
+}
+
+/// `GET /sandboxes` (E2B's first list): the running ones, filtered by `metadata`.
+pub async fn list_v1(
+    State(state): State<AppState>,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<Vec<Detail>>, E2bError> {
+    let metadata: Vec<(String, String)> = query_pairs(raw.as_deref())
+        .into_iter()
+        .filter(|(k, _)| k == "metadata")
+        .flat_map(|(_, v)| metadata_filter(&v))
+        .collect();
+    let running = state
+        .service
+        .list(None, &metadata)
+        .await?
+        .iter()
+        .filter(|s| wire::state(s.state) == Some("running"))
+        .filter_map(Detail::of)
+        .collect();
+    Ok(Json(running))
+}

@@ -1,0 +1,255 @@
+//! E2B's JSON shapes, as its SDKs (`e2b` 2.63 on PyPI, 2.51 on npm) send and parse them.
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use warren_api::{Egress, Sandbox, SandboxMetrics, SandboxState};
+
+/// E2B's `clientID`: which cluster a sandbox runs on (one, here).
+const CLIENT_ID: &str = "warren";
+
+/// `POST /sandboxes` and `/v2/sandboxes`. Fields Warren has nothing to do with are ignored:
+/// `secure` (the agent always wants its token, and the token is always returned) and
+/// `autoPauseMemory` (pause does not exist yet).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NewSandbox {
+    /// The template: a Warren image name (or registry reference).
+    #[serde(rename = "templateID")]
+    pub template_id: String,
+    /// Lifetime in seconds.
+    pub timeout: Option<u64>,
+    pub auto_pause: Option<bool>,
+    pub auto_resume: Option<Value>,
+    #[serde(rename = "allow_internet_access")]
+    pub allow_internet_access: Option<bool>,
+    pub network: Option<NetworkConfig>,
+    pub metadata: Option<BTreeMap<String, String>>,
+    pub env_vars: Option<BTreeMap<String, String>>,
+    pub mcp: Option<Value>,
+    pub iam: Option<Value>,
+    pub volume_mounts: Option<Vec<Value>>,
+}
+
+/// A create's `network`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkConfig {
+    pub allow_public_traffic: Option<bool>,
+    pub allow_out: Option<Vec<String>>,
+    pub deny_out: Option<Vec<String>>,
+    pub dns_servers: Option<Value>,
+    pub egress_proxy: Option<Value>,
+    pub mask_request_host: Option<Value>,
+    pub https_ports: Option<Value>,
+    pub rules: Option<Value>,
+}
+
+impl NewSandbox {
+    /// The options Warren has no counterpart for, when the request sets them.
+    pub fn unsupported(&self) -> Vec<&'static str> {
+        let set = |v: &Option<Value>| v.as_ref().is_some_and(|v| !v.is_null());
+        let mut out = Vec::new();
+        if self.auto_pause == Some(true) {
+            out.push("autoPause (pause is not supported yet)");
+        }
+        if self.auto_resume.as_ref().is_some_and(|v| v.is_object()) {
+            out.push("autoResume");
+        }
+        if set(&self.mcp) {
+            out.push("mcp");
+        }
+        if set(&self.iam) {
+            out.push("iam");
+        }
+        if self.volume_mounts.as_ref().is_some_and(|v| !v.is_empty()) {
+            out.push("volumeMounts");
+        }
+        if let Some(n) = &self.network {
+            for (name, v) in [
+                ("network.dnsServers", &n.dns_servers),
+                ("network.egressProxy", &n.egress_proxy),
+                ("network.maskRequestHost", &n.mask_request_host),
+                ("network.httpsPorts", &n.https_ports),
+                ("network.rules", &n.rules),
+            ] {
+                if set(v) {
+                    out.push(name);
+                }
+            }
+        }
+        out
+    }
+
+    /// Warren's egress policy for E2B's `allow_internet_access` and `network.allowOut`/`denyOut`
+    /// (allowOut wins over denyOut, as in E2B). `Err` names what cannot be expressed.
+    pub fn egress(&self) -> Result<Egress, String> {
+        let net = self.network.as_ref();
+        let allow = net.and_then(|n| n.allow_out.clone()).unwrap_or_default();
+        let deny = net.and_then(|n| n.deny_out.clone()).unwrap_or_default();
+        let deny_all =
+            deny.iter().any(|d| d == "0.0.0.0/0") || self.allow_internet_access == Some(false);
+        if let Some(other) = deny.iter().find(|d| *d != "0.0.0.0/0") {
+            return Err(format!(
+                "network.denyOut {other:?}: Warren denies either everything (0.0.0.0/0, with \
+                 allowOut as the exceptions) or nothing"
+            ));
+        }
+        Ok(match (deny_all, allow.is_empty()) {
+            (false, _) => Egress::Allow,
+            (true, true) => Egress::Deny,
+            (true, false) => Egress::Only(allow),
+        })
+    }
+
+    /// Whether anyone may reach the sandbox's ports (E2B's default) or only holders of its
+    /// traffic token.
+    pub fn public(&self) -> bool {
+        self.network
+            .as_ref()
+            .and_then(|n| n.allow_public_traffic)
+            .unwrap_or(true)
+    }
+}
+
+/// `POST /sandboxes/{id}/connect` and `/timeout`.
+#[derive(Debug, Default, Deserialize)]
+pub struct Timeout {
+    pub timeout: Option<u64>,
+}
+
+/// A created or connected sandbox.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Created {
+    #[serde(rename = "templateID")]
+    pub template_id: String,
+    #[serde(rename = "sandboxID")]
+    pub sandbox_id: String,
+    #[serde(rename = "clientID")]
+    pub client_id: &'static str,
+    pub alias: String,
+    pub envd_version: &'static str,
+    pub envd_access_token: String,
+    pub traffic_access_token: Option<String>,
+    pub domain: String,
+}
+
+impl Created {
+    pub fn of(sandbox: &Sandbox, envd_token: String, domain: String) -> Created {
+        Created {
+            template_id: sandbox.image.clone(),
+            sandbox_id: sandbox.id.to_string(),
+            client_id: CLIENT_ID,
+            alias: sandbox.image.clone(),
+            envd_version: warren_agent::ENVD_VERSION,
+            envd_access_token: envd_token,
+            traffic_access_token: (!sandbox.public)
+                .then(|| sandbox.traffic_token.clone())
+                .flatten(),
+            domain,
+        }
+    }
+}
+
+/// `GET /sandboxes/{id}`, and each entry of the lists (which leave out the tokens).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Detail {
+    #[serde(rename = "templateID")]
+    pub template_id: String,
+    #[serde(rename = "sandboxID")]
+    pub sandbox_id: String,
+    #[serde(rename = "clientID")]
+    pub client_id: &'static str,
+    pub alias: String,
+    pub started_at: DateTime<Utc>,
+    pub end_at: DateTime<Utc>,
+    pub envd_version: &'static str,
+    pub cpu_count: u64,
+    #[serde(rename = "memoryMB")]
+    pub memory_mb: u64,
+    #[serde(rename = "diskSizeMB")]
+    pub disk_size_mb: u64,
+    pub state: &'static str,
+    pub metadata: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub envd_access_token: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub domain: Option<String>,
+}
+
+/// E2B's state for a Warren state: a stopped sandbox is what E2B calls paused (connect
+/// brings it back, with its files); `None` for sandboxes E2B would not show.
+pub fn state(s: SandboxState) -> Option<&'static str> {
+    match s {
+        SandboxState::Pending
+        | SandboxState::Provisioning
+        | SandboxState::Starting
+        | SandboxState::Running => Some("running"),
+        SandboxState::Stopped | SandboxState::Paused | SandboxState::Stopping => Some("paused"),
+        SandboxState::Failed | SandboxState::Terminating | SandboxState::Deleted => None,
+    }
+}
+
+/// What E2B shows as `endAt` for a sandbox with no time limit.
+fn never() -> DateTime<Utc> {
+    chrono::NaiveDate::from_ymd_opt(9999, 12, 31)
+        .and_then(|d| d.and_hms_opt(23, 59, 59))
+        .map_or(DateTime::<Utc>::MAX_UTC, |d| d.and_utc())
+}
+
+impl Detail {
+    /// `None` for a sandbox E2B would not show.
+    pub fn of(sandbox: &Sandbox) -> Option<Detail> {
+        let started_at = sandbox.started_at.unwrap_or(sandbox.created_at);
+        Some(Detail {
+            template_id: sandbox.image.clone(),
+            sandbox_id: sandbox.id.to_string(),
+            client_id: CLIENT_ID,
+            alias: sandbox.image.clone(),
+            started_at,
+            end_at: sandbox.expires_at.unwrap_or_else(never),
+            envd_version: warren_agent::ENVD_VERSION,
+            cpu_count: sandbox.cpu.ceil().max(1.0) as u64,
+            memory_mb: sandbox.memory_mb,
+            disk_size_mb: sandbox.disk_mb,
+            state: state(sandbox.state)?,
+            metadata: sandbox.metadata.clone(),
+            envd_access_token: None,
+            domain: None,
+        })
+    }
+}
+
+/// One entry of `GET /sandboxes/{id}/metrics`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Metric {
+    pub timestamp: DateTime<Utc>,
+    pub timestamp_unix: i64,
+    pub cpu_count: u64,
+    pub cpu_used_pct: f64,
+    pub mem_used: u64,
+    pub mem_total: u64,
+    pub mem_cache: u64,
+    pub disk_used: u64,
+    pub disk_total: u64,
+}
+
+impl From<SandboxMetrics> for Metric {
+    fn from(m: SandboxMetrics) -> Self {
+        Metric {
+            timestamp: m.timestamp,
+            timestamp_unix: m.timestamp.timestamp(),
+            cpu_count: m.cpu_count.ceil().max(1.0) as u64,
+            cpu_used_pct: m.cpu_used_pct,
+            mem_used: m.mem_used,
+            mem_total: m.mem_total,
+            mem_cache: m.mem_cache,
+            disk_used: m.disk_used,
+            disk_total: m.disk_total,
+        }
+    }
+}

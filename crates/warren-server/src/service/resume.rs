@@ -1,0 +1,49 @@
+//! Connecting to a sandbox (E2B's connect): a running one is used as it is, a stopped one is
+//! started again with its files; either way its lifetime is at least the one asked for.
+use warren_api::{Sandbox, SandboxId, SandboxState};
+
+use super::Service;
+use crate::error::ApiError;
+
+impl Service {
+    /// Makes sure the sandbox runs and lives at least `timeout_s` more seconds (a longer
+    /// lifetime it already has is kept). Returns it and whether it had to be started.
+    pub async fn connect(
+        &self,
+        id: &SandboxId,
+        timeout_s: Option<u64>,
+    ) -> Result<(Sandbox, bool), ApiError> {
+        let sandbox = self.get(id).await?;
+        let started = match sandbox.state {
+            SandboxState::Pending
+            | SandboxState::Provisioning
+            | SandboxState::Starting
+            | SandboxState::Running => false,
+            SandboxState::Stopped => {
+                self.start(id).await?;
+                true
+            }
+            state => return Err(ApiError::NotFound(format!("sandbox {id} is {state}"))),
+        };
+        let sandbox = match timeout_s {
+            Some(t) => self.extend_timeout(id, t).await?,
+            None => self.get(id).await?,
+        };
+        Ok((sandbox, started))
+    }
+
+    /// Moves the sandbox's expiry to `timeout_s` from now unless it already lasts longer.
+    pub async fn extend_timeout(
+        &self,
+        id: &SandboxId,
+        timeout_s: u64,
+    ) -> Result<Sandbox, ApiError> {
+        let sandbox = self.get(id).await?;
+        match (sandbox.expires_at, super::lifecycle::expiry(timeout_s)) {
+            // `None` wanted: no limit, which outlasts any expiry.
+            (Some(at), Some(wanted)) if at >= wanted => Ok(sandbox),
+            (Some(_), _) => self.set_timeout(id, timeout_s).await,
+            (None, _) => Ok(sandbox),
+        }
+    }
+}
