@@ -5,34 +5,12 @@
 mod common;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
-use std::sync::OnceLock;
 use std::time::Instant;
 
+use common::base::base_tar;
 use common::{TestServer, RUNTIMES};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use warren_cli::base_image::{ensure_base_tar, BuildOptions};
-
-/// The cached base tar, built by the first test that needs it (the cache's lock makes the other
-/// test binaries running at once wait for that build instead of repeating it).
-fn base_tar() -> PathBuf {
-    static TAR: OnceLock<PathBuf> = OnceLock::new();
-    TAR.get_or_init(|| {
-        let started = Instant::now();
-        let base = ensure_base_tar(&BuildOptions::default()).expect("building the base tar");
-        let size = std::fs::metadata(&base.path).expect("tar").len();
-        eprintln!(
-            "base tar {} ({:.1} MB): {} in {:.1} s",
-            base.path.display(),
-            size as f64 / 1e6,
-            if base.built { "built" } else { "cached" },
-            started.elapsed().as_secs_f64()
-        );
-        base.path
-    })
-    .clone()
-}
 
 #[test]
 fn tar_keeps_setuid_and_links_and_drops_devices_and_apt_lists() {

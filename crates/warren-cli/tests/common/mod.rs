@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde_json::{json, Value};
 
+pub mod base;
 pub mod oci_layout;
 pub mod preview;
 pub mod pulls;

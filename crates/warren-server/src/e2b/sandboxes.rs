@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
-use warren_api::{CreateSandbox, Sandbox, SandboxId};
+use warren_api::{CreateSandbox, PullPolicy, Sandbox, SandboxId};
 
 use super::wire::{self, Created, Detail, Metric, NewSandbox, Timeout};
 use super::E2bError;
@@ -72,8 +72,12 @@ pub async fn create(
     let egress = req
         .egress()
         .map_err(|m| E2bError::new(StatusCode::BAD_REQUEST, m))?;
+    // E2B's templates are names: a bare one is a local image, never a Docker Hub pull; a full
+    // reference (`registry/repo:tag`) is pulled when missing, as on `/v1`.
+    let bare = !req.template_id.contains(['/', ':', '@']);
     let create = CreateSandbox {
         image: Some(req.template_id.clone()),
+        pull: bare.then_some(PullPolicy::Never),
         env: req.env_vars.clone().unwrap_or_default(),
         metadata: req.metadata.clone().unwrap_or_default(),
         timeout_s: req.timeout,
