@@ -17,6 +17,7 @@ pub mod pty;
 pub mod pump;
 pub mod rpc;
 pub mod server;
+pub mod signed_url;
 pub mod spawn;
 pub mod streams;
 pub mod users;

@@ -102,7 +102,7 @@ fn unescape(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-fn query_param(query: Option<&str>, name: &str) -> Option<String> {
+pub(super) fn query_param(query: Option<&str>, name: &str) -> Option<String> {
     query?.split('&').find_map(|pair| {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         (unescape(k) == name).then(|| unescape(v))
