@@ -1,7 +1,7 @@
 //! E2B's control plane at the wire: what E2B's SDKs parse (status codes, `{"code": int,
 //! "message"}` errors, required fields), plus what the SDK suite cannot show on its own:
 //! `Idempotency-Key`, `x-next-token` paging with filters, the agent token, the proxy's 502 for
-//! a gone sandbox, unsupported options refused, metrics from the cgroup.
+//! a gone sandbox, unsupported options refused, metrics from the cgroup, network options.
 mod common;
 
 use std::time::Duration;
@@ -457,4 +457,82 @@ async fn metrics_come_from_the_cgroup_under_both_runtimes() {
         s.delete(id).await;
         s.shutdown().await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn network_options_map_to_egress_policies_and_private_ports() {
+    let s = TestServer::start_with(&["--default-runtime", "runc"]).await;
+    let v = create(
+        &s,
+        json!({"templateID": "busybox", "allow_internet_access": false,
+               "network": {"allowPublicTraffic": false}}),
+    )
+    .await;
+    let id = v["sandboxID"].as_str().unwrap();
+    let (_, sandbox) = s.get(id).await;
+    assert_eq!(sandbox["egress"], "deny");
+    assert_eq!(sandbox["public"], false);
+    let traffic = v["trafficAccessToken"]
+        .as_str()
+        .expect("private: a traffic token");
+    assert_eq!(sandbox["traffic_token"], traffic);
+
+    // Its ports open to E2B's traffic-token header, and only to the right token.
+    s.sh(id, "/.warren/agent demo-http 8000 >/dev/null 2>&1 &")
+        .await;
+    let page = |token: Option<&str>| {
+        let rb = s
+            .http
+            .get(format!("{}/", s.url))
+            .header("E2b-Sandbox-Id", id)
+            .header("E2b-Sandbox-Port", "8000");
+        match token {
+            Some(t) => rb.header("e2b-traffic-access-token", t),
+            None => rb,
+        }
+    };
+    let mut open = StatusCode::BAD_GATEWAY;
+    for _ in 0..100 {
+        open = answer(page(Some(traffic))).await.0;
+        if open == StatusCode::OK {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(open, StatusCode::OK);
+    assert_eq!(answer(page(None)).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(answer(page(Some("wrong"))).await.0, StatusCode::FORBIDDEN);
+
+    let put = |body: Value| {
+        e2b(&s, Method::PUT, &format!("/sandboxes/{id}/network"))
+            .json(&body)
+            .send()
+    };
+    let resp = put(json!({"allowOut": ["198.18.0.1/32"], "denyOut": ["0.0.0.0/0"]}))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        s.get(id).await.1["egress"],
+        json!({"allow": ["198.18.0.1/32"]})
+    );
+    let resp = put(json!({"allow_internet_access": true})).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    assert_eq!(s.get(id).await.1["egress"], "allow");
+    for bad in [
+        json!({"denyOut": ["10.0.0.0/8"]}),
+        json!({"rules": {"x": []}}),
+    ] {
+        let resp = put(bad.clone()).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "{bad}");
+    }
+    assert_eq!(
+        s.get(id).await.1["egress"],
+        "allow",
+        "a refused change changes nothing"
+    );
+    let unknown = e2b(&s, Method::PUT, "/sandboxes/aaaaaaaaaaaaaaaa/network").json(&json!({}));
+    assert_error(&answer(unknown).await, StatusCode::NOT_FOUND);
+    s.delete(id).await;
+    s.shutdown().await;
 }

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
 use warren_api::{CreateSandbox, PullPolicy, Sandbox, SandboxId};
 
-use super::wire::{self, Created, Detail, Metric, NewSandbox, Timeout};
+use super::wire::{self, Created, Detail, Metric, NetworkUpdate, NewSandbox, Timeout};
 use super::E2bError;
 use crate::error::ApiError;
 use crate::AppState;
@@ -161,6 +161,21 @@ pub async fn timeout(
         .ok_or_else(|| E2bError::new(StatusCode::BAD_REQUEST, "timeout is required"))?;
     visible(&state, &id).await?;
     state.service.set_timeout(&id, timeout).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn network(
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+    bytes: Bytes,
+) -> Result<StatusCode, E2bError> {
+    let id = id(&raw)?;
+    let req: NetworkUpdate = body(&bytes, None)?;
+    let egress = req
+        .egress()
+        .map_err(|m| E2bError::new(StatusCode::BAD_REQUEST, m))?;
+    visible(&state, &id).await?;
+    state.service.set_network(&id, egress).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -82,25 +82,14 @@ impl NewSandbox {
         out
     }
 
-    /// Warren's egress policy for E2B's `allow_internet_access` and `network.allowOut`/`denyOut`
-    /// (allowOut wins over denyOut, as in E2B). `Err` names what cannot be expressed.
+    /// Warren's egress policy for the create's `allow_internet_access` and `network`.
     pub fn egress(&self) -> Result<Egress, String> {
         let net = self.network.as_ref();
-        let allow = net.and_then(|n| n.allow_out.clone()).unwrap_or_default();
-        let deny = net.and_then(|n| n.deny_out.clone()).unwrap_or_default();
-        let deny_all =
-            deny.iter().any(|d| d == "0.0.0.0/0") || self.allow_internet_access == Some(false);
-        if let Some(other) = deny.iter().find(|d| *d != "0.0.0.0/0") {
-            return Err(format!(
-                "network.denyOut {other:?}: Warren denies either everything (0.0.0.0/0, with \
-                 allowOut as the exceptions) or nothing"
-            ));
-        }
-        Ok(match (deny_all, allow.is_empty()) {
-            (false, _) => Egress::Allow,
-            (true, true) => Egress::Deny,
-            (true, false) => Egress::Only(allow),
-        })
+        egress(
+            self.allow_internet_access,
+            net.and_then(|n| n.allow_out.as_deref()),
+            net.and_then(|n| n.deny_out.as_deref()),
+        )
     }
 
     /// Whether anyone may reach the sandbox's ports (E2B's default) or only holders of its
@@ -110,6 +99,62 @@ impl NewSandbox {
             .as_ref()
             .and_then(|n| n.allow_public_traffic)
             .unwrap_or(true)
+    }
+}
+
+/// Warren's egress policy for E2B's `allow_internet_access` and `allowOut`/`denyOut` (allowOut
+/// wins over denyOut, as in E2B). `Err` names what cannot be expressed.
+fn egress(
+    internet: Option<bool>,
+    allow: Option<&[String]>,
+    deny: Option<&[String]>,
+) -> Result<Egress, String> {
+    let (allow, deny) = (allow.unwrap_or_default(), deny.unwrap_or_default());
+    if let Some(other) = deny.iter().find(|d| *d != "0.0.0.0/0") {
+        return Err(format!(
+            "denyOut {other:?}: Warren denies either everything (0.0.0.0/0, with allowOut as \
+             the exceptions) or nothing"
+        ));
+    }
+    let deny_all = !deny.is_empty() || internet == Some(false);
+    Ok(match (deny_all, allow.is_empty()) {
+        (false, _) => Egress::Allow,
+        (true, true) => Egress::Deny,
+        (true, false) => Egress::Only(allow.to_vec()),
+    })
+}
+
+/// `PUT /sandboxes/{id}/network`: a running sandbox's new outbound policy.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkUpdate {
+    #[serde(rename = "allow_internet_access")]
+    pub allow_internet_access: Option<bool>,
+    pub allow_out: Option<Vec<String>>,
+    pub deny_out: Option<Vec<String>>,
+    pub dns_servers: Option<Value>,
+    pub egress_proxy: Option<Value>,
+    pub rules: Option<Value>,
+}
+
+impl NetworkUpdate {
+    /// The new policy; `Err` for what Warren cannot do.
+    pub fn egress(&self) -> Result<Egress, String> {
+        let set = |v: &Option<Value>| v.as_ref().is_some_and(|v| !v.is_null());
+        for (name, v) in [
+            ("dnsServers", &self.dns_servers),
+            ("egressProxy", &self.egress_proxy),
+            ("rules", &self.rules),
+        ] {
+            if set(v) {
+                return Err(format!("not supported by Warren: {name}"));
+            }
+        }
+        egress(
+            self.allow_internet_access,
+            self.allow_out.as_deref(),
+            self.deny_out.as_deref(),
+        )
     }
 }
 
