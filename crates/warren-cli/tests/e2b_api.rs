@@ -90,8 +90,8 @@ async fn create_get_kill_and_the_agent_token() {
     assert_eq!(v["domain"], format!("localhost:{}", s.port));
     // Public by default, as on E2B: no traffic token needed.
     assert!(v["trafficAccessToken"].is_null(), "{v}");
-    let id = v["sandboxID"].as_str().unwrap();
-    let token = v["envdAccessToken"].as_str().unwrap();
+    let id = v["sandboxID"].as_str().expect("a string");
+    let token = v["envdAccessToken"].as_str().expect("a string");
 
     let (status, info, _) = answer(e2b(&s, Method::GET, &format!("/sandboxes/{id}"))).await;
     assert_eq!(status, StatusCode::OK, "{info}");
@@ -109,8 +109,10 @@ async fn create_get_kill_and_the_agent_token() {
     assert_eq!(info["state"], "running");
     assert_eq!(info["metadata"], json!({"team": "a"}));
     let started =
-        chrono::DateTime::parse_from_rfc3339(info["startedAt"].as_str().unwrap()).unwrap();
-    let end = chrono::DateTime::parse_from_rfc3339(info["endAt"].as_str().unwrap()).unwrap();
+        chrono::DateTime::parse_from_rfc3339(info["startedAt"].as_str().expect("a string"))
+            .expect("RFC 3339");
+    let end = chrono::DateTime::parse_from_rfc3339(info["endAt"].as_str().expect("a string"))
+        .expect("RFC 3339");
     assert!((end - started).num_seconds() > 590, "{info}");
     // E2B's default user where the image has one (the test image does), env from envVars.
     let (_, sandbox) = s.get(id).await;
@@ -128,7 +130,7 @@ async fn create_get_kill_and_the_agent_token() {
         StatusCode::CREATED
     );
     let plain = create(&s, json!({"templateID": "nouser"})).await;
-    let plain_id = plain["sandboxID"].as_str().unwrap();
+    let plain_id = plain["sandboxID"].as_str().expect("a string");
     assert_eq!(s.get(plain_id).await.1["user"], "root");
     s.delete(plain_id).await;
     assert_eq!(s.sh(id, "echo $GREETING").await, "hi\n");
@@ -148,7 +150,8 @@ async fn create_get_kill_and_the_agent_token() {
     .await;
     assert_eq!(timeout.0, StatusCode::NO_CONTENT, "{}", timeout.1);
     let (_, info, _) = answer(e2b(&s, Method::GET, &format!("/sandboxes/{id}"))).await;
-    let end = chrono::DateTime::parse_from_rfc3339(info["endAt"].as_str().unwrap()).unwrap();
+    let end = chrono::DateTime::parse_from_rfc3339(info["endAt"].as_str().expect("a string"))
+        .expect("RFC 3339");
     let left = (end.with_timezone(&chrono::Utc) - chrono::Utc::now()).num_seconds();
     assert!((25..=30).contains(&left), "{left} s left: {info}");
 
@@ -179,7 +182,10 @@ async fn create_get_kill_and_the_agent_token() {
     let (status, body, _) = answer(agent_call(&s, id, Some(token))).await;
     assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");
     assert!(
-        body["message"].as_str().unwrap().contains("was not found"),
+        body["message"]
+            .as_str()
+            .expect("a string")
+            .contains("was not found"),
         "{body}"
     );
     s.shutdown().await;
@@ -285,7 +291,7 @@ async fn idempotency_key_makes_one_sandbox() {
         "{listed}"
     );
     // Once its sandbox is gone, the key makes a new one.
-    let first = a["sandboxID"].as_str().unwrap();
+    let first = a["sandboxID"].as_str().expect("a string");
     s.delete(first).await;
     let fresh: Value = send("key-1")
         .await
@@ -295,7 +301,7 @@ async fn idempotency_key_makes_one_sandbox() {
         .expect("json");
     assert_ne!(fresh["sandboxID"], a["sandboxID"]);
     for id in [&fresh["sandboxID"], &other["sandboxID"]] {
-        s.delete(id.as_str().unwrap()).await;
+        s.delete(id.as_str().expect("a string")).await;
     }
     s.shutdown().await;
 }
@@ -310,7 +316,7 @@ async fn list_pages_filters_and_connect_resumes_a_stopped_sandbox() {
             json!({"templateID": "busybox", "metadata": {"suite": "paging", "n": i.to_string()}}),
         )
         .await;
-        ids.push(v["sandboxID"].as_str().unwrap().to_owned());
+        ids.push(v["sandboxID"].as_str().expect("a string").to_owned());
     }
     create(
         &s,
@@ -326,7 +332,7 @@ async fn list_pages_filters_and_connect_resumes_a_stopped_sandbox() {
     ))
     .await;
     assert_eq!(status, StatusCode::OK, "{page}");
-    let page = page.as_array().unwrap().clone();
+    let page = page.as_array().expect("an array").clone();
     assert_eq!(page.len(), 2);
     // Newest first.
     assert_eq!(page[0]["sandboxID"], ids[2].as_str());
@@ -335,7 +341,7 @@ async fn list_pages_filters_and_connect_resumes_a_stopped_sandbox() {
         .get("x-next-token")
         .expect("x-next-token")
         .to_str()
-        .unwrap()
+        .expect("header text")
         .to_owned();
     let (_, rest, headers) = answer(e2b(
         &s,
@@ -343,7 +349,7 @@ async fn list_pages_filters_and_connect_resumes_a_stopped_sandbox() {
         &format!("/v2/sandboxes?{filter}&limit=2&nextToken={token}"),
     ))
     .await;
-    assert_eq!(rest.as_array().unwrap().len(), 1, "{rest}");
+    assert_eq!(rest.as_array().expect("an array").len(), 1, "{rest}");
     assert_eq!(rest[0]["sandboxID"], ids[0].as_str());
     assert!(headers.get("x-next-token").is_none());
     let (_, asc, _) = answer(e2b(
@@ -354,9 +360,9 @@ async fn list_pages_filters_and_connect_resumes_a_stopped_sandbox() {
     .await;
     let asc: Vec<&str> = asc
         .as_array()
-        .unwrap()
+        .expect("an array")
         .iter()
-        .map(|v| v["sandboxID"].as_str().unwrap())
+        .map(|v| v["sandboxID"].as_str().expect("a string"))
         .collect();
     assert_eq!(asc, ids.iter().map(String::as_str).collect::<Vec<_>>());
 
@@ -372,7 +378,7 @@ async fn list_pages_filters_and_connect_resumes_a_stopped_sandbox() {
         &format!("/v2/sandboxes?{filter}&state=paused"),
     ))
     .await;
-    assert_eq!(paused.as_array().unwrap().len(), 1, "{paused}");
+    assert_eq!(paused.as_array().expect("an array").len(), 1, "{paused}");
     assert_eq!(paused[0]["state"], "paused");
     let (_, running, _) = answer(e2b(
         &s,
@@ -380,9 +386,9 @@ async fn list_pages_filters_and_connect_resumes_a_stopped_sandbox() {
         &format!("/v2/sandboxes?{filter}&state=running"),
     ))
     .await;
-    assert_eq!(running.as_array().unwrap().len(), 2, "{running}");
+    assert_eq!(running.as_array().expect("an array").len(), 2, "{running}");
     let (_, v1_list, _) = answer(e2b(&s, Method::GET, &format!("/sandboxes?{filter}"))).await;
-    assert_eq!(v1_list.as_array().unwrap().len(), 2, "{v1_list}");
+    assert_eq!(v1_list.as_array().expect("an array").len(), 2, "{v1_list}");
     let (status, body, _) = answer(
         e2b(
             &s,
@@ -411,7 +417,7 @@ async fn metrics_come_from_the_cgroup_under_both_runtimes() {
     for runtime in common::RUNTIMES {
         let s = TestServer::start_with(&["--default-runtime", runtime]).await;
         let v = create(&s, json!({"templateID": "busybox"})).await;
-        let id = v["sandboxID"].as_str().unwrap();
+        let id = v["sandboxID"].as_str().expect("a string");
         // Two busy loops on a one-core sandbox for the whole measurement.
         let busy = "for i in 1 2; do timeout 4 sh -c 'while :; do :; done' & done; wait";
         let exec_path = format!("/v1/sandboxes/{id}/exec");
@@ -444,16 +450,19 @@ async fn metrics_come_from_the_cgroup_under_both_runtimes() {
         ] {
             assert!(!m[field].is_null(), "{runtime}: {field} in {m}");
         }
-        let pct = m["cpuUsedPct"].as_f64().unwrap();
+        let pct = m["cpuUsedPct"].as_f64().expect("a number");
         assert!(
             pct > 50.0,
             "{runtime}: two busy loops, {pct}% of one core: {m}"
         );
         assert_eq!(m["memTotal"], 512 * 1024 * 1024);
-        assert!(m["memUsed"].as_u64().unwrap() > 100_000, "{runtime}: {m}");
+        assert!(
+            m["memUsed"].as_u64().expect("a number") > 100_000,
+            "{runtime}: {m}"
+        );
         // /v1 reports the same measure.
         let v1 = s.get_json(&format!("/v1/sandboxes/{id}/metrics")).await;
-        assert!(v1["mem_used"].as_u64().unwrap() > 100_000, "{v1}");
+        assert!(v1["mem_used"].as_u64().expect("a number") > 100_000, "{v1}");
         s.delete(id).await;
         s.shutdown().await;
     }
@@ -468,7 +477,7 @@ async fn network_options_map_to_egress_policies_and_private_ports() {
                "network": {"allowPublicTraffic": false}}),
     )
     .await;
-    let id = v["sandboxID"].as_str().unwrap();
+    let id = v["sandboxID"].as_str().expect("a string");
     let (_, sandbox) = s.get(id).await;
     assert_eq!(sandbox["egress"], "deny");
     assert_eq!(sandbox["public"], false);
@@ -510,20 +519,22 @@ async fn network_options_map_to_egress_policies_and_private_ports() {
     };
     let resp = put(json!({"allowOut": ["198.18.0.1/32"], "denyOut": ["0.0.0.0/0"]}))
         .await
-        .unwrap();
+        .expect("PUT");
     assert_eq!(resp.status(), StatusCode::NO_CONTENT);
     assert_eq!(
         s.get(id).await.1["egress"],
         json!({"allow": ["198.18.0.1/32"]})
     );
-    let resp = put(json!({"allow_internet_access": true})).await.unwrap();
+    let resp = put(json!({"allow_internet_access": true}))
+        .await
+        .expect("PUT");
     assert_eq!(resp.status(), StatusCode::NO_CONTENT);
     assert_eq!(s.get(id).await.1["egress"], "allow");
     for bad in [
         json!({"denyOut": ["10.0.0.0/8"]}),
         json!({"rules": {"x": []}}),
     ] {
-        let resp = put(bad.clone()).await.unwrap();
+        let resp = put(bad.clone()).await.expect("PUT");
         assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "{bad}");
     }
     assert_eq!(
