@@ -58,10 +58,10 @@ impl Config {
         let main_cwd = PathBuf::from(get("WARREN_AGENT_CWD").unwrap_or_else(|| "/".to_owned()));
 
         // Nothing of the agent's own configuration (the token above all) may leak into the
-        // sandboxed code's environment.
+        // sandboxed code's environment; the user's own `WARREN_*` variables stay.
         let mut child_env: Vec<(OsString, OsString)> = vars
             .iter()
-            .filter(|(k, _)| !k.to_string_lossy().starts_with("WARREN_"))
+            .filter(|(k, _)| !k.to_string_lossy().starts_with("WARREN_AGENT_"))
             .cloned()
             .collect();
         for (name, default) in [("PATH", DEFAULT_PATH), ("HOME", DEFAULT_HOME)] {
@@ -97,6 +97,7 @@ mod tests {
         let config = Config::from_vars(vars(&[
             ("WARREN_AGENT_TOKEN", "secret"),
             ("WARREN_AGENT_ROLE", "server"),
+            ("WARREN_URL", "http://user.example"),
             ("LANG", "C.UTF-8"),
             ("HOME", "/home/u"),
         ]));
@@ -112,7 +113,8 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string_lossy().into(), v.to_string_lossy().into()))
             .collect();
-        assert!(env.iter().all(|(k, _)| !k.starts_with("WARREN_")));
+        assert!(env.iter().all(|(k, _)| !k.starts_with("WARREN_AGENT_")));
+        assert!(env.contains(&("WARREN_URL".into(), "http://user.example".into())));
         assert!(env.contains(&("HOME".into(), "/home/u".into())));
         assert!(env.contains(&("PATH".into(), DEFAULT_PATH.into())));
         assert!(env.contains(&("LANG".into(), "C.UTF-8".into())));

@@ -68,6 +68,11 @@ pub fn create(req: &CreateSandbox, cfg: &ServiceConfig) -> Result<(), ApiError> 
                 "env name {k:?} is not a valid variable name"
             )));
         }
+        if k.starts_with("WARREN_AGENT_") {
+            return Err(invalid(format!(
+                "env name {k:?}: WARREN_AGENT_* names are the sandbox agent's own settings"
+            )));
+        }
     }
     if req.cmd.iter().any(|a| a.contains('\0')) {
         return Err(invalid("cmd must not contain NUL bytes".into()));
