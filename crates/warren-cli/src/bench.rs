@@ -280,6 +280,7 @@ async fn measure(
         image: "busybox",
         raw_rootfs: raw_rootfs.display().to_string(),
         rcu_expedited: std::fs::read_to_string(RCU_EXPEDITED).is_ok_and(|v| v.trim() == "1"),
+        favordynmods: warren_local::cgroup::favors_dynmods(),
         cores: std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1),

@@ -124,6 +124,10 @@ struct ServeArgs {
     /// periods, which an idle kernel stretches to tens of milliseconds per sandbox start.
     #[arg(long, env = "WARREN_EXPEDITE_RCU")]
     expedite_rcu: bool,
+    /// Remount the host's cgroup2 hierarchy with favordynmods (host-wide, until reboot): without
+    /// it every sandbox start waits ~10 ms for an RCU grace period to join its cgroup.
+    #[arg(long, env = "WARREN_CGROUP_FAVORDYNMODS", default_value_t = true, action = clap::ArgAction::Set)]
+    cgroup_favordynmods: bool,
     /// How long command history (GET /v1/sandboxes/{id}/execs) is kept, e.g. 5d, 12h, 30m.
     #[arg(long, env = "WARREN_HISTORY_RETENTION", default_value = "5d", value_parser = humantime::parse_duration)]
     history_retention: std::time::Duration,
@@ -179,6 +183,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         subnet: args.subnet,
         warm_leases: args.warm_leases,
         expedite_rcu: args.expedite_rcu,
+        favor_dynmods: args.cgroup_favordynmods,
         history_retention: args.history_retention,
         dns: args.dns,
         pull: warren_local::pull::PullConfig {

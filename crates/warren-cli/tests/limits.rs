@@ -131,3 +131,18 @@ async fn gvisor_memory_limit_fails_the_whole_sandbox() {
     assert!(left.is_empty(), "{left:?}");
     s.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_server_mounts_cgroup2_with_favordynmods() {
+    use warren_local::cgroup::{favors_dynmods, CgroupMode};
+    let s = TestServer::start().await;
+    // Without cgroup2 there is nothing to remount; with it, every start is faster for it.
+    if CgroupMode::detect() != CgroupMode::V1 {
+        assert!(
+            favors_dynmods(),
+            "{}",
+            std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default()
+        );
+    }
+    s.shutdown().await;
+}

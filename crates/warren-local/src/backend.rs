@@ -65,6 +65,9 @@ pub struct LocalConfig {
     /// Set the kernel's `rcu_expedited`: container runtimes wait on RCU grace periods, which
     /// an idle kernel stretches to tens of milliseconds. Host-wide, so opt-in.
     pub expedite_rcu: bool,
+    /// Remount the cgroup2 hierarchy with `favordynmods` (see [`cgroup::favor_dynmods`]):
+    /// host-wide until reboot, on by default since every sandbox start pays for its absence.
+    pub favor_dynmods: bool,
     /// Name servers for sandboxes' `resolv.conf`; empty: the host's.
     pub dns: Vec<Ipv4Addr>,
     /// Registry credentials and plain-HTTP registries for image pulls.
@@ -181,6 +184,16 @@ impl LocalBackend {
             ),
             Ok(false) => {}
             Err(e) => tracing::warn!("{e}"),
+        }
+        if cfg.favor_dynmods {
+            match cgroup::favor_dynmods(cgroups) {
+                Ok(true) => tracing::info!(
+                    "remounted the cgroup2 hierarchy with favordynmods (sandbox starts no longer \
+                     wait for an RCU grace period; --cgroup-favordynmods=false leaves it)"
+                ),
+                Ok(false) => {}
+                Err(e) => tracing::warn!("{e}"),
+            }
         }
         let images = ImageStore::open(&cfg.data_dir.join("images"))?;
         let puller =

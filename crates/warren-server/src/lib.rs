@@ -71,6 +71,8 @@ pub struct ServerConfig {
     pub warm_leases: usize,
     /// Set the kernel's `rcu_expedited` at start (host-wide; faster container starts).
     pub expedite_rcu: bool,
+    /// Remount the cgroup2 hierarchy with `favordynmods` at start (host-wide, until reboot).
+    pub favor_dynmods: bool,
     /// How long command history is kept.
     pub history_retention: std::time::Duration,
     /// Name servers for sandboxes (empty: the host's).
@@ -94,6 +96,7 @@ impl Default for ServerConfig {
             subnet: Ipv4Net::new(std::net::Ipv4Addr::new(10, 77, 0, 0), 16).unwrap_or_default(),
             warm_leases: 2,
             expedite_rcu: false,
+            favor_dynmods: true,
             history_retention: std::time::Duration::from_secs(5 * 86400),
             dns: Vec::new(),
             pull: Default::default(),
@@ -155,6 +158,7 @@ impl Server {
             agent_binary: agent,
             warm_leases: cfg.warm_leases,
             expedite_rcu: cfg.expedite_rcu,
+            favor_dynmods: cfg.favor_dynmods,
             dns: cfg.dns.clone(),
             pull: cfg.pull.clone(),
         })?;

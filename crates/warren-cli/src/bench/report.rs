@@ -139,6 +139,8 @@ pub struct Report {
     pub cores: usize,
     /// The kernel's `rcu_expedited` during the run (raw and Warren alike).
     pub rcu_expedited: bool,
+    /// Whether the cgroup2 hierarchy had `favordynmods` during the run (raw and Warren alike).
+    pub favordynmods: bool,
     /// Timed creates (and raw runs) per runtime.
     pub iterations: u32,
     /// Timed exec round trips per runtime.
@@ -185,7 +187,7 @@ impl Report {
             .map(|r| format!("{} {}", r.raw_command, r.raw.n))
             .collect();
         out.push_str(&format!(
-            "warren bench — busybox, N={} creates, M={} execs (raw: {}), {} cores, rcu_expedited={}\n",
+            "warren bench — busybox, N={} creates, M={} execs (raw: {}), {} cores, rcu_expedited={}, cgroup favordynmods={}\n",
             self.iterations,
             self.exec_iterations,
             if raw_exec_n.is_empty() {
@@ -194,7 +196,8 @@ impl Report {
                 raw_exec_n.join(", ")
             },
             self.cores,
-            u8::from(self.rcu_expedited)
+            u8::from(self.rcu_expedited),
+            u8::from(self.favordynmods)
         ));
         let line = |c: [&str; 10]| {
             format!(
