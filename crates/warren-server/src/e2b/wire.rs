@@ -164,10 +164,9 @@ pub struct Timeout {
     pub timeout: Option<u64>,
 }
 
-/// A created or connected sandbox.
+/// The fields naming a sandbox in every E2B answer about it.
 #[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Created {
+pub struct Identity {
     #[serde(rename = "templateID")]
     pub template_id: String,
     #[serde(rename = "sandboxID")]
@@ -175,7 +174,28 @@ pub struct Created {
     #[serde(rename = "clientID")]
     pub client_id: &'static str,
     pub alias: String,
+    #[serde(rename = "envdVersion")]
     pub envd_version: &'static str,
+}
+
+impl Identity {
+    fn of(sandbox: &Sandbox) -> Identity {
+        Identity {
+            template_id: sandbox.image.clone(),
+            sandbox_id: sandbox.id.to_string(),
+            client_id: CLIENT_ID,
+            alias: sandbox.image.clone(),
+            envd_version: warren_agent::ENVD_VERSION,
+        }
+    }
+}
+
+/// A created or connected sandbox.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Created {
+    #[serde(flatten)]
+    pub identity: Identity,
     pub envd_access_token: String,
     pub traffic_access_token: Option<String>,
     pub domain: String,
@@ -184,11 +204,7 @@ pub struct Created {
 impl Created {
     pub fn of(sandbox: &Sandbox, envd_token: String, domain: String) -> Created {
         Created {
-            template_id: sandbox.image.clone(),
-            sandbox_id: sandbox.id.to_string(),
-            client_id: CLIENT_ID,
-            alias: sandbox.image.clone(),
-            envd_version: warren_agent::ENVD_VERSION,
+            identity: Identity::of(sandbox),
             envd_access_token: envd_token,
             traffic_access_token: (!sandbox.public)
                 .then(|| sandbox.traffic_token.clone())
@@ -202,16 +218,10 @@ impl Created {
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Detail {
-    #[serde(rename = "templateID")]
-    pub template_id: String,
-    #[serde(rename = "sandboxID")]
-    pub sandbox_id: String,
-    #[serde(rename = "clientID")]
-    pub client_id: &'static str,
-    pub alias: String,
+    #[serde(flatten)]
+    pub identity: Identity,
     pub started_at: DateTime<Utc>,
     pub end_at: DateTime<Utc>,
-    pub envd_version: &'static str,
     pub cpu_count: u64,
     #[serde(rename = "memoryMB")]
     pub memory_mb: u64,
@@ -250,13 +260,9 @@ impl Detail {
     pub fn of(sandbox: &Sandbox) -> Option<Detail> {
         let started_at = sandbox.started_at.unwrap_or(sandbox.created_at);
         Some(Detail {
-            template_id: sandbox.image.clone(),
-            sandbox_id: sandbox.id.to_string(),
-            client_id: CLIENT_ID,
-            alias: sandbox.image.clone(),
+            identity: Identity::of(sandbox),
             started_at,
             end_at: sandbox.expires_at.unwrap_or_else(never),
-            envd_version: warren_agent::ENVD_VERSION,
             cpu_count: sandbox.cpu.ceil().max(1.0) as u64,
             memory_mb: sandbox.memory_mb,
             disk_size_mb: sandbox.disk_mb,
