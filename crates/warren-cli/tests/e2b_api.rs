@@ -463,9 +463,42 @@ async fn metrics_come_from_the_cgroup_under_both_runtimes() {
         // /v1 reports the same measure.
         let v1 = s.get_json(&format!("/v1/sandboxes/{id}/metrics")).await;
         assert!(v1["mem_used"].as_u64().expect("a number") > 100_000, "{v1}");
+        if runtime == "runc" {
+            series_of_samples(&s, id).await;
+        }
         s.delete(id).await;
         s.shutdown().await;
     }
+}
+
+/// Every reconciler pass (3 s) samples running sandboxes: E2B's metrics are that series,
+/// windowed by `start`/`end` (Unix seconds).
+async fn series_of_samples(s: &TestServer, id: &str) {
+    let path = format!("/sandboxes/{id}/metrics");
+    let mut samples = Vec::new();
+    for _ in 0..60 {
+        let (status, v, _) = answer(e2b(s, Method::GET, &path)).await;
+        assert_eq!(status, StatusCode::OK, "{v}");
+        samples = v.as_array().expect("an array").clone();
+        if samples.len() >= 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(samples.len() >= 3, "{samples:?}");
+    let times: Vec<i64> = samples
+        .iter()
+        .map(|m| m["timestampUnix"].as_i64().expect("a number"))
+        .collect();
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "{times:?}");
+    assert!(times[times.len() - 1] - times[0] >= 2, "{times:?}");
+    let future = chrono::Utc::now().timestamp() + 1000;
+    let (_, later, _) = answer(e2b(s, Method::GET, &format!("{path}?start={future}"))).await;
+    assert_eq!(later, json!([]));
+    let (_, first, _) = answer(e2b(s, Method::GET, &format!("{path}?end={}", times[0]))).await;
+    assert!(!first.as_array().expect("an array").is_empty(), "{first}");
+    let bad = answer(e2b(s, Method::GET, &format!("{path}?start=yesterday"))).await;
+    assert_error(&bad, StatusCode::BAD_REQUEST);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -191,15 +191,38 @@ pub async fn pause(
     ))
 }
 
+/// `GET /sandboxes/{id}/metrics?start=&end=` (Unix seconds): the samples taken in that window
+/// (by default since the start), or, before the first one, a sample taken now.
 pub async fn metrics(
     State(state): State<AppState>,
     Path(raw): Path<String>,
+    RawQuery(query): RawQuery,
 ) -> Result<Json<Vec<Metric>>, E2bError> {
     let id = id(&raw)?;
+    let (mut start, mut end) = (None, None);
+    for (k, v) in query_pairs(query.as_deref()) {
+        let slot = match k.as_str() {
+            "start" => &mut start,
+            "end" => &mut end,
+            _ => continue,
+        };
+        let at = v
+            .parse::<i64>()
+            .ok()
+            .and_then(|secs| DateTime::<Utc>::from_timestamp(secs, 0))
+            .ok_or_else(|| bad(format!("{k} {v:?} is not a Unix time in seconds")))?;
+        *slot = Some(at);
+    }
     visible(&state, &id).await?;
+    let series = state.service.metrics_series(&id, start, end);
+    let now = Utc::now();
+    let window_has_now = start.is_none_or(|t| t <= now) && end.is_none_or(|t| t >= now);
+    if !series.is_empty() || !window_has_now {
+        return Ok(Json(series.into_iter().map(Metric::from).collect()));
+    }
     match state.service.metrics(&id).await {
         Ok(m) => Ok(Json(vec![m.into()])),
-        // Not running: no samples, as E2B answers for a paused sandbox.
+        // Not running and never sampled: nothing to show.
         Err(ApiError::Conflict(_)) => Ok(Json(Vec::new())),
         Err(e) => Err(e.into()),
     }

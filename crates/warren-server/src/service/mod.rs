@@ -57,6 +57,8 @@ struct Inner {
     cfg: ServiceConfig,
     // One lock per sandbox so lifecycle operations on it never interleave.
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    // Recent resource samples per sandbox (E2B's metrics are a series since the start).
+    samples: Mutex<HashMap<String, usage::Series>>,
     // Layer collection (write side) against everything between storing or choosing layers and
     // recording what uses them: pulls, imports, creates (read side).
     images_gc: tokio::sync::RwLock<()>,
@@ -106,6 +108,7 @@ impl Service {
                 backend,
                 cfg,
                 locks: Mutex::default(),
+                samples: Mutex::default(),
                 net_alloc: tokio::sync::Mutex::default(),
                 images_gc: tokio::sync::RwLock::default(),
                 agents: Mutex::default(),
@@ -177,6 +180,7 @@ impl Service {
             .unwrap_or_else(|p| p.into_inner())
             .remove(id.as_str());
         self.forget_route(id);
+        self.forget_samples(id);
     }
 
     /// The agent client of a sandbox (cached, so connections are reused).

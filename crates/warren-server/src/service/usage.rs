@@ -1,8 +1,9 @@
-//! What a running sandbox uses, read from its cgroup (`GET /v1/sandboxes/{id}/metrics` and
-//! E2B's metrics route).
+//! What a running sandbox uses, read from its cgroup: now (`GET /v1/sandboxes/{id}/metrics`),
+//! and as a series sampled every reconciler pass (E2B's metrics, a series since the start).
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use warren_api::{SandboxId, SandboxMetrics, SandboxState};
 
 use super::Service;
@@ -13,6 +14,23 @@ use crate::error::ApiError;
 const CPU_WINDOW: Duration = Duration::from_millis(100);
 
 const MIB: u64 = 1024 * 1024;
+
+/// Samples kept per sandbox: an hour at the reconciler's 3 s.
+const KEEP: usize = 1200;
+
+/// How often a sample walks the sandbox's layer for its disk use (the walk costs more than
+/// the cgroup reads).
+const DISK_EVERY: Duration = Duration::from_secs(30);
+
+/// One sandbox's recent samples.
+#[derive(Default)]
+pub(crate) struct Series {
+    /// The last CPU reading: when, and the cgroup's total then.
+    cpu: Option<(Instant, u64)>,
+    /// The last disk walk: when, and what it found.
+    disk: Option<(Instant, u64)>,
+    points: VecDeque<SandboxMetrics>,
+}
 
 impl Service {
     /// The sandbox's CPU, memory and disk use now. 409 unless it is running.
@@ -48,5 +66,98 @@ impl Service {
             disk_used,
             disk_total: sandbox.disk_mb * MIB,
         })
+    }
+
+    /// Takes one sample of every running sandbox (called by each reconciler pass).
+    pub async fn sample_running(&self) {
+        let Ok(records) = self.inner.store.list_sandboxes().await else {
+            return;
+        };
+        for rec in records {
+            let sandbox = rec.sandbox;
+            if sandbox.state != SandboxState::Running {
+                continue;
+            }
+            let id = sandbox.id.as_str().to_owned();
+            let Some(now) = self.inner.backend.usage(&id) else {
+                continue;
+            };
+            let at = Instant::now();
+            let disk_due = self
+                .series(&id, |s| s.disk)
+                .is_none_or(|(when, _)| at.duration_since(when) >= DISK_EVERY);
+            let disk = if disk_due {
+                let svc = self.clone();
+                let walk_id = id.clone();
+                let bytes =
+                    tokio::task::spawn_blocking(move || svc.inner.backend.disk_used(&walk_id))
+                        .await
+                        .unwrap_or(0);
+                Some((at, bytes))
+            } else {
+                None
+            };
+            let mut all = self.inner.samples.lock().unwrap_or_else(|p| p.into_inner());
+            let series = all.entry(id).or_default();
+            if let Some(d) = disk {
+                series.disk = Some(d);
+            }
+            let previous = series.cpu.replace((at, now.cpu_ns));
+            // The first reading (or one after a restart, whose cgroup counts from zero again)
+            // only sets the baseline.
+            let Some((then, cpu_then)) = previous.filter(|(_, ns)| *ns <= now.cpu_ns) else {
+                continue;
+            };
+            let elapsed_ns = at.duration_since(then).as_nanos() as f64;
+            let used_ns = (now.cpu_ns - cpu_then) as f64;
+            let pct = (100.0 * used_ns / (elapsed_ns * sandbox.cpu)).clamp(0.0, 100.0);
+            if series.points.len() == KEEP {
+                series.points.pop_front();
+            }
+            series.points.push_back(SandboxMetrics {
+                timestamp: Utc::now(),
+                cpu_count: sandbox.cpu,
+                cpu_used_pct: (pct * 100.0).round() / 100.0,
+                mem_used: now.memory_bytes,
+                mem_cache: now.cache_bytes,
+                mem_total: sandbox.memory_mb * MIB,
+                disk_used: series.disk.map_or(0, |(_, b)| b),
+                disk_total: sandbox.disk_mb * MIB,
+            });
+        }
+    }
+
+    /// The samples taken between `start` and `end` (either open; whole seconds, both
+    /// included), oldest first.
+    pub fn metrics_series(
+        &self,
+        id: &SandboxId,
+        start: Option<DateTime<Utc>>,
+        end: Option<DateTime<Utc>>,
+    ) -> Vec<SandboxMetrics> {
+        let all = self.inner.samples.lock().unwrap_or_else(|p| p.into_inner());
+        all.get(id.as_str())
+            .map(|s| {
+                s.points
+                    .iter()
+                    .filter(|m| start.is_none_or(|t| m.timestamp.timestamp() >= t.timestamp()))
+                    .filter(|m| end.is_none_or(|t| m.timestamp.timestamp() <= t.timestamp()))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn series<T>(&self, id: &str, f: impl FnOnce(&Series) -> Option<T>) -> Option<T> {
+        let all = self.inner.samples.lock().unwrap_or_else(|p| p.into_inner());
+        all.get(id).and_then(f)
+    }
+
+    pub(super) fn forget_samples(&self, id: &SandboxId) {
+        self.inner
+            .samples
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id.as_str());
     }
 }
