@@ -135,11 +135,34 @@ impl Client {
         }
     }
 
+    /// Why a request got no answer, in words that point at the fix: an untrusted certificate
+    /// is not a server that is down.
+    fn unreachable(&self, e: &reqwest::Error) -> anyhow::Error {
+        let mut chain = e.to_string();
+        let mut cur = std::error::Error::source(e);
+        while let Some(inner) = cur {
+            chain.push_str(": ");
+            chain.push_str(&inner.to_string());
+            cur = inner.source();
+        }
+        if chain.contains("certificate") || chain.contains("UnknownIssuer") {
+            return anyhow!(
+                "the Warren server at {} answered over TLS with a certificate this CLI does not \
+                 trust ({chain}); pass its CA with --ca-cert or WARREN_CA_CERT (a \
+                 --tls-self-signed server's is <data-dir>/tls/ca.pem)",
+                self.base
+            );
+        }
+        anyhow!(
+            "cannot reach the Warren server at {} ({chain}); is `warren serve` running? (set \
+             --url or WARREN_URL)",
+            self.base
+        )
+    }
+
     /// Sends and checks the status, turning an error body into its message.
     pub async fn send(&self, rb: RequestBuilder) -> anyhow::Result<Response> {
-        let resp = rb.send().await.map_err(|e| {
-            anyhow!("cannot reach the Warren server at {} ({e}); is `warren serve` running? (set --url or WARREN_URL)", self.base)
-        })?;
+        let resp = rb.send().await.map_err(|e| self.unreachable(&e))?;
         if resp.status().is_success() {
             return Ok(resp);
         }

@@ -125,6 +125,21 @@ async fn tls_self_signed_and_given_certificates() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout), "over tls\n");
+    // Without that CA the CLI says the certificate is the problem, not that nothing runs.
+    let elsewhere = tempfile::tempdir().expect("scratch");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_warren"))
+        .args(["ls", "--url", &s.url, "--data-dir"])
+        .arg(elsewhere.path())
+        .env("WARREN_API_KEY", &s.key)
+        .env_remove("WARREN_CA_CERT")
+        .output()
+        .expect("warren ls");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("does not trust") && stderr.contains("--ca-cert"),
+        "{stderr}"
+    );
 
     // The same certificate, given as files to a second server, is served as given.
     let cert = s.data_dir.join("tls/server.pem");
