@@ -93,7 +93,7 @@ pub async fn create(
                 .map_err(|_| E2bError::new(StatusCode::BAD_REQUEST, "Idempotency-Key is not text"))
         })
         .transpose()?;
-    let (sandbox, _) = match key {
+    let sandbox = match key {
         Some(key) => {
             state
                 .service
@@ -105,6 +105,7 @@ pub async fn create(
                 .service
                 .create_preferring(create, Some(E2B_USER))
                 .await?
+                .0
         }
     };
     Ok((StatusCode::CREATED, Json(created(&state, &sandbox).await?)))
