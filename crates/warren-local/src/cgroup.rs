@@ -99,7 +99,7 @@ pub fn favor_dynmods(mode: CgroupMode) -> Result<bool, String> {
     };
     let mountinfo = fs::read_to_string("/proc/self/mountinfo")
         .map_err(|e| format!("reading /proc/self/mountinfo: {e}"))?;
-    let Some(options) = cgroup2_options(&mountinfo, &target.to_string_lossy()) else {
+    let Some((flags, options)) = cgroup2_options(&mountinfo, &target.to_string_lossy()) else {
         return Ok(false);
     };
     if options.iter().any(|o| o == "favordynmods") {
@@ -107,11 +107,13 @@ pub fn favor_dynmods(mode: CgroupMode) -> Result<bool, String> {
     }
     let mut data: Vec<&str> = options.iter().map(String::as_str).collect();
     data.push("favordynmods");
+    // A remount sets the mount's own flags to those given: pass the ones it has (nosuid,
+    // nodev, noexec, ...) so that only the filesystem's option changes.
     nix::mount::mount(
         None::<&str>,
         &target,
         None::<&str>,
-        nix::mount::MsFlags::MS_REMOUNT,
+        nix::mount::MsFlags::MS_REMOUNT | flags,
         Some(data.join(",").as_str()),
     )
     .map_err(|e| format!("remounting {} with favordynmods: {e}", target.display()))?;
@@ -127,21 +129,40 @@ pub fn favors_dynmods() -> bool {
     })
 }
 
-/// The cgroup2-specific super options of the cgroup2 mount at `target`, from mountinfo
-/// (`None` when no cgroup2 is mounted there).
-fn cgroup2_options(mountinfo: &str, target: &str) -> Option<Vec<String>> {
+/// The mount flags and the cgroup2-specific super options of the cgroup2 mount at `target`,
+/// from mountinfo (`None` when no cgroup2 is mounted there).
+fn cgroup2_options(mountinfo: &str, target: &str) -> Option<(nix::mount::MsFlags, Vec<String>)> {
+    use nix::mount::MsFlags;
     mountinfo.lines().find_map(|line| {
         let (left, right) = line.split_once(" - ")?;
-        let mount_point = left.split_whitespace().nth(4)?;
+        let mut left_fields = left.split_whitespace();
+        let mount_point = left_fields.nth(4)?;
+        let mount_options = left_fields.next()?;
         let mut fields = right.split_whitespace();
         let (fstype, _source, super_options) = (fields.next()?, fields.next()?, fields.next()?);
-        (mount_point == target && fstype == "cgroup2").then(|| {
-            super_options
-                .split(',')
-                .filter(|o| CGROUP2_OPTIONS.contains(o))
-                .map(str::to_owned)
-                .collect()
-        })
+        if mount_point != target || fstype != "cgroup2" {
+            return None;
+        }
+        let flags = mount_options
+            .split(',')
+            .filter_map(|o| match o {
+                "ro" => Some(MsFlags::MS_RDONLY),
+                "nosuid" => Some(MsFlags::MS_NOSUID),
+                "nodev" => Some(MsFlags::MS_NODEV),
+                "noexec" => Some(MsFlags::MS_NOEXEC),
+                "noatime" => Some(MsFlags::MS_NOATIME),
+                "nodiratime" => Some(MsFlags::MS_NODIRATIME),
+                "relatime" => Some(MsFlags::MS_RELATIME),
+                "strictatime" => Some(MsFlags::MS_STRICTATIME),
+                _ => None,
+            })
+            .fold(MsFlags::empty(), |a, f| a | f);
+        let options = super_options
+            .split(',')
+            .filter(|o| CGROUP2_OPTIONS.contains(o))
+            .map(str::to_owned)
+            .collect();
+        Some((flags, options))
     })
 }
 
@@ -257,20 +278,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn cgroup2_options_keep_only_the_filesystems_own() {
+    fn cgroup2_remount_keeps_the_mount_flags_and_the_filesystems_options() {
         let info = "35 24 0:30 / /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime shared:9 - cgroup2 cgroup2 rw,nsdelegate,memory_recursiveprot\n\
                     36 24 0:31 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw,favordynmods\n\
                     37 24 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory\n";
+        use nix::mount::MsFlags;
+        let own =
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC | MsFlags::MS_RELATIME;
         assert_eq!(
             cgroup2_options(info, "/sys/fs/cgroup"),
-            Some(vec![
-                "nsdelegate".to_owned(),
-                "memory_recursiveprot".to_owned()
-            ])
+            Some((
+                own,
+                vec!["nsdelegate".to_owned(), "memory_recursiveprot".to_owned()]
+            ))
         );
         assert_eq!(
             cgroup2_options(info, "/sys/fs/cgroup/unified"),
-            Some(vec!["favordynmods".to_owned()])
+            Some((MsFlags::MS_RELATIME, vec!["favordynmods".to_owned()]))
         );
         assert_eq!(cgroup2_options(info, "/sys/fs/cgroup/memory"), None);
         assert_eq!(cgroup2_options(info, "/nowhere"), None);

@@ -215,6 +215,7 @@ impl Server {
         };
         let service = self.state.service.clone();
         tokio::spawn(reconciler::run(service.clone()));
+        tokio::spawn(service.clone().sample_forever());
         let stopping = service.clone();
         tokio::spawn(async move {
             shutdown_signal().await;

@@ -57,7 +57,6 @@ pub async fn run(service: Service) {
         tick.tick().await;
         service.check_firewall().await;
         pass(&service).await;
-        service.sample_running().await;
         let every = PRUNE_EVERY.min(service.history_retention());
         if last_prune.is_none_or(|t| t.elapsed() >= every) {
             last_prune = Some(std::time::Instant::now());

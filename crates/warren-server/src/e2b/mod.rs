@@ -85,13 +85,8 @@ async fn require_api_key(
     let key = headers
         .get("x-api-key")
         .and_then(|v| v.to_str().ok())
-        .or_else(|| {
-            headers
-                .get(axum::http::header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "))
-        })
-        .map(str::trim);
+        .map(str::trim)
+        .or_else(|| crate::auth::bearer(headers));
     let unauthorized = || {
         E2bError::new(
             StatusCode::UNAUTHORIZED,

@@ -1,5 +1,6 @@
 //! E2B's sandbox routes over the service.
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -24,7 +25,13 @@ fn id(raw: &str) -> Result<SandboxId, E2bError> {
 }
 
 /// A JSON body; an empty one is the type's default where it has one.
-fn body<T: DeserializeOwned>(bytes: &Bytes, empty: Option<T>) -> Result<T, E2bError> {
+fn body<T: DeserializeOwned>(
+    bytes: &Result<Bytes, BytesRejection>,
+    empty: Option<T>,
+) -> Result<T, E2bError> {
+    let bytes = bytes
+        .as_ref()
+        .map_err(|e| E2bError::new(e.status(), format!("reading the body: {}", e.body_text())))?;
     if bytes.iter().all(u8::is_ascii_whitespace) {
         if let Some(v) = empty {
             return Ok(v);
@@ -59,7 +66,7 @@ async fn created(state: &AppState, sandbox: &Sandbox) -> Result<Created, E2bErro
 pub async fn create(
     State(state): State<AppState>,
     headers: HeaderMap,
-    bytes: Bytes,
+    bytes: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<Created>), E2bError> {
     let req: NewSandbox = body(&bytes, None)?;
     let unsupported = req.unsupported();
@@ -89,8 +96,15 @@ pub async fn create(
         .get("idempotency-key")
         .map(|v| {
             v.to_str()
+                .ok()
+                .filter(|k| (1..=255).contains(&k.len()))
                 .map(str::to_owned)
-                .map_err(|_| E2bError::new(StatusCode::BAD_REQUEST, "Idempotency-Key is not text"))
+                .ok_or_else(|| {
+                    E2bError::new(
+                        StatusCode::BAD_REQUEST,
+                        "Idempotency-Key must be 1 to 255 characters of text",
+                    )
+                })
         })
         .transpose()?;
     let sandbox = match key {
@@ -136,7 +150,7 @@ pub async fn kill(
 pub async fn connect(
     State(state): State<AppState>,
     Path(raw): Path<String>,
-    bytes: Bytes,
+    bytes: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<Created>), E2bError> {
     let id = id(&raw)?;
     let req: Timeout = body(&bytes, Some(Timeout::default()))?;
@@ -153,7 +167,7 @@ pub async fn connect(
 pub async fn timeout(
     State(state): State<AppState>,
     Path(raw): Path<String>,
-    bytes: Bytes,
+    bytes: Result<Bytes, BytesRejection>,
 ) -> Result<StatusCode, E2bError> {
     let id = id(&raw)?;
     let req: Timeout = body(&bytes, None)?;
@@ -168,7 +182,7 @@ pub async fn timeout(
 pub async fn network(
     State(state): State<AppState>,
     Path(raw): Path<String>,
-    bytes: Bytes,
+    bytes: Result<Bytes, BytesRejection>,
 ) -> Result<StatusCode, E2bError> {
     let id = id(&raw)?;
     let req: NetworkUpdate = body(&bytes, None)?;

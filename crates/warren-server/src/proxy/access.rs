@@ -139,7 +139,7 @@ pub async fn check(
             return Ok(Verdict::Pass);
         }
     }
-    if let Some(key) = bearer(headers) {
+    if let Some(key) = crate::auth::bearer(headers) {
         offered = true;
         let valid = crate::auth::key_is_valid(state, key)
             .await
@@ -158,21 +158,13 @@ pub async fn check(
     }
 }
 
-fn bearer(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
-}
-
 /// Takes every Warren credential off a request before the app sees it, whether or not it was
 /// needed (a public sandbox, another sandbox's cookie): the token header, `warren_token_*`
 /// cookies, and a bearer that is a Warren API key (`wk_…`).
 pub fn strip_credentials(headers: &mut HeaderMap) {
     headers.remove(TOKEN_HEADER);
     headers.remove(E2B_TOKEN_HEADER);
-    if bearer(headers).is_some_and(|k| k.starts_with(crate::auth::KEY_PREFIX)) {
+    if crate::auth::bearer(headers).is_some_and(|k| k.starts_with(crate::auth::KEY_PREFIX)) {
         headers.remove(header::AUTHORIZATION);
     }
     strip_cookies(headers, |name| name.starts_with("warren_token_"));

@@ -102,7 +102,12 @@ impl ProxyError {
     /// The answer: HTML for a browser (`wants_html`), JSON otherwise.
     pub fn render(&self, wants_html: bool) -> Response {
         let (status, code) = self.status_and_code();
-        if status.is_server_error() && !matches!(self, ProxyError::NotListening { .. }) {
+        if status.is_server_error()
+            && !matches!(
+                self,
+                ProxyError::NotListening { .. } | ProxyError::AgentUnavailable(..)
+            )
+        {
             tracing::warn!("proxy: {self}");
         }
         if let ProxyError::AgentUnavailable(id, message) = self {

@@ -16,20 +16,15 @@ impl Service {
     ) -> Result<Sandbox, ApiError> {
         // Not a sandbox id (those have no ':'), so the two never share a lock.
         let name = format!("idempotency:{key}");
-        let lock = self.lock_named(&name);
-        let result = {
-            let _guard = lock.lock().await;
-            self.create_once_locked(key, req, user).await
+        // Declared before the guard, so it drops (and tidies the map) after the lock is free,
+        // also when the request is cancelled midway.
+        let lock = KeyLock {
+            lock: self.lock_named(&name),
+            name,
+            svc: self,
         };
-        // Dropped from the map only when no other request waits on it, so two requests with
-        // one key never hold two different locks.
-        let mut locks = self.inner.locks.lock().unwrap_or_else(|p| p.into_inner());
-        if locks.get(&name).is_some_and(|held| {
-            std::sync::Arc::ptr_eq(held, &lock) && std::sync::Arc::strong_count(held) == 2
-        }) {
-            locks.remove(&name);
-        }
-        result
+        let _guard = lock.lock.lock().await;
+        self.create_once_locked(key, req, user).await
     }
 
     async fn create_once_locked(
@@ -58,5 +53,30 @@ impl Service {
             .put_idempotent_sandbox(key, &sandbox.id)
             .await?;
         Ok(sandbox)
+    }
+}
+
+/// A key's lock, dropped from the lock map when the last request holding it is done, so two
+/// requests with one key never hold two different locks.
+struct KeyLock<'a> {
+    lock: std::sync::Arc<tokio::sync::Mutex<()>>,
+    name: String,
+    svc: &'a Service,
+}
+
+impl Drop for KeyLock<'_> {
+    fn drop(&mut self) {
+        let mut locks = self
+            .svc
+            .inner
+            .locks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let only_us = locks.get(&self.name).is_some_and(|held| {
+            std::sync::Arc::ptr_eq(held, &self.lock) && std::sync::Arc::strong_count(held) == 2
+        });
+        if only_us {
+            locks.remove(&self.name);
+        }
     }
 }

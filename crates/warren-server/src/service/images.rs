@@ -143,28 +143,12 @@ impl Service {
             .collect())
     }
 
-    /// Whether the image's `/etc/passwd` (its topmost copy) names user `name`.
+    /// Whether the image's `/etc/passwd` names user `name`.
     pub(super) async fn image_has_user(&self, digest: &str, name: &str) -> Result<bool, ApiError> {
         let dirs = self.layer_dirs(digest).await?;
-        let prefix = format!("{name}:");
+        let name = name.to_owned();
         Ok(tokio::task::spawn_blocking(move || {
-            for dir in dirs.iter().rev() {
-                // Neither `etc` nor `passwd` may be a link: a layer's links point into the
-                // sandbox, not into the host.
-                let etc = dir.join("etc");
-                let passwd = etc.join("passwd");
-                let is = |p: &std::path::Path, dir: bool| {
-                    std::fs::symlink_metadata(p)
-                        .map(|m| if dir { m.is_dir() } else { m.is_file() })
-                        .unwrap_or(false)
-                };
-                if is(&etc, true) && is(&passwd, false) {
-                    return std::fs::read_to_string(&passwd)
-                        .map(|t| t.lines().any(|l| l.starts_with(&prefix)))
-                        .unwrap_or(false);
-                }
-            }
-            false
+            warren_local::images::layer::passwd_names_user(&dirs, &name)
         })
         .await
         .unwrap_or(false))

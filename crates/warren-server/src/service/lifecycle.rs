@@ -57,7 +57,8 @@ fn image_env(entries: &[String]) -> std::collections::BTreeMap<String, String> {
     entries
         .iter()
         .filter_map(|e| e.split_once('='))
-        .filter(|(k, _)| !k.is_empty())
+        // The agent's own settings come from the server, never from an image.
+        .filter(|(k, _)| !k.is_empty() && !k.starts_with("WARREN_AGENT_"))
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect()
 }

@@ -19,15 +19,32 @@ impl Service {
             | SandboxState::Provisioning
             | SandboxState::Starting
             | SandboxState::Running => false,
-            SandboxState::Stopped => {
-                self.start(id).await?;
-                true
+            SandboxState::Stopped => match self.start(id).await {
+                Ok(_) => true,
+                // Another connect started it first: running is what this one wanted too.
+                Err(ApiError::Conflict(_))
+                    if self.get(id).await?.state == SandboxState::Running =>
+                {
+                    false
+                }
+                Err(e) => return Err(e),
+            },
+            SandboxState::Stopping | SandboxState::Paused => {
+                return Err(ApiError::Conflict(format!(
+                    "sandbox {id} is {}: try again once it has stopped",
+                    sandbox.state
+                )))
             }
             state => return Err(ApiError::NotFound(format!("sandbox {id} is {state}"))),
         };
-        let sandbox = match timeout_s {
-            Some(t) => self.extend_timeout(id, t).await?,
-            None => self.get(id).await?,
+        let sandbox = match (timeout_s, started) {
+            // A stopped sandbox has no expiry left: it gets the one asked for (or the default).
+            (t, true) => {
+                self.set_timeout(id, t.unwrap_or(super::lifecycle::DEFAULT_TIMEOUT_S))
+                    .await?
+            }
+            (Some(t), false) => self.extend_timeout(id, t).await?,
+            (None, false) => self.get(id).await?,
         };
         Ok((sandbox, started))
     }

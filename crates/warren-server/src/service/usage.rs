@@ -15,7 +15,13 @@ const CPU_WINDOW: Duration = Duration::from_millis(100);
 
 const MIB: u64 = 1024 * 1024;
 
-/// Samples kept per sandbox: an hour at the reconciler's 3 s.
+/// How often running sandboxes are sampled.
+const SAMPLE_EVERY: Duration = Duration::from_secs(3);
+
+/// How long samples are kept.
+const KEEP_FOR: chrono::TimeDelta = chrono::TimeDelta::hours(1);
+
+/// Samples kept per sandbox at most: an hour at [`SAMPLE_EVERY`].
 const KEEP: usize = 1200;
 
 /// How often a sample walks the sandbox's layer for its disk use (the walk costs more than
@@ -68,11 +74,38 @@ impl Service {
         })
     }
 
-    /// Takes one sample of every running sandbox (called by each reconciler pass).
+    /// Samples every running sandbox every few seconds, on a task of its own: a slow disk walk
+    /// delays only the next sample, never the reconciler.
+    pub async fn sample_forever(self) {
+        let mut tick = tokio::time::interval(SAMPLE_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            self.sample_running().await;
+        }
+    }
+
+    /// Takes one sample of every running sandbox, and drops samples older than an hour and
+    /// those of sandboxes that are gone.
     pub async fn sample_running(&self) {
         let Ok(records) = self.inner.store.list_sandboxes().await else {
             return;
         };
+        let live: std::collections::HashSet<String> = records
+            .iter()
+            .filter(|r| r.sandbox.state != SandboxState::Deleted)
+            .map(|r| r.sandbox.id.to_string())
+            .collect();
+        {
+            let cutoff = Utc::now() - KEEP_FOR;
+            let mut all = self.inner.samples.lock().unwrap_or_else(|p| p.into_inner());
+            all.retain(|id, _| live.contains(id));
+            for series in all.values_mut() {
+                while series.points.front().is_some_and(|p| p.timestamp < cutoff) {
+                    series.points.pop_front();
+                }
+            }
+        }
         for rec in records {
             let sandbox = rec.sandbox;
             if sandbox.state != SandboxState::Running {
