@@ -182,7 +182,7 @@ mod tests {
         let replaced = layer("replaced", Some("root:x:0:0::/root:/bin/sh\n"));
         assert!(passwd_names_user(&[base.clone(), empty.clone()], "user"));
         assert!(!passwd_names_user(&[base.clone(), replaced], "user"));
-        assert!(!passwd_names_user(&[base.clone()], "nobody"));
+        assert!(!passwd_names_user(std::slice::from_ref(&base), "nobody"));
         // A link in a layer is never followed to the host.
         let linked = dir.path().join("linked");
         std::fs::create_dir_all(linked.join("etc")).expect("etc");
