@@ -38,6 +38,28 @@ pub(crate) struct Series {
     points: VecDeque<SandboxMetrics>,
 }
 
+/// A sample of `sandbox` at `usage`, its CPU use from `cpu`: nanoseconds used over a span.
+fn point(
+    sandbox: &warren_api::Sandbox,
+    usage: warren_local::cgroup::Usage,
+    cpu: (u64, Duration),
+    disk_used: u64,
+) -> SandboxMetrics {
+    let (used_ns, span) = cpu;
+    let pct =
+        (100.0 * used_ns as f64 / (span.as_nanos().max(1) as f64 * sandbox.cpu)).clamp(0.0, 100.0);
+    SandboxMetrics {
+        timestamp: Utc::now(),
+        cpu_count: sandbox.cpu,
+        cpu_used_pct: (pct * 100.0).round() / 100.0,
+        mem_used: usage.memory_bytes,
+        mem_cache: usage.cache_bytes,
+        mem_total: sandbox.memory_mb * MIB,
+        disk_used,
+        disk_total: sandbox.disk_mb * MIB,
+    }
+}
+
 impl Service {
     /// The sandbox's CPU, memory and disk use now. 409 unless it is running.
     pub async fn metrics(&self, id: &SandboxId) -> Result<SandboxMetrics, ApiError> {
@@ -54,24 +76,13 @@ impl Service {
         let started = Instant::now();
         tokio::time::sleep(CPU_WINDOW).await;
         let now = backend.usage(id.as_str()).ok_or_else(gone)?;
-        let elapsed_ns = started.elapsed().as_nanos() as f64;
-        let used_ns = now.cpu_ns.saturating_sub(first.cpu_ns) as f64;
-        let cpu_used_pct = (100.0 * used_ns / (elapsed_ns * sandbox.cpu)).clamp(0.0, 100.0);
+        let cpu_ns = (now.cpu_ns.saturating_sub(first.cpu_ns), started.elapsed());
         let id = id.as_str().to_owned();
         let svc = self.clone();
         let disk_used = tokio::task::spawn_blocking(move || svc.inner.backend.disk_used(&id))
             .await
             .map_err(|e| ApiError::Internal(format!("measuring disk use: {e}")))?;
-        Ok(SandboxMetrics {
-            timestamp: Utc::now(),
-            cpu_count: sandbox.cpu,
-            cpu_used_pct: (cpu_used_pct * 100.0).round() / 100.0,
-            mem_used: now.memory_bytes,
-            mem_cache: now.cache_bytes,
-            mem_total: sandbox.memory_mb * MIB,
-            disk_used,
-            disk_total: sandbox.disk_mb * MIB,
-        })
+        Ok(point(&sandbox, now, cpu_ns, disk_used))
     }
 
     /// Samples every running sandbox every few seconds, on a task of its own: a slow disk walk
@@ -141,22 +152,14 @@ impl Service {
             let Some((then, cpu_then)) = previous.filter(|(_, ns)| *ns <= now.cpu_ns) else {
                 continue;
             };
-            let elapsed_ns = at.duration_since(then).as_nanos() as f64;
-            let used_ns = (now.cpu_ns - cpu_then) as f64;
-            let pct = (100.0 * used_ns / (elapsed_ns * sandbox.cpu)).clamp(0.0, 100.0);
+            let cpu = (now.cpu_ns - cpu_then, at.duration_since(then));
+            let disk_used = series.disk.map_or(0, |(_, b)| b);
             if series.points.len() == KEEP {
                 series.points.pop_front();
             }
-            series.points.push_back(SandboxMetrics {
-                timestamp: Utc::now(),
-                cpu_count: sandbox.cpu,
-                cpu_used_pct: (pct * 100.0).round() / 100.0,
-                mem_used: now.memory_bytes,
-                mem_cache: now.cache_bytes,
-                mem_total: sandbox.memory_mb * MIB,
-                disk_used: series.disk.map_or(0, |(_, b)| b),
-                disk_total: sandbox.disk_mb * MIB,
-            });
+            series
+                .points
+                .push_back(point(&sandbox, now, cpu, disk_used));
         }
     }
 
