@@ -12,6 +12,7 @@ use warren_api::Runtime;
 use crate::bundle::{self, BundleSpec, AGENT_PORT};
 use crate::cgroup::{self, CgroupMode};
 use crate::firewall::{self, EgressPolicy, Firewall};
+use crate::host::{raise_nofile, resolv_conf, which};
 use crate::images::ImageStore;
 use crate::net::{Lease, NetPlan};
 use crate::netpool::NetPool;
@@ -132,28 +133,6 @@ pub struct LocalBackend {
     // Warm leases whose chain already holds the default policy (`allow`): a create with that
     // policy skips its `nft` run (a process spawn, ~2.5 ms).
     allow_ready: Arc<std::sync::Mutex<std::collections::HashSet<u32>>>,
-}
-
-fn which(bin: &str) -> bool {
-    std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(bin).is_file()))
-        .unwrap_or(false)
-}
-
-/// Sandboxes inherit the open-file limit the bundle names, which may not exceed ours: as root
-/// we lift ours to Docker's 1048576 (or the kernel's `nr_open`, if lower).
-fn raise_nofile() {
-    use nix::sys::resource::{getrlimit, setrlimit, Resource};
-    let nr_open = fs::read_to_string("/proc/sys/fs/nr_open")
-        .ok()
-        .and_then(|s| s.trim().parse::<u64>().ok())
-        .unwrap_or(1_048_576);
-    let want = nr_open.min(1_048_576);
-    if let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
-        if hard < want && setrlimit(Resource::RLIMIT_NOFILE, want, want).is_err() {
-            tracing::debug!("could not raise RLIMIT_NOFILE to {want}");
-        }
-    }
 }
 
 impl LocalBackend {
@@ -588,26 +567,4 @@ impl LocalBackend {
         self.remove_cgroup_parent();
         self.firewall.remove_table().await;
     }
-}
-
-/// The `resolv.conf` sandboxes get: `dns` when given; else the host's, unless it names only
-/// loopback resolvers (systemd-resolved's stub, unreachable from a sandbox), in which case
-/// systemd-resolved's list of upstream servers; else a public resolver.
-fn resolv_conf(dns: &[Ipv4Addr]) -> String {
-    if !dns.is_empty() {
-        return dns.iter().map(|a| format!("nameserver {a}\n")).collect();
-    }
-    let usable = |text: &String| {
-        text.lines().any(|l| {
-            l.trim()
-                .strip_prefix("nameserver")
-                .and_then(|a| a.trim().parse::<std::net::IpAddr>().ok())
-                .is_some_and(|a| !a.is_loopback())
-        })
-    };
-    ["/etc/resolv.conf", "/run/systemd/resolve/resolv.conf"]
-        .iter()
-        .filter_map(|p| fs::read_to_string(p).ok())
-        .find(usable)
-        .unwrap_or_else(|| "nameserver 1.1.1.1\n".to_owned())
 }
