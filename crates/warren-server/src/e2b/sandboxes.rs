@@ -8,6 +8,7 @@ use axum::Json;
 use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
 use warren_api::{CreateSandbox, PullPolicy, Sandbox, SandboxId};
+use warren_store::SandboxRecord;
 
 use super::wire::{self, Created, Detail, Metric, NetworkUpdate, NewSandbox, Timeout};
 use super::E2bError;
@@ -45,16 +46,16 @@ fn body<T: DeserializeOwned>(
     })
 }
 
-/// A sandbox E2B would show, or 404.
-async fn visible(state: &AppState, id: &SandboxId) -> Result<Sandbox, E2bError> {
-    let sandbox = state.service.get(id).await?;
-    if wire::state(sandbox.state).is_none() {
+/// The record of a sandbox E2B would show, or 404.
+async fn visible(state: &AppState, id: &SandboxId) -> Result<SandboxRecord, E2bError> {
+    let rec = state.service.record(id).await?;
+    if wire::state(rec.sandbox.state).is_none() {
         return Err(E2bError::new(
             StatusCode::NOT_FOUND,
-            format!("sandbox {id} not found ({})", sandbox.state),
+            format!("sandbox {id} not found ({})", rec.sandbox.state),
         ));
     }
-    Ok(sandbox)
+    Ok(rec)
 }
 
 async fn created(state: &AppState, sandbox: &Sandbox) -> Result<Created, E2bError> {
@@ -129,10 +130,11 @@ pub async fn get(
     State(state): State<AppState>,
     Path(raw): Path<String>,
 ) -> Result<Json<Detail>, E2bError> {
-    let sandbox = visible(&state, &id(&raw)?).await?;
+    let rec = visible(&state, &id(&raw)?).await?;
     let mut detail =
-        Detail::of(&sandbox).ok_or_else(|| E2bError::new(StatusCode::NOT_FOUND, "gone"))?;
-    detail.envd_access_token = Some(state.service.record(&sandbox.id).await?.token);
+        Detail::of(&rec.sandbox).ok_or_else(|| E2bError::new(StatusCode::NOT_FOUND, "gone"))?;
+    // The record already holds the agent's token: no second read.
+    detail.envd_access_token = Some(rec.token);
     detail.domain = Some(state.service.preview_urls().host_suffix());
     Ok(Json(detail))
 }
