@@ -229,7 +229,7 @@ async fn measure(
     let default_runtime = *runtimes.first().context("no runtime to measure")?;
     let tar = busybox_tar(dir)?;
     let tree = dir.join("busybox-rootfs");
-    let (api, data_dir) = server::start(dir, default_runtime, slot).await?;
+    let (api, data_dir) = server::start(dir, default_runtime, None, slot).await?;
     let image = api.import(&tar).await?;
     // The raw runtimes run on the very tree the image was unpacked to.
     let hex = image

@@ -156,6 +156,11 @@ struct ServeArgs {
     /// dir (ca.pem there: add it to your trust store or pass it to clients).
     #[arg(long, env = "WARREN_TLS_SELF_SIGNED")]
     tls_self_signed: bool,
+    /// Threads serving HTTP (API and preview proxy) on each listener [default: half the cores,
+    /// at least 1]. The sandboxes whose ports the proxy serves run on the same cores; more
+    /// threads than that made proxying dearer per request where measured.
+    #[arg(long, env = "WARREN_HTTP_WORKERS", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    http_workers: Option<u16>,
     /// Registry credentials for image pulls: a Docker config.json (its "auths": "auth",
     /// "username"/"password", "identitytoken" or "registrytoken" per registry host).
     #[arg(long, env = "WARREN_REGISTRY_AUTH")]
@@ -197,6 +202,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             (_, _, true) => Some(warren_server::TlsSource::SelfSigned),
             _ => None,
         },
+        http_workers: args.http_workers.map(usize::from),
     })
     .await?;
     if let Some(key) = &server.new_admin_key {

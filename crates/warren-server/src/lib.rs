@@ -85,6 +85,8 @@ pub struct ServerConfig {
     pub proxy_listen: Option<SocketAddr>,
     /// TLS on both listeners.
     pub tls: Option<TlsSource>,
+    /// Threads serving each listener's connections (`None`: [`listen::default_workers`]).
+    pub http_workers: Option<usize>,
 }
 
 impl Default for ServerConfig {
@@ -103,6 +105,7 @@ impl Default for ServerConfig {
             domain: "localhost".into(),
             proxy_listen: None,
             tls: None,
+            http_workers: None,
         }
     }
 }
@@ -214,6 +217,11 @@ impl Server {
             None => None,
         };
         let service = self.state.service.clone();
+        let workers = self
+            .cfg
+            .http_workers
+            .unwrap_or_else(listen::default_workers);
+        tracing::info!("serving HTTP on {workers} worker thread(s) per listener");
         tokio::spawn(reconciler::run(service.clone()));
         tokio::spawn(service.clone().sample_forever());
         let stopping = service.clone();
@@ -226,11 +234,12 @@ impl Server {
                 l,
                 self.tls.clone(),
                 proxy::FrontDoor::proxy_only(self.state.clone()),
+                workers,
                 service.shutting_down(),
             ))
         });
         let app = proxy::FrontDoor::with_api(self.state.clone(), router(self.state));
-        listen::serve(listener, self.tls, app, service.shutting_down())
+        listen::serve(listener, self.tls, app, workers, service.shutting_down())
             .await
             .context("serving")?;
         if let Some(task) = proxy_task {

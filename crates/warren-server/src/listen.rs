@@ -6,7 +6,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -15,13 +14,37 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tower::ServiceExt;
 
-/// What a handler may know of the connection a request came on (a request extension).
-#[derive(Debug, Clone, Copy)]
+/// What a handler may know of the connection a request came on (a request extension, as
+/// `Arc<ConnInfo>`: one per connection, shared by its requests).
 pub struct ConnInfo {
     /// The peer's address.
     pub remote: SocketAddr,
     /// Whether the connection is TLS.
     pub tls: bool,
+    /// The peer's IP as a header value (`X-Forwarded-For`), spelled once per connection.
+    pub(crate) remote_ip: Option<http::HeaderValue>,
+    /// The preview proxy's app connection for this client connection.
+    pub(crate) pinned: crate::proxy::Pinned,
+}
+
+impl ConnInfo {
+    pub(crate) fn new(remote: SocketAddr, tls: bool) -> Self {
+        ConnInfo {
+            remote,
+            tls,
+            remote_ip: http::HeaderValue::from_str(&remote.ip().to_string()).ok(),
+            pinned: crate::proxy::Pinned::default(),
+        }
+    }
+}
+
+impl std::fmt::Debug for ConnInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnInfo")
+            .field("remote", &self.remote)
+            .field("tls", &self.tls)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What a listener serves: an axum [`Router`](axum::Router), or any service of the same shape
@@ -67,24 +90,25 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 ///
 /// Each connection speaks HTTP/1.1 (with upgrades, for WebSockets) or HTTP/2, told apart by
 /// its first bytes: prior knowledge on plain TCP, whatever ALPN chose under TLS. Every request
-/// carries a [`ConnInfo`] and an axum [`ConnectInfo<SocketAddr>`] extension.
+/// carries an `Arc<`[`ConnInfo`]`>` extension.
 ///
-/// Connections are dealt round-robin to one single-threaded runtime per core, each serving its
-/// connections from start to end, as nginx's workers do: a request and the upstream exchange
-/// it makes (the preview proxy) then never hop between threads, which on a small host costs
-/// more than the proxying itself (measured: 2 work-stealing workers spent 26 µs of CPU per
-/// proxied request, 1 worker 19 µs).
+/// Connections are dealt round-robin to `workers` threads, each a single-threaded runtime
+/// serving its connections from start to end, as nginx's workers do: a request and the
+/// upstream exchange it makes (the preview proxy) then never hop between threads, which on a
+/// small host costs more than the proxying itself (measured: 2 work-stealing workers spent
+/// 26 µs of CPU per proxied request, 1 worker 19 µs).
 pub async fn serve<S>(
     listener: TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,
     app: S,
+    workers: usize,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()>
 where
     S: App,
 {
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
-    let count = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let count = workers.max(1);
     let mut workers = Vec::with_capacity(count);
     for i in 0..count {
         workers.push(Worker::start(i, acceptor.clone(), app.clone())?);
@@ -125,6 +149,17 @@ where
         let _ = d.await;
     }
     Ok(())
+}
+
+/// How many HTTP worker threads a listener gets unless told: half the cores, at least one.
+///
+/// Every proxied request costs the sandboxed app about as much CPU as it costs the proxy, and
+/// the apps run on this same host, as do the sandboxes that are Warren's reason to exist. A
+/// worker per core competes with them for the cores and wakes more often for less work each
+/// time: on 2 cores, proxying to an app on the same host, 1 worker served 0.99× nginx's
+/// requests/s at 22 µs of CPU per request, 2 workers 0.88× at 26-29 µs (`warren bench proxy`).
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
 }
 
 /// One thread with a single-threaded runtime, serving the connections it is handed until the
@@ -168,6 +203,7 @@ async fn work<S: App>(
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT);
     builder.http2().timer(TokioTimer::new());
+    tokio::spawn(keep_a_near_timer());
     let graceful = GracefulShutdown::new();
     while let Some((stream, remote)) = conns.recv().await {
         let stream = match tokio::net::TcpStream::from_std(stream) {
@@ -211,6 +247,22 @@ async fn work<S: App>(
     }
 }
 
+/// Keeps a timer due within a second pending on this runtime for as long as it runs.
+///
+/// hyper arms a header-read timer each time a keep-alive connection waits for its next
+/// request and drops it once the head is in. Tokio wakes its own driver (an eventfd write, and
+/// an extra trip through `epoll_wait`) whenever a timer is armed that is due before every
+/// timer the driver last saw, and so always when it last saw none, which is the normal state
+/// of a busy proxy: measured 0.3 eventfd writes per proxied request. With this tick always
+/// pending, a new 30 s timer is never the earliest and arming it costs no syscall.
+async fn keep_a_near_timer() {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+    }
+}
+
 async fn serve_connection<T, S>(
     stream: T,
     remote: SocketAddr,
@@ -222,12 +274,9 @@ async fn serve_connection<T, S>(
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: App,
 {
-    let info = ConnInfo { remote, tls };
-    let pinned = std::sync::Arc::new(crate::proxy::Pinned::default());
+    let info = Arc::new(ConnInfo::new(remote, tls));
     let service = hyper::service::service_fn(move |mut req: http::Request<Incoming>| {
-        req.extensions_mut().insert(info);
-        req.extensions_mut().insert(ConnectInfo(remote));
-        req.extensions_mut().insert(pinned.clone());
+        req.extensions_mut().insert(info.clone());
         app.clone().oneshot(req)
     });
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);

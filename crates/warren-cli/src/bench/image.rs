@@ -217,7 +217,7 @@ async fn measure(
         registry.host
     );
     let (reference, size) = push_image(dir, &registry.host, a.size_mb).await?;
-    let (api, data_dir) = server::start(dir, a.runtime, slot).await?;
+    let (api, data_dir) = server::start(dir, a.runtime, None, slot).await?;
 
     eprintln!("warren bench image: pulling {reference}");
     let t = Instant::now();

@@ -40,6 +40,9 @@ pub struct ProxyBenchArgs {
     /// WebSocket echo round trips timed per path.
     #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u32).range(1..))]
     ws_round_trips: u32,
+    /// HTTP worker threads of the server under test [default: the server's, half the cores].
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    http_workers: Option<u16>,
     /// Runtime of the sandbox running the demo server.
     #[arg(long, default_value = "runc")]
     runtime: Runtime,
@@ -63,6 +66,7 @@ struct PathResult {
 #[derive(Debug, Serialize)]
 struct ProxyReport {
     runtime: Runtime,
+    http_workers: usize,
     connections: u32,
     duration_s: u64,
     rounds: u32,
@@ -125,7 +129,10 @@ async fn measure(
     nginx_slot: &mut Option<Nginx>,
 ) -> anyhow::Result<ProxyReport> {
     let tar = super::busybox_tar(dir)?;
-    let (api, _) = server::start(dir, a.runtime, slot).await?;
+    let workers = a
+        .http_workers
+        .map_or_else(warren_server::listen::default_workers, usize::from);
+    let (api, _) = server::start(dir, a.runtime, Some(workers), slot).await?;
     api.import(&tar).await?;
     let (_, sb) = api
         .create_with(CreateSandbox {
@@ -206,6 +213,7 @@ async fn measure(
     let added_p50_ms = warren1.p50_ms - direct1.p50_ms;
     Ok(ProxyReport {
         runtime: a.runtime,
+        http_workers: workers,
         connections: a.connections,
         duration_s: a.duration,
         rounds: a.rounds,
@@ -237,8 +245,9 @@ fn ms(v: f64) -> String {
 
 fn table(r: &ProxyReport) -> String {
     let mut s = format!(
-        "warren bench proxy: demo-http in a {} sandbox; wrk {} s per run, median of {} rounds\n\n",
-        r.runtime, r.duration_s, r.rounds
+        "warren bench proxy: demo-http in a {} sandbox; wrk {} s per run, median of {} rounds; \
+         {} HTTP worker thread(s), nginx: one per core\n\n",
+        r.runtime, r.duration_s, r.rounds, r.http_workers
     );
     s.push_str(&format!(
         "{:<8} {:>12} {:>10} {:>10} │ {:>10} {:>10} │ {:>10} {:>10}\n",

@@ -232,6 +232,7 @@ impl Api {
 pub async fn start(
     dir: &Path,
     default_runtime: Runtime,
+    http_workers: Option<usize>,
     slot: &mut Option<InProcess>,
 ) -> anyhow::Result<(Api, PathBuf)> {
     let data_dir = dir.join("data");
@@ -246,6 +247,7 @@ pub async fn start(
         subnet: SUBNET.parse().context("parsing the bench subnet")?,
         warm_leases: 2,
         history_retention: std::time::Duration::from_secs(3600),
+        http_workers,
         ..ServerConfig::default()
     })
     .await

@@ -1,7 +1,7 @@
 //! Who may reach a private port: the holder of the sandbox's traffic token (as a header, or a
 //! cookie set from a one-time `?warren_token=`), or of an API key. Credentials meant for
 //! Warren are taken off the request before it goes to the app.
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use warren_api::SandboxId;
 
@@ -13,6 +13,8 @@ use crate::AppState;
 pub const TOKEN_HEADER: &str = "x-warren-traffic-token";
 /// The same token under the name E2B's SDKs send it.
 pub const E2B_TOKEN_HEADER: &str = "e2b-traffic-access-token";
+const TOKEN: HeaderName = HeaderName::from_static(TOKEN_HEADER);
+const E2B_TOKEN: HeaderName = HeaderName::from_static(E2B_TOKEN_HEADER);
 /// Query parameter that trades a traffic token for a cookie.
 pub const TOKEN_QUERY: &str = "warren_token";
 
@@ -121,10 +123,7 @@ pub async fn check(
     let Some(token) = token else {
         return Ok(Verdict::Pass);
     };
-    if let Some(given) = headers
-        .get(TOKEN_HEADER)
-        .or_else(|| headers.get(E2B_TOKEN_HEADER))
-    {
+    if let Some(given) = headers.get(TOKEN).or_else(|| headers.get(E2B_TOKEN)) {
         return if same(given.to_str().unwrap_or(""), token) {
             Ok(Verdict::Pass)
         } else {
@@ -141,7 +140,8 @@ pub async fn check(
     }
     if let Some(key) = crate::auth::bearer(headers) {
         offered = true;
-        let valid = crate::auth::key_is_valid(state, key)
+        // Boxed: the common requests never get here, and should not carry its future.
+        let valid = Box::pin(crate::auth::key_is_valid(state, key))
             .await
             .map_err(|e| ProxyError::Internal(e.to_string()))?;
         if valid {
@@ -162,8 +162,15 @@ pub async fn check(
 /// needed (a public sandbox, another sandbox's cookie): the token header, `warren_token_*`
 /// cookies, and a bearer that is a Warren API key (`wk_…`).
 pub fn strip_credentials(headers: &mut HeaderMap) {
-    headers.remove(TOKEN_HEADER);
-    headers.remove(E2B_TOKEN_HEADER);
+    // Most requests carry none: one pass over their few names costs less than four lookups.
+    let any = headers
+        .keys()
+        .any(|k| k == TOKEN || k == E2B_TOKEN || k == header::AUTHORIZATION || k == header::COOKIE);
+    if !any {
+        return;
+    }
+    headers.remove(TOKEN);
+    headers.remove(E2B_TOKEN);
     if crate::auth::bearer(headers).is_some_and(|k| k.starts_with(crate::auth::KEY_PREFIX)) {
         headers.remove(header::AUTHORIZATION);
     }

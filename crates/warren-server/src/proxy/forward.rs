@@ -6,16 +6,18 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::Request;
 use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use axum::http::{StatusCode, Uri, Version};
+use axum::http::uri::PathAndQuery;
+use axum::http::{Request, StatusCode, Uri, Version};
 use axum::response::Response;
-use std::sync::Arc;
 
+use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+
+use crate::listen::ConnInfo;
 
 /// Headers that describe one hop, never passed on (RFC 9110 §7.6.1), besides those a
 /// `Connection` header names.
@@ -59,7 +61,8 @@ thread_local! {
 
 /// The app connection a client connection last used, kept for its next request: an HTTP/1.1
 /// client sends its requests one after another, so one upstream connection serves them all
-/// without a trip through the shared pool. One per client connection (a request extension).
+/// without a trip through the shared pool. One per client connection (in its
+/// [`ConnInfo`](crate::listen::ConnInfo)).
 #[derive(Default)]
 pub struct Pinned(std::sync::Mutex<Slot>);
 
@@ -69,11 +72,11 @@ enum Slot {
     Empty,
     /// A request is on it (an HTTP/2 client's other streams go through the pool meanwhile).
     Busy,
-    Idle(SocketAddr, SendRequest<Body>),
+    Idle(SocketAddr, SendRequest<Incoming>),
 }
 
 enum Take {
-    Reuse(SendRequest<Body>),
+    Reuse(SendRequest<Incoming>),
     Connect,
     Pool,
 }
@@ -97,7 +100,7 @@ impl Pinned {
         }
     }
 
-    fn put(&self, addr: SocketAddr, sender: SendRequest<Body>) {
+    fn put(&self, addr: SocketAddr, sender: SendRequest<Incoming>) {
         *self.slot() = Slot::Idle(addr, sender);
     }
 
@@ -107,7 +110,7 @@ impl Pinned {
 }
 
 /// A new HTTP/1.1 connection to `addr`, driven on this thread's runtime.
-async fn connect(addr: SocketAddr) -> Result<SendRequest<Body>, ForwardError> {
+async fn connect(addr: SocketAddr) -> Result<SendRequest<Incoming>, ForwardError> {
     let stream = tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
         .await
         .map_err(|_| ForwardError::Connect)?
@@ -123,38 +126,28 @@ async fn connect(addr: SocketAddr) -> Result<SendRequest<Body>, ForwardError> {
     Ok(sender)
 }
 
+type Answer = Result<hyper::Response<Incoming>, ForwardError>;
+
 /// Sends `req` over this client connection's pinned app connection (made if there is none),
 /// or, when another request holds it (HTTP/2 clients multiplex), through the pool.
-async fn send_pinned(
-    pinned: &Pinned,
-    addr: SocketAddr,
-    req: Request,
-) -> Result<hyper::Response<hyper::body::Incoming>, ForwardError> {
-    let sender = match pinned.take(addr) {
-        Take::Reuse(sender) => Ok(sender),
-        Take::Connect => connect(addr).await,
-        Take::Pool => return send_pooled(req, addr).await,
-    };
-    let result = match sender {
-        Ok(mut sender) => match sender.try_send_request(req).await {
+// The common case (an idle pinned connection that takes the request) awaits only hyper's own
+// small future; connecting and the pool are boxed, so the future every request moves stays
+// small.
+async fn send_pinned(pinned: &Pinned, addr: SocketAddr, req: Request<Incoming>) -> Answer {
+    let sent = match pinned.take(addr) {
+        Take::Reuse(mut sender) => match sender.try_send_request(req).await {
             Ok(resp) => Ok((sender, resp)),
             // The app closed the idle connection before our request went out: once more on a
             // new one.
             Err(mut e) => match e.take_message() {
-                Some(req) => match connect(addr).await {
-                    Ok(mut sender) => sender
-                        .send_request(req)
-                        .await
-                        .map(|resp| (sender, resp))
-                        .map_err(|e| ForwardError::Exchange(source_chain(&e))),
-                    Err(e) => Err(e),
-                },
+                Some(req) => Box::pin(connect_and_send(addr, req)).await,
                 None => Err(ForwardError::Exchange(source_chain(e.error()))),
             },
         },
-        Err(e) => Err(e),
+        Take::Connect => Box::pin(connect_and_send(addr, req)).await,
+        Take::Pool => return Box::pin(send_pooled(req.map(Body::new), addr)).await,
     };
-    match result {
+    match sent {
         Ok((sender, resp)) => {
             pinned.put(addr, sender);
             Ok(resp)
@@ -166,10 +159,19 @@ async fn send_pinned(
     }
 }
 
-async fn send_pooled(
-    mut req: Request,
+async fn connect_and_send(
     addr: SocketAddr,
-) -> Result<hyper::Response<hyper::body::Incoming>, ForwardError> {
+    req: Request<Incoming>,
+) -> Result<(SendRequest<Incoming>, hyper::Response<Incoming>), ForwardError> {
+    let mut sender = connect(addr).await?;
+    let resp = sender
+        .send_request(req)
+        .await
+        .map_err(|e| ForwardError::Exchange(source_chain(&e)))?;
+    Ok((sender, resp))
+}
+
+async fn send_pooled(mut req: Request<Body>, addr: SocketAddr) -> Answer {
     // The pool's client wants the absolute form; it sends the origin form.
     let uri: Uri = format!("http://{addr}{}", req.uri())
         .parse()
@@ -186,13 +188,15 @@ async fn send_pooled(
 
 /// What the proxy adds to a request besides the target.
 pub struct Forwarding<'a> {
-    /// The client's address.
-    pub client: Option<SocketAddr>,
-    /// Whether the client came over TLS.
-    pub tls: bool,
+    /// The client's connection.
+    pub conn: Option<&'a ConnInfo>,
     /// The host the client asked for (for `X-Forwarded-Host`).
-    pub host: Option<&'a str>,
+    pub host: Option<&'a HeaderValue>,
 }
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 fn wants_upgrade(headers: &HeaderMap) -> Option<HeaderValue> {
     let connection_upgrade = headers
@@ -208,6 +212,13 @@ fn wants_upgrade(headers: &HeaderMap) -> Option<HeaderValue> {
 
 /// Drops hop-by-hop headers, and those the `Connection` header names.
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages carry none: one pass over their few names costs less than ten lookups.
+    let any = headers
+        .keys()
+        .any(|k| k == header::UPGRADE || HOP_BY_HOP.contains(k));
+    if !any {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -222,41 +233,45 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 fn append_forwarded(headers: &mut HeaderMap, fwd: &Forwarding<'_>) {
-    if let Some(client) = fwd.client {
-        let ip = client.ip().to_string();
-        let value = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-            Some(prior) => format!("{prior}, {ip}"),
-            None => ip,
+    if let Some(ip) = fwd.conn.and_then(|c| c.remote_ip.as_ref()) {
+        let value = match headers.get(&X_FORWARDED_FOR).map(HeaderValue::as_bytes) {
+            Some(prior) => {
+                let mut v = prior.to_vec();
+                v.extend_from_slice(b", ");
+                v.extend_from_slice(ip.as_bytes());
+                HeaderValue::from_bytes(&v).ok()
+            }
+            None => Some(ip.clone()),
         };
-        if let Ok(v) = HeaderValue::from_str(&value) {
-            headers.insert("x-forwarded-for", v);
+        if let Some(v) = value {
+            headers.insert(X_FORWARDED_FOR, v);
         }
     }
-    let proto = if fwd.tls { "https" } else { "http" };
-    headers.insert("x-forwarded-proto", HeaderValue::from_static(proto));
-    if let Some(host) = fwd.host.and_then(|h| HeaderValue::from_str(h).ok()) {
-        headers.insert("x-forwarded-host", host);
+    let proto = if fwd.conn.is_some_and(|c| c.tls) {
+        "https"
+    } else {
+        "http"
+    };
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
+    if let Some(host) = fwd.host {
+        headers.insert(X_FORWARDED_HOST, host.clone());
     }
 }
 
 /// Sends `req` to `addr` as `path_and_query` and returns the app's answer (headers not
 /// yet rewritten for the path form; the caller does that).
 pub async fn forward(
-    mut req: Request,
+    mut req: Request<Incoming>,
     addr: SocketAddr,
-    path_and_query: &str,
+    path_and_query: &PathAndQuery,
     fwd: &Forwarding<'_>,
 ) -> Result<Response, ForwardError> {
     let upgrade = (req.version() == Version::HTTP_11)
         .then(|| wants_upgrade(req.headers()))
         .flatten();
-    let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
-    let uri: Uri = path_and_query
-        .parse()
-        .map_err(|e| ForwardError::Exchange(format!("bad path {path_and_query:?}: {e}")))?;
     // HTTP/2 clients name the host in the URI only; the app gets it as `Host`.
     let host = req.uri().authority().map(|a| a.as_str().to_owned());
-    *req.uri_mut() = uri;
+    *req.uri_mut() = Uri::from(path_and_query.clone());
     *req.version_mut() = Version::HTTP_11;
     let headers = req.headers_mut();
     strip_hop_by_hop(headers);
@@ -266,16 +281,32 @@ pub async fn forward(
         }
     }
     append_forwarded(headers, fwd);
-    if let Some(proto) = &upgrade {
-        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-        headers.insert(header::UPGRADE, proto.clone());
-    }
-    let pinned = req.extensions().get::<Arc<Pinned>>().cloned();
-    let mut resp = match (pinned, &upgrade) {
+    match (upgrade, fwd.conn) {
         // An upgraded connection leaves HTTP for good: it never goes back to the pin.
-        (Some(pinned), None) => send_pinned(&pinned, addr, req).await?,
-        _ => send_pooled(req, addr).await?,
-    };
+        (None, Some(conn)) => {
+            let resp = send_pinned(&conn.pinned, addr, req).await?;
+            let (mut parts, body) = resp.into_parts();
+            strip_hop_by_hop(&mut parts.headers);
+            Ok(Response::from_parts(parts, Body::new(body)))
+        }
+        (upgrade, _) => Box::pin(forward_pooled(req.map(Body::new), addr, upgrade)).await,
+    }
+}
+
+/// The rest of [`forward`] for requests that do not use the pinned connection: those that
+/// upgrade (WebSocket), and those with no connection to pin to.
+async fn forward_pooled(
+    mut req: Request<Body>,
+    addr: SocketAddr,
+    upgrade: Option<HeaderValue>,
+) -> Result<Response, ForwardError> {
+    let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
+    if let Some(proto) = upgrade {
+        let headers = req.headers_mut();
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, proto);
+    }
+    let mut resp = send_pooled(req, addr).await?;
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         if let Some(client_upgrade) = client_upgrade {
             let app_upgrade = hyper::upgrade::on(&mut resp);
@@ -336,12 +367,13 @@ mod tests {
     fn forwarded_headers_append() {
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-for", HeaderValue::from_static("192.0.2.1"));
+        let conn = ConnInfo::new("127.0.0.1:5000".parse().expect("addr"), true);
+        let host = HeaderValue::from_static("a-1.localhost");
         append_forwarded(
             &mut h,
             &Forwarding {
-                client: Some("127.0.0.1:5000".parse().expect("addr")),
-                tls: true,
-                host: Some("a-1.localhost"),
+                conn: Some(&conn),
+                host: Some(&host),
             },
         );
         assert_eq!(h["x-forwarded-for"], "192.0.2.1, 127.0.0.1");

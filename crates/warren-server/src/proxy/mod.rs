@@ -7,9 +7,9 @@ mod rewrite;
 mod target;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
-use axum::extract::Request;
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderValue, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 pub use access::{cookie_name, TOKEN_HEADER, TOKEN_QUERY};
@@ -17,6 +17,7 @@ pub use forward::Pinned;
 pub use page::ProxyError;
 pub use target::{Form, Target};
 
+use hyper::body::Incoming;
 use warren_local::bundle::AGENT_PORT;
 
 use crate::listen::ConnInfo;
@@ -43,7 +44,7 @@ impl Proxy {
 /// listener, get a 404.
 // One Arc, so the per-request clone a listener makes is one count, not the whole state.
 #[derive(Clone)]
-pub struct FrontDoor(std::sync::Arc<Door>);
+pub struct FrontDoor(Arc<Door>);
 
 struct Door {
     state: AppState,
@@ -53,7 +54,7 @@ struct Door {
 impl FrontDoor {
     /// The API listener's front door.
     pub fn with_api(state: AppState, api: axum::Router) -> Self {
-        FrontDoor(std::sync::Arc::new(Door {
+        FrontDoor(Arc::new(Door {
             state,
             api: Some(api),
         }))
@@ -61,7 +62,7 @@ impl FrontDoor {
 
     /// The proxy-only listener's.
     pub fn proxy_only(state: AppState) -> Self {
-        FrontDoor(std::sync::Arc::new(Door { state, api: None }))
+        FrontDoor(Arc::new(Door { state, api: None }))
     }
 }
 
@@ -69,7 +70,7 @@ type BoxResponse = std::pin::Pin<
     Box<dyn std::future::Future<Output = Result<Response, std::convert::Infallible>> + Send>,
 >;
 
-impl tower::Service<axum::http::Request<hyper::body::Incoming>> for FrontDoor {
+impl tower::Service<Request<Incoming>> for FrontDoor {
     type Response = Response;
     type Error = std::convert::Infallible;
     type Future = BoxResponse;
@@ -81,32 +82,14 @@ impl tower::Service<axum::http::Request<hyper::body::Incoming>> for FrontDoor {
         std::task::Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, req: axum::http::Request<hyper::body::Incoming>) -> Self::Future {
-        let req = req.map(axum::body::Body::new);
+    fn call(&mut self, req: Request<Incoming>) -> Self::Future {
         let door = &self.0;
         let target = target::find(req.headers(), req.uri(), &door.state.proxy.domain);
         match (target, &door.api) {
-            (Some(t), _) => {
-                let state = door.state.clone();
-                Box::pin(async move {
-                    use futures::FutureExt;
-                    let html = page::wants_html(req.headers());
-                    // A panic is a bug, but the client still gets an answer.
-                    let resp = std::panic::AssertUnwindSafe(handle(state, t, req))
-                        .catch_unwind()
-                        .await
-                        .unwrap_or_else(|_| {
-                            ProxyError::Internal(
-                                "internal error (a bug: see the server log)".into(),
-                            )
-                            .render(html)
-                        });
-                    Ok(resp)
-                })
-            }
+            (Some(t), _) => Box::pin(handle(self.0.clone(), t, req)),
             (None, Some(api)) => {
                 use tower::ServiceExt;
-                Box::pin(api.clone().oneshot(req))
+                Box::pin(api.clone().oneshot(req.map(axum::body::Body::new)))
             }
             (None, None) => {
                 let err = ProxyError::NoTarget(door.state.proxy.domain.clone());
@@ -117,18 +100,31 @@ impl tower::Service<axum::http::Request<hyper::body::Incoming>> for FrontDoor {
     }
 }
 
-async fn handle(state: AppState, target: Target, req: Request) -> Response {
+async fn handle(
+    door: Arc<Door>,
+    target: Target,
+    req: Request<Incoming>,
+) -> Result<Response, std::convert::Infallible> {
+    use futures::FutureExt;
     let html = page::wants_html(req.headers());
-    match proxy(&state, &target, req).await {
-        Ok(resp) => resp,
-        Err(e) => e.render(html),
-    }
+    // A panic is a bug, but the client still gets an answer.
+    let resp = match std::panic::AssertUnwindSafe(proxy(&door.state, &target, req))
+        .catch_unwind()
+        .await
+    {
+        Ok(Ok(resp)) => resp,
+        Ok(Err(e)) => e.render(html),
+        Err(_) => {
+            ProxyError::Internal("internal error (a bug: see the server log)".into()).render(html)
+        }
+    };
+    Ok(resp)
 }
 
 async fn proxy(
     state: &AppState,
     target: &Target,
-    mut req: Request,
+    mut req: Request<Incoming>,
 ) -> Result<Response, ProxyError> {
     if let Form::Path(prefix) = &target.form {
         // Relative links of the app's index resolve under the prefix only with the slash.
@@ -156,22 +152,23 @@ async fn proxy(
             format!("The sandbox {} was not found", target.id),
         )
     };
-    let route = state
-        .service
-        .preview_route(&target.id)
-        .await
-        .map_err(|e| ProxyError::Internal(e.to_string()))?;
+    let route = match state.service.cached_preview_route(&target.id) {
+        Some(route) => route,
+        // Boxed: a store read, once per sandbox; the future of every request stays small.
+        None => Box::pin(state.service.preview_route(&target.id))
+            .await
+            .map_err(|e| ProxyError::Internal(e.to_string()))?,
+    };
     let route = match route {
         Some(route) => route,
         None if agent => return Err(gone()),
         None => return Err(ProxyError::UnknownSandbox(target.id.clone())),
     };
-    let conn = req.extensions().get::<ConnInfo>().copied();
-    let tls = conn.is_some_and(|c| c.tls);
-    let uri = req.uri().clone();
+    let conn = req.extensions().get::<Arc<ConnInfo>>().cloned();
+    let tls = conn.as_ref().is_some_and(|c| c.tls);
     // The agent checks its own access token (X-Access-Token) on every request.
     let token = (!route.public && !agent).then_some(route.token.as_str());
-    match access::check(state, target, token, &uri, req.headers(), tls).await? {
+    match access::check(state, target, token, req.uri(), req.headers(), tls).await? {
         access::Verdict::Pass => access::strip_credentials(req.headers_mut()),
         access::Verdict::Answer(resp) => return Ok(resp),
     }
@@ -180,16 +177,14 @@ async fn proxy(
         _ if agent => return Err(gone()),
         (state, _) => return Err(ProxyError::NotRunning(target.id.clone(), state)),
     };
-    let host = req
-        .headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_owned)
-        .or_else(|| uri.authority().map(|a| a.as_str().to_owned()));
+    let host = req.headers().get(header::HOST).cloned().or_else(|| {
+        req.uri()
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    });
     let fwd = forward::Forwarding {
-        client: conn.map(|c| c.remote),
-        tls,
-        host: host.as_deref(),
+        conn: conn.as_deref(),
+        host: host.as_ref(),
     };
     let addr = SocketAddr::from((ip, target.port));
     let mut resp = forward::forward(req, addr, &target.path_and_query, &fwd)
@@ -216,7 +211,8 @@ async fn proxy(
         Form::Path(prefix) => Some(prefix.as_str()),
         Form::Host => None,
     };
-    rewrite_response(&mut resp, prefix, host.as_deref());
+    let host = host.as_ref().and_then(|h| h.to_str().ok());
+    rewrite_response(&mut resp, prefix, host);
     Ok(resp)
 }
 

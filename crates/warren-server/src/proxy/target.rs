@@ -1,6 +1,7 @@
 //! Which sandbox port a request is for, by the three ways a request can name one: its host
 //! (`<id>-<port>.<domain>` or `<port>-<id>.<domain>`), E2B's `E2b-Sandbox-Id`/`-Port` headers,
 //! or its path (`/proxy/<id>/<port>/<rest>`).
+use axum::http::uri::PathAndQuery;
 use axum::http::{HeaderMap, Uri};
 use warren_api::SandboxId;
 
@@ -28,7 +29,7 @@ pub struct Target {
     /// How it was named.
     pub form: Form,
     /// Path and query to send upstream.
-    pub path_and_query: String,
+    pub path_and_query: PathAndQuery,
 }
 
 /// The host a request was sent to, without a port: `Host`, or the URI's authority (HTTP/2).
@@ -67,9 +68,10 @@ fn id_and_port(label: &str) -> Option<(SandboxId, u16)> {
     Some((b.parse().ok()?, port(a)?))
 }
 
-fn path_and_query(uri: &Uri) -> String {
+fn path_and_query(uri: &Uri) -> PathAndQuery {
     uri.path_and_query()
-        .map_or_else(|| "/".to_owned(), |pq| pq.as_str().to_owned())
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"))
 }
 
 /// The target a request names, if any. `domain` is the preview domain (lowercase).
@@ -121,7 +123,8 @@ pub fn find(headers: &HeaderMap, uri: &Uri, domain: &str) -> Option<Target> {
         id,
         port: p,
         form: Form::Path(prefix),
-        path_and_query: upstream,
+        // Pieces of a path and query that parsed, put back together: they parse again.
+        path_and_query: PathAndQuery::try_from(upstream).ok()?,
     })
 }
 

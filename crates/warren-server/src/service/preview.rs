@@ -99,8 +99,8 @@ impl Service {
         &self,
         id: &SandboxId,
     ) -> Result<Option<Arc<PreviewRoute>>, ApiError> {
-        if let Some(r) = self.routes().get(id.as_str()) {
-            return Ok((r.state != SandboxState::Deleted).then(|| r.clone()));
+        if let Some(r) = self.cached_preview_route(id) {
+            return Ok(r);
         }
         // A write between this read and the insert below (a delete, a stop) must win: the read
         // is cached only if no route changed meanwhile.
@@ -116,6 +116,14 @@ impl Service {
             routes.insert(id.to_string(), route.clone());
         }
         Ok((route.state != SandboxState::Deleted).then_some(route))
+    }
+
+    /// The proxy's view of a sandbox if it is in memory (`Some(None)`: known to be gone),
+    /// without touching the store.
+    pub fn cached_preview_route(&self, id: &SandboxId) -> Option<Option<Arc<PreviewRoute>>> {
+        let routes = self.routes();
+        let r = routes.get(id.as_str())?;
+        Some((r.state != SandboxState::Deleted).then(|| r.clone()))
     }
 
     fn routes(
