@@ -66,6 +66,9 @@ pub struct BenchArgs {
     /// its path, instead of removing it.
     #[arg(long)]
     keep: bool,
+    /// HTTP worker threads of the server under test [default: the server's, half the cores].
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    http_workers: Option<u16>,
 }
 
 impl BenchArgs {
@@ -229,7 +232,8 @@ async fn measure(
     let default_runtime = *runtimes.first().context("no runtime to measure")?;
     let tar = busybox_tar(dir)?;
     let tree = dir.join("busybox-rootfs");
-    let (api, data_dir) = server::start(dir, default_runtime, None, slot).await?;
+    let workers = a.http_workers.map(usize::from);
+    let (api, data_dir) = server::start(dir, default_runtime, workers, slot).await?;
     let image = api.import(&tar).await?;
     // The raw runtimes run on the very tree the image was unpacked to.
     let hex = image
