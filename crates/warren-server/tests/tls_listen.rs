@@ -74,11 +74,15 @@ impl Running {
 }
 
 async fn start(tls: Option<Arc<rustls::ServerConfig>>) -> Running {
+    // Two workers, so consecutive connections land on different threads.
+    start_with(tls, 2).await
+}
+
+async fn start_with(tls: Option<Arc<rustls::ServerConfig>>, workers: usize) -> Running {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
-    // Two workers, so consecutive connections land on different threads.
-    let task = tokio::spawn(listen::serve(listener, tls, app(), 2, async move {
+    let task = tokio::spawn(listen::serve(listener, tls, app(), workers, async move {
         let _ = stopped.await;
     }));
     Running {
@@ -446,6 +450,23 @@ async fn a_stalled_handshake_does_not_block_others() {
     .unwrap();
     assert_eq!(get_h1(tls, "/hello").await.1, "hi");
     drop(idle);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn one_worker_answers_other_connections_while_a_request_waits() {
+    // One worker is the default on a 2-core host: every connection shares its thread.
+    let server = start_with(None, 1).await;
+    let tcp = TcpStream::connect(server.addr).await.unwrap();
+    let slow = tokio::spawn(get_h1(tcp, "/slow"));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let tcp = TcpStream::connect(server.addr).await.unwrap();
+    assert_eq!(get_h1(tcp, "/hello").await.1, "hi");
+    assert!(
+        !slow.is_finished(),
+        "the second connection was answered while the first request was still waiting"
+    );
+    assert_eq!(slow.await.unwrap().1, "done");
     server.stop().await;
 }
 
