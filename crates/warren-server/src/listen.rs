@@ -156,8 +156,9 @@ where
 /// Every proxied request costs the sandboxed app about as much CPU as it costs the proxy, and
 /// the apps run on this same host, as do the sandboxes that are Warren's reason to exist. A
 /// worker per core competes with them for the cores and wakes more often for less work each
-/// time: on 2 cores, proxying to an app on the same host, 1 worker served 0.99× nginx's
-/// requests/s at 22 µs of CPU per request, 2 workers 0.88× at 26-29 µs (`warren bench proxy`).
+/// time: on 2 cores, proxying to an app on the same host, 1 worker served 0.92-1.02× nginx's
+/// requests/s at ~22 µs of CPU per request, 2 workers 0.82-0.88× at 26-29 µs
+/// (`warren bench proxy --http-workers N`).
 pub fn default_workers() -> usize {
     std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
 }

@@ -131,8 +131,8 @@ type Answer = Result<hyper::Response<Incoming>, ForwardError>;
 /// Sends `req` over this client connection's pinned app connection (made if there is none),
 /// or, when another request holds it (HTTP/2 clients multiplex), through the pool.
 // The common case (an idle pinned connection that takes the request) awaits only hyper's own
-// small future; connecting and the pool are boxed, so the future every request moves stays
-// small.
+// small future; connecting and the pool are boxed, so the future every request moves is
+// smaller.
 async fn send_pinned(pinned: &Pinned, addr: SocketAddr, req: Request<Incoming>) -> Answer {
     let sent = match pinned.take(addr) {
         Take::Reuse(mut sender) => match sender.try_send_request(req).await {
