@@ -137,14 +137,9 @@ impl Client {
 
     /// Why a request got no answer, in words that point at the fix: an untrusted certificate
     /// is not a server that is down.
-    fn unreachable(&self, e: &reqwest::Error) -> anyhow::Error {
-        let mut chain = e.to_string();
-        let mut cur = std::error::Error::source(e);
-        while let Some(inner) = cur {
-            chain.push_str(": ");
-            chain.push_str(&inner.to_string());
-            cur = inner.source();
-        }
+    fn unreachable(&self, e: reqwest::Error) -> anyhow::Error {
+        // The alternate form is the error and its causes, colon-separated.
+        let chain = format!("{:#}", anyhow::Error::from(e));
         if chain.contains("certificate") || chain.contains("UnknownIssuer") {
             return anyhow!(
                 "the Warren server at {} answered over TLS with a certificate this CLI does not \
@@ -162,7 +157,7 @@ impl Client {
 
     /// Sends and checks the status, turning an error body into its message.
     pub async fn send(&self, rb: RequestBuilder) -> anyhow::Result<Response> {
-        let resp = rb.send().await.map_err(|e| self.unreachable(&e))?;
+        let resp = rb.send().await.map_err(|e| self.unreachable(e))?;
         if resp.status().is_success() {
             return Ok(resp);
         }

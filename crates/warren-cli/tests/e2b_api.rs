@@ -471,7 +471,7 @@ async fn metrics_come_from_the_cgroup_under_both_runtimes() {
     }
 }
 
-/// Every reconciler pass (3 s) samples running sandboxes: E2B's metrics are that series,
+/// The sampler (every 3 s) samples running sandboxes: E2B's metrics are that series,
 /// windowed by `start`/`end` (Unix seconds).
 async fn series_of_samples(s: &TestServer, id: &str) {
     let path = format!("/sandboxes/{id}/metrics");

@@ -1,5 +1,6 @@
 //! What a running sandbox uses, read from its cgroup: now (`GET /v1/sandboxes/{id}/metrics`),
-//! and as a series sampled every reconciler pass (E2B's metrics, a series since the start).
+//! and as a series sampled every few seconds on a task of its own (E2B's metrics, a series
+//! since the start).
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
