@@ -173,6 +173,10 @@ struct ServeArgs {
         value_delimiter = ','
     )]
     insecure_registry: Vec<String>,
+    /// Open files each sandbox process may have (RLIMIT_NOFILE). What a sandbox holds in all
+    /// is bounded by its memory limit: each open file is charged to its memory cgroup.
+    #[arg(long, env = "WARREN_SANDBOX_NOFILE", default_value_t = 1_048_576, value_parser = clap::value_parser!(u64).range(64..=1_048_576))]
+    sandbox_nofile: u64,
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
@@ -189,6 +193,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         warm_leases: args.warm_leases,
         expedite_rcu: args.expedite_rcu,
         favor_dynmods: args.cgroup_favordynmods,
+        sandbox_nofile: args.sandbox_nofile,
         history_retention: args.history_retention,
         dns: args.dns,
         pull: warren_local::pull::PullConfig {

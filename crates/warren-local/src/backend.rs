@@ -11,8 +11,10 @@ use warren_api::Runtime;
 
 use crate::bundle::{self, BundleSpec, AGENT_PORT};
 use crate::cgroup::{self, CgroupMode};
+use crate::confinement::USERNS_HOST_BASE;
 use crate::firewall::{self, EgressPolicy, Firewall};
 use crate::host::{raise_nofile, resolv_conf, which};
+use crate::idmap::IdMap;
 use crate::images::ImageStore;
 use crate::net::{Lease, NetPlan};
 use crate::netpool::NetPool;
@@ -73,7 +75,14 @@ pub struct LocalConfig {
     pub dns: Vec<Ipv4Addr>,
     /// Registry credentials and plain-HTTP registries for image pulls.
     pub pull: crate::pull::PullConfig,
+    /// Open files per sandbox process (`RLIMIT_NOFILE`).
+    pub nofile: u64,
 }
+
+/// Where sandboxes' merged root filesystems are mounted: outside the 0700 data dir (under a
+/// 0700 home a runc sandbox's user namespace could never reach its own rootfs), in a
+/// directory only root and that namespace's root group may enter.
+pub const ROOTFS_PARENT: &str = "/run/warren";
 
 /// What a sandbox is made from.
 #[derive(Debug, Clone)]
@@ -130,6 +139,9 @@ pub struct LocalBackend {
     crun: Arc<dyn ContainerRuntime>,
     resolv_conf: String,
     firewall: Firewall,
+    // The user namespace stamping runc sandboxes' layer views; an error says why runc
+    // sandboxes cannot start.
+    idmap: Arc<Result<IdMap, String>>,
     // Warm leases whose chain already holds the default policy (`allow`): a create with that
     // policy skips its `nft` run (a process spawn, ~2.5 ms).
     allow_ready: Arc<std::sync::Mutex<std::collections::HashSet<u32>>>,
@@ -143,6 +155,14 @@ impl LocalBackend {
             let p = cfg.data_dir.join(sub);
             fs::create_dir_all(&p).map_err(|e| setup(format!("creating {}: {e}", p.display())))?;
         }
+        crate::host::private_dirs(&cfg.data_dir, &Self::rootfs_root(&cfg.tag))
+            .map_err(|e| setup(format!("securing directories: {e}")))?;
+        let idmap = IdMap::new().map_err(|e| {
+            tracing::error!(
+                "runc sandboxes cannot start: their user namespace could not be made: {e}"
+            );
+            format!("no user namespace for runc sandboxes: {e}")
+        });
         let missing: Vec<&str> = ["ip", "crun", "runsc"]
             .into_iter()
             .filter(|b| !which(b))
@@ -205,6 +225,7 @@ impl LocalBackend {
                 &cfg.data_dir.join("run/crun"),
             )),
             cfg: Arc::new(cfg),
+            idmap: Arc::new(idmap),
             images,
             puller,
             cgroups,
@@ -250,8 +271,17 @@ impl LocalBackend {
         format!("/warren-{}/{}", self.cfg.tag, id)
     }
 
+    fn rootfs_root(tag: &str) -> PathBuf {
+        PathBuf::from(ROOTFS_PARENT).join(tag)
+    }
+
+    /// Where a sandbox's merged root filesystem is mounted.
+    pub fn rootfs_dir(&self, id: &str) -> PathBuf {
+        Self::rootfs_root(&self.cfg.tag).join(id)
+    }
+
     fn overlay(&self, id: &str, layers: &[PathBuf]) -> OverlayMount {
-        OverlayMount::new(&self.sandbox_dir(id), layers)
+        OverlayMount::new(&self.sandbox_dir(id), self.rootfs_dir(id), layers)
     }
 
     /// Makes the rootfs, network and bundle and starts the container. On failure every
@@ -275,7 +305,20 @@ impl LocalBackend {
             )));
         }
         let overlay = self.overlay(&spec.id, &spec.layers);
-        overlay.mount().map_err(|e| step("rootfs")(e.to_string()))?;
+        let (idmap, owner) = match spec.runtime {
+            Runtime::Runc => {
+                let map = self
+                    .idmap
+                    .as_ref()
+                    .as_ref()
+                    .map_err(|e| step("rootfs")(e.clone()))?;
+                (Some(map), USERNS_HOST_BASE)
+            }
+            Runtime::Gvisor => (None, 0),
+        };
+        overlay
+            .mount(idmap, owner)
+            .map_err(|e| step("rootfs")(e.to_string()))?;
         steps.push(("rootfs", t.elapsed()));
 
         let t = Instant::now();
@@ -320,6 +363,7 @@ impl LocalBackend {
                 pids: spec.pids,
                 ip: lease.sandbox_ip,
                 resolv_conf: &self.resolv_conf,
+                nofile: self.cfg.nofile,
             },
         )
         .map_err(|e| step("bundle")(e.to_string()))?;
@@ -399,10 +443,15 @@ impl LocalBackend {
             tracing::warn!(sandbox = id, "deleting container: {e}");
         }
         cgroup::remove(self.cgroups, &self.cgroups_path(id));
-        let merged = self.sandbox_dir(id).join("rootfs");
-        let overlay = OverlayMount::new(&self.sandbox_dir(id), &[]);
-        if let Err(e) = overlay.release() {
-            tracing::warn!(sandbox = id, "unmounting {}: {e}", merged.display());
+        // The second is where servers before 0.1 mounted it.
+        for merged in [self.rootfs_dir(id), self.sandbox_dir(id).join("rootfs")] {
+            let overlay = OverlayMount::new(&self.sandbox_dir(id), merged.clone(), &[]);
+            match overlay.release() {
+                Ok(()) => {
+                    let _ = fs::remove_dir(&merged);
+                }
+                Err(e) => tracing::warn!(sandbox = id, "unmounting {}: {e}", merged.display()),
+            }
         }
         if let Some(i) = net_index {
             let lease = self.net.lease(i);
@@ -447,8 +496,12 @@ impl LocalBackend {
     ) -> Vec<String> {
         let mut v: Vec<String> = rootfs::mounts_under(&self.sandbox_dir(id))
             .into_iter()
+            .chain(rootfs::mounts_under(&self.rootfs_dir(id)))
             .map(|m| format!("mount {m}"))
             .collect();
+        if self.rootfs_dir(id).exists() {
+            v.push(format!("dir {}", self.rootfs_dir(id).display()));
+        }
         v.extend(
             cgroup::leftovers(self.cgroups, &self.cgroups_path(id))
                 .into_iter()
@@ -565,6 +618,7 @@ impl LocalBackend {
     /// firewall table); only when it has none left.
     pub async fn remove_shared(&self) {
         self.remove_cgroup_parent();
+        let _ = fs::remove_dir(Self::rootfs_root(&self.cfg.tag));
         self.firewall.remove_table().await;
     }
 }

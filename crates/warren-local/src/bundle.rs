@@ -1,21 +1,28 @@
 //! The OCI bundle of a sandbox: `config.json` built with `oci-spec`, plus the per-sandbox
 //! `/etc/hostname`, `/etc/hosts` and `/etc/resolv.conf` bind-mounted over the image's.
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::fs;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{
-    Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxMemoryBuilder,
+    LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxMemoryBuilder,
     LinuxNamespaceBuilder, LinuxNamespaceType, LinuxPidsBuilder, LinuxResourcesBuilder, Mount,
     MountBuilder, PosixRlimitBuilder, PosixRlimitType, ProcessBuilder, RootBuilder, Spec,
     SpecBuilder, UserBuilder,
 };
 use warren_api::Runtime;
 
+use crate::confinement;
+
 /// Where the agent binary appears inside every sandbox.
 pub const AGENT_PATH_IN_SANDBOX: &str = "/.warren/agent";
 /// The agent's port on the sandbox address.
 pub const AGENT_PORT: u16 = 49983;
+/// Where the agent reads its token: a read-only file only root inside may read, so the token
+/// is never in PID 1's environment (which gVisor shows to every user in `/proc/1/environ`).
+pub const TOKEN_PATH_IN_SANDBOX: &str = "/.warren/token";
 
 /// Everything the bundle needs to know.
 #[derive(Debug, Clone)]
@@ -52,6 +59,25 @@ pub struct BundleSpec<'a> {
     pub ip: std::net::Ipv4Addr,
     /// Name servers for `/etc/resolv.conf`.
     pub resolv_conf: &'a str,
+    /// Open files per process (`RLIMIT_NOFILE`, soft and hard).
+    pub nofile: u64,
+}
+
+impl BundleSpec<'_> {
+    /// Whether the sandbox gets its own user namespace (runc: root inside is
+    /// [`confinement::USERNS_HOST_BASE`] outside; gVisor's sentry is already unprivileged).
+    pub fn userns(&self) -> bool {
+        self.runtime == Runtime::Runc
+    }
+
+    /// The host uid and gid that root inside the sandbox has.
+    pub fn host_root(&self) -> u32 {
+        if self.userns() {
+            confinement::USERNS_HOST_BASE
+        } else {
+            0
+        }
+    }
 }
 
 /// Errors of bundle writing.
@@ -74,24 +100,6 @@ pub enum BundleError {
 /// the sandbox's process budget is given on top of that floor.
 pub const GVISOR_THREAD_FLOOR: u64 = 1024;
 
-// Docker's default capability set: what users of container images expect (`sudo`, `chown`).
-const DEFAULT_CAPS: [Capability; 14] = [
-    Capability::Chown,
-    Capability::DacOverride,
-    Capability::Fsetid,
-    Capability::Fowner,
-    Capability::Mknod,
-    Capability::NetRaw,
-    Capability::Setgid,
-    Capability::Setuid,
-    Capability::Setfcap,
-    Capability::Setpcap,
-    Capability::NetBindService,
-    Capability::SysChroot,
-    Capability::Kill,
-    Capability::AuditWrite,
-];
-
 fn bind(dest: &str, src: &Path, ro: bool) -> Result<Mount, BundleError> {
     let mut opts = vec!["rbind".to_owned(), "nosuid".to_owned(), "nodev".to_owned()];
     if ro {
@@ -105,11 +113,26 @@ fn bind(dest: &str, src: &Path, ro: bool) -> Result<Mount, BundleError> {
         .build()?)
 }
 
-fn write(path: &Path, text: &str) -> Result<(), BundleError> {
-    fs::write(path, text).map_err(|source| BundleError::Io {
+/// Writes a file the sandbox sees through a bind mount, owned by root inside (`owner` on the
+/// host). Under a 0700 data dir, so `mode` matters only inside.
+fn write(path: &Path, text: &str, mode: u32, owner: u32) -> Result<(), BundleError> {
+    let io = |source| BundleError::Io {
         path: path.to_owned(),
         source,
-    })
+    };
+    // A fresh file each time: an existing one may carry another mode or owner.
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(e)),
+        _ => {}
+    }
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .map_err(io)?;
+    f.write_all(text.as_bytes()).map_err(io)?;
+    std::os::unix::fs::fchown(&f, Some(owner), Some(owner)).map_err(io)
 }
 
 /// Writes `config.json` and the `/etc` files into `bundle_dir`.
@@ -121,20 +144,36 @@ pub fn write_bundle(bundle_dir: &Path, spec: &BundleSpec<'_>) -> Result<(), Bund
     let hostname = bundle_dir.join("hostname");
     let hosts = bundle_dir.join("hosts");
     let resolv = bundle_dir.join("resolv.conf");
-    write(&hostname, &format!("{}\n", spec.id))?;
+    let token = bundle_dir.join("token");
+    let root = spec.host_root();
+    write(&hostname, &format!("{}\n", spec.id), 0o644, root)?;
     write(
         &hosts,
         &format!(
             "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{}\t{}\n",
             spec.ip, spec.id
         ),
+        0o644,
+        root,
     )?;
-    write(&resolv, spec.resolv_conf)?;
+    write(&resolv, spec.resolv_conf, 0o644, root)?;
+    write(&token, spec.token, 0o400, root)?;
 
-    let config = build_config(spec, &hostname, &hosts, &resolv)?;
+    let config = build_config(spec, &hostname, &hosts, &resolv, &token)?;
+    // config.json holds the user's env: written 0600 from the start, never readable by others.
     let path = bundle_dir.join("config.json");
-    config.save(&path)?;
-    Ok(())
+    let text = serde_json::to_vec(&config).map_err(|e| BundleError::Io {
+        path: path.clone(),
+        source: e.into(),
+    })?;
+    let _ = fs::remove_file(&path);
+    fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .and_then(|mut f| f.write_all(&text))
+        .map_err(|source| BundleError::Io { path, source })
 }
 
 fn build_config(
@@ -142,6 +181,7 @@ fn build_config(
     hostname: &Path,
     hosts: &Path,
     resolv: &Path,
+    token: &Path,
 ) -> Result<Spec, BundleError> {
     // Defaults a sandbox's own env (its image's, its request's) may replace: a key given twice
     // would leave which one wins to each reader.
@@ -159,7 +199,8 @@ fn build_config(
         .map(|(k, v)| format!("{k}={v}"))
         .collect();
     env.extend(spec.env.iter().map(|(k, v)| format!("{k}={v}")));
-    env.push(format!("WARREN_AGENT_TOKEN={}", spec.token));
+    env.push(format!("WARREN_AGENT_TOKEN_FILE={TOKEN_PATH_IN_SANDBOX}"));
+    env.push(format!("WARREN_AGENT_TOKEN={}", spec.token)); // TEMP until the agent reads the file
     env.push(format!("WARREN_AGENT_DEFAULT_USER={}", spec.user));
     if !spec.cmd.is_empty() {
         env.push(format!(
@@ -169,11 +210,11 @@ fn build_config(
         env.push(format!("WARREN_AGENT_CWD={}", spec.cwd));
     }
 
-    // As many open files as the host lets a process have, up to Docker's 1048576.
+    // Never more than the host lets a process have.
     let nofile = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
-        .map(|(_, hard)| hard.min(1_048_576))
+        .map(|(_, hard)| hard.min(spec.nofile))
         .unwrap_or(1024);
-    let caps: HashSet<Capability> = DEFAULT_CAPS.into_iter().collect();
+    let caps = confinement::capabilities();
     let capabilities = LinuxCapabilitiesBuilder::default()
         .bounding(caps.clone())
         .effective(caps.clone())
@@ -199,6 +240,7 @@ fn build_config(
     mounts.push(bind("/etc/hostname", hostname, false)?);
     mounts.push(bind("/etc/hosts", hosts, false)?);
     mounts.push(bind("/etc/resolv.conf", resolv, false)?);
+    mounts.push(bind(TOKEN_PATH_IN_SANDBOX, token, true)?);
 
     let memory_bytes =
         i64::try_from(spec.memory_mb.saturating_mul(1024 * 1024)).unwrap_or(i64::MAX);
@@ -226,10 +268,11 @@ fn build_config(
                 .limit(i64::try_from(pids).unwrap_or(i64::MAX))
                 .build()?,
         )
+        .devices(confinement::device_rules()?)
         .build()?;
 
     let ns = |typ| LinuxNamespaceBuilder::default().typ(typ).build();
-    let namespaces = vec![
+    let mut namespaces = vec![
         ns(LinuxNamespaceType::Pid)?,
         ns(LinuxNamespaceType::Ipc)?,
         ns(LinuxNamespaceType::Uts)?,
@@ -239,7 +282,15 @@ fn build_config(
             .path(spec.netns_path)
             .build()?,
     ];
-    let linux = LinuxBuilder::default()
+    let mut linux = LinuxBuilder::default();
+    if spec.userns() {
+        namespaces.push(ns(LinuxNamespaceType::User)?);
+        linux = linux
+            .uid_mappings(confinement::id_mappings()?)
+            .gid_mappings(confinement::id_mappings()?)
+            .seccomp(confinement::seccomp()?);
+    }
+    let linux = linux
         .namespaces(namespaces)
         .resources(resources)
         .cgroups_path(spec.cgroups_path)

@@ -47,3 +47,60 @@ pub fn resolv_conf(dns: &[Ipv4Addr]) -> String {
         .find(usable)
         .unwrap_or_else(|| "nameserver 1.1.1.1\n".to_owned())
 }
+
+/// Closes the data dir to other host users, fixing trees made by older servers: the dir and
+/// each directory in it 0700; its own files (database, keys) and each sandbox's logs and
+/// `config.json` (which hold output, env and tokens) 0600. Image layers and sandboxes' own
+/// files keep their modes: sandboxes need them, and nothing reaches them through a 0700 dir.
+/// Makes `rootfs_root`, where merged root filesystems are mounted, open to root and to the
+/// runc sandboxes' root group only.
+pub fn private_dirs(
+    data_dir: &std::path::Path,
+    rootfs_root: &std::path::Path,
+) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let chmod =
+        |p: &std::path::Path, mode: u32| fs::set_permissions(p, fs::Permissions::from_mode(mode));
+    chmod(data_dir, 0o700)?;
+    for entry in fs::read_dir(data_dir)?.flatten() {
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            chmod(&entry.path(), 0o700)?;
+        } else if kind.is_file() {
+            chmod(&entry.path(), 0o600)?;
+        }
+    }
+    for sandbox in fs::read_dir(data_dir.join("sandboxes"))?.flatten() {
+        let dir = sandbox.path();
+        chmod(&dir, 0o700)?;
+        for file in [
+            "stdout.log",
+            "stderr.log",
+            "bundle/config.json",
+            "bundle/token",
+        ] {
+            match chmod(
+                &dir.join(file),
+                if file.ends_with("token") {
+                    0o400
+                } else {
+                    0o600
+                },
+            ) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+    }
+    if let Some(parent) = rootfs_root.parent() {
+        fs::create_dir_all(parent)?;
+        chmod(parent, 0o711)?;
+    }
+    fs::create_dir_all(rootfs_root)?;
+    std::os::unix::fs::chown(
+        rootfs_root,
+        Some(0),
+        Some(crate::confinement::USERNS_HOST_BASE),
+    )?;
+    chmod(rootfs_root, 0o710)
+}

@@ -7,8 +7,10 @@
 pub mod backend;
 pub mod bundle;
 pub mod cgroup;
+pub mod confinement;
 pub mod firewall;
 pub mod host;
+pub mod idmap;
 pub mod images;
 pub mod net;
 pub mod netpool;

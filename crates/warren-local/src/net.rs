@@ -118,6 +118,30 @@ impl NetPlan {
     }
 }
 
+/// Settings of the sandbox's own network stack, as Docker makes them: any port may be bound
+/// and any group may ping. Root of a runc sandbox is root of its user namespace, not of the
+/// network namespace (the host's user namespace owns that), so without the first it could not
+/// listen on port 80, and without `CAP_NET_RAW` the second is how `ping` works.
+fn namespace_sysctls(netns: &str) -> io::Result<()> {
+    let ns = std::fs::File::open(netns)?;
+    let netns = netns.to_owned();
+    // A thread of its own: it enters the namespace and ends, so no pooled thread is left in it.
+    std::thread::spawn(move || -> io::Result<()> {
+        nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).map_err(io::Error::from)?;
+        // /proc/sys/net shows the namespace of the thread that opens the file.
+        for (key, value) in [
+            ("net/ipv4/ip_unprivileged_port_start", "0"),
+            ("net/ipv4/ping_group_range", "0 2147483647"),
+        ] {
+            std::fs::write(format!("/proc/sys/{key}"), value)
+                .map_err(|e| io::Error::other(format!("setting {key} in {netns}: {e}")))?;
+        }
+        Ok(())
+    })
+    .join()
+    .map_err(|_| io::Error::other("the sysctl thread panicked"))?
+}
+
 /// IPv4 routes of the host's main table, from `/proc/net/route` (hex, little-endian).
 fn host_routes() -> Vec<(Ipv4Addr, u8)> {
     let text = std::fs::read_to_string("/proc/net/route").unwrap_or_default();
@@ -199,7 +223,11 @@ impl Lease {
             sip = self.sandbox_ip,
             hip = self.host_ip
         );
-        ip(&["-n", &self.netns, "-batch", "-"], Some(inside)).await
+        ip(&["-n", &self.netns, "-batch", "-"], Some(inside)).await?;
+        let path = self.netns_path();
+        tokio::task::spawn_blocking(move || namespace_sysctls(&path))
+            .await
+            .map_err(io::Error::other)?
     }
 
     /// Removes the link and namespace; idempotent, never fails on what is already gone.

@@ -3,6 +3,7 @@
 //! their own `--root`, so its containers are its own.
 use std::fs::OpenOptions;
 use std::io;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
@@ -102,8 +103,16 @@ fn is_missing(stderr: &str) -> bool {
 #[async_trait]
 impl ContainerRuntime for CliRuntime {
     async fn run(&self, id: &str, bundle: &Path, stdout: &Path, stderr: &Path) -> io::Result<()> {
-        let log = OpenOptions::new().create(true).append(true).open(stdout)?;
-        let log2 = OpenOptions::new().create(true).append(true).open(stderr)?;
+        // The sandbox's output: for its owner's eyes only.
+        let open = |p: &Path| {
+            OpenOptions::new()
+                .create(true)
+                .append(true)
+                .mode(0o600)
+                .open(p)
+        };
+        let log = open(stdout)?;
+        let log2 = open(stderr)?;
         // The container inherits these descriptors, so they must be files, not pipes we wait on.
         let status = Command::new(&self.binary)
             .args(&self.global)

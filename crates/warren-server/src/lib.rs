@@ -87,6 +87,8 @@ pub struct ServerConfig {
     pub tls: Option<TlsSource>,
     /// Threads serving each listener's connections (`None`: [`listen::default_workers`]).
     pub http_workers: Option<usize>,
+    /// Open files per sandbox process (`RLIMIT_NOFILE`).
+    pub sandbox_nofile: u64,
 }
 
 impl Default for ServerConfig {
@@ -106,6 +108,7 @@ impl Default for ServerConfig {
             proxy_listen: None,
             tls: None,
             http_workers: None,
+            sandbox_nofile: 1_048_576,
         }
     }
 }
@@ -145,6 +148,12 @@ impl Server {
     pub async fn build(cfg: ServerConfig) -> anyhow::Result<Server> {
         std::fs::create_dir_all(&cfg.data_dir)
             .with_context(|| format!("creating data dir {}", cfg.data_dir.display()))?;
+        // Before anything is written into it: the database and logs hold tokens and output.
+        std::fs::set_permissions(
+            &cfg.data_dir,
+            std::os::unix::fs::PermissionsExt::from_mode(0o700),
+        )
+        .with_context(|| format!("making {} private (0700)", cfg.data_dir.display()))?;
         let data_dir = cfg
             .data_dir
             .canonicalize()
@@ -164,6 +173,7 @@ impl Server {
             favor_dynmods: cfg.favor_dynmods,
             dns: cfg.dns.clone(),
             pull: cfg.pull.clone(),
+            nofile: cfg.sandbox_nofile,
         })?;
         let service = Service::new(
             Arc::new(store),

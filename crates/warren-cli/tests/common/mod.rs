@@ -25,7 +25,7 @@ static NEXT_NET: AtomicU32 = AtomicU32::new(0);
 
 /// A /24 for one test server: the second octet from the test binary's name, the third a
 /// counter, so servers running at once in one binary, or left over by another, never overlap.
-fn unique_subnet() -> String {
+pub fn unique_subnet() -> String {
     let exe = std::env::current_exe().unwrap_or_default();
     let name = exe
         .file_name()
@@ -330,8 +330,16 @@ impl TestServer {
             .join("sandboxes")
             .join(id);
         let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        if mounts.contains(sdir.to_string_lossy().as_ref()) {
+        let merged = Path::new(warren_local::backend::ROOTFS_PARENT)
+            .join(&tag)
+            .join(id);
+        if mounts.contains(sdir.to_string_lossy().as_ref())
+            || mounts.contains(merged.to_string_lossy().as_ref())
+        {
             v.push("mount".to_owned());
+        }
+        if merged.exists() {
+            v.push(format!("rootfs dir {}", merged.display()));
         }
         let index = (u32::from(ip) - u32::from(net)) / 4;
         if Path::new(&format!("/run/netns/warren-{tag}-{index}")).exists() {

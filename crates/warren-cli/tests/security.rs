@@ -1,0 +1,273 @@
+//! Attacks on the host from inside a sandbox and from an unprivileged host user, each of which
+//! once worked: host devices from a runc sandbox, setuid files run by host users, secrets in
+//! world-readable files, no seccomp, user namespaces and raw sockets under runc. Needs root
+//! (it creates an unprivileged host user to attack from), crun, runsc.
+mod common;
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::process::Command;
+
+use common::TestServer;
+use serde_json::json;
+
+/// An unprivileged user on the host, made once.
+fn host_user() -> &'static str {
+    const USER: &str = "warren-probe";
+    let exists = Command::new("id")
+        .arg(USER)
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !exists {
+        let out = Command::new("useradd")
+            .args(["--system", "--no-create-home", "--shell", "/bin/sh", USER])
+            .output()
+            .expect("useradd");
+        // Another test binary may have made it in the meantime.
+        let again = Command::new("id").arg(USER).output().expect("id");
+        assert!(
+            again.status.success(),
+            "useradd {USER}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    USER
+}
+
+/// Runs `script` as the unprivileged host user: (succeeded, stdout + stderr).
+fn as_host_user(script: &str) -> (bool, String) {
+    let out = Command::new("runuser")
+        .args(["-u", host_user(), "--", "sh", "-c", script])
+        .current_dir("/")
+        .output()
+        .expect("runuser");
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
+/// A server whose data dir is made the way `mkdir -p` makes one (0755, under a 0755 parent),
+/// as for a user who names their own: only Warren itself may close it. The scratch dir is
+/// returned to keep it alive.
+async fn server_in_open_dir() -> (TestServer, tempfile::TempDir) {
+    let scratch = tempfile::Builder::new()
+        .prefix("warren-sec-")
+        .tempdir_in("/var/tmp")
+        .expect("scratch");
+    std::fs::set_permissions(scratch.path(), std::fs::Permissions::from_mode(0o755))
+        .expect("chmod");
+    let data = scratch.path().join("data");
+    std::fs::create_dir(&data).expect("data dir");
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let s = TestServer::start_on(data, common::free_port(), common::unique_subnet()).await;
+    let resp = s.import_tar("busybox", common::busybox_tar()).await;
+    assert_eq!(
+        resp.status(),
+        reqwest::StatusCode::CREATED,
+        "importing busybox"
+    );
+    (s, scratch)
+}
+
+fn mode(p: &Path) -> u32 {
+    std::fs::metadata(p)
+        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+        .permissions()
+        .mode()
+        & 0o7777
+}
+
+/// Finding 1: no host device is reachable from a runc sandbox, by `mknod` or by cgroup.
+#[tokio::test(flavor = "multi_thread")]
+async fn runc_sandboxes_reach_no_host_device() {
+    let s = TestServer::start().await;
+    let sb = s
+        .create(json!({"image": "busybox", "runtime": "runc"}))
+        .await;
+    let id = sb["id"].as_str().expect("id");
+    // Each made and opened a host device before: a loop device's contents, the kernel log.
+    for (node, kind, major, minor) in [("l", "b", 7, 0), ("k", "c", 1, 11), ("v", "c", 10, 232)] {
+        let v = s
+            .exec(
+                id,
+                json!({"cmd": ["sh", "-c", format!("mknod /tmp/{node} {kind} {major} {minor} && head -c 16 /tmp/{node} | wc -c")]}),
+            )
+            .await;
+        assert_ne!(
+            v["exit_code"], 0,
+            "mknod {kind} {major}:{minor} worked: {v}"
+        );
+    }
+    for dev in ["/dev/kvm", "/dev/net/tun", "/dev/kmsg", "/dev/mem"] {
+        let v = s
+            .exec(
+                id,
+                json!({"cmd": ["sh", "-c", format!("test -c {dev} && exec 3<>{dev}")]}),
+            )
+            .await;
+        assert_ne!(v["exit_code"], 0, "{dev} opened: {v}");
+    }
+    // The usual ones still work.
+    assert_eq!(
+        s.sh(
+            id,
+            "head -c 4 /dev/zero | wc -c; echo x > /dev/null; head -c 4 /dev/urandom | wc -c"
+        )
+        .await,
+        "4\n4\n"
+    );
+    // The devices cgroup allows only the OCI defaults (v1 shows its list).
+    let list = format!(
+        "/sys/fs/cgroup/devices/warren-{}/{id}/devices.list",
+        s.tag()
+    );
+    if let Ok(text) = std::fs::read_to_string(&list) {
+        assert!(!text.contains("a *:* rwm"), "{list}: {text}");
+        // crun adds `b *:* m` and `c *:* m` (mknod only, which no capability allows here).
+        let reads_block = |l: &str| l.starts_with('b') && l.contains(['r', 'w']);
+        assert!(!text.lines().any(reads_block), "{list}: {text}");
+    }
+    s.delete(id).await;
+}
+
+/// Finding 5: runc sandboxes have a seccomp filter, cannot make namespaces or mount, and hold
+/// neither `CAP_NET_RAW` nor `CAP_MKNOD`; root inside is not root outside.
+#[tokio::test(flavor = "multi_thread")]
+async fn runc_sandboxes_have_seccomp_and_no_namespaces() {
+    let s = TestServer::start().await;
+    let sb = s
+        .create(json!({"image": "busybox", "runtime": "runc"}))
+        .await;
+    let id = sb["id"].as_str().expect("id");
+    let status = s.sh(id, "cat /proc/self/status").await;
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| v.trim().to_owned())
+            .unwrap_or_else(|| panic!("no {name} in {status}"))
+    };
+    assert_eq!(field("Seccomp:"), "2", "no seccomp filter");
+    let caps = u64::from_str_radix(&field("CapEff:"), 16).expect("CapEff");
+    assert_eq!(caps & (1 << 13), 0, "CAP_NET_RAW kept: {caps:x}");
+    assert_eq!(caps & (1 << 27), 0, "CAP_MKNOD kept: {caps:x}");
+    for script in [
+        "unshare -U -r -m sh -c 'mount -t tmpfs t /mnt'",
+        "unshare -n true",
+        "mount -t tmpfs t /mnt",
+    ] {
+        let v = s.exec(id, json!({"cmd": ["sh", "-c", script]})).await;
+        assert_ne!(v["exit_code"], 0, "{script} worked: {v}");
+    }
+    let map = s.sh(id, "cat /proc/self/uid_map").await;
+    let fields: Vec<&str> = map.split_whitespace().collect();
+    assert_eq!(fields.first(), Some(&"0"), "{map}");
+    assert_ne!(
+        fields.get(1),
+        Some(&"0"),
+        "root inside is root outside: {map}"
+    );
+    // What a user namespace could break still works: low ports, chown, fork, setuid.
+    assert_eq!(
+        s.sh(
+            id,
+            "(nc -l -p 80 >/dev/null &) ; sleep 0.3; netstat -tln | grep -c ':80 '; \
+             touch /tmp/f && chown 1000:1000 /tmp/f && stat -c %u /tmp/f"
+        )
+        .await,
+        "1\n1000\n"
+    );
+    s.delete(id).await;
+}
+
+/// Finding 2: a setuid-root file made inside a sandbox gives a host user nothing: the data
+/// dir and the mounted roots are closed to them, and under runc the file is not even root's.
+#[tokio::test(flavor = "multi_thread")]
+async fn host_users_cannot_run_setuid_files_of_sandboxes() {
+    let (s, _scratch) = server_in_open_dir().await;
+    let data = s.data_dir.canonicalize().expect("data dir");
+    assert_eq!(mode(&data), 0o700);
+    for runtime in common::RUNTIMES {
+        let sb = s
+            .create(json!({"image": "busybox", "runtime": runtime}))
+            .await;
+        let id = sb["id"].as_str().expect("id");
+        // Not under /tmp: gVisor keeps that in its own memory.
+        s.sh(id, "cp /bin/busybox /root/sb && chmod 4755 /root/sb")
+            .await;
+        let upper = data.join("sandboxes").join(id).join("upper/root/sb");
+        let merged = Path::new(warren_local::backend::ROOTFS_PARENT)
+            .join(s.tag())
+            .join(id)
+            .join("root/sb");
+        let meta = std::fs::metadata(&upper)
+            .unwrap_or_else(|e| panic!("{runtime}: {}: {e}", upper.display()));
+        assert_eq!(meta.mode() & 0o4000, 0o4000, "{runtime}: not setuid");
+        if runtime == "runc" {
+            assert_ne!(
+                meta.uid(),
+                0,
+                "runc: a sandbox's setuid file is host root's"
+            );
+        }
+        for path in [&upper, &merged] {
+            let (ok, out) = as_host_user(&format!("{} id -u", path.display()));
+            assert!(!ok, "{runtime}: a host user ran {}: {out}", path.display());
+            assert!(
+                !out.trim().ends_with('0'),
+                "{runtime}: euid 0 from {}",
+                path.display()
+            );
+        }
+        let (ok, out) = as_host_user(&format!("ls {}", data.display()));
+        assert!(!ok, "a host user lists the data dir: {out}");
+        s.delete(id).await;
+    }
+}
+
+/// Finding 3: tokens, env and output are not readable by other host users; trees made by
+/// older servers (0755 dirs, 0644 files) are closed at start.
+#[tokio::test(flavor = "multi_thread")]
+async fn secrets_are_closed_to_host_users() {
+    let (mut s, _scratch) = server_in_open_dir().await;
+    let sb = s
+        .create(json!({"image": "busybox", "runtime": "runc", "env": {"API_SECRET": "s3cret"}, "cmd": ["sh", "-c", "echo started; sleep 1000"]}))
+        .await;
+    let id = sb["id"].as_str().expect("id");
+    let data = s.data_dir.canonicalize().expect("data dir");
+    let dir = data.join("sandboxes").join(id);
+    for (file, want) in [
+        (data.join("warren.db"), 0o600),
+        (data.join("admin.key"), 0o600),
+        (dir.join("bundle/config.json"), 0o600),
+        (dir.join("bundle/token"), 0o400),
+        (dir.join("stdout.log"), 0o600),
+        (dir.join("stderr.log"), 0o600),
+    ] {
+        assert_eq!(mode(&file), want, "{}", file.display());
+        let (ok, out) = as_host_user(&format!("cat {}", file.display()));
+        assert!(!ok, "a host user read {}: {out}", file.display());
+    }
+    // An older server's tree: opened up, then the server restarts on it.
+    let (port, subnet) = (s.port, s.subnet.clone());
+    s.kill9();
+    for p in [&data, &data.join("sandboxes"), &dir] {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+    for p in [
+        data.join("warren.db"),
+        dir.join("bundle/config.json"),
+        dir.join("stdout.log"),
+    ] {
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    }
+    let s2 = TestServer::start_on(data.clone(), port, subnet).await;
+    assert_eq!(mode(&data), 0o700);
+    assert_eq!(mode(&data.join("sandboxes")), 0o700);
+    assert_eq!(mode(&dir), 0o700);
+    assert_eq!(mode(&data.join("warren.db")), 0o600);
+    assert_eq!(mode(&dir.join("bundle/config.json")), 0o600);
+    assert_eq!(mode(&dir.join("stdout.log")), 0o600);
+    s2.delete(id).await;
+}
