@@ -12,6 +12,7 @@ use warren_api::Runtime;
 use crate::bundle::{self, BundleSpec, AGENT_PORT};
 use crate::cgroup::{self, CgroupMode};
 use crate::confinement::USERNS_HOST_BASE;
+use crate::disk::SandboxDisk;
 use crate::firewall::{self, EgressPolicy, Firewall};
 use crate::host::{raise_nofile, resolv_conf, which};
 use crate::idmap::IdMap;
@@ -99,6 +100,8 @@ pub struct SandboxSpec {
     pub memory_mb: u64,
     /// Process limit.
     pub pids: u64,
+    /// Size of its own disk (what it may write), MiB.
+    pub disk_mb: u64,
     /// Environment.
     pub env: BTreeMap<String, String>,
     /// Main command.
@@ -280,8 +283,19 @@ impl LocalBackend {
         Self::rootfs_root(&self.cfg.tag).join(id)
     }
 
-    fn overlay(&self, id: &str, layers: &[PathBuf]) -> OverlayMount {
-        OverlayMount::new(&self.sandbox_dir(id), self.rootfs_dir(id), layers)
+    fn disk(&self, id: &str) -> SandboxDisk {
+        SandboxDisk::new(&self.sandbox_dir(id))
+    }
+
+    /// Where the overlay's upper and work directories of a sandbox live: on its own disk, or,
+    /// for a sandbox made by a server before disks, in its directory.
+    fn upper_root(&self, id: &str) -> PathBuf {
+        let disk = self.disk(id);
+        if !disk.exists() && self.sandbox_dir(id).join("upper").exists() {
+            self.sandbox_dir(id)
+        } else {
+            disk.mount
+        }
     }
 
     /// Makes the rootfs, network and bundle and starts the container. On failure every
@@ -304,7 +318,13 @@ impl LocalBackend {
                 missing.display()
             )));
         }
-        let overlay = self.overlay(&spec.id, &spec.layers);
+        let upper_root = self.upper_root(&spec.id);
+        let disk = self.disk(&spec.id);
+        if upper_root == disk.mount {
+            disk.ensure(spec.disk_mb, &self.cfg.data_dir.join("disk-templates"))
+                .map_err(|e| step("rootfs")(format!("its disk: {e}")))?;
+        }
+        let overlay = OverlayMount::new(&upper_root, self.rootfs_dir(&spec.id), &spec.layers);
         let (idmap, owner) = match spec.runtime {
             Runtime::Runc => {
                 let map = self
@@ -425,8 +445,12 @@ impl LocalBackend {
         cgroup::usage(self.cgroups, &self.cgroups_path(id))
     }
 
-    /// Bytes the sandbox has written to its own layer (what it adds to its image).
+    /// Bytes the sandbox has written to its own layer (what it adds to its image): its disk's
+    /// usage, or for a sandbox without a disk, the size of its upper directory.
     pub fn disk_used(&self, id: &str) -> u64 {
+        if let Some(usage) = self.disk(id).usage() {
+            return usage.used;
+        }
         let upper = self.sandbox_dir(id).join("upper");
         walkdir::WalkDir::new(upper)
             .into_iter()
@@ -452,6 +476,9 @@ impl LocalBackend {
                 }
                 Err(e) => tracing::warn!(sandbox = id, "unmounting {}: {e}", merged.display()),
             }
+        }
+        if let Err(e) = self.disk(id).release() {
+            tracing::warn!(sandbox = id, "unmounting its disk: {e}");
         }
         if let Some(i) = net_index {
             let lease = self.net.lease(i);

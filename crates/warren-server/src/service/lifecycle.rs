@@ -249,6 +249,7 @@ impl Service {
             cpu: rec.sandbox.cpu,
             memory_mb: rec.sandbox.memory_mb,
             pids: rec.sandbox.pids,
+            disk_mb: rec.sandbox.disk_mb,
             env: rec.sandbox.env.clone(),
             cmd: rec.sandbox.cmd.clone(),
             cwd: rec.sandbox.cwd.clone(),
