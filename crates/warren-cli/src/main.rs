@@ -177,6 +177,11 @@ struct ServeArgs {
     /// is bounded by its memory limit: each open file is charged to its memory cgroup.
     #[arg(long, env = "WARREN_SANDBOX_NOFILE", default_value_t = 1_048_576, value_parser = clap::value_parser!(u64).range(64..=1_048_576))]
     sandbox_nofile: u64,
+    /// Raise the kernel's fs.file-max to its maximum at start (host-wide, as systemd does on
+    /// most distributions): a sandbox's open files are charged to its memory limit, and under
+    /// the default table a few sandboxes within their memory could fill it for the whole host.
+    #[arg(long, env = "WARREN_RAISE_FILE_MAX", default_value_t = true, action = clap::ArgAction::Set)]
+    raise_file_max: bool,
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
@@ -194,6 +199,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         expedite_rcu: args.expedite_rcu,
         favor_dynmods: args.cgroup_favordynmods,
         sandbox_nofile: args.sandbox_nofile,
+        raise_file_max: args.raise_file_max,
         history_retention: args.history_retention,
         dns: args.dns,
         pull: warren_local::pull::PullConfig {

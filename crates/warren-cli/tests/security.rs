@@ -323,3 +323,48 @@ async fn disk_mb_is_enforced() {
         );
     }
 }
+
+/// Finding 14: a server killed in the middle of a stop finishes it at its next start: the
+/// sandbox ends `stopped` with its files, and starts again (it was `failed` for good before).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stop_cut_by_a_crash_ends_stopped() {
+    let mut s = TestServer::start().await;
+    for runtime in common::RUNTIMES {
+        // The main command ignores SIGTERM, so the stop waits out its grace period.
+        let sb = s
+            .create(json!({"image": "busybox", "runtime": runtime, "cmd": ["sh", "-c", "trap '' TERM; while true; do sleep 1; done"]}))
+            .await;
+        let id = sb["id"].as_str().expect("id").to_owned();
+        s.sh(&id, "echo kept > /root/kept").await;
+        let stop_path = format!("/v1/sandboxes/{id}/stop");
+        let stop = s.post(&stop_path, None);
+        let stopping = async {
+            common::wait_for(&s, &id, std::time::Duration::from_secs(10), |v| {
+                v["state"] == "stopping"
+            })
+            .await
+        };
+        let (_, seen) = tokio::join!(
+            tokio::time::timeout(std::time::Duration::from_millis(1500), stop),
+            stopping
+        );
+        assert_eq!(seen["state"], "stopping", "{runtime}: {seen}");
+        let (data, port, subnet) = (s.data_dir.clone(), s.port, s.subnet.clone());
+        s.kill9();
+        let s2 = TestServer::start_on(data, port, subnet).await;
+        let back = common::wait_for(&s2, &id, std::time::Duration::from_secs(20), |v| {
+            v["state"] == "stopped"
+        })
+        .await;
+        assert_eq!(back["state"], "stopped", "{runtime}: {back}");
+        let resp = s2.post(&format!("/v1/sandboxes/{id}/start"), None).await;
+        assert!(
+            resp.status().is_success(),
+            "{runtime}: start after a cut stop"
+        );
+        assert_eq!(s2.sh(&id, "cat /root/kept").await, "kept\n");
+        s2.delete(&id).await;
+        // The first server's handle lives on for its scratch dir; the second takes its place.
+        s = s2.adopt_scratch(s);
+    }
+}

@@ -78,6 +78,8 @@ pub struct LocalConfig {
     pub pull: crate::pull::PullConfig,
     /// Open files per sandbox process (`RLIMIT_NOFILE`).
     pub nofile: u64,
+    /// Raise the host's `fs.file-max` (see [`crate::host::raise_file_max`]): host-wide.
+    pub raise_file_max: bool,
 }
 
 /// Where sandboxes' merged root filesystems are mounted: outside the 0700 data dir (under a
@@ -195,6 +197,17 @@ impl LocalBackend {
                 ),
                 Ok(false) => {}
                 Err(e) => tracing::warn!("{e}"),
+            }
+        }
+        if cfg.raise_file_max {
+            match crate::host::raise_file_max() {
+                Ok(true) => tracing::info!(
+                    "raised fs.file-max to its maximum: each sandbox's open files are bounded \
+                     by its memory limit, not by a host-wide table it could fill \
+                     (--raise-file-max=false leaves it)"
+                ),
+                Ok(false) => {}
+                Err(e) => tracing::warn!("raising fs.file-max: {e}"),
             }
         }
         let images = ImageStore::open(&cfg.data_dir.join("images"))?;
@@ -399,12 +412,28 @@ impl LocalBackend {
             )
             .await
             .map_err(|e| step("runtime")(e.to_string()))?;
+        if spec.runtime == Runtime::Runc {
+            self.spare_the_agent(&spec.id);
+        }
         steps.push(("runtime", t.elapsed()));
         Ok(Provisioned {
             ip: lease.sandbox_ip,
             agent_addr: SocketAddr::from((lease.sandbox_ip, AGENT_PORT)),
             steps,
         })
+    }
+
+    /// Exempts a runc sandbox's agent from its memory cgroup's OOM killer: when the sandbox's
+    /// processes fill its memory with what is not counted as theirs (open files, page tables),
+    /// the killer would otherwise pick the agent, the largest process, and end the sandbox.
+    /// Root inside may not lower its own score (no `CAP_SYS_RESOURCE` on the host), so the
+    /// server does it; the agent starts every child at 0 again.
+    fn spare_the_agent(&self, id: &str) {
+        for pid in cgroup::procs(self.cgroups, &self.cgroups_path(id)) {
+            if let Err(e) = fs::write(format!("/proc/{pid}/oom_score_adj"), "-1000") {
+                tracing::warn!(sandbox = id, "sparing the agent from the OOM killer: {e}");
+            }
+        }
     }
 
     /// The runtime's view of a sandbox's container.

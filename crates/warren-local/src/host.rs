@@ -104,3 +104,18 @@ pub fn private_dirs(
     )?;
     chmod(rootfs_root, 0o710)
 }
+
+/// The kernel's limit of open files host-wide, raised to the largest value (as systemd does
+/// on most distributions) when below it. Each open file is charged to its sandbox's memory
+/// cgroup, so `memory_mb` bounds what one sandbox may hold; with the default limit (a tenth
+/// of RAM's worth) two or three sandboxes within their memory could fill the table for the
+/// whole host. Returns whether it changed anything.
+pub fn raise_file_max() -> std::io::Result<bool> {
+    const MAX: &str = "9223372036854775807";
+    let now = fs::read_to_string("/proc/sys/fs/file-max")?;
+    if now.trim() == MAX {
+        return Ok(false);
+    }
+    fs::write("/proc/sys/fs/file-max", MAX)?;
+    Ok(true)
+}

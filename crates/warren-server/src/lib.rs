@@ -89,6 +89,8 @@ pub struct ServerConfig {
     pub http_workers: Option<usize>,
     /// Open files per sandbox process (`RLIMIT_NOFILE`).
     pub sandbox_nofile: u64,
+    /// Raise the host's `fs.file-max` at start (host-wide).
+    pub raise_file_max: bool,
 }
 
 impl Default for ServerConfig {
@@ -109,6 +111,7 @@ impl Default for ServerConfig {
             tls: None,
             http_workers: None,
             sandbox_nofile: 1_048_576,
+            raise_file_max: true,
         }
     }
 }
@@ -174,6 +177,7 @@ impl Server {
             dns: cfg.dns.clone(),
             pull: cfg.pull.clone(),
             nofile: cfg.sandbox_nofile,
+            raise_file_max: cfg.raise_file_max,
         })?;
         let service = Service::new(
             Arc::new(store),

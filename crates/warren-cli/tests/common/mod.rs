@@ -393,6 +393,13 @@ impl TestServer {
         v
     }
 
+    /// Takes over the scratch dir of `old` (a killed server on the same data dir), so the dir
+    /// lives as long as this server.
+    pub fn adopt_scratch(mut self, mut old: TestServer) -> TestServer {
+        self._scratch = old._scratch.take();
+        self
+    }
+
     /// The server's process id.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(|c| c.id())

@@ -438,8 +438,18 @@ impl Service {
             )));
         }
         self.set_state(&mut rec, SandboxState::Stopping).await?;
+        self.inner
+            .backend
+            .stop(id.as_str(), rec.sandbox.runtime, STOP_GRACE)
+            .await;
+        self.finish_stop(rec).await
+    }
+
+    /// The end of a stop, also of one a crash interrupted: the container is killed and every
+    /// host resource released but the files, and the sandbox is `stopped`, ready to start.
+    async fn finish_stop(&self, mut rec: SandboxRecord) -> Result<Sandbox, ApiError> {
+        let id = &rec.sandbox.id.clone();
         let rt = rec.sandbox.runtime;
-        self.inner.backend.stop(id.as_str(), rt, STOP_GRACE).await;
         // The container has exited: read the rest of its output before its files are reused.
         self.inner.logs.stop_tailer(id).await;
         self.inner
@@ -539,7 +549,11 @@ impl Service {
                 };
                 self.fail(rec, why).await?;
             }
-            SandboxState::Pending | SandboxState::Provisioning | SandboxState::Stopping => {
+            SandboxState::Stopping => {
+                tracing::info!(sandbox = %id, "finishing a stop a restart interrupted");
+                self.finish_stop(rec).await?;
+            }
+            SandboxState::Pending | SandboxState::Provisioning => {
                 self.fail(rec, "interrupted by a server restart".into())
                     .await?;
             }
