@@ -29,6 +29,7 @@ if ! command -v npm >/dev/null 2>&1; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null
 fi
 bash "$(dirname "$0")/e2b-sdk-env.sh"
+bash "$(dirname "$0")/build-runsc.sh"
 if ! command -v cargo >/dev/null 2>&1; then
   echo "install-deps.sh: cargo not found; install Rust (rustup) first" >&2
   exit 1

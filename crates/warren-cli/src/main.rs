@@ -182,6 +182,19 @@ struct ServeArgs {
     /// the default table a few sandboxes within their memory could fill it for the whole host.
     #[arg(long, env = "WARREN_RAISE_FILE_MAX", default_value_t = true, action = clap::ArgAction::Set)]
     raise_file_max: bool,
+    /// The runsc binary for gVisor sandboxes [default: the pinned build scripts/install-deps.sh
+    /// installs in /opt/warren/runsc/VERSION/, else runsc on PATH].
+    #[arg(long, env = "WARREN_RUNSC")]
+    runsc: Option<PathBuf>,
+    /// gVisor's platform: systrap (no virtualisation needed), ptrace (slower; what runsc
+    /// releases before 2023 need) or kvm.
+    #[arg(long, env = "WARREN_GVISOR_PLATFORM", default_value = "systrap", value_parser = ["systrap", "ptrace", "kvm"])]
+    gvisor_platform: String,
+    /// gVisor's network stack: sandbox (gVisor's own, on the sandbox's veth: its packets never
+    /// reach the host kernel's TCP/IP code) or host (the host kernel's, inside the sandbox's
+    /// own namespace; for Debian 12's runsc, whose netstack mode fails on recent kernels).
+    #[arg(long, env = "WARREN_GVISOR_NETWORK", default_value = "sandbox", value_parser = ["sandbox", "host"])]
+    gvisor_network: String,
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
@@ -200,6 +213,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         favor_dynmods: args.cgroup_favordynmods,
         sandbox_nofile: args.sandbox_nofile,
         raise_file_max: args.raise_file_max,
+        gvisor: warren_local::runtime::GvisorConfig {
+            binary: args.runsc.unwrap_or_else(warren_local::runtime::default_runsc),
+            platform: args.gvisor_platform,
+            network: args.gvisor_network,
+        },
         history_retention: args.history_retention,
         dns: args.dns,
         pull: warren_local::pull::PullConfig {

@@ -80,6 +80,8 @@ pub struct LocalConfig {
     pub nofile: u64,
     /// Raise the host's `fs.file-max` (see [`crate::host::raise_file_max`]): host-wide.
     pub raise_file_max: bool,
+    /// How gVisor sandboxes run.
+    pub gvisor: crate::runtime::GvisorConfig,
 }
 
 /// Where sandboxes' merged root filesystems are mounted: outside the 0700 data dir (under a
@@ -168,17 +170,31 @@ impl LocalBackend {
             );
             format!("no user namespace for runc sandboxes: {e}")
         });
-        let missing: Vec<&str> = ["ip", "crun", "runsc"]
-            .into_iter()
-            .filter(|b| !which(b))
-            .collect();
+        let mut missing: Vec<&str> = ["ip", "crun"].into_iter().filter(|b| !which(b)).collect();
+        let runsc = &cfg.gvisor.binary;
+        let runsc_found = if runsc.components().count() > 1 {
+            runsc.is_file()
+        } else {
+            which(&runsc.to_string_lossy())
+        };
+        if !runsc_found {
+            missing.push("runsc");
+        }
         if missing.contains(&"ip") {
             return Err(setup(
                 "`ip` (iproute2) is not on PATH: apt-get install iproute2".into(),
             ));
         }
         for m in &missing {
-            tracing::warn!("{m} is not on PATH: sandboxes of that runtime will fail to start (apt-get install {m})");
+            let how = if *m == "runsc" {
+                format!(
+                    "{} not found: scripts/install-deps.sh builds it (or --runsc names one)",
+                    runsc.display()
+                )
+            } else {
+                format!("{m} is not on PATH (apt-get install {m})")
+            };
+            tracing::warn!("{how}: sandboxes of that runtime will fail to start");
         }
         raise_nofile();
         let cgroups = CgroupMode::detect();
@@ -232,14 +248,11 @@ impl LocalBackend {
             allow_ready: Arc::default(),
             pool: Arc::new(NetPool::new(net.clone(), cfg.warm_leases)),
             net,
-            runsc: Arc::new(CliRuntime::new(
-                Runtime::Gvisor,
+            runsc: Arc::new(CliRuntime::gvisor(
+                &cfg.gvisor,
                 &cfg.data_dir.join("run/runsc"),
             )),
-            crun: Arc::new(CliRuntime::new(
-                Runtime::Runc,
-                &cfg.data_dir.join("run/crun"),
-            )),
+            crun: Arc::new(CliRuntime::crun(&cfg.data_dir.join("run/crun"))),
             cfg: Arc::new(cfg),
             idmap: Arc::new(idmap),
             images,

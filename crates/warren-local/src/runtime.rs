@@ -9,7 +9,6 @@ use std::process::Stdio;
 
 use async_trait::async_trait;
 use tokio::process::Command;
-use warren_api::Runtime;
 
 /// What the runtime says of a container.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,6 +41,50 @@ pub trait ContainerRuntime: Send + Sync {
     fn command_line(&self) -> (PathBuf, Vec<String>);
 }
 
+/// How gVisor sandboxes run: which `runsc`, on which platform, with which network stack.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GvisorConfig {
+    /// The `runsc` binary.
+    pub binary: PathBuf,
+    /// `--platform`: `systrap` (default; no virtualisation needed), `ptrace` or `kvm`.
+    pub platform: String,
+    /// `--network`: `sandbox` (gVisor's own network stack on the sandbox's veth, so its packets
+    /// never meet the host kernel's TCP/IP code) or `host` (the host kernel's stack, inside the
+    /// sandbox's own network namespace: what runsc releases older than 2023 need here).
+    pub network: String,
+}
+
+/// The gVisor release Warren is built and tested with: the `gvisor.dev/gvisor` Go module
+/// version `scripts/install-deps.sh` builds `runsc` from (named once, in
+/// `scripts/gvisor-version`).
+pub const GVISOR_VERSION: &str = include_str!("../../../scripts/gvisor-version").trim_ascii();
+
+/// Where `scripts/install-deps.sh` installs the `runsc` of [`GVISOR_VERSION`].
+pub fn pinned_runsc() -> PathBuf {
+    PathBuf::from(format!("/opt/warren/runsc/{GVISOR_VERSION}/runsc"))
+}
+
+/// The `runsc` to use when none is named: the pinned build when installed, else whichever
+/// `runsc` is on PATH (Debian's own package is a fallback: see README).
+pub fn default_runsc() -> PathBuf {
+    let pinned = pinned_runsc();
+    if pinned.is_file() {
+        pinned
+    } else {
+        PathBuf::from("runsc")
+    }
+}
+
+impl Default for GvisorConfig {
+    fn default() -> Self {
+        GvisorConfig {
+            binary: default_runsc(),
+            platform: "systrap".into(),
+            network: "sandbox".into(),
+        }
+    }
+}
+
 /// `runsc` or `crun` driven through its command line.
 #[derive(Debug, Clone)]
 pub struct CliRuntime {
@@ -50,24 +93,35 @@ pub struct CliRuntime {
 }
 
 impl CliRuntime {
-    /// The driver for `runtime` with state under `root`.
-    pub fn new(runtime: Runtime, root: &Path) -> Self {
-        let root = root.to_string_lossy().into_owned();
-        match runtime {
-            // --network=host inside Warren's own namespace: runsc's netstack mode refuses to run
-            // on this kernel; ptrace is the platform that works without nested virtualisation.
-            Runtime::Gvisor => CliRuntime {
-                binary: PathBuf::from("runsc"),
-                global: vec![
-                    format!("--root={root}"),
-                    "--network=host".into(),
-                    "--platform=ptrace".into(),
-                ],
-            },
-            Runtime::Runc => CliRuntime {
-                binary: PathBuf::from("crun"),
-                global: vec![format!("--root={root}")],
-            },
+    /// `runsc` as `cfg` says, with state under `root`.
+    pub fn gvisor(cfg: &GvisorConfig, root: &Path) -> Self {
+        let mut global = vec![
+            format!("--root={}", root.display()),
+            format!("--network={}", cfg.network),
+            format!("--platform={}", cfg.platform),
+        ];
+        // Writes go through to the sandbox's own disk, where they outlive a stop and count
+        // against `disk_mb`; since 2023 runsc's default overlay keeps them in its memory.
+        // Older releases have no such overlay, nor the flag.
+        let flags = std::process::Command::new(&cfg.binary)
+            .arg("flags")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        if flags.contains("-overlay2") {
+            global.push("--overlay2=none".into());
+        }
+        CliRuntime {
+            binary: cfg.binary.clone(),
+            global,
+        }
+    }
+
+    /// `crun` with state under `root`.
+    pub fn crun(root: &Path) -> Self {
+        CliRuntime {
+            binary: PathBuf::from("crun"),
+            global: vec![format!("--root={}", root.display())],
         }
     }
 

@@ -91,6 +91,8 @@ pub struct ServerConfig {
     pub sandbox_nofile: u64,
     /// Raise the host's `fs.file-max` at start (host-wide).
     pub raise_file_max: bool,
+    /// Which `runsc`, platform and network stack gVisor sandboxes use.
+    pub gvisor: warren_local::runtime::GvisorConfig,
 }
 
 impl Default for ServerConfig {
@@ -112,6 +114,7 @@ impl Default for ServerConfig {
             http_workers: None,
             sandbox_nofile: 1_048_576,
             raise_file_max: true,
+            gvisor: Default::default(),
         }
     }
 }
@@ -178,6 +181,7 @@ impl Server {
             pull: cfg.pull.clone(),
             nofile: cfg.sandbox_nofile,
             raise_file_max: cfg.raise_file_max,
+            gvisor: cfg.gvisor.clone(),
         })?;
         let service = Service::new(
             Arc::new(store),
