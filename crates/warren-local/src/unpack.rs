@@ -3,7 +3,8 @@
 //! Real images are full of absolute symlinks (`/lib -> usr/lib`, `/etc/alternatives/...`); they
 //! are kept as they are because they resolve inside the sandbox. What is refused: paths with
 //! `..`, entries whose parent directory on disk is a symlink (writing through it would land
-//! wherever it points, possibly on the host), hard links that leave the tree, and device nodes.
+//! wherever it points, possibly on the host), hard links that leave the tree, device nodes, and
+//! layer whiteouts that name no file of their directory (`.wh..`, `.wh...`).
 use std::fs;
 use std::io::{self, Read};
 use std::path::{Component, Path, PathBuf};
@@ -14,7 +15,7 @@ use tar::EntryType;
 #[derive(Debug, thiserror::Error)]
 pub enum UnpackError {
     /// The tar is hostile or malformed; nothing it names was written outside the target.
-    #[error("rejected image tar: {0}")]
+    #[error("rejected tar: {0}")]
     Rejected(String),
     /// Reading the tar or writing the tree failed.
     #[error("unpacking {path}: {source}")]
@@ -154,15 +155,31 @@ fn whiteout(root: &Path, rel: &Path) -> Result<bool, UnpackError> {
     if !name.starts_with(WHITEOUT) {
         return Ok(false);
     }
+    let hidden = &name[WHITEOUT.len()..];
+    // `.wh..` and `.wh...` would whiteout the directory itself or its parent: joined to the
+    // directory, `..` walks out of the layer (and clearing it emptied the store's scratch
+    // space). Anything that is not one plain name is refused before anything is written.
+    let one_name = matches!(
+        Path::new(hidden)
+            .components()
+            .collect::<Vec<_>>()
+            .as_slice(),
+        [Component::Normal(_)]
+    );
+    if !one_name {
+        return Err(UnpackError::Rejected(format!(
+            "whiteout {} names no file of its directory",
+            rel.display()
+        )));
+    }
     ensure_parents(root, rel)?;
     let dir = root.join(rel.parent().unwrap_or(Path::new("")));
     if name == OPAQUE {
         xattr::set(&dir, "trusted.overlay.opaque", b"y").map_err(io_err(&dir))?;
         return Ok(true);
     }
-    let hidden = &name[WHITEOUT.len()..];
     // `.wh..wh.*` other than the opaque marker is aufs bookkeeping (hard-link dirs): no file.
-    if hidden.is_empty() || hidden.starts_with(WHITEOUT) {
+    if hidden.starts_with(WHITEOUT) {
         return Ok(true);
     }
     let dest = dir.join(hidden);
@@ -376,5 +393,49 @@ mod tests {
             unpack(&data[..], dir.path()),
             Err(UnpackError::Rejected(_))
         ));
+    }
+
+    #[test]
+    fn rejects_whiteouts_of_the_dir_itself_or_its_parent() {
+        // Beside the layer's staging tree, as a concurrent import's tar is in the store.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let neighbour = dir.path().join("other-import.tar");
+        fs::write(&neighbour, b"theirs").expect("write");
+        for name in [".wh...", "sub/.wh...", ".wh..", ".wh."] {
+            let root = dir.path().join("staging");
+            fs::create_dir(&root).expect("mkdir");
+            let data = tar_with(|b| {
+                let mut h = header(EntryType::Regular, 2);
+                b.append_data(&mut h, "sub/kept", &b"hi"[..]).expect("file");
+                let mut h = header(EntryType::Regular, 0);
+                b.append_data(&mut h, name, io::empty()).expect("whiteout");
+            });
+            let got = unpack_layer(&data[..], &root);
+            assert!(
+                matches!(got, Err(UnpackError::Rejected(_))),
+                "{name}: {got:?}"
+            );
+            assert_eq!(
+                fs::read(&neighbour).expect("neighbour"),
+                b"theirs",
+                "{name}"
+            );
+            assert!(
+                root.join("sub/kept").is_file(),
+                "{name}: the layer's own tree"
+            );
+            fs::remove_dir_all(&root).expect("cleanup");
+        }
+        // A plain whiteout and the opaque marker still work.
+        let root = dir.path().join("staging");
+        fs::create_dir(&root).expect("mkdir");
+        let data = tar_with(|b| {
+            for name in ["sub/.wh.gone", "sub/.wh..wh..opq"] {
+                let mut h = header(EntryType::Regular, 0);
+                b.append_data(&mut h, name, io::empty()).expect("whiteout");
+            }
+        });
+        unpack_layer(&data[..], &root).expect("unpack");
+        assert!(fs::symlink_metadata(root.join("sub/gone")).is_ok());
     }
 }
