@@ -5,6 +5,10 @@
 //! `..`, entries whose parent directory on disk is a symlink (writing through it would land
 //! wherever it points, possibly on the host), hard links that leave the tree, device nodes, and
 //! layer whiteouts that name no file of their directory (`.wh..`, `.wh...`).
+//!
+//! A copy out of a sandbox ([`unpack_copy`]) lands on the user's machine, where an absolute
+//! symlink would point into the host: there, links whose target is absolute or climbs out of the
+//! tree are not made, and reported.
 use std::fs;
 use std::io::{self, Read};
 use std::path::{Component, Path, PathBuf};
@@ -124,16 +128,38 @@ fn clear_target(path: &Path, entry_is_dir: bool) -> Result<(), UnpackError> {
     }
 }
 
+/// What the tar is unpacked as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// A whole image tree: owners kept.
+    Image,
+    /// One registry layer: owners kept, whiteouts translated, device nodes skipped.
+    Layer,
+    /// Files copied out of a sandbox onto the user's machine: owners not kept, links that
+    /// point outside the tree not made.
+    Copy,
+}
+
 /// Unpacks the tar read from `reader` into `root` (which must exist), keeping ownership, modes
 /// (setuid included: `sudo` needs it) and mtimes: an image.
 pub fn unpack(reader: impl Read, root: &Path) -> Result<(), UnpackError> {
-    unpack_with(reader, root, true)
+    unpack_entries(reader, root, Kind::Image).map(drop)
 }
 
-/// [`unpack`], choosing whether entries keep their owners (an image does; files copied out of
-/// a sandbox onto the user's machine do not).
-pub fn unpack_with(reader: impl Read, root: &Path, keep_owners: bool) -> Result<(), UnpackError> {
-    unpack_entries(reader, root, keep_owners, false)
+/// A symlink [`unpack_copy`] did not make: where it was, and where it pointed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SkippedLink {
+    /// The link, relative to the root.
+    pub path: PathBuf,
+    /// Its target, as the tar gave it.
+    pub target: PathBuf,
+}
+
+/// Unpacks files copied out of a sandbox into `root` (which must exist) without their owners.
+/// Symlinks whose target is absolute or leaves `root` are not made (on this machine they would
+/// point at its own files): they are returned, for the caller to report.
+pub fn unpack_copy(reader: impl Read, root: &Path) -> Result<Vec<SkippedLink>, UnpackError> {
+    unpack_entries(reader, root, Kind::Copy)
 }
 
 /// Unpacks one layer of a registry image into its own directory, to be stacked under others by
@@ -141,7 +167,7 @@ pub fn unpack_with(reader: impl Read, root: &Path, keep_owners: bool) -> Result<
 /// `.wh..wh..opq` the `trusted.overlay.opaque` attribute on its directory). Device nodes are
 /// skipped rather than refused (old images carry `/dev` entries; the runtime makes `/dev`).
 pub fn unpack_layer(reader: impl Read, root: &Path) -> Result<(), UnpackError> {
-    unpack_entries(reader, root, true, true)
+    unpack_entries(reader, root, Kind::Layer).map(drop)
 }
 
 const WHITEOUT: &str = ".wh.";
@@ -194,12 +220,33 @@ fn whiteout(root: &Path, rel: &Path) -> Result<bool, UnpackError> {
     Ok(true)
 }
 
+/// Whether symlink `rel` (relative to the root) pointing at `target` resolves inside the root
+/// whatever the tree holds: a relative target whose `..` all come first, no more of them than
+/// the link has parent directories. A `..` after a name is refused too: the name may be a link
+/// itself, and the kernel resolves `..` from where that link points, not lexically.
+fn link_stays_inside(rel: &Path, target: &Path) -> bool {
+    let depth = rel.parent().map_or(0, |p| p.components().count());
+    let mut up = 0;
+    let mut named = false;
+    for c in target.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir if !named => up += 1,
+            Component::Normal(_) => named = true,
+            Component::ParentDir | Component::RootDir | Component::Prefix(_) => return false,
+        }
+    }
+    up <= depth
+}
+
 fn unpack_entries(
     reader: impl Read,
     root: &Path,
-    keep_owners: bool,
-    layer: bool,
-) -> Result<(), UnpackError> {
+    kind_of: Kind,
+) -> Result<Vec<SkippedLink>, UnpackError> {
+    let layer = kind_of == Kind::Layer;
+    let keep_owners = kind_of != Kind::Copy;
+    let mut skipped = Vec::new();
     let mut archive = tar::Archive::new(reader);
     archive.set_preserve_permissions(keep_owners);
     archive.set_preserve_ownerships(keep_owners);
@@ -232,6 +279,17 @@ fn unpack_entries(
             | EntryType::XHeader
             | EntryType::GNULongName
             | EntryType::GNULongLink => continue,
+            EntryType::Symlink if kind_of == Kind::Copy => {
+                let target = entry
+                    .link_name()
+                    .map_err(|e| UnpackError::Rejected(format!("bad symlink: {e}")))?
+                    .unwrap_or_default()
+                    .into_owned();
+                if !link_stays_inside(&rel, &target) {
+                    skipped.push(SkippedLink { path: rel, target });
+                    continue;
+                }
+            }
             _ => {}
         }
         ensure_parents(root, &rel)?;
@@ -265,7 +323,7 @@ fn unpack_entries(
         }
         entry.unpack(&dest).map_err(|e| entry_error(&rel, e))?;
     }
-    Ok(())
+    Ok(skipped)
 }
 
 #[cfg(test)]
@@ -437,5 +495,49 @@ mod tests {
         });
         unpack_layer(&data[..], &root).expect("unpack");
         assert!(fs::symlink_metadata(root.join("sub/gone")).is_ok());
+    }
+
+    #[test]
+    fn copies_skip_links_that_leave_the_tree() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = tar_with(|b| {
+            let mut h = header(EntryType::Directory, 0);
+            b.append_data(&mut h, "a/b", io::empty()).expect("dir");
+            for (path, target) in [
+                ("abs", "/etc/passwd"),
+                ("up", "../outside"),
+                ("a/b/up2", "../../../outside"),
+                ("a/loop", "b/../../.."),
+                ("a/b/in", "../../a/b"),
+                ("same", "a/b"),
+            ] {
+                let mut h = header(EntryType::Symlink, 0);
+                b.append_link(&mut h, path, target).expect("link");
+            }
+        });
+        let skipped = unpack_copy(&data[..], dir.path()).expect("unpack");
+        let names: Vec<_> = skipped.iter().map(|s| s.path.clone()).collect();
+        assert_eq!(
+            names,
+            ["abs", "up", "a/b/up2", "a/loop"]
+                .map(PathBuf::from)
+                .to_vec()
+        );
+        assert_eq!(skipped[0].target, Path::new("/etc/passwd"));
+        for gone in ["abs", "up", "a/b/up2", "a/loop"] {
+            assert!(
+                fs::symlink_metadata(dir.path().join(gone)).is_err(),
+                "{gone}"
+            );
+        }
+        for kept in ["a/b/in", "same"] {
+            assert!(
+                fs::symlink_metadata(dir.path().join(kept))
+                    .expect(kept)
+                    .file_type()
+                    .is_symlink(),
+                "{kept}"
+            );
+        }
     }
 }
