@@ -197,6 +197,9 @@ pub async fn network(
         .map_err(|m| E2bError::new(StatusCode::BAD_REQUEST, m))?;
     visible(&state, &id).await?;
     state.service.set_network(&id, egress).await?;
+    if let Some(public) = req.allow_public_traffic {
+        state.service.set_public(&id, public).await?;
+    }
     Ok(StatusCode::NO_CONTENT)
 }
 
