@@ -1,5 +1,7 @@
 //! `warren cp`: files and directories between this machine and a sandbox. Files stream through
 //! the files API; directories travel as a tar unpacked by `tar` inside the sandbox.
+mod extract;
+
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
@@ -172,10 +174,15 @@ async fn from_sandbox(client: &Client, id: &str, path: &str, local: &Path) -> an
     let fetched = download(client, id, &remote_tar, &tar).await;
     let _ = sh(client, id, "rm -f \"$1\"", &[&remote_tar]).await;
     fetched?;
-    std::fs::create_dir_all(local).with_context(|| format!("creating {}", local.display()))?;
     // The tar was made by whatever runs in the sandbox: unpack it as untrusted input.
     let file = std::io::BufReader::new(std::fs::File::open(&tar)?);
-    warren_local::unpack::unpack_with(file, local, false)
-        .with_context(|| format!("unpacking into {}", local.display()))?;
+    let skipped = extract::extract(file, local)?;
+    for link in skipped {
+        eprintln!(
+            "warren cp: skipped symlink {} -> {} (it points outside the copy)",
+            local.join(&link.path).display(),
+            link.target.display()
+        );
+    }
     Ok(())
 }

@@ -232,3 +232,164 @@ async fn run_with_egress_and_public_then_change_the_network() {
     s.delete(&id).await;
     s.shutdown().await;
 }
+
+/// A tar as a hostile sandbox hands it to `warren cp`: `(path, what)` with `what` a file's
+/// content, `"/"` for a directory or `"->t"` for a symlink to `t`; paths unchecked.
+fn hostile_tar(entries: &[(&str, &str)]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (path, what) in entries {
+        let mut h = tar::Header::new_gnu();
+        h.set_mode(0o644);
+        h.set_mtime(0);
+        let data = if *what == "/" {
+            h.set_entry_type(tar::EntryType::Directory);
+            ""
+        } else if let Some(target) = what.strip_prefix("->") {
+            h.set_entry_type(tar::EntryType::Symlink);
+            h.set_link_name(target).expect("link name");
+            ""
+        } else {
+            h.set_entry_type(tar::EntryType::Regular);
+            what
+        };
+        h.set_size(data.len() as u64);
+        h.as_old_mut().name[..path.len()].copy_from_slice(path.as_bytes());
+        h.set_cksum();
+        b.append(&h, data.as_bytes()).expect("append");
+    }
+    b.into_inner().expect("tar")
+}
+
+/// Every path under `root`, with its kind (or link target) and content.
+fn picture(root: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let p = e.path();
+            let rel = p.strip_prefix(root).unwrap_or(&p).display().to_string();
+            let m = std::fs::symlink_metadata(&p).expect("metadata");
+            if m.file_type().is_symlink() {
+                let target = std::fs::read_link(&p).expect("readlink");
+                out.push(format!("{rel} -> {}", target.display()));
+            } else if m.is_dir() {
+                out.push(format!("{rel}/"));
+                stack.push(p);
+            } else {
+                let text = std::fs::read_to_string(&p).unwrap_or_default();
+                out.push(format!("{rel} = {text}"));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cp_out_of_a_hostile_sandbox_changes_nothing_it_should_not() {
+    let s = TestServer::start().await;
+    let sb = s
+        .create(json!({"image": "busybox", "runtime": "runc"}))
+        .await;
+    let id = sb["id"].as_str().expect("id");
+    // The sandbox's own `tar` is whatever its code put there: here one that hands over a
+    // prepared tar for each directory asked for.
+    let tars = [
+        (
+            "over-dir",
+            hostile_tar(&[("fresh", "x"), ("keep", "a file now")]),
+        ),
+        ("escape", hostile_tar(&[("a", "x"), ("../escaped", "x")])),
+        (
+            "links",
+            hostile_tar(&[
+                ("f", "data"),
+                ("abs", "->/etc/passwd"),
+                ("up", "->../outside"),
+                ("in", "->f"),
+            ]),
+        ),
+    ];
+    for (name, tar) in &tars {
+        let resp = s
+            .req(reqwest::Method::PUT, &format!("/v1/sandboxes/{id}/files"))
+            .query(&[("path", format!("/hostile/{name}.tar"))])
+            .body(tar.clone())
+            .send()
+            .await
+            .expect("upload");
+        assert!(resp.status().is_success(), "{}", resp.status());
+    }
+    // Busybox's shell runs its own `tar` whatever PATH says, so the `sh` that `warren cp` runs
+    // (the first on PATH) is replaced instead: it answers `tar -cf OUT -C DIR .` itself.
+    let fake_sh = "#!/bin/busybox sh\n\
+                   # sh -c 'tar -cf \"$2\" -C \"$1\" .' sh DIR OUT\n\
+                   case \"$2\" in 'tar -cf'*) cat \"/hostile/${4##*/}.tar\" > \"$5\"; exit;; esac\n\
+                   exec /bin/busybox sh \"$@\"\n";
+    let resp = s
+        .req(reqwest::Method::PUT, &format!("/v1/sandboxes/{id}/files"))
+        .query(&[("path", "/usr/local/bin/sh")])
+        .body(fake_sh)
+        .send()
+        .await
+        .expect("upload");
+    assert!(resp.status().is_success(), "{}", resp.status());
+    s.sh(
+        id,
+        "mkdir -p /src/over-dir /src/escape /src/links && chmod +x /usr/local/bin/sh",
+    )
+    .await;
+    // The way `warren cp` packs a directory (`sh` looked up on PATH, not busybox's own).
+    let packed = s
+        .exec(
+            id,
+            json!({"cmd": ["sh", "-c", "tar -cf \"$2\" -C \"$1\" .", "sh", "/src/links", "/tmp/t"]}),
+        )
+        .await;
+    assert_eq!(packed["exit_code"], 0, "{packed}");
+    assert_eq!(
+        s.sh(id, "cmp /tmp/t /hostile/links.tar && echo faked")
+            .await,
+        "faked\n"
+    );
+
+    let local = tempfile::tempdir_in("/var/tmp").expect("dir");
+    let cp = |from: &str, to: &Path| {
+        warren(
+            &s,
+            &["cp", &format!("{id}:/src/{from}"), &to.to_string_lossy()],
+        )
+    };
+
+    // A file in the copy never replaces a directory that is here.
+    let dest = local.path().join("over-dir");
+    std::fs::create_dir_all(dest.join("keep")).expect("mkdir");
+    std::fs::write(dest.join("keep/inner"), "mine").expect("write");
+    let before = picture(local.path());
+    let out = cp("over-dir", &dest);
+    assert!(!out.status.success(), "{out:?}");
+    assert_eq!(picture(local.path()), before);
+
+    // A refused tar leaves nothing, neither a partial copy nor its scratch directory.
+    let out = cp("escape", &local.path().join("escape"));
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(".."),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(picture(local.path()), before);
+
+    // Links pointing outside the copy are not made, and the user is told.
+    let dest = local.path().join("links");
+    let out = cp("links", &dest);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("abs -> /etc/passwd") && err.contains("up -> ../outside"),
+        "{err}"
+    );
+    assert_eq!(picture(&dest), ["f = data", "in -> f"]);
+    s.delete(id).await;
+    s.shutdown().await;
+}

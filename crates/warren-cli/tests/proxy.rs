@@ -480,3 +480,45 @@ async fn one_client_connection_reaches_every_sandbox_it_names() {
     }
     s.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn api_keys_never_reach_the_app_in_any_form() {
+    let s = TestServer::start().await;
+    let key = s.key.clone();
+    let upper = key.to_ascii_uppercase();
+    for public in [true, false] {
+        let sb = demo(&s, "runc", public).await;
+        let id = id_of(&sb);
+        // The traffic token opens a private port (and is itself taken off); the API key rides
+        // along in each form, never needed, never passed on.
+        let token = sb["traffic_token"]
+            .as_str()
+            .expect("traffic_token")
+            .to_owned();
+        let headers =
+            || at(&s, Method::GET, &id, "/headers").header("X-Warren-Traffic-Token", &token);
+        let forms = [
+            ("X-API-KEY", key.clone()),
+            ("x-api-key", format!(" {key} ")),
+            ("Authorization", key.clone()),
+            ("Authorization", format!("bearer {key}")),
+            ("Authorization", format!("BEARER \t {key}")),
+            ("Authorization", format!("Bearer {upper}")),
+        ];
+        for (name, value) in &forms {
+            let seen = seen_headers(headers().header(*name, value)).await;
+            let text = seen.to_string();
+            assert!(
+                !text.contains(&key) && !text.contains(&upper),
+                "public={public} {name}: {value:?} reached the app: {seen}"
+            );
+        }
+        // The app's own credentials arrive.
+        let seen = seen_headers(headers().header("X-Api-Key", "the-apps-own")).await;
+        assert_eq!(seen["x-api-key"], "the-apps-own", "{seen}");
+        let seen = seen_headers(headers().basic_auth("user", Some("pass"))).await;
+        assert_eq!(seen["authorization"], "Basic dXNlcjpwYXNz", "{seen}");
+        s.delete(&id).await;
+    }
+    s.shutdown().await;
+}

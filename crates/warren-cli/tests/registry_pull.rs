@@ -10,6 +10,7 @@ use common::pulls::{
 };
 use common::registry::{umoci_image, Registry};
 use common::{TestServer, RUNTIMES};
+use futures::StreamExt;
 use reqwest::StatusCode;
 use serde_json::json;
 
@@ -369,5 +370,83 @@ async fn a_hostile_layer_is_refused_and_writes_nothing_outside() {
     assert!(!std::path::Path::new("/tmp/written-through-symlink").exists());
     assert!(!s.data_dir.join("escaped-by-layer").exists());
     assert!(!s.data_dir.join("images/escaped-by-layer").exists());
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn whiteouts_of_the_layer_dir_are_refused_and_spare_a_concurrent_import() {
+    let reg = Registry::start();
+    let scratch = tempfile::tempdir().expect("tempdir");
+    // `.wh...` once whited out `<staging>/..`: the store's scratch directory, with every tar
+    // being imported in it.
+    let tags = [("wh-parent:1", ".wh..."), ("wh-self:1", "etc/.wh..")];
+    for (i, (tag, name)) in tags.iter().enumerate() {
+        push(
+            &reg,
+            &scratch.path().join(i.to_string()),
+            tag,
+            // One layer: no other staging tree of the pull is in the scratch directory.
+            &Image::new(vec![Layer::new(Compression::Gzip)
+                .file("etc/kept", b"x", 0o644)
+                .file(name, b"", 0o644)]),
+        );
+    }
+    let s = TestServer::start().await;
+    // An import whose tar is half received while the hostile pulls run: a tree of its own (the
+    // store would skip unpacking a tar it already has, and never look at the received file).
+    let tar = Layer::new(Compression::None)
+        .file("etc/neighbour", &common::pulls::noise(1 << 20), 0o644)
+        .tar();
+    let (first, rest) = tar.split_at(tar.len() / 2);
+    let (first, rest) = (first.to_vec(), rest.to_vec());
+    let (go, wait) = tokio::sync::oneshot::channel::<()>();
+    let body = futures::stream::once(async move { Ok::<_, std::io::Error>(first) }).chain(
+        futures::stream::once(async move {
+            let _ = wait.await;
+            Ok(rest)
+        }),
+    );
+    let import = s
+        .req(reqwest::Method::PUT, "/v1/images/neighbour")
+        .header("content-type", "application/x-tar")
+        .body(reqwest::Body::wrap_stream(body))
+        .send();
+    let hostile = async {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while !scratch_entries(&s.data_dir)
+            .iter()
+            .any(|e| e.ends_with(".tar"))
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the import never began"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        let mut pulls = Vec::new();
+        for (tag, _) in &tags {
+            pulls.push(pull(&s, &reg.reference(tag)).await);
+        }
+        let _ = go.send(());
+        pulls
+    };
+    let (imported, pulls) = tokio::join!(import, hostile);
+    let imported = imported.expect("import");
+    let status = imported.status();
+    assert!(
+        status.is_success(),
+        "the neighbouring import: {status}: {}",
+        imported.text().await.unwrap_or_default()
+    );
+    for ((tag, name), (status, body)) in tags.iter().zip(pulls) {
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{tag}: {body}");
+        let msg = body["error"]["message"].as_str().unwrap_or_default();
+        assert!(msg.contains("whiteout") && msg.contains(name), "{msg}");
+    }
+    assert!(image_names(&s).await.contains(&"neighbour".to_owned()));
+    assert!(scratch_entries(&s.data_dir).is_empty());
+    for (tag, _) in &tags {
+        assert!(!image_names(&s).await.contains(&reg.reference(tag)));
+    }
     s.shutdown().await;
 }

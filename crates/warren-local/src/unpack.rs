@@ -3,7 +3,12 @@
 //! Real images are full of absolute symlinks (`/lib -> usr/lib`, `/etc/alternatives/...`); they
 //! are kept as they are because they resolve inside the sandbox. What is refused: paths with
 //! `..`, entries whose parent directory on disk is a symlink (writing through it would land
-//! wherever it points, possibly on the host), hard links that leave the tree, and device nodes.
+//! wherever it points, possibly on the host), hard links that leave the tree, device nodes, and
+//! layer whiteouts that name no file of their directory (`.wh..`, `.wh...`).
+//!
+//! A copy out of a sandbox ([`unpack_copy`]) lands on the user's machine, where an absolute
+//! symlink would point into the host: there, links whose target is absolute or climbs out of the
+//! tree are not made, and reported.
 use std::fs;
 use std::io::{self, Read};
 use std::path::{Component, Path, PathBuf};
@@ -14,7 +19,7 @@ use tar::EntryType;
 #[derive(Debug, thiserror::Error)]
 pub enum UnpackError {
     /// The tar is hostile or malformed; nothing it names was written outside the target.
-    #[error("rejected image tar: {0}")]
+    #[error("rejected tar: {0}")]
     Rejected(String),
     /// Reading the tar or writing the tree failed.
     #[error("unpacking {path}: {source}")]
@@ -123,16 +128,38 @@ fn clear_target(path: &Path, entry_is_dir: bool) -> Result<(), UnpackError> {
     }
 }
 
+/// What the tar is unpacked as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// A whole image tree: owners kept.
+    Image,
+    /// One registry layer: owners kept, whiteouts translated, device nodes skipped.
+    Layer,
+    /// Files copied out of a sandbox onto the user's machine: owners not kept, links that
+    /// point outside the tree not made.
+    Copy,
+}
+
 /// Unpacks the tar read from `reader` into `root` (which must exist), keeping ownership, modes
 /// (setuid included: `sudo` needs it) and mtimes: an image.
 pub fn unpack(reader: impl Read, root: &Path) -> Result<(), UnpackError> {
-    unpack_with(reader, root, true)
+    unpack_entries(reader, root, Kind::Image).map(drop)
 }
 
-/// [`unpack`], choosing whether entries keep their owners (an image does; files copied out of
-/// a sandbox onto the user's machine do not).
-pub fn unpack_with(reader: impl Read, root: &Path, keep_owners: bool) -> Result<(), UnpackError> {
-    unpack_entries(reader, root, keep_owners, false)
+/// A symlink [`unpack_copy`] did not make: where it was, and where it pointed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SkippedLink {
+    /// The link, relative to the root.
+    pub path: PathBuf,
+    /// Its target, as the tar gave it.
+    pub target: PathBuf,
+}
+
+/// Unpacks files copied out of a sandbox into `root` (which must exist) without their owners.
+/// Symlinks whose target is absolute or leaves `root` are not made (on this machine they would
+/// point at its own files): they are returned, for the caller to report.
+pub fn unpack_copy(reader: impl Read, root: &Path) -> Result<Vec<SkippedLink>, UnpackError> {
+    unpack_entries(reader, root, Kind::Copy)
 }
 
 /// Unpacks one layer of a registry image into its own directory, to be stacked under others by
@@ -140,7 +167,7 @@ pub fn unpack_with(reader: impl Read, root: &Path, keep_owners: bool) -> Result<
 /// `.wh..wh..opq` the `trusted.overlay.opaque` attribute on its directory). Device nodes are
 /// skipped rather than refused (old images carry `/dev` entries; the runtime makes `/dev`).
 pub fn unpack_layer(reader: impl Read, root: &Path) -> Result<(), UnpackError> {
-    unpack_entries(reader, root, true, true)
+    unpack_entries(reader, root, Kind::Layer).map(drop)
 }
 
 const WHITEOUT: &str = ".wh.";
@@ -154,15 +181,31 @@ fn whiteout(root: &Path, rel: &Path) -> Result<bool, UnpackError> {
     if !name.starts_with(WHITEOUT) {
         return Ok(false);
     }
+    let hidden = &name[WHITEOUT.len()..];
+    // `.wh..` and `.wh...` would whiteout the directory itself or its parent: joined to the
+    // directory, `..` walks out of the layer (and clearing it emptied the store's scratch
+    // space). Anything that is not one plain name is refused before anything is written.
+    let one_name = matches!(
+        Path::new(hidden)
+            .components()
+            .collect::<Vec<_>>()
+            .as_slice(),
+        [Component::Normal(_)]
+    );
+    if !one_name {
+        return Err(UnpackError::Rejected(format!(
+            "whiteout {} names no file of its directory",
+            rel.display()
+        )));
+    }
     ensure_parents(root, rel)?;
     let dir = root.join(rel.parent().unwrap_or(Path::new("")));
     if name == OPAQUE {
         xattr::set(&dir, "trusted.overlay.opaque", b"y").map_err(io_err(&dir))?;
         return Ok(true);
     }
-    let hidden = &name[WHITEOUT.len()..];
     // `.wh..wh.*` other than the opaque marker is aufs bookkeeping (hard-link dirs): no file.
-    if hidden.is_empty() || hidden.starts_with(WHITEOUT) {
+    if hidden.starts_with(WHITEOUT) {
         return Ok(true);
     }
     let dest = dir.join(hidden);
@@ -177,12 +220,33 @@ fn whiteout(root: &Path, rel: &Path) -> Result<bool, UnpackError> {
     Ok(true)
 }
 
+/// Whether symlink `rel` (relative to the root) pointing at `target` resolves inside the root
+/// whatever the tree holds: a relative target whose `..` all come first, no more of them than
+/// the link has parent directories. A `..` after a name is refused too: the name may be a link
+/// itself, and the kernel resolves `..` from where that link points, not lexically.
+fn link_stays_inside(rel: &Path, target: &Path) -> bool {
+    let depth = rel.parent().map_or(0, |p| p.components().count());
+    let mut up = 0;
+    let mut named = false;
+    for c in target.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir if !named => up += 1,
+            Component::Normal(_) => named = true,
+            Component::ParentDir | Component::RootDir | Component::Prefix(_) => return false,
+        }
+    }
+    up <= depth
+}
+
 fn unpack_entries(
     reader: impl Read,
     root: &Path,
-    keep_owners: bool,
-    layer: bool,
-) -> Result<(), UnpackError> {
+    kind_of: Kind,
+) -> Result<Vec<SkippedLink>, UnpackError> {
+    let layer = kind_of == Kind::Layer;
+    let keep_owners = kind_of != Kind::Copy;
+    let mut skipped = Vec::new();
     let mut archive = tar::Archive::new(reader);
     archive.set_preserve_permissions(keep_owners);
     archive.set_preserve_ownerships(keep_owners);
@@ -215,6 +279,17 @@ fn unpack_entries(
             | EntryType::XHeader
             | EntryType::GNULongName
             | EntryType::GNULongLink => continue,
+            EntryType::Symlink if kind_of == Kind::Copy => {
+                let target = entry
+                    .link_name()
+                    .map_err(|e| UnpackError::Rejected(format!("bad symlink: {e}")))?
+                    .unwrap_or_default()
+                    .into_owned();
+                if !link_stays_inside(&rel, &target) {
+                    skipped.push(SkippedLink { path: rel, target });
+                    continue;
+                }
+            }
             _ => {}
         }
         ensure_parents(root, &rel)?;
@@ -248,7 +323,7 @@ fn unpack_entries(
         }
         entry.unpack(&dest).map_err(|e| entry_error(&rel, e))?;
     }
-    Ok(())
+    Ok(skipped)
 }
 
 #[cfg(test)]
@@ -376,5 +451,93 @@ mod tests {
             unpack(&data[..], dir.path()),
             Err(UnpackError::Rejected(_))
         ));
+    }
+
+    #[test]
+    fn rejects_whiteouts_of_the_dir_itself_or_its_parent() {
+        // Beside the layer's staging tree, as a concurrent import's tar is in the store.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let neighbour = dir.path().join("other-import.tar");
+        fs::write(&neighbour, b"theirs").expect("write");
+        for name in [".wh...", "sub/.wh...", ".wh..", ".wh."] {
+            let root = dir.path().join("staging");
+            fs::create_dir(&root).expect("mkdir");
+            let data = tar_with(|b| {
+                let mut h = header(EntryType::Regular, 2);
+                b.append_data(&mut h, "sub/kept", &b"hi"[..]).expect("file");
+                let mut h = header(EntryType::Regular, 0);
+                b.append_data(&mut h, name, io::empty()).expect("whiteout");
+            });
+            let got = unpack_layer(&data[..], &root);
+            assert!(
+                matches!(got, Err(UnpackError::Rejected(_))),
+                "{name}: {got:?}"
+            );
+            assert_eq!(
+                fs::read(&neighbour).expect("neighbour"),
+                b"theirs",
+                "{name}"
+            );
+            assert!(
+                root.join("sub/kept").is_file(),
+                "{name}: the layer's own tree"
+            );
+            fs::remove_dir_all(&root).expect("cleanup");
+        }
+        // A plain whiteout and the opaque marker still work.
+        let root = dir.path().join("staging");
+        fs::create_dir(&root).expect("mkdir");
+        let data = tar_with(|b| {
+            for name in ["sub/.wh.gone", "sub/.wh..wh..opq"] {
+                let mut h = header(EntryType::Regular, 0);
+                b.append_data(&mut h, name, io::empty()).expect("whiteout");
+            }
+        });
+        unpack_layer(&data[..], &root).expect("unpack");
+        assert!(fs::symlink_metadata(root.join("sub/gone")).is_ok());
+    }
+
+    #[test]
+    fn copies_skip_links_that_leave_the_tree() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = tar_with(|b| {
+            let mut h = header(EntryType::Directory, 0);
+            b.append_data(&mut h, "a/b", io::empty()).expect("dir");
+            for (path, target) in [
+                ("abs", "/etc/passwd"),
+                ("up", "../outside"),
+                ("a/b/up2", "../../../outside"),
+                ("a/loop", "b/../../.."),
+                ("a/b/in", "../../a/b"),
+                ("same", "a/b"),
+            ] {
+                let mut h = header(EntryType::Symlink, 0);
+                b.append_link(&mut h, path, target).expect("link");
+            }
+        });
+        let skipped = unpack_copy(&data[..], dir.path()).expect("unpack");
+        let names: Vec<_> = skipped.iter().map(|s| s.path.clone()).collect();
+        assert_eq!(
+            names,
+            ["abs", "up", "a/b/up2", "a/loop"]
+                .map(PathBuf::from)
+                .to_vec()
+        );
+        assert_eq!(skipped[0].target, Path::new("/etc/passwd"));
+        for gone in ["abs", "up", "a/b/up2", "a/loop"] {
+            assert!(
+                fs::symlink_metadata(dir.path().join(gone)).is_err(),
+                "{gone}"
+            );
+        }
+        for kept in ["a/b/in", "same"] {
+            assert!(
+                fs::symlink_metadata(dir.path().join(kept))
+                    .expect(kept)
+                    .file_type()
+                    .is_symlink(),
+                "{kept}"
+            );
+        }
     }
 }

@@ -80,6 +80,9 @@ pub async fn create(
     let egress = req
         .egress()
         .map_err(|m| E2bError::new(StatusCode::BAD_REQUEST, m))?;
+    if let Some(t) = req.timeout {
+        crate::service::validate::timeout_s(t, "timeout")?;
+    }
     // E2B's templates are names: a bare one is a local image, never a Docker Hub pull; a full
     // reference (`registry/repo:tag`) is pulled when missing, as on `/v1`.
     let bare = !req.template_id.contains(['/', ':', '@']);
@@ -176,6 +179,7 @@ pub async fn timeout(
     let timeout = req
         .timeout
         .ok_or_else(|| E2bError::new(StatusCode::BAD_REQUEST, "timeout is required"))?;
+    crate::service::validate::timeout_s(timeout, "timeout")?;
     visible(&state, &id).await?;
     state.service.set_timeout(&id, timeout).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -193,6 +197,9 @@ pub async fn network(
         .map_err(|m| E2bError::new(StatusCode::BAD_REQUEST, m))?;
     visible(&state, &id).await?;
     state.service.set_network(&id, egress).await?;
+    if let Some(public) = req.allow_public_traffic {
+        state.service.set_public(&id, public).await?;
+    }
     Ok(StatusCode::NO_CONTENT)
 }
 

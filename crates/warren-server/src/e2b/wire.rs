@@ -124,12 +124,15 @@ fn egress(
     })
 }
 
-/// `PUT /sandboxes/{id}/network`: a running sandbox's new outbound policy.
+/// `PUT /sandboxes/{id}/network`: a running sandbox's new outbound policy (replaced whole, as
+/// in E2B: what is left out is cleared) and, when given, whether its ports are public.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct NetworkUpdate {
     #[serde(rename = "allow_internet_access")]
     pub allow_internet_access: Option<bool>,
+    /// As at create: `false` makes the ports need the traffic token, `true` opens them.
+    pub allow_public_traffic: Option<bool>,
     pub allow_out: Option<Vec<String>>,
     pub deny_out: Option<Vec<String>>,
     pub dns_servers: Option<Value>,

@@ -158,23 +158,62 @@ pub async fn check(
     }
 }
 
+/// `X-API-KEY`: how E2B's SDKs send an API key (Warren's E2B routes take it too).
+const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
+
 /// Takes every Warren credential off a request before the app sees it, whether or not it was
-/// needed (a public sandbox, another sandbox's cookie): the token header, `warren_token_*`
-/// cookies, and a bearer that is a Warren API key (`wk_…`).
+/// needed (a public sandbox, another sandbox's cookie): the token headers, `warren_token_*`
+/// cookies, and every `Authorization` or `X-API-KEY` value that carries a Warren API key in any
+/// form (`Bearer wk_…`, `bearer wk_…`, a bare `wk_…`). The app's own credentials (`Basic …`,
+/// a bearer of its own) pass.
 pub fn strip_credentials(headers: &mut HeaderMap) {
-    // Most requests carry none: one pass over their few names costs less than four lookups.
-    let any = headers
-        .keys()
-        .any(|k| k == TOKEN || k == E2B_TOKEN || k == header::AUTHORIZATION || k == header::COOKIE);
+    // Most requests carry none: one pass over their few names costs less than five lookups.
+    let any = headers.keys().any(|k| {
+        k == TOKEN
+            || k == E2B_TOKEN
+            || k == header::AUTHORIZATION
+            || k == X_API_KEY
+            || k == header::COOKIE
+    });
     if !any {
         return;
     }
     headers.remove(TOKEN);
     headers.remove(E2B_TOKEN);
-    if crate::auth::bearer(headers).is_some_and(|k| k.starts_with(crate::auth::KEY_PREFIX)) {
-        headers.remove(header::AUTHORIZATION);
+    for name in [header::AUTHORIZATION, X_API_KEY] {
+        strip_values(headers, name, carries_key);
     }
     strip_cookies(headers, |name| name.starts_with("warren_token_"));
+}
+
+/// Whether a header value holds a Warren API key (`wk_` in any case, at the start of a word),
+/// however it is dressed: with or without a scheme, any whitespace, quoted, as `key=…`.
+fn carries_key(value: &HeaderValue) -> bool {
+    let prefix = crate::auth::KEY_PREFIX.as_bytes();
+    let v = value.as_bytes();
+    (0..v.len()).any(|i| {
+        let starts_word = i == 0 || !v[i - 1].is_ascii_alphanumeric();
+        starts_word
+            && v.get(i..i + prefix.len())
+                .is_some_and(|w| w.eq_ignore_ascii_case(prefix))
+    })
+}
+
+/// Removes the values of header `name` that `drop` picks, keeping the others in order.
+fn strip_values(headers: &mut HeaderMap, name: HeaderName, drop: impl Fn(&HeaderValue) -> bool) {
+    if !headers.get_all(&name).iter().any(&drop) {
+        return;
+    }
+    let kept: Vec<HeaderValue> = headers
+        .get_all(&name)
+        .iter()
+        .filter(|v| !drop(v))
+        .cloned()
+        .collect();
+    headers.remove(&name);
+    for v in kept {
+        headers.append(name.clone(), v);
+    }
 }
 
 /// Removes the cookies whose name `drop` picks from the `Cookie` headers, dropping headers
@@ -238,6 +277,50 @@ mod tests {
         );
         strip_cookies(&mut h, |_| true);
         assert!(h.get(header::COOKIE).is_none());
+    }
+
+    #[test]
+    fn api_keys_go_in_every_form_and_the_apps_credentials_stay() {
+        for (name, value) in [
+            ("authorization", "Bearer wk_abc"),
+            ("authorization", "bearer wk_abc"),
+            ("authorization", "BEARER \t wk_abc"),
+            ("authorization", "wk_abc"),
+            ("authorization", "  WK_abc"),
+            ("authorization", "Token token=\"wk_abc\""),
+            ("x-api-key", "wk_abc"),
+            ("X-Api-Key", " wk_abc "),
+        ] {
+            let mut h = HeaderMap::new();
+            h.append(
+                HeaderName::from_bytes(name.as_bytes()).expect("name"),
+                HeaderValue::from_str(value).expect("value"),
+            );
+            strip_credentials(&mut h);
+            assert!(h.is_empty(), "{name}: {value} reached the app");
+        }
+        let mut h = HeaderMap::new();
+        h.append(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Basic dXNlcjpwYXNz"),
+        );
+        h.append(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer wk_abc"),
+        );
+        h.append(X_API_KEY, HeaderValue::from_static("the-apps-own"));
+        h.append(X_API_KEY, HeaderValue::from_static("wk_abc"));
+        h.insert("x-other", HeaderValue::from_static("hawk_abc"));
+        strip_credentials(&mut h);
+        let values = |n: &str| -> Vec<&str> {
+            h.get_all(n)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .collect()
+        };
+        assert_eq!(values("authorization"), ["Basic dXNlcjpwYXNz"]);
+        assert_eq!(values("x-api-key"), ["the-apps-own"]);
+        assert_eq!(values("x-other"), ["hawk_abc"]);
     }
 
     #[test]

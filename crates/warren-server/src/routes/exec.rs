@@ -30,6 +30,7 @@ pub async fn exec(
     ApiJson(req): ApiJson<ExecRequest>,
 ) -> Result<Response, ApiError> {
     let id = sandbox_id(&id)?;
+    crate::service::validate::exec(&req)?;
     if !wants_sse(&headers) {
         return Ok(Json(state.service.exec(&id, req).await?).into_response());
     }

@@ -48,16 +48,12 @@ pub async fn pty(
             }
         }
     }
+    let cmd = cmd.unwrap_or_else(|| "sh".into());
+    let argv: Vec<String> = std::iter::once(cmd.clone()).chain(args.clone()).collect();
+    crate::service::validate::cmd(&argv)?;
     let session = state
         .service
-        .start_pty(
-            &id,
-            cmd.unwrap_or_else(|| "sh".into()),
-            args,
-            cols,
-            rows,
-            user.as_deref(),
-        )
+        .start_pty(&id, cmd, args, cols, rows, user.as_deref())
         .await?;
     Ok(ws.on_upgrade(move |socket| run(socket, session)))
 }

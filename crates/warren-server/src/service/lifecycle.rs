@@ -486,6 +486,7 @@ impl Service {
 
     /// Moves a sandbox's expiry to `timeout_s` from now (`0`: never).
     pub async fn set_timeout(&self, id: &SandboxId, timeout_s: u64) -> Result<Sandbox, ApiError> {
+        validate::timeout_s(timeout_s, "timeout_s")?;
         let lock = self.lock_for(id);
         let _guard = lock.lock().await;
         let mut rec = self.record(id).await?;

@@ -11,7 +11,7 @@ mod pty;
 mod pull;
 mod resume;
 mod usage;
-mod validate;
+pub(crate) mod validate;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

@@ -141,6 +141,23 @@ impl Service {
         }
     }
 
+    /// Opens a sandbox's ports to anyone (`true`) or only to holders of its traffic token; in
+    /// force from the next proxied request, running or not.
+    pub async fn set_public(&self, id: &SandboxId, public: bool) -> Result<Sandbox, ApiError> {
+        let lock = self.lock_for(id);
+        let _guard = lock.lock().await;
+        let mut rec = self.record(id).await?;
+        rec.sandbox.public = public;
+        self.inner.store.update_sandbox(&rec).await?;
+        self.refresh_route(&rec);
+        let now = if public { "public" } else { "private" };
+        self.journal(super::Journal::Event(
+            id.clone(),
+            format!("network: ports {now}"),
+        ));
+        Ok(rec.sandbox)
+    }
+
     /// Drops the proxy's view of a sandbox that is gone.
     pub(crate) fn forget_route(&self, id: &SandboxId) {
         let mut routes = self.routes();

@@ -13,6 +13,10 @@ impl Service {
         id: &SandboxId,
         timeout_s: Option<u64>,
     ) -> Result<(Sandbox, bool), ApiError> {
+        // Checked before a stopped sandbox is started for it.
+        if let Some(t) = timeout_s {
+            super::validate::timeout_s(t, "timeout")?;
+        }
         let sandbox = self.get(id).await?;
         let started = match sandbox.state {
             SandboxState::Pending
