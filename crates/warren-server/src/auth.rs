@@ -63,8 +63,11 @@ pub fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
     headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
+        .and_then(|v| {
+            // The scheme is case-insensitive (RFC 9110 11.1).
+            let (scheme, key) = v.trim_start().split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| key.trim())
+        })
 }
 
 /// Middleware: requires `Authorization: Bearer <key>` naming a stored key.
@@ -92,4 +95,27 @@ pub async fn key_is_valid(state: &AppState, secret: &str) -> Result<bool, ApiErr
     }
     state.known_keys.write().await.insert(hash);
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        let mut h = axum::http::HeaderMap::new();
+        for (value, want) in [
+            ("Bearer wk_a", Some("wk_a")),
+            ("bearer wk_a", Some("wk_a")),
+            ("BEARER  wk_a ", Some("wk_a")),
+            ("Basic wk_a", None),
+            ("wk_a", None),
+        ] {
+            h.insert(
+                axum::http::header::AUTHORIZATION,
+                value.parse().expect("header"),
+            );
+            assert_eq!(bearer(&h), want, "{value}");
+        }
+    }
 }
