@@ -214,7 +214,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         sandbox_nofile: args.sandbox_nofile,
         raise_file_max: args.raise_file_max,
         gvisor: warren_local::runtime::GvisorConfig {
-            binary: args.runsc.unwrap_or_else(warren_local::runtime::default_runsc),
+            binary: args
+                .runsc
+                .unwrap_or_else(warren_local::runtime::default_runsc),
             platform: args.gvisor_platform,
             network: args.gvisor_network,
         },

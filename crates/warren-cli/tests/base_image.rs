@@ -60,25 +60,6 @@ fn tar_keeps_setuid_and_links_and_drops_devices_and_apt_lists() {
     assert!(links > 0, "hard links kept as links");
 }
 
-/// runsc 2022-12 (Debian 12's) ignores setuid bits and runs every process with no_new_privs
-/// set (google/gvisor#212, #5299): sudo cannot raise a non-root user to root there.
-const GVISOR_NO_SETUID: &str = "\"no new privileges\" flag is set";
-
-/// Runs `body` and expects `want` on stdout; under gVisor a failure naming `gap`, a limitation
-/// of this host's runsc, is reported instead (and the check tightens itself once runsc has it).
-async fn gvisor_gap(s: &TestServer, id: &str, runtime: &str, body: Value, want: &str, gap: &str) {
-    let v = s.exec(id, body.clone()).await;
-    let stdout = v["stdout"].as_str().unwrap_or_default().trim();
-    if runtime == "gvisor" && v["exit_code"] != 0 {
-        let stderr = v["stderr"].as_str().unwrap_or_default();
-        assert!(stderr.contains(gap), "gvisor: {body}: {v}");
-        eprintln!("gvisor: known runsc gap: {body} failed: {}", stderr.trim());
-        return;
-    }
-    assert_eq!(v["exit_code"], 0, "{runtime}: {body}: {v}");
-    assert_eq!(stdout, want, "{runtime}: {body}");
-}
-
 async fn check_runtime(s: &TestServer, runtime: &str) {
     let started = Instant::now();
     let sb = s.create(json!({"image": "base", "runtime": runtime})).await;
@@ -133,10 +114,24 @@ async fn check_runtime(s: &TestServer, runtime: &str) {
     // Exec as the user, then sudo without a password, directly and through su from root.
     let as_user = run(json!(["sh", "-c", "id -u; echo $HOME"]), Some("user")).await;
     assert_eq!(as_user, "1000\n/home/user", "{runtime}");
-    let sudo = json!({"cmd": ["sudo", "-n", "id", "-u"], "user": "user"});
-    gvisor_gap(s, id, runtime, sudo, "0", GVISOR_NO_SETUID).await;
-    let su = json!({"cmd": ["su", "user", "-c", "sudo -n id -u"]});
-    gvisor_gap(s, id, runtime, su, "0", GVISOR_NO_SETUID).await;
+    // As on E2B: `user` runs `sudo <cmd>` and `sudo -i` without a password, under both runtimes
+    // (runsc before 2023 ignored setuid bits, so this failed under gVisor).
+    assert_eq!(
+        run(json!(["sudo", "-n", "id", "-u"]), Some("user")).await,
+        "0"
+    );
+    assert_eq!(
+        run(
+            json!(["sh", "-c", "echo 'id -u; pwd' | sudo -n -i"]),
+            Some("user")
+        )
+        .await,
+        "0\n/root"
+    );
+    assert_eq!(
+        run(json!(["su", "user", "-c", "sudo -n id -u"]), None).await,
+        "0"
+    );
     assert_eq!(run(json!(["sudo", "-n", "id", "-u"]), None).await, "0");
     // runsc 2022-12 refuses statx with AT_NO_AUTOMOUNT, which coreutils passes; the image's
     // preloaded wrapper drops the flag, so `ls` and `stat` work under both runtimes.

@@ -48,9 +48,9 @@ fn as_host_user(script: &str) -> (bool, String) {
 }
 
 /// A server whose data dir is made the way `mkdir -p` makes one (0755, under a 0755 parent),
-/// as for a user who names their own: only Warren itself may close it. The scratch dir is
-/// returned to keep it alive.
-async fn server_in_open_dir() -> (TestServer, tempfile::TempDir) {
+/// as for a user who names their own: only Warren itself may close it. The scratch dir comes
+/// first, so that bound in that order the server is dropped (and cleans up) before it.
+async fn server_in_open_dir() -> (tempfile::TempDir, TestServer) {
     let scratch = tempfile::Builder::new()
         .prefix("warren-sec-")
         .tempdir_in("/var/tmp")
@@ -67,7 +67,7 @@ async fn server_in_open_dir() -> (TestServer, tempfile::TempDir) {
         reqwest::StatusCode::CREATED,
         "importing busybox"
     );
-    (s, scratch)
+    (scratch, s)
 }
 
 fn mode(p: &Path) -> u32 {
@@ -185,7 +185,8 @@ async fn runc_sandboxes_have_seccomp_and_no_namespaces() {
 /// dir and the mounted roots are closed to them, and under runc the file is not even root's.
 #[tokio::test(flavor = "multi_thread")]
 async fn host_users_cannot_run_setuid_files_of_sandboxes() {
-    let (s, _scratch) = server_in_open_dir().await;
+    // The server first, then its dir: bound in this order, they drop in the other.
+    let (_scratch, s) = server_in_open_dir().await;
     let data = s.data_dir.canonicalize().expect("data dir");
     assert_eq!(mode(&data), 0o700);
     for runtime in common::RUNTIMES {
@@ -230,7 +231,7 @@ async fn host_users_cannot_run_setuid_files_of_sandboxes() {
 /// older servers (0755 dirs, 0644 files) are closed at start.
 #[tokio::test(flavor = "multi_thread")]
 async fn secrets_are_closed_to_host_users() {
-    let (mut s, _scratch) = server_in_open_dir().await;
+    let (_scratch, mut s) = server_in_open_dir().await;
     let sb = s
         .create(json!({"image": "busybox", "runtime": "runc", "env": {"API_SECRET": "s3cret"}, "cmd": ["sh", "-c", "echo started; sleep 1000"]}))
         .await;

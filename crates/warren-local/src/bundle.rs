@@ -202,6 +202,12 @@ fn build_config(
     env.push(format!("WARREN_AGENT_TOKEN_FILE={TOKEN_PATH_IN_SANDBOX}"));
     env.push(format!("WARREN_AGENT_TOKEN={}", spec.token)); // TEMP until the agent reads the file
     env.push(format!("WARREN_AGENT_DEFAULT_USER={}", spec.user));
+    if spec.runtime == Runtime::Gvisor {
+        // gVisor's host threads count against the host cgroup's `pids` (given
+        // GVISOR_THREAD_FLOOR more), so the sandbox's own limit is held by gVisor's cgroupfs,
+        // which the agent sets: a fork bomb then stops at `pids` instead of taking the sentry.
+        env.push(format!("WARREN_AGENT_PIDS={}", spec.pids));
+    }
     if !spec.cmd.is_empty() {
         env.push(format!(
             "WARREN_AGENT_CMD={}",

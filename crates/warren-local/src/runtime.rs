@@ -106,10 +106,22 @@ impl CliRuntime {
         let flags = std::process::Command::new(&cfg.binary)
             .arg("flags")
             .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            // It prints them on stderr.
+            .map(|o| {
+                format!(
+                    "{}{}",
+                    String::from_utf8_lossy(&o.stdout),
+                    String::from_utf8_lossy(&o.stderr)
+                )
+            })
             .unwrap_or_default();
         if flags.contains("-overlay2") {
             global.push("--overlay2=none".into());
+        }
+        // setuid binaries (`sudo`) raise ids inside the sandbox, as under runc; gVisor ignores
+        // the bits unless told. The sandbox's root is gVisor's, not the host's.
+        if flags.contains("-allow-suid") {
+            global.push("--allow-suid".into());
         }
         CliRuntime {
             binary: cfg.binary.clone(),
