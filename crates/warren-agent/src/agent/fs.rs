@@ -158,9 +158,13 @@ pub fn list_dir(
     table: &Table,
 ) -> Result<ListDirResponse, ConnectError> {
     let requested = resolve(&req.path, user)?;
+    // The kernel's answer for the path as given first: realpath, walking it a name at a time,
+    // would call a path too long to exist merely missing.
+    let meta =
+        std::fs::metadata(&requested).map_err(|e| io_error(&e, "cannot list", &requested))?;
     let root =
         std::fs::canonicalize(&requested).map_err(|e| io_error(&e, "cannot list", &requested))?;
-    if !root.is_dir() {
+    if !meta.is_dir() {
         return Err(ConnectError::new(
             code::INVALID_ARGUMENT,
             format!("path is not a directory: {}", shown(&requested)),
