@@ -302,3 +302,32 @@ async fn paths_too_long_are_the_callers_error() {
     let e = c.stat(long_name.to_str().unwrap()).await.unwrap_err();
     assert!(e.to_string().len() < 400, "{e}");
 }
+
+#[tokio::test]
+async fn a_recursive_watch_sees_only_directories_the_user_may_read() {
+    let agent = Agent::spawn().await;
+    let tree = Tree::new();
+    let closed = tree.at("pub/closed");
+    std::fs::create_dir(&closed).unwrap();
+    chmod(&closed, 0o700);
+    let nobody = agent.client.with_user("nobody");
+    let mut stream = nobody
+        .watch_dir(tree.at("pub").to_str().unwrap(), true)
+        .await
+        .unwrap();
+    assert!(matches!(
+        stream.next().await,
+        Some(Ok(warren_agent::WatchEvent::Start))
+    ));
+    std::fs::write(closed.join("hidden"), "h").unwrap();
+    std::fs::write(tree.at("pub/open"), "o").unwrap();
+    let event = tokio::time::timeout(std::time::Duration::from_secs(5), stream.next())
+        .await
+        .expect("no watch event within 5 s")
+        .unwrap()
+        .unwrap();
+    let warren_agent::WatchEvent::Filesystem(event) = event else {
+        panic!("not a filesystem event: {event:?}");
+    };
+    assert_eq!(event.name, "open", "{event:?}");
+}

@@ -256,9 +256,8 @@ impl Watcher {
     /// The next change, waiting for one.
     pub async fn next(&mut self) -> std::io::Result<FilesystemEvent> {
         loop {
-            if let Some(event) = self.pending.pop_front() {
-                return Ok(event);
-            }
+            // A new directory's scan finishes before its create event goes out: a client that
+            // acts on the event (writes into the directory) must find it watched already.
             if let Some(task) = self.scanning.as_mut() {
                 let scanned = task.await;
                 self.scanning = None;
@@ -269,6 +268,9 @@ impl Watcher {
             if let Some(dir) = self.unscanned.pop_front() {
                 self.scanning = Some(self.start_scan(dir));
                 continue;
+            }
+            if let Some(event) = self.pending.pop_front() {
+                return Ok(event);
             }
             match self.events.next().await {
                 Some(Ok(event)) => self.translate(event),
