@@ -2,6 +2,7 @@
 //! the HTTP server, the Connect methods, supervision of the processes it starts, the
 //! filesystem services, the listening-ports table, and the `demo-http` test server.
 
+pub mod as_user;
 pub mod body;
 pub mod config;
 pub mod demo_http;
@@ -10,6 +11,7 @@ pub mod exec_shim;
 pub mod exit_status;
 pub mod files_http;
 pub mod fs;
+pub mod fs_error;
 pub mod init;
 pub mod ports;
 pub mod process;

@@ -40,13 +40,15 @@ async fn runs_a_command_and_reports_output_and_exit() {
 #[tokio::test]
 async fn honours_envs_and_cwd_and_hides_agent_config() {
     let agent = Agent::spawn().await;
-    let mut req = sh(r#"echo "$FOO|$(pwd)|${WARREN_AGENT_TOKEN:-unset}|$HOME|$PATH""#);
+    let mut req = sh(
+        r#"echo "$FOO|$(pwd)|${WARREN_AGENT_TOKEN:-unset}${WARREN_AGENT_TOKEN_FILE:-unset}|$HOME|$PATH""#,
+    );
     req.process.envs.insert("FOO".into(), "bar baz".into());
     req.process.cwd = Some("/tmp".into());
     let out = run(&agent, &req).await;
     let line = String::from_utf8(out.stdout).unwrap();
     let fields: Vec<&str> = line.trim_end().split('|').collect();
-    assert_eq!(fields[..3], ["bar baz", "/tmp", "unset"]);
+    assert_eq!(fields[..3], ["bar baz", "/tmp", "unsetunset"]);
     assert!(!fields[3].is_empty(), "HOME unset");
     assert!(fields[4].contains("/bin"), "PATH {:?}", fields[4]);
 
@@ -316,4 +318,44 @@ async fn start_latency() {
     let p99 = samples[samples.len() * 99 / 100];
     eprintln!("Start /bin/true round trip: median {median:?}, p99 {p99:?}");
     assert!(median < Duration::from_millis(50), "median {median:?}");
+}
+
+#[tokio::test]
+async fn an_unreadable_token_file_stops_the_agent_instead_of_serving_without_a_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-such-token");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    // The fallback variable is set too: the file, when named, must win even when unreadable.
+    let out = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio::process::Command::new(support::agent_bin())
+            .env("WARREN_AGENT_ADDR", addr.to_string())
+            .env("WARREN_AGENT_TOKEN_FILE", &missing)
+            .env("WARREN_AGENT_TOKEN", "fallback")
+            .env_remove("WARREN_AGENT_CMD")
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("the agent kept running with an unreadable token file")
+    .unwrap();
+    assert!(!out.status.success(), "{:?}", out.status);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("WARREN_AGENT_TOKEN_FILE") && stderr.contains("no-such-token"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("listening"), "{stderr}");
+}
+
+#[tokio::test]
+async fn the_token_from_the_file_is_required() {
+    let agent = Agent::spawn().await;
+    let wrong = warren_agent::AgentClient::new(agent.addr, "fallback");
+    let e = wrong.list().await.unwrap_err();
+    assert_eq!(e.rpc_code(), Some("unauthenticated"), "{e}");
+    agent.client.list().await.unwrap();
 }

@@ -1,11 +1,11 @@
 //! The filesystem service, `/files` transfers and acting users, against the real agent binary.
-//! Needs root (the agent chowns files to other users); uses the host's `nobody` (uid 65534) and
-//! a private passwd file for a user with supplementary groups.
+//! Needs root (the agent acts as other users); uses the host's `nobody` (uid 65534) and a
+//! private passwd file for a user with supplementary groups.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -225,6 +225,9 @@ async fn requests_act_as_the_named_user() {
     let agent = Agent::spawn().await;
     let nobody = agent.client.with_user("nobody");
     let tmp = tempfile::tempdir().unwrap();
+    // A directory anyone may write to, as /tmp: the agent acts as nobody, who may not write
+    // into root's directories.
+    std::fs::set_permissions(tmp.path(), PermissionsExt::from_mode(0o1777)).unwrap();
     let root = tmp.path().to_str().unwrap().to_owned();
 
     nobody
@@ -281,6 +284,8 @@ async fn run_as(client: &warren_agent::AgentClient, script: &str) -> String {
 #[tokio::test]
 async fn supplementary_groups_and_default_user_from_the_account_files() {
     let tmp = tempfile::tempdir().unwrap();
+    // Alice must be able to reach her home.
+    std::fs::set_permissions(tmp.path(), PermissionsExt::from_mode(0o755)).unwrap();
     let home = tmp.path().join("home");
     std::fs::create_dir(&home).unwrap();
     std::os::unix::fs::chown(&home, Some(4321), Some(4321)).unwrap();

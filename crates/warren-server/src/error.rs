@@ -41,6 +41,9 @@ pub enum ApiError {
     /// 503: a dependency is down.
     #[error("{0}")]
     Unavailable(String),
+    /// 507: the sandbox's disk (or quota) is full.
+    #[error("{0}")]
+    InsufficientStorage(String),
 }
 
 impl ApiError {
@@ -62,6 +65,9 @@ impl ApiError {
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
             ApiError::BadGateway(_) => (StatusCode::BAD_GATEWAY, "bad_gateway"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ApiError::InsufficientStorage(_) => {
+                (StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage")
+            }
         }
     }
 }
@@ -81,6 +87,7 @@ impl ApiError {
             ApiError::Internal(m) => ApiError::Internal(f(m)),
             ApiError::BadGateway(m) => ApiError::BadGateway(f(m)),
             ApiError::Unavailable(m) => ApiError::Unavailable(f(m)),
+            ApiError::InsufficientStorage(m) => ApiError::InsufficientStorage(f(m)),
         }
     }
 
@@ -93,7 +100,8 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
-        if status.is_server_error() {
+        // A full disk in a sandbox is its user's doing, not a fault of the server.
+        if status.is_server_error() && status != StatusCode::INSUFFICIENT_STORAGE {
             tracing::error!("{self}");
         }
         (status, Json(ErrorBody::new(code, self.to_string()))).into_response()

@@ -1,19 +1,28 @@
 //! The agent's configuration, read once from the `WARREN_AGENT_*` environment the server puts in
 //! the OCI config, and the base environment every process the agent starts inherits.
+//!
+//! The access token itself is not in that environment: PID 1's environment is readable by every
+//! user of the sandbox under gVisor (`/proc/1/environ` is 0444 there), and the token lets its
+//! holder act as root through the agent. The server bind-mounts it as a root-only file and
+//! names that file in `WARREN_AGENT_TOKEN_FILE`.
 
 use std::ffi::OsString;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Where the agent listens when `WARREN_AGENT_ADDR` is unset (envd's port).
 const DEFAULT_ADDR: &str = "0.0.0.0:49983";
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 const DEFAULT_HOME: &str = "/root";
+/// Names the file holding the access token.
+const TOKEN_FILE_VAR: &str = "WARREN_AGENT_TOKEN_FILE";
+/// The token itself, for an agent started by hand or by tests on the host; the file wins.
+const TOKEN_VAR: &str = "WARREN_AGENT_TOKEN";
 
 /// Everything the server needs to know at start.
 #[derive(Debug)]
 pub struct Config {
-    /// Required `X-Access-Token`; `None` disables the check.
+    /// Required `X-Access-Token`; `None` (neither variable set) disables the check.
     pub token: Option<String>,
     /// Listen address.
     pub addr: SocketAddr,
@@ -33,10 +42,11 @@ impl Config {
 
     fn from_vars(vars: impl Iterator<Item = (OsString, OsString)>) -> Result<Config, String> {
         let vars: Vec<(OsString, OsString)> = vars.collect();
-        let get = |name: &str| {
-            vars.iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.to_string_lossy().into_owned())
+        let get_os = |name: &str| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v);
+        let get = |name: &str| get_os(name).map(|v| v.to_string_lossy().into_owned());
+        let token = match get_os(TOKEN_FILE_VAR) {
+            Some(path) => Some(read_token(Path::new(path))?),
+            None => get(TOKEN_VAR),
         };
 
         let addr_text = get("WARREN_AGENT_ADDR").unwrap_or_else(|| DEFAULT_ADDR.to_owned());
@@ -71,13 +81,35 @@ impl Config {
         }
 
         Ok(Config {
-            token: get("WARREN_AGENT_TOKEN"),
+            token,
             addr,
             main_cmd,
             main_cwd,
             child_env,
         })
     }
+}
+
+/// The token in `path`, without surrounding whitespace. Any failure is fatal to the caller: an
+/// agent told to require a token must never serve without one.
+fn read_token(path: &Path) -> Result<String, String> {
+    if path.as_os_str().is_empty() {
+        return Err(format!("{TOKEN_FILE_VAR} is set but empty"));
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        format!(
+            "cannot read the access token from {TOKEN_FILE_VAR}={}: {e}",
+            path.display()
+        )
+    })?;
+    let token = text.trim();
+    if token.is_empty() {
+        return Err(format!(
+            "the access token file {TOKEN_FILE_VAR}={} is empty",
+            path.display()
+        ));
+    }
+    Ok(token.to_owned())
 }
 
 #[cfg(test)]
@@ -135,5 +167,52 @@ mod tests {
         assert!(Config::from_vars(vars(&[("WARREN_AGENT_CMD", "sleep 9")])).is_err());
         assert!(Config::from_vars(vars(&[("WARREN_AGENT_CMD", "[]")])).is_err());
         assert!(Config::from_vars(vars(&[("WARREN_AGENT_ADDR", "nope")])).is_err());
+    }
+
+    fn token_of(pairs: &[(&str, &str)]) -> Result<Option<String>, String> {
+        Config::from_vars(vars(pairs)).map(|c| c.token)
+    }
+
+    #[test]
+    fn token_comes_from_its_file_and_the_file_wins() {
+        let dir = std::env::temp_dir().join(format!("warren-token-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let file = dir.join("token");
+        assert!(std::fs::write(&file, "from-file\n").is_ok());
+        let path = file.to_string_lossy().into_owned();
+        assert_eq!(
+            token_of(&[(TOKEN_FILE_VAR, &path)]),
+            Ok(Some("from-file".into()))
+        );
+        assert_eq!(
+            token_of(&[(TOKEN_FILE_VAR, &path), (TOKEN_VAR, "from-env")]),
+            Ok(Some("from-file".into()))
+        );
+        assert_eq!(
+            token_of(&[(TOKEN_VAR, "from-env")]),
+            Ok(Some("from-env".into()))
+        );
+        assert_eq!(token_of(&[]), Ok(None));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn an_unusable_token_file_is_fatal_never_unauthenticated() {
+        let dir = std::env::temp_dir().join(format!("warren-token-bad-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let missing = dir.join("missing").to_string_lossy().into_owned();
+        let Err(e) = token_of(&[(TOKEN_FILE_VAR, &missing), (TOKEN_VAR, "from-env")]) else {
+            panic!("a missing token file was accepted");
+        };
+        assert!(e.contains(TOKEN_FILE_VAR) && e.contains(&missing), "{e}");
+        let blank = dir.join("blank");
+        assert!(std::fs::write(&blank, " \n").is_ok());
+        let blank = blank.to_string_lossy().into_owned();
+        assert!(token_of(&[(TOKEN_FILE_VAR, &blank)]).is_err());
+        // A directory cannot be read as a file.
+        let dir_path = dir.to_string_lossy().into_owned();
+        assert!(token_of(&[(TOKEN_FILE_VAR, &dir_path)]).is_err());
+        assert!(token_of(&[(TOKEN_FILE_VAR, "")]).is_err());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

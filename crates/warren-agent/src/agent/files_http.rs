@@ -1,7 +1,10 @@
 //! `GET /files` and `POST /files`: whole files streamed out and in through bounded buffers, so a
-//! transfer of any size costs the agent the same few hundred KiB. Errors are envd's REST shape,
-//! `{"code": <HTTP status>, "message": "..."}`.
+//! transfer of any size costs the agent the same few hundred KiB. The file is opened (and its
+//! parents created) with the acting user's credentials, then streamed through the descriptor:
+//! permission is checked at open, as for the user's own `cat` or `tee`. Errors are envd's REST
+//! shape, `{"code": <HTTP status>, "message": "..."}`.
 
+use std::fs::File;
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -19,8 +22,10 @@ use tokio_util::io::{ReaderStream, StreamReader};
 
 use warren_agent::connect::ConnectError;
 
+use super::as_user;
 use super::body::AgentBody;
-use super::fs::{chown_to, ensure_dirs, resolve};
+use super::fs::{ensure_dirs, resolve};
+use super::fs_error::{code_for, rest_status, shown};
 use super::rpc::{response, Services};
 use super::users::User;
 
@@ -55,20 +60,17 @@ fn error(status: StatusCode, message: impl Into<String>) -> Failure {
     }
 }
 
-fn from_connect(e: &ConnectError) -> Failure {
-    let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    error(status, e.message.clone())
+fn from_io(e: &std::io::Error, what: &str, path: &Path) -> Failure {
+    let status =
+        StatusCode::from_u16(rest_status(code_for(e))).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    error(status, format!("{what} {}: {e}", shown(path)))
 }
 
-fn from_io(e: &std::io::Error, what: &str, path: &Path) -> Failure {
-    let status = match e.kind() {
-        ErrorKind::NotFound => StatusCode::NOT_FOUND,
-        ErrorKind::PermissionDenied => StatusCode::FORBIDDEN,
-        ErrorKind::StorageFull | ErrorKind::QuotaExceeded => StatusCode::INSUFFICIENT_STORAGE,
-        ErrorKind::IsADirectory | ErrorKind::NotADirectory => StatusCode::BAD_REQUEST,
-        _ => StatusCode::INTERNAL_SERVER_ERROR,
-    };
-    error(status, format!("{what} {}: {e}", path.display()))
+/// A `/files` failure from a Connect error: the REST status of its code.
+fn from_connect(e: &ConnectError) -> Failure {
+    let status =
+        StatusCode::from_u16(rest_status(&e.code)).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    error(status, e.message.clone())
 }
 
 fn hex(c: u8) -> Option<u8> {
@@ -134,19 +136,10 @@ pub async fn handle(services: &Services, req: Request<Incoming>) -> Response<Age
 
 async fn download(path: &str, user: &User) -> Result<Response<AgentBody>, Failure> {
     let path = resolve(path, user).map_err(|e| from_connect(&e))?;
-    let file = tokio::fs::File::open(&path)
+    let (file, len) = as_user::run(user, move || open_for_reading(&path))
         .await
-        .map_err(|e| from_io(&e, "cannot open", &path))?;
-    let len = match file.metadata().await {
-        Ok(m) if m.is_dir() => {
-            return Err(error(
-                StatusCode::BAD_REQUEST,
-                format!("{} is a directory", path.display()),
-            ))
-        }
-        Ok(m) => m.len(),
-        Err(e) => return Err(from_io(&e, "cannot stat", &path)),
-    };
+        .map_err(|e| from_connect(&e))??;
+    let file = tokio::fs::File::from_std(file);
     let (tx, rx) = mpsc::channel(QUEUE);
     tokio::spawn(async move {
         // Exactly the announced length, even if the file grows meanwhile.
@@ -169,6 +162,19 @@ async fn download(path: &str, user: &User) -> Result<Response<AgentBody>, Failur
         "application/octet-stream",
         AgentBody::Sized(rx, len),
     ))
+}
+
+/// Opens `path` to read (as the calling thread's user), with its length.
+fn open_for_reading(path: &Path) -> Result<(File, u64), Failure> {
+    let file = File::open(path).map_err(|e| from_io(&e, "cannot open", path))?;
+    match file.metadata() {
+        Ok(m) if m.is_dir() => Err(error(
+            StatusCode::BAD_REQUEST,
+            format!("{} is a directory", shown(path)),
+        )),
+        Ok(m) => Ok((file, m.len())),
+        Err(e) => Err(from_io(&e, "cannot stat", path)),
+    }
 }
 
 /// The request body as a byte stream, gunzipped on the fly when `Content-Encoding: gzip`.
@@ -289,27 +295,34 @@ async fn upload_multipart(
     Ok(written)
 }
 
-/// Writes `chunks` to `dest` (created or truncated, parents created), owned by `user`.
-async fn write_file(dest: &Path, user: &User, mut chunks: ByteStream) -> Result<(), Failure> {
+/// Creates or truncates `dest` to write (as the calling thread's user), parents created. An
+/// existing file keeps its owner; a new one is the user's.
+fn open_for_writing(dest: &Path) -> Result<File, Failure> {
     if dest.is_dir() {
         return Err(error(
             StatusCode::BAD_REQUEST,
-            format!("{} is a directory", dest.display()),
+            format!("{} is a directory", shown(dest)),
         ));
     }
     if let Some(parent) = dest.parent() {
-        ensure_dirs(parent, user).map_err(|e| from_connect(&e))?;
+        ensure_dirs(parent).map_err(|e| from_connect(&e))?;
     }
-    let mut file = tokio::fs::File::create(dest)
+    File::create(dest).map_err(|e| from_io(&e, "cannot create", dest))
+}
+
+/// Writes `chunks` to `dest` as `user` (created or truncated, parents created).
+async fn write_file(dest: &Path, user: &User, mut chunks: ByteStream) -> Result<(), Failure> {
+    let target = dest.to_path_buf();
+    let file = as_user::run(user, move || open_for_writing(&target))
         .await
-        .map_err(|e| from_io(&e, "cannot create", dest))?;
-    chown_to(dest, user).map_err(|e| from_connect(&e))?;
+        .map_err(|e| from_connect(&e))??;
+    let mut file = tokio::fs::File::from_std(file);
     while let Some(chunk) = chunks.next().await {
         // A broken body (bad gzip, truncated multipart) is the client's fault.
         let chunk = chunk.map_err(|e| {
             error(
                 StatusCode::BAD_REQUEST,
-                format!("cannot read the upload for {}: {e}", dest.display()),
+                format!("cannot read the upload for {}: {e}", shown(dest)),
             )
         })?;
         file.write_all(&chunk)

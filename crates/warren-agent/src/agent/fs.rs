@@ -1,16 +1,17 @@
 //! The `filesystem.Filesystem` directory operations (Stat, MakeDir, Move, ListDir, Remove) and
 //! the path rules every file operation shares. The agent is the sandbox's PID 1, so `/` is the
-//! sandbox root: paths need no confinement beyond ordinary path semantics.
+//! sandbox root: paths need no confinement beyond ordinary path semantics. The operations run
+//! with the acting user's credentials (see `as_user`): what they may do, and who owns what they
+//! create, is the kernel's decision.
 
 use std::io::ErrorKind;
 use std::path::{Component, Path, PathBuf};
-
-use nix::unistd::{chown, Gid, Uid};
 
 use warren_agent::connect::{code, ConnectError};
 use warren_agent::{EntryInfo, EntryResponse, ListDirRequest, ListDirResponse, MoveRequest};
 
 use super::entry::entry_info;
+use super::fs_error::{io_error, shown, shown_text};
 use super::users::{Table, User};
 
 /// Resolves a request path as envd does: `~` and relative paths are taken from the acting
@@ -20,7 +21,7 @@ pub fn resolve(path: &str, user: &User) -> Result<PathBuf, ConnectError> {
     if path.contains('\0') {
         return Err(ConnectError::new(
             code::INVALID_ARGUMENT,
-            format!("path {path:?} contains a NUL byte"),
+            format!("path {:?} contains a NUL byte", shown_text(path)),
         ));
     }
     let joined = if path == "~" {
@@ -43,27 +44,12 @@ pub fn resolve(path: &str, user: &User) -> Result<PathBuf, ConnectError> {
     Ok(clean)
 }
 
-/// The Connect error for a failed filesystem call on `path`.
-pub fn io_error(e: &std::io::Error, what: &str, path: &Path) -> ConnectError {
-    let code = match e.kind() {
-        ErrorKind::NotFound => code::NOT_FOUND,
-        ErrorKind::PermissionDenied => code::PERMISSION_DENIED,
-        ErrorKind::AlreadyExists => code::ALREADY_EXISTS,
-        ErrorKind::NotADirectory | ErrorKind::IsADirectory | ErrorKind::InvalidInput => {
-            code::INVALID_ARGUMENT
-        }
-        _ => code::INTERNAL,
-    };
-    ConnectError::new(code, format!("{what} {}: {e}", path.display()))
-}
-
 fn describe(path: &Path, table: &Table) -> Result<EntryInfo, ConnectError> {
     entry_info(path, table).map_err(|e| io_error(&e, "cannot stat", path))
 }
 
-/// Creates `dir` and any missing parents, each owned by `user` (an agent running as root would
-/// otherwise leave root-owned directories the user cannot write into).
-pub fn ensure_dirs(dir: &Path, user: &User) -> Result<(), ConnectError> {
+/// Creates `dir` and any missing parents, as the calling thread's user (who so owns them).
+pub fn ensure_dirs(dir: &Path) -> Result<(), ConnectError> {
     let mut missing = Vec::new();
     let mut cur = Some(dir);
     while let Some(p) = cur {
@@ -74,40 +60,25 @@ pub fn ensure_dirs(dir: &Path, user: &User) -> Result<(), ConnectError> {
             Ok(_) => {
                 return Err(ConnectError::new(
                     code::INVALID_ARGUMENT,
-                    format!("{} exists and is not a directory", p.display()),
+                    format!("{} exists and is not a directory", shown(p)),
                 ))
             }
-            Err(_) => missing.push(p),
+            Err(e) if e.kind() == ErrorKind::NotFound => missing.push(p),
+            // Anything else (too long, not searchable, a loop) no parent can mend: stop here,
+            // before creating parents for a path that cannot exist.
+            Err(e) => return Err(io_error(&e, "cannot create directory", p)),
         }
         cur = p.parent();
     }
     for p in missing.into_iter().rev() {
         match std::fs::create_dir(p) {
-            Ok(()) => chown_to(p, user)?,
+            Ok(()) => {}
             // Someone else made it meanwhile: fine, it is theirs.
             Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
             Err(e) => return Err(io_error(&e, "cannot create directory", p)),
         }
     }
     Ok(())
-}
-
-/// Gives `path` to `user` (a no-op for root, who owns what the agent creates anyway).
-pub fn chown_to(path: &Path, user: &User) -> Result<(), ConnectError> {
-    if user.is_root() {
-        return Ok(());
-    }
-    chown(
-        path,
-        Some(Uid::from_raw(user.uid)),
-        Some(Gid::from_raw(user.gid)),
-    )
-    .map_err(|e| {
-        ConnectError::new(
-            code::INTERNAL,
-            format!("cannot give {} to {}: {e}", path.display(), user.name),
-        )
-    })
 }
 
 /// `Stat`.
@@ -125,7 +96,7 @@ pub fn make_dir(path: &str, user: &User, table: &Table) -> Result<EntryResponse,
         Ok(m) if m.is_dir() => {
             return Err(ConnectError::new(
                 code::ALREADY_EXISTS,
-                format!("directory already exists: {}", path.display()),
+                format!("directory already exists: {}", shown(&path)),
             ))
         }
         Ok(_) => {
@@ -133,13 +104,13 @@ pub fn make_dir(path: &str, user: &User, table: &Table) -> Result<EntryResponse,
                 code::INVALID_ARGUMENT,
                 format!(
                     "path already exists but it is not a directory: {}",
-                    path.display()
+                    shown(&path)
                 ),
             ))
         }
         Err(_) => {}
     }
-    ensure_dirs(&path, user)?;
+    ensure_dirs(&path)?;
     Ok(EntryResponse {
         entry: Some(describe(&path, table)?),
     })
@@ -155,21 +126,11 @@ pub fn rename(
     let destination = resolve(&req.destination, user)?;
     std::fs::symlink_metadata(&source).map_err(|e| io_error(&e, "cannot move", &source))?;
     if let Some(parent) = destination.parent() {
-        ensure_dirs(parent, user)?;
+        ensure_dirs(parent)?;
     }
     std::fs::rename(&source, &destination).map_err(|e| {
-        ConnectError::new(
-            if e.kind() == ErrorKind::NotFound {
-                code::NOT_FOUND
-            } else {
-                code::INTERNAL
-            },
-            format!(
-                "cannot move {} to {}: {e}",
-                source.display(),
-                destination.display()
-            ),
-        )
+        let moving = format!("cannot move {} to", shown(&source));
+        io_error(&e, &moving, &destination)
     })?;
     Ok(EntryResponse {
         entry: Some(describe(&destination, table)?),
@@ -197,12 +158,16 @@ pub fn list_dir(
     table: &Table,
 ) -> Result<ListDirResponse, ConnectError> {
     let requested = resolve(&req.path, user)?;
+    // The kernel's answer for the path as given first: realpath, walking it a name at a time,
+    // would call a path too long to exist merely missing.
+    let meta =
+        std::fs::metadata(&requested).map_err(|e| io_error(&e, "cannot list", &requested))?;
     let root =
         std::fs::canonicalize(&requested).map_err(|e| io_error(&e, "cannot list", &requested))?;
-    if !root.is_dir() {
+    if !meta.is_dir() {
         return Err(ConnectError::new(
             code::INVALID_ARGUMENT,
-            format!("path is not a directory: {}", requested.display()),
+            format!("path is not a directory: {}", shown(&requested)),
         ));
     }
     let mut entries = Vec::new();

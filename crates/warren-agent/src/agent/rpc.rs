@@ -20,6 +20,7 @@ use warren_agent::{
     WatchRequest, WatcherRequest,
 };
 
+use super::as_user;
 use super::body::AgentBody;
 use super::fs;
 use super::process::{StreamOptions, Supervisor};
@@ -179,13 +180,12 @@ fn to_json<T: Serialize>(message: &T) -> Result<Bytes, ConnectError> {
         .map_err(|e| ConnectError::new(code::INTERNAL, format!("cannot encode response: {e}")))
 }
 
-/// Runs blocking filesystem work off the (single) runtime thread.
-async fn blocking<T: Send + 'static>(
+/// Runs filesystem work as `user`, off the (single) runtime thread.
+async fn as_user<T: Send + 'static>(
+    user: &User,
     work: impl FnOnce() -> Result<T, ConnectError> + Send + 'static,
 ) -> Result<T, ConnectError> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|e| ConnectError::new(code::INTERNAL, format!("filesystem task failed: {e}")))?
+    as_user::run(user, work).await?
 }
 
 async fn fs_call(
@@ -196,31 +196,32 @@ async fn fs_call(
 ) -> Result<Bytes, ConnectError> {
     let accounts = services.accounts.clone();
     let table = move || Table::load(&accounts);
+    let u = user.clone();
     match route {
         path::STAT => {
             let req: PathRequest = parse(body)?;
-            to_json(&blocking(move || fs::stat(&req.path, &user, &table())).await?)
+            to_json(&as_user(&user, move || fs::stat(&req.path, &u, &table())).await?)
         }
         path::MAKE_DIR => {
             let req: PathRequest = parse(body)?;
-            to_json(&blocking(move || fs::make_dir(&req.path, &user, &table())).await?)
+            to_json(&as_user(&user, move || fs::make_dir(&req.path, &u, &table())).await?)
         }
         path::MOVE => {
             let req: MoveRequest = parse(body)?;
-            to_json(&blocking(move || fs::rename(&req, &user, &table())).await?)
+            to_json(&as_user(&user, move || fs::rename(&req, &u, &table())).await?)
         }
         path::LIST_DIR => {
             let req: ListDirRequest = parse(body)?;
-            to_json(&blocking(move || fs::list_dir(&req, &user, &table())).await?)
+            to_json(&as_user(&user, move || fs::list_dir(&req, &u, &table())).await?)
         }
         path::REMOVE => {
             let req: PathRequest = parse(body)?;
-            blocking(move || fs::remove(&req.path, &user)).await?;
+            as_user(&user, move || fs::remove(&req.path, &u)).await?;
             to_json(&Empty {})
         }
         path::CREATE_WATCHER => {
             let req: WatchRequest = parse(body)?;
-            let watcher = Watcher::new(&req, &user, &services.accounts)?;
+            let watcher = Watcher::new(&req, &user, &services.accounts).await?;
             to_json(&CreateWatcherResponse {
                 watcher_id: services.watchers.create(watcher),
             })

@@ -76,7 +76,7 @@ pub async fn watch_dir(
     }
     let options = stream_options(req.headers());
     let watcher = match stream_request::<WatchRequest>(req).await {
-        Ok(request) => Watcher::new(&request, &user, &services.accounts),
+        Ok(request) => Watcher::new(&request, &user, &services.accounts).await,
         Err(e) => Err(e),
     };
     let mut watcher = match watcher {

@@ -1,10 +1,14 @@
 //! Directory watches over inotify: one inotify instance per watch, recursive watches that follow
 //! new subdirectories, and the two ways a client consumes them (the `WatchDir` stream and the
-//! polled `CreateWatcher` / `GetWatcherEvents` / `RemoveWatcher` watchers).
+//! polled `CreateWatcher` / `GetWatcherEvents` / `RemoveWatcher` watchers). Directories are
+//! watched and scanned with the acting user's credentials, so a user sees changes only in the
+//! directories it may read.
 
 use std::collections::{HashMap, VecDeque};
 use std::ffi::OsString;
+use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -15,13 +19,24 @@ use tokio::task::JoinHandle;
 use warren_agent::connect::{code, ConnectError};
 use warren_agent::{EventType, FilesystemEvent, WatchRequest};
 
+use super::as_user;
 use super::entry::entry_info;
-use super::fs::{io_error, resolve};
+use super::fs::resolve;
+use super::fs_error::{io_error, shown};
 use super::users::{Accounts, Table, User};
 
 /// Events a polled watcher keeps for its client; beyond this the oldest are dropped, so a
 /// client that stopped polling cannot grow the agent without bound.
 const MAX_BUFFERED: usize = 65_536;
+
+/// Directories a scan put watches on, and with `report`, every entry it found below its root.
+#[derive(Default)]
+struct Scan {
+    dirs: Vec<(WatchDescriptor, PathBuf)>,
+    found: Vec<PathBuf>,
+}
+
+type ScanTask = Pin<Box<dyn Future<Output = Result<Scan, ConnectError>> + Send>>;
 
 /// One live watch of a directory tree.
 pub struct Watcher {
@@ -31,9 +46,15 @@ pub struct Watcher {
     recursive: bool,
     include_entry: bool,
     accounts: Accounts,
+    user: User,
     dirs: HashMap<i32, (WatchDescriptor, PathBuf)>,
     /// Events found while scanning a new subdirectory, delivered before the next read.
     pending: VecDeque<FilesystemEvent>,
+    /// New subdirectories of a recursive watch still to scan, in the order they appeared.
+    unscanned: VecDeque<PathBuf>,
+    /// The scan under way. Kept here, not in a local of `next`, so that `next` can be dropped
+    /// in a `select!` without losing what the scan found.
+    scanning: Option<ScanTask>,
 }
 
 fn mask() -> WatchMask {
@@ -46,75 +67,111 @@ fn mask() -> WatchMask {
         | WatchMask::DONT_FOLLOW
 }
 
+/// Puts a watch on `dir` and, with `recursive`, on every directory below it. Runs as the
+/// acting user: a directory the user may not read is not watched.
+fn scan(watches: &mut Watches, dir: &Path, recursive: bool, report: bool) -> std::io::Result<Scan> {
+    let mut out = Scan::default();
+    out.dirs
+        .push((watches.add(dir, mask())?, dir.to_path_buf()));
+    if recursive {
+        scan_below(watches, dir, report, &mut out);
+    }
+    Ok(out)
+}
+
+fn scan_below(watches: &mut Watches, dir: &Path, report: bool, out: &mut Scan) {
+    let Ok(read) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut children: Vec<(PathBuf, bool)> = read
+        .flatten()
+        .map(|e| (e.path(), e.file_type().is_ok_and(|t| t.is_dir())))
+        .collect();
+    children.sort();
+    for (path, is_dir) in children {
+        if report {
+            out.found.push(path.clone());
+        }
+        if is_dir {
+            if let Ok(wd) = watches.add(&path, mask()) {
+                out.dirs.push((wd, path.clone()));
+                scan_below(watches, &path, report, out);
+            }
+        }
+    }
+}
+
+/// The first scan of a watch: `root` must be a directory the user may watch.
+fn scan_root(watches: &mut Watches, root: &Path, recursive: bool) -> Result<Scan, ConnectError> {
+    let meta = std::fs::metadata(root).map_err(|e| io_error(&e, "cannot watch", root))?;
+    if !meta.is_dir() {
+        return Err(ConnectError::new(
+            code::INVALID_ARGUMENT,
+            format!("path {} is not a directory", shown(root)),
+        ));
+    }
+    // Existing entries are not news: only their watches are wanted.
+    scan(watches, root, recursive, false).map_err(|e| io_error(&e, "cannot watch", root))
+}
+
 impl Watcher {
     /// Starts watching the directory `req.path` names.
-    pub fn new(
+    pub async fn new(
         req: &WatchRequest,
         user: &User,
         accounts: &Accounts,
     ) -> Result<Watcher, ConnectError> {
         let root = resolve(&req.path, user)?;
-        let meta = std::fs::metadata(&root).map_err(|e| io_error(&e, "cannot watch", &root))?;
-        if !meta.is_dir() {
-            return Err(ConnectError::new(
-                code::INVALID_ARGUMENT,
-                format!("path {} is not a directory", root.display()),
-            ));
-        }
         let internal = |e: std::io::Error| {
             ConnectError::new(code::INTERNAL, format!("cannot set up inotify: {e}"))
         };
         let inotify = Inotify::init().map_err(internal)?;
         let watches = inotify.watches();
+        let (mut scanning, dir, recursive) = (watches.clone(), root.clone(), req.recursive);
+        let first = as_user::run(user, move || scan_root(&mut scanning, &dir, recursive)).await??;
         let mut watcher = Watcher {
             events: inotify
                 .into_event_stream(vec![0u8; 64 << 10])
                 .map_err(internal)?,
             watches,
-            root: root.clone(),
+            root,
             recursive: req.recursive,
             include_entry: req.include_entry,
             accounts: accounts.clone(),
+            user: user.clone(),
             dirs: HashMap::new(),
             pending: VecDeque::new(),
+            unscanned: VecDeque::new(),
+            scanning: None,
         };
-        watcher
-            .add(&root)
-            .map_err(|e| io_error(&e, "cannot watch", &root))?;
-        if watcher.recursive {
-            // Existing entries are not news: only their watches are wanted.
-            watcher.add_tree(&root, false);
-        }
+        watcher.merge(first);
         Ok(watcher)
     }
 
-    fn add(&mut self, dir: &Path) -> std::io::Result<()> {
-        let wd = self.watches.add(dir, mask())?;
-        // The same inode (a directory moved within the tree) keeps its descriptor: update it.
-        self.dirs
-            .insert(wd.get_watch_descriptor_id(), (wd, dir.to_path_buf()));
-        Ok(())
+    /// Takes in a scan's watches, and queues a create event for each entry it found, since
+    /// those appeared before the watch could see them.
+    fn merge(&mut self, scan: Scan) {
+        for (wd, dir) in scan.dirs {
+            // The same inode (a directory moved within the tree) keeps its descriptor: update it.
+            self.dirs.insert(wd.get_watch_descriptor_id(), (wd, dir));
+        }
+        if scan.found.is_empty() {
+            return;
+        }
+        let table = self.include_entry.then(|| Table::load(&self.accounts));
+        for path in scan.found {
+            self.queue(&path, EventType::Create, table.as_ref());
+        }
     }
 
-    /// Watches every directory below `dir`; with `report`, queues a create event for every
-    /// entry found, since those appeared before the watch could see them.
-    fn add_tree(&mut self, dir: &Path, report: bool) {
-        let Ok(read) = std::fs::read_dir(dir) else {
-            return;
-        };
-        let mut children: Vec<(PathBuf, bool)> = read
-            .flatten()
-            .map(|e| (e.path(), e.file_type().is_ok_and(|t| t.is_dir())))
-            .collect();
-        children.sort();
-        for (path, is_dir) in children {
-            if report {
-                self.queue(&path, EventType::Create, None);
-            }
-            if is_dir && self.add(&path).is_ok() {
-                self.add_tree(&path, report);
-            }
-        }
+    fn start_scan(&self, dir: PathBuf) -> ScanTask {
+        let mut watches = self.watches.clone();
+        let user = self.user.clone();
+        Box::pin(async move {
+            let scanned = as_user::run(&user, move || scan(&mut watches, &dir, true, true)).await?;
+            // A directory gone or unreadable by now has nothing to watch.
+            Ok(scanned.unwrap_or_default())
+        })
     }
 
     fn queue(&mut self, path: &Path, event_type: EventType, table: Option<&Table>) {
@@ -174,7 +231,7 @@ impl Watcher {
         self.queue(&path, kind, table.as_ref());
         if self.recursive && is_dir {
             match kind {
-                EventType::Create if self.add(&path).is_ok() => self.add_tree(&path, true),
+                EventType::Create => self.unscanned.push_back(path),
                 EventType::Rename => self.forget_tree(&path),
                 _ => {}
             }
@@ -199,6 +256,19 @@ impl Watcher {
     /// The next change, waiting for one.
     pub async fn next(&mut self) -> std::io::Result<FilesystemEvent> {
         loop {
+            // A new directory's scan finishes before its create event goes out: a client that
+            // acts on the event (writes into the directory) must find it watched already.
+            if let Some(task) = self.scanning.as_mut() {
+                let scanned = task.await;
+                self.scanning = None;
+                // A scan that could not run loses only that subtree's watches, not the watch.
+                self.merge(scanned.unwrap_or_default());
+                continue;
+            }
+            if let Some(dir) = self.unscanned.pop_front() {
+                self.scanning = Some(self.start_scan(dir));
+                continue;
+            }
             if let Some(event) = self.pending.pop_front() {
                 return Ok(event);
             }

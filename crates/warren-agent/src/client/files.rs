@@ -34,6 +34,8 @@ async fn files_error(resp: reqwest::Response) -> AgentError {
         401 => code::UNAUTHENTICATED,
         403 => code::PERMISSION_DENIED,
         404 => code::NOT_FOUND,
+        409 => code::FAILED_PRECONDITION,
+        413 => code::OUT_OF_RANGE,
         429 | 507 => code::RESOURCE_EXHAUSTED,
         502..=504 => code::UNAVAILABLE,
         _ => code::INTERNAL,

@@ -1,5 +1,6 @@
 //! Test harness: runs the built agent binary (not as PID 1, so in server role) on a free
-//! localhost port with a token, and collects `Start` streams.
+//! localhost port with a token handed over in a file, as the server does, and collects `Start`
+//! streams.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::{SocketAddr, TcpListener};
@@ -14,6 +15,21 @@ pub struct Agent {
     pub child: Child,
     pub addr: SocketAddr,
     pub client: AgentClient,
+    _token_file: tempfile::NamedTempFile,
+}
+
+/// A file holding [`TOKEN`].
+pub fn token_file() -> tempfile::NamedTempFile {
+    let file = tempfile::NamedTempFile::new().expect("token file");
+    std::fs::write(file.path(), TOKEN).expect("write token file");
+    file
+}
+
+/// The agent binary under test.
+pub fn agent_bin() -> String {
+    // WARREN_AGENT_BIN runs the suite against another build (the static release binary).
+    std::env::var("WARREN_AGENT_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_warren-agent").to_owned())
 }
 
 impl Agent {
@@ -27,12 +43,11 @@ impl Agent {
             .unwrap()
             .local_addr()
             .unwrap();
-        // WARREN_AGENT_BIN runs the suite against another build (the static release binary).
-        let bin = std::env::var("WARREN_AGENT_BIN")
-            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_warren-agent").to_owned());
-        let mut cmd = Command::new(bin);
+        let token_file = token_file();
+        let mut cmd = Command::new(agent_bin());
         cmd.env("WARREN_AGENT_ADDR", addr.to_string())
-            .env("WARREN_AGENT_TOKEN", TOKEN)
+            .env("WARREN_AGENT_TOKEN_FILE", token_file.path())
+            .env_remove("WARREN_AGENT_TOKEN")
             .env_remove("WARREN_AGENT_CMD")
             .env_remove("WARREN_AGENT_ROLE")
             .stdin(Stdio::null())
@@ -46,6 +61,7 @@ impl Agent {
             child,
             addr,
             client: AgentClient::new(addr, TOKEN),
+            _token_file: token_file,
         };
         let deadline = Instant::now() + Duration::from_secs(10);
         while agent.client.health().await.is_err() {

@@ -2,6 +2,7 @@
 //! listed, removed. Paths resolve inside the sandbox, where the agent runs.
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
+use warren_agent::connect::code;
 use warren_agent::{AgentClient, AgentError, FileType};
 use warren_api::{FileEntry, FileKind, SandboxId};
 
@@ -23,15 +24,45 @@ fn check_path(path: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// The agent's answer about a path, as an API error.
+/// Characters of a path kept in a message: a path is the caller's text, possibly kilobytes.
+const SHOWN_PATH_CHARS: usize = 120;
+
+/// `text` whole when short, else its start and its length.
+fn shorten(text: &str) -> String {
+    match text.char_indices().nth(SHOWN_PATH_CHARS) {
+        None => text.to_owned(),
+        Some((cut, _)) => format!(
+            "{}... ({} bytes)",
+            text.get(..cut).unwrap_or_default(),
+            text.len()
+        ),
+    }
+}
+
+/// The agent's answer about a path, as an API error. A failure the request caused (a path
+/// too long or read-only, a file where a directory should be, the user's own permissions, a
+/// full disk) is the caller's 4xx (507 for the disk); only the agent's own failures are 503.
 fn file_error(id: &SandboxId, path: &str, e: AgentError) -> ApiError {
+    let shown = shorten(path);
+    // The agent's message names the path again (cut short by the agent too): the detail goes
+    // to the debug log only, so no user-chosen text reaches the error log.
+    tracing::debug!(sandbox = %id, path = %shown, "file operation failed: {}", shorten(&e.to_string()));
+    let detail = match &e {
+        AgentError::Rpc { message, .. } => shorten(message),
+        other => shorten(&other.to_string()),
+    };
     match e.rpc_code() {
-        Some("not_found") => ApiError::NotFound(format!("{path}: no such file in sandbox {id}")),
-        Some("invalid_argument") | Some("already_exists") | Some("failed_precondition") => {
-            ApiError::Invalid(format!("{path}: {e}"))
+        Some(code::NOT_FOUND) => {
+            ApiError::NotFound(format!("{shown}: no such file in sandbox {id}"))
         }
-        Some("permission_denied") => ApiError::Forbidden(format!("{path}: {e}")),
-        _ => ApiError::Unavailable(format!("sandbox {id}: {e}")),
+        Some(code::INVALID_ARGUMENT) => ApiError::Invalid(detail),
+        Some(code::PERMISSION_DENIED) => ApiError::Forbidden(detail),
+        Some(code::ALREADY_EXISTS | code::FAILED_PRECONDITION | code::ABORTED) => {
+            ApiError::Conflict(detail)
+        }
+        Some(code::OUT_OF_RANGE) => ApiError::TooLarge(detail),
+        Some(code::RESOURCE_EXHAUSTED) => ApiError::InsufficientStorage(detail),
+        _ => ApiError::Unavailable(format!("sandbox {id}: {detail}")),
     }
 }
 
@@ -142,5 +173,38 @@ impl Service {
                 path: e.path,
             })
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status_of(code: &str, path: &str) -> (u16, String) {
+        let e = AgentError::Rpc {
+            code: code.into(),
+            message: format!("cannot create {}: os error", shorten(path)),
+        };
+        let api = file_error(&SandboxId::generate(), path, e);
+        (api.status().as_u16(), api.to_string())
+    }
+
+    #[test]
+    fn failures_the_request_caused_are_4xx_with_short_messages() {
+        let long = format!("/{}", "a".repeat(5000));
+        for (code, status) in [
+            (code::INVALID_ARGUMENT, 422),
+            (code::PERMISSION_DENIED, 403),
+            (code::NOT_FOUND, 404),
+            (code::ALREADY_EXISTS, 409),
+            (code::FAILED_PRECONDITION, 409),
+            (code::OUT_OF_RANGE, 413),
+            (code::RESOURCE_EXHAUSTED, 507),
+            (code::INTERNAL, 503),
+        ] {
+            let (got, message) = status_of(code, &long);
+            assert_eq!(got, status, "{code}");
+            assert!(message.len() < 400, "{code}: {} bytes", message.len());
+        }
     }
 }
