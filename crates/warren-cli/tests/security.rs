@@ -369,3 +369,133 @@ async fn a_stop_cut_by_a_crash_ends_stopped() {
         s = s2.adopt_scratch(s);
     }
 }
+
+/// Finding 8: the agent's token is not in PID 1's environment (gVisor shows that to every
+/// user) and its file is root's alone, under both runtimes.
+#[tokio::test(flavor = "multi_thread")]
+async fn only_root_inside_can_read_the_agent_token() {
+    let s = TestServer::start().await;
+    for runtime in common::RUNTIMES {
+        let sb = s
+            .create(json!({"image": "busybox", "runtime": runtime}))
+            .await;
+        let id = sb["id"].as_str().expect("id");
+        let env = s
+            .exec(
+                id,
+                json!({"cmd": ["sh", "-c", "tr '\\0' '\\n' < /proc/1/environ"], "user": "nobody"}),
+            )
+            .await;
+        let text = env["stdout"].as_str().unwrap_or_default();
+        assert!(!text.contains("WARREN_AGENT_TOKEN="), "{runtime}: {env}");
+        let v = s
+            .exec(
+                id,
+                json!({"cmd": ["cat", "/.warren/token"], "user": "nobody"}),
+            )
+            .await;
+        assert_ne!(v["exit_code"], 0, "{runtime}: nobody read the token: {v}");
+        // Root inside may (it is the sandbox's own root), and the token is really there.
+        assert_eq!(s.sh(id, "wc -c < /.warren/token").await.trim(), "48");
+        s.delete(id).await;
+    }
+}
+
+/// Finding 14: a fork bomb under gVisor stops at `pids` (it took the whole sandbox down, as
+/// gVisor's own threads ran out of the host's limit).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_gvisor_fork_bomb_stops_at_pids() {
+    let s = TestServer::start().await;
+    let sb = s
+        .create(json!({"image": "busybox", "runtime": "gvisor", "pids": 64}))
+        .await;
+    let id = sb["id"].as_str().expect("id");
+    let v = s
+        .exec(
+            id,
+            json!({"cmd": ["sh", "-c", "for i in $(seq 1 2000); do sleep 3 & done; wait"], "timeout_s": 60}),
+        )
+        .await;
+    let stderr = v["stderr"].as_str().unwrap_or_default();
+    assert!(stderr.contains("can't fork"), "{v}");
+    // Once the sleepers are gone the sandbox is as it was, its limit in gVisor's cgroupfs.
+    tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+    let (_, got) = s.get(id).await;
+    assert_eq!(got["state"], "running", "{got}");
+    assert_eq!(s.sh(id, "cat /sys/fs/cgroup/pids/pids.max").await, "64\n");
+    s.delete(id).await;
+}
+
+/// Finding 13: open files are charged to the sandbox's memory, so `memory_mb` bounds them
+/// (30 processes of 20,000 files each once held half the host's file table), the host's table
+/// is raised past what memory can hold, and the agent outlives the OOM kill of a file hog.
+#[tokio::test(flavor = "multi_thread")]
+async fn open_files_are_bounded_by_memory() {
+    let s = TestServer::start().await;
+    let file_max: u64 = std::fs::read_to_string("/proc/sys/fs/file-max")
+        .expect("file-max")
+        .trim()
+        .parse()
+        .expect("number");
+    assert_eq!(file_max, i64::MAX as u64, "fs.file-max not raised");
+
+    let scratch = tempfile::tempdir().expect("scratch");
+    let hog = scratch.path().join("fdhog");
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fdhog.c");
+    let out = Command::new("cc")
+        .args(["-static", "-O2", "-o"])
+        .arg(&hog)
+        .arg(&src)
+        .output()
+        .expect("cc");
+    assert!(
+        out.status.success(),
+        "cc: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let sb = s
+        .create(json!({"image": "busybox", "runtime": "runc", "memory_mb": 64, "pids": 64}))
+        .await;
+    let id = sb["id"].as_str().expect("id");
+    let resp = s
+        .req(
+            reqwest::Method::PUT,
+            &format!("/v1/sandboxes/{id}/files?path=/fdhog"),
+        )
+        .body(std::fs::read(&hog).expect("fdhog"))
+        .send()
+        .await
+        .expect("upload");
+    assert!(resp.status().is_success(), "upload: {}", resp.status());
+    let before = file_nr();
+    let v = s
+        .exec(
+            id,
+            json!({"cmd": ["sh", "-c", "chmod +x /fdhog && /fdhog 30 20000 1"], "timeout_s": 120}),
+        )
+        .await;
+    // Its children still hold what they opened for a second: the host's table shows it. Each
+    // file costs the sandbox's memory a few hundred bytes, so 64 MiB cannot hold the 600,000
+    // asked for (the hog is OOM-killed first, not the agent).
+    let held = file_nr().saturating_sub(before);
+    eprintln!("a 64 MiB sandbox held {held} open files: {v}");
+    assert!(held < 600_000, "64 MiB held {held} files: {v}");
+    // The agent was spared: the sandbox goes on.
+    let (_, got) = s.get(id).await;
+    assert_eq!(got["state"], "running", "{got}");
+    assert_eq!(s.sh(id, "echo alive").await, "alive\n");
+    assert_eq!(
+        s.sh(id, "cat /proc/1/oom_score_adj /proc/self/oom_score_adj")
+            .await,
+        "0\n1000\n"
+    );
+    s.delete(id).await;
+}
+
+fn file_nr() -> u64 {
+    std::fs::read_to_string("/proc/sys/fs/file-nr")
+        .ok()
+        .and_then(|t| t.split_whitespace().next().and_then(|n| n.parse().ok()))
+        .unwrap_or(0)
+}

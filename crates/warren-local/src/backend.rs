@@ -425,28 +425,12 @@ impl LocalBackend {
             )
             .await
             .map_err(|e| step("runtime")(e.to_string()))?;
-        if spec.runtime == Runtime::Runc {
-            self.spare_the_agent(&spec.id);
-        }
         steps.push(("runtime", t.elapsed()));
         Ok(Provisioned {
             ip: lease.sandbox_ip,
             agent_addr: SocketAddr::from((lease.sandbox_ip, AGENT_PORT)),
             steps,
         })
-    }
-
-    /// Exempts a runc sandbox's agent from its memory cgroup's OOM killer: when the sandbox's
-    /// processes fill its memory with what is not counted as theirs (open files, page tables),
-    /// the killer would otherwise pick the agent, the largest process, and end the sandbox.
-    /// Root inside may not lower its own score (no `CAP_SYS_RESOURCE` on the host), so the
-    /// server does it; the agent starts every child at 0 again.
-    fn spare_the_agent(&self, id: &str) {
-        for pid in cgroup::procs(self.cgroups, &self.cgroups_path(id)) {
-            if let Err(e) = fs::write(format!("/proc/{pid}/oom_score_adj"), "-1000") {
-                tracing::warn!(sandbox = id, "sparing the agent from the OOM killer: {e}");
-            }
-        }
     }
 
     /// The runtime's view of a sandbox's container.

@@ -200,13 +200,18 @@ fn build_config(
         .collect();
     env.extend(spec.env.iter().map(|(k, v)| format!("{k}={v}")));
     env.push(format!("WARREN_AGENT_TOKEN_FILE={TOKEN_PATH_IN_SANDBOX}"));
-    env.push(format!("WARREN_AGENT_TOKEN={}", spec.token)); // TEMP until the agent reads the file
     env.push(format!("WARREN_AGENT_DEFAULT_USER={}", spec.user));
     if spec.runtime == Runtime::Gvisor {
         // gVisor's host threads count against the host cgroup's `pids` (given
         // GVISOR_THREAD_FLOOR more), so the sandbox's own limit is held by gVisor's cgroupfs,
         // which the agent sets: a fork bomb then stops at `pids` instead of taking the sentry.
         env.push(format!("WARREN_AGENT_PIDS={}", spec.pids));
+    } else {
+        // The sandbox's processes go before the agent when its memory cgroup runs out (of files,
+        // page tables: memory no process's size shows), so the sandbox loses a process, not
+        // itself. Raising a score needs no privilege; lowering the agent's would need
+        // CAP_SYS_RESOURCE on the host, which not every host's root holds.
+        env.push("WARREN_AGENT_CHILD_OOM_SCORE_ADJ=1000".to_owned());
     }
     if !spec.cmd.is_empty() {
         env.push(format!(

@@ -177,15 +177,6 @@ pub fn dirs(mode: CgroupMode, cgroups_path: &str) -> Vec<PathBuf> {
     }
 }
 
-/// Host process ids in the container's cgroup (its init alone, right after it started).
-pub fn procs(mode: CgroupMode, cgroups_path: &str) -> Vec<u32> {
-    dirs(mode, cgroups_path)
-        .into_iter()
-        .find_map(|d| std::fs::read_to_string(d.join("cgroup.procs")).ok())
-        .map(|t| t.lines().filter_map(|l| l.trim().parse().ok()).collect())
-        .unwrap_or_default()
-}
-
 /// How many times the kernel's OOM killer struck in this cgroup (0 when unknown).
 pub fn oom_kills(mode: CgroupMode, cgroups_path: &str) -> u64 {
     let rel = cgroups_path.trim_start_matches('/');

@@ -32,6 +32,10 @@ pub struct Config {
     pub main_cwd: PathBuf,
     /// Environment of started processes before a request's `envs`.
     pub child_env: Vec<(OsString, OsString)>,
+    /// The sandbox's process limit to hold from inside (`WARREN_AGENT_PIDS`, under gVisor).
+    pub pids: Option<u64>,
+    /// OOM score of started processes (`WARREN_AGENT_CHILD_OOM_SCORE_ADJ`, under runc).
+    pub child_oom_score_adj: Option<i32>,
 }
 
 impl Config {
@@ -80,7 +84,24 @@ impl Config {
             }
         }
 
+        let pids = match get("WARREN_AGENT_PIDS") {
+            None => None,
+            Some(text) => Some(
+                text.parse()
+                    .map_err(|e| format!("WARREN_AGENT_PIDS={text:?} is not a number: {e}"))?,
+            ),
+        };
+
+        let child_oom_score_adj = match get("WARREN_AGENT_CHILD_OOM_SCORE_ADJ") {
+            None => None,
+            Some(text) => Some(text.parse().map_err(|e| {
+                format!("WARREN_AGENT_CHILD_OOM_SCORE_ADJ={text:?} is not a number: {e}")
+            })?),
+        };
+
         Ok(Config {
+            pids,
+            child_oom_score_adj,
             token,
             addr,
             main_cmd,

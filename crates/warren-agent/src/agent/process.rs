@@ -253,6 +253,7 @@ impl Supervisor {
                 super::exec_shim::Spec::new(&user, false).encode(),
             );
         }
+        super::limits::score_child(&mut command);
         let mut child = command
             .current_dir(cwd)
             .stdin(Stdio::null())

@@ -70,6 +70,12 @@ pub fn run() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(pids) = config.pids {
+        super::limits::cap_processes(pids);
+    }
+    if let Some(score) = config.child_oom_score_adj {
+        super::limits::set_child_oom_score_adj(score);
+    }
     // One thread: the agent's work is I/O, and a single-threaded runtime has the lowest
     // per-request latency and footprint.
     let runtime = match tokio::runtime::Builder::new_current_thread()

@@ -119,6 +119,7 @@ pub fn spawn(
         cmd
     };
     cmd.env_clear().envs(env).current_dir(&cwd);
+    super::limits::score_child(&mut cmd);
     if shim {
         // After `env_clear`: without it the copy of this binary would start a second server.
         cmd.env(SPEC_VAR, Spec::new(user, pty.is_some()).encode());
