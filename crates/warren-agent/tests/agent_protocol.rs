@@ -229,9 +229,14 @@ async fn main_command_runs_is_listed_and_is_stopped_on_sigterm() {
     let marker = std::env::temp_dir().join(format!("warren-main-{}", std::process::id()));
     let _ = std::fs::remove_file(&marker);
     // The main command records that it got SIGTERM, then takes a moment to exit.
+    // It says when its traps are set: a signal before that (a loaded host starts `sh` slowly)
+    // would end it before the test means to.
+    let ready = marker.with_extension("ready");
+    let _ = std::fs::remove_file(&ready);
     let script = format!(
-        "trap '' HUP; trap 'touch {}; sleep 0.2; exit 0' TERM; while true; do sleep 0.05; done",
-        marker.display()
+        "trap '' HUP; trap 'touch {}; sleep 0.2; exit 0' TERM; touch {}; while true; do sleep 0.05; done",
+        marker.display(),
+        ready.display()
     );
     let cmd = serde_json::to_string(&["/bin/sh", "-c", &script]).unwrap();
     let mut agent =
@@ -242,6 +247,15 @@ async fn main_command_runs_is_listed_and_is_stopped_on_sigterm() {
         .find(|p| p.tag.as_deref() == Some("main"))
         .expect("main not listed");
     assert_eq!(main.config.cwd.as_deref(), Some("/tmp"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !ready.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the main command never started"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _ = std::fs::remove_file(&ready);
 
     // SIGHUP is forwarded to the main command, not fatal to the agent.
     kill(Pid::from_raw(agent.pid()), NixSignal::SIGHUP).unwrap();
