@@ -332,28 +332,3 @@ async fn a_recursive_watch_sees_only_directories_the_user_may_read() {
     assert_eq!(event.name, "open", "{event:?}");
 }
 
-async fn median_stat(client: &AgentClient, path: &str) -> std::time::Duration {
-    for _ in 0..50 {
-        client.stat(path).await.unwrap();
-    }
-    let mut samples = Vec::new();
-    for _ in 0..500 {
-        let t = std::time::Instant::now();
-        client.stat(path).await.unwrap();
-        samples.push(t.elapsed());
-    }
-    samples.sort();
-    samples[samples.len() / 2]
-}
-
-#[tokio::test]
-async fn acting_as_a_user_costs_a_thread_start_and_root_nothing_new() {
-    let agent = Agent::spawn().await;
-    let root = median_stat(&agent.client, "/tmp").await;
-    let nobody = median_stat(&agent.client.with_user("nobody"), "/tmp").await;
-    eprintln!("Stat round trip, median of 500: as root {root:?}, as nobody {nobody:?}");
-    assert!(
-        nobody < root + std::time::Duration::from_millis(2),
-        "as nobody {nobody:?}, as root {root:?}"
-    );
-}

@@ -18,20 +18,15 @@ use warren_agent::{
 
 /// The sandbox's agent token, read from its bundle as the server wrote it.
 fn token(s: &TestServer, id: &str) -> String {
+    // The server hands the agent its token in this file (never in its environment).
     let path = s
         .data_dir
         .join("sandboxes")
         .join(id)
-        .join("bundle/config.json");
-    let config: Value =
-        serde_json::from_str(&std::fs::read_to_string(&path).expect("config.json")).expect("json");
-    config["process"]["env"]
-        .as_array()
-        .expect("env")
-        .iter()
-        .filter_map(|e| e.as_str()?.strip_prefix("WARREN_AGENT_TOKEN="))
-        .next()
-        .expect("token in env")
+        .join("bundle/token");
+    std::fs::read_to_string(&path)
+        .expect("the agent's token file")
+        .trim()
         .to_owned()
 }
 

@@ -47,14 +47,17 @@ fn state_root(dir: &Path, rt: Runtime) -> PathBuf {
     dir.join("state").join(binary(rt))
 }
 
-/// The runtime with its global flags: its own state root; for runsc the ptrace platform (the
-/// one that works without nested virtualisation) and no network (the empty namespace of the
-/// bundle is the whole network).
+/// The runtime with its global flags: its own state root; for runsc the one Warren runs (the
+/// pinned build when installed), on Warren's default platform (systrap), with no network (the
+/// empty namespace of the bundle is the whole network).
 fn command(dir: &Path, rt: Runtime) -> Command {
-    let mut c = Command::new(binary(rt));
+    let mut c = match rt {
+        Runtime::Gvisor => Command::new(warren_local::runtime::default_runsc()),
+        Runtime::Runc => Command::new(binary(rt)),
+    };
     c.arg(format!("--root={}", state_root(dir, rt).display()));
     if rt == Runtime::Gvisor {
-        c.args(["--network=none", "--platform=ptrace"]);
+        c.args(["--network=none", "--platform=systrap"]);
     }
     c.stdin(Stdio::null()).kill_on_drop(true);
     c

@@ -154,7 +154,7 @@ const NOTES: [&str; 14] = [
     "create → running: POST /v1/sandboxes (wait) until its 201 answer, client-side: database",
     "  records, overlay rootfs, network namespace + veth + addresses, bundle, `run --detach`, then",
     "  polling until the in-sandbox agent answers. Deletes are untimed; one warm-up create first.",
-    "crun run / runsc run: `crun run` / `runsc --network=none --platform=ptrace run` of /bin/true",
+    "crun run / runsc run: `crun run` / `runsc --network=none --platform=systrap run` of /bin/true",
     "  in the foreground on a `crun spec` bundle of the image's busybox tree: create + start + exit",
     "  + delete in one process; fresh pid/ipc/uts/mount/network namespaces (the network one empty:",
     "  no veth, no addresses), read-only root (no overlay), no resource limits, no agent.",
