@@ -47,3 +47,19 @@ impl From<ConnectError> for AgentError {
         }
     }
 }
+
+/// Characters of a path kept in a message: a path is the caller's text, possibly kilobytes.
+const SHOWN_PATH_CHARS: usize = 120;
+
+/// `text` (a path from a request) for a message or a log line: whole when short, else its
+/// start and its length. The agent and the server cut paths alike.
+pub fn shown_text(text: &str) -> String {
+    match text.char_indices().nth(SHOWN_PATH_CHARS) {
+        None => text.to_owned(),
+        Some((cut, _)) => format!(
+            "{}... ({} bytes)",
+            text.get(..cut).unwrap_or_default(),
+            text.len()
+        ),
+    }
+}

@@ -331,4 +331,3 @@ async fn a_recursive_watch_sees_only_directories_the_user_may_read() {
     };
     assert_eq!(event.name, "open", "{event:?}");
 }
-

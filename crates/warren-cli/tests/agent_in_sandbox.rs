@@ -19,11 +19,7 @@ use warren_agent::{
 /// The sandbox's agent token, read from its bundle as the server wrote it.
 fn token(s: &TestServer, id: &str) -> String {
     // The server hands the agent its token in this file (never in its environment).
-    let path = s
-        .data_dir
-        .join("sandboxes")
-        .join(id)
-        .join("bundle/token");
+    let path = s.data_dir.join("sandboxes").join(id).join("bundle/token");
     std::fs::read_to_string(&path)
         .expect("the agent's token file")
         .trim()

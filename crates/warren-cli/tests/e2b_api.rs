@@ -451,8 +451,10 @@ async fn metrics_come_from_the_cgroup_under_both_runtimes() {
             assert!(!m[field].is_null(), "{runtime}: {field} in {m}");
         }
         let pct = m["cpuUsedPct"].as_f64().expect("a number");
+        // Near 100% on an idle host; a loaded one (2 cores shared with other tests) gave 47%.
+        // An idle sandbox shows ~0%, so a quarter still proves the CPU is measured.
         assert!(
-            pct > 50.0,
+            pct > 25.0,
             "{runtime}: two busy loops, {pct}% of one core: {m}"
         );
         assert_eq!(m["memTotal"], 512 * 1024 * 1024);

@@ -11,25 +11,12 @@ use nix::errno::Errno;
 
 use warren_agent::connect::{code, ConnectError};
 
-/// Characters of a path kept in a message.
-const SHOWN_PATH_CHARS: usize = 120;
-
 /// `path` for a message: whole when short, else its start and its length.
 pub fn shown(path: &Path) -> String {
     shown_text(&path.to_string_lossy())
 }
 
-/// [`shown`] for a path still in its request form.
-pub fn shown_text(text: &str) -> String {
-    match text.char_indices().nth(SHOWN_PATH_CHARS) {
-        None => text.to_owned(),
-        Some((cut, _)) => format!(
-            "{}... ({} bytes)",
-            text.get(..cut).unwrap_or_default(),
-            text.len()
-        ),
-    }
-}
+pub use warren_agent::error::shown_text;
 
 /// The Connect code of a failed filesystem call.
 pub fn code_for(e: &std::io::Error) -> &'static str {

@@ -24,20 +24,7 @@ fn check_path(path: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Characters of a path kept in a message: a path is the caller's text, possibly kilobytes.
-const SHOWN_PATH_CHARS: usize = 120;
-
-/// `text` whole when short, else its start and its length.
-fn shorten(text: &str) -> String {
-    match text.char_indices().nth(SHOWN_PATH_CHARS) {
-        None => text.to_owned(),
-        Some((cut, _)) => format!(
-            "{}... ({} bytes)",
-            text.get(..cut).unwrap_or_default(),
-            text.len()
-        ),
-    }
-}
+use warren_agent::error::shown_text as shorten;
 
 /// The agent's answer about a path, as an API error. A failure the request caused (a path
 /// too long or read-only, a file where a directory should be, the user's own permissions, a
