@@ -87,6 +87,8 @@ pub struct ServerConfig {
     pub tls: Option<TlsSource>,
     /// Threads serving each listener's connections (`None`: [`listen::default_workers`]).
     pub http_workers: Option<usize>,
+    /// How much of sandboxes' output is kept (exec answers, logs).
+    pub output: service::OutputLimits,
 }
 
 impl Default for ServerConfig {
@@ -106,6 +108,7 @@ impl Default for ServerConfig {
             proxy_listen: None,
             tls: None,
             http_workers: None,
+            output: Default::default(),
         }
     }
 }
@@ -181,6 +184,7 @@ impl Server {
                     port: cfg.proxy_listen.unwrap_or(cfg.listen).port(),
                 },
             },
+            cfg.output,
         );
         let tls = match &cfg.tls {
             Some(source) => {
