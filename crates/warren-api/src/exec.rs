@@ -44,6 +44,17 @@ pub struct ExecResult {
     pub duration_ms: u64,
     /// Whether the command was killed for exceeding `timeout_s`.
     pub timed_out: bool,
+    /// Whether `stdout` or `stderr` was cut: each keeps at most the server's exec output
+    /// limit (`warren serve --exec-output-limit`, 10 MiB by default) of the command's first
+    /// bytes; the command still ran to its end. A streamed exec (SSE) carries all of it.
+    #[serde(default)]
+    pub truncated: bool,
+    /// Bytes of standard output left out of `stdout` (0 unless `truncated`).
+    #[serde(default)]
+    pub stdout_dropped: u64,
+    /// Bytes of standard error left out of `stderr`.
+    #[serde(default)]
+    pub stderr_dropped: u64,
 }
 
 /// The final `exit` event of a streamed exec.

@@ -397,11 +397,23 @@ pub struct LogLine {
     pub text: String,
 }
 
-/// `GET /v1/sandboxes/{id}/logs?follow=false`.
+/// `GET /v1/sandboxes/{id}/logs?follow=false`: one page of the stored log.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LogList {
-    /// Lines after the requested position, oldest first.
+    /// Lines after the requested position, oldest first: at most `limit`, and at most a few
+    /// MiB of text (always at least one line when any is stored).
     pub lines: Vec<LogLine>,
+    /// Where the next page starts: pass it as `after` (the last line's `seq`, or the `after`
+    /// asked for when the page is empty).
+    #[serde(default)]
+    pub next: u64,
+    /// Whether more lines were stored after this page when it was read.
+    #[serde(default)]
+    pub more: bool,
+    /// Lines dropped from the start of the log to keep it within the server's caps
+    /// (`--log-keep-lines`, `--log-keep-bytes`): `seq`s 1 to `dropped` are gone.
+    #[serde(default)]
+    pub dropped: u64,
 }
 
 /// `GET /v1/sandboxes/{id}/metrics`: what a running sandbox uses now, from its cgroup.

@@ -103,6 +103,76 @@ enum Command {
     Bench(bench::BenchArgs),
 }
 
+/// A size in bytes: a number with an optional unit, `k`/`KiB` = 1024, `M`/`MiB`, `G`/`GiB`
+/// (`KB`, `MB`, `GB`: powers of 1000).
+fn byte_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (e.g. 10MiB, 512k, 1048576)"))?;
+    let scale: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" => 1 << 10,
+        "m" | "mib" => 1 << 20,
+        "g" | "gib" => 1 << 30,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        u => {
+            return Err(format!(
+                "unknown size unit {u:?} (use k, M, G, KiB, MiB, GiB, KB, MB, GB)"
+            ))
+        }
+    };
+    n.checked_mul(scale)
+        .ok_or_else(|| format!("{s:?} is too large"))
+}
+
+/// How much of sandboxes' output the server keeps (shared by `serve` and `bench noisy`).
+#[derive(Args, Clone)]
+pub struct OutputArgs {
+    /// Bytes of each stream (stdout, stderr) a plain exec answers with; the rest is counted
+    /// (`truncated`, `stdout_dropped`, `stderr_dropped`) and dropped. Streamed execs (SSE)
+    /// carry everything.
+    #[arg(long, env = "WARREN_EXEC_OUTPUT_LIMIT", default_value = "10MiB", value_parser = byte_size)]
+    exec_output_limit: u64,
+    /// Log lines kept per sandbox; the oldest go first.
+    #[arg(long, env = "WARREN_LOG_KEEP_LINES", default_value_t = 100_000)]
+    log_keep_lines: u64,
+    /// Bytes of log text kept per sandbox; the oldest lines go first.
+    #[arg(long, env = "WARREN_LOG_KEEP_BYTES", default_value = "32MiB", value_parser = byte_size)]
+    log_keep_bytes: u64,
+    /// Lines per second a sandbox's main command may add to its log (bursts of 10 s' worth);
+    /// lines over it are dropped, and an event line says how many.
+    #[arg(long, env = "WARREN_LOG_RATE_LINES", default_value_t = 2_000)]
+    log_rate_lines: u64,
+    /// Bytes per second of a sandbox's main command's output read into its log (bursts of
+    /// 10 s' worth); output over it is skipped, and an event line says how much.
+    #[arg(long, env = "WARREN_LOG_RATE_BYTES", default_value = "1MiB", value_parser = byte_size)]
+    log_rate_bytes: u64,
+    /// Unread output a sandbox's host-side log file (DATA_DIR/sandboxes/ID/stdout.log,
+    /// stderr.log) may hold before the oldest is skipped; output already read is freed.
+    #[arg(long, env = "WARREN_LOG_FILE_LIMIT", default_value = "8MiB", value_parser = byte_size)]
+    log_file_limit: u64,
+}
+
+impl OutputArgs {
+    pub fn limits(&self) -> warren_server::service::OutputLimits {
+        warren_server::service::OutputLimits {
+            exec_output: usize::try_from(self.exec_output_limit).unwrap_or(usize::MAX),
+            logs: warren_server::logs::LogLimits {
+                keep_lines: self.log_keep_lines,
+                keep_bytes: self.log_keep_bytes,
+                rate_lines: self.log_rate_lines,
+                rate_bytes: self.log_rate_bytes,
+                file_bytes: self.log_file_limit,
+            },
+        }
+    }
+}
+
 #[derive(Args)]
 struct ServeArgs {
     /// Address of the API.
@@ -196,6 +266,8 @@ struct ServeArgs {
     /// to a sandbox are reset, see README).
     #[arg(long, env = "WARREN_GVISOR_NETWORK", default_value = "host", value_parser = ["sandbox", "host"])]
     gvisor_network: String,
+    #[command(flatten)]
+    output: OutputArgs,
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
@@ -235,6 +307,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             _ => None,
         },
         http_workers: args.http_workers.map(usize::from),
+        output: args.output.limits(),
     })
     .await?;
     if let Some(key) = &server.new_admin_key {
@@ -312,5 +385,34 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(byte_size("10MiB"), Ok(10 << 20));
+        assert_eq!(byte_size("512k"), Ok(512 << 10));
+        assert_eq!(byte_size("3 GB"), Ok(3_000_000_000));
+        assert_eq!(byte_size("42"), Ok(42));
+        assert!(byte_size("ten").is_err());
+        assert!(byte_size("1XB").is_err());
+    }
+
+    #[test]
+    fn output_defaults_are_the_servers() {
+        #[derive(Parser)]
+        struct T {
+            #[command(flatten)]
+            o: OutputArgs,
+        }
+        let t = T::parse_from(["t"]);
+        assert_eq!(
+            t.o.limits(),
+            warren_server::service::OutputLimits::default()
+        );
     }
 }

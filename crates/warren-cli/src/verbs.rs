@@ -510,16 +510,33 @@ pub async fn logs(a: LogsArgs) -> anyhow::Result<()> {
     let client = a.opts.client();
     let path = format!("/v1/sandboxes/{}/logs", a.id);
     if !a.follow {
-        let list: LogList = client
-            .json(client.request(Method::GET, &path).query(&[
-                ("follow", "false".to_owned()),
-                ("after", a.after.to_string()),
-            ]))
-            .await?;
-        for l in &list.lines {
-            print_line(l, a.opts.json)?;
+        // Page by page: the server answers a bounded page and says whether more follow.
+        let mut after = a.after;
+        let mut first = true;
+        loop {
+            let list: LogList = client
+                .json(
+                    client
+                        .request(Method::GET, &path)
+                        .query(&[("follow", "false".to_owned()), ("after", after.to_string())]),
+                )
+                .await?;
+            if first && !a.opts.json && list.dropped > after {
+                eprintln!(
+                    "-- lines {} to {} were dropped to keep the log within the server's limits",
+                    after + 1,
+                    list.dropped
+                );
+            }
+            first = false;
+            for l in &list.lines {
+                print_line(l, a.opts.json)?;
+            }
+            if !list.more || list.next <= after {
+                return Ok(());
+            }
+            after = list.next;
         }
-        return Ok(());
     }
     use eventsource_stream::Eventsource;
     let resp = client

@@ -13,11 +13,21 @@ use serde_json::{json, Value};
 const BUSY: &str = "i=0; while [ $i -lt 2000 ]; do echo line $i; i=$((i+1)); \
                     [ $((i % 200)) = 0 ] && sleep 0.05; done; echo finished >&2; sleep 1000";
 
+/// The whole stored log, page by page.
 async fn all_lines(s: &TestServer, id: &str) -> Vec<Value> {
-    let v: Value = s
-        .get_json(&format!("/v1/sandboxes/{id}/logs?follow=false"))
-        .await;
-    v["lines"].as_array().cloned().unwrap_or_default()
+    let (mut after, mut all) = (0, Vec::new());
+    loop {
+        let v: Value = s
+            .get_json(&format!(
+                "/v1/sandboxes/{id}/logs?follow=false&after={after}"
+            ))
+            .await;
+        all.extend(v["lines"].as_array().cloned().unwrap_or_default());
+        if v["more"] != true {
+            return all;
+        }
+        after = v["next"].as_u64().expect("next");
+    }
 }
 
 async fn wait_for_line(s: &TestServer, id: &str, text: &str) -> Vec<Value> {

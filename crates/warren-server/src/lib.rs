@@ -93,6 +93,8 @@ pub struct ServerConfig {
     pub raise_file_max: bool,
     /// Which `runsc`, platform and network stack gVisor sandboxes use.
     pub gvisor: warren_local::runtime::GvisorConfig,
+    /// How much of sandboxes' output is kept (exec answers, logs).
+    pub output: service::OutputLimits,
 }
 
 impl Default for ServerConfig {
@@ -115,6 +117,7 @@ impl Default for ServerConfig {
             sandbox_nofile: 1_048_576,
             raise_file_max: true,
             gvisor: Default::default(),
+            output: Default::default(),
         }
     }
 }
@@ -199,6 +202,7 @@ impl Server {
                     port: cfg.proxy_listen.unwrap_or(cfg.listen).port(),
                 },
             },
+            cfg.output,
         );
         let tls = match &cfg.tls {
             Some(source) => {

@@ -43,6 +43,19 @@ pub struct SandboxRecord {
     pub net_index: Option<u32>,
 }
 
+/// How much of one sandbox's log is stored.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LogSize {
+    /// The lowest `seq` stored (0 when none is): lines before it were dropped.
+    pub first_seq: u64,
+    /// The highest `seq` stored (0 when none is).
+    pub last_seq: u64,
+    /// Lines stored.
+    pub lines: u64,
+    /// Bytes of their text.
+    pub bytes: u64,
+}
+
 /// Durable state of one Warren server.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -99,8 +112,8 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes history that started before `before`; how many entries went.
     async fn prune_execs(&self, before: DateTime<Utc>) -> Result<u64, StoreError>;
 
-    /// Appends log lines (numbered by the caller) and, in the same transaction, records how
-    /// far each output file has been read.
+    /// Appends log lines (numbered by the caller, in one transaction whatever their number)
+    /// and, in the same transaction, records how far each output file has been read.
     async fn append_logs(
         &self,
         sandbox: &SandboxId,
@@ -116,6 +129,18 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<LogLine>, StoreError>;
     /// The highest `seq` of a sandbox's log (0 when empty).
     async fn last_log_seq(&self, sandbox: &SandboxId) -> Result<u64, StoreError>;
+    /// The lowest `seq` of a sandbox's log (0 when empty).
+    async fn first_log_seq(&self, sandbox: &SandboxId) -> Result<u64, StoreError>;
+    /// How much of a sandbox's log is stored (reads it all: for a start, not for every line).
+    async fn log_size(&self, sandbox: &SandboxId) -> Result<LogSize, StoreError>;
+    /// Drops the oldest lines of a sandbox's log until at most `keep_lines` lines and
+    /// `keep_bytes` bytes of text are left; returns the lines and bytes dropped.
+    async fn trim_logs(
+        &self,
+        sandbox: &SandboxId,
+        keep_lines: u64,
+        keep_bytes: u64,
+    ) -> Result<(u64, u64), StoreError>;
     /// How far each output file of a sandbox has been read.
     async fn log_offsets(&self, sandbox: &SandboxId) -> Result<Vec<(String, u64)>, StoreError>;
     /// Forgets a sandbox's log.

@@ -8,7 +8,10 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Row, SqlitePool};
 use warren_api::{ExecKind, ExecRecord, Image, LogLine, LogStream, Sandbox, SandboxId};
 
-use crate::{SandboxRecord, Store, StoreError};
+use crate::{LogSize, SandboxRecord, Store, StoreError};
+
+/// Log rows per INSERT statement (5 parameters each; SQLite allows 32766).
+const LOG_ROWS_PER_INSERT: usize = 1000;
 
 /// A [`Store`] in one SQLite file.
 #[derive(Clone)]
@@ -407,17 +410,20 @@ impl Store for SqliteStore {
         offsets: &[(&str, u64)],
     ) -> Result<(), StoreError> {
         let mut tx = self.writer.begin().await?;
-        for l in lines {
-            sqlx::query(
-                "INSERT INTO logs (sandbox_id, seq, ts, stream, text) VALUES (?, ?, ?, ?, ?)",
-            )
-            .bind(sandbox.as_str())
-            .bind(i64::try_from(l.seq).unwrap_or(i64::MAX))
-            .bind(ts(&l.ts))
-            .bind(l.stream.as_str())
-            .bind(&l.text)
-            .execute(&mut *tx)
-            .await?;
+        // Many rows per statement: one statement per line cost most of a busy sandbox's
+        // share of the writer.
+        for chunk in lines.chunks(LOG_ROWS_PER_INSERT) {
+            let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+                "INSERT INTO logs (sandbox_id, seq, ts, stream, text) ",
+            );
+            q.push_values(chunk, |mut row, l| {
+                row.push_bind(sandbox.as_str())
+                    .push_bind(i64::try_from(l.seq).unwrap_or(i64::MAX))
+                    .push_bind(ts(&l.ts))
+                    .push_bind(l.stream.as_str())
+                    .push_bind(&l.text);
+            });
+            q.build().execute(&mut *tx).await?;
         }
         for (stream, offset) in offsets {
             sqlx::query(
@@ -476,6 +482,80 @@ impl Store for SqliteStore {
         Ok(n.and_then(|n| u64::try_from(n).ok()).unwrap_or(0))
     }
 
+    async fn first_log_seq(&self, sandbox: &SandboxId) -> Result<u64, StoreError> {
+        let n: Option<i64> = sqlx::query_scalar("SELECT MIN(seq) FROM logs WHERE sandbox_id = ?")
+            .bind(sandbox.as_str())
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(n.and_then(|n| u64::try_from(n).ok()).unwrap_or(0))
+    }
+
+    async fn log_size(&self, sandbox: &SandboxId) -> Result<LogSize, StoreError> {
+        let row = sqlx::query(
+            "SELECT MIN(seq) AS first, MAX(seq) AS last, COUNT(*) AS n,
+             COALESCE(SUM(LENGTH(CAST(text AS BLOB))), 0) AS bytes
+             FROM logs WHERE sandbox_id = ?",
+        )
+        .bind(sandbox.as_str())
+        .fetch_one(&self.pool)
+        .await?;
+        let get = |name: &str| -> Result<u64, StoreError> {
+            let v: Option<i64> = row.try_get(name)?;
+            Ok(v.and_then(|v| u64::try_from(v).ok()).unwrap_or(0))
+        };
+        Ok(LogSize {
+            first_seq: get("first")?,
+            last_seq: get("last")?,
+            lines: get("n")?,
+            bytes: get("bytes")?,
+        })
+    }
+
+    async fn trim_logs(
+        &self,
+        sandbox: &SandboxId,
+        keep_lines: u64,
+        keep_bytes: u64,
+    ) -> Result<(u64, u64), StoreError> {
+        let mut tx = self.writer.begin().await?;
+        // Running totals from the newest line back: the newest line past either budget
+        // goes, with everything older.
+        let cut: Option<i64> = sqlx::query_scalar(
+            "SELECT MAX(seq) FROM (
+               SELECT seq, COUNT(*) OVER w AS n, SUM(LENGTH(CAST(text AS BLOB))) OVER w AS b
+               FROM logs WHERE sandbox_id = ?
+               WINDOW w AS (ORDER BY seq DESC ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)
+             ) WHERE n > ? OR b > ?",
+        )
+        .bind(sandbox.as_str())
+        .bind(i64::try_from(keep_lines).unwrap_or(i64::MAX))
+        .bind(i64::try_from(keep_bytes).unwrap_or(i64::MAX))
+        .fetch_one(&mut *tx)
+        .await?;
+        let Some(cut) = cut else {
+            return Ok((0, 0));
+        };
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n, COALESCE(SUM(LENGTH(CAST(text AS BLOB))), 0) AS bytes
+             FROM logs WHERE sandbox_id = ? AND seq <= ?",
+        )
+        .bind(sandbox.as_str())
+        .bind(cut)
+        .fetch_one(&mut *tx)
+        .await?;
+        let (n, bytes): (i64, i64) = (row.try_get("n")?, row.try_get("bytes")?);
+        sqlx::query("DELETE FROM logs WHERE sandbox_id = ? AND seq <= ?")
+            .bind(sandbox.as_str())
+            .bind(cut)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok((
+            u64::try_from(n).unwrap_or(0),
+            u64::try_from(bytes).unwrap_or(0),
+        ))
+    }
+
     async fn log_offsets(&self, sandbox: &SandboxId) -> Result<Vec<(String, u64)>, StoreError> {
         let rows = sqlx::query("SELECT stream, offset FROM log_offsets WHERE sandbox_id = ?")
             .bind(sandbox.as_str())
@@ -515,5 +595,71 @@ impl Store for SqliteStore {
             .into_iter()
             .filter_map(|i| u32::try_from(i).ok())
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(seq: u64, text: &str) -> LogLine {
+        LogLine {
+            seq,
+            ts: Utc::now(),
+            stream: LogStream::Stdout,
+            text: text.to_owned(),
+        }
+    }
+
+    #[tokio::test]
+    async fn logs_append_in_batches_and_trim_oldest_first() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(&dir.path().join("t.db"))
+            .await
+            .expect("open");
+        let id: SandboxId = "aaaaaaaaaaaaaaaa".parse().expect("id");
+        // More rows than one statement takes.
+        let lines: Vec<LogLine> = (1..=2500).map(|i| line(i, &format!("{i:04}"))).collect();
+        store
+            .append_logs(&id, &lines, &[("stdout", 10_000)])
+            .await
+            .expect("append");
+        let size = store.log_size(&id).await.expect("size");
+        assert_eq!(
+            size,
+            LogSize {
+                first_seq: 1,
+                last_seq: 2500,
+                lines: 2500,
+                bytes: 10_000
+            }
+        );
+        assert_eq!(
+            store.trim_logs(&id, 3000, 20_000).await.expect("trim"),
+            (0, 0)
+        );
+        // By lines: 2000 kept.
+        assert_eq!(
+            store.trim_logs(&id, 2000, 20_000).await.expect("trim"),
+            (500, 2000)
+        );
+        assert_eq!(store.first_log_seq(&id).await.expect("first"), 501);
+        // By bytes: 1000 lines of 4 bytes kept.
+        assert_eq!(
+            store.trim_logs(&id, 2000, 4000).await.expect("trim"),
+            (1000, 4000)
+        );
+        let size = store.log_size(&id).await.expect("size");
+        assert_eq!(
+            (size.first_seq, size.last_seq, size.lines),
+            (1501, 2500, 1000)
+        );
+        let page = store.list_logs(&id, 0, 2).await.expect("list");
+        assert_eq!(page[0].seq, 1501);
+        assert_eq!(page[1].text, "1502");
+        assert_eq!(
+            store.log_offsets(&id).await.expect("offsets"),
+            vec![("stdout".to_owned(), 10_000)]
+        );
     }
 }

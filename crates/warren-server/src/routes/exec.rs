@@ -32,7 +32,7 @@ pub async fn exec(
     let id = sandbox_id(&id)?;
     crate::service::validate::exec(&req)?;
     if !wants_sse(&headers) {
-        return Ok(Json(state.service.exec(&id, req).await?).into_response());
+        return Ok(json_streamed(state.service.exec(&id, req).await?));
     }
     let mut events = state.service.exec_stream(&id, req).await?;
     let sse = async_stream::stream! {
@@ -42,19 +42,19 @@ pub async fn exec(
                 Ok(ExecEvent::Stdout(b)) => {
                     let text = out.push(&b);
                     if !text.is_empty() {
-                        yield Ok::<_, Infallible>(Event::default().event("stdout").data(sse_safe(&text)));
+                        yield Ok::<_, Infallible>(Event::default().event("stdout").data(sse_safe(text)));
                     }
                 }
                 Ok(ExecEvent::Stderr(b)) => {
                     let text = err.push(&b);
                     if !text.is_empty() {
-                        yield Ok(Event::default().event("stderr").data(sse_safe(&text)));
+                        yield Ok(Event::default().event("stderr").data(sse_safe(text)));
                     }
                 }
                 Ok(ExecEvent::Exit(exit)) => {
                     for (name, rest) in [("stdout", out.finish()), ("stderr", err.finish())] {
                         if !rest.is_empty() {
-                            yield Ok(Event::default().event(name).data(sse_safe(&rest)));
+                            yield Ok(Event::default().event(name).data(sse_safe(rest)));
                         }
                     }
                     let data = serde_json::to_string(&exit).unwrap_or_default();
@@ -73,6 +73,54 @@ pub async fn exec(
     Ok(Sse::new(sse)
         .keep_alive(KeepAlive::default())
         .into_response())
+}
+
+/// JSON written out as it is encoded, 64 KiB at a time: an exec answer may hold 10 MiB of
+/// output per stream, which is up to six times that as JSON (`\u0000`), and a whole encoded
+/// copy of it would be the server's biggest allocation by far.
+fn json_streamed<T: serde::Serialize + Send + 'static>(v: T) -> Response {
+    const CHUNK: usize = 64 * 1024;
+    struct Chunks {
+        buf: Vec<u8>,
+        tx: tokio::sync::mpsc::Sender<Result<bytes::Bytes, std::io::Error>>,
+    }
+    impl Chunks {
+        fn send(&mut self) -> std::io::Result<()> {
+            let chunk =
+                bytes::Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK)));
+            self.tx
+                .blocking_send(Ok(chunk))
+                .map_err(|_| std::io::Error::other("the client went away"))
+        }
+    }
+    impl std::io::Write for Chunks {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.buf.extend_from_slice(b);
+            if self.buf.len() >= CHUNK {
+                self.send()?;
+            }
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            if !self.buf.is_empty() {
+                self.send()?;
+            }
+            Ok(())
+        }
+    }
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tokio::task::spawn_blocking(move || {
+        let mut out = Chunks {
+            buf: Vec::with_capacity(CHUNK),
+            tx,
+        };
+        // Encoding a plain struct of strings and numbers cannot fail; a send can (client gone).
+        let _ = serde_json::to_writer(&mut out, &v)
+            .map_err(std::io::Error::from)
+            .and_then(|()| std::io::Write::flush(&mut out));
+    });
+    let body = axum::body::Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx));
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 #[derive(serde::Deserialize)]

@@ -1,5 +1,6 @@
-//! `GET /v1/sandboxes/{id}/logs` (SSE resuming after `Last-Event-ID` / `?after=`, or JSON with
-//! `?follow=false`) and `GET /v1/events` (lifecycle changes of all sandboxes, SSE).
+//! `GET /v1/sandboxes/{id}/logs` (SSE resuming after `Last-Event-ID` / `?after=`, or one JSON
+//! page with `?follow=false`, `?limit=`) and `GET /v1/events` (lifecycle changes of all
+//! sandboxes, SSE).
 use std::convert::Infallible;
 
 use axum::extract::{Path, State};
@@ -15,13 +16,55 @@ use crate::error::{ApiError, ApiQuery};
 use crate::AppState;
 
 /// Lines read from the store per query.
-const PAGE: u32 = 5000;
+const PAGE: u32 = 1000;
+/// Lines of a `follow=false` page when the request names no `limit`.
+const PAGE_LINES: u32 = 1000;
+/// The most lines a `follow=false` page may ask for.
+const MAX_PAGE_LINES: u32 = 10_000;
+/// Text in one `follow=false` page at most (one line more than this is still answered alone).
+const PAGE_BYTES: usize = 4 << 20;
 
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogsQuery {
     after: Option<u64>,
     follow: Option<bool>,
+    limit: Option<u32>,
+}
+
+/// One page of lines after `after`: at most `limit` lines and [`PAGE_BYTES`] of text.
+async fn page(
+    store: &dyn warren_store::Store,
+    id: &warren_api::SandboxId,
+    after: u64,
+    limit: u32,
+) -> Result<LogList, ApiError> {
+    let limit = limit.clamp(1, MAX_PAGE_LINES) as usize;
+    let (mut lines, mut bytes, mut next) = (Vec::new(), 0usize, after);
+    'page: while lines.len() < limit {
+        let want = (limit - lines.len()).min(PAGE as usize);
+        let chunk = store.list_logs(id, next, want as u32).await?;
+        let got = chunk.len();
+        for l in chunk {
+            if !lines.is_empty() && bytes + l.text.len() > PAGE_BYTES {
+                break 'page;
+            }
+            bytes += l.text.len();
+            next = l.seq;
+            lines.push(l);
+        }
+        if got < want {
+            break;
+        }
+    }
+    let more = !store.list_logs(id, next, 1).await?.is_empty();
+    let dropped = store.first_log_seq(id).await?.saturating_sub(1);
+    Ok(LogList {
+        lines,
+        next,
+        more,
+        dropped,
+    })
 }
 
 fn line_event(l: &LogLine) -> Event {
@@ -48,18 +91,8 @@ pub async fn logs(
     let after = resume.or(q.after).unwrap_or(0);
     let store = state.service.store_arc();
     if q.follow == Some(false) {
-        let mut lines = Vec::new();
-        let mut from = after;
-        loop {
-            let page = store.list_logs(&id, from, PAGE).await?;
-            let done = page.len() < PAGE as usize;
-            from = page.last().map_or(from, |l| l.seq);
-            lines.extend(page);
-            if done {
-                break;
-            }
-        }
-        return Ok(Json(LogList { lines }).into_response());
+        let list = page(store.as_ref(), &id, after, q.limit.unwrap_or(PAGE_LINES)).await?;
+        return Ok(Json(list).into_response());
     }
     // Subscribe first, then read the backlog: a line stored meanwhile arrives live and is
     // skipped by seq if the backlog already had it. No gaps, no duplicates.

@@ -10,6 +10,12 @@ pub struct Utf8Chunker {
 impl Utf8Chunker {
     /// Decodes what can be decoded of `pending + bytes`; an incomplete trailing sequence waits.
     pub fn push(&mut self, bytes: &[u8]) -> String {
+        // The common case, one copy: nothing carried over and the chunk whole.
+        if self.pending.is_empty() {
+            if let Ok(s) = std::str::from_utf8(bytes) {
+                return s.to_owned();
+            }
+        }
         self.pending.extend_from_slice(bytes);
         let mut out = String::new();
         let mut rest: &[u8] = &self.pending;
@@ -49,7 +55,10 @@ impl Utf8Chunker {
 }
 
 /// SSE data cannot hold `\r`; CRLF becomes LF and a lone CR becomes LF.
-pub fn sse_safe(s: &str) -> String {
+pub fn sse_safe(s: String) -> String {
+    if !s.contains('\r') {
+        return s; // no copy: this runs on every chunk of a streamed exec
+    }
     s.replace("\r\n", "\n").replace('\r', "\n")
 }
 
@@ -68,5 +77,7 @@ mod tests {
         out.push_str(&c.finish());
         assert_eq!(out, "héllo €");
         assert_eq!(c.push(&[0xff, b'a']), "\u{FFFD}a");
+        assert_eq!(sse_safe("a\r\nb\rc\n".to_owned()), "a\nb\nc\n");
+        assert_eq!(sse_safe("plain\n".to_owned()), "plain\n");
     }
 }

@@ -63,14 +63,224 @@ pub(crate) fn new_exec_id() -> String {
     format!("ex_{}", hex::encode(bytes))
 }
 
+/// One stream of a plain exec's answer: its first `limit` bytes, and how many more came.
+#[derive(Default)]
+struct Kept {
+    bytes: Vec<u8>,
+    limit: usize,
+    dropped: u64,
+}
+
+impl Kept {
+    fn new(limit: usize) -> Kept {
+        Kept {
+            bytes: Vec::new(),
+            limit,
+            dropped: 0,
+        }
+    }
+
+    fn push(&mut self, chunk: &[u8]) {
+        let room = self.limit.saturating_sub(self.bytes.len());
+        let take = chunk.len().min(room);
+        let need = self.bytes.len() + take;
+        if need > self.bytes.capacity() {
+            // Doubling up to 1 MiB, then the limit at once: growing by doubling to 10 MiB
+            // would hold 16, and 8 + 10 while the last copy is made.
+            let cap = if need <= 1 << 20 {
+                need.max(self.bytes.capacity() * 2).min(1 << 20)
+            } else {
+                self.limit
+            }
+            .min(self.limit);
+            self.bytes.reserve_exact(cap - self.bytes.len());
+        }
+        self.bytes.extend_from_slice(&chunk[..take]);
+        self.dropped += (chunk.len() - take) as u64;
+    }
+
+    /// The text (invalid UTF-8 replaced) and the bytes dropped. A UTF-8 sequence the limit
+    /// cut in two is dropped whole rather than turned into U+FFFD.
+    fn finish(mut self) -> (String, u64) {
+        if self.dropped > 0 {
+            let cut = incomplete_tail(&self.bytes);
+            self.bytes.truncate(self.bytes.len() - cut);
+            self.dropped += cut as u64;
+        }
+        let text = String::from_utf8(self.bytes)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+        (text, self.dropped)
+    }
+}
+
+/// Length of an incomplete UTF-8 sequence at the end of `b` (0 if there is none).
+fn incomplete_tail(b: &[u8]) -> usize {
+    for back in 1..=b.len().min(4) {
+        let lead = b[b.len() - back];
+        if lead & 0xC0 == 0x80 {
+            continue; // a continuation byte: the lead is further back
+        }
+        let need = match lead {
+            0xF0.. => 4,
+            0xE0.. => 3,
+            0xC0.. => 2,
+            _ => 1,
+        };
+        return if need > back { back } else { 0 };
+    }
+    0
+}
+
+/// A task that is aborted when this is dropped: work moved off a request's thread still ends
+/// with the request.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl<T> std::future::Future for AbortOnDrop<T> {
+    type Output = Result<T, tokio::task::JoinError>;
+    fn poll(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        Pin::new(&mut self.0).poll(cx)
+    }
+}
+
+/// Nice value of the bulk threads: under contention the scheduler gives them a tenth of what
+/// a thread at 0 gets, while they still take all of any CPU nobody else wants.
+const BULK_NICE: i32 = 10;
+
+/// The runtime big outputs are read on: its threads run at [`BULK_NICE`], so draining one
+/// sandbox's flood of output yields the CPU to other sandboxes' API calls. (The reader's
+/// queue is bounded: a starved reader slows the command that floods, not the server.)
+/// `fallback` when it cannot be made.
+fn bulk_runtime(fallback: &tokio::runtime::Handle) -> tokio::runtime::Handle {
+    static BULK: std::sync::OnceLock<Option<tokio::runtime::Runtime>> = std::sync::OnceLock::new();
+    let rt = BULK.get_or_init(|| {
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .thread_name("warren-bulk")
+            .on_thread_start(|| {
+                // Linux's nice is per thread; `None` is the calling one.
+                if let Err(e) = rustix::process::setpriority_process(None, BULK_NICE) {
+                    tracing::debug!("renicing a bulk output thread: {e}");
+                }
+            })
+            .enable_all()
+            .build()
+            .map_err(|e| tracing::warn!("starting the bulk output runtime: {e}"))
+            .ok()
+    });
+    rt.as_ref()
+        .map_or_else(|| fallback.clone(), |rt| rt.handle().clone())
+}
+
+/// Events between the task reading an exec and the request streaming it.
+const EXEC_QUEUE: usize = 16;
+/// Output an exec's request reads itself; past this the rest is read by a task on the bulk
+/// runtime ([`bulk_runtime`]). A command printing as fast as it can would otherwise keep the HTTP worker thread
+/// serving its request, and every other request on that thread, busy decoding; handing every
+/// exec off would cost each small one two thread hops (~0.5 ms measured on runc's ~1 ms).
+const OFFLOAD_AFTER: usize = 1 << 20;
+
+fn output_len(ev: &Result<ExecEvent, ApiError>) -> usize {
+    match ev {
+        Ok(ExecEvent::Stdout(b)) | Ok(ExecEvent::Stderr(b)) => b.len(),
+        _ => 0,
+    }
+}
+
+/// `events`, read by a task on `rt` once [`OFFLOAD_AFTER`] bytes of output have gone by, and
+/// forwarded through a bounded queue (a slow reader still slows the command).
+fn offload_heavy(mut events: ExecStream, rt: tokio::runtime::Handle) -> ExecStream {
+    use futures::StreamExt;
+    Box::pin(async_stream::stream! {
+        let mut seen = 0;
+        while seen < OFFLOAD_AFTER {
+            let Some(ev) = events.next().await else { return };
+            seen += output_len(&ev);
+            yield ev;
+        }
+        let (tx, mut rx) = tokio::sync::mpsc::channel(EXEC_QUEUE);
+        let _reader = AbortOnDrop(rt.spawn(async move {
+            while let Some(ev) = events.next().await {
+                if tx.send(ev).await.is_err() {
+                    return; // the request went away
+                }
+            }
+        }));
+        while let Some(ev) = rx.recv().await {
+            yield ev;
+        }
+    })
+}
+
+/// What a plain exec has collected so far.
+struct Collect {
+    id: SandboxId,
+    events: ExecStream,
+    stdout: Kept,
+    stderr: Kept,
+}
+
+impl Collect {
+    /// Reads until the exit (`Some`), or until `until` bytes of output went by (`None`).
+    async fn run(&mut self, until: Option<usize>) -> Result<Option<ExecResult>, ApiError> {
+        use futures::StreamExt;
+        let mut seen = 0;
+        while let Some(ev) = self.events.next().await {
+            seen += output_len(&ev);
+            match ev? {
+                ExecEvent::Stdout(b) => self.stdout.push(&b),
+                ExecEvent::Stderr(b) => self.stderr.push(&b),
+                ExecEvent::Exit(exit) => {
+                    let (stdout, stdout_dropped) = std::mem::take(&mut self.stdout).finish();
+                    let (stderr, stderr_dropped) = std::mem::take(&mut self.stderr).finish();
+                    return Ok(Some(ExecResult {
+                        id: exit.id,
+                        exit_code: exit.exit_code,
+                        stdout,
+                        stderr,
+                        duration_ms: exit.duration_ms,
+                        timed_out: exit.timed_out,
+                        truncated: stdout_dropped > 0 || stderr_dropped > 0,
+                        stdout_dropped,
+                        stderr_dropped,
+                    }));
+                }
+            }
+            if until.is_some_and(|n| seen >= n) {
+                return Ok(None);
+            }
+        }
+        Err(ApiError::Internal(format!(
+            "sandbox {}: exec ended without an exit",
+            self.id
+        )))
+    }
+}
+
 impl Service {
     /// Starts `req` in sandbox `id` and streams its output. Validation and the agent's refusal
-    /// to start the process are errors here; what happens after is in the stream.
+    /// to start the process are errors here; what happens after is in the stream. Past
+    /// [`OFFLOAD_AFTER`] bytes of output, a task on the bulk runtime reads the agent's stream.
     pub async fn exec_stream(
         &self,
         id: &SandboxId,
         req: ExecRequest,
     ) -> Result<ExecStream, ApiError> {
+        let events = self.agent_exec(id, req).await?;
+        Ok(offload_heavy(events, bulk_runtime(&self.inner.runtime)))
+    }
+
+    /// Starts `req` through the agent and reads its stream (on the caller's runtime).
+    async fn agent_exec(&self, id: &SandboxId, req: ExecRequest) -> Result<ExecStream, ApiError> {
         let Some((program, args)) = req.cmd.split_first() else {
             return Err(ApiError::Invalid("cmd must name a program".into()));
         };
@@ -190,30 +400,34 @@ impl Service {
         Ok(Box::pin(out))
     }
 
-    /// Runs `req` and collects its whole output.
+    /// Runs `req` and collects its output: the first [`OutputLimits::exec_output`] bytes of
+    /// each stream, counting the rest. The command runs to its end either way (its output
+    /// keeps being read, so it never blocks on a full pipe).
+    ///
+    /// [`OutputLimits::exec_output`]: super::OutputLimits::exec_output
     pub async fn exec(&self, id: &SandboxId, req: ExecRequest) -> Result<ExecResult, ApiError> {
-        use futures::StreamExt;
-        let mut stream = self.exec_stream(id, req).await?;
-        let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
-        while let Some(ev) = stream.next().await {
-            match ev? {
-                ExecEvent::Stdout(b) => stdout.extend_from_slice(&b),
-                ExecEvent::Stderr(b) => stderr.extend_from_slice(&b),
-                ExecEvent::Exit(exit) => {
-                    return Ok(ExecResult {
-                        id: exit.id,
-                        exit_code: exit.exit_code,
-                        stdout: String::from_utf8_lossy(&stdout).into_owned(),
-                        stderr: String::from_utf8_lossy(&stderr).into_owned(),
-                        duration_ms: exit.duration_ms,
-                        timed_out: exit.timed_out,
-                    })
-                }
-            }
+        let limit = self.inner.output.exec_output;
+        let mut c = Collect {
+            id: id.clone(),
+            events: self.agent_exec(id, req).await?,
+            stdout: Kept::new(limit),
+            stderr: Kept::new(limit),
+        };
+        if let Some(res) = c.run(Some(OFFLOAD_AFTER)).await? {
+            return Ok(res);
         }
-        Err(ApiError::Internal(format!(
-            "sandbox {id}: exec ended without an exit"
-        )))
+        // A big one: the rest on the bulk runtime, all of it there (no queue).
+        let rest =
+            AbortOnDrop(bulk_runtime(&self.inner.runtime).spawn(async move { c.run(None).await }));
+        match rest.await {
+            Ok(Ok(Some(res))) => Ok(res),
+            // Without a limit it returns only at the exit, or with an error.
+            Ok(Ok(None)) => Err(ApiError::Internal(format!(
+                "sandbox {id}: exec ended without an exit"
+            ))),
+            Ok(Err(e)) => Err(e),
+            Err(e) => Err(ApiError::Internal(format!("sandbox {id}: exec: {e}"))),
+        }
     }
 
     /// Maps an agent error: the agent's own refusals are the caller's (bad program, bad
@@ -237,7 +451,21 @@ impl Service {
 
 #[cfg(test)]
 mod tests {
-    use super::exit_code;
+    use super::{exit_code, Kept};
+
+    #[test]
+    fn kept_output_stops_at_the_limit_and_counts_the_rest() {
+        let mut k = Kept::new(5);
+        k.push(b"abc");
+        k.push(b"defgh");
+        assert_eq!(k.finish(), ("abcde".to_owned(), 3));
+        let mut k = Kept::new(4);
+        k.push("ab€".as_bytes()); // € is 3 bytes: cut after its first
+        assert_eq!(k.finish(), ("ab".to_owned(), 3));
+        let mut k = Kept::new(10);
+        k.push("ab€".as_bytes());
+        assert_eq!(k.finish(), ("ab€".to_owned(), 0));
+    }
 
     #[test]
     fn signals_become_128_plus() {

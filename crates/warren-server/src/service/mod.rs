@@ -45,6 +45,28 @@ pub struct ServiceConfig {
     pub preview: PreviewUrls,
 }
 
+/// How much of a sandbox's output the server keeps: in a plain exec's answer and in the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutputLimits {
+    /// Bytes of each stream a plain (non-streamed) exec answers with; the rest is counted
+    /// and dropped (`truncated`).
+    pub exec_output: usize,
+    /// What the main command's output may write to the log.
+    pub logs: crate::logs::LogLimits,
+}
+
+/// Default [`OutputLimits::exec_output`]: 10 MiB per stream.
+pub const DEFAULT_EXEC_OUTPUT_LIMIT: usize = 10 << 20;
+
+impl Default for OutputLimits {
+    fn default() -> Self {
+        OutputLimits {
+            exec_output: DEFAULT_EXEC_OUTPUT_LIMIT,
+            logs: Default::default(),
+        }
+    }
+}
+
 /// The sandbox service, shared by every handler and the reconciler.
 #[derive(Clone)]
 pub struct Service {
@@ -55,6 +77,7 @@ struct Inner {
     store: Arc<dyn Store>,
     backend: Arc<dyn Backend>,
     cfg: ServiceConfig,
+    output: OutputLimits,
     // One lock per sandbox so lifecycle operations on it never interleave.
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     // Recent resource samples per sandbox (E2B's metrics are a series since the start).
@@ -91,11 +114,17 @@ pub(crate) enum Journal {
 }
 
 impl Service {
-    /// A service over `store` and `backend`. Call it on the server's main runtime: background
-    /// work (log tailers, warm-lease refills) runs there.
-    pub fn new(store: Arc<dyn Store>, backend: Arc<dyn Backend>, cfg: ServiceConfig) -> Self {
+    /// A service over `store` and `backend`, keeping sandboxes' output within `output`. Call
+    /// it on the server's main runtime: background work (log tailers, warm-lease refills)
+    /// runs there.
+    pub fn new(
+        store: Arc<dyn Store>,
+        backend: Arc<dyn Backend>,
+        cfg: ServiceConfig,
+        output: OutputLimits,
+    ) -> Self {
         let (journal, queue) = tokio::sync::mpsc::unbounded_channel();
-        let logs = LogHub::new(store.clone());
+        let logs = LogHub::new(store.clone(), output.logs);
         tokio::spawn(write_journal(queue, logs.clone(), store.clone()));
         Service {
             inner: Arc::new(Inner {
@@ -107,6 +136,7 @@ impl Service {
                 store,
                 backend,
                 cfg,
+                output,
                 locks: Mutex::default(),
                 samples: Mutex::default(),
                 net_alloc: tokio::sync::Mutex::default(),
