@@ -1,9 +1,11 @@
 //! `warren bench`: sandbox create and exec latency through the API, beside the raw runtimes on
 //! the same busybox root filesystem, measured in one run by an in-process server on a scratch
 //! data directory (no running server needed; root is). `warren bench proxy` measures the
-//! preview proxy (see [`proxy`]).
+//! preview proxy (see [`proxy`]); `warren bench noisy` a sandbox's exec beside one printing as
+//! fast as it can (see [`noisy`]).
 mod image;
 mod load;
+mod noisy;
 mod proxy;
 mod raw;
 mod report;
@@ -36,6 +38,10 @@ pub enum BenchCommand {
     /// docker-registry, then 20 sandboxes from it and the disk each used (needs
     /// docker-registry).
     Image(image::ImageBenchArgs),
+    /// A sandbox's exec round trip while another prints as fast as it can (`yes` as its main
+    /// command, in an exec, in a streamed exec), against none; and what that output cost
+    /// (database growth, host-side log files, peak memory).
+    Noisy(noisy::NoisyBenchArgs),
 }
 
 #[derive(Args)]
@@ -92,6 +98,7 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
     match a.what {
         Some(BenchCommand::Proxy(p)) => return proxy::run(p).await,
         Some(BenchCommand::Image(i)) => return image::run(i).await,
+        Some(BenchCommand::Noisy(n)) => return noisy::run(n).await,
         None => {}
     }
     let runtimes = a.runtimes();

@@ -2,7 +2,7 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -599,5 +599,14 @@ impl LocalBackend {
         self.remove_cgroup_parent();
         let _ = fs::remove_dir(Self::rootfs_root(&self.cfg.tag));
         self.firewall.remove_table().await;
+        release_runsc_pins(&self.cfg.data_dir.join("run/runsc"));
     }
+}
+
+/// Unmounts the empty network namespace runsc pins under its root (`null-netns`) so its gofers
+/// start faster; concurrent runsc starts may stack several there. Left alone it keeps the
+/// data dir's `run/runsc` busy (EBUSY on removal) after the last sandbox is gone.
+fn release_runsc_pins(runsc_root: &Path) {
+    let pin = runsc_root.join("null-netns");
+    while rustix::mount::unmount(&pin, rustix::mount::UnmountFlags::DETACH).is_ok() {}
 }

@@ -68,6 +68,7 @@ impl InProcess {
 }
 
 /// A client of the scratch server.
+#[derive(Clone)]
 pub struct Api {
     /// Where the server listens.
     pub addr: SocketAddr,
@@ -200,6 +201,36 @@ impl Api {
         .map(|_| ())
     }
 
+    /// Runs `cmd` in sandbox `id` without a timeout, reading and throwing away the answer
+    /// until the command ends or the sandbox goes: the whole JSON answer (`stream` false) or
+    /// the SSE events. Returns the bytes read.
+    pub async fn exec_drain(
+        &self,
+        id: &SandboxId,
+        cmd: &[&str],
+        stream: bool,
+    ) -> anyhow::Result<u64> {
+        use futures::StreamExt;
+        let body = ExecRequest {
+            cmd: cmd.iter().map(|s| s.to_string()).collect(),
+            timeout_s: Some(0),
+            ..Default::default()
+        };
+        let mut rb = self
+            .req(Method::POST, &format!("/v1/sandboxes/{id}/exec"))
+            .json(&body);
+        if stream {
+            rb = rb.header(reqwest::header::ACCEPT, "text/event-stream");
+        }
+        let resp = self.send(rb, "exec").await?;
+        let mut body = resp.bytes_stream();
+        let mut n = 0u64;
+        while let Some(chunk) = body.next().await {
+            n += chunk.context("reading the exec answer")?.len() as u64;
+        }
+        Ok(n)
+    }
+
     /// Runs `true` in sandbox `id`; returns the round trip.
     pub async fn exec_true(&self, id: &SandboxId) -> anyhow::Result<Duration> {
         let body = ExecRequest {
@@ -235,6 +266,17 @@ pub async fn start(
     http_workers: Option<usize>,
     slot: &mut Option<InProcess>,
 ) -> anyhow::Result<(Api, PathBuf)> {
+    start_with_output(dir, default_runtime, http_workers, Default::default(), slot).await
+}
+
+/// [`start`], keeping sandboxes' output within `output`.
+pub async fn start_with_output(
+    dir: &Path,
+    default_runtime: Runtime,
+    http_workers: Option<usize>,
+    output: warren_server::service::OutputLimits,
+    slot: &mut Option<InProcess>,
+) -> anyhow::Result<(Api, PathBuf)> {
     let data_dir = dir.join("data");
     // The port must be known before the server binds it (the preview URLs name it).
     let listen = std::net::TcpListener::bind("127.0.0.1:0")
@@ -248,6 +290,7 @@ pub async fn start(
         warm_leases: 2,
         history_retention: std::time::Duration::from_secs(3600),
         http_workers,
+        output,
         ..ServerConfig::default()
     })
     .await
