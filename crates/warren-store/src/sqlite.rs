@@ -6,9 +6,12 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
-use warren_api::{ExecKind, ExecRecord, Image, LogLine, LogStream, Sandbox, SandboxId};
+use warren_api::{ExecRecord, Image, LogLine, LogStream, SandboxId};
 
 use crate::{LogSize, SandboxRecord, Store, StoreError};
+
+mod rows;
+use rows::{doc, exec_from_row, image_from_row, parse_ts, record_from_row, ts, DELETED};
 
 /// Log rows per INSERT statement (5 parameters each; SQLite allows 32766).
 const LOG_ROWS_PER_INSERT: usize = 1000;
@@ -45,91 +48,6 @@ impl SqliteStore {
             .await?;
         Ok(SqliteStore { pool, writer })
     }
-}
-
-fn ts(t: &DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
-}
-
-fn parse_ts(what: &str, s: &str) -> Result<DateTime<Utc>, StoreError> {
-    DateTime::parse_from_rfc3339(s)
-        .map(|t| t.with_timezone(&Utc))
-        .map_err(|e| StoreError::Corrupt {
-            what: what.to_owned(),
-            source: serde::de::Error::custom(e),
-        })
-}
-
-fn image_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Image, StoreError> {
-    let name: String = row.try_get("name")?;
-    let created: String = row.try_get("created_at")?;
-    let size: i64 = row.try_get("size")?;
-    let layers: String = row.try_get("layers")?;
-    let config: String = row.try_get("config")?;
-    let corrupt = |source| StoreError::Corrupt {
-        what: format!("image {name}"),
-        source,
-    };
-    Ok(Image {
-        created_at: parse_ts(&format!("image {name}"), &created)?,
-        digest: row.try_get("digest")?,
-        size: u64::try_from(size).unwrap_or(0),
-        source: row.try_get("source")?,
-        layers: serde_json::from_str(&layers).map_err(corrupt)?,
-        config: serde_json::from_str(&config).map_err(corrupt)?,
-        name,
-    })
-}
-
-fn record_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<SandboxRecord, StoreError> {
-    let id: String = row.try_get("id")?;
-    let doc: String = row.try_get("doc")?;
-    let sandbox: Sandbox = serde_json::from_str(&doc).map_err(|source| StoreError::Corrupt {
-        what: format!("sandbox {id}"),
-        source,
-    })?;
-    let net_index: Option<i64> = row.try_get("net_index")?;
-    Ok(SandboxRecord {
-        sandbox,
-        token: row.try_get("token")?,
-        net_index: net_index.and_then(|i| u32::try_from(i).ok()),
-    })
-}
-
-fn doc(rec: &SandboxRecord) -> Result<String, StoreError> {
-    serde_json::to_string(&rec.sandbox).map_err(|source| StoreError::Corrupt {
-        what: format!("sandbox {}", rec.sandbox.id),
-        source,
-    })
-}
-
-const DELETED: &str = "deleted";
-
-fn exec_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<ExecRecord, StoreError> {
-    let id: String = row.try_get("id")?;
-    let cmd: String = row.try_get("cmd")?;
-    let kind: String = row.try_get("kind")?;
-    let started: String = row.try_get("started_at")?;
-    let exit_code: Option<i64> = row.try_get("exit_code")?;
-    let duration: i64 = row.try_get("duration_ms")?;
-    Ok(ExecRecord {
-        cmd: serde_json::from_str(&cmd).map_err(|source| StoreError::Corrupt {
-            what: format!("exec {id}"),
-            source,
-        })?,
-        label: row.try_get("label")?,
-        kind: if kind == "system" {
-            ExecKind::System
-        } else {
-            ExecKind::User
-        },
-        exit_code: exit_code.and_then(|c| i32::try_from(c).ok()),
-        stdout: row.try_get("stdout")?,
-        stderr: row.try_get("stderr")?,
-        started_at: parse_ts(&format!("exec {id}"), &started)?,
-        duration_ms: u64::try_from(duration).unwrap_or(0),
-        id,
-    })
 }
 
 #[async_trait]
@@ -599,67 +517,4 @@ impl Store for SqliteStore {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn line(seq: u64, text: &str) -> LogLine {
-        LogLine {
-            seq,
-            ts: Utc::now(),
-            stream: LogStream::Stdout,
-            text: text.to_owned(),
-        }
-    }
-
-    #[tokio::test]
-    async fn logs_append_in_batches_and_trim_oldest_first() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = SqliteStore::open(&dir.path().join("t.db"))
-            .await
-            .expect("open");
-        let id: SandboxId = "aaaaaaaaaaaaaaaa".parse().expect("id");
-        // More rows than one statement takes.
-        let lines: Vec<LogLine> = (1..=2500).map(|i| line(i, &format!("{i:04}"))).collect();
-        store
-            .append_logs(&id, &lines, &[("stdout", 10_000)])
-            .await
-            .expect("append");
-        let size = store.log_size(&id).await.expect("size");
-        assert_eq!(
-            size,
-            LogSize {
-                first_seq: 1,
-                last_seq: 2500,
-                lines: 2500,
-                bytes: 10_000
-            }
-        );
-        assert_eq!(
-            store.trim_logs(&id, 3000, 20_000).await.expect("trim"),
-            (0, 0)
-        );
-        // By lines: 2000 kept.
-        assert_eq!(
-            store.trim_logs(&id, 2000, 20_000).await.expect("trim"),
-            (500, 2000)
-        );
-        assert_eq!(store.first_log_seq(&id).await.expect("first"), 501);
-        // By bytes: 1000 lines of 4 bytes kept.
-        assert_eq!(
-            store.trim_logs(&id, 2000, 4000).await.expect("trim"),
-            (1000, 4000)
-        );
-        let size = store.log_size(&id).await.expect("size");
-        assert_eq!(
-            (size.first_seq, size.last_seq, size.lines),
-            (1501, 2500, 1000)
-        );
-        let page = store.list_logs(&id, 0, 2).await.expect("list");
-        assert_eq!(page[0].seq, 1501);
-        assert_eq!(page[1].text, "1502");
-        assert_eq!(
-            store.log_offsets(&id).await.expect("offsets"),
-            vec![("stdout".to_owned(), 10_000)]
-        );
-    }
-}
+mod tests;
