@@ -30,7 +30,7 @@ pub const SUITE: &str = "bookworm";
 pub const PACKAGES: [&str; 5] = ["bash", "python3", "ca-certificates", "sudo", "curl"];
 /// Part of the cache key: bump it whenever what is done to the tree after debootstrap changes,
 /// so machines holding an older tar build a new one.
-const SETUP_VERSION: u32 = 2;
+const SETUP_VERSION: u32 = 3;
 /// Where built tars are kept.
 pub const DEFAULT_CACHE_DIR: &str = "/var/cache/warren";
 const FALLBACK_MIRROR: &str = "http://deb.debian.org/debian";

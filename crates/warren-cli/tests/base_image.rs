@@ -133,8 +133,8 @@ async fn check_runtime(s: &TestServer, runtime: &str) {
         "0"
     );
     assert_eq!(run(json!(["sudo", "-n", "id", "-u"]), None).await, "0");
-    // runsc 2022-12 refuses statx with AT_NO_AUTOMOUNT, which coreutils passes; the image's
-    // preloaded wrapper drops the flag, so `ls` and `stat` work under both runtimes.
+    // coreutils passes AT_NO_AUTOMOUNT to statx on every call, which runsc of 2022 refused
+    // (the image carried a preloaded wrapper then); the pinned runsc takes it.
     let ls = json!([
         "bash",
         "-c",
@@ -148,6 +148,11 @@ async fn check_runtime(s: &TestServer, runtime: &str) {
         Some("user"),
     )
     .await;
+    assert_eq!(
+        run(json!(["sh", "-c", "cat /etc/ld.so.preload 2>/dev/null; true"]), None).await,
+        "",
+        "nothing preloaded into every process"
+    );
     // Warren's per-sandbox names, not the build host's.
     assert_eq!(run(json!(["cat", "/etc/hostname"]), None).await, id);
     s.delete(id).await;

@@ -175,7 +175,6 @@ pub(super) fn setup_tree(root: &Path) -> anyhow::Result<()> {
         "etc/hosts",
         "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n",
     )?;
-    install_statx_fix(root)?;
     if root.join("etc/machine-id").exists() {
         write_plain(root, "etc/machine-id", "")?;
     }
@@ -192,44 +191,6 @@ pub(super) fn setup_tree(root: &Path) -> anyhow::Result<()> {
     truncate_logs(&root.join("var/log"))?;
     fs::set_permissions(root, fs::Permissions::from_mode(0o755))?;
     Ok(())
-}
-
-/// Debian 12's runsc (2022-12) refuses `statx` with `AT_NO_AUTOMOUNT`, which bookworm's
-/// coreutils passes on every call: `ls`, `stat` and friends fail with EINVAL under gVisor. A
-/// preloaded wrapper drops the flag (it only stops automount points from triggering; a sandbox
-/// has none), so the image works under both runtimes. Built with the host's gcc against the
-/// host's glibc, which is bookworm's, as the image's is.
-const STATX_FIX_C: &str = r#"
-#define _GNU_SOURCE
-#include <fcntl.h>
-#include <sys/stat.h>
-#include <sys/syscall.h>
-#include <unistd.h>
-int statx(int dirfd, const char *path, int flags, unsigned int mask, struct statx *buf) {
-    return syscall(SYS_statx, dirfd, path, flags & ~AT_NO_AUTOMOUNT, mask, buf);
-}
-"#;
-const STATX_FIX_SO: &str = "usr/lib/x86_64-linux-gnu/warren-statx-fix.so";
-
-fn install_statx_fix(root: &Path) -> anyhow::Result<()> {
-    let src = root.join("tmp/warren-statx-fix.c");
-    fs::write(&src, STATX_FIX_C).with_context(|| format!("writing {}", src.display()))?;
-    let so = root.join(STATX_FIX_SO);
-    let out = std::process::Command::new("gcc")
-        .args(["-shared", "-fPIC", "-O2", "-o"])
-        .arg(&so)
-        .arg(&src)
-        .output()
-        .context("running gcc (apt-get install build-essential)")?;
-    let _ = fs::remove_file(&src);
-    if !out.status.success() {
-        bail!(
-            "gcc failed building the statx wrapper: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    fs::set_permissions(&so, fs::Permissions::from_mode(0o644))?;
-    write_plain(root, "etc/ld.so.preload", &format!("/{STATX_FIX_SO}\n"))
 }
 
 /// Writes a tar of the tree at `root` to `out`, keeping numeric owners and full modes (sudo is
