@@ -149,7 +149,11 @@ async fn check_runtime(s: &TestServer, runtime: &str) {
     )
     .await;
     assert_eq!(
-        run(json!(["sh", "-c", "cat /etc/ld.so.preload 2>/dev/null; true"]), None).await,
+        run(
+            json!(["sh", "-c", "cat /etc/ld.so.preload 2>/dev/null; true"]),
+            None
+        )
+        .await,
         "",
         "nothing preloaded into every process"
     );
