@@ -7,6 +7,7 @@ pub mod exec;
 pub mod files;
 pub mod id;
 pub mod image;
+pub mod pause;
 pub mod sandbox;
 
 pub use error::{ErrorBody, ErrorDetail};
@@ -14,7 +15,8 @@ pub use exec::{ExecExit, ExecKind, ExecList, ExecRecord, ExecRequest, ExecResult
 pub use files::{FileEntry, FileKind, FileList};
 pub use id::SandboxId;
 pub use image::{Image, ImageConfig, ImageList, PullEvent, PullImage, PullPolicy};
+pub use pause::{ImagePart, PauseReceipt};
 pub use sandbox::{
-    CreateSandbox, Egress, ListeningPort, LogLine, LogList, LogStream, OnTimeout, Runtime, Sandbox,
-    SandboxList, SandboxMetrics, SandboxState, SetNetwork, SetTimeout,
+    CreateSandbox, Egress, ListeningPort, LogLine, LogList, LogStream, OnTimeout, ResumeSandbox,
+    Runtime, Sandbox, SandboxList, SandboxMetrics, SandboxState, SetNetwork, SetTimeout,
 };

@@ -67,8 +67,13 @@ pub enum SandboxState {
     Stopping,
     /// Stopped: its files are kept, `start` brings it back.
     Stopped,
-    /// Frozen in memory.
+    /// Being paused: its processes are being written to disk.
+    Pausing,
+    /// Paused: its processes, memory and files are on disk (`pause` says where and what),
+    /// nothing of it runs; `resume` brings it back as it was, at the same address.
     Paused,
+    /// Being resumed from its pause image.
+    Resuming,
     /// Something failed; `error` says what. Its host resources are released.
     Failed,
     /// Being deleted.
@@ -84,7 +89,9 @@ impl SandboxState {
             self,
             SandboxState::Starting
                 | SandboxState::Running
+                | SandboxState::Pausing
                 | SandboxState::Paused
+                | SandboxState::Resuming
                 | SandboxState::Stopping
         )
     }
@@ -98,7 +105,9 @@ impl SandboxState {
             SandboxState::Running => "running",
             SandboxState::Stopping => "stopping",
             SandboxState::Stopped => "stopped",
+            SandboxState::Pausing => "pausing",
             SandboxState::Paused => "paused",
+            SandboxState::Resuming => "resuming",
             SandboxState::Failed => "failed",
             SandboxState::Terminating => "terminating",
             SandboxState::Deleted => "deleted",
@@ -333,6 +342,9 @@ pub struct Sandbox {
     /// on `GET /v1/sandboxes/{id}`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<ListeningPort>,
+    /// The receipt of its last pause, while it is paused (or being resumed from it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pause: Option<crate::PauseReceipt>,
 }
 
 impl Sandbox {
@@ -351,6 +363,16 @@ fn root() -> String {
 pub struct SandboxList {
     /// The caller's sandboxes, newest first.
     pub sandboxes: Vec<Sandbox>,
+}
+
+/// `POST /v1/sandboxes/{id}/resume` (the body is optional).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResumeSandbox {
+    /// Lifetime in seconds from the resume; `0` = no limit. Without it: the default lifetime
+    /// if the sandbox had one, else none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_s: Option<u64>,
 }
 
 /// `POST /v1/sandboxes/{id}/timeout`.

@@ -4,6 +4,7 @@ mod bench;
 mod cp;
 mod image;
 mod image_pull;
+mod pause;
 mod shell;
 mod verbs;
 
@@ -96,6 +97,11 @@ enum Command {
     Stop(verbs::IdArgs),
     /// Start a stopped sandbox.
     Start(verbs::IdArgs),
+    /// Pause a running sandbox: its processes, memory and files written to disk, nothing of
+    /// it running; its address and preview URLs are kept.
+    Pause(pause::PauseArgs),
+    /// Resume a paused sandbox as it was (its image is checked against its receipt first).
+    Resume(pause::ResumeArgs),
     /// Manage images.
     #[command(subcommand)]
     Image(image::ImageCommand),
@@ -372,6 +378,8 @@ fn main() -> ExitCode {
             Command::Network(a) => verbs::network(a).await.map(|_| 0),
             Command::Stop(a) => verbs::lifecycle(a, "stop").await.map(|_| 0),
             Command::Start(a) => verbs::lifecycle(a, "start").await.map(|_| 0),
+            Command::Pause(a) => pause::pause(a).await.map(|_| 0),
+            Command::Resume(a) => pause::resume(a).await.map(|_| 0),
             Command::Image(c) => image::run(c).await.map(|_| 0),
             Command::Bench(a) => bench::run(a).await.map(|_| 0),
         }

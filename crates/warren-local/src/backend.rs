@@ -24,6 +24,7 @@ use crate::rootfs::{self, OverlayMount};
 use crate::runtime::{CliRuntime, ContainerRuntime, ContainerStatus};
 
 mod network;
+mod pause;
 
 /// Errors of the local backend.
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +43,12 @@ pub enum LocalError {
         /// What went wrong.
         message: String,
     },
+    /// The runtime cannot do this here.
+    #[error("{0}")]
+    Unsupported(String),
+    /// A pause image is missing, incomplete or does not match its receipt.
+    #[error("{0}")]
+    PauseImage(String),
 }
 
 fn step(step: &'static str) -> impl FnOnce(String) -> LocalError {
@@ -346,27 +353,7 @@ impl LocalBackend {
                 missing.display()
             )));
         }
-        let upper_root = self.upper_root(&spec.id);
-        let disk = self.disk(&spec.id);
-        if upper_root == disk.mount {
-            disk.ensure(spec.disk_mb, &self.cfg.data_dir.join("disk-templates"))
-                .map_err(|e| step("rootfs")(format!("its disk: {e}")))?;
-        }
-        let overlay = OverlayMount::new(&upper_root, self.rootfs_dir(&spec.id), &spec.layers);
-        let (idmap, owner) = match spec.runtime {
-            Runtime::Runc => {
-                let map = self
-                    .idmap
-                    .as_ref()
-                    .as_ref()
-                    .map_err(|e| step("rootfs")(e.clone()))?;
-                (Some(map), USERNS_HOST_BASE)
-            }
-            Runtime::Gvisor => (None, 0),
-        };
-        overlay
-            .mount(idmap, owner)
-            .map_err(|e| step("rootfs")(e.to_string()))?;
+        let overlay = self.mount_rootfs(spec)?;
         steps.push(("rootfs", t.elapsed()));
 
         let t = Instant::now();
@@ -435,6 +422,56 @@ impl LocalBackend {
         })
     }
 
+    /// Mounts a sandbox's root filesystem: its own disk (made the first time), and the
+    /// overlay of the image's layers with the disk's upper directory.
+    fn mount_rootfs(&self, spec: &SandboxSpec) -> Result<OverlayMount, LocalError> {
+        let upper_root = self.upper_root(&spec.id);
+        let disk = self.disk(&spec.id);
+        if upper_root == disk.mount {
+            disk.ensure(spec.disk_mb, &self.cfg.data_dir.join("disk-templates"))
+                .map_err(|e| step("rootfs")(format!("its disk: {e}")))?;
+        }
+        let overlay = OverlayMount::new(&upper_root, self.rootfs_dir(&spec.id), &spec.layers);
+        let (idmap, owner) = match spec.runtime {
+            Runtime::Runc => {
+                let map = self
+                    .idmap
+                    .as_ref()
+                    .as_ref()
+                    .map_err(|e| step("rootfs")(e.clone()))?;
+                (Some(map), USERNS_HOST_BASE)
+            }
+            Runtime::Gvisor => (None, 0),
+        };
+        overlay
+            .mount(idmap, owner)
+            .map_err(|e| step("rootfs")(e.to_string()))?;
+        Ok(overlay)
+    }
+
+    /// Unmounts a sandbox's root filesystem and its disk (idempotent); the first failure.
+    fn unmount_rootfs(&self, id: &str) -> Result<(), String> {
+        let mut first = Ok(());
+        // The second is where servers before 0.1 mounted it.
+        for merged in [self.rootfs_dir(id), self.sandbox_dir(id).join("rootfs")] {
+            let overlay = OverlayMount::new(&self.sandbox_dir(id), merged.clone(), &[]);
+            match overlay.release() {
+                Ok(()) => {
+                    let _ = fs::remove_dir(&merged);
+                }
+                Err(e) => {
+                    tracing::warn!(sandbox = id, "unmounting {}: {e}", merged.display());
+                    first = first.and(Err(format!("unmounting {}: {e}", merged.display())));
+                }
+            }
+        }
+        if let Err(e) = self.disk(id).release() {
+            tracing::warn!(sandbox = id, "unmounting its disk: {e}");
+            first = first.and(Err(format!("unmounting its disk: {e}")));
+        }
+        first
+    }
+
     /// The runtime's view of a sandbox's container.
     pub async fn status(&self, id: &str, runtime: Runtime) -> ContainerStatus {
         match self.runtime(runtime).status(id).await {
@@ -495,19 +532,7 @@ impl LocalBackend {
             tracing::warn!(sandbox = id, "deleting container: {e}");
         }
         cgroup::remove(self.cgroups, &self.cgroups_path(id));
-        // The second is where servers before 0.1 mounted it.
-        for merged in [self.rootfs_dir(id), self.sandbox_dir(id).join("rootfs")] {
-            let overlay = OverlayMount::new(&self.sandbox_dir(id), merged.clone(), &[]);
-            match overlay.release() {
-                Ok(()) => {
-                    let _ = fs::remove_dir(&merged);
-                }
-                Err(e) => tracing::warn!(sandbox = id, "unmounting {}: {e}", merged.display()),
-            }
-        }
-        if let Err(e) = self.disk(id).release() {
-            tracing::warn!(sandbox = id, "unmounting its disk: {e}");
-        }
+        let _ = self.unmount_rootfs(id);
         if let Some(i) = net_index {
             let lease = self.net.lease(i);
             self.take_allow_ready(i);

@@ -16,6 +16,7 @@ pub mod images;
 pub mod net;
 pub mod netpool;
 pub mod pull;
+pub mod receipt;
 pub mod rootfs;
 pub mod runtime;
 pub mod unpack;

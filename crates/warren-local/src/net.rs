@@ -230,6 +230,21 @@ impl Lease {
             .map_err(io::Error::other)?
     }
 
+    /// Puts the sandbox's address and default route back on its side of the link. gVisor's
+    /// own network stack takes them off when it boots (so the host kernel answers nothing
+    /// there) and, restoring a checkpoint, skips a link without them.
+    pub async fn readdress(&self) -> io::Result<()> {
+        let inside = format!(
+            "addr replace {sip}/30 dev eth0
+             link set eth0 up
+             route replace default via {hip}
+",
+            sip = self.sandbox_ip,
+            hip = self.host_ip
+        );
+        ip(&["-n", &self.netns, "-batch", "-"], Some(inside)).await
+    }
+
     /// Removes the link and namespace; idempotent, never fails on what is already gone.
     pub async fn release(&self) {
         if Path::new("/sys/class/net").join(&self.host_veth).exists() {

@@ -1,6 +1,7 @@
 //! The OCI runtime driver: `runsc` or `crun`, called only to run, inspect, signal and delete
 //! containers (never per command: commands go to the agent). Each server gives its runtimes
 //! their own `--root`, so its containers are its own.
+use std::ffi::OsString;
 use std::fs::OpenOptions;
 use std::io;
 use std::os::unix::fs::OpenOptionsExt;
@@ -39,6 +40,21 @@ pub trait ContainerRuntime: Send + Sync {
     async fn delete(&self, id: &str) -> io::Result<()>;
     /// The runtime binary and its global arguments, for benchmarks comparing with the raw tool.
     fn command_line(&self) -> (PathBuf, Vec<String>);
+    /// Writes the running container's processes, memory and kernel state into `image` (a
+    /// directory that must not exist yet), after which the container has exited.
+    async fn checkpoint(&self, id: &str, image: &Path) -> io::Result<()>;
+    /// Makes the container `id` from `bundle` again, with the state `checkpoint` wrote to
+    /// `image`, detached; output goes to the two files as with [`ContainerRuntime::run`].
+    async fn restore(
+        &self,
+        id: &str,
+        bundle: &Path,
+        image: &Path,
+        stdout: &Path,
+        stderr: &Path,
+    ) -> io::Result<()>;
+    /// The runtime's version, as its `--version` prints it (first line).
+    async fn version(&self) -> io::Result<String>;
 }
 
 /// How gVisor sandboxes run: which `runsc`, on which platform, with which network stack.
@@ -91,6 +107,9 @@ impl Default for GvisorConfig {
 pub struct CliRuntime {
     binary: PathBuf,
     global: Vec<String>,
+    /// Whether `checkpoint` can work: runsc's is built in; crun needs CRIU, which Debian's
+    /// crun lacks.
+    checkpoints: bool,
 }
 
 impl CliRuntime {
@@ -127,6 +146,7 @@ impl CliRuntime {
         CliRuntime {
             binary: cfg.binary.clone(),
             global,
+            checkpoints: true,
         }
     }
 
@@ -135,6 +155,7 @@ impl CliRuntime {
         CliRuntime {
             binary: PathBuf::from("crun"),
             global: vec![format!("--root={}", root.display())],
+            checkpoints: false,
         }
     }
 
@@ -170,43 +191,9 @@ fn is_missing(stderr: &str) -> bool {
 #[async_trait]
 impl ContainerRuntime for CliRuntime {
     async fn run(&self, id: &str, bundle: &Path, stdout: &Path, stderr: &Path) -> io::Result<()> {
-        // The sandbox's output: for its owner's eyes only.
-        let open = |p: &Path| {
-            OpenOptions::new()
-                .create(true)
-                .append(true)
-                .mode(0o600)
-                .open(p)
-        };
-        let log = open(stdout)?;
-        let log2 = open(stderr)?;
-        // The container inherits these descriptors, so they must be files, not pipes we wait on.
-        let status = Command::new(&self.binary)
-            .args(&self.global)
-            .args(["run", "--detach", "--bundle"])
-            .arg(bundle)
-            .arg(id)
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log2)
-            .status()
-            .await
-            .map_err(|e| io::Error::other(format!("running {}: {e}", self.binary.display())))?;
-        if status.success() {
-            Ok(())
-        } else {
-            let text = std::fs::read_to_string(stderr).unwrap_or_default();
-            let tail: String = text
-                .lines()
-                .rev()
-                .take(5)
-                .collect::<Vec<_>>()
-                .into_iter()
-                .rev()
-                .collect::<Vec<_>>()
-                .join("; ");
-            Err(self.failed("run", &tail))
-        }
+        let mut args = vec![OsString::from("run"), "--detach".into(), "--bundle".into()];
+        args.extend([bundle.as_os_str().to_owned(), id.into()]);
+        self.detached("run", &args, stdout, stderr).await
     }
 
     async fn status(&self, id: &str) -> io::Result<ContainerStatus> {
@@ -248,5 +235,94 @@ impl ContainerRuntime for CliRuntime {
 
     fn command_line(&self) -> (PathBuf, Vec<String>) {
         (self.binary.clone(), self.global.clone())
+    }
+
+    async fn checkpoint(&self, id: &str, image: &Path) -> io::Result<()> {
+        if !self.checkpoints {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!(
+                    "{} cannot checkpoint here (no CRIU support): pause needs gVisor",
+                    self.binary.display()
+                ),
+            ));
+        }
+        let image_arg = format!("--image-path={}", image.display());
+        let (ok, _, stderr) = self.call(&["checkpoint", &image_arg, id]).await?;
+        if ok {
+            Ok(())
+        } else {
+            Err(self.failed("checkpoint", &stderr))
+        }
+    }
+
+    async fn restore(
+        &self,
+        id: &str,
+        bundle: &Path,
+        image: &Path,
+        stdout: &Path,
+        stderr: &Path,
+    ) -> io::Result<()> {
+        let mut args = vec![OsString::from("restore"), "--detach".into()];
+        args.push(format!("--image-path={}", image.display()).into());
+        args.extend(["--bundle".into(), bundle.as_os_str().to_owned(), id.into()]);
+        self.detached("restore", &args, stdout, stderr).await
+    }
+
+    async fn version(&self) -> io::Result<String> {
+        let (ok, stdout, stderr) = self.call(&["--version"]).await?;
+        match stdout.lines().next() {
+            Some(line) if ok => Ok(line.trim().to_owned()),
+            _ => Err(self.failed("--version", &stderr)),
+        }
+    }
+}
+
+impl CliRuntime {
+    /// Runs `args` (`run` or `restore`, detached), the container's output appended to the
+    /// two files.
+    async fn detached(
+        &self,
+        what: &str,
+        args: &[OsString],
+        stdout: &Path,
+        stderr: &Path,
+    ) -> io::Result<()> {
+        // The sandbox's output: for its owner's eyes only.
+        let open = |p: &Path| {
+            OpenOptions::new()
+                .create(true)
+                .append(true)
+                .mode(0o600)
+                .open(p)
+        };
+        let log = open(stdout)?;
+        let log2 = open(stderr)?;
+        // The container inherits these descriptors, so they must be files, not pipes we wait on.
+        let status = Command::new(&self.binary)
+            .args(&self.global)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log2)
+            .status()
+            .await
+            .map_err(|e| io::Error::other(format!("running {}: {e}", self.binary.display())))?;
+        if status.success() {
+            Ok(())
+        } else {
+            let text = std::fs::read_to_string(stderr).unwrap_or_default();
+            let tail: String = text
+                .lines()
+                .rev()
+                .take(5)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect::<Vec<_>>()
+                .join("; ");
+            Err(self.failed(what, &tail))
+        }
     }
 }

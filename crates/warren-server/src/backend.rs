@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use warren_api::Runtime;
+use warren_api::{PauseReceipt, Runtime};
 use warren_local::images::{ImageError, Imported, IncomingTar};
 use warren_local::pull::{Progress, PullError, Puller, Resolved};
 use warren_local::runtime::ContainerStatus;
@@ -65,6 +65,22 @@ pub trait Backend: Send + Sync + 'static {
     async fn remove_shared(&self);
     /// Host resources of a sandbox still present.
     async fn leftovers(&self, id: &str, runtime: Runtime, net_index: Option<u32>) -> Vec<String>;
+
+    /// Writes a running sandbox's processes and memory to disk and stops it, keeping its
+    /// network; on failure it still runs.
+    async fn pause(&self, id: &str, runtime: Runtime) -> Result<PauseReceipt, LocalError>;
+    /// Whether a pause of the sandbox was begun and not finished (a crash in between).
+    fn pause_begun(&self, id: &str) -> bool;
+    /// Finishes a pause whose checkpoint was written (its container has exited).
+    async fn finish_pause(&self, id: &str, runtime: Runtime) -> Result<PauseReceipt, LocalError>;
+    /// The receipt of the sandbox's pause image.
+    fn pause_receipt(&self, id: &str) -> Result<PauseReceipt, LocalError>;
+    /// Brings a paused sandbox back from its verified pause image.
+    async fn resume(&self, spec: &SandboxSpec) -> Result<Provisioned, LocalError>;
+    /// Drops the pause image of a sandbox running again.
+    fn discard_pause(&self, id: &str);
+    /// Removes what a cut-off restore made, keeping the network and the pause image.
+    async fn undo_restore(&self, id: &str, runtime: Runtime);
 }
 
 #[async_trait]
@@ -147,5 +163,26 @@ impl Backend for LocalBackend {
     }
     async fn leftovers(&self, id: &str, runtime: Runtime, net_index: Option<u32>) -> Vec<String> {
         LocalBackend::leftovers(self, id, runtime, net_index).await
+    }
+    async fn pause(&self, id: &str, runtime: Runtime) -> Result<PauseReceipt, LocalError> {
+        LocalBackend::pause(self, id, runtime).await
+    }
+    fn pause_begun(&self, id: &str) -> bool {
+        LocalBackend::pause_begun(self, id)
+    }
+    async fn finish_pause(&self, id: &str, runtime: Runtime) -> Result<PauseReceipt, LocalError> {
+        LocalBackend::finish_pause(self, id, runtime, std::time::Instant::now()).await
+    }
+    fn pause_receipt(&self, id: &str) -> Result<PauseReceipt, LocalError> {
+        LocalBackend::pause_receipt(self, id)
+    }
+    async fn resume(&self, spec: &SandboxSpec) -> Result<Provisioned, LocalError> {
+        LocalBackend::resume(self, spec).await
+    }
+    fn discard_pause(&self, id: &str) {
+        LocalBackend::discard_pause(self, id)
+    }
+    async fn undo_restore(&self, id: &str, runtime: Runtime) {
+        LocalBackend::undo_restore(self, id, runtime).await
     }
 }

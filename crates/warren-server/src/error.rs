@@ -136,16 +136,21 @@ where
         let body = axum::body::Bytes::from_request(req, state)
             .await
             .map_err(|e| ApiError::BadRequest(format!("reading the body: {}", e.body_text())))?;
-        serde_json::from_slice(&body).map(ApiJson).map_err(|e| {
-            use serde_json::error::Category;
-            match e.classify() {
-                Category::Data => ApiError::Invalid(format!("invalid request: {e}")),
-                Category::Syntax | Category::Eof | Category::Io => {
-                    ApiError::BadRequest(format!("malformed JSON: {e}"))
-                }
-            }
-        })
+        parse_json(&body).map(ApiJson)
     }
+}
+
+/// `body` as JSON, with [`ApiJson`]'s errors.
+pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| {
+        use serde_json::error::Category;
+        match e.classify() {
+            Category::Data => ApiError::Invalid(format!("invalid request: {e}")),
+            Category::Syntax | Category::Eof | Category::Io => {
+                ApiError::BadRequest(format!("malformed JSON: {e}"))
+            }
+        }
+    })
 }
 
 /// The query extractor whose rejections are [`ApiError`]s.

@@ -245,8 +245,12 @@ pub fn state(s: SandboxState) -> Option<&'static str> {
         SandboxState::Pending
         | SandboxState::Provisioning
         | SandboxState::Starting
-        | SandboxState::Running => Some("running"),
-        SandboxState::Stopped | SandboxState::Paused | SandboxState::Stopping => Some("paused"),
+        | SandboxState::Running
+        | SandboxState::Resuming => Some("running"),
+        SandboxState::Stopped
+        | SandboxState::Pausing
+        | SandboxState::Paused
+        | SandboxState::Stopping => Some("paused"),
         SandboxState::Failed | SandboxState::Terminating | SandboxState::Deleted => None,
     }
 }

@@ -5,7 +5,8 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use warren_api::{
-    CreateSandbox, Sandbox, SandboxList, SandboxMetrics, SandboxState, SetNetwork, SetTimeout,
+    CreateSandbox, ResumeSandbox, Sandbox, SandboxList, SandboxMetrics, SandboxState, SetNetwork,
+    SetTimeout,
 };
 
 use super::sandbox_id;
@@ -75,6 +76,32 @@ pub async fn start(
     Path(id): Path<String>,
 ) -> Result<Json<Sandbox>, ApiError> {
     Ok(Json(state.service.start(&sandbox_id(&id)?).await?))
+}
+
+pub async fn pause(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Sandbox>, ApiError> {
+    Ok(Json(state.service.pause(&sandbox_id(&id)?).await?))
+}
+
+/// `POST /v1/sandboxes/{id}/resume`, with an optional body `{"timeout_s": N}`.
+pub async fn resume(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<Sandbox>, ApiError> {
+    let req: ResumeSandbox = if body.iter().all(u8::is_ascii_whitespace) {
+        ResumeSandbox::default()
+    } else {
+        crate::error::parse_json(&body)?
+    };
+    Ok(Json(
+        state
+            .service
+            .resume(&sandbox_id(&id)?, req.timeout_s)
+            .await?,
+    ))
 }
 
 pub async fn timeout(

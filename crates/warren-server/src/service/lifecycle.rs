@@ -149,6 +149,7 @@ impl Service {
             error: None,
             urls: Default::default(),
             ports: Vec::new(),
+            pause: None,
         };
         let rec = SandboxRecord {
             sandbox,
@@ -189,13 +190,13 @@ impl Service {
         }
     }
 
-    async fn save(&self, rec: &SandboxRecord) -> Result<(), ApiError> {
+    pub(super) async fn save(&self, rec: &SandboxRecord) -> Result<(), ApiError> {
         self.inner.store.update_sandbox(rec).await?;
         self.refresh_route(rec);
         Ok(())
     }
 
-    async fn set_state(
+    pub(super) async fn set_state(
         &self,
         rec: &mut SandboxRecord,
         state: SandboxState,
@@ -239,26 +240,9 @@ impl Service {
     /// Provisioning after the network lease is claimed.
     async fn provision_claimed(&self, mut rec: SandboxRecord) -> Result<SandboxRecord, ApiError> {
         let id = rec.sandbox.id.clone();
-        let spec = SandboxSpec {
-            id: id.to_string(),
-            runtime: rec.sandbox.runtime,
-            layers: match self.layer_dirs(&rec.sandbox.image_digest).await {
-                Ok(layers) => layers,
-                Err(e) => return self.fail(rec, e.to_string()).await,
-            },
-            cpu: rec.sandbox.cpu,
-            memory_mb: rec.sandbox.memory_mb,
-            pids: rec.sandbox.pids,
-            disk_mb: rec.sandbox.disk_mb,
-            env: rec.sandbox.env.clone(),
-            cmd: rec.sandbox.cmd.clone(),
-            cwd: rec.sandbox.cwd.clone(),
-            user: rec.sandbox.user.clone(),
-            token: rec.token.clone(),
-            net_index: rec.net_index.unwrap_or_default(),
-            // Validated when set; a record from elsewhere that does not parse gets nothing.
-            egress: validate::egress(&rec.sandbox.egress)
-                .unwrap_or(warren_local::EgressPolicy::Deny),
+        let spec = match self.spec_for(&rec).await {
+            Ok(spec) => spec,
+            Err(e) => return self.fail(rec, e).await,
         };
         let t0 = Utc::now();
         let provisioned = match self.inner.backend.provision(&spec).await {
@@ -285,7 +269,50 @@ impl Service {
         rec.sandbox.state = SandboxState::Starting;
         self.announce(&rec);
         self.forget_agent(&id);
-        let agent = self.agent(&rec)?;
+        let booted = self.await_agent(&rec).await?;
+        if let Err(msg) = booted {
+            return self.fail(rec, msg).await;
+        }
+        rec.sandbox.started_at = Some(Utc::now());
+        self.set_state(&mut rec, SandboxState::Running).await?;
+        self.follow_logs(&id);
+        Ok(rec)
+    }
+
+    /// What the backend needs to make (or bring back) the sandbox of `rec`.
+    pub(super) async fn spec_for(&self, rec: &SandboxRecord) -> Result<SandboxSpec, String> {
+        let id = &rec.sandbox.id;
+        Ok(SandboxSpec {
+            id: id.to_string(),
+            runtime: rec.sandbox.runtime,
+            layers: self
+                .layer_dirs(&rec.sandbox.image_digest)
+                .await
+                .map_err(|e| e.to_string())?,
+            cpu: rec.sandbox.cpu,
+            memory_mb: rec.sandbox.memory_mb,
+            pids: rec.sandbox.pids,
+            disk_mb: rec.sandbox.disk_mb,
+            env: rec.sandbox.env.clone(),
+            cmd: rec.sandbox.cmd.clone(),
+            cwd: rec.sandbox.cwd.clone(),
+            user: rec.sandbox.user.clone(),
+            token: rec.token.clone(),
+            net_index: rec.net_index.unwrap_or_default(),
+            // Validated when set; a record from elsewhere that does not parse gets nothing.
+            egress: validate::egress(&rec.sandbox.egress)
+                .unwrap_or(warren_local::EgressPolicy::Deny),
+        })
+    }
+
+    /// Waits for a sandbox's agent to answer (at most [`AGENT_BOOT_TIMEOUT`]), recording the
+    /// wait as the `agent` step; why it did not.
+    pub(super) async fn await_agent(
+        &self,
+        rec: &SandboxRecord,
+    ) -> Result<Result<(), String>, ApiError> {
+        let id = rec.sandbox.id.clone();
+        let agent = self.agent(rec)?;
         let began = Instant::now();
         let agent_t0 = Utc::now();
         let deadline = began + AGENT_BOOT_TIMEOUT;
@@ -344,21 +371,15 @@ impl Service {
             began.elapsed(),
             booted.as_ref().err().map(String::as_str),
         );
-        if let Err(msg) = booted {
-            return self.fail(rec, msg).await;
-        }
-        rec.sandbox.started_at = Some(Utc::now());
-        self.set_state(&mut rec, SandboxState::Running).await?;
-        self.follow_logs(&id);
-        Ok(rec)
+        Ok(booted)
     }
 
-    fn follow_logs(&self, id: &SandboxId) {
+    pub(super) fn follow_logs(&self, id: &SandboxId) {
         let files = self.inner.backend.log_files(id.as_str());
         self.inner.logs.start_tailer(id, files);
     }
 
-    fn forget_agent(&self, id: &SandboxId) {
+    pub(super) fn forget_agent(&self, id: &SandboxId) {
         self.inner
             .agents
             .lock()
@@ -367,7 +388,11 @@ impl Service {
     }
 
     /// Releases everything the sandbox holds and records it as failed with `error`.
-    async fn fail(&self, mut rec: SandboxRecord, error: String) -> Result<SandboxRecord, ApiError> {
+    pub(super) async fn fail(
+        &self,
+        mut rec: SandboxRecord,
+        error: String,
+    ) -> Result<SandboxRecord, ApiError> {
         let id = rec.sandbox.id.to_string();
         tracing::warn!(sandbox = %id, "failed: {error}");
         self.inner.logs.stop_tailer(&rec.sandbox.id).await;
@@ -499,6 +524,12 @@ impl Service {
     /// passed; whether it did.
     pub async fn reap_if_expired(&self, id: &SandboxId) -> Result<bool, ApiError> {
         let rec = self.record(id).await?;
+        if matches!(
+            rec.sandbox.state,
+            SandboxState::Paused | SandboxState::Pausing | SandboxState::Resuming
+        ) {
+            return Ok(false); // time does not run while it is paused
+        }
         match rec.sandbox.expires_at {
             Some(t) if t <= Utc::now() => {
                 if rec.sandbox.on_timeout == OnTimeout::Stop {
@@ -539,6 +570,13 @@ impl Service {
                     }
                     return Ok(());
                 }
+                // A checkpoint a crash cut off that went on to completion: the sandbox is
+                // paused, not lost.
+                if rec.sandbox.state == SandboxState::Running
+                    && self.inner.backend.pause_begun(id.as_str())
+                {
+                    return self.finish_exited_pause(rec).await;
+                }
                 let ooms = self.inner.backend.oom_kills(id.as_str());
                 let why = if ooms > 0 {
                     format!(
@@ -561,6 +599,9 @@ impl Service {
             SandboxState::Terminating => {
                 drop(_guard);
                 self.delete(id).await?;
+            }
+            SandboxState::Pausing | SandboxState::Resuming => {
+                self.reconcile_pause(rec).await?;
             }
             _ => {}
         }

@@ -1,15 +1,16 @@
 //! The sandbox service: validates, records intent in the store, then drives the backend.
 //! Handlers call it; it speaks only to the [`Store`] and [`Backend`] traits and the agent.
+mod connect;
 mod exec;
 mod files;
 mod history;
 mod idempotent;
 mod images;
 mod lifecycle;
+mod pause;
 mod preview;
 mod pty;
 mod pull;
-mod resume;
 mod usage;
 pub(crate) mod validate;
 

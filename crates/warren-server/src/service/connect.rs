@@ -1,5 +1,6 @@
 //! Connecting to a sandbox (E2B's connect): a running one is used as it is, a stopped one is
-//! started again with its files; either way its lifetime is at least the one asked for.
+//! started again with its files, a paused one resumed with its processes; either way its
+//! lifetime is at least the one asked for.
 use warren_api::{Sandbox, SandboxId, SandboxState};
 
 use super::Service;
@@ -33,9 +34,18 @@ impl Service {
                 }
                 Err(e) => return Err(e),
             },
-            SandboxState::Stopping | SandboxState::Paused => {
+            SandboxState::Paused => match self.resume(id, timeout_s).await {
+                Ok(_) => true,
+                Err(ApiError::Conflict(_))
+                    if self.get(id).await?.state == SandboxState::Running =>
+                {
+                    false
+                }
+                Err(e) => return Err(e),
+            },
+            SandboxState::Stopping | SandboxState::Pausing | SandboxState::Resuming => {
                 return Err(ApiError::Conflict(format!(
-                    "sandbox {id} is {}: try again once it has stopped",
+                    "sandbox {id} is {}: try again in a moment",
                     sandbox.state
                 )))
             }

@@ -1,0 +1,38 @@
+//! What a pause leaves behind, and says of itself: the receipt (`GET /v1/sandboxes/{id}`
+//! `pause`), written beside the image and checked before a resume trusts it.
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::sandbox::Runtime;
+
+/// One part of a pause image: the memory (the runtime's checkpoint files) or the filesystem
+/// (the sandbox's own writable layer).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImagePart {
+    /// Bytes of data: the checkpoint files' lengths, or the data extents of the layer's disk
+    /// (its holes are not counted).
+    pub bytes: u64,
+    /// SHA-256, hex, over the part's canonical form (see [`PauseReceipt`]).
+    pub sha256: String,
+}
+
+/// A pause's manifest. `memory.sha256` covers, per checkpoint file in name order, its name,
+/// length and bytes; `filesystem.sha256` covers, per data extent of the sandbox's disk image
+/// (holes skipped), its offset, length and bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PauseReceipt {
+    /// Format of this manifest.
+    pub version: u32,
+    /// When the pause finished.
+    pub paused_at: DateTime<Utc>,
+    /// How long the pause took, ms (checkpoint, unmount, hashing).
+    pub took_ms: u64,
+    /// The runtime that wrote the image.
+    pub runtime: Runtime,
+    /// Its version, as it reports it (an image is restored only by the same one).
+    pub runtime_version: String,
+    /// The processes' memory and state.
+    pub memory: ImagePart,
+    /// The sandbox's writable filesystem layer.
+    pub filesystem: ImagePart,
+}

@@ -1,0 +1,254 @@
+//! Pause and resume: a sandbox's processes, memory and kernel state written to disk by the
+//! runtime's checkpoint, its filesystem unmounted, nothing of it running; and back, at the same
+//! address, from an image checked against its receipt first.
+//!
+//! On disk, in the sandbox's directory: `pausing/` while a checkpoint is written, renamed to
+//! `paused/` once its `manifest.json` (the receipt) is written and synced. A crash leaves
+//! either a running container and a `pausing/` to discard, or a container that has exited
+//! after its checkpoint (runsc stops it only once the image is written) and a `pausing/`
+//! to finish; [`LocalBackend::finish_pause`] finishes that.
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use chrono::Utc;
+use warren_api::{PauseReceipt, Runtime};
+
+use super::{step, LocalBackend, LocalError, Provisioned, SandboxSpec, STDERR_LOG, STDOUT_LOG};
+use crate::bundle::AGENT_PORT;
+use crate::cgroup;
+use crate::receipt::{hash_extents, hash_files, MANIFEST};
+
+/// Version of the receipt's format.
+const RECEIPT_VERSION: u32 = 1;
+
+fn image_error(e: impl std::fmt::Display) -> LocalError {
+    LocalError::PauseImage(e.to_string())
+}
+
+/// Writes `receipt` into `dir` and syncs it, so a receipt on disk is a whole one.
+fn write_manifest(dir: &Path, receipt: &PauseReceipt) -> std::io::Result<()> {
+    let text = serde_json::to_vec_pretty(receipt).map_err(std::io::Error::other)?;
+    let tmp = dir.join(format!("{MANIFEST}.tmp"));
+    let mut f = fs::File::create(&tmp)?;
+    f.write_all(&text)?;
+    f.sync_all()?;
+    fs::rename(&tmp, dir.join(MANIFEST))?;
+    fs::File::open(dir)?.sync_all()
+}
+
+fn sync_dir_files(dir: &Path) -> std::io::Result<()> {
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_type()?.is_file() {
+            fs::File::open(entry.path())?.sync_all()?;
+        }
+    }
+    Ok(())
+}
+
+impl LocalBackend {
+    /// Where a sandbox's last complete pause image is.
+    pub fn pause_dir(&self, id: &str) -> PathBuf {
+        self.sandbox_dir(id).join("paused")
+    }
+
+    fn pausing_dir(&self, id: &str) -> PathBuf {
+        self.sandbox_dir(id).join("pausing")
+    }
+
+    /// Whether a checkpoint of the sandbox was begun and not finished.
+    pub fn pause_begun(&self, id: &str) -> bool {
+        self.pausing_dir(id).exists()
+    }
+
+    /// Checkpoints a running sandbox and finishes the pause ([`Self::finish_pause`]). When the
+    /// checkpoint fails the sandbox is left running as it was.
+    pub async fn pause(&self, id: &str, runtime: Runtime) -> Result<PauseReceipt, LocalError> {
+        let began = Instant::now();
+        let dir = self.pausing_dir(id);
+        // A checkpoint begun before a crash whose container still runs: it never took.
+        if dir.exists() {
+            fs::remove_dir_all(&dir).map_err(|e| step("checkpoint")(e.to_string()))?;
+        }
+        if let Err(e) = self.runtime(runtime).checkpoint(id, &dir).await {
+            let _ = fs::remove_dir_all(&dir);
+            return Err(match e.kind() {
+                std::io::ErrorKind::Unsupported => LocalError::Unsupported(e.to_string()),
+                _ => step("checkpoint")(e.to_string()),
+            });
+        }
+        self.finish_pause(id, runtime, began).await
+    }
+
+    /// After a checkpoint (also one a crash interrupted, once its container has exited):
+    /// removes the container and its cgroup, unmounts its filesystem, hashes both parts,
+    /// writes the receipt and makes the image the sandbox's pause image. Keeps the network.
+    pub async fn finish_pause(
+        &self,
+        id: &str,
+        runtime: Runtime,
+        began: Instant,
+    ) -> Result<PauseReceipt, LocalError> {
+        let rt = self.runtime(runtime);
+        rt.delete(id)
+            .await
+            .map_err(|e| step("checkpoint")(format!("removing the container: {e}")))?;
+        cgroup::remove(self.cgroups, &self.cgroups_path(id));
+        self.unmount_rootfs(id).map_err(step("rootfs"))?;
+        let runtime_version = rt
+            .version()
+            .await
+            .map_err(|e| step("checkpoint")(e.to_string()))?;
+        let dir = self.pausing_dir(id);
+        let disk = self.disk(id).image;
+        let done = self.pause_dir(id);
+        let receipt = tokio::task::spawn_blocking(move || -> std::io::Result<PauseReceipt> {
+            sync_dir_files(&dir)?;
+            fs::File::open(&disk)?.sync_all()?;
+            let memory = hash_files(&dir)?;
+            let filesystem = hash_extents(&disk)?;
+            let receipt = PauseReceipt {
+                version: RECEIPT_VERSION,
+                paused_at: Utc::now(),
+                took_ms: u64::try_from(began.elapsed().as_millis()).unwrap_or(u64::MAX),
+                runtime,
+                runtime_version,
+                memory,
+                filesystem,
+            };
+            write_manifest(&dir, &receipt)?;
+            if done.exists() {
+                fs::remove_dir_all(&done)?;
+            }
+            fs::rename(&dir, &done)?;
+            Ok(receipt)
+        })
+        .await
+        .map_err(|e| step("receipt")(e.to_string()))?
+        .map_err(|e| step("receipt")(e.to_string()))?;
+        Ok(receipt)
+    }
+
+    /// The receipt of the sandbox's pause image, as written.
+    pub fn pause_receipt(&self, id: &str) -> Result<PauseReceipt, LocalError> {
+        let path = self.pause_dir(id).join(MANIFEST);
+        let text = fs::read(&path).map_err(|e| {
+            image_error(format!(
+                "the pause image has no receipt ({}: {e})",
+                path.display()
+            ))
+        })?;
+        serde_json::from_slice(&text).map_err(|e| image_error(format!("its receipt: {e}")))
+    }
+
+    /// Checks the pause image against its receipt: the runtime's version and both hashes.
+    pub async fn verify_pause(
+        &self,
+        id: &str,
+        runtime: Runtime,
+    ) -> Result<PauseReceipt, LocalError> {
+        let receipt = self.pause_receipt(id)?;
+        let version = self
+            .runtime(runtime)
+            .version()
+            .await
+            .map_err(|e| step("verify")(e.to_string()))?;
+        if receipt.runtime != runtime || receipt.runtime_version != version {
+            return Err(image_error(format!(
+                "the pause image was written by {} ({}); this server runs {runtime} ({version})",
+                receipt.runtime, receipt.runtime_version
+            )));
+        }
+        let dir = self.pause_dir(id);
+        let disk = self.disk(id).image;
+        let (memory, filesystem) = tokio::task::spawn_blocking(move || {
+            Ok::<_, std::io::Error>((hash_files(&dir)?, hash_extents(&disk)?))
+        })
+        .await
+        .map_err(|e| step("verify")(e.to_string()))?
+        .map_err(|e| image_error(format!("reading the pause image: {e}")))?;
+        for (what, want, got) in [
+            ("memory", &receipt.memory, &memory),
+            ("filesystem", &receipt.filesystem, &filesystem),
+        ] {
+            if want != got {
+                return Err(image_error(format!(
+                    "the pause image's {what} does not match its receipt ({} bytes, sha256 {}; \
+                     the receipt says {} bytes, sha256 {}): refusing to restore it",
+                    got.bytes, got.sha256, want.bytes, want.sha256
+                )));
+            }
+        }
+        Ok(receipt)
+    }
+
+    /// Restores a paused sandbox from its pause image, verified first, at its address. On
+    /// failure nothing of it runs or is mounted, and the image is kept.
+    pub async fn resume(&self, spec: &SandboxSpec) -> Result<Provisioned, LocalError> {
+        let began = Instant::now();
+        let mut steps = Vec::new();
+        self.verify_pause(&spec.id, spec.runtime).await?;
+        steps.push(("verify", began.elapsed()));
+        let lease = self.net.lease(spec.net_index);
+        if !lease.exists() {
+            return Err(step("network")(format!(
+                "its network namespace {} is gone",
+                lease.netns_path()
+            )));
+        }
+        lease
+            .readdress()
+            .await
+            .map_err(|e| step("network")(e.to_string()))?;
+        let t = Instant::now();
+        let res = self.restore(spec).await;
+        if res.is_err() {
+            self.undo_restore(&spec.id, spec.runtime).await;
+        }
+        res?;
+        steps.push(("restore", t.elapsed()));
+        Ok(Provisioned {
+            ip: lease.sandbox_ip,
+            agent_addr: std::net::SocketAddr::from((lease.sandbox_ip, AGENT_PORT)),
+            steps,
+        })
+    }
+
+    /// Removes what a failed or cut-off restore made (container, cgroup, mounts), keeping
+    /// the network and the pause image.
+    pub async fn undo_restore(&self, id: &str, runtime: Runtime) {
+        if let Err(e) = self.runtime(runtime).delete(id).await {
+            tracing::warn!(sandbox = id, "removing a failed restore: {e}");
+        }
+        cgroup::remove(self.cgroups, &self.cgroups_path(id));
+        let _ = self.unmount_rootfs(id);
+    }
+
+    async fn restore(&self, spec: &SandboxSpec) -> Result<(), LocalError> {
+        self.mount_rootfs(spec)?;
+        let dir = self.sandbox_dir(&spec.id);
+        self.runtime(spec.runtime)
+            .restore(
+                &spec.id,
+                &dir.join("bundle"),
+                &self.pause_dir(&spec.id),
+                &dir.join(STDOUT_LOG),
+                &dir.join(STDERR_LOG),
+            )
+            .await
+            .map_err(|e| step("restore")(e.to_string()))
+    }
+
+    /// Drops the pause image once the sandbox runs again (its files have moved on from it).
+    pub fn discard_pause(&self, id: &str) {
+        for dir in [self.pause_dir(id), self.pausing_dir(id)] {
+            if let Err(e) = fs::remove_dir_all(&dir) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!(sandbox = id, "removing {}: {e}", dir.display());
+                }
+            }
+        }
+    }
+}

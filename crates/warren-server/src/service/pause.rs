@@ -1,0 +1,226 @@
+//! Pause and resume: a running sandbox's processes and memory written to disk, nothing of it
+//! left running but its network (same address, same preview URLs); and back, as it was, from
+//! an image checked against its receipt. Each runs in a task of its own, so a client that
+//! goes away does not cut it off halfway; a crash in between is settled by
+//! [`Service::reconcile_pause`] on the next start.
+use chrono::Utc;
+use warren_api::{Sandbox, SandboxId, SandboxState};
+use warren_local::runtime::ContainerStatus;
+use warren_local::LocalError;
+use warren_store::SandboxRecord;
+
+use super::Service;
+use crate::error::ApiError;
+
+fn pause_error(id: &SandboxId, what: &str, e: LocalError) -> ApiError {
+    match e {
+        LocalError::Unsupported(m) => {
+            ApiError::Conflict(format!("sandbox {id} cannot be {what}: {m}"))
+        }
+        LocalError::PauseImage(m) => ApiError::Conflict(format!(
+            "sandbox {id} cannot be {what}: {m}; it stays paused with its data"
+        )),
+        e => ApiError::Internal(format!("{what} sandbox {id}: {e}")),
+    }
+}
+
+impl Service {
+    /// Pauses a running sandbox: its processes, memory and files to disk, its CPU and memory
+    /// given back. Its expiry does not run while it is paused.
+    pub async fn pause(&self, id: &SandboxId) -> Result<Sandbox, ApiError> {
+        let svc = self.clone();
+        let id = id.clone();
+        tokio::spawn(async move { svc.pause_now(&id).await })
+            .await
+            .map_err(|e| ApiError::Internal(format!("pause task: {e}")))?
+    }
+
+    async fn pause_now(&self, id: &SandboxId) -> Result<Sandbox, ApiError> {
+        let lock = self.lock_for(id);
+        let _guard = lock.lock().await;
+        let mut rec = self.record(id).await?;
+        if rec.sandbox.state != SandboxState::Running {
+            return Err(ApiError::Conflict(format!(
+                "sandbox {id} is {}, not running",
+                rec.sandbox.state
+            )));
+        }
+        let rt = rec.sandbox.runtime;
+        self.set_state(&mut rec, SandboxState::Pausing).await?;
+        match self.inner.backend.pause(id.as_str(), rt).await {
+            Ok(receipt) => {
+                rec.sandbox.pause = Some(receipt);
+                self.settle_paused(rec).await
+            }
+            Err(e) => {
+                // The checkpoint failed: the sandbox runs on as it was, unless it died.
+                let status = self.inner.backend.status(id.as_str(), rt).await;
+                if status == ContainerStatus::Running {
+                    self.set_state(&mut rec, SandboxState::Running).await?;
+                } else {
+                    self.fail(rec, format!("pausing: {e}")).await?;
+                }
+                Err(pause_error(id, "paused", e))
+            }
+        }
+    }
+
+    /// Records a sandbox whose pause image is complete as paused.
+    async fn settle_paused(&self, mut rec: SandboxRecord) -> Result<Sandbox, ApiError> {
+        let id = rec.sandbox.id.clone();
+        // Its container has exited: read the rest of its output.
+        self.inner.logs.stop_tailer(&id).await;
+        self.forget_agent(&id);
+        rec.sandbox.ports.clear();
+        self.set_state(&mut rec, SandboxState::Paused).await?;
+        Ok(rec.sandbox)
+    }
+
+    /// Resumes a paused sandbox from its pause image, verified against its receipt first (a
+    /// corrupt image is refused and kept). It lives `timeout_s` more seconds (`0`: no
+    /// limit); without one, the default if it had an expiry, else none.
+    pub async fn resume(
+        &self,
+        id: &SandboxId,
+        timeout_s: Option<u64>,
+    ) -> Result<Sandbox, ApiError> {
+        if let Some(t) = timeout_s {
+            super::validate::timeout_s(t, "timeout_s")?;
+        }
+        let svc = self.clone();
+        let id = id.clone();
+        tokio::spawn(async move { svc.resume_now(&id, timeout_s).await })
+            .await
+            .map_err(|e| ApiError::Internal(format!("resume task: {e}")))?
+    }
+
+    async fn resume_now(
+        &self,
+        id: &SandboxId,
+        timeout_s: Option<u64>,
+    ) -> Result<Sandbox, ApiError> {
+        let lock = self.lock_for(id);
+        let _guard = lock.lock().await;
+        let mut rec = self.record(id).await?;
+        if rec.sandbox.state != SandboxState::Paused {
+            return Err(ApiError::Conflict(format!(
+                "sandbox {id} is {}, not paused",
+                rec.sandbox.state
+            )));
+        }
+        let spec = self
+            .spec_for(&rec)
+            .await
+            .map_err(|e| ApiError::Conflict(format!("sandbox {id} cannot be resumed: {e}")))?;
+        self.set_state(&mut rec, SandboxState::Resuming).await?;
+        let t0 = Utc::now();
+        match self.inner.backend.resume(&spec).await {
+            Ok(p) => {
+                let mut at = t0;
+                for (step, took) in &p.steps {
+                    self.record_step(id, step, at, *took, None);
+                    at += chrono::Duration::from_std(*took).unwrap_or_default();
+                }
+            }
+            Err(e) => {
+                let took = (Utc::now() - t0).to_std().unwrap_or_default();
+                self.record_step(id, "resume", t0, took, Some(&e.to_string()));
+                self.set_state(&mut rec, SandboxState::Paused).await?;
+                return Err(pause_error(id, "resumed", e));
+            }
+        }
+        let wanted = match timeout_s {
+            Some(t) => Some(t),
+            None if rec.sandbox.expires_at.is_some() => Some(super::lifecycle::DEFAULT_TIMEOUT_S),
+            None => None,
+        };
+        self.settle_resumed(rec, wanted).await
+    }
+
+    /// After the runtime restored the sandbox: waits for its agent, then records it running
+    /// and drops the pause image. An agent that never answers fails the sandbox.
+    async fn settle_resumed(
+        &self,
+        mut rec: SandboxRecord,
+        timeout_s: Option<u64>,
+    ) -> Result<Sandbox, ApiError> {
+        let id = rec.sandbox.id.clone();
+        self.forget_agent(&id);
+        if let Err(msg) = self.await_agent(&rec).await? {
+            let msg = format!("resumed, but {msg}");
+            self.fail(rec, msg.clone()).await?;
+            return Err(ApiError::Internal(format!("sandbox {id}: {msg}")));
+        }
+        if let Some(t) = timeout_s {
+            rec.sandbox.expires_at = super::lifecycle::expiry(t);
+        }
+        rec.sandbox.pause = None;
+        self.set_state(&mut rec, SandboxState::Running).await?;
+        self.inner.backend.discard_pause(id.as_str());
+        self.follow_logs(&id);
+        Ok(rec.sandbox)
+    }
+
+    /// Settles a pause or resume a crash cut off, so the sandbox ends running or paused:
+    /// - `pausing`, container still running: the checkpoint never took; running again (a
+    ///   checkpoint that completes later is finished by the reconciler when the container
+    ///   has exited; see [`Service::finish_exited_pause`]).
+    /// - `pausing`, container gone: the checkpoint was written; the pause is finished.
+    /// - `resuming`, container running: the restore took; running once its agent answers.
+    /// - `resuming`, container gone or half made: removed again; paused, image kept.
+    pub(super) async fn reconcile_pause(&self, mut rec: SandboxRecord) -> Result<(), ApiError> {
+        let id = rec.sandbox.id.clone();
+        let rt = rec.sandbox.runtime;
+        let status = self.inner.backend.status(id.as_str(), rt).await;
+        match (rec.sandbox.state, status) {
+            (SandboxState::Pausing, ContainerStatus::Running) => {
+                tracing::info!(sandbox = %id, "an interrupted pause never took: running");
+                self.set_state(&mut rec, SandboxState::Running).await?;
+                self.follow_logs(&id);
+            }
+            (SandboxState::Pausing, _) => {
+                self.finish_exited_pause(rec).await?;
+            }
+            (SandboxState::Resuming, ContainerStatus::Running) => {
+                tracing::info!(sandbox = %id, "an interrupted resume took: running");
+                self.settle_resumed(rec, None).await?;
+            }
+            (SandboxState::Resuming, _) => {
+                tracing::info!(sandbox = %id, "an interrupted resume did not take: paused");
+                self.inner.backend.undo_restore(id.as_str(), rt).await;
+                self.set_state(&mut rec, SandboxState::Paused).await?;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// A sandbox whose container exited after a checkpoint was begun: the pause is finished
+    /// from what was written, or, when there is nothing to restore, the sandbox fails.
+    pub(super) async fn finish_exited_pause(&self, mut rec: SandboxRecord) -> Result<(), ApiError> {
+        let id = rec.sandbox.id.clone();
+        let rt = rec.sandbox.runtime;
+        let backend = &self.inner.backend;
+        let receipt = if backend.pause_begun(id.as_str()) {
+            backend.finish_pause(id.as_str(), rt).await
+        } else {
+            // The image was complete before the crash; only the record lagged.
+            backend.pause_receipt(id.as_str())
+        };
+        match receipt {
+            Ok(receipt) => {
+                tracing::info!(sandbox = %id, "an interrupted pause was written: paused");
+                rec.sandbox.pause = Some(receipt);
+                self.settle_paused(rec).await?;
+            }
+            Err(e) => {
+                self.fail(
+                    rec,
+                    format!("interrupted while pausing, nothing to restore: {e}"),
+                )
+                .await?;
+            }
+        }
+        Ok(())
+    }
+}
