@@ -55,6 +55,9 @@ pub trait ContainerRuntime: Send + Sync {
     ) -> io::Result<()>;
     /// The runtime's version, as its `--version` prints it (first line).
     async fn version(&self) -> io::Result<String>;
+    /// Whether a `verb` (`checkpoint`, `restore`) of container `id` is running now, also one
+    /// started by a server that has since died: its work goes on without it.
+    fn busy(&self, verb: &str, id: &str) -> bool;
 }
 
 /// How gVisor sandboxes run: which `runsc`, on which platform, with which network stack.
@@ -268,6 +271,23 @@ impl ContainerRuntime for CliRuntime {
         args.push(format!("--image-path={}", image.display()).into());
         args.extend(["--bundle".into(), bundle.as_os_str().to_owned(), id.into()]);
         self.detached("restore", &args, stdout, stderr).await
+    }
+
+    fn busy(&self, verb: &str, id: &str) -> bool {
+        let Ok(procs) = std::fs::read_dir("/proc") else {
+            return false;
+        };
+        let binary = self.binary.as_os_str().as_encoded_bytes();
+        procs.flatten().any(|p| {
+            let cmdline = std::fs::read(p.path().join("cmdline")).unwrap_or_default();
+            let argv: Vec<&[u8]> = cmdline
+                .split(|b| *b == 0)
+                .filter(|a| !a.is_empty())
+                .collect();
+            argv.first().is_some_and(|a0| *a0 == binary)
+                && argv.contains(&verb.as_bytes())
+                && argv.last().is_some_and(|last| *last == id.as_bytes())
+        })
     }
 
     async fn version(&self) -> io::Result<String> {

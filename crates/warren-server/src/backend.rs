@@ -71,6 +71,10 @@ pub trait Backend: Send + Sync + 'static {
     async fn pause(&self, id: &str, runtime: Runtime) -> Result<PauseReceipt, LocalError>;
     /// Whether a pause of the sandbox was begun and not finished (a crash in between).
     fn pause_begun(&self, id: &str) -> bool;
+    /// How long ago an unfinished checkpoint's files last changed (`None` without one).
+    fn pause_begun_ago(&self, id: &str) -> Option<Duration>;
+    /// Whether a checkpoint or restore of the sandbox is running now.
+    fn pause_busy(&self, id: &str, runtime: Runtime) -> bool;
     /// Finishes a pause whose checkpoint was written (its container has exited).
     async fn finish_pause(&self, id: &str, runtime: Runtime) -> Result<PauseReceipt, LocalError>;
     /// The receipt of the sandbox's pause image.
@@ -169,6 +173,12 @@ impl Backend for LocalBackend {
     }
     fn pause_begun(&self, id: &str) -> bool {
         LocalBackend::pause_begun(self, id)
+    }
+    fn pause_begun_ago(&self, id: &str) -> Option<Duration> {
+        LocalBackend::pause_begun_ago(self, id)
+    }
+    fn pause_busy(&self, id: &str, runtime: Runtime) -> bool {
+        LocalBackend::pause_busy(self, id, runtime)
     }
     async fn finish_pause(&self, id: &str, runtime: Runtime) -> Result<PauseReceipt, LocalError> {
         LocalBackend::finish_pause(self, id, runtime, std::time::Instant::now()).await

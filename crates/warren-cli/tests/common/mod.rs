@@ -123,7 +123,7 @@ impl TestServer {
         TestServer::start_on_with(data_dir, "127.0.0.1", port, subnet, &[]).await
     }
 
-    async fn start_on_with(
+    pub async fn start_on_with(
         data_dir: PathBuf,
         ip: &str,
         port: u16,

@@ -48,6 +48,22 @@ fn sync_dir_files(dir: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Whether any process holds a file under `dir` open.
+fn open_under(dir: &Path) -> bool {
+    if !dir.exists() {
+        return false;
+    }
+    let Ok(procs) = fs::read_dir("/proc") else {
+        return false;
+    };
+    procs.flatten().any(|p| {
+        fs::read_dir(p.path().join("fd")).is_ok_and(|fds| {
+            fds.flatten()
+                .any(|fd| fs::read_link(fd.path()).is_ok_and(|t| t.starts_with(dir)))
+        })
+    })
+}
+
 impl LocalBackend {
     /// Where a sandbox's last complete pause image is.
     pub fn pause_dir(&self, id: &str) -> PathBuf {
@@ -56,6 +72,25 @@ impl LocalBackend {
 
     fn pausing_dir(&self, id: &str) -> PathBuf {
         self.sandbox_dir(id).join("pausing")
+    }
+
+    /// Whether a checkpoint or restore of the sandbox is running now (one a dead server began
+    /// goes on without it).
+    pub fn pause_busy(&self, id: &str, runtime: Runtime) -> bool {
+        let rt = self.runtime(runtime);
+        // The runsc command may be gone while the sandbox still writes the image it was
+        // handed: its files are open then.
+        rt.busy("checkpoint", id) || rt.busy("restore", id) || open_under(&self.pausing_dir(id))
+    }
+
+    /// How long ago the unfinished checkpoint's files last changed (`None` without one).
+    pub fn pause_begun_ago(&self, id: &str) -> Option<std::time::Duration> {
+        let newest = fs::read_dir(self.pausing_dir(id))
+            .ok()?
+            .flatten()
+            .filter_map(|e| e.metadata().ok()?.modified().ok())
+            .max()?;
+        Some(newest.elapsed().unwrap_or_default())
     }
 
     /// Whether a checkpoint of the sandbox was begun and not finished.

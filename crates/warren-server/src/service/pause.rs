@@ -12,6 +12,10 @@ use warren_store::SandboxRecord;
 use super::Service;
 use crate::error::ApiError;
 
+/// How long a sandbox may go on running after its checkpoint's files last changed and still
+/// be taken for one about to exit from a finished checkpoint (seen: about 2 s).
+const CHECKPOINT_EXIT: std::time::Duration = std::time::Duration::from_secs(15);
+
 fn pause_error(id: &SandboxId, what: &str, e: LocalError) -> ApiError {
     match e {
         LocalError::Unsupported(m) => {
@@ -161,7 +165,8 @@ impl Service {
         Ok(rec.sandbox)
     }
 
-    /// Settles a pause or resume a crash cut off, so the sandbox ends running or paused:
+    /// Settles a pause or resume a crash cut off, so the sandbox ends running or paused (once
+    /// no checkpoint or restore of it runs any more: one the dead server began goes on):
     /// - `pausing`, container still running: the checkpoint never took; running again (a
     ///   checkpoint that completes later is finished by the reconciler when the container
     ///   has exited; see [`Service::finish_exited_pause`]).
@@ -171,8 +176,22 @@ impl Service {
     pub(super) async fn reconcile_pause(&self, mut rec: SandboxRecord) -> Result<(), ApiError> {
         let id = rec.sandbox.id.clone();
         let rt = rec.sandbox.runtime;
+        if self.inner.backend.pause_busy(id.as_str(), rt) {
+            // The runtime is still at it: settled on a later pass, once it is done.
+            return Ok(());
+        }
         let status = self.inner.backend.status(id.as_str(), rt).await;
         match (rec.sandbox.state, status) {
+            (SandboxState::Pausing, ContainerStatus::Running)
+                if self
+                    .inner
+                    .backend
+                    .pause_begun_ago(id.as_str())
+                    .is_some_and(|ago| ago < CHECKPOINT_EXIT) =>
+            {
+                // A checkpoint was written just now: once it is whole the sandbox exits,
+                // which takes a moment after the last byte. A later pass finishes it.
+            }
             (SandboxState::Pausing, ContainerStatus::Running) => {
                 tracing::info!(sandbox = %id, "an interrupted pause never took: running");
                 self.set_state(&mut rec, SandboxState::Running).await?;

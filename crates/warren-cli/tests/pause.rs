@@ -1,0 +1,316 @@
+//! Pause and resume with memory: a gVisor sandbox's processes (same pids), the memory they
+//! hold, a listening port and its files come back as they were, at the same address; its
+//! image is checked against its receipt (a corrupted or truncated part is refused and kept);
+//! a `kill -9` of the server in the middle ends with the sandbox running or paused, never
+//! lost. Needs root, runsc (the pinned build), crun, busybox-static.
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::{wait_for, TestServer};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+/// gVisor's own network stack: a listening socket in the host kernel's cannot be saved.
+const SERVE: &[&str] = &["--gvisor-network", "sandbox"];
+
+/// What the sandbox runs: 32 MiB of random bytes in its memory (a tmpfs file gVisor keeps in
+/// its own memory) with their checksum, a web server, and a counter that would restart from
+/// 1 if the shell were started again instead of restored.
+const MAIN: &str = "dd if=/dev/urandom of=/dev/shm/blob bs=1M count=32 2>/dev/null; \
+    md5sum /dev/shm/blob > /tmp/sum; echo hello > /tmp/index.html; httpd -p 8000 -h /tmp; \
+    i=0; while true; do i=$((i+1)); echo $i > /tmp/count; sleep 0.1; done";
+
+async fn make(s: &TestServer) -> String {
+    let sb = s
+        .create(json!({"image": "busybox", "runtime": "gvisor", "cmd": ["sh", "-c", MAIN]}))
+        .await;
+    let id = sb["id"].as_str().expect("id").to_owned();
+    // The counter has started (so the blob and its sum are written).
+    for _ in 0..100 {
+        if s.sh(&id, "cat /tmp/count 2>/dev/null || echo 0")
+            .await
+            .trim()
+            != "0"
+        {
+            return id;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the main command never started counting");
+}
+
+/// The state inside that must survive: the blob's checksum now and as first written, and
+/// the pids of the shell and the web server.
+async fn inside(s: &TestServer, id: &str) -> String {
+    s.sh(
+        id,
+        "md5sum /dev/shm/blob; cat /tmp/sum; pidof httpd; ps | grep -c '[w]hile true'",
+    )
+    .await
+}
+
+async fn count(s: &TestServer, id: &str) -> u64 {
+    s.sh(id, "cat /tmp/count")
+        .await
+        .trim()
+        .parse()
+        .expect("a count")
+}
+
+async fn through_proxy(s: &TestServer, id: &str) -> (StatusCode, String) {
+    let resp = s
+        .req(Method::GET, &format!("/proxy/{id}/8000/index.html"))
+        .send()
+        .await
+        .expect("GET through the proxy");
+    let status = resp.status();
+    (status, resp.text().await.unwrap_or_default())
+}
+
+async fn pause(s: &TestServer, id: &str) -> (StatusCode, Value) {
+    let resp = s.post(&format!("/v1/sandboxes/{id}/pause"), None).await;
+    let status = resp.status();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+async fn resume(s: &TestServer, id: &str) -> (StatusCode, Value) {
+    let resp = s.post(&format!("/v1/sandboxes/{id}/resume"), None).await;
+    let status = resp.status();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+fn runsc_processes(id: &str) -> usize {
+    let mut n = 0;
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let text = String::from_utf8_lossy(&cmdline);
+        if text.contains("runsc") && text.contains(id) {
+            n += 1;
+        }
+    }
+    n
+}
+
+fn image_dir(s: &TestServer, id: &str) -> PathBuf {
+    s.data_dir.join("sandboxes").join(id).join("paused")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pause_and_resume_keep_processes_memory_files_and_a_listening_port() {
+    let s = TestServer::start_with(SERVE).await;
+    let id = make(&s).await;
+    let before = inside(&s, &id).await;
+    let (status, body) = through_proxy(&s, &id).await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "hello\n"));
+    let (_, sb) = s.get(&id).await;
+    let ip = sb["ip"].clone();
+    let counted = count(&s, &id).await;
+
+    let (status, paused) = pause(&s, &id).await;
+    assert_eq!(status, StatusCode::OK, "{paused}");
+    assert_eq!(paused["state"], "paused", "{paused}");
+    let receipt = &paused["pause"];
+    // 32 MiB of random bytes do not compress away.
+    assert!(
+        receipt["memory"]["bytes"].as_u64().expect("bytes") > 32 << 20,
+        "{receipt}"
+    );
+    assert_eq!(receipt["memory"]["sha256"].as_str().map(str::len), Some(64));
+    assert!(
+        receipt["filesystem"]["bytes"].as_u64().expect("bytes") > 0,
+        "{receipt}"
+    );
+    assert_eq!(receipt["runtime"], "gvisor");
+    assert!(receipt["runtime_version"]
+        .as_str()
+        .is_some_and(|v| v.contains("runsc")));
+    let (_, got) = s.get(&id).await;
+    assert_eq!(got["pause"], *receipt, "GET shows the receipt");
+    assert_eq!(got["ip"], ip, "the address is kept");
+    // Nothing of it runs: no runsc process, commands refused, its port closed.
+    assert_eq!(runsc_processes(&id), 0);
+    let resp = s
+        .post(
+            &format!("/v1/sandboxes/{id}/exec"),
+            Some(json!({"cmd": ["true"]})),
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::CONFLICT);
+    assert_ne!(through_proxy(&s, &id).await.0, StatusCode::OK);
+    // Pausing twice is a conflict, not a second image.
+    assert_eq!(pause(&s, &id).await.0, StatusCode::CONFLICT);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let (status, resumed) = resume(&s, &id).await;
+    assert_eq!(status, StatusCode::OK, "{resumed}");
+    assert_eq!(resumed["state"], "running");
+    assert_eq!(resumed["ip"], ip);
+    assert!(resumed.get("pause").is_none(), "{resumed}");
+    assert_eq!(inside(&s, &id).await, before, "memory, pids and files");
+    // The same shell goes on counting: a restart would have begun at 1 again.
+    let after = count(&s, &id).await;
+    assert!(
+        after >= counted,
+        "count {after} after resume, {counted} before"
+    );
+    let (status, body) = through_proxy(&s, &id).await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "hello\n"));
+    assert!(
+        !image_dir(&s, &id).exists(),
+        "the image is dropped once running"
+    );
+
+    // Twice more, to be sure a resumed sandbox pauses as well as a new one.
+    for _ in 0..2 {
+        assert_eq!(pause(&s, &id).await.0, StatusCode::OK);
+        assert_eq!(resume(&s, &id).await.0, StatusCode::OK);
+    }
+    assert_eq!(inside(&s, &id).await, before);
+    let sb = s.get(&id).await.1;
+    s.delete(&id).await;
+    assert!(s.leftovers(&sb).is_empty(), "{:?}", s.leftovers(&sb));
+    s.shutdown().await;
+}
+
+/// Flips one byte of `path` at `at` (`None`: in its first data extent past the first 4 KiB).
+fn flip(path: &Path, at: Option<u64>) -> u64 {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .expect("open");
+    let at = at.unwrap_or_else(|| {
+        use std::os::fd::AsRawFd;
+        let data = nix::unistd::lseek(f.as_raw_fd(), 4096, nix::unistd::Whence::SeekData)
+            .expect("SEEK_DATA");
+        u64::try_from(data).expect("offset") + 17
+    });
+    let mut b = [0u8];
+    f.read_exact_at(&mut b, at).expect("read");
+    b[0] ^= 0x5a;
+    f.write_all_at(&b, at).expect("write");
+    at
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_corrupt_or_truncated_pause_image_is_refused_and_kept() {
+    let s = TestServer::start_with(SERVE).await;
+    let id = make(&s).await;
+    let before = inside(&s, &id).await;
+    assert_eq!(pause(&s, &id).await.0, StatusCode::OK);
+    let dir = image_dir(&s, &id);
+    let pages = dir.join("pages.img");
+    let disk = s.data_dir.join("sandboxes").join(&id).join("disk.img");
+
+    let refused = |what: &'static str| {
+        let s = &s;
+        let id = id.clone();
+        async move {
+            let (status, body) = resume(s, &id).await;
+            assert_eq!(status, StatusCode::CONFLICT, "{what}: {body}");
+            let msg = body["error"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            assert!(
+                msg.contains(what) && msg.contains("does not match"),
+                "{msg}"
+            );
+            assert!(msg.contains("stays paused"), "{msg}");
+            assert_eq!(s.get(&id).await.1["state"], "paused");
+        }
+    };
+    // A byte of the memory image.
+    let at = flip(&pages, Some(1 << 20));
+    refused("memory").await;
+    flip(&pages, Some(at));
+    // A byte of the filesystem layer.
+    let at = flip(&disk, None);
+    refused("filesystem").await;
+    flip(&disk, Some(at));
+    // The memory image cut short.
+    let whole = std::fs::read(&pages).expect("read pages");
+    std::fs::write(&pages, &whole[..whole.len() / 2]).expect("truncate");
+    refused("memory").await;
+    std::fs::write(&pages, &whole).expect("put back");
+    // Whole again: it resumes, as it was.
+    let (status, body) = resume(&s, &id).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(inside(&s, &id).await, before);
+    s.delete(&id).await;
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_killed_during_pause_or_resume_leaves_the_sandbox_running_or_paused() {
+    let mut s = TestServer::start_with(SERVE).await;
+    let id = make(&s).await;
+    let before = inside(&s, &id).await;
+    // Cut at several points of each: as the request arrives, early, midway, late.
+    for (i, delay_ms) in [0u64, 150, 600, 1500].into_iter().enumerate() {
+        let state = s.get(&id).await.1["state"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let verb = if state == "paused" { "resume" } else { "pause" };
+        let url = format!("{}/v1/sandboxes/{id}/{verb}", s.url);
+        let req = s.http.post(url).bearer_auth(&s.key).send();
+        let _ = tokio::time::timeout(Duration::from_millis(delay_ms.max(20)), req).await;
+        s.kill9();
+        s = TestServer::start_on_with(
+            s.data_dir.clone(),
+            "127.0.0.1",
+            s.port,
+            s.subnet.clone(),
+            SERVE,
+        )
+        .await
+        .adopt_scratch(s);
+        let settled = wait_for(&s, &id, Duration::from_secs(60), |v| {
+            v["state"] == "running" || v["state"] == "paused"
+        })
+        .await;
+        let state = settled["state"].as_str().unwrap_or_default();
+        eprintln!("cut {i} ({verb} after {delay_ms} ms): {state}");
+        assert!(
+            state == "running" || state == "paused",
+            "cut {i} ({verb} after {delay_ms} ms): {settled}"
+        );
+        if state == "paused" {
+            let (status, body) = resume(&s, &id).await;
+            assert_eq!(status, StatusCode::OK, "cut {i}: {body}");
+        }
+        assert_eq!(
+            inside(&s, &id).await,
+            before,
+            "cut {i} ({verb} after {delay_ms} ms)"
+        );
+        if i % 2 == 0 {
+            // Paused for the next cut to hit a resume.
+            assert_eq!(pause(&s, &id).await.0, StatusCode::OK);
+        }
+    }
+    s.delete(&id).await;
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn runc_sandboxes_say_why_they_cannot_pause_and_keep_running() {
+    let s = TestServer::start().await;
+    let sb = s
+        .create(json!({"image": "busybox", "runtime": "runc", "cmd": ["sleep", "600"]}))
+        .await;
+    let id = sb["id"].as_str().expect("id");
+    let (status, body) = pause(&s, id).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    let msg = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(msg.contains("CRIU"), "{msg}");
+    assert_eq!(s.get(id).await.1["state"], "running");
+    assert_eq!(s.sh(id, "echo still").await, "still\n");
+    assert_eq!(resume(&s, id).await.0, StatusCode::CONFLICT);
+    s.delete(id).await;
+    s.shutdown().await;
+}
