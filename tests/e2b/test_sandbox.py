@@ -277,14 +277,20 @@ def test_get_metrics(sandbox):
     assert wait_for(busy, timeout=7, interval=0.5), f"cpu_used_pct stayed low: {sandbox.get_metrics()}"
 
 
-def test_pause_not_supported_leaves_sandbox_running(sandbox):
-    # Warren answers POST /sandboxes/{id}/pause with 409 until pause exists; the SDK reads a
-    # 409 as "already paused" and returns False (sandbox_sync/sandbox_api.py, _cls_pause).
-    # When Warren implements pause this test must change to expect True and state PAUSED.
-    assert sandbox.pause() is False
-    assert sandbox.is_running() is True
-    assert sandbox.get_info().state == SandboxState.RUNNING
-    assert sandbox.commands.run("echo still-here").stdout == "still-here\n"
+def test_pause_then_connect_brings_back_processes_and_files(sandbox):
+    sandbox.files.write("/tmp/kept", "before the pause")
+    sleeper = sandbox.commands.run("sleep 600", background=True)
+    assert sandbox.pause() is True
+    assert sandbox.get_info().state == SandboxState.PAUSED
+    assert sandbox.is_running() is False
+    # A second pause finds it paused already: the SDK reads that 409 as False.
+    assert Sandbox.pause(sandbox.sandbox_id) is False
+    same = Sandbox.connect(sandbox.sandbox_id)
+    assert same.get_info().state == SandboxState.RUNNING
+    assert same.files.read("/tmp/kept") == "before the pause"
+    # The very process, not a new one: a resume restores, it does not reboot.
+    assert sleeper.pid in [p.pid for p in same.commands.list()]
+    assert same.commands.run("echo still-here").stdout == "still-here\n"
 
 
 def test_get_host_format(sandbox):

@@ -214,6 +214,9 @@ pub enum OnTimeout {
     Delete,
     /// Stop it, keeping its files; `start` brings it back.
     Stop,
+    /// Pause it, keeping its processes and memory too; `resume` brings it back as it was
+    /// (where pause is not possible, as under runc without CRIU, it is stopped instead).
+    Pause,
 }
 
 /// The image a create request that names none gets.

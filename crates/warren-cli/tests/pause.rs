@@ -314,3 +314,41 @@ async fn runc_sandboxes_say_why_they_cannot_pause_and_keep_running() {
     s.delete(id).await;
     s.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn on_timeout_pause_pauses_at_the_deadline_and_runc_stops_instead() {
+    let s = TestServer::start_with(SERVE).await;
+    let mut ids = Vec::new();
+    for rt in ["gvisor", "runc"] {
+        let sb = s
+            .create(json!({
+                "image": "busybox", "runtime": rt, "cmd": ["sleep", "600"],
+                "timeout_s": 2, "on_timeout": "pause",
+            }))
+            .await;
+        let id = sb["id"].as_str().expect("id").to_owned();
+        s.sh(&id, "echo kept > /tmp/mark").await;
+        ids.push((rt, id));
+    }
+    for (rt, id) in &ids {
+        let want = if *rt == "gvisor" { "paused" } else { "stopped" };
+        let v = wait_for(&s, id, Duration::from_secs(30), |v| v["state"] == want).await;
+        assert_eq!(v["state"], want, "{rt}: {v}");
+    }
+    // Paused, it outlives its deadline; resumed, it has a lifetime again.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let (rt, id) = &ids[0];
+    assert_eq!(s.get(id).await.1["state"], "paused", "{rt}");
+    let (status, body) = resume(&s, id).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body["expires_at"].is_string(), "{body}");
+    assert_eq!(
+        s.sh(id, "cat /tmp/mark; pidof sleep >/dev/null && echo up")
+            .await,
+        "kept\nup\n"
+    );
+    for (_, id) in &ids {
+        s.delete(id).await;
+    }
+    s.shutdown().await;
+}

@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
-use warren_api::{CreateSandbox, PullPolicy, Sandbox, SandboxId};
+use warren_api::{CreateSandbox, OnTimeout, PullPolicy, Sandbox, SandboxId};
 use warren_store::SandboxRecord;
 
 use super::wire::{self, Created, Detail, Metric, NetworkUpdate, NewSandbox, Timeout};
@@ -92,6 +92,7 @@ pub async fn create(
         env: req.env_vars.clone().unwrap_or_default(),
         metadata: req.metadata.clone().unwrap_or_default(),
         timeout_s: req.timeout,
+        on_timeout: (req.auto_pause == Some(true)).then_some(OnTimeout::Pause),
         egress: Some(egress),
         public: Some(req.public()),
         ..CreateSandbox::default()
@@ -203,16 +204,23 @@ pub async fn network(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// `POST /sandboxes/{id}/pause`: with its memory (E2B's `mode="full"`, the default), or, with
+/// `{"memory": false}` (`mode="filesystem"`), its files only: a stop, which `connect` boots
+/// again from disk. 409 when it is paused (or stopped) already, as E2B answers.
 pub async fn pause(
     State(state): State<AppState>,
     Path(raw): Path<String>,
+    bytes: Result<Bytes, BytesRejection>,
 ) -> Result<StatusCode, E2bError> {
     let id = id(&raw)?;
+    let req: wire::PauseRequest = body(&bytes, Some(wire::PauseRequest::default()))?;
     visible(&state, &id).await?;
-    Err(E2bError::new(
-        StatusCode::CONFLICT,
-        format!("sandbox {id} cannot be paused: Warren does not support pause yet"),
-    ))
+    if req.memory == Some(false) {
+        state.service.stop(&id).await?;
+    } else {
+        state.service.pause(&id).await?;
+    }
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// `GET /sandboxes/{id}/metrics?start=&end=` (Unix seconds): the samples taken in that window

@@ -11,7 +11,7 @@ const CLIENT_ID: &str = "warren";
 
 /// `POST /sandboxes` and `/v2/sandboxes`. Fields Warren has nothing to do with are ignored:
 /// `secure` (the agent always wants its token, and the token is always returned) and
-/// `autoPauseMemory` (pause does not exist yet).
+/// `autoPauseMemory` (a pause always keeps the memory). `autoPause` pauses at the timeout.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct NewSandbox {
@@ -30,6 +30,15 @@ pub struct NewSandbox {
     pub mcp: Option<Value>,
     pub iam: Option<Value>,
     pub volume_mounts: Option<Vec<Value>>,
+}
+
+/// `POST /sandboxes/{id}/pause` (the body is optional). `requireHealthyGuest` is ignored: a
+/// Warren pause never asks the agent anything, so its health changes nothing.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PauseRequest {
+    /// Keep the memory (`true`, the default) or the files only.
+    pub memory: Option<bool>,
 }
 
 /// A create's `network`.
@@ -51,9 +60,6 @@ impl NewSandbox {
     pub fn unsupported(&self) -> Vec<&'static str> {
         let set = |v: &Option<Value>| v.as_ref().is_some_and(|v| !v.is_null());
         let mut out = Vec::new();
-        if self.auto_pause == Some(true) {
-            out.push("autoPause (pause is not supported yet)");
-        }
         if self.auto_resume.as_ref().is_some_and(|v| v.is_object()) {
             out.push("autoResume");
         }

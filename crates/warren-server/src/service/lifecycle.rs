@@ -532,7 +532,22 @@ impl Service {
         }
         match rec.sandbox.expires_at {
             Some(t) if t <= Utc::now() => {
-                if rec.sandbox.on_timeout == OnTimeout::Stop {
+                let paused = match rec.sandbox.on_timeout {
+                    OnTimeout::Pause if rec.sandbox.state == SandboxState::Running => {
+                        tracing::info!(sandbox = %id, "expired: pausing");
+                        match self.pause(id).await {
+                            Ok(_) => true,
+                            Err(e) => {
+                                tracing::warn!(sandbox = %id, "expired, not paused ({e}): stopping");
+                                false
+                            }
+                        }
+                    }
+                    _ => false,
+                };
+                if paused {
+                    // Its time stands still while it is paused; a resume sets it anew.
+                } else if rec.sandbox.on_timeout != OnTimeout::Delete {
                     tracing::info!(sandbox = %id, "expired: stopping");
                     if rec.sandbox.state == SandboxState::Running {
                         self.stop(id).await?;
