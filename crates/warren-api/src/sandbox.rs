@@ -263,9 +263,13 @@ pub struct CreateSandbox {
     /// Lifetime in seconds (`0` = no limit). Default 300.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_s: Option<u64>,
-    /// What expiry does: `delete` (default) or `stop`.
+    /// What expiry does: `delete` (default), `stop` or `pause`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_timeout: Option<OnTimeout>,
+    /// Resume it, once paused, when a request reaches its preview URLs or its agent (exec,
+    /// files, terminals): the request waits for the resume and then goes through.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_resume: Option<bool>,
     /// Free-form labels.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub metadata: BTreeMap<String, String>,
@@ -333,6 +337,9 @@ pub struct Sandbox {
     /// What happens then.
     #[serde(default)]
     pub on_timeout: OnTimeout,
+    /// Whether a request to it resumes it when it is paused.
+    #[serde(default)]
+    pub auto_resume: bool,
     /// Why it failed.
     pub error: Option<String>,
     /// Preview URLs by port: the ports listening now and those its image exposes.

@@ -352,3 +352,50 @@ async fn on_timeout_pause_pauses_at_the_deadline_and_runc_stops_instead() {
     }
     s.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn auto_resume_brings_a_paused_sandbox_back_for_the_request_that_reaches_it() {
+    let s = TestServer::start_with(SERVE).await;
+    let sb = s
+        .create(json!({
+            "image": "busybox", "runtime": "gvisor", "auto_resume": true,
+            "cmd": ["sh", "-c", MAIN],
+        }))
+        .await;
+    let id = sb["id"].as_str().expect("id").to_owned();
+    assert_eq!(sb["auto_resume"], true);
+    wait_for(&s, &id, Duration::from_secs(10), |v| {
+        v["ports"].as_array().is_some_and(|p| !p.is_empty())
+    })
+    .await;
+    let before = inside(&s, &id).await;
+
+    // Through its agent: the exec waits for the resume.
+    assert_eq!(pause(&s, &id).await.0, StatusCode::OK);
+    assert_eq!(inside(&s, &id).await, before);
+    assert_eq!(s.get(&id).await.1["state"], "running");
+
+    // Through its preview URL.
+    assert_eq!(pause(&s, &id).await.0, StatusCode::OK);
+    let (status, body) = through_proxy(&s, &id).await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "hello\n"));
+
+    // Many at once: one resume, every request answered.
+    assert_eq!(pause(&s, &id).await.0, StatusCode::OK);
+    let all = futures::future::join_all((0..6).map(|i| {
+        let s = &s;
+        let id = id.clone();
+        async move {
+            if i % 2 == 0 {
+                s.sh(&id, "cat /tmp/index.html").await
+            } else {
+                through_proxy(s, &id).await.1
+            }
+        }
+    }))
+    .await;
+    assert!(all.iter().all(|a| a == "hello\n"), "{all:?}");
+    assert_eq!(inside(&s, &id).await, before);
+    s.delete(&id).await;
+    s.shutdown().await;
+}

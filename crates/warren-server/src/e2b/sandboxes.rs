@@ -93,6 +93,7 @@ pub async fn create(
         metadata: req.metadata.clone().unwrap_or_default(),
         timeout_s: req.timeout,
         on_timeout: (req.auto_pause == Some(true)).then_some(OnTimeout::Pause),
+        auto_resume: Some(req.auto_resume()),
         egress: Some(egress),
         public: Some(req.public()),
         ..CreateSandbox::default()

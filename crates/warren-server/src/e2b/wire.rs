@@ -56,13 +56,19 @@ pub struct NetworkConfig {
 }
 
 impl NewSandbox {
+    /// `autoResume: {"enabled": true}` (older SDKs sent a bare boolean).
+    pub fn auto_resume(&self) -> bool {
+        match &self.auto_resume {
+            Some(Value::Bool(b)) => *b,
+            Some(Value::Object(o)) => o.get("enabled").and_then(Value::as_bool) == Some(true),
+            _ => false,
+        }
+    }
+
     /// The options Warren has no counterpart for, when the request sets them.
     pub fn unsupported(&self) -> Vec<&'static str> {
         let set = |v: &Option<Value>| v.as_ref().is_some_and(|v| !v.is_null());
         let mut out = Vec::new();
-        if self.auto_resume.as_ref().is_some_and(|v| v.is_object()) {
-            out.push("autoResume");
-        }
         if set(&self.mcp) {
             out.push("mcp");
         }

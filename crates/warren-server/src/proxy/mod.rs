@@ -172,6 +172,15 @@ async fn proxy(
         access::Verdict::Pass => access::strip_credentials(req.headers_mut()),
         access::Verdict::Answer(resp) => return Ok(resp),
     }
+    let route = if route.auto_resume && route.state != warren_api::SandboxState::Running {
+        // Boxed, as above: only a paused sandbox's requests carry this future.
+        Box::pin(state.service.resume_route(&target.id))
+            .await
+            .map_err(|e| ProxyError::Internal(e.to_string()))?
+            .unwrap_or(route)
+    } else {
+        route
+    };
     let ip = match (route.state, route.ip) {
         (warren_api::SandboxState::Running, Some(ip)) => ip,
         _ if agent => return Err(gone()),

@@ -146,6 +146,7 @@ impl Service {
             started_at: None,
             expires_at: expiry(req.timeout_s.unwrap_or(DEFAULT_TIMEOUT_S)),
             on_timeout: req.on_timeout.unwrap_or_default(),
+            auto_resume: req.auto_resume.unwrap_or(false),
             error: None,
             urls: Default::default(),
             ports: Vec::new(),

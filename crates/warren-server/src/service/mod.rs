@@ -343,7 +343,10 @@ impl Service {
         id: &SandboxId,
         user: Option<&str>,
     ) -> Result<(SandboxRecord, AgentClient), ApiError> {
-        let rec = self.record(id).await?;
+        let mut rec = self.record(id).await?;
+        if rec.sandbox.auto_resume && rec.sandbox.state != warren_api::SandboxState::Running {
+            rec = self.resume_for_request(rec).await?;
+        }
         if rec.sandbox.state != warren_api::SandboxState::Running {
             return Err(ApiError::Conflict(format!(
                 "sandbox {id} is {}, not running",

@@ -16,6 +16,9 @@ use crate::error::ApiError;
 /// be taken for one about to exit from a finished checkpoint (seen: about 2 s).
 const CHECKPOINT_EXIT: std::time::Duration = std::time::Duration::from_secs(15);
 
+/// How long a request to an `auto_resume` sandbox waits for a pause or resume under way.
+const AUTO_RESUME_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
 fn pause_error(id: &SandboxId, what: &str, e: LocalError) -> ApiError {
     match e {
         LocalError::Unsupported(m) => {
@@ -163,6 +166,35 @@ impl Service {
         self.inner.backend.discard_pause(id.as_str());
         self.follow_logs(&id);
         Ok(rec.sandbox)
+    }
+
+    /// For a request reaching a sandbox with `auto_resume`: resumes it if it is paused, waits
+    /// while it is being paused or resumed, and returns its record as it then is (running,
+    /// or whatever else it became, for the caller to refuse).
+    pub(crate) async fn resume_for_request(
+        &self,
+        mut rec: SandboxRecord,
+    ) -> Result<SandboxRecord, ApiError> {
+        let id = rec.sandbox.id.clone();
+        let deadline = std::time::Instant::now() + AUTO_RESUME_WAIT;
+        loop {
+            match rec.sandbox.state {
+                SandboxState::Paused => match self.resume(&id, None).await {
+                    Ok(_) => {}
+                    // Another request resumed it first.
+                    Err(ApiError::Conflict(_))
+                        if self.record(&id).await?.sandbox.state != SandboxState::Paused => {}
+                    Err(e) => return Err(e),
+                },
+                SandboxState::Pausing | SandboxState::Resuming
+                    if std::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+                _ => return Ok(rec),
+            }
+            rec = self.record(&id).await?;
+        }
     }
 
     /// Settles a pause or resume a crash cut off, so the sandbox ends running or paused (once

@@ -25,6 +25,8 @@ pub struct PreviewRoute {
     pub public: bool,
     /// The traffic token opening its private ports.
     pub token: String,
+    /// Whether a request resumes it when it is paused.
+    pub auto_resume: bool,
 }
 
 impl PreviewRoute {
@@ -33,6 +35,7 @@ impl PreviewRoute {
             state: rec.sandbox.state,
             ip: rec.sandbox.ipv4(),
             public: rec.sandbox.public,
+            auto_resume: rec.sandbox.auto_resume,
             // A sandbox from before traffic tokens existed opens to API keys only.
             token: rec
                 .sandbox
@@ -130,6 +133,17 @@ impl Service {
         &self,
     ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Arc<PreviewRoute>>> {
         self.inner.routes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Resumes a paused `auto_resume` sandbox for a proxied request (waiting for one being
+    /// paused or resumed), and returns its route as it then is.
+    pub async fn resume_route(
+        &self,
+        id: &SandboxId,
+    ) -> Result<Option<Arc<PreviewRoute>>, ApiError> {
+        let rec = self.record(id).await?;
+        let rec = self.resume_for_request(rec).await?;
+        Ok(Some(Arc::new(PreviewRoute::of(&rec))))
     }
 
     /// Keeps the proxy's view in step with a record just written.
