@@ -11,9 +11,9 @@
 //! - `--network=sandbox` takes the veth's addresses off the namespace's interface when the
 //!   sandbox starts, and `restore` builds its NICs afresh from what the namespace holds then:
 //!   the addresses and routes must be put back between checkpoint and restore.
-//! - `checkpoint` stops the sandbox, but returns before it has exited (`state` says `running`
-//!   a moment longer); the container then stays `stopped` until `delete`d, so a restore under
-//!   the same id needs the delete first.
+//! - `checkpoint` stops the sandbox; `state` says `running` until its exited process is reaped
+//!   (by PID 1 or a subreaper: its parent is gone). The container then stays `stopped` until
+//!   `delete`d, so a restore under the same id needs the delete first.
 mod common;
 
 use std::io::BufRead;
@@ -283,8 +283,9 @@ fn runsc_checkpoints_and_restores_processes_memory_and_a_listening_port() {
     let t = Instant::now();
     host.output(&["checkpoint", &image_arg, ID]);
     let checkpoint = t.elapsed();
-    // `checkpoint` returns before the sandbox has exited: its state says `running` for a
-    // moment after.
+    // The sandbox process has exited when `checkpoint` returns, but `state` (kill(pid, 0))
+    // says `running` until the zombie is reaped: its parent, `run --detach`, is gone, so by
+    // whoever adopts orphans (PID 1 or a subreaper; ~1-2 s on this machine).
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let state: Value = serde_json::from_str(&host.output(&["state", ID])).expect("state JSON");
@@ -340,7 +341,7 @@ fn runsc_checkpoints_and_restores_processes_memory_and_a_listening_port() {
         "the sleeper (pid {sleeper}) is not running"
     );
     eprintln!(
-        "runsc checkpoint {} ms (stopped after {} ms), restore {} ms, image {} MiB (~68 MiB \
+        "runsc checkpoint {} ms (reaped after {} ms), restore {} ms, image {} MiB (~68 MiB \
          in gVisor's memory)",
         checkpoint.as_millis(),
         stopped.as_millis(),
