@@ -26,7 +26,7 @@ pub struct CheckpointBenchArgs {
     #[arg(long = "size", value_name = "MIB", value_delimiter = ',', num_args = 1.., default_values = ["64", "512"], value_parser = clap::value_parser!(u32).range(1..=65536))]
     sizes_mib: Vec<u32>,
     /// Timed checkpoint/restore cycles per size, after one untimed.
-    #[arg(long, short = 'n', default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, short = 'n', default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
     iterations: u32,
     /// gVisor platform of the sandbox.
     #[arg(long, default_value = raw::DEFAULT_PLATFORM)]
@@ -80,16 +80,16 @@ async fn runsc(raw: &Raw, args: &[&OsStr]) -> anyhow::Result<Duration> {
     raw.runsc(&all).await
 }
 
-/// Waits until the sandbox's script has filled its memory (and so runs: also the check that
-/// a restore brought it back).
-async fn wait_filled(raw: &Raw, within: Duration) -> anyhow::Result<()> {
+/// Waits until `file` exists in the sandbox (and so that it runs: also the check that a
+/// restore brought it back).
+async fn wait_for(raw: &Raw, file: &str, within: Duration) -> anyhow::Result<()> {
     let deadline = Instant::now() + within;
     let args: [&OsStr; 5] = [
         "exec".as_ref(),
         ID.as_ref(),
         "test".as_ref(),
         "-f".as_ref(),
-        "/dev/shm/filled".as_ref(),
+        file.as_ref(),
     ];
     loop {
         let err = match runsc(raw, &args).await {
@@ -97,10 +97,31 @@ async fn wait_filled(raw: &Raw, within: Duration) -> anyhow::Result<()> {
             Err(e) => e,
         };
         if Instant::now() > deadline {
-            return Err(err.context(format!("the sandbox was not filled within {within:?}")));
+            return Err(err.context(format!("no {file} in the sandbox within {within:?}")));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Lifts the default spec's 64 MiB bound on the bundle's /dev/shm, where the memory goes.
+fn unbound_shm(bundle: &Path) -> anyhow::Result<()> {
+    let path = bundle.join("config.json");
+    let text = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+    let mut spec: serde_json::Value =
+        serde_json::from_slice(&text).with_context(|| format!("parsing {}", path.display()))?;
+    let mounts = spec
+        .get_mut("mounts")
+        .and_then(|m| m.as_array_mut())
+        .context("the default spec has no mounts")?;
+    let shm = mounts
+        .iter_mut()
+        .find(|m| m["destination"] == "/dev/shm")
+        .context("the default spec mounts no /dev/shm")?;
+    if let Some(opts) = shm.get_mut("options").and_then(|o| o.as_array_mut()) {
+        opts.retain(|o| !o.as_str().is_some_and(|o| o.starts_with("size=")));
+    }
+    let text = serde_json::to_vec_pretty(&spec).context("encoding config.json")?;
+    std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))
 }
 
 /// The files of the image in `dir`: (disk blocks, lengths), bytes.
@@ -138,11 +159,15 @@ async fn measure_size(
     dir: &Path,
     mib: u32,
 ) -> anyhow::Result<SizeResult> {
+    // `done` either way, `filled` only when the blob is whole: a failed fill is told apart
+    // from a slow one.
     let fill = format!(
-        "head -c {} /dev/urandom > /dev/shm/blob && touch /dev/shm/filled; exec sleep 1000000",
+        "head -c {} /dev/urandom > /dev/shm/blob && touch /dev/shm/filled; touch /dev/shm/done; \
+         exec sleep 1000000",
         u64::from(mib) << 20
     );
     let bundle = raw.bundle(&format!("ckpt-{mib}"), &["/bin/sh", "-c", &fill])?;
+    unbound_shm(&bundle)?;
     let b: &OsStr = bundle.as_ref();
     let label = format!("checkpoint/restore {mib} MiB");
     eprintln!("{label}: filling the sandbox's memory");
@@ -160,7 +185,10 @@ async fn measure_size(
     // /dev/urandom in gVisor gives some tens of MB/s.
     let fill_time = Duration::from_secs(30 + u64::from(mib) / 4);
     let timed = async {
-        wait_filled(raw, fill_time).await?;
+        wait_for(raw, "/dev/shm/done", fill_time).await?;
+        wait_for(raw, "/dev/shm/filled", Duration::ZERO)
+            .await
+            .with_context(|| format!("{mib} MiB did not fit in the sandbox's /dev/shm"))?;
         let mut checkpoints = Vec::new();
         let mut restores = Vec::new();
         let mut last_image: Option<PathBuf> = None;
@@ -196,7 +224,7 @@ async fn measure_size(
                 ID.as_ref(),
             ];
             let back = runsc(raw, &restore).await?;
-            wait_filled(raw, Duration::from_secs(10)).await?;
+            wait_for(raw, "/dev/shm/filled", Duration::from_secs(10)).await?;
             if i > 0 {
                 checkpoints.push(took);
                 restores.push(back);
