@@ -2,7 +2,11 @@
 //! the same busybox root filesystem, measured in one run by an in-process server on a scratch
 //! data directory (no running server needed; root is). `warren bench proxy` measures the
 //! preview proxy (see [`proxy`]); `warren bench noisy` a sandbox's exec beside one printing as
-//! fast as it can (see [`noisy`]).
+//! fast as it can (see [`noisy`]); `warren bench gvisor` create and exec per gVisor platform
+//! (see [`gvisor`]); `warren bench checkpoint` raw runsc checkpoint and restore (see
+//! [`checkpoint`]).
+mod checkpoint;
+mod gvisor;
 mod image;
 mod load;
 mod noisy;
@@ -42,6 +46,12 @@ pub enum BenchCommand {
     /// command, in an exec, in a streamed exec), against none; and what that output cost
     /// (database growth, host-side log files, peak memory).
     Noisy(noisy::NoisyBenchArgs),
+    /// gVisor alone, per platform (systrap, ptrace, ...): create → running and the exec
+    /// round trip through Warren beside the same runsc's raw `run` and `exec`.
+    Gvisor(gvisor::GvisorBenchArgs),
+    /// Raw `runsc checkpoint` and `restore` of a sandbox holding 64 MiB and 512 MiB of
+    /// touched memory: each one's p50 and the image's size on disk.
+    Checkpoint(checkpoint::CheckpointBenchArgs),
 }
 
 #[derive(Args)]
@@ -99,6 +109,8 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
         Some(BenchCommand::Proxy(p)) => return proxy::run(p).await,
         Some(BenchCommand::Image(i)) => return image::run(i).await,
         Some(BenchCommand::Noisy(n)) => return noisy::run(n).await,
+        Some(BenchCommand::Gvisor(g)) => return gvisor::run(g).await,
+        Some(BenchCommand::Checkpoint(c)) => return checkpoint::run(c).await,
         None => {}
     }
     let runtimes = a.runtimes();
@@ -112,10 +124,7 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
         std::fs::write(RCU_EXPEDITED, "1").with_context(|| format!("writing {RCU_EXPEDITED}"))?;
     }
     let mut server: Option<InProcess> = None;
-    let result = tokio::select! {
-        r = measure(&a, &runtimes, &dir, &mut server) => r,
-        _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted")),
-    };
+    let result = unless_interrupted(measure(&a, &runtimes, &dir, &mut server)).await;
     if a.expedite_rcu && !rcu_before.trim().is_empty() {
         let _ = std::fs::write(RCU_EXPEDITED, rcu_before.trim());
     }
@@ -128,16 +137,7 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
     }
     finish_scratch(scratch, a.keep, clean);
 
-    let report = result?;
-    if a.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report).context("encoding the results")?
-        );
-    } else {
-        print!("{}", report.table());
-    }
-    Ok(())
+    print_report(&result?, a.json, Report::table)
 }
 
 pub(crate) fn require_root() -> anyhow::Result<()> {
@@ -170,6 +170,45 @@ fn preflight(runtimes: &[Runtime]) -> anyhow::Result<()> {
                 raw::binary(rt)
             );
         }
+    }
+    Ok(())
+}
+
+/// The start of a sub-bench (`warren bench NAME`): root checked, a scratch directory made and
+/// named on stderr.
+pub(crate) fn begin(name: &str) -> anyhow::Result<tempfile::TempDir> {
+    require_root()?;
+    let scratch = scratch_dir()?;
+    eprintln!(
+        "warren bench {name}: scratch directory {}",
+        scratch.path().display()
+    );
+    Ok(scratch)
+}
+
+/// `work`, unless Ctrl-C comes first (the caller cleans up either way).
+pub(crate) async fn unless_interrupted<T>(
+    work: impl std::future::Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
+    tokio::select! {
+        r = work => r,
+        _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted")),
+    }
+}
+
+/// Prints a sub-bench's report: JSON when asked, else its table.
+pub(crate) fn print_report<R: serde::Serialize>(
+    report: &R,
+    json: bool,
+    table: fn(&R) -> String,
+) -> anyhow::Result<()> {
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(report).context("encoding the results")?
+        );
+    } else {
+        print!("{}", table(report));
     }
     Ok(())
 }
@@ -262,8 +301,8 @@ async fn measure(
 
     let mut rows = Vec::new();
     for &rt in runtimes {
-        let warren = bench_create(&api, rt, a.iterations).await?;
-        let floor = bench_raw_run(&raw, rt, a.iterations).await?;
+        let warren = bench_create(&api, rt, a.iterations, &format!("create {rt}")).await?;
+        let floor = bench_raw_run(&raw, rt, a.iterations, raw::run_label(rt)).await?;
         rows.push(Row::new(
             Measure::Create,
             rt,
@@ -273,12 +312,12 @@ async fn measure(
         ));
     }
     for &rt in runtimes {
-        let warren = bench_exec(&api, rt, a.exec_iterations).await?;
+        let warren = bench_exec(&api, rt, a.exec_iterations, &format!("exec {rt}")).await?;
         let raw_n = match rt {
             Runtime::Gvisor => a.exec_iterations.min(RAW_RUNSC_EXEC_MAX),
             Runtime::Runc => a.exec_iterations,
         };
-        let floor = bench_raw_exec(&raw, rt, raw_n).await?;
+        let floor = bench_raw_exec(&raw, rt, raw_n, raw::exec_label(rt)).await?;
         rows.push(Row::new(
             Measure::Exec,
             rt,
@@ -301,22 +340,20 @@ async fn measure(
     })
 }
 
-async fn bench_create(api: &Api, rt: Runtime, n: u32) -> anyhow::Result<Stats> {
-    let label = format!("create {rt}");
+async fn bench_create(api: &Api, rt: Runtime, n: u32, label: &str) -> anyhow::Result<Stats> {
     let mut samples = Vec::new();
     for i in 0..=n {
         let (took, sb) = api.create(rt).await?;
         api.delete(&sb.id).await?;
         if i > 0 {
             samples.push(took);
-            progress(&label, i, n);
+            progress(label, i, n);
         }
     }
     Ok(Stats::of(&samples))
 }
 
-async fn bench_raw_run(raw: &Raw, rt: Runtime, n: u32) -> anyhow::Result<Stats> {
-    let label = raw::run_label(rt);
+async fn bench_raw_run(raw: &Raw, rt: Runtime, n: u32, label: &str) -> anyhow::Result<Stats> {
     let mut samples = Vec::new();
     for i in 0..=n {
         let took = raw.run_true(rt, &format!("run-{i}")).await?;
@@ -328,16 +365,15 @@ async fn bench_raw_run(raw: &Raw, rt: Runtime, n: u32) -> anyhow::Result<Stats> 
     Ok(Stats::of(&samples))
 }
 
-async fn bench_exec(api: &Api, rt: Runtime, n: u32) -> anyhow::Result<Stats> {
+async fn bench_exec(api: &Api, rt: Runtime, n: u32, label: &str) -> anyhow::Result<Stats> {
     let (_, sb) = api.create(rt).await?;
-    let label = format!("exec {rt}");
     let timed = async {
         let mut samples = Vec::new();
         for i in 0..=n {
             let took = api.exec_true(&sb.id).await?;
             if i > 0 {
                 samples.push(took);
-                progress(&label, i, n);
+                progress(label, i, n);
             }
         }
         anyhow::Ok(samples)
@@ -349,10 +385,9 @@ async fn bench_exec(api: &Api, rt: Runtime, n: u32) -> anyhow::Result<Stats> {
     Ok(Stats::of(&samples))
 }
 
-async fn bench_raw_exec(raw: &Raw, rt: Runtime, n: u32) -> anyhow::Result<Stats> {
+async fn bench_raw_exec(raw: &Raw, rt: Runtime, n: u32, label: &str) -> anyhow::Result<Stats> {
     let id = "exec";
     raw.start_sleeper(rt, id).await?;
-    let label = raw::exec_label(rt);
     let timed = async {
         let mut samples = Vec::new();
         for i in 0..=n {

@@ -631,7 +631,7 @@ impl LocalBackend {
 /// Unmounts the empty network namespace runsc pins under its root (`null-netns`) so its gofers
 /// start faster; concurrent runsc starts may stack several there. Left alone it keeps the
 /// data dir's `run/runsc` busy (EBUSY on removal) after the last sandbox is gone.
-fn release_runsc_pins(runsc_root: &Path) {
+pub fn release_runsc_pins(runsc_root: &Path) {
     let pin = runsc_root.join("null-netns");
     while rustix::mount::unmount(&pin, rustix::mount::UnmountFlags::DETACH).is_ok() {}
 }

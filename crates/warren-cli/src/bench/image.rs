@@ -181,20 +181,12 @@ async fn push_image(dir: &Path, registry: &str, size_mb: u64) -> anyhow::Result<
 }
 
 pub async fn run(a: ImageBenchArgs) -> anyhow::Result<()> {
-    super::require_root()?;
-    let scratch = super::scratch_dir()?;
+    let scratch = super::begin("image")?;
     let dir = scratch.path().to_owned();
-    eprintln!("warren bench image: scratch directory {}", dir.display());
     let mut server: Option<InProcess> = None;
-    let result = tokio::select! {
-        r = measure(&a, &dir, &mut server) => r,
-        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
-    };
+    let result = super::unless_interrupted(measure(&a, &dir, &mut server)).await;
     eprintln!("warren bench image: cleaning up");
-    let clean = match server {
-        Some(s) => s.shutdown().await,
-        None => true,
-    };
+    let clean = InProcess::shutdown_any(server).await;
     super::finish_scratch(scratch, a.keep, clean);
     let report = result?;
     if a.json {

@@ -99,28 +99,14 @@ struct NoisyReport {
 }
 
 pub async fn run(a: NoisyBenchArgs) -> anyhow::Result<()> {
-    super::require_root()?;
-    let scratch = super::scratch_dir()?;
+    let scratch = super::begin("noisy")?;
     let dir = scratch.path().to_owned();
-    eprintln!("warren bench noisy: scratch directory {}", dir.display());
     let mut server: Option<InProcess> = None;
-    let result = tokio::select! {
-        r = measure(&a, &dir, &mut server) => r,
-        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
-    };
+    let result = super::unless_interrupted(measure(&a, &dir, &mut server)).await;
     eprintln!("warren bench noisy: cleaning up");
-    let clean = match server {
-        Some(s) => s.shutdown().await,
-        None => true,
-    };
+    let clean = InProcess::shutdown_any(server).await;
     super::finish_scratch(scratch, a.keep, clean);
-    let report = result?;
-    if a.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        print!("{}", table(&report));
-    }
-    Ok(())
+    super::print_report(&result?, a.json, table)
 }
 
 fn file_len(p: &Path) -> u64 {

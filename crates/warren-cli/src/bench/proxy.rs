@@ -87,31 +87,18 @@ pub async fn run(a: ProxyBenchArgs) -> anyhow::Result<()> {
             bail!("{bin} is not on PATH (apt-get install {pkg})");
         }
     }
-    let scratch = super::scratch_dir()?;
+    let scratch = super::begin("proxy")?;
     let dir = scratch.path().to_owned();
-    eprintln!("warren bench proxy: scratch directory {}", dir.display());
     let mut server: Option<InProcess> = None;
     let mut nginx: Option<Nginx> = None;
-    let result = tokio::select! {
-        r = measure(&a, &dir, &mut server, &mut nginx) => r,
-        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
-    };
+    let result = super::unless_interrupted(measure(&a, &dir, &mut server, &mut nginx)).await;
     eprintln!("warren bench proxy: cleaning up");
     if let Some(n) = nginx {
         n.stop().await;
     }
-    let clean = match server {
-        Some(s) => s.shutdown().await,
-        None => true,
-    };
+    let clean = InProcess::shutdown_any(server).await;
     super::finish_scratch(scratch, a.keep, clean);
-    let report = result?;
-    if a.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        print!("{}", table(&report));
-    }
-    Ok(())
+    super::print_report(&result?, a.json, table)
 }
 
 async fn wait_listening(addr: SocketAddr) -> anyhow::Result<()> {

@@ -47,17 +47,21 @@ fn state_root(dir: &Path, rt: Runtime) -> PathBuf {
     dir.join("state").join(binary(rt))
 }
 
+/// gVisor's platform unless one is asked for: Warren's default.
+pub const DEFAULT_PLATFORM: &str = "systrap";
+
 /// The runtime with its global flags: its own state root; for runsc the one Warren runs (the
-/// pinned build when installed), on Warren's default platform (systrap), with no network (the
-/// empty namespace of the bundle is the whole network).
-fn command(dir: &Path, rt: Runtime) -> Command {
+/// pinned build when installed), on `platform`, with no network (the empty namespace of the
+/// bundle is the whole network).
+fn command(dir: &Path, rt: Runtime, platform: &str) -> Command {
     let mut c = match rt {
         Runtime::Gvisor => Command::new(warren_local::runtime::default_runsc()),
         Runtime::Runc => Command::new(binary(rt)),
     };
     c.arg(format!("--root={}", state_root(dir, rt).display()));
     if rt == Runtime::Gvisor {
-        c.args(["--network=none", "--platform=systrap"]);
+        c.arg("--network=none")
+            .arg(format!("--platform={platform}"));
     }
     c.stdin(Stdio::null()).kill_on_drop(true);
     c
@@ -66,6 +70,11 @@ fn command(dir: &Path, rt: Runtime) -> Command {
 /// Bundles for the raw runtimes, on one root filesystem.
 pub struct Raw {
     dir: PathBuf,
+    /// gVisor's `--platform`.
+    platform: String,
+    /// The runtime's default `config.json`, for [`bundle`](Self::bundle).
+    template: Value,
+    rootfs: PathBuf,
     run_bundle: PathBuf,
     exec_bundle: PathBuf,
 }
@@ -74,6 +83,11 @@ impl Raw {
     /// Writes, under `dir`, a bundle running `/bin/true` and one running `sleep`, both from the
     /// runtime's default `spec` with `rootfs` as a read-only root.
     pub async fn prepare(dir: &Path, rootfs: &Path) -> anyhow::Result<Raw> {
+        Self::prepare_on(dir, rootfs, DEFAULT_PLATFORM).await
+    }
+
+    /// [`prepare`](Self::prepare), runsc running on gVisor's `platform`.
+    pub async fn prepare_on(dir: &Path, rootfs: &Path, platform: &str) -> anyhow::Result<Raw> {
         for rt in Runtime::ALL {
             let root = state_root(dir, rt);
             fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
@@ -88,6 +102,9 @@ impl Raw {
         )?;
         Ok(Raw {
             dir: dir.to_owned(),
+            platform: platform.to_owned(),
+            template,
+            rootfs: rootfs.to_owned(),
             run_bundle,
             exec_bundle,
         })
@@ -103,7 +120,7 @@ impl Raw {
             .open(&log_path)
             .with_context(|| format!("opening {}", log_path.display()))?;
         let start = fs::metadata(&log_path).map(|m| m.len()).unwrap_or(0);
-        let mut cmd = command(&self.dir, rt);
+        let mut cmd = command(&self.dir, rt, &self.platform);
         cmd.args(args).stdout(Stdio::null()).stderr(log);
         let t = Instant::now();
         let status = cmd
@@ -126,6 +143,16 @@ impl Raw {
             );
         }
         Ok(took)
+    }
+
+    /// Writes a bundle named `name` of the same root filesystem, running `args`.
+    pub fn bundle(&self, name: &str, args: &[&str]) -> anyhow::Result<PathBuf> {
+        write_bundle(&self.dir.join(name), &self.template, &self.rootfs, args)
+    }
+
+    /// `runsc` with `args` (global flags first, then the command), timed.
+    pub async fn runsc(&self, args: &[&OsStr]) -> anyhow::Result<Duration> {
+        self.invoke(Runtime::Gvisor, args).await
     }
 
     /// `run` of `/bin/true` in the foreground: create, start, wait for exit, delete.
@@ -226,7 +253,11 @@ pub async fn cleanup(dir: &Path) -> bool {
         if !state_root(dir, rt).is_dir() || !on_path(binary(rt)) {
             continue;
         }
-        let ids = match command(dir, rt).args(["list", "--quiet"]).output().await {
+        let ids = match command(dir, rt, DEFAULT_PLATFORM)
+            .args(["list", "--quiet"])
+            .output()
+            .await
+        {
             Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout).into_owned(),
             Ok(out) => {
                 eprintln!(
@@ -248,7 +279,7 @@ pub async fn cleanup(dir: &Path) -> bool {
             .map(str::trim)
             .filter(|l| !l.is_empty() && *l != "ID")
         {
-            let res = command(dir, rt)
+            let res = command(dir, rt, DEFAULT_PLATFORM)
                 .args(["delete", "--force", id])
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped())
@@ -271,5 +302,8 @@ pub async fn cleanup(dir: &Path) -> bool {
             }
         }
     }
+    // runsc pins an empty network namespace under its root: unmounted, or the scratch
+    // directory cannot go.
+    warren_local::backend::release_runsc_pins(&state_root(dir, Runtime::Gvisor));
     clean
 }

@@ -28,6 +28,15 @@ pub struct InProcess {
 }
 
 impl InProcess {
+    /// [`shutdown`](Self::shutdown) of the server in `slot`, if one started; whether it left
+    /// nothing behind.
+    pub async fn shutdown_any(slot: Option<InProcess>) -> bool {
+        match slot {
+            Some(s) => s.shutdown().await,
+            None => true,
+        }
+    }
+
     /// Stops the server, deletes every sandbox through the service (the listener may already
     /// be gone after Ctrl-C) and checks nothing of any is left on the host.
     pub async fn shutdown(self) -> bool {
@@ -277,6 +286,19 @@ pub async fn start_with_output(
     output: warren_server::service::OutputLimits,
     slot: &mut Option<InProcess>,
 ) -> anyhow::Result<(Api, PathBuf)> {
+    let gvisor = warren_local::runtime::GvisorConfig::default();
+    start_with(dir, default_runtime, http_workers, output, gvisor, slot).await
+}
+
+/// [`start_with_output`], gVisor sandboxes running as `gvisor` says.
+pub async fn start_with(
+    dir: &Path,
+    default_runtime: Runtime,
+    http_workers: Option<usize>,
+    output: warren_server::service::OutputLimits,
+    gvisor: warren_local::runtime::GvisorConfig,
+    slot: &mut Option<InProcess>,
+) -> anyhow::Result<(Api, PathBuf)> {
     let data_dir = dir.join("data");
     // The port must be known before the server binds it (the preview URLs name it).
     let listen = std::net::TcpListener::bind("127.0.0.1:0")
@@ -291,6 +313,7 @@ pub async fn start_with_output(
         history_retention: std::time::Duration::from_secs(3600),
         http_workers,
         output,
+        gvisor,
         ..ServerConfig::default()
     })
     .await
