@@ -9,6 +9,7 @@ pub mod id;
 pub mod image;
 pub mod pause;
 pub mod sandbox;
+pub mod volume;
 
 pub use error::{ErrorBody, ErrorDetail};
 pub use exec::{ExecExit, ExecKind, ExecList, ExecRecord, ExecRequest, ExecResult};
@@ -20,3 +21,4 @@ pub use sandbox::{
     CreateSandbox, Egress, ListeningPort, LogLine, LogList, LogStream, OnTimeout, ResumeSandbox,
     Runtime, Sandbox, SandboxList, SandboxMetrics, SandboxState, SetNetwork, SetTimeout,
 };
+pub use volume::{CreateVolume, Volume, VolumeList, VolumeMount};

@@ -270,6 +270,9 @@ pub struct CreateSandbox {
     /// files, terminals): the request waits for the resume and then goes through.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auto_resume: Option<bool>,
+    /// Volumes to mount (`[{"name", "path", "read_only"}]`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<crate::VolumeMount>,
     /// Free-form labels.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub metadata: BTreeMap<String, String>,
@@ -317,6 +320,9 @@ pub struct Sandbox {
     pub user: String,
     /// Labels.
     pub metadata: BTreeMap<String, String>,
+    /// Volumes mounted into it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<crate::VolumeMount>,
     /// Outbound network policy.
     pub egress: Egress,
     /// Whether its ports are open to anyone through the preview proxy.

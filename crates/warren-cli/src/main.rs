@@ -7,6 +7,7 @@ mod image_pull;
 mod pause;
 mod shell;
 mod verbs;
+mod volume;
 
 // Re-exported at the root so the verbs name them as `crate::client` and `crate::rootfs`.
 use warren_cli::{client, rootfs};
@@ -105,6 +106,9 @@ enum Command {
     /// Manage images.
     #[command(subcommand)]
     Image(image::ImageCommand),
+    /// Manage volumes: named filesystems of a fixed size that outlive sandboxes.
+    #[command(subcommand)]
+    Volume(volume::VolumeCommand),
     /// Measure sandbox create and exec latency against the raw runtimes (needs root).
     Bench(bench::BenchArgs),
 }
@@ -381,6 +385,7 @@ fn main() -> ExitCode {
             Command::Pause(a) => pause::pause(a).await.map(|_| 0),
             Command::Resume(a) => pause::resume(a).await.map(|_| 0),
             Command::Image(c) => image::run(c).await.map(|_| 0),
+            Command::Volume(c) => volume::run(c).await.map(|_| 0),
             Command::Bench(a) => bench::run(a).await.map(|_| 0),
         }
     });

@@ -61,6 +61,10 @@ pub struct RunArgs {
     /// networks to allow only (e.g. 10.1.0.0/16,192.0.2.7) [default: allow].
     #[arg(long, value_parser = parse_egress)]
     egress: Option<Egress>,
+    /// Mount a volume: NAME:/path, or NAME:/path:ro (repeatable; `warren volume create` makes
+    /// one).
+    #[arg(long = "volume", short = 'v', value_parser = crate::volume::parse_mount)]
+    volumes: Vec<warren_api::VolumeMount>,
     /// Open the sandbox's ports through the preview proxy to anyone (default: only with its
     /// traffic token or an API key).
     #[arg(long)]
@@ -173,6 +177,7 @@ pub async fn run(a: RunArgs) -> anyhow::Result<i32> {
         timeout_s: a.lifetime,
         egress: a.egress.clone(),
         public: a.public.then_some(true),
+        volumes: a.volumes.clone(),
         ..Default::default()
     };
     let sandbox: Sandbox = client

@@ -25,6 +25,7 @@ use crate::runtime::{CliRuntime, ContainerRuntime, ContainerStatus};
 
 mod network;
 mod pause;
+mod volumes;
 
 /// Errors of the local backend.
 #[derive(Debug, thiserror::Error)]
@@ -129,6 +130,21 @@ pub struct SandboxSpec {
     pub net_index: u32,
     /// What it may reach outside.
     pub egress: EgressPolicy,
+    /// Volumes to mount.
+    pub volumes: Vec<SpecVolume>,
+}
+
+/// A volume in a [`SandboxSpec`].
+#[derive(Debug, Clone)]
+pub struct SpecVolume {
+    /// Its name.
+    pub name: String,
+    /// Its size, MiB (made with it if it is not on the host yet).
+    pub size_mb: u64,
+    /// Where it appears inside.
+    pub path: String,
+    /// Read-only.
+    pub read_only: bool,
 }
 
 /// A provisioned, started sandbox.
@@ -161,6 +177,7 @@ pub struct LocalBackend {
     // Warm leases whose chain already holds the default policy (`allow`): a create with that
     // policy skips its `nft` run (a process spawn, ~2.5 ms).
     allow_ready: Arc<std::sync::Mutex<std::collections::HashSet<u32>>>,
+    volumes: crate::volumes::Volumes,
 }
 
 impl LocalBackend {
@@ -253,6 +270,7 @@ impl LocalBackend {
         let net = NetPlan::new(cfg.subnet, &cfg.tag);
         let firewall = Firewall::new(&cfg.tag, cfg.subnet, firewall::nameservers(&resolv_conf));
         Ok(LocalBackend {
+            volumes: crate::volumes::Volumes::new(&cfg.data_dir),
             firewall,
             allow_ready: Arc::default(),
             pool: Arc::new(NetPool::new(net.clone(), cfg.warm_leases)),
@@ -354,6 +372,7 @@ impl LocalBackend {
             )));
         }
         let overlay = self.mount_rootfs(spec)?;
+        let volume_binds = self.mount_volumes(spec)?;
         steps.push(("rootfs", t.elapsed()));
 
         let t = Instant::now();
@@ -399,6 +418,7 @@ impl LocalBackend {
                 ip: lease.sandbox_ip,
                 resolv_conf: &self.resolv_conf,
                 nofile: self.cfg.nofile,
+                volumes: &volume_binds,
             },
         )
         .map_err(|e| step("bundle")(e.to_string()))?;
@@ -469,7 +489,7 @@ impl LocalBackend {
             tracing::warn!(sandbox = id, "unmounting its disk: {e}");
             first = first.and(Err(format!("unmounting its disk: {e}")));
         }
-        first
+        first.and(self.unmount_volume_views(id))
     }
 
     /// The runtime's view of a sandbox's container.
@@ -625,6 +645,7 @@ impl LocalBackend {
         let _ = fs::remove_dir(Self::rootfs_root(&self.cfg.tag));
         self.firewall.remove_table().await;
         release_runsc_pins(&self.cfg.data_dir.join("run/runsc"));
+        self.volumes.release_all();
     }
 }
 

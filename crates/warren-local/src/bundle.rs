@@ -61,6 +61,8 @@ pub struct BundleSpec<'a> {
     pub resolv_conf: &'a str,
     /// Open files per process (`RLIMIT_NOFILE`, soft and hard).
     pub nofile: u64,
+    /// Volumes: host directory, path inside, read-only.
+    pub volumes: &'a [(PathBuf, String, bool)],
 }
 
 impl BundleSpec<'_> {
@@ -252,6 +254,9 @@ fn build_config(
     mounts.push(bind("/etc/hosts", hosts, false)?);
     mounts.push(bind("/etc/resolv.conf", resolv, false)?);
     mounts.push(bind(TOKEN_PATH_IN_SANDBOX, token, true)?);
+    for (src, dest, ro) in spec.volumes {
+        mounts.push(bind(dest, src, *ro)?);
+    }
 
     let memory_bytes =
         i64::try_from(spec.memory_mb.saturating_mul(1024 * 1024)).unwrap_or(i64::MAX);

@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use rustix::mount::{open_tree, OpenTreeFlags};
+use rustix::mount::{move_mount, open_tree, MoveMountFlags, OpenTreeFlags};
 
 use crate::confinement::{USERNS_HOST_BASE, USERNS_SIZE};
 
@@ -109,6 +109,22 @@ impl IdMap {
             )));
         }
         Ok(tree)
+    }
+}
+
+impl IdMap {
+    /// Mounts an ID-mapped view of `dir` at `target` (an existing directory): what root of a
+    /// sandbox writes there is stored as uid 0, as gVisor sandboxes' root writes it.
+    pub fn mount_mapped(&self, dir: &Path, target: &Path) -> io::Result<()> {
+        let tree = self.mapped_view(dir)?;
+        move_mount(
+            &tree,
+            "",
+            rustix::fs::CWD,
+            target,
+            MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+        )
+        .map_err(|e| io::Error::other(format!("move_mount to {}: {e}", target.display())))
     }
 }
 

@@ -20,6 +20,7 @@ pub mod receipt;
 pub mod rootfs;
 pub mod runtime;
 pub mod unpack;
+pub mod volumes;
 
-pub use backend::{LocalBackend, LocalConfig, LocalError, Provisioned, SandboxSpec};
+pub use backend::{LocalBackend, LocalConfig, LocalError, Provisioned, SandboxSpec, SpecVolume};
 pub use firewall::EgressPolicy;

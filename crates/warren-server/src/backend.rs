@@ -85,6 +85,13 @@ pub trait Backend: Send + Sync + 'static {
     fn discard_pause(&self, id: &str);
     /// Removes what a cut-off restore made, keeping the network and the pause image.
     async fn undo_restore(&self, id: &str, runtime: Runtime);
+
+    /// Makes a volume of `size_mb` unless it exists, and mounts it (blocking).
+    fn ensure_volume(&self, name: &str, size_mb: u64) -> std::io::Result<()>;
+    /// Bytes in use on a mounted volume.
+    fn volume_usage(&self, name: &str) -> Option<u64>;
+    /// Removes a volume and its files (blocking).
+    fn remove_volume(&self, name: &str) -> std::io::Result<()>;
 }
 
 #[async_trait]
@@ -194,5 +201,14 @@ impl Backend for LocalBackend {
     }
     async fn undo_restore(&self, id: &str, runtime: Runtime) {
         LocalBackend::undo_restore(self, id, runtime).await
+    }
+    fn ensure_volume(&self, name: &str, size_mb: u64) -> std::io::Result<()> {
+        self.volumes().ensure(name, size_mb).map(|_| ())
+    }
+    fn volume_usage(&self, name: &str) -> Option<u64> {
+        self.volumes().usage(name).map(|u| u.used)
+    }
+    fn remove_volume(&self, name: &str) -> std::io::Result<()> {
+        self.volumes().remove(name)
     }
 }

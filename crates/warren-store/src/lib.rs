@@ -74,6 +74,20 @@ pub trait Store: Send + Sync + 'static {
     /// Records (or moves) an idempotency key to the sandbox its create made.
     async fn put_idempotent_sandbox(&self, key: &str, id: &SandboxId) -> Result<(), StoreError>;
 
+    /// Records a new volume; `false` when one of that name exists.
+    async fn insert_volume(
+        &self,
+        name: &str,
+        size_mb: u64,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
+    /// One volume: its size in MiB and when it was made.
+    async fn get_volume(&self, name: &str) -> Result<Option<(u64, DateTime<Utc>)>, StoreError>;
+    /// Every volume by name: name, size in MiB, when made.
+    async fn list_volumes(&self) -> Result<Vec<(String, u64, DateTime<Utc>)>, StoreError>;
+    /// Forgets a volume; whether it existed.
+    async fn delete_volume(&self, name: &str) -> Result<bool, StoreError>;
+
     /// Creates or replaces an image by name.
     async fn put_image(&self, image: &Image) -> Result<(), StoreError>;
     /// One image.

@@ -11,7 +11,9 @@ use warren_api::{ExecRecord, Image, LogLine, LogStream, SandboxId};
 use crate::{LogSize, SandboxRecord, Store, StoreError};
 
 mod rows;
-use rows::{doc, exec_from_row, image_from_row, parse_ts, record_from_row, ts, DELETED};
+use rows::{
+    doc, exec_from_row, image_from_row, parse_ts, record_from_row, ts, volume_from_row, DELETED,
+};
 
 /// Log rows per INSERT statement (5 parameters each; SQLite allows 32766).
 const LOG_ROWS_PER_INSERT: usize = 1000;
@@ -104,6 +106,50 @@ impl Store for SqliteStore {
             .fetch_one(&self.pool)
             .await?;
         Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    async fn insert_volume(
+        &self,
+        name: &str,
+        size_mb: u64,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "INSERT INTO volumes (name, size_mb, created_at) VALUES (?, ?, ?)
+             ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(name)
+        .bind(i64::try_from(size_mb).unwrap_or(i64::MAX))
+        .bind(ts(&at))
+        .execute(&self.writer)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn get_volume(&self, name: &str) -> Result<Option<(u64, DateTime<Utc>)>, StoreError> {
+        let row = sqlx::query("SELECT name, size_mb, created_at FROM volumes WHERE name = ?")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| volume_from_row(&r).map(|(_, size, at)| (size, at)))
+            .transpose()
+    }
+
+    async fn list_volumes(&self) -> Result<Vec<(String, u64, DateTime<Utc>)>, StoreError> {
+        sqlx::query("SELECT name, size_mb, created_at FROM volumes ORDER BY name")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(volume_from_row)
+            .collect()
+    }
+
+    async fn delete_volume(&self, name: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM volumes WHERE name = ?")
+            .bind(name)
+            .execute(&self.writer)
+            .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     async fn put_image(&self, image: &Image) -> Result<(), StoreError> {

@@ -263,6 +263,7 @@ impl LocalBackend {
 
     async fn restore(&self, spec: &SandboxSpec) -> Result<(), LocalError> {
         self.mount_rootfs(spec)?;
+        self.mount_volumes(spec)?;
         let dir = self.sandbox_dir(&spec.id);
         self.runtime(spec.runtime)
             .restore(

@@ -6,6 +6,7 @@ mod logs;
 mod pty;
 mod sandboxes;
 mod text;
+mod volumes;
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -49,6 +50,8 @@ pub fn router(state: AppState) -> Router {
         .route("/sandboxes/{id}/files/list", get(files::list))
         .route("/sandboxes/{id}/pty", get(pty::pty))
         .route("/events", get(logs::events))
+        .route("/volumes", post(volumes::create).get(volumes::list))
+        .route("/volumes/{name}", get(volumes::get).delete(volumes::delete))
         .route("/images", get(images::list))
         .route("/images/pull", post(images::pull))
         .route("/images/prune", post(images::prune))

@@ -90,8 +90,11 @@ impl Service {
         user: Option<&str>,
     ) -> Result<(Sandbox, bool), ApiError> {
         validate::create(&req, &self.inner.cfg)?;
-        // Held until the sandbox is recorded: its image's layers are then in use.
+        super::volumes::valid_mounts(&req.volumes)?;
+        // Held until the sandbox is recorded: its image's layers and volumes are then in use.
         let no_gc = self.inner.images_gc.read().await;
+        let no_volume_gc = self.inner.volumes_gc.read().await;
+        self.check_volumes(&req.volumes).await?;
         let image = self
             .image_for_create(req.image.as_deref(), req.pull.unwrap_or_default())
             .await?;
@@ -138,6 +141,7 @@ impl Service {
             image: image.name,
             image_digest: image.digest,
             metadata: req.metadata,
+            volumes: req.volumes,
             egress: req.egress.unwrap_or_default(),
             public: req.public.unwrap_or(false),
             traffic_token: Some(token()),
@@ -159,6 +163,7 @@ impl Service {
         };
         self.inner.store.insert_sandbox(&rec).await?;
         drop(no_gc);
+        drop(no_volume_gc);
         let id = rec.sandbox.id.clone();
         if req.wait.unwrap_or(true) {
             let lock = self.lock_for(&id);
@@ -303,6 +308,7 @@ impl Service {
             // Validated when set; a record from elsewhere that does not parse gets nothing.
             egress: validate::egress(&rec.sandbox.egress)
                 .unwrap_or(warren_local::EgressPolicy::Deny),
+            volumes: self.spec_volumes(&rec.sandbox.volumes).await?,
         })
     }
 

@@ -13,6 +13,7 @@ mod pty;
 mod pull;
 mod usage;
 pub(crate) mod validate;
+mod volumes;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -86,6 +87,9 @@ struct Inner {
     // Layer collection (write side) against everything between storing or choosing layers and
     // recording what uses them: pulls, imports, creates (read side).
     images_gc: tokio::sync::RwLock<()>,
+    // Held (shared) from a create's volume check until the sandbox is recorded, so a volume
+    // is never removed under a sandbox about to mount it.
+    volumes_gc: tokio::sync::RwLock<()>,
     // Network lease allocation reads then writes the store: one allocation at a time.
     net_alloc: tokio::sync::Mutex<()>,
     agents: Mutex<HashMap<String, AgentClient>>,
@@ -142,6 +146,7 @@ impl Service {
                 samples: Mutex::default(),
                 net_alloc: tokio::sync::Mutex::default(),
                 images_gc: tokio::sync::RwLock::default(),
+                volumes_gc: tokio::sync::RwLock::default(),
                 agents: Mutex::default(),
                 routes: Mutex::default(),
                 routes_epoch: Default::default(),

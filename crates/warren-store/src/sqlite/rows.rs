@@ -89,3 +89,13 @@ pub(super) fn exec_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<ExecRecord,
         id,
     })
 }
+
+pub(super) fn volume_from_row(
+    row: &sqlx::sqlite::SqliteRow,
+) -> Result<(String, u64, DateTime<Utc>), StoreError> {
+    let name: String = row.try_get("name")?;
+    let size: i64 = row.try_get("size_mb")?;
+    let at: String = row.try_get("created_at")?;
+    let at = parse_ts(&format!("volume {name}"), &at)?;
+    Ok((name, u64::try_from(size).unwrap_or(0), at))
+}
