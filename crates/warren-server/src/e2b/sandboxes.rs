@@ -26,7 +26,7 @@ fn id(raw: &str) -> Result<SandboxId, E2bError> {
 }
 
 /// A JSON body; an empty one is the type's default where it has one.
-fn body<T: DeserializeOwned>(
+pub(super) fn body<T: DeserializeOwned>(
     bytes: &Result<Bytes, BytesRejection>,
     empty: Option<T>,
 ) -> Result<T, E2bError> {
@@ -94,6 +94,7 @@ pub async fn create(
         timeout_s: req.timeout,
         on_timeout: (req.auto_pause == Some(true)).then_some(OnTimeout::Pause),
         auto_resume: Some(req.auto_resume()),
+        volumes: req.volume_mounts(),
         egress: Some(egress),
         public: Some(req.public()),
         ..CreateSandbox::default()

@@ -29,7 +29,14 @@ pub struct NewSandbox {
     pub env_vars: Option<BTreeMap<String, String>>,
     pub mcp: Option<Value>,
     pub iam: Option<Value>,
-    pub volume_mounts: Option<Vec<Value>>,
+    pub volume_mounts: Option<Vec<VolumeMountE2b>>,
+}
+
+/// A create's `volumeMounts` entry.
+#[derive(Debug, Deserialize)]
+pub struct VolumeMountE2b {
+    pub name: String,
+    pub path: String,
 }
 
 /// `POST /sandboxes/{id}/pause` (the body is optional). `requireHealthyGuest` is ignored: a
@@ -65,6 +72,19 @@ impl NewSandbox {
         }
     }
 
+    /// `volumeMounts`, as Warren's volumes (read-write: E2B's have no read-only flag).
+    pub fn volume_mounts(&self) -> Vec<warren_api::VolumeMount> {
+        self.volume_mounts
+            .iter()
+            .flatten()
+            .map(|m| warren_api::VolumeMount {
+                name: m.name.clone(),
+                path: m.path.clone(),
+                read_only: false,
+            })
+            .collect()
+    }
+
     /// The options Warren has no counterpart for, when the request sets them.
     pub fn unsupported(&self) -> Vec<&'static str> {
         let set = |v: &Option<Value>| v.as_ref().is_some_and(|v| !v.is_null());
@@ -74,9 +94,6 @@ impl NewSandbox {
         }
         if set(&self.iam) {
             out.push("iam");
-        }
-        if self.volume_mounts.as_ref().is_some_and(|v| !v.is_empty()) {
-            out.push("volumeMounts");
         }
         if let Some(n) = &self.network {
             for (name, v) in [
