@@ -14,6 +14,7 @@ mod proxy;
 mod raw;
 mod report;
 mod server;
+mod state;
 
 use std::io::IsTerminal;
 use std::os::unix::fs::MetadataExt;
@@ -52,6 +53,9 @@ pub enum BenchCommand {
     /// Raw `runsc checkpoint` and `restore` of a sandbox holding 64 MiB and 512 MiB of
     /// touched memory: each one's p50 and the image's size on disk.
     Checkpoint(checkpoint::CheckpointBenchArgs),
+    /// Warren's pause and resume of a gVisor sandbox holding 64 MiB and 512 MiB of touched
+    /// memory, beside raw `runsc checkpoint` and `restore` of the same, in one run.
+    State(state::StateBenchArgs),
 }
 
 #[derive(Args)]
@@ -111,6 +115,7 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
         Some(BenchCommand::Noisy(n)) => return noisy::run(n).await,
         Some(BenchCommand::Gvisor(g)) => return gvisor::run(g).await,
         Some(BenchCommand::Checkpoint(c)) => return checkpoint::run(c).await,
+        Some(BenchCommand::State(st)) => return state::run(st).await,
         None => {}
     }
     let runtimes = a.runtimes();

@@ -146,3 +146,21 @@ async fn the_server_mounts_cgroup2_with_favordynmods() {
     }
     s.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dev_shm_is_as_large_as_the_memory_limit() {
+    let s = TestServer::start().await;
+    for rt in ["gvisor", "runc"] {
+        let sb = s
+            .create(json!({"image": "busybox", "runtime": rt, "memory_mb": 300}))
+            .await;
+        let id = sb["id"].as_str().expect("id");
+        // Past the runtimes' default of 64 MiB.
+        let out = s
+            .sh(id, "head -c 100000000 /dev/zero > /dev/shm/big && ls -l /dev/shm/big | awk '{print $5}'; df -m /dev/shm | awk 'NR==2 {print $2}'")
+            .await;
+        assert_eq!(out, "100000000\n300\n", "{rt}");
+        s.delete(id).await;
+    }
+    s.shutdown().await;
+}

@@ -249,6 +249,22 @@ fn build_config(
         .build()?;
 
     let mut mounts: Vec<Mount> = oci_spec::runtime::get_default_mounts();
+    // The default /dev/shm holds 64 MiB; browsers and ML code want more. It is memory, so
+    // the sandbox's memory limit bounds it anyway: as large as that.
+    for m in mounts
+        .iter_mut()
+        .filter(|m| m.destination() == Path::new("/dev/shm"))
+    {
+        let mut opts: Vec<String> = m
+            .options()
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|o| !o.starts_with("size="))
+            .collect();
+        opts.push(format!("size={}m", spec.memory_mb.max(1)));
+        m.set_options(Some(opts));
+    }
     mounts.push(bind(AGENT_PATH_IN_SANDBOX, spec.agent, true)?);
     mounts.push(bind("/etc/hostname", hostname, false)?);
     mounts.push(bind("/etc/hosts", hosts, false)?);

@@ -113,6 +113,8 @@ pub struct CliRuntime {
     /// Whether `checkpoint` can work: runsc's is built in; crun needs CRIU, which Debian's
     /// crun lacks.
     checkpoints: bool,
+    /// Its `--version`, once asked.
+    version: tokio::sync::OnceCell<String>,
 }
 
 impl CliRuntime {
@@ -150,6 +152,7 @@ impl CliRuntime {
             binary: cfg.binary.clone(),
             global,
             checkpoints: true,
+            version: Default::default(),
         }
     }
 
@@ -159,6 +162,7 @@ impl CliRuntime {
             binary: PathBuf::from("crun"),
             global: vec![format!("--root={}", root.display())],
             checkpoints: false,
+            version: Default::default(),
         }
     }
 
@@ -291,11 +295,17 @@ impl ContainerRuntime for CliRuntime {
     }
 
     async fn version(&self) -> io::Result<String> {
-        let (ok, stdout, stderr) = self.call(&["--version"]).await?;
-        match stdout.lines().next() {
-            Some(line) if ok => Ok(line.trim().to_owned()),
-            _ => Err(self.failed("--version", &stderr)),
-        }
+        // Asked once: a pause and a resume each want it, and a process spawn costs ms.
+        self.version
+            .get_or_try_init(|| async {
+                let (ok, stdout, stderr) = self.call(&["--version"]).await?;
+                match stdout.lines().next() {
+                    Some(line) if ok => Ok(line.trim().to_owned()),
+                    _ => Err(self.failed("--version", &stderr)),
+                }
+            })
+            .await
+            .cloned()
     }
 }
 

@@ -41,16 +41,16 @@ pub struct CheckpointBenchArgs {
 
 /// One size's numbers.
 #[derive(Debug, Serialize)]
-struct SizeResult {
-    memory_mib: u32,
+pub(super) struct SizeResult {
+    pub(super) memory_mib: u32,
     /// `runsc checkpoint`, from spawning it to its exit (the image is written by then).
-    checkpoint: Stats,
+    pub(super) checkpoint: Stats,
     /// `runsc restore --detach`, from spawning it to its exit (the sandbox runs by then).
-    restore: Stats,
+    pub(super) restore: Stats,
     /// Disk blocks of the last image, bytes.
-    image_on_disk: u64,
+    pub(super) image_on_disk: u64,
     /// The last image's files' lengths, bytes.
-    image_bytes: u64,
+    pub(super) image_bytes: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -159,6 +159,16 @@ async fn measure_size(
     dir: &Path,
     mib: u32,
 ) -> anyhow::Result<SizeResult> {
+    raw_cycles(raw, dir, mib, a.iterations).await
+}
+
+/// Raw checkpoint/restore cycles of a sandbox holding `mib` MiB, `iterations` timed.
+pub(super) async fn raw_cycles(
+    raw: &Raw,
+    dir: &Path,
+    mib: u32,
+    iterations: u32,
+) -> anyhow::Result<SizeResult> {
     // `done` either way, `filled` only when the blob is whole: a failed fill is told apart
     // from a slow one.
     let fill = format!(
@@ -193,7 +203,7 @@ async fn measure_size(
         let mut restores = Vec::new();
         let mut last_image: Option<PathBuf> = None;
         let mut size = (0, 0);
-        for i in 0..=a.iterations {
+        for i in 0..=iterations {
             let image = dir.join(format!("image-{mib}-{i}"));
             let image_arg = format!("--image-path={}", image.display());
             let took = runsc(
@@ -228,7 +238,7 @@ async fn measure_size(
             if i > 0 {
                 checkpoints.push(took);
                 restores.push(back);
-                super::progress(&label, i, a.iterations);
+                super::progress(&label, i, iterations);
             }
         }
         anyhow::Ok((checkpoints, restores, size))

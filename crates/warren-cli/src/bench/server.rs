@@ -240,10 +240,49 @@ impl Api {
         Ok(n)
     }
 
+    /// `POST /v1/sandboxes/{id}/{verb}` (`pause`, `resume`) with no body; the round trip
+    /// and the answer.
+    pub async fn lifecycle(
+        &self,
+        id: &SandboxId,
+        verb: &str,
+    ) -> anyhow::Result<(Duration, Sandbox)> {
+        let t = Instant::now();
+        let resp = self
+            .send(
+                self.req(Method::POST, &format!("/v1/sandboxes/{id}/{verb}")),
+                verb,
+            )
+            .await?;
+        let took = t.elapsed();
+        let sb: Sandbox = resp
+            .json()
+            .await
+            .with_context(|| format!("{verb} answer"))?;
+        Ok((took, sb))
+    }
+
+    /// Runs `sh -c script` in sandbox `id`; fails unless it exits 0.
+    pub async fn sh(&self, id: &SandboxId, script: &str) -> anyhow::Result<()> {
+        let cmd = vec!["sh".into(), "-c".into(), script.into()];
+        self.exec_ok(id, cmd, Some(600)).await.map(|_| ())
+    }
+
     /// Runs `true` in sandbox `id`; returns the round trip.
     pub async fn exec_true(&self, id: &SandboxId) -> anyhow::Result<Duration> {
+        self.exec_ok(id, vec!["true".to_owned()], None).await
+    }
+
+    /// Runs `cmd` in sandbox `id`; its round trip, or why it did not exit 0.
+    async fn exec_ok(
+        &self,
+        id: &SandboxId,
+        cmd: Vec<String>,
+        timeout_s: Option<u64>,
+    ) -> anyhow::Result<Duration> {
         let body = ExecRequest {
-            cmd: vec!["true".to_owned()],
+            cmd,
+            timeout_s,
             ..Default::default()
         };
         let t = Instant::now();
@@ -258,7 +297,8 @@ impl Api {
         let took = t.elapsed();
         if res.exit_code != 0 {
             bail!(
-                "`true` in sandbox {id} exited {}: {}",
+                "{:?} in sandbox {id} exited {}: {}",
+                body.cmd,
                 res.exit_code,
                 res.stderr.trim()
             );

@@ -38,6 +38,11 @@ fn write_manifest(dir: &Path, receipt: &PauseReceipt) -> std::io::Result<()> {
     fs::File::open(dir)?.sync_all()
 }
 
+/// A scoped thread's result, a panic in it as an error.
+fn joined<T>(r: std::thread::Result<std::io::Result<T>>) -> std::io::Result<T> {
+    r.unwrap_or_else(|_| Err(std::io::Error::other("a pause thread panicked")))
+}
+
 fn sync_dir_files(dir: &Path) -> std::io::Result<()> {
     for entry in fs::read_dir(dir)? {
         let entry = entry?;
@@ -140,10 +145,18 @@ impl LocalBackend {
         let disk = self.disk(id).image;
         let done = self.pause_dir(id);
         let receipt = tokio::task::spawn_blocking(move || -> std::io::Result<PauseReceipt> {
-            sync_dir_files(&dir)?;
-            fs::File::open(&disk)?.sync_all()?;
-            let memory = hash_files(&dir)?;
-            let filesystem = hash_extents(&disk)?;
+            // Written to disk and hashed at once: both read the same page cache.
+            let (synced, memory, filesystem) = std::thread::scope(|s| {
+                let synced = s.spawn(|| {
+                    sync_dir_files(&dir)?;
+                    fs::File::open(&disk)?.sync_all()
+                });
+                let filesystem = s.spawn(|| hash_extents(&disk));
+                let memory = hash_files(&dir);
+                (joined(synced.join()), memory, joined(filesystem.join()))
+            });
+            synced?;
+            let (memory, filesystem) = (memory?, filesystem?);
             let receipt = PauseReceipt {
                 version: RECEIPT_VERSION,
                 paused_at: Utc::now(),
@@ -178,8 +191,8 @@ impl LocalBackend {
         serde_json::from_slice(&text).map_err(|e| image_error(format!("its receipt: {e}")))
     }
 
-    /// Checks the pause image against its receipt: the runtime's version and both hashes.
-    pub async fn verify_pause(
+    /// The receipt, checked to be by this runtime's version.
+    async fn trusted_receipt(
         &self,
         id: &str,
         runtime: Runtime,
@@ -196,27 +209,33 @@ impl LocalBackend {
                 receipt.runtime, receipt.runtime_version
             )));
         }
-        let dir = self.pause_dir(id);
-        let disk = self.disk(id).image;
-        let (memory, filesystem) = tokio::task::spawn_blocking(move || {
-            Ok::<_, std::io::Error>((hash_files(&dir)?, hash_extents(&disk)?))
+        Ok(receipt)
+    }
+
+    /// Hashes one part of the pause image (blocking work on its own threads) and compares it
+    /// with the receipt's.
+    async fn check_part(
+        &self,
+        id: &str,
+        what: &'static str,
+        want: &warren_api::ImagePart,
+    ) -> Result<(), LocalError> {
+        let (dir, disk) = (self.pause_dir(id), self.disk(id).image);
+        let got = tokio::task::spawn_blocking(move || match what {
+            "memory" => hash_files(&dir),
+            _ => hash_extents(&disk),
         })
         .await
         .map_err(|e| step("verify")(e.to_string()))?
         .map_err(|e| image_error(format!("reading the pause image: {e}")))?;
-        for (what, want, got) in [
-            ("memory", &receipt.memory, &memory),
-            ("filesystem", &receipt.filesystem, &filesystem),
-        ] {
-            if want != got {
-                return Err(image_error(format!(
-                    "the pause image's {what} does not match its receipt ({} bytes, sha256 {}; \
-                     the receipt says {} bytes, sha256 {}): refusing to restore it",
-                    got.bytes, got.sha256, want.bytes, want.sha256
-                )));
-            }
+        if *want != got {
+            return Err(image_error(format!(
+                "the pause image's {what} does not match its receipt ({} bytes, sha256 {}; \
+                 the receipt says {} bytes, sha256 {}): refusing to restore it",
+                got.bytes, got.sha256, want.bytes, want.sha256
+            )));
         }
-        Ok(receipt)
+        Ok(())
     }
 
     /// Restores a paused sandbox from its pause image, verified first, at its address. On
@@ -224,8 +243,11 @@ impl LocalBackend {
     pub async fn resume(&self, spec: &SandboxSpec) -> Result<Provisioned, LocalError> {
         let began = Instant::now();
         let mut steps = Vec::new();
-        self.verify_pause(&spec.id, spec.runtime).await?;
-        steps.push(("verify", began.elapsed()));
+        let receipt = self.trusted_receipt(&spec.id, spec.runtime).await?;
+        // The disk first: mounting it writes to it. The memory image is hashed meanwhile the
+        // rest is readied, and the restore waits for both.
+        self.check_part(&spec.id, "filesystem", &receipt.filesystem)
+            .await?;
         let lease = self.net.lease(spec.net_index);
         if !lease.exists() {
             return Err(step("network")(format!(
@@ -233,10 +255,14 @@ impl LocalBackend {
                 lease.netns_path()
             )));
         }
-        lease
-            .readdress()
-            .await
-            .map_err(|e| step("network")(e.to_string()))?;
+        let (memory, readdressed) = tokio::join!(
+            self.check_part(&spec.id, "memory", &receipt.memory),
+            lease.readdress()
+        );
+        memory?;
+        readdressed.map_err(|e| step("network")(e.to_string()))?;
+        steps.push(("verify", began.elapsed()));
+        // Only now: mounting the disk writes to it (its superblock, its journal).
         let t = Instant::now();
         let res = self.restore(spec).await;
         if res.is_err() {
@@ -253,12 +279,34 @@ impl LocalBackend {
 
     /// Removes what a failed or cut-off restore made (container, cgroup, mounts), keeping
     /// the network and the pause image.
+    ///
+    /// Its disk was verified before it was mounted, and mounting it wrote to it (superblock,
+    /// journal): the receipt's filesystem part is hashed again from what is there now, so the
+    /// next resume does not take that for corruption.
     pub async fn undo_restore(&self, id: &str, runtime: Runtime) {
         if let Err(e) = self.runtime(runtime).delete(id).await {
             tracing::warn!(sandbox = id, "removing a failed restore: {e}");
         }
         cgroup::remove(self.cgroups, &self.cgroups_path(id));
-        let _ = self.unmount_rootfs(id);
+        let mounted = crate::rootfs::is_mounted(&self.disk(id).mount);
+        if self.unmount_rootfs(id).is_err() || !mounted {
+            return;
+        }
+        let Ok(mut receipt) = self.pause_receipt(id) else {
+            return;
+        };
+        let (disk, dir) = (self.disk(id).image, self.pause_dir(id));
+        let rewritten = tokio::task::spawn_blocking(move || {
+            receipt.filesystem = hash_extents(&disk)?;
+            write_manifest(&dir, &receipt)
+        })
+        .await;
+        if !matches!(rewritten, Ok(Ok(()))) {
+            tracing::warn!(
+                sandbox = id,
+                "re-hashing its disk after a failed restore: {rewritten:?}"
+            );
+        }
     }
 
     async fn restore(&self, spec: &SandboxSpec) -> Result<(), LocalError> {

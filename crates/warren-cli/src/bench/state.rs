@@ -1,0 +1,202 @@
+//! `warren bench state`: Warren's pause and resume of a gVisor sandbox holding N MiB of
+//! touched memory (random bytes in its /dev/shm: gVisor's memory), beside raw `runsc
+//! checkpoint` and `restore` of the same in one run. Warren's pause also unmounts the
+//! sandbox's disk and hashes the image and the disk for the receipt; its resume checks them,
+//! mounts the disk, restores and waits for the agent to answer: all of that is in its figures.
+use std::path::Path;
+
+use clap::Args;
+use serde::Serialize;
+use warren_api::{CreateSandbox, Runtime};
+use warren_local::runtime::{GvisorConfig, GVISOR_VERSION};
+
+use super::checkpoint::{raw_cycles, SizeResult};
+use super::raw::{self, Raw};
+use super::report::Stats;
+use super::server::{self, InProcess, IMAGE};
+
+/// Each of pause and resume may take at most this many times its raw counterpart.
+const MAX_RATIO: f64 = 1.5;
+/// Resume of the 512 MiB sandbox: under this, ms.
+const RESUME_512_MS: f64 = 1000.0;
+
+#[derive(Args)]
+pub struct StateBenchArgs {
+    /// Memory the sandbox holds, MiB; repeat the flag or give a comma-separated list.
+    #[arg(long = "size", value_name = "MIB", value_delimiter = ',', num_args = 1.., default_values = ["64", "512"], value_parser = clap::value_parser!(u32).range(1..=16384))]
+    sizes_mib: Vec<u32>,
+    /// Timed pause/resume cycles per size (and raw checkpoint/restore cycles), after one
+    /// untimed.
+    #[arg(long, short = 'n', default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    iterations: u32,
+    /// Print the results as JSON instead of the table.
+    #[arg(long)]
+    json: bool,
+    /// Keep the scratch directory and print its path.
+    #[arg(long)]
+    keep: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct SizeRow {
+    memory_mib: u32,
+    pause: Stats,
+    resume: Stats,
+    raw: SizeResult,
+    /// The last receipt's memory image size, bytes.
+    image_bytes: u64,
+}
+
+#[derive(Debug, Serialize)]
+struct StateReport {
+    gvisor_version: &'static str,
+    cores: usize,
+    iterations: u32,
+    sizes: Vec<SizeRow>,
+}
+
+pub async fn run(a: StateBenchArgs) -> anyhow::Result<()> {
+    let scratch = super::begin("state")?;
+    let dir = scratch.path().to_owned();
+    let mut slot: Option<InProcess> = None;
+    let result = super::unless_interrupted(measure(&a, &dir, &mut slot)).await;
+    eprintln!("warren bench state: cleaning up");
+    let clean = InProcess::shutdown_any(slot).await & raw::cleanup(&dir.join("raw")).await;
+    super::finish_scratch(scratch, a.keep, clean);
+    super::print_report(&result?, a.json, table)
+}
+
+async fn measure(
+    a: &StateBenchArgs,
+    dir: &Path,
+    slot: &mut Option<InProcess>,
+) -> anyhow::Result<StateReport> {
+    let tree = dir.join("busybox-rootfs");
+    crate::rootfs::busybox_tree(&tree)?;
+    let raw = Raw::prepare_on(&dir.join("raw"), &tree, raw::DEFAULT_PLATFORM).await?;
+    let tar = super::busybox_tar(dir)?;
+    let gvisor = GvisorConfig {
+        network: "sandbox".into(),
+        ..GvisorConfig::default()
+    };
+    let (api, _) =
+        server::start_with(dir, Runtime::Gvisor, None, Default::default(), gvisor, slot).await?;
+    api.import(&tar).await?;
+    let mut sizes = Vec::new();
+    for &mib in &a.sizes_mib {
+        let raw_row = raw_cycles(&raw, dir, mib, a.iterations).await?;
+        let label = format!("pause/resume {mib} MiB");
+        eprintln!("{label}: filling the sandbox's memory");
+        let (_, sb) = api
+            .create_with(CreateSandbox {
+                image: Some(IMAGE.to_owned()),
+                runtime: Some(Runtime::Gvisor),
+                memory_mb: Some(u64::from(mib) + 256),
+                cmd: vec!["sleep".into(), "1000000".into()],
+                timeout_s: Some(0),
+                ..Default::default()
+            })
+            .await?;
+        api.sh(
+            &sb.id,
+            &format!(
+                "head -c {} /dev/urandom > /dev/shm/blob",
+                u64::from(mib) << 20
+            ),
+        )
+        .await?;
+        let (mut pauses, mut resumes, mut image_bytes) = (Vec::new(), Vec::new(), 0);
+        for i in 0..=a.iterations {
+            let (p, paused) = api.lifecycle(&sb.id, "pause").await?;
+            image_bytes = paused.pause.map_or(0, |r| r.memory.bytes);
+            let (r, _) = api.lifecycle(&sb.id, "resume").await?;
+            if i > 0 {
+                pauses.push(p);
+                resumes.push(r);
+                super::progress(&label, i, a.iterations);
+            }
+        }
+        // Whole after it all.
+        api.sh(
+            &sb.id,
+            &format!("test $(wc -c < /dev/shm/blob) -eq {}", u64::from(mib) << 20),
+        )
+        .await?;
+        api.delete(&sb.id).await?;
+        sizes.push(SizeRow {
+            memory_mib: mib,
+            pause: Stats::of(&pauses),
+            resume: Stats::of(&resumes),
+            raw: raw_row,
+            image_bytes,
+        });
+    }
+    Ok(StateReport {
+        gvisor_version: GVISOR_VERSION,
+        cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        iterations: a.iterations,
+        sizes,
+    })
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok {
+        "ok"
+    } else {
+        "MISS"
+    }
+}
+
+fn table(r: &StateReport) -> String {
+    let mut s = format!(
+        "warren bench state — runsc {}, gVisor systrap, its own network stack; busybox sandbox \
+         holding N MiB of random bytes in /dev/shm; {} timed cycles per size; {} cores\n\n",
+        r.gvisor_version, r.iterations, r.cores
+    );
+    s.push_str(&format!(
+        "{:<8} {:<8} {:>10} {:>10} │ {:<16} {:>10} {:>10} │ {:>6}  {:<22} {}\n",
+        "memory", "warren", "p50", "p95", "raw runsc", "p50", "p95", "ratio", "target", "result"
+    ));
+    for x in &r.sizes {
+        for (what, ours, raw_what, theirs) in [
+            ("pause", &x.pause, "checkpoint", &x.raw.checkpoint),
+            ("resume", &x.resume, "restore --detach", &x.raw.restore),
+        ] {
+            let ratio = ours.p50_ms / theirs.p50_ms;
+            let mut target = format!("≤{MAX_RATIO}× raw");
+            let mut ok = ratio <= MAX_RATIO;
+            if what == "resume" && x.memory_mib == 512 {
+                target.push_str(&format!(", <{RESUME_512_MS:.0} ms"));
+                ok &= ours.p50_ms < RESUME_512_MS;
+            }
+            s.push_str(&format!(
+                "{:<8} {:<8} {:>7.1} ms {:>7.1} ms │ {:<16} {:>7.1} ms {:>7.1} ms │ {:>5.2}×  {:<22} {}\n",
+                format!("{} MiB", x.memory_mib),
+                what,
+                ours.p50_ms,
+                ours.p95_ms,
+                raw_what,
+                theirs.p50_ms,
+                theirs.p95_ms,
+                ratio,
+                target,
+                verdict(ok)
+            ));
+        }
+    }
+    s.push_str(
+        "\nwarren pause: API round trip of POST /pause (checkpoint, container removed, disk \
+         unmounted, image and disk hashed, receipt synced). warren resume: POST /resume (image \
+         and disk checked against the receipt, disk mounted, restore, agent answering). raw: \
+         the runsc commands alone on the same runsc, image in the page cache.\n",
+    );
+    for x in &r.sizes {
+        s.push_str(&format!(
+            "{} MiB: Warren's memory image {:.1} MiB, raw image {:.1} MiB\n",
+            x.memory_mib,
+            x.image_bytes as f64 / f64::from(1 << 20),
+            x.raw.image_bytes as f64 / f64::from(1 << 20)
+        ));
+    }
+    s
+}
