@@ -18,7 +18,8 @@ pub use id::SandboxId;
 pub use image::{Image, ImageConfig, ImageList, PullEvent, PullImage, PullPolicy};
 pub use pause::{ImagePart, PauseReceipt};
 pub use sandbox::{
-    CreateSandbox, Egress, ListeningPort, LogLine, LogList, LogStream, OnTimeout, ResumeSandbox,
-    Runtime, Sandbox, SandboxList, SandboxMetrics, SandboxState, SetNetwork, SetTimeout,
+    CreateSandbox, Egress, ForkSandbox, ListeningPort, LogLine, LogList, LogStream, OnTimeout,
+    ResumeSandbox, Runtime, Sandbox, SandboxList, SandboxMetrics, SandboxState, SetNetwork,
+    SetTimeout,
 };
 pub use volume::{CreateVolume, Volume, VolumeList, VolumeMount};

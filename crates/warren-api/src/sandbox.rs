@@ -391,6 +391,18 @@ pub struct ResumeSandbox {
     pub timeout_s: Option<u64>,
 }
 
+/// `POST /v1/sandboxes/{id}/fork` (the body is optional).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForkSandbox {
+    /// The fork's labels [default: the source's].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<BTreeMap<String, String>>,
+    /// The fork's lifetime in seconds; `0` = no limit [default: 300].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_s: Option<u64>,
+}
+
 /// `POST /v1/sandboxes/{id}/timeout`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

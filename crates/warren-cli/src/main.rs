@@ -103,6 +103,8 @@ enum Command {
     Pause(pause::PauseArgs),
     /// Resume a paused sandbox as it was (its image is checked against its receipt first).
     Resume(pause::ResumeArgs),
+    /// Fork a gVisor sandbox: a new one with a copy of its files and its running processes.
+    Fork(pause::ForkArgs),
     /// Manage images.
     #[command(subcommand)]
     Image(image::ImageCommand),
@@ -384,6 +386,7 @@ fn main() -> ExitCode {
             Command::Start(a) => verbs::lifecycle(a, "start").await.map(|_| 0),
             Command::Pause(a) => pause::pause(a).await.map(|_| 0),
             Command::Resume(a) => pause::resume(a).await.map(|_| 0),
+            Command::Fork(a) => pause::fork(a).await.map(|_| 0),
             Command::Image(c) => image::run(c).await.map(|_| 0),
             Command::Volume(c) => volume::run(c).await.map(|_| 0),
             Command::Bench(a) => bench::run(a).await.map(|_| 0),

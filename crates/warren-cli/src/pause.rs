@@ -1,7 +1,8 @@
-//! `warren pause` and `warren resume`: a sandbox's processes and memory to disk and back.
+//! `warren pause`, `warren resume` and `warren fork`: a sandbox's processes and memory to disk
+//! and back, or into a new sandbox.
 use clap::Args;
 use reqwest::Method;
-use warren_api::{PauseReceipt, ResumeSandbox, Sandbox};
+use warren_api::{ForkSandbox, PauseReceipt, ResumeSandbox, Sandbox};
 
 use crate::ClientOpts;
 
@@ -68,6 +69,39 @@ pub async fn resume(a: ResumeArgs) -> anyhow::Result<()> {
         .json(
             client
                 .request(Method::POST, &format!("/v1/sandboxes/{}/resume", a.id))
+                .json(&body),
+        )
+        .await?;
+    if a.opts.json {
+        println!("{}", serde_json::to_string_pretty(&s)?);
+    } else {
+        println!("{} {}", s.id, s.state);
+    }
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct ForkArgs {
+    /// Sandbox id (running or paused; gVisor).
+    id: String,
+    /// Seconds the fork may live (0: no limit) [default: the server's, 300].
+    #[arg(long)]
+    timeout: Option<u64>,
+    #[command(flatten)]
+    opts: ClientOpts,
+}
+
+pub async fn fork(a: ForkArgs) -> anyhow::Result<()> {
+    let client = a.opts.client();
+    let body = ForkSandbox {
+        metadata: None,
+        timeout_s: a.timeout,
+    };
+    eprintln!("forking {} (its memory and files are copied)…", a.id);
+    let s: Sandbox = client
+        .json(
+            client
+                .request(Method::POST, &format!("/v1/sandboxes/{}/fork", a.id))
                 .json(&body),
         )
         .await?;

@@ -412,3 +412,53 @@ async fn auto_resume_brings_a_paused_sandbox_back_for_the_request_that_reaches_i
     s.delete(&id).await;
     s.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fork_runs_the_sources_processes_with_their_memory_at_its_own_address() {
+    let s = TestServer::start_with(SERVE).await;
+    let id = make(&s).await;
+    let before = inside(&s, &id).await;
+    let resp = s
+        .post(
+            &format!("/v1/sandboxes/{id}/fork"),
+            Some(json!({"metadata": {"role": "fork"}})),
+        )
+        .await;
+    let status = resp.status();
+    let fork: Value = resp.json().await.expect("fork body");
+    assert_eq!(status, StatusCode::CREATED, "{fork}");
+    let fid = fork["id"].as_str().expect("id").to_owned();
+    assert_ne!(fid, id);
+    assert_eq!(fork["state"], "running");
+    assert_eq!(fork["metadata"]["role"], "fork");
+    let source = s.get(&id).await.1;
+    assert_eq!(source["state"], "running", "the source runs on: {source}");
+    assert_ne!(fork["ip"], source["ip"], "its own address");
+    // The same processes (pids), the same memory, the same files, in both.
+    assert_eq!(inside(&s, &fid).await, before);
+    assert_eq!(inside(&s, &id).await, before);
+    // The fork's web server answers at the fork's own preview URL, and the counter goes on
+    // from where the source was (not from 1).
+    let (status, body) = through_proxy(&s, &fid).await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "hello\n"));
+    assert!(count(&s, &fid).await > 1);
+    // From here they part: what one writes the other does not see.
+    s.sh(&fid, "echo only-in-fork > /tmp/own").await;
+    s.sh(&id, "echo only-in-source > /tmp/own").await;
+    assert_eq!(s.sh(&fid, "cat /tmp/own").await, "only-in-fork\n");
+    assert_eq!(s.sh(&id, "cat /tmp/own").await, "only-in-source\n");
+    // A paused source forks too, and stays paused.
+    assert_eq!(pause(&s, &id).await.0, StatusCode::OK);
+    let resp = s.post(&format!("/v1/sandboxes/{id}/fork"), None).await;
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let second: Value = resp.json().await.expect("fork body");
+    let sid = second["id"].as_str().expect("id").to_owned();
+    assert_eq!(s.get(&id).await.1["state"], "paused");
+    assert_eq!(s.sh(&sid, "cat /tmp/own").await, "only-in-source\n");
+    for x in [&id, &fid, &sid] {
+        let sb = s.get(x).await.1;
+        s.delete(x).await;
+        assert!(s.leftovers(&sb).is_empty(), "{x}: {:?}", s.leftovers(&sb));
+    }
+    s.shutdown().await;
+}

@@ -9,9 +9,8 @@ use std::time::{Duration, Instant};
 use ipnet::Ipv4Net;
 use warren_api::Runtime;
 
-use crate::bundle::{self, BundleSpec, AGENT_PORT};
+use crate::bundle::AGENT_PORT;
 use crate::cgroup::{self, CgroupMode};
-use crate::confinement::USERNS_HOST_BASE;
 use crate::disk::SandboxDisk;
 use crate::firewall::{self, EgressPolicy, Firewall};
 use crate::host::{raise_nofile, resolv_conf, which};
@@ -20,10 +19,12 @@ use crate::images::ImageStore;
 use crate::net::{Lease, NetPlan};
 use crate::netpool::NetPool;
 use crate::pull::Puller;
-use crate::rootfs::{self, OverlayMount};
+use crate::rootfs;
 use crate::runtime::{CliRuntime, ContainerRuntime, ContainerStatus};
 
+mod fork;
 mod network;
+mod parts;
 mod pause;
 mod volumes;
 
@@ -371,58 +372,19 @@ impl LocalBackend {
                 missing.display()
             )));
         }
-        let overlay = self.mount_rootfs(spec)?;
+        self.mount_rootfs(spec)?;
         let volume_binds = self.mount_volumes(spec)?;
         steps.push(("rootfs", t.elapsed()));
 
         let t = Instant::now();
-        let lease = self.net.lease(spec.net_index);
-        if !lease.exists() {
-            lease
-                .create()
-                .await
-                .map_err(|e| step("network")(e.to_string()))?;
-        }
-        // Before anything runs in the namespace: a veth without its rules can send nothing.
-        let prepared = self.take_allow_ready(spec.net_index);
-        if !(prepared && spec.egress == EgressPolicy::Allow) {
-            self.firewall
-                .apply(&lease, &spec.egress)
-                .await
-                .map_err(|e| step("network")(e.to_string()))?;
-        }
+        let lease = self.ready_network(spec).await?;
         steps.push(("network", t.elapsed()));
 
         let t = Instant::now();
+        self.write_bundle_for(spec, &lease, &volume_binds)?;
+        steps.push(("bundle", t.elapsed()));
         let dir = self.sandbox_dir(&spec.id);
         let bundle_dir = dir.join("bundle");
-        let netns_path = lease.netns_path();
-        let cgroups_path = self.cgroups_path(&spec.id);
-        bundle::write_bundle(
-            &bundle_dir,
-            &BundleSpec {
-                id: &spec.id,
-                runtime: spec.runtime,
-                rootfs: &overlay.merged,
-                agent: &self.cfg.agent_binary,
-                netns_path: &netns_path,
-                cgroups_path: &cgroups_path,
-                token: &spec.token,
-                cmd: &spec.cmd,
-                cwd: &spec.cwd,
-                user: &spec.user,
-                env: &spec.env,
-                cpu: spec.cpu,
-                memory_mb: spec.memory_mb,
-                pids: spec.pids,
-                ip: lease.sandbox_ip,
-                resolv_conf: &self.resolv_conf,
-                nofile: self.cfg.nofile,
-                volumes: &volume_binds,
-            },
-        )
-        .map_err(|e| step("bundle")(e.to_string()))?;
-        steps.push(("bundle", t.elapsed()));
 
         let t = Instant::now();
         self.runtime(spec.runtime)
@@ -440,56 +402,6 @@ impl LocalBackend {
             agent_addr: SocketAddr::from((lease.sandbox_ip, AGENT_PORT)),
             steps,
         })
-    }
-
-    /// Mounts a sandbox's root filesystem: its own disk (made the first time), and the
-    /// overlay of the image's layers with the disk's upper directory.
-    fn mount_rootfs(&self, spec: &SandboxSpec) -> Result<OverlayMount, LocalError> {
-        let upper_root = self.upper_root(&spec.id);
-        let disk = self.disk(&spec.id);
-        if upper_root == disk.mount {
-            disk.ensure(spec.disk_mb, &self.cfg.data_dir.join("disk-templates"))
-                .map_err(|e| step("rootfs")(format!("its disk: {e}")))?;
-        }
-        let overlay = OverlayMount::new(&upper_root, self.rootfs_dir(&spec.id), &spec.layers);
-        let (idmap, owner) = match spec.runtime {
-            Runtime::Runc => {
-                let map = self
-                    .idmap
-                    .as_ref()
-                    .as_ref()
-                    .map_err(|e| step("rootfs")(e.clone()))?;
-                (Some(map), USERNS_HOST_BASE)
-            }
-            Runtime::Gvisor => (None, 0),
-        };
-        overlay
-            .mount(idmap, owner)
-            .map_err(|e| step("rootfs")(e.to_string()))?;
-        Ok(overlay)
-    }
-
-    /// Unmounts a sandbox's root filesystem and its disk (idempotent); the first failure.
-    fn unmount_rootfs(&self, id: &str) -> Result<(), String> {
-        let mut first = Ok(());
-        // The second is where servers before 0.1 mounted it.
-        for merged in [self.rootfs_dir(id), self.sandbox_dir(id).join("rootfs")] {
-            let overlay = OverlayMount::new(&self.sandbox_dir(id), merged.clone(), &[]);
-            match overlay.release() {
-                Ok(()) => {
-                    let _ = fs::remove_dir(&merged);
-                }
-                Err(e) => {
-                    tracing::warn!(sandbox = id, "unmounting {}: {e}", merged.display());
-                    first = first.and(Err(format!("unmounting {}: {e}", merged.display())));
-                }
-            }
-        }
-        if let Err(e) = self.disk(id).release() {
-            tracing::warn!(sandbox = id, "unmounting its disk: {e}");
-            first = first.and(Err(format!("unmounting its disk: {e}")));
-        }
-        first.and(self.unmount_volume_views(id))
     }
 
     /// The runtime's view of a sandbox's container.

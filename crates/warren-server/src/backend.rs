@@ -86,6 +86,15 @@ pub trait Backend: Send + Sync + 'static {
     /// Removes what a cut-off restore made, keeping the network and the pause image.
     async fn undo_restore(&self, id: &str, runtime: Runtime);
 
+    /// Makes `spec`'s sandbox a paused copy of `source`'s pause image (image and disk copied,
+    /// network and bundle made); the copied receipt.
+    async fn prepare_fork(
+        &self,
+        spec: &SandboxSpec,
+        source: &str,
+    ) -> Result<PauseReceipt, LocalError>;
+    /// The sandbox address of network lease `index`.
+    fn net_ip(&self, index: u32) -> std::net::Ipv4Addr;
     /// Makes a volume of `size_mb` unless it exists, and mounts it (blocking).
     fn ensure_volume(&self, name: &str, size_mb: u64) -> std::io::Result<()>;
     /// Bytes in use on a mounted volume.
@@ -201,6 +210,16 @@ impl Backend for LocalBackend {
     }
     async fn undo_restore(&self, id: &str, runtime: Runtime) {
         LocalBackend::undo_restore(self, id, runtime).await
+    }
+    async fn prepare_fork(
+        &self,
+        spec: &SandboxSpec,
+        source: &str,
+    ) -> Result<PauseReceipt, LocalError> {
+        LocalBackend::prepare_fork(self, spec, source).await
+    }
+    fn net_ip(&self, index: u32) -> std::net::Ipv4Addr {
+        self.lease(index).sandbox_ip
     }
     fn ensure_volume(&self, name: &str, size_mb: u64) -> std::io::Result<()> {
         self.volumes().ensure(name, size_mb).map(|_| ())

@@ -37,6 +37,7 @@ pub fn router(state: AppState) -> Router {
         .route("/sandboxes/{id}/start", post(sandboxes::start))
         .route("/sandboxes/{id}/pause", post(sandboxes::pause))
         .route("/sandboxes/{id}/resume", post(sandboxes::resume))
+        .route("/sandboxes/{id}/fork", post(sandboxes::fork))
         .route("/sandboxes/{id}/timeout", post(sandboxes::timeout))
         .route("/sandboxes/{id}/network", put(sandboxes::network))
         .route("/sandboxes/{id}/metrics", get(sandboxes::metrics))

@@ -5,8 +5,8 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use warren_api::{
-    CreateSandbox, ResumeSandbox, Sandbox, SandboxList, SandboxMetrics, SandboxState, SetNetwork,
-    SetTimeout,
+    CreateSandbox, ForkSandbox, ResumeSandbox, Sandbox, SandboxList, SandboxMetrics, SandboxState,
+    SetNetwork, SetTimeout,
 };
 
 use super::sandbox_id;
@@ -102,6 +102,21 @@ pub async fn resume(
             .resume(&sandbox_id(&id)?, req.timeout_s)
             .await?,
     ))
+}
+
+/// `POST /v1/sandboxes/{id}/fork`, with an optional body `{"metadata", "timeout_s"}`.
+pub async fn fork(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<(StatusCode, Json<Sandbox>), ApiError> {
+    let req: ForkSandbox = if body.iter().all(u8::is_ascii_whitespace) {
+        ForkSandbox::default()
+    } else {
+        crate::error::parse_json(&body)?
+    };
+    let fork = state.service.fork(&sandbox_id(&id)?, req).await?;
+    Ok((StatusCode::CREATED, Json(fork)))
 }
 
 pub async fn timeout(

@@ -70,7 +70,7 @@ fn image_user(user: Option<&str>) -> Option<String> {
     (!name.is_empty()).then(|| name.to_owned())
 }
 
-fn token() -> String {
+pub(super) fn token() -> String {
     let bytes: [u8; 24] = rand::random();
     hex::encode(bytes)
 }

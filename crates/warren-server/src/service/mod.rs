@@ -3,6 +3,7 @@
 mod connect;
 mod exec;
 mod files;
+mod fork;
 mod history;
 mod idempotent;
 mod images;

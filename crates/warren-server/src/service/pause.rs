@@ -45,7 +45,13 @@ impl Service {
     async fn pause_now(&self, id: &SandboxId) -> Result<Sandbox, ApiError> {
         let lock = self.lock_for(id);
         let _guard = lock.lock().await;
-        let mut rec = self.record(id).await?;
+        let rec = self.record(id).await?;
+        self.pause_locked(rec).await
+    }
+
+    /// [`Service::pause`] of a sandbox whose lock the caller holds.
+    pub(super) async fn pause_locked(&self, mut rec: SandboxRecord) -> Result<Sandbox, ApiError> {
+        let id = &rec.sandbox.id.clone();
         if rec.sandbox.state != SandboxState::Running {
             return Err(ApiError::Conflict(format!(
                 "sandbox {id} is {}, not running",
@@ -108,7 +114,17 @@ impl Service {
     ) -> Result<Sandbox, ApiError> {
         let lock = self.lock_for(id);
         let _guard = lock.lock().await;
-        let mut rec = self.record(id).await?;
+        let rec = self.record(id).await?;
+        self.resume_locked(rec, timeout_s).await
+    }
+
+    /// [`Service::resume`] of a sandbox whose lock the caller holds.
+    pub(super) async fn resume_locked(
+        &self,
+        mut rec: SandboxRecord,
+        timeout_s: Option<u64>,
+    ) -> Result<Sandbox, ApiError> {
+        let id = &rec.sandbox.id.clone();
         if rec.sandbox.state != SandboxState::Paused {
             return Err(ApiError::Conflict(format!(
                 "sandbox {id} is {}, not paused",

@@ -1,0 +1,122 @@
+//! The parts of a sandbox a provision, a resume and a fork share: its root filesystem (disk
+//! and overlay), its network with its rules, its bundle.
+use std::fs;
+use std::path::PathBuf;
+
+use warren_api::Runtime;
+
+use super::{step, LocalBackend, LocalError, SandboxSpec};
+use crate::bundle::{self, BundleSpec};
+use crate::confinement::USERNS_HOST_BASE;
+use crate::firewall::EgressPolicy;
+use crate::net::Lease;
+use crate::rootfs::OverlayMount;
+
+impl LocalBackend {
+    /// Makes the sandbox's network namespace and link unless there, with its egress rules.
+    pub(super) async fn ready_network(&self, spec: &SandboxSpec) -> Result<Lease, LocalError> {
+        let lease = self.net.lease(spec.net_index);
+        if !lease.exists() {
+            lease
+                .create()
+                .await
+                .map_err(|e| step("network")(e.to_string()))?;
+        }
+        // Before anything runs in the namespace: a veth without its rules can send nothing.
+        let prepared = self.take_allow_ready(spec.net_index);
+        if !(prepared && spec.egress == EgressPolicy::Allow) {
+            self.firewall
+                .apply(&lease, &spec.egress)
+                .await
+                .map_err(|e| step("network")(e.to_string()))?;
+        }
+        Ok(lease)
+    }
+
+    /// Writes the sandbox's OCI bundle (its root filesystem at [`Self::rootfs_dir`]).
+    pub(super) fn write_bundle_for(
+        &self,
+        spec: &SandboxSpec,
+        lease: &Lease,
+        volume_binds: &[(PathBuf, String, bool)],
+    ) -> Result<(), LocalError> {
+        let bundle_dir = self.sandbox_dir(&spec.id).join("bundle");
+        let netns_path = lease.netns_path();
+        let cgroups_path = self.cgroups_path(&spec.id);
+        let rootfs = self.rootfs_dir(&spec.id);
+        bundle::write_bundle(
+            &bundle_dir,
+            &BundleSpec {
+                id: &spec.id,
+                runtime: spec.runtime,
+                rootfs: &rootfs,
+                agent: &self.cfg.agent_binary,
+                netns_path: &netns_path,
+                cgroups_path: &cgroups_path,
+                token: &spec.token,
+                cmd: &spec.cmd,
+                cwd: &spec.cwd,
+                user: &spec.user,
+                env: &spec.env,
+                cpu: spec.cpu,
+                memory_mb: spec.memory_mb,
+                pids: spec.pids,
+                ip: lease.sandbox_ip,
+                resolv_conf: &self.resolv_conf,
+                nofile: self.cfg.nofile,
+                volumes: volume_binds,
+            },
+        )
+        .map_err(|e| step("bundle")(e.to_string()))
+    }
+
+    /// Mounts a sandbox's root filesystem: its own disk (made the first time), and the
+    /// overlay of the image's layers with the disk's upper directory.
+    pub(super) fn mount_rootfs(&self, spec: &SandboxSpec) -> Result<OverlayMount, LocalError> {
+        let upper_root = self.upper_root(&spec.id);
+        let disk = self.disk(&spec.id);
+        if upper_root == disk.mount {
+            disk.ensure(spec.disk_mb, &self.cfg.data_dir.join("disk-templates"))
+                .map_err(|e| step("rootfs")(format!("its disk: {e}")))?;
+        }
+        let overlay = OverlayMount::new(&upper_root, self.rootfs_dir(&spec.id), &spec.layers);
+        let (idmap, owner) = match spec.runtime {
+            Runtime::Runc => {
+                let map = self
+                    .idmap
+                    .as_ref()
+                    .as_ref()
+                    .map_err(|e| step("rootfs")(e.clone()))?;
+                (Some(map), USERNS_HOST_BASE)
+            }
+            Runtime::Gvisor => (None, 0),
+        };
+        overlay
+            .mount(idmap, owner)
+            .map_err(|e| step("rootfs")(e.to_string()))?;
+        Ok(overlay)
+    }
+
+    /// Unmounts a sandbox's root filesystem and its disk (idempotent); the first failure.
+    pub(super) fn unmount_rootfs(&self, id: &str) -> Result<(), String> {
+        let mut first = Ok(());
+        // The second is where servers before 0.1 mounted it.
+        for merged in [self.rootfs_dir(id), self.sandbox_dir(id).join("rootfs")] {
+            let overlay = OverlayMount::new(&self.sandbox_dir(id), merged.clone(), &[]);
+            match overlay.release() {
+                Ok(()) => {
+                    let _ = fs::remove_dir(&merged);
+                }
+                Err(e) => {
+                    tracing::warn!(sandbox = id, "unmounting {}: {e}", merged.display());
+                    first = first.and(Err(format!("unmounting {}: {e}", merged.display())));
+                }
+            }
+        }
+        if let Err(e) = self.disk(id).release() {
+            tracing::warn!(sandbox = id, "unmounting its disk: {e}");
+            first = first.and(Err(format!("unmounting its disk: {e}")));
+        }
+        first.and(self.unmount_volume_views(id))
+    }
+}
