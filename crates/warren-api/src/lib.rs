@@ -16,7 +16,7 @@ pub use exec::{ExecExit, ExecKind, ExecList, ExecRecord, ExecRequest, ExecResult
 pub use files::{FileEntry, FileKind, FileList};
 pub use id::SandboxId;
 pub use image::{Image, ImageConfig, ImageList, PullEvent, PullImage, PullPolicy};
-pub use pause::{ImagePart, PauseReceipt};
+pub use pause::{CreateSnapshot, ImagePart, PauseReceipt, Snapshot, SnapshotList};
 pub use sandbox::{
     CreateSandbox, Egress, ForkSandbox, ListeningPort, LogLine, LogList, LogStream, OnTimeout,
     ResumeSandbox, Runtime, Sandbox, SandboxList, SandboxMetrics, SandboxState, SetNetwork,

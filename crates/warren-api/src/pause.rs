@@ -36,3 +36,41 @@ pub struct PauseReceipt {
     /// The sandbox's writable filesystem layer.
     pub filesystem: ImagePart,
 }
+
+/// `POST /v1/sandboxes/{id}/snapshots`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateSnapshot {
+    /// Its name (as a volume's: a-z, 0-9, '-', '_').
+    pub name: String,
+    /// Keep the processes and their memory too (default), or the files only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<bool>,
+}
+
+/// A named, immutable snapshot of a sandbox: new sandboxes are made from it
+/// (`"snapshot": NAME` at create).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// Its name.
+    pub name: String,
+    /// The sandbox it was taken of.
+    pub source: String,
+    /// When.
+    pub created_at: DateTime<Utc>,
+    /// Whether it holds the processes and their memory (else the files only).
+    pub memory: bool,
+    /// The image and runtime of the sandbox (new sandboxes from it have the same).
+    pub image: String,
+    /// Its runtime.
+    pub runtime: Runtime,
+    /// The receipt of what it holds.
+    pub receipt: PauseReceipt,
+}
+
+/// `GET /v1/snapshots`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SnapshotList {
+    /// Every snapshot, by name.
+    pub snapshots: Vec<Snapshot>,
+}

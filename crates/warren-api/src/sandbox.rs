@@ -273,6 +273,11 @@ pub struct CreateSandbox {
     /// Volumes to mount (`[{"name", "path", "read_only"}]`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub volumes: Vec<crate::VolumeMount>,
+    /// Make it from this snapshot: its image, runtime, limits, command and volumes are the
+    /// snapshot's sandbox's (the request may not set them), its files a copy of the
+    /// snapshot's, and, for a snapshot with memory, its processes already running.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<String>,
     /// Free-form labels.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub metadata: BTreeMap<String, String>,

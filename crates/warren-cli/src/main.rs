@@ -6,6 +6,7 @@ mod image;
 mod image_pull;
 mod pause;
 mod shell;
+mod snapshot;
 mod verbs;
 mod volume;
 
@@ -111,6 +112,10 @@ enum Command {
     /// Manage volumes: named filesystems of a fixed size that outlive sandboxes.
     #[command(subcommand)]
     Volume(volume::VolumeCommand),
+    /// Manage snapshots: named copies of a gVisor sandbox's files and running processes
+    /// (`"snapshot": NAME` at create makes sandboxes from one).
+    #[command(subcommand)]
+    Snapshot(snapshot::SnapshotCommand),
     /// Measure sandbox create and exec latency against the raw runtimes (needs root).
     Bench(bench::BenchArgs),
 }
@@ -389,6 +394,7 @@ fn main() -> ExitCode {
             Command::Fork(a) => pause::fork(a).await.map(|_| 0),
             Command::Image(c) => image::run(c).await.map(|_| 0),
             Command::Volume(c) => volume::run(c).await.map(|_| 0),
+            Command::Snapshot(c) => snapshot::run(c).await.map(|_| 0),
             Command::Bench(a) => bench::run(a).await.map(|_| 0),
         }
     });

@@ -65,6 +65,10 @@ pub struct RunArgs {
     /// one).
     #[arg(long = "volume", short = 'v', value_parser = crate::volume::parse_mount)]
     volumes: Vec<warren_api::VolumeMount>,
+    /// Make the sandbox from this snapshot (its image, runtime and limits are the snapshot's;
+    /// with memory, its processes already run).
+    #[arg(long, conflicts_with_all = ["runtime", "cpu", "memory_mb", "pids", "env", "volumes"])]
+    snapshot: Option<String>,
     /// Open the sandbox's ports through the preview proxy to anyone (default: only with its
     /// traffic token or an API key).
     #[arg(long)]
@@ -178,6 +182,7 @@ pub async fn run(a: RunArgs) -> anyhow::Result<i32> {
         egress: a.egress.clone(),
         public: a.public.then_some(true),
         volumes: a.volumes.clone(),
+        snapshot: a.snapshot.clone(),
         ..Default::default()
     };
     let sandbox: Sandbox = client

@@ -8,78 +8,10 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use common::state::{count, inside, make, pause, resume, through_proxy, MAIN, SERVE};
 use common::{wait_for, TestServer};
-use reqwest::{Method, StatusCode};
+use reqwest::StatusCode;
 use serde_json::{json, Value};
-
-/// gVisor's own network stack: a listening socket in the host kernel's cannot be saved.
-const SERVE: &[&str] = &["--gvisor-network", "sandbox"];
-
-/// What the sandbox runs: 32 MiB of random bytes in its memory (a tmpfs file gVisor keeps in
-/// its own memory) with their checksum, a web server, and a counter that would restart from
-/// 1 if the shell were started again instead of restored.
-const MAIN: &str = "dd if=/dev/urandom of=/dev/shm/blob bs=1M count=32 2>/dev/null; \
-    md5sum /dev/shm/blob > /tmp/sum; echo hello > /tmp/index.html; httpd -p 8000 -h /tmp; \
-    i=0; while true; do i=$((i+1)); echo $i > /tmp/count; sleep 0.1; done";
-
-async fn make(s: &TestServer) -> String {
-    let sb = s
-        .create(json!({"image": "busybox", "runtime": "gvisor", "cmd": ["sh", "-c", MAIN]}))
-        .await;
-    let id = sb["id"].as_str().expect("id").to_owned();
-    // The counter has started (so the blob and its sum are written).
-    for _ in 0..100 {
-        if s.sh(&id, "cat /tmp/count 2>/dev/null || echo 0")
-            .await
-            .trim()
-            != "0"
-        {
-            return id;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("the main command never started counting");
-}
-
-/// The state inside that must survive: the blob's checksum now and as first written, and
-/// the pids of the shell and the web server.
-async fn inside(s: &TestServer, id: &str) -> String {
-    s.sh(
-        id,
-        "md5sum /dev/shm/blob; cat /tmp/sum; pidof httpd; ps | grep -c '[w]hile true'",
-    )
-    .await
-}
-
-async fn count(s: &TestServer, id: &str) -> u64 {
-    s.sh(id, "cat /tmp/count")
-        .await
-        .trim()
-        .parse()
-        .expect("a count")
-}
-
-async fn through_proxy(s: &TestServer, id: &str) -> (StatusCode, String) {
-    let resp = s
-        .req(Method::GET, &format!("/proxy/{id}/8000/index.html"))
-        .send()
-        .await
-        .expect("GET through the proxy");
-    let status = resp.status();
-    (status, resp.text().await.unwrap_or_default())
-}
-
-async fn pause(s: &TestServer, id: &str) -> (StatusCode, Value) {
-    let resp = s.post(&format!("/v1/sandboxes/{id}/pause"), None).await;
-    let status = resp.status();
-    (status, resp.json().await.unwrap_or(Value::Null))
-}
-
-async fn resume(s: &TestServer, id: &str) -> (StatusCode, Value) {
-    let resp = s.post(&format!("/v1/sandboxes/{id}/resume"), None).await;
-    let status = resp.status();
-    (status, resp.json().await.unwrap_or(Value::Null))
-}
 
 fn runsc_processes(id: &str) -> usize {
     let mut n = 0;

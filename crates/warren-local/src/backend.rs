@@ -23,6 +23,7 @@ use crate::rootfs;
 use crate::runtime::{CliRuntime, ContainerRuntime, ContainerStatus};
 
 mod fork;
+pub use fork::ForkFrom;
 mod network;
 mod parts;
 mod pause;

@@ -22,5 +22,7 @@ pub mod runtime;
 pub mod unpack;
 pub mod volumes;
 
-pub use backend::{LocalBackend, LocalConfig, LocalError, Provisioned, SandboxSpec, SpecVolume};
+pub use backend::{
+    ForkFrom, LocalBackend, LocalConfig, LocalError, Provisioned, SandboxSpec, SpecVolume,
+};
 pub use firewall::EgressPolicy;

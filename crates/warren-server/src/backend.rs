@@ -8,7 +8,7 @@ use warren_api::{PauseReceipt, Runtime};
 use warren_local::images::{ImageError, Imported, IncomingTar};
 use warren_local::pull::{Progress, PullError, Puller, Resolved};
 use warren_local::runtime::ContainerStatus;
-use warren_local::{EgressPolicy, LocalBackend, LocalError, Provisioned, SandboxSpec};
+use warren_local::{EgressPolicy, ForkFrom, LocalBackend, LocalError, Provisioned, SandboxSpec};
 
 /// Runs sandboxes and holds their images.
 #[async_trait]
@@ -86,13 +86,24 @@ pub trait Backend: Send + Sync + 'static {
     /// Removes what a cut-off restore made, keeping the network and the pause image.
     async fn undo_restore(&self, id: &str, runtime: Runtime);
 
-    /// Makes `spec`'s sandbox a paused copy of `source`'s pause image (image and disk copied,
+    /// Makes `spec`'s sandbox a paused copy of `from`'s state (image and disk copied,
     /// network and bundle made); the copied receipt.
     async fn prepare_fork(
         &self,
         spec: &SandboxSpec,
-        source: &str,
+        from: ForkFrom<'_>,
     ) -> Result<PauseReceipt, LocalError>;
+    /// Keeps a paused sandbox's disk (and, with `memory`, its image) as snapshot `name`.
+    async fn save_snapshot(
+        &self,
+        id: &str,
+        name: &str,
+        memory: bool,
+    ) -> Result<PauseReceipt, LocalError>;
+    /// Removes a snapshot's files (blocking).
+    fn remove_snapshot(&self, name: &str) -> std::io::Result<()>;
+    /// Gives a new sandbox a copy of a snapshot's disk before it is provisioned.
+    async fn seed_disk(&self, id: &str, snapshot: &str) -> Result<(), LocalError>;
     /// The sandbox address of network lease `index`.
     fn net_ip(&self, index: u32) -> std::net::Ipv4Addr;
     /// Makes a volume of `size_mb` unless it exists, and mounts it (blocking).
@@ -214,9 +225,23 @@ impl Backend for LocalBackend {
     async fn prepare_fork(
         &self,
         spec: &SandboxSpec,
-        source: &str,
+        from: ForkFrom<'_>,
     ) -> Result<PauseReceipt, LocalError> {
-        LocalBackend::prepare_fork(self, spec, source).await
+        LocalBackend::prepare_fork(self, spec, from).await
+    }
+    async fn save_snapshot(
+        &self,
+        id: &str,
+        name: &str,
+        memory: bool,
+    ) -> Result<PauseReceipt, LocalError> {
+        LocalBackend::save_snapshot(self, id, name, memory).await
+    }
+    fn remove_snapshot(&self, name: &str) -> std::io::Result<()> {
+        LocalBackend::remove_snapshot(self, name)
+    }
+    async fn seed_disk(&self, id: &str, snapshot: &str) -> Result<(), LocalError> {
+        LocalBackend::seed_disk(self, id, snapshot).await
     }
     fn net_ip(&self, index: u32) -> std::net::Ipv4Addr {
         self.lease(index).sandbox_ip

@@ -43,6 +43,17 @@ pub struct SandboxRecord {
     pub net_index: Option<u32>,
 }
 
+/// A snapshot as stored: what the API shows, and what a sandbox made from it starts from.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct SnapshotRecord {
+    /// What the API shows.
+    pub snapshot: warren_api::Snapshot,
+    /// The source sandbox as it was (image, limits, command, volumes, ...).
+    pub sandbox: Sandbox,
+    /// Its agent's token: a sandbox restored from the snapshot's memory has that agent.
+    pub token: String,
+}
+
 /// How much of one sandbox's log is stored.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LogSize {
@@ -87,6 +98,15 @@ pub trait Store: Send + Sync + 'static {
     async fn list_volumes(&self) -> Result<Vec<(String, u64, DateTime<Utc>)>, StoreError>;
     /// Forgets a volume; whether it existed.
     async fn delete_volume(&self, name: &str) -> Result<bool, StoreError>;
+
+    /// Records a snapshot; `false` when one of that name exists.
+    async fn insert_snapshot(&self, rec: &SnapshotRecord) -> Result<bool, StoreError>;
+    /// One snapshot.
+    async fn get_snapshot(&self, name: &str) -> Result<Option<SnapshotRecord>, StoreError>;
+    /// Every snapshot, by name.
+    async fn list_snapshots(&self) -> Result<Vec<SnapshotRecord>, StoreError>;
+    /// Forgets a snapshot; whether it existed.
+    async fn delete_snapshot(&self, name: &str) -> Result<bool, StoreError>;
 
     /// Creates or replaces an image by name.
     async fn put_image(&self, image: &Image) -> Result<(), StoreError>;

@@ -8,11 +8,12 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Row, SqlitePool};
 use warren_api::{ExecRecord, Image, LogLine, LogStream, SandboxId};
 
-use crate::{LogSize, SandboxRecord, Store, StoreError};
+use crate::{LogSize, SandboxRecord, SnapshotRecord, Store, StoreError};
 
 mod rows;
 use rows::{
-    doc, exec_from_row, image_from_row, parse_ts, record_from_row, ts, volume_from_row, DELETED,
+    doc, exec_from_row, image_from_row, parse_ts, record_from_row, snapshot_from_doc, ts,
+    volume_from_row, DELETED,
 };
 
 /// Log rows per INSERT statement (5 parameters each; SQLite allows 32766).
@@ -152,6 +153,50 @@ impl Store for SqliteStore {
         Ok(done.rows_affected() == 1)
     }
 
+    async fn insert_snapshot(&self, rec: &SnapshotRecord) -> Result<bool, StoreError> {
+        let doc = serde_json::to_string(rec).map_err(|source| StoreError::Corrupt {
+            what: format!("snapshot {}", rec.snapshot.name),
+            source,
+        })?;
+        let done = sqlx::query(
+            "INSERT INTO snapshots (name, image_digest, created_at, doc) VALUES (?, ?, ?, ?)
+             ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(&rec.snapshot.name)
+        .bind(&rec.sandbox.image_digest)
+        .bind(ts(&rec.snapshot.created_at))
+        .bind(doc)
+        .execute(&self.writer)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn get_snapshot(&self, name: &str) -> Result<Option<SnapshotRecord>, StoreError> {
+        let doc: Option<String> = sqlx::query_scalar("SELECT doc FROM snapshots WHERE name = ?")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        doc.map(|d| snapshot_from_doc(name, &d)).transpose()
+    }
+
+    async fn list_snapshots(&self) -> Result<Vec<SnapshotRecord>, StoreError> {
+        let rows: Vec<(String, String)> =
+            sqlx::query_as("SELECT name, doc FROM snapshots ORDER BY name")
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter()
+            .map(|(name, doc)| snapshot_from_doc(name, doc))
+            .collect()
+    }
+
+    async fn delete_snapshot(&self, name: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM snapshots WHERE name = ?")
+            .bind(name)
+            .execute(&self.writer)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     async fn put_image(&self, image: &Image) -> Result<(), StoreError> {
         let layers =
             serde_json::to_string(&image.layers).map_err(|source| StoreError::Corrupt {
@@ -212,7 +257,8 @@ impl Store for SqliteStore {
         sqlx::query(
             "DELETE FROM manifests WHERE digest NOT IN (SELECT digest FROM images)
              AND digest NOT IN (SELECT json_extract(doc, '$.image_digest') FROM sandboxes
-                                WHERE state != 'deleted')",
+                                WHERE state != 'deleted')
+             AND digest NOT IN (SELECT image_digest FROM snapshots)",
         )
         .execute(&mut *tx)
         .await?;

@@ -18,6 +18,7 @@ pub mod preview;
 pub mod pulls;
 pub mod registry;
 pub mod remote;
+pub mod state;
 
 pub const RUNTIMES: [&str; 2] = ["runc", "gvisor"];
 

@@ -3,41 +3,129 @@
 //! sandbox gets its own network and bundle, and a resume restores it at its own address:
 //! gVisor's network stack takes the namespace's addresses at restore.
 use std::fs;
+use std::path::{Path, PathBuf};
 
 use warren_api::{PauseReceipt, Runtime};
 
 use super::{step, LocalBackend, LocalError, SandboxSpec};
 use crate::receipt::{copy_extents, MANIFEST};
 
+/// Where a fork or a sandbox made from a snapshot takes its state from.
+#[derive(Debug, Clone, Copy)]
+pub enum ForkFrom<'a> {
+    /// A paused sandbox's pause image and disk.
+    Sandbox(&'a str),
+    /// A snapshot's.
+    Snapshot(&'a str),
+}
+
+/// Copies `image` (its files; none when absent) into `to_image` and `disk` to `to_disk`.
+fn copy_state(image: &Path, disk: &Path, to_image: &Path, to_disk: &Path) -> std::io::Result<()> {
+    if image.is_dir() {
+        fs::create_dir_all(to_image)?;
+        for entry in fs::read_dir(image)? {
+            let entry = entry?;
+            if entry.file_type()?.is_file() {
+                fs::copy(entry.path(), to_image.join(entry.file_name()))?;
+            }
+        }
+    }
+    copy_extents(disk, to_disk)
+}
+
 impl LocalBackend {
-    /// Makes `spec`'s sandbox a paused copy of `source`'s pause image: its pause image and
-    /// disk copied, its network made, its bundle written. Returns the copied receipt. On
-    /// failure the caller releases what was made.
+    /// Where snapshot `name` is kept.
+    pub fn snapshot_dir(&self, name: &str) -> PathBuf {
+        self.cfg.data_dir.join("snapshots").join(name)
+    }
+
+    fn state_of(&self, from: ForkFrom<'_>) -> (PathBuf, PathBuf) {
+        match from {
+            ForkFrom::Sandbox(id) => (self.pause_dir(id), self.disk(id).image),
+            ForkFrom::Snapshot(name) => {
+                let dir = self.snapshot_dir(name);
+                (dir.join("memory"), dir.join("disk.img"))
+            }
+        }
+    }
+
+    /// Keeps a paused sandbox's disk (and, with `memory`, its pause image) as snapshot
+    /// `name`: written aside, then moved into place whole. Its receipt.
+    pub async fn save_snapshot(
+        &self,
+        id: &str,
+        name: &str,
+        memory: bool,
+    ) -> Result<PauseReceipt, LocalError> {
+        let receipt = self.pause_receipt(id)?;
+        let (image, disk) = self.state_of(ForkFrom::Sandbox(id));
+        let done = self.snapshot_dir(name);
+        let partial = done.with_extension("partial");
+        let keep = receipt.clone();
+        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            if partial.exists() {
+                fs::remove_dir_all(&partial)?;
+            }
+            fs::create_dir_all(&partial)?;
+            let image = if memory { image } else { PathBuf::new() };
+            copy_state(
+                &image,
+                &disk,
+                &partial.join("memory"),
+                &partial.join("disk.img"),
+            )?;
+            let text = serde_json::to_vec_pretty(&keep).map_err(std::io::Error::other)?;
+            fs::write(partial.join(MANIFEST), text)?;
+            fs::rename(&partial, &done)
+        })
+        .await
+        .map_err(|e| step("snapshot")(e.to_string()))?
+        .map_err(|e| step("snapshot")(format!("copying: {e}")))?;
+        Ok(receipt)
+    }
+
+    /// Removes snapshot `name`'s files.
+    pub fn remove_snapshot(&self, name: &str) -> std::io::Result<()> {
+        match fs::remove_dir_all(self.snapshot_dir(name)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// Gives a new sandbox a copy of a snapshot's disk, before it is provisioned.
+    pub async fn seed_disk(&self, id: &str, snapshot: &str) -> Result<(), LocalError> {
+        let (_, from) = self.state_of(ForkFrom::Snapshot(snapshot));
+        let to = self.disk(id).image;
+        tokio::task::spawn_blocking(move || {
+            if let Some(dir) = to.parent() {
+                fs::create_dir_all(dir)?;
+            }
+            copy_extents(&from, &to)
+        })
+        .await
+        .map_err(|e| step("rootfs")(e.to_string()))?
+        .map_err(|e| step("rootfs")(format!("copying the snapshot's disk: {e}")))
+    }
+
+    /// Makes `spec`'s sandbox a paused copy of `from`'s state: its pause image and disk
+    /// copied, its network made, its bundle written. Returns the copied receipt. On failure
+    /// the caller releases what was made.
     pub async fn prepare_fork(
         &self,
         spec: &SandboxSpec,
-        source: &str,
+        from: ForkFrom<'_>,
     ) -> Result<PauseReceipt, LocalError> {
         if spec.runtime != Runtime::Gvisor {
             return Err(LocalError::Unsupported(
                 "only gVisor sandboxes can be forked with their memory".into(),
             ));
         }
-        let (from_image, to_image) = (self.pause_dir(source), self.pause_dir(&spec.id));
-        let (from_disk, to_disk) = (self.disk(source).image, self.disk(&spec.id).image);
-        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-            fs::create_dir_all(&to_image)?;
-            for entry in fs::read_dir(&from_image)? {
-                let entry = entry?;
-                if entry.file_type()?.is_file() {
-                    fs::copy(entry.path(), to_image.join(entry.file_name()))?;
-                }
-            }
-            copy_extents(&from_disk, &to_disk)
-        })
-        .await
-        .map_err(|e| step("fork")(e.to_string()))?
-        .map_err(|e| step("fork")(format!("copying the pause image: {e}")))?;
+        let (image, disk) = self.state_of(from);
+        let (to_image, to_disk) = (self.pause_dir(&spec.id), self.disk(&spec.id).image);
+        tokio::task::spawn_blocking(move || copy_state(&image, &disk, &to_image, &to_disk))
+            .await
+            .map_err(|e| step("fork")(e.to_string()))?
+            .map_err(|e| step("fork")(format!("copying the pause image: {e}")))?;
         let receipt = self.pause_receipt(&spec.id)?;
         let lease = self.ready_network(spec).await?;
         let binds = self.mount_volumes(spec)?;

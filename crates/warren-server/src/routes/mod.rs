@@ -5,6 +5,7 @@ mod images;
 mod logs;
 mod pty;
 mod sandboxes;
+mod snapshots;
 mod text;
 mod volumes;
 
@@ -38,6 +39,12 @@ pub fn router(state: AppState) -> Router {
         .route("/sandboxes/{id}/pause", post(sandboxes::pause))
         .route("/sandboxes/{id}/resume", post(sandboxes::resume))
         .route("/sandboxes/{id}/fork", post(sandboxes::fork))
+        .route("/sandboxes/{id}/snapshots", post(snapshots::create))
+        .route("/snapshots", get(snapshots::list))
+        .route(
+            "/snapshots/{name}",
+            get(snapshots::get).delete(snapshots::delete),
+        )
         .route("/sandboxes/{id}/timeout", post(sandboxes::timeout))
         .route("/sandboxes/{id}/network", put(sandboxes::network))
         .route("/sandboxes/{id}/metrics", get(sandboxes::metrics))

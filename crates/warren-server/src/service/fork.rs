@@ -5,11 +5,36 @@
 //! the copied receipt. Its agent is the source's, restored: it keeps the source's token.
 use chrono::Utc;
 use warren_api::{ForkSandbox, Sandbox, SandboxId, SandboxState};
+use warren_local::ForkFrom;
 use warren_store::SandboxRecord;
 
 use super::lifecycle::{expiry, token, DEFAULT_TIMEOUT_S};
 use super::Service;
 use crate::error::ApiError;
+
+/// A new sandbox like `template`: its own id and traffic token, nothing of its life yet.
+pub(super) fn copy_of(
+    template: &Sandbox,
+    metadata: Option<std::collections::BTreeMap<String, String>>,
+    timeout_s: Option<u64>,
+) -> Sandbox {
+    let mut sandbox = template.clone();
+    sandbox.id = SandboxId::generate();
+    sandbox.state = SandboxState::Pending;
+    sandbox.traffic_token = Some(token());
+    sandbox.ip = None;
+    sandbox.created_at = Utc::now();
+    sandbox.started_at = None;
+    sandbox.error = None;
+    sandbox.urls = Default::default();
+    sandbox.ports = Vec::new();
+    sandbox.pause = None;
+    sandbox.expires_at = expiry(timeout_s.unwrap_or(DEFAULT_TIMEOUT_S));
+    if let Some(m) = metadata {
+        sandbox.metadata = m;
+    }
+    sandbox
+}
 
 impl Service {
     /// Forks sandbox `id`; the new sandbox, running.
@@ -28,62 +53,38 @@ impl Service {
         let lock = self.lock_for(id);
         let guard = lock.lock().await;
         let source = self.record(id).await?;
-        if source.sandbox.runtime != warren_api::Runtime::Gvisor {
-            return Err(ApiError::Conflict(format!(
-                "sandbox {id} runs under {}: only gVisor sandboxes can be forked with their memory",
-                source.sandbox.runtime
-            )));
-        }
-        let was_running = match source.sandbox.state {
-            SandboxState::Running => {
-                self.pause_locked(source.clone()).await?;
-                true
-            }
-            SandboxState::Paused => false,
-            state => {
-                return Err(ApiError::Conflict(format!(
-                    "sandbox {id} is {state}: fork a running or paused one"
-                )))
-            }
-        };
-        let made = self.make_fork(&source, &req).await;
+        let was_running = self.hold_paused(&source, "forked").await?;
+        let made = self
+            .make_fork(
+                &source.sandbox,
+                &source.token,
+                ForkFrom::Sandbox(id.as_str()),
+                req.metadata.clone(),
+                req.timeout_s,
+            )
+            .await;
         // The source goes on as it was, whatever became of the fork.
-        if was_running {
-            let rec = self.record(id).await?;
-            if let Err(e) = self.resume_locked(rec, None).await {
-                tracing::warn!(sandbox = %id, "resuming after a fork: {e}");
-            }
-        }
+        self.unhold(id, was_running).await;
         drop(guard);
         let fork = made?;
         self.resume(&fork, req.timeout_s).await
     }
 
-    /// Records the fork and makes it, paused, from the source's pause image.
-    async fn make_fork(
+    /// Records a new sandbox like `template` and makes it, paused, from `from`'s state (its
+    /// agent the template's, with `token`).
+    pub(super) async fn make_fork(
         &self,
-        source: &SandboxRecord,
-        req: &ForkSandbox,
+        template: &Sandbox,
+        token_of_agent: &str,
+        from: ForkFrom<'_>,
+        metadata: Option<std::collections::BTreeMap<String, String>>,
+        timeout_s: Option<u64>,
     ) -> Result<SandboxId, ApiError> {
-        let mut sandbox = source.sandbox.clone();
-        sandbox.id = SandboxId::generate();
-        sandbox.state = SandboxState::Pending;
-        sandbox.traffic_token = Some(token());
-        sandbox.ip = None;
-        sandbox.created_at = Utc::now();
-        sandbox.started_at = None;
-        sandbox.error = None;
-        sandbox.urls = Default::default();
-        sandbox.ports = Vec::new();
-        sandbox.pause = None;
-        sandbox.expires_at = expiry(req.timeout_s.unwrap_or(DEFAULT_TIMEOUT_S));
-        if let Some(m) = &req.metadata {
-            sandbox.metadata = m.clone();
-        }
+        let sandbox = copy_of(template, metadata, timeout_s);
         let mut rec = SandboxRecord {
             sandbox,
-            // Its agent is the source's, restored with what it holds in memory.
-            token: source.token.clone(),
+            // Its agent is the template's, restored with what it holds in memory.
+            token: token_of_agent.to_owned(),
             net_index: None,
         };
         let fork_id = rec.sandbox.id.clone();
@@ -106,18 +107,10 @@ impl Service {
             Ok(spec) => spec,
             Err(e) => {
                 self.fail(rec, e.clone()).await?;
-                return Err(ApiError::Internal(format!(
-                    "forking sandbox {}: {e}",
-                    source.sandbox.id
-                )));
+                return Err(ApiError::Internal(format!("forking {from:?}: {e}")));
             }
         };
-        match self
-            .inner
-            .backend
-            .prepare_fork(&spec, source.sandbox.id.as_str())
-            .await
-        {
+        match self.inner.backend.prepare_fork(&spec, from).await {
             Ok(receipt) => {
                 rec.sandbox.ip = Some(self.inner.backend.net_ip(spec.net_index).to_string());
                 rec.sandbox.pause = Some(receipt);
@@ -125,7 +118,7 @@ impl Service {
                 Ok(fork_id)
             }
             Err(e) => {
-                let msg = format!("forking sandbox {}: {e}", source.sandbox.id);
+                let msg = format!("forking {from:?}: {e}");
                 self.fail(rec, msg.clone()).await?;
                 Err(ApiError::Internal(msg))
             }

@@ -89,6 +89,9 @@ impl Service {
         req: CreateSandbox,
         user: Option<&str>,
     ) -> Result<(Sandbox, bool), ApiError> {
+        if let Some(name) = req.snapshot.clone() {
+            return self.create_from_snapshot(&name, req).await;
+        }
         validate::create(&req, &self.inner.cfg)?;
         super::volumes::valid_mounts(&req.volumes)?;
         // Held until the sandbox is recorded: its image's layers and volumes are then in use.
@@ -168,14 +171,7 @@ impl Service {
         if req.wait.unwrap_or(true) {
             let lock = self.lock_for(&id);
             let _guard = lock.lock().await;
-            let rec = self.provision(rec).await?;
-            if rec.sandbox.state == SandboxState::Failed {
-                return Err(ApiError::Internal(format!(
-                    "sandbox {id} failed to start: {}",
-                    rec.sandbox.error.unwrap_or_default()
-                )));
-            }
-            Ok((rec.sandbox, true))
+            self.provision_started(rec).await
         } else {
             let sandbox = rec.sandbox.clone();
             let svc = self.clone();
@@ -226,7 +222,10 @@ impl Service {
 
     /// Takes a pending or stopped sandbox to running (or failed, with everything released).
     /// The caller holds the sandbox's lock.
-    async fn provision(&self, mut rec: SandboxRecord) -> Result<SandboxRecord, ApiError> {
+    pub(super) async fn provision(
+        &self,
+        mut rec: SandboxRecord,
+    ) -> Result<SandboxRecord, ApiError> {
         rec.sandbox.error = None;
         {
             let _alloc = self.inner.net_alloc.lock().await;
@@ -241,6 +240,23 @@ impl Service {
         // Topped up only now: two `ip` processes beside the runtime would slow this create.
         self.refill_warm_leases();
         result
+    }
+
+    /// Provisions a recorded sandbox (its lock held) and answers with it running, or with why
+    /// it failed.
+    pub(super) async fn provision_started(
+        &self,
+        rec: SandboxRecord,
+    ) -> Result<(Sandbox, bool), ApiError> {
+        let id = rec.sandbox.id.clone();
+        let rec = self.provision(rec).await?;
+        if rec.sandbox.state == SandboxState::Failed {
+            return Err(ApiError::Internal(format!(
+                "sandbox {id} failed to start: {}",
+                rec.sandbox.error.unwrap_or_default()
+            )));
+        }
+        Ok((rec.sandbox, true))
     }
 
     /// Provisioning after the network lease is claimed.

@@ -12,6 +12,7 @@ mod pause;
 mod preview;
 mod pty;
 mod pull;
+mod snapshots;
 mod usage;
 pub(crate) mod validate;
 mod volumes;

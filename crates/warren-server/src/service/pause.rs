@@ -184,6 +184,49 @@ impl Service {
         Ok(rec.sandbox)
     }
 
+    /// Holds a gVisor sandbox still for a copy of its state (`what`: "forked",
+    /// "snapshotted"): pauses it if it runs. Whether it ran (so [`Service::unhold`] resumes
+    /// it). The caller holds its lock.
+    pub(super) async fn hold_paused(
+        &self,
+        source: &SandboxRecord,
+        what: &str,
+    ) -> Result<bool, ApiError> {
+        let id = &source.sandbox.id;
+        if source.sandbox.runtime != warren_api::Runtime::Gvisor {
+            return Err(ApiError::Conflict(format!(
+                "sandbox {id} runs under {}: only gVisor sandboxes can be {what}, from their \
+                 checkpoints",
+                source.sandbox.runtime
+            )));
+        }
+        match source.sandbox.state {
+            SandboxState::Running => {
+                self.pause_locked(source.clone()).await?;
+                Ok(true)
+            }
+            SandboxState::Paused => Ok(false),
+            state => Err(ApiError::Conflict(format!(
+                "sandbox {id} is {state}: only a running or paused one can be {what}"
+            ))),
+        }
+    }
+
+    /// Resumes a sandbox [`Service::hold_paused`] paused (`ran`), whatever became of the copy.
+    pub(super) async fn unhold(&self, id: &SandboxId, ran: bool) {
+        if !ran {
+            return;
+        }
+        match self.record(id).await {
+            Ok(rec) => {
+                if let Err(e) = self.resume_locked(rec, None).await {
+                    tracing::warn!(sandbox = %id, "resuming after a copy of it: {e}");
+                }
+            }
+            Err(e) => tracing::warn!(sandbox = %id, "resuming after a copy of it: {e}"),
+        }
+    }
+
     /// For a request reaching a sandbox with `auto_resume`: resumes it if it is paused, waits
     /// while it is being paused or resumed, and returns its record as it then is (running,
     /// or whatever else it became, for the caller to refuse).

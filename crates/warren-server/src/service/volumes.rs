@@ -15,7 +15,7 @@ const VOLUME_MB: std::ops::RangeInclusive<u64> = 16..=1 << 20;
 /// Volumes one sandbox may mount.
 const MAX_MOUNTS: usize = 16;
 
-fn valid_name(name: &str) -> Result<(), ApiError> {
+pub(super) fn valid_name(name: &str) -> Result<(), ApiError> {
     let ok = (1..=63).contains(&name.len())
         && name
             .bytes()
@@ -25,7 +25,7 @@ fn valid_name(name: &str) -> Result<(), ApiError> {
         Ok(())
     } else {
         Err(ApiError::Invalid(format!(
-            "volume name {:?}: 1 to 63 of a-z, 0-9, '-' and '_', starting with a letter or digit",
+            "name {:?}: 1 to 63 of a-z, 0-9, '-' and '_', starting with a letter or digit",
             warren_agent::error::shown_text(name)
         )))
     }

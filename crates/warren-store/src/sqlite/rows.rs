@@ -3,7 +3,7 @@ use chrono::{DateTime, Utc};
 use sqlx::Row;
 use warren_api::{ExecKind, ExecRecord, Image, Sandbox};
 
-use crate::{SandboxRecord, StoreError};
+use crate::{SandboxRecord, SnapshotRecord, StoreError};
 
 pub(super) fn ts(t: &DateTime<Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
@@ -98,4 +98,11 @@ pub(super) fn volume_from_row(
     let at: String = row.try_get("created_at")?;
     let at = parse_ts(&format!("volume {name}"), &at)?;
     Ok((name, u64::try_from(size).unwrap_or(0), at))
+}
+
+pub(super) fn snapshot_from_doc(name: &str, doc: &str) -> Result<SnapshotRecord, StoreError> {
+    serde_json::from_str(doc).map_err(|source| StoreError::Corrupt {
+        what: format!("snapshot {name}"),
+        source,
+    })
 }

@@ -1,0 +1,184 @@
+//! Snapshots: a gVisor sandbox's files and, by default, its processes with their memory, kept
+//! under a name; `"snapshot": NAME` at create makes new sandboxes from one (with memory: its
+//! processes already running, at the new sandbox's address; without: booted afresh on a copy
+//! of its files). The source is paused for the copy, and resumed if it was running.
+use chrono::Utc;
+use warren_api::{CreateSandbox, CreateSnapshot, Sandbox, SandboxId, Snapshot};
+use warren_local::ForkFrom;
+use warren_store::{SandboxRecord, SnapshotRecord};
+
+use super::Service;
+use crate::error::ApiError;
+
+impl Service {
+    /// Takes snapshot `req.name` of sandbox `id`.
+    pub async fn create_snapshot(
+        &self,
+        id: &SandboxId,
+        req: CreateSnapshot,
+    ) -> Result<Snapshot, ApiError> {
+        super::volumes::valid_name(&req.name)?;
+        let svc = self.clone();
+        let id = id.clone();
+        tokio::spawn(async move { svc.snapshot_now(&id, req).await })
+            .await
+            .map_err(|e| ApiError::Internal(format!("snapshot task: {e}")))?
+    }
+
+    async fn snapshot_now(
+        &self,
+        id: &SandboxId,
+        req: CreateSnapshot,
+    ) -> Result<Snapshot, ApiError> {
+        if self.inner.store.get_snapshot(&req.name).await?.is_some() {
+            return Err(ApiError::Conflict(format!("snapshot {} exists", req.name)));
+        }
+        let lock = self.lock_for(id);
+        let _guard = lock.lock().await;
+        let source = self.record(id).await?;
+        let was_running = self.hold_paused(&source, "snapshotted").await?;
+        let memory = req.memory.unwrap_or(true);
+        let saved = self
+            .inner
+            .backend
+            .save_snapshot(id.as_str(), &req.name, memory)
+            .await;
+        self.unhold(id, was_running).await;
+        let receipt = saved.map_err(|e| ApiError::Internal(format!("snapshot of {id}: {e}")))?;
+        let rec = SnapshotRecord {
+            snapshot: Snapshot {
+                name: req.name.clone(),
+                source: id.to_string(),
+                created_at: Utc::now(),
+                memory,
+                image: source.sandbox.image.clone(),
+                runtime: source.sandbox.runtime,
+                receipt,
+            },
+            sandbox: source.sandbox,
+            token: source.token,
+        };
+        if !self.inner.store.insert_snapshot(&rec).await? {
+            return Err(ApiError::Conflict(format!("snapshot {} exists", req.name)));
+        }
+        Ok(rec.snapshot)
+    }
+
+    /// Every snapshot.
+    pub async fn snapshots(&self) -> Result<Vec<Snapshot>, ApiError> {
+        Ok(self
+            .inner
+            .store
+            .list_snapshots()
+            .await?
+            .into_iter()
+            .map(|r| r.snapshot)
+            .collect())
+    }
+
+    async fn snapshot_record(&self, name: &str) -> Result<SnapshotRecord, ApiError> {
+        self.inner.store.get_snapshot(name).await?.ok_or_else(|| {
+            ApiError::NotFound(format!(
+                "snapshot {} not found",
+                warren_agent::error::shown_text(name)
+            ))
+        })
+    }
+
+    /// One snapshot.
+    pub async fn snapshot(&self, name: &str) -> Result<Snapshot, ApiError> {
+        Ok(self.snapshot_record(name).await?.snapshot)
+    }
+
+    /// Removes a snapshot and its files (sandboxes made from it have copies of their own).
+    pub async fn delete_snapshot(&self, name: &str) -> Result<(), ApiError> {
+        self.snapshot_record(name).await?;
+        let backend = self.inner.backend.clone();
+        let owned = name.to_owned();
+        tokio::task::spawn_blocking(move || backend.remove_snapshot(&owned))
+            .await
+            .map_err(|e| ApiError::Internal(format!("snapshot task: {e}")))?
+            .map_err(|e| ApiError::Internal(format!("removing snapshot {name}: {e}")))?;
+        self.inner.store.delete_snapshot(name).await?;
+        Ok(())
+    }
+
+    /// A create naming a snapshot: the sandbox is the snapshot's sandbox again (only its
+    /// metadata, lifetime and network settings may be set), running.
+    pub(super) async fn create_from_snapshot(
+        &self,
+        name: &str,
+        req: CreateSandbox,
+    ) -> Result<(Sandbox, bool), ApiError> {
+        let set = [
+            ("image", req.image.is_some()),
+            ("runtime", req.runtime.is_some()),
+            ("cpu", req.cpu.is_some()),
+            ("memory_mb", req.memory_mb.is_some()),
+            ("disk_mb", req.disk_mb.is_some()),
+            ("pids", req.pids.is_some()),
+            ("env", !req.env.is_empty()),
+            ("cmd", !req.cmd.is_empty()),
+            ("cwd", req.cwd.is_some()),
+            ("user", req.user.is_some()),
+            ("volumes", !req.volumes.is_empty()),
+        ];
+        if let Some((field, _)) = set.iter().find(|(_, s)| *s) {
+            return Err(ApiError::Invalid(format!(
+                "{field} comes from snapshot {name}: a create from a snapshot may set only \
+                 metadata, timeout_s, on_timeout, auto_resume, egress and public"
+            )));
+        }
+        let snap = match self.inner.store.get_snapshot(name).await? {
+            Some(s) => s,
+            None => {
+                return Err(ApiError::Invalid(format!(
+                    "snapshot {} does not exist",
+                    warren_agent::error::shown_text(name)
+                )))
+            }
+        };
+        let mut template = snap.sandbox.clone();
+        template.on_timeout = req.on_timeout.unwrap_or_default();
+        template.auto_resume = req.auto_resume.unwrap_or(false);
+        if let Some(e) = req.egress.clone() {
+            super::validate::egress(&e)?;
+            template.egress = e;
+        }
+        if let Some(p) = req.public {
+            template.public = p;
+        }
+        let metadata = Some(req.metadata.clone());
+        if snap.snapshot.memory {
+            let id = self
+                .make_fork(
+                    &template,
+                    &snap.token,
+                    ForkFrom::Snapshot(name),
+                    metadata,
+                    req.timeout_s,
+                )
+                .await?;
+            return Ok((self.resume(&id, req.timeout_s).await?, true));
+        }
+        // Files only: a fresh boot on a copy of the snapshot's disk.
+        let rec = SandboxRecord {
+            sandbox: super::fork::copy_of(&template, metadata, req.timeout_s),
+            token: super::lifecycle::token(),
+            net_index: None,
+        };
+        let id = rec.sandbox.id.clone();
+        {
+            let _no_gc = self.inner.volumes_gc.read().await;
+            self.inner.store.insert_sandbox(&rec).await?;
+        }
+        let lock = self.lock_for(&id);
+        let _guard = lock.lock().await;
+        if let Err(e) = self.inner.backend.seed_disk(id.as_str(), name).await {
+            let msg = format!("from snapshot {name}: {e}");
+            self.fail(rec, msg.clone()).await?;
+            return Err(ApiError::Internal(msg));
+        }
+        self.provision_started(rec).await
+    }
+}
