@@ -2,6 +2,7 @@
 //! work against Warren unchanged: a thin facade over the same [`crate::service::Service`] as
 //! `/v1`, speaking E2B's shapes and status codes (the SDKs parse only the codes they list).
 mod sandboxes;
+mod snapshots;
 mod volumes;
 mod wire;
 
@@ -37,6 +38,9 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/sandboxes/{id}/network", put(sandboxes::network))
         .route("/sandboxes/{id}/pause", post(sandboxes::pause))
         .route("/sandboxes/{id}/metrics", get(sandboxes::metrics))
+        .route("/sandboxes/{id}/snapshots", post(snapshots::create))
+        .route("/sandboxes/{id}/fork", post(snapshots::fork))
+        .route("/snapshots", get(snapshots::list))
         .route("/volumes", post(volumes::create).get(volumes::list))
         .route("/volumes/{id}", get(volumes::get).delete(volumes::delete))
         .route_layer(middleware::from_fn_with_state(state, require_api_key))

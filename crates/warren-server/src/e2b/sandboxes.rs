@@ -20,7 +20,7 @@ const E2B_USER: &str = "user";
 /// Page size of `GET /v2/sandboxes` when the request gives none (E2B's default).
 const DEFAULT_LIMIT: usize = 100;
 
-fn id(raw: &str) -> Result<SandboxId, E2bError> {
+pub(super) fn id(raw: &str) -> Result<SandboxId, E2bError> {
     raw.parse()
         .map_err(|_| E2bError::new(StatusCode::NOT_FOUND, format!("sandbox {raw:?} not found")))
 }
@@ -47,7 +47,7 @@ pub(super) fn body<T: DeserializeOwned>(
 }
 
 /// The record of a sandbox E2B would show, or 404.
-async fn visible(state: &AppState, id: &SandboxId) -> Result<SandboxRecord, E2bError> {
+pub(super) async fn visible(state: &AppState, id: &SandboxId) -> Result<SandboxRecord, E2bError> {
     let rec = state.service.record(id).await?;
     if wire::state(rec.sandbox.state).is_none() {
         return Err(E2bError::new(
@@ -58,7 +58,7 @@ async fn visible(state: &AppState, id: &SandboxId) -> Result<SandboxRecord, E2bE
     Ok(rec)
 }
 
-async fn created(state: &AppState, sandbox: &Sandbox) -> Result<Created, E2bError> {
+pub(super) async fn created(state: &AppState, sandbox: &Sandbox) -> Result<Created, E2bError> {
     let token = state.service.record(&sandbox.id).await?.token;
     let domain = state.service.preview_urls().host_suffix();
     Ok(Created::of(sandbox, token, domain))
@@ -86,7 +86,7 @@ pub async fn create(
     // E2B's templates are names: a bare one is a local image, never a Docker Hub pull; a full
     // reference (`registry/repo:tag`) is pulled when missing, as on `/v1`.
     let bare = !req.template_id.contains(['/', ':', '@']);
-    let create = CreateSandbox {
+    let mut create = CreateSandbox {
         image: Some(req.template_id.clone()),
         pull: bare.then_some(PullPolicy::Never),
         env: req.env_vars.clone().unwrap_or_default(),
@@ -99,6 +99,12 @@ pub async fn create(
         public: Some(req.public()),
         ..CreateSandbox::default()
     };
+    // A template naming a snapshot (what `create_snapshot` answered) makes the sandbox from
+    // it: its image, limits and command are the snapshot's.
+    if bare && state.service.snapshot(&req.template_id).await.is_ok() {
+        create.snapshot = create.image.take();
+        create.pull = None;
+    }
     let key = headers
         .get("idempotency-key")
         .map(|v| {
