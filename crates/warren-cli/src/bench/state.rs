@@ -45,6 +45,10 @@ struct SizeRow {
     raw: SizeResult,
     /// The last receipt's memory image size, bytes.
     image_bytes: u64,
+    /// `POST /fork` of the running sandbox: the new sandbox running.
+    fork: Stats,
+    /// Disk blocks a fork holds once running (its copy of the sandbox's disk), bytes.
+    disk_per_fork: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -79,7 +83,7 @@ async fn measure(
         network: "sandbox".into(),
         ..GvisorConfig::default()
     };
-    let (api, _) =
+    let (api, data_dir) =
         server::start_with(dir, Runtime::Gvisor, None, Default::default(), gvisor, slot).await?;
     api.import(&tar).await?;
     let mut sizes = Vec::new();
@@ -116,6 +120,14 @@ async fn measure(
                 super::progress(&label, i, a.iterations);
             }
         }
+        let (mut forks, mut disk_per_fork) = (Vec::new(), 0);
+        for i in 1..=a.iterations {
+            let (took, fork) = api.lifecycle(&sb.id, "fork").await?;
+            forks.push(took);
+            disk_per_fork = disk_blocks(&data_dir.join("sandboxes").join(fork.id.as_str()));
+            api.delete(&fork.id).await?;
+            super::progress(&format!("fork {mib} MiB"), i, a.iterations);
+        }
         // Whole after it all.
         api.sh(
             &sb.id,
@@ -129,6 +141,8 @@ async fn measure(
             resume: Stats::of(&resumes),
             raw: raw_row,
             image_bytes,
+            fork: Stats::of(&forks),
+            disk_per_fork,
         });
     }
     Ok(StateReport {
@@ -137,6 +151,20 @@ async fn measure(
         iterations: a.iterations,
         sizes,
     })
+}
+
+/// Disk blocks of the files under `dir`, bytes.
+fn disk_blocks(dir: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    // A sandbox's directory: its disk image and its log files, at the top.
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.metadata().ok())
+        .filter(|m| m.is_file())
+        .map(|m| m.blocks() * 512)
+        .sum()
 }
 
 fn verdict(ok: bool) -> &'static str {
@@ -192,10 +220,15 @@ fn table(r: &StateReport) -> String {
     );
     for x in &r.sizes {
         s.push_str(&format!(
-            "{} MiB: Warren's memory image {:.1} MiB, raw image {:.1} MiB\n",
+            "{} MiB: Warren's memory image {:.1} MiB, raw image {:.1} MiB; fork p50 {:.1} ms, \
+             p95 {:.1} ms (the source paused, its image and disk copied, it resumed, the fork \
+             restored and answering), {:.1} MiB of disk per running fork\n",
             x.memory_mib,
             x.image_bytes as f64 / f64::from(1 << 20),
-            x.raw.image_bytes as f64 / f64::from(1 << 20)
+            x.raw.image_bytes as f64 / f64::from(1 << 20),
+            x.fork.p50_ms,
+            x.fork.p95_ms,
+            x.disk_per_fork as f64 / f64::from(1 << 20)
         ));
     }
     s
