@@ -8,6 +8,7 @@ pub mod files;
 pub mod id;
 pub mod image;
 pub mod pause;
+pub mod pool;
 pub mod sandbox;
 pub mod volume;
 
@@ -17,6 +18,7 @@ pub use files::{FileEntry, FileKind, FileList};
 pub use id::SandboxId;
 pub use image::{Image, ImageConfig, ImageList, PullEvent, PullImage, PullPolicy};
 pub use pause::{CreateSnapshot, ImagePart, PauseReceipt, Snapshot, SnapshotList};
+pub use pool::{CreatePool, Pool, PoolList};
 pub use sandbox::{
     CreateSandbox, Egress, ForkSandbox, ListeningPort, LogLine, LogList, LogStream, OnTimeout,
     ResumeSandbox, Runtime, Sandbox, SandboxList, SandboxMetrics, SandboxState, SetNetwork,

@@ -366,6 +366,9 @@ pub struct Sandbox {
     /// The receipt of its last pause, while it is paused (or being resumed from it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pause: Option<crate::PauseReceipt>,
+    /// The warm pool it waits in, until a create takes it (such sandboxes are not listed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<String>,
 }
 
 impl Sandbox {

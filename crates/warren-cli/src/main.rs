@@ -5,6 +5,7 @@ mod cp;
 mod image;
 mod image_pull;
 mod pause;
+mod pool;
 mod shell;
 mod snapshot;
 mod verbs;
@@ -116,6 +117,9 @@ enum Command {
     /// (`"snapshot": NAME` at create makes sandboxes from one).
     #[command(subcommand)]
     Snapshot(snapshot::SnapshotCommand),
+    /// Manage warm pools: sandboxes kept ready for creates that ask for what they are.
+    #[command(subcommand)]
+    Pool(pool::PoolCommand),
     /// Measure sandbox create and exec latency against the raw runtimes (needs root).
     Bench(bench::BenchArgs),
 }
@@ -395,6 +399,7 @@ fn main() -> ExitCode {
             Command::Image(c) => image::run(c).await.map(|_| 0),
             Command::Volume(c) => volume::run(c).await.map(|_| 0),
             Command::Snapshot(c) => snapshot::run(c).await.map(|_| 0),
+            Command::Pool(c) => pool::run(c).await.map(|_| 0),
             Command::Bench(a) => bench::run(a).await.map(|_| 0),
         }
     });

@@ -43,6 +43,7 @@ pub async fn pass(service: &Service) {
             tracing::warn!(sandbox = %rec.sandbox.id, "reconciler: {e}");
         }
     }
+    service.fill_pools();
 }
 
 /// How often command history past its retention is pruned.

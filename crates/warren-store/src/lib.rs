@@ -108,6 +108,17 @@ pub trait Store: Send + Sync + 'static {
     /// Forgets a snapshot; whether it existed.
     async fn delete_snapshot(&self, name: &str) -> Result<bool, StoreError>;
 
+    /// Records a warm pool; `false` when one of that name exists.
+    async fn insert_pool(
+        &self,
+        pool: &warren_api::CreatePool,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
+    /// Every pool, by name, with when it was made.
+    async fn list_pools(&self) -> Result<Vec<(warren_api::CreatePool, DateTime<Utc>)>, StoreError>;
+    /// Forgets a pool; whether it existed.
+    async fn delete_pool(&self, name: &str) -> Result<bool, StoreError>;
+
     /// Creates or replaces an image by name.
     async fn put_image(&self, image: &Image) -> Result<(), StoreError>;
     /// One image.

@@ -197,6 +197,51 @@ impl Store for SqliteStore {
         Ok(done.rows_affected() == 1)
     }
 
+    async fn insert_pool(
+        &self,
+        pool: &warren_api::CreatePool,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let doc = serde_json::to_string(pool).map_err(|source| StoreError::Corrupt {
+            what: format!("pool {}", pool.name),
+            source,
+        })?;
+        let done = sqlx::query(
+            "INSERT INTO pools (name, created_at, doc) VALUES (?, ?, ?)
+             ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(&pool.name)
+        .bind(ts(&at))
+        .bind(doc)
+        .execute(&self.writer)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn list_pools(&self) -> Result<Vec<(warren_api::CreatePool, DateTime<Utc>)>, StoreError> {
+        let rows: Vec<(String, String, String)> =
+            sqlx::query_as("SELECT name, created_at, doc FROM pools ORDER BY name")
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter()
+            .map(|(name, at, doc)| {
+                let pool = serde_json::from_str(doc).map_err(|source| StoreError::Corrupt {
+                    what: format!("pool {name}"),
+                    source,
+                })?;
+                Ok((pool, parse_ts(&format!("pool {name}"), at)?))
+            })
+            .collect()
+    }
+
+    async fn delete_pool(&self, name: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM pools WHERE name = ?")
+            .bind(name)
+            .execute(&self.writer)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     async fn put_image(&self, image: &Image) -> Result<(), StoreError> {
         let layers =
             serde_json::to_string(&image.layers).map_err(|source| StoreError::Corrupt {

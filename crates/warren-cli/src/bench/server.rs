@@ -42,7 +42,7 @@ impl InProcess {
     pub async fn shutdown(self) -> bool {
         self.task.abort();
         let mut clean = true;
-        match self.service.list(None, &[]).await {
+        match self.service.list_all().await {
             Ok(all) => {
                 for s in &all {
                     if s.state != SandboxState::Deleted {

@@ -3,6 +3,7 @@ mod exec;
 mod files;
 mod images;
 mod logs;
+mod pools;
 mod pty;
 mod sandboxes;
 mod snapshots;
@@ -41,6 +42,8 @@ pub fn router(state: AppState) -> Router {
         .route("/sandboxes/{id}/fork", post(sandboxes::fork))
         .route("/sandboxes/{id}/snapshots", post(snapshots::create))
         .route("/snapshots", get(snapshots::list))
+        .route("/pools", post(pools::create).get(pools::list))
+        .route("/pools/{name}", axum::routing::delete(pools::delete))
         .route(
             "/snapshots/{name}",
             get(snapshots::get).delete(snapshots::delete),

@@ -92,6 +92,19 @@ impl Service {
         if let Some(name) = req.snapshot.clone() {
             return self.create_from_snapshot(&name, req).await;
         }
+        if let Some(sandbox) = self.claim_from_pool(&req, user).await? {
+            return Ok((sandbox, true));
+        }
+        self.create_with(req, user, None).await
+    }
+
+    /// [`Service::create_preferring`], for a warm pool's sandbox when `pool` names one.
+    pub(super) async fn create_with(
+        &self,
+        req: CreateSandbox,
+        user: Option<&str>,
+        pool: Option<String>,
+    ) -> Result<(Sandbox, bool), ApiError> {
         validate::create(&req, &self.inner.cfg)?;
         super::volumes::valid_mounts(&req.volumes)?;
         // Held until the sandbox is recorded: its image's layers and volumes are then in use.
@@ -158,6 +171,7 @@ impl Service {
             urls: Default::default(),
             ports: Vec::new(),
             pause: None,
+            pool,
         };
         let rec = SandboxRecord {
             sandbox,
@@ -446,8 +460,20 @@ impl Service {
         Ok(all
             .into_iter()
             .map(|r| r.sandbox)
+            // Waiting in a warm pool: no one's yet.
+            .filter(|s| s.pool.is_none())
             .filter(|s| state.is_none_or(|st| s.state == st))
             .filter(|s| metadata.iter().all(|(k, v)| s.metadata.get(k) == Some(v)))
+            .collect())
+    }
+
+    /// Every sandbox that is not deleted, those waiting in warm pools too.
+    pub async fn list_all(&self) -> Result<Vec<Sandbox>, ApiError> {
+        let all = self.inner.store.list_sandboxes().await?;
+        Ok(all
+            .into_iter()
+            .map(|r| r.sandbox)
+            .filter(|s| s.state != SandboxState::Deleted)
             .collect())
     }
 

@@ -9,6 +9,7 @@ mod idempotent;
 mod images;
 mod lifecycle;
 mod pause;
+mod pools;
 mod preview;
 mod pty;
 mod pull;
@@ -92,6 +93,8 @@ struct Inner {
     // Held (shared) from a create's volume check until the sandbox is recorded, so a volume
     // is never removed under a sandbox about to mount it.
     volumes_gc: tokio::sync::RwLock<()>,
+    // Sandboxes taken from each warm pool since the server started.
+    pool_claims: Mutex<HashMap<String, Arc<std::sync::atomic::AtomicU64>>>,
     // Network lease allocation reads then writes the store: one allocation at a time.
     net_alloc: tokio::sync::Mutex<()>,
     agents: Mutex<HashMap<String, AgentClient>>,
@@ -149,6 +152,7 @@ impl Service {
                 net_alloc: tokio::sync::Mutex::default(),
                 images_gc: tokio::sync::RwLock::default(),
                 volumes_gc: tokio::sync::RwLock::default(),
+                pool_claims: Mutex::default(),
                 agents: Mutex::default(),
                 routes: Mutex::default(),
                 routes_epoch: Default::default(),
@@ -176,6 +180,11 @@ impl Service {
     /// by followers that never disconnect.
     pub fn begin_shutdown(&self) {
         let _ = self.inner.shutdown.send(true);
+    }
+
+    /// Whether [`begin_shutdown`](Self::begin_shutdown) was called.
+    pub fn is_shutting_down(&self) -> bool {
+        *self.inner.shutdown.borrow()
     }
 
     /// Resolves once [`begin_shutdown`](Self::begin_shutdown) was called.

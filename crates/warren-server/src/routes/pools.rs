@@ -1,0 +1,32 @@
+//! `/v1/pools`.
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use warren_api::{CreatePool, Pool, PoolList};
+
+use crate::error::{ApiError, ApiJson};
+use crate::AppState;
+
+pub async fn create(
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<CreatePool>,
+) -> Result<(StatusCode, Json<Pool>), ApiError> {
+    Ok((
+        StatusCode::CREATED,
+        Json(state.service.create_pool(req).await?),
+    ))
+}
+
+pub async fn list(State(state): State<AppState>) -> Result<Json<PoolList>, ApiError> {
+    Ok(Json(PoolList {
+        pools: state.service.pools().await?,
+    }))
+}
+
+pub async fn delete(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    state.service.delete_pool(&name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
