@@ -4,6 +4,7 @@ mod bench;
 mod cp;
 mod image;
 mod image_pull;
+mod named;
 mod pause;
 mod pool;
 mod shell;

@@ -1,9 +1,8 @@
 //! `warren pool`: warm pools of ready sandboxes that matching creates take at once.
 use clap::Subcommand;
-use reqwest::Method;
 use warren_api::{CreatePool, CreateSandbox, Pool, PoolList, Runtime};
 
-use crate::ClientOpts;
+use crate::{named, ClientOpts};
 
 #[derive(Subcommand)]
 pub enum PoolCommand {
@@ -69,7 +68,6 @@ pub async fn run(c: PoolCommand) -> anyhow::Result<()> {
             cmd,
             opts,
         } => {
-            let client = opts.client();
             let body = CreatePool {
                 name,
                 size,
@@ -81,41 +79,15 @@ pub async fn run(c: PoolCommand) -> anyhow::Result<()> {
                     ..Default::default()
                 },
             };
-            let p: Pool = client
-                .json(client.request(Method::POST, "/v1/pools").json(&body))
-                .await?;
-            if opts.json {
-                println!("{}", serde_json::to_string_pretty(&p)?);
-            } else {
-                println!("{}", line(&p));
-            }
+            named::create(&opts, "/v1/pools", &body, line).await
         }
         PoolCommand::Ls { opts } => {
-            let client = opts.client();
-            let list: PoolList = client
-                .json(client.request(Method::GET, "/v1/pools"))
-                .await?;
-            if opts.json {
-                println!("{}", serde_json::to_string_pretty(&list)?);
-            } else {
-                println!(
-                    "{:<20} {:>5} {:>6} {:>8}  IMAGE RUNTIME",
-                    "NAME", "SIZE", "READY", "TAKEN"
-                );
-                for p in &list.pools {
-                    println!("{}", line(p));
-                }
-            }
+            let header = format!(
+                "{:<20} {:>5} {:>6} {:>8}  IMAGE RUNTIME",
+                "NAME", "SIZE", "READY", "TAKEN"
+            );
+            named::list(&opts, "/v1/pools", &header, |l: &PoolList| &l.pools, line).await
         }
-        PoolCommand::Rm { name, opts } => {
-            let client = opts.client();
-            client
-                .send(client.request(Method::DELETE, &format!("/v1/pools/{name}")))
-                .await?;
-            if !opts.json {
-                println!("{name} removed");
-            }
-        }
+        PoolCommand::Rm { name, opts } => named::remove(&opts, "/v1/pools", &name).await,
     }
-    Ok(())
 }

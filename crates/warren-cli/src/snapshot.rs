@@ -1,9 +1,8 @@
 //! `warren snapshot`: named copies of a gVisor sandbox's files and running processes.
 use clap::Subcommand;
-use reqwest::Method;
 use warren_api::{CreateSnapshot, Snapshot, SnapshotList};
 
-use crate::ClientOpts;
+use crate::{named, ClientOpts};
 
 #[derive(Subcommand)]
 pub enum SnapshotCommand {
@@ -53,51 +52,28 @@ pub async fn run(c: SnapshotCommand) -> anyhow::Result<()> {
             files_only,
             opts,
         } => {
-            let client = opts.client();
             let body = CreateSnapshot {
                 name,
                 memory: Some(!files_only),
             };
             eprintln!("snapshotting {id} (paused for the copy)…");
-            let s: Snapshot = client
-                .json(
-                    client
-                        .request(Method::POST, &format!("/v1/sandboxes/{id}/snapshots"))
-                        .json(&body),
-                )
-                .await?;
-            if opts.json {
-                println!("{}", serde_json::to_string_pretty(&s)?);
-            } else {
-                println!("{}", line(&s));
-            }
+            let path = format!("/v1/sandboxes/{id}/snapshots");
+            named::create(&opts, &path, &body, line).await
         }
         SnapshotCommand::Ls { opts } => {
-            let client = opts.client();
-            let list: SnapshotList = client
-                .json(client.request(Method::GET, "/v1/snapshots"))
-                .await?;
-            if opts.json {
-                println!("{}", serde_json::to_string_pretty(&list)?);
-            } else {
-                println!(
-                    "{:<24} {:<18} {:<8} {:>13}  CREATED",
-                    "NAME", "SOURCE", "HOLDS", "SIZE"
-                );
-                for s in &list.snapshots {
-                    println!("{}", line(s));
-                }
-            }
+            let header = format!(
+                "{:<24} {:<18} {:<8} {:>13}  CREATED",
+                "NAME", "SOURCE", "HOLDS", "SIZE"
+            );
+            named::list(
+                &opts,
+                "/v1/snapshots",
+                &header,
+                |l: &SnapshotList| &l.snapshots,
+                line,
+            )
+            .await
         }
-        SnapshotCommand::Rm { name, opts } => {
-            let client = opts.client();
-            client
-                .send(client.request(Method::DELETE, &format!("/v1/snapshots/{name}")))
-                .await?;
-            if !opts.json {
-                println!("{name} removed");
-            }
-        }
+        SnapshotCommand::Rm { name, opts } => named::remove(&opts, "/v1/snapshots", &name).await,
     }
-    Ok(())
 }

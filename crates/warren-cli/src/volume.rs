@@ -1,9 +1,8 @@
 //! `warren volume`: named volumes that outlive sandboxes.
 use clap::Subcommand;
-use reqwest::Method;
 use warren_api::{CreateVolume, Volume, VolumeList, VolumeMount};
 
-use crate::ClientOpts;
+use crate::{named, ClientOpts};
 
 #[derive(Subcommand)]
 pub enum VolumeCommand {
@@ -73,45 +72,25 @@ pub async fn run(c: VolumeCommand) -> anyhow::Result<()> {
             size_mb,
             opts,
         } => {
-            let client = opts.client();
             let body = CreateVolume {
                 name,
                 size_mb: Some(size_mb),
             };
-            let v: Volume = client
-                .json(client.request(Method::POST, "/v1/volumes").json(&body))
-                .await?;
-            if opts.json {
-                println!("{}", serde_json::to_string_pretty(&v)?);
-            } else {
-                println!("{}", line(&v));
-            }
+            named::create(&opts, "/v1/volumes", &body, line).await
         }
         VolumeCommand::Ls { opts } => {
-            let client = opts.client();
-            let list: VolumeList = client
-                .json(client.request(Method::GET, "/v1/volumes"))
-                .await?;
-            if opts.json {
-                println!("{}", serde_json::to_string_pretty(&list)?);
-            } else {
-                println!("{:<24} {:>12} {:>10}  USED BY", "NAME", "SIZE", "USED");
-                for v in &list.volumes {
-                    println!("{}", line(v));
-                }
-            }
+            let header = format!("{:<24} {:>12} {:>10}  USED BY", "NAME", "SIZE", "USED");
+            named::list(
+                &opts,
+                "/v1/volumes",
+                &header,
+                |l: &VolumeList| &l.volumes,
+                line,
+            )
+            .await
         }
-        VolumeCommand::Rm { name, opts } => {
-            let client = opts.client();
-            client
-                .send(client.request(Method::DELETE, &format!("/v1/volumes/{name}")))
-                .await?;
-            if !opts.json {
-                println!("{name} removed");
-            }
-        }
+        VolumeCommand::Rm { name, opts } => named::remove(&opts, "/v1/volumes", &name).await,
     }
-    Ok(())
 }
 
 #[cfg(test)]
