@@ -262,6 +262,24 @@ impl Api {
         Ok((took, sb))
     }
 
+    /// `POST path` with a JSON body; the JSON answer.
+    pub async fn post_json(
+        &self,
+        path: &str,
+        body: &impl serde::Serialize,
+    ) -> anyhow::Result<serde_json::Value> {
+        let resp = self
+            .send(self.req(Method::POST, path).json(body), path)
+            .await?;
+        resp.json().await.with_context(|| format!("{path} answer"))
+    }
+
+    /// `GET path`; the JSON answer.
+    pub async fn get_json(&self, path: &str) -> anyhow::Result<serde_json::Value> {
+        let resp = self.send(self.req(Method::GET, path), path).await?;
+        resp.json().await.with_context(|| format!("{path} answer"))
+    }
+
     /// Runs `sh -c script` in sandbox `id`; fails unless it exits 0.
     pub async fn sh(&self, id: &SandboxId, script: &str) -> anyhow::Result<()> {
         let cmd = vec!["sh".into(), "-c".into(), script.into()];

@@ -52,11 +52,76 @@ struct SizeRow {
 }
 
 #[derive(Debug, Serialize)]
+struct PoolRow {
+    runtime: Runtime,
+    /// A create a warm pool answers: the API round trip.
+    create: Stats,
+    /// The same create with no pool, for comparison.
+    cold_create: Stats,
+}
+
+#[derive(Debug, Serialize)]
 struct StateReport {
     gvisor_version: &'static str,
     cores: usize,
     iterations: u32,
     sizes: Vec<SizeRow>,
+    pools: Vec<PoolRow>,
+}
+
+/// Creates from a warm pool: p50 under this, ms.
+const POOL_CREATE_MS: f64 = 10.0;
+
+/// A create from a warm pool of 2 (refilled between creates) beside the same create without
+/// one, `n` of each.
+async fn pool_creates(api: &server::Api, rt: Runtime, n: u32) -> anyhow::Result<PoolRow> {
+    let shape = CreateSandbox {
+        image: Some(IMAGE.to_owned()),
+        runtime: Some(rt),
+        cmd: vec!["sleep".into(), "1000000".into()],
+        ..Default::default()
+    };
+    let label = format!("creates {rt}");
+    let mut cold = Vec::new();
+    for i in 1..=n {
+        let (took, sb) = api.create_with(shape.clone()).await?;
+        api.delete(&sb.id).await?;
+        cold.push(took);
+        super::progress(&format!("{label} without a pool"), i, n);
+    }
+    let name = format!("bench-{rt}");
+    let mut pool = serde_json::to_value(&shape)?;
+    pool["name"] = name.clone().into();
+    pool["size"] = 2.into();
+    api.post_json("/v1/pools", &pool).await?;
+    let mut warm = Vec::new();
+    for i in 1..=n {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let all = api.get_json("/v1/pools").await?;
+            let ready = all["pools"]
+                .as_array()
+                .and_then(|p| p.iter().find(|p| p["name"] == name.as_str()))
+                .and_then(|p| p["ready"].as_u64());
+            if ready == Some(2) {
+                break;
+            }
+            anyhow::ensure!(
+                std::time::Instant::now() < deadline,
+                "the pool never filled"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        let (took, sb) = api.create_with(shape.clone()).await?;
+        api.delete(&sb.id).await?;
+        warm.push(took);
+        super::progress(&format!("{label} from a warm pool"), i, n);
+    }
+    Ok(PoolRow {
+        runtime: rt,
+        create: Stats::of(&warm),
+        cold_create: Stats::of(&cold),
+    })
 }
 
 pub async fn run(a: StateBenchArgs) -> anyhow::Result<()> {
@@ -145,11 +210,16 @@ async fn measure(
             disk_per_fork,
         });
     }
+    let mut pools = Vec::new();
+    for rt in Runtime::ALL {
+        pools.push(pool_creates(&api, rt, a.iterations.max(10)).await?);
+    }
     Ok(StateReport {
         gvisor_version: GVISOR_VERSION,
         cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
         iterations: a.iterations,
         sizes,
+        pools,
     })
 }
 
@@ -229,6 +299,23 @@ fn table(r: &StateReport) -> String {
             x.fork.p50_ms,
             x.fork.p95_ms,
             x.disk_per_fork as f64 / f64::from(1 << 20)
+        ));
+    }
+    s.push_str(&format!(
+        "\n{:<8} {:<18} {:>10} {:>10} │ {:<14} {:>10} │ {:<10} {}\n",
+        "runtime", "create", "p50", "p95", "without pool", "p50", "target", "result"
+    ));
+    for p in &r.pools {
+        s.push_str(&format!(
+            "{:<8} {:<18} {:>7.2} ms {:>7.2} ms │ {:<14} {:>7.1} ms │ {:<10} {}\n",
+            p.runtime.to_string(),
+            "from a warm pool",
+            p.create.p50_ms,
+            p.create.p95_ms,
+            "",
+            p.cold_create.p50_ms,
+            format!("≤{POOL_CREATE_MS:.0} ms"),
+            verdict(p.create.p50_ms <= POOL_CREATE_MS)
         ));
     }
     s
