@@ -18,7 +18,7 @@ from e2b import (
     SandboxState,
 )
 
-from conftest import wait_for
+from conftest import kill_quietly, wait_for
 
 
 def _now() -> datetime:
@@ -368,3 +368,17 @@ def test_private_ports_need_the_traffic_access_token(sandbox_factory):
         r = _get_via_host(host, headers)
         assert r.status_code in (401, 403), (headers, r.status_code, r.text[:300])
         assert marker not in r.text
+
+
+def test_lifecycle_pause_at_timeout_then_auto_resume_on_use():
+    sbx = Sandbox.create(timeout=3, lifecycle={"on_timeout": "pause", "auto_resume": True})
+    try:
+        sbx.files.write("/home/user/kept", "across the pause")
+        sleeper = sbx.commands.run("sleep 600", background=True)
+        assert wait_for(lambda: sbx.get_info().state == SandboxState.PAUSED, timeout=30)
+        # A request resumes it and then goes through.
+        assert sbx.files.read("/home/user/kept") == "across the pause"
+        assert sbx.get_info().state == SandboxState.RUNNING
+        assert sleeper.pid in [p.pid for p in sbx.commands.list()]
+    finally:
+        kill_quietly(sbx.sandbox_id)

@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
-use warren_api::{CreateSandbox, OnTimeout, PullPolicy, Sandbox, SandboxId};
+use warren_api::{CreateSandbox, PullPolicy, Sandbox, SandboxId};
 use warren_store::SandboxRecord;
 
 use super::wire::{self, Created, Detail, Metric, NetworkUpdate, NewSandbox, Timeout};
@@ -92,7 +92,7 @@ pub async fn create(
         env: req.env_vars.clone().unwrap_or_default(),
         metadata: req.metadata.clone().unwrap_or_default(),
         timeout_s: req.timeout,
-        on_timeout: (req.auto_pause == Some(true)).then_some(OnTimeout::Pause),
+        on_timeout: req.on_timeout(),
         auto_resume: Some(req.auto_resume()),
         volumes: req.volume_mounts(),
         egress: Some(egress),

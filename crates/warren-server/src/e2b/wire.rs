@@ -10,8 +10,8 @@ use warren_api::{Egress, Sandbox, SandboxMetrics, SandboxState};
 const CLIENT_ID: &str = "warren";
 
 /// `POST /sandboxes` and `/v2/sandboxes`. Fields Warren has nothing to do with are ignored:
-/// `secure` (the agent always wants its token, and the token is always returned) and
-/// `autoPauseMemory` (a pause always keeps the memory). `autoPause` pauses at the timeout.
+/// `secure` (the agent always wants its token, and the token is always returned).
+/// `autoPause` pauses at the timeout (with `autoPauseMemory: false`, stops).
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct NewSandbox {
@@ -21,6 +21,8 @@ pub struct NewSandbox {
     /// Lifetime in seconds.
     pub timeout: Option<u64>,
     pub auto_pause: Option<bool>,
+    /// With `autoPause`: keep the memory (default) or the files only (a stop).
+    pub auto_pause_memory: Option<bool>,
     pub auto_resume: Option<Value>,
     #[serde(rename = "allow_internet_access")]
     pub allow_internet_access: Option<bool>,
@@ -63,6 +65,15 @@ pub struct NetworkConfig {
 }
 
 impl NewSandbox {
+    /// What the timeout does: `autoPause` pauses (stops, with `autoPauseMemory: false`).
+    pub fn on_timeout(&self) -> Option<warren_api::OnTimeout> {
+        match (self.auto_pause, self.auto_pause_memory) {
+            (Some(true), Some(false)) => Some(warren_api::OnTimeout::Stop),
+            (Some(true), _) => Some(warren_api::OnTimeout::Pause),
+            _ => None,
+        }
+    }
+
     /// `autoResume: {"enabled": true}` (older SDKs sent a bare boolean).
     pub fn auto_resume(&self) -> bool {
         match &self.auto_resume {
