@@ -213,7 +213,7 @@ async fn errors_have_e2b_shape_and_unsupported_options_are_refused() {
             StatusCode::NOT_FOUND,
         ),
         (
-            json!({"templateID": "busybox", "autoPause": true}),
+            json!({"templateID": "busybox", "volumeMounts": [{"name": "nope", "path": "/x"}]}),
             StatusCode::BAD_REQUEST,
         ),
         (
