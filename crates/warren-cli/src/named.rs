@@ -1,5 +1,5 @@
-//! What the verbs over named things (volumes, snapshots, pools) share: make one and show it,
-//! list them, remove one; `--json` prints the server's answer as it is.
+//! What the verbs over named things (volumes, snapshots, pools) and over a sandbox (stop,
+//! pause, fork, ...) share: post and show the answer, list, remove; `--json` prints the server's answer as it is.
 use reqwest::Method;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -13,10 +13,22 @@ pub async fn create<B: Serialize, T: DeserializeOwned + Serialize>(
     body: &B,
     line: impl Fn(&T) -> String,
 ) -> anyhow::Result<()> {
+    post(opts, path, Some(body), line).await
+}
+
+/// `POST path`, with `body` when given; prints the answer as JSON or as `line` says.
+pub async fn post<B: Serialize, T: DeserializeOwned + Serialize>(
+    opts: &ClientOpts,
+    path: &str,
+    body: Option<&B>,
+    line: impl Fn(&T) -> String,
+) -> anyhow::Result<()> {
     let client = opts.client();
-    let made: T = client
-        .json(client.request(Method::POST, path).json(body))
-        .await?;
+    let mut rb = client.request(Method::POST, path);
+    if let Some(b) = body {
+        rb = rb.json(b);
+    }
+    let made: T = client.json(rb).await?;
     if opts.json {
         println!("{}", serde_json::to_string_pretty(&made)?);
     } else {

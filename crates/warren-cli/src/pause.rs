@@ -1,10 +1,9 @@
 //! `warren pause`, `warren resume` and `warren fork`: a sandbox's processes and memory to disk
 //! and back, or into a new sandbox.
 use clap::Args;
-use reqwest::Method;
 use warren_api::{ForkSandbox, PauseReceipt, ResumeSandbox, Sandbox};
 
-use crate::ClientOpts;
+use crate::{named, ClientOpts};
 
 #[derive(Args)]
 pub struct PauseArgs {
@@ -43,41 +42,26 @@ fn describe(r: &PauseReceipt) -> String {
     )
 }
 
-pub async fn pause(a: PauseArgs) -> anyhow::Result<()> {
-    let client = a.opts.client();
-    eprintln!("pausing {} (its memory is written to disk)…", a.id);
-    let s: Sandbox = client
-        .json(client.request(Method::POST, &format!("/v1/sandboxes/{}/pause", a.id)))
-        .await?;
-    if a.opts.json {
-        println!("{}", serde_json::to_string_pretty(&s)?);
-    } else {
-        match &s.pause {
-            Some(r) => println!("{} {}: {}", s.id, s.state, describe(r)),
-            None => println!("{} {}", s.id, s.state),
-        }
+/// `id state`, with the receipt when there is one.
+fn shown(s: &Sandbox) -> String {
+    match &s.pause {
+        Some(r) => format!("{} {}: {}", s.id, s.state, describe(r)),
+        None => format!("{} {}", s.id, s.state),
     }
-    Ok(())
+}
+
+pub async fn pause(a: PauseArgs) -> anyhow::Result<()> {
+    eprintln!("pausing {} (its memory is written to disk)…", a.id);
+    let path = format!("/v1/sandboxes/{}/pause", a.id);
+    named::post(&a.opts, &path, None::<&()>, shown).await
 }
 
 pub async fn resume(a: ResumeArgs) -> anyhow::Result<()> {
-    let client = a.opts.client();
     let body = ResumeSandbox {
         timeout_s: a.timeout,
     };
-    let s: Sandbox = client
-        .json(
-            client
-                .request(Method::POST, &format!("/v1/sandboxes/{}/resume", a.id))
-                .json(&body),
-        )
-        .await?;
-    if a.opts.json {
-        println!("{}", serde_json::to_string_pretty(&s)?);
-    } else {
-        println!("{} {}", s.id, s.state);
-    }
-    Ok(())
+    let path = format!("/v1/sandboxes/{}/resume", a.id);
+    named::post(&a.opts, &path, Some(&body), shown).await
 }
 
 #[derive(Args)]
@@ -92,23 +76,11 @@ pub struct ForkArgs {
 }
 
 pub async fn fork(a: ForkArgs) -> anyhow::Result<()> {
-    let client = a.opts.client();
     let body = ForkSandbox {
         metadata: None,
         timeout_s: a.timeout,
     };
     eprintln!("forking {} (its memory and files are copied)…", a.id);
-    let s: Sandbox = client
-        .json(
-            client
-                .request(Method::POST, &format!("/v1/sandboxes/{}/fork", a.id))
-                .json(&body),
-        )
-        .await?;
-    if a.opts.json {
-        println!("{}", serde_json::to_string_pretty(&s)?);
-    } else {
-        println!("{} {}", s.id, s.state);
-    }
-    Ok(())
+    let path = format!("/v1/sandboxes/{}/fork", a.id);
+    named::post(&a.opts, &path, Some(&body), shown).await
 }

@@ -395,16 +395,11 @@ pub async fn rm(a: IdsArgs) -> anyhow::Result<()> {
 }
 
 pub async fn lifecycle(a: IdArgs, verb: &str) -> anyhow::Result<()> {
-    let client = a.opts.client();
-    let s: Sandbox = client
-        .json(client.request(Method::POST, &format!("/v1/sandboxes/{}/{verb}", a.id)))
-        .await?;
-    if a.opts.json {
-        println!("{}", serde_json::to_string_pretty(&s)?);
-    } else {
-        println!("{} {}", s.id, s.state);
-    }
-    Ok(())
+    let path = format!("/v1/sandboxes/{}/{verb}", a.id);
+    crate::named::post(&a.opts, &path, None::<&()>, |s: &Sandbox| {
+        format!("{} {}", s.id, s.state)
+    })
+    .await
 }
 
 #[derive(Args)]
