@@ -10,11 +10,9 @@ use warren_api::{ExecRecord, Image, LogLine, LogStream, SandboxId};
 
 use crate::{LogSize, SandboxRecord, SnapshotRecord, Store, StoreError};
 
+mod kept;
 mod rows;
-use rows::{
-    doc, exec_from_row, image_from_row, parse_ts, record_from_row, snapshot_from_doc, ts,
-    volume_from_row, DELETED,
-};
+use rows::{doc, exec_from_row, image_from_row, parse_ts, record_from_row, ts, DELETED};
 
 /// Log rows per INSERT statement (5 parameters each; SQLite allows 32766).
 const LOG_ROWS_PER_INSERT: usize = 1000;
@@ -115,86 +113,35 @@ impl Store for SqliteStore {
         size_mb: u64,
         at: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "INSERT INTO volumes (name, size_mb, created_at) VALUES (?, ?, ?)
-             ON CONFLICT (name) DO NOTHING",
-        )
-        .bind(name)
-        .bind(i64::try_from(size_mb).unwrap_or(i64::MAX))
-        .bind(ts(&at))
-        .execute(&self.writer)
-        .await?;
-        Ok(done.rows_affected() == 1)
+        kept::insert_volume(self, name, size_mb, at).await
     }
 
     async fn get_volume(&self, name: &str) -> Result<Option<(u64, DateTime<Utc>)>, StoreError> {
-        let row = sqlx::query("SELECT name, size_mb, created_at FROM volumes WHERE name = ?")
-            .bind(name)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.map(|r| volume_from_row(&r).map(|(_, size, at)| (size, at)))
-            .transpose()
+        kept::get_volume(self, name).await
     }
 
     async fn list_volumes(&self) -> Result<Vec<(String, u64, DateTime<Utc>)>, StoreError> {
-        sqlx::query("SELECT name, size_mb, created_at FROM volumes ORDER BY name")
-            .fetch_all(&self.pool)
-            .await?
-            .iter()
-            .map(volume_from_row)
-            .collect()
+        kept::list_volumes(self).await
     }
 
     async fn delete_volume(&self, name: &str) -> Result<bool, StoreError> {
-        let done = sqlx::query("DELETE FROM volumes WHERE name = ?")
-            .bind(name)
-            .execute(&self.writer)
-            .await?;
-        Ok(done.rows_affected() == 1)
+        kept::delete_volume(self, name).await
     }
 
     async fn insert_snapshot(&self, rec: &SnapshotRecord) -> Result<bool, StoreError> {
-        let doc = serde_json::to_string(rec).map_err(|source| StoreError::Corrupt {
-            what: format!("snapshot {}", rec.snapshot.name),
-            source,
-        })?;
-        let done = sqlx::query(
-            "INSERT INTO snapshots (name, image_digest, created_at, doc) VALUES (?, ?, ?, ?)
-             ON CONFLICT (name) DO NOTHING",
-        )
-        .bind(&rec.snapshot.name)
-        .bind(&rec.sandbox.image_digest)
-        .bind(ts(&rec.snapshot.created_at))
-        .bind(doc)
-        .execute(&self.writer)
-        .await?;
-        Ok(done.rows_affected() == 1)
+        kept::insert_snapshot(self, rec).await
     }
 
     async fn get_snapshot(&self, name: &str) -> Result<Option<SnapshotRecord>, StoreError> {
-        let doc: Option<String> = sqlx::query_scalar("SELECT doc FROM snapshots WHERE name = ?")
-            .bind(name)
-            .fetch_optional(&self.pool)
-            .await?;
-        doc.map(|d| snapshot_from_doc(name, &d)).transpose()
+        kept::get_snapshot(self, name).await
     }
 
     async fn list_snapshots(&self) -> Result<Vec<SnapshotRecord>, StoreError> {
-        let rows: Vec<(String, String)> =
-            sqlx::query_as("SELECT name, doc FROM snapshots ORDER BY name")
-                .fetch_all(&self.pool)
-                .await?;
-        rows.iter()
-            .map(|(name, doc)| snapshot_from_doc(name, doc))
-            .collect()
+        kept::list_snapshots(self).await
     }
 
     async fn delete_snapshot(&self, name: &str) -> Result<bool, StoreError> {
-        let done = sqlx::query("DELETE FROM snapshots WHERE name = ?")
-            .bind(name)
-            .execute(&self.writer)
-            .await?;
-        Ok(done.rows_affected() == 1)
+        kept::delete_snapshot(self, name).await
     }
 
     async fn insert_pool(
@@ -202,44 +149,15 @@ impl Store for SqliteStore {
         pool: &warren_api::CreatePool,
         at: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
-        let doc = serde_json::to_string(pool).map_err(|source| StoreError::Corrupt {
-            what: format!("pool {}", pool.name),
-            source,
-        })?;
-        let done = sqlx::query(
-            "INSERT INTO pools (name, created_at, doc) VALUES (?, ?, ?)
-             ON CONFLICT (name) DO NOTHING",
-        )
-        .bind(&pool.name)
-        .bind(ts(&at))
-        .bind(doc)
-        .execute(&self.writer)
-        .await?;
-        Ok(done.rows_affected() == 1)
+        kept::insert_pool(self, pool, at).await
     }
 
     async fn list_pools(&self) -> Result<Vec<(warren_api::CreatePool, DateTime<Utc>)>, StoreError> {
-        let rows: Vec<(String, String, String)> =
-            sqlx::query_as("SELECT name, created_at, doc FROM pools ORDER BY name")
-                .fetch_all(&self.pool)
-                .await?;
-        rows.iter()
-            .map(|(name, at, doc)| {
-                let pool = serde_json::from_str(doc).map_err(|source| StoreError::Corrupt {
-                    what: format!("pool {name}"),
-                    source,
-                })?;
-                Ok((pool, parse_ts(&format!("pool {name}"), at)?))
-            })
-            .collect()
+        kept::list_pools(self).await
     }
 
     async fn delete_pool(&self, name: &str) -> Result<bool, StoreError> {
-        let done = sqlx::query("DELETE FROM pools WHERE name = ?")
-            .bind(name)
-            .execute(&self.writer)
-            .await?;
-        Ok(done.rows_affected() == 1)
+        kept::delete_pool(self, name).await
     }
 
     async fn put_image(&self, image: &Image) -> Result<(), StoreError> {

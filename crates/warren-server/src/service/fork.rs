@@ -8,7 +8,8 @@ use warren_api::{ForkSandbox, Sandbox, SandboxId, SandboxState};
 use warren_local::ForkFrom;
 use warren_store::SandboxRecord;
 
-use super::lifecycle::{expiry, token, DEFAULT_TIMEOUT_S};
+use super::lifecycle::{expiry, DEFAULT_TIMEOUT_S};
+use super::provision::token;
 use super::Service;
 use crate::error::ApiError;
 

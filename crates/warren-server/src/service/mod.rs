@@ -11,6 +11,7 @@ mod lifecycle;
 mod pause;
 mod pools;
 mod preview;
+mod provision;
 mod pty;
 mod pull;
 mod snapshots;

@@ -164,7 +164,7 @@ impl Service {
         // Files only: a fresh boot on a copy of the snapshot's disk.
         let rec = SandboxRecord {
             sandbox: super::fork::copy_of(&template, metadata, req.timeout_s),
-            token: super::lifecycle::token(),
+            token: super::provision::token(),
             net_index: None,
         };
         let id = rec.sandbox.id.clone();
