@@ -95,15 +95,7 @@ impl Service {
         }
         let lock = self.lock_for(&fork_id);
         let _guard = lock.lock().await;
-        {
-            let _alloc = self.inner.net_alloc.lock().await;
-            let used = self.inner.store.used_net_indexes().await?;
-            let index = self.inner.backend.claim_net_index(&used).ok_or_else(|| {
-                ApiError::Unavailable("the sandbox address range is exhausted".into())
-            })?;
-            rec.net_index = Some(index);
-            self.set_state(&mut rec, SandboxState::Provisioning).await?;
-        }
+        self.claim_lease(&mut rec).await?;
         let spec = match self.spec_for(&rec).await {
             Ok(spec) => spec,
             Err(e) => {

@@ -197,6 +197,18 @@ impl Service {
         }
     }
 
+    /// Gives the sandbox a network lease index (a warm one when there is one) and records it
+    /// `provisioning`.
+    pub(super) async fn claim_lease(&self, rec: &mut SandboxRecord) -> Result<(), ApiError> {
+        let _alloc = self.inner.net_alloc.lock().await;
+        let used = self.inner.store.used_net_indexes().await?;
+        let index = self.inner.backend.claim_net_index(&used).ok_or_else(|| {
+            ApiError::Unavailable("the sandbox address range is exhausted".into())
+        })?;
+        rec.net_index = Some(index);
+        self.set_state(rec, SandboxState::Provisioning).await
+    }
+
     /// Takes a pending or stopped sandbox to running (or failed, with everything released).
     /// The caller holds the sandbox's lock.
     pub(super) async fn provision(
@@ -204,15 +216,7 @@ impl Service {
         mut rec: SandboxRecord,
     ) -> Result<SandboxRecord, ApiError> {
         rec.sandbox.error = None;
-        {
-            let _alloc = self.inner.net_alloc.lock().await;
-            let used = self.inner.store.used_net_indexes().await?;
-            let index = self.inner.backend.claim_net_index(&used).ok_or_else(|| {
-                ApiError::Unavailable("the sandbox address range is exhausted".into())
-            })?;
-            rec.net_index = Some(index);
-            self.set_state(&mut rec, SandboxState::Provisioning).await?;
-        }
+        self.claim_lease(&mut rec).await?;
         let result = self.provision_claimed(rec).await;
         // Topped up only now: two `ip` processes beside the runtime would slow this create.
         self.refill_warm_leases();
