@@ -282,11 +282,10 @@ struct ServeArgs {
     /// releases before 2023 need) or kvm.
     #[arg(long, env = "WARREN_GVISOR_PLATFORM", default_value = "systrap", value_parser = ["systrap", "ptrace", "kvm"])]
     gvisor_platform: String,
-    /// gVisor's network stack: host (the host kernel's, inside the sandbox's own namespace) or
-    /// sandbox (gVisor's own netstack on the sandbox's veth: its packets never reach the host
-    /// kernel's TCP/IP code; not yet the default: some connections through the preview proxy
-    /// to a sandbox are reset, see README).
-    #[arg(long, env = "WARREN_GVISOR_NETWORK", default_value = "host", value_parser = ["sandbox", "host"])]
+    /// gVisor's network stack: sandbox (gVisor's own netstack on the sandbox's veth: its
+    /// packets never reach the host kernel's TCP/IP code) or host (the host kernel's, inside the
+    /// sandbox's own namespace: what runsc releases before 2023 need).
+    #[arg(long, env = "WARREN_GVISOR_NETWORK", default_value = "sandbox", value_parser = ["sandbox", "host"])]
     gvisor_network: String,
     #[command(flatten)]
     output: OutputArgs,

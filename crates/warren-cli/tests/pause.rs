@@ -8,7 +8,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::state::{count, inside, make, pause, resume, through_proxy, MAIN, SERVE};
+use common::state::{count, inside, make, pause, resume, through_proxy, MAIN};
 use common::{wait_for, TestServer};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -31,7 +31,7 @@ fn image_dir(s: &TestServer, id: &str) -> PathBuf {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn pause_and_resume_keep_processes_memory_files_and_a_listening_port() {
-    let s = TestServer::start_with(SERVE).await;
+    let s = TestServer::start().await;
     let id = make(&s).await;
     let before = inside(&s, &id).await;
     let (status, body) = through_proxy(&s, &id).await;
@@ -129,7 +129,7 @@ fn flip(path: &Path, at: Option<u64>) -> u64 {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_corrupt_or_truncated_pause_image_is_refused_and_kept() {
-    let s = TestServer::start_with(SERVE).await;
+    let s = TestServer::start().await;
     let id = make(&s).await;
     let before = inside(&s, &id).await;
     assert_eq!(pause(&s, &id).await.0, StatusCode::OK);
@@ -191,7 +191,7 @@ async fn a_corrupt_or_truncated_pause_image_is_refused_and_kept() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_server_killed_during_pause_or_resume_leaves_the_sandbox_running_or_paused() {
-    let mut s = TestServer::start_with(SERVE).await;
+    let mut s = TestServer::start().await;
     let id = make(&s).await;
     let before = inside(&s, &id).await;
     // Cut at several points of each: as the request arrives, early, midway, late.
@@ -205,15 +205,9 @@ async fn a_server_killed_during_pause_or_resume_leaves_the_sandbox_running_or_pa
         let req = s.http.post(url).bearer_auth(&s.key).send();
         let _ = tokio::time::timeout(Duration::from_millis(delay_ms.max(20)), req).await;
         s.kill9();
-        s = TestServer::start_on_with(
-            s.data_dir.clone(),
-            "127.0.0.1",
-            s.port,
-            s.subnet.clone(),
-            SERVE,
-        )
-        .await
-        .adopt_scratch(s);
+        s = TestServer::start_on(s.data_dir.clone(), s.port, s.subnet.clone())
+            .await
+            .adopt_scratch(s);
         let settled = wait_for(&s, &id, Duration::from_secs(60), |v| {
             v["state"] == "running" || v["state"] == "paused"
         })
@@ -262,7 +256,7 @@ async fn runc_sandboxes_say_why_they_cannot_pause_and_keep_running() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn on_timeout_pause_pauses_at_the_deadline_and_runc_stops_instead() {
-    let s = TestServer::start_with(SERVE).await;
+    let s = TestServer::start().await;
     let mut ids = Vec::new();
     for rt in ["gvisor", "runc"] {
         let sb = s
@@ -300,7 +294,7 @@ async fn on_timeout_pause_pauses_at_the_deadline_and_runc_stops_instead() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn auto_resume_brings_a_paused_sandbox_back_for_the_request_that_reaches_it() {
-    let s = TestServer::start_with(SERVE).await;
+    let s = TestServer::start().await;
     let sb = s
         .create(json!({
             "image": "busybox", "runtime": "gvisor", "auto_resume": true,
@@ -347,7 +341,7 @@ async fn auto_resume_brings_a_paused_sandbox_back_for_the_request_that_reaches_i
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_fork_runs_the_sources_processes_with_their_memory_at_its_own_address() {
-    let s = TestServer::start_with(SERVE).await;
+    let s = TestServer::start().await;
     let id = make(&s).await;
     let before = inside(&s, &id).await;
     let resp = s

@@ -3,7 +3,7 @@
 //! its own copy; the source goes on as it was. Needs root, the pinned runsc, busybox-static.
 mod common;
 
-use common::state::{count, inside, make, pause, through_proxy, SERVE};
+use common::state::{count, inside, make, pause, through_proxy};
 use common::TestServer;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -24,7 +24,7 @@ async fn from_snapshot(s: &TestServer, body: Value) -> (StatusCode, Value) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sandboxes_made_from_a_snapshot_start_where_it_was() {
-    let s = TestServer::start_with(SERVE).await;
+    let s = TestServer::start().await;
     let id = make(&s).await;
     s.sh(&id, "echo at-snapshot > /root/mark").await;
     let before = inside(&s, &id).await;

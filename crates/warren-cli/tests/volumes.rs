@@ -44,7 +44,7 @@ async fn with_volumes(s: &TestServer, runtime: &str, volumes: Value) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn volumes_are_shared_sized_read_only_where_asked_and_outlive_sandboxes() {
-    let s = TestServer::start_with(&["--gvisor-network", "sandbox"]).await;
+    let s = TestServer::start().await;
     let (status, v) = post_volume(&s, json!({"name": "shared", "size_mb": 64})).await;
     assert_eq!(status, StatusCode::CREATED, "{v}");
     assert_eq!(v["size_mb"], 64);

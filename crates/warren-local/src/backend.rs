@@ -468,6 +468,7 @@ impl LocalBackend {
         let _ = self.unmount_rootfs(id);
         if let Some(i) = net_index {
             let lease = self.net.lease(i);
+            lease.cut_host_connections().await;
             self.take_allow_ready(i);
             if let Err(e) = self.firewall.remove(&lease).await {
                 tracing::warn!(sandbox = id, "removing its nftables rules: {e}");

@@ -245,6 +245,30 @@ impl Lease {
         ip(&["-n", &self.netns, "-batch", "-"], Some(inside)).await
     }
 
+    /// Ends the host's TCP connections to the sandbox's address (`ss -K`, the kernel's
+    /// SOCK_DESTROY). A sandbox on gVisor's own network stack ends without closing its side of
+    /// them, so a pooled connection (the agent client's, the proxy's) would stay open on the
+    /// host and, once the address serves the next sandbox or a restored one, carry a request
+    /// into a stack that answers it with a reset.
+    pub async fn cut_host_connections(&self) {
+        let out = Command::new("ss")
+            .args(["-K", "-t", "-n", "dst", &self.sandbox_ip.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .output()
+            .await;
+        match out {
+            Ok(o) if o.status.success() => {}
+            Ok(o) => tracing::warn!(
+                "ss -K dst {}: {}",
+                self.sandbox_ip,
+                String::from_utf8_lossy(&o.stderr).trim()
+            ),
+            Err(e) => tracing::warn!("running ss: {e}"),
+        }
+    }
+
     /// Removes the link and namespace; idempotent, never fails on what is already gone.
     pub async fn release(&self) {
         if Path::new("/sys/class/net").join(&self.host_veth).exists() {

@@ -99,8 +99,7 @@ impl Default for GvisorConfig {
         GvisorConfig {
             binary: default_runsc(),
             platform: "systrap".into(),
-            // Until connections through the proxy to netstack stop being reset (README).
-            network: "host".into(),
+            network: "sandbox".into(),
         }
     }
 }

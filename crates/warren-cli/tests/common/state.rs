@@ -7,13 +7,11 @@ use serde_json::{json, Value};
 
 use super::TestServer;
 
-/// gVisor's own network stack: a listening socket in the host kernel's cannot be saved.
-pub const SERVE: &[&str] = &["--gvisor-network", "sandbox"];
-
 /// What the sandbox runs: 32 MiB of random bytes in its memory (a tmpfs file gVisor keeps in
 /// its own memory) with their checksum, a web server, and a counter that would restart from
 /// 1 if the shell were started again instead of restored.
-pub const MAIN: &str = "dd if=/dev/urandom of=/dev/shm/blob bs=1M count=32 2>/dev/null; \
+pub const MAIN: &str =
+    "echo $$ > /tmp/shell; dd if=/dev/urandom of=/dev/shm/blob bs=1M count=32 2>/dev/null; \
     md5sum /dev/shm/blob > /tmp/sum; echo hello > /tmp/index.html; httpd -p 8000 -h /tmp; \
     i=0; while true; do i=$((i+1)); echo $i > /tmp/count; sleep 0.1; done";
 
@@ -37,11 +35,14 @@ pub async fn make(s: &TestServer) -> String {
 }
 
 /// The state inside that must survive: the blob's checksum now and as first written, and
-/// the pids of the shell and the web server.
+/// the pids of the web server and of the looping shell, alive. (Not a count of processes
+/// running the loop: the shell forks a copy of itself for each `sleep`, which a count would
+/// catch now and then.)
 pub async fn inside(s: &TestServer, id: &str) -> String {
     s.sh(
         id,
-        "md5sum /dev/shm/blob; cat /tmp/sum; pidof httpd; ps | grep -c '[w]hile true'",
+        "md5sum /dev/shm/blob; cat /tmp/sum; pidof httpd; cat /tmp/shell; \
+         kill -0 $(cat /tmp/shell) && echo alive",
     )
     .await
 }

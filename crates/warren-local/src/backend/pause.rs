@@ -255,9 +255,12 @@ impl LocalBackend {
                 lease.netns_path()
             )));
         }
-        let (memory, readdressed) = tokio::join!(
+        // Connections the host kept from before the pause would meet the restored stack's
+        // resets.
+        let (memory, readdressed, ()) = tokio::join!(
             self.check_part(&spec.id, "memory", &receipt.memory),
-            lease.readdress()
+            lease.readdress(),
+            lease.cut_host_connections()
         );
         memory?;
         readdressed.map_err(|e| step("network")(e.to_string()))?;
