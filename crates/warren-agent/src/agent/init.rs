@@ -9,6 +9,9 @@ use nix::sys::wait::{waitpid, WaitPidFlag};
 use nix::unistd::{getpid, Pid};
 use tokio::signal::unix::{signal, SignalKind};
 
+/// How long after a SIGCHLD the orphans are looked for.
+const REAP_DELAY: std::time::Duration = std::time::Duration::from_millis(10);
+
 /// Whether this process is the sandbox's init.
 pub fn is_init() -> bool {
     getpid().as_raw() == 1
@@ -62,6 +65,11 @@ pub async fn reap_forever(owned: impl Fn(u32) -> bool) {
         }
     };
     while children.recv().await.is_some() {
+        // A moment later, and once for every SIGCHLD meanwhile: the signal mostly announces an
+        // exec's own child, whose answer would otherwise wait behind this walk of /proc (about
+        // 0.2 ms under gVisor). An orphan's zombie can wait that long.
+        tokio::time::sleep(REAP_DELAY).await;
+        while let Some(Some(())) = futures_util::FutureExt::now_or_never(children.recv()) {}
         reap_orphans(&owned);
     }
 }

@@ -10,7 +10,8 @@ use warren_api::Runtime;
 use warren_local::runtime::{GvisorConfig, GVISOR_VERSION};
 
 use super::raw::{self, Raw};
-use super::report::{self, Measure, Row};
+use super::report::{self, Measure, Row, Stats};
+use super::server::Api;
 use super::server::{self, InProcess};
 
 #[derive(Args)]
@@ -42,11 +43,40 @@ pub struct GvisorBenchArgs {
     keep: bool,
 }
 
-/// One platform's rows: create, then exec.
+/// One platform's rows: create, then exec; and the floor under any exec.
 #[derive(Debug, Serialize)]
 struct PlatformResult {
     platform: String,
     rows: Vec<Row>,
+    /// One process started and reaped inside a sandbox by its own shell (fork, exec of
+    /// `/bin/true`, wait), with 1/[`LOOP`] of an exec's round trip: what gVisor itself costs
+    /// any exec.
+    process_start: Stats,
+}
+
+/// Processes a timed shell loop starts for [`PlatformResult::process_start`].
+const LOOP: u32 = 50;
+
+/// The per-process figure of `n` timed loops (after one untimed) in one sandbox.
+async fn bench_process_start(api: &Api, n: u32, label: &str) -> anyhow::Result<Stats> {
+    let (_, sb) = api.create(Runtime::Gvisor).await?;
+    let script = format!("i=0; while [ $i -lt {LOOP} ]; do /bin/true; i=$((i+1)); done");
+    let timed = async {
+        let mut samples = Vec::new();
+        for i in 0..=n {
+            let took = api.sh(&sb.id, &script).await?;
+            if i > 0 {
+                samples.push(took / LOOP);
+                super::progress(label, i, n);
+            }
+        }
+        anyhow::Ok(samples)
+    }
+    .await;
+    let deleted = api.delete(&sb.id).await;
+    let samples = timed?;
+    deleted?;
+    Ok(Stats::of(&samples))
 }
 
 #[derive(Debug, Serialize)]
@@ -113,12 +143,14 @@ async fn measure(
         let exec = super::bench_exec(&api, rt, a.exec_iterations, &label("exec")).await?;
         let raw_n = a.exec_iterations.min(super::RAW_RUNSC_EXEC_MAX);
         let raw_exec = super::bench_raw_exec(&raw, rt, raw_n, &label("runsc exec")).await?;
+        let process_start = bench_process_start(&api, 10, &label("process start")).await?;
         platforms.push(PlatformResult {
             platform: platform.clone(),
             rows: vec![
                 Row::new(Measure::Create, rt, create, raw::run_label(rt), run),
                 Row::new(Measure::Exec, rt, exec, raw::exec_label(rt), raw_exec),
             ],
+            process_start,
         });
         // The next platform's server takes the same address range.
         if let Some(s) = slot.take() {
@@ -173,6 +205,21 @@ fn table(r: &GvisorReport) -> String {
                 if row.ok { "ok" } else { "MISS" },
             ]));
         }
+    }
+    for p in &r.platforms {
+        let exec = p.rows.iter().find(|r| r.measure == Measure::Exec);
+        s.push_str(&format!(
+            "{}: a process started and reaped inside the sandbox by its shell (fork, exec of \
+             /bin/true, wait) p50 {}, p95 {}: the floor under any exec{}\n",
+            p.platform,
+            report::ms(p.process_start.p50_ms),
+            report::ms(p.process_start.p95_ms),
+            exec.map(|e| format!(
+                "; Warren's exec p50 is {} above it",
+                report::ms(e.warren.p50_ms - p.process_start.p50_ms)
+            ))
+            .unwrap_or_default()
+        ));
     }
     s.push_str(
         "\nEach platform: its own scratch server (`warren serve --gvisor-platform P`), the raw \

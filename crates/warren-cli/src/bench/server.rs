@@ -280,10 +280,10 @@ impl Api {
         resp.json().await.with_context(|| format!("{path} answer"))
     }
 
-    /// Runs `sh -c script` in sandbox `id`; fails unless it exits 0.
-    pub async fn sh(&self, id: &SandboxId, script: &str) -> anyhow::Result<()> {
+    /// Runs `sh -c script` in sandbox `id`; its round trip, or why it did not exit 0.
+    pub async fn sh(&self, id: &SandboxId, script: &str) -> anyhow::Result<Duration> {
         let cmd = vec!["sh".into(), "-c".into(), script.into()];
-        self.exec_ok(id, cmd, Some(600)).await.map(|_| ())
+        self.exec_ok(id, cmd, Some(600)).await
     }
 
     /// Runs `true` in sandbox `id`; returns the round trip.
