@@ -35,6 +35,10 @@ pub struct PauseReceipt {
     pub memory: ImagePart,
     /// The sandbox's writable filesystem layer.
     pub filesystem: ImagePart,
+    /// Where the image is kept besides this host: its URL in the object store
+    /// (`warren serve --object-store`), once it was sent there whole.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stored: Option<String>,
 }
 
 /// `POST /v1/sandboxes/{id}/snapshots`.

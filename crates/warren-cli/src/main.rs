@@ -287,6 +287,16 @@ struct ServeArgs {
     /// sandbox's own namespace: what runsc releases before 2023 need).
     #[arg(long, env = "WARREN_GVISOR_NETWORK", default_value = "sandbox", value_parser = ["sandbox", "host"])]
     gvisor_network: String,
+    /// The SQLite database file [default: DATA_DIR/warren.db]. Servers that share it (and an
+    /// --object-store) can resume each other's paused sandboxes; run one at a time on it.
+    #[arg(long, env = "WARREN_DATABASE")]
+    database: Option<PathBuf>,
+    /// Keep pause images in an object store as well as on local disk: s3://BUCKET/PREFIX
+    /// (endpoint, region and keys from AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID,
+    /// AWS_SECRET_ACCESS_KEY; AWS_ALLOW_HTTP=true for plain HTTP) or file:///DIR. A resume
+    /// whose image is not on this host fetches it from there.
+    #[arg(long, env = "WARREN_OBJECT_STORE")]
+    object_store: Option<String>,
     #[command(flatten)]
     output: OutputArgs,
 }
@@ -315,6 +325,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             network: args.gvisor_network,
         },
         history_retention: args.history_retention,
+        database: args.database,
+        object_store: args.object_store,
         dns: args.dns,
         pull: warren_local::pull::PullConfig {
             auth_file: args.registry_auth,

@@ -168,19 +168,19 @@ async fn a_corrupt_or_truncated_pause_image_is_refused_and_kept() {
     std::fs::write(&pages, &whole[..whole.len() / 2]).expect("truncate");
     refused("memory").await;
     std::fs::write(&pages, &whole).expect("put back");
-    // A restore that fails once the disk is mounted (the runtime finds no config.json): the
-    // mount wrote to the disk, which must not count as corruption at the next resume.
+    // A restore that fails once the disk is mounted (the runtime cannot read config.json):
+    // the mount wrote to the disk, which must not count as corruption at the next resume.
     let config = s
         .data_dir
         .join("sandboxes")
         .join(&id)
         .join("bundle/config.json");
-    let aside = config.with_extension("aside");
-    std::fs::rename(&config, &aside).expect("config aside");
+    let good = std::fs::read(&config).expect("config");
+    std::fs::write(&config, b"{").expect("config broken");
     let (status, body) = resume(&s, &id).await;
     assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{body}");
     assert_eq!(s.get(&id).await.1["state"], "paused");
-    std::fs::rename(&aside, &config).expect("config back");
+    std::fs::write(&config, good).expect("config back");
     // Whole again: it resumes, as it was.
     let (status, body) = resume(&s, &id).await;
     assert_eq!(status, StatusCode::OK, "{body}");

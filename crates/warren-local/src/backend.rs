@@ -94,6 +94,8 @@ pub struct LocalConfig {
     pub raise_file_max: bool,
     /// How gVisor sandboxes run.
     pub gvisor: crate::runtime::GvisorConfig,
+    /// Where pause images are kept besides local disk (`--object-store`).
+    pub offsite: Option<crate::offsite::Offsite>,
 }
 
 /// Where sandboxes' merged root filesystems are mounted: outside the 0700 data dir (under a
@@ -493,6 +495,7 @@ impl LocalBackend {
 
     /// Removes the sandbox's directory (its writes). Call after [`release`](Self::release).
     pub fn remove_files(&self, id: &str) {
+        self.discard_offsite(pause::pause_key(id));
         let dir = self.sandbox_dir(id);
         if let Err(e) = fs::remove_dir_all(&dir) {
             if e.kind() != std::io::ErrorKind::NotFound {

@@ -15,6 +15,7 @@ pub mod idmap;
 pub mod images;
 pub mod net;
 pub mod netpool;
+pub mod offsite;
 pub mod pull;
 pub mod receipt;
 pub mod rootfs;

@@ -127,14 +127,13 @@ pub fn hash_files(dir: &Path) -> io::Result<ImagePart> {
     })
 }
 
-/// The data extents of the sparse file at `path` (`SEEK_DATA`/`SEEK_HOLE`): offset, length
-/// and bytes of each. Holes cost nothing to skip, so a large, mostly empty disk hashes fast.
-pub fn hash_extents(path: &Path) -> io::Result<ImagePart> {
+/// The data extents of the sparse file at `path` (`SEEK_DATA`/`SEEK_HOLE`), as (start, end):
+/// holes cost nothing to skip, so a large, mostly empty disk is read fast.
+pub fn extents(path: &Path) -> io::Result<Vec<(u64, u64)>> {
     use rustix::fs::{seek, SeekFrom as At};
-    let mut file = File::open(path)?;
+    let file = File::open(path)?;
     let size = file.metadata()?.len();
-    let mut hasher = Sha256::new();
-    let mut bytes = 0;
+    let mut out = Vec::new();
     let mut at = 0u64;
     while at < size {
         let start = match seek(file.as_fd(), At::Data(at)) {
@@ -144,12 +143,24 @@ pub fn hash_extents(path: &Path) -> io::Result<ImagePart> {
             Err(e) => return Err(e.into()),
         };
         let end = seek(file.as_fd(), At::Hole(start))?.min(size);
+        out.push((start, end));
+        at = end;
+    }
+    Ok(out)
+}
+
+/// The data extents of the sparse file at `path`: offset, length and bytes of each.
+pub fn hash_extents(path: &Path) -> io::Result<ImagePart> {
+    let spans = extents(path)?;
+    let mut file = File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut bytes = 0;
+    for (start, end) in spans {
         file.seek(SeekFrom::Start(start))?;
         hasher.update(start.to_le_bytes());
         hasher.update((end - start).to_le_bytes());
         copy_into(&mut hasher, &mut file, end - start)?;
         bytes += end - start;
-        at = end;
     }
     Ok(ImagePart {
         bytes,
@@ -160,21 +171,13 @@ pub fn hash_extents(path: &Path) -> io::Result<ImagePart> {
 /// Copies the sparse file `src` to `dst` (made anew) extent for extent: its data extents as
 /// data, its holes as holes, so [`hash_extents`] of the copy equals that of the original.
 pub fn copy_extents(src: &Path, dst: &Path) -> io::Result<()> {
-    use rustix::fs::{seek, SeekFrom as At};
     use std::os::unix::fs::FileExt;
+    let spans = extents(src)?;
     let from = File::open(src)?;
-    let size = from.metadata()?.len();
     let to = File::create(dst)?;
-    to.set_len(size)?;
+    to.set_len(from.metadata()?.len())?;
     let mut buf = vec![0u8; 1 << 20];
-    let mut at = 0u64;
-    while at < size {
-        let start = match seek(from.as_fd(), At::Data(at)) {
-            Ok(s) => s,
-            Err(rustix::io::Errno::NXIO) => break,
-            Err(e) => return Err(e.into()),
-        };
-        let end = seek(from.as_fd(), At::Hole(start))?.min(size);
+    for (start, end) in spans {
         let mut pos = start;
         while pos < end {
             let want = buf
@@ -190,7 +193,6 @@ pub fn copy_extents(src: &Path, dst: &Path) -> io::Result<()> {
             to.write_all_at(&buf[..n], pos)?;
             pos += n as u64;
         }
-        at = end;
     }
     to.sync_all()
 }

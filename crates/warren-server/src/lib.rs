@@ -95,6 +95,10 @@ pub struct ServerConfig {
     pub gvisor: warren_local::runtime::GvisorConfig,
     /// How much of sandboxes' output is kept (exec answers, logs).
     pub output: service::OutputLimits,
+    /// The SQLite database file (`None`: `warren.db` in the data dir).
+    pub database: Option<PathBuf>,
+    /// Where pause images are kept besides local disk: `s3://bucket/prefix` or `file:///dir`.
+    pub object_store: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -118,6 +122,8 @@ impl Default for ServerConfig {
             raise_file_max: true,
             gvisor: Default::default(),
             output: Default::default(),
+            database: None,
+            object_store: None,
         }
     }
 }
@@ -168,9 +174,24 @@ impl Server {
             .canonicalize()
             .with_context(|| format!("resolving {}", cfg.data_dir.display()))?;
         let agent = agent_bin::install(&data_dir).context("installing the agent binary")?;
-        let store = SqliteStore::open(&data_dir.join("warren.db"))
+        let db = cfg
+            .database
+            .clone()
+            .unwrap_or_else(|| data_dir.join("warren.db"));
+        let store = SqliteStore::open(&db)
             .await
-            .context("opening the database")?;
+            .with_context(|| format!("opening the database {}", db.display()))?;
+        let offsite = match &cfg.object_store {
+            None => None,
+            Some(url) => {
+                let o = warren_local::offsite::Offsite::open(url)
+                    .with_context(|| format!("--object-store {url}"))?;
+                o.check()
+                    .await
+                    .with_context(|| format!("--object-store {url}: the store does not answer"))?;
+                Some(o)
+            }
+        };
         let new_admin_key = auth::ensure_admin_key(&store, &data_dir).await?;
         let backend = LocalBackend::new(LocalConfig {
             tag: host_tag(&data_dir),
@@ -185,6 +206,7 @@ impl Server {
             nofile: cfg.sandbox_nofile,
             raise_file_max: cfg.raise_file_max,
             gvisor: cfg.gvisor.clone(),
+            offsite,
         })?;
         let service = Service::new(
             Arc::new(store),

@@ -13,6 +13,7 @@ use reqwest::{Method, RequestBuilder, StatusCode};
 use serde_json::{json, Value};
 
 pub mod base;
+pub mod garage;
 pub mod oci_layout;
 pub mod preview;
 pub mod pulls;
@@ -462,6 +463,37 @@ impl TestServer {
                 "nftables table warren_{tag} left after a graceful stop"
             );
         }
+    }
+
+    /// Stops the server gracefully and leaves its sandboxes be (another server sharing its
+    /// database takes them over); the host resources of this one's tag (network namespaces
+    /// and links) are removed after it, as a host that went away would lose them.
+    pub fn stop_keeping_sandboxes(mut self) {
+        self.stop_graceful();
+        let tag = self.tag();
+        let names = |dir: &str| -> Vec<String> {
+            std::fs::read_dir(dir)
+                .map(|rd| {
+                    rd.flatten()
+                        .map(|e| e.file_name().to_string_lossy().into_owned())
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        for link in names("/sys/class/net") {
+            if link.starts_with(&format!("wr{tag}")) {
+                let _ = Command::new("ip").args(["link", "del", &link]).status();
+            }
+        }
+        for ns in names("/run/netns") {
+            if ns.starts_with(&format!("warren-{tag}-")) {
+                let _ = Command::new("ip").args(["netns", "del", &ns]).status();
+            }
+        }
+        let _ = Command::new("nft")
+            .args(["delete", "table", "inet", &format!("warren_{tag}")])
+            .stderr(Stdio::null())
+            .status();
     }
 
     /// SIGTERM, then SIGKILL after 10 s; whether there was a server to stop.

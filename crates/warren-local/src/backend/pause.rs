@@ -144,7 +144,8 @@ impl LocalBackend {
         let dir = self.pausing_dir(id);
         let disk = self.disk(id).image;
         let done = self.pause_dir(id);
-        let receipt = tokio::task::spawn_blocking(move || -> std::io::Result<PauseReceipt> {
+        let (done_dir, disk_image) = (done.clone(), disk.clone());
+        let mut receipt = tokio::task::spawn_blocking(move || -> std::io::Result<PauseReceipt> {
             // Written to disk and hashed at once: both read the same page cache.
             let (synced, memory, filesystem) = std::thread::scope(|s| {
                 let synced = s.spawn(|| {
@@ -165,6 +166,7 @@ impl LocalBackend {
                 runtime_version,
                 memory,
                 filesystem,
+                stored: None,
             };
             write_manifest(&dir, &receipt)?;
             if done.exists() {
@@ -176,7 +178,68 @@ impl LocalBackend {
         .await
         .map_err(|e| step("receipt")(e.to_string()))?
         .map_err(|e| step("receipt")(e.to_string()))?;
+        if let Some(offsite) = &self.cfg.offsite {
+            // The pause holds locally either way; a store that fails is named in the log and
+            // the receipt says the image is only here.
+            let key = pause_key(id);
+            let t = Instant::now();
+            match offsite.put(&key, &done_dir, &disk_image).await {
+                Ok(sent) => {
+                    tracing::info!(
+                        sandbox = id,
+                        "pause image sent to {}: {} bytes in {} objects, {} ms",
+                        offsite.url_of(&key),
+                        sent.bytes,
+                        sent.objects,
+                        t.elapsed().as_millis()
+                    );
+                    receipt.stored = Some(offsite.url_of(&key));
+                }
+                Err(e) => tracing::warn!(sandbox = id, "pause image kept only here: {e}"),
+            }
+        }
         Ok(receipt)
+    }
+
+    /// Fetches the pause image from the object store when this host has none (the sandbox
+    /// was paused by another server sharing the store and the database). Nothing to fetch is
+    /// no error here: the receipt check names what is missing.
+    async fn fetch_pause(&self, id: &str) -> Result<(), LocalError> {
+        let Some(offsite) = &self.cfg.offsite else {
+            return Ok(());
+        };
+        if self.pause_dir(id).join(MANIFEST).is_file() {
+            return Ok(());
+        }
+        let key = pause_key(id);
+        let fetched = async {
+            if !offsite.has(&key).await? {
+                return Ok(false);
+            }
+            let tmp = self.sandbox_dir(id).join("fetching");
+            if tmp.exists() {
+                fs::remove_dir_all(&tmp)?;
+            }
+            fs::create_dir_all(&tmp)?;
+            offsite.get(&key, &tmp, &self.disk(id).image).await?;
+            fs::rename(&tmp, self.pause_dir(id))?;
+            std::io::Result::Ok(true)
+        };
+        match fetched.await {
+            Ok(true) => {
+                tracing::info!(
+                    sandbox = id,
+                    "pause image fetched from {}",
+                    offsite.url_of(&key)
+                );
+                Ok(())
+            }
+            Ok(false) => Ok(()),
+            Err(e) => Err(image_error(format!(
+                "fetching the pause image from {}: {e}",
+                offsite.url_of(&key)
+            ))),
+        }
     }
 
     /// The receipt of the sandbox's pause image, as written.
@@ -243,6 +306,7 @@ impl LocalBackend {
     pub async fn resume(&self, spec: &SandboxSpec) -> Result<Provisioned, LocalError> {
         let began = Instant::now();
         let mut steps = Vec::new();
+        self.fetch_pause(&spec.id).await?;
         let receipt = self.trusted_receipt(&spec.id, spec.runtime).await?;
         // The disk first: mounting it writes to it. The memory image is hashed meanwhile the
         // rest is readied, and the restore waits for both.
@@ -250,10 +314,8 @@ impl LocalBackend {
             .await?;
         let lease = self.net.lease(spec.net_index);
         if !lease.exists() {
-            return Err(step("network")(format!(
-                "its network namespace {} is gone",
-                lease.netns_path()
-            )));
+            // Paused on another server (or this host restarted): made again, rules and all.
+            self.ready_network(spec).await?;
         }
         // Connections the host kept from before the pause would meet the restored stack's
         // resets.
@@ -314,8 +376,12 @@ impl LocalBackend {
 
     async fn restore(&self, spec: &SandboxSpec) -> Result<(), LocalError> {
         self.mount_rootfs(spec)?;
-        self.mount_volumes(spec)?;
+        let binds = self.mount_volumes(spec)?;
         let dir = self.sandbox_dir(&spec.id);
+        // Paused by another server: this host has only what it fetched.
+        if !dir.join("bundle/config.json").is_file() {
+            self.write_bundle_for(spec, &self.net.lease(spec.net_index), &binds)?;
+        }
         self.runtime(spec.runtime)
             .restore(
                 &spec.id,
@@ -330,6 +396,7 @@ impl LocalBackend {
 
     /// Drops the pause image once the sandbox runs again (its files have moved on from it).
     pub fn discard_pause(&self, id: &str) {
+        self.discard_offsite(pause_key(id));
         for dir in [self.pause_dir(id), self.pausing_dir(id)] {
             if let Err(e) = fs::remove_dir_all(&dir) {
                 if e.kind() != std::io::ErrorKind::NotFound {
@@ -338,4 +405,25 @@ impl LocalBackend {
             }
         }
     }
+
+    /// Removes an image from the object store, in the background (a store that fails is
+    /// logged; what it keeps is unreachable garbage, never a sandbox's state).
+    pub fn discard_offsite(&self, key: String) {
+        let Some(offsite) = self.cfg.offsite.clone() else {
+            return;
+        };
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        rt.spawn(async move {
+            if let Err(e) = offsite.delete(&key).await {
+                tracing::warn!("removing {}: {e}", offsite.url_of(&key));
+            }
+        });
+    }
+}
+
+/// The object-store key of a sandbox's pause image.
+pub(super) fn pause_key(id: &str) -> String {
+    format!("pauses/{id}")
 }

@@ -139,6 +139,13 @@ impl Service {
         let t0 = Utc::now();
         match self.inner.backend.resume(&spec).await {
             Ok(p) => {
+                // Another server's sandbox (a shared database and object store) resumes at
+                // an address of this one's.
+                let ip = p.ip.to_string();
+                if rec.sandbox.ip.as_deref() != Some(ip.as_str()) {
+                    rec.sandbox.ip = Some(ip);
+                    self.forget_route(id);
+                }
                 let mut at = t0;
                 for (step, took) in &p.steps {
                     self.record_step(id, step, at, *took, None);

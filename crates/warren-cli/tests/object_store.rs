@@ -1,0 +1,109 @@
+//! Pause images in an object store: Garage, a real S3 server, on 127.0.0.1. A pause sends the
+//! image there (the receipt names where); a second server with a data dir of its own, sharing
+//! only the database and the store, resumes the sandbox from it with its processes and memory
+//! as they were, at an address of its own; the resume removes the stored copy. A store that
+//! does not answer is refused when the server starts.
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::garage::Garage;
+use common::state::{count, inside, make, pause, resume};
+use common::{busybox_tar, free_port, unique_subnet, TestServer};
+use reqwest::StatusCode;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sandbox_paused_on_one_server_resumes_on_another_from_the_store() {
+    let garage = Garage::start("warren-test");
+    // The servers this test starts read the store's endpoint and keys from AWS_*, as a user's
+    // would; nothing else in this test binary starts a server.
+    for (k, v) in garage.env() {
+        std::env::set_var(k, v);
+    }
+    let shared = tempfile::tempdir().expect("shared dir");
+    let db = shared.path().join("warren.db");
+    let db = db.to_str().expect("utf-8 path");
+    let store = format!("s3://{}/servers", garage.bucket);
+    let args = ["--database", db, "--object-store", store.as_str()];
+
+    let a = TestServer::start_with(&args).await;
+    let id = make(&a).await;
+    let before = inside(&a, &id).await;
+    let counted = count(&a, &id).await;
+    let (status, paused) = pause(&a, &id).await;
+    assert_eq!(status, StatusCode::OK, "{paused}");
+    assert_eq!(
+        paused["pause"]["stored"],
+        format!("{store}/pauses/{id}"),
+        "{paused}"
+    );
+    let objects = garage.objects();
+    // The 32 MiB blob alone is 4 parts of 8 MiB; and a listing.
+    assert!(objects >= 5, "{objects} objects in the store");
+    let key = std::fs::read_to_string(a.data_dir.join("admin.key")).expect("admin.key");
+    let a_ip = paused["ip"].as_str().expect("ip").to_owned();
+    // Its data dir (pause image, disk) goes with it.
+    a.stop_keeping_sandboxes();
+
+    let b_dir = tempfile::Builder::new()
+        .prefix("warren-test-")
+        .tempdir_in("/var/tmp")
+        .expect("b's data dir");
+    std::fs::write(b_dir.path().join("admin.key"), key).expect("admin.key for b");
+    let b = TestServer::start_on_with(
+        b_dir.path().to_path_buf(),
+        "127.0.0.1",
+        free_port(),
+        unique_subnet(),
+        &args,
+    )
+    .await;
+    // The same image, by digest, on this host too.
+    let resp = b.import_tar("busybox", busybox_tar()).await;
+    assert!(resp.status().is_success(), "importing busybox on b");
+    let (status, resumed) = resume(&b, &id).await;
+    assert_eq!(status, StatusCode::OK, "{resumed}");
+    assert_eq!(resumed["state"], "running");
+    assert_ne!(resumed["ip"], a_ip, "b gives it an address of its own");
+    assert_eq!(
+        inside(&b, &id).await,
+        before,
+        "processes and memory as they were"
+    );
+    assert!(count(&b, &id).await >= counted, "the counter went on");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while garage.objects() > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the stored image outlived the resume"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_store_that_does_not_answer_is_refused_at_start() {
+    let dir = tempfile::tempdir().expect("dir");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_warren"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{}", free_port())])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["--object-store", "s3://nowhere/x"])
+        .env(
+            "AWS_ENDPOINT_URL",
+            format!("http://127.0.0.1:{}", free_port()),
+        )
+        .env("AWS_ACCESS_KEY_ID", "GK0")
+        .env("AWS_SECRET_ACCESS_KEY", "0")
+        .env("AWS_REGION", "garage")
+        .env("AWS_ALLOW_HTTP", "true")
+        .output()
+        .expect("warren serve");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("--object-store s3://nowhere/x: the store does not answer"),
+        "{err}"
+    );
+}
