@@ -15,6 +15,7 @@ mod raw;
 mod report;
 mod server;
 mod state;
+mod store;
 
 use std::io::IsTerminal;
 use std::os::unix::fs::MetadataExt;
@@ -56,6 +57,9 @@ pub enum BenchCommand {
     /// Warren's pause and resume of a gVisor sandbox holding 64 MiB and 512 MiB of touched
     /// memory, beside raw `runsc checkpoint` and `restore` of the same, in one run.
     State(state::StateBenchArgs),
+    /// Pause, resume and snapshot with images on local disk only, then also sent to an object
+    /// store (`--object-store`), in one run: their p50/p95 and what a snapshot takes in each.
+    Store(store::StoreBenchArgs),
 }
 
 #[derive(Args)]
@@ -116,6 +120,7 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
         Some(BenchCommand::Gvisor(g)) => return gvisor::run(g).await,
         Some(BenchCommand::Checkpoint(c)) => return checkpoint::run(c).await,
         Some(BenchCommand::State(st)) => return state::run(st).await,
+        Some(BenchCommand::Store(st)) => return store::run(st).await,
         None => {}
     }
     let runtimes = a.runtimes();

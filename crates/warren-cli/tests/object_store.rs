@@ -1,8 +1,9 @@
-//! Pause images in an object store: Garage, a real S3 server, on 127.0.0.1. A pause sends the
-//! image there (the receipt names where); a second server with a data dir of its own, sharing
-//! only the database and the store, resumes the sandbox from it with its processes and memory
-//! as they were, at an address of its own; the resume removes the stored copy. A store that
-//! does not answer is refused when the server starts.
+//! Pause images and snapshots in an object store: Garage, a real S3 server, on 127.0.0.1. A
+//! pause or a snapshot sends its image there (the receipt names where); a second server with a
+//! data dir of its own, sharing only the database and the store, resumes the sandbox from it
+//! with its processes and memory as they were, at an address of its own, and makes sandboxes
+//! from the snapshot; a resume removes the stored pause image, a deleted snapshot its copy. A
+//! store that does not answer is refused when the server starts.
 mod common;
 
 use std::time::{Duration, Instant};
@@ -10,7 +11,8 @@ use std::time::{Duration, Instant};
 use common::garage::Garage;
 use common::state::{count, inside, make, pause, resume};
 use common::{busybox_tar, free_port, unique_subnet, TestServer};
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
+use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_sandbox_paused_on_one_server_resumes_on_another_from_the_store() {
@@ -29,6 +31,20 @@ async fn a_sandbox_paused_on_one_server_resumes_on_another_from_the_store() {
     let a = TestServer::start_with(&args).await;
     let id = make(&a).await;
     let before = inside(&a, &id).await;
+    let resp = a
+        .post(
+            &format!("/v1/sandboxes/{id}/snapshots"),
+            Some(json!({"name": "kept"})),
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let snap: serde_json::Value = resp.json().await.expect("snapshot");
+    assert_eq!(
+        snap["receipt"]["stored"],
+        format!("{store}/snapshots/kept"),
+        "{snap}"
+    );
+    let snapshot_objects = garage.objects();
     let counted = count(&a, &id).await;
     let (status, paused) = pause(&a, &id).await;
     assert_eq!(status, StatusCode::OK, "{paused}");
@@ -37,9 +53,12 @@ async fn a_sandbox_paused_on_one_server_resumes_on_another_from_the_store() {
         format!("{store}/pauses/{id}"),
         "{paused}"
     );
-    let objects = garage.objects();
     // The 32 MiB blob alone is 4 parts of 8 MiB; and a listing.
-    assert!(objects >= 5, "{objects} objects in the store");
+    let objects = garage.objects() - snapshot_objects;
+    assert!(
+        snapshot_objects >= 5 && objects >= 5,
+        "{snapshot_objects} + {objects} objects in the store"
+    );
     let key = std::fs::read_to_string(a.data_dir.join("admin.key")).expect("admin.key");
     let a_ip = paused["ip"].as_str().expect("ip").to_owned();
     // Its data dir (pause image, disk) goes with it.
@@ -71,14 +90,34 @@ async fn a_sandbox_paused_on_one_server_resumes_on_another_from_the_store() {
         "processes and memory as they were"
     );
     assert!(count(&b, &id).await >= counted, "the counter went on");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while garage.objects() > 0 {
-        assert!(
-            Instant::now() < deadline,
-            "the stored image outlived the resume"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let settled = |want: u64, what: &'static str| {
+        let garage = &garage;
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while garage.objects() != want {
+                assert!(
+                    Instant::now() < deadline,
+                    "{what}: {} objects",
+                    garage.objects()
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    settled(snapshot_objects, "the pause image outlived the resume").await;
+
+    // A's snapshot, fetched by b: its processes with their memory.
+    let sb = b.create(json!({"snapshot": "kept"})).await;
+    let from = sb["id"].as_str().expect("id");
+    assert_eq!(inside(&b, from).await, before);
+    b.delete(from).await;
+    let resp = b
+        .req(Method::DELETE, "/v1/snapshots/kept")
+        .send()
+        .await
+        .expect("delete snapshot");
+    assert!(resp.status().is_success());
+    settled(0, "the snapshot's copy outlived the snapshot").await;
     b.shutdown().await;
 }
 

@@ -119,10 +119,18 @@ impl Offsite {
         }
     }
 
-    /// Sends the image `key`: every regular file of `dir` and the data extents of `disk`.
+    /// Sends the image `key`: every regular file of `dir` and of its subdirectory `sub` (when
+    /// given and there: a snapshot's `memory`), but `disk`, and the data extents of `disk`.
     /// The listing is written last, so an image without one was never whole.
-    pub async fn put(&self, key: &str, dir: &FsPath, disk: &FsPath) -> io::Result<Sent> {
+    pub async fn put(
+        &self,
+        key: &str,
+        dir: &FsPath,
+        sub: Option<&str>,
+        disk: &FsPath,
+    ) -> io::Result<Sent> {
         let (dir, disk) = (dir.to_owned(), disk.to_owned());
+        let sub = sub.map(str::to_owned);
         let mut plan: Vec<(String, std::path::PathBuf, u64, u64)> = Vec::new();
         let mut listing = Listing {
             version: LISTING_VERSION,
@@ -130,12 +138,19 @@ impl Offsite {
         };
         let sources = tokio::task::spawn_blocking(move || -> io::Result<Vec<_>> {
             let mut out = Vec::new();
-            for entry in std::fs::read_dir(&dir)? {
-                let entry = entry?;
-                if entry.file_type()?.is_file() {
-                    let name = entry.file_name().to_string_lossy().into_owned();
-                    let len = entry.metadata()?.len();
-                    out.push((name, entry.path(), len, vec![(0, len)]));
+            let subdir = sub.as_ref().map(|s| (format!("{s}/"), dir.join(s)));
+            let dirs = std::iter::once((String::new(), dir.clone())).chain(subdir);
+            for (label, from) in dirs {
+                if !from.is_dir() {
+                    continue;
+                }
+                for entry in std::fs::read_dir(&from)? {
+                    let entry = entry?;
+                    if entry.file_type()?.is_file() && entry.path() != disk {
+                        let name = format!("{label}{}", entry.file_name().to_string_lossy());
+                        let len = entry.metadata()?.len();
+                        out.push((name, entry.path(), len, vec![(0, len)]));
+                    }
                 }
             }
             let len = std::fs::metadata(&disk)?.len();
@@ -234,13 +249,22 @@ impl Offsite {
         let mut plan = Vec::new();
         let mut files = BTreeMap::new();
         for (name, (len, parts)) in &listing.files {
-            if name != DISK && (name.contains('/') || name.starts_with('.')) {
-                return Err(store_error(at.as_ref(), format!("a file named {name:?}")));
-            }
             let path = if name == DISK {
                 disk.to_owned()
             } else {
-                dir.join(name)
+                // A name or `sub/name`, nothing that climbs or hides.
+                let ok = name.split('/').count() <= 2
+                    && name
+                        .split('/')
+                        .all(|c| !c.is_empty() && !c.starts_with('.'));
+                if !ok {
+                    return Err(store_error(at.as_ref(), format!("a file named {name:?}")));
+                }
+                let path = dir.join(name);
+                if let Some(parent) = path.parent() {
+                    std::fs::create_dir_all(parent)?;
+                }
+                path
             };
             let file = File::create(&path)?;
             file.set_len(*len)?;

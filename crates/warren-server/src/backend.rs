@@ -68,7 +68,12 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Writes a running sandbox's processes and memory to disk and stops it, keeping its
     /// network; on failure it still runs.
-    async fn pause(&self, id: &str, runtime: Runtime) -> Result<PauseReceipt, LocalError>;
+    async fn pause(
+        &self,
+        id: &str,
+        runtime: Runtime,
+        offsite: bool,
+    ) -> Result<PauseReceipt, LocalError>;
     /// Whether a pause of the sandbox was begun and not finished (a crash in between).
     fn pause_begun(&self, id: &str) -> bool;
     /// How long ago an unfinished checkpoint's files last changed (`None` without one).
@@ -195,8 +200,13 @@ impl Backend for LocalBackend {
     async fn leftovers(&self, id: &str, runtime: Runtime, net_index: Option<u32>) -> Vec<String> {
         LocalBackend::leftovers(self, id, runtime, net_index).await
     }
-    async fn pause(&self, id: &str, runtime: Runtime) -> Result<PauseReceipt, LocalError> {
-        LocalBackend::pause(self, id, runtime).await
+    async fn pause(
+        &self,
+        id: &str,
+        runtime: Runtime,
+        offsite: bool,
+    ) -> Result<PauseReceipt, LocalError> {
+        LocalBackend::pause(self, id, runtime, offsite).await
     }
     fn pause_begun(&self, id: &str) -> bool {
         LocalBackend::pause_begun(self, id)
@@ -208,7 +218,7 @@ impl Backend for LocalBackend {
         LocalBackend::pause_busy(self, id, runtime)
     }
     async fn finish_pause(&self, id: &str, runtime: Runtime) -> Result<PauseReceipt, LocalError> {
-        LocalBackend::finish_pause(self, id, runtime, std::time::Instant::now()).await
+        LocalBackend::finish_pause(self, id, runtime, std::time::Instant::now(), true).await
     }
     fn pause_receipt(&self, id: &str) -> Result<PauseReceipt, LocalError> {
         LocalBackend::pause_receipt(self, id)

@@ -262,6 +262,13 @@ impl Api {
         Ok((took, sb))
     }
 
+    /// `DELETE path`, which must succeed.
+    pub async fn delete_path(&self, path: &str) -> anyhow::Result<()> {
+        self.send(self.req(Method::DELETE, path), path)
+            .await
+            .map(|_| ())
+    }
+
     /// `POST path` with a JSON body; the JSON answer.
     pub async fn post_json(
         &self,
@@ -348,6 +355,19 @@ pub async fn start_with_output(
     start_with(dir, default_runtime, http_workers, output, gvisor, slot).await
 }
 
+/// A scratch gVisor server whose pause images also go to `object_store` (if any).
+pub async fn start_with_store(
+    dir: &Path,
+    object_store: Option<&str>,
+    slot: &mut Option<InProcess>,
+) -> anyhow::Result<(Api, PathBuf)> {
+    let cfg = ServerConfig {
+        object_store: object_store.map(str::to_owned),
+        ..ServerConfig::default()
+    };
+    start_config(dir, Runtime::Gvisor, cfg, slot).await
+}
+
 /// [`start_with_output`], gVisor sandboxes running as `gvisor` says.
 pub async fn start_with(
     dir: &Path,
@@ -355,6 +375,22 @@ pub async fn start_with(
     http_workers: Option<usize>,
     output: warren_server::service::OutputLimits,
     gvisor: warren_local::runtime::GvisorConfig,
+    slot: &mut Option<InProcess>,
+) -> anyhow::Result<(Api, PathBuf)> {
+    let cfg = ServerConfig {
+        http_workers,
+        output,
+        gvisor,
+        ..ServerConfig::default()
+    };
+    start_config(dir, default_runtime, cfg, slot).await
+}
+
+/// A scratch server from `cfg`, on a free port, the bench's address range and `dir/data`.
+async fn start_config(
+    dir: &Path,
+    default_runtime: Runtime,
+    cfg: ServerConfig,
     slot: &mut Option<InProcess>,
 ) -> anyhow::Result<(Api, PathBuf)> {
     let data_dir = dir.join("data");
@@ -369,10 +405,7 @@ pub async fn start_with(
         subnet: SUBNET.parse().context("parsing the bench subnet")?,
         warm_leases: 2,
         history_retention: std::time::Duration::from_secs(3600),
-        http_workers,
-        output,
-        gvisor,
-        ..ServerConfig::default()
+        ..cfg
     })
     .await
     .context("starting the scratch server")?;

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use clap::Args;
 use serde::Serialize;
-use warren_api::{CreateSandbox, Runtime};
+use warren_api::{CreateSandbox, Runtime, Sandbox};
 use warren_local::runtime::{GvisorConfig, GVISOR_VERSION};
 
 use super::checkpoint::{raw_cycles, SizeResult};
@@ -20,21 +20,60 @@ const MAX_RATIO: f64 = 1.5;
 /// Resume of the 512 MiB sandbox: under this, ms.
 const RESUME_512_MS: f64 = 1000.0;
 
+/// What the benches of sandboxes holding memory share: the sizes, the cycles, the output.
 #[derive(Args)]
-pub struct StateBenchArgs {
+pub struct SizedArgs {
     /// Memory the sandbox holds, MiB; repeat the flag or give a comma-separated list.
     #[arg(long = "size", value_name = "MIB", value_delimiter = ',', num_args = 1.., default_values = ["64", "512"], value_parser = clap::value_parser!(u32).range(1..=16384))]
-    sizes_mib: Vec<u32>,
-    /// Timed pause/resume cycles per size (and raw checkpoint/restore cycles), after one
-    /// untimed.
+    pub sizes_mib: Vec<u32>,
+    /// Timed cycles per size (and raw checkpoint/restore cycles), after one untimed.
     #[arg(long, short = 'n', default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
-    iterations: u32,
+    pub iterations: u32,
     /// Print the results as JSON instead of the table.
     #[arg(long)]
-    json: bool,
+    pub json: bool,
     /// Keep the scratch directory and print its path.
     #[arg(long)]
-    keep: bool,
+    pub keep: bool,
+}
+
+#[derive(Args)]
+pub struct StateBenchArgs {
+    #[command(flatten)]
+    a: SizedArgs,
+}
+
+/// A gVisor sandbox (no expiry) holding `mib` MiB of random bytes in its /dev/shm.
+pub(super) async fn holding(api: &server::Api, mib: u32) -> anyhow::Result<Sandbox> {
+    let (_, sb) = api
+        .create_with(CreateSandbox {
+            image: Some(IMAGE.to_owned()),
+            runtime: Some(Runtime::Gvisor),
+            memory_mb: Some(u64::from(mib) + 256),
+            cmd: vec!["sleep".into(), "1000000".into()],
+            timeout_s: Some(0),
+            ..Default::default()
+        })
+        .await?;
+    api.sh(
+        &sb.id,
+        &format!(
+            "head -c {} /dev/urandom > /dev/shm/blob",
+            u64::from(mib) << 20
+        ),
+    )
+    .await?;
+    Ok(sb)
+}
+
+/// Fails unless the sandbox still holds its `mib` MiB whole.
+pub(super) async fn still_holding(api: &server::Api, sb: &Sandbox, mib: u32) -> anyhow::Result<()> {
+    api.sh(
+        &sb.id,
+        &format!("test $(wc -c < /dev/shm/blob) -eq {}", u64::from(mib) << 20),
+    )
+    .await
+    .map(|_| ())
 }
 
 #[derive(Debug, Serialize)]
@@ -124,11 +163,12 @@ async fn pool_creates(api: &server::Api, rt: Runtime, n: u32) -> anyhow::Result<
     })
 }
 
-pub async fn run(a: StateBenchArgs) -> anyhow::Result<()> {
+pub async fn run(args: StateBenchArgs) -> anyhow::Result<()> {
+    let a = &args.a;
     let scratch = super::begin("state")?;
     let dir = scratch.path().to_owned();
     let mut slot: Option<InProcess> = None;
-    let result = super::unless_interrupted(measure(&a, &dir, &mut slot)).await;
+    let result = super::unless_interrupted(measure(a, &dir, &mut slot)).await;
     eprintln!("warren bench state: cleaning up");
     let clean = InProcess::shutdown_any(slot).await & raw::cleanup(&dir.join("raw")).await;
     super::finish_scratch(scratch, a.keep, clean);
@@ -136,7 +176,7 @@ pub async fn run(a: StateBenchArgs) -> anyhow::Result<()> {
 }
 
 async fn measure(
-    a: &StateBenchArgs,
+    a: &SizedArgs,
     dir: &Path,
     slot: &mut Option<InProcess>,
 ) -> anyhow::Result<StateReport> {
@@ -156,24 +196,7 @@ async fn measure(
         let raw_row = raw_cycles(&raw, dir, mib, a.iterations).await?;
         let label = format!("pause/resume {mib} MiB");
         eprintln!("{label}: filling the sandbox's memory");
-        let (_, sb) = api
-            .create_with(CreateSandbox {
-                image: Some(IMAGE.to_owned()),
-                runtime: Some(Runtime::Gvisor),
-                memory_mb: Some(u64::from(mib) + 256),
-                cmd: vec!["sleep".into(), "1000000".into()],
-                timeout_s: Some(0),
-                ..Default::default()
-            })
-            .await?;
-        api.sh(
-            &sb.id,
-            &format!(
-                "head -c {} /dev/urandom > /dev/shm/blob",
-                u64::from(mib) << 20
-            ),
-        )
-        .await?;
+        let sb = holding(&api, mib).await?;
         let (mut pauses, mut resumes, mut image_bytes) = (Vec::new(), Vec::new(), 0);
         for i in 0..=a.iterations {
             let (p, paused) = api.lifecycle(&sb.id, "pause").await?;
@@ -194,11 +217,7 @@ async fn measure(
             super::progress(&format!("fork {mib} MiB"), i, a.iterations);
         }
         // Whole after it all.
-        api.sh(
-            &sb.id,
-            &format!("test $(wc -c < /dev/shm/blob) -eq {}", u64::from(mib) << 20),
-        )
-        .await?;
+        still_holding(&api, &sb, mib).await?;
         api.delete(&sb.id).await?;
         sizes.push(SizeRow {
             memory_mib: mib,

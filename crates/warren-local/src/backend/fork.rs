@@ -81,11 +81,55 @@ impl LocalBackend {
         .await
         .map_err(|e| step("snapshot")(e.to_string()))?
         .map_err(|e| step("snapshot")(format!("copying: {e}")))?;
+        let mut receipt = receipt;
+        if let Some(offsite) = &self.cfg.offsite {
+            let (key, dir) = (snapshot_key(name), self.snapshot_dir(name));
+            match offsite
+                .put(&key, &dir, Some("memory"), &dir.join("disk.img"))
+                .await
+            {
+                Ok(_) => receipt.stored = Some(offsite.url_of(&key)),
+                Err(e) => tracing::warn!("snapshot {name} kept only here: {e}"),
+            }
+        }
         Ok(receipt)
     }
 
-    /// Removes snapshot `name`'s files.
+    /// Fetches snapshot `name` from the object store when this host has none (another
+    /// server sharing the database and the store made it). Nothing to fetch is no error here.
+    async fn fetch_snapshot(&self, name: &str) -> Result<(), LocalError> {
+        let Some(offsite) = &self.cfg.offsite else {
+            return Ok(());
+        };
+        let done = self.snapshot_dir(name);
+        if done.join(MANIFEST).is_file() {
+            return Ok(());
+        }
+        let key = snapshot_key(name);
+        let fetched = async {
+            if !offsite.has(&key).await? {
+                return Ok(());
+            }
+            let partial = done.with_extension("partial");
+            if partial.exists() {
+                fs::remove_dir_all(&partial)?;
+            }
+            offsite
+                .get(&key, &partial, &partial.join("disk.img"))
+                .await?;
+            fs::rename(&partial, &done)
+        };
+        fetched.await.map_err(|e| {
+            step("snapshot")(format!(
+                "fetching snapshot {name} from {}: {e}",
+                offsite.url_of(&key)
+            ))
+        })
+    }
+
+    /// Removes snapshot `name`'s files (and its copy in the object store).
     pub fn remove_snapshot(&self, name: &str) -> std::io::Result<()> {
+        self.discard_offsite(snapshot_key(name));
         match fs::remove_dir_all(self.snapshot_dir(name)) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
             _ => Ok(()),
@@ -94,6 +138,7 @@ impl LocalBackend {
 
     /// Gives a new sandbox a copy of a snapshot's disk, before it is provisioned.
     pub async fn seed_disk(&self, id: &str, snapshot: &str) -> Result<(), LocalError> {
+        self.fetch_snapshot(snapshot).await?;
         let (_, from) = self.state_of(ForkFrom::Snapshot(snapshot));
         let to = self.disk(id).image;
         tokio::task::spawn_blocking(move || {
@@ -120,6 +165,9 @@ impl LocalBackend {
                 "only gVisor sandboxes can be forked with their memory".into(),
             ));
         }
+        if let ForkFrom::Snapshot(name) = from {
+            self.fetch_snapshot(name).await?;
+        }
         let (image, disk) = self.state_of(from);
         let (to_image, to_disk) = (self.pause_dir(&spec.id), self.disk(&spec.id).image);
         tokio::task::spawn_blocking(move || copy_state(&image, &disk, &to_image, &to_disk))
@@ -133,4 +181,9 @@ impl LocalBackend {
         debug_assert!(self.pause_dir(&spec.id).join(MANIFEST).exists());
         Ok(receipt)
     }
+}
+
+/// The object-store key of a snapshot.
+fn snapshot_key(name: &str) -> String {
+    format!("snapshots/{name}")
 }

@@ -103,9 +103,16 @@ impl LocalBackend {
         self.pausing_dir(id).exists()
     }
 
-    /// Checkpoints a running sandbox and finishes the pause ([`Self::finish_pause`]). When the
-    /// checkpoint fails the sandbox is left running as it was.
-    pub async fn pause(&self, id: &str, runtime: Runtime) -> Result<PauseReceipt, LocalError> {
+    /// Checkpoints a running sandbox and finishes the pause ([`Self::finish_pause`]), sending
+    /// the image to the object store when there is one and `offsite` (not for a pause that
+    /// only holds the sandbox still for a copy). When the checkpoint fails the sandbox is left
+    /// running as it was.
+    pub async fn pause(
+        &self,
+        id: &str,
+        runtime: Runtime,
+        offsite: bool,
+    ) -> Result<PauseReceipt, LocalError> {
         let began = Instant::now();
         let dir = self.pausing_dir(id);
         // A checkpoint begun before a crash whose container still runs: it never took.
@@ -119,7 +126,7 @@ impl LocalBackend {
                 _ => step("checkpoint")(e.to_string()),
             });
         }
-        self.finish_pause(id, runtime, began).await
+        self.finish_pause(id, runtime, began, offsite).await
     }
 
     /// After a checkpoint (also one a crash interrupted, once its container has exited):
@@ -130,6 +137,7 @@ impl LocalBackend {
         id: &str,
         runtime: Runtime,
         began: Instant,
+        offsite: bool,
     ) -> Result<PauseReceipt, LocalError> {
         let rt = self.runtime(runtime);
         rt.delete(id)
@@ -178,12 +186,12 @@ impl LocalBackend {
         .await
         .map_err(|e| step("receipt")(e.to_string()))?
         .map_err(|e| step("receipt")(e.to_string()))?;
-        if let Some(offsite) = &self.cfg.offsite {
+        if let Some(offsite) = self.cfg.offsite.as_ref().filter(|_| offsite) {
             // The pause holds locally either way; a store that fails is named in the log and
             // the receipt says the image is only here.
             let key = pause_key(id);
             let t = Instant::now();
-            match offsite.put(&key, &done_dir, &disk_image).await {
+            match offsite.put(&key, &done_dir, None, &disk_image).await {
                 Ok(sent) => {
                     tracing::info!(
                         sandbox = id,

@@ -46,11 +46,17 @@ impl Service {
         let lock = self.lock_for(id);
         let _guard = lock.lock().await;
         let rec = self.record(id).await?;
-        self.pause_locked(rec).await
+        self.pause_locked(rec, true).await
     }
 
     /// [`Service::pause`] of a sandbox whose lock the caller holds.
-    pub(super) async fn pause_locked(&self, mut rec: SandboxRecord) -> Result<Sandbox, ApiError> {
+    /// `offsite`: send the image to the object store (a pause that only holds the sandbox for
+    /// a copy does not).
+    pub(super) async fn pause_locked(
+        &self,
+        mut rec: SandboxRecord,
+        offsite: bool,
+    ) -> Result<Sandbox, ApiError> {
         let id = &rec.sandbox.id.clone();
         if rec.sandbox.state != SandboxState::Running {
             return Err(ApiError::Conflict(format!(
@@ -60,7 +66,7 @@ impl Service {
         }
         let rt = rec.sandbox.runtime;
         self.set_state(&mut rec, SandboxState::Pausing).await?;
-        match self.inner.backend.pause(id.as_str(), rt).await {
+        match self.inner.backend.pause(id.as_str(), rt, offsite).await {
             Ok(receipt) => {
                 rec.sandbox.pause = Some(receipt);
                 self.settle_paused(rec).await
@@ -209,7 +215,7 @@ impl Service {
         }
         match source.sandbox.state {
             SandboxState::Running => {
-                self.pause_locked(source.clone()).await?;
+                self.pause_locked(source.clone(), false).await?;
                 Ok(true)
             }
             SandboxState::Paused => Ok(false),
