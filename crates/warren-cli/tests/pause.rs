@@ -363,6 +363,25 @@ async fn a_fork_runs_the_sources_processes_with_their_memory_at_its_own_address(
     // The same processes (pids), the same memory, the same files, in both.
     assert_eq!(inside(&s, &fid).await, before);
     assert_eq!(inside(&s, &id).await, before);
+    // Its agent is the source's, restored, but answers only to the fork's own token now.
+    let token = |x: &str| {
+        let path = s.data_dir.join("sandboxes").join(x).join("bundle/token");
+        std::fs::read_to_string(path)
+            .expect("token")
+            .trim()
+            .to_owned()
+    };
+    assert_ne!(token(&id), token(&fid));
+    let agent_says = |t: String| {
+        let url = format!(
+            "http://{}:49983/files?path=/tmp/sum",
+            fork["ip"].as_str().unwrap_or("")
+        );
+        let req = s.http.get(url).header("X-Access-Token", t);
+        async move { req.send().await.expect("to the fork's agent").status() }
+    };
+    assert_eq!(agent_says(token(&id)).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(agent_says(token(&fid)).await, StatusCode::OK);
     // The fork's web server answers at the fork's own preview URL, and the counter goes on
     // from where the source was (not from 1).
     let (status, body) = through_proxy(&s, &fid).await;

@@ -24,6 +24,9 @@ const TOKEN_VAR: &str = "WARREN_AGENT_TOKEN";
 pub struct Config {
     /// Required `X-Access-Token`; `None` (neither variable set) disables the check.
     pub token: Option<String>,
+    /// The file the token came from: read again when a request brings another token, so a
+    /// restored copy of this agent (a fork) takes its own sandbox's token.
+    pub token_file: Option<std::path::PathBuf>,
     /// Listen address.
     pub addr: SocketAddr,
     /// The sandbox's main command, started with the agent.
@@ -48,6 +51,7 @@ impl Config {
         let vars: Vec<(OsString, OsString)> = vars.collect();
         let get_os = |name: &str| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v);
         let get = |name: &str| get_os(name).map(|v| v.to_string_lossy().into_owned());
+        let token_file = get_os(TOKEN_FILE_VAR).map(std::path::PathBuf::from);
         let token = match get_os(TOKEN_FILE_VAR) {
             Some(path) => Some(read_token(Path::new(path))?),
             None => get(TOKEN_VAR),
@@ -103,6 +107,7 @@ impl Config {
             pids,
             child_oom_score_adj,
             token,
+            token_file,
             addr,
             main_cmd,
             main_cwd,

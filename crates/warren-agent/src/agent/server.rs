@@ -26,32 +26,58 @@ use super::watch::Watchers;
 use super::{files_http, ports, signed_url, streams};
 
 struct State {
-    token: Option<String>,
+    token: std::sync::Mutex<Option<String>>,
+    token_file: Option<std::path::PathBuf>,
     /// Left out of `/ports`: the agent is not something the sandbox serves.
     own_port: u16,
     services: Services,
 }
 
 impl State {
+    fn token(&self) -> std::sync::MutexGuard<'_, Option<String>> {
+        self.token.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn authorized(&self, headers: &HeaderMap) -> bool {
-        let Some(expected) = &self.token else {
+        let Some(expected) = self.token().clone() else {
             return true;
         };
         let Some(given) = headers.get(connect::HEADER_ACCESS_TOKEN) else {
             return false;
         };
-        signed_url::same(given.as_bytes(), expected.as_bytes())
+        if signed_url::same(given.as_bytes(), expected.as_bytes()) {
+            return true;
+        }
+        self.rotated_to(given.as_bytes())
+    }
+
+    /// Whether the token file now holds `given` (this agent was restored as a fork, into a
+    /// sandbox with a token of its own: the server writes it there, read-only to the sandbox);
+    /// if so it becomes the token, and the old one stops working.
+    fn rotated_to(&self, given: &[u8]) -> bool {
+        let Some(path) = &self.token_file else {
+            return false;
+        };
+        let Ok(text) = std::fs::read_to_string(path) else {
+            return false;
+        };
+        let now = text.trim();
+        if now.is_empty() || !signed_url::same(given, now.as_bytes()) {
+            return false;
+        }
+        *self.token() = Some(now.to_owned());
+        true
     }
 
     /// A `/files` request may instead carry a URL signed with the token.
     fn signed(&self, req: &Request<Incoming>) -> bool {
-        let Some(token) = &self.token else {
+        let Some(token) = self.token().clone() else {
             return true;
         };
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        signed_url::valid(token, req.method(), req.uri().query(), now)
+        signed_url::valid(&token, req.method(), req.uri().query(), now)
     }
 }
 
@@ -117,7 +143,8 @@ async fn serve(config: Config) -> ExitCode {
     let addr = listener.local_addr().unwrap_or(config.addr);
     eprintln!("warren-agent: listening on {addr}");
     let state = Arc::new(State {
-        token: config.token,
+        token: std::sync::Mutex::new(config.token),
+        token_file: config.token_file,
         own_port: addr.port(),
         services: Services {
             sup: sup.clone(),

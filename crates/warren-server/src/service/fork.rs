@@ -2,7 +2,9 @@
 //! sandbox, with a copy of its files and its processes with their memory, at its own address.
 //! The source is paused for the copy (and resumed after, if it was running); the fork is made
 //! paused from the copied image and resumed like any paused sandbox, its image checked against
-//! the copied receipt. Its agent is the source's, restored: it keeps the source's token.
+//! the copied receipt. Its agent is the source's, restored; the fork gets a token of its own
+//! (in its bundle's token file), which the agent takes on the first request that brings it,
+//! and the source's token stops working on the fork.
 use chrono::Utc;
 use warren_api::{ForkSandbox, Sandbox, SandboxId, SandboxState};
 use warren_local::ForkFrom;
@@ -58,7 +60,6 @@ impl Service {
         let made = self
             .make_fork(
                 &source.sandbox,
-                &source.token,
                 ForkFrom::Sandbox(id.as_str()),
                 req.metadata.clone(),
                 req.timeout_s,
@@ -72,11 +73,10 @@ impl Service {
     }
 
     /// Records a new sandbox like `template` and makes it, paused, from `from`'s state (its
-    /// agent the template's, with `token`).
+    /// agent the template's, restored, until it takes the new sandbox's own token).
     pub(super) async fn make_fork(
         &self,
         template: &Sandbox,
-        token_of_agent: &str,
         from: ForkFrom<'_>,
         metadata: Option<std::collections::BTreeMap<String, String>>,
         timeout_s: Option<u64>,
@@ -84,8 +84,7 @@ impl Service {
         let sandbox = copy_of(template, metadata, timeout_s);
         let mut rec = SandboxRecord {
             sandbox,
-            // Its agent is the template's, restored with what it holds in memory.
-            token: token_of_agent.to_owned(),
+            token: token(),
             net_index: None,
         };
         let fork_id = rec.sandbox.id.clone();

@@ -151,13 +151,7 @@ impl Service {
         let metadata = Some(req.metadata.clone());
         if snap.snapshot.memory {
             let id = self
-                .make_fork(
-                    &template,
-                    &snap.token,
-                    ForkFrom::Snapshot(name),
-                    metadata,
-                    req.timeout_s,
-                )
+                .make_fork(&template, ForkFrom::Snapshot(name), metadata, req.timeout_s)
                 .await?;
             return Ok((self.resume(&id, req.timeout_s).await?, true));
         }
