@@ -340,3 +340,81 @@ impl Offsite {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::receipt::{hash_extents, hash_files};
+
+    /// A pause image: two files (one over a part long) and a sparse disk with data at both
+    /// ends.
+    fn image(root: &FsPath) -> (std::path::PathBuf, std::path::PathBuf) {
+        let dir = root.join("paused");
+        std::fs::create_dir_all(&dir).unwrap();
+        let big: Vec<u8> = (0..PART + 12345).map(|i| (i * 7 % 251) as u8).collect();
+        std::fs::write(dir.join("pages.img"), &big).unwrap();
+        std::fs::write(dir.join("manifest.json"), b"{}").unwrap();
+        let disk = root.join("disk.img");
+        let f = File::create(&disk).unwrap();
+        f.set_len(64 << 20).unwrap();
+        f.write_all_at(b"superblock", 1024).unwrap();
+        f.write_all_at(b"the end", (64 << 20) - 7).unwrap();
+        (dir, disk)
+    }
+
+    #[tokio::test]
+    async fn an_image_comes_back_as_it_went_and_a_changed_part_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (dir, disk) = image(tmp.path());
+        let store = tmp.path().join("store");
+        std::fs::create_dir_all(&store).unwrap();
+        let o = Offsite::open(&format!("file://{}", store.display())).unwrap();
+        o.check().await.unwrap();
+        let sent = o.put("pauses/x", &dir, None, &disk).await.unwrap();
+        // Holes are not sent: the two files and two small extents (a block each).
+        assert!(sent.bytes < PART + 12345 + 2 + (64 << 10), "{sent:?}");
+        assert!(o.has("pauses/x").await.unwrap());
+
+        let back = tmp.path().join("back");
+        let back_disk = tmp.path().join("back.img");
+        o.get("pauses/x", &back, &back_disk).await.unwrap();
+        assert_eq!(hash_files(&back).unwrap(), hash_files(&dir).unwrap());
+        assert_eq!(
+            std::fs::read(back.join("manifest.json")).unwrap(),
+            b"{}".to_vec()
+        );
+        assert_eq!(
+            hash_extents(&back_disk).unwrap(),
+            hash_extents(&disk).unwrap()
+        );
+        assert_eq!(
+            std::fs::metadata(&back_disk).unwrap().len(),
+            std::fs::metadata(&disk).unwrap().len()
+        );
+
+        // One byte of one stored part changed: the fetch names it and fails.
+        let part = store.join("pauses/x/parts/0");
+        let mut bytes = std::fs::read(&part).unwrap();
+        bytes[7] ^= 1;
+        std::fs::write(&part, bytes).unwrap();
+        let e = o
+            .get(
+                "pauses/x",
+                &tmp.path().join("again"),
+                &tmp.path().join("again.img"),
+            )
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("do not match the listing"), "{e}");
+
+        o.delete("pauses/x").await.unwrap();
+        assert!(!o.has("pauses/x").await.unwrap());
+        // No object left (a directory store keeps its empty directories).
+        let files = walkdir::WalkDir::new(&store)
+            .into_iter()
+            .flatten()
+            .filter(|e| e.file_type().is_file())
+            .count();
+        assert_eq!(files, 0);
+    }
+}

@@ -117,6 +117,9 @@ impl LocalBackend {
             offsite
                 .get(&key, &partial, &partial.join("disk.img"))
                 .await?;
+            if done.exists() {
+                fs::remove_dir_all(&done)?;
+            }
             fs::rename(&partial, &done)
         };
         fetched.await.map_err(|e| {

@@ -230,7 +230,12 @@ impl LocalBackend {
             }
             fs::create_dir_all(&tmp)?;
             offsite.get(&key, &tmp, &self.disk(id).image).await?;
-            fs::rename(&tmp, self.pause_dir(id))?;
+            // An incomplete image here (no receipt) gives way to the whole one.
+            let done = self.pause_dir(id);
+            if done.exists() {
+                fs::remove_dir_all(&done)?;
+            }
+            fs::rename(&tmp, done)?;
             std::io::Result::Ok(true)
         };
         match fetched.await {
