@@ -350,53 +350,62 @@ mod tests {
     /// ends.
     fn image(root: &FsPath) -> (std::path::PathBuf, std::path::PathBuf) {
         let dir = root.join("paused");
-        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::create_dir_all(&dir).expect("test step");
         let big: Vec<u8> = (0..PART + 12345).map(|i| (i * 7 % 251) as u8).collect();
-        std::fs::write(dir.join("pages.img"), &big).unwrap();
-        std::fs::write(dir.join("manifest.json"), b"{}").unwrap();
+        std::fs::write(dir.join("pages.img"), &big).expect("test step");
+        std::fs::write(dir.join("manifest.json"), b"{}").expect("test step");
         let disk = root.join("disk.img");
-        let f = File::create(&disk).unwrap();
-        f.set_len(64 << 20).unwrap();
-        f.write_all_at(b"superblock", 1024).unwrap();
-        f.write_all_at(b"the end", (64 << 20) - 7).unwrap();
+        let f = File::create(&disk).expect("test step");
+        f.set_len(64 << 20).expect("test step");
+        f.write_all_at(b"superblock", 1024).expect("test step");
+        f.write_all_at(b"the end", (64 << 20) - 7)
+            .expect("test step");
         (dir, disk)
     }
 
     #[tokio::test]
     async fn an_image_comes_back_as_it_went_and_a_changed_part_is_refused() {
-        let tmp = tempfile::tempdir().unwrap();
+        let tmp = tempfile::tempdir().expect("test step");
         let (dir, disk) = image(tmp.path());
         let store = tmp.path().join("store");
-        std::fs::create_dir_all(&store).unwrap();
-        let o = Offsite::open(&format!("file://{}", store.display())).unwrap();
-        o.check().await.unwrap();
-        let sent = o.put("pauses/x", &dir, None, &disk).await.unwrap();
+        std::fs::create_dir_all(&store).expect("test step");
+        let o = Offsite::open(&format!("file://{}", store.display())).expect("test step");
+        o.check().await.expect("test step");
+        let sent = o
+            .put("pauses/x", &dir, None, &disk)
+            .await
+            .expect("test step");
         // Holes are not sent: the two files and two small extents (a block each).
         assert!(sent.bytes < PART + 12345 + 2 + (64 << 10), "{sent:?}");
-        assert!(o.has("pauses/x").await.unwrap());
+        assert!(o.has("pauses/x").await.expect("test step"));
 
         let back = tmp.path().join("back");
         let back_disk = tmp.path().join("back.img");
-        o.get("pauses/x", &back, &back_disk).await.unwrap();
-        assert_eq!(hash_files(&back).unwrap(), hash_files(&dir).unwrap());
+        o.get("pauses/x", &back, &back_disk)
+            .await
+            .expect("test step");
         assert_eq!(
-            std::fs::read(back.join("manifest.json")).unwrap(),
+            hash_files(&back).expect("test step"),
+            hash_files(&dir).expect("test step")
+        );
+        assert_eq!(
+            std::fs::read(back.join("manifest.json")).expect("test step"),
             b"{}".to_vec()
         );
         assert_eq!(
-            hash_extents(&back_disk).unwrap(),
-            hash_extents(&disk).unwrap()
+            hash_extents(&back_disk).expect("test step"),
+            hash_extents(&disk).expect("test step")
         );
         assert_eq!(
-            std::fs::metadata(&back_disk).unwrap().len(),
-            std::fs::metadata(&disk).unwrap().len()
+            std::fs::metadata(&back_disk).expect("test step").len(),
+            std::fs::metadata(&disk).expect("test step").len()
         );
 
         // One byte of one stored part changed: the fetch names it and fails.
         let part = store.join("pauses/x/parts/0");
-        let mut bytes = std::fs::read(&part).unwrap();
+        let mut bytes = std::fs::read(&part).expect("test step");
         bytes[7] ^= 1;
-        std::fs::write(&part, bytes).unwrap();
+        std::fs::write(&part, bytes).expect("test step");
         let e = o
             .get(
                 "pauses/x",
@@ -404,11 +413,11 @@ mod tests {
                 &tmp.path().join("again.img"),
             )
             .await
-            .unwrap_err();
+            .expect_err("a changed part");
         assert!(e.to_string().contains("do not match the listing"), "{e}");
 
-        o.delete("pauses/x").await.unwrap();
-        assert!(!o.has("pauses/x").await.unwrap());
+        o.delete("pauses/x").await.expect("test step");
+        assert!(!o.has("pauses/x").await.expect("test step"));
         // No object left (a directory store keeps its empty directories).
         let files = walkdir::WalkDir::new(&store)
             .into_iter()
