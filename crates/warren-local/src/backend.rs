@@ -313,6 +313,12 @@ impl LocalBackend {
         self.cgroups
     }
 
+    /// Whether the runtime's sandboxes run on gVisor's own network stack, which ends without
+    /// closing the host's connections to them (see [`crate::net::Lease::cut_host_connections`]).
+    fn on_netstack(&self, runtime: Runtime) -> bool {
+        runtime == Runtime::Gvisor && self.cfg.gvisor.network == "sandbox"
+    }
+
     /// The driver of a runtime.
     pub fn runtime(&self, runtime: Runtime) -> Arc<dyn ContainerRuntime> {
         match runtime {
@@ -470,7 +476,9 @@ impl LocalBackend {
         let _ = self.unmount_rootfs(id);
         if let Some(i) = net_index {
             let lease = self.net.lease(i);
-            lease.cut_host_connections().await;
+            if self.on_netstack(runtime) {
+                lease.cut_host_connections().await;
+            }
             self.take_allow_ready(i);
             if let Err(e) = self.firewall.remove(&lease).await {
                 tracing::warn!(sandbox = id, "removing its nftables rules: {e}");

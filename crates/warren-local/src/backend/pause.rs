@@ -332,10 +332,15 @@ impl LocalBackend {
         }
         // Connections the host kept from before the pause would meet the restored stack's
         // resets.
+        let cut = async {
+            if self.on_netstack(spec.runtime) {
+                lease.cut_host_connections().await;
+            }
+        };
         let (memory, readdressed, ()) = tokio::join!(
             self.check_part(&spec.id, "memory", &receipt.memory),
             lease.readdress(),
-            lease.cut_host_connections()
+            cut
         );
         memory?;
         readdressed.map_err(|e| step("network")(e.to_string()))?;
