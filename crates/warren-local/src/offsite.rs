@@ -306,6 +306,31 @@ impl Offsite {
         Ok(())
     }
 
+    /// Fetches the image `key`, when the store has it whole, into `done`: into `staging`
+    /// first (its disk to `disk`), then moved over whatever incomplete copy `done` holds.
+    /// Whether the store had it.
+    pub async fn fetch_whole(
+        &self,
+        key: &str,
+        done: &FsPath,
+        staging: &FsPath,
+        disk: &FsPath,
+    ) -> io::Result<bool> {
+        if !self.has(key).await? {
+            return Ok(false);
+        }
+        if staging.exists() {
+            std::fs::remove_dir_all(staging)?;
+        }
+        std::fs::create_dir_all(staging)?;
+        self.get(key, staging, disk).await?;
+        if done.exists() {
+            std::fs::remove_dir_all(done)?;
+        }
+        std::fs::rename(staging, done)?;
+        Ok(true)
+    }
+
     /// Removes the image `key` (its listing first, so a half-removed image is never taken
     /// for whole). Missing objects are fine.
     pub async fn delete(&self, key: &str) -> io::Result<()> {

@@ -76,16 +76,20 @@ impl Garage {
             secret: hex(32),
             bucket: bucket.to_owned(),
         };
+        // `node id` reads the node's key from disk: only `status` proves its RPC is up.
         let deadline = Instant::now() + Duration::from_secs(30);
-        let node = loop {
-            let out = Command::new(binary())
+        let garage = |args: &[&str]| {
+            Command::new(binary())
                 .arg("-c")
                 .arg(g.dir.path().join("garage.toml"))
-                .args(["node", "id", "-q"])
+                .args(args)
                 .output()
-                .expect("garage node id");
-            if out.status.success() {
-                break String::from_utf8_lossy(&out.stdout)
+                .expect("running garage")
+        };
+        let node = loop {
+            let id = garage(&["node", "id", "-q"]);
+            if id.status.success() && garage(&["status"]).status.success() {
+                break String::from_utf8_lossy(&id.stdout)
                     .split('@')
                     .next()
                     .unwrap_or_default()

@@ -106,23 +106,10 @@ impl LocalBackend {
             return Ok(());
         }
         let key = snapshot_key(name);
-        let fetched = async {
-            if !offsite.has(&key).await? {
-                return Ok(());
-            }
-            let partial = done.with_extension("partial");
-            if partial.exists() {
-                fs::remove_dir_all(&partial)?;
-            }
-            offsite
-                .get(&key, &partial, &partial.join("disk.img"))
-                .await?;
-            if done.exists() {
-                fs::remove_dir_all(&done)?;
-            }
-            fs::rename(&partial, &done)
-        };
-        fetched.await.map_err(|e| {
+        let partial = done.with_extension("partial");
+        let disk = partial.join("disk.img");
+        let fetched = offsite.fetch_whole(&key, &done, &partial, &disk);
+        fetched.await.map(|_| ()).map_err(|e| {
             step("snapshot")(format!(
                 "fetching snapshot {name} from {}: {e}",
                 offsite.url_of(&key)

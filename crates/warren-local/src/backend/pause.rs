@@ -220,25 +220,11 @@ impl LocalBackend {
             return Ok(());
         }
         let key = pause_key(id);
-        let fetched = async {
-            if !offsite.has(&key).await? {
-                return Ok(false);
-            }
-            let tmp = self.sandbox_dir(id).join("fetching");
-            if tmp.exists() {
-                fs::remove_dir_all(&tmp)?;
-            }
-            fs::create_dir_all(&tmp)?;
-            offsite.get(&key, &tmp, &self.disk(id).image).await?;
-            // An incomplete image here (no receipt) gives way to the whole one.
-            let done = self.pause_dir(id);
-            if done.exists() {
-                fs::remove_dir_all(&done)?;
-            }
-            fs::rename(&tmp, done)?;
-            std::io::Result::Ok(true)
-        };
-        match fetched.await {
+        let (done, staging) = (self.pause_dir(id), self.sandbox_dir(id).join("fetching"));
+        let fetched = offsite
+            .fetch_whole(&key, &done, &staging, &self.disk(id).image)
+            .await;
+        match fetched {
             Ok(true) => {
                 tracing::info!(
                     sandbox = id,
