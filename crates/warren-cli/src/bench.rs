@@ -376,13 +376,27 @@ async fn bench_raw_run(raw: &Raw, rt: Runtime, n: u32, label: &str) -> anyhow::R
 }
 
 async fn bench_exec(api: &Api, rt: Runtime, n: u32, label: &str) -> anyhow::Result<Stats> {
+    bench_exec_of(api, rt, &["true"], 1, n, label).await
+}
+
+/// `n` timed round trips (after one untimed) of an exec of `cmd` in one new sandbox, each
+/// divided by `per` (the things `cmd` does `per` times over).
+async fn bench_exec_of(
+    api: &Api,
+    rt: Runtime,
+    cmd: &[&str],
+    per: u32,
+    n: u32,
+    label: &str,
+) -> anyhow::Result<Stats> {
     let (_, sb) = api.create(rt).await?;
+    let cmd: Vec<String> = cmd.iter().map(|&c| c.to_owned()).collect();
     let timed = async {
         let mut samples = Vec::new();
         for i in 0..=n {
-            let took = api.exec_true(&sb.id).await?;
+            let took = api.exec(&sb.id, cmd.clone()).await?;
             if i > 0 {
-                samples.push(took);
+                samples.push(took / per);
                 progress(label, i, n);
             }
         }

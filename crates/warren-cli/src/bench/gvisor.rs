@@ -59,24 +59,8 @@ const LOOP: u32 = 50;
 
 /// The per-process figure of `n` timed loops (after one untimed) in one sandbox.
 async fn bench_process_start(api: &Api, n: u32, label: &str) -> anyhow::Result<Stats> {
-    let (_, sb) = api.create(Runtime::Gvisor).await?;
     let script = format!("i=0; while [ $i -lt {LOOP} ]; do /bin/true; i=$((i+1)); done");
-    let timed = async {
-        let mut samples = Vec::new();
-        for i in 0..=n {
-            let took = api.sh(&sb.id, &script).await?;
-            if i > 0 {
-                samples.push(took / LOOP);
-                super::progress(label, i, n);
-            }
-        }
-        anyhow::Ok(samples)
-    }
-    .await;
-    let deleted = api.delete(&sb.id).await;
-    let samples = timed?;
-    deleted?;
-    Ok(Stats::of(&samples))
+    super::bench_exec_of(api, Runtime::Gvisor, &["sh", "-c", &script], LOOP, n, label).await
 }
 
 #[derive(Debug, Serialize)]

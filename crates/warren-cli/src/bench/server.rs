@@ -295,7 +295,12 @@ impl Api {
 
     /// Runs `true` in sandbox `id`; returns the round trip.
     pub async fn exec_true(&self, id: &SandboxId) -> anyhow::Result<Duration> {
-        self.exec_ok(id, vec!["true".to_owned()], None).await
+        self.exec(id, vec!["true".to_owned()]).await
+    }
+
+    /// Runs `cmd` in sandbox `id`; its round trip, or why it did not exit 0.
+    pub async fn exec(&self, id: &SandboxId, cmd: Vec<String>) -> anyhow::Result<Duration> {
+        self.exec_ok(id, cmd, None).await
     }
 
     /// Runs `cmd` in sandbox `id`; its round trip, or why it did not exit 0.
