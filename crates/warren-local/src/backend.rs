@@ -346,6 +346,13 @@ impl LocalBackend {
         Self::rootfs_root(&self.cfg.tag).join(id)
     }
 
+    /// Where a runc sandbox's bind-mounted files (its `/etc` files, token, agent and volume
+    /// views) are: beside its root filesystem, in the directory only root and runc sandboxes'
+    /// root may enter, because CRIU mounts them again at restore as that root.
+    pub fn runc_files_dir(&self, id: &str) -> PathBuf {
+        Self::rootfs_root(&self.cfg.tag).join(format!("{id}.files"))
+    }
+
     fn disk(&self, id: &str) -> SandboxDisk {
         SandboxDisk::new(&self.sandbox_dir(id))
     }
@@ -396,15 +403,33 @@ impl LocalBackend {
         let bundle_dir = dir.join("bundle");
 
         let t = Instant::now();
-        self.runtime(spec.runtime)
-            .run(
-                &spec.id,
-                &bundle_dir,
-                &dir.join(STDOUT_LOG),
-                &dir.join(STDERR_LOG),
-            )
-            .await
-            .map_err(|e| step("runtime")(e.to_string()))?;
+        let rt = self.runtime(spec.runtime);
+        let (stdout, stderr) = (dir.join(STDOUT_LOG), dir.join(STDERR_LOG));
+        let runtime = step("runtime");
+        match spec.runtime {
+            Runtime::Gvisor => rt
+                .run(&spec.id, &bundle_dir, &stdout, &stderr)
+                .await
+                .map_err(|e| runtime(e.to_string()))?,
+            Runtime::Runc => {
+                // The runtime makes the namespace (in the sandbox's user namespace); the link
+                // goes in before anything runs there.
+                rt.create(&spec.id, &bundle_dir, &stdout, &stderr)
+                    .await
+                    .map_err(|e| step("runtime")(e.to_string()))?;
+                let pid = rt
+                    .pid(&spec.id)
+                    .await
+                    .map_err(|e| step("runtime")(e.to_string()))?;
+                lease
+                    .adopt(pid)
+                    .await
+                    .map_err(|e| step("network")(e.to_string()))?;
+                rt.start(&spec.id)
+                    .await
+                    .map_err(|e| runtime(e.to_string()))?;
+            }
+        }
         steps.push(("runtime", t.elapsed()));
         Ok(Provisioned {
             ip: lease.sandbox_ip,
@@ -567,7 +592,14 @@ impl LocalBackend {
     /// firewall table); only when it has none left.
     pub async fn remove_shared(&self) {
         self.remove_cgroup_parent();
-        let _ = fs::remove_dir(Self::rootfs_root(&self.cfg.tag));
+        let root = Self::rootfs_root(&self.cfg.tag);
+        // The agent's copies runc sandboxes bind (the only files there).
+        for entry in fs::read_dir(&root).into_iter().flatten().flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_file()) {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
+        let _ = fs::remove_dir(root);
         self.firewall.remove_table().await;
         release_runsc_pins(&self.cfg.data_dir.join("run/runsc"));
         self.volumes.release_all();

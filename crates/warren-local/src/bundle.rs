@@ -35,7 +35,7 @@ pub struct BundleSpec<'a> {
     pub rootfs: &'a Path,
     /// Agent binary on the host.
     pub agent: &'a Path,
-    /// Network namespace path.
+    /// Network namespace path (gVisor; a runc sandbox's runtime makes its own).
     pub netns_path: &'a str,
     /// cgroup path.
     pub cgroups_path: &'a str,
@@ -137,16 +137,22 @@ fn write(path: &Path, text: &str, mode: u32, owner: u32) -> Result<(), BundleErr
     std::os::unix::fs::fchown(&f, Some(owner), Some(owner)).map_err(io)
 }
 
-/// Writes `config.json` and the `/etc` files into `bundle_dir`.
-pub fn write_bundle(bundle_dir: &Path, spec: &BundleSpec<'_>) -> Result<(), BundleError> {
-    fs::create_dir_all(bundle_dir).map_err(|source| BundleError::Io {
-        path: bundle_dir.to_owned(),
-        source,
-    })?;
-    let hostname = bundle_dir.join("hostname");
-    let hosts = bundle_dir.join("hosts");
-    let resolv = bundle_dir.join("resolv.conf");
-    let token = bundle_dir.join("token");
+/// The files [`write_bundle`] writes beside `config.json` for the sandbox to see.
+pub const BOUND_FILES: [&str; 4] = ["hostname", "hosts", "resolv.conf", "token"];
+
+/// Writes `config.json` into `bundle_dir` and the `/etc` files and token into `files_dir`.
+pub fn write_bundle(
+    bundle_dir: &Path,
+    files_dir: &Path,
+    spec: &BundleSpec<'_>,
+) -> Result<(), BundleError> {
+    for dir in [bundle_dir, files_dir] {
+        fs::create_dir_all(dir).map_err(|source| BundleError::Io {
+            path: dir.to_owned(),
+            source,
+        })?;
+    }
+    let [hostname, hosts, resolv, token] = BOUND_FILES.map(|f| files_dir.join(f));
     let root = spec.host_root();
     write(&hostname, &format!("{}\n", spec.id), 0o644, root)?;
     write(
@@ -265,6 +271,22 @@ fn build_config(
         opts.push(format!("size={}m", spec.memory_mb.max(1)));
         m.set_options(Some(opts));
     }
+    if spec.userns() {
+        // In a user namespace no device node can be made, so the runtime binds the host's;
+        // named here, CRIU sees them as the bind mounts they are and can checkpoint the
+        // sandbox (it refuses mounts it cannot trace to a root).
+        for dev in ["null", "zero", "full", "random", "urandom", "tty"] {
+            let path = format!("/dev/{dev}");
+            mounts.push(
+                MountBuilder::default()
+                    .destination(&path)
+                    .typ("bind")
+                    .source(&path)
+                    .options(["rbind", "nosuid", "noexec"].map(String::from).to_vec())
+                    .build()?,
+            );
+        }
+    }
     mounts.push(bind(AGENT_PATH_IN_SANDBOX, spec.agent, true)?);
     mounts.push(bind("/etc/hostname", hostname, false)?);
     mounts.push(bind("/etc/hosts", hosts, false)?);
@@ -304,15 +326,24 @@ fn build_config(
         .build()?;
 
     let ns = |typ| LinuxNamespaceBuilder::default().typ(typ).build();
+    // A runc sandbox's network namespace is made by the runtime inside its user namespace
+    // (the host moves the link in between create and start): CRIU checkpoints only namespaces
+    // the sandbox's user namespace owns. Its root still cannot configure the network: no
+    // `NET_ADMIN` or `NET_RAW` in its bounding set, and no new user namespace to gain them in.
+    let network = if spec.userns() {
+        ns(LinuxNamespaceType::Network)?
+    } else {
+        LinuxNamespaceBuilder::default()
+            .typ(LinuxNamespaceType::Network)
+            .path(spec.netns_path)
+            .build()?
+    };
     let mut namespaces = vec![
         ns(LinuxNamespaceType::Pid)?,
         ns(LinuxNamespaceType::Ipc)?,
         ns(LinuxNamespaceType::Uts)?,
         ns(LinuxNamespaceType::Mount)?,
-        LinuxNamespaceBuilder::default()
-            .typ(LinuxNamespaceType::Network)
-            .path(spec.netns_path)
-            .build()?,
+        network,
     ];
     let mut linux = LinuxBuilder::default();
     if spec.userns() {

@@ -8,6 +8,7 @@ pub mod backend;
 pub mod bundle;
 pub mod cgroup;
 pub mod confinement;
+pub mod criu;
 pub mod disk;
 pub mod firewall;
 pub mod host;

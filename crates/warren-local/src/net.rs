@@ -123,16 +123,29 @@ impl NetPlan {
 /// network namespace (the host's user namespace owns that), so without the first it could not
 /// listen on port 80, and without `CAP_NET_RAW` the second is how `ping` works.
 fn namespace_sysctls(netns: &str) -> io::Result<()> {
+    write_sysctls(
+        netns,
+        &[
+            ("net/ipv4/ip_unprivileged_port_start", "0"),
+            ("net/ipv4/ping_group_range", PING_GROUPS),
+        ],
+    )
+}
+
+/// Any group may ping.
+const PING_GROUPS: &str = "0 2147483647";
+/// No group may ping (the kernel's default).
+const NO_PING_GROUPS: &str = "1 0";
+
+fn write_sysctls(netns: &str, pairs: &[(&'static str, &'static str)]) -> io::Result<()> {
     let ns = std::fs::File::open(netns)?;
     let netns = netns.to_owned();
+    let pairs = pairs.to_vec();
     // A thread of its own: it enters the namespace and ends, so no pooled thread is left in it.
     std::thread::spawn(move || -> io::Result<()> {
         nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).map_err(io::Error::from)?;
         // /proc/sys/net shows the namespace of the thread that opens the file.
-        for (key, value) in [
-            ("net/ipv4/ip_unprivileged_port_start", "0"),
-            ("net/ipv4/ping_group_range", "0 2147483647"),
-        ] {
+        for (key, value) in pairs {
             std::fs::write(format!("/proc/sys/{key}"), value)
                 .map_err(|e| io::Error::other(format!("setting {key} in {netns}: {e}")))?;
         }
@@ -243,6 +256,105 @@ impl Lease {
             hip = self.host_ip
         );
         ip(&["-n", &self.netns, "-batch", "-"], Some(inside)).await
+    }
+
+    /// The name the sandbox end of a link made for a runc restore has in the host's namespace
+    /// until CRIU moves it into the restored one (as `eth0`).
+    pub fn restore_link(&self) -> String {
+        format!("wp{}", &self.host_veth[2..])
+    }
+
+    /// Runc: moves the sandbox's link into the namespace of the created container whose init
+    /// is `pid` (made by its runtime, in its user namespace), which then carries the lease's
+    /// namespace name, and addresses it there.
+    pub async fn adopt(&self, pid: u32) -> io::Result<()> {
+        let pid = pid.to_string();
+        ip(
+            &["-n", &self.netns, "link", "set", "eth0", "netns", &pid],
+            None,
+        )
+        .await?;
+        self.attach(&pid).await?;
+        self.address_inside(false).await
+    }
+
+    /// Runc, before a restore: the lease's namespace and link go (the restore makes the
+    /// namespace anew) and a fresh pair waits, host side addressed, the sandbox end as
+    /// [`Self::restore_link`] in the host's namespace.
+    pub async fn ready_for_restore(&self) -> io::Result<()> {
+        self.release().await;
+        let host = format!(
+            "link add {veth} type veth peer name {peer}\n\
+             addr add {hip}/30 dev {veth}\n\
+             link set {veth} up\n",
+            veth = self.host_veth,
+            peer = self.restore_link(),
+            hip = self.host_ip
+        );
+        let res = ip(&["-batch", "-"], Some(host)).await;
+        if res.is_err() {
+            self.release().await;
+        }
+        res
+    }
+
+    /// Runc, after a restore: names the restored container's namespace (init `pid`) and puts
+    /// this lease's addresses on its `eth0` (a fork's image carries its source's).
+    pub async fn adopt_restored(&self, pid: u32) -> io::Result<()> {
+        self.attach(&pid.to_string()).await?;
+        self.address_inside(true).await
+    }
+
+    /// Gives the namespace of process `pid` this lease's namespace name.
+    async fn attach(&self, pid: &str) -> io::Result<()> {
+        let names = format!("netns del {ns}\nnetns attach {ns} {pid}\n", ns = self.netns);
+        // `netns del` of a name not there fails the batch: only when there.
+        let names = if Path::new(&self.netns_path()).exists() {
+            names
+        } else {
+            format!("netns attach {} {pid}\n", self.netns)
+        };
+        ip(&["-batch", "-"], Some(names)).await
+    }
+
+    /// Addresses the sandbox side of the link and sets the namespace's sysctls.
+    async fn address_inside(&self, flush: bool) -> io::Result<()> {
+        let inside = format!(
+            "{flush}link set lo up\n\
+             addr add {sip}/30 dev eth0\n\
+             link set eth0 up\n\
+             route replace default via {hip}\n",
+            flush = if flush { "addr flush dev eth0\n" } else { "" },
+            sip = self.sandbox_ip,
+            hip = self.host_ip
+        );
+        ip(&["-n", &self.netns, "-batch", "-"], Some(inside)).await?;
+        let path = self.netns_path();
+        tokio::task::spawn_blocking(move || namespace_sysctls(&path))
+            .await
+            .map_err(io::Error::other)?
+    }
+
+    /// Runc, just before a checkpoint: CRIU restores `ping_group_range` from inside the
+    /// sandbox's user namespace, where the host's "any group" names groups it does not map and
+    /// is refused, failing the restore. The kernel's default goes into the image instead, and
+    /// [`Self::adopt_restored`] (or, when the checkpoint fails, [`Self::after_checkpoint`])
+    /// sets the range again.
+    pub async fn before_checkpoint(&self) -> io::Result<()> {
+        let path = self.netns_path();
+        tokio::task::spawn_blocking(move || {
+            write_sysctls(&path, &[("net/ipv4/ping_group_range", NO_PING_GROUPS)])
+        })
+        .await
+        .map_err(io::Error::other)?
+    }
+
+    /// Undoes [`Self::before_checkpoint`] on a sandbox that goes on running.
+    pub async fn after_checkpoint(&self) -> io::Result<()> {
+        let path = self.netns_path();
+        tokio::task::spawn_blocking(move || namespace_sysctls(&path))
+            .await
+            .map_err(io::Error::other)?
     }
 
     /// Ends the host's TCP connections to the sandbox's address (`ss -K`, the kernel's

@@ -11,6 +11,8 @@ use std::process::Stdio;
 use async_trait::async_trait;
 use tokio::process::Command;
 
+use crate::criu;
+
 /// What the runtime says of a container.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ContainerStatus {
@@ -32,6 +34,14 @@ pub trait ContainerRuntime: Send + Sync {
     /// Creates and starts the container from `bundle`, detached; the container's stdout and
     /// stderr are appended to those two files.
     async fn run(&self, id: &str, bundle: &Path, stdout: &Path, stderr: &Path) -> io::Result<()>;
+    /// Creates the container from `bundle` without starting its process (so the host can put
+    /// its network in first), output as with [`ContainerRuntime::run`].
+    async fn create(&self, id: &str, bundle: &Path, stdout: &Path, stderr: &Path)
+        -> io::Result<()>;
+    /// Starts a created container's process.
+    async fn start(&self, id: &str) -> io::Result<()>;
+    /// The host pid of the container's init.
+    async fn pid(&self, id: &str) -> io::Result<u32>;
     /// The container's status.
     async fn status(&self, id: &str) -> io::Result<ContainerStatus>;
     /// Sends a signal (`TERM`, `KILL`) to the container's init.
@@ -45,6 +55,8 @@ pub trait ContainerRuntime: Send + Sync {
     async fn checkpoint(&self, id: &str, image: &Path) -> io::Result<()>;
     /// Makes the container `id` from `bundle` again, with the state `checkpoint` wrote to
     /// `image`, detached; output goes to the two files as with [`ContainerRuntime::run`].
+    /// `link`, a veth end in the host's namespace, becomes the sandbox's `eth0` where the
+    /// runtime makes the network namespace anew (CRIU); gVisor reuses the bundle's.
     async fn restore(
         &self,
         id: &str,
@@ -52,6 +64,7 @@ pub trait ContainerRuntime: Send + Sync {
         image: &Path,
         stdout: &Path,
         stderr: &Path,
+        link: Option<&str>,
     ) -> io::Result<()>;
     /// The runtime's version, as its `--version` prints it (first line).
     async fn version(&self) -> io::Result<String>;
@@ -110,8 +123,12 @@ pub struct CliRuntime {
     binary: PathBuf,
     global: Vec<String>,
     /// Whether `checkpoint` can work: runsc's is built in; crun needs CRIU, which Debian's
-    /// crun lacks.
+    /// crun lacks (`scripts/build-criu.sh` builds one that has it).
     checkpoints: bool,
+    /// Whether checkpoints go through CRIU (crun), with [`crate::criu`]'s configuration.
+    criu: bool,
+    /// `PATH` for the runtime's processes: libcriu runs the `criu` it finds there.
+    path: Option<OsString>,
     /// Its `--version`, once asked.
     version: tokio::sync::OnceCell<String>,
 }
@@ -151,25 +168,70 @@ impl CliRuntime {
             binary: cfg.binary.clone(),
             global,
             checkpoints: true,
+            criu: false,
+            path: None,
             version: Default::default(),
         }
     }
 
-    /// `crun` with state under `root`.
+    /// `crun` with state under `root`: the one `scripts/build-criu.sh` built with CRIU when
+    /// installed, else the one on PATH (which pauses only if it reports `+CRIU`).
     pub fn crun(root: &Path) -> Self {
+        let pinned = criu::pinned_crun();
+        let binary = if pinned.is_file() {
+            pinned
+        } else {
+            PathBuf::from("crun")
+        };
+        let sbin = criu::pinned_criu_dir().join("sbin");
+        let path = sbin.join("criu").is_file().then(|| {
+            let mut p = sbin.into_os_string();
+            if let Some(rest) = std::env::var_os("PATH") {
+                p.push(":");
+                p.push(rest);
+            }
+            p
+        });
+        let with_criu = std::process::Command::new(&binary)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("+CRIU"));
         CliRuntime {
-            binary: PathBuf::from("crun"),
+            binary,
             global: vec![format!("--root={}", root.display())],
-            checkpoints: false,
+            checkpoints: with_criu,
+            criu: true,
+            path,
             version: Default::default(),
         }
+    }
+
+    /// A command of the runtime with its global arguments and environment.
+    fn command(&self) -> Command {
+        let mut cmd = Command::new(&self.binary);
+        cmd.args(&self.global).stdin(Stdio::null());
+        if let Some(path) = &self.path {
+            cmd.env("PATH", path);
+        }
+        cmd
     }
 
     async fn call(&self, args: &[&str]) -> io::Result<(bool, String, String)> {
-        let out = Command::new(&self.binary)
-            .args(&self.global)
+        self.call_with(args, None).await
+    }
+
+    /// Runs `args`, with `CRIU_CONFIG_FILE` set when `config` is given.
+    async fn call_with(
+        &self,
+        args: &[&str],
+        config: Option<&Path>,
+    ) -> io::Result<(bool, String, String)> {
+        let mut cmd = self.command();
+        if let Some(c) = config {
+            cmd.env("CRIU_CONFIG_FILE", c);
+        }
+        let out = cmd
             .args(args)
-            .stdin(Stdio::null())
             .output()
             .await
             .map_err(|e| io::Error::other(format!("running {}: {e}", self.binary.display())))?;
@@ -199,7 +261,42 @@ impl ContainerRuntime for CliRuntime {
     async fn run(&self, id: &str, bundle: &Path, stdout: &Path, stderr: &Path) -> io::Result<()> {
         let mut args = vec![OsString::from("run"), "--detach".into(), "--bundle".into()];
         args.extend([bundle.as_os_str().to_owned(), id.into()]);
-        self.detached("run", &args, stdout, stderr).await
+        self.detached("run", &args, stdout, stderr, None).await
+    }
+
+    async fn create(
+        &self,
+        id: &str,
+        bundle: &Path,
+        stdout: &Path,
+        stderr: &Path,
+    ) -> io::Result<()> {
+        let mut args = vec![OsString::from("create"), "--bundle".into()];
+        args.extend([bundle.as_os_str().to_owned(), id.into()]);
+        self.detached("create", &args, stdout, stderr, None).await
+    }
+
+    async fn start(&self, id: &str) -> io::Result<()> {
+        let (ok, _, stderr) = self.call(&["start", id]).await?;
+        if ok {
+            Ok(())
+        } else {
+            Err(self.failed("start", &stderr))
+        }
+    }
+
+    async fn pid(&self, id: &str) -> io::Result<u32> {
+        let (ok, stdout, stderr) = self.call(&["state", id]).await?;
+        if !ok {
+            return Err(self.failed("state", &stderr));
+        }
+        let v: serde_json::Value = serde_json::from_str(&stdout)
+            .map_err(|e| io::Error::other(format!("parsing runtime state: {e}")))?;
+        v.get("pid")
+            .and_then(|p| p.as_u64())
+            .and_then(|p| u32::try_from(p).ok())
+            .filter(|p| *p > 0)
+            .ok_or_else(|| io::Error::other(format!("{id} has no init process")))
     }
 
     async fn status(&self, id: &str) -> io::Result<ContainerStatus> {
@@ -254,12 +351,27 @@ impl ContainerRuntime for CliRuntime {
             ));
         }
         let image_arg = format!("--image-path={}", image.display());
-        let (ok, _, stderr) = self.call(&["checkpoint", &image_arg, id]).await?;
-        if ok {
-            Ok(())
-        } else {
-            Err(self.failed("checkpoint", &stderr))
+        if !self.criu {
+            let (ok, _, stderr) = self.call(&["checkpoint", &image_arg, id]).await?;
+            return if ok {
+                Ok(())
+            } else {
+                Err(self.failed("checkpoint", &stderr))
+            };
         }
+        let pid = self.pid(id).await?;
+        let (config, keys) = criu::dump_config(pid, image)?;
+        let work = criu::work_dir(image);
+        let work_arg = format!("--work-path={}", work.display());
+        let (ok, _, stderr) = self
+            .call_with(&["checkpoint", &image_arg, &work_arg, id], Some(&config))
+            .await?;
+        if !ok {
+            return Err(self.failed("checkpoint", &criu_failure(&stderr, &work, "dump")));
+        }
+        criu::keep_keys(image, &keys)?;
+        let _ = std::fs::remove_dir_all(&work);
+        Ok(())
     }
 
     async fn restore(
@@ -269,11 +381,37 @@ impl ContainerRuntime for CliRuntime {
         image: &Path,
         stdout: &Path,
         stderr: &Path,
+        link: Option<&str>,
     ) -> io::Result<()> {
         let mut args = vec![OsString::from("restore"), "--detach".into()];
         args.push(format!("--image-path={}", image.display()).into());
+        let config = if self.criu {
+            let work = criu::work_dir(image);
+            args.push(format!("--work-path={}", work.display()).into());
+            Some(criu::restore_config(image, link)?)
+        } else {
+            None
+        };
         args.extend(["--bundle".into(), bundle.as_os_str().to_owned(), id.into()]);
-        self.detached("restore", &args, stdout, stderr).await
+        let res = self
+            .detached("restore", &args, stdout, stderr, config.as_deref())
+            .await;
+        if self.criu {
+            let work = criu::work_dir(image);
+            match &res {
+                Ok(()) => {
+                    let _ = std::fs::remove_dir_all(&work);
+                }
+                Err(e) => {
+                    return Err(io::Error::other(criu_failure(
+                        &e.to_string(),
+                        &work,
+                        "restore",
+                    )))
+                }
+            }
+        }
+        res
     }
 
     fn busy(&self, verb: &str, id: &str) -> bool {
@@ -308,6 +446,22 @@ impl ContainerRuntime for CliRuntime {
     }
 }
 
+/// A CRIU failure's message with the errors of CRIU's own log (`<work>/<what>.log`), which
+/// say why where crun says only that it failed.
+fn criu_failure(stderr: &str, work: &Path, what: &str) -> String {
+    let log = std::fs::read_to_string(work.join(format!("{what}.log"))).unwrap_or_default();
+    let errors: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("Error") && !l.contains("RLIMIT_NOFILE"))
+        .take(4)
+        .collect();
+    if errors.is_empty() {
+        stderr.to_owned()
+    } else {
+        format!("{stderr}; CRIU: {}", errors.join("; "))
+    }
+}
+
 impl CliRuntime {
     /// Runs `args` (`run` or `restore`, detached), the container's output appended to the
     /// two files.
@@ -317,6 +471,7 @@ impl CliRuntime {
         args: &[OsString],
         stdout: &Path,
         stderr: &Path,
+        criu_config: Option<&Path>,
     ) -> io::Result<()> {
         // The sandbox's output: for its owner's eyes only.
         let open = |p: &Path| {
@@ -329,10 +484,12 @@ impl CliRuntime {
         let log = open(stdout)?;
         let log2 = open(stderr)?;
         // The container inherits these descriptors, so they must be files, not pipes we wait on.
-        let status = Command::new(&self.binary)
-            .args(&self.global)
+        let mut cmd = self.command();
+        if let Some(c) = criu_config {
+            cmd.env("CRIU_CONFIG_FILE", c);
+        }
+        let status = cmd
             .args(args)
-            .stdin(Stdio::null())
             .stdout(log)
             .stderr(log2)
             .status()

@@ -72,6 +72,7 @@ pub trait Backend: Send + Sync + 'static {
         &self,
         id: &str,
         runtime: Runtime,
+        net_index: Option<u32>,
         offsite: bool,
     ) -> Result<PauseReceipt, LocalError>;
     /// Whether a pause of the sandbox was begun and not finished (a crash in between).
@@ -204,9 +205,10 @@ impl Backend for LocalBackend {
         &self,
         id: &str,
         runtime: Runtime,
+        net_index: Option<u32>,
         offsite: bool,
     ) -> Result<PauseReceipt, LocalError> {
-        LocalBackend::pause(self, id, runtime, offsite).await
+        LocalBackend::pause(self, id, runtime, net_index, offsite).await
     }
     fn pause_begun(&self, id: &str) -> bool {
         LocalBackend::pause_begun(self, id)

@@ -340,8 +340,10 @@ impl TestServer {
         {
             v.push("mount".to_owned());
         }
-        if merged.exists() {
-            v.push(format!("rootfs dir {}", merged.display()));
+        for dir in [merged.clone(), merged.with_extension("files")] {
+            if dir.exists() {
+                v.push(format!("dir {}", dir.display()));
+            }
         }
         let index = (u32::from(ip) - u32::from(net)) / 4;
         if Path::new(&format!("/run/netns/warren-{tag}-{index}")).exists() {

@@ -1,4 +1,4 @@
-//! A gVisor sandbox with state worth keeping, and the calls that keep it: pause, resume, and
+//! A sandbox with state worth keeping, and the calls that keep it: pause, resume, and
 //! what to compare before and after.
 use std::time::Duration;
 
@@ -16,8 +16,13 @@ pub const MAIN: &str =
     i=0; while true; do i=$((i+1)); echo $i > /tmp/count; sleep 0.1; done";
 
 pub async fn make(s: &TestServer) -> String {
+    make_on(s, "gvisor").await
+}
+
+/// [`make`] under runtime `rt`.
+pub async fn make_on(s: &TestServer, rt: &str) -> String {
     let sb = s
-        .create(json!({"image": "busybox", "runtime": "gvisor", "cmd": ["sh", "-c", MAIN]}))
+        .create(json!({"image": "busybox", "runtime": rt, "cmd": ["sh", "-c", MAIN]}))
         .await;
     let id = sb["id"].as_str().expect("id").to_owned();
     // The counter has started (so the blob and its sum are written).

@@ -5,7 +5,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use warren_api::{PauseReceipt, Runtime};
+use warren_api::PauseReceipt;
 
 use super::{step, LocalBackend, LocalError, SandboxSpec};
 use crate::receipt::{copy_extents, MANIFEST};
@@ -150,11 +150,6 @@ impl LocalBackend {
         spec: &SandboxSpec,
         from: ForkFrom<'_>,
     ) -> Result<PauseReceipt, LocalError> {
-        if spec.runtime != Runtime::Gvisor {
-            return Err(LocalError::Unsupported(
-                "only gVisor sandboxes can be forked with their memory".into(),
-            ));
-        }
         if let ForkFrom::Snapshot(name) = from {
             self.fetch_snapshot(name).await?;
         }

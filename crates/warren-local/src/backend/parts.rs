@@ -44,13 +44,18 @@ impl LocalBackend {
         let netns_path = lease.netns_path();
         let cgroups_path = self.cgroups_path(&spec.id);
         let rootfs = self.rootfs_dir(&spec.id);
+        let (files_dir, agent) = match spec.runtime {
+            Runtime::Gvisor => (bundle_dir.clone(), self.cfg.agent_binary.clone()),
+            Runtime::Runc => (self.runc_files_dir(&spec.id), self.runc_agent()?),
+        };
         bundle::write_bundle(
             &bundle_dir,
+            &files_dir,
             &BundleSpec {
                 id: &spec.id,
                 runtime: spec.runtime,
                 rootfs: &rootfs,
-                agent: &self.cfg.agent_binary,
+                agent: &agent,
                 netns_path: &netns_path,
                 cgroups_path: &cgroups_path,
                 token: &spec.token,
@@ -68,6 +73,34 @@ impl LocalBackend {
             },
         )
         .map_err(|e| step("bundle")(e.to_string()))
+    }
+
+    /// The agent binary as runc sandboxes bind it: a copy beside their root filesystems, where
+    /// CRIU can mount it again at restore as their root.
+    fn runc_agent(&self) -> Result<PathBuf, LocalError> {
+        let name = self.cfg.agent_binary.file_name().unwrap_or_default();
+        let copy = self.rootfs_dir("").join(name);
+        let same = |a: &fs::Metadata, b: &fs::Metadata| a.len() == b.len();
+        let src = fs::metadata(&self.cfg.agent_binary)
+            .map_err(|e| step("bundle")(format!("the agent binary: {e}")))?;
+        if fs::metadata(&copy).is_ok_and(|m| same(&m, &src)) {
+            return Ok(copy);
+        }
+        let tmp = copy.with_extension("partial");
+        fs::copy(&self.cfg.agent_binary, &tmp)
+            .and_then(|_| fs::rename(&tmp, &copy))
+            .map_err(|e| step("bundle")(format!("copying the agent binary: {e}")))?;
+        Ok(copy)
+    }
+
+    /// Removes a runc sandbox's bound files (not its volume views: [`Self::unmount_rootfs`]
+    /// unmounts them first).
+    fn remove_runc_files(&self, id: &str) {
+        let dir = self.runc_files_dir(id);
+        for f in bundle::BOUND_FILES {
+            let _ = fs::remove_file(dir.join(f));
+        }
+        let _ = fs::remove_dir(&dir);
     }
 
     /// Mounts a sandbox's root filesystem: its own disk (made the first time), and the
@@ -117,6 +150,8 @@ impl LocalBackend {
             tracing::warn!(sandbox = id, "unmounting its disk: {e}");
             first = first.and(Err(format!("unmounting its disk: {e}")));
         }
-        first.and(self.unmount_volume_views(id))
+        let views = self.unmount_volume_views(id);
+        self.remove_runc_files(id);
+        first.and(views)
     }
 }

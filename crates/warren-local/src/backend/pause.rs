@@ -69,6 +69,15 @@ fn open_under(dir: &Path) -> bool {
     })
 }
 
+/// Gives `dir` and the files in it to `owner`.
+fn chown_tree(dir: &Path, owner: u32) -> std::io::Result<()> {
+    std::os::unix::fs::chown(dir, Some(owner), Some(owner))?;
+    for entry in fs::read_dir(dir)? {
+        std::os::unix::fs::chown(entry?.path(), Some(owner), Some(owner))?;
+    }
+    Ok(())
+}
+
 impl LocalBackend {
     /// Where a sandbox's last complete pause image is.
     pub fn pause_dir(&self, id: &str) -> PathBuf {
@@ -111,6 +120,7 @@ impl LocalBackend {
         &self,
         id: &str,
         runtime: Runtime,
+        net_index: Option<u32>,
         offsite: bool,
     ) -> Result<PauseReceipt, LocalError> {
         let began = Instant::now();
@@ -119,8 +129,22 @@ impl LocalBackend {
         if dir.exists() {
             fs::remove_dir_all(&dir).map_err(|e| step("checkpoint")(e.to_string()))?;
         }
+        let lease = net_index.map(|i| self.net.lease(i));
+        let runc = runtime == Runtime::Runc;
+        if let Some(lease) = lease.as_ref().filter(|_| runc) {
+            lease
+                .before_checkpoint()
+                .await
+                .map_err(|e| step("checkpoint")(e.to_string()))?;
+        }
         if let Err(e) = self.runtime(runtime).checkpoint(id, &dir).await {
             let _ = fs::remove_dir_all(&dir);
+            let _ = fs::remove_dir_all(crate::criu::work_dir(&dir));
+            if let Some(lease) = lease.as_ref().filter(|_| runc) {
+                if let Err(e) = lease.after_checkpoint().await {
+                    tracing::warn!(sandbox = id, "its ping range after a failed pause: {e}");
+                }
+            }
             return Err(match e.kind() {
                 std::io::ErrorKind::Unsupported => LocalError::Unsupported(e.to_string()),
                 _ => step("checkpoint")(e.to_string()),
@@ -317,15 +341,20 @@ impl LocalBackend {
             self.ready_network(spec).await?;
         }
         // Connections the host kept from before the pause would meet the restored stack's
-        // resets.
-        let cut = async {
-            if self.on_netstack(spec.runtime) {
-                lease.cut_host_connections().await;
+        // resets: gVisor's stack ends without closing them, and CRIU's lock on the network
+        // during a dump keeps the sandbox's closing packets from the host.
+        let cut = lease.cut_host_connections();
+        // gVisor restores into the lease's namespace, its addresses put back first; CRIU
+        // makes the namespace anew and takes a link the host readies for it.
+        let relink = async {
+            match spec.runtime {
+                Runtime::Gvisor => lease.readdress().await,
+                Runtime::Runc => lease.ready_for_restore().await,
             }
         };
         let (memory, readdressed, ()) = tokio::join!(
             self.check_part(&spec.id, "memory", &receipt.memory),
-            lease.readdress(),
+            relink,
             cut
         );
         memory?;
@@ -382,20 +411,42 @@ impl LocalBackend {
         self.mount_rootfs(spec)?;
         let binds = self.mount_volumes(spec)?;
         let dir = self.sandbox_dir(&spec.id);
-        // Paused by another server: this host has only what it fetched.
-        if !dir.join("bundle/config.json").is_file() {
-            self.write_bundle_for(spec, &self.net.lease(spec.net_index), &binds)?;
+        let lease = self.net.lease(spec.net_index);
+        let runc = spec.runtime == Runtime::Runc;
+        // Paused by another server, this host has only what it fetched; a runc sandbox's
+        // bound files went with its mounts.
+        if runc || !dir.join("bundle/config.json").is_file() {
+            self.write_bundle_for(spec, &lease, &binds)?;
         }
-        self.runtime(spec.runtime)
-            .restore(
-                &spec.id,
-                &dir.join("bundle"),
-                &self.pause_dir(&spec.id),
-                &dir.join(STDOUT_LOG),
-                &dir.join(STDERR_LOG),
-            )
-            .await
-            .map_err(|e| step("restore")(e.to_string()))
+        let image = self.pause_dir(&spec.id);
+        if runc {
+            // CRIU reads parts of the image as the sandbox's root, which is not the host's.
+            let owner = crate::confinement::USERNS_HOST_BASE;
+            chown_tree(&image, owner).map_err(|e| step("restore")(e.to_string()))?;
+        }
+        let link = runc.then(|| lease.restore_link());
+        let rt = self.runtime(spec.runtime);
+        rt.restore(
+            &spec.id,
+            &dir.join("bundle"),
+            &image,
+            &dir.join(STDOUT_LOG),
+            &dir.join(STDERR_LOG),
+            link.as_deref(),
+        )
+        .await
+        .map_err(|e| step("restore")(e.to_string()))?;
+        if runc {
+            let pid = rt
+                .pid(&spec.id)
+                .await
+                .map_err(|e| step("restore")(e.to_string()))?;
+            lease
+                .adopt_restored(pid)
+                .await
+                .map_err(|e| step("network")(e.to_string()))?;
+        }
+        Ok(())
     }
 
     /// Drops the pause image once the sandbox runs again (its files have moved on from it).

@@ -14,7 +14,7 @@ impl LocalBackend {
     }
 
     fn volume_views(&self, id: &str) -> PathBuf {
-        self.sandbox_dir(id).join("volumes")
+        self.runc_files_dir(id).join("volumes")
     }
 
     /// Mounts the spec's volumes; what the bundle binds: host directory, path, read-only.
@@ -49,23 +49,25 @@ impl LocalBackend {
 
     /// Unmounts a sandbox's ID-mapped volume views (idempotent).
     pub(super) fn unmount_volume_views(&self, id: &str) -> Result<(), String> {
-        let dir = self.volume_views(id);
-        let Ok(entries) = fs::read_dir(&dir) else {
-            return Ok(());
-        };
         let mut first = Ok(());
-        for e in entries.flatten() {
-            let view = e.path();
-            if crate::rootfs::is_mounted(&view) {
-                if let Err(err) = nix::mount::umount2(&view, nix::mount::MntFlags::MNT_DETACH) {
-                    tracing::warn!(sandbox = id, "unmounting {}: {err}", view.display());
-                    first = first.and(Err(format!("unmounting {}: {err}", view.display())));
-                    continue;
+        // The second is where servers before runc's pause made them.
+        for dir in [self.volume_views(id), self.sandbox_dir(id).join("volumes")] {
+            let Ok(entries) = fs::read_dir(&dir) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                let view = e.path();
+                if crate::rootfs::is_mounted(&view) {
+                    if let Err(err) = nix::mount::umount2(&view, nix::mount::MntFlags::MNT_DETACH) {
+                        tracing::warn!(sandbox = id, "unmounting {}: {err}", view.display());
+                        first = first.and(Err(format!("unmounting {}: {err}", view.display())));
+                        continue;
+                    }
                 }
+                let _ = fs::remove_dir(&view);
             }
-            let _ = fs::remove_dir(&view);
+            let _ = fs::remove_dir(&dir);
         }
-        let _ = fs::remove_dir(&dir);
         first
     }
 }

@@ -66,7 +66,12 @@ impl Service {
         }
         let rt = rec.sandbox.runtime;
         self.set_state(&mut rec, SandboxState::Pausing).await?;
-        match self.inner.backend.pause(id.as_str(), rt, offsite).await {
+        match self
+            .inner
+            .backend
+            .pause(id.as_str(), rt, rec.net_index, offsite)
+            .await
+        {
             Ok(receipt) => {
                 rec.sandbox.pause = Some(receipt);
                 self.settle_paused(rec).await
