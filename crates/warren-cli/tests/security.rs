@@ -242,7 +242,7 @@ async fn secrets_are_closed_to_host_users() {
         (data.join("warren.db"), 0o600),
         (data.join("admin.key"), 0o600),
         (dir.join("bundle/config.json"), 0o600),
-        (dir.join("bundle/token"), 0o400),
+        (common::state::token_file(&s, id), 0o400),
         (dir.join("stdout.log"), 0o600),
         (dir.join("stderr.log"), 0o600),
     ] {

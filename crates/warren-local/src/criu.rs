@@ -73,28 +73,37 @@ fn write_config(work: &Path, text: &str) -> io::Result<PathBuf> {
     Ok(path)
 }
 
-/// Prepares the dump of the container whose init is `pid`: the configuration file to point
-/// CRIU at, and the keys to keep in the image once written ([`keep_keys`]).
-pub fn dump_config(pid: u32, image: &Path) -> io::Result<(PathBuf, Vec<(u32, String)>)> {
+/// Prepares the dump of the container whose init is `pid` into `image` (made here, with the
+/// output files' keys in it): the configuration file to point CRIU at.
+pub fn dump_config(pid: u32, image: &Path) -> io::Result<PathBuf> {
     let keys = stdio_keys(pid)?;
     let mut text = COMMON.to_owned();
     for (_, key) in &keys {
         text.push_str(&format!("external {key}\n"));
     }
-    Ok((write_config(&work_dir(image), &text)?, keys))
+    fs::create_dir_all(image)?;
+    keep_keys(image, &keys)?;
+    write_config(&work_dir(image), &text)
 }
 
-/// Writes the output files' keys into the finished image.
-pub fn keep_keys(image: &Path, keys: &[(u32, String)]) -> io::Result<()> {
+/// Writes the output files' keys into the image.
+fn keep_keys(image: &Path, keys: &[(u32, String)]) -> io::Result<()> {
     let text: String = keys.iter().map(|(fd, k)| format!("{fd} {k}\n")).collect();
     fs::write(image.join(STDIO_KEYS), text)
 }
 
-/// The configuration file for restoring `image`, the restoring process's stdout and stderr
-/// standing in for the output files it names, and `link` (a veth end in the host's
-/// namespace) becoming the sandbox's `eth0`.
-pub fn restore_config(image: &Path, link: Option<&str>) -> io::Result<PathBuf> {
+/// The configuration file for restoring `image` from `bundle`: the restoring process's
+/// stdout and stderr standing in for the output files it names, `link` (a veth end in the
+/// host's namespace) becoming the sandbox's `eth0`, and every process going into the
+/// bundle's cgroup (crun moves only the init there; the rest would go back to the cgroup
+/// they were dumped from, a fork's source's).
+pub fn restore_config(image: &Path, bundle: &Path, link: Option<&str>) -> io::Result<PathBuf> {
     let mut text = COMMON.to_owned();
+    let config: serde_json::Value = serde_json::from_slice(&fs::read(bundle.join("config.json"))?)
+        .map_err(|e| io::Error::other(format!("the bundle's config.json: {e}")))?;
+    if let Some(cgroup) = config["linux"]["cgroupsPath"].as_str() {
+        text.push_str(&format!("cgroup-root {cgroup}\n"));
+    }
     // The older mount engine: the newer one opens the bind mounts' sources (the agent binary,
     // the sandbox's /etc files) as the sandbox's root, who may not reach them on the host.
     text.push_str("mntns-compat-mode\n");
@@ -121,13 +130,21 @@ mod tests {
         fs::create_dir_all(&image).expect("image");
         let keys = vec![(1, "file[1b:a3]".to_owned()), (2, "file[1b:a4]".to_owned())];
         keep_keys(&image, &keys).expect("keep");
-        let conf = restore_config(&image, Some("wpabcd3")).expect("config");
+        let bundle = dir.path().join("bundle");
+        fs::create_dir_all(&bundle).expect("bundle");
+        fs::write(
+            bundle.join("config.json"),
+            r#"{"linux": {"cgroupsPath": "/warren-abcd/s1"}}"#,
+        )
+        .expect("config.json");
+        let conf = restore_config(&image, &bundle, Some("wpabcd3")).expect("config");
         assert!(conf.starts_with(work_dir(&image)));
         let text = fs::read_to_string(conf).expect("read");
         assert!(text.contains("inherit-fd fd[1]:file[1b:a3]\n"), "{text}");
         assert!(text.contains("inherit-fd fd[2]:file[1b:a4]\n"), "{text}");
         assert!(text.contains("external netdev[eth0]:wpabcd3\n"), "{text}");
         assert!(text.contains("tcp-close\n"), "{text}");
+        assert!(text.contains("cgroup-root /warren-abcd/s1\n"), "{text}");
     }
 
     #[test]

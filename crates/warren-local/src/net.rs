@@ -383,8 +383,11 @@ impl Lease {
 
     /// Removes the link and namespace; idempotent, never fails on what is already gone.
     pub async fn release(&self) {
-        if Path::new("/sys/class/net").join(&self.host_veth).exists() {
-            let _ = ip(&["link", "del", &self.host_veth], None).await;
+        // The second: a link readied for a runc restore that never took it.
+        for link in [self.host_veth.clone(), self.restore_link()] {
+            if Path::new("/sys/class/net").join(&link).exists() {
+                let _ = ip(&["link", "del", &link], None).await;
+            }
         }
         if Path::new(&self.netns_path()).exists() {
             let _ = ip(&["netns", "del", &self.netns], None).await;
@@ -400,8 +403,10 @@ impl Lease {
     /// Whether anything of it is still on the host.
     pub fn leftovers(&self) -> Vec<String> {
         let mut v = Vec::new();
-        if Path::new("/sys/class/net").join(&self.host_veth).exists() {
-            v.push(format!("veth {}", self.host_veth));
+        for link in [self.host_veth.clone(), self.restore_link()] {
+            if Path::new("/sys/class/net").join(&link).exists() {
+                v.push(format!("veth {link}"));
+            }
         }
         if Path::new(&self.netns_path()).exists() {
             v.push(format!("netns {}", self.netns));

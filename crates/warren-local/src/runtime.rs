@@ -360,7 +360,9 @@ impl ContainerRuntime for CliRuntime {
             };
         }
         let pid = self.pid(id).await?;
-        let (config, keys) = criu::dump_config(pid, image)?;
+        // The keys go into the image first (crun writes into a directory that exists), so an
+        // image a crash left whole has them too.
+        let config = criu::dump_config(pid, image)?;
         let work = criu::work_dir(image);
         let work_arg = format!("--work-path={}", work.display());
         let (ok, _, stderr) = self
@@ -369,7 +371,6 @@ impl ContainerRuntime for CliRuntime {
         if !ok {
             return Err(self.failed("checkpoint", &criu_failure(&stderr, &work, "dump")));
         }
-        criu::keep_keys(image, &keys)?;
         let _ = std::fs::remove_dir_all(&work);
         Ok(())
     }
@@ -388,7 +389,7 @@ impl ContainerRuntime for CliRuntime {
         let config = if self.criu {
             let work = criu::work_dir(image);
             args.push(format!("--work-path={}", work.display()).into());
-            Some(criu::restore_config(image, link)?)
+            Some(criu::restore_config(image, bundle, link)?)
         } else {
             None
         };

@@ -91,6 +91,15 @@ pub trait Backend: Send + Sync + 'static {
     fn discard_pause(&self, id: &str);
     /// Removes what a cut-off restore made, keeping the network and the pause image.
     async fn undo_restore(&self, id: &str, runtime: Runtime);
+    /// Puts right the network of a sandbox whose pause (`restored`: resume) a crash cut off,
+    /// now that its container runs.
+    async fn renew_network(
+        &self,
+        id: &str,
+        runtime: Runtime,
+        net_index: Option<u32>,
+        restored: bool,
+    ) -> Result<(), LocalError>;
 
     /// Makes `spec`'s sandbox a paused copy of `from`'s state (image and disk copied,
     /// network and bundle made); the copied receipt.
@@ -233,6 +242,15 @@ impl Backend for LocalBackend {
     }
     async fn undo_restore(&self, id: &str, runtime: Runtime) {
         LocalBackend::undo_restore(self, id, runtime).await
+    }
+    async fn renew_network(
+        &self,
+        id: &str,
+        runtime: Runtime,
+        net_index: Option<u32>,
+        restored: bool,
+    ) -> Result<(), LocalError> {
+        LocalBackend::renew_network(self, id, runtime, net_index, restored).await
     }
     async fn prepare_fork(
         &self,

@@ -81,3 +81,18 @@ pub async fn resume(s: &TestServer, id: &str) -> (StatusCode, Value) {
     let status = resp.status();
     (status, resp.json().await.unwrap_or(Value::Null))
 }
+
+/// The agent token file of a sandbox: in its bundle (gVisor), or beside its root filesystem
+/// (runc).
+pub fn token_file(s: &TestServer, id: &str) -> std::path::PathBuf {
+    let in_bundle = s.data_dir.join("sandboxes").join(id).join("bundle/token");
+    if in_bundle.exists() {
+        return in_bundle;
+    }
+    std::fs::read_dir(warren_local::backend::ROOTFS_PARENT)
+        .expect("/run/warren")
+        .flatten()
+        .map(|tag| tag.path().join(format!("{id}.files/token")))
+        .find(|p| p.exists())
+        .expect("a token file")
+}

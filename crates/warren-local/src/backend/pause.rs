@@ -9,6 +9,7 @@
 //! to finish; [`LocalBackend::finish_pause`] finishes that.
 use std::fs;
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -338,6 +339,8 @@ impl LocalBackend {
         let lease = self.net.lease(spec.net_index);
         if !lease.exists() {
             // Paused on another server (or this host restarted): made again, rules and all.
+            // What a runc restore that failed left of it (its readied link) goes first.
+            lease.release().await;
             self.ready_network(spec).await?;
         }
         // Connections the host kept from before the pause would meet the restored stack's
@@ -420,9 +423,24 @@ impl LocalBackend {
         }
         let image = self.pause_dir(&spec.id);
         if runc {
-            // CRIU reads parts of the image as the sandbox's root, which is not the host's.
+            // CRIU reads parts of the image, and opens again the output files it is handed,
+            // as the sandbox's root, which is not the host's. (Both stay in the sandbox's
+            // 0700 directory.)
             let owner = crate::confinement::USERNS_HOST_BASE;
-            chown_tree(&image, owner).map_err(|e| step("restore")(e.to_string()))?;
+            let logs = [dir.join(STDOUT_LOG), dir.join(STDERR_LOG)];
+            chown_tree(&image, owner)
+                .and_then(|()| {
+                    logs.iter().try_for_each(|l| {
+                        // A fork's are new.
+                        fs::OpenOptions::new()
+                            .create(true)
+                            .append(true)
+                            .mode(0o600)
+                            .open(l)?;
+                        std::os::unix::fs::chown(l, Some(owner), Some(owner))
+                    })
+                })
+                .map_err(|e| step("restore")(e.to_string()))?;
         }
         let link = runc.then(|| lease.restore_link());
         let rt = self.runtime(spec.runtime);
@@ -447,6 +465,35 @@ impl LocalBackend {
                 .map_err(|e| step("network")(e.to_string()))?;
         }
         Ok(())
+    }
+
+    /// Runc, after a pause or resume a crash cut off, once its container runs: a restored
+    /// one gets its namespace's name and its addresses (`restored`), one whose checkpoint
+    /// never took its namespace's settings back.
+    pub async fn renew_network(
+        &self,
+        id: &str,
+        runtime: Runtime,
+        net_index: Option<u32>,
+        restored: bool,
+    ) -> Result<(), LocalError> {
+        let Some(lease) = net_index.map(|i| self.net.lease(i)) else {
+            return Ok(());
+        };
+        if runtime != Runtime::Runc {
+            return Ok(());
+        }
+        let renewed = if restored {
+            let pid = self
+                .runtime(runtime)
+                .pid(id)
+                .await
+                .map_err(|e| step("restore")(e.to_string()))?;
+            lease.adopt_restored(pid).await
+        } else {
+            lease.after_checkpoint().await
+        };
+        renewed.map_err(|e| step("network")(e.to_string()))
     }
 
     /// Drops the pause image once the sandbox runs again (its files have moved on from it).

@@ -202,7 +202,7 @@ impl Service {
         Ok(rec.sandbox)
     }
 
-    /// Holds a gVisor sandbox still for a copy of its state (`what`: "forked",
+    /// Holds a sandbox still for a copy of its state (`what`: "forked",
     /// "snapshotted"): pauses it if it runs. Whether it ran (so [`Service::unhold`] resumes
     /// it). The caller holds its lock.
     pub(super) async fn hold_paused(
@@ -211,13 +211,6 @@ impl Service {
         what: &str,
     ) -> Result<bool, ApiError> {
         let id = &source.sandbox.id;
-        if source.sandbox.runtime != warren_api::Runtime::Gvisor {
-            return Err(ApiError::Conflict(format!(
-                "sandbox {id} runs under {}: only gVisor sandboxes can be {what}, from their \
-                 checkpoints",
-                source.sandbox.runtime
-            )));
-        }
         match source.sandbox.state {
             SandboxState::Running => {
                 self.pause_locked(source.clone(), false).await?;
@@ -303,6 +296,7 @@ impl Service {
             }
             (SandboxState::Pausing, ContainerStatus::Running) => {
                 tracing::info!(sandbox = %id, "an interrupted pause never took: running");
+                self.renew_network(&rec, false).await;
                 self.set_state(&mut rec, SandboxState::Running).await?;
                 self.follow_logs(&id);
             }
@@ -311,6 +305,7 @@ impl Service {
             }
             (SandboxState::Resuming, ContainerStatus::Running) => {
                 tracing::info!(sandbox = %id, "an interrupted resume took: running");
+                self.renew_network(&rec, true).await;
                 self.settle_resumed(rec, None).await?;
             }
             (SandboxState::Resuming, _) => {
@@ -321,6 +316,20 @@ impl Service {
             _ => {}
         }
         Ok(())
+    }
+
+    /// [`Backend::renew_network`](crate::backend::Backend::renew_network), a failure logged:
+    /// the agent's answer (or not) decides what becomes of the sandbox.
+    async fn renew_network(&self, rec: &SandboxRecord, restored: bool) {
+        let (id, rt) = (rec.sandbox.id.as_str(), rec.sandbox.runtime);
+        let renewed = self
+            .inner
+            .backend
+            .renew_network(id, rt, rec.net_index, restored)
+            .await;
+        if let Err(e) = renewed {
+            tracing::warn!(sandbox = id, "its network after an interrupted pause: {e}");
+        }
     }
 
     /// A sandbox whose container exited after a checkpoint was begun: the pause is finished
