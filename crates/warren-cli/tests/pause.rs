@@ -8,7 +8,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::state::{count, inside, make, make_on, pause, resume, through_proxy, token_file, MAIN};
+use common::state::{count, inside, make_on, pause, resume, through_proxy, token_file, MAIN};
 use common::{wait_for, TestServer};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
