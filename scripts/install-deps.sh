@@ -6,7 +6,8 @@
 # own on 127.0.0.1), umoci, skopeo and htpasswd (apache2-utils) to build and push test images,
 # a C toolchain for the build, and for the E2B SDK tests: python3-venv, Node.js with npm, and
 # libnss-myhostname (so *.localhost names resolve to loopback, as browsers do), then E2B's SDKs
-# themselves (scripts/e2b-sdk-env.sh).
+# themselves (scripts/e2b-sdk-env.sh); then runsc (scripts/build-runsc.sh) and CRIU with a crun
+# built against it (scripts/build-criu.sh), for runc sandboxes' pause, resume and forks.
 # Idempotent: packages already present are left alone.
 set -euo pipefail
 if [ "$(id -u)" -ne 0 ]; then
@@ -30,6 +31,7 @@ if ! command -v npm >/dev/null 2>&1; then
 fi
 bash "$(dirname "$0")/e2b-sdk-env.sh"
 bash "$(dirname "$0")/build-runsc.sh"
+bash "$(dirname "$0")/build-criu.sh"
 if ! command -v cargo >/dev/null 2>&1; then
   echo "install-deps.sh: cargo not found; install Rust (rustup) first" >&2
   exit 1

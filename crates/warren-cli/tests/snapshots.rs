@@ -1,9 +1,10 @@
-//! Snapshots: named, immutable copies of a gVisor sandbox; new sandboxes made from one run
-//! its processes with their memory (or, files only, boot afresh on its files), each with
-//! its own copy; the source goes on as it was. Needs root, the pinned runsc, busybox-static.
+//! Snapshots: named, immutable copies of a sandbox (gVisor or runc); new sandboxes made from
+//! one run its processes with their memory (or, files only, boot afresh on its files), each
+//! with its own copy; the source goes on as it was. Needs root, the pinned runsc, crun and
+//! CRIU as scripts/build-criu.sh builds them, busybox-static.
 mod common;
 
-use common::state::{count, inside, make, pause, through_proxy};
+use common::state::{count, inside, make_on, pause, through_proxy};
 use common::TestServer;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -24,8 +25,17 @@ async fn from_snapshot(s: &TestServer, body: Value) -> (StatusCode, Value) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sandboxes_made_from_a_snapshot_start_where_it_was() {
+    starts_where_it_was("gvisor").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn runc_sandboxes_made_from_a_snapshot_start_where_it_was() {
+    starts_where_it_was("runc").await;
+}
+
+async fn starts_where_it_was(rt: &str) {
     let s = TestServer::start().await;
-    let id = make(&s).await;
+    let id = make_on(&s, rt).await;
     s.sh(&id, "echo at-snapshot > /root/mark").await;
     let before = inside(&s, &id).await;
 
