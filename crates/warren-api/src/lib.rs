@@ -24,4 +24,4 @@ pub use sandbox::{
     ResumeSandbox, Runtime, Sandbox, SandboxList, SandboxMetrics, SandboxState, SetNetwork,
     SetTimeout,
 };
-pub use volume::{CreateVolume, Volume, VolumeList, VolumeMount};
+pub use volume::{CreateVolume, Volume, VolumeBackup, VolumeList, VolumeMount};

@@ -31,6 +31,21 @@ pub struct Volume {
     pub used_by: Vec<String>,
 }
 
+/// `POST /v1/volumes/{name}/backup`: a copy of the volume sent to the server's object store.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VolumeBackup {
+    /// The volume.
+    pub name: String,
+    /// Where the copy is (`<store>/volumes/<name>`).
+    pub stored: String,
+    /// Bytes sent: its filesystem's data (holes are not sent).
+    pub bytes: u64,
+    /// When the copy was taken.
+    pub backed_up_at: DateTime<Utc>,
+    /// How long the backup took, ms.
+    pub took_ms: u64,
+}
+
 /// `GET /v1/volumes`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct VolumeList {

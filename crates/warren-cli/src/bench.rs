@@ -54,8 +54,9 @@ pub enum BenchCommand {
     /// Raw `runsc checkpoint` and `restore` of a sandbox holding 64 MiB and 512 MiB of
     /// touched memory: each one's p50 and the image's size on disk.
     Checkpoint(checkpoint::CheckpointBenchArgs),
-    /// Warren's pause and resume of a gVisor sandbox holding 64 MiB and 512 MiB of touched
-    /// memory, beside raw `runsc checkpoint` and `restore` of the same, in one run.
+    /// Warren's pause and resume of a sandbox holding 64 MiB and 512 MiB of touched memory, per
+    /// runtime, beside the raw tool's of the same (`runsc checkpoint`/`restore`, CRIU's
+    /// dump/restore through crun), forks, and creates from warm pools, in one run.
     State(state::StateBenchArgs),
     /// Pause, resume and snapshot with images on local disk only, then also sent to an object
     /// store (`--object-store`), in one run: their p50/p95 and what a snapshot takes in each.

@@ -106,7 +106,7 @@ enum Command {
     Pause(pause::PauseArgs),
     /// Resume a paused sandbox as it was (its image is checked against its receipt first).
     Resume(pause::ResumeArgs),
-    /// Fork a gVisor sandbox: a new one with a copy of its files and its running processes.
+    /// Fork a sandbox: a new one with a copy of its files and its running processes.
     Fork(pause::ForkArgs),
     /// Manage images.
     #[command(subcommand)]
@@ -114,7 +114,7 @@ enum Command {
     /// Manage volumes: named filesystems of a fixed size that outlive sandboxes.
     #[command(subcommand)]
     Volume(volume::VolumeCommand),
-    /// Manage snapshots: named copies of a gVisor sandbox's files and running processes
+    /// Manage snapshots: named copies of a sandbox's files and running processes
     /// (`"snapshot": NAME` at create makes sandboxes from one).
     #[command(subcommand)]
     Snapshot(snapshot::SnapshotCommand),

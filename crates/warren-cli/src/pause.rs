@@ -66,7 +66,7 @@ pub async fn resume(a: ResumeArgs) -> anyhow::Result<()> {
 
 #[derive(Args)]
 pub struct ForkArgs {
-    /// Sandbox id (running or paused; gVisor).
+    /// Sandbox id (running or paused).
     id: String,
     /// Seconds the fork may live (0: no limit) [default: the server's, 300].
     #[arg(long)]

@@ -1,4 +1,4 @@
-//! `warren snapshot`: named copies of a gVisor sandbox's files and running processes.
+//! `warren snapshot`: named copies of a sandbox's files and running processes.
 use clap::Subcommand;
 use warren_api::{CreateSnapshot, Snapshot, SnapshotList};
 
@@ -6,7 +6,7 @@ use crate::{named, ClientOpts};
 
 #[derive(Subcommand)]
 pub enum SnapshotCommand {
-    /// Snapshot a running or paused gVisor sandbox (it ends as it was).
+    /// Snapshot a running or paused sandbox (it ends as it was).
     Create {
         /// The sandbox.
         id: String,

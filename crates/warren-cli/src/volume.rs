@@ -1,6 +1,6 @@
 //! `warren volume`: named volumes that outlive sandboxes.
 use clap::Subcommand;
-use warren_api::{CreateVolume, Volume, VolumeList, VolumeMount};
+use warren_api::{CreateVolume, Volume, VolumeBackup, VolumeList, VolumeMount};
 
 use crate::{named, ClientOpts};
 
@@ -18,6 +18,15 @@ pub enum VolumeCommand {
     },
     /// List volumes, with their use and the sandboxes mounting them.
     Ls {
+        #[command(flatten)]
+        opts: ClientOpts,
+    },
+    /// Send a copy of a volume to the server's object store (`serve --object-store`), where
+    /// another server sharing the store and the database finds it; a pause sends the
+    /// volumes of the sandbox it pauses too. Writes to the volume wait while it is copied.
+    Backup {
+        /// Its name.
+        name: String,
         #[command(flatten)]
         opts: ClientOpts,
     },
@@ -87,6 +96,19 @@ pub async fn run(c: VolumeCommand) -> anyhow::Result<()> {
                 |l: &VolumeList| &l.volumes,
                 line,
             )
+            .await
+        }
+        VolumeCommand::Backup { name, opts } => {
+            let path = format!("/v1/volumes/{name}/backup");
+            named::post(&opts, &path, None::<&()>, |b: &VolumeBackup| {
+                format!(
+                    "{} sent to {}: {:.1} MB in {} ms",
+                    b.name,
+                    b.stored,
+                    b.bytes as f64 / 1e6,
+                    b.took_ms
+                )
+            })
             .await
         }
         VolumeCommand::Rm { name, opts } => named::remove(&opts, "/v1/volumes", &name).await,

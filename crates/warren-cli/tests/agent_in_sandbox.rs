@@ -16,10 +16,10 @@ use warren_agent::{
     ProcessInput, ProcessSelector, StartRequest, StreamInputRequest, WatchEvent,
 };
 
-/// The sandbox's agent token, read from its bundle as the server wrote it.
+/// The sandbox's agent token, read from its file as the server wrote it.
 fn token(s: &TestServer, id: &str) -> String {
     // The server hands the agent its token in this file (never in its environment).
-    let path = s.data_dir.join("sandboxes").join(id).join("bundle/token");
+    let path = common::state::token_file(s, id);
     std::fs::read_to_string(&path)
         .expect("the agent's token file")
         .trim()

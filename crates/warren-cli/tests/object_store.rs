@@ -3,16 +3,38 @@
 //! data dir of its own, sharing only the database and the store, resumes the sandbox from it
 //! with its processes and memory as they were, at an address of its own, and makes sandboxes
 //! from the snapshot; a resume removes the stored pause image, a deleted snapshot its copy. A
-//! store that does not answer is refused when the server starts.
+//! runc sandbox with a volume goes from a second server to a third the same way, its volume
+//! with it. A store that does not answer is refused when the server starts.
 mod common;
 
 use std::time::{Duration, Instant};
 
 use common::garage::Garage;
-use common::state::{count, inside, make, pause, resume};
+use common::state::{count, inside, make, make_from, pause, resume};
 use common::{busybox_tar, free_port, unique_subnet, TestServer};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
+
+/// A server with a data dir of its own, `args` (the shared database and store) and the admin
+/// key of the others, with the same busybox image (by digest) as they have.
+async fn another_server(key: &str, args: &[&str]) -> (tempfile::TempDir, TestServer) {
+    let dir = tempfile::Builder::new()
+        .prefix("warren-test-")
+        .tempdir_in("/var/tmp")
+        .expect("a data dir");
+    std::fs::write(dir.path().join("admin.key"), key).expect("admin.key");
+    let s = TestServer::start_on_with(
+        dir.path().to_path_buf(),
+        "127.0.0.1",
+        free_port(),
+        unique_subnet(),
+        args,
+    )
+    .await;
+    let resp = s.import_tar("busybox", busybox_tar()).await;
+    assert!(resp.status().is_success(), "importing busybox");
+    (dir, s)
+}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_sandbox_paused_on_one_server_resumes_on_another_from_the_store() {
@@ -64,22 +86,7 @@ async fn a_sandbox_paused_on_one_server_resumes_on_another_from_the_store() {
     // Its data dir (pause image, disk) goes with it.
     a.stop_keeping_sandboxes();
 
-    let b_dir = tempfile::Builder::new()
-        .prefix("warren-test-")
-        .tempdir_in("/var/tmp")
-        .expect("b's data dir");
-    std::fs::write(b_dir.path().join("admin.key"), key).expect("admin.key for b");
-    let b = TestServer::start_on_with(
-        b_dir.path().to_path_buf(),
-        "127.0.0.1",
-        free_port(),
-        unique_subnet(),
-        &args,
-    )
-    .await;
-    // The same image, by digest, on this host too.
-    let resp = b.import_tar("busybox", busybox_tar()).await;
-    assert!(resp.status().is_success(), "importing busybox on b");
+    let (b_dir, b) = another_server(&key, &args).await;
     let (status, resumed) = resume(&b, &id).await;
     assert_eq!(status, StatusCode::OK, "{resumed}");
     assert_eq!(resumed["state"], "running");
@@ -118,7 +125,59 @@ async fn a_sandbox_paused_on_one_server_resumes_on_another_from_the_store() {
         .expect("delete snapshot");
     assert!(resp.status().is_success());
     settled(0, "the snapshot's copy outlived the snapshot").await;
-    b.shutdown().await;
+
+    // A runc sandbox with a volume, paused on b: the volume goes to the store with the pause
+    // image (and on request), and a third server with a data dir of its own resumes the
+    // sandbox with its processes, its memory and the volume's files.
+    let resp = b
+        .post("/v1/volumes", Some(json!({"name": "notes", "size_mb": 64})))
+        .await;
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let rid = make_from(
+        &b,
+        json!({"image": "busybox", "runtime": "runc",
+               "volumes": [{"name": "notes", "path": "/data"}]}),
+    )
+    .await;
+    b.sh(&rid, "echo kept > /data/note").await;
+    let rbefore = inside(&b, &rid).await;
+    let (status, paused) = pause(&b, &rid).await;
+    assert_eq!(status, StatusCode::OK, "{paused}");
+    assert_eq!(paused["pause"]["stored"], format!("{store}/pauses/{rid}"));
+    let resp = b.post("/v1/volumes/notes/backup", None).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let backup: serde_json::Value = resp.json().await.expect("backup");
+    assert_eq!(
+        backup["stored"],
+        format!("{store}/volumes/notes"),
+        "{backup}"
+    );
+    assert!(backup["bytes"].as_u64().is_some_and(|b| b > 0), "{backup}");
+    b.stop_keeping_sandboxes();
+    // Its volume stays mounted for the paused sandbox: b's host is gone with it.
+    let _ = nix::mount::umount2(
+        &b_dir.path().join("volumes/notes"),
+        nix::mount::MntFlags::MNT_DETACH,
+    );
+
+    let (_c_dir, c) = another_server(&key, &args).await;
+    let (status, resumed) = resume(&c, &rid).await;
+    assert_eq!(status, StatusCode::OK, "{resumed}");
+    assert_eq!(
+        inside(&c, &rid).await,
+        rbefore,
+        "runc: processes and memory"
+    );
+    assert_eq!(c.sh(&rid, "cat /data/note").await, "kept\n", "the volume");
+    c.delete(&rid).await;
+    let resp = c
+        .req(Method::DELETE, "/v1/volumes/notes")
+        .send()
+        .await
+        .expect("delete volume");
+    assert!(resp.status().is_success());
+    settled(0, "the volume's copy outlived the volume").await;
+    c.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -28,6 +28,7 @@ mod network;
 mod parts;
 mod pause;
 mod volumes;
+pub use volumes::VolumeBackup;
 
 /// Errors of the local backend.
 #[derive(Debug, thiserror::Error)]
@@ -389,6 +390,7 @@ impl LocalBackend {
             )));
         }
         self.mount_rootfs(spec)?;
+        self.fetch_volumes(spec).await?;
         let volume_binds = self.mount_volumes(spec)?;
         steps.push(("rootfs", t.elapsed()));
 

@@ -199,6 +199,33 @@ pub fn oom_kills(mode: CgroupMode, cgroups_path: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// Makes the parent of the containers' cgroups (`/warren-<tag>`) in every hierarchy, a v1
+/// `cpuset` one with its parent's CPUs and memory nodes: a restore whose CRIU makes the
+/// sandbox's cgroup below a parent it makes itself gets `EACCES` writing the child's
+/// `cpuset.cpus` (not a subset of the parent's, empty). crun fills these in when it makes a
+/// container, so only a server whose first runc sandbox is a restore needs this.
+pub fn ready_parent(mode: CgroupMode, parent: &str) -> std::io::Result<()> {
+    let rel = parent.trim_start_matches('/');
+    let roots = match mode {
+        CgroupMode::V2 => vec![PathBuf::from(CGROUP_ROOT)],
+        CgroupMode::V1 | CgroupMode::Hybrid => v1_hierarchies(),
+    };
+    for root in roots {
+        let dir = root.join(rel);
+        fs::create_dir_all(&dir)?;
+        for knob in ["cpuset.cpus", "cpuset.mems"] {
+            let (mine, above) = (dir.join(knob), root.join(knob));
+            if mode == CgroupMode::V2 || !above.exists() {
+                continue;
+            }
+            if fs::read_to_string(&mine)?.trim().is_empty() {
+                fs::write(&mine, fs::read_to_string(&above)?.trim())?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Removes the container's cgroup directories the runtime left behind (idempotent).
 pub fn remove(mode: CgroupMode, cgroups_path: &str) {
     for d in dirs(mode, cgroups_path) {

@@ -45,6 +45,17 @@ impl Volumes {
         Ok(disk.mount)
     }
 
+    /// The volume's image file and where it is mounted when in use.
+    pub fn paths(&self, name: &str) -> (PathBuf, PathBuf) {
+        let d = self.disk(name);
+        (d.image, d.mount)
+    }
+
+    /// Where this host's volumes are.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// Usage of a mounted volume.
     pub fn usage(&self, name: &str) -> Option<DiskUsage> {
         self.disk(name).usage()

@@ -127,6 +127,13 @@ pub trait Backend: Send + Sync + 'static {
     fn volume_usage(&self, name: &str) -> Option<u64>;
     /// Removes a volume and its files (blocking).
     fn remove_volume(&self, name: &str) -> std::io::Result<()>;
+    /// Sends a copy of a volume to the object store.
+    async fn backup_volume(
+        &self,
+        name: &str,
+    ) -> Result<warren_local::backend::VolumeBackup, LocalError>;
+    /// Removes a volume's copy from the object store (in the background).
+    fn discard_volume_backup(&self, name: &str);
 }
 
 #[async_trait]
@@ -284,5 +291,14 @@ impl Backend for LocalBackend {
     }
     fn remove_volume(&self, name: &str) -> std::io::Result<()> {
         self.volumes().remove(name)
+    }
+    async fn backup_volume(
+        &self,
+        name: &str,
+    ) -> Result<warren_local::backend::VolumeBackup, LocalError> {
+        LocalBackend::backup_volume(self, name).await
+    }
+    fn discard_volume_backup(&self, name: &str) {
+        LocalBackend::discard_volume_backup(self, name)
     }
 }

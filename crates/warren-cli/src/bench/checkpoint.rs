@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use clap::Args;
 use serde::Serialize;
+use warren_api::Runtime;
 use warren_local::runtime::GVISOR_VERSION;
 
 use super::raw::{self, Raw};
@@ -80,9 +81,22 @@ async fn runsc(raw: &Raw, args: &[&OsStr]) -> anyhow::Result<Duration> {
     raw.runsc(&all).await
 }
 
+/// The raw runtime of `rt` with `args`: runsc as [`runsc`] runs it, crun with CRIU quietly.
+async fn raw_of(
+    raw: &Raw,
+    rt: Runtime,
+    args: &[&OsStr],
+    work: Option<&Path>,
+) -> anyhow::Result<Duration> {
+    match rt {
+        Runtime::Gvisor => runsc(raw, args).await,
+        Runtime::Runc => raw.crun_quiet(args, work).await,
+    }
+}
+
 /// Waits until `file` exists in the sandbox (and so that it runs: also the check that a
 /// restore brought it back).
-async fn wait_for(raw: &Raw, file: &str, within: Duration) -> anyhow::Result<()> {
+async fn wait_for(raw: &Raw, rt: Runtime, file: &str, within: Duration) -> anyhow::Result<()> {
     let deadline = Instant::now() + within;
     let args: [&OsStr; 5] = [
         "exec".as_ref(),
@@ -92,7 +106,7 @@ async fn wait_for(raw: &Raw, file: &str, within: Duration) -> anyhow::Result<()>
         file.as_ref(),
     ];
     loop {
-        let err = match runsc(raw, &args).await {
+        let err = match raw_of(raw, rt, &args, None).await {
             Ok(_) => return Ok(()),
             Err(e) => e,
         };
@@ -159,12 +173,14 @@ async fn measure_size(
     dir: &Path,
     mib: u32,
 ) -> anyhow::Result<SizeResult> {
-    raw_cycles(raw, dir, mib, a.iterations).await
+    raw_cycles(raw, Runtime::Gvisor, dir, mib, a.iterations).await
 }
 
-/// Raw checkpoint/restore cycles of a sandbox holding `mib` MiB, `iterations` timed.
+/// Raw checkpoint/restore cycles of a sandbox holding `mib` MiB under `rt` (`runsc
+/// checkpoint`/`restore`, or crun's through CRIU: `criu dump`/`restore`), `iterations` timed.
 pub(super) async fn raw_cycles(
     raw: &Raw,
+    rt: Runtime,
     dir: &Path,
     mib: u32,
     iterations: u32,
@@ -176,27 +192,24 @@ pub(super) async fn raw_cycles(
          exec sleep 1000000",
         u64::from(mib) << 20
     );
-    let bundle = raw.bundle(&format!("ckpt-{mib}"), &["/bin/sh", "-c", &fill])?;
+    let bundle = raw.bundle(&format!("ckpt-{rt}-{mib}"), &["/bin/sh", "-c", &fill])?;
     unbound_shm(&bundle)?;
     let b: &OsStr = bundle.as_ref();
-    let label = format!("checkpoint/restore {mib} MiB");
+    let label = format!("raw {} {mib} MiB", raw::checkpoint_label(rt));
     eprintln!("{label}: filling the sandbox's memory");
-    runsc(
-        raw,
-        &[
-            "run".as_ref(),
-            "--detach".as_ref(),
-            "--bundle".as_ref(),
-            b,
-            ID.as_ref(),
-        ],
-    )
-    .await?;
+    let run: [&OsStr; 5] = [
+        "run".as_ref(),
+        "--detach".as_ref(),
+        "--bundle".as_ref(),
+        b,
+        ID.as_ref(),
+    ];
+    raw_of(raw, rt, &run, None).await?;
     // /dev/urandom in gVisor gives some tens of MB/s.
     let fill_time = Duration::from_secs(30 + u64::from(mib) / 4);
     let timed = async {
-        wait_for(raw, "/dev/shm/done", fill_time).await?;
-        wait_for(raw, "/dev/shm/filled", Duration::ZERO)
+        wait_for(raw, rt, "/dev/shm/done", fill_time).await?;
+        wait_for(raw, rt, "/dev/shm/filled", Duration::ZERO)
             .await
             .with_context(|| format!("{mib} MiB did not fit in the sandbox's /dev/shm"))?;
         let mut checkpoints = Vec::new();
@@ -204,13 +217,17 @@ pub(super) async fn raw_cycles(
         let mut last_image: Option<PathBuf> = None;
         let mut size = (0, 0);
         for i in 0..=iterations {
-            let image = dir.join(format!("image-{mib}-{i}"));
+            let image = dir.join(format!("image-{rt}-{mib}-{i}"));
             let image_arg = format!("--image-path={}", image.display());
-            let took = runsc(
-                raw,
-                &["checkpoint".as_ref(), image_arg.as_ref(), ID.as_ref()],
-            )
-            .await?;
+            // CRIU's logs beside the image, not in it.
+            let work = dir.join(format!("work-{rt}-{mib}-{i}"));
+            let work_arg = format!("--work-path={}", work.display());
+            let mut checkpoint: Vec<&OsStr> = vec!["checkpoint".as_ref(), image_arg.as_ref()];
+            if rt == Runtime::Runc {
+                checkpoint.push(work_arg.as_ref());
+            }
+            checkpoint.push(ID.as_ref());
+            let took = raw_of(raw, rt, &checkpoint, Some(&work)).await?;
             size = image_size(&image)?;
             if size.1 < u64::from(mib) << 20 {
                 bail!(
@@ -223,18 +240,19 @@ pub(super) async fn raw_cycles(
                 std::fs::remove_dir_all(&old)
                     .with_context(|| format!("removing {}", old.display()))?;
             }
-            // The checkpointed container stays, stopped, until deleted.
-            runsc(raw, &["delete".as_ref(), "--force".as_ref(), ID.as_ref()]).await?;
-            let restore = [
-                "restore".as_ref(),
-                "--detach".as_ref(),
-                image_arg.as_ref(),
-                "--bundle".as_ref(),
-                b,
-                ID.as_ref(),
-            ];
-            let back = runsc(raw, &restore).await?;
-            wait_for(raw, "/dev/shm/filled", Duration::from_secs(10)).await?;
+            // runsc keeps the checkpointed container, stopped, until deleted; crun removes it.
+            if rt == Runtime::Gvisor {
+                runsc(raw, &["delete".as_ref(), "--force".as_ref(), ID.as_ref()]).await?;
+            }
+            let mut restore: Vec<&OsStr> =
+                vec!["restore".as_ref(), "--detach".as_ref(), image_arg.as_ref()];
+            if rt == Runtime::Runc {
+                restore.push(work_arg.as_ref());
+            }
+            restore.extend(["--bundle".as_ref(), b, ID.as_ref()]);
+            let back = raw_of(raw, rt, &restore, Some(&work)).await?;
+            let _ = std::fs::remove_dir_all(&work);
+            wait_for(raw, rt, "/dev/shm/filled", Duration::from_secs(10)).await?;
             if i > 0 {
                 checkpoints.push(took);
                 restores.push(back);
@@ -244,7 +262,8 @@ pub(super) async fn raw_cycles(
         anyhow::Ok((checkpoints, restores, size))
     }
     .await;
-    let deleted = runsc(raw, &["delete".as_ref(), "--force".as_ref(), ID.as_ref()]).await;
+    let delete: [&OsStr; 3] = ["delete".as_ref(), "--force".as_ref(), ID.as_ref()];
+    let deleted = raw_of(raw, rt, &delete, None).await;
     let (checkpoints, restores, (on_disk, bytes)) = timed?;
     deleted?;
     Ok(SizeResult {

@@ -28,6 +28,14 @@ pub fn run_label(rt: Runtime) -> &'static str {
     }
 }
 
+/// Name of the raw checkpoint's measurements.
+pub fn checkpoint_label(rt: Runtime) -> &'static str {
+    match rt {
+        Runtime::Runc => "CRIU dump/restore",
+        Runtime::Gvisor => "runsc checkpoint/restore",
+    }
+}
+
 /// Name of the raw `exec` measurement.
 pub fn exec_label(rt: Runtime) -> &'static str {
     match rt {
@@ -56,7 +64,23 @@ pub const DEFAULT_PLATFORM: &str = "systrap";
 fn command(dir: &Path, rt: Runtime, platform: &str) -> Command {
     let mut c = match rt {
         Runtime::Gvisor => Command::new(warren_local::runtime::default_runsc()),
-        Runtime::Runc => Command::new(binary(rt)),
+        Runtime::Runc => {
+            // The crun Warren runs: the one built with CRIU when installed, with its CRIU.
+            let pinned = warren_local::criu::pinned_crun();
+            let sbin = warren_local::criu::pinned_criu_dir().join("sbin");
+            if pinned.is_file() {
+                let mut c = Command::new(pinned);
+                let mut path = sbin.into_os_string();
+                if let Some(rest) = std::env::var_os("PATH") {
+                    path.push(":");
+                    path.push(rest);
+                }
+                c.env("PATH", path);
+                c
+            } else {
+                Command::new(binary(rt))
+            }
+        }
     };
     c.arg(format!("--root={}", state_root(dir, rt).display()));
     if rt == Runtime::Gvisor {
@@ -143,6 +167,39 @@ impl Raw {
             );
         }
         Ok(took)
+    }
+
+    /// `crun` with `args`, timed, its output and the container's (a `run` or `restore`
+    /// leaves its own) to `/dev/null`: CRIU checkpoints no open host file it is not told of.
+    /// On failure, the errors of CRIU's log in `work` when there is one.
+    pub async fn crun_quiet(
+        &self,
+        args: &[&OsStr],
+        work: Option<&Path>,
+    ) -> anyhow::Result<Duration> {
+        let mut cmd = command(&self.dir, Runtime::Runc, &self.platform);
+        cmd.args(args).stdout(Stdio::null()).stderr(Stdio::null());
+        let t = Instant::now();
+        let status = cmd.status().await.context("running crun")?;
+        let took = t.elapsed();
+        if status.success() {
+            return Ok(took);
+        }
+        let mut why = String::new();
+        for log in ["dump.log", "restore.log"] {
+            let text = work
+                .map(|w| fs::read_to_string(w.join(log)).unwrap_or_default())
+                .unwrap_or_default();
+            for line in text.lines().filter(|l| l.contains("Error")).take(3) {
+                why.push_str("; ");
+                why.push_str(line.trim());
+            }
+        }
+        let words: Vec<String> = args
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        bail!("crun {} failed ({status}){why}", words.join(" "))
     }
 
     /// Writes a bundle named `name` of the same root filesystem, running `args`.

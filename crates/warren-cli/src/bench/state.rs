@@ -1,8 +1,9 @@
-//! `warren bench state`: Warren's pause and resume of a gVisor sandbox holding N MiB of
-//! touched memory (random bytes in its /dev/shm: gVisor's memory), beside raw `runsc
-//! checkpoint` and `restore` of the same in one run. Warren's pause also unmounts the
-//! sandbox's disk and hashes the image and the disk for the receipt; its resume checks them,
-//! mounts the disk, restores and waits for the agent to answer: all of that is in its figures.
+//! `warren bench state`: Warren's pause and resume of a sandbox holding N MiB of touched
+//! memory (random bytes in its /dev/shm), per runtime, beside the raw tool's checkpoint and
+//! restore of the same in one run: `runsc checkpoint`/`restore` for gVisor, crun's through
+//! CRIU (`criu dump`/`restore`) for runc. Warren's pause also unmounts the sandbox's disk and
+//! hashes the image and the disk for the receipt; its resume checks them, mounts the disk,
+//! restores and waits for the agent to answer: all of that is in its figures.
 use std::path::Path;
 
 use clap::Args;
@@ -41,14 +42,17 @@ pub struct SizedArgs {
 pub struct StateBenchArgs {
     #[command(flatten)]
     a: SizedArgs,
+    /// Runtimes to measure; repeat the flag or give a comma-separated list.
+    #[arg(long = "runtime", value_delimiter = ',', num_args = 1.., default_values = ["gvisor", "runc"])]
+    runtimes: Vec<Runtime>,
 }
 
-/// A gVisor sandbox (no expiry) holding `mib` MiB of random bytes in its /dev/shm.
-pub(super) async fn holding(api: &server::Api, mib: u32) -> anyhow::Result<Sandbox> {
+/// A sandbox under `rt` (no expiry) holding `mib` MiB of random bytes in its /dev/shm.
+pub(super) async fn holding(api: &server::Api, rt: Runtime, mib: u32) -> anyhow::Result<Sandbox> {
     let (_, sb) = api
         .create_with(CreateSandbox {
             image: Some(IMAGE.to_owned()),
-            runtime: Some(Runtime::Gvisor),
+            runtime: Some(rt),
             memory_mb: Some(u64::from(mib) + 256),
             cmd: vec!["sleep".into(), "1000000".into()],
             timeout_s: Some(0),
@@ -78,6 +82,7 @@ pub(super) async fn still_holding(api: &server::Api, sb: &Sandbox, mib: u32) -> 
 
 #[derive(Debug, Serialize)]
 struct SizeRow {
+    runtime: Runtime,
     memory_mib: u32,
     pause: Stats,
     resume: Stats,
@@ -168,7 +173,7 @@ pub async fn run(args: StateBenchArgs) -> anyhow::Result<()> {
     let scratch = super::begin("state")?;
     let dir = scratch.path().to_owned();
     let mut slot: Option<InProcess> = None;
-    let result = super::unless_interrupted(measure(a, &dir, &mut slot)).await;
+    let result = super::unless_interrupted(measure(a, &args.runtimes, &dir, &mut slot)).await;
     eprintln!("warren bench state: cleaning up");
     let clean = InProcess::shutdown_any(slot).await & raw::cleanup(&dir.join("raw")).await;
     super::finish_scratch(scratch, a.keep, clean);
@@ -177,6 +182,7 @@ pub async fn run(args: StateBenchArgs) -> anyhow::Result<()> {
 
 async fn measure(
     a: &SizedArgs,
+    runtimes: &[Runtime],
     dir: &Path,
     slot: &mut Option<InProcess>,
 ) -> anyhow::Result<StateReport> {
@@ -192,11 +198,14 @@ async fn measure(
         server::start_with(dir, Runtime::Gvisor, None, Default::default(), gvisor, slot).await?;
     api.import(&tar).await?;
     let mut sizes = Vec::new();
-    for &mib in &a.sizes_mib {
-        let raw_row = raw_cycles(&raw, dir, mib, a.iterations).await?;
-        let label = format!("pause/resume {mib} MiB");
+    for (&rt, &mib) in runtimes
+        .iter()
+        .flat_map(|rt| a.sizes_mib.iter().map(move |m| (rt, m)))
+    {
+        let raw_row = raw_cycles(&raw, rt, dir, mib, a.iterations).await?;
+        let label = format!("pause/resume {rt} {mib} MiB");
         eprintln!("{label}: filling the sandbox's memory");
-        let sb = holding(&api, mib).await?;
+        let sb = holding(&api, rt, mib).await?;
         let (mut pauses, mut resumes, mut image_bytes) = (Vec::new(), Vec::new(), 0);
         for i in 0..=a.iterations {
             let (p, paused) = api.lifecycle(&sb.id, "pause").await?;
@@ -214,12 +223,13 @@ async fn measure(
             forks.push(took);
             disk_per_fork = disk_blocks(&data_dir.join("sandboxes").join(fork.id.as_str()));
             api.delete(&fork.id).await?;
-            super::progress(&format!("fork {mib} MiB"), i, a.iterations);
+            super::progress(&format!("fork {rt} {mib} MiB"), i, a.iterations);
         }
         // Whole after it all.
         still_holding(&api, &sb, mib).await?;
         api.delete(&sb.id).await?;
         sizes.push(SizeRow {
+            runtime: rt,
             memory_mib: mib,
             pause: Stats::of(&pauses),
             resume: Stats::of(&resumes),
@@ -266,18 +276,37 @@ fn verdict(ok: bool) -> &'static str {
 
 fn table(r: &StateReport) -> String {
     let mut s = format!(
-        "warren bench state — runsc {}, gVisor systrap, its own network stack; busybox sandbox \
-         holding N MiB of random bytes in /dev/shm; {} timed cycles per size; {} cores\n\n",
-        r.gvisor_version, r.iterations, r.cores
+        "warren bench state — gVisor: runsc {}, systrap, its own network stack; runc: crun {} \
+         with CRIU {}; busybox sandbox holding N MiB of random bytes in /dev/shm; {} timed \
+         cycles per size; {} cores\n\n",
+        r.gvisor_version,
+        warren_local::criu::CRUN_VERSION,
+        warren_local::criu::CRIU_VERSION,
+        r.iterations,
+        r.cores
     );
     s.push_str(&format!(
-        "{:<8} {:<8} {:>10} {:>10} │ {:<16} {:>10} {:>10} │ {:>6}  {:<22} {}\n",
-        "memory", "warren", "p50", "p95", "raw runsc", "p50", "p95", "ratio", "target", "result"
+        "{:<7} {:<8} {:<7} {:>10} {:>10} │ {:<17} {:>10} {:>10} │ {:>6}  {:<22} {}\n",
+        "runtime",
+        "memory",
+        "warren",
+        "p50",
+        "p95",
+        "raw",
+        "p50",
+        "p95",
+        "ratio",
+        "target",
+        "result"
     ));
     for x in &r.sizes {
+        let (raw_pause, raw_resume) = match x.runtime {
+            Runtime::Gvisor => ("runsc checkpoint", "runsc restore"),
+            Runtime::Runc => ("criu dump", "criu restore"),
+        };
         for (what, ours, raw_what, theirs) in [
-            ("pause", &x.pause, "checkpoint", &x.raw.checkpoint),
-            ("resume", &x.resume, "restore --detach", &x.raw.restore),
+            ("pause", &x.pause, raw_pause, &x.raw.checkpoint),
+            ("resume", &x.resume, raw_resume, &x.raw.restore),
         ] {
             let ratio = ours.p50_ms / theirs.p50_ms;
             let mut target = format!("≤{MAX_RATIO}× raw");
@@ -287,7 +316,8 @@ fn table(r: &StateReport) -> String {
                 ok &= ours.p50_ms < RESUME_512_MS;
             }
             s.push_str(&format!(
-                "{:<8} {:<8} {:>7.1} ms {:>7.1} ms │ {:<16} {:>7.1} ms {:>7.1} ms │ {:>5.2}×  {:<22} {}\n",
+                "{:<7} {:<8} {:<7} {:>7.1} ms {:>7.1} ms │ {:<17} {:>7.1} ms {:>7.1} ms │ {:>5.2}×  {:<22} {}\n",
+                x.runtime.to_string(),
                 format!("{} MiB", x.memory_mib),
                 what,
                 ours.p50_ms,
@@ -305,13 +335,15 @@ fn table(r: &StateReport) -> String {
         "\nwarren pause: API round trip of POST /pause (checkpoint, container removed, disk \
          unmounted, image and disk hashed, receipt synced). warren resume: POST /resume (image \
          and disk checked against the receipt, disk mounted, restore, agent answering). raw: \
-         the runsc commands alone on the same runsc, image in the page cache.\n",
+         `runsc checkpoint`/`restore --detach`, or `crun checkpoint`/`restore --detach` \
+         (CRIU's dump and restore), alone on the same binaries, image in the page cache.\n",
     );
     for x in &r.sizes {
         s.push_str(&format!(
-            "{} MiB: Warren's memory image {:.1} MiB, raw image {:.1} MiB; fork p50 {:.1} ms, \
+            "{} {} MiB: Warren's memory image {:.1} MiB, raw image {:.1} MiB; fork p50 {:.1} ms, \
              p95 {:.1} ms (the source paused, its image and disk copied, it resumed, the fork \
              restored and answering), {:.1} MiB of disk per running fork\n",
+            x.runtime,
             x.memory_mib,
             x.image_bytes as f64 / f64::from(1 << 20),
             x.raw.image_bytes as f64 / f64::from(1 << 20),

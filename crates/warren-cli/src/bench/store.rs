@@ -95,7 +95,7 @@ async fn place_row(
     n: u32,
 ) -> anyhow::Result<PlaceRow> {
     let offsite = place != "local";
-    let sb = super::state::holding(api, mib).await?;
+    let sb = super::state::holding(api, warren_api::Runtime::Gvisor, mib).await?;
     let label = format!("{place} {mib} MiB");
     let (mut pauses, mut resumes, mut snapshots) = (Vec::new(), Vec::new(), Vec::new());
     let mut snapshot_bytes = 0;

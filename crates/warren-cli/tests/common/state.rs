@@ -21,9 +21,13 @@ pub async fn make(s: &TestServer) -> String {
 
 /// [`make`] under runtime `rt`.
 pub async fn make_on(s: &TestServer, rt: &str) -> String {
-    let sb = s
-        .create(json!({"image": "busybox", "runtime": rt, "cmd": ["sh", "-c", MAIN]}))
-        .await;
+    make_from(s, json!({"image": "busybox", "runtime": rt})).await
+}
+
+/// [`make`] from a create request (`body`, to which the main command is added).
+pub async fn make_from(s: &TestServer, mut body: Value) -> String {
+    body["cmd"] = json!(["sh", "-c", MAIN]);
+    let sb = s.create(body).await;
     let id = sb["id"].as_str().expect("id").to_owned();
     // The counter has started (so the blob and its sum are written).
     for _ in 0..100 {

@@ -1,7 +1,8 @@
 //! Forks: a new sandbox made paused from another's pause image. The image and the disk are
 //! copied (the disk extent for extent, so the receipt's hashes hold for the copy), the new
 //! sandbox gets its own network and bundle, and a resume restores it at its own address:
-//! gVisor's network stack takes the namespace's addresses at restore.
+//! gVisor's network stack takes the namespace's addresses at restore; under runc the fork's
+//! address replaces the source's that CRIU restores.
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -161,6 +162,7 @@ impl LocalBackend {
             .map_err(|e| step("fork")(format!("copying the pause image: {e}")))?;
         let receipt = self.pause_receipt(&spec.id)?;
         let lease = self.ready_network(spec).await?;
+        self.fetch_volumes(spec).await?;
         let binds = self.mount_volumes(spec)?;
         self.write_bundle_for(spec, &lease, &binds)?;
         debug_assert!(self.pause_dir(&spec.id).join(MANIFEST).exists());

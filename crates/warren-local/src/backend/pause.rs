@@ -412,6 +412,7 @@ impl LocalBackend {
 
     async fn restore(&self, spec: &SandboxSpec) -> Result<(), LocalError> {
         self.mount_rootfs(spec)?;
+        self.fetch_volumes(spec).await?;
         let binds = self.mount_volumes(spec)?;
         let dir = self.sandbox_dir(&spec.id);
         let lease = self.net.lease(spec.net_index);
@@ -441,6 +442,11 @@ impl LocalBackend {
                     })
                 })
                 .map_err(|e| step("restore")(e.to_string()))?;
+        }
+        if runc {
+            let parent = format!("/warren-{}", self.cfg.tag);
+            cgroup::ready_parent(self.cgroups, &parent)
+                .map_err(|e| step("restore")(format!("the cgroup {parent}: {e}")))?;
         }
         let link = runc.then(|| lease.restore_link());
         let rt = self.runtime(spec.runtime);

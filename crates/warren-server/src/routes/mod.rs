@@ -63,6 +63,7 @@ pub fn router(state: AppState) -> Router {
         .route("/events", get(logs::events))
         .route("/volumes", post(volumes::create).get(volumes::list))
         .route("/volumes/{name}", get(volumes::get).delete(volumes::delete))
+        .route("/volumes/{name}/backup", post(volumes::backup))
         .route("/images", get(images::list))
         .route("/images/pull", post(images::pull))
         .route("/images/prune", post(images::prune))

@@ -2,7 +2,7 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
-use warren_api::{CreateVolume, Volume, VolumeList};
+use warren_api::{CreateVolume, Volume, VolumeBackup, VolumeList};
 
 use crate::error::{ApiError, ApiJson};
 use crate::AppState;
@@ -36,4 +36,11 @@ pub async fn delete(
 ) -> Result<StatusCode, ApiError> {
     state.service.delete_volume(&name).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn backup(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<VolumeBackup>, ApiError> {
+    Ok(Json(state.service.backup_volume(&name).await?))
 }

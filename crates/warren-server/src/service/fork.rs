@@ -1,4 +1,4 @@
-//! Forks: `POST /v1/sandboxes/{id}/fork` makes a new sandbox from a running or paused gVisor
+//! Forks: `POST /v1/sandboxes/{id}/fork` makes a new sandbox from a running or paused
 //! sandbox, with a copy of its files and its processes with their memory, at its own address.
 //! The source is paused for the copy (and resumed after, if it was running); the fork is made
 //! paused from the copied image and resumed like any paused sandbox, its image checked against

@@ -73,7 +73,11 @@ impl Service {
             .await
         {
             Ok(receipt) => {
+                let stored = receipt.stored.is_some();
                 rec.sandbox.pause = Some(receipt);
+                if stored {
+                    self.backup_volumes_of(&rec).await;
+                }
                 self.settle_paused(rec).await
             }
             Err(e) => {

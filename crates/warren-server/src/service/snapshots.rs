@@ -1,4 +1,4 @@
-//! Snapshots: a gVisor sandbox's files and, by default, its processes with their memory, kept
+//! Snapshots: a sandbox's files and, by default, its processes with their memory, kept
 //! under a name; `"snapshot": NAME` at create makes new sandboxes from one (with memory: its
 //! processes already running, at the new sandbox's address; without: booted afresh on a copy
 //! of its files). The source is paused for the copy, and resumed if it was running.

@@ -1,7 +1,7 @@
 //! Named volumes: made, listed and removed here; mounted into sandboxes by the backend. A
 //! volume in use by any sandbox (running, stopped or paused) cannot be removed.
 use chrono::Utc;
-use warren_api::{CreateVolume, SandboxState, Volume, VolumeMount};
+use warren_api::{CreateVolume, SandboxState, Volume, VolumeBackup, VolumeMount};
 use warren_local::SpecVolume;
 use warren_store::SandboxRecord;
 
@@ -185,7 +185,45 @@ impl Service {
             .map_err(|e| ApiError::Internal(format!("volume task: {e}")))?
             .map_err(|e| ApiError::Internal(format!("removing volume {name}: {e}")))?;
         self.inner.store.delete_volume(name).await?;
+        self.inner.backend.discard_volume_backup(name);
         Ok(())
+    }
+
+    /// Sends a copy of a volume to the object store, where a server sharing the database and
+    /// the store finds it when a sandbox it runs mounts the volume and its host lacks it.
+    pub async fn backup_volume(&self, name: &str) -> Result<VolumeBackup, ApiError> {
+        self.volume(name).await?;
+        let began = std::time::Instant::now();
+        let at = Utc::now();
+        match self.inner.backend.backup_volume(name).await {
+            Ok(b) => Ok(VolumeBackup {
+                name: name.to_owned(),
+                stored: b.stored,
+                bytes: b.bytes,
+                backed_up_at: at,
+                took_ms: u64::try_from(began.elapsed().as_millis()).unwrap_or(u64::MAX),
+            }),
+            Err(warren_local::LocalError::Unsupported(m)) => Err(ApiError::Conflict(m)),
+            Err(e) => Err(ApiError::Internal(format!("backing up volume {name}: {e}"))),
+        }
+    }
+
+    /// After a pause whose image went to the object store: the sandbox's volumes go too, so
+    /// another server can resume it with them. A failure is logged; the pause stands.
+    pub(super) async fn backup_volumes_of(&self, rec: &SandboxRecord) {
+        for v in &rec.sandbox.volumes {
+            match self.backup_volume(&v.name).await {
+                Ok(b) => tracing::info!(
+                    sandbox = %rec.sandbox.id,
+                    "volume {} sent to {}: {} bytes in {} ms",
+                    v.name,
+                    b.stored,
+                    b.bytes,
+                    b.took_ms
+                ),
+                Err(e) => tracing::warn!(sandbox = %rec.sandbox.id, "volume {}: {e}", v.name),
+            }
+        }
     }
 
     /// The volumes of a create, checked to exist (the caller holds `volumes_gc` until the
