@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Builds CRIU and a crun linked against it, from Debian's source tarballs at the versions in
-# scripts/criu-version and scripts/crun-version (the one place each is named), into
+# Builds CRIU and a crun linked against it, from Debian's sources at the versions in
+# scripts/criu-version and scripts/crun-version (the one place each is named; crun's is
+# Debian 12's own package version, its upstream tarball with Debian's patches), into
 # /opt/warren/criu/<version>/ and /opt/warren/crun/<version>/, where `warren serve` finds them
 # first: runc sandboxes pause, resume and fork through them. Debian 12's crun is built without
 # CRIU, and its CRIU (3.17) fails `criu check` on current kernels. Skips what is already there.
@@ -18,6 +19,7 @@ fi
 declare -A sums=(
   ["criu_4.2.1.orig.tar.xz"]=29ec0ee09e296479fe7048c80980e8ef1d0684d0b0204c2b101dfea19f6725b9
   ["crun_1.8.1.orig.tar.xz"]=01b68269d94e5fe11106a9b14c2f144be03b16ec798951f4efa6aa16ba9da29a
+  ["crun_1.8.1-1+deb12u1.debian.tar.xz"]=4688a1fea2d19c6e2e38f5bad8c9c5f85be4d6033eb91dbb241c413e647e59e0
 )
 deps=(build-essential pkg-config curl xz-utils libprotobuf-c-dev protobuf-c-compiler protobuf-compiler
   libprotobuf-dev python3-protobuf libnl-3-dev libnet1-dev libcap-dev libbsd-dev libaio-dev
@@ -53,10 +55,16 @@ if [ ! -x "$criu_dest/sbin/criu" ]; then
 fi
 if [ ! -x "$crun_dest/bin/crun" ]; then
   echo "==> building crun $crun_version with CRIU (about 30 s)"
-  fetch crun "crun_$crun_version.orig.tar.xz"
-  src="$scratch/crun-$crun_version"
+  upstream="${crun_version%%-*}"
+  fetch crun "crun_$upstream.orig.tar.xz"
+  fetch crun "crun_$crun_version.debian.tar.xz"
+  src="$scratch/crun-$upstream"
+  # Debian's patches, in its order: the crun Debian 12 ships, with CRIU.
+  while read -r p; do
+    [ -n "$p" ] && [ "${p#\#}" = "$p" ] && patch -s -d "$src" -p1 < "$scratch/debian/patches/$p"
+  done < "$scratch/debian/patches/series"
   # The release tarball's build reads the commit from a header git would have made.
-  [ -f "$src/git-version.h" ] || echo '#define GIT_VERSION "'"$crun_version"'"' > "$src/git-version.h"
+  [ -f "$src/git-version.h" ] || echo '#define GIT_VERSION "debian-'"$crun_version"'"' > "$src/git-version.h"
   (cd "$src" \
     && PKG_CONFIG_PATH="$criu_dest/lib/pkgconfig" ./configure -q --prefix="$crun_dest" \
          LDFLAGS="-Wl,-rpath,$criu_dest/lib" >"$scratch/crun.log" 2>&1 \

@@ -14,7 +14,7 @@ if [ "$(id -u)" -ne 0 ]; then
   echo "install-deps.sh: run as root (sudo $0)" >&2
   exit 1
 fi
-pkgs=(crun runsc busybox-static debootstrap docker-registry umoci skopeo apache2-utils iproute2 nftables python3 tmux wrk nginx build-essential pkg-config ca-certificates curl python3-venv libnss-myhostname)
+pkgs=(crun runsc busybox-static zstd debootstrap docker-registry umoci skopeo apache2-utils iproute2 nftables python3 tmux wrk nginx build-essential pkg-config ca-certificates curl python3-venv libnss-myhostname)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

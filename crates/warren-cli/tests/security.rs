@@ -152,10 +152,19 @@ async fn runc_sandboxes_have_seccomp_and_no_namespaces() {
     let caps = u64::from_str_radix(&field("CapEff:"), 16).expect("CapEff");
     assert_eq!(caps & (1 << 13), 0, "CAP_NET_RAW kept: {caps:x}");
     assert_eq!(caps & (1 << 27), 0, "CAP_MKNOD kept: {caps:x}");
+    // The sandbox's network namespace is its user namespace's (so CRIU can checkpoint it),
+    // yet its root cannot touch the network: no NET_ADMIN, no NET_RAW, a read-only /proc/sys.
+    assert_eq!(caps & (1 << 12), 0, "CAP_NET_ADMIN kept: {caps:x}");
     for script in [
         "unshare -U -r -m sh -c 'mount -t tmpfs t /mnt'",
         "unshare -n true",
         "mount -t tmpfs t /mnt",
+        "ip addr add 10.9.9.9/32 dev eth0",
+        "ip link set eth0 down",
+        "ip route replace default via 10.9.9.1 dev eth0 onlink",
+        "ip link add d0 type dummy",
+        "echo 1 > /proc/sys/net/ipv4/ip_forward",
+        "echo 0 > /proc/sys/net/ipv4/ping_group_range",
     ] {
         let v = s.exec(id, json!({"cmd": ["sh", "-c", script]})).await;
         assert_ne!(v["exit_code"], 0, "{script} worked: {v}");
@@ -177,6 +186,15 @@ async fn runc_sandboxes_have_seccomp_and_no_namespaces() {
         )
         .await,
         "1\n1000\n"
+    );
+    // And its network is as it was.
+    assert_eq!(
+        s.sh(
+            id,
+            "ip -4 -o addr show eth0 | grep -c inet; ip route | grep -c default"
+        )
+        .await,
+        "1\n1\n"
     );
     s.delete(id).await;
 }

@@ -183,6 +183,9 @@ pub struct LocalBackend {
     // policy skips its `nft` run (a process spawn, ~2.5 ms).
     allow_ready: Arc<std::sync::Mutex<std::collections::HashSet<u32>>>,
     volumes: crate::volumes::Volumes,
+    // Volume backups and fetches, one at a time: they share staging names, a backup freezes
+    // the volume, and a fetch must not land twice.
+    volume_copies: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl LocalBackend {
@@ -274,8 +277,11 @@ impl LocalBackend {
         }
         let net = NetPlan::new(cfg.subnet, &cfg.tag);
         let firewall = Firewall::new(&cfg.tag, cfg.subnet, firewall::nameservers(&resolv_conf));
+        let volumes = crate::volumes::Volumes::new(&cfg.data_dir);
+        volumes.recover();
         Ok(LocalBackend {
-            volumes: crate::volumes::Volumes::new(&cfg.data_dir),
+            volumes,
+            volume_copies: Arc::default(),
             firewall,
             allow_ready: Arc::default(),
             pool: Arc::new(NetPool::new(net.clone(), cfg.warm_leases)),
@@ -405,33 +411,7 @@ impl LocalBackend {
         let bundle_dir = dir.join("bundle");
 
         let t = Instant::now();
-        let rt = self.runtime(spec.runtime);
-        let (stdout, stderr) = (dir.join(STDOUT_LOG), dir.join(STDERR_LOG));
-        let runtime = step("runtime");
-        match spec.runtime {
-            Runtime::Gvisor => rt
-                .run(&spec.id, &bundle_dir, &stdout, &stderr)
-                .await
-                .map_err(|e| runtime(e.to_string()))?,
-            Runtime::Runc => {
-                // The runtime makes the namespace (in the sandbox's user namespace); the link
-                // goes in before anything runs there.
-                rt.create(&spec.id, &bundle_dir, &stdout, &stderr)
-                    .await
-                    .map_err(|e| step("runtime")(e.to_string()))?;
-                let pid = rt
-                    .pid(&spec.id)
-                    .await
-                    .map_err(|e| step("runtime")(e.to_string()))?;
-                lease
-                    .adopt(pid)
-                    .await
-                    .map_err(|e| step("network")(e.to_string()))?;
-                rt.start(&spec.id)
-                    .await
-                    .map_err(|e| runtime(e.to_string()))?;
-            }
-        }
+        self.start_container(spec, &lease, &bundle_dir).await?;
         steps.push(("runtime", t.elapsed()));
         Ok(Provisioned {
             ip: lease.sandbox_ip,

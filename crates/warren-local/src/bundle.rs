@@ -116,7 +116,8 @@ fn bind(dest: &str, src: &Path, ro: bool) -> Result<Mount, BundleError> {
 }
 
 /// Writes a file the sandbox sees through a bind mount, owned by root inside (`owner` on the
-/// host). Under a 0700 data dir, so `mode` matters only inside.
+/// host). Under a 0700 data dir (gVisor) or a 0710 directory only root and runc sandboxes'
+/// root may enter (runc), so `mode` matters only inside.
 fn write(path: &Path, text: &str, mode: u32, owner: u32) -> Result<(), BundleError> {
     let io = |source| BundleError::Io {
         path: path.to_owned(),

@@ -226,6 +226,14 @@ pub fn ready_parent(mode: CgroupMode, parent: &str) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Whether any process is still in the container's cgroup (one killed a moment ago may take
+/// a while to exit, and holds its mounts until it has).
+pub fn occupied(mode: CgroupMode, cgroups_path: &str) -> bool {
+    dirs(mode, cgroups_path)
+        .iter()
+        .any(|d| fs::read_to_string(d.join("cgroup.procs")).is_ok_and(|p| !p.trim().is_empty()))
+}
+
 /// Removes the container's cgroup directories the runtime left behind (idempotent).
 pub fn remove(mode: CgroupMode, cgroups_path: &str) {
     for d in dirs(mode, cgroups_path) {

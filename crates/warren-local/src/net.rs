@@ -305,8 +305,16 @@ impl Lease {
         self.address_inside(true).await
     }
 
-    /// Gives the namespace of process `pid` this lease's namespace name.
+    /// Gives the namespace of process `pid` this lease's namespace name: never the host's own
+    /// (a pid the runtime named that has since gone and been reused by a host process).
     async fn attach(&self, pid: &str) -> io::Result<()> {
+        use std::os::unix::fs::MetadataExt;
+        let ns = |p: &str| std::fs::metadata(p).map(|m| (m.dev(), m.ino()));
+        if ns(&format!("/proc/{pid}/ns/net"))? == ns("/proc/self/ns/net")? {
+            return Err(io::Error::other(format!(
+                "process {pid} is on the host's network, not in a sandbox's namespace"
+            )));
+        }
         let names = format!("netns del {ns}\nnetns attach {ns} {pid}\n", ns = self.netns);
         // `netns del` of a name not there fails the batch: only when there.
         let names = if Path::new(&self.netns_path()).exists() {

@@ -183,15 +183,10 @@ impl CliRuntime {
         } else {
             PathBuf::from("crun")
         };
-        let sbin = criu::pinned_criu_dir().join("sbin");
-        let path = sbin.join("criu").is_file().then(|| {
-            let mut p = sbin.into_os_string();
-            if let Some(rest) = std::env::var_os("PATH") {
-                p.push(":");
-                p.push(rest);
-            }
-            p
-        });
+        let shims = root
+            .parent()
+            .and_then(|run| criu::write_shims(&run.join("criu-shims")));
+        let path = criu::path_with_criu(shims.as_deref());
         let with_criu = std::process::Command::new(&binary)
             .arg("--version")
             .output()

@@ -84,6 +84,32 @@ impl Volumes {
         Ok(())
     }
 
+    /// At start: thaws every mounted volume (a backup cut off by a crash may have left one
+    /// frozen, every write to it waiting) and removes what cut-off backups and fetches left.
+    pub fn recover(&self) {
+        let Ok(entries) = fs::read_dir(&self.dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with(".backup-")
+                || name.starts_with(".fetching-")
+                || name.starts_with(".fetched-")
+            {
+                let _ = fs::remove_dir_all(e.path());
+            } else if name.starts_with('.') && name.ends_with(".partial") {
+                let _ = fs::remove_file(e.path());
+            } else if crate::rootfs::is_mounted(&e.path()) {
+                // Not frozen is the usual answer ("Invalid argument"): nothing to do.
+                let _ = std::process::Command::new("fsfreeze")
+                    .arg("-u")
+                    .arg(e.path())
+                    .stderr(std::process::Stdio::null())
+                    .status();
+            }
+        }
+    }
+
     /// Unmounts every volume (when no sandbox is left to use one).
     pub fn release_all(&self) {
         let Ok(entries) = fs::read_dir(&self.dir) else {

@@ -89,6 +89,8 @@ pub trait Backend: Send + Sync + 'static {
     async fn resume(&self, spec: &SandboxSpec) -> Result<Provisioned, LocalError>;
     /// Drops the pause image of a sandbox running again.
     fn discard_pause(&self, id: &str);
+    /// Drops what a checkpoint that never took left.
+    fn discard_unfinished_pause(&self, id: &str);
     /// Removes what a cut-off restore made, keeping the network and the pause image.
     async fn undo_restore(&self, id: &str, runtime: Runtime);
     /// Puts right the network of a sandbox whose pause (`restored`: resume) a crash cut off,
@@ -246,6 +248,9 @@ impl Backend for LocalBackend {
     }
     fn discard_pause(&self, id: &str) {
         LocalBackend::discard_pause(self, id)
+    }
+    fn discard_unfinished_pause(&self, id: &str) {
+        LocalBackend::discard_unfinished_pause(self, id)
     }
     async fn undo_restore(&self, id: &str, runtime: Runtime) {
         LocalBackend::undo_restore(self, id, runtime).await

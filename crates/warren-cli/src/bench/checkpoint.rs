@@ -222,6 +222,8 @@ pub(super) async fn raw_cycles(
             // CRIU's logs beside the image, not in it.
             let work = dir.join(format!("work-{rt}-{mib}-{i}"));
             let work_arg = format!("--work-path={}", work.display());
+            std::fs::create_dir_all(&work)
+                .with_context(|| format!("creating {}", work.display()))?;
             let mut checkpoint: Vec<&OsStr> = vec!["checkpoint".as_ref(), image_arg.as_ref()];
             if rt == Runtime::Runc {
                 checkpoint.push(work_arg.as_ref());

@@ -67,15 +67,13 @@ fn command(dir: &Path, rt: Runtime, platform: &str) -> Command {
         Runtime::Runc => {
             // The crun Warren runs: the one built with CRIU when installed, with its CRIU.
             let pinned = warren_local::criu::pinned_crun();
-            let sbin = warren_local::criu::pinned_criu_dir().join("sbin");
             if pinned.is_file() {
                 let mut c = Command::new(pinned);
-                let mut path = sbin.into_os_string();
-                if let Some(rest) = std::env::var_os("PATH") {
-                    path.push(":");
-                    path.push(rest);
+                // The same `gzip` Warren gives CRIU (zstd), so the two compare like for like.
+                let shims = warren_local::criu::write_shims(&dir.join("criu-shims"));
+                if let Some(path) = warren_local::criu::path_with_criu(shims.as_deref()) {
+                    c.env("PATH", path);
                 }
-                c.env("PATH", path);
                 c
             } else {
                 Command::new(binary(rt))
@@ -190,7 +188,10 @@ impl Raw {
             let text = work
                 .map(|w| fs::read_to_string(w.join(log)).unwrap_or_default())
                 .unwrap_or_default();
-            for line in text.lines().filter(|l| l.contains("Error")).take(3) {
+            let errors = text
+                .lines()
+                .filter(|l| l.contains("Error") && !l.contains("RLIMIT_NOFILE"));
+            for line in errors.take(3) {
                 why.push_str("; ");
                 why.push_str(line.trim());
             }

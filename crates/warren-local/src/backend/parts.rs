@@ -1,11 +1,11 @@
 //! The parts of a sandbox a provision, a resume and a fork share: its root filesystem (disk
 //! and overlay), its network with its rules, its bundle.
 use std::fs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use warren_api::Runtime;
 
-use super::{step, LocalBackend, LocalError, SandboxSpec};
+use super::{step, LocalBackend, LocalError, SandboxSpec, STDERR_LOG, STDOUT_LOG};
 use crate::bundle::{self, BundleSpec};
 use crate::confinement::USERNS_HOST_BASE;
 use crate::firewall::EgressPolicy;
@@ -33,6 +33,38 @@ impl LocalBackend {
         Ok(lease)
     }
 
+    /// Runs the sandbox's container from its bundle. Under runc the runtime makes the network
+    /// namespace (in the sandbox's user namespace) and the link goes in before anything runs
+    /// there: create, adopt, start.
+    pub(super) async fn start_container(
+        &self,
+        spec: &SandboxSpec,
+        lease: &Lease,
+        bundle: &Path,
+    ) -> Result<(), LocalError> {
+        let dir = self.sandbox_dir(&spec.id);
+        let (stdout, stderr) = (dir.join(STDOUT_LOG), dir.join(STDERR_LOG));
+        let rt = self.runtime(spec.runtime);
+        let runtime = |e: std::io::Error| step("runtime")(e.to_string());
+        match spec.runtime {
+            Runtime::Gvisor => rt
+                .run(&spec.id, bundle, &stdout, &stderr)
+                .await
+                .map_err(runtime),
+            Runtime::Runc => {
+                rt.create(&spec.id, bundle, &stdout, &stderr)
+                    .await
+                    .map_err(runtime)?;
+                let pid = rt.pid(&spec.id).await.map_err(runtime)?;
+                lease
+                    .adopt(pid)
+                    .await
+                    .map_err(|e| step("network")(e.to_string()))?;
+                rt.start(&spec.id).await.map_err(runtime)
+            }
+        }
+    }
+
     /// Writes the sandbox's OCI bundle (its root filesystem at [`Self::rootfs_dir`]).
     pub(super) fn write_bundle_for(
         &self,
@@ -46,7 +78,7 @@ impl LocalBackend {
         let rootfs = self.rootfs_dir(&spec.id);
         let (files_dir, agent) = match spec.runtime {
             Runtime::Gvisor => (bundle_dir.clone(), self.cfg.agent_binary.clone()),
-            Runtime::Runc => (self.runc_files_dir(&spec.id), self.runc_agent()?),
+            Runtime::Runc => (self.ready_runc_files(&spec.id)?, self.runc_agent()?),
         };
         bundle::write_bundle(
             &bundle_dir,
@@ -76,21 +108,40 @@ impl LocalBackend {
     }
 
     /// The agent binary as runc sandboxes bind it: a copy beside their root filesystems, where
-    /// CRIU can mount it again at restore as their root.
+    /// CRIU can mount it again at restore as their root. Its name carries the binary's hash,
+    /// so a new agent is a new copy.
     fn runc_agent(&self) -> Result<PathBuf, LocalError> {
         let name = self.cfg.agent_binary.file_name().unwrap_or_default();
         let copy = self.rootfs_dir("").join(name);
-        let same = |a: &fs::Metadata, b: &fs::Metadata| a.len() == b.len();
         let src = fs::metadata(&self.cfg.agent_binary)
             .map_err(|e| step("bundle")(format!("the agent binary: {e}")))?;
-        if fs::metadata(&copy).is_ok_and(|m| same(&m, &src)) {
+        if fs::metadata(&copy).is_ok_and(|m| m.len() == src.len()) {
             return Ok(copy);
         }
-        let tmp = copy.with_extension("partial");
-        fs::copy(&self.cfg.agent_binary, &tmp)
-            .and_then(|_| fs::rename(&tmp, &copy))
-            .map_err(|e| step("bundle")(format!("copying the agent binary: {e}")))?;
+        // A name of this call's own: creates at once each write their copy, the last rename
+        // wins, and every rename puts a whole one in place.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let tmp = copy.with_extension(format!("{}-{nanos}.partial", std::process::id()));
+        let copied = fs::copy(&self.cfg.agent_binary, &tmp).and_then(|_| fs::rename(&tmp, &copy));
+        if let Err(e) = copied {
+            let _ = fs::remove_file(&tmp);
+            return Err(step("bundle")(format!("copying the agent binary: {e}")));
+        }
         Ok(copy)
+    }
+
+    /// Makes a runc sandbox's [`Self::runc_files_dir`] `0710`, root's and runc sandboxes'
+    /// group's (whatever the umask), as its parent is.
+    pub(super) fn ready_runc_files(&self, id: &str) -> Result<PathBuf, LocalError> {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = self.runc_files_dir(id);
+        let made = fs::create_dir_all(&dir)
+            .and_then(|()| std::os::unix::fs::chown(&dir, Some(0), Some(USERNS_HOST_BASE)))
+            .and_then(|()| fs::set_permissions(&dir, fs::Permissions::from_mode(0o710)));
+        made.map_err(|e| step("bundle")(format!("{}: {e}", dir.display())))?;
+        Ok(dir)
     }
 
     /// Removes a runc sandbox's bound files (not its volume views: [`Self::unmount_rootfs`]

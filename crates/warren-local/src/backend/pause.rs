@@ -72,9 +72,9 @@ fn open_under(dir: &Path) -> bool {
 
 /// Gives `dir` and the files in it to `owner`.
 fn chown_tree(dir: &Path, owner: u32) -> std::io::Result<()> {
-    std::os::unix::fs::chown(dir, Some(owner), Some(owner))?;
+    std::os::unix::fs::lchown(dir, Some(owner), Some(owner))?;
     for entry in fs::read_dir(dir)? {
-        std::os::unix::fs::chown(entry?.path(), Some(owner), Some(owner))?;
+        std::os::unix::fs::lchown(entry?.path(), Some(owner), Some(owner))?;
     }
     Ok(())
 }
@@ -168,6 +168,7 @@ impl LocalBackend {
         rt.delete(id)
             .await
             .map_err(|e| step("checkpoint")(format!("removing the container: {e}")))?;
+        self.wait_processes_gone(id).await;
         cgroup::remove(self.cgroups, &self.cgroups_path(id));
         self.unmount_rootfs(id).map_err(step("rootfs"))?;
         let runtime_version = rt
@@ -388,6 +389,7 @@ impl LocalBackend {
         if let Err(e) = self.runtime(runtime).delete(id).await {
             tracing::warn!(sandbox = id, "removing a failed restore: {e}");
         }
+        self.wait_processes_gone(id).await;
         cgroup::remove(self.cgroups, &self.cgroups_path(id));
         let mounted = crate::rootfs::is_mounted(&self.disk(id).mount);
         if self.unmount_rootfs(id).is_err() || !mounted {
@@ -505,10 +507,37 @@ impl LocalBackend {
     /// Drops the pause image once the sandbox runs again (its files have moved on from it).
     pub fn discard_pause(&self, id: &str) {
         self.discard_offsite(pause_key(id));
-        for dir in [self.pause_dir(id), self.pausing_dir(id)] {
+        self.discard_unfinished_pause(id);
+        for dir in [
+            self.pause_dir(id),
+            crate::criu::work_dir(&self.pause_dir(id)),
+        ] {
             if let Err(e) = fs::remove_dir_all(&dir) {
                 if e.kind() != std::io::ErrorKind::NotFound {
                     tracing::warn!(sandbox = id, "removing {}: {e}", dir.display());
+                }
+            }
+        }
+    }
+
+    /// Waits (up to 10 s) for the killed processes of a sandbox to be gone from its cgroup:
+    /// they may still be exiting, and its disk unmounted under them would go lazily and be
+    /// written (its journal) after a receipt hashed it.
+    async fn wait_processes_gone(&self, id: &str) {
+        let deadline = Instant::now() + std::time::Duration::from_secs(10);
+        while cgroup::occupied(self.cgroups, &self.cgroups_path(id)) && Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Removes what a checkpoint that never took left (its image directory and CRIU's work
+    /// directory), once it is known not to be running.
+    pub fn discard_unfinished_pause(&self, id: &str) {
+        let dir = self.pausing_dir(id);
+        for d in [crate::criu::work_dir(&dir), dir] {
+            if let Err(e) = fs::remove_dir_all(&d) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!(sandbox = id, "removing {}: {e}", d.display());
                 }
             }
         }

@@ -48,6 +48,7 @@ impl LocalBackend {
                 "volume backups go to an object store: this server has no --object-store".into(),
             ));
         };
+        let _one = self.volume_copies.lock().await;
         let (image, mount) = self.volumes.paths(name);
         let staging = self.volumes.dir().join(format!(".backup-{name}"));
         let copy = staging.join("disk.img");
@@ -95,6 +96,11 @@ impl LocalBackend {
         };
         for v in &spec.volumes {
             let (image, _) = self.volumes.paths(&v.name);
+            if image.exists() {
+                continue;
+            }
+            let _one = self.volume_copies.lock().await;
+            // Another create may have fetched it meanwhile.
             if image.exists() {
                 continue;
             }
@@ -163,6 +169,7 @@ impl LocalBackend {
                         .as_ref()
                         .as_ref()
                         .map_err(|e| step("volumes")(e.clone()))?;
+                    self.ready_runc_files(&spec.id)?;
                     let view = self.volume_views(&spec.id).join(i.to_string());
                     fs::create_dir_all(&view).map_err(fail)?;
                     if !crate::rootfs::is_mounted(&view) {

@@ -273,9 +273,9 @@ impl Service {
 
     /// Settles a pause or resume a crash cut off, so the sandbox ends running or paused (once
     /// no checkpoint or restore of it runs any more: one the dead server began goes on):
-    /// - `pausing`, container still running: the checkpoint never took; running again (a
-    ///   checkpoint that completes later is finished by the reconciler when the container
-    ///   has exited; see [`Service::finish_exited_pause`]).
+    /// - `pausing`, container still running (no checkpoint at work, none written in the last
+    ///   [`CHECKPOINT_EXIT`]): the checkpoint never took; what it left is dropped, running
+    ///   again.
     /// - `pausing`, container gone: the checkpoint was written; the pause is finished.
     /// - `resuming`, container running: the restore took; running once its agent answers.
     /// - `resuming`, container gone or half made: removed again; paused, image kept.
@@ -300,6 +300,9 @@ impl Service {
             }
             (SandboxState::Pausing, ContainerStatus::Running) => {
                 tracing::info!(sandbox = %id, "an interrupted pause never took: running");
+                // What it wrote is no image: were the sandbox to exit later, it must not be
+                // taken for one.
+                self.inner.backend.discard_unfinished_pause(id.as_str());
                 self.renew_network(&rec, false).await;
                 self.set_state(&mut rec, SandboxState::Running).await?;
                 self.follow_logs(&id);

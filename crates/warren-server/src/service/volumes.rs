@@ -192,6 +192,8 @@ impl Service {
     /// Sends a copy of a volume to the object store, where a server sharing the database and
     /// the store finds it when a sandbox it runs mounts the volume and its host lacks it.
     pub async fn backup_volume(&self, name: &str) -> Result<VolumeBackup, ApiError> {
+        // A delete waits for the backup (and its copy's removal follows it).
+        let _gc = self.inner.volumes_gc.read().await;
         self.volume(name).await?;
         let began = std::time::Instant::now();
         let at = Utc::now();
