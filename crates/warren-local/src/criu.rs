@@ -28,59 +28,28 @@ pub fn pinned_crun() -> PathBuf {
     PathBuf::from(format!("/opt/warren/crun/{CRUN_VERSION}/bin/crun"))
 }
 
-/// `PATH` for crun: `shims` (see [`write_shims`]) and the pinned CRIU first (libcriu runs the
-/// `criu` it finds there), when there.
-pub fn path_with_criu(shims: Option<&Path>) -> Option<std::ffi::OsString> {
-    let sbin = pinned_criu_dir().join("sbin");
-    let first: Vec<PathBuf> = shims
-        .map(Path::to_owned)
+/// `PATH` for crun: the pinned CRIU first (libcriu runs the `criu` it finds there), and its
+/// `shims/` before that, when installed: CRIU archives a sandbox's tmpfs mounts (`/dev/shm`,
+/// memory all of it) with `tar --gzip`, and gzip takes ~25 MB/s here (22 s for 512 MiB); the
+/// `gzip` there, written by `scripts/build-criu.sh`, is zstd at its fastest level (reading
+/// gzip too). It is outside the data dir because CRIU runs `tar` as the sandbox's root.
+pub fn path_with_criu() -> Option<std::ffi::OsString> {
+    let dir = pinned_criu_dir();
+    let (sbin, shims) = (dir.join("sbin"), dir.join("shims"));
+    let first: Vec<PathBuf> = [(shims.join("gzip"), shims), (sbin.join("criu"), sbin)]
         .into_iter()
-        .chain(sbin.join("criu").is_file().then_some(sbin))
+        .filter(|(bin, _)| bin.is_file())
+        .map(|(_, d)| d)
         .collect();
     if first.is_empty() {
         return None;
     }
     let rest = std::env::var_os("PATH").unwrap_or_default();
-    let all = first
+    let all: Vec<PathBuf> = first
         .into_iter()
         .chain(std::env::split_paths(&rest))
-        .collect::<Vec<_>>();
+        .collect();
     std::env::join_paths(all).ok()
-}
-
-/// CRIU archives a sandbox's tmpfs mounts (`/dev/shm`, memory all of it) with `tar --gzip`,
-/// and gzip takes ~25 MB/s here (22 s for 512 MiB). This `gzip`, first on crun's `PATH`, is
-/// zstd at its fastest level instead (it reads gzip too, so older images still restore).
-const GZIP_SHIM: &str = "#!/bin/sh\n\
-# Written by Warren: CRIU's tmpfs archives through zstd, not gzip.\n\
-case \" $* \" in\n\
-  *\" -d \"*|*\" --decompress \"*) exec zstd -q -d -c ;;\n\
-  *) exec zstd -q -1 -T0 -c ;;\n\
-esac\n";
-
-/// Writes the `gzip` shim into `dir` when zstd is installed; `dir` then, for
-/// [`path_with_criu`].
-pub fn write_shims(dir: &Path) -> Option<PathBuf> {
-    use std::os::unix::fs::PermissionsExt;
-    let zstd = std::env::var_os("PATH")
-        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("zstd").is_file()));
-    if !zstd {
-        return None;
-    }
-    let path = dir.join("gzip");
-    let written = fs::create_dir_all(dir)
-        .and_then(|()| fs::write(&path, GZIP_SHIM))
-        .and_then(|()| fs::set_permissions(&path, fs::Permissions::from_mode(0o755)));
-    match written {
-        Ok(()) => Some(dir.to_owned()),
-        Err(e) => {
-            tracing::warn!(
-                "writing {}: {e}; CRIU archives tmpfs with gzip",
-                path.display()
-            );
-            None
-        }
-    }
 }
 
 /// The file in a checkpoint image naming its external output files (`fd key` per line).

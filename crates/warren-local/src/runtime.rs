@@ -183,10 +183,7 @@ impl CliRuntime {
         } else {
             PathBuf::from("crun")
         };
-        let shims = root
-            .parent()
-            .and_then(|run| criu::write_shims(&run.join("criu-shims")));
-        let path = criu::path_with_criu(shims.as_deref());
+        let path = criu::path_with_criu();
         let with_criu = std::process::Command::new(&binary)
             .arg("--version")
             .output()

@@ -69,9 +69,8 @@ fn command(dir: &Path, rt: Runtime, platform: &str) -> Command {
             let pinned = warren_local::criu::pinned_crun();
             if pinned.is_file() {
                 let mut c = Command::new(pinned);
-                // The same `gzip` Warren gives CRIU (zstd), so the two compare like for like.
-                let shims = warren_local::criu::write_shims(&dir.join("criu-shims"));
-                if let Some(path) = warren_local::criu::path_with_criu(shims.as_deref()) {
+                // The same `PATH` Warren gives it (its CRIU, and CRIU's `gzip` shim).
+                if let Some(path) = warren_local::criu::path_with_criu() {
                     c.env("PATH", path);
                 }
                 c
