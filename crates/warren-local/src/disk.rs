@@ -93,6 +93,23 @@ impl SandboxDisk {
             .map_err(|e| io::Error::other(format!("umount {}: {e}", self.mount.display())))
     }
 
+    /// Whether a loop device still has the image: its filesystem is not shut down yet (an
+    /// unmount that went lazy because something still held it) and may still write to it.
+    pub fn attached(&self) -> bool {
+        let Ok(image) = fs::canonicalize(&self.image) else {
+            return false;
+        };
+        fs::read_dir("/sys/block")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("loop"))
+            .any(|e| {
+                fs::read_to_string(e.path().join("loop/backing_file"))
+                    .is_ok_and(|b| Path::new(b.trim()) == image)
+            })
+    }
+
     /// Whether this sandbox has a disk (sandboxes made by servers before disks had none).
     pub fn exists(&self) -> bool {
         self.image.exists()

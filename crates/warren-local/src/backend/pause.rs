@@ -171,6 +171,7 @@ impl LocalBackend {
         self.wait_processes_gone(id).await;
         cgroup::remove(self.cgroups, &self.cgroups_path(id));
         self.unmount_rootfs(id).map_err(step("rootfs"))?;
+        self.wait_disk_closed(id).await;
         let runtime_version = rt
             .version()
             .await
@@ -395,6 +396,7 @@ impl LocalBackend {
         if self.unmount_rootfs(id).is_err() || !mounted {
             return;
         }
+        self.wait_disk_closed(id).await;
         let Ok(mut receipt) = self.pause_receipt(id) else {
             return;
         };
@@ -528,6 +530,35 @@ impl LocalBackend {
         while cgroup::occupied(self.cgroups, &self.cgroups_path(id)) && Instant::now() < deadline {
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
+    }
+
+    /// Waits (up to 30 s) for the sandbox's disk to be shut down once unmounted: an unmount
+    /// goes lazy while anything still holds the filesystem (a process exiting, a copy of the
+    /// mount in a namespace another sandbox's runtime is setting up), and ext4 writes its
+    /// journal and superblock when it finally goes, which must come before the receipt hashes
+    /// the disk.
+    async fn wait_disk_closed(&self, id: &str) {
+        let disk = self.disk(id);
+        let began = Instant::now();
+        let deadline = began + std::time::Duration::from_secs(30);
+        if !disk.attached() {
+            return;
+        }
+        while disk.attached() {
+            if Instant::now() > deadline {
+                tracing::warn!(
+                    sandbox = id,
+                    "its disk is still in use 30 s after its unmount; hashing it as it is"
+                );
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        tracing::info!(
+            sandbox = id,
+            "its disk closed {} ms after its unmount",
+            began.elapsed().as_millis()
+        );
     }
 
     /// Removes what a checkpoint that never took left (its image directory and CRIU's work
