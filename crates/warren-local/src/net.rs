@@ -228,19 +228,7 @@ impl Lease {
             hip = self.host_ip
         );
         ip(&["-batch", "-"], Some(host)).await?;
-        let inside = format!(
-            "link set lo up\n\
-             addr add {sip}/30 dev eth0\n\
-             link set eth0 up\n\
-             route add default via {hip}\n",
-            sip = self.sandbox_ip,
-            hip = self.host_ip
-        );
-        ip(&["-n", &self.netns, "-batch", "-"], Some(inside)).await?;
-        let path = self.netns_path();
-        tokio::task::spawn_blocking(move || namespace_sysctls(&path))
-            .await
-            .map_err(io::Error::other)?
+        self.address_inside(false).await
     }
 
     /// Puts the sandbox's address and default route back on its side of the link. gVisor's
@@ -337,10 +325,7 @@ impl Lease {
             hip = self.host_ip
         );
         ip(&["-n", &self.netns, "-batch", "-"], Some(inside)).await?;
-        let path = self.netns_path();
-        tokio::task::spawn_blocking(move || namespace_sysctls(&path))
-            .await
-            .map_err(io::Error::other)?
+        self.after_checkpoint().await
     }
 
     /// Runc, just before a checkpoint: CRIU restores `ping_group_range` from inside the
@@ -357,7 +342,8 @@ impl Lease {
         .map_err(io::Error::other)?
     }
 
-    /// Undoes [`Self::before_checkpoint`] on a sandbox that goes on running.
+    /// Sets the namespace's sysctls ([`namespace_sysctls`]); also what undoes
+    /// [`Self::before_checkpoint`] on a sandbox that goes on running.
     pub async fn after_checkpoint(&self) -> io::Result<()> {
         let path = self.netns_path();
         tokio::task::spawn_blocking(move || namespace_sysctls(&path))

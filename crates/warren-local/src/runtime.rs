@@ -378,33 +378,31 @@ impl ContainerRuntime for CliRuntime {
     ) -> io::Result<()> {
         let mut args = vec![OsString::from("restore"), "--detach".into()];
         args.push(format!("--image-path={}", image.display()).into());
-        let config = if self.criu {
-            let work = criu::work_dir(image);
-            args.push(format!("--work-path={}", work.display()).into());
-            Some(criu::restore_config(image, bundle, link)?)
-        } else {
-            None
+        // CRIU's logs and configuration, beside the image.
+        let work = self.criu.then(|| criu::work_dir(image));
+        let config = match &work {
+            Some(w) => {
+                args.push(format!("--work-path={}", w.display()).into());
+                Some(criu::restore_config(image, bundle, link)?)
+            }
+            None => None,
         };
         args.extend(["--bundle".into(), bundle.as_os_str().to_owned(), id.into()]);
         let res = self
             .detached("restore", &args, stdout, stderr, config.as_deref())
             .await;
-        if self.criu {
-            let work = criu::work_dir(image);
-            match &res {
-                Ok(()) => {
-                    let _ = std::fs::remove_dir_all(&work);
-                }
-                Err(e) => {
-                    return Err(io::Error::other(criu_failure(
-                        &e.to_string(),
-                        &work,
-                        "restore",
-                    )))
-                }
+        match (res, work) {
+            (Ok(()), Some(w)) => {
+                let _ = std::fs::remove_dir_all(&w);
+                Ok(())
             }
+            (Err(e), Some(w)) => Err(io::Error::other(criu_failure(
+                &e.to_string(),
+                &w,
+                "restore",
+            ))),
+            (res, None) => res,
         }
-        res
     }
 
     fn busy(&self, verb: &str, id: &str) -> bool {

@@ -139,8 +139,7 @@ impl LocalBackend {
                 .map_err(|e| step("checkpoint")(e.to_string()))?;
         }
         if let Err(e) = self.runtime(runtime).checkpoint(id, &dir).await {
-            let _ = fs::remove_dir_all(&dir);
-            let _ = fs::remove_dir_all(crate::criu::work_dir(&dir));
+            self.discard_unfinished_pause(id);
             if let Some(lease) = lease.as_ref().filter(|_| runc) {
                 if let Err(e) = lease.after_checkpoint().await {
                     tracing::warn!(sandbox = id, "its ping range after a failed pause: {e}");
