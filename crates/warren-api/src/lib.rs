@@ -7,6 +7,7 @@ pub mod exec;
 pub mod files;
 pub mod id;
 pub mod image;
+pub mod key;
 pub mod pause;
 pub mod pool;
 pub mod sandbox;
@@ -17,6 +18,7 @@ pub use exec::{ExecExit, ExecKind, ExecList, ExecRecord, ExecRequest, ExecResult
 pub use files::{FileEntry, FileKind, FileList};
 pub use id::SandboxId;
 pub use image::{Image, ImageConfig, ImageList, PullEvent, PullImage, PullPolicy};
+pub use key::{ApiKey, ApiKeyList, CreateApiKey, CreatedApiKey};
 pub use pause::{CreateSnapshot, ImagePart, PauseReceipt, Snapshot, SnapshotList};
 pub use pool::{CreatePool, Pool, PoolList};
 pub use sandbox::{

@@ -4,6 +4,7 @@ mod bench;
 mod cp;
 mod image;
 mod image_pull;
+mod key;
 mod named;
 mod pause;
 mod pool;
@@ -114,6 +115,9 @@ enum Command {
     /// Manage volumes: named filesystems of a fixed size that outlive sandboxes.
     #[command(subcommand)]
     Volume(volume::VolumeCommand),
+    /// Manage API keys (each also in E2B's `e2b_…` spelling, for E2B's SDKs).
+    #[command(subcommand)]
+    Key(key::KeyCommand),
     /// Manage snapshots: named copies of a sandbox's files and running processes
     /// (`"snapshot": NAME` at create makes sandboxes from one).
     #[command(subcommand)]
@@ -410,6 +414,7 @@ fn main() -> ExitCode {
             Command::Fork(a) => pause::fork(a).await.map(|_| 0),
             Command::Image(c) => image::run(c).await.map(|_| 0),
             Command::Volume(c) => volume::run(c).await.map(|_| 0),
+            Command::Key(c) => key::run(c).await.map(|_| 0),
             Command::Snapshot(c) => snapshot::run(c).await.map(|_| 0),
             Command::Pool(c) => pool::run(c).await.map(|_| 0),
             Command::Bench(a) => bench::run(a).await.map(|_| 0),

@@ -11,21 +11,51 @@ use crate::AppState;
 
 /// How every API key begins (so the proxy can tell one apart from an app's own bearer).
 pub const KEY_PREFIX: &str = "wk_";
+/// How the same key begins in E2B's spelling, which E2B's SDKs insist on (`e2b_` + hex).
+pub const E2B_KEY_PREFIX: &str = "e2b_";
+/// Bytes of randomness in a key.
+const KEY_BYTES: usize = 20;
 
 /// A new random key secret (`wk_` + 32 base32 characters, 160 bits).
 pub fn generate_key() -> String {
-    let bytes: [u8; 20] = rand::random();
-    format!(
-        "{KEY_PREFIX}{}",
-        data_encoding::BASE32_NOPAD
-            .encode(&bytes)
-            .to_ascii_lowercase()
-    )
+    let bytes: [u8; KEY_BYTES] = rand::random();
+    warren_spelling(&bytes)
 }
 
-/// What is stored of a key.
+fn warren_spelling(bytes: &[u8]) -> String {
+    let text = data_encoding::BASE32_NOPAD.encode(bytes);
+    format!("{KEY_PREFIX}{}", text.to_ascii_lowercase())
+}
+
+/// The same key in E2B's spelling (`e2b_` + 40 hex digits: the key's 20 bytes), which every
+/// route accepts as it accepts the `wk_` one. `None` for text that is not a Warren key.
+pub fn e2b_spelling(secret: &str) -> Option<String> {
+    let text = secret.strip_prefix(KEY_PREFIX)?.to_ascii_uppercase();
+    let bytes = data_encoding::BASE32_NOPAD.decode(text.as_bytes()).ok()?;
+    (bytes.len() == KEY_BYTES).then(|| format!("{E2B_KEY_PREFIX}{}", hex::encode(bytes)))
+}
+
+/// A key's one stored form: an E2B spelling of a Warren key becomes its `wk_` spelling, so both
+/// name the same stored hash; anything else is taken as it is.
+fn canonical(secret: &str) -> std::borrow::Cow<'_, str> {
+    let bytes = secret
+        .strip_prefix(E2B_KEY_PREFIX)
+        .filter(|h| h.len() == 2 * KEY_BYTES && !h.bytes().any(|b| b.is_ascii_uppercase()))
+        .and_then(|h| hex::decode(h).ok());
+    match bytes {
+        Some(b) => warren_spelling(&b).into(),
+        None => secret.into(),
+    }
+}
+
+/// What is stored of a key (in either spelling).
 pub fn hash_key(secret: &str) -> String {
-    hex::encode(Sha256::digest(secret.as_bytes()))
+    hex::encode(Sha256::digest(canonical(secret).as_bytes()))
+}
+
+/// A key's public id: the start of its hash.
+pub fn key_id(secret: &str) -> String {
+    hash_key(secret)[..16].to_owned()
 }
 
 /// Creates the admin key if the store has none: stores its hash, writes it to
@@ -41,7 +71,7 @@ pub async fn ensure_admin_key(
     let path = data_dir.join("admin.key");
     write_private(&path, &format!("{secret}\n"))?;
     store
-        .insert_api_key(&hash_key(&secret)[..16], "admin", &hash_key(&secret))
+        .insert_api_key(&key_id(&secret), "admin", &hash_key(&secret))
         .await?;
     Ok(Some(secret))
 }
@@ -100,6 +130,23 @@ pub async fn key_is_valid(state: &AppState, secret: &str) -> Result<bool, ApiErr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn both_spellings_of_a_key_are_one_key() {
+        let key = generate_key();
+        let e2b = e2b_spelling(&key).expect("a Warren key has an E2B spelling");
+        assert!(e2b.starts_with("e2b_") && e2b.len() == 44, "{e2b}");
+        assert!(e2b[4..]
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+        assert_eq!(hash_key(&e2b), hash_key(&key));
+        assert_eq!(key_id(&e2b), key_id(&key));
+        // Other text hashes as it is: an upper-case or short spelling is not the key.
+        assert_ne!(hash_key(&e2b.to_ascii_uppercase()), hash_key(&key));
+        assert_ne!(hash_key(&e2b[..40]), hash_key(&key));
+        assert_eq!(e2b_spelling("wk_short"), None);
+        assert_eq!(e2b_spelling(&e2b), None);
+    }
 
     #[test]
     fn the_bearer_scheme_is_case_insensitive() {

@@ -67,6 +67,17 @@ pub struct LogSize {
     pub bytes: u64,
 }
 
+/// What is stored of an API key besides the hash of its secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKeyRecord {
+    /// Short public id (the first 16 hex digits of the hash).
+    pub id: String,
+    /// A name given at creation.
+    pub name: String,
+    /// When it was made.
+    pub created_at: DateTime<Utc>,
+}
+
 /// Durable state of one Warren server.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -79,6 +90,10 @@ pub trait Store: Send + Sync + 'static {
     async fn api_key_exists(&self, hash: &str) -> Result<bool, StoreError>;
     /// How many keys exist.
     async fn count_api_keys(&self) -> Result<u64, StoreError>;
+    /// Every key (never its secret), oldest first.
+    async fn list_api_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError>;
+    /// Forgets a key by id; whether it existed.
+    async fn delete_api_key(&self, id: &str) -> Result<bool, StoreError>;
 
     /// The sandbox a create with this idempotency key made, if one did.
     async fn idempotent_sandbox(&self, key: &str) -> Result<Option<SandboxId>, StoreError>;

@@ -8,7 +8,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Row, SqlitePool};
 use warren_api::{ExecRecord, Image, LogLine, LogStream, SandboxId};
 
-use crate::{LogSize, SandboxRecord, SnapshotRecord, Store, StoreError};
+use crate::{ApiKeyRecord, LogSize, SandboxRecord, SnapshotRecord, Store, StoreError};
 
 mod kept;
 mod rows;
@@ -105,6 +105,31 @@ impl Store for SqliteStore {
             .fetch_one(&self.pool)
             .await?;
         Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    async fn list_api_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError> {
+        let rows = sqlx::query("SELECT id, name, created_at FROM api_keys ORDER BY created_at, id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let id: String = row.try_get("id")?;
+                let created: String = row.try_get("created_at")?;
+                Ok(ApiKeyRecord {
+                    created_at: parse_ts(&format!("api key {id}"), &created)?,
+                    name: row.try_get("name")?,
+                    id,
+                })
+            })
+            .collect()
+    }
+
+    async fn delete_api_key(&self, id: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM api_keys WHERE id = ?")
+            .bind(id)
+            .execute(&self.writer)
+            .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     async fn insert_volume(

@@ -186,17 +186,22 @@ pub fn strip_credentials(headers: &mut HeaderMap) {
     strip_cookies(headers, |name| name.starts_with("warren_token_"));
 }
 
-/// Whether a header value holds a Warren API key (`wk_` in any case, at the start of a word),
-/// however it is dressed: with or without a scheme, any whitespace, quoted, as `key=…`.
+/// Whether a header value holds a Warren API key (`wk_` or E2B's `e2b_` spelling, in any case,
+/// at the start of a word), however it is dressed: with or without a scheme, any whitespace,
+/// quoted, as `key=…`.
 fn carries_key(value: &HeaderValue) -> bool {
-    let prefix = crate::auth::KEY_PREFIX.as_bytes();
     let v = value.as_bytes();
-    (0..v.len()).any(|i| {
-        let starts_word = i == 0 || !v[i - 1].is_ascii_alphanumeric();
-        starts_word
-            && v.get(i..i + prefix.len())
-                .is_some_and(|w| w.eq_ignore_ascii_case(prefix))
-    })
+    [crate::auth::KEY_PREFIX, crate::auth::E2B_KEY_PREFIX]
+        .iter()
+        .map(|p| p.as_bytes())
+        .any(|prefix| {
+            (0..v.len()).any(|i| {
+                let starts_word = i == 0 || !v[i - 1].is_ascii_alphanumeric();
+                starts_word
+                    && v.get(i..i + prefix.len())
+                        .is_some_and(|w| w.eq_ignore_ascii_case(prefix))
+            })
+        })
 }
 
 /// Removes the values of header `name` that `drop` picks, keeping the others in order.
@@ -290,6 +295,8 @@ mod tests {
             ("authorization", "Token token=\"wk_abc\""),
             ("x-api-key", "wk_abc"),
             ("X-Api-Key", " wk_abc "),
+            ("x-api-key", "e2b_0123abcd"),
+            ("authorization", "Bearer E2B_0123abcd"),
         ] {
             let mut h = HeaderMap::new();
             h.append(

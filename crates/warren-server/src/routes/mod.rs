@@ -2,6 +2,7 @@
 mod exec;
 mod files;
 mod images;
+mod keys;
 mod logs;
 mod pools;
 mod pty;
@@ -61,6 +62,8 @@ pub fn router(state: AppState) -> Router {
         .route("/sandboxes/{id}/files/list", get(files::list))
         .route("/sandboxes/{id}/pty", get(pty::pty))
         .route("/events", get(logs::events))
+        .route("/keys", post(keys::create).get(keys::list))
+        .route("/keys/{id}", axum::routing::delete(keys::delete))
         .route("/volumes", post(volumes::create).get(volumes::list))
         .route("/volumes/{name}", get(volumes::get).delete(volumes::delete))
         .route("/volumes/{name}/backup", post(volumes::backup))
