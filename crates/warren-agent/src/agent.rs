@@ -14,6 +14,7 @@ pub mod fs;
 pub mod fs_error;
 pub mod init;
 pub mod limits;
+pub mod metadata;
 pub mod ports;
 pub mod process;
 pub mod pty;

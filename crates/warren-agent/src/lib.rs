@@ -29,8 +29,9 @@ pub use protocol::{
 };
 
 /// The envd protocol version this agent implements, as the control plane reports it in
-/// `envdVersion`; E2B's SDKs switch features on it. 0.5.7 is the highest threshold whose
-/// features are all here: recursive watch (0.1.4), `stdin: false` (0.3.0), default user (0.4.0),
-/// CloseStdin (0.5.2), octet-stream and gzip uploads (0.5.7). Not 0.6.2: file metadata through
-/// `X-Metadata-*` headers is not stored (and so not 0.6.3 either, though `includeEntry` works).
-pub const ENVD_VERSION: &str = "0.5.7";
+/// `envdVersion`; E2B's SDKs switch features on it. 0.6.4 is the highest threshold the SDKs
+/// (e2b 2.63) know, and every feature up to it is here: recursive watch (0.1.4),
+/// `stdin: false` (0.3.0), default user (0.4.0), CloseStdin (0.5.2), octet-stream and gzip
+/// uploads (0.5.7), file metadata as `user.e2b.*` xattrs (0.6.2), entries in watch events
+/// (0.6.3), watching network mounts only when asked (0.6.4).
+pub const ENVD_VERSION: &str = "0.6.4";

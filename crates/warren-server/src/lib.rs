@@ -267,6 +267,7 @@ impl Server {
             .unwrap_or_else(listen::default_workers);
         tracing::info!("serving HTTP on {workers} worker thread(s) per listener");
         tokio::spawn(reconciler::run(service.clone()));
+        tokio::spawn(service.clone().keep_deadlines());
         tokio::spawn(service.clone().sample_forever());
         let stopping = service.clone();
         tokio::spawn(async move {

@@ -99,7 +99,7 @@ pub fn entry_info(path: &Path, table: &Table) -> std::io::Result<EntryInfo> {
         group: table.group_name(meta.gid()),
         modified_time: Some(rfc3339(meta.mtime(), nanos)),
         symlink_target: symlink_target.map(|t| t.to_string_lossy().into_owned()),
-        metadata: Default::default(),
+        metadata: super::metadata::read(path),
         is_symlink,
     })
 }

@@ -26,6 +26,7 @@ use super::as_user;
 use super::body::AgentBody;
 use super::fs::{ensure_dirs, resolve};
 use super::fs_error::{code_for, rest_status, shown};
+use super::metadata::{self, Metadata};
 use super::rpc::{response, Services};
 use super::users::User;
 
@@ -51,6 +52,11 @@ impl Failure {
             AgentBody::full(body.to_string()),
         )
     }
+}
+
+/// An error answer in envd's REST shape, `{"code": <status>, "message"}`.
+pub fn rest_error(status: StatusCode, message: &str) -> Response<AgentBody> {
+    error(status, message).response()
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Failure {
@@ -212,26 +218,34 @@ async fn upload(
         .unwrap_or("application/octet-stream")
         .to_owned();
     let (parts, body) = req.into_parts();
+    let md =
+        metadata::from_headers(&parts.headers).map_err(|m| error(StatusCode::BAD_REQUEST, m))?;
     let stream = body_stream(&parts.headers, body)?;
     let written = if content_type
         .to_ascii_lowercase()
         .starts_with("multipart/form-data")
     {
-        upload_multipart(path, user, &content_type, stream).await
+        upload_multipart(path, user, &content_type, stream, &md).await
     } else {
         let target = target(path, user)?;
-        write_file(&target, user, stream)
+        write_file(&target, user, stream, &md)
             .await
             .map(|()| vec![target])
     };
     let entries: Vec<serde_json::Value> = written?
         .iter()
         .map(|p| {
-            serde_json::json!({
+            // Read back: a filesystem without xattrs kept none, and the answer must not say so.
+            let kept = metadata::read(p);
+            let mut entry = serde_json::json!({
                 "name": p.file_name().map(|n| n.to_string_lossy()).unwrap_or_default(),
                 "type": "file",
                 "path": p.to_string_lossy(),
-            })
+            });
+            if !kept.is_empty() {
+                entry["metadata"] = serde_json::json!(kept);
+            }
+            entry
         })
         .collect();
     let body = serde_json::Value::from(entries).to_string();
@@ -257,6 +271,7 @@ async fn upload_multipart(
     user: &User,
     content_type: &str,
     stream: ByteStream,
+    md: &Metadata,
 ) -> Result<Vec<PathBuf>, Failure> {
     let boundary = multer::parse_boundary(content_type).map_err(|e| {
         error(
@@ -283,7 +298,7 @@ async fn upload_multipart(
         };
         let dest = target(&name, user)?;
         let chunks = field.map_err(|e| std::io::Error::new(ErrorKind::InvalidData, e));
-        write_file(&dest, user, Box::pin(chunks)).await?;
+        write_file(&dest, user, Box::pin(chunks), md).await?;
         written.push(dest);
     }
     if written.is_empty() {
@@ -296,7 +311,8 @@ async fn upload_multipart(
 }
 
 /// Creates or truncates `dest` to write (as the calling thread's user), parents created. An
-/// existing file keeps its owner; a new one is the user's.
+/// existing file keeps its owner; a new one is the user's. The file is then chowned to the
+/// owner it has, as envd chowns every upload: watchers see the same create, chmod, write.
 fn open_for_writing(dest: &Path) -> Result<File, Failure> {
     if dest.is_dir() {
         return Err(error(
@@ -307,11 +323,24 @@ fn open_for_writing(dest: &Path) -> Result<File, Failure> {
     if let Some(parent) = dest.parent() {
         ensure_dirs(parent).map_err(|e| from_connect(&e))?;
     }
-    File::create(dest).map_err(|e| from_io(&e, "cannot create", dest))
+    let file = File::create(dest).map_err(|e| from_io(&e, "cannot create", dest))?;
+    if let Ok(meta) = file.metadata() {
+        use std::os::unix::fs::MetadataExt;
+        // Someone else's file the user may write but not chown: no event, as envd's failing
+        // chown would give none either.
+        let _ = std::os::unix::fs::fchown(&file, Some(meta.uid()), Some(meta.gid()));
+    }
+    Ok(file)
 }
 
-/// Writes `chunks` to `dest` as `user` (created or truncated, parents created).
-async fn write_file(dest: &Path, user: &User, mut chunks: ByteStream) -> Result<(), Failure> {
+/// Writes `chunks` to `dest` as `user` (created or truncated, parents created), then makes
+/// `md` its whole metadata.
+async fn write_file(
+    dest: &Path,
+    user: &User,
+    mut chunks: ByteStream,
+    md: &Metadata,
+) -> Result<(), Failure> {
     let target = dest.to_path_buf();
     let file = as_user::run(user, move || open_for_writing(&target))
         .await
@@ -333,7 +362,24 @@ async fn write_file(dest: &Path, user: &User, mut chunks: ByteStream) -> Result<
     file.flush()
         .await
         .map_err(|e| from_io(&e, "cannot write", dest))?;
-    Ok(())
+    let file = file.into_std().await;
+    let (md, target) = (md.clone(), dest.to_path_buf());
+    let kept = tokio::task::spawn_blocking(move || metadata::replace(&file, &md))
+        .await
+        .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    match kept {
+        // A filesystem without xattrs (`/proc`, some virtual ones) keeps the body only.
+        Err(e) if metadata::unsupported(&e) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => Err(error(
+            StatusCode::INSUFFICIENT_STORAGE,
+            format!(
+                "not enough space for the metadata of {}: {e}",
+                shown(&target)
+            ),
+        )),
+        Err(e) => Err(from_io(&e, "cannot set the metadata of", &target)),
+        Ok(()) => Ok(()),
+    }
 }
 
 #[cfg(test)]

@@ -137,17 +137,23 @@ pub fn rename(
     })
 }
 
-/// `Remove`: directories with everything in them; a symlink itself, never its target.
+/// `Remove`: directories with everything in them; a symlink itself, never its target. A path
+/// that does not exist is already removed (envd's `os.RemoveAll`).
 pub fn remove(path: &str, user: &User) -> Result<(), ConnectError> {
     let path = resolve(path, user)?;
-    let meta =
-        std::fs::symlink_metadata(&path).map_err(|e| io_error(&e, "cannot remove", &path))?;
+    let meta = match std::fs::symlink_metadata(&path) {
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+        other => other.map_err(|e| io_error(&e, "cannot remove", &path))?,
+    };
     let removed = if meta.is_dir() {
         std::fs::remove_dir_all(&path)
     } else {
         std::fs::remove_file(&path)
     };
-    removed.map_err(|e| io_error(&e, "cannot remove", &path))
+    match removed {
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+        other => other.map_err(|e| io_error(&e, "cannot remove", &path)),
+    }
 }
 
 /// `ListDir`: entries below the directory (symlinks to it followed), a directory before its

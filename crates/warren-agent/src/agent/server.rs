@@ -69,15 +69,15 @@ impl State {
         true
     }
 
-    /// A `/files` request may instead carry a URL signed with the token.
-    fn signed(&self, req: &Request<Incoming>) -> bool {
+    /// A `/files` request may instead carry a URL signed with the token; if it does not, why.
+    fn signed(&self, req: &Request<Incoming>) -> Result<(), &'static str> {
         let Some(token) = self.token().clone() else {
-            return true;
+            return Ok(());
         };
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        signed_url::valid(&token, req.method(), req.uri().query(), now)
+        signed_url::check(&token, req.method(), req.uri().query(), now)
     }
 }
 
@@ -228,7 +228,12 @@ async fn handle(state: &State, mut req: Request<Incoming>) -> Response<AgentBody
         return resp;
     }
     if !state.authorized(req.headers()) {
-        if !(matches!(route, Route::Files) && state.signed(&req)) {
+        if matches!(route, Route::Files) {
+            // envd's REST shape and messages (`signature is already expired`, ...).
+            if let Err(why) = state.signed(&req) {
+                return files_http::rest_error(StatusCode::UNAUTHORIZED, why);
+            }
+        } else {
             return rpc::unary_error(&ConnectError::new(
                 code::UNAUTHENTICATED,
                 "missing or invalid access token",

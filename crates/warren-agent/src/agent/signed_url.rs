@@ -14,31 +14,53 @@ pub fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Whether the `/files` request's query carries a valid signature made with `token`.
-pub fn valid(token: &str, method: &Method, query: Option<&str>, now_unix: u64) -> bool {
+/// Whether the `/files` request's query carries a valid signature made with `token`; if not,
+/// envd's message for the 401 (an expiry is told only of a signature that is otherwise right).
+pub fn check(
+    token: &str,
+    method: &Method,
+    query: Option<&str>,
+    now_unix: u64,
+) -> Result<(), &'static str> {
     let operation = match *method {
         Method::GET => "read",
         Method::POST => "write",
-        _ => return false,
+        _ => return Err("invalid signature"),
     };
     let Some(signature) = query_param(query, "signature") else {
-        return false;
+        return Err("missing signature query parameter");
     };
     let path = query_param(query, "path").unwrap_or_default();
     let user = query_param(query, "username").unwrap_or_default();
     let mut raw = format!("{path}:{operation}:{user}:{token}");
+    let mut expires = None;
     if let Some(expiration) = query_param(query, "signature_expiration") {
-        match expiration.parse::<u64>() {
-            Ok(at) if at >= now_unix => raw.push_str(&format!(":{at}")),
-            _ => return false,
-        }
+        // envd signs the number as given (a negative one, already past, included).
+        let at = expiration
+            .parse::<i64>()
+            .map_err(|_| "invalid signature expiration")?;
+        raw.push_str(&format!(":{at}"));
+        expires = Some(at);
     }
     let digest = Sha256::digest(raw.as_bytes());
     let want = format!(
         "v1_{}",
         base64::engine::general_purpose::STANDARD_NO_PAD.encode(digest)
     );
-    same(signature.as_bytes(), want.as_bytes())
+    if !same(signature.as_bytes(), want.as_bytes()) {
+        return Err("invalid signature");
+    }
+    match expires {
+        Some(at) if at < i64::try_from(now_unix).unwrap_or(i64::MAX) => {
+            Err("signature is already expired")
+        }
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+fn valid(token: &str, method: &Method, query: Option<&str>, now_unix: u64) -> bool {
+    check(token, method, query, now_unix).is_ok()
 }
 
 #[cfg(test)]
@@ -74,6 +96,14 @@ mod tests {
             Some(expiring),
             2_000_000_001
         ));
+        assert_eq!(
+            check("tok123", &Method::POST, Some(expiring), 2_000_000_001),
+            Err("signature is already expired")
+        );
+        assert_eq!(
+            check("tok124", &Method::POST, Some(expiring), 2_000_000_001),
+            Err("invalid signature")
+        );
         assert!(!valid("tok123", &Method::GET, Some("path=/tmp/x"), 0));
         assert!(!valid("tok123", &Method::GET, None, 0));
     }

@@ -96,14 +96,18 @@ pub fn spawn(
     input: Input,
     pty: Option<PtySize>,
 ) -> Result<Spawned, ConnectError> {
+    // A relative cwd (or `~`) is the user's home's, as envd resolves it.
     let cwd = match &config.cwd {
-        Some(cwd) if !Path::new(cwd).exists() => {
-            return Err(ConnectError::new(
-                code::INVALID_ARGUMENT,
-                format!("cwd '{cwd}' does not exist"),
-            ))
+        Some(cwd) => {
+            let resolved = super::fs::resolve(cwd, user)?;
+            if !resolved.exists() {
+                return Err(ConnectError::new(
+                    code::INVALID_ARGUMENT,
+                    format!("cwd '{}' does not exist", resolved.display()),
+                ));
+            }
+            resolved
         }
-        Some(cwd) => PathBuf::from(cwd),
         None if user.home.is_dir() => user.home.clone(),
         None => PathBuf::from("/"),
     };

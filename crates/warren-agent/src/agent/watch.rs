@@ -101,13 +101,39 @@ fn scan_below(watches: &mut Watches, dir: &Path, report: bool, out: &mut Scan) {
     }
 }
 
+/// Whether `dir` is on NFS, CIFS, SMB or FUSE, where inotify may miss changes made elsewhere
+/// (envd refuses to watch those unless asked to).
+fn on_network_mount(dir: &Path) -> Result<bool, ConnectError> {
+    const NETWORK: [i64; 5] = [0x6969, 0xFF53_4D42, 0x517B, 0xFE53_4D42, 0x6573_5546];
+    let fs = nix::sys::statfs::statfs(dir).map_err(|e| {
+        ConnectError::new(
+            code::INTERNAL,
+            format!("error checking mount status of {}: {e}", shown(dir)),
+        )
+    })?;
+    #[allow(clippy::unnecessary_cast)] // the field's type differs between targets
+    let magic = fs.filesystem_type().0 as i64;
+    Ok(NETWORK.contains(&magic))
+}
+
 /// The first scan of a watch: `root` must be a directory the user may watch.
-fn scan_root(watches: &mut Watches, root: &Path, recursive: bool) -> Result<Scan, ConnectError> {
+fn scan_root(
+    watches: &mut Watches,
+    root: &Path,
+    recursive: bool,
+    allow_network_mounts: bool,
+) -> Result<Scan, ConnectError> {
     let meta = std::fs::metadata(root).map_err(|e| io_error(&e, "cannot watch", root))?;
     if !meta.is_dir() {
         return Err(ConnectError::new(
             code::INVALID_ARGUMENT,
             format!("path {} is not a directory", shown(root)),
+        ));
+    }
+    if !allow_network_mounts && on_network_mount(root)? {
+        return Err(ConnectError::new(
+            code::INVALID_ARGUMENT,
+            format!("cannot watch path on network filesystem: {}", shown(root)),
         ));
     }
     // Existing entries are not news: only their watches are wanted.
@@ -128,7 +154,11 @@ impl Watcher {
         let inotify = Inotify::init().map_err(internal)?;
         let watches = inotify.watches();
         let (mut scanning, dir, recursive) = (watches.clone(), root.clone(), req.recursive);
-        let first = as_user::run(user, move || scan_root(&mut scanning, &dir, recursive)).await??;
+        let allow = req.allow_network_mounts;
+        let first = as_user::run(user, move || {
+            scan_root(&mut scanning, &dir, recursive, allow)
+        })
+        .await??;
         let mut watcher = Watcher {
             events: inotify
                 .into_event_stream(vec![0u8; 64 << 10])
@@ -180,7 +210,13 @@ impl Watcher {
             .unwrap_or(path)
             .to_string_lossy()
             .into_owned();
-        let entry = if self.include_entry && event_type != EventType::Remove {
+        // Only an entry still at its path: a remove or a rename away names one that is gone
+        // (a stat could find a new entry made there since).
+        let carries_entry = matches!(
+            event_type,
+            EventType::Create | EventType::Write | EventType::Chmod
+        );
+        let entry = if self.include_entry && carries_entry {
             let loaded;
             let table = match table {
                 Some(t) => t,

@@ -75,7 +75,7 @@ pub struct EntryInfo {
     /// For a symlink: the resolved target path.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub symlink_target: Option<String>,
-    /// User metadata (not stored by this agent: always empty).
+    /// User metadata: the file's `user.e2b.*` extended attributes, prefix stripped.
     #[serde(
         default,
         deserialize_with = "null_default",
@@ -146,7 +146,7 @@ pub struct WatchRequest {
     /// Attach the entry's [`EntryInfo`] to each event (when it still exists).
     #[serde(default, deserialize_with = "null_default")]
     pub include_entry: bool,
-    /// Accepted and ignored: the sandbox has no network mounts to refuse.
+    /// Watch a directory on a network filesystem (NFS, CIFS, SMB, FUSE), refused otherwise.
     #[serde(default, deserialize_with = "null_default")]
     pub allow_network_mounts: bool,
 }

@@ -1,6 +1,7 @@
 //! The preview proxy: requests naming a sandbox port (by host, E2B headers or path) go to that
 //! port, on the API's listener and on the optional proxy-only one.
 mod access;
+mod connect_end;
 mod forward;
 mod page;
 mod rewrite;
@@ -222,6 +223,11 @@ async fn proxy(
     };
     let host = host.as_ref().and_then(|h| h.to_str().ok());
     rewrite_response(&mut resp, prefix, host);
+    if agent && connect_end::is_connect_stream(resp.headers()) {
+        let (parts, body) = resp.into_parts();
+        let body = connect_end::guard(body, state.service.clone(), target.id.clone());
+        resp = Response::from_parts(parts, body);
+    }
     Ok(resp)
 }
 

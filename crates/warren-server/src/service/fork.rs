@@ -90,7 +90,7 @@ impl Service {
         let fork_id = rec.sandbox.id.clone();
         {
             let _no_gc = self.inner.volumes_gc.read().await;
-            self.inner.store.insert_sandbox(&rec).await?;
+            self.insert(&rec).await?;
         }
         let lock = self.lock_for(&fork_id);
         let _guard = lock.lock().await;

@@ -27,6 +27,14 @@ impl Service {
     pub(super) async fn save(&self, rec: &SandboxRecord) -> Result<(), ApiError> {
         self.inner.store.update_sandbox(rec).await?;
         self.refresh_route(rec);
+        self.schedule_expiry(rec);
+        Ok(())
+    }
+
+    /// Records a new sandbox (and puts its deadline on the timer queue).
+    pub(super) async fn insert(&self, rec: &SandboxRecord) -> Result<(), ApiError> {
+        self.inner.store.insert_sandbox(rec).await?;
+        self.schedule_expiry(rec);
         Ok(())
     }
 

@@ -2,6 +2,7 @@
 //! Handlers call it; it speaks only to the [`Store`] and [`Backend`] traits and the agent.
 mod connect;
 mod exec;
+mod expiry;
 mod files;
 mod fork;
 mod history;
@@ -107,6 +108,9 @@ struct Inner {
     events: tokio::sync::broadcast::Sender<warren_api::Sandbox>,
     shutdown: tokio::sync::watch::Sender<bool>,
     journal: tokio::sync::mpsc::UnboundedSender<Journal>,
+    // Deadlines to the timer queue (`expiry.rs`), and its receiving end until it starts.
+    expiries: tokio::sync::mpsc::UnboundedSender<expiry::Change>,
+    expiry_queue: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<expiry::Change>>>,
     // The server's main runtime. Work that outlives a request (warm-lease refills, background
     // provisioning) goes there: a listener thread's runtime ends with the listener, cancelling
     // whatever it still holds.
@@ -135,12 +139,15 @@ impl Service {
         output: OutputLimits,
     ) -> Self {
         let (journal, queue) = tokio::sync::mpsc::unbounded_channel();
+        let (expiries, expiry_queue) = expiry::channel();
         let logs = LogHub::new(store.clone(), output.logs);
         tokio::spawn(write_journal(queue, logs.clone(), store.clone()));
         Service {
             inner: Arc::new(Inner {
                 runtime: tokio::runtime::Handle::current(),
                 journal,
+                expiries,
+                expiry_queue: Mutex::new(Some(expiry_queue)),
                 logs,
                 events: tokio::sync::broadcast::channel(1024).0,
                 shutdown: tokio::sync::watch::channel(false).0,

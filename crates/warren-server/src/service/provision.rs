@@ -169,7 +169,7 @@ impl Service {
             token: token(),
             net_index: None,
         };
-        self.inner.store.insert_sandbox(&rec).await?;
+        self.insert(&rec).await?;
         drop(no_gc);
         drop(no_volume_gc);
         let id = rec.sandbox.id.clone();

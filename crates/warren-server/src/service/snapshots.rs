@@ -164,7 +164,7 @@ impl Service {
         let id = rec.sandbox.id.clone();
         {
             let _no_gc = self.inner.volumes_gc.read().await;
-            self.inner.store.insert_sandbox(&rec).await?;
+            self.insert(&rec).await?;
         }
         let lock = self.lock_for(&id);
         let _guard = lock.lock().await;
