@@ -1,11 +1,10 @@
 """Sandbox lifecycle through the control-plane API (`/sandboxes`, `/v2/sandboxes`, ...)."""
 
-import os
-import ssl
+import time
 import uuid
 from datetime import datetime, timedelta, timezone
 
-import httpx
+import e2b
 import pytest
 from packaging.version import Version
 
@@ -13,12 +12,18 @@ from e2b import (
     AuthenticationException,
     Sandbox,
     SandboxNotFoundException,
-    SandboxNotRunningException,
     SandboxQuery,
     SandboxState,
 )
 
-from conftest import kill_quietly, wait_for
+from conftest import (
+    SandboxNotRunningException,
+    get_once_up,
+    get_via_host,
+    kill_quietly,
+    sdk_at_least,
+    wait_for,
+)
 
 
 def _now() -> datetime:
@@ -74,6 +79,7 @@ def test_create_envs_reach_commands_whatever_their_name(sandbox_factory):
     assert out.stdout == "http://warren.example:8080|wk_inner|plain"
 
 
+@sdk_at_least("2.61")
 def test_create_with_idempotency_key_makes_one_sandbox(sandbox_factory):
     key = str(uuid.uuid4())
     tag = uuid.uuid4().hex
@@ -314,41 +320,11 @@ def _serve_marker(sbx, port: int) -> str:
     return marker
 
 
-def _get_via_host(host: str, headers=None) -> httpx.Response:
-    """GET /index.html with `Host: host`, sent to the server the SDK talks to (never to a name
-    that would resolve elsewhere), the way E2B clients reach a sandbox's port."""
-    base = os.environ.get("E2B_SANDBOX_URL") or os.environ["E2B_API_URL"]
-    verify = ssl.create_default_context(cafile=os.environ.get("SSL_CERT_FILE") or None)
-    with httpx.Client(base_url=base, verify=verify, timeout=10) as client:
-        return client.get(
-            "/index.html",
-            headers={"Host": host, **(headers or {})},
-            extensions={"sni_hostname": host.split(":")[0]},
-        )
-
-
-def _get_once_up(host: str, headers=None, timeout: float = 10.0):
-    """`_get_via_host` until it answers 200 (the app needs a moment to listen).
-    Returns (the 200 response or None, the last answer as text)."""
-    last = {"answer": None}
-
-    def attempt():
-        try:
-            r = _get_via_host(host, headers)
-        except httpx.HTTPError as e:
-            last["answer"] = repr(e)
-            return None
-        last["answer"] = f"{r.status_code} {r.text[:300]!r}"
-        return r if r.status_code == 200 else None
-
-    return wait_for(attempt, timeout=timeout, interval=0.2), last["answer"]
-
-
 def test_get_host_reaches_a_port_in_the_sandbox(sandbox):
     marker = _serve_marker(sandbox, 8000)
     host = sandbox.get_host(8000)
     # Ports are public by default on E2B: no credential needed.
-    r, last = _get_once_up(host)
+    r, last = get_once_up(host)
     assert r is not None, f"no 200 from port 8000 through Host: {host}; last answer: {last}"
     assert r.text == marker
 
@@ -360,13 +336,14 @@ def test_private_ports_need_the_traffic_access_token(sandbox_factory):
     host = sbx.get_host(8001)
 
     token = {"e2b-traffic-access-token": sbx.traffic_access_token}
-    r, last = _get_once_up(host, headers=token)
+    r, last = get_once_up(host, headers=token)
     assert r is not None, f"no 200 with the traffic token through Host: {host}; last answer: {last}"
     assert r.text == marker
 
     for headers in ({}, {"e2b-traffic-access-token": "wrong-" + sbx.traffic_access_token}):
-        r = _get_via_host(host, headers)
-        assert r.status_code in (401, 403), (headers, r.status_code, r.text[:300])
+        r = get_via_host(host, headers)
+        # E2B's proxy answers 403 to a missing token as to a wrong one.
+        assert r.status_code == 403, (headers, r.status_code, r.text[:300])
         assert marker not in r.text
 
 
@@ -382,3 +359,31 @@ def test_lifecycle_pause_at_timeout_then_auto_resume_on_use():
         assert sleeper.pid in [p.pid for p in sbx.commands.list()]
     finally:
         kill_quietly(sbx.sandbox_id)
+
+
+def test_a_shortened_timeout_ends_the_sandbox_on_time(sandbox_factory):
+    sbx = sandbox_factory()
+    sbx.set_timeout(5)
+    # E2B's own test: 6 s later the sandbox is gone (a deadline is kept to the moment, not to
+    # the next reconciler pass).
+    time.sleep(6)
+    assert sbx.is_running(request_timeout=5) is False
+
+
+def test_shorten_then_lengthen(sandbox_factory):
+    sbx = sandbox_factory()
+    sbx.set_timeout(5)
+    time.sleep(1)
+    sbx.set_timeout(10)
+    time.sleep(6)
+    assert sbx.is_running() is True
+    _assert_close(sbx.get_info().end_at, _now() + timedelta(seconds=3), 2, "end_at")
+
+
+def test_a_command_streaming_when_its_sandbox_is_killed_ends_with_e2b_error(sandbox_factory):
+    sbx = sandbox_factory()
+    cmd = sbx.commands.run("sleep 60", background=True)
+    sbx.kill()
+    with pytest.raises(e2b.TimeoutException) as err:
+        cmd.wait()
+    assert "sandbox was killed or reached its end of life" in str(err.value)

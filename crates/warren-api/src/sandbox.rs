@@ -130,8 +130,13 @@ impl FromStr for SandboxState {
 }
 
 /// Outbound network policy: `"allow"` (the default: anything outside, through NAT), `"deny"`
-/// (nothing), or `{"allow": ["CIDR", ...]}` (only those networks). Whatever the policy, a
-/// sandbox never reaches the host, other sandboxes or link-local (metadata) addresses.
+/// (nothing), `{"allow": [...]}` (only those), or `{"allow": [...], "deny": [...]}` (E2B's
+/// `allowOut`/`denyOut`: what `allow` names always passes, then what `deny` names is refused,
+/// then the rest passes; `"0.0.0.0/0"` in `deny` refuses the rest). `allow` entries are IPv4
+/// networks (`a.b.c.d/len`), addresses, or domain names (let through at the addresses the
+/// sandbox's name servers give for them, resolved again every 30 s); `deny` entries are
+/// networks or addresses. Whatever the policy, a sandbox never reaches the host, other
+/// sandboxes or link-local (metadata) addresses.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum Egress {
     /// Outbound traffic allowed.
@@ -139,19 +144,53 @@ pub enum Egress {
     Allow,
     /// No outbound traffic.
     Deny,
-    /// Only to these IPv4 networks (`a.b.c.d/len`, or a bare address for one host).
+    /// Only to these networks, addresses and domain names.
     Only(Vec<String>),
+    /// `allow` over `deny`, the rest open (unless `deny` holds `0.0.0.0/0`).
+    Rules {
+        /// Networks, addresses and domain names that always pass.
+        allow: Vec<String>,
+        /// Networks and addresses refused.
+        deny: Vec<String>,
+    },
+}
+
+impl std::fmt::Display for Egress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Egress::Allow => f.write_str("allow"),
+            Egress::Deny => f.write_str("deny"),
+            Egress::Only(nets) => write!(f, "allow only {}", nets.join(", ")),
+            Egress::Rules { allow, deny } if allow.is_empty() => {
+                write!(f, "deny {}", deny.join(", "))
+            }
+            Egress::Rules { allow, deny } => {
+                write!(
+                    f,
+                    "allow {} over deny {}",
+                    allow.join(", "),
+                    deny.join(", ")
+                )
+            }
+        }
+    }
 }
 
 impl Serialize for Egress {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
         match self {
             Egress::Allow => s.serialize_str("allow"),
             Egress::Deny => s.serialize_str("deny"),
             Egress::Only(nets) => {
-                use serde::ser::SerializeMap;
                 let mut m = s.serialize_map(Some(1))?;
                 m.serialize_entry("allow", nets)?;
+                m.end()
+            }
+            Egress::Rules { allow, deny } => {
+                let mut m = s.serialize_map(Some(2))?;
+                m.serialize_entry("allow", allow)?;
+                m.serialize_entry("deny", deny)?;
                 m.end()
             }
         }
@@ -160,24 +199,41 @@ impl Serialize for Egress {
 
 impl<'de> Deserialize<'de> for Egress {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        const SHAPE: &str = r#"egress must be "allow", "deny" or {"allow": ["CIDR", ...]}"#;
-        let value = serde_json::Value::deserialize(d)?;
-        match value {
-            serde_json::Value::String(s) if s == "allow" => Ok(Egress::Allow),
-            serde_json::Value::String(s) if s == "deny" => Ok(Egress::Deny),
-            serde_json::Value::Object(mut m) if m.len() == 1 => match m.remove("allow") {
+        const SHAPE: &str = r#"egress must be "allow", "deny" or {"allow": [...], "deny": [...]}"#;
+        fn strings<E: serde::de::Error>(
+            field: &str,
+            v: Option<serde_json::Value>,
+        ) -> Result<Vec<String>, E> {
+            match v {
+                None => Ok(Vec::new()),
                 Some(serde_json::Value::Array(items)) => items
                     .into_iter()
                     .map(|i| match i {
                         serde_json::Value::String(s) => Ok(s),
-                        other => Err(serde::de::Error::custom(format!(
-                            "egress.allow entries are CIDR strings, got {other}"
+                        other => Err(E::custom(format!(
+                            "egress.{field} entries are strings, got {other}"
                         ))),
                     })
-                    .collect::<Result<Vec<_>, _>>()
-                    .map(Egress::Only),
-                _ => Err(serde::de::Error::custom(SHAPE)),
-            },
+                    .collect(),
+                Some(_) => Err(E::custom(format!("egress.{field} must be a list"))),
+            }
+        }
+        let value = serde_json::Value::deserialize(d)?;
+        match value {
+            serde_json::Value::String(s) if s == "allow" => Ok(Egress::Allow),
+            serde_json::Value::String(s) if s == "deny" => Ok(Egress::Deny),
+            serde_json::Value::Object(mut m)
+                if !m.is_empty() && m.keys().all(|k| k == "allow" || k == "deny") =>
+            {
+                let has_deny = m.contains_key("deny");
+                let allow = strings("allow", m.remove("allow"))?;
+                if has_deny {
+                    let deny = strings("deny", m.remove("deny"))?;
+                    Ok(Egress::Rules { allow, deny })
+                } else {
+                    Ok(Egress::Only(allow))
+                }
+            }
             _ => Err(serde::de::Error::custom(SHAPE)),
         }
     }
@@ -288,6 +344,11 @@ pub struct CreateSandbox {
     /// request needs the sandbox's `traffic_token` (or an API key).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub public: Option<bool>,
+    /// The `Host` header requests to its ports carry (E2B's `maskRequestHost`), `${PORT}`
+    /// standing for the port, e.g. `localhost:${PORT}` for a dev server that checks it.
+    /// Default: the host the client asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_host: Option<String>,
     /// Answer only once running (default) or at once with `pending`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wait: Option<bool>,
@@ -337,6 +398,9 @@ pub struct Sandbox {
     /// `X-Warren-Traffic-Token`, or `?warren_token=` once in a browser).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traffic_token: Option<String>,
+    /// The `Host` header requests to its ports carry, `${PORT}` standing for the port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_host: Option<String>,
     /// Its address on the host's sandbox network, while it has one.
     pub ip: Option<String>,
     /// When it was created.

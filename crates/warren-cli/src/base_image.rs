@@ -1,5 +1,6 @@
 //! `warren image build-base`: the `base` image, Debian bookworm from Debian's own packages
-//! (debootstrap minbase plus bash, python3, ca-certificates, sudo and curl) with a user `user`
+//! (debootstrap minbase plus what code written for E2B's `base` template expects: bash, python3
+//! as `python` with pip, git, Node.js with npm, curl, ca-certificates, sudo) with a user `user`
 //! (uid 1000, passwordless sudo). The tar is cached per recipe under `/var/cache/warren`, so a
 //! machine builds it once and later builds (and the tests) take seconds, offline.
 use std::collections::VecDeque;
@@ -28,9 +29,12 @@ use tree::{remove_tree, setup_tree, WorkDir};
 pub const SUITE: &str = "bookworm";
 /// Packages on top of minbase.
 pub const PACKAGES: [&str; 5] = ["bash", "python3", "ca-certificates", "sudo", "curl"];
+/// Installed by apt inside the tree after debootstrap (whose own resolver cannot settle npm's
+/// virtual packages): what code written for E2B's `base` template expects besides the above.
+pub const APT_PACKAGES: [&str; 5] = ["python-is-python3", "python3-pip", "git", "nodejs", "npm"];
 /// Part of the cache key: bump it whenever what is done to the tree after debootstrap changes,
 /// so machines holding an older tar build a new one.
-const SETUP_VERSION: u32 = 3;
+const SETUP_VERSION: u32 = 4;
 /// Where built tars are kept.
 pub const DEFAULT_CACHE_DIR: &str = "/var/cache/warren";
 const FALLBACK_MIRROR: &str = "http://deb.debian.org/debian";
@@ -97,8 +101,9 @@ pub fn cached_base_tar(opts: &BuildOptions) -> anyhow::Result<PathBuf> {
 /// What the cache key covers: a tar built from another recipe is never reused.
 fn recipe() -> String {
     format!(
-        "suite={SUITE};variant=minbase;include={};user=user:1000:/home/user:bash;sudo=nopasswd;setup={SETUP_VERSION}",
-        PACKAGES.join(",")
+        "suite={SUITE};variant=minbase;include={};apt={};user=user:1000:/home/user:bash;sudo=nopasswd;setup={SETUP_VERSION}",
+        PACKAGES.join(","),
+        APT_PACKAGES.join(",")
     )
 }
 
@@ -154,6 +159,11 @@ pub fn ensure_base_tar(opts: &BuildOptions) -> anyhow::Result<BaseTar> {
         "debootstrap {SUITE} from {mirror} (about a minute)"
     ));
     run_debootstrap(&debootstrap, &root, &mirror, &mut progress)?;
+    progress.phase(&format!(
+        "apt-get install {} (about a minute)",
+        APT_PACKAGES.join(" ")
+    ));
+    tree::apt_install(&root, &APT_PACKAGES)?;
     progress.phase("adding user `user` (uid 1000, passwordless sudo), cleaning caches");
     setup_tree(&root)?;
     progress.phase("packing the tar");

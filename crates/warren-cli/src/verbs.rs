@@ -58,7 +58,9 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 0)]
     timeout: u64,
     /// Outbound network: allow (through NAT), deny, or a comma-separated list of IPv4
-    /// networks to allow only (e.g. 10.1.0.0/16,192.0.2.7) [default: allow].
+    /// networks and domain names to allow only (e.g. 10.1.0.0/16,192.0.2.7,pypi.org), where
+    /// `!NET` denies a network instead and leaves the rest open (`!0.0.0.0/0` closes it)
+    /// [default: allow].
     #[arg(long, value_parser = parse_egress)]
     egress: Option<Egress>,
     /// Mount a volume: NAME:/path, or NAME:/path:ro (repeatable; `warren volume create` makes
@@ -296,7 +298,7 @@ pub async fn inspect(a: IdArgs) -> anyhow::Result<()> {
     for (k, v) in &s.metadata {
         println!("metadata:  {k}={v}");
     }
-    println!("egress:    {}", describe_egress(&s.egress));
+    println!("egress:    {}", s.egress);
     println!(
         "access:    {}",
         if s.public {
@@ -320,26 +322,36 @@ pub async fn inspect(a: IdArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn describe_egress(e: &Egress) -> String {
-    match e {
-        Egress::Allow => "allow".into(),
-        Egress::Deny => "deny".into(),
-        Egress::Only(nets) => format!("only {}", nets.join(", ")),
-    }
-}
-
-/// `allow`, `deny`, or networks separated by commas.
+/// `allow`, `deny`, or networks and domain names separated by commas (only those), where an
+/// entry after `!` is denied instead (then what is not named stays open; `!0.0.0.0/0` closes
+/// it), e.g. `!198.18.0.0/15` or `api.example.com,!0.0.0.0/0`.
 pub fn parse_egress(s: &str) -> Result<Egress, String> {
     match s.trim() {
         "allow" => Ok(Egress::Allow),
         "deny" => Ok(Egress::Deny),
-        "" => Err("expected allow, deny or a list of networks".into()),
-        list => Ok(Egress::Only(
-            list.split(',')
-                .map(|n| n.trim().to_owned())
+        "" => Err("expected allow, deny or a list of networks and names".into()),
+        list => {
+            let entries: Vec<&str> = list
+                .split(',')
+                .map(str::trim)
                 .filter(|n| !n.is_empty())
-                .collect(),
-        )),
+                .collect();
+            let deny: Vec<String> = entries
+                .iter()
+                .filter_map(|e| e.strip_prefix('!'))
+                .map(|e| e.trim().to_owned())
+                .collect();
+            let allow: Vec<String> = entries
+                .iter()
+                .filter(|e| !e.starts_with('!'))
+                .map(|e| (*e).to_owned())
+                .collect();
+            Ok(if deny.is_empty() {
+                Egress::Only(allow)
+            } else {
+                Egress::Rules { allow, deny }
+            })
+        }
     }
 }
 
@@ -347,8 +359,9 @@ pub fn parse_egress(s: &str) -> Result<Egress, String> {
 pub struct NetworkArgs {
     /// Sandbox id.
     id: String,
-    /// The new outbound policy: allow, deny, or a comma-separated list of IPv4 networks to
-    /// allow only. In force at once, without a restart.
+    /// The new outbound policy: allow, deny, or a comma-separated list of IPv4 networks and
+    /// domain names to allow only, `!NET` entries denied instead (see `warren run --egress`).
+    /// In force at once, without a restart.
     #[arg(value_parser = parse_egress)]
     egress: Egress,
     #[command(flatten)]
@@ -367,7 +380,7 @@ pub async fn network(a: NetworkArgs) -> anyhow::Result<()> {
     if a.opts.json {
         println!("{}", serde_json::to_string_pretty(&s)?);
     } else {
-        println!("{}: egress {}", s.id, describe_egress(&s.egress));
+        println!("{}: egress {}", s.id, s.egress);
     }
     Ok(())
 }

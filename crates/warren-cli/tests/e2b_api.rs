@@ -545,7 +545,8 @@ async fn network_options_map_to_egress_policies_and_private_ports() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(open, StatusCode::OK);
-    assert_eq!(answer(page(None)).await.0, StatusCode::UNAUTHORIZED);
+    // A missing traffic token is 403, as E2B answers.
+    assert_eq!(answer(page(None)).await.0, StatusCode::FORBIDDEN);
     assert_eq!(answer(page(Some("wrong"))).await.0, StatusCode::FORBIDDEN);
 
     let put = |body: Value| {

@@ -58,7 +58,7 @@ async fn allow_public_traffic_opens_and_closes_the_ports() {
         set(false).await.expect("PUT").status(),
         StatusCode::NO_CONTENT
     );
-    assert_eq!(page(None).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(page(None).await, StatusCode::FORBIDDEN);
     assert_eq!(page(Some("wrong")).await, StatusCode::FORBIDDEN);
     assert_eq!(page(Some(&token)).await, StatusCode::OK);
     assert_eq!(s.get(&id).await.1["public"], false);

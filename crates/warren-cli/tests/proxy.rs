@@ -97,11 +97,11 @@ async fn private_ports_take_a_token_header_cookie_or_api_key() {
     assert!(token.len() >= 32);
     assert_eq!(sb["public"], false);
 
-    // No credential: 401, readable as JSON or as a page.
+    // No credential: 403 (E2B's answer), readable as JSON or as a page.
     let resp = at(&s, Method::GET, &id, "/").send().await.expect("GET");
-    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
     let v: Value = resp.json().await.expect("json error");
-    assert_eq!(v["error"]["code"], "unauthorized");
+    assert_eq!(v["error"]["code"], "forbidden");
     assert!(v["error"]["message"]
         .as_str()
         .unwrap_or("")
@@ -111,7 +111,7 @@ async fn private_ports_take_a_token_header_cookie_or_api_key() {
         .send()
         .await
         .expect("GET");
-    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
     assert!(resp.headers()[header::CONTENT_TYPE]
         .to_str()
         .unwrap_or("")

@@ -26,22 +26,13 @@ use ipnet::Ipv4Net;
 use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 
+use crate::egress::Names;
+pub use crate::egress::{EgressPolicy, EgressRules};
 use crate::net::Lease;
 
 /// Never reachable from a sandbox: link-local (AWS, GCP, OpenStack metadata), Alibaba's
 /// metadata address and Azure's wireserver.
 const METADATA: [&str; 3] = ["169.254.0.0/16", "100.100.100.200/32", "168.63.129.16/32"];
-
-/// What a sandbox may reach outside.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum EgressPolicy {
-    /// Anything outside (through NAT), but never the host, other sandboxes or link-local.
-    Allow,
-    /// Nothing.
-    Deny,
-    /// Only these networks (and the name servers of its `resolv.conf`, on port 53).
-    Only(Vec<Ipv4Net>),
-}
 
 /// One server's nftables table.
 #[derive(Debug, Clone)]
@@ -50,6 +41,7 @@ pub struct Firewall {
     ifprefix: String,
     range: Ipv4Net,
     nameservers: Vec<Ipv4Addr>,
+    names: Names,
 }
 
 /// Runs `nft -f -` with `script` as one transaction.
@@ -83,6 +75,7 @@ impl Firewall {
             table: format!("warren_{tag}"),
             ifprefix: format!("wr{tag}"),
             range: range.trunc(),
+            names: Names::new(nameservers.clone()),
             nameservers,
         }
     }
@@ -134,8 +127,8 @@ impl Firewall {
         Ok(())
     }
 
-    /// The rules of one lease's chain for `policy`.
-    fn rules(&self, lease: &Lease, policy: &EgressPolicy) -> Vec<String> {
+    /// The rules of one lease's chain for `policy`, its domain names at `resolved`.
+    fn rules(&self, lease: &Lease, policy: &EgressPolicy, resolved: &[Ipv4Addr]) -> Vec<String> {
         let mut r = vec![
             "meta nfproto ipv6 drop".to_owned(),
             format!("ip saddr != {} drop", lease.sandbox_ip),
@@ -149,14 +142,22 @@ impl Firewall {
         }
         r.push(format!("ip daddr {{ {} }} drop", METADATA.join(", ")));
         r.push(format!("ip daddr {} drop", self.range));
+        // Overlapping networks would make nft refuse a set.
+        let set = |nets: &[Ipv4Net], verdict: &str| {
+            let nets = Ipv4Net::aggregate(&nets.to_vec());
+            (!nets.is_empty()).then(|| format!("ip daddr {{ {} }} {verdict}", join(nets.iter())))
+        };
         match policy {
             EgressPolicy::Allow => r.push("accept".to_owned()),
             EgressPolicy::Deny => {}
-            EgressPolicy::Only(nets) => {
-                // Overlapping networks would make nft refuse the set.
-                let nets = Ipv4Net::aggregate(nets);
-                if !nets.is_empty() {
-                    r.push(format!("ip daddr {{ {} }} accept", join(nets.iter())));
+            EgressPolicy::Only(nets) => r.extend(set(nets, "accept")),
+            EgressPolicy::Rules(rules) => {
+                let mut allow = rules.allow.clone();
+                allow.extend(resolved.iter().map(|a| Ipv4Net::from(*a)));
+                r.extend(set(&allow, "accept"));
+                r.extend(set(&rules.deny, "drop"));
+                if !rules.deny_rest {
+                    r.push("accept".to_owned());
                 }
             }
         }
@@ -167,10 +168,45 @@ impl Firewall {
     /// Puts `policy` in force for the sandbox on `lease`, replacing whatever was there, in one
     /// transaction.
     pub async fn apply(&self, lease: &Lease, policy: &EgressPolicy) -> io::Result<()> {
+        let resolved = self.names.resolve(policy.names()).await;
+        self.apply_resolved(lease, policy, &resolved).await?;
+        self.names.remember(lease, policy, resolved);
+        Ok(())
+    }
+
+    /// Resolves the domain names of every policy in force again, and rewrites the rules of
+    /// those whose addresses changed. Returns how many were rewritten.
+    pub async fn refresh_names(&self) -> usize {
+        let mut changed = 0;
+        for named in self.names.named() {
+            let resolved = self.names.resolve(named.policy.names()).await;
+            if resolved == named.resolved {
+                continue;
+            }
+            match self
+                .apply_resolved(&named.lease, &named.policy, &resolved)
+                .await
+            {
+                Ok(()) => {
+                    self.names.remember(&named.lease, &named.policy, resolved);
+                    changed += 1;
+                }
+                Err(e) => tracing::warn!("egress: renewing lease {}: {e}", named.lease.index),
+            }
+        }
+        changed
+    }
+
+    async fn apply_resolved(
+        &self,
+        lease: &Lease,
+        policy: &EgressPolicy,
+        resolved: &[Ipv4Addr],
+    ) -> io::Result<()> {
         let t = &self.table;
         let c = Self::chain(lease.index);
         let mut script = format!("add chain inet {t} {c}\nflush chain inet {t} {c}\n");
-        for rule in self.rules(lease, policy) {
+        for rule in self.rules(lease, policy, resolved) {
             script.push_str(&format!("add rule inet {t} {c} {rule}\n"));
         }
         // The element is the same for an index whatever the sandbox, so adding it is idempotent.
@@ -183,6 +219,7 @@ impl Firewall {
 
     /// Removes a lease's chain and map entry; idempotent.
     pub async fn remove(&self, lease: &Lease) -> io::Result<()> {
+        self.names.forget(lease.index);
         let t = &self.table;
         let c = Self::chain(lease.index);
         if !self.table_exists().await {
@@ -273,7 +310,7 @@ mod tests {
         let range: Ipv4Net = "10.77.0.0/16".parse().expect("net");
         let fw = Firewall::new("abcd", range, vec![Ipv4Addr::new(10, 255, 255, 53)]);
         let lease = NetPlan::new(range, "abcd").lease(3);
-        let allow = fw.rules(&lease, &EgressPolicy::Allow);
+        let allow = fw.rules(&lease, &EgressPolicy::Allow, &[]);
         assert_eq!(allow[1], "ip saddr != 10.77.0.14 drop");
         assert!(allow.contains(&"ip daddr 10.77.0.0/16 drop".to_owned()));
         let dns = allow
@@ -287,7 +324,7 @@ mod tests {
         assert!(dns < meta, "name servers come before the link-local drop");
         assert_eq!(allow.last().map(String::as_str), Some("drop"));
         assert_eq!(allow[allow.len() - 2], "accept");
-        let deny = fw.rules(&lease, &EgressPolicy::Deny);
+        let deny = fw.rules(&lease, &EgressPolicy::Deny, &[]);
         assert!(!deny.iter().any(|r| r.contains("accept")));
         let overlapping = fw.rules(
             &lease,
@@ -295,14 +332,41 @@ mod tests {
                 "10.0.0.0/8".parse().expect("net"),
                 "10.1.0.0/16".parse().expect("net"),
             ]),
+            &[],
         );
         assert!(overlapping.contains(&"ip daddr { 10.0.0.0/8 } accept".to_owned()));
         let only = fw.rules(
             &lease,
             &EgressPolicy::Only(vec!["198.18.0.0/30".parse().expect("net")]),
+            &[],
         );
         assert!(only.contains(&"ip daddr { 198.18.0.0/30 } accept".to_owned()));
         assert!(only.contains(&"ip daddr { 10.255.255.53 } udp dport 53 accept".to_owned()));
+        // E2B's rules: allowOut (with its names' addresses) over denyOut, the rest open.
+        let rules = EgressPolicy::Rules(EgressRules {
+            allow: vec!["198.18.0.4/30".parse().expect("net")],
+            allow_names: vec!["example.test".into()],
+            deny: vec!["198.18.0.0/24".parse().expect("net")],
+            deny_rest: false,
+        });
+        let r = fw.rules(&lease, &rules, &[Ipv4Addr::new(198, 18, 0, 9)]);
+        let tail: Vec<&str> = r.iter().rev().take(4).rev().map(String::as_str).collect();
+        assert_eq!(
+            tail,
+            [
+                "ip daddr { 198.18.0.4/30, 198.18.0.9/32 } accept",
+                "ip daddr { 198.18.0.0/24 } drop",
+                "accept",
+                "drop"
+            ]
+        );
+        let closed = EgressPolicy::Rules(EgressRules {
+            deny_rest: true,
+            ..EgressRules::default()
+        });
+        assert!(!fw
+            .rules(&lease, &closed, &[])
+            .contains(&"accept".to_owned()));
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod cgroup;
 pub mod confinement;
 pub mod criu;
 pub mod disk;
+pub mod egress;
 pub mod firewall;
 pub mod host;
 pub mod idmap;
@@ -27,4 +28,4 @@ pub mod volumes;
 pub use backend::{
     ForkFrom, LocalBackend, LocalConfig, LocalError, Provisioned, SandboxSpec, SpecVolume,
 };
-pub use firewall::EgressPolicy;
+pub use firewall::{EgressPolicy, EgressRules};

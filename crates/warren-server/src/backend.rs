@@ -41,6 +41,9 @@ pub trait Backend: Send + Sync + 'static {
     async fn firewall_intact(&self) -> bool;
     /// Replaces the egress policy of the sandbox on lease `index`, at once.
     async fn set_egress(&self, index: u32, policy: &EgressPolicy) -> Result<(), LocalError>;
+    /// Resolves the domain names of every egress policy in force again, updating the rules of
+    /// those whose addresses changed; how many changed.
+    async fn refresh_egress_names(&self) -> usize;
     /// Makes and starts a sandbox; on failure nothing of it is left.
     async fn provision(&self, spec: &SandboxSpec) -> Result<Provisioned, LocalError>;
     /// The runtime's view of a sandbox.
@@ -182,6 +185,9 @@ impl Backend for LocalBackend {
     }
     async fn firewall_intact(&self) -> bool {
         self.firewall().present().await
+    }
+    async fn refresh_egress_names(&self) -> usize {
+        self.firewall().refresh_names().await
     }
     async fn provision(&self, spec: &SandboxSpec) -> Result<Provisioned, LocalError> {
         LocalBackend::provision(self, spec).await

@@ -48,16 +48,23 @@ pub async fn pass(service: &Service) {
 
 /// How often command history past its retention is pruned.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
+/// How often the domain names in egress policies are resolved again (their records may move).
+const NAMES_EVERY: Duration = Duration::from_secs(30);
 
 /// Runs [`pass`] forever, and prunes old command history now and then.
 pub async fn run(service: Service) {
     let mut tick = tokio::time::interval(INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_prune: Option<std::time::Instant> = None;
+    let mut last_names = std::time::Instant::now();
     loop {
         tick.tick().await;
         service.check_firewall().await;
         pass(&service).await;
+        if last_names.elapsed() >= NAMES_EVERY {
+            last_names = std::time::Instant::now();
+            service.refresh_egress_names().await;
+        }
         let every = PRUNE_EVERY.min(service.history_retention());
         if last_prune.is_none_or(|t| t.elapsed() >= every) {
             last_prune = Some(std::time::Instant::now());

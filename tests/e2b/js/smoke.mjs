@@ -1,8 +1,10 @@
 // E2B's JS SDK, as written for E2B's hosted service, against a Warren server.
 // Configuration comes only from the environment: E2B_API_URL, E2B_API_KEY and optionally
 // E2B_SANDBOX_URL / E2B_DOMAIN (and NODE_EXTRA_CA_CERTS for a self-signed server).
-// Exits 0 when every step checks out, 1 with a message naming the failed step otherwise.
-import { Sandbox } from 'e2b'
+// E2B_JS_PACKAGE picks the installed SDK (`e2b`, the newest, or `e2b-2.45`, which checks the
+// key's format). Exits 0 when every step checks out, 1 naming the failed step otherwise.
+const pkg = process.env.E2B_JS_PACKAGE || 'e2b'
+const { Sandbox, TimeoutError, NotFoundError } = await import(pkg)
 
 for (const name of ['E2B_API_URL', 'E2B_API_KEY']) {
   if (!process.env[name]) {
@@ -13,6 +15,7 @@ for (const name of ['E2B_API_URL', 'E2B_API_KEY']) {
 
 let step = 'start'
 const started = Date.now()
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms))
 
 function expectEqual(actual, expected, what) {
   if (actual !== expected) {
@@ -20,10 +23,26 @@ function expectEqual(actual, expected, what) {
   }
 }
 
-let sandbox
+async function expectThrow(what, fn, check) {
+  try {
+    await fn()
+  } catch (err) {
+    if (check && !check(err)) throw new Error(`${what}: unexpected ${err?.name}: ${err?.message}`)
+    return err
+  }
+  throw new Error(`${what}: did not throw`)
+}
+
+const made = []
+async function create(opts) {
+  const s = await Sandbox.create(opts)
+  made.push(s.sandboxId)
+  return s
+}
+
 try {
   step = 'Sandbox.create()'
-  sandbox = await Sandbox.create()
+  const sandbox = await create()
   if (!sandbox.sandboxId) throw new Error('no sandboxId')
 
   step = "commands.run('echo hi && whoami')"
@@ -32,30 +51,58 @@ try {
   expectEqual(result.stderr, '', 'stderr')
   expectEqual(result.exitCode, 0, 'exitCode')
 
-  step = 'files.write()'
+  step = 'files.write() / read()'
   const content = `written by the JS SDK ${Date.now()}\n`
   const info = await sandbox.files.write('/home/user/smoke.txt', content)
   expectEqual(info.path, '/home/user/smoke.txt', 'written path')
-
-  step = 'files.read()'
   expectEqual(await sandbox.files.read('/home/user/smoke.txt'), content, 'read back')
 
+  step = 'files.remove() of a missing path'
+  await sandbox.files.remove('/home/user/never-there')
+
+  step = 'relative cwd and symlink getInfo()'
+  await sandbox.files.makeDir('jsdir')
+  await sandbox.files.write('jsdir/t.txt', 'Hello')
+  await sandbox.commands.run('ln -s t.txt l.txt', { cwd: 'jsdir' })
+  const link = await sandbox.files.getInfo('jsdir/l.txt')
+  expectEqual(link.symlinkTarget, '/home/user/jsdir/t.txt', 'symlink target')
+  expectEqual(link.path, '/home/user/jsdir/l.txt', 'relative path resolved from home')
+
+  step = 'the image has what E2B base has'
+  const tools = await sandbox.commands.run(
+    'python --version && pip --version && git --version && node --version && npm --version && curl --version && sudo -n true && echo tools-ok',
+  )
+  expectEqual(tools.stdout.trim().split('\n').pop(), 'tools-ok', 'tools')
+
+  step = 'kill() while a command streams'
+  const streaming = await create()
+  const cmd = await streaming.commands.run('sleep 60', { background: true })
+  await streaming.kill()
+  const err = await expectThrow('wait() on a killed sandbox', () => cmd.wait())
+  if (!String(err?.message).includes('sandbox was killed or reached its end of life')) {
+    throw new Error(`wait() on a killed sandbox: ${err?.name}: ${err?.message}`)
+  }
+
+  step = 'setTimeout(5) ends the sandbox on time'
+  const short = await create()
+  await short.setTimeout(5_000)
+  await sleep(6_000)
+  expectEqual(await short.isRunning(), false, 'isRunning after its timeout')
+
   step = 'kill()'
-  const killed = await sandbox.kill()
-  expectEqual(killed, true, 'kill() result')
+  expectEqual(await sandbox.kill(), true, 'kill() result')
   step = 'Sandbox.kill(id) after kill'
   expectEqual(await Sandbox.kill(sandbox.sandboxId), false, 'second kill')
-  sandbox = undefined
 
-  console.log(`smoke: ok (create, run, write, read, kill) in ${Date.now() - started} ms`)
+  console.log(`smoke: ok (${pkg}) in ${Date.now() - started} ms`)
 } catch (err) {
-  console.error(`smoke: FAILED at ${step}: ${err?.name ?? 'Error'}: ${err?.message ?? err}`)
+  console.error(`smoke: FAILED (${pkg}) at ${step}: ${err?.name ?? 'Error'}: ${err?.message ?? err}`)
   if (err?.stack) console.error(err.stack)
   process.exitCode = 1
 } finally {
-  if (sandbox) {
+  for (const id of made) {
     try {
-      await Sandbox.kill(sandbox.sandboxId)
+      await Sandbox.kill(id)
     } catch {
       // teardown only
     }

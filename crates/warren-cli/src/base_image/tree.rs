@@ -98,6 +98,23 @@ fn in_tree(root: &Path, args: &[&str]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Installs `packages` (and what they depend on, not what they recommend) with the tree's own
+/// apt, from the mirror debootstrap wrote into its sources.
+pub(super) fn apt_install(root: &Path, packages: &[&str]) -> anyhow::Result<()> {
+    in_tree(root, &["apt-get", "update", "-q"])?;
+    let mut args = vec![
+        "env",
+        "DEBIAN_FRONTEND=noninteractive",
+        "apt-get",
+        "install",
+        "-y",
+        "-q",
+        "--no-install-recommends",
+    ];
+    args.extend_from_slice(packages);
+    in_tree(root, &args)
+}
+
 /// Writes `text` at `rel` as a plain 0644 file, replacing a symlink (a mount target must not
 /// lead anywhere else).
 fn write_plain(root: &Path, rel: &str, text: &str) -> anyhow::Result<()> {
@@ -186,6 +203,15 @@ pub(super) fn setup_tree(root: &Path) -> anyhow::Result<()> {
     })?;
     clear_dir(&root.join("var/cache/debconf"), |n| n.ends_with("-old"))?;
     clear_dir(&root.join("var/lib/dpkg"), |n| n.ends_with("-old"))?;
+    // As Debian's slim images: no manuals or translations (70 MB); each package keeps its
+    // copyright file.
+    clear_dir(&root.join("usr/share/man"), |_| true)?;
+    clear_dir(&root.join("usr/share/locale"), |n| n != "locale.alias")?;
+    if let Ok(rd) = fs::read_dir(root.join("usr/share/doc")) {
+        for pkg in rd.flatten() {
+            clear_dir(&pkg.path(), |n| n != "copyright")?;
+        }
+    }
     clear_dir(&root.join("tmp"), |_| true)?;
     clear_dir(&root.join("var/tmp"), |_| true)?;
     truncate_logs(&root.join("var/log"))?;

@@ -97,6 +97,7 @@ pub async fn create(
         volumes: req.volume_mounts(),
         egress: Some(egress),
         public: Some(req.public()),
+        request_host: req.request_host(),
         ..CreateSandbox::default()
     };
     // A template naming a snapshot (what `create_snapshot` answered) makes the sandbox from

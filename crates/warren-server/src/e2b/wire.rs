@@ -59,7 +59,7 @@ pub struct NetworkConfig {
     pub deny_out: Option<Vec<String>>,
     pub dns_servers: Option<Value>,
     pub egress_proxy: Option<Value>,
-    pub mask_request_host: Option<Value>,
+    pub mask_request_host: Option<String>,
     pub https_ports: Option<Value>,
     pub rules: Option<Value>,
 }
@@ -110,7 +110,6 @@ impl NewSandbox {
             for (name, v) in [
                 ("network.dnsServers", &n.dns_servers),
                 ("network.egressProxy", &n.egress_proxy),
-                ("network.maskRequestHost", &n.mask_request_host),
                 ("network.httpsPorts", &n.https_ports),
                 ("network.rules", &n.rules),
             ] {
@@ -132,6 +131,11 @@ impl NewSandbox {
         )
     }
 
+    /// The `Host` its ports are sent (`${PORT}` for the port).
+    pub fn request_host(&self) -> Option<String> {
+        self.network.as_ref()?.mask_request_host.clone()
+    }
+
     /// Whether anyone may reach the sandbox's ports (E2B's default) or only holders of its
     /// traffic token.
     pub fn public(&self) -> bool {
@@ -142,25 +146,25 @@ impl NewSandbox {
     }
 }
 
-/// Warren's egress policy for E2B's `allow_internet_access` and `allowOut`/`denyOut` (allowOut
-/// wins over denyOut, as in E2B). `Err` names what cannot be expressed.
+/// Warren's egress policy for E2B's `allow_internet_access` and `allowOut`/`denyOut`: what
+/// `allowOut` names (networks, addresses, domain names) always passes, then `denyOut`
+/// (networks, addresses) is refused, then the rest passes; no internet access is a `denyOut`
+/// of everything. `Err` names what cannot be expressed.
 fn egress(
     internet: Option<bool>,
     allow: Option<&[String]>,
     deny: Option<&[String]>,
 ) -> Result<Egress, String> {
-    let (allow, deny) = (allow.unwrap_or_default(), deny.unwrap_or_default());
-    if let Some(other) = deny.iter().find(|d| *d != "0.0.0.0/0") {
-        return Err(format!(
-            "denyOut {other:?}: Warren denies either everything (0.0.0.0/0, with allowOut as \
-             the exceptions) or nothing"
-        ));
+    let allow = allow.unwrap_or_default().to_vec();
+    let mut deny = deny.unwrap_or_default().to_vec();
+    if internet == Some(false) {
+        deny.push("0.0.0.0/0".to_owned());
     }
-    let deny_all = !deny.is_empty() || internet == Some(false);
-    Ok(match (deny_all, allow.is_empty()) {
-        (false, _) => Egress::Allow,
-        (true, true) => Egress::Deny,
-        (true, false) => Egress::Only(allow.to_vec()),
+    Ok(if deny.is_empty() {
+        // Nothing denied: allowOut alone changes nothing.
+        Egress::Allow
+    } else {
+        Egress::Rules { allow, deny }
     })
 }
 

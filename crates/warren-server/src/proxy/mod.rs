@@ -192,6 +192,14 @@ async fn proxy(
             .authority()
             .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
     });
+    // E2B's maskRequestHost: the app sees the host it expects (the client's stays in
+    // X-Forwarded-Host). Never for the agent, which has no use for it.
+    if let Some(mask) = route.request_host.as_deref().filter(|_| !agent) {
+        let masked = mask.replace("${PORT}", &target.port.to_string());
+        if let Ok(v) = HeaderValue::from_str(&masked) {
+            req.headers_mut().insert(header::HOST, v);
+        }
+    }
     let fwd = forward::Forwarding {
         conn: conn.as_deref(),
         host: host.as_ref(),

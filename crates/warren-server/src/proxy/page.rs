@@ -74,10 +74,11 @@ impl ProxyError {
                 (StatusCode::NOT_FOUND, "not_found")
             }
             ProxyError::NotRunning(..) => (StatusCode::CONFLICT, "conflict"),
-            ProxyError::NoCredential { .. } => (StatusCode::UNAUTHORIZED, "unauthorized"),
-            ProxyError::WrongToken(_) | ProxyError::Forbidden(_) => {
-                (StatusCode::FORBIDDEN, "forbidden")
-            }
+            // A missing traffic token is 403, as E2B's proxy answers (not 401: no scheme would
+            // make the request acceptable to a client that retries with credentials).
+            ProxyError::NoCredential { .. }
+            | ProxyError::WrongToken(_)
+            | ProxyError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             ProxyError::NotListening { .. }
             | ProxyError::BadGateway { .. }
             | ProxyError::AgentUnavailable(..) => (StatusCode::BAD_GATEWAY, "bad_gateway"),

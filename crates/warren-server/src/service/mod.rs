@@ -322,6 +322,16 @@ impl Service {
         Ok(())
     }
 
+    /// Resolves the domain names of egress policies again; rules follow moved records.
+    pub async fn refresh_egress_names(&self) {
+        let changed = self.inner.backend.refresh_egress_names().await;
+        if changed > 0 {
+            tracing::info!(
+                "egress: {changed} sandbox(es) follow new addresses of their allowed names"
+            );
+        }
+    }
+
     /// Puts the firewall back when something removed it (`nft flush ruleset`, a restart of
     /// the host's nftables service): without its table sandboxes would be unfiltered.
     pub async fn check_firewall(&self) {
@@ -356,7 +366,7 @@ impl Service {
         self.inner.store.update_sandbox(&rec).await?;
         self.journal(Journal::Event(
             id.clone(),
-            format!("network: egress {}", describe_egress(&rec.sandbox.egress)),
+            format!("network: egress {}", rec.sandbox.egress),
         ));
         Ok(rec.sandbox)
     }
@@ -391,14 +401,6 @@ impl Service {
             Some(rec) if rec.sandbox.state != warren_api::SandboxState::Deleted => Ok(rec),
             _ => Err(ApiError::NotFound(format!("sandbox {id} not found"))),
         }
-    }
-}
-
-fn describe_egress(e: &warren_api::Egress) -> String {
-    match e {
-        warren_api::Egress::Allow => "allow".into(),
-        warren_api::Egress::Deny => "deny".into(),
-        warren_api::Egress::Only(nets) => format!("allow only {}", nets.join(", ")),
     }
 }
 

@@ -27,6 +27,8 @@ pub struct PreviewRoute {
     pub token: String,
     /// Whether a request resumes it when it is paused.
     pub auto_resume: bool,
+    /// The `Host` its ports are sent (`${PORT}` for the port), when not the client's.
+    pub request_host: Option<String>,
 }
 
 impl PreviewRoute {
@@ -36,6 +38,7 @@ impl PreviewRoute {
             ip: rec.sandbox.ipv4(),
             public: rec.sandbox.public,
             auto_resume: rec.sandbox.auto_resume,
+            request_host: rec.sandbox.request_host.clone(),
             // A sandbox from before traffic tokens existed opens to API keys only.
             token: rec
                 .sandbox

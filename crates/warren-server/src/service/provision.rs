@@ -152,6 +152,7 @@ impl Service {
             egress: req.egress.unwrap_or_default(),
             public: req.public.unwrap_or(false),
             traffic_token: Some(token()),
+            request_host: req.request_host,
             ip: None,
             created_at: Utc::now(),
             started_at: None,

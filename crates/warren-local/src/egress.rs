@@ -1,0 +1,155 @@
+//! What a sandbox may reach outside ([`EgressPolicy`]), and the names in a policy: E2B's
+//! `allowOut` may name domains, which the firewall cannot match, so they are resolved (with
+//! the sandbox's own name servers, the ones its `resolv.conf` names) to the addresses it lets
+//! through, and resolved again now and then so the rules follow the records.
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use hickory_resolver::config::{NameServerConfigGroup, ResolverConfig, ResolverOpts};
+use hickory_resolver::name_server::TokioConnectionProvider;
+use hickory_resolver::TokioResolver;
+use ipnet::Ipv4Net;
+use tokio::sync::OnceCell;
+
+use crate::net::Lease;
+
+/// What a sandbox may reach outside. Never the host, other sandboxes or metadata addresses,
+/// whatever the policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EgressPolicy {
+    /// Anything outside (through NAT).
+    Allow,
+    /// Nothing.
+    Deny,
+    /// Only these networks (and the name servers of its `resolv.conf`, on port 53).
+    Only(Vec<Ipv4Net>),
+    /// E2B's rules: what `allow` names first, then `deny`, then the rest as `deny_rest` says.
+    Rules(EgressRules),
+}
+
+/// `allowOut` over `denyOut`, as E2B defines them.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct EgressRules {
+    /// Networks let through whatever `deny` says.
+    pub allow: Vec<Ipv4Net>,
+    /// Domain names let through at the addresses the sandbox's name servers give for them.
+    pub allow_names: Vec<String>,
+    /// Networks refused (unless `allow` names them).
+    pub deny: Vec<Ipv4Net>,
+    /// Whether everything else is refused too (`denyOut: ["0.0.0.0/0"]`).
+    pub deny_rest: bool,
+}
+
+impl EgressPolicy {
+    /// The domain names the policy lets through.
+    pub fn names(&self) -> &[String] {
+        match self {
+            EgressPolicy::Rules(r) => &r.allow_names,
+            _ => &[],
+        }
+    }
+}
+
+/// How long a resolution may take before the name counts as resolving to nothing.
+const RESOLVE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A policy in force that names domains, with the addresses they had when it was applied.
+#[derive(Debug, Clone)]
+pub(crate) struct Named {
+    pub lease: Lease,
+    pub policy: EgressPolicy,
+    pub resolved: Vec<Ipv4Addr>,
+}
+
+/// The resolver of the sandboxes' name servers, and the policies whose names it keeps current.
+#[derive(Debug, Clone)]
+pub(crate) struct Names {
+    nameservers: Vec<Ipv4Addr>,
+    resolver: Arc<OnceCell<TokioResolver>>,
+    in_force: Arc<Mutex<HashMap<u32, Named>>>,
+}
+
+impl Names {
+    pub fn new(nameservers: Vec<Ipv4Addr>) -> Self {
+        Names {
+            nameservers,
+            resolver: Arc::default(),
+            in_force: Arc::default(),
+        }
+    }
+
+    async fn resolver(&self) -> &TokioResolver {
+        self.resolver
+            .get_or_init(|| async {
+                let ips: Vec<IpAddr> = self.nameservers.iter().copied().map(IpAddr::V4).collect();
+                let group = NameServerConfigGroup::from_ips_clear(&ips, 53, true);
+                let mut opts = ResolverOpts::default();
+                opts.timeout = RESOLVE_TIMEOUT;
+                opts.attempts = 2;
+                TokioResolver::builder_with_config(
+                    ResolverConfig::from_parts(None, Vec::new(), group),
+                    TokioConnectionProvider::default(),
+                )
+                .with_options(opts)
+                .build()
+            })
+            .await
+    }
+
+    /// The IPv4 addresses of `names` (sorted, without repeats); a name that does not resolve
+    /// adds none.
+    pub async fn resolve(&self, names: &[String]) -> Vec<Ipv4Addr> {
+        let mut out = Vec::new();
+        if names.is_empty() {
+            return out;
+        }
+        let resolver = self.resolver().await;
+        for name in names {
+            // A trailing dot: the name as given, never one of a search list.
+            let fqdn = format!("{}.", name.trim_end_matches('.'));
+            match resolver.ipv4_lookup(fqdn.as_str()).await {
+                Ok(found) => out.extend(found.iter().map(|a| a.0)),
+                Err(e) => tracing::warn!("egress: {name} resolves to nothing: {e}"),
+            }
+        }
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
+    /// Notes what is now in force for a lease (forgotten when it names no domains).
+    pub fn remember(&self, lease: &Lease, policy: &EgressPolicy, resolved: Vec<Ipv4Addr>) {
+        let mut map = self.in_force.lock().unwrap_or_else(PoisonError::into_inner);
+        if policy.names().is_empty() {
+            map.remove(&lease.index);
+        } else {
+            map.insert(
+                lease.index,
+                Named {
+                    lease: lease.clone(),
+                    policy: policy.clone(),
+                    resolved,
+                },
+            );
+        }
+    }
+
+    pub fn forget(&self, index: u32) {
+        self.in_force
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&index);
+    }
+
+    /// The policies in force that name domains.
+    pub fn named(&self) -> Vec<Named> {
+        self.in_force
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect()
+    }
+}
