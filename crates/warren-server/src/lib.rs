@@ -12,6 +12,7 @@ pub mod logs;
 pub mod proxy;
 pub mod reconciler;
 mod routes;
+pub mod secrets;
 pub mod service;
 pub mod tls;
 
@@ -40,6 +41,8 @@ pub struct AppState {
     pub known_keys: Arc<RwLock<HashSet<String>>>,
     /// The preview proxy.
     pub proxy: Arc<proxy::Proxy>,
+    /// The key secret values are sealed with.
+    pub sealer: Arc<secrets::Sealer>,
 }
 
 /// Where the server's certificate comes from, when it serves TLS.
@@ -193,6 +196,7 @@ impl Server {
             }
         };
         let new_admin_key = auth::ensure_admin_key(&store, &data_dir).await?;
+        let sealer = Arc::new(secrets::Sealer::open(&data_dir)?);
         let backend = LocalBackend::new(LocalConfig {
             tag: host_tag(&data_dir),
             data_dir: data_dir.clone(),
@@ -239,6 +243,7 @@ impl Server {
                 service,
                 known_keys: Arc::default(),
                 proxy: Arc::new(proxy::Proxy::new(&cfg.domain)),
+                sealer,
             },
             new_admin_key,
             cfg,

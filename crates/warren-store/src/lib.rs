@@ -78,6 +78,25 @@ pub struct ApiKeyRecord {
     pub created_at: DateTime<Utc>,
 }
 
+/// A secret: its value sealed (the store never sees it in the clear).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretRecord {
+    /// Its id.
+    pub id: String,
+    /// Its unique name.
+    pub name: String,
+    /// 1 at creation, one more at each update.
+    pub version: u64,
+    /// The owner's labels.
+    pub metadata: std::collections::BTreeMap<String, String>,
+    /// The value, sealed by the server.
+    pub sealed: Vec<u8>,
+    /// When it was made.
+    pub created_at: DateTime<Utc>,
+    /// When its value last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
 /// Durable state of one Warren server.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -94,6 +113,17 @@ pub trait Store: Send + Sync + 'static {
     async fn list_api_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError>;
     /// Forgets a key by id; whether it existed.
     async fn delete_api_key(&self, id: &str) -> Result<bool, StoreError>;
+
+    /// Records a new secret; `false` when one of that name exists.
+    async fn insert_secret(&self, rec: &SecretRecord) -> Result<bool, StoreError>;
+    /// A secret by id or, failing that, by name.
+    async fn get_secret(&self, id_or_name: &str) -> Result<Option<SecretRecord>, StoreError>;
+    /// Every secret, by name.
+    async fn list_secrets(&self) -> Result<Vec<SecretRecord>, StoreError>;
+    /// Replaces a secret's version, metadata, sealed value and update time.
+    async fn update_secret(&self, rec: &SecretRecord) -> Result<(), StoreError>;
+    /// Forgets a secret by id; whether it existed.
+    async fn delete_secret(&self, id: &str) -> Result<bool, StoreError>;
 
     /// The sandbox a create with this idempotency key made, if one did.
     async fn idempotent_sandbox(&self, key: &str) -> Result<Option<SandboxId>, StoreError>;

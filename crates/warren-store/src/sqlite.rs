@@ -8,8 +8,11 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Row, SqlitePool};
 use warren_api::{ExecRecord, Image, LogLine, LogStream, SandboxId};
 
-use crate::{ApiKeyRecord, LogSize, SandboxRecord, SnapshotRecord, Store, StoreError};
+use crate::{
+    ApiKeyRecord, LogSize, SandboxRecord, SecretRecord, SnapshotRecord, Store, StoreError,
+};
 
+mod credentials;
 mod kept;
 mod rows;
 use rows::{doc, exec_from_row, image_from_row, parse_ts, record_from_row, ts, DELETED};
@@ -59,22 +62,43 @@ impl Store for SqliteStore {
     }
 
     async fn insert_api_key(&self, id: &str, name: &str, hash: &str) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO api_keys (id, hash, name, created_at) VALUES (?, ?, ?, ?)")
-            .bind(id)
-            .bind(hash)
-            .bind(name)
-            .bind(ts(&Utc::now()))
-            .execute(&self.writer)
-            .await?;
-        Ok(())
+        credentials::insert_api_key(self, id, name, hash).await
     }
 
     async fn api_key_exists(&self, hash: &str) -> Result<bool, StoreError> {
-        let row = sqlx::query("SELECT 1 FROM api_keys WHERE hash = ?")
-            .bind(hash)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row.is_some())
+        credentials::api_key_exists(self, hash).await
+    }
+
+    async fn count_api_keys(&self) -> Result<u64, StoreError> {
+        credentials::count_api_keys(self).await
+    }
+
+    async fn list_api_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError> {
+        credentials::list_api_keys(self).await
+    }
+
+    async fn delete_api_key(&self, id: &str) -> Result<bool, StoreError> {
+        credentials::delete_api_key(self, id).await
+    }
+
+    async fn insert_secret(&self, rec: &SecretRecord) -> Result<bool, StoreError> {
+        credentials::insert_secret(self, rec).await
+    }
+
+    async fn get_secret(&self, id_or_name: &str) -> Result<Option<SecretRecord>, StoreError> {
+        credentials::get_secret(self, id_or_name).await
+    }
+
+    async fn list_secrets(&self) -> Result<Vec<SecretRecord>, StoreError> {
+        credentials::list_secrets(self).await
+    }
+
+    async fn update_secret(&self, rec: &SecretRecord) -> Result<(), StoreError> {
+        credentials::update_secret(self, rec).await
+    }
+
+    async fn delete_secret(&self, id: &str) -> Result<bool, StoreError> {
+        credentials::delete_secret(self, id).await
     }
 
     async fn idempotent_sandbox(&self, key: &str) -> Result<Option<SandboxId>, StoreError> {
@@ -98,38 +122,6 @@ impl Store for SqliteStore {
         .execute(&self.writer)
         .await?;
         Ok(())
-    }
-
-    async fn count_api_keys(&self) -> Result<u64, StoreError> {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM api_keys")
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(u64::try_from(n).unwrap_or(0))
-    }
-
-    async fn list_api_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError> {
-        let rows = sqlx::query("SELECT id, name, created_at FROM api_keys ORDER BY created_at, id")
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter()
-            .map(|row| {
-                let id: String = row.try_get("id")?;
-                let created: String = row.try_get("created_at")?;
-                Ok(ApiKeyRecord {
-                    created_at: parse_ts(&format!("api key {id}"), &created)?,
-                    name: row.try_get("name")?,
-                    id,
-                })
-            })
-            .collect()
-    }
-
-    async fn delete_api_key(&self, id: &str) -> Result<bool, StoreError> {
-        let done = sqlx::query("DELETE FROM api_keys WHERE id = ?")
-            .bind(id)
-            .execute(&self.writer)
-            .await?;
-        Ok(done.rows_affected() == 1)
     }
 
     async fn insert_volume(

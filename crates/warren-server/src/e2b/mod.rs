@@ -1,7 +1,10 @@
 //! E2B's control plane (`/sandboxes`, `/v2/sandboxes`, … with `X-API-KEY`), so E2B's own SDKs
 //! work against Warren unchanged: a thin facade over the same [`crate::service::Service`] as
 //! `/v1`, speaking E2B's shapes and status codes (the SDKs parse only the codes they list).
+mod extras;
+mod logs;
 mod sandboxes;
+mod secrets;
 mod snapshots;
 mod volumes;
 mod wire;
@@ -10,7 +13,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::{any, delete, get, post, put};
 use axum::{Json, Router};
 
 use crate::error::ApiError;
@@ -38,9 +41,36 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/sandboxes/{id}/network", put(sandboxes::network))
         .route("/sandboxes/{id}/pause", post(sandboxes::pause))
         .route("/sandboxes/{id}/metrics", get(sandboxes::metrics))
+        .route("/sandboxes/{id}/logs", get(logs::v1))
+        .route("/v2/sandboxes/{id}/logs", get(logs::v2))
         .route("/sandboxes/{id}/snapshots", post(snapshots::create))
         .route("/sandboxes/{id}/fork", post(snapshots::fork))
         .route("/snapshots", get(snapshots::list))
+        .route("/sandboxes/{id}/refreshes", post(extras::refresh))
+        .route("/sandboxes/metrics", get(extras::many_metrics))
+        .route("/templates/aliases/{alias}", get(extras::alias))
+        .route(
+            "/templates/{id}",
+            delete(extras::delete_template)
+                .get(extras::unsupported)
+                .post(extras::unsupported)
+                .patch(extras::unsupported),
+        )
+        .route("/templates", any(extras::unsupported))
+        .route("/v2/templates", any(extras::unsupported))
+        .route("/v3/templates", any(extras::unsupported))
+        .route("/default-templates", any(extras::unsupported))
+        .route("/templates/tags", any(extras::unsupported))
+        .route("/templates/{id}/{*rest}", any(extras::unsupported))
+        .route("/v2/templates/{id}", any(extras::unsupported))
+        .route("/v2/templates/{id}/{*rest}", any(extras::unsupported))
+        .route("/secrets", post(secrets::create).get(secrets::list))
+        .route(
+            "/secrets/{id}",
+            get(secrets::get)
+                .post(secrets::update)
+                .delete(secrets::delete),
+        )
         .route("/volumes", post(volumes::create).get(volumes::list))
         .route("/volumes/{id}", get(volumes::get).delete(volumes::delete))
         .route_layer(middleware::from_fn_with_state(state, require_api_key))

@@ -1,0 +1,154 @@
+//! Credentials in the store: API keys (by the hash of their secret) and sealed secrets.
+use chrono::Utc;
+use sqlx::sqlite::SqliteRow;
+use sqlx::Row;
+
+use super::rows::{parse_ts, ts};
+use super::SqliteStore;
+use crate::{ApiKeyRecord, SecretRecord, StoreError};
+
+pub(super) async fn insert_api_key(
+    s: &SqliteStore,
+    id: &str,
+    name: &str,
+    hash: &str,
+) -> Result<(), StoreError> {
+    sqlx::query("INSERT INTO api_keys (id, hash, name, created_at) VALUES (?, ?, ?, ?)")
+        .bind(id)
+        .bind(hash)
+        .bind(name)
+        .bind(ts(&Utc::now()))
+        .execute(&s.writer)
+        .await?;
+    Ok(())
+}
+
+pub(super) async fn api_key_exists(s: &SqliteStore, hash: &str) -> Result<bool, StoreError> {
+    let row = sqlx::query("SELECT 1 FROM api_keys WHERE hash = ?")
+        .bind(hash)
+        .fetch_optional(&s.pool)
+        .await?;
+    Ok(row.is_some())
+}
+
+pub(super) async fn count_api_keys(s: &SqliteStore) -> Result<u64, StoreError> {
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM api_keys")
+        .fetch_one(&s.pool)
+        .await?;
+    Ok(u64::try_from(n).unwrap_or(0))
+}
+
+pub(super) async fn list_api_keys(s: &SqliteStore) -> Result<Vec<ApiKeyRecord>, StoreError> {
+    let rows = sqlx::query("SELECT id, name, created_at FROM api_keys ORDER BY created_at, id")
+        .fetch_all(&s.pool)
+        .await?;
+    rows.iter()
+        .map(|row| {
+            let id: String = row.try_get("id")?;
+            let created: String = row.try_get("created_at")?;
+            Ok(ApiKeyRecord {
+                created_at: parse_ts(&format!("api key {id}"), &created)?,
+                name: row.try_get("name")?,
+                id,
+            })
+        })
+        .collect()
+}
+
+pub(super) async fn delete_api_key(s: &SqliteStore, id: &str) -> Result<bool, StoreError> {
+    let done = sqlx::query("DELETE FROM api_keys WHERE id = ?")
+        .bind(id)
+        .execute(&s.writer)
+        .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+fn secret_from_row(row: &SqliteRow) -> Result<SecretRecord, StoreError> {
+    let id: String = row.try_get("id")?;
+    let what = format!("secret {id}");
+    let metadata: String = row.try_get("metadata")?;
+    let created: String = row.try_get("created_at")?;
+    let updated: String = row.try_get("updated_at")?;
+    let version: i64 = row.try_get("version")?;
+    Ok(SecretRecord {
+        metadata: serde_json::from_str(&metadata).map_err(|source| StoreError::Corrupt {
+            what: what.clone(),
+            source,
+        })?,
+        name: row.try_get("name")?,
+        version: u64::try_from(version).unwrap_or(0),
+        sealed: row.try_get("sealed")?,
+        created_at: parse_ts(&what, &created)?,
+        updated_at: parse_ts(&what, &updated)?,
+        id,
+    })
+}
+
+fn metadata_json(rec: &SecretRecord) -> Result<String, StoreError> {
+    serde_json::to_string(&rec.metadata).map_err(|source| StoreError::Corrupt {
+        what: format!("secret {}", rec.id),
+        source,
+    })
+}
+
+pub(super) async fn insert_secret(s: &SqliteStore, rec: &SecretRecord) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "INSERT INTO secrets (id, name, version, metadata, sealed, created_at, updated_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+    )
+    .bind(&rec.id)
+    .bind(&rec.name)
+    .bind(i64::try_from(rec.version).unwrap_or(i64::MAX))
+    .bind(metadata_json(rec)?)
+    .bind(&rec.sealed)
+    .bind(ts(&rec.created_at))
+    .bind(ts(&rec.updated_at))
+    .execute(&s.writer)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+pub(super) async fn get_secret(
+    s: &SqliteStore,
+    id_or_name: &str,
+) -> Result<Option<SecretRecord>, StoreError> {
+    // An id first: a name that looks like another secret's id does not shadow it.
+    let row = sqlx::query(
+        "SELECT * FROM secrets WHERE id = ?1 OR name = ?1 ORDER BY (id = ?1) DESC LIMIT 1",
+    )
+    .bind(id_or_name)
+    .fetch_optional(&s.pool)
+    .await?;
+    row.as_ref().map(secret_from_row).transpose()
+}
+
+pub(super) async fn list_secrets(s: &SqliteStore) -> Result<Vec<SecretRecord>, StoreError> {
+    sqlx::query("SELECT * FROM secrets ORDER BY name")
+        .fetch_all(&s.pool)
+        .await?
+        .iter()
+        .map(secret_from_row)
+        .collect()
+}
+
+pub(super) async fn update_secret(s: &SqliteStore, rec: &SecretRecord) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE secrets SET version = ?, metadata = ?, sealed = ?, updated_at = ? WHERE id = ?",
+    )
+    .bind(i64::try_from(rec.version).unwrap_or(i64::MAX))
+    .bind(metadata_json(rec)?)
+    .bind(&rec.sealed)
+    .bind(ts(&rec.updated_at))
+    .bind(&rec.id)
+    .execute(&s.writer)
+    .await?;
+    Ok(())
+}
+
+pub(super) async fn delete_secret(s: &SqliteStore, id: &str) -> Result<bool, StoreError> {
+    let done = sqlx::query("DELETE FROM secrets WHERE id = ?")
+        .bind(id)
+        .execute(&s.writer)
+        .await?;
+    Ok(done.rows_affected() == 1)
+}
