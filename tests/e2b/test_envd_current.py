@@ -162,3 +162,10 @@ def test_network_mounts_are_watched_only_when_allowed(shared_sandbox, workdir):
         shared_sandbox.files.write(f"{workdir}/n-{allow}.txt", "x")
         assert wait_for(lambda: handle.get_new_events(), 10)
         handle.stop()
+
+
+def test_files_that_report_no_length_are_read_to_their_end(shared_sandbox):
+    # /proc reports 0 bytes for files that hold text; envd streams them whole.
+    boot_id = shared_sandbox.files.read("/proc/sys/kernel/random/boot_id").strip()
+    assert len(boot_id) == 36 and boot_id.count("-") == 4, boot_id
+    assert "MemTotal" in shared_sandbox.files.read("/proc/meminfo")

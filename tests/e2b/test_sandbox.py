@@ -387,3 +387,15 @@ def test_a_command_streaming_when_its_sandbox_is_killed_ends_with_e2b_error(sand
     with pytest.raises(e2b.TimeoutException) as err:
         cmd.wait()
     assert "sandbox was killed or reached its end of life" in str(err.value)
+
+
+def test_timeout_zero_ends_it_now_and_connect_waits_for_the_pause(sandbox_factory):
+    # E2B's idiom for "pause now": a timeout of 0 with pause as the timeout action. A connect
+    # that comes while the pause runs waits for it and resumes the same sandbox.
+    sbx = sandbox_factory(timeout=60, lifecycle={"on_timeout": "pause"})
+    boot = sbx.files.read("/proc/sys/kernel/random/boot_id").strip()
+    sbx.set_timeout(0)
+    assert wait_for(lambda: not sbx.is_running(), 30)
+    again = sbx.connect()
+    assert again.sandbox_id == sbx.sandbox_id
+    assert again.files.read("/proc/sys/kernel/random/boot_id").strip() == boot

@@ -34,6 +34,8 @@ use super::users::User;
 const CHUNK: usize = 64 << 10;
 /// Chunks queued towards a downloading client.
 const QUEUE: usize = 4;
+/// Most bytes read from a file that reports no length (`/proc`, `/sys`, a device).
+const MAX_UNSIZED: u64 = 64 << 20;
 
 type ByteStream = Pin<Box<dyn Stream<Item = std::io::Result<Bytes>> + Send>>;
 
@@ -147,9 +149,13 @@ async fn download(path: &str, user: &User) -> Result<Response<AgentBody>, Failur
         .map_err(|e| from_connect(&e))??;
     let file = tokio::fs::File::from_std(file);
     let (tx, rx) = mpsc::channel(QUEUE);
+    // A length of 0 is what /proc and /sys files (and devices) report whatever they hold:
+    // those are read to their end, up to a bound, with no Content-Length.
+    let unsized_read = len == 0;
+    let limit = if unsized_read { MAX_UNSIZED } else { len };
     tokio::spawn(async move {
         // Exactly the announced length, even if the file grows meanwhile.
-        let mut file = file.take(len);
+        let mut file = file.take(limit);
         let mut buf = vec![0u8; CHUNK];
         loop {
             match file.read(&mut buf).await {
@@ -163,11 +169,12 @@ async fn download(path: &str, user: &User) -> Result<Response<AgentBody>, Failur
             }
         }
     });
-    Ok(response(
-        StatusCode::OK,
-        "application/octet-stream",
-        AgentBody::Sized(rx, len),
-    ))
+    let body = if unsized_read {
+        AgentBody::Stream(rx)
+    } else {
+        AgentBody::Sized(rx, len)
+    };
+    Ok(response(StatusCode::OK, "application/octet-stream", body))
 }
 
 /// Opens `path` to read (as the calling thread's user), with its length.

@@ -198,7 +198,12 @@ pub async fn timeout(
         .ok_or_else(|| E2bError::new(StatusCode::BAD_REQUEST, "timeout is required"))?;
     crate::service::validate::timeout_s(timeout, "timeout")?;
     visible(&state, &id).await?;
-    state.service.set_timeout(&id, timeout).await?;
+    // E2B's 0 is "now" (Warren's own API takes 0 as "never").
+    if timeout == 0 {
+        state.service.expire_now(&id).await?;
+    } else {
+        state.service.set_timeout(&id, timeout).await?;
+    }
     Ok(StatusCode::NO_CONTENT)
 }
 

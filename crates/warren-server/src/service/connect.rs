@@ -4,6 +4,9 @@
 use warren_api::{Sandbox, SandboxId, SandboxState};
 
 use super::Service;
+
+/// How long a connect waits for a sandbox between states to settle.
+const SETTLE_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 use crate::error::ApiError;
 
 impl Service {
@@ -18,7 +21,7 @@ impl Service {
         if let Some(t) = timeout_s {
             super::validate::timeout_s(t, "timeout")?;
         }
-        let sandbox = self.get(id).await?;
+        let sandbox = self.settled(id).await?;
         let started = match sandbox.state {
             SandboxState::Pending
             | SandboxState::Provisioning
@@ -45,8 +48,9 @@ impl Service {
             },
             SandboxState::Stopping | SandboxState::Pausing | SandboxState::Resuming => {
                 return Err(ApiError::Conflict(format!(
-                    "sandbox {id} is {}: try again in a moment",
-                    sandbox.state
+                    "sandbox {id} is still {} after {}s: try again in a moment",
+                    sandbox.state,
+                    SETTLE_WAIT.as_secs()
                 )))
             }
             state => return Err(ApiError::NotFound(format!("sandbox {id} is {state}"))),
@@ -61,6 +65,35 @@ impl Service {
             (None, false) => self.get(id).await?,
         };
         Ok((sandbox, started))
+    }
+
+    /// The sandbox once it is not between states (stopping, pausing, resuming): a connect
+    /// that comes while its timeout pauses it waits for the pause and then resumes it, as on
+    /// E2B. Gives up after [`SETTLE_WAIT`], answering it as it is then.
+    async fn settled(&self, id: &SandboxId) -> Result<Sandbox, ApiError> {
+        let deadline = tokio::time::Instant::now() + SETTLE_WAIT;
+        loop {
+            let sandbox = self.get(id).await?;
+            let moving = matches!(
+                sandbox.state,
+                SandboxState::Stopping | SandboxState::Pausing | SandboxState::Resuming
+            );
+            if !moving || tokio::time::Instant::now() >= deadline {
+                return Ok(sandbox);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Ends the sandbox's time now: E2B's timeout of 0 (the timer queue reaps it at once,
+    /// as its `on_timeout` says).
+    pub async fn expire_now(&self, id: &SandboxId) -> Result<Sandbox, ApiError> {
+        let lock = self.lock_for(id);
+        let _guard = lock.lock().await;
+        let mut rec = self.record(id).await?;
+        rec.sandbox.expires_at = Some(chrono::Utc::now());
+        self.save(&rec).await?;
+        Ok(rec.sandbox)
     }
 
     /// Moves the sandbox's expiry to `timeout_s` from now unless it already lasts longer.
