@@ -110,3 +110,11 @@ async def test_async_watch_dir_streams_events(async_sandbox):
     finally:
         await handle.stop()
     assert exits in ([], [None]), exits
+
+
+@pytest.mark.asyncio
+async def test_async_command_timeout_raises_timeout(async_sandbox):
+    from e2b import TimeoutException
+
+    with pytest.raises(TimeoutException):
+        await async_sandbox.commands.run("sleep 10", timeout=2)

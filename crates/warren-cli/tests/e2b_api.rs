@@ -222,7 +222,7 @@ async fn errors_have_e2b_shape_and_unsupported_options_are_refused() {
             StatusCode::BAD_REQUEST,
         ),
         (
-            json!({"templateID": "busybox", "network": {"denyOut": ["10.0.0.0/8"]}}),
+            json!({"templateID": "busybox", "network": {"denyOut": ["example.com"]}}),
             StatusCode::BAD_REQUEST,
         ),
         (json!({"templateID": 7}), StatusCode::BAD_REQUEST),
@@ -568,7 +568,8 @@ async fn network_options_map_to_egress_policies_and_private_ports() {
     assert_eq!(resp.status(), StatusCode::NO_CONTENT);
     assert_eq!(s.get(id).await.1["egress"], "allow");
     for bad in [
-        json!({"denyOut": ["10.0.0.0/8"]}),
+        json!({"denyOut": ["example.com"]}),
+        json!({"allowOut": ["*.example.com"], "denyOut": ["0.0.0.0/0"]}),
         json!({"rules": {"x": []}}),
     ] {
         let resp = put(bad.clone()).await.expect("PUT");

@@ -162,7 +162,8 @@ async fn bad_egress_values_are_rejected_and_change_nothing() {
     for bad in [
         json!("sometimes"),
         json!({"allow": "10.0.0.0/8"}),
-        json!({"deny": ["10.0.0.0/8"]}),
+        json!({"deny": "10.0.0.0/8"}),
+        json!({"allow": [], "block": ["10.0.0.0/8"]}),
         json!({"allow": [42]}),
     ] {
         let resp = s
@@ -181,7 +182,14 @@ async fn bad_egress_values_are_rejected_and_change_nothing() {
             "{v}"
         );
     }
-    for bad in ["fe80::/10", "10.0.0.300/8", "example.com"] {
+    // Names are fine in `allow` (resolved), but not wildcards, not malformed, never in `deny`.
+    for bad in [
+        "fe80::/10",
+        "10.0.0.300/8",
+        "*.example.com",
+        "bad_name!",
+        "-x.example",
+    ] {
         let resp = s
             .post(
                 "/v1/sandboxes",
@@ -199,7 +207,7 @@ async fn bad_egress_values_are_rejected_and_change_nothing() {
         .create(json!({"image": "busybox", "runtime": "runc", "egress": "deny"}))
         .await;
     let id = sb["id"].as_str().expect("id");
-    let (status, v) = set_egress(&s, id, json!({"allow": ["nope"]})).await;
+    let (status, v) = set_egress(&s, id, json!({"allow": [], "deny": ["example.com"]})).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
     assert_eq!(s.get(id).await.1["egress"], "deny");
     let (status, v) = set_egress(&s, "aaaaaaaaaaaaaaaa", json!("allow")).await;

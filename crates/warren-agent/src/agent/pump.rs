@@ -72,11 +72,28 @@ impl Sink {
         }
     }
 
-    async fn finish(&mut self) {
+    async fn finish(&mut self, error: Option<ConnectError>) {
         self.entry.close_subscribers();
         if let Some(tx) = self.start.take() {
-            let _ = tx.send(end_envelope(None)).await;
+            let _ = tx.send(end_envelope(error)).await;
         }
+    }
+
+    /// The end of a process its `Start` client's deadline killed: subscribers get its end
+    /// event, the `Start` stream envd's `deadline_exceeded` (which the SDKs raise as a
+    /// timeout, not as an exit code).
+    async fn timed_out(&mut self, end: ProcessEvent, after: Duration) {
+        if let Some(bytes) = event_envelope(end) {
+            self.entry.publish(&bytes);
+        }
+        let error = ConnectError::new(
+            code::DEADLINE_EXCEEDED,
+            format!(
+                "the request's deadline of {} ms passed: the process was killed",
+                after.as_millis()
+            ),
+        );
+        self.finish(Some(error)).await;
     }
 }
 
@@ -130,6 +147,7 @@ pub async fn run(
     let mut err_buf = vec![0u8; CHUNK];
     let mut pty_buf = vec![0u8; if pty.is_some() { CHUNK } else { 0 }];
     let mut end: Option<ProcessEvent> = None;
+    let mut timed_out = false;
     let never = Instant::now() + Duration::from_secs(30 * 365 * 86400);
     let drain = sleep_until(never);
     tokio::pin!(drain);
@@ -169,6 +187,7 @@ pub async fn run(
             () = &mut drain, if end.is_some() => break,
             () = &mut deadline, if end.is_none() => {
                 let _ = signal_group(pid, NixSignal::SIGKILL);
+                timed_out = true;
                 deadline.as_mut().reset(never);
             }
             () = tick(&mut keepalive), if sink.start.is_some() => sink.keepalive().await,
@@ -179,10 +198,15 @@ pub async fn run(
         }
     }
     drop((stdout, stderr, pty));
-    if let Some(end) = end {
-        sink.send(end).await;
+    match (end, options.timeout) {
+        (Some(end), Some(after)) if timed_out => sink.timed_out(end, after).await,
+        (end, _) => {
+            if let Some(end) = end {
+                sink.send(end).await;
+            }
+            sink.finish(None).await;
+        }
     }
-    sink.finish().await;
 }
 
 /// A `Connect` stream: a `start` event naming the process, then everything the pump publishes

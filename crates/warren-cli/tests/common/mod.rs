@@ -577,6 +577,21 @@ impl Drop for TestServer {
             .join();
         }
         self.stop_graceful();
+        // A server that did not stop gracefully (killed by a test, or by a failure) leaves
+        // runsc's pinned empty network namespace mounted in its data dir, which then cannot be
+        // removed: 43 MB of scratch per server, left on the host for good.
+        let pin = self.data_dir.join("run/runsc/null-netns");
+        for _ in 0..64 {
+            let unmounted = Command::new("umount")
+                .arg("-l")
+                .arg(&pin)
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if !unmounted {
+                break;
+            }
+        }
     }
 }
 

@@ -160,9 +160,17 @@ fn egress(
     if internet == Some(false) {
         deny.push("0.0.0.0/0".to_owned());
     }
+    let everything = |d: &String| d.trim() == "0.0.0.0/0";
     Ok(if deny.is_empty() {
         // Nothing denied: allowOut alone changes nothing.
         Egress::Allow
+    } else if deny.iter().all(everything) {
+        // Everything denied: only what allowOut names, Warren's allow-list.
+        if allow.is_empty() {
+            Egress::Deny
+        } else {
+            Egress::Only(allow)
+        }
     } else {
         Egress::Rules { allow, deny }
     })
