@@ -55,12 +55,23 @@ impl EgressPolicy {
 /// How long a resolution may take before the name counts as resolving to nothing.
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// Each name's addresses (none for a name that did not resolve).
+pub(crate) type Resolved = std::collections::BTreeMap<String, Vec<Ipv4Addr>>;
+
+/// The addresses of every name, sorted, without repeats.
+pub(crate) fn addresses(resolved: &Resolved) -> Vec<Ipv4Addr> {
+    let mut all: Vec<Ipv4Addr> = resolved.values().flatten().copied().collect();
+    all.sort_unstable();
+    all.dedup();
+    all
+}
+
 /// A policy in force that names domains, with the addresses they had when it was applied.
 #[derive(Debug, Clone)]
 pub(crate) struct Named {
     pub lease: Lease,
     pub policy: EgressPolicy,
-    pub resolved: Vec<Ipv4Addr>,
+    pub resolved: Resolved,
 }
 
 /// The resolver of the sandboxes' name servers, and the policies whose names it keeps current.
@@ -98,29 +109,40 @@ impl Names {
             .await
     }
 
-    /// The IPv4 addresses of `names` (sorted, without repeats); a name that does not resolve
-    /// adds none.
-    pub async fn resolve(&self, names: &[String]) -> Vec<Ipv4Addr> {
-        let mut out = Vec::new();
+    /// The IPv4 addresses of each of `names`, looked up at once (each lookup bounded by the
+    /// resolver's timeout); a name that does not resolve gets what `before` had for it (none
+    /// at first), so a passing DNS failure does not cut connections that work.
+    pub async fn resolve(&self, names: &[String], before: Option<&Resolved>) -> Resolved {
         if names.is_empty() {
-            return out;
+            return Resolved::new();
         }
         let resolver = self.resolver().await;
-        for name in names {
+        let lookups = names.iter().map(|name| async move {
             // A trailing dot: the name as given, never one of a search list.
             let fqdn = format!("{}.", name.trim_end_matches('.'));
-            match resolver.ipv4_lookup(fqdn.as_str()).await {
-                Ok(found) => out.extend(found.iter().map(|a| a.0)),
-                Err(e) => tracing::warn!("egress: {name} resolves to nothing: {e}"),
-            }
-        }
-        out.sort_unstable();
-        out.dedup();
-        out
+            let found = match resolver.ipv4_lookup(fqdn.as_str()).await {
+                Ok(found) => Some(found.iter().map(|a| a.0).collect::<Vec<_>>()),
+                Err(e) => {
+                    tracing::warn!("egress: {name} did not resolve: {e}");
+                    None
+                }
+            };
+            (name.clone(), found)
+        });
+        futures::future::join_all(lookups)
+            .await
+            .into_iter()
+            .map(|(name, found)| {
+                let addrs = found
+                    .or_else(|| before.and_then(|b| b.get(&name).cloned()))
+                    .unwrap_or_default();
+                (name, addrs)
+            })
+            .collect()
     }
 
     /// Notes what is now in force for a lease (forgotten when it names no domains).
-    pub fn remember(&self, lease: &Lease, policy: &EgressPolicy, resolved: Vec<Ipv4Addr>) {
+    pub fn remember(&self, lease: &Lease, policy: &EgressPolicy, resolved: Resolved) {
         let mut map = self.in_force.lock().unwrap_or_else(PoisonError::into_inner);
         if policy.names().is_empty() {
             map.remove(&lease.index);
@@ -141,6 +163,16 @@ impl Names {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .remove(&index);
+    }
+
+    /// Whether `policy` is still the one in force on lease `index` (a refresh must not put back
+    /// a policy replaced or removed while it resolved).
+    pub fn still(&self, index: u32, policy: &EgressPolicy) -> bool {
+        self.in_force
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&index)
+            .is_some_and(|n| n.policy == *policy)
     }
 
     /// The policies in force that name domains.

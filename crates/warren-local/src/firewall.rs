@@ -26,7 +26,7 @@ use ipnet::Ipv4Net;
 use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 
-use crate::egress::Names;
+use crate::egress::{addresses, Names};
 pub use crate::egress::{EgressPolicy, EgressRules};
 use crate::net::Lease;
 
@@ -42,6 +42,9 @@ pub struct Firewall {
     range: Ipv4Net,
     nameservers: Vec<Ipv4Addr>,
     names: Names,
+    // Held across each change of a lease's chain together with what `names` remembers of it,
+    // so a refresh cannot interleave with a new policy or a removal.
+    changing: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 /// Runs `nft -f -` with `script` as one transaction.
@@ -76,6 +79,7 @@ impl Firewall {
             ifprefix: format!("wr{tag}"),
             range: range.trunc(),
             names: Names::new(nameservers.clone()),
+            changing: std::sync::Arc::default(),
             nameservers,
         }
     }
@@ -168,23 +172,32 @@ impl Firewall {
     /// Puts `policy` in force for the sandbox on `lease`, replacing whatever was there, in one
     /// transaction.
     pub async fn apply(&self, lease: &Lease, policy: &EgressPolicy) -> io::Result<()> {
-        let resolved = self.names.resolve(policy.names()).await;
-        self.apply_resolved(lease, policy, &resolved).await?;
+        let resolved = self.names.resolve(policy.names(), None).await;
+        let _changing = self.changing.lock().await;
+        self.apply_resolved(lease, policy, &addresses(&resolved))
+            .await?;
         self.names.remember(lease, policy, resolved);
         Ok(())
     }
 
     /// Resolves the domain names of every policy in force again, and rewrites the rules of
-    /// those whose addresses changed. Returns how many were rewritten.
+    /// those whose addresses changed (and that are still in force). Returns how many.
     pub async fn refresh_names(&self) -> usize {
         let mut changed = 0;
         for named in self.names.named() {
-            let resolved = self.names.resolve(named.policy.names()).await;
+            let resolved = self
+                .names
+                .resolve(named.policy.names(), Some(&named.resolved))
+                .await;
             if resolved == named.resolved {
                 continue;
             }
+            let _changing = self.changing.lock().await;
+            if !self.names.still(named.lease.index, &named.policy) {
+                continue;
+            }
             match self
-                .apply_resolved(&named.lease, &named.policy, &resolved)
+                .apply_resolved(&named.lease, &named.policy, &addresses(&resolved))
                 .await
             {
                 Ok(()) => {
@@ -219,6 +232,7 @@ impl Firewall {
 
     /// Removes a lease's chain and map entry; idempotent.
     pub async fn remove(&self, lease: &Lease) -> io::Result<()> {
+        let _changing = self.changing.lock().await;
         self.names.forget(lease.index);
         let t = &self.table;
         let c = Self::chain(lease.index);

@@ -120,10 +120,13 @@ pub async fn key_is_valid(state: &AppState, secret: &str) -> Result<bool, ApiErr
     if state.known_keys.read().await.contains(&hash) {
         return Ok(true);
     }
+    // Checked again under the write lock a revocation takes too, so a key revoked between
+    // the check and the insert is never remembered as good.
+    let mut known = state.known_keys.write().await;
     if !state.service.store().api_key_exists(&hash).await? {
         return Ok(false);
     }
-    state.known_keys.write().await.insert(hash);
+    known.insert(hash);
     Ok(true)
 }
 

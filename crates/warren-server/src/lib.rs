@@ -230,6 +230,7 @@ impl Server {
             },
             cfg.output,
         );
+        service.set_sealer(sealer.clone());
         let tls = match &cfg.tls {
             Some(source) => {
                 Some(tls::server_config(source, &data_dir, &cfg.domain).context("setting up TLS")?)
@@ -273,6 +274,7 @@ impl Server {
         tracing::info!("serving HTTP on {workers} worker thread(s) per listener");
         tokio::spawn(reconciler::run(service.clone()));
         tokio::spawn(service.clone().keep_deadlines());
+        tokio::spawn(reconciler::keep_names_fresh(service.clone()));
         tokio::spawn(service.clone().sample_forever());
         let stopping = service.clone();
         tokio::spawn(async move {

@@ -51,20 +51,26 @@ const PRUNE_EVERY: Duration = Duration::from_secs(60);
 /// How often the domain names in egress policies are resolved again (their records may move).
 const NAMES_EVERY: Duration = Duration::from_secs(30);
 
+/// Resolves the domain names in egress policies again every [`NAMES_EVERY`], forever: a task
+/// of its own, so slow name servers never hold up the reconciler (firewall checks, expiry).
+pub async fn keep_names_fresh(service: Service) {
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + NAMES_EVERY, NAMES_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        service.refresh_egress_names().await;
+    }
+}
+
 /// Runs [`pass`] forever, and prunes old command history now and then.
 pub async fn run(service: Service) {
     let mut tick = tokio::time::interval(INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_prune: Option<std::time::Instant> = None;
-    let mut last_names = std::time::Instant::now();
     loop {
         tick.tick().await;
         service.check_firewall().await;
         pass(&service).await;
-        if last_names.elapsed() >= NAMES_EVERY {
-            last_names = std::time::Instant::now();
-            service.refresh_egress_names().await;
-        }
         let every = PRUNE_EVERY.min(service.history_retention());
         if last_prune.is_none_or(|t| t.elapsed() >= every) {
             last_prune = Some(std::time::Instant::now());

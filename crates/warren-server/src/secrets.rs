@@ -84,9 +84,77 @@ impl Sealer {
     }
 }
 
+/// What opens `${e2b.secrets.NAME}`.
+const OPEN: &str = "${e2b.secrets.";
+
+/// The secret names `text` refers to as `${e2b.secrets.NAME}`.
+pub fn referenced(text: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(at) = rest.find(OPEN) {
+        let after = &rest[at + OPEN.len()..];
+        let Some(end) = after.find('}') else { break };
+        out.push(&after[..end]);
+        rest = &after[end + 1..];
+    }
+    out
+}
+
+/// Why a `${e2b.secrets.NAME}` could not be filled in.
+#[derive(Debug, thiserror::Error)]
+pub enum FillError {
+    /// No secret has that name.
+    #[error("secret {0:?} (in ${{e2b.secrets.{0}}}) not found")]
+    Unknown(String),
+    /// Its value cannot be opened.
+    #[error(transparent)]
+    Unsealable(#[from] Unsealable),
+    /// The store failed.
+    #[error("reading secret {0:?}: {1}")]
+    Store(String, String),
+}
+
+/// `text` with every `${e2b.secrets.NAME}` replaced by that secret's current value.
+pub async fn fill(
+    store: &dyn warren_store::Store,
+    sealer: &Sealer,
+    text: &str,
+) -> Result<String, FillError> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(OPEN) {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + OPEN.len()..];
+        let Some(end) = after.find('}') else {
+            out.push_str(&rest[at..]);
+            return Ok(out);
+        };
+        let name = &after[..end];
+        let rec = store
+            .get_secret(name)
+            .await
+            .map_err(|e| FillError::Store(name.to_owned(), e.to_string()))?
+            .filter(|r| r.name == name)
+            .ok_or_else(|| FillError::Unknown(name.to_owned()))?;
+        out.push_str(&sealer.unseal(&rec.id, rec.version, &rec.sealed)?);
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn references_are_found_in_text() {
+        assert_eq!(
+            referenced("Bearer ${e2b.secrets.a-b} and ${e2b.secrets.c}${e2b.secrets.unclosed"),
+            ["a-b", "c"]
+        );
+        assert!(referenced("plain $HOME").is_empty());
+    }
 
     #[test]
     fn values_are_sealed_bound_to_their_record_and_the_key_is_private() {

@@ -111,7 +111,7 @@ pub trait Store: Send + Sync + 'static {
     async fn count_api_keys(&self) -> Result<u64, StoreError>;
     /// Every key (never its secret), oldest first.
     async fn list_api_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError>;
-    /// Forgets a key by id; whether it existed.
+    /// Forgets a key by id unless it is the last one; whether it was forgotten.
     async fn delete_api_key(&self, id: &str) -> Result<bool, StoreError>;
 
     /// Records a new secret; `false` when one of that name exists.

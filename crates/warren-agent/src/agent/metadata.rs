@@ -79,19 +79,21 @@ pub fn unsupported(e: &std::io::Error) -> bool {
         || e.raw_os_error() == Some(libc::EOPNOTSUPP)
 }
 
-/// The metadata of the file `path` names (a symlink followed, as envd does); empty when it has
-/// none, the filesystem keeps none, or it cannot be read. Values that are not UTF-8 (set
-/// inside the sandbox by other means) are skipped.
+/// The metadata of the entry at `path`; empty when it has none, the filesystem keeps none, it
+/// cannot be read, or it is a symlink. envd follows a symlink here; the agent does not, since
+/// it reads as root and a link may point where the user cannot look (a symlink itself holds
+/// no `user.*` attributes). Values that are not UTF-8 (set inside the sandbox by other means)
+/// are skipped.
 pub fn read(path: &Path) -> Metadata {
     let mut out = Metadata::new();
-    let Ok(names) = xattr::list_deref(path) else {
+    let Ok(names) = xattr::list(path) else {
         return out;
     };
     for name in names {
         let Some(key) = name.to_str().and_then(|n| n.strip_prefix(XATTR_PREFIX)) else {
             continue;
         };
-        if let Ok(Some(value)) = xattr::get_deref(path, &name) {
+        if let Ok(Some(value)) = xattr::get(path, &name) {
             if let Ok(value) = String::from_utf8(value) {
                 out.insert(key.to_owned(), value);
             }

@@ -208,7 +208,11 @@ pub(super) fn setup_tree(root: &Path) -> anyhow::Result<()> {
     clear_dir(&root.join("usr/share/man"), |_| true)?;
     clear_dir(&root.join("usr/share/locale"), |n| n != "locale.alias")?;
     if let Ok(rd) = fs::read_dir(root.join("usr/share/doc")) {
-        for pkg in rd.flatten() {
+        // Real directories only: a link would lead out of the tree, onto the build host.
+        for pkg in rd
+            .flatten()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        {
             clear_dir(&pkg.path(), |n| n != "copyright")?;
         }
     }

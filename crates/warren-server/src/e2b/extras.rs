@@ -25,7 +25,8 @@ pub struct Refresh {
 /// How long a refresh without a duration keeps a sandbox (E2B's default).
 const REFRESH_DEFAULT_S: u64 = 60;
 
-/// Keeps the sandbox alive for `duration` seconds from now.
+/// Keeps the sandbox alive at least `duration` seconds from now (a longer life, or none, is
+/// kept: a refresh only ever extends, as E2B's).
 pub async fn refresh(
     State(state): State<AppState>,
     Path(raw): Path<String>,
@@ -36,7 +37,7 @@ pub async fn refresh(
     let secs = req.duration.unwrap_or(REFRESH_DEFAULT_S);
     crate::service::validate::timeout_s(secs, "duration")?;
     visible(&state, &id).await?;
-    state.service.set_timeout(&id, secs.max(1)).await?;
+    state.service.extend_timeout(&id, secs.max(1)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

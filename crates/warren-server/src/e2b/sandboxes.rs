@@ -86,12 +86,11 @@ pub async fn create(
     // E2B's templates are names: a bare one is a local image, never a Docker Hub pull; a full
     // reference (`registry/repo:tag`) is pulled when missing, as on `/v1`.
     let bare = !req.template_id.contains(['/', ':', '@']);
-    // `${e2b.secrets.<name>}` (the SDK's `Secret.fill`) becomes the secret's value.
-    let mut env = req.env_vars.clone().unwrap_or_default();
-    for value in env.values_mut() {
-        if value.contains("${e2b.secrets.") {
-            *value = super::secrets::fill(&state, value).await?;
-        }
+    // `${e2b.secrets.<name>}` (the SDK's `Secret.fill`) must name a secret; the value goes
+    // into the sandbox's environment when it is made, never into its record.
+    let env = req.env_vars.clone().unwrap_or_default();
+    for value in env.values() {
+        super::secrets::check_references(&state, value).await?;
     }
     let mut create = CreateSandbox {
         image: Some(req.template_id.clone()),

@@ -1,7 +1,8 @@
 //! E2B's `/secrets`: named values, write-only (no route returns one), sealed at rest. A
 //! sandbox gets one where a create's `envVars` holds `${e2b.secrets.<name>}` (the SDK's
-//! `Secret.fill(name)`): Warren puts the value there, in the sandbox's environment. E2B's other
-//! use, header rules its egress proxy applies (`network.rules`), Warren refuses.
+//! `Secret.fill(name)`): the record keeps the reference, and the value is put in the sandbox's
+//! environment when it is made or started. E2B's other use, header rules its egress proxy
+//! applies (`network.rules`), Warren refuses.
 use std::collections::BTreeMap;
 
 use axum::body::Bytes;
@@ -176,8 +177,8 @@ pub async fn get(
     Ok(Json(Secret::from(&rec)))
 }
 
-/// Pages by name: `nextToken` is the last name of the page before, `x-next-token` the
-/// answer's when more follow.
+/// Pages by name: `nextToken` is the last name of the page before (base64url, so any name
+/// fits a header), `x-next-token` the answer's when more follow.
 pub async fn list(
     State(state): State<AppState>,
     q: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
@@ -221,39 +222,22 @@ pub async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// `text` with every `${e2b.secrets.<name>}` replaced by that secret's value; 400 naming a
-/// secret that does not exist.
-pub async fn fill(state: &AppState, text: &str) -> Result<String, E2bError> {
-    const OPEN: &str = "${e2b.secrets.";
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(at) = rest.find(OPEN) {
-        out.push_str(&rest[..at]);
-        let after = &rest[at + OPEN.len()..];
-        let Some(end) = after.find('}') else {
-            out.push_str(&rest[at..]);
-            return Ok(out);
-        };
-        let name = &after[..end];
-        let rec = state
+/// 400 naming the first `${e2b.secrets.<name>}` in `text` that names no secret (the value is
+/// filled in only when the sandbox is made, never stored in its record).
+pub async fn check_references(state: &AppState, text: &str) -> Result<(), E2bError> {
+    for name in crate::secrets::referenced(text) {
+        let known = state
             .service
             .store()
             .get_secret(name)
             .await
             .map_err(store_err)?
-            .filter(|r| r.name == name)
-            .ok_or_else(|| {
-                bad(format!(
-                    "secret {name:?} (in ${{e2b.secrets.{name}}}) not found"
-                ))
-            })?;
-        let value = state
-            .sealer
-            .unseal(&rec.id, rec.version, &rec.sealed)
-            .map_err(|e| E2bError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-        out.push_str(&value);
-        rest = &after[end + 1..];
+            .is_some_and(|r| r.name == name);
+        if !known {
+            return Err(bad(format!(
+                "secret {name:?} (in ${{e2b.secrets.{name}}}) not found"
+            )));
+        }
     }
-    out.push_str(rest);
-    Ok(out)
+    Ok(())
 }

@@ -53,17 +53,69 @@ async fn why_broken(service: &Service, id: &SandboxId, error: &str) -> Bytes {
     }
 }
 
-/// `body` as it is, except that an error from the agent ends it with a Connect error.
+/// Where a stream of envelopes stands: inside one (bytes of it still to come), and whether an
+/// end-of-stream envelope has passed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Envelopes {
+    /// Bytes of the 5-byte header seen so far of the envelope being read.
+    header: usize,
+    /// Its flags and length, once the header is whole.
+    flags: u8,
+    len: [u8; 4],
+    /// Payload bytes still to come.
+    remaining: usize,
+    /// An end-of-stream envelope has begun.
+    ended: bool,
+}
+
+impl Envelopes {
+    fn feed(&mut self, mut data: &[u8]) {
+        while !data.is_empty() {
+            if self.remaining > 0 {
+                let n = self.remaining.min(data.len());
+                self.remaining -= n;
+                data = &data[n..];
+                continue;
+            }
+            let (first, rest) = data.split_at(1);
+            match self.header {
+                0 => self.flags = first[0],
+                i => self.len[i - 1] = first[0],
+            }
+            data = rest;
+            self.header += 1;
+            if self.header == 5 {
+                self.header = 0;
+                self.remaining = u32::from_be_bytes(self.len) as usize;
+                self.ended |= self.flags & END_STREAM != 0;
+            }
+        }
+    }
+
+    /// Whether an envelope may start here (none is half sent, and none ended the stream).
+    fn at_boundary(&self) -> bool {
+        !self.ended && self.header == 0 && self.remaining == 0
+    }
+}
+
+/// `body` as it is, except that an error from the agent between envelopes ends it with a
+/// Connect error (in the middle of one, or after the stream's own end, it just ends).
 pub fn guard(body: Body, service: Service, id: SandboxId) -> Body {
     let frames = body.into_data_stream();
-    let guarded = futures::stream::unfold(Some(frames), move |frames| {
+    let start = Some((frames, Envelopes::default()));
+    let guarded = futures::stream::unfold(start, move |state| {
         let (service, id) = (service.clone(), id.clone());
         async move {
-            let mut frames = frames?;
+            let (mut frames, mut seen) = state?;
             match frames.next().await {
-                Some(Ok(bytes)) => Some((Ok::<Bytes, Infallible>(bytes), Some(frames))),
-                Some(Err(e)) => Some((Ok(why_broken(&service, &id, &e.to_string()).await), None)),
-                None => None,
+                Some(Ok(bytes)) => {
+                    seen.feed(&bytes);
+                    Some((Ok::<Bytes, Infallible>(bytes), Some((frames, seen))))
+                }
+                Some(Err(e)) if seen.at_boundary() => {
+                    Some((Ok(why_broken(&service, &id, &e.to_string()).await), None))
+                }
+                Some(Err(_)) | None => None,
             }
         }
     });
@@ -73,6 +125,21 @@ pub fn guard(body: Body, service: Service, id: SandboxId) -> Body {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn envelope_boundaries_are_followed_across_chunks() {
+        let mut e = Envelopes::default();
+        assert!(e.at_boundary());
+        let data = [0u8, 0, 0, 0, 3, b'a', b'b', b'c'];
+        e.feed(&data[..2]);
+        assert!(!e.at_boundary(), "inside a header");
+        e.feed(&data[2..6]);
+        assert!(!e.at_boundary(), "inside a payload");
+        e.feed(&data[6..]);
+        assert!(e.at_boundary());
+        e.feed(&end_stream("x", "y"));
+        assert!(!e.at_boundary(), "after the stream's own end");
+    }
 
     #[test]
     fn the_end_frame_is_a_connect_envelope() {

@@ -80,16 +80,15 @@ pub async fn delete(
     if !keys.iter().any(|k| k.id == id) {
         return Err(ApiError::NotFound(format!("API key {id:?} not found")));
     }
-    if keys.len() == 1 {
+    // Under the lock key checks take to remember a key, so none remembers this one after.
+    let mut known = state.known_keys.write().await;
+    // The store deletes it only if another key remains (one statement: two revocations at
+    // once cannot leave none).
+    if !store.delete_api_key(&id).await? {
         return Err(ApiError::Conflict(format!(
             "API key {id} is the server's last key: create another before revoking it"
         )));
     }
-    store.delete_api_key(&id).await?;
-    state
-        .known_keys
-        .write()
-        .await
-        .retain(|hash| !hash.starts_with(&id));
+    known.retain(|hash| !hash.starts_with(&id));
     Ok(StatusCode::NO_CONTENT)
 }

@@ -26,7 +26,38 @@ fn delay_until(at: DateTime<Utc>) -> Duration {
     (at - Utc::now()).to_std().unwrap_or(Duration::ZERO)
 }
 
+/// Held while a sandbox is being reaped; dropping it lets the next reap in.
+pub(super) struct Reaping {
+    service: Service,
+    id: SandboxId,
+}
+
+impl Drop for Reaping {
+    fn drop(&mut self) {
+        self.service
+            .inner
+            .reaping
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&self.id);
+    }
+}
+
 impl Service {
+    /// Marks the sandbox as being reaped; `None` if a reap of it is already under way.
+    pub(super) fn begin_reap(&self, id: &SandboxId) -> Option<Reaping> {
+        let fresh = self
+            .inner
+            .reaping
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(id.clone());
+        fresh.then(|| Reaping {
+            service: self.clone(),
+            id: id.clone(),
+        })
+    }
+
     /// Puts the sandbox's deadline on the timer queue, or takes it off while its time does not
     /// run (paused) or it is on its way out (a reap in progress must not fire again).
     pub(super) fn schedule_expiry(&self, rec: &SandboxRecord) {

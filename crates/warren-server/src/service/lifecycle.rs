@@ -221,6 +221,11 @@ impl Service {
     /// Deletes (or, with `on_timeout: stop`, stops) the sandbox if its `expires_at` has
     /// passed; whether it did.
     pub async fn reap_if_expired(&self, id: &SandboxId) -> Result<bool, ApiError> {
+        // One reap at a time per sandbox: the timer queue and the reconciler's pass may both
+        // find it due (at start, every sandbox that expired while the server was down).
+        let Some(_reaping) = self.begin_reap(id) else {
+            return Ok(false);
+        };
         let rec = self.record(id).await?;
         if matches!(
             rec.sandbox.state,

@@ -108,6 +108,10 @@ struct Inner {
     events: tokio::sync::broadcast::Sender<warren_api::Sandbox>,
     shutdown: tokio::sync::watch::Sender<bool>,
     journal: tokio::sync::mpsc::UnboundedSender<Journal>,
+    // Sandboxes being reaped now (so the timer queue and the reconciler never both do it).
+    reaping: Mutex<std::collections::HashSet<SandboxId>>,
+    // Opens the secrets a sandbox's environment refers to, when it is made.
+    sealer: std::sync::OnceLock<Arc<crate::secrets::Sealer>>,
     // Deadlines to the timer queue (`expiry.rs`), and its receiving end until it starts.
     expiries: tokio::sync::mpsc::UnboundedSender<expiry::Change>,
     expiry_queue: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<expiry::Change>>>,
@@ -148,6 +152,8 @@ impl Service {
                 journal,
                 expiries,
                 expiry_queue: Mutex::new(Some(expiry_queue)),
+                sealer: std::sync::OnceLock::new(),
+                reaping: Mutex::default(),
                 logs,
                 events: tokio::sync::broadcast::channel(1024).0,
                 shutdown: tokio::sync::watch::channel(false).0,
@@ -167,6 +173,11 @@ impl Service {
                 refilling: Default::default(),
             }),
         }
+    }
+
+    /// Gives the service the key secrets are sealed with (once, at start).
+    pub fn set_sealer(&self, sealer: Arc<crate::secrets::Sealer>) {
+        let _ = self.inner.sealer.set(sealer);
     }
 
     /// The store.

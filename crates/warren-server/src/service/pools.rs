@@ -184,6 +184,9 @@ impl Service {
             .as_ref()
             .map(super::validate::egress)
             .transpose()?;
+        if let Some(h) = &req.request_host {
+            super::validate::request_host(h)?;
+        }
         let taken = {
             let claim = self.lock_named(&format!("pool:{}", pool.name));
             let _claim = claim.lock().await;
@@ -202,6 +205,7 @@ impl Service {
                 rec.sandbox.on_timeout = req.on_timeout.unwrap_or_default();
                 rec.sandbox.auto_resume = req.auto_resume.unwrap_or(false);
                 rec.sandbox.public = req.public.unwrap_or(false);
+                rec.sandbox.request_host = req.request_host.clone();
                 self.save(&rec).await?;
                 self.journal(super::Journal::Event(
                     rec.sandbox.id.clone(),

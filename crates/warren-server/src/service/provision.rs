@@ -297,7 +297,7 @@ impl Service {
             memory_mb: rec.sandbox.memory_mb,
             pids: rec.sandbox.pids,
             disk_mb: rec.sandbox.disk_mb,
-            env: rec.sandbox.env.clone(),
+            env: self.env_with_secrets(&rec.sandbox.env).await?,
             cmd: rec.sandbox.cmd.clone(),
             cwd: rec.sandbox.cwd.clone(),
             user: rec.sandbox.user.clone(),
@@ -308,6 +308,29 @@ impl Service {
                 .unwrap_or(warren_local::EgressPolicy::Deny),
             volumes: self.spec_volumes(&rec.sandbox.volumes).await?,
         })
+    }
+
+    /// The environment with each `${e2b.secrets.NAME}` replaced by the secret's value, as the
+    /// sandbox gets it (its record keeps the references).
+    async fn env_with_secrets(
+        &self,
+        env: &std::collections::BTreeMap<String, String>,
+    ) -> Result<std::collections::BTreeMap<String, String>, String> {
+        let mut out = env.clone();
+        for value in out.values_mut() {
+            if crate::secrets::referenced(value).is_empty() {
+                continue;
+            }
+            let sealer = self
+                .inner
+                .sealer
+                .get()
+                .ok_or_else(|| "secrets are not available on this server".to_owned())?;
+            *value = crate::secrets::fill(self.inner.store.as_ref(), sealer, value)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(out)
     }
 
     /// Waits for a sandbox's agent to answer (at most [`AGENT_BOOT_TIMEOUT`]), recording the

@@ -126,7 +126,7 @@ impl Service {
         if let Some((field, _)) = set.iter().find(|(_, s)| *s) {
             return Err(ApiError::Invalid(format!(
                 "{field} comes from snapshot {name}: a create from a snapshot may set only \
-                 metadata, timeout_s, on_timeout, auto_resume, egress and public"
+                 metadata, timeout_s, on_timeout, auto_resume, egress, public and request_host"
             )));
         }
         let snap = match self.inner.store.get_snapshot(name).await? {
@@ -147,6 +147,10 @@ impl Service {
         }
         if let Some(p) = req.public {
             template.public = p;
+        }
+        if let Some(h) = &req.request_host {
+            super::validate::request_host(h)?;
+            template.request_host = Some(h.clone());
         }
         let metadata = Some(req.metadata.clone());
         if snap.snapshot.memory {

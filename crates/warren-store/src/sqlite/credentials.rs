@@ -56,10 +56,11 @@ pub(super) async fn list_api_keys(s: &SqliteStore) -> Result<Vec<ApiKeyRecord>, 
 }
 
 pub(super) async fn delete_api_key(s: &SqliteStore, id: &str) -> Result<bool, StoreError> {
-    let done = sqlx::query("DELETE FROM api_keys WHERE id = ?")
-        .bind(id)
-        .execute(&s.writer)
-        .await?;
+    let done =
+        sqlx::query("DELETE FROM api_keys WHERE id = ? AND (SELECT COUNT(*) FROM api_keys) > 1")
+            .bind(id)
+            .execute(&s.writer)
+            .await?;
     Ok(done.rows_affected() == 1)
 }
 
