@@ -13,6 +13,7 @@ use sha2::{Digest, Sha256};
 
 use crate::unpack::{self, UnpackError};
 
+pub mod export;
 pub mod layer;
 
 /// Errors of the image store.
