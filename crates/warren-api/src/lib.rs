@@ -2,6 +2,7 @@
 //! client. Plain serde types with no I/O, so every crate (and every test) agrees on one shape.
 #![deny(missing_docs)]
 
+pub mod build;
 pub mod error;
 pub mod exec;
 pub mod files;
