@@ -10,36 +10,7 @@ use std::io::{self, Write};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest, Sha256};
-
-/// A writer that hashes what passes through it.
-struct Hashing<W> {
-    inner: W,
-    hash: Sha256,
-    len: u64,
-}
-
-impl<W: Write> Write for Hashing<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.hash.update(&buf[..n]);
-        self.len += n as u64;
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
-}
-
-/// What was packed: the layer's digest (`sha256:<hex>` of the tar) and its size.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Packed {
-    /// `sha256:<hex>` of the tar's bytes.
-    pub digest: String,
-    /// Bytes of the tar.
-    pub size: u64,
-}
+use super::{Hashing, Imported};
 
 fn is_whiteout(meta: &fs::Metadata) -> bool {
     meta.file_type().is_char_device() && meta.rdev() == 0
@@ -93,13 +64,8 @@ fn empty_file(meta: &fs::Metadata) -> tar::Header {
 /// Writes the tree at `upper` as an OCI layer tar to `out`. Sockets, fifos and device nodes
 /// other than whiteouts are left out (images carry none; the runtime gives each sandbox its
 /// own `/dev`). Hard links inside the tree stay links.
-pub fn pack_upper(upper: &Path, out: impl Write) -> io::Result<Packed> {
-    let hashing = Hashing {
-        inner: out,
-        hash: Sha256::new(),
-        len: 0,
-    };
-    let mut b = tar::Builder::new(hashing);
+pub fn pack_upper(upper: &Path, out: impl Write) -> io::Result<Imported> {
+    let mut b = tar::Builder::new(Hashing::new(out));
     b.follow_symlinks(false);
     let mut seen_inodes: std::collections::HashMap<(u64, u64), PathBuf> = Default::default();
     for path in walk(upper)? {
@@ -145,11 +111,7 @@ pub fn pack_upper(upper: &Path, out: impl Write) -> io::Result<Packed> {
             b.append_data(&mut h, rel, fs::File::open(&path)?)?;
         }
     }
-    let hashing = b.into_inner()?;
-    Ok(Packed {
-        digest: format!("sha256:{}", hex::encode(hashing.hash.finalize())),
-        size: hashing.len,
-    })
+    Ok(b.into_inner()?.digest())
 }
 
 #[cfg(test)]

@@ -49,7 +49,7 @@ fn io_ctx(what: impl Into<String>) -> impl FnOnce(io::Error) -> ImageError {
     move |source| ImageError::Io { what, source }
 }
 
-/// What an import produced.
+/// A tar's digest and size: what an import received, or what a layer export wrote.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Imported {
     /// `sha256:<hex>` of the tar.
@@ -58,19 +58,54 @@ pub struct Imported {
     pub size: u64,
 }
 
+/// A writer that hashes (sha256) and counts what passes through it: a tar's digest is known
+/// once it is written.
+pub(crate) struct Hashing<W> {
+    inner: W,
+    hash: Sha256,
+    len: u64,
+}
+
+impl<W> Hashing<W> {
+    pub(crate) fn new(inner: W) -> Self {
+        Hashing {
+            inner,
+            hash: Sha256::new(),
+            len: 0,
+        }
+    }
+
+    /// `sha256:<hex>` and byte count of what was written so far.
+    pub(crate) fn digest(&self) -> Imported {
+        Imported {
+            digest: format!("sha256:{}", hex::encode(self.hash.clone().finalize())),
+            size: self.len,
+        }
+    }
+}
+
+impl<W: Write> Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hash.update(buf.get(..n).unwrap_or_default());
+        self.len += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 /// A tar being received: hashed as it is written to a temporary file.
 pub struct IncomingTar {
-    file: fs::File,
+    file: Hashing<fs::File>,
     path: PathBuf,
-    hasher: Sha256,
-    size: u64,
 }
 
 impl IncomingTar {
     /// Appends a chunk.
     pub fn write(&mut self, chunk: &[u8]) -> Result<(), ImageError> {
-        self.hasher.update(chunk);
-        self.size += chunk.len() as u64;
         self.file
             .write_all(chunk)
             .map_err(io_ctx(format!("writing {}", self.path.display())))
@@ -120,10 +155,8 @@ impl ImageStore {
         let file =
             fs::File::create(&path).map_err(io_ctx(format!("creating {}", path.display())))?;
         Ok(IncomingTar {
-            file,
+            file: Hashing::new(file),
             path,
-            hasher: Sha256::new(),
-            size: 0,
         })
     }
 
@@ -135,11 +168,7 @@ impl ImageStore {
             .file
             .flush()
             .map_err(io_ctx("flushing the received tar"))?;
-        let hex = hex::encode(incoming.hasher.clone().finalize());
-        let imported = Imported {
-            digest: format!("sha256:{hex}"),
-            size: incoming.size,
-        };
+        let imported = incoming.file.digest();
         if self.has_layer(&imported.digest) {
             return Ok(imported);
         }
