@@ -141,9 +141,13 @@ impl Names {
             .collect()
     }
 
+    fn in_force(&self) -> std::sync::MutexGuard<'_, HashMap<u32, Named>> {
+        self.in_force.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Notes what is now in force for a lease (forgotten when it names no domains).
     pub fn remember(&self, lease: &Lease, policy: &EgressPolicy, resolved: Resolved) {
-        let mut map = self.in_force.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut map = self.in_force();
         if policy.names().is_empty() {
             map.remove(&lease.index);
         } else {
@@ -159,29 +163,19 @@ impl Names {
     }
 
     pub fn forget(&self, index: u32) {
-        self.in_force
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&index);
+        self.in_force().remove(&index);
     }
 
     /// Whether `policy` is still the one in force on lease `index` (a refresh must not put back
     /// a policy replaced or removed while it resolved).
     pub fn still(&self, index: u32, policy: &EgressPolicy) -> bool {
-        self.in_force
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        self.in_force()
             .get(&index)
             .is_some_and(|n| n.policy == *policy)
     }
 
     /// The policies in force that name domains.
     pub fn named(&self) -> Vec<Named> {
-        self.in_force
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .values()
-            .cloned()
-            .collect()
+        self.in_force().values().cloned().collect()
     }
 }

@@ -114,6 +114,14 @@ pub enum FillError {
     Store(String, String),
 }
 
+/// The secret named exactly `name` (not one whose id happens to be `name`).
+pub async fn by_name(
+    store: &dyn warren_store::Store,
+    name: &str,
+) -> Result<Option<warren_store::SecretRecord>, warren_store::StoreError> {
+    Ok(store.get_secret(name).await?.filter(|r| r.name == name))
+}
+
 /// `text` with every `${e2b.secrets.NAME}` replaced by that secret's current value.
 pub async fn fill(
     store: &dyn warren_store::Store,
@@ -130,11 +138,9 @@ pub async fn fill(
             return Ok(out);
         };
         let name = &after[..end];
-        let rec = store
-            .get_secret(name)
+        let rec = by_name(store, name)
             .await
             .map_err(|e| FillError::Store(name.to_owned(), e.to_string()))?
-            .filter(|r| r.name == name)
             .ok_or_else(|| FillError::Unknown(name.to_owned()))?;
         out.push_str(&sealer.unseal(&rec.id, rec.version, &rec.sealed)?);
         rest = &after[end + 1..];

@@ -103,8 +103,13 @@ pub trait Store: Send + Sync + 'static {
     /// Whether the store answers.
     async fn ping(&self) -> Result<(), StoreError>;
 
-    /// Records an API key by the hash of its secret.
-    async fn insert_api_key(&self, id: &str, name: &str, hash: &str) -> Result<(), StoreError>;
+    /// Records an API key by the hash of its secret; when it was made.
+    async fn insert_api_key(
+        &self,
+        id: &str,
+        name: &str,
+        hash: &str,
+    ) -> Result<DateTime<Utc>, StoreError>;
     /// Whether a key with this hash exists.
     async fn api_key_exists(&self, hash: &str) -> Result<bool, StoreError>;
     /// How many keys exist.

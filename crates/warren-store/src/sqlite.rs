@@ -61,7 +61,12 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn insert_api_key(&self, id: &str, name: &str, hash: &str) -> Result<(), StoreError> {
+    async fn insert_api_key(
+        &self,
+        id: &str,
+        name: &str,
+        hash: &str,
+    ) -> Result<DateTime<Utc>, StoreError> {
         credentials::insert_api_key(self, id, name, hash).await
     }
 

@@ -78,8 +78,15 @@ fn bad(message: impl Into<String>) -> E2bError {
     E2bError::new(StatusCode::BAD_REQUEST, message)
 }
 
-fn not_found(which: &str) -> E2bError {
-    E2bError::new(StatusCode::NOT_FOUND, format!("secret {which:?} not found"))
+/// The secret `which` names (its id or its name), or 404.
+async fn find(state: &AppState, which: &str) -> Result<SecretRecord, E2bError> {
+    state
+        .service
+        .store()
+        .get_secret(which)
+        .await
+        .map_err(store_err)?
+        .ok_or_else(|| E2bError::new(StatusCode::NOT_FOUND, format!("secret {which:?} not found")))
 }
 
 /// E2B's rule: a name is interpolated into `${e2b.secrets.<name>}`, so no braces or control
@@ -147,19 +154,19 @@ pub async fn update(
 ) -> Result<Json<Secret>, E2bError> {
     let req: SecretUpdate = body(&bytes, None)?;
     check_value(&req.value)?;
-    let store = state.service.store();
-    let mut rec = store
-        .get_secret(&which)
-        .await
-        .map_err(store_err)?
-        .ok_or_else(|| not_found(&which))?;
+    let mut rec = find(&state, &which).await?;
     rec.version += 1;
     rec.sealed = state.sealer.seal(&rec.id, rec.version, &req.value);
     if let Some(md) = req.metadata {
         rec.metadata = md;
     }
     rec.updated_at = Utc::now();
-    store.update_secret(&rec).await.map_err(store_err)?;
+    state
+        .service
+        .store()
+        .update_secret(&rec)
+        .await
+        .map_err(store_err)?;
     Ok(Json(Secret::from(&rec)))
 }
 
@@ -167,14 +174,7 @@ pub async fn get(
     State(state): State<AppState>,
     Path(which): Path<String>,
 ) -> Result<Json<Secret>, E2bError> {
-    let rec = state
-        .service
-        .store()
-        .get_secret(&which)
-        .await
-        .map_err(store_err)?
-        .ok_or_else(|| not_found(&which))?;
-    Ok(Json(Secret::from(&rec)))
+    Ok(Json(Secret::from(&find(&state, &which).await?)))
 }
 
 /// Pages by name: `nextToken` is the last name of the page before (base64url, so any name
@@ -212,13 +212,13 @@ pub async fn delete(
     State(state): State<AppState>,
     Path(which): Path<String>,
 ) -> Result<StatusCode, E2bError> {
-    let store = state.service.store();
-    let rec = store
-        .get_secret(&which)
+    let rec = find(&state, &which).await?;
+    state
+        .service
+        .store()
+        .delete_secret(&rec.id)
         .await
-        .map_err(store_err)?
-        .ok_or_else(|| not_found(&which))?;
-    store.delete_secret(&rec.id).await.map_err(store_err)?;
+        .map_err(store_err)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -226,14 +226,10 @@ pub async fn delete(
 /// filled in only when the sandbox is made, never stored in its record).
 pub async fn check_references(state: &AppState, text: &str) -> Result<(), E2bError> {
     for name in crate::secrets::referenced(text) {
-        let known = state
-            .service
-            .store()
-            .get_secret(name)
+        let known = crate::secrets::by_name(state.service.store(), name)
             .await
-            .map_err(store_err)?
-            .is_some_and(|r| r.name == name);
-        if !known {
+            .map_err(store_err)?;
+        if known.is_none() {
             return Err(bad(format!(
                 "secret {name:?} (in ${{e2b.secrets.{name}}}) not found"
             )));

@@ -31,16 +31,11 @@ pub async fn create(
     let e2b_secret = auth::e2b_spelling(&secret)
         .ok_or_else(|| ApiError::Internal("a new key has no E2B spelling".into()))?;
     let id = auth::key_id(&secret);
-    let store = state.service.store();
-    store
+    let created_at = state
+        .service
+        .store()
         .insert_api_key(&id, &name, &auth::hash_key(&secret))
         .await?;
-    let created_at = store
-        .list_api_keys()
-        .await?
-        .into_iter()
-        .find(|k| k.id == id)
-        .map_or_else(chrono::Utc::now, |k| k.created_at);
     Ok((
         StatusCode::CREATED,
         Json(CreatedApiKey {

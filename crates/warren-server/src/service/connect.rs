@@ -88,12 +88,7 @@ impl Service {
     /// Ends the sandbox's time now: E2B's timeout of 0 (the timer queue reaps it at once,
     /// as its `on_timeout` says).
     pub async fn expire_now(&self, id: &SandboxId) -> Result<Sandbox, ApiError> {
-        let lock = self.lock_for(id);
-        let _guard = lock.lock().await;
-        let mut rec = self.record(id).await?;
-        rec.sandbox.expires_at = Some(chrono::Utc::now());
-        self.save(&rec).await?;
-        Ok(rec.sandbox)
+        self.set_expires_at(id, Some(chrono::Utc::now())).await
     }
 
     /// Moves the sandbox's expiry to `timeout_s` from now unless it already lasts longer.

@@ -210,10 +210,19 @@ impl Service {
     /// Moves a sandbox's expiry to `timeout_s` from now (`0`: never).
     pub async fn set_timeout(&self, id: &SandboxId, timeout_s: u64) -> Result<Sandbox, ApiError> {
         validate::timeout_s(timeout_s, "timeout_s")?;
+        self.set_expires_at(id, expiry(timeout_s)).await
+    }
+
+    /// Sets the sandbox's expiry (`None`: never), under its lock; the timer queue follows.
+    pub(super) async fn set_expires_at(
+        &self,
+        id: &SandboxId,
+        at: Option<chrono::DateTime<Utc>>,
+    ) -> Result<Sandbox, ApiError> {
         let lock = self.lock_for(id);
         let _guard = lock.lock().await;
         let mut rec = self.record(id).await?;
-        rec.sandbox.expires_at = expiry(timeout_s);
+        rec.sandbox.expires_at = at;
         self.save(&rec).await?;
         Ok(rec.sandbox)
     }

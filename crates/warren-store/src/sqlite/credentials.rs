@@ -1,5 +1,5 @@
 //! Credentials in the store: API keys (by the hash of their secret) and sealed secrets.
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
 
@@ -12,15 +12,17 @@ pub(super) async fn insert_api_key(
     id: &str,
     name: &str,
     hash: &str,
-) -> Result<(), StoreError> {
+) -> Result<DateTime<Utc>, StoreError> {
+    // As stored (to the microsecond), so the answer matches what a listing shows later.
+    let stored = ts(&Utc::now());
     sqlx::query("INSERT INTO api_keys (id, hash, name, created_at) VALUES (?, ?, ?, ?)")
         .bind(id)
         .bind(hash)
         .bind(name)
-        .bind(ts(&Utc::now()))
+        .bind(&stored)
         .execute(&s.writer)
         .await?;
-    Ok(())
+    parse_ts(&format!("api key {id}"), &stored)
 }
 
 pub(super) async fn api_key_exists(s: &SqliteStore, hash: &str) -> Result<bool, StoreError> {
