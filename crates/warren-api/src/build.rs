@@ -16,6 +16,10 @@ pub enum Instruction {
     Run {
         /// The command line.
         command: String,
+        /// The user for this step only (E2B's `run_cmd(..., user=)`); the current one when
+        /// absent.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        user: Option<String>,
     },
     /// Files of the build context copied to `dest` (a directory when it ends in `/` or when
     /// several sources are given).
@@ -26,6 +30,9 @@ pub enum Instruction {
         dest: String,
         /// Owner (`user`, `user:group`, numeric ids); root when absent.
         chown: Option<String>,
+        /// Permission bits every copied file and directory gets; their own when absent.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mode: Option<u32>,
     },
     /// Environment for later steps and the image.
     Env {
@@ -56,6 +63,60 @@ pub enum Instruction {
     Expose {
         /// TCP ports.
         ports: Vec<u16>,
+    },
+}
+
+/// How much a build log line matters.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    /// Detail.
+    Debug,
+    /// Progress and command output.
+    Info,
+    /// Worth a look.
+    Warn,
+    /// Why the build failed.
+    Error,
+}
+
+/// One event of an image build, as `POST /v1/images/build` streams them (one JSON object a
+/// line) and E2B's build status reports them.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum BuildEvent {
+    /// A step begins.
+    Step {
+        /// 1-based.
+        index: usize,
+        /// Steps in all.
+        total: usize,
+        /// The step as written (`RUN apt-get install -y jq`).
+        text: String,
+        /// Whether its result came from the build cache (nothing was run).
+        cached: bool,
+    },
+    /// A line of a step's output, or of the builder's own.
+    Log {
+        /// When.
+        at: chrono::DateTime<chrono::Utc>,
+        /// How much it matters.
+        level: LogLevel,
+        /// The line, without its newline.
+        message: String,
+    },
+    /// The image is built and recorded.
+    Done {
+        /// As `GET /v1/images` shows it.
+        image: Box<crate::Image>,
+    },
+    /// The build failed; the image was not recorded.
+    Error {
+        /// The 1-based step that failed; absent when no step did (the base, the finish).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        step: Option<usize>,
+        /// As in every API error.
+        error: crate::ErrorDetail,
     },
 }
 
@@ -159,7 +220,10 @@ fn instruction(keyword: &str, rest: &str) -> Result<Instruction, String> {
                 v if rest.starts_with('[') => shell_join(&v),
                 _ => rest.to_owned(),
             };
-            Instruction::Run { command }
+            Instruction::Run {
+                command,
+                user: None,
+            }
         }
         "COPY" | "ADD" if keyword == "ADD" => {
             return Err("ADD is not supported (use COPY; URLs and archives are not fetched)".into())
@@ -183,6 +247,7 @@ fn instruction(keyword: &str, rest: &str) -> Result<Instruction, String> {
                 sources: words,
                 dest,
                 chown,
+                mode: None,
             }
         }
         "ENV" => {
@@ -308,12 +373,14 @@ mod tests {
                     image: "base".into()
                 },
                 Instruction::Run {
-                    command: "apt-get update &&  apt-get install -y jq".into()
+                    command: "apt-get update &&  apt-get install -y jq".into(),
+                    user: None,
                 },
                 Instruction::Copy {
                     sources: vec!["app.py".into(), "lib/".into()],
                     dest: "/home/user/app/".into(),
                     chown: Some("user:user".into()),
+                    mode: None,
                 },
                 Instruction::Env {
                     vars: vec![("A".into(), "1".into()), ("B".into(), "two words".into())]

@@ -46,6 +46,10 @@ pub struct ImageConfig {
     /// TCP ports the image says it serves; listed in its sandboxes' `urls`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub exposed_ports: Vec<u16>,
+    /// A shell command that succeeds once a new sandbox is ready (E2B's `readyCmd`): a create
+    /// runs it until it exits 0 before answering. Set by image builds; not part of OCI.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_cmd: Option<String>,
 }
 
 /// `POST /v1/images/pull`.
@@ -89,7 +93,7 @@ pub enum PullEvent {
     /// The image is ready.
     Done {
         /// The image as `GET /v1/images` shows it.
-        image: Image,
+        image: Box<Image>,
     },
     /// The pull failed; nothing of it is left half-done.
     Error {

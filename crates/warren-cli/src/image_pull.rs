@@ -110,7 +110,7 @@ pub async fn pull(reference: String, opts: ClientOpts) -> anyhow::Result<()> {
                 }
             }
             PullEvent::Done { image: done } => {
-                image = Some(done);
+                image = Some(*done);
                 break;
             }
             PullEvent::Error { error } => {

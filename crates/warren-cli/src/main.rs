@@ -3,6 +3,7 @@
 mod bench;
 mod cp;
 mod image;
+mod image_build;
 mod image_pull;
 mod key;
 mod named;

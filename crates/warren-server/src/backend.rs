@@ -17,6 +17,12 @@ pub trait Backend: Send + Sync + 'static {
     fn image_begin(&self) -> Result<IncomingTar, ImageError>;
     /// Stores and unpacks a received tar (blocking).
     fn image_finish(&self, incoming: IncomingTar) -> Result<Imported, ImageError>;
+    /// Stores and unpacks a received layer tar (compressed or not, whiteouts honoured).
+    fn layer_finish(&self, incoming: IncomingTar) -> Result<Imported, ImageError>;
+    /// Stores what a stopped sandbox changed in its files as a layer (blocking).
+    fn store_changes(&self, id: &str) -> Result<Imported, LocalError>;
+    /// The layer store, with its build cache and uploaded build files.
+    fn image_store(&self) -> &warren_local::images::ImageStore;
     /// The unpacked tree of a layer.
     fn layer_dir(&self, digest: &str) -> PathBuf;
     /// Every stored layer.
@@ -148,6 +154,15 @@ impl Backend for LocalBackend {
     }
     fn image_finish(&self, incoming: IncomingTar) -> Result<Imported, ImageError> {
         self.images().finish(incoming)
+    }
+    fn layer_finish(&self, incoming: IncomingTar) -> Result<Imported, ImageError> {
+        self.images().finish_layer(incoming)
+    }
+    fn store_changes(&self, id: &str) -> Result<Imported, LocalError> {
+        LocalBackend::store_changes(self, id)
+    }
+    fn image_store(&self) -> &warren_local::images::ImageStore {
+        self.images()
     }
     fn layer_dir(&self, digest: &str) -> PathBuf {
         self.images().layer_dir(digest)

@@ -181,6 +181,23 @@ impl LocalBackend {
         Ok(overlay)
     }
 
+    /// Stores what a stopped sandbox changed in its root filesystem as an image layer (an
+    /// image build's step). Its disk is mounted for the reading when it is not.
+    pub fn store_changes(&self, id: &str) -> Result<crate::images::Imported, LocalError> {
+        let upper_root = self.upper_root(id);
+        let disk = self.disk(id);
+        let mount_here = upper_root == disk.mount && !crate::rootfs::is_mounted(&disk.mount);
+        if mount_here {
+            disk.ensure(0, &self.cfg.data_dir.join("disk-templates"))
+                .map_err(|e| step("changes")(format!("mounting its disk: {e}")))?;
+        }
+        let stored = self.images.store_changes(&upper_root.join("upper"));
+        if mount_here {
+            let _ = disk.release();
+        }
+        Ok(stored?)
+    }
+
     /// Unmounts a sandbox's root filesystem and its disk (idempotent); the first failure.
     pub(super) fn unmount_rootfs(&self, id: &str) -> Result<(), String> {
         let mut first = Ok(());

@@ -65,6 +65,16 @@ fn empty_file(meta: &fs::Metadata) -> tar::Header {
 /// other than whiteouts are left out (images carry none; the runtime gives each sandbox its
 /// own `/dev`). Hard links inside the tree stay links.
 pub fn pack_upper(upper: &Path, out: impl Write) -> io::Result<Imported> {
+    pack_upper_except(upper, |_, _| false, out)
+}
+
+/// [`pack_upper`], leaving out the paths (relative to `upper`; a directory with everything in
+/// it) that `skip` names.
+pub fn pack_upper_except(
+    upper: &Path,
+    skip: impl Fn(&Path, &fs::Metadata) -> bool,
+    out: impl Write,
+) -> io::Result<Imported> {
     let mut b = tar::Builder::new(Hashing::new(out));
     b.follow_symlinks(false);
     let mut seen_inodes: std::collections::HashMap<(u64, u64), PathBuf> = Default::default();
@@ -73,6 +83,11 @@ pub fn pack_upper(upper: &Path, out: impl Write) -> io::Result<Imported> {
             .strip_prefix(upper)
             .map_err(|e| io::Error::other(e.to_string()))?;
         let meta = fs::symlink_metadata(&path)?;
+        if rel.ancestors().any(|a| {
+            a != Path::new("") && fs::symlink_metadata(upper.join(a)).is_ok_and(|m| skip(a, &m))
+        }) {
+            continue;
+        }
         let ft = meta.file_type();
         if is_whiteout(&meta) {
             let name = rel

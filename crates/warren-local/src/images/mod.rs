@@ -13,6 +13,8 @@ use sha2::{Digest, Sha256};
 
 use crate::unpack::{self, UnpackError};
 
+pub mod cache;
+pub mod copy;
 pub mod export;
 pub mod layer;
 
@@ -112,6 +114,16 @@ impl IncomingTar {
     }
 }
 
+impl IncomingTar {
+    /// Writes what is buffered and answers where the tar is and its digest so far.
+    pub fn flushed(&mut self) -> Result<(&Path, Imported), ImageError> {
+        self.file
+            .flush()
+            .map_err(io_ctx(format!("writing {}", self.path.display())))?;
+        Ok((&self.path, self.file.digest()))
+    }
+}
+
 impl Drop for IncomingTar {
     fn drop(&mut self) {
         // Harmless when the file was already moved into place.
@@ -163,7 +175,32 @@ impl ImageStore {
     /// Unpacks the received tar as one layer named by its digest, unless that digest is
     /// already here. Blocking: call from a blocking thread. On any failure nothing of it is
     /// left behind; the tar itself is not kept.
-    pub fn finish(&self, mut incoming: IncomingTar) -> Result<Imported, ImageError> {
+    pub fn finish(&self, incoming: IncomingTar) -> Result<Imported, ImageError> {
+        self.finish_with(incoming, |f, root| {
+            unpack::unpack(io::BufReader::new(f), root)
+        })
+    }
+
+    /// [`finish`](Self::finish) for a layer tar (gzip, zstd or plain; OCI whiteouts honoured),
+    /// as a build step's files or changes are.
+    pub fn finish_layer(&self, incoming: IncomingTar) -> Result<Imported, ImageError> {
+        self.finish_with(incoming, |f, root| layer::unpack_blob(f, root).map(drop))
+    }
+
+    /// Stores what a sandbox changed (its overlay upper directory, the sandbox stopped) as a
+    /// layer: packed to a tar (its digest names the layer), then unpacked as any layer is.
+    pub fn store_changes(&self, upper: &Path) -> Result<Imported, ImageError> {
+        let mut incoming = self.begin()?;
+        export::pack_upper_except(upper, runtime_made, &mut incoming.file)
+            .map_err(io_ctx(format!("packing {}", upper.display())))?;
+        self.finish_layer(incoming)
+    }
+
+    fn finish_with(
+        &self,
+        mut incoming: IncomingTar,
+        unpack: impl FnOnce(fs::File, &Path) -> Result<(), UnpackError>,
+    ) -> Result<Imported, ImageError> {
         incoming
             .file
             .flush()
@@ -175,7 +212,7 @@ impl ImageStore {
         let staging = self.staging()?;
         let result = fs::File::open(&incoming.path)
             .map_err(io_ctx(format!("opening {}", incoming.path.display())))
-            .and_then(|f| unpack::unpack(io::BufReader::new(f), &staging).map_err(Into::into));
+            .and_then(|f| unpack(f, &staging).map_err(Into::into));
         if let Err(e) = result {
             let _ = fs::remove_dir_all(&staging);
             return Err(e);
@@ -255,6 +292,18 @@ impl ImageStore {
         fs::remove_dir_all(&doomed).map_err(io_ctx(format!("removing {}", doomed.display())))?;
         Ok(bytes)
     }
+}
+
+/// What the runtime, not the sandbox, put in its upper directory: Warren's mount points
+/// (`/.warren`) and the empty files the runtime made to bind `/etc/hosts`, `/etc/hostname` and
+/// `/etc/resolv.conf` over, when the image had none. An image build keeps none of them.
+fn runtime_made(rel: &Path, meta: &fs::Metadata) -> bool {
+    rel == Path::new(".warren")
+        || (meta.is_file()
+            && meta.len() == 0
+            && ["etc/hosts", "etc/hostname", "etc/resolv.conf"]
+                .iter()
+                .any(|p| rel == Path::new(p)))
 }
 
 /// Whether `digest` is `sha256:` and 64 hex digits: the only names a layer directory has.

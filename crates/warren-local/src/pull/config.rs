@@ -43,6 +43,7 @@ pub fn parse(blob: &str) -> Result<ImageConfig, serde_json::Error> {
         working_dir: inner.working_dir.filter(|w| !w.is_empty()),
         user: inner.user.filter(|u| !u.is_empty()),
         exposed_ports,
+        ready_cmd: None,
     })
 }
 

@@ -1,4 +1,5 @@
 //! HTTP routes: thin handlers that parse, call the service and map errors.
+mod build;
 mod exec;
 mod files;
 mod images;
@@ -70,6 +71,11 @@ pub fn router(state: AppState) -> Router {
         .route("/images", get(images::list))
         .route("/images/pull", post(images::pull))
         .route("/images/prune", post(images::prune))
+        .route(
+            "/images/build",
+            post(build::build).layer(axum::extract::DefaultBodyLimit::disable()),
+        )
+        .route("/images/builds/{id}", get(build::follow))
         .route(
             "/images/{*name}",
             put(images::import).delete(images::delete),

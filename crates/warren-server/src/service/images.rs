@@ -112,8 +112,10 @@ impl Service {
         // Pulls, imports and creates hold the read side from the moment they store or pick
         // layers until the image or sandbox naming them is recorded.
         let _gc = self.inner.images_gc.write().await;
-        let live: HashSet<String> = self.inner.store.live_layers().await?.into_iter().collect();
+        let mut live: HashSet<String> = self.inner.store.live_layers().await?.into_iter().collect();
         let backend = self.inner.backend.clone();
+        // The build cache keeps what it names until it is cleared.
+        live.extend(backend.image_store().cached_layers());
         tokio::task::spawn_blocking(move || {
             let mut result = PruneResult::default();
             for layer in backend.stored_layers()? {

@@ -1,5 +1,6 @@
 //! The sandbox service: validates, records intent in the store, then drives the backend.
 //! Handlers call it; it speaks only to the [`Store`] and [`Backend`] traits and the agent.
+pub mod build;
 mod connect;
 mod exec;
 mod expiry;
@@ -110,6 +111,8 @@ struct Inner {
     journal: tokio::sync::mpsc::UnboundedSender<Journal>,
     // Sandboxes being reaped now (so the timer queue and the reconciler never both do it).
     reaping: Mutex<std::collections::HashSet<SandboxId>>,
+    // Image builds, running or finished within the hour.
+    builds: Mutex<HashMap<String, Arc<build::Build>>>,
     // Opens the secrets a sandbox's environment refers to, when it is made.
     sealer: std::sync::OnceLock<Arc<crate::secrets::Sealer>>,
     // Deadlines to the timer queue (`expiry.rs`), and its receiving end until it starts.
@@ -154,6 +157,7 @@ impl Service {
                 expiry_queue: Mutex::new(Some(expiry_queue)),
                 sealer: std::sync::OnceLock::new(),
                 reaping: Mutex::default(),
+                builds: Mutex::default(),
                 logs,
                 events: tokio::sync::broadcast::channel(1024).0,
                 shutdown: tokio::sync::watch::channel(false).0,

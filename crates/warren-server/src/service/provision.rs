@@ -16,6 +16,8 @@ use crate::error::ApiError;
 
 /// How long a new sandbox's agent has to answer before the sandbox is failed.
 const AGENT_BOOT_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long a new sandbox's ready command (from its image) has to succeed.
+const READY_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long the agent is watched for at a fine grain before polling backs off.
 const QUICK_BOOT: Duration = Duration::from_millis(300);
 
@@ -106,6 +108,7 @@ impl Service {
             .image_for_create(req.image.as_deref(), req.pull.unwrap_or_default())
             .await?;
         let defaults = &image.config;
+        let ready_cmd = defaults.ready_cmd.clone();
         let preferred = match user {
             Some(name) if req.user.is_none() && defaults.user.is_none() => self
                 .image_has_user(&image.digest, name)
@@ -176,8 +179,13 @@ impl Service {
         let id = rec.sandbox.id.clone();
         if req.wait.unwrap_or(true) {
             let lock = self.lock_for(&id);
-            let _guard = lock.lock().await;
-            self.provision_started(rec).await
+            let guard = lock.lock().await;
+            let started = self.provision_started(rec).await?;
+            drop(guard);
+            if let Some(cmd) = ready_cmd {
+                self.await_ready(&id, &cmd).await?;
+            }
+            Ok(started)
         } else {
             let sandbox = rec.sandbox.clone();
             let svc = self.clone();
@@ -196,6 +204,37 @@ impl Service {
             });
             Ok((sandbox, false))
         }
+    }
+
+    /// Runs the image's ready command until it exits 0 (E2B's `readyCmd`); a sandbox that is
+    /// not ready within [`READY_TIMEOUT`] is deleted and the create fails, naming the command
+    /// and its last output.
+    async fn await_ready(&self, id: &SandboxId, cmd: &str) -> Result<(), ApiError> {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        let mut last = String::new();
+        while Instant::now() < deadline {
+            let req = warren_api::ExecRequest {
+                cmd: vec!["/bin/sh".into(), "-c".into(), cmd.to_owned()],
+                env: Default::default(),
+                cwd: None,
+                stdin: None,
+                timeout_s: Some(10),
+                label: Some("ready check".into()),
+                user: None,
+            };
+            match self.exec(id, req).await {
+                Ok(r) if r.exit_code == 0 => return Ok(()),
+                Ok(r) => last = format!("exit code {}: {}{}", r.exit_code, r.stdout, r.stderr),
+                Err(e) => last = e.to_string(),
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let _ = self.delete(id).await;
+        Err(ApiError::Unavailable(format!(
+            "the image's ready command `{cmd}` did not succeed within {} s (last: {}); the sandbox was removed",
+            READY_TIMEOUT.as_secs(),
+            last.trim()
+        )))
     }
 
     /// Gives the sandbox a network lease index (a warm one when there is one) and records it

@@ -57,7 +57,9 @@ impl Service {
         let svc = self.clone();
         self.spawn_background(async move {
             let last = match svc.pull_image(&reference, Some(tx.clone())).await {
-                Ok(image) => PullEvent::Done { image },
+                Ok(image) => PullEvent::Done {
+                    image: Box::new(image),
+                },
                 Err(e) => PullEvent::Error {
                     error: e.body().error,
                 },

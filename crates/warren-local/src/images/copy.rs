@@ -1,0 +1,425 @@
+//! A build's COPY step as a layer, made on the host from the uploaded files (a tar, maybe
+//! gzipped) and the image so far: entries the sources name placed under the destination as
+//! Docker's COPY places them (a directory's contents into it; a file at the destination, or
+//! into it when it ends in `/` or several files are copied), with the requested owner and
+//! mode. Every parent directory is written too: with its own owner and mode when the image
+//! has it (an overlay shows the topmost layer's directory, so a default would take a user's
+//! home from them), root's `0755` when not. Destinations are resolved through the image's
+//! symlinks (`/bin` → `usr/bin`), never replaced by a directory.
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Component, Path, PathBuf};
+
+use super::{Hashing, Imported};
+
+/// What a COPY step asks for.
+#[derive(Debug, Clone)]
+pub struct CopySpec {
+    /// Paths (or glob patterns) in the uploaded files, relative to the build context.
+    pub sources: Vec<String>,
+    /// Where in the image; relative to `workdir` when not absolute.
+    pub dest: String,
+    /// The build's working directory at this step.
+    pub workdir: String,
+    /// Owner of everything copied.
+    pub uid: u32,
+    /// Group of everything copied.
+    pub gid: u32,
+    /// Permission bits of every copied file (directories keep their own).
+    pub mode: Option<u32>,
+}
+
+/// Why a COPY step cannot be made.
+#[derive(Debug, thiserror::Error)]
+pub enum CopyError {
+    /// The step names something the files do not hold, or asks the impossible.
+    #[error("{0}")]
+    Invalid(String),
+    /// Reading the files or writing the layer failed.
+    #[error("COPY: {0}")]
+    Io(#[from] io::Error),
+}
+
+fn invalid(msg: impl Into<String>) -> CopyError {
+    CopyError::Invalid(msg.into())
+}
+
+/// A path of the uploaded tar without `./`, leading or trailing `/`; `None` when it leaves the
+/// tree (`..`).
+fn clean(path: &Path) -> Option<PathBuf> {
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::Normal(n) => out.push(n),
+            Component::CurDir | Component::RootDir => {}
+            Component::ParentDir | Component::Prefix(_) => return None,
+        }
+    }
+    Some(out)
+}
+
+fn open_files(path: &Path) -> io::Result<tar::Archive<Box<dyn Read>>> {
+    let mut input = BufReader::new(fs::File::open(path)?);
+    let gz = input.fill_buf()?.starts_with(&[0x1f, 0x8b]);
+    let reader: Box<dyn Read> = if gz {
+        Box::new(flate2::bufread::MultiGzDecoder::new(input))
+    } else {
+        Box::new(input)
+    };
+    Ok(tar::Archive::new(reader))
+}
+
+/// The kinds of the entries of the uploaded files, by cleaned path.
+fn index(files: &Path) -> Result<BTreeMap<PathBuf, tar::EntryType>, CopyError> {
+    let mut kinds = BTreeMap::new();
+    for entry in open_files(files)?.entries()? {
+        let entry = entry?;
+        let Some(p) = clean(&entry.path()?) else {
+            return Err(invalid(
+                "the uploaded files name a path outside themselves (..)",
+            ));
+        };
+        // Directories the tar implies but does not list are directories too.
+        for a in p.ancestors().skip(1).filter(|a| !a.as_os_str().is_empty()) {
+            kinds
+                .entry(a.to_path_buf())
+                .or_insert(tar::EntryType::Directory);
+        }
+        if !p.as_os_str().is_empty() {
+            kinds.insert(p, entry.header().entry_type());
+        }
+    }
+    Ok(kinds)
+}
+
+fn is_glob(s: &str) -> bool {
+    s.contains(['*', '?', '['])
+}
+
+/// Where each entry of the files goes (image path, relative to `/`), per Docker's rules.
+fn placements(
+    kinds: &BTreeMap<PathBuf, tar::EntryType>,
+    spec: &CopySpec,
+) -> Result<BTreeMap<PathBuf, PathBuf>, CopyError> {
+    let dest_is_dir = spec.dest.ends_with('/') || spec.sources.len() > 1;
+    let dest = Path::new(&spec.workdir).join(&spec.dest);
+    let Some(dest) = clean(&dest) else {
+        return Err(invalid(format!(
+            "COPY destination {:?} leaves /",
+            spec.dest
+        )));
+    };
+    let mut out = BTreeMap::new();
+    let under = |root: &Path, to: &Path, out: &mut BTreeMap<PathBuf, PathBuf>| {
+        for p in kinds.keys().filter(|p| p.starts_with(root) && *p != root) {
+            if let Ok(rest) = p.strip_prefix(root) {
+                out.insert(p.clone(), to.join(rest));
+            }
+        }
+    };
+    for source in &spec.sources {
+        let Some(src) = clean(Path::new(source)) else {
+            return Err(invalid(format!(
+                "COPY source {source:?} leaves the context"
+            )));
+        };
+        let matched: Vec<&PathBuf> = if src.as_os_str().is_empty() {
+            under(Path::new(""), &dest, &mut out);
+            continue;
+        } else if is_glob(source) {
+            let pattern = glob::Pattern::new(&src.to_string_lossy())
+                .map_err(|e| invalid(format!("COPY source {source:?}: {e}")))?;
+            let opts = glob::MatchOptions {
+                require_literal_separator: true,
+                ..Default::default()
+            };
+            kinds
+                .keys()
+                .filter(|p| pattern.matches_path_with(p, opts))
+                .collect()
+        } else {
+            kinds.keys().filter(|p| **p == src).collect()
+        };
+        if matched.is_empty() {
+            return Err(invalid(format!(
+                "COPY source {source:?} is not in the uploaded files"
+            )));
+        }
+        let several = dest_is_dir || matched.len() > 1;
+        for p in matched {
+            if kinds.get(p) == Some(&tar::EntryType::Directory) {
+                under(p, &dest, &mut out);
+            } else if several {
+                let name = p.file_name().map(PathBuf::from).unwrap_or_default();
+                out.insert(p.clone(), dest.join(name));
+            } else {
+                out.insert(p.clone(), dest.clone());
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The topmost layer's entry at `rel` (whiteouts hide it), and that layer.
+fn lookup(layers: &[PathBuf], rel: &Path) -> Option<(fs::Metadata, PathBuf)> {
+    for layer in layers.iter().rev() {
+        let p = layer.join(rel);
+        if let Ok(m) = fs::symlink_metadata(&p) {
+            if m.file_type().is_char_device() && m.rdev() == 0 {
+                return None;
+            }
+            return Some((m, p));
+        }
+    }
+    None
+}
+
+/// `rel` with every symlink among its parents followed inside the image (at most 40).
+pub fn resolve_parents(layers: &[PathBuf], rel: &Path) -> Result<PathBuf, CopyError> {
+    let mut path = rel.to_path_buf();
+    'again: for _ in 0..40 {
+        let parts: Vec<_> = path.components().collect();
+        let mut prefix = PathBuf::new();
+        for (i, c) in parts.iter().enumerate().take(parts.len().saturating_sub(1)) {
+            prefix.push(c);
+            if let Some((m, host)) = lookup(layers, &prefix) {
+                if m.file_type().is_symlink() {
+                    let target = fs::read_link(&host)?;
+                    let base = prefix.parent().unwrap_or(Path::new("")).to_path_buf();
+                    let mut next = if target.is_absolute() {
+                        PathBuf::from("/").join(target)
+                    } else {
+                        PathBuf::from("/").join(base).join(target)
+                    };
+                    for rest in &parts[i + 1..] {
+                        next.push(rest);
+                    }
+                    path = clean(&next).ok_or_else(|| invalid("a symlink leaves /"))?;
+                    continue 'again;
+                }
+            }
+        }
+        return Ok(path);
+    }
+    Err(invalid(format!(
+        "{} is behind too many symlinks",
+        rel.display()
+    )))
+}
+
+fn dir_header(layers: &[PathBuf], rel: &Path) -> tar::Header {
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Directory);
+    h.set_size(0);
+    match lookup(layers, rel) {
+        Some((m, _)) if m.is_dir() => {
+            h.set_mode(m.mode() & 0o7777);
+            h.set_uid(u64::from(m.uid()));
+            h.set_gid(u64::from(m.gid()));
+            h.set_mtime(u64::try_from(m.mtime()).unwrap_or(0));
+        }
+        _ => {
+            h.set_mode(0o755);
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_mtime(0);
+        }
+    }
+    h
+}
+
+/// Writes the layer of a COPY of `files` (a tar, gzipped or not) into the image whose
+/// layers are `layers` (bottom first) to `out`.
+pub fn copy_layer(
+    files: &Path,
+    spec: &CopySpec,
+    layers: &[PathBuf],
+    out: impl Write,
+) -> Result<Imported, CopyError> {
+    let kinds = index(files)?;
+    let mut placed = placements(&kinds, spec)?;
+    for to in placed.values_mut() {
+        *to = resolve_parents(layers, to)?;
+    }
+    let targets: BTreeSet<&PathBuf> = placed.values().collect();
+    let parents: BTreeSet<PathBuf> = targets
+        .iter()
+        .flat_map(|t| t.ancestors().skip(1))
+        .filter(|a| !a.as_os_str().is_empty())
+        .map(Path::to_path_buf)
+        .collect();
+    let mut b = tar::Builder::new(Hashing::new(out));
+    for p in &parents {
+        if !targets.contains(p) {
+            b.append_data(&mut dir_header(layers, p), p, io::empty())?;
+        }
+    }
+    // Entries in the order the tar gives them, streamed (the same files make the same layer).
+    let mut written = BTreeSet::new();
+    for entry in open_files(files)?.entries()? {
+        let mut entry = entry?;
+        let Some(src) = clean(&entry.path()?) else {
+            continue;
+        };
+        let Some(to) = placed.get(&src) else {
+            continue;
+        };
+        let kind = entry.header().entry_type();
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_uid(u64::from(spec.uid));
+        h.set_gid(u64::from(spec.gid));
+        h.set_mtime(entry.header().mtime().unwrap_or(0));
+        let own_mode = entry.header().mode().unwrap_or(0o644) & 0o7777;
+        match kind {
+            tar::EntryType::Directory => {
+                h.set_mode(own_mode);
+                h.set_size(0);
+                b.append_data(&mut h, to, io::empty())?;
+            }
+            tar::EntryType::Regular | tar::EntryType::Continuous => {
+                h.set_entry_type(tar::EntryType::Regular);
+                h.set_mode(spec.mode.unwrap_or(own_mode));
+                h.set_size(entry.header().size()?);
+                b.append_data(&mut h, to, &mut entry)?;
+            }
+            tar::EntryType::Symlink => {
+                h.set_mode(0o777);
+                h.set_size(0);
+                let target = entry
+                    .link_name()?
+                    .ok_or_else(|| invalid("a symlink without a target"))?
+                    .into_owned();
+                b.append_link(&mut h, to, target)?;
+            }
+            tar::EntryType::Link => {
+                return Err(invalid(format!(
+                    "{} is a hard link; COPY takes files, directories and symlinks",
+                    src.display()
+                )))
+            }
+            // Devices, fifos: an image carries none.
+            _ => continue,
+        }
+        written.insert(to.clone());
+    }
+    // A directory the tar implies without listing it.
+    for (src, to) in &placed {
+        if kinds.get(src) == Some(&tar::EntryType::Directory) && !written.contains(to) {
+            b.append_data(&mut dir_header(layers, to), to, io::empty())?;
+        }
+    }
+    Ok(b.into_inner()?.digest())
+}
+
+/// The layer that makes directory `dir` (absolute) with root's `0755` and its missing
+/// parents, when the image lacks it: a WORKDIR's directory. `None` when it exists.
+pub fn dir_layer(
+    dir: &str,
+    layers: &[PathBuf],
+    out: impl Write,
+) -> Result<Option<Imported>, CopyError> {
+    let rel = clean(Path::new(dir)).ok_or_else(|| invalid(format!("{dir:?} leaves /")))?;
+    let rel = resolve_parents(layers, &rel)?;
+    if rel.as_os_str().is_empty() || lookup(layers, &rel).is_some() {
+        return Ok(None);
+    }
+    let mut b = tar::Builder::new(Hashing::new(out));
+    let mut chain: Vec<&Path> = rel
+        .ancestors()
+        .filter(|a| !a.as_os_str().is_empty())
+        .collect();
+    chain.reverse();
+    for p in chain {
+        b.append_data(&mut dir_header(layers, p), p, io::empty())?;
+    }
+    Ok(Some(b.into_inner()?.digest()))
+}
+
+/// The uid and gid of `owner` (`user`, `user:group`, `uid`, `uid:gid`) in the image's
+/// `/etc/passwd` and `/etc/group`; a user's own group when none is named.
+pub fn owner_ids(layers: &[PathBuf], owner: &str) -> Result<(u32, u32), CopyError> {
+    let (user, group) = match owner.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (owner, None),
+    };
+    let passwd = read_image_file(layers, "etc/passwd");
+    let (uid, own_gid) = match user.parse::<u32>() {
+        Ok(uid) => (uid, find(&passwd, 2, user).and_then(|f| f[3].parse().ok())),
+        Err(_) => {
+            let f = find(&passwd, 0, user).ok_or_else(|| {
+                invalid(format!("user {user:?} is not in the image's /etc/passwd"))
+            })?;
+            (
+                f[2].parse()
+                    .map_err(|_| invalid("a bad /etc/passwd line"))?,
+                f[3].parse().ok(),
+            )
+        }
+    };
+    let gid = match group {
+        None => own_gid.unwrap_or(uid),
+        Some(g) => match g.parse::<u32>() {
+            Ok(gid) => gid,
+            Err(_) => find(&read_image_file(layers, "etc/group"), 0, g)
+                .and_then(|f| f[2].parse().ok())
+                .ok_or_else(|| invalid(format!("group {g:?} is not in the image's /etc/group")))?,
+        },
+    };
+    Ok((uid, gid))
+}
+
+/// The fields of the first line whose field `at` is `value` (at least 4 fields).
+fn find<'a>(text: &'a str, at: usize, value: &str) -> Option<Vec<&'a str>> {
+    text.lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .find(|f| f.len() >= 4 && f[at] == value)
+}
+
+/// A small text file of the image (≤ 1 MiB), following no link; empty when absent.
+fn read_image_file(layers: &[PathBuf], rel: &str) -> String {
+    let mut text = String::new();
+    if let Some((m, host)) = lookup(layers, Path::new(rel)) {
+        if m.is_file() {
+            if let Ok(f) = fs::File::open(host) {
+                let _ = f.take(1 << 20).read_to_string(&mut text);
+            }
+        }
+    }
+    text
+}
+
+impl super::ImageStore {
+    /// Stores the layer of a COPY step (see [`copy_layer`]).
+    pub fn store_copy(
+        &self,
+        files: &Path,
+        spec: &CopySpec,
+        layers: &[PathBuf],
+    ) -> Result<Imported, CopyError> {
+        let mut incoming = self.begin().map_err(store_err)?;
+        copy_layer(files, spec, layers, &mut incoming.file)?;
+        self.finish_layer(incoming).map_err(store_err)
+    }
+
+    /// Stores the layer that makes directory `dir` (see [`dir_layer`]); `None` when the image
+    /// has it.
+    pub fn store_dir(&self, dir: &str, layers: &[PathBuf]) -> Result<Option<Imported>, CopyError> {
+        let mut incoming = self.begin().map_err(store_err)?;
+        if dir_layer(dir, layers, &mut incoming.file)?.is_none() {
+            return Ok(None);
+        }
+        self.finish_layer(incoming).map(Some).map_err(store_err)
+    }
+}
+
+fn store_err(e: super::ImageError) -> CopyError {
+    match e {
+        super::ImageError::Io { source, what } => {
+            CopyError::Io(io::Error::new(source.kind(), format!("{what}: {source}")))
+        }
+        super::ImageError::Rejected(e) => CopyError::Invalid(e.to_string()),
+    }
+}

@@ -1,0 +1,271 @@
+//! Image builds: a base image and steps (RUN, COPY, ENV, WORKDIR, USER, CMD, ENTRYPOINT,
+//! EXPOSE; from a Dockerfile or E2B's template steps) made into a new image. A RUN step runs
+//! in a gVisor sandbox made from the image so far; the sandbox is stopped and what it
+//! changed becomes a layer on top. A COPY step's layer is written on the host from the
+//! uploaded files. Each step's key is the sha256 of the key before it and of the step (with
+//! the content of what it copies), so a step whose key made a layer before reuses that layer,
+//! as Docker's build cache does; `no_cache` (or a step's `force`) runs it again. Builds run
+//! in the server's own task: a client that goes away does not stop one.
+mod record;
+mod steps;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use chrono::Utc;
+use sha2::{Digest, Sha256};
+use warren_api::build::{BuildEvent, Instruction, LogLevel};
+use warren_api::image::valid_image_name;
+use warren_api::{Image, ImageConfig, PullPolicy};
+use warren_local::images::IncomingTar;
+
+pub use record::{Build, Outcome};
+
+use super::Service;
+use crate::error::ApiError;
+
+/// How long a finished build stays readable (its status and logs).
+const KEEP_FINISHED: chrono::Duration = chrono::Duration::hours(1);
+
+/// A build to run.
+pub struct BuildPlan {
+    /// The image it records.
+    pub name: String,
+    /// The image it starts from: a Warren image's name or a registry reference.
+    pub from: String,
+    /// The steps after FROM.
+    pub steps: Vec<PlannedStep>,
+    /// Run every step again, reusing nothing.
+    pub no_cache: bool,
+    /// CPUs and memory of the sandboxes RUN steps run in.
+    pub cpu: Option<f64>,
+    /// See `cpu`.
+    pub memory_mb: Option<u64>,
+    /// E2B's `startCmd`: the image's command (run by `sh -c`) when set.
+    pub start_cmd: Option<String>,
+    /// E2B's `readyCmd`, kept in the image.
+    pub ready_cmd: Option<String>,
+    /// The uploaded build context, kept until the build ends.
+    pub context: Option<IncomingTar>,
+}
+
+/// One step and what it needs.
+pub struct PlannedStep {
+    /// The step.
+    pub instruction: Instruction,
+    /// The files tar a COPY step copies from.
+    pub files: Option<PathBuf>,
+    /// Run it again even if cached (and every step after it).
+    pub force: bool,
+    /// The step's owner when a COPY names none: E2B copies as the current user, Docker as
+    /// root.
+    pub copy_as_current_user: bool,
+}
+
+/// The image as it stands between steps.
+#[derive(Debug, Clone)]
+pub(crate) struct Stage {
+    pub layers: Vec<String>,
+    pub config: ImageConfig,
+    pub key: String,
+    pub size: u64,
+}
+
+impl Stage {
+    fn advance(&mut self, what: &str) {
+        let mut h = Sha256::new();
+        h.update(self.key.as_bytes());
+        h.update(b"\n");
+        h.update(what.as_bytes());
+        self.key = hex::encode(h.finalize());
+    }
+
+    /// A digest naming this stage's layers and config (the image record's `digest`).
+    fn digest(&self) -> String {
+        let mut h = Sha256::new();
+        for l in &self.layers {
+            h.update(l.as_bytes());
+            h.update(b"\n");
+        }
+        h.update(serde_json::to_vec(&self.config).unwrap_or_default());
+        format!("sha256:{}", hex::encode(h.finalize()))
+    }
+}
+
+/// A new build's id, in a UUID's form as E2B's are (random, version 4).
+pub fn build_id() -> String {
+    let b: [u8; 16] = rand::random();
+    let h = hex::encode(b);
+    format!(
+        "{}-{}-4{}-{:x}{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[13..16],
+        8 | (b[8] & 3),
+        &h[17..20],
+        &h[20..32]
+    )
+}
+
+/// The text of a step as a Dockerfile would have it, for logs.
+pub fn describe(i: &Instruction) -> String {
+    let json = |v: &[String]| serde_json::to_string(v).unwrap_or_default();
+    match i {
+        Instruction::From { image } => format!("FROM {image}"),
+        Instruction::Run {
+            command,
+            user: None,
+        } => format!("RUN {command}"),
+        Instruction::Run {
+            command,
+            user: Some(u),
+        } => format!("RUN (as {u}) {command}"),
+        Instruction::Copy {
+            sources,
+            dest,
+            chown,
+            ..
+        } => {
+            let chown = chown
+                .as_ref()
+                .map(|c| format!("--chown={c} "))
+                .unwrap_or_default();
+            format!("COPY {chown}{} {dest}", sources.join(" "))
+        }
+        Instruction::Env { vars } => {
+            let v: Vec<String> = vars.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
+            format!("ENV {}", v.join(" "))
+        }
+        Instruction::Workdir { path } => format!("WORKDIR {path}"),
+        Instruction::User { user } => format!("USER {user}"),
+        Instruction::Cmd { argv } => format!("CMD {}", json(argv)),
+        Instruction::Entrypoint { argv } => format!("ENTRYPOINT {}", json(argv)),
+        Instruction::Expose { ports } => {
+            let p: Vec<String> = ports.iter().map(u16::to_string).collect();
+            format!("EXPOSE {}", p.join(" "))
+        }
+    }
+}
+
+impl Service {
+    /// Starts a build in the background; follow it through the answer.
+    pub fn start_build(&self, plan: BuildPlan, id: Option<String>) -> Result<Arc<Build>, ApiError> {
+        if !valid_image_name(&plan.name) {
+            return Err(ApiError::Invalid(format!(
+                "{:?} is not a valid image name (1-255 of a-z 0-9 . _ / : @ -, starting with a letter or digit)",
+                plan.name
+            )));
+        }
+        let id = id.unwrap_or_else(build_id);
+        let build = Arc::new(Build::new(id.clone(), plan.name.clone()));
+        {
+            let mut builds = self.inner.builds.lock().unwrap_or_else(|p| p.into_inner());
+            let now = Utc::now();
+            builds.retain(|_, b| {
+                matches!(b.outcome(), Outcome::Running) || now - b.created_at < KEEP_FINISHED
+            });
+            builds.insert(id, build.clone());
+        }
+        let svc = self.clone();
+        let b = build.clone();
+        self.spawn_background(async move {
+            match svc.run_build(plan, &b).await {
+                Ok(image) => b.push(BuildEvent::Done {
+                    image: Box::new(image),
+                }),
+                Err((step, e)) => {
+                    b.log(LogLevel::Error, e.to_string());
+                    b.push(BuildEvent::Error {
+                        step,
+                        error: e.body().error,
+                    })
+                }
+            }
+        });
+        Ok(build)
+    }
+
+    /// A build by id, while it is kept.
+    pub fn build(&self, id: &str) -> Option<Arc<Build>> {
+        let builds = self.inner.builds.lock().unwrap_or_else(|p| p.into_inner());
+        builds.get(id).cloned()
+    }
+
+    /// Every build kept, by id.
+    pub fn builds(&self) -> HashMap<String, Arc<Build>> {
+        self.inner
+            .builds
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    async fn run_build(
+        &self,
+        plan: BuildPlan,
+        build: &Build,
+    ) -> Result<Image, (Option<usize>, ApiError)> {
+        let total = plan.steps.len();
+        build.log(LogLevel::Info, format!("FROM {}", plan.from));
+        let base = self
+            .image_for_create(Some(&plan.from), PullPolicy::Missing)
+            .await
+            .map_err(|e| (None, e.map_message(|m| format!("FROM {}: {m}", plan.from))))?;
+        let mut stage = Stage {
+            layers: base.layers.clone(),
+            config: base.config.clone(),
+            key: String::new(),
+            size: base.size,
+        };
+        stage.advance(&format!("warren-build-1 {}", base.digest));
+        let ctx = steps::Ctx {
+            build,
+            scratch: format!("build-tmp/{}", build.id),
+            cpu: plan.cpu,
+            memory_mb: plan.memory_mb,
+            total,
+        };
+        let mut forced = plan.no_cache;
+        let mut result = Ok(());
+        for (i, step) in plan.steps.iter().enumerate() {
+            forced |= step.force;
+            let index = i + 1;
+            let text = describe(&step.instruction);
+            if let Err(e) = self
+                .run_step(&ctx, &mut stage, step, forced, index, &text)
+                .await
+            {
+                result = Err((Some(index), e));
+                break;
+            }
+        }
+        // The scratch image only ever named layers the cache or the base keep.
+        let _ = self.inner.store.delete_image(&ctx.scratch).await;
+        result?;
+        if let Some(cmd) = &plan.start_cmd {
+            stage.config.entrypoint.clear();
+            stage.config.cmd = vec!["/bin/sh".into(), "-c".into(), cmd.clone()];
+        }
+        stage.config.ready_cmd = plan.ready_cmd.clone();
+        let image = Image {
+            name: plan.name.clone(),
+            digest: stage.digest(),
+            size: stage.size,
+            created_at: Utc::now(),
+            source: None,
+            layers: stage.layers,
+            config: stage.config,
+        };
+        let replaced = self.record_image(&image).await.map_err(|e| (None, e))?;
+        if replaced {
+            let _ = self.prune_images().await;
+        }
+        build.log(
+            LogLevel::Info,
+            format!("built {} ({} layers)", image.name, image.layers.len()),
+        );
+        drop(plan.context);
+        Ok(image)
+    }
+}

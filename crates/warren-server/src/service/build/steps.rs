@@ -1,0 +1,338 @@
+//! The steps of a build, one at a time: configuration steps change the image config, COPY and
+//! WORKDIR write a layer on the host, RUN runs in a sandbox whose changes become a layer.
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use futures::StreamExt;
+use warren_api::build::{BuildEvent, Instruction, LogLevel};
+use warren_api::{CreateSandbox, ExecRequest, Image, ImageConfig, Runtime, SandboxId};
+use warren_local::images::copy::CopySpec;
+use warren_local::images::Imported;
+
+use super::{Build, PlannedStep, Stage};
+use crate::error::ApiError;
+use crate::service::{ExecEvent, Service};
+
+/// Disk of a RUN step's sandbox (sparse: only what the step writes is used).
+const BUILD_DISK_MB: u64 = 16 * 1024;
+/// How long one RUN step may take.
+const STEP_TIMEOUT_S: u64 = 3600;
+
+/// What every step of one build shares.
+pub(crate) struct Ctx<'a> {
+    pub build: &'a Build,
+    pub scratch: String,
+    pub cpu: Option<f64>,
+    pub memory_mb: Option<u64>,
+    pub total: usize,
+}
+
+/// `KEY=value` set in an image's env list (replacing an earlier `KEY`).
+fn set_env(env: &mut Vec<String>, key: &str, value: &str) {
+    let prefix = format!("{key}=");
+    env.retain(|e| !e.starts_with(&prefix));
+    env.push(format!("{key}={value}"));
+}
+
+/// A WORKDIR against the current one.
+fn join_dir(current: Option<&str>, path: &str) -> String {
+    let joined = std::path::Path::new(current.unwrap_or("/")).join(path);
+    joined.to_string_lossy().into_owned()
+}
+
+fn blocking_failed(e: tokio::task::JoinError) -> ApiError {
+    ApiError::Internal(format!("build task: {e}"))
+}
+
+impl Service {
+    pub(super) async fn run_step(
+        &self,
+        ctx: &Ctx<'_>,
+        stage: &mut Stage,
+        step: &PlannedStep,
+        forced: bool,
+        index: usize,
+        text: &str,
+    ) -> Result<(), ApiError> {
+        let announce = |cached| {
+            ctx.build.push(BuildEvent::Step {
+                index,
+                total: ctx.total,
+                text: text.to_owned(),
+                cached,
+            })
+        };
+        let config = &mut stage.config;
+        match &step.instruction {
+            Instruction::From { .. } => {
+                return Err(ApiError::Invalid("FROM may only come first".into()));
+            }
+            Instruction::Env { vars } => {
+                vars.iter()
+                    .for_each(|(k, v)| set_env(&mut config.env, k, v));
+            }
+            Instruction::User { user } => config.user = Some(user.clone()),
+            Instruction::Cmd { argv } => config.cmd = argv.clone(),
+            Instruction::Entrypoint { argv } => {
+                // As Docker: a new entrypoint drops the command the base image had.
+                config.entrypoint = argv.clone();
+                config.cmd.clear();
+            }
+            Instruction::Expose { ports } => {
+                config.exposed_ports.extend(ports);
+                config.exposed_ports.sort_unstable();
+                config.exposed_ports.dedup();
+            }
+            Instruction::Workdir { path } => {
+                let dir = join_dir(config.working_dir.as_deref(), path);
+                config.working_dir = Some(dir.clone());
+                announce(false);
+                stage.advance(&format!("WORKDIR {dir}"));
+                let dirs = self.stage_dirs(stage);
+                let backend = self.inner.backend.clone();
+                let _no_gc = self.inner.images_gc.read().await;
+                let made = tokio::task::spawn_blocking(move || {
+                    backend.image_store().store_dir(&dir, &dirs)
+                })
+                .await
+                .map_err(blocking_failed)?
+                .map_err(|e| ApiError::Invalid(e.to_string()))?;
+                if let Some(layer) = made {
+                    self.keep_layer(stage, layer)?;
+                }
+                return Ok(());
+            }
+            Instruction::Copy {
+                sources,
+                dest,
+                chown,
+                mode,
+            } => {
+                announce(false);
+                let files = step.files.clone().ok_or_else(|| {
+                    ApiError::Invalid(format!("{text}: no files were uploaded for it"))
+                })?;
+                let owner = chown.clone().or_else(|| {
+                    step.copy_as_current_user
+                        .then(|| config.user.clone())
+                        .flatten()
+                });
+                let spec = CopySpec {
+                    sources: sources.clone(),
+                    dest: dest.clone(),
+                    workdir: config.working_dir.clone().unwrap_or_else(|| "/".into()),
+                    uid: 0,
+                    gid: 0,
+                    mode: *mode,
+                };
+                let dirs = self.stage_dirs(stage);
+                let backend = self.inner.backend.clone();
+                let _no_gc = self.inner.images_gc.read().await;
+                let layer = tokio::task::spawn_blocking(move || {
+                    let (uid, gid) = match owner {
+                        Some(o) => warren_local::images::copy::owner_ids(&dirs, &o)?,
+                        None => (0, 0),
+                    };
+                    let spec = CopySpec { uid, gid, ..spec };
+                    backend.image_store().store_copy(&files, &spec, &dirs)
+                })
+                .await
+                .map_err(blocking_failed)?
+                .map_err(|e| ApiError::Invalid(format!("{text}: {e}")))?;
+                stage.advance(&format!("{text} {}", layer.digest));
+                return self.keep_layer(stage, layer);
+            }
+            Instruction::Run { command, user } => {
+                let user = user
+                    .clone()
+                    .or_else(|| config.user.clone())
+                    .unwrap_or_else(|| "root".into());
+                stage.advance(&serde_json::to_string(&step.instruction).unwrap_or_default());
+                if !forced {
+                    if let Some(digest) = self.inner.backend.image_store().cached_layer(&stage.key)
+                    {
+                        announce(true);
+                        stage.layers.push(digest);
+                        return Ok(());
+                    }
+                }
+                announce(false);
+                let layer = self.run_in_sandbox(ctx, stage, command, &user).await?;
+                stage.layers.push(layer.digest);
+                stage.size += layer.size;
+                return Ok(());
+            }
+        }
+        announce(false);
+        stage.advance(text);
+        Ok(())
+    }
+
+    /// The layer trees of the stage, bottom first.
+    fn stage_dirs(&self, stage: &Stage) -> Vec<PathBuf> {
+        stage
+            .layers
+            .iter()
+            .map(|l| self.inner.backend.layer_dir(l))
+            .collect()
+    }
+
+    /// Puts a new layer on the stage and in the build cache under the stage's key (which also
+    /// keeps it from layer collection until an image names it).
+    fn keep_layer(&self, stage: &mut Stage, layer: Imported) -> Result<(), ApiError> {
+        self.inner
+            .backend
+            .image_store()
+            .cache_layer(&stage.key, &layer.digest)
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        stage.layers.push(layer.digest);
+        stage.size += layer.size;
+        Ok(())
+    }
+
+    /// Runs `command` as `user` in a gVisor sandbox made from the stage; the layer of what it
+    /// changed. The sandbox is removed whatever happens.
+    async fn run_in_sandbox(
+        &self,
+        ctx: &Ctx<'_>,
+        stage: &Stage,
+        command: &str,
+        user: &str,
+    ) -> Result<Imported, ApiError> {
+        let scratch = Image {
+            name: ctx.scratch.clone(),
+            digest: stage.digest(),
+            size: stage.size,
+            created_at: chrono::Utc::now(),
+            source: None,
+            layers: stage.layers.clone(),
+            config: ImageConfig {
+                env: stage.config.env.clone(),
+                working_dir: stage.config.working_dir.clone(),
+                ..Default::default()
+            },
+        };
+        self.inner.store.put_image(&scratch).await?;
+        let req = CreateSandbox {
+            image: Some(ctx.scratch.clone()),
+            runtime: Some(Runtime::Gvisor),
+            cpu: ctx.cpu,
+            memory_mb: ctx.memory_mb,
+            disk_mb: Some(BUILD_DISK_MB),
+            timeout_s: Some(0),
+            metadata: BTreeMap::from([("warren.build".to_owned(), ctx.build.id.clone())]),
+            ..Default::default()
+        };
+        let (sandbox, _) = self.create(req).await?;
+        let id = sandbox.id.clone();
+        let ran = self.run_command(ctx.build, &id, stage, command, user).await;
+        let stored = match ran {
+            Ok(()) => self.stop_and_store(&id, &stage.key).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = self.delete(&id).await {
+            tracing::warn!(sandbox = %id, "removing a build step's sandbox: {e}");
+        }
+        stored
+    }
+
+    async fn run_command(
+        &self,
+        build: &Build,
+        id: &SandboxId,
+        stage: &Stage,
+        command: &str,
+        user: &str,
+    ) -> Result<(), ApiError> {
+        let req = ExecRequest {
+            cmd: vec!["/bin/sh".into(), "-c".into(), command.to_owned()],
+            env: BTreeMap::new(),
+            // Docker's default, where the agent's would be the user's home.
+            cwd: stage
+                .config
+                .working_dir
+                .clone()
+                .or_else(|| Some("/".into())),
+            stdin: None,
+            timeout_s: Some(STEP_TIMEOUT_S),
+            label: Some("image build step".into()),
+            user: Some(user.to_owned()),
+        };
+        let mut events = self.exec_stream(id, req).await?;
+        let mut lines = Lines::default();
+        while let Some(event) = events.next().await {
+            match event? {
+                ExecEvent::Stdout(b) => lines.feed(&b, |l| build.log(LogLevel::Info, l)),
+                ExecEvent::Stderr(b) => lines.feed(&b, |l| build.log(LogLevel::Info, l)),
+                ExecEvent::Exit(exit) => {
+                    lines.finish(|l| build.log(LogLevel::Info, l));
+                    if exit.timed_out {
+                        return Err(ApiError::Invalid(format!(
+                            "RUN {command}: did not finish within {STEP_TIMEOUT_S} s"
+                        )));
+                    }
+                    if exit.exit_code != 0 {
+                        return Err(ApiError::Invalid(format!(
+                            "RUN {command}: exited with code {}",
+                            exit.exit_code
+                        )));
+                    }
+                    return Ok(());
+                }
+            }
+        }
+        Err(ApiError::Internal(format!(
+            "RUN {command}: the command's stream ended without its exit"
+        )))
+    }
+
+    /// Stops the sandbox and stores its changes as a layer, cached under `key` before layer
+    /// collection may look.
+    async fn stop_and_store(&self, id: &SandboxId, key: &str) -> Result<Imported, ApiError> {
+        self.stop(id).await?;
+        let backend: Arc<dyn crate::backend::Backend> = self.inner.backend.clone();
+        let owned = id.to_string();
+        let key = key.to_owned();
+        let _no_gc = self.inner.images_gc.read().await;
+        tokio::task::spawn_blocking(move || {
+            let layer = backend
+                .store_changes(&owned)
+                .map_err(|e| format!("storing the step's changes: {e}"))?;
+            backend
+                .image_store()
+                .cache_layer(&key, &layer.digest)
+                .map_err(|e| e.to_string())?;
+            Ok::<_, String>(layer)
+        })
+        .await
+        .map_err(blocking_failed)?
+        .map_err(ApiError::Internal)
+    }
+}
+
+/// Output cut into lines (a partial line waits for the rest; invalid UTF-8 replaced).
+#[derive(Default)]
+struct Lines {
+    partial: Vec<u8>,
+}
+
+impl Lines {
+    fn feed(&mut self, bytes: &[u8], mut emit: impl FnMut(String)) {
+        self.partial.extend_from_slice(bytes);
+        while let Some(nl) = self.partial.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = self.partial.drain(..=nl).collect();
+            emit(
+                String::from_utf8_lossy(&line[..nl])
+                    .trim_end_matches('\r')
+                    .to_owned(),
+            );
+        }
+    }
+
+    fn finish(&mut self, mut emit: impl FnMut(String)) {
+        if !self.partial.is_empty() {
+            emit(String::from_utf8_lossy(&std::mem::take(&mut self.partial)).into_owned());
+        }
+    }
+}
