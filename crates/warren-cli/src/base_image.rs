@@ -31,7 +31,15 @@ pub const SUITE: &str = "bookworm";
 pub const PACKAGES: [&str; 5] = ["bash", "python3", "ca-certificates", "sudo", "curl"];
 /// Installed by apt inside the tree after debootstrap (whose own resolver cannot settle npm's
 /// virtual packages): what code written for E2B's `base` template expects besides the above.
-pub const APT_PACKAGES: [&str; 5] = ["python-is-python3", "python3-pip", "git", "nodejs", "npm"];
+pub const APT_PACKAGES: [&str; 7] = [
+    "python-is-python3",
+    "python3-pip",
+    "git",
+    "nodejs",
+    "npm",
+    "iproute2",
+    "procps",
+];
 /// Part of the cache key: bump it whenever what is done to the tree after debootstrap changes,
 /// so machines holding an older tar build a new one.
 const SETUP_VERSION: u32 = 4;

@@ -43,6 +43,8 @@ pub struct AppState {
     pub proxy: Arc<proxy::Proxy>,
     /// The key secret values are sealed with.
     pub sealer: Arc<secrets::Sealer>,
+    /// E2B template builds asked for, and their upload URLs.
+    pub e2b_templates: Arc<e2b::templates::Requests>,
 }
 
 /// Where the server's certificate comes from, when it serves TLS.
@@ -245,6 +247,7 @@ impl Server {
                 known_keys: Arc::default(),
                 proxy: Arc::new(proxy::Proxy::new(&cfg.domain)),
                 sealer,
+                e2b_templates: Arc::default(),
             },
             new_admin_key,
             cfg,

@@ -209,7 +209,9 @@ pub fn resolve_parents(layers: &[PathBuf], rel: &Path) -> Result<PathBuf, CopyEr
     )))
 }
 
-fn dir_header(layers: &[PathBuf], rel: &Path) -> tar::Header {
+/// A directory entry for `rel`: the image's own when it has one, else a new one of `owner`
+/// (the copy's owner, as Docker's `--chown` gives the directories it makes) with mode `0755`.
+fn dir_header(layers: &[PathBuf], rel: &Path, owner: (u32, u32)) -> tar::Header {
     let mut h = tar::Header::new_gnu();
     h.set_entry_type(tar::EntryType::Directory);
     h.set_size(0);
@@ -222,8 +224,8 @@ fn dir_header(layers: &[PathBuf], rel: &Path) -> tar::Header {
         }
         _ => {
             h.set_mode(0o755);
-            h.set_uid(0);
-            h.set_gid(0);
+            h.set_uid(u64::from(owner.0));
+            h.set_gid(u64::from(owner.1));
             h.set_mtime(0);
         }
     }
@@ -250,10 +252,11 @@ pub fn copy_layer(
         .filter(|a| !a.as_os_str().is_empty())
         .map(Path::to_path_buf)
         .collect();
+    let owner = (spec.uid, spec.gid);
     let mut b = tar::Builder::new(Hashing::new(out));
     for p in &parents {
         if !targets.contains(p) {
-            b.append_data(&mut dir_header(layers, p), p, io::empty())?;
+            b.append_data(&mut dir_header(layers, p, owner), p, io::empty())?;
         }
     }
     // Entries in the order the tar gives them, streamed (the same files make the same layer).
@@ -308,7 +311,7 @@ pub fn copy_layer(
     // A directory the tar implies without listing it.
     for (src, to) in &placed {
         if kinds.get(src) == Some(&tar::EntryType::Directory) && !written.contains(to) {
-            b.append_data(&mut dir_header(layers, to), to, io::empty())?;
+            b.append_data(&mut dir_header(layers, to, owner), to, io::empty())?;
         }
     }
     Ok(b.into_inner()?.digest())
@@ -333,7 +336,7 @@ pub fn dir_layer(
         .collect();
     chain.reverse();
     for p in chain {
-        b.append_data(&mut dir_header(layers, p), p, io::empty())?;
+        b.append_data(&mut dir_header(layers, p, (0, 0)), p, io::empty())?;
     }
     Ok(Some(b.into_inner()?.digest()))
 }

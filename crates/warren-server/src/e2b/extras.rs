@@ -133,7 +133,7 @@ pub async fn unsupported(method: Method, OriginalUri(uri): OriginalUri) -> E2bEr
         || path.starts_with("/v3/templates")
         || path == "/default-templates"
     {
-        "building and listing templates through E2B's template API (use `warren image build-base`, `warren image import` or `warren image pull`, and name the image as the template)"
+        "listing templates and reading a build's logs through this route (`warren image ls` lists templates; a build's status route carries its log)"
     } else {
         "this route"
     };

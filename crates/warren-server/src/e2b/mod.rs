@@ -6,6 +6,7 @@ mod logs;
 mod sandboxes;
 mod secrets;
 mod snapshots;
+pub mod templates;
 mod volumes;
 mod wire;
 
@@ -57,8 +58,14 @@ pub fn router(state: AppState) -> Router<AppState> {
                 .patch(extras::unsupported),
         )
         .route("/templates", any(extras::unsupported))
-        .route("/v2/templates", any(extras::unsupported))
-        .route("/v3/templates", any(extras::unsupported))
+        .route("/v2/templates", post(templates::request))
+        .route("/v3/templates", post(templates::request))
+        .route("/templates/{id}/files/{hash}", get(templates::files))
+        .route("/v2/templates/{id}/builds/{build}", post(templates::start))
+        .route(
+            "/templates/{id}/builds/{build}/status",
+            get(templates::status),
+        )
         .route("/default-templates", any(extras::unsupported))
         .route("/templates/tags", any(extras::unsupported))
         .route("/templates/{id}/{*rest}", any(extras::unsupported))

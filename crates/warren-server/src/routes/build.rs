@@ -127,6 +127,7 @@ pub async fn build(
         start_cmd: None,
         ready_cmd: None,
         context,
+        default_user: None,
     };
     let build = state.service.start_build(plan, None)?;
     Ok(ndjson(build))

@@ -90,6 +90,12 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .nest("/v1", v1)
         .merge(crate::e2b::router(state.clone()))
+        // Outside the key check: the URL's token is the credential.
+        .route(
+            "/e2b-template-files/{token}",
+            axum::routing::put(crate::e2b::templates::upload)
+                .layer(axum::extract::DefaultBodyLimit::disable()),
+        )
         .fallback(error::not_found)
         .method_not_allowed_fallback(|| async {
             ApiError::BadRequest("method not allowed on this route".into())

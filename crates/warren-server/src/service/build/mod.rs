@@ -48,6 +48,9 @@ pub struct BuildPlan {
     pub ready_cmd: Option<String>,
     /// The uploaded build context, kept until the build ends.
     pub context: Option<IncomingTar>,
+    /// The user steps run as when the base image names none, if the image has it (E2B's
+    /// templates build as `user`).
+    pub default_user: Option<String>,
 }
 
 /// One step and what it needs.
@@ -218,7 +221,15 @@ impl Service {
             key: String::new(),
             size: base.size,
         };
-        stage.advance(&format!("warren-build-1 {}", base.digest));
+        if let (None, Some(u)) = (&stage.config.user, &plan.default_user) {
+            if self.image_has_user(&base.digest, u).await.unwrap_or(false) {
+                stage.config.user = Some(u.clone());
+            }
+        }
+        stage.advance(&format!(
+            "warren-build-1 {} {:?}",
+            base.digest, stage.config.user
+        ));
         let ctx = steps::Ctx {
             build,
             scratch: format!("build-tmp/{}", build.id),
