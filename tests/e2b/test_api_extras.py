@@ -134,10 +134,26 @@ def test_routes_warren_does_not_serve_answer_e2b_errors():
         for method, path in (
             ("GET", "/templates"),
             ("GET", "/templates/t1/builds/b1/logs"),
-            ("POST", "/templates/tags"),
-            ("GET", "/templates/t1/tags"),
+            ("GET", "/default-templates"),
         ):
             r = http.request(method, path, json={})
             assert r.status_code == 501, (method, path, r.status_code, r.text)
             body = r.json()
             assert body["code"] == 501 and "not supported by Warren" in body["message"], body
+
+
+def test_template_routes_refuse_bad_input_in_e2b_shape():
+    with api() as http:
+        for method, path, body, status in (
+            ("POST", "/v3/templates", {}, 400),
+            ("POST", "/v3/templates", {"name": "Bad Name!"}, 400),
+            ("POST", "/templates/tags", {"target": "x"}, 400),
+            ("POST", "/v2/templates/t1/builds/b1", {"fromImage": "base"}, 404),
+            ("GET", "/templates/t1/builds/b1/status", None, 404),
+            ("GET", "/templates/t1/files/not%2Fa%2Fhash", None, 400),
+        ):
+            r = http.request(method, path, json=body)
+            assert r.status_code == status, (method, path, r.status_code, r.text)
+            assert r.json()["code"] == status, r.text
+        r = http.put("/e2b-template-files/not-a-token", content=b"x")
+        assert r.status_code == 403, r.text

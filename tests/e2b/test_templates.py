@@ -141,3 +141,27 @@ async def test_async_build_and_create(context):
         assert out.stdout == "root\nsetting=on\n"
     finally:
         await akill_quietly(sandbox.sandbox_id)
+
+
+def test_tags_name_builds_and_sandboxes_start_from_them():
+    name = unique("tagged")
+    template = Template().from_base_image().run_cmd("echo v1 > /home/user/version")
+    info = Template.build(template, f"{name}:v1", tags=["stable"])
+    assert info.template_id == name
+    assert set(info.tags) == {"v1", "stable"}
+    tags = {t.tag: t for t in Template.get_tags(name)}
+    assert set(tags) == {"v1", "stable"}
+    assert tags["v1"].build_id == tags["stable"].build_id
+
+    assigned = Template.assign_tags(f"{name}:v1", ["production", "latest"])
+    assert set(assigned.tags) == {"production", "latest"}
+    sandbox = Sandbox.create(f"{name}:production")
+    try:
+        assert sandbox.commands.run("cat /home/user/version").stdout == "v1\n"
+    finally:
+        kill_quietly(sandbox.sandbox_id)
+
+    Template.remove_tags(name, ["stable", "latest"])
+    assert {t.tag for t in Template.get_tags(name)} == {"v1", "production"}
+    with pytest.raises(Exception):
+        Template.remove_tags(name, ["never-assigned"])

@@ -6,6 +6,7 @@ mod logs;
 mod sandboxes;
 mod secrets;
 mod snapshots;
+mod tags;
 pub mod templates;
 mod volumes;
 mod wire;
@@ -67,7 +68,8 @@ pub fn router(state: AppState) -> Router<AppState> {
             get(templates::status),
         )
         .route("/default-templates", any(extras::unsupported))
-        .route("/templates/tags", any(extras::unsupported))
+        .route("/templates/tags", post(tags::assign).delete(tags::remove))
+        .route("/templates/{id}/tags", get(tags::list))
         .route("/templates/{id}/{*rest}", any(extras::unsupported))
         .route("/v2/templates/{id}", any(extras::unsupported))
         .route("/v2/templates/{id}/{*rest}", any(extras::unsupported))
@@ -81,6 +83,18 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/volumes", post(volumes::create).get(volumes::list))
         .route("/volumes/{id}", get(volumes::get).delete(volumes::delete))
         .route_layer(middleware::from_fn_with_state(state, require_api_key))
+}
+
+/// A JSON body, refused in E2B's shape (400 naming what is wrong) when it does not parse.
+pub struct E2bJson<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequest<S> for E2bJson<T> {
+    type Rejection = E2bError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = axum::body::Bytes::from_request(req, state).await;
+        sandboxes::body(&bytes, None).map(E2bJson)
+    }
 }
 
 /// An error in E2B's shape: `{"code": <status>, "message"}`.

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use warren_api::build::{BuildEvent, Instruction, LogLevel};
 
-use super::E2bError;
+use super::{E2bError, E2bJson};
 use crate::service::build::{build_id, BuildPlan, Outcome, PlannedStep};
 use crate::AppState;
 
@@ -34,9 +34,34 @@ pub struct Requests {
 
 #[derive(Debug, Clone)]
 struct Requested {
+    /// The template's id: its name without a tag.
     template: String,
+    /// The image the build records: the name as given (`name` or `name:tag`).
+    image: String,
+    /// The image's other names: `template:tag` for each tag asked for.
+    tags: Vec<String>,
     cpu: Option<f64>,
     memory_mb: Option<u64>,
+}
+
+/// `name:tag` as (`name`, `tag`); a name without a tag is its own template.
+pub(super) fn split_tag(name: &str) -> (&str, Option<&str>) {
+    match name.rsplit_once(':') {
+        Some((n, t)) if !n.is_empty() && !t.is_empty() && !t.contains('/') => (n, Some(t)),
+        _ => (name, None),
+    }
+}
+
+/// Whether `name` may name a template (and so an image).
+pub(super) fn check_template_name(name: &str) -> Result<(), E2bError> {
+    if warren_api::image::valid_image_name(name) {
+        Ok(())
+    } else {
+        Err(E2bError::new(
+            StatusCode::BAD_REQUEST,
+            format!("{name:?} is not a valid template name (a-z 0-9 . _ / : -)"),
+        ))
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -54,17 +79,17 @@ pub struct NewTemplate {
 /// `POST /v3/templates` (and `/v2/templates`): a build id for the template `name`.
 pub async fn request(
     State(state): State<AppState>,
-    Json(req): Json<NewTemplate>,
+    E2bJson(req): E2bJson<NewTemplate>,
 ) -> Result<(StatusCode, Json<Value>), E2bError> {
     let name = req
         .name
         .or(req.alias)
         .ok_or_else(|| E2bError::new(StatusCode::BAD_REQUEST, "a template needs a name"))?;
-    if !warren_api::image::valid_image_name(&name) {
-        return Err(E2bError::new(
-            StatusCode::BAD_REQUEST,
-            format!("{name:?} is not a valid template name (a-z 0-9 . _ / : -)"),
-        ));
+    check_template_name(&name)?;
+    let (template, tag) = split_tag(&name);
+    let tags: Vec<String> = req.tags.iter().map(|t| format!("{template}:{t}")).collect();
+    for t in &tags {
+        check_template_name(t)?;
     }
     let id = build_id();
     state
@@ -75,20 +100,26 @@ pub async fn request(
         .insert(
             id.clone(),
             Requested {
-                template: name.clone(),
+                template: template.to_owned(),
+                image: name.clone(),
+                tags,
                 cpu: req.cpu_count,
                 memory_mb: req.memory_mb,
             },
         );
+    let all_tags: Vec<&str> = tag
+        .into_iter()
+        .chain(req.tags.iter().map(String::as_str))
+        .collect();
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({
-            "templateID": name,
+            "templateID": template,
             "buildID": id,
             "public": false,
             "names": [name],
-            "tags": req.tags,
-            "aliases": [name],
+            "tags": all_tags,
+            "aliases": [template],
         })),
     ))
 }
@@ -281,7 +312,7 @@ fn instruction(step: &Step, index: usize) -> Result<Instruction, E2bError> {
 pub async fn start(
     State(state): State<AppState>,
     Path((template, build)): Path<(String, String)>,
-    Json(req): Json<StartBuild>,
+    E2bJson(req): E2bJson<StartBuild>,
 ) -> Result<StatusCode, E2bError> {
     let requested = state
         .e2b_templates
@@ -331,7 +362,8 @@ pub async fn start(
         });
     }
     let plan = BuildPlan {
-        name: template,
+        name: requested.image,
+        also_named: requested.tags,
         from,
         steps,
         no_cache: req.force,
@@ -415,7 +447,11 @@ pub async fn status(
     Path((template, build)): Path<(String, String)>,
     Query(q): Query<StatusQuery>,
 ) -> Result<Json<Value>, E2bError> {
-    let Some(b) = state.service.build(&build).filter(|b| b.name == template) else {
+    let Some(b) = state
+        .service
+        .build(&build)
+        .filter(|b| split_tag(&b.name).0 == template)
+    else {
         let waiting = state
             .e2b_templates
             .builds

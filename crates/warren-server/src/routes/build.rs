@@ -128,6 +128,7 @@ pub async fn build(
         ready_cmd: None,
         context,
         default_user: None,
+        also_named: Vec::new(),
     };
     let build = state.service.start_build(plan, None)?;
     Ok(ndjson(build))

@@ -83,6 +83,27 @@ impl Service {
         Ok(previous.is_some_and(|p| p.digest != image.digest))
     }
 
+    /// Records image `from` again as `name` (a tag: the same layers and config); a previous
+    /// image of that name is replaced.
+    pub async fn tag_image(&self, from: &str, name: &str) -> Result<Image, ApiError> {
+        check_name(name)?;
+        let image = self
+            .inner
+            .store
+            .get_image(from)
+            .await?
+            .ok_or_else(|| ApiError::NotFound(format!("image {from:?} not found")))?;
+        let tagged = Image {
+            name: name.to_owned(),
+            created_at: Utc::now(),
+            ..image
+        };
+        if self.record_image(&tagged).await? {
+            self.collect_layers().await?;
+        }
+        Ok(tagged)
+    }
+
     /// Every image.
     pub async fn list_images(&self) -> Result<Vec<Image>, ApiError> {
         Ok(self.inner.store.list_images().await?)

@@ -48,6 +48,8 @@ pub struct BuildPlan {
     pub ready_cmd: Option<String>,
     /// The uploaded build context, kept until the build ends.
     pub context: Option<IncomingTar>,
+    /// More names the image is recorded under (E2B's tags: `name:tag`).
+    pub also_named: Vec<String>,
     /// The user steps run as when the base image names none, if the image has it (E2B's
     /// templates build as `user`).
     pub default_user: Option<String>,
@@ -271,6 +273,11 @@ impl Service {
         let replaced = self.record_image(&image).await.map_err(|e| (None, e))?;
         if replaced {
             let _ = self.prune_images().await;
+        }
+        for name in &plan.also_named {
+            self.tag_image(&image.name, name)
+                .await
+                .map_err(|e| (None, e))?;
         }
         build.log(
             LogLevel::Info,
