@@ -13,6 +13,7 @@ use reqwest::{Method, RequestBuilder, StatusCode};
 use serde_json::{json, Value};
 
 pub mod base;
+pub mod build;
 pub mod garage;
 pub mod oci_layout;
 pub mod preview;

@@ -7,7 +7,7 @@ use std::fs;
 use std::io::{self, Write};
 use std::path::PathBuf;
 
-use super::{io_ctx, random_name, valid_digest, ImageError, ImageStore, IncomingTar};
+use super::{io_ctx, random_name, valid_digest, ImageError, ImageStore, Imported, IncomingTar};
 
 /// Whether `key` can name a cache entry or an upload: 1-128 of `[0-9a-zA-Z_-]` (no path).
 pub fn valid_key(key: &str) -> bool {
@@ -26,18 +26,22 @@ impl ImageStore {
         self.root.join("build-files")
     }
 
-    /// The layer a build step of `key` made before, when it is still stored.
-    pub fn cached_layer(&self, key: &str) -> Option<String> {
+    /// The layer a build step of `key` made before (its digest and tar size), when it is
+    /// still stored. An entry is `<digest> <size>`.
+    pub fn cached_layer(&self, key: &str) -> Option<Imported> {
         if !valid_key(key) {
             return None;
         }
-        let digest = fs::read_to_string(self.cache_dir().join(key)).ok()?;
-        let digest = digest.trim();
-        self.has_layer(digest).then(|| digest.to_owned())
+        let entry = fs::read_to_string(self.cache_dir().join(key)).ok()?;
+        let mut words = entry.split_whitespace();
+        let digest = words.next()?.to_owned();
+        let size = words.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+        self.has_layer(&digest).then_some(Imported { digest, size })
     }
 
-    /// Remembers that the step of `key` made layer `digest`.
-    pub fn cache_layer(&self, key: &str, digest: &str) -> Result<(), ImageError> {
+    /// Remembers that the step of `key` made `layer`.
+    pub fn cache_layer(&self, key: &str, layer: &Imported) -> Result<(), ImageError> {
+        let digest = &layer.digest;
         if !valid_key(key) || !valid_digest(digest) {
             return Err(ImageError::Io {
                 what: format!("caching {key:?} as {digest:?}"),
@@ -47,7 +51,8 @@ impl ImageStore {
         let dir = self.cache_dir();
         fs::create_dir_all(&dir).map_err(io_ctx(format!("creating {}", dir.display())))?;
         let partial = self.root.join("tmp").join(random_name());
-        fs::write(&partial, digest).map_err(io_ctx(format!("writing {}", partial.display())))?;
+        fs::write(&partial, format!("{digest} {}", layer.size))
+            .map_err(io_ctx(format!("writing {}", partial.display())))?;
         fs::rename(&partial, dir.join(key)).map_err(io_ctx("storing a build cache entry"))
     }
 
@@ -58,7 +63,7 @@ impl ImageStore {
             .flatten()
             .flatten()
             .filter_map(|e| fs::read_to_string(e.path()).ok())
-            .map(|d| d.trim().to_owned())
+            .filter_map(|d| d.split_whitespace().next().map(str::to_owned))
             .filter(|d| valid_digest(d))
             .collect()
     }

@@ -102,8 +102,8 @@ fn is_glob(s: &str) -> bool {
 fn placements(
     kinds: &BTreeMap<PathBuf, tar::EntryType>,
     spec: &CopySpec,
+    layers: &[PathBuf],
 ) -> Result<BTreeMap<PathBuf, PathBuf>, CopyError> {
-    let dest_is_dir = spec.dest.ends_with('/') || spec.sources.len() > 1;
     let dest = Path::new(&spec.workdir).join(&spec.dest);
     let Some(dest) = clean(&dest) else {
         return Err(invalid(format!(
@@ -111,6 +111,12 @@ fn placements(
             spec.dest
         )));
     };
+    // As Docker: into the destination when it ends in `/`, when several things are copied,
+    // or when the image already has it as a directory (through its symlinks).
+    let dest_is_dir = spec.dest.ends_with('/')
+        || spec.sources.len() > 1
+        || dest.as_os_str().is_empty()
+        || is_image_dir(layers, &dest)?;
     let mut out = BTreeMap::new();
     let under = |root: &Path, to: &Path, out: &mut BTreeMap<PathBuf, PathBuf>| {
         for p in kinds.keys().filter(|p| p.starts_with(root) && *p != root) {
@@ -174,6 +180,25 @@ fn lookup(layers: &[PathBuf], rel: &Path) -> Option<(fs::Metadata, PathBuf)> {
         }
     }
     None
+}
+
+/// Whether the image has `rel` as a directory, following its symlinks.
+fn is_image_dir(layers: &[PathBuf], rel: &Path) -> Result<bool, CopyError> {
+    let mut path = resolve_parents(layers, rel)?;
+    for _ in 0..40 {
+        match lookup(layers, &path) {
+            Some((m, _)) if m.is_dir() => return Ok(true),
+            Some((m, host)) if m.file_type().is_symlink() => {
+                let target = fs::read_link(&host)?;
+                let base = path.parent().unwrap_or(Path::new("")).to_path_buf();
+                let next = PathBuf::from("/").join(base).join(target);
+                path = clean(&next).ok_or_else(|| invalid("a symlink leaves /"))?;
+                path = resolve_parents(layers, &path)?;
+            }
+            _ => return Ok(false),
+        }
+    }
+    Ok(false)
 }
 
 /// `rel` with every symlink among its parents followed inside the image (at most 40).
@@ -241,7 +266,7 @@ pub fn copy_layer(
     out: impl Write,
 ) -> Result<Imported, CopyError> {
     let kinds = index(files)?;
-    let mut placed = placements(&kinds, spec)?;
+    let mut placed = placements(&kinds, spec, layers)?;
     for to in placed.values_mut() {
         *to = resolve_parents(layers, to)?;
     }
@@ -415,6 +440,37 @@ impl super::ImageStore {
             return Ok(None);
         }
         self.finish_layer(incoming).map(Some).map_err(store_err)
+    }
+}
+
+/// The name of the file [`ImageStore::store_tmp_keeper`](super::ImageStore::store_tmp_keeper)
+/// puts in `/tmp`.
+pub const TMP_KEEPER: &str = "tmp/.warren-build";
+
+impl super::ImageStore {
+    /// A layer holding `/tmp` (`1777`) with one empty file. A RUN step's sandbox has it on top
+    /// of the image: gVisor mounts a tmpfs over an image's empty `/tmp`, and what a step wrote
+    /// there would be lost to the layer, where Docker keeps it.
+    pub fn store_tmp_keeper(&self) -> Result<Imported, CopyError> {
+        let mut incoming = self.begin().map_err(store_err)?;
+        {
+            let mut b = tar::Builder::new(&mut incoming.file);
+            for (kind, mode, path) in [
+                (tar::EntryType::Directory, 0o1777, "tmp"),
+                (tar::EntryType::Regular, 0o644, TMP_KEEPER),
+            ] {
+                let mut h = tar::Header::new_gnu();
+                h.set_entry_type(kind);
+                h.set_mode(mode);
+                h.set_uid(0);
+                h.set_gid(0);
+                h.set_mtime(0);
+                h.set_size(0);
+                b.append_data(&mut h, path, io::empty())?;
+            }
+            b.finish()?;
+        }
+        self.finish_layer(incoming).map_err(store_err)
     }
 }
 

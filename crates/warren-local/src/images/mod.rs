@@ -295,10 +295,11 @@ impl ImageStore {
 }
 
 /// What the runtime, not the sandbox, put in its upper directory: Warren's mount points
-/// (`/.warren`) and the empty files the runtime made to bind `/etc/hosts`, `/etc/hostname` and
+/// (`/.warren`), the build's `/tmp` keeper (or its whiteout), and the empty files the runtime made to bind `/etc/hosts`, `/etc/hostname` and
 /// `/etc/resolv.conf` over, when the image had none. An image build keeps none of them.
 fn runtime_made(rel: &Path, meta: &fs::Metadata) -> bool {
     rel == Path::new(".warren")
+        || rel == Path::new(copy::TMP_KEEPER)
         || (meta.is_file()
             && meta.len() == 0
             && ["etc/hosts", "etc/hostname", "etc/resolv.conf"]

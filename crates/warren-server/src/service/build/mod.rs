@@ -6,6 +6,7 @@
 //! the content of what it copies), so a step whose key made a layer before reuses that layer,
 //! as Docker's build cache does; `no_cache` (or a step's `force`) runs it again. Builds run
 //! in the server's own task: a client that goes away does not stop one.
+mod expand;
 mod record;
 mod steps;
 

@@ -35,6 +35,31 @@ fn set_env(env: &mut Vec<String>, key: &str, value: &str) {
     env.push(format!("{key}={value}"));
 }
 
+/// The step with Docker's `$VAR` substitution done in the words Docker does it in (RUN is
+/// left to its shell).
+fn expanded(i: &Instruction, env: &[String]) -> Instruction {
+    let x = |w: &String| super::expand::expand(w, env);
+    match i {
+        Instruction::Env { vars } => Instruction::Env {
+            vars: vars.iter().map(|(k, v)| (k.clone(), x(v))).collect(),
+        },
+        Instruction::Workdir { path } => Instruction::Workdir { path: x(path) },
+        Instruction::User { user } => Instruction::User { user: x(user) },
+        Instruction::Copy {
+            sources,
+            dest,
+            chown,
+            mode,
+        } => Instruction::Copy {
+            sources: sources.iter().map(x).collect(),
+            dest: x(dest),
+            chown: chown.as_ref().map(x),
+            mode: *mode,
+        },
+        other => other.clone(),
+    }
+}
+
 /// A WORKDIR against the current one.
 fn join_dir(current: Option<&str>, path: &str) -> String {
     let joined = std::path::Path::new(current.unwrap_or("/")).join(path);
@@ -63,8 +88,9 @@ impl Service {
                 cached,
             })
         };
+        let instruction = expanded(&step.instruction, &stage.config.env);
         let config = &mut stage.config;
-        match &step.instruction {
+        match &instruction {
             Instruction::From { .. } => {
                 return Err(ApiError::Invalid("FROM may only come first".into()));
             }
@@ -150,10 +176,10 @@ impl Service {
                     .unwrap_or_else(|| "root".into());
                 stage.advance(&serde_json::to_string(&step.instruction).unwrap_or_default());
                 if !forced {
-                    if let Some(digest) = self.inner.backend.image_store().cached_layer(&stage.key)
-                    {
+                    if let Some(layer) = self.inner.backend.image_store().cached_layer(&stage.key) {
                         announce(true);
-                        stage.layers.push(digest);
+                        stage.layers.push(layer.digest);
+                        stage.size += layer.size;
                         return Ok(());
                     }
                 }
@@ -184,7 +210,7 @@ impl Service {
         self.inner
             .backend
             .image_store()
-            .cache_layer(&stage.key, &layer.digest)
+            .cache_layer(&stage.key, &layer)
             .map_err(|e| ApiError::Internal(e.to_string()))?;
         stage.layers.push(layer.digest);
         stage.size += layer.size;
@@ -200,13 +226,15 @@ impl Service {
         command: &str,
         user: &str,
     ) -> Result<Imported, ApiError> {
+        let mut kept = stage.clone();
+        kept.layers.push(self.tmp_keeper().await?);
         let scratch = Image {
             name: ctx.scratch.clone(),
-            digest: stage.digest(),
+            digest: kept.digest(),
             size: stage.size,
             created_at: chrono::Utc::now(),
             source: None,
-            layers: stage.layers.clone(),
+            layers: kept.layers,
             config: ImageConfig {
                 env: stage.config.env.clone(),
                 working_dir: stage.config.working_dir.clone(),
@@ -235,6 +263,29 @@ impl Service {
             tracing::warn!(sandbox = %id, "removing a build step's sandbox: {e}");
         }
         stored
+    }
+
+    /// The `/tmp` keeper layer (see [`ImageStore::store_tmp_keeper`]), made once and kept by
+    /// the build cache.
+    ///
+    /// [`ImageStore::store_tmp_keeper`]: warren_local::images::ImageStore::store_tmp_keeper
+    async fn tmp_keeper(&self) -> Result<String, ApiError> {
+        const KEY: &str = "warren-build-tmp-keeper";
+        let store = self.inner.backend.image_store();
+        if let Some(layer) = store.cached_layer(KEY) {
+            return Ok(layer.digest);
+        }
+        let backend = self.inner.backend.clone();
+        let _no_gc = self.inner.images_gc.read().await;
+        tokio::task::spawn_blocking(move || {
+            let store = backend.image_store();
+            let layer = store.store_tmp_keeper().map_err(|e| e.to_string())?;
+            store.cache_layer(KEY, &layer).map_err(|e| e.to_string())?;
+            Ok::<_, String>(layer.digest)
+        })
+        .await
+        .map_err(blocking_failed)?
+        .map_err(ApiError::Internal)
     }
 
     async fn run_command(
@@ -301,7 +352,7 @@ impl Service {
                 .map_err(|e| format!("storing the step's changes: {e}"))?;
             backend
                 .image_store()
-                .cache_layer(&key, &layer.digest)
+                .cache_layer(&key, &layer)
                 .map_err(|e| e.to_string())?;
             Ok::<_, String>(layer)
         })
