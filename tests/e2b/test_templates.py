@@ -165,3 +165,17 @@ def test_tags_name_builds_and_sandboxes_start_from_them():
     assert {t.tag for t in Template.get_tags(name)} == {"v1", "production"}
     with pytest.raises(Exception):
         Template.remove_tags(name, ["never-assigned"])
+
+
+def test_a_template_that_never_gets_ready_fails_its_build():
+    # The server under test waits 8 s for a ready command (--ready-timeout 8s).
+    template = (
+        Template()
+        .from_base_image()
+        .set_start_cmd("sleep 1000", "test -f /home/user/never")
+    )
+    name = unique("never-ready")
+    with pytest.raises(BuildException) as err:
+        Template.build(template, name)
+    assert "test -f /home/user/never" in str(err.value)
+    assert not Template.exists(name)

@@ -138,6 +138,9 @@ pub struct PruneResult {
     pub layers_removed: Vec<String>,
     /// Bytes freed on disk.
     pub bytes_freed: u64,
+    /// Build cache entries and uploaded build files forgotten (with `build_cache=true`).
+    #[serde(default)]
+    pub build_cache_cleared: usize,
 }
 
 /// `GET /v1/images`.

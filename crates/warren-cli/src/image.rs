@@ -77,6 +77,10 @@ pub enum ImageCommand {
     },
     /// Remove the layers no image and no sandbox uses.
     Prune {
+        /// Forget the build cache and uploaded build files first, so their layers go too
+        /// (the next build runs every step).
+        #[arg(long)]
+        build_cache: bool,
         #[command(flatten)]
         opts: ClientOpts,
     },
@@ -126,7 +130,9 @@ pub async fn run(cmd: ImageCommand) -> anyhow::Result<()> {
             };
             crate::image_build::build(args, opts).await
         }
-        ImageCommand::Prune { opts } => crate::image_pull::prune(opts).await,
+        ImageCommand::Prune { build_cache, opts } => {
+            crate::image_pull::prune(build_cache, opts).await
+        }
         ImageCommand::Ls { opts } => ls(opts).await,
         ImageCommand::Rm { names, opts } => rm(names, opts).await,
     }

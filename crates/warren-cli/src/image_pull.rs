@@ -140,16 +140,22 @@ pub async fn pull(reference: String, opts: ClientOpts) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn prune(opts: ClientOpts) -> anyhow::Result<()> {
+pub async fn prune(build_cache: bool, opts: ClientOpts) -> anyhow::Result<()> {
     let client = opts.client();
-    let result: PruneResult = client
-        .json(client.request(Method::POST, "/v1/images/prune"))
-        .await?;
+    let path = if build_cache {
+        "/v1/images/prune?build_cache=true"
+    } else {
+        "/v1/images/prune"
+    };
+    let result: PruneResult = client.json(client.request(Method::POST, path)).await?;
     if opts.json {
         println!("{}", serde_json::to_string_pretty(&result)?);
     } else {
         for l in &result.layers_removed {
             println!("removed layer {l}");
+        }
+        if build_cache {
+            println!("{} build cache entries cleared", result.build_cache_cleared);
         }
         println!(
             "{} layer(s) removed, {:.1} MB freed",

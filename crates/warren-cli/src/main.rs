@@ -228,6 +228,10 @@ struct ServeArgs {
     /// How long command history (GET /v1/sandboxes/{id}/execs) is kept, e.g. 5d, 12h, 30m.
     #[arg(long, env = "WARREN_HISTORY_RETENTION", default_value = "5d", value_parser = humantime::parse_duration)]
     history_retention: std::time::Duration,
+    /// How long a create waits for the image's ready command (E2B's `readyCmd`, set by E2B
+    /// template builds) to succeed before it fails, e.g. 2m, 30s.
+    #[arg(long, env = "WARREN_READY_TIMEOUT", default_value = "2m", value_parser = humantime::parse_duration)]
+    ready_timeout: std::time::Duration,
     /// Name server for sandboxes' /etc/resolv.conf (repeat for several) [default: the host's].
     #[arg(long = "dns", env = "WARREN_DNS", value_delimiter = ',')]
     dns: Vec<std::net::Ipv4Addr>,
@@ -330,6 +334,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             network: args.gvisor_network,
         },
         history_retention: args.history_retention,
+        ready_timeout: args.ready_timeout,
         database: args.database,
         object_store: args.object_store,
         dns: args.dns,

@@ -54,7 +54,10 @@ fn venv_python(sdk: Sdk) -> PathBuf {
 
 /// A server (under its default runtime, gVisor) with the `base` image E2B's SDKs ask for.
 async fn server(extra: &[&str]) -> TestServer {
-    let s = TestServer::start_with(extra).await;
+    // A template that never gets ready fails its build in seconds, not minutes.
+    let mut args = vec!["--ready-timeout", "8s"];
+    args.extend_from_slice(extra);
+    let s = TestServer::start_with(&args).await;
     let resp = s.import_tar("base", &base_tar()).await;
     assert_eq!(resp.status(), StatusCode::CREATED, "importing base");
     s

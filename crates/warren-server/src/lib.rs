@@ -80,6 +80,8 @@ pub struct ServerConfig {
     pub favor_dynmods: bool,
     /// How long command history is kept.
     pub history_retention: std::time::Duration,
+    /// How long a create waits for its image's ready command.
+    pub ready_timeout: std::time::Duration,
     /// Name servers for sandboxes (empty: the host's).
     pub dns: Vec<std::net::Ipv4Addr>,
     /// Registry credentials (`--registry-auth`) and plain-HTTP registries for pulls.
@@ -117,6 +119,7 @@ impl Default for ServerConfig {
             expedite_rcu: false,
             favor_dynmods: true,
             history_retention: std::time::Duration::from_secs(5 * 86400),
+            ready_timeout: std::time::Duration::from_secs(120),
             dns: Vec::new(),
             pull: Default::default(),
             domain: "localhost".into(),
@@ -224,6 +227,7 @@ impl Server {
                     .unwrap_or(1.0),
                 host_memory_mb: host_memory_mb(),
                 history_retention: cfg.history_retention,
+                ready_timeout: cfg.ready_timeout,
                 preview: service::PreviewUrls {
                     scheme: if cfg.tls.is_some() { "https" } else { "http" },
                     domain: cfg.domain.trim_end_matches('.').to_ascii_lowercase(),

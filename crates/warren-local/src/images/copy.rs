@@ -168,15 +168,49 @@ fn placements(
     Ok(out)
 }
 
-/// The topmost layer's entry at `rel` (whiteouts hide it), and that layer.
+/// A path inside the image with `..` taken lexically (never above `/`), as the kernel resolves
+/// a symlink's target inside a root.
+fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::Normal(n) => out.push(n),
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::CurDir | Component::RootDir | Component::Prefix(_) => {}
+        }
+    }
+    out
+}
+
+/// The image's entry at `rel` as the overlay shows it: the topmost layer that has it, unless a
+/// whiteout, a non-directory parent or an opaque directory hides it; and that entry's path on
+/// the host. Each layer is walked a component at a time without following its links: a layer
+/// is the image's content, and a link in it points inside the sandbox, never at the host.
 fn lookup(layers: &[PathBuf], rel: &Path) -> Option<(fs::Metadata, PathBuf)> {
-    for layer in layers.iter().rev() {
-        let p = layer.join(rel);
-        if let Ok(m) = fs::symlink_metadata(&p) {
+    let parts: Vec<Component> = rel.components().collect();
+    'layers: for layer in layers.iter().rev() {
+        let mut p = layer.clone();
+        let mut opaque = false;
+        for (i, c) in parts.iter().enumerate() {
+            p.push(c);
+            let Ok(m) = fs::symlink_metadata(&p) else {
+                if opaque {
+                    return None;
+                }
+                continue 'layers;
+            };
             if m.file_type().is_char_device() && m.rdev() == 0 {
                 return None;
             }
-            return Some((m, p));
+            if i + 1 == parts.len() {
+                return Some((m, p));
+            }
+            if !m.is_dir() {
+                return None;
+            }
+            opaque |= matches!(xattr::get(&p, "trusted.overlay.opaque"), Ok(Some(v)) if v == b"y");
         }
     }
     None
@@ -192,7 +226,7 @@ fn is_image_dir(layers: &[PathBuf], rel: &Path) -> Result<bool, CopyError> {
                 let target = fs::read_link(&host)?;
                 let base = path.parent().unwrap_or(Path::new("")).to_path_buf();
                 let next = PathBuf::from("/").join(base).join(target);
-                path = clean(&next).ok_or_else(|| invalid("a symlink leaves /"))?;
+                path = normalize(&next);
                 path = resolve_parents(layers, &path)?;
             }
             _ => return Ok(false),
@@ -221,7 +255,7 @@ pub fn resolve_parents(layers: &[PathBuf], rel: &Path) -> Result<PathBuf, CopyEr
                     for rest in &parts[i + 1..] {
                         next.push(rest);
                     }
-                    path = clean(&next).ok_or_else(|| invalid("a symlink leaves /"))?;
+                    path = normalize(&next);
                     continue 'again;
                 }
             }
@@ -482,3 +516,7 @@ fn store_err(e: super::ImageError) -> CopyError {
         super::ImageError::Rejected(e) => CopyError::Invalid(e.to_string()),
     }
 }
+
+#[cfg(test)]
+#[path = "copy_tests.rs"]
+mod tests;

@@ -83,6 +83,25 @@ pub async fn pull(
 }
 
 /// `POST /v1/images/prune`: removes the layers no image or sandbox uses.
-pub async fn prune(State(state): State<AppState>) -> Result<Json<PruneResult>, ApiError> {
-    Ok(Json(state.service.prune_images().await?))
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PruneQuery {
+    /// Forget the build cache (and uploaded build files) first, so its layers go too.
+    #[serde(default)]
+    build_cache: bool,
+}
+
+/// `POST /v1/images/prune[?build_cache=true]`.
+pub async fn prune(
+    State(state): State<AppState>,
+    axum::extract::Query(q): axum::extract::Query<PruneQuery>,
+) -> Result<Json<PruneResult>, ApiError> {
+    let cleared = if q.build_cache {
+        state.service.clear_build_cache().await?
+    } else {
+        0
+    };
+    let mut result = state.service.prune_images().await?;
+    result.build_cache_cleared = cleared;
+    Ok(Json(result))
 }

@@ -124,6 +124,27 @@ impl Service {
         self.collect_layers().await.map(drop)
     }
 
+    /// Forgets the build cache and the uploaded build files (not while a build runs: its
+    /// layers are kept by the cache until its image is recorded); how many entries went.
+    pub async fn clear_build_cache(&self) -> Result<usize, ApiError> {
+        let running = self
+            .builds()
+            .values()
+            .filter(|b| matches!(b.outcome(), super::build::Outcome::Running))
+            .count();
+        if running > 0 {
+            return Err(ApiError::Conflict(format!(
+                "{running} image build(s) running; clear the build cache when they end"
+            )));
+        }
+        let _gc = self.inner.images_gc.write().await;
+        let backend = self.inner.backend.clone();
+        tokio::task::spawn_blocking(move || backend.image_store().clear_build_cache())
+            .await
+            .map_err(|e| ApiError::Internal(format!("build cache task: {e}")))?
+            .map_err(image_error)
+    }
+
     /// Removes every stored layer that no image and no sandbox uses.
     pub async fn prune_images(&self) -> Result<PruneResult, ApiError> {
         self.collect_layers().await

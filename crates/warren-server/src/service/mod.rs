@@ -49,6 +49,8 @@ pub struct ServiceConfig {
     pub host_memory_mb: u64,
     /// How long command history is kept.
     pub history_retention: std::time::Duration,
+    /// How long a create waits for its image's ready command.
+    pub ready_timeout: std::time::Duration,
     /// How preview URLs are spelled.
     pub preview: PreviewUrls,
 }

@@ -16,8 +16,6 @@ use crate::error::ApiError;
 
 /// How long a new sandbox's agent has to answer before the sandbox is failed.
 const AGENT_BOOT_TIMEOUT: Duration = Duration::from_secs(20);
-/// How long a new sandbox's ready command (from its image) has to succeed.
-const READY_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long the agent is watched for at a fine grain before polling backs off.
 const QUICK_BOOT: Duration = Duration::from_millis(300);
 
@@ -207,10 +205,11 @@ impl Service {
     }
 
     /// Runs the image's ready command until it exits 0 (E2B's `readyCmd`); a sandbox that is
-    /// not ready within [`READY_TIMEOUT`] is deleted and the create fails, naming the command
+    /// not ready within the server's ready timeout is deleted and the create fails, naming the command
     /// and its last output.
     async fn await_ready(&self, id: &SandboxId, cmd: &str) -> Result<(), ApiError> {
-        let deadline = Instant::now() + READY_TIMEOUT;
+        let within = self.inner.cfg.ready_timeout;
+        let deadline = Instant::now() + within;
         let mut last = String::new();
         while Instant::now() < deadline {
             let req = warren_api::ExecRequest {
@@ -232,7 +231,7 @@ impl Service {
         let _ = self.delete(id).await;
         Err(ApiError::Unavailable(format!(
             "the image's ready command `{cmd}` did not succeed within {} s (last: {}); the sandbox was removed",
-            READY_TIMEOUT.as_secs(),
+            within.as_secs(),
             last.trim()
         )))
     }

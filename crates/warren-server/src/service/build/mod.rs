@@ -254,14 +254,23 @@ impl Service {
                 break;
             }
         }
-        // The scratch image only ever named layers the cache or the base keep.
-        let _ = self.inner.store.delete_image(&ctx.scratch).await;
-        result?;
         if let Some(cmd) = &plan.start_cmd {
             stage.config.entrypoint.clear();
             stage.config.cmd = vec!["/bin/sh".into(), "-c".into(), cmd.clone()];
         }
         stage.config.ready_cmd = plan.ready_cmd.clone();
+        if result.is_ok() && stage.config.ready_cmd.is_some() {
+            // E2B's finalize step: the start command runs and the ready check passes once
+            // here, so a template that never gets ready fails its build, not each create. Its
+            // step is the one after the last (the SDKs point at `set_start_cmd`).
+            result = self
+                .check_ready(&ctx, &stage)
+                .await
+                .map_err(|e| (Some(total + 1), e));
+        }
+        // The scratch image only ever named layers the cache or the base keep.
+        let _ = self.inner.store.delete_image(&ctx.scratch).await;
+        result?;
         let image = Image {
             name: plan.name.clone(),
             digest: stage.digest(),

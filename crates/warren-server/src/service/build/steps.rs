@@ -242,17 +242,7 @@ impl Service {
             },
         };
         self.inner.store.put_image(&scratch).await?;
-        let req = CreateSandbox {
-            image: Some(ctx.scratch.clone()),
-            runtime: Some(Runtime::Gvisor),
-            cpu: ctx.cpu,
-            memory_mb: ctx.memory_mb,
-            disk_mb: Some(BUILD_DISK_MB),
-            timeout_s: Some(0),
-            metadata: BTreeMap::from([("warren.build".to_owned(), ctx.build.id.clone())]),
-            ..Default::default()
-        };
-        let (sandbox, _) = self.create(req).await?;
+        let (sandbox, _) = self.create(self.step_sandbox(ctx)).await?;
         let id = sandbox.id.clone();
         let ran = self.run_command(ctx.build, &id, stage, command, user).await;
         let stored = match ran {
@@ -263,6 +253,46 @@ impl Service {
             tracing::warn!(sandbox = %id, "removing a build step's sandbox: {e}");
         }
         stored
+    }
+
+    /// Starts a sandbox of the finished stage (its command running) and waits for its ready
+    /// command as a create does; the sandbox is removed either way.
+    pub(super) async fn check_ready(&self, ctx: &Ctx<'_>, stage: &Stage) -> Result<(), ApiError> {
+        let cmd = stage.config.ready_cmd.clone().unwrap_or_default();
+        ctx.build.log(
+            LogLevel::Info,
+            format!("[finalize] starting the image's command, waiting for `{cmd}` to succeed"),
+        );
+        let scratch = Image {
+            name: ctx.scratch.clone(),
+            digest: stage.digest(),
+            size: stage.size,
+            created_at: chrono::Utc::now(),
+            source: None,
+            layers: stage.layers.clone(),
+            config: stage.config.clone(),
+        };
+        self.inner.store.put_image(&scratch).await?;
+        let (sandbox, _) = self.create(self.step_sandbox(ctx)).await?;
+        if let Err(e) = self.delete(&sandbox.id).await {
+            tracing::warn!(sandbox = %sandbox.id, "removing a build's ready check sandbox: {e}");
+        }
+        ctx.build.log(LogLevel::Info, "[finalize] ready");
+        Ok(())
+    }
+
+    /// A sandbox for a step: of the scratch image, under gVisor, never expiring.
+    fn step_sandbox(&self, ctx: &Ctx<'_>) -> CreateSandbox {
+        CreateSandbox {
+            image: Some(ctx.scratch.clone()),
+            runtime: Some(Runtime::Gvisor),
+            cpu: ctx.cpu,
+            memory_mb: ctx.memory_mb,
+            disk_mb: Some(BUILD_DISK_MB),
+            timeout_s: Some(0),
+            metadata: BTreeMap::from([("warren.build".to_owned(), ctx.build.id.clone())]),
+            ..Default::default()
+        }
     }
 
     /// The `/tmp` keeper layer (see [`ImageStore::store_tmp_keeper`]), made once and kept by

@@ -1,0 +1,91 @@
+//! Tests of COPY layers: links in an image stay inside it, parents keep their owners.
+use super::*;
+use std::os::unix::fs::symlink;
+
+fn files_tar(dir: &Path, entries: &[(&str, &str)]) -> PathBuf {
+    let path = dir.join("files.tar");
+    let mut b = tar::Builder::new(fs::File::create(&path).expect("tar"));
+    for (name, body) in entries {
+        let mut h = tar::Header::new_gnu();
+        h.set_mode(0o644);
+        h.set_size(body.len() as u64);
+        h.set_mtime(0);
+        h.set_uid(0);
+        h.set_gid(0);
+        b.append_data(&mut h, name, body.as_bytes()).expect("entry");
+    }
+    b.finish().expect("finish");
+    path
+}
+
+fn names(layer: &[u8]) -> Vec<(String, u64)> {
+    tar::Archive::new(layer)
+        .entries()
+        .expect("entries")
+        .map(|e| {
+            let e = e.expect("entry");
+            let uid = e.header().uid().expect("uid");
+            (e.path().expect("path").display().to_string(), uid)
+        })
+        .collect()
+}
+
+#[test]
+fn a_layer_never_leads_to_the_host() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let layer = tmp.path().join("l1");
+    fs::create_dir_all(&layer).expect("layer");
+    // A hostile image: its `etc` is a link to the host's root.
+    symlink("/", layer.join("etc")).expect("link");
+    let layers = vec![layer];
+    assert_eq!(read_image_file(&layers, "etc/passwd"), "");
+    assert!(lookup(&layers, Path::new("etc/passwd")).is_none());
+    assert!(owner_ids(&layers, "root").is_err(), "not the host's root");
+}
+
+#[test]
+fn copies_follow_the_images_links_and_keep_its_directories() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (lower, upper) = (tmp.path().join("lower"), tmp.path().join("upper"));
+    fs::create_dir_all(lower.join("usr/share/tools")).expect("dirs");
+    fs::create_dir_all(lower.join("usr/lib")).expect("dirs");
+    fs::create_dir_all(lower.join("home/user")).expect("home");
+    nix::unistd::chown(
+        &lower.join("home/user"),
+        Some(nix::unistd::Uid::from_raw(1000)),
+        Some(nix::unistd::Gid::from_raw(1000)),
+    )
+    .expect("chown (needs root)");
+    // A relative link with `..`, as Debian's are.
+    symlink("../share/tools", lower.join("usr/lib/tools")).expect("link");
+    fs::create_dir_all(&upper).expect("upper");
+    let layers = vec![lower, upper];
+    let files = files_tar(tmp.path(), &[("a.txt", "a")]);
+    let spec = |dest: &str| CopySpec {
+        sources: vec!["a.txt".into()],
+        dest: dest.into(),
+        workdir: "/".into(),
+        uid: 0,
+        gid: 0,
+        mode: None,
+    };
+
+    // Into an existing directory (no slash), through the link.
+    let mut out = Vec::new();
+    copy_layer(&files, &spec("/usr/lib/tools"), &layers, &mut out).expect("copy");
+    let entries = names(&out);
+    assert!(
+        entries.iter().any(|(n, _)| n == "usr/share/tools/a.txt"),
+        "{entries:?}"
+    );
+
+    // A parent the image has keeps its owner.
+    let mut out = Vec::new();
+    copy_layer(&files, &spec("/home/user/new/a.txt"), &layers, &mut out).expect("copy");
+    let entries = names(&out);
+    assert!(entries.contains(&("home/user".into(), 1000)), "{entries:?}");
+    assert!(
+        entries.contains(&("home/user/new/a.txt".into(), 0)),
+        "{entries:?}"
+    );
+}
