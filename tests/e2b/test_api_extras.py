@@ -157,3 +157,16 @@ def test_template_routes_refuse_bad_input_in_e2b_shape():
             assert r.json()["code"] == status, r.text
         r = http.put("/e2b-template-files/not-a-token", content=b"x")
         assert r.status_code == 403, r.text
+
+
+def test_an_upload_url_is_good_once():
+    with api() as http:
+        r = http.get(f"/templates/t1/files/{uuid.uuid4().hex}")
+        assert r.status_code == 201, r.text
+        body = r.json()
+        assert body["present"] is False
+        url = httpx.URL(body["url"])
+        first = http.put(url.raw_path.decode(), content=b"not really a tar")
+        assert first.status_code == 200, first.text
+        again = http.put(url.raw_path.decode(), content=b"something else")
+        assert again.status_code == 403, again.text

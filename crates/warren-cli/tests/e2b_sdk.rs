@@ -164,6 +164,7 @@ async fn python_sdk_over_tls_finds_sandboxes_by_their_own_hosts() {
                 "test_commands.py",
                 "test_files.py",
                 "test_signed_urls.py",
+                "test_templates.py",
             ],
             &[],
         );

@@ -5,7 +5,7 @@
 mod common;
 
 use common::base::base_tar;
-use common::build::{build_outcome, layer_dir};
+use common::build::{build_events, build_outcome, layer_dir};
 use common::TestServer;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -69,6 +69,41 @@ async fn builds_do_what_dockers_builder_does() {
             "a cached RUN's layer is not counted in the image size: fresh {} cached {}",
             fresh["image"]["size"], cached["image"]["size"]
         ));
+    }
+
+    // An ENTRYPOINT keeps a CMD this build set (it drops only an inherited one); WORKDIR takes
+    // `..` lexically.
+    let last = build_outcome(
+        &s,
+        "entry",
+        "FROM base\nCMD [\"app.py\"]\nENTRYPOINT [\"python\"]\nWORKDIR /srv/a/../b\n",
+    )
+    .await;
+    let config = &last["image"]["config"];
+    if config["cmd"] != json!(["app.py"]) || config["working_dir"] != json!("/srv/b") {
+        wrong.push(format!("ENTRYPOINT after CMD, WORKDIR with ..: {last}"));
+    }
+
+    // A step that prints without end: the build keeps a bounded log and says what it left out.
+    let events = build_events(&s, "chatty", "FROM base\nRUN yes | head -n 400000\n").await;
+    let kept = events.iter().filter(|e| e["type"] == "log").count();
+    let noted = events.iter().any(|e| {
+        e["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("were not kept"))
+    });
+    if events.last().map(|e| &e["type"]) != Some(&json!("done")) || !noted || kept >= 400_000 {
+        wrong.push(format!(
+            "runaway output: {kept} log events kept, noted: {noted}, last {:?}",
+            events.last()
+        ));
+    }
+
+    // A sparse file counts at its full size: a step cannot make the host write a terabyte.
+    let last = build_outcome(&s, "sparse", "FROM base\nRUN truncate -s 1T /big\n").await;
+    let message = last["error"]["message"].as_str().unwrap_or_default();
+    if last["type"] != "error" || !message.contains("sparse files count") {
+        wrong.push(format!("a 1 TiB sparse file: {last}"));
     }
 
     s.shutdown().await;

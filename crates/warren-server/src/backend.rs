@@ -19,8 +19,14 @@ pub trait Backend: Send + Sync + 'static {
     fn image_finish(&self, incoming: IncomingTar) -> Result<Imported, ImageError>;
     /// Stores and unpacks a received layer tar (compressed or not, whiteouts honoured).
     fn layer_finish(&self, incoming: IncomingTar) -> Result<Imported, ImageError>;
-    /// Stores what a stopped sandbox changed in its files as a layer (blocking).
-    fn store_changes(&self, id: &str) -> Result<Imported, LocalError>;
+    /// Stores what a stopped sandbox changed in its files as a layer (blocking): refused over
+    /// `max_bytes`; `keep` sees the layer's digest before it is stored.
+    fn store_changes(
+        &self,
+        id: &str,
+        max_bytes: u64,
+        keep: &mut dyn FnMut(&Imported) -> Result<(), ImageError>,
+    ) -> Result<Imported, LocalError>;
     /// The layer store, with its build cache and uploaded build files.
     fn image_store(&self) -> &warren_local::images::ImageStore;
     /// The unpacked tree of a layer.
@@ -158,8 +164,13 @@ impl Backend for LocalBackend {
     fn layer_finish(&self, incoming: IncomingTar) -> Result<Imported, ImageError> {
         self.images().finish_layer(incoming)
     }
-    fn store_changes(&self, id: &str) -> Result<Imported, LocalError> {
-        LocalBackend::store_changes(self, id)
+    fn store_changes(
+        &self,
+        id: &str,
+        max_bytes: u64,
+        keep: &mut dyn FnMut(&Imported) -> Result<(), ImageError>,
+    ) -> Result<Imported, LocalError> {
+        LocalBackend::store_changes(self, id, max_bytes, keep)
     }
     fn image_store(&self) -> &warren_local::images::ImageStore {
         self.images()

@@ -244,6 +244,7 @@ impl Server {
             None => None,
         };
         reconciler::pass(&service).await;
+        service.clean_build_leftovers().await;
         service.prepare_network().await?;
         Ok(Server {
             state: AppState {

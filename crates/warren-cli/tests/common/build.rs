@@ -207,6 +207,14 @@ pub async fn wait_for_log(s: &TestServer, id: &str, text: &str) {
 
 /// The build's last event, whatever it was.
 pub async fn build_outcome(s: &TestServer, name: &str, dockerfile: &str) -> Value {
+    build_events(s, name, dockerfile)
+        .await
+        .pop()
+        .expect("events")
+}
+
+/// Every event of a build of `name` from `dockerfile` (with [`context_tar`]).
+pub async fn build_events(s: &TestServer, name: &str, dockerfile: &str) -> Vec<Value> {
     let resp = post_build(
         s,
         &format!("name={name}"),
@@ -214,5 +222,5 @@ pub async fn build_outcome(s: &TestServer, name: &str, dockerfile: &str) -> Valu
         Some(context_tar()),
     )
     .await;
-    events_of(resp).await.pop().expect("events")
+    events_of(resp).await
 }

@@ -183,7 +183,12 @@ impl LocalBackend {
 
     /// Stores what a stopped sandbox changed in its root filesystem as an image layer (an
     /// image build's step). Its disk is mounted for the reading when it is not.
-    pub fn store_changes(&self, id: &str) -> Result<crate::images::Imported, LocalError> {
+    pub fn store_changes(
+        &self,
+        id: &str,
+        max_bytes: u64,
+        keep: &mut dyn FnMut(&crate::images::Imported) -> Result<(), crate::images::ImageError>,
+    ) -> Result<crate::images::Imported, LocalError> {
         let upper_root = self.upper_root(id);
         let disk = self.disk(id);
         let mount_here = upper_root == disk.mount && !crate::rootfs::is_mounted(&disk.mount);
@@ -191,7 +196,9 @@ impl LocalBackend {
             disk.ensure(0, &self.cfg.data_dir.join("disk-templates"))
                 .map_err(|e| step("changes")(format!("mounting its disk: {e}")))?;
         }
-        let stored = self.images.store_changes(&upper_root.join("upper"));
+        let stored = self
+            .images
+            .store_changes(&upper_root.join("upper"), max_bytes, keep);
         if mount_here {
             let _ = disk.release();
         }

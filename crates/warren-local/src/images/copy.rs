@@ -104,13 +104,8 @@ fn placements(
     spec: &CopySpec,
     layers: &[PathBuf],
 ) -> Result<BTreeMap<PathBuf, PathBuf>, CopyError> {
-    let dest = Path::new(&spec.workdir).join(&spec.dest);
-    let Some(dest) = clean(&dest) else {
-        return Err(invalid(format!(
-            "COPY destination {:?} leaves /",
-            spec.dest
-        )));
-    };
+    // `..` in the destination is taken lexically, never above `/`, as Docker does.
+    let dest = normalize(&Path::new(&spec.workdir).join(&spec.dest));
     // As Docker: into the destination when it ends in `/`, when several things are copied,
     // or when the image already has it as a directory (through its symlinks).
     let dest_is_dir = spec.dest.ends_with('/')

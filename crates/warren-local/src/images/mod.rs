@@ -188,11 +188,38 @@ impl ImageStore {
     }
 
     /// Stores what a sandbox changed (its overlay upper directory, the sandbox stopped) as a
-    /// layer: packed to a tar (its digest names the layer), then unpacked as any layer is.
-    pub fn store_changes(&self, upper: &Path) -> Result<Imported, ImageError> {
+    /// layer: packed to a tar (its digest names the layer), handed to `keep` (which makes it
+    /// live for layer collection before it exists), then unpacked as any layer is. Changes
+    /// whose files add up to more than `max_bytes` are refused before anything is written:
+    /// a sparse file counts at its full size, as the tar would hold it.
+    pub fn store_changes(
+        &self,
+        upper: &Path,
+        max_bytes: u64,
+        keep: &mut dyn FnMut(&Imported) -> Result<(), ImageError>,
+    ) -> Result<Imported, ImageError> {
+        let total: u64 = walkdir::WalkDir::new(upper)
+            .into_iter()
+            .filter_map(Result::ok)
+            .filter_map(|e| e.metadata().ok())
+            .filter(|m| m.is_file())
+            .map(|m| m.len())
+            .sum();
+        if total > max_bytes {
+            return Err(ImageError::Io {
+                what: format!(
+                    "the changes hold {} MiB of files (sparse files count at their full size), over the {} MiB a layer may",
+                    total >> 20,
+                    max_bytes >> 20
+                ),
+                source: io::Error::new(io::ErrorKind::InvalidData, "too large"),
+            });
+        }
         let mut incoming = self.begin()?;
         export::pack_upper_except(upper, runtime_made, &mut incoming.file)
             .map_err(io_ctx(format!("packing {}", upper.display())))?;
+        let (_, digest) = incoming.flushed()?;
+        keep(&digest)?;
         self.finish_layer(incoming)
     }
 

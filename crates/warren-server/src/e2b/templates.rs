@@ -8,6 +8,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
@@ -42,6 +43,8 @@ struct Requested {
     tags: Vec<String>,
     cpu: Option<f64>,
     memory_mb: Option<u64>,
+    /// When it was asked for: builds not started within [`UPLOAD_URL_LIFE`] are forgotten.
+    at: Instant,
 }
 
 /// `name:tag` as (`name`, `tag`); a name without a tag is its own template.
@@ -92,21 +95,24 @@ pub async fn request(
         check_template_name(t)?;
     }
     let id = build_id();
-    state
+    let mut builds = state
         .e2b_templates
         .builds
         .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .insert(
-            id.clone(),
-            Requested {
-                template: template.to_owned(),
-                image: name.clone(),
-                tags,
-                cpu: req.cpu_count,
-                memory_mb: req.memory_mb,
-            },
-        );
+        .unwrap_or_else(|p| p.into_inner());
+    builds.retain(|_, r| r.at.elapsed() < UPLOAD_URL_LIFE);
+    builds.insert(
+        id.clone(),
+        Requested {
+            template: template.to_owned(),
+            image: name.clone(),
+            tags,
+            cpu: req.cpu_count,
+            memory_mb: req.memory_mb,
+            at: Instant::now(),
+        },
+    );
+    drop(builds);
     let all_tags: Vec<&str> = tag
         .into_iter()
         .chain(req.tags.iter().map(String::as_str))
@@ -129,6 +135,7 @@ pub async fn files(
     State(state): State<AppState>,
     Path((_template, hash)): Path<(String, String)>,
     headers: HeaderMap,
+    uri: axum::http::Uri,
 ) -> Result<(StatusCode, Json<Value>), E2bError> {
     if !warren_local::images::cache::valid_key(&hash) {
         return Err(E2bError::new(
@@ -152,9 +159,11 @@ pub async fn files(
         uploads.retain(|_, (_, at)| at.elapsed() < UPLOAD_URL_LIFE);
         uploads.insert(token.clone(), (hash, Instant::now()));
     }
+    // HTTP/2 carries the host as the URI's authority, HTTP/1.1 as the Host header.
     let host = headers
         .get("host")
         .and_then(|h| h.to_str().ok())
+        .or_else(|| uri.authority().map(|a| a.as_str()))
         .unwrap_or("localhost");
     let scheme = state.service.preview_urls().scheme;
     Ok((
@@ -167,20 +176,21 @@ pub async fn files(
 }
 
 /// `PUT /e2b-template-files/{token}`: the files of an upload URL (no API key: the token in
-/// the URL is the credential, as in a signed object-store URL).
+/// the URL is the credential, as in a signed object-store URL). A token is good once; files
+/// already here under that hash are kept, never replaced.
 pub async fn upload(
     State(state): State<AppState>,
     Path(token): Path<String>,
     body: Body,
 ) -> Result<StatusCode, E2bError> {
     let hash = {
-        let uploads = state
+        let mut uploads = state
             .e2b_templates
             .uploads
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        match uploads.get(&token) {
-            Some((hash, at)) if at.elapsed() < UPLOAD_URL_LIFE => hash.clone(),
+        match uploads.remove(&token) {
+            Some((hash, at)) if at.elapsed() < UPLOAD_URL_LIFE => hash,
             _ => {
                 return Err(E2bError::new(
                     StatusCode::FORBIDDEN,
@@ -193,6 +203,9 @@ pub async fn upload(
         E2bError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
     };
     let store = state.service.backend().image_store();
+    if store.uploaded_files(&hash).is_some() {
+        return Ok(StatusCode::OK);
+    }
     let mut incoming = store.begin().map_err(internal)?;
     let mut stream = body.into_data_stream();
     while let Some(chunk) = stream.next().await {
@@ -314,20 +327,43 @@ pub async fn start(
     Path((template, build)): Path<(String, String)>,
     E2bJson(req): E2bJson<StartBuild>,
 ) -> Result<StatusCode, E2bError> {
-    let requested = state
-        .e2b_templates
-        .builds
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .get(&build)
-        .cloned()
-        .filter(|r| r.template == template)
-        .ok_or_else(|| {
-            E2bError::new(
-                StatusCode::NOT_FOUND,
-                format!("build {build:?} of template {template:?} not found"),
-            )
-        })?;
+    // Taken out at once, so two starts of one build never both run it; put back when this
+    // one is refused, so the client may correct it and try again.
+    let requested = {
+        let mut builds = state
+            .e2b_templates
+            .builds
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        match builds.get(&build) {
+            Some(r) if r.template == template => builds.remove(&build),
+            _ => None,
+        }
+    }
+    .ok_or_else(|| {
+        E2bError::new(
+            StatusCode::NOT_FOUND,
+            format!("build {build:?} of template {template:?} not found"),
+        )
+    })?;
+    let result = start_requested(&state, &build, requested.clone(), req);
+    if result.is_err() {
+        state
+            .e2b_templates
+            .builds
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(build, requested);
+    }
+    result
+}
+
+fn start_requested(
+    state: &AppState,
+    build: &str,
+    requested: Requested,
+    req: StartBuild,
+) -> Result<StatusCode, E2bError> {
     if req.from_image_registry.is_some() {
         return Err(E2bError::new(
             StatusCode::NOT_IMPLEMENTED,
@@ -374,13 +410,7 @@ pub async fn start(
         context: None,
         default_user: Some("user".into()),
     };
-    state.service.start_build(plan, Some(build.clone()))?;
-    state
-        .e2b_templates
-        .builds
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .remove(&build);
+    state.service.start_build(plan, Some(build.to_owned()))?;
     Ok(StatusCode::ACCEPTED)
 }
 
@@ -445,8 +475,9 @@ fn entries(events: &[BuildEvent], created: chrono::DateTime<chrono::Utc>) -> Vec
 pub async fn status(
     State(state): State<AppState>,
     Path((template, build)): Path<(String, String)>,
-    Query(q): Query<StatusQuery>,
+    q: Result<Query<StatusQuery>, QueryRejection>,
 ) -> Result<Json<Value>, E2bError> {
+    let Query(q) = q.map_err(|e| bad(e.body_text()))?;
     let Some(b) = state
         .service
         .build(&build)

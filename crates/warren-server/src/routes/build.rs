@@ -5,14 +5,15 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Multipart, Path, Query, State};
+use axum::extract::multipart::MultipartRejection;
+use axum::extract::{Multipart, Path, State};
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use futures::Stream;
 use serde::Deserialize;
 use warren_api::build::{parse_dockerfile, BuildEvent, Instruction};
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ApiQuery};
 use crate::service::build::{Build, BuildPlan, PlannedStep};
 use crate::AppState;
 
@@ -41,19 +42,31 @@ fn bad(e: axum::extract::multipart::MultipartError) -> ApiError {
 /// (a tar of the build context, gzipped or not).
 pub async fn build(
     State(state): State<AppState>,
-    Query(q): Query<BuildQuery>,
-    mut form: Multipart,
+    ApiQuery(q): ApiQuery<BuildQuery>,
+    form: Result<Multipart, MultipartRejection>,
 ) -> Result<Response, ApiError> {
+    let mut form = form.map_err(|e| {
+        ApiError::BadRequest(format!(
+            "send multipart/form-data with the fields `dockerfile` and `context`: {}",
+            e.body_text()
+        ))
+    })?;
     let mut dockerfile = None;
     let mut context = None;
     while let Some(mut field) = form.next_field().await.map_err(bad)? {
         match field.name() {
             Some("dockerfile") => {
-                let text = field.text().await.map_err(bad)?;
-                if text.len() > MAX_DOCKERFILE {
-                    return Err(ApiError::TooLarge("the Dockerfile is over 1 MiB".into()));
+                let mut text = Vec::new();
+                while let Some(chunk) = field.chunk().await.map_err(bad)? {
+                    if text.len() + chunk.len() > MAX_DOCKERFILE {
+                        return Err(ApiError::TooLarge("the Dockerfile is over 1 MiB".into()));
+                    }
+                    text.extend_from_slice(&chunk);
                 }
-                dockerfile = Some(text);
+                dockerfile = Some(
+                    String::from_utf8(text)
+                        .map_err(|_| ApiError::BadRequest("the Dockerfile is not UTF-8".into()))?,
+                );
             }
             Some("context") => {
                 let mut incoming = state

@@ -94,7 +94,7 @@ pub struct PruneQuery {
 /// `POST /v1/images/prune[?build_cache=true]`.
 pub async fn prune(
     State(state): State<AppState>,
-    axum::extract::Query(q): axum::extract::Query<PruneQuery>,
+    crate::error::ApiQuery(q): crate::error::ApiQuery<PruneQuery>,
 ) -> Result<Json<PruneResult>, ApiError> {
     let cleared = if q.build_cache {
         state.service.clear_build_cache().await?

@@ -127,6 +127,7 @@ impl Service {
     /// Forgets the build cache and the uploaded build files (not while a build runs: its
     /// layers are kept by the cache until its image is recorded); how many entries went.
     pub async fn clear_build_cache(&self) -> Result<usize, ApiError> {
+        let _gc = self.inner.images_gc.write().await;
         let running = self
             .builds()
             .values()
@@ -137,7 +138,6 @@ impl Service {
                 "{running} image build(s) running; clear the build cache when they end"
             )));
         }
-        let _gc = self.inner.images_gc.write().await;
         let backend = self.inner.backend.clone();
         tokio::task::spawn_blocking(move || backend.image_store().clear_build_cache())
             .await

@@ -76,6 +76,8 @@ pub(crate) struct Stage {
     pub config: ImageConfig,
     pub key: String,
     pub size: u64,
+    /// Whether this build set CMD (an ENTRYPOINT then keeps it; an inherited one it drops).
+    pub cmd_set: bool,
 }
 
 impl Stage {
@@ -168,9 +170,7 @@ impl Service {
         {
             let mut builds = self.inner.builds.lock().unwrap_or_else(|p| p.into_inner());
             let now = Utc::now();
-            builds.retain(|_, b| {
-                matches!(b.outcome(), Outcome::Running) || now - b.created_at < KEEP_FINISHED
-            });
+            builds.retain(|_, b| b.ended_at().is_none_or(|t| now - t < KEEP_FINISHED));
             builds.insert(id, build.clone());
         }
         let svc = self.clone();
@@ -190,6 +190,32 @@ impl Service {
             }
         });
         Ok(build)
+    }
+
+    /// Deletes the sandboxes of build `id` (every build's when `None`: at start, when no
+    /// build survived the last run).
+    pub(crate) async fn remove_build_sandboxes(&self, id: Option<&str>) {
+        let Ok(all) = self.list_all().await else {
+            return;
+        };
+        for s in all {
+            let of = s.metadata.get("warren.build").map(String::as_str);
+            if of.is_some() && (id.is_none() || of == id) {
+                if let Err(e) = self.delete(&s.id).await {
+                    tracing::warn!(sandbox = %s.id, "removing a build's sandbox: {e}");
+                }
+            }
+        }
+    }
+
+    /// What builds a stopped server left: their sandboxes and scratch images.
+    pub async fn clean_build_leftovers(&self) {
+        self.remove_build_sandboxes(None).await;
+        if let Ok(images) = self.list_images().await {
+            for i in images.iter().filter(|i| i.name.starts_with("build-tmp/")) {
+                let _ = self.inner.store.delete_image(&i.name).await;
+            }
+        }
     }
 
     /// A build by id, while it is kept.
@@ -212,17 +238,48 @@ impl Service {
         plan: BuildPlan,
         build: &Build,
     ) -> Result<Image, (Option<usize>, ApiError)> {
-        let total = plan.steps.len();
         build.log(LogLevel::Info, format!("FROM {}", plan.from));
-        let base = self
-            .image_for_create(Some(&plan.from), PullPolicy::Missing)
-            .await
-            .map_err(|e| (None, e.map_message(|m| format!("FROM {}: {m}", plan.from))))?;
+        // Each run its own scratch image: two runs of one build id never share one.
+        let scratch = format!("build-tmp/{}-{:08x}", build.id, rand::random::<u32>());
+        let base = {
+            // Held until the scratch image names the base's layers: a pull's layers are in
+            // no image until it is recorded, and collection must not take them meanwhile.
+            let _no_gc = self.inner.images_gc.read().await;
+            let base = self
+                .image_for_create(Some(&plan.from), PullPolicy::Missing)
+                .await
+                .map_err(|e| (None, e.map_message(|m| format!("FROM {}: {m}", plan.from))))?;
+            let held = Image {
+                name: scratch.clone(),
+                ..base.clone()
+            };
+            self.inner
+                .store
+                .put_image(&held)
+                .await
+                .map_err(|e| (None, e.into()))?;
+            base
+        };
+        let result = self.build_on(plan, build, base, &scratch).await;
+        // Only now: until the image is recorded the scratch image keeps what it builds on.
+        let _ = self.inner.store.delete_image(&scratch).await;
+        result
+    }
+
+    async fn build_on(
+        &self,
+        plan: BuildPlan,
+        build: &Build,
+        base: Image,
+        scratch: &str,
+    ) -> Result<Image, (Option<usize>, ApiError)> {
+        let total = plan.steps.len();
         let mut stage = Stage {
             layers: base.layers.clone(),
             config: base.config.clone(),
             key: String::new(),
             size: base.size,
+            cmd_set: false,
         };
         if let (None, Some(u)) = (&stage.config.user, &plan.default_user) {
             if self.image_has_user(&base.digest, u).await.unwrap_or(false) {
@@ -235,7 +292,7 @@ impl Service {
         ));
         let ctx = steps::Ctx {
             build,
-            scratch: format!("build-tmp/{}", build.id),
+            scratch: scratch.to_owned(),
             cpu: plan.cpu,
             memory_mb: plan.memory_mb,
             total,
@@ -268,8 +325,6 @@ impl Service {
                 .await
                 .map_err(|e| (Some(total + 1), e));
         }
-        // The scratch image only ever named layers the cache or the base keep.
-        let _ = self.inner.store.delete_image(&ctx.scratch).await;
         result?;
         let image = Image {
             name: plan.name.clone(),

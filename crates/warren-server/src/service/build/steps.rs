@@ -2,7 +2,6 @@
 //! WORKDIR write a layer on the host, RUN runs in a sandbox whose changes become a layer.
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use futures::StreamExt;
 use warren_api::build::{BuildEvent, Instruction, LogLevel};
@@ -60,10 +59,20 @@ fn expanded(i: &Instruction, env: &[String]) -> Instruction {
     }
 }
 
-/// A WORKDIR against the current one.
+/// A WORKDIR against the current one, `..` taken lexically (never above `/`).
 fn join_dir(current: Option<&str>, path: &str) -> String {
     let joined = std::path::Path::new(current.unwrap_or("/")).join(path);
-    joined.to_string_lossy().into_owned()
+    let mut out = std::path::PathBuf::from("/");
+    for c in joined.components() {
+        match c {
+            std::path::Component::Normal(n) => out.push(n),
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            _ => {}
+        }
+    }
+    out.to_string_lossy().into_owned()
 }
 
 fn blocking_failed(e: tokio::task::JoinError) -> ApiError {
@@ -99,11 +108,17 @@ impl Service {
                     .for_each(|(k, v)| set_env(&mut config.env, k, v));
             }
             Instruction::User { user } => config.user = Some(user.clone()),
-            Instruction::Cmd { argv } => config.cmd = argv.clone(),
+            Instruction::Cmd { argv } => {
+                config.cmd = argv.clone();
+                stage.cmd_set = true;
+            }
             Instruction::Entrypoint { argv } => {
-                // As Docker: a new entrypoint drops the command the base image had.
+                // As Docker: a new entrypoint drops the command the base image had, not one
+                // this build set.
                 config.entrypoint = argv.clone();
-                config.cmd.clear();
+                if !stage.cmd_set {
+                    config.cmd.clear();
+                }
             }
             Instruction::Expose { ports } => {
                 config.exposed_ports.extend(ports);
@@ -242,7 +257,14 @@ impl Service {
             },
         };
         self.inner.store.put_image(&scratch).await?;
-        let (sandbox, _) = self.create(self.step_sandbox(ctx)).await?;
+        let (sandbox, _) = match self.create(self.step_sandbox(ctx)).await {
+            Ok(made) => made,
+            Err(e) => {
+                // A create that failed leaves its record (failed, never expiring).
+                self.remove_build_sandboxes(Some(&ctx.build.id)).await;
+                return Err(e);
+            }
+        };
         let id = sandbox.id.clone();
         let ran = self.run_command(ctx.build, &id, stage, command, user).await;
         let stored = match ran {
@@ -273,7 +295,13 @@ impl Service {
             config: stage.config.clone(),
         };
         self.inner.store.put_image(&scratch).await?;
-        let (sandbox, _) = self.create(self.step_sandbox(ctx)).await?;
+        let (sandbox, _) = match self.create(self.step_sandbox(ctx)).await {
+            Ok(made) => made,
+            Err(e) => {
+                self.remove_build_sandboxes(Some(&ctx.build.id)).await;
+                return Err(e);
+            }
+        };
         if let Err(e) = self.delete(&sandbox.id).await {
             tracing::warn!(sandbox = %sandbox.id, "removing a build's ready check sandbox: {e}");
         }
@@ -368,31 +396,35 @@ impl Service {
         )))
     }
 
-    /// Stops the sandbox and stores its changes as a layer, cached under `key` before layer
-    /// collection may look.
+    /// Stops the sandbox and stores its changes as a layer, cached under `key` (under the
+    /// collection lock, before the layer exists, so collection never takes it) while the long
+    /// packing runs without the lock.
     async fn stop_and_store(&self, id: &SandboxId, key: &str) -> Result<Imported, ApiError> {
         self.stop(id).await?;
-        let backend: Arc<dyn crate::backend::Backend> = self.inner.backend.clone();
+        let svc = self.clone();
         let owned = id.to_string();
         let key = key.to_owned();
-        let _no_gc = self.inner.images_gc.read().await;
         tokio::task::spawn_blocking(move || {
-            let layer = backend
-                .store_changes(&owned)
-                .map_err(|e| format!("storing the step's changes: {e}"))?;
-            backend
-                .image_store()
-                .cache_layer(&key, &layer)
-                .map_err(|e| e.to_string())?;
-            Ok::<_, String>(layer)
+            let backend = svc.inner.backend.clone();
+            let mut keep = |layer: &Imported| {
+                let _no_gc = svc.inner.images_gc.blocking_read();
+                backend.image_store().cache_layer(&key, layer)
+            };
+            svc.inner
+                .backend
+                .store_changes(&owned, BUILD_DISK_MB << 20, &mut keep)
+                .map_err(|e| format!("storing the step's changes: {e}"))
         })
         .await
         .map_err(blocking_failed)?
-        .map_err(ApiError::Internal)
+        .map_err(ApiError::Invalid)
     }
 }
 
-/// Output cut into lines (a partial line waits for the rest; invalid UTF-8 replaced).
+/// Output cut into lines (a partial line waits for the rest, up to [`MAX_LINE`] bytes;
+/// invalid UTF-8 replaced).
+///
+/// [`MAX_LINE`]: super::record::MAX_LINE
 #[derive(Default)]
 struct Lines {
     partial: Vec<u8>,
@@ -400,14 +432,20 @@ struct Lines {
 
 impl Lines {
     fn feed(&mut self, bytes: &[u8], mut emit: impl FnMut(String)) {
-        self.partial.extend_from_slice(bytes);
-        while let Some(nl) = self.partial.iter().position(|&b| b == b'\n') {
-            let line: Vec<u8> = self.partial.drain(..=nl).collect();
-            emit(
-                String::from_utf8_lossy(&line[..nl])
-                    .trim_end_matches('\r')
-                    .to_owned(),
-            );
+        for piece in bytes.split_inclusive(|&b| b == b'\n') {
+            let room = super::record::MAX_LINE.saturating_sub(self.partial.len());
+            self.partial
+                .extend_from_slice(piece.get(..room.min(piece.len())).unwrap_or_default());
+            let ended = piece.ends_with(b"\n");
+            if ended || self.partial.len() >= super::record::MAX_LINE {
+                let line = std::mem::take(&mut self.partial);
+                let text = String::from_utf8_lossy(&line);
+                emit(
+                    text.trim_end_matches('\n')
+                        .trim_end_matches('\r')
+                        .to_owned(),
+                );
+            }
         }
     }
 
