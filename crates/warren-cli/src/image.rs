@@ -54,24 +54,8 @@ pub enum ImageCommand {
     /// is: an unchanged step over an unchanged image is not run again. The context directory
     /// is sent (minus `.dockerignore`'s patterns) only when the Dockerfile copies files.
     Build {
-        /// The build context: the directory COPY sources are relative to.
-        #[arg(default_value = ".")]
-        context: PathBuf,
-        /// The Dockerfile [default: CONTEXT/Dockerfile].
-        #[arg(short = 'f', long)]
-        file: Option<PathBuf>,
-        /// Name of the image to record (replacing one of that name).
-        #[arg(short = 't', long = "tag", value_name = "NAME")]
-        name: String,
-        /// Run every step again, reusing nothing from earlier builds.
-        #[arg(long)]
-        no_cache: bool,
-        /// CPUs of the sandboxes RUN steps run in [default: the server's sandbox default].
-        #[arg(long)]
-        cpu: Option<f64>,
-        /// Memory (MiB) of the sandboxes RUN steps run in [default: the server's default].
-        #[arg(long)]
-        memory_mb: Option<u64>,
+        #[command(flatten)]
+        args: crate::image_build::BuildArgs,
         #[command(flatten)]
         opts: ClientOpts,
     },
@@ -111,25 +95,7 @@ pub async fn run(cmd: ImageCommand) -> anyhow::Result<()> {
             base_image::build_base(args, opts.json, || opts.client()).await
         }
         ImageCommand::Pull { reference, opts } => crate::image_pull::pull(reference, opts).await,
-        ImageCommand::Build {
-            context,
-            file,
-            name,
-            no_cache,
-            cpu,
-            memory_mb,
-            opts,
-        } => {
-            let args = crate::image_build::BuildArgs {
-                context,
-                file,
-                name,
-                no_cache,
-                cpu,
-                memory_mb,
-            };
-            crate::image_build::build(args, opts).await
-        }
+        ImageCommand::Build { args, opts } => crate::image_build::build(args, opts).await,
         ImageCommand::Prune { build_cache, opts } => {
             crate::image_pull::prune(build_cache, opts).await
         }

@@ -12,13 +12,26 @@ use warren_api::build::{parse_dockerfile, BuildEvent, Instruction};
 
 use crate::ClientOpts;
 
-/// What `warren image build` was given.
+/// What `warren image build` takes.
+#[derive(clap::Args)]
 pub struct BuildArgs {
+    /// The build context: the directory COPY sources are relative to.
+    #[arg(default_value = ".")]
     pub context: PathBuf,
+    /// The Dockerfile [default: CONTEXT/Dockerfile].
+    #[arg(short = 'f', long)]
     pub file: Option<PathBuf>,
+    /// Name of the image to record (replacing one of that name).
+    #[arg(short = 't', long = "tag", value_name = "NAME")]
     pub name: String,
+    /// Run every step again, reusing nothing from earlier builds.
+    #[arg(long)]
     pub no_cache: bool,
+    /// CPUs of the sandboxes RUN steps run in [default: the server's sandbox default].
+    #[arg(long)]
     pub cpu: Option<f64>,
+    /// Memory (MiB) of the sandboxes RUN steps run in [default: the server's default].
+    #[arg(long)]
     pub memory_mb: Option<u64>,
 }
 

@@ -11,8 +11,8 @@ use std::time::Instant;
 
 use common::base::base_tar;
 use common::build::{
-    build_ok, context_tar, context_tar_with, events_of, exists, expect_error, image, images,
-    layer_dir, log_lines, post_build, run_cached, steps, wait_for_log,
+    build_id_of, build_ok, context_tar, context_tar_with, events_of, exists, expect_error, image,
+    images, layer_dir, log_lines, post_build, run_cached, steps, wait_for_log,
 };
 use common::pulls::warren;
 use common::TestServer;
@@ -269,12 +269,7 @@ async fn cache_invalidation(s: &TestServer, built: &Value) {
 async fn failing_build(s: &TestServer) {
     let dockerfile = "FROM base\nENV X=1\nRUN echo failing-step-output; exit 7\nRUN echo never\n";
     let resp = post_build(s, "name=broken", Some(dockerfile), None).await;
-    let build_id = resp
-        .headers()
-        .get("x-warren-build-id")
-        .and_then(|v| v.to_str().ok())
-        .expect("x-warren-build-id")
-        .to_owned();
+    let build_id = build_id_of(&resp);
     let events = events_of(resp).await;
     let last = events.last().expect("events");
     assert_eq!(last["type"], "error", "{events:#?}");

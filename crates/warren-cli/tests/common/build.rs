@@ -121,12 +121,7 @@ pub async fn build_ok(
         let body = resp.text().await.unwrap_or_default();
         panic!("building {name}: {status} {body}");
     }
-    let id = resp
-        .headers()
-        .get("x-warren-build-id")
-        .and_then(|v| v.to_str().ok())
-        .expect("x-warren-build-id")
-        .to_owned();
+    let id = build_id_of(&resp);
     let events = events_of(resp).await;
     let last = events.last().expect("events");
     assert_eq!(last["type"], "done", "building {name}: {events:#?}");
@@ -223,4 +218,13 @@ pub async fn build_events(s: &TestServer, name: &str, dockerfile: &str) -> Vec<V
     )
     .await;
     events_of(resp).await
+}
+
+/// The build id a build's answer names (`X-Warren-Build-Id`).
+pub fn build_id_of(resp: &reqwest::Response) -> String {
+    resp.headers()
+        .get("x-warren-build-id")
+        .and_then(|v| v.to_str().ok())
+        .expect("x-warren-build-id")
+        .to_owned()
 }

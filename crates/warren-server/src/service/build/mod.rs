@@ -89,6 +89,23 @@ impl Stage {
         self.key = hex::encode(h.finalize());
     }
 
+    /// The stage as an image record named `name`, with `config`.
+    fn image(&self, name: &str, config: ImageConfig) -> Image {
+        let with = Stage {
+            config,
+            ..self.clone()
+        };
+        Image {
+            name: name.to_owned(),
+            digest: with.digest(),
+            size: self.size,
+            created_at: Utc::now(),
+            source: None,
+            layers: self.layers.clone(),
+            config: with.config,
+        }
+    }
+
     /// A digest naming this stage's layers and config (the image record's `digest`).
     fn digest(&self) -> String {
         let mut h = Sha256::new();
@@ -326,15 +343,7 @@ impl Service {
                 .map_err(|e| (Some(total + 1), e));
         }
         result?;
-        let image = Image {
-            name: plan.name.clone(),
-            digest: stage.digest(),
-            size: stage.size,
-            created_at: Utc::now(),
-            source: None,
-            layers: stage.layers,
-            config: stage.config,
-        };
+        let image = stage.image(&plan.name, stage.config.clone());
         let replaced = self.record_image(&image).await.map_err(|e| (None, e))?;
         if replaced {
             let _ = self.prune_images().await;

@@ -243,29 +243,14 @@ impl Service {
     ) -> Result<Imported, ApiError> {
         let mut kept = stage.clone();
         kept.layers.push(self.tmp_keeper().await?);
-        let scratch = Image {
-            name: ctx.scratch.clone(),
-            digest: kept.digest(),
-            size: stage.size,
-            created_at: chrono::Utc::now(),
-            source: None,
-            layers: kept.layers,
-            config: ImageConfig {
-                env: stage.config.env.clone(),
-                working_dir: stage.config.working_dir.clone(),
-                ..Default::default()
-            },
+        let config = ImageConfig {
+            env: stage.config.env.clone(),
+            working_dir: stage.config.working_dir.clone(),
+            ..Default::default()
         };
-        self.inner.store.put_image(&scratch).await?;
-        let (sandbox, _) = match self.create(self.step_sandbox(ctx)).await {
-            Ok(made) => made,
-            Err(e) => {
-                // A create that failed leaves its record (failed, never expiring).
-                self.remove_build_sandboxes(Some(&ctx.build.id)).await;
-                return Err(e);
-            }
-        };
-        let id = sandbox.id.clone();
+        let id = self
+            .scratch_sandbox(ctx, &kept.image(&ctx.scratch, config))
+            .await?;
         let ran = self.run_command(ctx.build, &id, stage, command, user).await;
         let stored = match ran {
             Ok(()) => self.stop_and_store(&id, &stage.key).await,
@@ -285,28 +270,27 @@ impl Service {
             LogLevel::Info,
             format!("[finalize] starting the image's command, waiting for `{cmd}` to succeed"),
         );
-        let scratch = Image {
-            name: ctx.scratch.clone(),
-            digest: stage.digest(),
-            size: stage.size,
-            created_at: chrono::Utc::now(),
-            source: None,
-            layers: stage.layers.clone(),
-            config: stage.config.clone(),
-        };
-        self.inner.store.put_image(&scratch).await?;
-        let (sandbox, _) = match self.create(self.step_sandbox(ctx)).await {
-            Ok(made) => made,
-            Err(e) => {
-                self.remove_build_sandboxes(Some(&ctx.build.id)).await;
-                return Err(e);
-            }
-        };
-        if let Err(e) = self.delete(&sandbox.id).await {
-            tracing::warn!(sandbox = %sandbox.id, "removing a build's ready check sandbox: {e}");
+        let id = self
+            .scratch_sandbox(ctx, &stage.image(&ctx.scratch, stage.config.clone()))
+            .await?;
+        if let Err(e) = self.delete(&id).await {
+            tracing::warn!(sandbox = %id, "removing a build's ready check sandbox: {e}");
         }
         ctx.build.log(LogLevel::Info, "[finalize] ready");
         Ok(())
+    }
+
+    /// Records `scratch` and makes a step's sandbox of it; what a failed create leaves (its
+    /// record: failed, never expiring) is removed.
+    async fn scratch_sandbox(&self, ctx: &Ctx<'_>, scratch: &Image) -> Result<SandboxId, ApiError> {
+        self.inner.store.put_image(scratch).await?;
+        match self.create(self.step_sandbox(ctx)).await {
+            Ok((sandbox, _)) => Ok(sandbox.id),
+            Err(e) => {
+                self.remove_build_sandboxes(Some(&ctx.build.id)).await;
+                Err(e)
+            }
+        }
     }
 
     /// A sandbox for a step: of the scratch image, under gVisor, never expiring.
