@@ -286,6 +286,52 @@ fn dir_header(layers: &[PathBuf], rel: &Path, owner: (u32, u32)) -> tar::Header 
     h
 }
 
+/// A COPY layer: the layer tar written, and the sha256 of what it holds without its times
+/// (the build cache's key for it: as Docker's, a file touched but unchanged hits the cache).
+#[derive(Debug, Clone)]
+pub struct Copied {
+    /// The layer tar's digest and size.
+    pub layer: Imported,
+    /// Hex sha256 of the entries' paths, kinds, owners, modes, link targets and contents.
+    pub content: String,
+}
+
+/// Hashes what a layer entry holds, never its time.
+struct ContentKey(sha2::Sha256);
+
+impl ContentKey {
+    fn entry(&mut self, h: &tar::Header, path: &Path, link: Option<&Path>) {
+        use sha2::Digest;
+        let d = &mut self.0;
+        d.update(path.as_os_str().as_encoded_bytes());
+        d.update([0, h.entry_type().as_byte()]);
+        for n in [
+            h.mode(),
+            h.uid().map(|u| u as u32),
+            h.gid().map(|g| g as u32),
+        ] {
+            d.update(n.unwrap_or(0).to_le_bytes());
+        }
+        d.update(h.size().unwrap_or(0).to_le_bytes());
+        if let Some(l) = link {
+            d.update(l.as_os_str().as_encoded_bytes());
+        }
+        d.update([0xff]);
+    }
+}
+
+/// A reader that also hashes what passes through it.
+struct Tee<'a, R>(R, &'a mut sha2::Sha256);
+
+impl<R: Read> Read for Tee<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        use sha2::Digest;
+        let n = self.0.read(buf)?;
+        self.1.update(buf.get(..n).unwrap_or_default());
+        Ok(n)
+    }
+}
+
 /// Writes the layer of a COPY of `files` (a tar, gzipped or not) into the image whose
 /// layers are `layers` (bottom first) to `out`.
 pub fn copy_layer(
@@ -293,7 +339,9 @@ pub fn copy_layer(
     spec: &CopySpec,
     layers: &[PathBuf],
     out: impl Write,
-) -> Result<Imported, CopyError> {
+) -> Result<Copied, CopyError> {
+    use sha2::Digest;
+    let mut key = ContentKey(sha2::Sha256::new());
     let kinds = index(files)?;
     let mut placed = placements(&kinds, spec, layers)?;
     for to in placed.values_mut() {
@@ -310,7 +358,9 @@ pub fn copy_layer(
     let mut b = tar::Builder::new(Hashing::new(out));
     for p in &parents {
         if !targets.contains(p) {
-            b.append_data(&mut dir_header(layers, p, owner), p, io::empty())?;
+            let mut h = dir_header(layers, p, owner);
+            key.entry(&h, p, None);
+            b.append_data(&mut h, p, io::empty())?;
         }
     }
     // Entries in the order the tar gives them, streamed (the same files make the same layer).
@@ -334,13 +384,15 @@ pub fn copy_layer(
             tar::EntryType::Directory => {
                 h.set_mode(own_mode);
                 h.set_size(0);
+                key.entry(&h, to, None);
                 b.append_data(&mut h, to, io::empty())?;
             }
             tar::EntryType::Regular | tar::EntryType::Continuous => {
                 h.set_entry_type(tar::EntryType::Regular);
                 h.set_mode(spec.mode.unwrap_or(own_mode));
                 h.set_size(entry.header().size()?);
-                b.append_data(&mut h, to, &mut entry)?;
+                key.entry(&h, to, None);
+                b.append_data(&mut h, to, Tee(&mut entry, &mut key.0))?;
             }
             tar::EntryType::Symlink => {
                 h.set_mode(0o777);
@@ -349,6 +401,7 @@ pub fn copy_layer(
                     .link_name()?
                     .ok_or_else(|| invalid("a symlink without a target"))?
                     .into_owned();
+                key.entry(&h, to, Some(&target));
                 b.append_link(&mut h, to, target)?;
             }
             tar::EntryType::Link => {
@@ -365,10 +418,15 @@ pub fn copy_layer(
     // A directory the tar implies without listing it.
     for (src, to) in &placed {
         if kinds.get(src) == Some(&tar::EntryType::Directory) && !written.contains(to) {
-            b.append_data(&mut dir_header(layers, to, owner), to, io::empty())?;
+            let mut h = dir_header(layers, to, owner);
+            key.entry(&h, to, None);
+            b.append_data(&mut h, to, io::empty())?;
         }
     }
-    Ok(b.into_inner()?.digest())
+    Ok(Copied {
+        layer: b.into_inner()?.digest(),
+        content: hex::encode(key.0.finalize()),
+    })
 }
 
 /// The layer that makes directory `dir` (absolute) with root's `0755` and its missing
@@ -455,10 +513,11 @@ impl super::ImageStore {
         files: &Path,
         spec: &CopySpec,
         layers: &[PathBuf],
-    ) -> Result<Imported, CopyError> {
+    ) -> Result<Copied, CopyError> {
         let mut incoming = self.begin().map_err(store_err)?;
-        copy_layer(files, spec, layers, &mut incoming.file)?;
-        self.finish_layer(incoming).map_err(store_err)
+        let copied = copy_layer(files, spec, layers, &mut incoming.file)?;
+        let layer = self.finish_layer(incoming).map_err(store_err)?;
+        Ok(Copied { layer, ..copied })
     }
 
     /// Stores the layer that makes directory `dir` (see [`dir_layer`]); `None` when the image

@@ -3,13 +3,20 @@ use super::*;
 use std::os::unix::fs::symlink;
 
 fn files_tar(dir: &Path, entries: &[(&str, &str)]) -> PathBuf {
-    let path = dir.join("files.tar");
+    files_tar_at(dir, entries, 0)
+}
+
+fn files_tar_at(dir: &Path, entries: &[(&str, &str)], mtime: u64) -> PathBuf {
+    let path = dir.join(format!(
+        "files-{mtime}-{}.tar",
+        entries.len() + entries[0].1.len() * 7
+    ));
     let mut b = tar::Builder::new(fs::File::create(&path).expect("tar"));
     for (name, body) in entries {
         let mut h = tar::Header::new_gnu();
         h.set_mode(0o644);
         h.set_size(body.len() as u64);
-        h.set_mtime(0);
+        h.set_mtime(mtime);
         h.set_uid(0);
         h.set_gid(0);
         b.append_data(&mut h, name, body.as_bytes()).expect("entry");
@@ -72,12 +79,20 @@ fn copies_follow_the_images_links_and_keep_its_directories() {
 
     // Into an existing directory (no slash), through the link.
     let mut out = Vec::new();
-    copy_layer(&files, &spec("/usr/lib/tools"), &layers, &mut out).expect("copy");
+    let first = copy_layer(&files, &spec("/usr/lib/tools"), &layers, &mut out).expect("copy");
     let entries = names(&out);
     assert!(
         entries.iter().any(|(n, _)| n == "usr/share/tools/a.txt"),
         "{entries:?}"
     );
+    // The same content with another time: another layer, the same cache key.
+    let touched = files_tar_at(tmp.path(), &[("a.txt", "a")], 1_700_000_000);
+    let again = copy_layer(&touched, &spec("/usr/lib/tools"), &layers, Vec::new()).expect("copy");
+    assert_ne!(again.layer.digest, first.layer.digest);
+    assert_eq!(again.content, first.content);
+    let changed = files_tar_at(tmp.path(), &[("a.txt", "b")], 0);
+    let other = copy_layer(&changed, &spec("/usr/lib/tools"), &layers, Vec::new()).expect("copy");
+    assert_ne!(other.content, first.content);
 
     // A parent the image has keeps its owner.
     let mut out = Vec::new();

@@ -181,8 +181,9 @@ impl Service {
                 .await
                 .map_err(blocking_failed)?
                 .map_err(|e| ApiError::Invalid(format!("{text}: {e}")))?;
-                stage.advance(&format!("{text} {}", layer.digest));
-                return self.keep_layer(stage, layer);
+                // Keyed by content, not the layer's digest (which has the files' times).
+                stage.advance(&format!("{text} {}", layer.content));
+                return self.keep_layer(stage, layer.layer);
             }
             Instruction::Run { command, user } => {
                 let user = user
