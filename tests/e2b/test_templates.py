@@ -179,3 +179,20 @@ def test_a_template_that_never_gets_ready_fails_its_build():
         Template.build(template, name)
     assert "test -f /home/user/never" in str(err.value)
     assert not Template.exists(name)
+
+
+def test_steps_start_in_the_users_home_and_name_unknown_users(context):
+    # As on E2B: relative paths are the user's home's until set_workdir.
+    name = unique("home")
+    template = (
+        Template(file_context_path=str(context))
+        .from_base_image()
+        .copy("config.txt", "conf/config.txt")
+        .make_symlink("conf/config.txt", "config.link")
+        .run_cmd('test "$(pwd)" = /home/user && cat config.link')
+    )
+    Template.build(template, name)
+    broken = Template().from_base_image().skip_cache().run_cmd("whoami", user="nobody123")
+    with pytest.raises(BuildException) as err:
+        Template.build(broken, unique("nouser"))
+    assert "invalid username: 'nobody123'" in str(err.value)

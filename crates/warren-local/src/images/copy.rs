@@ -486,6 +486,16 @@ pub fn owner_ids(layers: &[PathBuf], owner: &str) -> Result<(u32, u32), CopyErro
     Ok((uid, gid))
 }
 
+/// The home directory of `user` (a name or uid) in the image's `/etc/passwd`.
+pub fn home_of(layers: &[PathBuf], user: &str) -> Option<String> {
+    let passwd = read_image_file(layers, "etc/passwd");
+    let name = user.split(':').next().unwrap_or(user);
+    let at = if name.parse::<u32>().is_ok() { 2 } else { 0 };
+    find(&passwd, at, name)
+        .and_then(|f| f.get(5).map(|h| (*h).to_owned()))
+        .filter(|h| h.starts_with('/'))
+}
+
 /// The fields of the first line whose field `at` is `value` (at least 4 fields).
 fn find<'a>(text: &'a str, at: usize, value: &str) -> Option<Vec<&'a str>> {
     text.lines()

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use warren_api::Image;
 
-use super::templates::{check_template_name, split_tag};
+use super::templates::{split_tag, tagged};
 use super::{E2bError, E2bJson};
 use crate::AppState;
 
@@ -42,10 +42,13 @@ pub async fn assign(
 ) -> Result<(StatusCode, Json<Value>), E2bError> {
     let (template, _) = split_tag(&req.target);
     let mut image = None;
-    for tag in &req.tags {
-        let name = format!("{template}:{tag}");
-        check_template_name(&name)?;
-        image = Some(state.service.tag_image(&req.target, &name).await?);
+    let names = req
+        .tags
+        .iter()
+        .map(|t| tagged(template, t))
+        .collect::<Result<Vec<_>, _>>()?;
+    for name in &names {
+        image = Some(state.service.tag_image(&req.target, name).await?);
     }
     let image = image.ok_or_else(|| E2bError::new(StatusCode::BAD_REQUEST, "no tags given"))?;
     Ok((

@@ -55,14 +55,34 @@ pub(super) fn split_tag(name: &str) -> (&str, Option<&str>) {
     }
 }
 
+/// The image name of tag `tag` (`v1`, or `name:v1` naming the template itself) of `template`.
+pub(super) fn tagged(template: &str, tag: &str) -> Result<String, E2bError> {
+    let tag = match tag.split_once(':') {
+        Some((name, t)) if name == template && !t.is_empty() => t,
+        Some(_) => {
+            return Err(E2bError::new(
+                StatusCode::BAD_REQUEST,
+                format!("invalid tag {tag:?}: give `tag` or `{template}:tag`"),
+            ))
+        }
+        None => tag,
+    };
+    let name = format!("{template}:{tag}");
+    check_template_name(&name)?;
+    Ok(name)
+}
+
 /// Whether `name` may name a template (and so an image).
 pub(super) fn check_template_name(name: &str) -> Result<(), E2bError> {
-    if warren_api::image::valid_image_name(name) {
+    let parts_ok = name.split(':').all(|p| !p.is_empty()) && name.matches(':').count() <= 1;
+    if parts_ok && warren_api::image::valid_image_name(name) {
         Ok(())
     } else {
         Err(E2bError::new(
             StatusCode::BAD_REQUEST,
-            format!("{name:?} is not a valid template name (a-z 0-9 . _ / : -)"),
+            format!(
+                "{name:?} is not a valid template name (a-z 0-9 . _ / -, with at most one `:tag`)"
+            ),
         ))
     }
 }
@@ -90,10 +110,11 @@ pub async fn request(
         .ok_or_else(|| E2bError::new(StatusCode::BAD_REQUEST, "a template needs a name"))?;
     check_template_name(&name)?;
     let (template, tag) = split_tag(&name);
-    let tags: Vec<String> = req.tags.iter().map(|t| format!("{template}:{t}")).collect();
-    for t in &tags {
-        check_template_name(t)?;
-    }
+    let tags = req
+        .tags
+        .iter()
+        .map(|t| tagged(template, t))
+        .collect::<Result<Vec<_>, _>>()?;
     let id = build_id();
     let mut builds = state
         .e2b_templates
@@ -409,6 +430,7 @@ fn start_requested(
         ready_cmd: req.ready_cmd,
         context: None,
         default_user: Some("user".into()),
+        home_cwd: true,
     };
     state.service.start_build(plan, Some(build.to_owned()))?;
     Ok(StatusCode::ACCEPTED)

@@ -141,6 +141,7 @@ pub async fn build(
         ready_cmd: None,
         context,
         default_user: None,
+        home_cwd: false,
         also_named: Vec::new(),
     };
     let build = state.service.start_build(plan, None)?;

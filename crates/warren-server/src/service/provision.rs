@@ -212,12 +212,17 @@ impl Service {
         let deadline = Instant::now() + within;
         let mut last = String::new();
         while Instant::now() < deadline {
+            // A check may take as long as is left (E2B's `wait_for_timeout` is a `sleep`).
+            let left = deadline
+                .saturating_duration_since(Instant::now())
+                .as_secs()
+                .max(1);
             let req = warren_api::ExecRequest {
                 cmd: vec!["/bin/sh".into(), "-c".into(), cmd.to_owned()],
                 env: Default::default(),
                 cwd: None,
                 stdin: None,
-                timeout_s: Some(10),
+                timeout_s: Some(left),
                 label: Some("ready check".into()),
                 user: None,
             };

@@ -49,6 +49,8 @@ pub struct BuildPlan {
     pub ready_cmd: Option<String>,
     /// The uploaded build context, kept until the build ends.
     pub context: Option<IncomingTar>,
+    /// Steps run in the user's home until a WORKDIR (E2B's templates), not in `/` (Docker's).
+    pub home_cwd: bool,
     /// More names the image is recorded under (E2B's tags: `name:tag`).
     pub also_named: Vec<String>,
     /// The user steps run as when the base image names none, if the image has it (E2B's
@@ -312,6 +314,7 @@ impl Service {
             scratch: scratch.to_owned(),
             cpu: plan.cpu,
             memory_mb: plan.memory_mb,
+            home_cwd: plan.home_cwd,
             total,
         };
         let mut forced = plan.no_cache;

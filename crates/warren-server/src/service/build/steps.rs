@@ -24,6 +24,7 @@ pub(crate) struct Ctx<'a> {
     pub scratch: String,
     pub cpu: Option<f64>,
     pub memory_mb: Option<u64>,
+    pub home_cwd: bool,
     pub total: usize,
 }
 
@@ -159,15 +160,18 @@ impl Service {
                         .then(|| config.user.clone())
                         .flatten()
                 });
+                let current = config.user.clone().unwrap_or_else(|| "root".into());
+                let workdir = config.working_dir.clone();
                 let spec = CopySpec {
                     sources: sources.clone(),
                     dest: dest.clone(),
-                    workdir: config.working_dir.clone().unwrap_or_else(|| "/".into()),
+                    workdir: "/".into(),
                     uid: 0,
                     gid: 0,
                     mode: *mode,
                 };
                 let dirs = self.stage_dirs(stage);
+                let home_cwd = ctx.home_cwd;
                 let backend = self.inner.backend.clone();
                 let _no_gc = self.inner.images_gc.read().await;
                 let layer = tokio::task::spawn_blocking(move || {
@@ -175,7 +179,21 @@ impl Service {
                         Some(o) => warren_local::images::copy::owner_ids(&dirs, &o)?,
                         None => (0, 0),
                     };
-                    let spec = CopySpec { uid, gid, ..spec };
+                    // Relative destinations: from the WORKDIR, else `/` (Docker) or the
+                    // user's home (E2B, whose steps start there).
+                    let workdir = workdir
+                        .or_else(|| {
+                            home_cwd
+                                .then(|| warren_local::images::copy::home_of(&dirs, &current))
+                                .flatten()
+                        })
+                        .unwrap_or_else(|| "/".into());
+                    let spec = CopySpec {
+                        uid,
+                        gid,
+                        workdir,
+                        ..spec
+                    };
                     backend.image_store().store_copy(&files, &spec, &dirs)
                 })
                 .await
@@ -200,6 +218,20 @@ impl Service {
                     }
                 }
                 announce(false);
+                let name = user.split(':').next().unwrap_or_default().to_owned();
+                let dirs = self.stage_dirs(stage);
+                let known = name.parse::<u32>().is_ok()
+                    || tokio::task::spawn_blocking(move || {
+                        warren_local::images::layer::passwd_names_user(&dirs, &name)
+                    })
+                    .await
+                    .unwrap_or(false);
+                if !known {
+                    // E2B's words for it, which its SDKs' users look for.
+                    return Err(ApiError::Invalid(format!(
+                        "failed to run command '{command}': command failed: unauthenticated: invalid username: '{user}'"
+                    )));
+                }
                 let layer = self.run_in_sandbox(ctx, stage, command, &user).await?;
                 stage.layers.push(layer.digest);
                 stage.size += layer.size;
@@ -252,7 +284,9 @@ impl Service {
         let id = self
             .scratch_sandbox(ctx, &kept.image(&ctx.scratch, config))
             .await?;
-        let ran = self.run_command(ctx.build, &id, stage, command, user).await;
+        let ran = self
+            .run_command(ctx.build, &id, stage, command, user, ctx.home_cwd)
+            .await;
         let stored = match ran {
             Ok(()) => self.stop_and_store(&id, &stage.key).await,
             Err(e) => Err(e),
@@ -338,16 +372,17 @@ impl Service {
         stage: &Stage,
         command: &str,
         user: &str,
+        ctx_home_cwd: bool,
     ) -> Result<(), ApiError> {
         let req = ExecRequest {
             cmd: vec!["/bin/sh".into(), "-c".into(), command.to_owned()],
             env: BTreeMap::new(),
-            // Docker's default, where the agent's would be the user's home.
+            // Docker's default is `/`; E2B's (and the agent's, given none) the user's home.
             cwd: stage
                 .config
                 .working_dir
                 .clone()
-                .or_else(|| Some("/".into())),
+                .or_else(|| (!ctx_home_cwd).then(|| "/".into())),
             stdin: None,
             timeout_s: Some(STEP_TIMEOUT_S),
             label: Some("image build step".into()),
