@@ -69,6 +69,9 @@ pub async fn run(service: Service) {
     let mut last_prune: Option<std::time::Instant> = None;
     loop {
         tick.tick().await;
+        if service.is_shutting_down() {
+            return;
+        }
         service.check_firewall().await;
         pass(&service).await;
         let every = PRUNE_EVERY.min(service.history_retention());

@@ -352,7 +352,9 @@ impl Service {
     /// Puts the firewall back when something removed it (`nft flush ruleset`, a restart of
     /// the host's nftables service): without its table sandboxes would be unfiltered.
     pub async fn check_firewall(&self) {
-        if self.inner.backend.firewall_intact().await {
+        // A stopping server removes the table itself (when no sandbox is left): putting it
+        // back then would leave it behind the server.
+        if self.is_shutting_down() || self.inner.backend.firewall_intact().await {
             return;
         }
         tracing::warn!("the sandboxes' nftables table is gone; putting it back");
