@@ -58,6 +58,9 @@ pub async fn keep_names_fresh(service: Service) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
+        if service.is_shutting_down() {
+            return;
+        }
         service.refresh_egress_names().await;
     }
 }

@@ -121,6 +121,20 @@ pub(super) fn query_param(query: Option<&str>, name: &str) -> Option<String> {
 
 /// Serves `/files` for `GET` and `POST`.
 pub async fn handle(services: &Services, req: Request<Incoming>) -> Response<AgentBody> {
+    // An upload refused before its body was read leaves the body on the connection: the
+    // answer says the connection ends, so a client (the server's proxy) does not send its
+    // next request on it.
+    let refused = |f: Failure, upload: bool| {
+        let mut r = f.response();
+        if upload {
+            r.headers_mut().insert(
+                hyper::header::CONNECTION,
+                hyper::header::HeaderValue::from_static("close"),
+            );
+        }
+        r
+    };
+    let upload_req = *req.method() == Method::POST;
     let query = req.uri().query();
     let path = query_param(query, "path").unwrap_or_default();
     let username = query_param(query, "username");
@@ -129,7 +143,7 @@ pub async fn handle(services: &Services, req: Request<Incoming>) -> Response<Age
         .acting_user(req.headers(), username.as_deref())
     {
         Ok(u) => u,
-        Err(e) => return from_connect(&e).response(),
+        Err(e) => return refused(from_connect(&e), upload_req),
     };
     let result = match *req.method() {
         Method::GET => download(&path, &user).await,
@@ -139,7 +153,7 @@ pub async fn handle(services: &Services, req: Request<Incoming>) -> Response<Age
             "use GET or POST on /files",
         )),
     };
-    result.unwrap_or_else(Failure::response)
+    result.unwrap_or_else(|f| refused(f, upload_req))
 }
 
 async fn download(path: &str, user: &User) -> Result<Response<AgentBody>, Failure> {
