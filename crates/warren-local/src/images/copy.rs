@@ -9,9 +9,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
-use std::path::{Component, Path, PathBuf};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 
+use super::inside::{is_image_dir, lookup, normalize, resolve_parents};
 use super::{Hashing, Imported};
 
 /// What a COPY step asks for.
@@ -42,22 +43,13 @@ pub enum CopyError {
     Io(#[from] io::Error),
 }
 
-fn invalid(msg: impl Into<String>) -> CopyError {
+pub(crate) fn invalid(msg: impl Into<String>) -> CopyError {
     CopyError::Invalid(msg.into())
 }
 
-/// A path of the uploaded tar without `./`, leading or trailing `/`; `None` when it leaves the
-/// tree (`..`).
+/// A path of the uploaded tar without `./` or a leading `/`; `None` when it leaves the tree.
 fn clean(path: &Path) -> Option<PathBuf> {
-    let mut out = PathBuf::new();
-    for c in path.components() {
-        match c {
-            Component::Normal(n) => out.push(n),
-            Component::CurDir | Component::RootDir => {}
-            Component::ParentDir | Component::Prefix(_) => return None,
-        }
-    }
-    Some(out)
+    crate::unpack::clean_relative(path).ok()
 }
 
 fn open_files(path: &Path) -> io::Result<tar::Archive<Box<dyn Read>>> {
@@ -161,106 +153,6 @@ fn placements(
         }
     }
     Ok(out)
-}
-
-/// A path inside the image with `..` taken lexically (never above `/`), as the kernel resolves
-/// a symlink's target inside a root.
-fn normalize(path: &Path) -> PathBuf {
-    let mut out = PathBuf::new();
-    for c in path.components() {
-        match c {
-            Component::Normal(n) => out.push(n),
-            Component::ParentDir => {
-                out.pop();
-            }
-            Component::CurDir | Component::RootDir | Component::Prefix(_) => {}
-        }
-    }
-    out
-}
-
-/// The image's entry at `rel` as the overlay shows it: the topmost layer that has it, unless a
-/// whiteout, a non-directory parent or an opaque directory hides it; and that entry's path on
-/// the host. Each layer is walked a component at a time without following its links: a layer
-/// is the image's content, and a link in it points inside the sandbox, never at the host.
-fn lookup(layers: &[PathBuf], rel: &Path) -> Option<(fs::Metadata, PathBuf)> {
-    let parts: Vec<Component> = rel.components().collect();
-    'layers: for layer in layers.iter().rev() {
-        let mut p = layer.clone();
-        let mut opaque = false;
-        for (i, c) in parts.iter().enumerate() {
-            p.push(c);
-            let Ok(m) = fs::symlink_metadata(&p) else {
-                if opaque {
-                    return None;
-                }
-                continue 'layers;
-            };
-            if m.file_type().is_char_device() && m.rdev() == 0 {
-                return None;
-            }
-            if i + 1 == parts.len() {
-                return Some((m, p));
-            }
-            if !m.is_dir() {
-                return None;
-            }
-            opaque |= matches!(xattr::get(&p, "trusted.overlay.opaque"), Ok(Some(v)) if v == b"y");
-        }
-    }
-    None
-}
-
-/// Whether the image has `rel` as a directory, following its symlinks.
-fn is_image_dir(layers: &[PathBuf], rel: &Path) -> Result<bool, CopyError> {
-    let mut path = resolve_parents(layers, rel)?;
-    for _ in 0..40 {
-        match lookup(layers, &path) {
-            Some((m, _)) if m.is_dir() => return Ok(true),
-            Some((m, host)) if m.file_type().is_symlink() => {
-                let target = fs::read_link(&host)?;
-                let base = path.parent().unwrap_or(Path::new("")).to_path_buf();
-                let next = PathBuf::from("/").join(base).join(target);
-                path = normalize(&next);
-                path = resolve_parents(layers, &path)?;
-            }
-            _ => return Ok(false),
-        }
-    }
-    Ok(false)
-}
-
-/// `rel` with every symlink among its parents followed inside the image (at most 40).
-pub fn resolve_parents(layers: &[PathBuf], rel: &Path) -> Result<PathBuf, CopyError> {
-    let mut path = rel.to_path_buf();
-    'again: for _ in 0..40 {
-        let parts: Vec<_> = path.components().collect();
-        let mut prefix = PathBuf::new();
-        for (i, c) in parts.iter().enumerate().take(parts.len().saturating_sub(1)) {
-            prefix.push(c);
-            if let Some((m, host)) = lookup(layers, &prefix) {
-                if m.file_type().is_symlink() {
-                    let target = fs::read_link(&host)?;
-                    let base = prefix.parent().unwrap_or(Path::new("")).to_path_buf();
-                    let mut next = if target.is_absolute() {
-                        PathBuf::from("/").join(target)
-                    } else {
-                        PathBuf::from("/").join(base).join(target)
-                    };
-                    for rest in &parts[i + 1..] {
-                        next.push(rest);
-                    }
-                    path = normalize(&next);
-                    continue 'again;
-                }
-            }
-        }
-        return Ok(path);
-    }
-    Err(invalid(format!(
-        "{} is behind too many symlinks",
-        rel.display()
-    )))
 }
 
 /// A directory entry for `rel`: the image's own when it has one, else a new one of `owner`
@@ -451,69 +343,6 @@ pub fn dir_layer(
         b.append_data(&mut dir_header(layers, p, (0, 0)), p, io::empty())?;
     }
     Ok(Some(b.into_inner()?.digest()))
-}
-
-/// The uid and gid of `owner` (`user`, `user:group`, `uid`, `uid:gid`) in the image's
-/// `/etc/passwd` and `/etc/group`; a user's own group when none is named.
-pub fn owner_ids(layers: &[PathBuf], owner: &str) -> Result<(u32, u32), CopyError> {
-    let (user, group) = match owner.split_once(':') {
-        Some((u, g)) => (u, Some(g)),
-        None => (owner, None),
-    };
-    let passwd = read_image_file(layers, "etc/passwd");
-    let (uid, own_gid) = match user.parse::<u32>() {
-        Ok(uid) => (uid, find(&passwd, 2, user).and_then(|f| f[3].parse().ok())),
-        Err(_) => {
-            let f = find(&passwd, 0, user).ok_or_else(|| {
-                invalid(format!("user {user:?} is not in the image's /etc/passwd"))
-            })?;
-            (
-                f[2].parse()
-                    .map_err(|_| invalid("a bad /etc/passwd line"))?,
-                f[3].parse().ok(),
-            )
-        }
-    };
-    let gid = match group {
-        None => own_gid.unwrap_or(uid),
-        Some(g) => match g.parse::<u32>() {
-            Ok(gid) => gid,
-            Err(_) => find(&read_image_file(layers, "etc/group"), 0, g)
-                .and_then(|f| f[2].parse().ok())
-                .ok_or_else(|| invalid(format!("group {g:?} is not in the image's /etc/group")))?,
-        },
-    };
-    Ok((uid, gid))
-}
-
-/// The home directory of `user` (a name or uid) in the image's `/etc/passwd`.
-pub fn home_of(layers: &[PathBuf], user: &str) -> Option<String> {
-    let passwd = read_image_file(layers, "etc/passwd");
-    let name = user.split(':').next().unwrap_or(user);
-    let at = if name.parse::<u32>().is_ok() { 2 } else { 0 };
-    find(&passwd, at, name)
-        .and_then(|f| f.get(5).map(|h| (*h).to_owned()))
-        .filter(|h| h.starts_with('/'))
-}
-
-/// The fields of the first line whose field `at` is `value` (at least 4 fields).
-fn find<'a>(text: &'a str, at: usize, value: &str) -> Option<Vec<&'a str>> {
-    text.lines()
-        .map(|l| l.split(':').collect::<Vec<_>>())
-        .find(|f| f.len() >= 4 && f[at] == value)
-}
-
-/// A small text file of the image (≤ 1 MiB), following no link; empty when absent.
-fn read_image_file(layers: &[PathBuf], rel: &str) -> String {
-    let mut text = String::new();
-    if let Some((m, host)) = lookup(layers, Path::new(rel)) {
-        if m.is_file() {
-            if let Ok(f) = fs::File::open(host) {
-                let _ = f.take(1 << 20).read_to_string(&mut text);
-            }
-        }
-    }
-    text
 }
 
 impl super::ImageStore {

@@ -59,40 +59,6 @@ pub fn unpack_blob(reader: impl Read, root: &Path) -> Result<Compression, Unpack
     }
 }
 
-/// Whether the `/etc/passwd` an overlay of `layers` (bottom first) shows names user `name`.
-/// Reads the topmost layer that has the file, honours overlayfs whiteouts (a deleted passwd)
-/// and opaque directories, follows no link (a layer's links point into the sandbox, not the
-/// host), and reads at most 1 MiB.
-pub fn passwd_names_user(layers: &[std::path::PathBuf], name: &str) -> bool {
-    use std::io::Read;
-    let prefix = format!("{name}:");
-    for dir in layers.iter().rev() {
-        let etc = dir.join("etc");
-        match std::fs::symlink_metadata(&etc) {
-            Ok(m) if m.is_dir() => {}
-            // A link or a whiteout hides every lower `etc`.
-            Ok(_) => return false,
-            Err(_) => continue,
-        }
-        match std::fs::symlink_metadata(etc.join("passwd")) {
-            Ok(m) if m.is_file() => {
-                let mut text = String::new();
-                let read = std::fs::File::open(etc.join("passwd"))
-                    .and_then(|f| f.take(1 << 20).read_to_string(&mut text));
-                return read.is_ok() && text.lines().any(|l| l.starts_with(&prefix));
-            }
-            // A whiteout (deleted) or a link.
-            Ok(_) => return false,
-            Err(_) => {}
-        }
-        let opaque = xattr::get(&etc, "trusted.overlay.opaque").ok().flatten();
-        if opaque.as_deref() == Some(&b"y"[..]) {
-            return false;
-        }
-    }
-    false
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -161,33 +127,6 @@ mod tests {
             fs::read(dir.path().join("var/cache/new")).expect("new"),
             b"n"
         );
-    }
-
-    #[test]
-    fn passwd_is_read_from_the_top_layer_that_has_it() {
-        let dir = tempfile::tempdir().expect("dir");
-        let layer = |n: &str, passwd: Option<&str>| {
-            let root = dir.path().join(n);
-            std::fs::create_dir_all(root.join("etc")).expect("etc");
-            if let Some(text) = passwd {
-                std::fs::write(root.join("etc/passwd"), text).expect("passwd");
-            }
-            root
-        };
-        let base = layer(
-            "base",
-            Some("root:x:0:0::/root:/bin/sh\nuser:x:1000:1000::/home/user:/bin/sh\n"),
-        );
-        let empty = layer("empty", None);
-        let replaced = layer("replaced", Some("root:x:0:0::/root:/bin/sh\n"));
-        assert!(passwd_names_user(&[base.clone(), empty.clone()], "user"));
-        assert!(!passwd_names_user(&[base.clone(), replaced], "user"));
-        assert!(!passwd_names_user(std::slice::from_ref(&base), "nobody"));
-        // A link in a layer is never followed to the host.
-        let linked = dir.path().join("linked");
-        std::fs::create_dir_all(linked.join("etc")).expect("etc");
-        std::os::unix::fs::symlink("/etc/passwd", linked.join("etc/passwd")).expect("link");
-        assert!(!passwd_names_user(&[base, linked], "root"));
     }
 
     #[test]

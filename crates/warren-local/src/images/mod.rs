@@ -16,6 +16,7 @@ use crate::unpack::{self, UnpackError};
 pub mod cache;
 pub mod copy;
 pub mod export;
+pub mod inside;
 pub mod layer;
 
 /// Errors of the image store.

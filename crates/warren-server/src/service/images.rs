@@ -192,7 +192,7 @@ impl Service {
         let dirs = self.layer_dirs(digest).await?;
         let name = name.to_owned();
         Ok(tokio::task::spawn_blocking(move || {
-            warren_local::images::layer::passwd_names_user(&dirs, &name)
+            warren_local::images::inside::passwd_names_user(&dirs, &name)
         })
         .await
         .unwrap_or(false))

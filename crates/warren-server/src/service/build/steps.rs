@@ -176,7 +176,7 @@ impl Service {
                 let _no_gc = self.inner.images_gc.read().await;
                 let layer = tokio::task::spawn_blocking(move || {
                     let (uid, gid) = match owner {
-                        Some(o) => warren_local::images::copy::owner_ids(&dirs, &o)?,
+                        Some(o) => warren_local::images::inside::owner_ids(&dirs, &o)?,
                         None => (0, 0),
                     };
                     // Relative destinations: from the WORKDIR, else `/` (Docker) or the
@@ -184,7 +184,7 @@ impl Service {
                     let workdir = workdir
                         .or_else(|| {
                             home_cwd
-                                .then(|| warren_local::images::copy::home_of(&dirs, &current))
+                                .then(|| warren_local::images::inside::home_of(&dirs, &current))
                                 .flatten()
                         })
                         .unwrap_or_else(|| "/".into());
@@ -222,7 +222,7 @@ impl Service {
                 let dirs = self.stage_dirs(stage);
                 let known = name.parse::<u32>().is_ok()
                     || tokio::task::spawn_blocking(move || {
-                        warren_local::images::layer::passwd_names_user(&dirs, &name)
+                        warren_local::images::inside::passwd_names_user(&dirs, &name)
                     })
                     .await
                     .unwrap_or(false);
