@@ -136,6 +136,11 @@ impl Default for ServerConfig {
     }
 }
 
+/// A mutex's guard, also after a panic while it was held: the maps it guards stay usable.
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// Four base32 characters naming this server's host resources, derived from its data dir so
 /// two servers on one host never share names.
 pub fn host_tag(data_dir: &Path) -> String {

@@ -116,11 +116,7 @@ pub async fn request(
         .map(|t| tagged(template, t))
         .collect::<Result<Vec<_>, _>>()?;
     let id = build_id();
-    let mut builds = state
-        .e2b_templates
-        .builds
-        .lock()
-        .unwrap_or_else(|p| p.into_inner());
+    let mut builds = crate::lock(&state.e2b_templates.builds);
     builds.retain(|_, r| r.at.elapsed() < UPLOAD_URL_LIFE);
     builds.insert(
         id.clone(),
@@ -172,11 +168,7 @@ pub async fn files(
         .is_some();
     let token = hex::encode(rand::random::<[u8; 24]>());
     {
-        let mut uploads = state
-            .e2b_templates
-            .uploads
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut uploads = crate::lock(&state.e2b_templates.uploads);
         uploads.retain(|_, (_, at)| at.elapsed() < UPLOAD_URL_LIFE);
         uploads.insert(token.clone(), (hash, Instant::now()));
     }
@@ -205,11 +197,7 @@ pub async fn upload(
     body: Body,
 ) -> Result<StatusCode, E2bError> {
     let hash = {
-        let mut uploads = state
-            .e2b_templates
-            .uploads
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut uploads = crate::lock(&state.e2b_templates.uploads);
         match uploads.remove(&token) {
             Some((hash, at)) if at.elapsed() < UPLOAD_URL_LIFE => hash,
             _ => {
@@ -351,11 +339,7 @@ pub async fn start(
     // Taken out at once, so two starts of one build never both run it; put back when this
     // one is refused, so the client may correct it and try again.
     let requested = {
-        let mut builds = state
-            .e2b_templates
-            .builds
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut builds = crate::lock(&state.e2b_templates.builds);
         match builds.get(&build) {
             Some(r) if r.template == template => builds.remove(&build),
             _ => None,
@@ -369,12 +353,7 @@ pub async fn start(
     })?;
     let result = start_requested(&state, &build, requested.clone(), req);
     if result.is_err() {
-        state
-            .e2b_templates
-            .builds
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(build, requested);
+        crate::lock(&state.e2b_templates.builds).insert(build, requested);
     }
     result
 }
@@ -505,11 +484,7 @@ pub async fn status(
         .build(&build)
         .filter(|b| split_tag(&b.name).0 == template)
     else {
-        let waiting = state
-            .e2b_templates
-            .builds
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+        let waiting = crate::lock(&state.e2b_templates.builds)
             .get(&build)
             .is_some_and(|r| r.template == template);
         if waiting {

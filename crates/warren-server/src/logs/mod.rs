@@ -15,6 +15,7 @@
 //!   oldest first. On disk a file holds at most `file_bytes` plus what arrives between two
 //!   looks (10 ms apart while it is far behind, 100 ms otherwise).
 //! - line length: a line longer than [`MAX_LINE`] bytes is cut into several lines.
+use crate::lock;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -110,10 +111,6 @@ struct HubInner {
     stored: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Stored>>>>,
     channels: Mutex<HashMap<String, broadcast::Sender<LogLine>>>,
     tailers: Mutex<HashMap<String, Tailer>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl LogHub {

@@ -20,7 +20,7 @@ pub(super) fn image_error(e: ImageError) -> ApiError {
     }
 }
 
-fn check_name(name: &str) -> Result<(), ApiError> {
+pub(super) fn check_name(name: &str) -> Result<(), ApiError> {
     if valid_image_name(name) {
         Ok(())
     } else {
@@ -128,11 +128,7 @@ impl Service {
     /// layers are kept by the cache until its image is recorded); how many entries went.
     pub async fn clear_build_cache(&self) -> Result<usize, ApiError> {
         let _gc = self.inner.images_gc.write().await;
-        let running = self
-            .builds()
-            .values()
-            .filter(|b| matches!(b.outcome(), super::build::Outcome::Running))
-            .count();
+        let running = self.running_builds();
         if running > 0 {
             return Err(ApiError::Conflict(format!(
                 "{running} image build(s) running; clear the build cache when they end"

@@ -10,14 +10,12 @@ mod expand;
 mod record;
 mod steps;
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use chrono::Utc;
 use sha2::{Digest, Sha256};
 use warren_api::build::{BuildEvent, Instruction, LogLevel};
-use warren_api::image::valid_image_name;
 use warren_api::{Image, ImageConfig, PullPolicy};
 use warren_local::images::IncomingTar;
 
@@ -89,6 +87,12 @@ impl Stage {
         h.update(b"\n");
         h.update(what.as_bytes());
         self.key = hex::encode(h.finalize());
+    }
+
+    /// Puts `layer` on top.
+    fn push(&mut self, layer: warren_local::images::Imported) {
+        self.layers.push(layer.digest);
+        self.size += layer.size;
     }
 
     /// The stage as an image record named `name`, with `config`.
@@ -178,16 +182,11 @@ pub fn describe(i: &Instruction) -> String {
 impl Service {
     /// Starts a build in the background; follow it through the answer.
     pub fn start_build(&self, plan: BuildPlan, id: Option<String>) -> Result<Arc<Build>, ApiError> {
-        if !valid_image_name(&plan.name) {
-            return Err(ApiError::Invalid(format!(
-                "{:?} is not a valid image name (1-255 of a-z 0-9 . _ / : @ -, starting with a letter or digit)",
-                plan.name
-            )));
-        }
+        super::images::check_name(&plan.name)?;
         let id = id.unwrap_or_else(build_id);
         let build = Arc::new(Build::new(id.clone(), plan.name.clone()));
         {
-            let mut builds = self.inner.builds.lock().unwrap_or_else(|p| p.into_inner());
+            let mut builds = crate::lock(&self.inner.builds);
             let now = Utc::now();
             builds.retain(|_, b| b.ended_at().is_none_or(|t| now - t < KEEP_FINISHED));
             builds.insert(id, build.clone());
@@ -239,17 +238,16 @@ impl Service {
 
     /// A build by id, while it is kept.
     pub fn build(&self, id: &str) -> Option<Arc<Build>> {
-        let builds = self.inner.builds.lock().unwrap_or_else(|p| p.into_inner());
+        let builds = crate::lock(&self.inner.builds);
         builds.get(id).cloned()
     }
 
-    /// Every build kept, by id.
-    pub fn builds(&self) -> HashMap<String, Arc<Build>> {
-        self.inner
-            .builds
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+    /// How many builds are running.
+    pub fn running_builds(&self) -> usize {
+        crate::lock(&self.inner.builds)
+            .values()
+            .filter(|b| matches!(b.outcome(), Outcome::Running))
+            .count()
     }
 
     async fn run_build(

@@ -69,7 +69,7 @@ impl Build {
 
     pub(crate) fn push(&self, mut event: BuildEvent) {
         let n = {
-            let mut events = self.events.lock().unwrap_or_else(|p| p.into_inner());
+            let mut events = crate::lock(&self.events);
             match &mut event {
                 BuildEvent::Log { message, .. } => {
                     if message.len() > MAX_LINE {
@@ -113,7 +113,7 @@ impl Build {
 
     /// When it ended, if it has.
     pub fn ended_at(&self) -> Option<DateTime<Utc>> {
-        self.events.lock().unwrap_or_else(|p| p.into_inner()).ended
+        crate::lock(&self.events).ended
     }
 
     pub(crate) fn log(&self, level: LogLevel, message: impl Into<String>) {
@@ -126,7 +126,7 @@ impl Build {
 
     /// The events from index `from` on.
     pub fn events_from(&self, from: usize) -> Vec<BuildEvent> {
-        let events = self.events.lock().unwrap_or_else(|p| p.into_inner());
+        let events = crate::lock(&self.events);
         events
             .list
             .get(from..)
@@ -141,7 +141,7 @@ impl Build {
 
     /// Where it stands: the last event says.
     pub fn outcome(&self) -> Outcome {
-        let events = self.events.lock().unwrap_or_else(|p| p.into_inner());
+        let events = crate::lock(&self.events);
         match events.list.last() {
             Some(BuildEvent::Done { image }) => Outcome::Done(image.clone()),
             Some(BuildEvent::Error { step, error }) => Outcome::Failed {

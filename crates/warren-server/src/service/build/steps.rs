@@ -162,14 +162,7 @@ impl Service {
                 });
                 let current = config.user.clone().unwrap_or_else(|| "root".into());
                 let workdir = config.working_dir.clone();
-                let spec = CopySpec {
-                    sources: sources.clone(),
-                    dest: dest.clone(),
-                    workdir: "/".into(),
-                    uid: 0,
-                    gid: 0,
-                    mode: *mode,
-                };
+                let (sources, dest, mode) = (sources.clone(), dest.clone(), *mode);
                 let dirs = self.stage_dirs(stage);
                 let home_cwd = ctx.home_cwd;
                 let backend = self.inner.backend.clone();
@@ -189,10 +182,12 @@ impl Service {
                         })
                         .unwrap_or_else(|| "/".into());
                     let spec = CopySpec {
+                        sources,
+                        dest,
+                        workdir,
                         uid,
                         gid,
-                        workdir,
-                        ..spec
+                        mode,
                     };
                     backend.image_store().store_copy(&files, &spec, &dirs)
                 })
@@ -212,8 +207,7 @@ impl Service {
                 if !forced {
                     if let Some(layer) = self.inner.backend.image_store().cached_layer(&stage.key) {
                         announce(true);
-                        stage.layers.push(layer.digest);
-                        stage.size += layer.size;
+                        stage.push(layer);
                         return Ok(());
                     }
                 }
@@ -233,8 +227,7 @@ impl Service {
                     )));
                 }
                 let layer = self.run_in_sandbox(ctx, stage, command, &user).await?;
-                stage.layers.push(layer.digest);
-                stage.size += layer.size;
+                stage.push(layer);
                 return Ok(());
             }
         }
@@ -260,8 +253,7 @@ impl Service {
             .image_store()
             .cache_layer(&stage.key, &layer)
             .map_err(|e| ApiError::Internal(e.to_string()))?;
-        stage.layers.push(layer.digest);
-        stage.size += layer.size;
+        stage.push(layer);
         Ok(())
     }
 
@@ -284,9 +276,7 @@ impl Service {
         let id = self
             .scratch_sandbox(ctx, &kept.image(&ctx.scratch, config))
             .await?;
-        let ran = self
-            .run_command(ctx.build, &id, stage, command, user, ctx.home_cwd)
-            .await;
+        let ran = self.run_command(ctx, &id, stage, command, user).await;
         let stored = match ran {
             Ok(()) => self.stop_and_store(&id, &stage.key).await,
             Err(e) => Err(e),
@@ -367,13 +357,13 @@ impl Service {
 
     async fn run_command(
         &self,
-        build: &Build,
+        ctx: &Ctx<'_>,
         id: &SandboxId,
         stage: &Stage,
         command: &str,
         user: &str,
-        ctx_home_cwd: bool,
     ) -> Result<(), ApiError> {
+        let build = ctx.build;
         let req = ExecRequest {
             cmd: vec!["/bin/sh".into(), "-c".into(), command.to_owned()],
             env: BTreeMap::new(),
@@ -382,7 +372,7 @@ impl Service {
                 .config
                 .working_dir
                 .clone()
-                .or_else(|| (!ctx_home_cwd).then(|| "/".into())),
+                .or_else(|| (!ctx.home_cwd).then(|| "/".into())),
             stdin: None,
             timeout_s: Some(STEP_TIMEOUT_S),
             label: Some("image build step".into()),
@@ -392,8 +382,9 @@ impl Service {
         let mut lines = Lines::default();
         while let Some(event) = events.next().await {
             match event? {
-                ExecEvent::Stdout(b) => lines.feed(&b, |l| build.log(LogLevel::Info, l)),
-                ExecEvent::Stderr(b) => lines.feed(&b, |l| build.log(LogLevel::Info, l)),
+                ExecEvent::Stdout(b) | ExecEvent::Stderr(b) => {
+                    lines.feed(&b, |l| build.log(LogLevel::Info, l))
+                }
                 ExecEvent::Exit(exit) => {
                     lines.finish(|l| build.log(LogLevel::Info, l));
                     if exit.timed_out {
@@ -430,8 +421,7 @@ impl Service {
                 let _no_gc = svc.inner.images_gc.blocking_read();
                 backend.image_store().cache_layer(&key, layer)
             };
-            svc.inner
-                .backend
+            backend
                 .store_changes(&owned, BUILD_DISK_MB << 20, &mut keep)
                 .map_err(|e| format!("storing the step's changes: {e}"))
         })
