@@ -1,5 +1,4 @@
 //! [`LocalBackend`]: sandboxes on this host, put together from the pieces of this crate.
-use std::collections::BTreeMap;
 use std::fs;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -12,7 +11,7 @@ use warren_api::Runtime;
 use crate::bundle::AGENT_PORT;
 use crate::cgroup::{self, CgroupMode};
 use crate::disk::SandboxDisk;
-use crate::firewall::{self, EgressPolicy, Firewall};
+use crate::firewall::{self, Firewall};
 use crate::host::{raise_nofile, resolv_conf, which};
 use crate::idmap::IdMap;
 use crate::images::ImageStore;
@@ -22,6 +21,8 @@ use crate::pull::Puller;
 use crate::rootfs;
 use crate::runtime::{CliRuntime, ContainerRuntime, ContainerStatus};
 
+mod boundary;
+pub use boundary::LocalLayers;
 mod fork;
 pub use fork::ForkFrom;
 mod network;
@@ -104,64 +105,7 @@ pub struct LocalConfig {
 /// directory only root and that namespace's root group may enter.
 pub const ROOTFS_PARENT: &str = "/run/warren";
 
-/// What a sandbox is made from.
-#[derive(Debug, Clone)]
-pub struct SandboxSpec {
-    /// Sandbox id.
-    pub id: String,
-    /// Runtime.
-    pub runtime: Runtime,
-    /// The image's layer trees, bottom first.
-    pub layers: Vec<PathBuf>,
-    /// CPU cores.
-    pub cpu: f64,
-    /// Memory, MiB.
-    pub memory_mb: u64,
-    /// Process limit.
-    pub pids: u64,
-    /// Size of its own disk (what it may write), MiB.
-    pub disk_mb: u64,
-    /// Environment.
-    pub env: BTreeMap<String, String>,
-    /// Main command.
-    pub cmd: Vec<String>,
-    /// Its working directory.
-    pub cwd: String,
-    /// The default user inside.
-    pub user: String,
-    /// The agent's token.
-    pub token: String,
-    /// Network lease index.
-    pub net_index: u32,
-    /// What it may reach outside.
-    pub egress: EgressPolicy,
-    /// Volumes to mount.
-    pub volumes: Vec<SpecVolume>,
-}
-
-/// A volume in a [`SandboxSpec`].
-#[derive(Debug, Clone)]
-pub struct SpecVolume {
-    /// Its name.
-    pub name: String,
-    /// Its size, MiB (made with it if it is not on the host yet).
-    pub size_mb: u64,
-    /// Where it appears inside.
-    pub path: String,
-    /// Read-only.
-    pub read_only: bool,
-}
-
-/// A provisioned, started sandbox.
-#[derive(Debug, Clone)]
-pub struct Provisioned {
-    /// Its address.
-    pub ip: Ipv4Addr,
-    /// Where its agent listens.
-    pub agent_addr: SocketAddr,
-    /// How long each step took, in order (`rootfs`, `network`, `bundle`, `runtime`).
-    pub steps: Vec<(&'static str, Duration)>,
-}
+pub use warren_backend::{Provisioned, SandboxSpec, SpecVolume};
 
 /// Sandboxes on this host.
 #[derive(Clone)]
@@ -389,11 +333,8 @@ impl LocalBackend {
     async fn try_provision(&self, spec: &SandboxSpec) -> Result<Provisioned, LocalError> {
         let mut steps = Vec::new();
         let t = Instant::now();
-        if let Some(missing) = spec.layers.iter().find(|l| !l.is_dir()) {
-            return Err(step("rootfs")(format!(
-                "image layer {} is missing",
-                missing.display()
-            )));
+        if let Some(missing) = spec.layers.iter().find(|l| !self.images.has_layer(l)) {
+            return Err(step("rootfs")(format!("image layer {missing} is missing")));
         }
         self.mount_rootfs(spec)?;
         self.fetch_volumes(spec).await?;

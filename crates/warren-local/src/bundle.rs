@@ -19,7 +19,7 @@ use crate::confinement;
 /// Where the agent binary appears inside every sandbox.
 pub const AGENT_PATH_IN_SANDBOX: &str = "/.warren/agent";
 /// The agent's port on the sandbox address.
-pub const AGENT_PORT: u16 = 49983;
+pub use warren_backend::AGENT_PORT;
 /// Where the agent reads its token: a read-only file only root inside may read, so the token
 /// is never in PID 1's environment (which gVisor shows to every user in `/proc/1/environ`).
 pub const TOKEN_PATH_IN_SANDBOX: &str = "/.warren/token";

@@ -250,16 +250,7 @@ pub fn leftovers(mode: CgroupMode, cgroups_path: &str) -> Vec<PathBuf> {
         .collect()
 }
 
-/// What a sandbox's cgroup has used: CPU time so far and memory now.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Usage {
-    /// CPU time consumed since the cgroup was made, in nanoseconds.
-    pub cpu_ns: u64,
-    /// Memory charged now (page cache included), in bytes.
-    pub memory_bytes: u64,
-    /// The page-cache part of `memory_bytes`.
-    pub cache_bytes: u64,
-}
+pub use warren_backend::Usage;
 
 /// Reads the cgroup's usage; `None` once the cgroup is gone.
 pub fn usage(mode: CgroupMode, cgroups_path: &str) -> Option<Usage> {

@@ -26,6 +26,7 @@ pub mod unpack;
 pub mod volumes;
 
 pub use backend::{
-    ForkFrom, LocalBackend, LocalConfig, LocalError, Provisioned, SandboxSpec, SpecVolume,
+    ForkFrom, LocalBackend, LocalConfig, LocalError, LocalLayers, Provisioned, SandboxSpec,
+    SpecVolume,
 };
 pub use firewall::{EgressPolicy, EgressRules};

@@ -13,20 +13,7 @@ use tokio::process::Command;
 
 use crate::criu;
 
-/// What the runtime says of a container.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ContainerStatus {
-    /// Created, not started.
-    Created,
-    /// Its init process runs.
-    Running,
-    /// Frozen.
-    Paused,
-    /// Its init process is gone.
-    Stopped,
-    /// The runtime knows no such container.
-    Missing,
-}
+pub use warren_backend::ContainerStatus;
 
 /// A runtime that runs OCI bundles.
 #[async_trait]

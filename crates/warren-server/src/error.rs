@@ -110,7 +110,20 @@ impl IntoResponse for ApiError {
 
 impl From<warren_store::StoreError> for ApiError {
     fn from(e: warren_store::StoreError) -> Self {
-        ApiError::Internal(e.to_string())
+        match e {
+            warren_store::StoreError::Exists(what) => {
+                ApiError::Conflict(format!("{what} already exists"))
+            }
+            // The database's own words name tables, columns and files: they go to the log,
+            // and the client gets a reference to find them there.
+            e => {
+                let reference = hex::encode(rand::random::<[u8; 6]>());
+                tracing::error!(reference, "store: {e}");
+                ApiError::Internal(format!(
+                    "the server's database failed (reference {reference} in the server's log)"
+                ))
+            }
+        }
     }
 }
 
@@ -161,4 +174,20 @@ pub struct ApiQuery<T>(pub T);
 /// Answers unknown routes.
 pub async fn not_found() -> ApiError {
     ApiError::NotFound("no such route".into())
+}
+
+impl From<warren_backend::BackendError> for ApiError {
+    fn from(e: warren_backend::BackendError) -> Self {
+        use warren_backend::BackendError as B;
+        match e {
+            B::Invalid(m) => ApiError::Invalid(m),
+            B::NotFound(m) => ApiError::NotFound(m),
+            B::Denied(m) => ApiError::RegistryDenied(m),
+            B::Upstream(m) => ApiError::BadGateway(m),
+            B::Unsupported(m) | B::PauseImage(m) => ApiError::Conflict(m),
+            e @ (B::Step { .. } | B::Setup(_) | B::Internal(_)) => {
+                ApiError::Internal(e.to_string())
+            }
+        }
+    }
 }

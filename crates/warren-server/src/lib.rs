@@ -4,7 +4,6 @@
 
 pub mod agent_bin;
 pub mod auth;
-pub mod backend;
 mod e2b;
 pub mod error;
 pub mod listen;
@@ -222,9 +221,11 @@ impl Server {
             gvisor: cfg.gvisor.clone(),
             offsite,
         })?;
+        let layers = Arc::new(backend.layer_store());
         let service = Service::new(
             Arc::new(store),
             Arc::new(backend),
+            layers,
             ServiceConfig {
                 default_runtime: cfg.default_runtime,
                 host_cpus: std::thread::available_parallelism()

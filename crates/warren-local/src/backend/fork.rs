@@ -11,14 +11,7 @@ use warren_api::PauseReceipt;
 use super::{step, LocalBackend, LocalError, SandboxSpec};
 use crate::receipt::{copy_extents, MANIFEST};
 
-/// Where a fork or a sandbox made from a snapshot takes its state from.
-#[derive(Debug, Clone, Copy)]
-pub enum ForkFrom<'a> {
-    /// A paused sandbox's pause image and disk.
-    Sandbox(&'a str),
-    /// A snapshot's.
-    Snapshot(&'a str),
-}
+pub use warren_backend::ForkFrom;
 
 /// Copies `image` (its files; none when absent) into `to_image` and `disk` to `to_disk`.
 fn copy_state(image: &Path, disk: &Path, to_image: &Path, to_disk: &Path) -> std::io::Result<()> {

@@ -163,7 +163,12 @@ impl LocalBackend {
             disk.ensure(spec.disk_mb, &self.cfg.data_dir.join("disk-templates"))
                 .map_err(|e| step("rootfs")(format!("its disk: {e}")))?;
         }
-        let overlay = OverlayMount::new(&upper_root, self.rootfs_dir(&spec.id), &spec.layers);
+        let layers: Vec<_> = spec
+            .layers
+            .iter()
+            .map(|d| self.images.layer_dir(d))
+            .collect();
+        let overlay = OverlayMount::new(&upper_root, self.rootfs_dir(&spec.id), &layers);
         let (idmap, owner) = match spec.runtime {
             Runtime::Runc => {
                 let map = self

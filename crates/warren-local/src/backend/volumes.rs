@@ -29,14 +29,7 @@ fn fsfreeze(flag: &str, mount: &Path) -> std::io::Result<()> {
     }
 }
 
-/// A volume's backup in the object store.
-#[derive(Debug, Clone)]
-pub struct VolumeBackup {
-    /// Where it is.
-    pub stored: String,
-    /// Bytes sent (its filesystem's data; holes are not sent).
-    pub bytes: u64,
-}
+pub use warren_backend::VolumeBackup;
 
 impl LocalBackend {
     /// Sends a copy of volume `name` to the object store (`volumes/<name>`, replacing the

@@ -9,13 +9,7 @@ use std::path::PathBuf;
 
 use super::{io_ctx, random_name, valid_digest, ImageError, ImageStore, Imported, IncomingTar};
 
-/// Whether `key` can name a cache entry or an upload: 1-128 of `[0-9a-zA-Z_-]` (no path).
-pub fn valid_key(key: &str) -> bool {
-    (1..=128).contains(&key.len())
-        && key
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-}
+pub use warren_backend::images::valid_key;
 
 impl ImageStore {
     fn cache_dir(&self) -> PathBuf {
@@ -96,11 +90,11 @@ impl ImageStore {
             });
         }
         incoming
-            .file
+            .writer()
             .flush()
             .map_err(io_ctx("flushing the received files"))?;
         let dir = self.files_dir();
         fs::create_dir_all(&dir).map_err(io_ctx(format!("creating {}", dir.display())))?;
-        fs::rename(&incoming.path, dir.join(hash)).map_err(io_ctx("keeping uploaded files"))
+        fs::rename(incoming.path(), dir.join(hash)).map_err(io_ctx("keeping uploaded files"))
     }
 }

@@ -15,22 +15,7 @@ use std::path::{Path, PathBuf};
 use super::inside::{is_image_dir, lookup, normalize, resolve_parents};
 use super::{Hashing, Imported};
 
-/// What a COPY step asks for.
-#[derive(Debug, Clone)]
-pub struct CopySpec {
-    /// Paths (or glob patterns) in the uploaded files, relative to the build context.
-    pub sources: Vec<String>,
-    /// Where in the image; relative to `workdir` when not absolute.
-    pub dest: String,
-    /// The build's working directory at this step.
-    pub workdir: String,
-    /// Owner of everything copied.
-    pub uid: u32,
-    /// Group of everything copied.
-    pub gid: u32,
-    /// Permission bits of every copied file (directories keep their own).
-    pub mode: Option<u32>,
-}
+pub use warren_backend::images::CopySpec;
 
 /// Why a COPY step cannot be made.
 #[derive(Debug, thiserror::Error)]
@@ -178,15 +163,7 @@ fn dir_header(layers: &[PathBuf], rel: &Path, owner: (u32, u32)) -> tar::Header 
     h
 }
 
-/// A COPY layer: the layer tar written, and the sha256 of what it holds without its times
-/// (the build cache's key for it: as Docker's, a file touched but unchanged hits the cache).
-#[derive(Debug, Clone)]
-pub struct Copied {
-    /// The layer tar's digest and size.
-    pub layer: Imported,
-    /// Hex sha256 of the entries' paths, kinds, owners, modes, link targets and contents.
-    pub content: String,
-}
+pub use warren_backend::images::Copied;
 
 /// Hashes what a layer entry holds, never its time.
 struct ContentKey(sha2::Sha256);
@@ -354,7 +331,7 @@ impl super::ImageStore {
         layers: &[PathBuf],
     ) -> Result<Copied, CopyError> {
         let mut incoming = self.begin().map_err(store_err)?;
-        let copied = copy_layer(files, spec, layers, &mut incoming.file)?;
+        let copied = copy_layer(files, spec, layers, incoming.writer())?;
         let layer = self.finish_layer(incoming).map_err(store_err)?;
         Ok(Copied { layer, ..copied })
     }
@@ -363,7 +340,7 @@ impl super::ImageStore {
     /// has it.
     pub fn store_dir(&self, dir: &str, layers: &[PathBuf]) -> Result<Option<Imported>, CopyError> {
         let mut incoming = self.begin().map_err(store_err)?;
-        if dir_layer(dir, layers, &mut incoming.file)?.is_none() {
+        if dir_layer(dir, layers, incoming.writer())?.is_none() {
             return Ok(None);
         }
         self.finish_layer(incoming).map(Some).map_err(store_err)
@@ -381,7 +358,7 @@ impl super::ImageStore {
     pub fn store_tmp_keeper(&self) -> Result<Imported, CopyError> {
         let mut incoming = self.begin().map_err(store_err)?;
         {
-            let mut b = tar::Builder::new(&mut incoming.file);
+            let mut b = tar::Builder::new(incoming.writer());
             for (kind, mode, path) in [
                 (tar::EntryType::Directory, 0o1777, "tmp"),
                 (tar::EntryType::Regular, 0o644, TMP_KEEPER),

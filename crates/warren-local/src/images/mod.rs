@@ -9,8 +9,6 @@ use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest, Sha256};
-
 use crate::unpack::{self, UnpackError};
 
 pub mod cache;
@@ -52,85 +50,7 @@ fn io_ctx(what: impl Into<String>) -> impl FnOnce(io::Error) -> ImageError {
     move |source| ImageError::Io { what, source }
 }
 
-/// A tar's digest and size: what an import received, or what a layer export wrote.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Imported {
-    /// `sha256:<hex>` of the tar.
-    pub digest: String,
-    /// Bytes in the tar.
-    pub size: u64,
-}
-
-/// A writer that hashes (sha256) and counts what passes through it: a tar's digest is known
-/// once it is written.
-pub(crate) struct Hashing<W> {
-    inner: W,
-    hash: Sha256,
-    len: u64,
-}
-
-impl<W> Hashing<W> {
-    pub(crate) fn new(inner: W) -> Self {
-        Hashing {
-            inner,
-            hash: Sha256::new(),
-            len: 0,
-        }
-    }
-
-    /// `sha256:<hex>` and byte count of what was written so far.
-    pub(crate) fn digest(&self) -> Imported {
-        Imported {
-            digest: format!("sha256:{}", hex::encode(self.hash.clone().finalize())),
-            size: self.len,
-        }
-    }
-}
-
-impl<W: Write> Write for Hashing<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.hash.update(buf.get(..n).unwrap_or_default());
-        self.len += n as u64;
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
-}
-
-/// A tar being received: hashed as it is written to a temporary file.
-pub struct IncomingTar {
-    file: Hashing<fs::File>,
-    path: PathBuf,
-}
-
-impl IncomingTar {
-    /// Appends a chunk.
-    pub fn write(&mut self, chunk: &[u8]) -> Result<(), ImageError> {
-        self.file
-            .write_all(chunk)
-            .map_err(io_ctx(format!("writing {}", self.path.display())))
-    }
-}
-
-impl IncomingTar {
-    /// Writes what is buffered and answers where the tar is and its digest so far.
-    pub fn flushed(&mut self) -> Result<(&Path, Imported), ImageError> {
-        self.file
-            .flush()
-            .map_err(io_ctx(format!("writing {}", self.path.display())))?;
-        Ok((&self.path, self.file.digest()))
-    }
-}
-
-impl Drop for IncomingTar {
-    fn drop(&mut self) {
-        // Harmless when the file was already moved into place.
-        let _ = fs::remove_file(&self.path);
-    }
-}
+pub use warren_backend::images::{Hashing, Imported, IncomingTar};
 
 /// The content-addressed image store.
 #[derive(Debug, Clone)]
@@ -165,12 +85,7 @@ impl ImageStore {
     /// Starts receiving a tar.
     pub fn begin(&self) -> Result<IncomingTar, ImageError> {
         let path = self.root.join("tmp").join(format!("{}.tar", random_name()));
-        let file =
-            fs::File::create(&path).map_err(io_ctx(format!("creating {}", path.display())))?;
-        Ok(IncomingTar {
-            file: Hashing::new(file),
-            path,
-        })
+        IncomingTar::create(path.clone()).map_err(io_ctx(format!("creating {}", path.display())))
     }
 
     /// Unpacks the received tar as one layer named by its digest, unless that digest is
@@ -217,9 +132,11 @@ impl ImageStore {
             });
         }
         let mut incoming = self.begin()?;
-        export::pack_upper_except(upper, runtime_made, &mut incoming.file)
+        export::pack_upper_except(upper, runtime_made, incoming.writer())
             .map_err(io_ctx(format!("packing {}", upper.display())))?;
-        let (_, digest) = incoming.flushed()?;
+        let (_, digest) = incoming
+            .flushed()
+            .map_err(io_ctx("writing the changes' tar"))?;
         keep(&digest)?;
         self.finish_layer(incoming)
     }
@@ -230,16 +147,16 @@ impl ImageStore {
         unpack: impl FnOnce(fs::File, &Path) -> Result<(), UnpackError>,
     ) -> Result<Imported, ImageError> {
         incoming
-            .file
+            .writer()
             .flush()
             .map_err(io_ctx("flushing the received tar"))?;
-        let imported = incoming.file.digest();
+        let imported = incoming.writer().digest();
         if self.has_layer(&imported.digest) {
             return Ok(imported);
         }
         let staging = self.staging()?;
-        let result = fs::File::open(&incoming.path)
-            .map_err(io_ctx(format!("opening {}", incoming.path.display())))
+        let result = fs::File::open(incoming.path())
+            .map_err(io_ctx(format!("opening {}", incoming.path().display())))
             .and_then(|f| unpack(f, &staging).map_err(Into::into));
         if let Err(e) = result {
             let _ = fs::remove_dir_all(&staging);
@@ -335,12 +252,7 @@ fn runtime_made(rel: &Path, meta: &fs::Metadata) -> bool {
                 .any(|p| rel == Path::new(p)))
 }
 
-/// Whether `digest` is `sha256:` and 64 hex digits: the only names a layer directory has.
-pub fn valid_digest(digest: &str) -> bool {
-    digest
-        .strip_prefix("sha256:")
-        .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
-}
+pub use warren_backend::images::valid_digest;
 
 /// Bytes a tree occupies on disk (allocated blocks; hard links counted once per tree walk).
 pub fn disk_usage(root: &Path) -> u64 {

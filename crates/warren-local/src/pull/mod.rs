@@ -15,7 +15,6 @@ use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
 use tokio_util::io::{StreamReader, SyncIoBridge};
 use warren_api::image::{LayerProgress, LayerStatus};
-use warren_api::ImageConfig;
 
 use crate::images::layer::unpack_blob;
 use crate::images::{ImageError, ImageStore};
@@ -73,29 +72,7 @@ pub enum PullError {
     Config(String),
 }
 
-/// One layer of a resolved image.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LayerRef {
-    /// Its digest in the registry.
-    pub digest: String,
-    /// Its size there.
-    pub size: u64,
-    /// Its media type, as the manifest says.
-    pub media_type: String,
-}
-
-/// An image's manifest and config, resolved for this host.
-#[derive(Debug, Clone)]
-pub struct Resolved {
-    /// The canonical reference (`registry/repository:tag` or `…@digest`).
-    pub reference: String,
-    /// The platform manifest's digest.
-    pub digest: String,
-    /// Its layers, bottom first.
-    pub layers: Vec<LayerRef>,
-    /// Its defaults.
-    pub config: ImageConfig,
-}
+pub use warren_backend::images::{LayerRef, Resolved};
 
 /// Where to pull from and as whom.
 #[derive(Debug, Clone, Default)]
@@ -106,8 +83,7 @@ pub struct PullConfig {
     pub insecure: Vec<String>,
 }
 
-/// Reports a layer's progress.
-pub type Progress = Arc<dyn Fn(LayerProgress) + Send + Sync>;
+pub use warren_backend::images::Progress;
 
 /// Pulls images into an [`ImageStore`]. One per server: it shares HTTP clients (and their
 /// cached registry tokens) between pulls and makes concurrent pulls of a layer fetch it once.

@@ -16,6 +16,7 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use warren_api::build::{BuildEvent, Instruction, LogLevel};
+use warren_backend::images::BuildFiles;
 
 use super::{E2bError, E2bJson};
 use crate::service::build::{build_id, BuildPlan, Outcome, PlannedStep};
@@ -154,18 +155,13 @@ pub async fn files(
     headers: HeaderMap,
     uri: axum::http::Uri,
 ) -> Result<(StatusCode, Json<Value>), E2bError> {
-    if !warren_local::images::cache::valid_key(&hash) {
+    if !warren_backend::images::valid_key(&hash) {
         return Err(E2bError::new(
             StatusCode::BAD_REQUEST,
             format!("{hash:?} is not a files hash"),
         ));
     }
-    let present = state
-        .service
-        .backend()
-        .image_store()
-        .uploaded_files(&hash)
-        .is_some();
+    let present = state.service.layers().has_files(&hash);
     let token = hex::encode(rand::random::<[u8; 24]>());
     {
         let mut uploads = crate::lock(&state.e2b_templates.uploads);
@@ -208,22 +204,23 @@ pub async fn upload(
             }
         }
     };
-    let internal = |e: warren_local::images::ImageError| {
-        E2bError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
-    };
-    let store = state.service.backend().image_store();
-    if store.uploaded_files(&hash).is_some() {
+    let internal =
+        |e: &dyn std::fmt::Display| E2bError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
+    let store = state.service.layers();
+    if store.has_files(&hash) {
         return Ok(StatusCode::OK);
     }
-    let mut incoming = store.begin().map_err(internal)?;
+    let mut incoming = store.begin().map_err(|e| internal(&e))?;
     let mut stream = body.into_data_stream();
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| {
             E2bError::new(StatusCode::BAD_REQUEST, format!("reading the upload: {e}"))
         })?;
-        incoming.write(&chunk).map_err(internal)?;
+        incoming.write(&chunk).map_err(|e| internal(&e))?;
     }
-    store.keep_files(incoming, &hash).map_err(internal)?;
+    store
+        .keep_files(incoming, &hash)
+        .map_err(|e| internal(&e))?;
     Ok(StatusCode::OK)
 }
 
@@ -375,15 +372,19 @@ fn start_requested(
         (None, Some(t)) => t,
         _ => return Err(bad("a build starts from fromImage or fromTemplate")),
     };
-    let store = state.service.backend().image_store();
+    let store = state.service.layers();
     let mut steps = Vec::new();
     for (i, s) in req.steps.iter().enumerate() {
         let instruction = instruction(s, i + 1)?;
         let files = match (&instruction, &s.files_hash) {
             (Instruction::Copy { .. }, Some(hash)) => {
-                Some(store.uploaded_files(hash).ok_or_else(|| {
-                    bad(format!("step {}: files {hash:?} were not uploaded", i + 1))
-                })?)
+                if !store.has_files(hash) {
+                    return Err(bad(format!(
+                        "step {}: files {hash:?} were not uploaded",
+                        i + 1
+                    )));
+                }
+                Some(BuildFiles::Uploaded(hash.clone()))
             }
             (Instruction::Copy { .. }, None) => {
                 return Err(bad(format!("step {}: COPY needs its filesHash", i + 1)))
@@ -407,7 +408,6 @@ fn start_requested(
         memory_mb: requested.memory_mb,
         start_cmd: req.start_cmd,
         ready_cmd: req.ready_cmd,
-        context: None,
         default_user: Some("user".into()),
         home_cwd: true,
     };

@@ -19,7 +19,7 @@ pub use page::ProxyError;
 pub use target::{Form, Target};
 
 use hyper::body::Incoming;
-use warren_local::bundle::AGENT_PORT;
+use warren_backend::AGENT_PORT;
 
 use crate::listen::ConnInfo;
 use crate::AppState;

@@ -12,9 +12,11 @@ use axum::response::{IntoResponse, Response};
 use futures::Stream;
 use serde::Deserialize;
 use warren_api::build::{parse_dockerfile, BuildEvent, Instruction};
+use warren_backend::images::BuildFiles;
 
 use crate::error::{ApiError, ApiQuery};
 use crate::service::build::{Build, BuildPlan, PlannedStep};
+use crate::service::upload_failed;
 use crate::AppState;
 
 /// The largest Dockerfile taken.
@@ -69,15 +71,9 @@ pub async fn build(
                 );
             }
             Some("context") => {
-                let mut incoming = state
-                    .service
-                    .backend()
-                    .image_begin()
-                    .map_err(|e| ApiError::Internal(e.to_string()))?;
+                let mut incoming = state.service.layers().begin()?;
                 while let Some(chunk) = field.chunk().await.map_err(bad)? {
-                    incoming
-                        .write(&chunk)
-                        .map_err(|e| ApiError::Internal(e.to_string()))?;
+                    incoming.write(&chunk).map_err(upload_failed)?;
                 }
                 context = Some(incoming);
             }
@@ -102,13 +98,11 @@ pub async fn build(
             ))
         }
     };
-    let files = match context.as_mut() {
-        Some(c) => Some(
-            c.flushed()
-                .map_err(|e| ApiError::Internal(e.to_string()))?
-                .0
-                .to_path_buf(),
-        ),
+    let files = match context {
+        Some(mut c) => {
+            c.flushed().map_err(upload_failed)?;
+            Some(BuildFiles::Context(std::sync::Arc::new(c)))
+        }
         None => None,
     };
     let mut steps = Vec::new();
@@ -139,7 +133,6 @@ pub async fn build(
         memory_mb: q.memory_mb,
         start_cmd: None,
         ready_cmd: None,
-        context,
         default_user: None,
         home_cwd: false,
         also_named: Vec::new(),

@@ -7,7 +7,7 @@
 //! and the source's token stops working on the fork.
 use chrono::Utc;
 use warren_api::{ForkSandbox, Sandbox, SandboxId, SandboxState};
-use warren_local::ForkFrom;
+use warren_backend::ForkFrom;
 use warren_store::SandboxRecord;
 
 use super::lifecycle::{expiry, DEFAULT_TIMEOUT_S};
@@ -104,7 +104,7 @@ impl Service {
         };
         match self.inner.backend.prepare_fork(&spec, from).await {
             Ok(receipt) => {
-                rec.sandbox.ip = Some(self.inner.backend.net_ip(spec.net_index).to_string());
+                rec.sandbox.ip = Some(self.address_of(spec.net_index).to_string());
                 rec.sandbox.pause = Some(receipt);
                 self.set_state(&mut rec, SandboxState::Paused).await?;
                 Ok(fork_id)

@@ -1,23 +1,19 @@
 //! Images: imported from a root-filesystem tar (here) or pulled from a registry (`pull.rs`),
 //! listed, deleted, and the layers no image or sandbox uses collected.
 use std::collections::HashSet;
-use std::path::PathBuf;
 
 use bytes::Bytes;
 use chrono::Utc;
 use futures::{Stream, StreamExt};
 use warren_api::image::{valid_image_name, PruneResult};
 use warren_api::Image;
-use warren_local::images::ImageError;
 
 use super::Service;
 use crate::error::ApiError;
 
-pub(super) fn image_error(e: ImageError) -> ApiError {
-    match e {
-        ImageError::Rejected(e) => ApiError::Invalid(e.to_string()),
-        other => ApiError::Internal(other.to_string()),
-    }
+/// An upload's bytes could not be written where the layer store keeps them.
+pub(crate) fn upload_failed(e: std::io::Error) -> ApiError {
+    ApiError::Internal(format!("storing the upload: {e}"))
 }
 
 pub(super) fn check_name(name: &str) -> Result<(), ApiError> {
@@ -41,17 +37,16 @@ impl Service {
         check_name(name)?;
         let replaced = {
             let _no_gc = self.inner.images_gc.read().await;
-            let backend = self.inner.backend.clone();
-            let mut incoming = backend.image_begin().map_err(image_error)?;
+            let layers = self.inner.layers.clone();
+            let mut incoming = layers.begin()?;
             while let Some(chunk) = body.next().await {
                 let chunk =
                     chunk.map_err(|e| ApiError::BadRequest(format!("reading the body: {e}")))?;
-                incoming.write(&chunk).map_err(image_error)?;
+                incoming.write(&chunk).map_err(upload_failed)?;
             }
-            let imported = tokio::task::spawn_blocking(move || backend.image_finish(incoming))
+            let imported = tokio::task::spawn_blocking(move || layers.finish(incoming))
                 .await
-                .map_err(|e| ApiError::Internal(format!("unpack task: {e}")))?
-                .map_err(image_error)?;
+                .map_err(|e| ApiError::Internal(format!("unpack task: {e}")))??;
             if imported.size == 0 {
                 return Err(ApiError::Invalid(
                     "the body is empty: send a tar of a root filesystem".into(),
@@ -134,11 +129,12 @@ impl Service {
                 "{running} image build(s) running; clear the build cache when they end"
             )));
         }
-        let backend = self.inner.backend.clone();
-        tokio::task::spawn_blocking(move || backend.image_store().clear_build_cache())
-            .await
-            .map_err(|e| ApiError::Internal(format!("build cache task: {e}")))?
-            .map_err(image_error)
+        let layers = self.inner.layers.clone();
+        Ok(
+            tokio::task::spawn_blocking(move || layers.clear_build_cache())
+                .await
+                .map_err(|e| ApiError::Internal(format!("build cache task: {e}")))??,
+        )
     }
 
     /// Removes every stored layer that no image and no sandbox uses.
@@ -151,46 +147,40 @@ impl Service {
         // layers until the image or sandbox naming them is recorded.
         let _gc = self.inner.images_gc.write().await;
         let mut live: HashSet<String> = self.inner.store.live_layers().await?.into_iter().collect();
-        let backend = self.inner.backend.clone();
+        let layers = self.inner.layers.clone();
         // The build cache keeps what it names until it is cleared.
-        live.extend(backend.image_store().cached_layers());
-        tokio::task::spawn_blocking(move || {
+        live.extend(layers.cached_layers());
+        Ok(tokio::task::spawn_blocking(move || {
             let mut result = PruneResult::default();
-            for layer in backend.stored_layers()? {
+            for layer in layers.layers()? {
                 if !live.contains(&layer) {
-                    result.bytes_freed += backend.remove_layer(&layer)?;
+                    result.bytes_freed += layers.remove_layer(&layer)?;
                     result.layers_removed.push(layer);
                 }
             }
-            Ok::<_, ImageError>(result)
+            Ok::<_, warren_backend::BackendError>(result)
         })
         .await
-        .map_err(|e| ApiError::Internal(format!("layer collection task: {e}")))?
-        .map_err(image_error)
+        .map_err(|e| ApiError::Internal(format!("layer collection task: {e}")))??)
     }
 
-    /// The layer trees of an image digest, bottom first.
-    pub(super) async fn layer_dirs(&self, digest: &str) -> Result<Vec<PathBuf>, ApiError> {
-        let layers = self
-            .inner
+    /// The layers of an image digest, bottom first.
+    pub(super) async fn image_layers(&self, digest: &str) -> Result<Vec<String>, ApiError> {
+        self.inner
             .store
             .manifest_layers(digest)
             .await?
-            .ok_or_else(|| ApiError::Internal(format!("image {digest} has no layer record")))?;
-        Ok(layers
-            .iter()
-            .map(|l| self.inner.backend.layer_dir(l))
-            .collect())
+            .ok_or_else(|| ApiError::Internal(format!("image {digest} has no layer record")))
     }
 
     /// Whether the image's `/etc/passwd` names user `name`.
     pub(super) async fn image_has_user(&self, digest: &str, name: &str) -> Result<bool, ApiError> {
-        let dirs = self.layer_dirs(digest).await?;
-        let name = name.to_owned();
-        Ok(tokio::task::spawn_blocking(move || {
-            warren_local::images::inside::passwd_names_user(&dirs, &name)
-        })
-        .await
-        .unwrap_or(false))
+        let image = self.image_layers(digest).await?;
+        let (name, layers) = (name.to_owned(), self.inner.layers.clone());
+        Ok(
+            tokio::task::spawn_blocking(move || layers.passwd_names_user(&image, &name))
+                .await
+                .unwrap_or(false),
+        )
     }
 }

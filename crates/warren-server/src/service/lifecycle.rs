@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use warren_api::{OnTimeout, Sandbox, SandboxId, SandboxState};
-use warren_local::runtime::ContainerStatus;
+use warren_backend::ContainerStatus;
 use warren_store::SandboxRecord;
 
 use super::validate;

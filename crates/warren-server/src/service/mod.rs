@@ -1,5 +1,6 @@
 //! The sandbox service: validates, records intent in the store, then drives the backend.
 //! Handlers call it; it speaks only to the [`Store`] and [`Backend`] traits and the agent.
+mod addresses;
 pub mod build;
 mod connect;
 mod exec;
@@ -27,14 +28,14 @@ use std::sync::{Arc, Mutex};
 
 use warren_agent::AgentClient;
 use warren_api::{Runtime, SandboxId};
-use warren_local::EgressPolicy;
+use warren_backend::{Backend, LayerStore};
 use warren_store::{SandboxRecord, Store};
 
 pub use exec::{exit_code, ExecEvent, ExecStream};
+pub(crate) use images::upload_failed;
 pub use preview::{PreviewRoute, PreviewUrls};
 pub use pty::PtySession;
 
-use crate::backend::Backend;
 use crate::error::ApiError;
 use crate::logs::LogHub;
 
@@ -86,6 +87,7 @@ pub struct Service {
 struct Inner {
     store: Arc<dyn Store>,
     backend: Arc<dyn Backend>,
+    layers: Arc<dyn LayerStore>,
     cfg: ServiceConfig,
     output: OutputLimits,
     // One lock per sandbox so lifecycle operations on it never interleave.
@@ -144,6 +146,7 @@ impl Service {
     pub fn new(
         store: Arc<dyn Store>,
         backend: Arc<dyn Backend>,
+        layers: Arc<dyn LayerStore>,
         cfg: ServiceConfig,
         output: OutputLimits,
     ) -> Self {
@@ -165,6 +168,7 @@ impl Service {
                 shutdown: tokio::sync::watch::channel(false).0,
                 store,
                 backend,
+                layers,
                 cfg,
                 output,
                 locks: Mutex::default(),
@@ -230,6 +234,11 @@ impl Service {
         self.inner.backend.as_ref()
     }
 
+    /// The layer store images are kept in.
+    pub fn layers(&self) -> &dyn LayerStore {
+        self.inner.layers.as_ref()
+    }
+
     fn lock_for(&self, id: &SandboxId) -> Arc<tokio::sync::Mutex<()>> {
         self.lock_named(id.as_str())
     }
@@ -267,7 +276,7 @@ impl Service {
             .ipv4()
             .ok_or_else(|| ApiError::Conflict(format!("sandbox {id} has no address")))?;
         let client = AgentClient::new(
-            SocketAddr::from((ip, warren_local::bundle::AGENT_PORT)),
+            SocketAddr::from((ip, warren_backend::AGENT_PORT)),
             &rec.token,
         );
         agents.insert(id.to_owned(), client.clone());
@@ -285,58 +294,6 @@ impl Service {
     /// Queues a journal record.
     pub(crate) fn journal(&self, entry: Journal) {
         let _ = self.inner.journal.send(entry);
-    }
-
-    /// Tops up the warm network leases in the background (one refill task at a time).
-    pub fn refill_warm_leases(&self) {
-        use std::sync::atomic::Ordering;
-        if self.inner.refilling.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        let svc = self.clone();
-        self.spawn_background(async move {
-            loop {
-                let index = {
-                    let _alloc = svc.inner.net_alloc.lock().await;
-                    match svc.inner.store.used_net_indexes().await {
-                        Ok(used) => svc.inner.backend.reserve_warm_lease(&used),
-                        Err(e) => {
-                            tracing::warn!("warm leases: {e}");
-                            None
-                        }
-                    }
-                };
-                let Some(index) = index else { break };
-                svc.inner.backend.fill_warm_lease(index).await;
-            }
-            svc.inner.refilling.store(false, Ordering::Release);
-        });
-    }
-
-    /// At start: readies the firewall, puts every running sandbox's policy back in force
-    /// (the kernel's ruleset may have been flushed meanwhile), adopts or releases leftover
-    /// leases, then fills the pool.
-    pub async fn prepare_network(&self) -> Result<(), ApiError> {
-        {
-            let _alloc = self.inner.net_alloc.lock().await;
-            let used = self.inner.store.used_net_indexes().await?;
-            self.inner
-                .backend
-                .setup_network(&used)
-                .await
-                .map_err(|e| ApiError::Internal(e.to_string()))?;
-        }
-        for rec in self.inner.store.list_sandboxes().await? {
-            let (Some(index), true) = (rec.net_index, rec.sandbox.state.holds_network()) else {
-                continue;
-            };
-            let policy = validate::egress(&rec.sandbox.egress).unwrap_or(EgressPolicy::Deny);
-            if let Err(e) = self.inner.backend.set_egress(index, &policy).await {
-                tracing::warn!(sandbox = %rec.sandbox.id, "restoring its network policy: {e}");
-            }
-        }
-        self.refill_warm_leases();
-        Ok(())
     }
 
     /// Resolves the domain names of egress policies again; rules follow moved records.

@@ -5,8 +5,8 @@
 //! [`Service::reconcile_pause`] on the next start.
 use chrono::Utc;
 use warren_api::{Sandbox, SandboxId, SandboxState};
-use warren_local::runtime::ContainerStatus;
-use warren_local::LocalError;
+use warren_backend::BackendError;
+use warren_backend::ContainerStatus;
 use warren_store::SandboxRecord;
 
 use super::Service;
@@ -19,12 +19,12 @@ const CHECKPOINT_EXIT: std::time::Duration = std::time::Duration::from_secs(15);
 /// How long a request to an `auto_resume` sandbox waits for a pause or resume under way.
 const AUTO_RESUME_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 
-fn pause_error(id: &SandboxId, what: &str, e: LocalError) -> ApiError {
+fn pause_error(id: &SandboxId, what: &str, e: BackendError) -> ApiError {
     match e {
-        LocalError::Unsupported(m) => {
+        BackendError::Unsupported(m) => {
             ApiError::Conflict(format!("sandbox {id} cannot be {what}: {m}"))
         }
-        LocalError::PauseImage(m) => ApiError::Conflict(format!(
+        BackendError::PauseImage(m) => ApiError::Conflict(format!(
             "sandbox {id} cannot be {what}: {m}; it stays paused with its data"
         )),
         e => ApiError::Internal(format!("{what} sandbox {id}: {e}")),
@@ -325,7 +325,7 @@ impl Service {
         Ok(())
     }
 
-    /// [`Backend::renew_network`](crate::backend::Backend::renew_network), a failure logged:
+    /// [`Backend::renew_network`](warren_backend::Backend::renew_network), a failure logged:
     /// the agent's answer (or not) decides what becomes of the sandbox.
     async fn renew_network(&self, rec: &SandboxRecord, restored: bool) {
         let (id, rt) = (rec.sandbox.id.as_str(), rec.sandbox.runtime);

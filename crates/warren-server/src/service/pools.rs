@@ -229,7 +229,7 @@ impl Service {
             .fetch_add(1, Ordering::Relaxed);
         // Made with the default policy; another one is put in force now.
         match (egress, &req.egress) {
-            (Some(policy), Some(e)) if policy != warren_local::EgressPolicy::Allow => {
+            (Some(policy), Some(e)) if policy != warren_backend::EgressPolicy::Allow => {
                 Ok(Some(self.set_network(&sandbox.id, e.clone()).await?))
             }
             _ => Ok(Some(sandbox)),

@@ -5,8 +5,8 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use warren_api::{CreateSandbox, Sandbox, SandboxId, SandboxState};
-use warren_local::runtime::ContainerStatus;
-use warren_local::SandboxSpec;
+use warren_backend::ContainerStatus;
+use warren_backend::SandboxSpec;
 use warren_store::SandboxRecord;
 
 use super::lifecycle::{expiry, DEFAULT_TIMEOUT_S};
@@ -241,18 +241,6 @@ impl Service {
         )))
     }
 
-    /// Gives the sandbox a network lease index (a warm one when there is one) and records it
-    /// `provisioning`.
-    pub(super) async fn claim_lease(&self, rec: &mut SandboxRecord) -> Result<(), ApiError> {
-        let _alloc = self.inner.net_alloc.lock().await;
-        let used = self.inner.store.used_net_indexes().await?;
-        let index = self.inner.backend.claim_net_index(&used).ok_or_else(|| {
-            ApiError::Unavailable("the sandbox address range is exhausted".into())
-        })?;
-        rec.net_index = Some(index);
-        self.set_state(rec, SandboxState::Provisioning).await
-    }
-
     /// Takes a pending or stopped sandbox to running (or failed, with everything released).
     /// The caller holds the sandbox's lock.
     pub(super) async fn provision(
@@ -296,7 +284,7 @@ impl Service {
             Ok(p) => p,
             Err(e) => {
                 let step = match &e {
-                    warren_local::LocalError::Step { step, .. } => *step,
+                    warren_backend::BackendError::Step { step, .. } => *step,
                     _ => "provision",
                 };
                 let took = (Utc::now() - t0).to_std().unwrap_or_default();
@@ -333,7 +321,7 @@ impl Service {
             id: id.to_string(),
             runtime: rec.sandbox.runtime,
             layers: self
-                .layer_dirs(&rec.sandbox.image_digest)
+                .image_layers(&rec.sandbox.image_digest)
                 .await
                 .map_err(|e| e.to_string())?,
             cpu: rec.sandbox.cpu,
@@ -348,7 +336,7 @@ impl Service {
             net_index: rec.net_index.unwrap_or_default(),
             // Validated when set; a record from elsewhere that does not parse gets nothing.
             egress: validate::egress(&rec.sandbox.egress)
-                .unwrap_or(warren_local::EgressPolicy::Deny),
+                .unwrap_or(warren_backend::EgressPolicy::Deny),
             volumes: self.spec_volumes(&rec.sandbox.volumes).await?,
         })
     }
@@ -394,7 +382,7 @@ impl Service {
         let quick = rec.sandbox.runtime == warren_api::Runtime::Runc;
         let mut healthy = false;
         if let Some(ip) = rec.sandbox.ipv4().filter(|_| quick) {
-            let addr = std::net::SocketAddr::from((ip, warren_local::bundle::AGENT_PORT));
+            let addr = std::net::SocketAddr::from((ip, warren_backend::AGENT_PORT));
             healthy = tokio::task::spawn_blocking(move || wait_healthy(addr, QUICK_BOOT))
                 .await
                 .unwrap_or(false);

@@ -7,26 +7,10 @@ use tokio::sync::mpsc::UnboundedSender;
 use warren_api::image::{LayerProgress, LayerStatus, PullPolicy};
 use warren_api::sandbox::DEFAULT_IMAGE;
 use warren_api::{Image, PullEvent};
-use warren_local::pull::{Progress, PullError};
+use warren_backend::images::Progress;
 
-use super::images::image_error;
 use super::Service;
 use crate::error::ApiError;
-
-/// What the API answers for a failed pull.
-fn pull_error(e: PullError) -> ApiError {
-    match e {
-        PullError::InvalidReference { .. } | PullError::Unsupported(_) => {
-            ApiError::Invalid(e.to_string())
-        }
-        PullError::BadLayer { .. } => ApiError::Invalid(e.to_string()),
-        PullError::NotFound(m) => ApiError::NotFound(m),
-        PullError::Unauthorized(m) => ApiError::RegistryDenied(m),
-        PullError::DigestMismatch(m) | PullError::Registry(m) => ApiError::BadGateway(m),
-        PullError::Store(e) => image_error(e),
-        PullError::Config(m) => ApiError::Internal(m),
-    }
-}
 
 impl Service {
     /// Pulls `reference` and records it as an image named by its canonical reference.
@@ -78,8 +62,8 @@ impl Service {
         if reference.trim().is_empty() {
             return Err(ApiError::Invalid("ref must not be empty".into()));
         }
-        let backend = &self.inner.backend;
-        let resolved = backend.resolve_image(reference).await.map_err(pull_error)?;
+        let layers = &self.inner.layers;
+        let resolved = layers.resolve_image(reference).await?;
         let send = move |e: PullEvent| {
             if let Some(tx) = &events {
                 let _ = tx.send(e);
@@ -101,10 +85,7 @@ impl Service {
         });
         let send = Arc::new(send);
         let progress: Progress = Arc::new(move |p| send(PullEvent::Layer(p)));
-        backend
-            .fetch_layers(&resolved, progress)
-            .await
-            .map_err(pull_error)?;
+        layers.fetch_layers(&resolved, progress).await?;
         let image = Image {
             name: resolved.reference.clone(),
             digest: resolved.digest,
@@ -161,8 +142,8 @@ impl Service {
         if let Some(image) = self.inner.store.get_image(name).await? {
             return Ok(Some(image));
         }
-        match warren_local::pull::Puller::parse_reference(name) {
-            Ok(r) if r.whole() != name => Ok(self.inner.store.get_image(&r.whole()).await?),
+        match self.inner.layers.canonical_reference(name) {
+            Ok(r) if r != name => Ok(self.inner.store.get_image(&r).await?),
             _ => Ok(None),
         }
     }

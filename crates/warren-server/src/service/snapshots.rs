@@ -4,7 +4,7 @@
 //! of its files). The source is paused for the copy, and resumed if it was running.
 use chrono::Utc;
 use warren_api::{CreateSandbox, CreateSnapshot, Sandbox, SandboxId, Snapshot};
-use warren_local::ForkFrom;
+use warren_backend::ForkFrom;
 use warren_store::{SandboxRecord, SnapshotRecord};
 
 use super::Service;

@@ -42,7 +42,7 @@ pub(crate) struct Series {
 /// A sample of `sandbox` at `usage`, its CPU use from `cpu`: nanoseconds used over a span.
 fn point(
     sandbox: &warren_api::Sandbox,
-    usage: warren_local::cgroup::Usage,
+    usage: warren_backend::Usage,
     cpu: (u64, Duration),
     disk_used: u64,
 ) -> SandboxMetrics {

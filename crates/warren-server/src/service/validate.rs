@@ -274,7 +274,7 @@ pub fn request_host(raw: &str) -> Result<(), ApiError> {
 mod tests {
     use super::*;
     use warren_api::Egress;
-    use warren_local::EgressPolicy;
+    use warren_backend::EgressPolicy;
 
     fn cfg() -> ServiceConfig {
         ServiceConfig {

@@ -2,7 +2,7 @@
 //! volume in use by any sandbox (running, stopped or paused) cannot be removed.
 use chrono::Utc;
 use warren_api::{CreateVolume, SandboxState, Volume, VolumeBackup, VolumeMount};
-use warren_local::SpecVolume;
+use warren_backend::SpecVolume;
 use warren_store::SandboxRecord;
 
 use super::Service;
@@ -205,7 +205,7 @@ impl Service {
                 backed_up_at: at,
                 took_ms: u64::try_from(began.elapsed().as_millis()).unwrap_or(u64::MAX),
             }),
-            Err(warren_local::LocalError::Unsupported(m)) => Err(ApiError::Conflict(m)),
+            Err(warren_backend::BackendError::Unsupported(m)) => Err(ApiError::Conflict(m)),
             Err(e) => Err(ApiError::Internal(format!("backing up volume {name}: {e}"))),
         }
     }

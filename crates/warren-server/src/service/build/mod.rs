@@ -10,14 +10,13 @@ mod expand;
 mod record;
 mod steps;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use chrono::Utc;
 use sha2::{Digest, Sha256};
 use warren_api::build::{BuildEvent, Instruction, LogLevel};
 use warren_api::{Image, ImageConfig, PullPolicy};
-use warren_local::images::IncomingTar;
+use warren_backend::images::BuildFiles;
 
 pub use record::{Build, Outcome};
 
@@ -45,8 +44,6 @@ pub struct BuildPlan {
     pub start_cmd: Option<String>,
     /// E2B's `readyCmd`, kept in the image.
     pub ready_cmd: Option<String>,
-    /// The uploaded build context, kept until the build ends.
-    pub context: Option<IncomingTar>,
     /// Steps run in the user's home until a WORKDIR (E2B's templates), not in `/` (Docker's).
     pub home_cwd: bool,
     /// More names the image is recorded under (E2B's tags: `name:tag`).
@@ -60,8 +57,9 @@ pub struct BuildPlan {
 pub struct PlannedStep {
     /// The step.
     pub instruction: Instruction,
-    /// The files tar a COPY step copies from.
-    pub files: Option<PathBuf>,
+    /// The files a COPY step copies from (a build context is removed once the plan, and so
+    /// every step naming it, is dropped at the build's end).
+    pub files: Option<BuildFiles>,
     /// Run it again even if cached (and every step after it).
     pub force: bool,
     /// The step's owner when a COPY names none: E2B copies as the current user, Docker as
@@ -90,7 +88,7 @@ impl Stage {
     }
 
     /// Puts `layer` on top.
-    fn push(&mut self, layer: warren_local::images::Imported) {
+    fn push(&mut self, layer: warren_backend::images::Imported) {
         self.layers.push(layer.digest);
         self.size += layer.size;
     }
@@ -358,7 +356,7 @@ impl Service {
             LogLevel::Info,
             format!("built {} ({} layers)", image.name, image.layers.len()),
         );
-        drop(plan.context);
+        drop(plan);
         Ok(image)
     }
 }

@@ -1,13 +1,11 @@
 //! The steps of a build, one at a time: configuration steps change the image config, COPY and
 //! WORKDIR write a layer on the host, RUN runs in a sandbox whose changes become a layer.
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
 use futures::StreamExt;
 use warren_api::build::{BuildEvent, Instruction, LogLevel};
 use warren_api::{CreateSandbox, ExecRequest, Image, ImageConfig, Runtime, SandboxId};
-use warren_local::images::copy::CopySpec;
-use warren_local::images::Imported;
+use warren_backend::images::{CopySpec, Imported};
 
 use super::{Build, PlannedStep, Stage};
 use crate::error::ApiError;
@@ -131,15 +129,13 @@ impl Service {
                 config.working_dir = Some(dir.clone());
                 announce(false);
                 stage.advance(&format!("WORKDIR {dir}"));
-                let dirs = self.stage_dirs(stage);
-                let backend = self.inner.backend.clone();
+                let image = stage.layers.clone();
+                let layers = self.inner.layers.clone();
                 let _no_gc = self.inner.images_gc.read().await;
-                let made = tokio::task::spawn_blocking(move || {
-                    backend.image_store().store_dir(&dir, &dirs)
-                })
-                .await
-                .map_err(blocking_failed)?
-                .map_err(|e| ApiError::Invalid(e.to_string()))?;
+                let made = tokio::task::spawn_blocking(move || layers.store_dir(&dir, &image))
+                    .await
+                    .map_err(blocking_failed)?
+                    .map_err(|e| ApiError::Invalid(e.to_string()))?;
                 if let Some(layer) = made {
                     self.keep_layer(stage, layer)?;
                 }
@@ -163,23 +159,19 @@ impl Service {
                 let current = config.user.clone().unwrap_or_else(|| "root".into());
                 let workdir = config.working_dir.clone();
                 let (sources, dest, mode) = (sources.clone(), dest.clone(), *mode);
-                let dirs = self.stage_dirs(stage);
+                let image = stage.layers.clone();
                 let home_cwd = ctx.home_cwd;
-                let backend = self.inner.backend.clone();
+                let layers = self.inner.layers.clone();
                 let _no_gc = self.inner.images_gc.read().await;
                 let layer = tokio::task::spawn_blocking(move || {
                     let (uid, gid) = match owner {
-                        Some(o) => warren_local::images::inside::owner_ids(&dirs, &o)?,
+                        Some(o) => layers.owner_ids(&image, &o)?,
                         None => (0, 0),
                     };
                     // Relative destinations: from the WORKDIR, else `/` (Docker) or the
                     // user's home (E2B, whose steps start there).
                     let workdir = workdir
-                        .or_else(|| {
-                            home_cwd
-                                .then(|| warren_local::images::inside::home_of(&dirs, &current))
-                                .flatten()
-                        })
+                        .or_else(|| home_cwd.then(|| layers.home_of(&image, &current)).flatten())
                         .unwrap_or_else(|| "/".into());
                     let spec = CopySpec {
                         sources,
@@ -189,7 +181,7 @@ impl Service {
                         gid,
                         mode,
                     };
-                    backend.image_store().store_copy(&files, &spec, &dirs)
+                    layers.store_copy(&files, &spec, &image)
                 })
                 .await
                 .map_err(blocking_failed)?
@@ -205,7 +197,7 @@ impl Service {
                     .unwrap_or_else(|| "root".into());
                 stage.advance(&serde_json::to_string(&step.instruction).unwrap_or_default());
                 if !forced {
-                    if let Some(layer) = self.inner.backend.image_store().cached_layer(&stage.key) {
+                    if let Some(layer) = self.inner.layers.cached_layer(&stage.key) {
                         announce(true);
                         stage.push(layer);
                         return Ok(());
@@ -213,13 +205,11 @@ impl Service {
                 }
                 announce(false);
                 let name = user.split(':').next().unwrap_or_default().to_owned();
-                let dirs = self.stage_dirs(stage);
+                let (image, layers) = (stage.layers.clone(), self.inner.layers.clone());
                 let known = name.parse::<u32>().is_ok()
-                    || tokio::task::spawn_blocking(move || {
-                        warren_local::images::inside::passwd_names_user(&dirs, &name)
-                    })
-                    .await
-                    .unwrap_or(false);
+                    || tokio::task::spawn_blocking(move || layers.passwd_names_user(&image, &name))
+                        .await
+                        .unwrap_or(false);
                 if !known {
                     // E2B's words for it, which its SDKs' users look for.
                     return Err(ApiError::Invalid(format!(
@@ -236,21 +226,11 @@ impl Service {
         Ok(())
     }
 
-    /// The layer trees of the stage, bottom first.
-    fn stage_dirs(&self, stage: &Stage) -> Vec<PathBuf> {
-        stage
-            .layers
-            .iter()
-            .map(|l| self.inner.backend.layer_dir(l))
-            .collect()
-    }
-
     /// Puts a new layer on the stage and in the build cache under the stage's key (which also
     /// keeps it from layer collection until an image names it).
     fn keep_layer(&self, stage: &mut Stage, layer: Imported) -> Result<(), ApiError> {
         self.inner
-            .backend
-            .image_store()
+            .layers
             .cache_layer(&stage.key, &layer)
             .map_err(|e| ApiError::Internal(e.to_string()))?;
         stage.push(layer);
@@ -332,20 +312,18 @@ impl Service {
         }
     }
 
-    /// The `/tmp` keeper layer (see [`ImageStore::store_tmp_keeper`]), made once and kept by
+    /// The `/tmp` keeper layer (see [`LayerStore::store_tmp_keeper`]), made once and kept by
     /// the build cache.
     ///
-    /// [`ImageStore::store_tmp_keeper`]: warren_local::images::ImageStore::store_tmp_keeper
+    /// [`LayerStore::store_tmp_keeper`]: warren_backend::LayerStore::store_tmp_keeper
     async fn tmp_keeper(&self) -> Result<String, ApiError> {
         const KEY: &str = "warren-build-tmp-keeper";
-        let store = self.inner.backend.image_store();
-        if let Some(layer) = store.cached_layer(KEY) {
+        if let Some(layer) = self.inner.layers.cached_layer(KEY) {
             return Ok(layer.digest);
         }
-        let backend = self.inner.backend.clone();
+        let store = self.inner.layers.clone();
         let _no_gc = self.inner.images_gc.read().await;
         tokio::task::spawn_blocking(move || {
-            let store = backend.image_store();
             let layer = store.store_tmp_keeper().map_err(|e| e.to_string())?;
             store.cache_layer(KEY, &layer).map_err(|e| e.to_string())?;
             Ok::<_, String>(layer.digest)
@@ -416,12 +394,12 @@ impl Service {
         let owned = id.to_string();
         let key = key.to_owned();
         tokio::task::spawn_blocking(move || {
-            let backend = svc.inner.backend.clone();
             let mut keep = |layer: &Imported| {
                 let _no_gc = svc.inner.images_gc.blocking_read();
-                backend.image_store().cache_layer(&key, layer)
+                svc.inner.layers.cache_layer(&key, layer)
             };
-            backend
+            svc.inner
+                .backend
                 .store_changes(&owned, BUILD_DISK_MB << 20, &mut keep)
                 .map_err(|e| format!("storing the step's changes: {e}"))
         })

@@ -2,7 +2,7 @@
 //! domain names (E2B's `allowOut`/`denyOut` rules).
 use ipnet::Ipv4Net;
 use warren_api::Egress;
-use warren_local::{EgressPolicy, EgressRules};
+use warren_backend::{EgressPolicy, EgressRules};
 
 use super::invalid;
 use crate::error::ApiError;
