@@ -250,7 +250,7 @@ impl Server {
             None => None,
         };
         reconciler::pass(&service).await;
-        service.clean_build_leftovers().await;
+        service.images().clean_build_leftovers().await;
         service.prepare_network().await?;
         Ok(Server {
             state: AppState {
@@ -289,7 +289,8 @@ impl Server {
         tokio::spawn(reconciler::run(service.clone()));
         tokio::spawn(service.clone().keep_deadlines());
         tokio::spawn(reconciler::keep_names_fresh(service.clone()));
-        tokio::spawn(service.clone().sample_forever());
+        let sampler = service.clone();
+        tokio::spawn(async move { sampler.metrics().sample_forever().await });
         let stopping = service.clone();
         tokio::spawn(async move {
             shutdown_signal().await;

@@ -24,7 +24,7 @@ pub async fn pass(service: &Service) {
     for rec in records {
         // The listing already says when each sandbox expires: only those due are looked at again.
         if rec.sandbox.expires_at.is_some_and(|t| t <= now) {
-            match service.reap_if_expired(&rec.sandbox.id).await {
+            match service.sandboxes().reap_if_expired(&rec.sandbox.id).await {
                 Ok(true) => continue,
                 Ok(false) => {}
                 Err(e) => tracing::warn!(sandbox = %rec.sandbox.id, "reconciler: expiry: {e}"),
@@ -39,11 +39,11 @@ pub async fn pass(service: &Service) {
         ) {
             continue;
         }
-        if let Err(e) = service.reconcile(&rec.sandbox.id).await {
+        if let Err(e) = service.sandboxes().reconcile(&rec.sandbox.id).await {
             tracing::warn!(sandbox = %rec.sandbox.id, "reconciler: {e}");
         }
     }
-    service.fill_pools();
+    service.pools().fill_pools();
 }
 
 /// How often command history past its retention is pruned.
@@ -77,10 +77,10 @@ pub async fn run(service: Service) {
         }
         service.check_firewall().await;
         pass(&service).await;
-        let every = PRUNE_EVERY.min(service.history_retention());
+        let every = PRUNE_EVERY.min(service.processes().history_retention());
         if last_prune.is_none_or(|t| t.elapsed() >= every) {
             last_prune = Some(std::time::Instant::now());
-            match service.prune_history().await {
+            match service.processes().prune_history().await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!("pruned {n} command history entries past retention"),
                 Err(e) => tracing::warn!("pruning history: {e}"),

@@ -42,16 +42,16 @@ impl InProcess {
     pub async fn shutdown(self) -> bool {
         self.task.abort();
         let mut clean = true;
-        match self.service.list_all().await {
+        match self.service.sandboxes().list_all().await {
             Ok(all) => {
                 for s in &all {
                     if s.state != SandboxState::Deleted {
-                        if let Err(e) = self.service.delete(&s.id).await {
+                        if let Err(e) = self.service.sandboxes().delete(&s.id).await {
                             eprintln!("warren bench: deleting sandbox {}: {e}", s.id);
                             clean = false;
                         }
                     }
-                    match self.service.leftovers(&s.id).await {
+                    match self.service.sandboxes().leftovers(&s.id).await {
                         Ok(left) if left.is_empty() => {}
                         Ok(left) => {
                             eprintln!("warren bench: sandbox {} left {}", s.id, left.join(", "));

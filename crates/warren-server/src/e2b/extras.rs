@@ -37,7 +37,11 @@ pub async fn refresh(
     let secs = req.duration.unwrap_or(REFRESH_DEFAULT_S);
     crate::service::validate::timeout_s(secs, "duration")?;
     visible(&state, &id).await?;
-    state.service.extend_timeout(&id, secs.max(1)).await?;
+    state
+        .service
+        .sandboxes()
+        .extend_timeout(&id, secs.max(1))
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -65,7 +69,7 @@ pub async fn many_metrics(
     let mut sandboxes = BTreeMap::new();
     for raw in ids {
         let Ok(id) = raw.parse() else { continue };
-        match state.service.metrics(&id).await {
+        match state.service.metrics().now(&id).await {
             Ok(m) => {
                 sandboxes.insert(raw, Metric::from(m));
             }
@@ -89,9 +93,9 @@ pub async fn alias(
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<Json<Alias>, E2bError> {
-    let images = state.service.list_images().await?;
-    let found =
-        images.iter().any(|i| i.name == name) || state.service.snapshot(&name).await.is_ok();
+    let images = state.service.images().list_images().await?;
+    let found = images.iter().any(|i| i.name == name)
+        || state.service.snapshots().snapshot(&name).await.is_ok();
     if !found {
         return Err(E2bError::new(
             StatusCode::NOT_FOUND,
@@ -109,11 +113,11 @@ pub async fn delete_template(
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<StatusCode, E2bError> {
-    if state.service.snapshot(&name).await.is_ok() {
-        state.service.delete_snapshot(&name).await?;
+    if state.service.snapshots().snapshot(&name).await.is_ok() {
+        state.service.snapshots().delete_snapshot(&name).await?;
         return Ok(StatusCode::NO_CONTENT);
     }
-    match state.service.delete_image(&name).await {
+    match state.service.images().delete_image(&name).await {
         Ok(()) => Ok(StatusCode::NO_CONTENT),
         Err(ApiError::NotFound(_)) => Err(E2bError::new(
             StatusCode::NOT_FOUND,

@@ -60,7 +60,7 @@ pub(super) async fn visible(state: &AppState, id: &SandboxId) -> Result<SandboxR
 
 pub(super) async fn created(state: &AppState, sandbox: &Sandbox) -> Result<Created, E2bError> {
     let token = state.service.record(&sandbox.id).await?.token;
-    let domain = state.service.preview_urls().host_suffix();
+    let domain = state.service.previews().preview_urls().host_suffix();
     Ok(Created::of(sandbox, token, domain))
 }
 
@@ -108,7 +108,14 @@ pub async fn create(
     };
     // A template naming a snapshot (what `create_snapshot` answered) makes the sandbox from
     // it: its image, limits and command are the snapshot's.
-    if bare && state.service.snapshot(&req.template_id).await.is_ok() {
+    if bare
+        && state
+            .service
+            .snapshots()
+            .snapshot(&req.template_id)
+            .await
+            .is_ok()
+    {
         create.snapshot = create.image.take();
         create.pull = None;
     }
@@ -154,7 +161,7 @@ pub async fn get(
         Detail::of(&rec.sandbox).ok_or_else(|| E2bError::new(StatusCode::NOT_FOUND, "gone"))?;
     // The record already holds the agent's token: no second read.
     detail.envd_access_token = Some(rec.token);
-    detail.domain = Some(state.service.preview_urls().host_suffix());
+    detail.domain = Some(state.service.previews().preview_urls().host_suffix());
     Ok(Json(detail))
 }
 
@@ -164,7 +171,7 @@ pub async fn kill(
 ) -> Result<StatusCode, E2bError> {
     let id = id(&raw)?;
     visible(&state, &id).await?;
-    state.service.delete(&id).await?;
+    state.service.sandboxes().delete(&id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -176,7 +183,7 @@ pub async fn connect(
     let id = id(&raw)?;
     let req: Timeout = body(&bytes, Some(Timeout::default()))?;
     visible(&state, &id).await?;
-    let (sandbox, started) = state.service.connect(&id, req.timeout).await?;
+    let (sandbox, started) = state.service.sandboxes().connect(&id, req.timeout).await?;
     let status = if started {
         StatusCode::CREATED
     } else {
@@ -199,9 +206,9 @@ pub async fn timeout(
     visible(&state, &id).await?;
     // E2B's 0 is "now" (Warren's own API takes 0 as "never").
     if timeout == 0 {
-        state.service.expire_now(&id).await?;
+        state.service.sandboxes().expire_now(&id).await?;
     } else {
-        state.service.set_timeout(&id, timeout).await?;
+        state.service.sandboxes().set_timeout(&id, timeout).await?;
     }
     Ok(StatusCode::NO_CONTENT)
 }
@@ -219,7 +226,7 @@ pub async fn network(
     visible(&state, &id).await?;
     state.service.set_network(&id, egress).await?;
     if let Some(public) = req.allow_public_traffic {
-        state.service.set_public(&id, public).await?;
+        state.service.previews().set_public(&id, public).await?;
     }
     Ok(StatusCode::NO_CONTENT)
 }
@@ -236,9 +243,9 @@ pub async fn pause(
     let req: wire::PauseRequest = body(&bytes, Some(wire::PauseRequest::default()))?;
     visible(&state, &id).await?;
     if req.memory == Some(false) {
-        state.service.stop(&id).await?;
+        state.service.sandboxes().stop(&id).await?;
     } else {
-        state.service.pause(&id).await?;
+        state.service.sandboxes().pause(&id).await?;
     }
     Ok(StatusCode::NO_CONTENT)
 }
@@ -266,13 +273,13 @@ pub async fn metrics(
         *slot = Some(at);
     }
     visible(&state, &id).await?;
-    let series = state.service.metrics_series(&id, start, end);
+    let series = state.service.metrics().metrics_series(&id, start, end);
     let now = Utc::now();
     let window_has_now = start.is_none_or(|t| t <= now) && end.is_none_or(|t| t >= now);
     if !series.is_empty() || !window_has_now {
         return Ok(Json(series.into_iter().map(Metric::from).collect()));
     }
-    match state.service.metrics(&id).await {
+    match state.service.metrics().now(&id).await {
         Ok(m) => Ok(Json(vec![m.into()])),
         // Not running and never sampled: nothing to show.
         Err(ApiError::Conflict(_)) => Ok(Json(Vec::new())),
@@ -376,6 +383,7 @@ pub async fn list(
     }
     let mut found: Vec<Sandbox> = state
         .service
+        .sandboxes()
         .list(None, &metadata)
         .await?
         .into_iter()
@@ -424,6 +432,7 @@ pub async fn list_v1(
         .collect();
     let running = state
         .service
+        .sandboxes()
         .list(None, &metadata)
         .await?
         .iter()

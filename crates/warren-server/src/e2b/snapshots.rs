@@ -74,6 +74,7 @@ pub async fn create(
     });
     let snap = state
         .service
+        .snapshots()
         .create_snapshot(
             &id,
             CreateSnapshot {
@@ -96,7 +97,7 @@ pub async fn list(
     State(state): State<AppState>,
     Query(q): Query<ListQuery>,
 ) -> Result<Json<Vec<SnapshotInfo>>, E2bError> {
-    let all = state.service.snapshots().await?;
+    let all = state.service.snapshots().list().await?;
     // E2B's names may carry a namespace and a tag (`team/name:tag`): the name is the middle.
     let wanted = q.name.as_deref().map(|n| {
         let n = n.rsplit('/').next().unwrap_or(n);
@@ -133,6 +134,7 @@ pub async fn fork(
     for _ in 0..count {
         let made = state
             .service
+            .sandboxes()
             .fork(
                 &id,
                 ForkSandbox {

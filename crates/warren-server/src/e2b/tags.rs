@@ -48,7 +48,7 @@ pub async fn assign(
         .map(|t| tagged(template, t))
         .collect::<Result<Vec<_>, _>>()?;
     for name in &names {
-        image = Some(state.service.tag_image(&req.target, name).await?);
+        image = Some(state.service.images().tag_image(&req.target, name).await?);
     }
     let image = image.ok_or_else(|| E2bError::new(StatusCode::BAD_REQUEST, "no tags given"))?;
     Ok((
@@ -73,6 +73,7 @@ pub async fn remove(
     for tag in &req.tags {
         match state
             .service
+            .images()
             .delete_image(&format!("{template}:{tag}"))
             .await
         {
@@ -95,7 +96,7 @@ pub async fn list(
     State(state): State<AppState>,
     Path(template): Path<String>,
 ) -> Result<Json<Value>, E2bError> {
-    let images = state.service.list_images().await?;
+    let images = state.service.images().list_images().await?;
     if !images.iter().any(|i| split_tag(&i.name).0 == template) {
         return Err(E2bError::new(
             StatusCode::NOT_FOUND,

@@ -174,7 +174,7 @@ pub async fn files(
         .and_then(|h| h.to_str().ok())
         .or_else(|| uri.authority().map(|a| a.as_str()))
         .unwrap_or("localhost");
-    let scheme = state.service.preview_urls().scheme;
+    let scheme = state.service.previews().preview_urls().scheme;
     Ok((
         StatusCode::CREATED,
         Json(json!({
@@ -411,7 +411,10 @@ fn start_requested(
         default_user: Some("user".into()),
         home_cwd: true,
     };
-    state.service.start_build(plan, Some(build.to_owned()))?;
+    state
+        .service
+        .images()
+        .start_build(plan, Some(build.to_owned()))?;
     Ok(StatusCode::ACCEPTED)
 }
 
@@ -481,6 +484,7 @@ pub async fn status(
     let Query(q) = q.map_err(|e| bad(e.body_text()))?;
     let Some(b) = state
         .service
+        .images()
         .build(&build)
         .filter(|b| split_tag(&b.name).0 == template)
     else {

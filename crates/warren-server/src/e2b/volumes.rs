@@ -45,6 +45,7 @@ pub async fn create(
     let req: NewVolume = super::sandboxes::body(&bytes, None)?;
     let v = state
         .service
+        .volumes()
         .create_volume(CreateVolume {
             name: req.name,
             size_mb: None,
@@ -54,7 +55,7 @@ pub async fn create(
 }
 
 pub async fn list(State(state): State<AppState>) -> Result<Json<Vec<E2bVolume>>, E2bError> {
-    let all = state.service.volumes().await?;
+    let all = state.service.volumes().list().await?;
     Ok(Json(all.into_iter().map(|v| shown(v, false)).collect()))
 }
 
@@ -62,13 +63,16 @@ pub async fn get(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<E2bVolume>, E2bError> {
-    Ok(Json(shown(state.service.volume(&id).await?, true)))
+    Ok(Json(shown(
+        state.service.volumes().volume(&id).await?,
+        true,
+    )))
 }
 
 pub async fn delete(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, E2bError> {
-    state.service.delete_volume(&id).await?;
+    state.service.volumes().delete_volume(&id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

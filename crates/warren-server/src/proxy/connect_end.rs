@@ -37,7 +37,8 @@ fn end_stream(code: &str, message: &str) -> Bytes {
 }
 
 async fn why_broken(service: &Service, id: &SandboxId, error: &str) -> Bytes {
-    let running = matches!(service.get(id).await, Ok(s) if s.state == SandboxState::Running);
+    let running =
+        matches!(service.sandboxes().get(id).await, Ok(s) if s.state == SandboxState::Running);
     if running {
         end_stream(
             "unavailable",

@@ -153,10 +153,10 @@ async fn proxy(
             format!("The sandbox {} was not found", target.id),
         )
     };
-    let route = match state.service.cached_preview_route(&target.id) {
+    let route = match state.service.previews().cached_preview_route(&target.id) {
         Some(route) => route,
         // Boxed: a store read, once per sandbox; the future of every request stays small.
-        None => Box::pin(state.service.preview_route(&target.id))
+        None => Box::pin(state.service.previews().preview_route(&target.id))
             .await
             .map_err(|e| ProxyError::Internal(e.to_string()))?,
     };
@@ -175,7 +175,7 @@ async fn proxy(
     }
     let route = if route.auto_resume && route.state != warren_api::SandboxState::Running {
         // Boxed, as above: only a paused sandbox's requests carry this future.
-        Box::pin(state.service.resume_route(&target.id))
+        Box::pin(state.service.previews().resume_route(&target.id))
             .await
             .map_err(|e| ProxyError::Internal(e.to_string()))?
             .unwrap_or(route)

@@ -137,7 +137,7 @@ pub async fn build(
         home_cwd: false,
         also_named: Vec::new(),
     };
-    let build = state.service.start_build(plan, None)?;
+    let build = state.service.images().start_build(plan, None)?;
     Ok(ndjson(build))
 }
 
@@ -146,10 +146,10 @@ pub async fn follow(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let build = state
-        .service
-        .build(&id)
-        .ok_or_else(|| ApiError::NotFound(format!("build {id:?} not found (kept for an hour)")))?;
+    let build =
+        state.service.images().build(&id).ok_or_else(|| {
+            ApiError::NotFound(format!("build {id:?} not found (kept for an hour)"))
+        })?;
     Ok(ndjson(build))
 }
 

@@ -32,9 +32,11 @@ pub async fn exec(
     let id = sandbox_id(&id)?;
     crate::service::validate::exec(&req)?;
     if !wants_sse(&headers) {
-        return Ok(json_streamed(state.service.exec(&id, req).await?));
+        return Ok(json_streamed(
+            state.service.processes().exec(&id, req).await?,
+        ));
     }
-    let mut events = state.service.exec_stream(&id, req).await?;
+    let mut events = state.service.processes().exec_stream(&id, req).await?;
     let sse = async_stream::stream! {
         let (mut out, mut err) = (Utf8Chunker::default(), Utf8Chunker::default());
         while let Some(ev) = events.next().await {
@@ -135,6 +137,10 @@ pub async fn history(
     ApiQuery(q): ApiQuery<HistoryQuery>,
 ) -> Result<Json<ExecList>, ApiError> {
     let limit = q.limit.unwrap_or(100).clamp(1, 10_000);
-    let execs = state.service.history(&sandbox_id(&id)?, limit).await?;
+    let execs = state
+        .service
+        .processes()
+        .history(&sandbox_id(&id)?, limit)
+        .await?;
     Ok(Json(ExecList { execs }))
 }

@@ -26,6 +26,7 @@ pub async fn get(
 ) -> Result<Response, ApiError> {
     let stream = state
         .service
+        .files()
         .read_file(&sandbox_id(&id)?, &q.path, q.user.as_deref())
         .await?;
     let body = Body::from_stream(stream.map_err(std::io::Error::other));
@@ -40,6 +41,7 @@ pub async fn put(
 ) -> Result<StatusCode, ApiError> {
     state
         .service
+        .files()
         .write_file(
             &sandbox_id(&id)?,
             &q.path,
@@ -57,6 +59,7 @@ pub async fn delete(
 ) -> Result<StatusCode, ApiError> {
     state
         .service
+        .files()
         .remove_file(&sandbox_id(&id)?, &q.path, q.user.as_deref())
         .await?;
     Ok(StatusCode::NO_CONTENT)
@@ -69,6 +72,7 @@ pub async fn list(
 ) -> Result<Json<FileList>, ApiError> {
     let entries = state
         .service
+        .files()
         .list_files(&sandbox_id(&id)?, &q.path, q.user.as_deref())
         .await?;
     Ok(Json(FileList { entries }))

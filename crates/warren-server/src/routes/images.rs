@@ -32,6 +32,7 @@ pub async fn import(
     }
     let image = state
         .service
+        .images()
         .import_image(&name, body.into_data_stream())
         .await?;
     Ok((StatusCode::CREATED, Json(image)))
@@ -39,7 +40,7 @@ pub async fn import(
 
 pub async fn list(State(state): State<AppState>) -> Result<Json<ImageList>, ApiError> {
     Ok(Json(ImageList {
-        images: state.service.list_images().await?,
+        images: state.service.images().list_images().await?,
     }))
 }
 
@@ -47,7 +48,7 @@ pub async fn delete(
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    state.service.delete_image(&name).await?;
+    state.service.images().delete_image(&name).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -60,13 +61,17 @@ pub async fn pull(
     ApiJson(req): ApiJson<PullImage>,
 ) -> Result<Response, ApiError> {
     if !super::exec::wants_sse(&headers) {
-        let image = state.service.pull_image(&req.reference, None).await?;
+        let image = state
+            .service
+            .images()
+            .pull_image(&req.reference, None)
+            .await?;
         return Ok(Json(image).into_response());
     }
     if req.reference.trim().is_empty() {
         return Err(ApiError::Invalid("ref must not be empty".into()));
     }
-    let events = state.service.pull_image_events(req.reference);
+    let events = state.service.images().pull_image_events(req.reference);
     let sse = UnboundedReceiverStream::new(events).map(|event| {
         let name = match &event {
             PullEvent::Resolved { .. } => "resolved",
@@ -97,11 +102,11 @@ pub async fn prune(
     crate::error::ApiQuery(q): crate::error::ApiQuery<PruneQuery>,
 ) -> Result<Json<PruneResult>, ApiError> {
     let cleared = if q.build_cache {
-        state.service.clear_build_cache().await?
+        state.service.images().clear_build_cache().await?
     } else {
         0
     };
-    let mut result = state.service.prune_images().await?;
+    let mut result = state.service.images().prune_images().await?;
     result.build_cache_cleared = cleared;
     Ok(Json(result))
 }

@@ -13,13 +13,13 @@ pub async fn create(
 ) -> Result<(StatusCode, Json<Pool>), ApiError> {
     Ok((
         StatusCode::CREATED,
-        Json(state.service.create_pool(req).await?),
+        Json(state.service.pools().create_pool(req).await?),
     ))
 }
 
 pub async fn list(State(state): State<AppState>) -> Result<Json<PoolList>, ApiError> {
     Ok(Json(PoolList {
-        pools: state.service.pools().await?,
+        pools: state.service.pools().list().await?,
     }))
 }
 
@@ -27,6 +27,6 @@ pub async fn delete(
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    state.service.delete_pool(&name).await?;
+    state.service.pools().delete_pool(&name).await?;
     Ok(StatusCode::NO_CONTENT)
 }

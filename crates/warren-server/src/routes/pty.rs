@@ -53,6 +53,7 @@ pub async fn pty(
     crate::service::validate::cmd(&argv)?;
     let session = state
         .service
+        .processes()
         .start_pty(&id, cmd, args, cols, rows, user.as_deref())
         .await?;
     Ok(ws.on_upgrade(move |socket| run(socket, session)))

@@ -18,7 +18,7 @@ pub async fn create(
     ApiJson(req): ApiJson<CreateSandbox>,
 ) -> Result<(StatusCode, Json<Sandbox>), ApiError> {
     let (mut sandbox, waited) = state.service.create(req).await?;
-    state.service.add_exposed_urls(&mut sandbox);
+    state.service.previews().add_exposed_urls(&mut sandbox);
     let status = if waited {
         StatusCode::CREATED
     } else {
@@ -44,7 +44,11 @@ pub async fn list(
             )));
         }
     }
-    let sandboxes = state.service.list(filter_state, &metadata).await?;
+    let sandboxes = state
+        .service
+        .sandboxes()
+        .list(filter_state, &metadata)
+        .await?;
     Ok(Json(SandboxList { sandboxes }))
 }
 
@@ -52,15 +56,15 @@ pub async fn get(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<Sandbox>, ApiError> {
-    let sandbox = state.service.get(&sandbox_id(&id)?).await?;
-    Ok(Json(state.service.with_ports(sandbox).await))
+    let sandbox = state.service.sandboxes().get(&sandbox_id(&id)?).await?;
+    Ok(Json(state.service.previews().with_ports(sandbox).await))
 }
 
 pub async fn delete(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    state.service.delete(&sandbox_id(&id)?).await?;
+    state.service.sandboxes().delete(&sandbox_id(&id)?).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -68,21 +72,27 @@ pub async fn stop(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<Sandbox>, ApiError> {
-    Ok(Json(state.service.stop(&sandbox_id(&id)?).await?))
+    Ok(Json(
+        state.service.sandboxes().stop(&sandbox_id(&id)?).await?,
+    ))
 }
 
 pub async fn start(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<Sandbox>, ApiError> {
-    Ok(Json(state.service.start(&sandbox_id(&id)?).await?))
+    Ok(Json(
+        state.service.sandboxes().start(&sandbox_id(&id)?).await?,
+    ))
 }
 
 pub async fn pause(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<Sandbox>, ApiError> {
-    Ok(Json(state.service.pause(&sandbox_id(&id)?).await?))
+    Ok(Json(
+        state.service.sandboxes().pause(&sandbox_id(&id)?).await?,
+    ))
 }
 
 /// `POST /v1/sandboxes/{id}/resume`, with an optional body `{"timeout_s": N}`.
@@ -99,6 +109,7 @@ pub async fn resume(
     Ok(Json(
         state
             .service
+            .sandboxes()
             .resume(&sandbox_id(&id)?, req.timeout_s)
             .await?,
     ))
@@ -115,7 +126,11 @@ pub async fn fork(
     } else {
         crate::error::parse_json(&body)?
     };
-    let fork = state.service.fork(&sandbox_id(&id)?, req).await?;
+    let fork = state
+        .service
+        .sandboxes()
+        .fork(&sandbox_id(&id)?, req)
+        .await?;
     Ok((StatusCode::CREATED, Json(fork)))
 }
 
@@ -127,6 +142,7 @@ pub async fn timeout(
     Ok(Json(
         state
             .service
+            .sandboxes()
             .set_timeout(&sandbox_id(&id)?, req.timeout_s)
             .await?,
     ))
@@ -149,5 +165,5 @@ pub async fn metrics(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<SandboxMetrics>, ApiError> {
-    Ok(Json(state.service.metrics(&sandbox_id(&id)?).await?))
+    Ok(Json(state.service.metrics().now(&sandbox_id(&id)?).await?))
 }

@@ -15,6 +15,7 @@ pub async fn create(
 ) -> Result<(StatusCode, Json<Snapshot>), ApiError> {
     let snap = state
         .service
+        .snapshots()
         .create_snapshot(&sandbox_id(&id)?, req)
         .await?;
     Ok((StatusCode::CREATED, Json(snap)))
@@ -22,7 +23,7 @@ pub async fn create(
 
 pub async fn list(State(state): State<AppState>) -> Result<Json<SnapshotList>, ApiError> {
     Ok(Json(SnapshotList {
-        snapshots: state.service.snapshots().await?,
+        snapshots: state.service.snapshots().list().await?,
     }))
 }
 
@@ -30,13 +31,13 @@ pub async fn get(
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<Json<Snapshot>, ApiError> {
-    Ok(Json(state.service.snapshot(&name).await?))
+    Ok(Json(state.service.snapshots().snapshot(&name).await?))
 }
 
 pub async fn delete(
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    state.service.delete_snapshot(&name).await?;
+    state.service.snapshots().delete_snapshot(&name).await?;
     Ok(StatusCode::NO_CONTENT)
 }

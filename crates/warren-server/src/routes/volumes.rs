@@ -13,13 +13,13 @@ pub async fn create(
 ) -> Result<(StatusCode, Json<Volume>), ApiError> {
     Ok((
         StatusCode::CREATED,
-        Json(state.service.create_volume(req).await?),
+        Json(state.service.volumes().create_volume(req).await?),
     ))
 }
 
 pub async fn list(State(state): State<AppState>) -> Result<Json<VolumeList>, ApiError> {
     Ok(Json(VolumeList {
-        volumes: state.service.volumes().await?,
+        volumes: state.service.volumes().list().await?,
     }))
 }
 
@@ -27,14 +27,14 @@ pub async fn get(
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<Json<Volume>, ApiError> {
-    Ok(Json(state.service.volume(&name).await?))
+    Ok(Json(state.service.volumes().volume(&name).await?))
 }
 
 pub async fn delete(
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    state.service.delete_volume(&name).await?;
+    state.service.volumes().delete_volume(&name).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -42,5 +42,5 @@ pub async fn backup(
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<Json<VolumeBackup>, ApiError> {
-    Ok(Json(state.service.backup_volume(&name).await?))
+    Ok(Json(state.service.volumes().backup_volume(&name).await?))
 }

@@ -18,7 +18,9 @@ impl Service {
             ApiError::Unavailable("the sandbox address range is exhausted".into())
         })?;
         rec.net_index = Some(index);
-        self.set_state(rec, SandboxState::Provisioning).await
+        self.sandboxes()
+            .set_state(rec, SandboxState::Provisioning)
+            .await
     }
 
     /// Tops up the warm network leases in the background (one refill task at a time).

@@ -3,13 +3,11 @@
 //! lifetime is at least the one asked for.
 use warren_api::{Sandbox, SandboxId, SandboxState};
 
-use super::Service;
-
 /// How long a connect waits for a sandbox between states to settle.
 const SETTLE_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 use crate::error::ApiError;
 
-impl Service {
+impl crate::service::Sandboxes<'_> {
     /// Makes sure the sandbox runs and lives at least `timeout_s` more seconds (a longer
     /// lifetime it already has is kept). Returns it and whether it had to be started.
     pub async fn connect(

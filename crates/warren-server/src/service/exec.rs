@@ -9,7 +9,6 @@ use warren_api::{ExecExit, ExecKind, ExecRecord, ExecRequest, ExecResult, Sandbo
 
 use super::history::Capped;
 
-use super::Service;
 use crate::error::ApiError;
 
 /// Default exec timeout when the request gives none.
@@ -266,7 +265,7 @@ impl Collect {
     }
 }
 
-impl Service {
+impl crate::service::Processes<'_> {
     /// Starts `req` in sandbox `id` and streams its output. Validation and the agent's refusal
     /// to start the process are errors here; what happens after is in the stream. Past
     /// [`OFFLOAD_AFTER`] bytes of output, a task on the bulk runtime reads the agent's stream.
@@ -322,7 +321,7 @@ impl Service {
         };
         let exec_id = new_exec_id();
         let stdin = req.stdin;
-        let svc = self.clone();
+        let svc = self.0.clone();
         let id = id.clone();
         let out = async_stream::try_stream! {
             let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
@@ -347,7 +346,7 @@ impl Service {
                     Err(ApiError::Internal(format!("sandbox {id}: the agent ended the stream without an exit")))?;
                     break;
                 };
-                match ev.map_err(|e| svc.agent_error(&id, e))? {
+                match ev.map_err(|e| svc.processes().agent_error(&id, e))? {
                     ProcessEvent::Start { pid: p } => {
                         pid = Some(p);
                         if let Some(text) = &stdin {
@@ -380,7 +379,7 @@ impl Service {
                             duration_ms: began.elapsed().as_millis() as u64,
                             timed_out,
                         };
-                        svc.record_exec(&id, &ExecRecord {
+                        svc.processes().record_exec(&id, &ExecRecord {
                             id: exec_id.clone(),
                             cmd: history_cmd.clone(),
                             label: label.clone(),
@@ -438,10 +437,10 @@ impl Service {
                 ApiError::Invalid(format!("sandbox {id}: {e}"))
             }
             _ => {
-                let svc = self.clone();
+                let svc = self.0.clone();
                 let id2 = id.clone();
                 tokio::spawn(async move {
-                    let _ = svc.reconcile(&id2).await;
+                    let _ = svc.sandboxes().reconcile(&id2).await;
                 });
                 ApiError::Unavailable(format!("sandbox {id}: agent unreachable: {e}"))
             }

@@ -118,7 +118,7 @@ impl Service {
                     keys.remove(&id);
                     let service = self.clone();
                     tokio::spawn(async move {
-                        match service.reap_if_expired(&id).await {
+                        match service.sandboxes().reap_if_expired(&id).await {
                             Ok(_) | Err(ApiError::NotFound(_)) => {}
                             Err(e) => tracing::warn!(sandbox = %id, "deadline: {e}"),
                         }

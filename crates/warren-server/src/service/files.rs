@@ -6,7 +6,6 @@ use warren_agent::connect::code;
 use warren_agent::{AgentClient, AgentError, FileType};
 use warren_api::{FileEntry, FileKind, SandboxId};
 
-use super::Service;
 use crate::error::ApiError;
 
 /// Chunks in flight between the client's upload and the agent.
@@ -53,7 +52,7 @@ fn file_error(id: &SandboxId, path: &str, e: AgentError) -> ApiError {
     }
 }
 
-impl Service {
+impl crate::service::Files<'_> {
     async fn files_agent(
         &self,
         id: &SandboxId,

@@ -12,7 +12,6 @@ use warren_store::SandboxRecord;
 
 use super::lifecycle::{expiry, DEFAULT_TIMEOUT_S};
 use super::provision::token;
-use super::Service;
 use crate::error::ApiError;
 
 /// A new sandbox like `template`: its own id and traffic token, nothing of its life yet.
@@ -39,15 +38,15 @@ pub(super) fn copy_of(
     sandbox
 }
 
-impl Service {
+impl crate::service::Sandboxes<'_> {
     /// Forks sandbox `id`; the new sandbox, running.
     pub async fn fork(&self, id: &SandboxId, req: ForkSandbox) -> Result<Sandbox, ApiError> {
         if let Some(t) = req.timeout_s {
             super::validate::timeout_s(t, "timeout_s")?;
         }
-        let svc = self.clone();
+        let svc = self.0.clone();
         let id = id.clone();
-        tokio::spawn(async move { svc.fork_now(&id, req).await })
+        tokio::spawn(async move { svc.sandboxes().fork_now(&id, req).await })
             .await
             .map_err(|e| ApiError::Internal(format!("fork task: {e}")))?
     }

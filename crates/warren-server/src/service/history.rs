@@ -6,7 +6,6 @@ use chrono::{DateTime, Utc};
 use warren_api::exec::HISTORY_OUTPUT_LIMIT;
 use warren_api::{ExecKind, ExecRecord, SandboxId};
 
-use super::Service;
 use crate::error::ApiError;
 
 /// Output kept of one stream, up to [`HISTORY_OUTPUT_LIMIT`] bytes.
@@ -52,7 +51,7 @@ pub(crate) async fn insert_history(
     }
 }
 
-impl Service {
+impl crate::service::Processes<'_> {
     /// Records one system step of provisioning; history is best-effort and never fails the
     /// operation it describes.
     pub(crate) fn record_step(

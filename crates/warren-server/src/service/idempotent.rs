@@ -34,7 +34,7 @@ impl Service {
         user: Option<&str>,
     ) -> Result<Sandbox, ApiError> {
         if let Some(id) = self.inner.store.idempotent_sandbox(key).await? {
-            match self.get(&id).await {
+            match self.sandboxes().get(&id).await {
                 Ok(sandbox)
                     if !matches!(
                         sandbox.state,

@@ -8,7 +8,6 @@ use futures::{Stream, StreamExt};
 use warren_api::image::{valid_image_name, PruneResult};
 use warren_api::Image;
 
-use super::Service;
 use crate::error::ApiError;
 
 /// An upload's bytes could not be written where the layer store keeps them.
@@ -26,7 +25,7 @@ pub(super) fn check_name(name: &str) -> Result<(), ApiError> {
     }
 }
 
-impl Service {
+impl crate::service::Images<'_> {
     /// Imports `name` from a streamed root-filesystem tar; the body is written to disk as it
     /// arrives, never held whole. The image is one layer, named by the tar's digest.
     pub async fn import_image<S, E>(&self, name: &str, mut body: S) -> Result<Image, ApiError>

@@ -8,7 +8,6 @@ use warren_backend::ContainerStatus;
 use warren_store::SandboxRecord;
 
 use super::validate;
-use super::Service;
 use crate::error::ApiError;
 
 /// How long `stop` waits for the sandbox to exit after SIGTERM.
@@ -23,10 +22,10 @@ pub(super) fn expiry(timeout_s: u64) -> Option<chrono::DateTime<Utc>> {
     (secs > 0).then(|| Utc::now() + chrono::Duration::seconds(secs.min(10 * 365 * 86400)))
 }
 
-impl Service {
+impl crate::service::Sandboxes<'_> {
     pub(super) async fn save(&self, rec: &SandboxRecord) -> Result<(), ApiError> {
         self.inner.store.update_sandbox(rec).await?;
-        self.refresh_route(rec);
+        self.previews().refresh_route(rec);
         self.schedule_expiry(rec);
         Ok(())
     }

@@ -78,6 +78,78 @@ impl Default for OutputLimits {
     }
 }
 
+/// Declares the view of the service that holds one concern's operations: they live in that
+/// concern's modules, and reach the shared core (store, backend, per-sandbox locks, agents)
+/// through `Deref`.
+macro_rules! concern {
+    ($(#[$doc:meta])* $name:ident, $accessor:ident) => {
+        $(#[$doc])*
+        pub struct $name<'a>(&'a Service);
+
+        impl std::ops::Deref for $name<'_> {
+            type Target = Service;
+            fn deref(&self) -> &Service {
+                self.0
+            }
+        }
+
+        impl Service {
+            #[doc = concat!("The service's [`", stringify!($name), "`].")]
+            pub fn $accessor(&self) -> $name<'_> {
+                $name(self)
+            }
+        }
+    };
+}
+
+concern!(
+    /// Sandboxes' lifecycle: made, listed, started, stopped, paused, resumed, forked,
+    /// connected to, timed out and deleted.
+    Sandboxes,
+    sandboxes
+);
+concern!(
+    /// Images: imports, registry pulls, builds, tags, and layer collection.
+    Images,
+    images
+);
+concern!(
+    /// What runs inside sandboxes: commands (plain and streamed), terminals, and their
+    /// history.
+    Processes,
+    processes
+);
+concern!(
+    /// Sandboxes' files: read, written, listed, watched.
+    Files,
+    files
+);
+concern!(
+    /// Preview URLs: routes to sandboxes' ports, cached for the proxy.
+    Previews,
+    previews
+);
+concern!(
+    /// Volumes: made, mounted by sandboxes, backed up, removed.
+    Volumes,
+    volumes
+);
+concern!(
+    /// Warm pools of ready sandboxes.
+    Pools,
+    pools
+);
+concern!(
+    /// Snapshots of paused sandboxes, and sandboxes made from them.
+    Snapshots,
+    snapshots
+);
+concern!(
+    /// Resource samples and the figures made of them.
+    Metrics,
+    metrics
+);
+
 /// The sandbox service, shared by every handler and the reconciler.
 #[derive(Clone)]
 pub struct Service {
@@ -260,8 +332,8 @@ impl Service {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(id.as_str());
-        self.forget_route(id);
-        self.forget_samples(id);
+        self.previews().forget_route(id);
+        self.metrics().forget_samples(id);
     }
 
     /// The agent client of a sandbox (cached, so connections are reused).
@@ -355,7 +427,7 @@ impl Service {
     ) -> Result<(SandboxRecord, AgentClient), ApiError> {
         let mut rec = self.record(id).await?;
         if rec.sandbox.auto_resume && rec.sandbox.state != warren_api::SandboxState::Running {
-            rec = self.resume_for_request(rec).await?;
+            rec = self.sandboxes().resume_for_request(rec).await?;
         }
         if rec.sandbox.state != warren_api::SandboxState::Running {
             return Err(ApiError::Conflict(format!(

@@ -9,7 +9,6 @@ use warren_backend::BackendError;
 use warren_backend::ContainerStatus;
 use warren_store::SandboxRecord;
 
-use super::Service;
 use crate::error::ApiError;
 
 /// How long a sandbox may go on running after its checkpoint's files last changed and still
@@ -31,13 +30,13 @@ fn pause_error(id: &SandboxId, what: &str, e: BackendError) -> ApiError {
     }
 }
 
-impl Service {
+impl crate::service::Sandboxes<'_> {
     /// Pauses a running sandbox: its processes, memory and files to disk, its CPU and memory
     /// given back. Its expiry does not run while it is paused.
     pub async fn pause(&self, id: &SandboxId) -> Result<Sandbox, ApiError> {
-        let svc = self.clone();
+        let svc = self.0.clone();
         let id = id.clone();
-        tokio::spawn(async move { svc.pause_now(&id).await })
+        tokio::spawn(async move { svc.sandboxes().pause_now(&id).await })
             .await
             .map_err(|e| ApiError::Internal(format!("pause task: {e}")))?
     }
@@ -76,7 +75,7 @@ impl Service {
                 let stored = receipt.stored.is_some();
                 rec.sandbox.pause = Some(receipt);
                 if stored {
-                    self.backup_volumes_of(&rec).await;
+                    self.volumes().backup_volumes_of(&rec).await;
                 }
                 self.settle_paused(rec).await
             }
@@ -115,9 +114,9 @@ impl Service {
         if let Some(t) = timeout_s {
             super::validate::timeout_s(t, "timeout_s")?;
         }
-        let svc = self.clone();
+        let svc = self.0.clone();
         let id = id.clone();
-        tokio::spawn(async move { svc.resume_now(&id, timeout_s).await })
+        tokio::spawn(async move { svc.sandboxes().resume_now(&id, timeout_s).await })
             .await
             .map_err(|e| ApiError::Internal(format!("resume task: {e}")))?
     }
@@ -159,17 +158,18 @@ impl Service {
                 let ip = p.ip.to_string();
                 if rec.sandbox.ip.as_deref() != Some(ip.as_str()) {
                     rec.sandbox.ip = Some(ip);
-                    self.forget_route(id);
+                    self.previews().forget_route(id);
                 }
                 let mut at = t0;
                 for (step, took) in &p.steps {
-                    self.record_step(id, step, at, *took, None);
+                    self.processes().record_step(id, step, at, *took, None);
                     at += chrono::Duration::from_std(*took).unwrap_or_default();
                 }
             }
             Err(e) => {
                 let took = (Utc::now() - t0).to_std().unwrap_or_default();
-                self.record_step(id, "resume", t0, took, Some(&e.to_string()));
+                self.processes()
+                    .record_step(id, "resume", t0, took, Some(&e.to_string()));
                 self.set_state(&mut rec, SandboxState::Paused).await?;
                 return Err(pause_error(id, "resumed", e));
             }

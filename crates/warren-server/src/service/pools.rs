@@ -12,7 +12,6 @@ use warren_api::{CreatePool, CreateSandbox, Pool, Sandbox, SandboxState};
 use warren_store::SandboxRecord;
 
 use super::lifecycle::{expiry, DEFAULT_TIMEOUT_S};
-use super::Service;
 use crate::error::ApiError;
 
 /// Sandboxes one pool may keep.
@@ -43,7 +42,7 @@ fn matches(
             || (req.user.is_none() && user.is_some() && p.user.as_deref() == user))
 }
 
-impl Service {
+impl crate::service::Pools<'_> {
     fn claims(&self, name: &str) -> u64 {
         self.inner
             .pool_claims
@@ -83,11 +82,12 @@ impl Service {
         super::validate::create(s, &self.inner.cfg)?;
         // The image must be here now (pulled first when the pool says so), not found missing
         // at the first fill.
-        self.image_for_create(
-            s.image.as_deref(),
-            s.pull.unwrap_or(warren_api::PullPolicy::Never),
-        )
-        .await?;
+        self.images()
+            .image_for_create(
+                s.image.as_deref(),
+                s.pull.unwrap_or(warren_api::PullPolicy::Never),
+            )
+            .await?;
         let at = Utc::now();
         if !self.inner.store.insert_pool(&req, at).await? {
             return Err(ApiError::Conflict(format!("pool {} exists", req.name)));
@@ -104,7 +104,7 @@ impl Service {
     }
 
     /// Every pool, with how many sandboxes are ready in each.
-    pub async fn pools(&self) -> Result<Vec<Pool>, ApiError> {
+    pub async fn list(&self) -> Result<Vec<Pool>, ApiError> {
         let sandboxes = self.inner.store.list_sandboxes().await?;
         Ok(self
             .inner
@@ -145,7 +145,7 @@ impl Service {
             .lock_owned()
             .await;
         for rec in self.waiting_in(name).await? {
-            self.delete(&rec.sandbox.id).await?;
+            self.sandboxes().delete(&rec.sandbox.id).await?;
         }
         Ok(())
     }
@@ -206,7 +206,7 @@ impl Service {
                 rec.sandbox.auto_resume = req.auto_resume.unwrap_or(false);
                 rec.sandbox.public = req.public.unwrap_or(false);
                 rec.sandbox.request_host = req.request_host.clone();
-                self.save(&rec).await?;
+                self.sandboxes().save(&rec).await?;
                 self.journal(super::Journal::Event(
                     rec.sandbox.id.clone(),
                     format!("taken from warm pool {}", pool.name),
@@ -238,7 +238,7 @@ impl Service {
 
     /// Tops every pool up, in the background (one filler per pool at a time).
     pub fn fill_pools(&self) {
-        let svc = self.clone();
+        let svc = self.0.clone();
         self.spawn_background(async move {
             let pools = match svc.inner.store.list_pools().await {
                 Ok(p) => p,
@@ -246,7 +246,7 @@ impl Service {
             };
             for (pool, _) in pools {
                 let svc = svc.clone();
-                tokio::spawn(async move { svc.fill_pool(pool).await });
+                tokio::spawn(async move { svc.pools().fill_pool(pool).await });
             }
         });
     }
@@ -269,7 +269,7 @@ impl Service {
                 .iter()
                 .filter(|r| r.sandbox.state == SandboxState::Failed)
             {
-                if let Err(e) = self.delete(&rec.sandbox.id).await {
+                if let Err(e) = self.sandboxes().delete(&rec.sandbox.id).await {
                     tracing::warn!(pool = pool.name, "removing a failed pool sandbox: {e}");
                 }
             }

@@ -8,7 +8,6 @@ use std::time::Duration;
 use warren_api::{ListeningPort, Sandbox, SandboxId, SandboxState};
 use warren_store::SandboxRecord;
 
-use super::Service;
 use crate::error::ApiError;
 
 /// How long `GET /v1/sandboxes/{id}` waits for the agent's list of ports.
@@ -94,7 +93,7 @@ fn reachable(address: &str, ip: Option<&str>) -> bool {
     a == "0.0.0.0" || a == "::" || Some(a) == ip
 }
 
-impl Service {
+impl crate::service::Previews<'_> {
     /// How preview URLs are spelled on this server.
     pub fn preview_urls(&self) -> &PreviewUrls {
         &self.inner.cfg.preview
@@ -145,7 +144,7 @@ impl Service {
         id: &SandboxId,
     ) -> Result<Option<Arc<PreviewRoute>>, ApiError> {
         let rec = self.record(id).await?;
-        let rec = self.resume_for_request(rec).await?;
+        let rec = self.sandboxes().resume_for_request(rec).await?;
         Ok(Some(Arc::new(PreviewRoute::of(&rec))))
     }
 

@@ -81,9 +81,9 @@ impl Service {
         user: Option<&str>,
     ) -> Result<(Sandbox, bool), ApiError> {
         if let Some(name) = req.snapshot.clone() {
-            return self.create_from_snapshot(&name, req).await;
+            return self.snapshots().create_from_snapshot(&name, req).await;
         }
-        if let Some(sandbox) = self.claim_from_pool(&req, user).await? {
+        if let Some(sandbox) = self.pools().claim_from_pool(&req, user).await? {
             return Ok((sandbox, true));
         }
         self.create_with(req, user, None).await
@@ -101,14 +101,16 @@ impl Service {
         // Held until the sandbox is recorded: its image's layers and volumes are then in use.
         let no_gc = self.inner.images_gc.read().await;
         let no_volume_gc = self.inner.volumes_gc.read().await;
-        self.check_volumes(&req.volumes).await?;
+        self.volumes().check_volumes(&req.volumes).await?;
         let image = self
+            .images()
             .image_for_create(req.image.as_deref(), req.pull.unwrap_or_default())
             .await?;
         let defaults = &image.config;
         let ready_cmd = defaults.ready_cmd.clone();
         let preferred = match user {
             Some(name) if req.user.is_none() && defaults.user.is_none() => self
+                .images()
                 .image_has_user(&image.digest, name)
                 .await?
                 .then(|| name.to_owned()),
@@ -171,7 +173,7 @@ impl Service {
             token: token(),
             net_index: None,
         };
-        self.insert(&rec).await?;
+        self.sandboxes().insert(&rec).await?;
         drop(no_gc);
         drop(no_volume_gc);
         let id = rec.sandbox.id.clone();
@@ -226,14 +228,14 @@ impl Service {
                 label: Some("ready check".into()),
                 user: None,
             };
-            match self.exec(id, req).await {
+            match self.processes().exec(id, req).await {
                 Ok(r) if r.exit_code == 0 => return Ok(()),
                 Ok(r) => last = format!("exit code {}: {}{}", r.exit_code, r.stdout, r.stderr),
                 Err(e) => last = e.to_string(),
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        let _ = self.delete(id).await;
+        let _ = self.sandboxes().delete(id).await;
         Err(ApiError::Unavailable(format!(
             "the image's ready command `{cmd}` did not succeed within {} s (last: {}); the sandbox was removed",
             within.as_secs(),
@@ -277,7 +279,7 @@ impl Service {
         let id = rec.sandbox.id.clone();
         let spec = match self.spec_for(&rec).await {
             Ok(spec) => spec,
-            Err(e) => return self.fail(rec, e).await,
+            Err(e) => return self.sandboxes().fail(rec, e).await,
         };
         let t0 = Utc::now();
         let provisioned = match self.inner.backend.provision(&spec).await {
@@ -288,29 +290,32 @@ impl Service {
                     _ => "provision",
                 };
                 let took = (Utc::now() - t0).to_std().unwrap_or_default();
-                self.record_step(&id, step, t0, took, Some(&e.to_string()));
-                return self.fail(rec, e.to_string()).await;
+                self.processes()
+                    .record_step(&id, step, t0, took, Some(&e.to_string()));
+                return self.sandboxes().fail(rec, e.to_string()).await;
             }
         };
         tracing::debug!(sandbox = %id, steps = ?provisioned.steps, "provisioned");
         let mut at = t0;
         for (step, took) in &provisioned.steps {
-            self.record_step(&id, step, at, *took, None);
+            self.processes().record_step(&id, step, at, *took, None);
             at += chrono::Duration::from_std(*took).unwrap_or_default();
         }
         rec.sandbox.ip = Some(provisioned.ip.to_string());
         // Announced, not written: the agent boots meanwhile, and a restart finding the record
         // still `provisioning` fails and releases it just as it would a `starting` one.
         rec.sandbox.state = SandboxState::Starting;
-        self.announce(&rec);
-        self.forget_agent(&id);
+        self.sandboxes().announce(&rec);
+        self.sandboxes().forget_agent(&id);
         let booted = self.await_agent(&rec).await?;
         if let Err(msg) = booted {
-            return self.fail(rec, msg).await;
+            return self.sandboxes().fail(rec, msg).await;
         }
         rec.sandbox.started_at = Some(Utc::now());
-        self.set_state(&mut rec, SandboxState::Running).await?;
-        self.follow_logs(&id);
+        self.sandboxes()
+            .set_state(&mut rec, SandboxState::Running)
+            .await?;
+        self.sandboxes().follow_logs(&id);
         Ok(rec)
     }
 
@@ -321,6 +326,7 @@ impl Service {
             id: id.to_string(),
             runtime: rec.sandbox.runtime,
             layers: self
+                .images()
                 .image_layers(&rec.sandbox.image_digest)
                 .await
                 .map_err(|e| e.to_string())?,
@@ -337,7 +343,7 @@ impl Service {
             // Validated when set; a record from elsewhere that does not parse gets nothing.
             egress: validate::egress(&rec.sandbox.egress)
                 .unwrap_or(warren_backend::EgressPolicy::Deny),
-            volumes: self.spec_volumes(&rec.sandbox.volumes).await?,
+            volumes: self.volumes().spec_volumes(&rec.sandbox.volumes).await?,
         })
     }
 
@@ -423,7 +429,7 @@ impl Service {
             }
         };
         tracing::debug!(sandbox = %id, took = ?began.elapsed(), "agent answered");
-        self.record_step(
+        self.processes().record_step(
             &id,
             "agent",
             agent_t0,

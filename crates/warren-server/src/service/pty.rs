@@ -3,7 +3,6 @@
 use warren_agent::{AgentClient, ProcessConfig, ProcessStream, Pty, PtySize, StartRequest};
 use warren_api::SandboxId;
 
-use super::Service;
 use crate::error::ApiError;
 
 /// A running terminal session.
@@ -14,7 +13,7 @@ pub struct PtySession {
     pub events: ProcessStream,
 }
 
-impl Service {
+impl crate::service::Processes<'_> {
     /// Starts `cmd args...` under a pseudo-terminal of `cols`×`rows`.
     pub async fn start_pty(
         &self,

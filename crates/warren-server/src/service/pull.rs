@@ -9,10 +9,9 @@ use warren_api::sandbox::DEFAULT_IMAGE;
 use warren_api::{Image, PullEvent};
 use warren_backend::images::Progress;
 
-use super::Service;
 use crate::error::ApiError;
 
-impl Service {
+impl crate::service::Images<'_> {
     /// Pulls `reference` and records it as an image named by its canonical reference.
     /// `events`, when given, receives the pull's progress (its end is the caller's to report).
     pub async fn pull_image(
@@ -38,9 +37,9 @@ impl Service {
         reference: String,
     ) -> tokio::sync::mpsc::UnboundedReceiver<PullEvent> {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        let svc = self.clone();
+        let svc = self.0.clone();
         self.spawn_background(async move {
-            let last = match svc.pull_image(&reference, Some(tx.clone())).await {
+            let last = match svc.images().pull_image(&reference, Some(tx.clone())).await {
                 Ok(image) => PullEvent::Done {
                     image: Box::new(image),
                 },

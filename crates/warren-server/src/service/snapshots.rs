@@ -7,10 +7,9 @@ use warren_api::{CreateSandbox, CreateSnapshot, Sandbox, SandboxId, Snapshot};
 use warren_backend::ForkFrom;
 use warren_store::{SandboxRecord, SnapshotRecord};
 
-use super::Service;
 use crate::error::ApiError;
 
-impl Service {
+impl crate::service::Snapshots<'_> {
     /// Takes snapshot `req.name` of sandbox `id`.
     pub async fn create_snapshot(
         &self,
@@ -18,9 +17,9 @@ impl Service {
         req: CreateSnapshot,
     ) -> Result<Snapshot, ApiError> {
         super::volumes::valid_name(&req.name)?;
-        let svc = self.clone();
+        let svc = self.0.clone();
         let id = id.clone();
-        tokio::spawn(async move { svc.snapshot_now(&id, req).await })
+        tokio::spawn(async move { svc.snapshots().snapshot_now(&id, req).await })
             .await
             .map_err(|e| ApiError::Internal(format!("snapshot task: {e}")))?
     }
@@ -36,14 +35,14 @@ impl Service {
         let lock = self.lock_for(id);
         let _guard = lock.lock().await;
         let source = self.record(id).await?;
-        let was_running = self.hold_paused(&source, "snapshotted").await?;
+        let was_running = self.sandboxes().hold_paused(&source, "snapshotted").await?;
         let memory = req.memory.unwrap_or(true);
         let saved = self
             .inner
             .backend
             .save_snapshot(id.as_str(), &req.name, memory)
             .await;
-        self.unhold(id, was_running).await;
+        self.sandboxes().unhold(id, was_running).await;
         let receipt = saved.map_err(|e| ApiError::Internal(format!("snapshot of {id}: {e}")))?;
         let rec = SnapshotRecord {
             snapshot: Snapshot {
@@ -65,7 +64,7 @@ impl Service {
     }
 
     /// Every snapshot.
-    pub async fn snapshots(&self) -> Result<Vec<Snapshot>, ApiError> {
+    pub async fn list(&self) -> Result<Vec<Snapshot>, ApiError> {
         Ok(self
             .inner
             .store
@@ -155,9 +154,10 @@ impl Service {
         let metadata = Some(req.metadata.clone());
         if snap.snapshot.memory {
             let id = self
+                .sandboxes()
                 .make_fork(&template, ForkFrom::Snapshot(name), metadata, req.timeout_s)
                 .await?;
-            return Ok((self.resume(&id, req.timeout_s).await?, true));
+            return Ok((self.sandboxes().resume(&id, req.timeout_s).await?, true));
         }
         // Files only: a fresh boot on a copy of the snapshot's disk.
         let rec = SandboxRecord {
@@ -168,13 +168,13 @@ impl Service {
         let id = rec.sandbox.id.clone();
         {
             let _no_gc = self.inner.volumes_gc.read().await;
-            self.insert(&rec).await?;
+            self.sandboxes().insert(&rec).await?;
         }
         let lock = self.lock_for(&id);
         let _guard = lock.lock().await;
         if let Err(e) = self.inner.backend.seed_disk(id.as_str(), name).await {
             let msg = format!("from snapshot {name}: {e}");
-            self.fail(rec, msg.clone()).await?;
+            self.sandboxes().fail(rec, msg.clone()).await?;
             return Err(ApiError::Internal(msg));
         }
         self.provision_started(rec).await

@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use warren_api::{SandboxId, SandboxMetrics, SandboxState};
 
-use super::Service;
 use crate::error::ApiError;
 
 /// The window CPU use is measured over: long enough to see a busy core, short enough for a
@@ -61,10 +60,10 @@ fn point(
     }
 }
 
-impl Service {
+impl crate::service::Metrics<'_> {
     /// The sandbox's CPU, memory and disk use now. 409 unless it is running.
-    pub async fn metrics(&self, id: &SandboxId) -> Result<SandboxMetrics, ApiError> {
-        let sandbox = self.get(id).await?;
+    pub async fn now(&self, id: &SandboxId) -> Result<SandboxMetrics, ApiError> {
+        let sandbox = self.sandboxes().get(id).await?;
         if sandbox.state != SandboxState::Running {
             return Err(ApiError::Conflict(format!(
                 "sandbox {id} is {}, not running",
@@ -79,7 +78,7 @@ impl Service {
         let now = backend.usage(id.as_str()).ok_or_else(gone)?;
         let cpu_ns = (now.cpu_ns.saturating_sub(first.cpu_ns), started.elapsed());
         let id = id.as_str().to_owned();
-        let svc = self.clone();
+        let svc = self.0.clone();
         let disk_used = tokio::task::spawn_blocking(move || svc.inner.backend.disk_used(&id))
             .await
             .map_err(|e| ApiError::Internal(format!("measuring disk use: {e}")))?;
@@ -88,7 +87,7 @@ impl Service {
 
     /// Samples every running sandbox every few seconds, on a task of its own: a slow disk walk
     /// delays only the next sample, never the reconciler.
-    pub async fn sample_forever(self) {
+    pub async fn sample_forever(&self) {
         let mut tick = tokio::time::interval(SAMPLE_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -132,7 +131,7 @@ impl Service {
                 .series(&id, |s| s.disk)
                 .is_none_or(|(when, _)| at.duration_since(when) >= DISK_EVERY);
             let disk = if disk_due {
-                let svc = self.clone();
+                let svc = self.0.clone();
                 let walk_id = id.clone();
                 let bytes =
                     tokio::task::spawn_blocking(move || svc.inner.backend.disk_used(&walk_id))

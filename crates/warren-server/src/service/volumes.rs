@@ -5,7 +5,6 @@ use warren_api::{CreateVolume, SandboxState, Volume, VolumeBackup, VolumeMount};
 use warren_backend::SpecVolume;
 use warren_store::SandboxRecord;
 
-use super::Service;
 use crate::error::ApiError;
 
 /// A volume's size when the request names none, MiB.
@@ -84,7 +83,7 @@ pub(super) fn valid_mounts(mounts: &[VolumeMount]) -> Result<(), ApiError> {
     Ok(())
 }
 
-impl Service {
+impl crate::service::Volumes<'_> {
     /// Makes a volume (its filesystem too, so its size is known to hold).
     pub async fn create_volume(&self, req: CreateVolume) -> Result<Volume, ApiError> {
         valid_name(&req.name)?;
@@ -156,7 +155,7 @@ impl Service {
     }
 
     /// Every volume.
-    pub async fn volumes(&self) -> Result<Vec<Volume>, ApiError> {
+    pub async fn list(&self) -> Result<Vec<Volume>, ApiError> {
         let sandboxes = self.inner.store.list_sandboxes().await?;
         Ok(self
             .inner

@@ -20,7 +20,6 @@ use warren_backend::images::BuildFiles;
 
 pub use record::{Build, Outcome};
 
-use super::Service;
 use crate::error::ApiError;
 
 /// How long a finished build stays readable (its status and logs).
@@ -177,7 +176,7 @@ pub fn describe(i: &Instruction) -> String {
     }
 }
 
-impl Service {
+impl crate::service::Images<'_> {
     /// Starts a build in the background; follow it through the answer.
     pub fn start_build(&self, plan: BuildPlan, id: Option<String>) -> Result<Arc<Build>, ApiError> {
         super::images::check_name(&plan.name)?;
@@ -189,10 +188,10 @@ impl Service {
             builds.retain(|_, b| b.ended_at().is_none_or(|t| now - t < KEEP_FINISHED));
             builds.insert(id, build.clone());
         }
-        let svc = self.clone();
+        let svc = self.0.clone();
         let b = build.clone();
         self.spawn_background(async move {
-            match svc.run_build(plan, &b).await {
+            match svc.images().run_build(plan, &b).await {
                 Ok(image) => b.push(BuildEvent::Done {
                     image: Box::new(image),
                 }),
@@ -211,13 +210,13 @@ impl Service {
     /// Deletes the sandboxes of build `id` (every build's when `None`: at start, when no
     /// build survived the last run).
     pub(crate) async fn remove_build_sandboxes(&self, id: Option<&str>) {
-        let Ok(all) = self.list_all().await else {
+        let Ok(all) = self.sandboxes().list_all().await else {
             return;
         };
         for s in all {
             let of = s.metadata.get("warren.build").map(String::as_str);
             if of.is_some() && (id.is_none() || of == id) {
-                if let Err(e) = self.delete(&s.id).await {
+                if let Err(e) = self.sandboxes().delete(&s.id).await {
                     tracing::warn!(sandbox = %s.id, "removing a build's sandbox: {e}");
                 }
             }

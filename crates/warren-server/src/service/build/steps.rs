@@ -9,7 +9,7 @@ use warren_backend::images::{CopySpec, Imported};
 
 use super::{Build, PlannedStep, Stage};
 use crate::error::ApiError;
-use crate::service::{ExecEvent, Service};
+use crate::service::ExecEvent;
 
 /// Disk of a RUN step's sandbox (sparse: only what the step writes is used).
 const BUILD_DISK_MB: u64 = 16 * 1024;
@@ -78,7 +78,7 @@ fn blocking_failed(e: tokio::task::JoinError) -> ApiError {
     ApiError::Internal(format!("build task: {e}"))
 }
 
-impl Service {
+impl crate::service::Images<'_> {
     pub(super) async fn run_step(
         &self,
         ctx: &Ctx<'_>,
@@ -261,7 +261,7 @@ impl Service {
             Ok(()) => self.stop_and_store(&id, &stage.key).await,
             Err(e) => Err(e),
         };
-        if let Err(e) = self.delete(&id).await {
+        if let Err(e) = self.sandboxes().delete(&id).await {
             tracing::warn!(sandbox = %id, "removing a build step's sandbox: {e}");
         }
         stored
@@ -278,7 +278,7 @@ impl Service {
         let id = self
             .scratch_sandbox(ctx, &stage.image(&ctx.scratch, stage.config.clone()))
             .await?;
-        if let Err(e) = self.delete(&id).await {
+        if let Err(e) = self.sandboxes().delete(&id).await {
             tracing::warn!(sandbox = %id, "removing a build's ready check sandbox: {e}");
         }
         ctx.build.log(LogLevel::Info, "[finalize] ready");
@@ -356,7 +356,7 @@ impl Service {
             label: Some("image build step".into()),
             user: Some(user.to_owned()),
         };
-        let mut events = self.exec_stream(id, req).await?;
+        let mut events = self.processes().exec_stream(id, req).await?;
         let mut lines = Lines::default();
         while let Some(event) = events.next().await {
             match event? {
@@ -389,8 +389,8 @@ impl Service {
     /// collection lock, before the layer exists, so collection never takes it) while the long
     /// packing runs without the lock.
     async fn stop_and_store(&self, id: &SandboxId, key: &str) -> Result<Imported, ApiError> {
-        self.stop(id).await?;
-        let svc = self.clone();
+        self.sandboxes().stop(id).await?;
+        let svc = self.0.clone();
         let owned = id.to_string();
         let key = key.to_owned();
         tokio::task::spawn_blocking(move || {
