@@ -9,6 +9,7 @@ pub mod files;
 pub mod id;
 pub mod image;
 pub mod key;
+pub mod operation;
 pub mod pause;
 pub mod pool;
 pub mod sandbox;
@@ -20,6 +21,7 @@ pub use files::{FileEntry, FileKind, FileList};
 pub use id::SandboxId;
 pub use image::{Image, ImageConfig, ImageList, PullEvent, PullImage, PullPolicy};
 pub use key::{ApiKey, ApiKeyList, CreateApiKey, CreatedApiKey};
+pub use operation::{Operation, OperationKind, OperationList, OperationState};
 pub use pause::{CreateSnapshot, ImagePart, PauseReceipt, Snapshot, SnapshotList};
 pub use pool::{CreatePool, Pool, PoolList};
 pub use sandbox::{

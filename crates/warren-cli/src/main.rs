@@ -225,13 +225,18 @@ struct ServeArgs {
     /// it every sandbox start waits ~10 ms for an RCU grace period to join its cgroup.
     #[arg(long, env = "WARREN_CGROUP_FAVORDYNMODS", default_value_t = true, action = clap::ArgAction::Set)]
     cgroup_favordynmods: bool,
-    /// How long command history (GET /v1/sandboxes/{id}/execs) is kept, e.g. 5d, 12h, 30m.
+    /// How long command history (GET /v1/sandboxes/{id}/execs) and ended operations
+    /// (GET /v1/operations) are kept, e.g. 5d, 12h, 30m.
     #[arg(long, env = "WARREN_HISTORY_RETENTION", default_value = "5d", value_parser = humantime::parse_duration)]
     history_retention: std::time::Duration,
     /// How long a create waits for the image's ready command (E2B's `readyCmd`, set by E2B
     /// template builds) to succeed before it fails, e.g. 2m, 30s.
     #[arg(long, env = "WARREN_READY_TIMEOUT", default_value = "2m", value_parser = humantime::parse_duration)]
     ready_timeout: std::time::Duration,
+    /// Operations (creates, starts, stops, deletes, pauses, resumes, forks, snapshots, pulls)
+    /// carried out at once; more wait their turn, deletes and stops first.
+    #[arg(long, env = "WARREN_OPERATION_WORKERS", default_value_t = warren_server::DEFAULT_OPERATION_WORKERS)]
+    operation_workers: usize,
     /// Name server for sandboxes' /etc/resolv.conf (repeat for several) [default: the host's].
     #[arg(long = "dns", env = "WARREN_DNS", value_delimiter = ',')]
     dns: Vec<std::net::Ipv4Addr>,
@@ -335,6 +340,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         },
         history_retention: args.history_retention,
         ready_timeout: args.ready_timeout,
+        operation_workers: args.operation_workers,
         database: args.database,
         object_store: args.object_store,
         dns: args.dns,

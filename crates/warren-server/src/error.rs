@@ -73,6 +73,26 @@ impl ApiError {
 }
 
 impl ApiError {
+    /// The error a recorded [`ErrorDetail`] stands for (an operation's, replayed).
+    pub fn from_detail(d: &warren_api::ErrorDetail) -> ApiError {
+        let m = d.message.clone();
+        match d.code.as_str() {
+            "bad_request" => ApiError::BadRequest(m),
+            "unauthorized" => ApiError::Unauthorized,
+            "forbidden" => ApiError::Forbidden(m),
+            "not_found" => ApiError::NotFound(m),
+            "conflict" => ApiError::Conflict(m),
+            "too_large" => ApiError::TooLarge(m),
+            "invalid" => ApiError::Invalid(m),
+            "registry_denied" => ApiError::RegistryDenied(m),
+            "bad_gateway" => ApiError::BadGateway(m),
+            // An operation a restart cut off and rolled back: asking again may well work.
+            "unavailable" | "interrupted" => ApiError::Unavailable(m),
+            "insufficient_storage" => ApiError::InsufficientStorage(m),
+            _ => ApiError::Internal(m),
+        }
+    }
+
     /// The same error with its message rewritten (the status and code stay).
     pub fn map_message(self, f: impl FnOnce(String) -> String) -> ApiError {
         match self {

@@ -60,6 +60,11 @@ pub enum TlsSource {
     SelfSigned,
 }
 
+/// Operations carried out at once unless `--operation-workers` says otherwise: enough that
+/// creates never queue behind one another on a host this size, few enough that a burst
+/// cannot start thousands of runtimes at once.
+pub const DEFAULT_OPERATION_WORKERS: usize = 64;
+
 /// Settings of `warren serve`.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -81,6 +86,8 @@ pub struct ServerConfig {
     pub history_retention: std::time::Duration,
     /// How long a create waits for its image's ready command.
     pub ready_timeout: std::time::Duration,
+    /// Operations (creates, stops, pulls, ...) carried out at once.
+    pub operation_workers: usize,
     /// Name servers for sandboxes (empty: the host's).
     pub dns: Vec<std::net::Ipv4Addr>,
     /// Registry credentials (`--registry-auth`) and plain-HTTP registries for pulls.
@@ -119,6 +126,7 @@ impl Default for ServerConfig {
             favor_dynmods: true,
             history_retention: std::time::Duration::from_secs(5 * 86400),
             ready_timeout: std::time::Duration::from_secs(120),
+            operation_workers: DEFAULT_OPERATION_WORKERS,
             dns: Vec::new(),
             pull: Default::default(),
             domain: "localhost".into(),
@@ -234,6 +242,7 @@ impl Server {
                 host_memory_mb: host_memory_mb(),
                 history_retention: cfg.history_retention,
                 ready_timeout: cfg.ready_timeout,
+                operation_workers: cfg.operation_workers,
                 preview: service::PreviewUrls {
                     scheme: if cfg.tls.is_some() { "https" } else { "http" },
                     domain: cfg.domain.trim_end_matches('.').to_ascii_lowercase(),
@@ -252,6 +261,12 @@ impl Server {
         reconciler::pass(&service).await;
         service.images().clean_build_leftovers().await;
         service.prepare_network().await?;
+        // After the reconciler's pass (sandboxes' states settled) and the network's set-up
+        // (a resumed create needs it).
+        let left = service.operations().recover().await?;
+        if left > 0 {
+            tracing::info!("{left} operation(s) a restart interrupted: resumed or settled");
+        }
         Ok(Server {
             state: AppState {
                 service,

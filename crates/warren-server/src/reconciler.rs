@@ -85,6 +85,11 @@ pub async fn run(service: Service) {
                 Ok(n) => tracing::info!("pruned {n} command history entries past retention"),
                 Err(e) => tracing::warn!("pruning history: {e}"),
             }
+            match service.operations().prune().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!("pruned {n} ended operations past retention"),
+                Err(e) => tracing::warn!("pruning operations: {e}"),
+            }
         }
     }
 }

@@ -2,11 +2,15 @@
 //! the SQLite implementation (the embedded default) beside it.
 #![deny(missing_docs)]
 
+#[cfg(test)]
+mod conformance;
 mod sqlite;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use warren_api::{ExecRecord, Image, LogLine, Sandbox, SandboxId};
+use warren_api::{
+    ExecRecord, Image, LogLine, Operation, OperationKind, OperationState, Sandbox, SandboxId,
+};
 
 pub use sqlite::SqliteStore;
 
@@ -240,4 +244,49 @@ pub trait Store: Send + Sync + 'static {
     async fn log_offsets(&self, sandbox: &SandboxId) -> Result<Vec<(String, u64)>, StoreError>;
     /// Forgets a sandbox's log.
     async fn delete_logs(&self, sandbox: &SandboxId) -> Result<(), StoreError>;
+
+    /// Records a new operation ([`StoreError::Exists`] when its id or idempotency key is
+    /// taken).
+    async fn insert_operation(&self, rec: &OperationRecord) -> Result<(), StoreError>;
+    /// Saves an operation's progress (target, state, attempts, error, result, times).
+    async fn update_operation(&self, op: &Operation) -> Result<(), StoreError>;
+    /// Records what an operation acts on (a create's sandbox, once recorded), touching
+    /// nothing else, so it never undoes a later update.
+    async fn set_operation_target(&self, id: &str, target: &str) -> Result<(), StoreError>;
+    /// An operation by id.
+    async fn get_operation(&self, id: &str) -> Result<Option<OperationRecord>, StoreError>;
+    /// The operation recorded with an idempotency key.
+    async fn operation_by_key(&self, key: &str) -> Result<Option<OperationRecord>, StoreError>;
+    /// Operations matching `filter`, newest first.
+    async fn list_operations(&self, filter: &OperationFilter)
+        -> Result<Vec<Operation>, StoreError>;
+    /// Operations queued or running, oldest first (what a restart resumes or rolls back).
+    async fn unfinished_operations(&self) -> Result<Vec<OperationRecord>, StoreError>;
+    /// Forgets operations that ended before `before`; how many.
+    async fn prune_operations(&self, before: DateTime<Utc>) -> Result<u64, StoreError>;
+}
+
+/// An operation as stored: what the API shows, the request that resumes it, and the
+/// idempotency key it was asked with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OperationRecord {
+    /// What the API shows.
+    pub op: Operation,
+    /// The request, as the service serialized it.
+    pub request: String,
+    /// The client's idempotency key.
+    pub key: Option<String>,
+}
+
+/// Which operations to list.
+#[derive(Debug, Clone, Default)]
+pub struct OperationFilter {
+    /// Only those acting on this target.
+    pub target: Option<String>,
+    /// Only of this kind.
+    pub kind: Option<OperationKind>,
+    /// Only in this state.
+    pub state: Option<OperationState>,
+    /// At most this many.
+    pub limit: u32,
 }

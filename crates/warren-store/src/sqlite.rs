@@ -5,20 +5,20 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqlitePool};
-use warren_api::{ExecRecord, Image, LogLine, LogStream, SandboxId};
+use sqlx::SqlitePool;
+use warren_api::{ExecRecord, Image, LogLine, SandboxId};
 
 use crate::{
-    ApiKeyRecord, LogSize, SandboxRecord, SecretRecord, SnapshotRecord, Store, StoreError,
+    ApiKeyRecord, LogSize, OperationFilter, OperationRecord, SandboxRecord, SecretRecord,
+    SnapshotRecord, Store, StoreError,
 };
 
 mod credentials;
 mod kept;
+mod logs;
+mod operations;
 mod rows;
-use rows::{doc, exec_from_row, image_from_row, parse_ts, record_from_row, ts, DELETED};
-
-/// Log rows per INSERT statement (5 parameters each; SQLite allows 32766).
-const LOG_ROWS_PER_INSERT: usize = 1000;
+use rows::{doc, exec_from_row, image_from_row, record_from_row, ts, DELETED};
 
 /// A [`Store`] in one SQLite file.
 #[derive(Clone)]
@@ -404,35 +404,7 @@ impl Store for SqliteStore {
         lines: &[LogLine],
         offsets: &[(&str, u64)],
     ) -> Result<(), StoreError> {
-        let mut tx = self.writer.begin().await?;
-        // Many rows per statement: one statement per line cost most of a busy sandbox's
-        // share of the writer.
-        for chunk in lines.chunks(LOG_ROWS_PER_INSERT) {
-            let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-                "INSERT INTO logs (sandbox_id, seq, ts, stream, text) ",
-            );
-            q.push_values(chunk, |mut row, l| {
-                row.push_bind(sandbox.as_str())
-                    .push_bind(i64::try_from(l.seq).unwrap_or(i64::MAX))
-                    .push_bind(ts(&l.ts))
-                    .push_bind(l.stream.as_str())
-                    .push_bind(&l.text);
-            });
-            q.build().execute(&mut *tx).await?;
-        }
-        for (stream, offset) in offsets {
-            sqlx::query(
-                "INSERT INTO log_offsets (sandbox_id, stream, offset) VALUES (?, ?, ?)
-                 ON CONFLICT (sandbox_id, stream) DO UPDATE SET offset = excluded.offset",
-            )
-            .bind(sandbox.as_str())
-            .bind(*stream)
-            .bind(i64::try_from(*offset).unwrap_or(i64::MAX))
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(())
+        logs::append_logs(self, sandbox, lines, offsets).await
     }
 
     async fn list_logs(
@@ -441,69 +413,19 @@ impl Store for SqliteStore {
         after: u64,
         limit: u32,
     ) -> Result<Vec<LogLine>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT seq, ts, stream, text FROM logs WHERE sandbox_id = ? AND seq > ?
-             ORDER BY seq LIMIT ?",
-        )
-        .bind(sandbox.as_str())
-        .bind(i64::try_from(after).unwrap_or(i64::MAX))
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|row| {
-                let seq: i64 = row.try_get("seq")?;
-                let t: String = row.try_get("ts")?;
-                let stream: String = row.try_get("stream")?;
-                Ok(LogLine {
-                    seq: u64::try_from(seq).unwrap_or(0),
-                    ts: parse_ts(&format!("log line {seq}"), &t)?,
-                    stream: match stream.as_str() {
-                        "stdout" => LogStream::Stdout,
-                        "stderr" => LogStream::Stderr,
-                        _ => LogStream::Event,
-                    },
-                    text: row.try_get("text")?,
-                })
-            })
-            .collect()
+        logs::list_logs(self, sandbox, after, limit).await
     }
 
     async fn last_log_seq(&self, sandbox: &SandboxId) -> Result<u64, StoreError> {
-        let n: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM logs WHERE sandbox_id = ?")
-            .bind(sandbox.as_str())
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(n.and_then(|n| u64::try_from(n).ok()).unwrap_or(0))
+        logs::last_log_seq(self, sandbox).await
     }
 
     async fn first_log_seq(&self, sandbox: &SandboxId) -> Result<u64, StoreError> {
-        let n: Option<i64> = sqlx::query_scalar("SELECT MIN(seq) FROM logs WHERE sandbox_id = ?")
-            .bind(sandbox.as_str())
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(n.and_then(|n| u64::try_from(n).ok()).unwrap_or(0))
+        logs::first_log_seq(self, sandbox).await
     }
 
     async fn log_size(&self, sandbox: &SandboxId) -> Result<LogSize, StoreError> {
-        let row = sqlx::query(
-            "SELECT MIN(seq) AS first, MAX(seq) AS last, COUNT(*) AS n,
-             COALESCE(SUM(LENGTH(CAST(text AS BLOB))), 0) AS bytes
-             FROM logs WHERE sandbox_id = ?",
-        )
-        .bind(sandbox.as_str())
-        .fetch_one(&self.pool)
-        .await?;
-        let get = |name: &str| -> Result<u64, StoreError> {
-            let v: Option<i64> = row.try_get(name)?;
-            Ok(v.and_then(|v| u64::try_from(v).ok()).unwrap_or(0))
-        };
-        Ok(LogSize {
-            first_seq: get("first")?,
-            last_seq: get("last")?,
-            lines: get("n")?,
-            bytes: get("bytes")?,
-        })
+        logs::log_size(self, sandbox).await
     }
 
     async fn trim_logs(
@@ -512,71 +434,15 @@ impl Store for SqliteStore {
         keep_lines: u64,
         keep_bytes: u64,
     ) -> Result<(u64, u64), StoreError> {
-        let mut tx = self.writer.begin().await?;
-        // Running totals from the newest line back: the newest line past either budget
-        // goes, with everything older.
-        let cut: Option<i64> = sqlx::query_scalar(
-            "SELECT MAX(seq) FROM (
-               SELECT seq, COUNT(*) OVER w AS n, SUM(LENGTH(CAST(text AS BLOB))) OVER w AS b
-               FROM logs WHERE sandbox_id = ?
-               WINDOW w AS (ORDER BY seq DESC ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)
-             ) WHERE n > ? OR b > ?",
-        )
-        .bind(sandbox.as_str())
-        .bind(i64::try_from(keep_lines).unwrap_or(i64::MAX))
-        .bind(i64::try_from(keep_bytes).unwrap_or(i64::MAX))
-        .fetch_one(&mut *tx)
-        .await?;
-        let Some(cut) = cut else {
-            return Ok((0, 0));
-        };
-        let row = sqlx::query(
-            "SELECT COUNT(*) AS n, COALESCE(SUM(LENGTH(CAST(text AS BLOB))), 0) AS bytes
-             FROM logs WHERE sandbox_id = ? AND seq <= ?",
-        )
-        .bind(sandbox.as_str())
-        .bind(cut)
-        .fetch_one(&mut *tx)
-        .await?;
-        let (n, bytes): (i64, i64) = (row.try_get("n")?, row.try_get("bytes")?);
-        sqlx::query("DELETE FROM logs WHERE sandbox_id = ? AND seq <= ?")
-            .bind(sandbox.as_str())
-            .bind(cut)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok((
-            u64::try_from(n).unwrap_or(0),
-            u64::try_from(bytes).unwrap_or(0),
-        ))
+        logs::trim_logs(self, sandbox, keep_lines, keep_bytes).await
     }
 
     async fn log_offsets(&self, sandbox: &SandboxId) -> Result<Vec<(String, u64)>, StoreError> {
-        let rows = sqlx::query("SELECT stream, offset FROM log_offsets WHERE sandbox_id = ?")
-            .bind(sandbox.as_str())
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter()
-            .map(|r| {
-                let off: i64 = r.try_get("offset")?;
-                Ok((r.try_get("stream")?, u64::try_from(off).unwrap_or(0)))
-            })
-            .collect()
+        logs::log_offsets(self, sandbox).await
     }
 
     async fn delete_logs(&self, sandbox: &SandboxId) -> Result<(), StoreError> {
-        // Together: offsets without their lines (or the reverse) would resume a tail wrongly.
-        let mut tx = self.writer.begin().await?;
-        sqlx::query("DELETE FROM logs WHERE sandbox_id = ?")
-            .bind(sandbox.as_str())
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("DELETE FROM log_offsets WHERE sandbox_id = ?")
-            .bind(sandbox.as_str())
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(())
+        logs::delete_logs(self, sandbox).await
     }
 
     async fn used_net_indexes(&self) -> Result<Vec<u32>, StoreError> {
@@ -590,6 +456,41 @@ impl Store for SqliteStore {
             .into_iter()
             .filter_map(|i| u32::try_from(i).ok())
             .collect())
+    }
+
+    async fn insert_operation(&self, rec: &OperationRecord) -> Result<(), StoreError> {
+        operations::insert(self, rec).await
+    }
+
+    async fn update_operation(&self, op: &warren_api::Operation) -> Result<(), StoreError> {
+        operations::update(self, op).await
+    }
+
+    async fn set_operation_target(&self, id: &str, target: &str) -> Result<(), StoreError> {
+        operations::set_target(self, id, target).await
+    }
+
+    async fn get_operation(&self, id: &str) -> Result<Option<OperationRecord>, StoreError> {
+        operations::get(self, id).await
+    }
+
+    async fn operation_by_key(&self, key: &str) -> Result<Option<OperationRecord>, StoreError> {
+        operations::by_key(self, key).await
+    }
+
+    async fn list_operations(
+        &self,
+        filter: &OperationFilter,
+    ) -> Result<Vec<warren_api::Operation>, StoreError> {
+        operations::list(self, filter).await
+    }
+
+    async fn unfinished_operations(&self) -> Result<Vec<OperationRecord>, StoreError> {
+        operations::unfinished(self).await
+    }
+
+    async fn prune_operations(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        operations::prune(self, before).await
     }
 }
 

@@ -150,7 +150,10 @@ impl TestServer {
             .arg("--data-dir")
             .arg(&data_dir)
             .args(extra)
-            .env("WARREN_LOG", "info")
+            .env(
+                "WARREN_LOG",
+                std::env::var("TEST_WARREN_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log fd"))
             .stderr(log)

@@ -13,6 +13,7 @@ use warren_store::SandboxRecord;
 use super::wire::{self, Created, Detail, Metric, NetworkUpdate, NewSandbox, Timeout};
 use super::E2bError;
 use crate::error::ApiError;
+use crate::service::operations::{Submit, Work};
 use crate::AppState;
 
 /// The user E2B's SDKs act as when they name none; used when the image has it.
@@ -142,11 +143,16 @@ pub async fn create(
                 .await?
         }
         None => {
+            let work = Work::Create {
+                request: Box::new(create),
+                user: Some(E2B_USER.to_owned()),
+            };
             state
                 .service
-                .create_preferring(create, Some(E2B_USER))
+                .operations()
+                .call::<Sandbox>(work, Submit::default(), false)
                 .await?
-                .0
+                .value
         }
     };
     Ok((StatusCode::CREATED, Json(created(&state, &sandbox).await?)))
@@ -171,7 +177,12 @@ pub async fn kill(
 ) -> Result<StatusCode, E2bError> {
     let id = id(&raw)?;
     visible(&state, &id).await?;
-    state.service.sandboxes().delete(&id).await?;
+    let work = Work::Delete { id };
+    state
+        .service
+        .operations()
+        .call::<()>(work, Submit::default(), false)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -242,11 +253,16 @@ pub async fn pause(
     let id = id(&raw)?;
     let req: wire::PauseRequest = body(&bytes, Some(wire::PauseRequest::default()))?;
     visible(&state, &id).await?;
-    if req.memory == Some(false) {
-        state.service.sandboxes().stop(&id).await?;
+    let work = if req.memory == Some(false) {
+        Work::Stop { id }
     } else {
-        state.service.sandboxes().pause(&id).await?;
-    }
+        Work::Pause { id }
+    };
+    state
+        .service
+        .operations()
+        .call::<Sandbox>(work, Submit::default(), false)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -12,6 +12,7 @@ use warren_api::{CreateSnapshot, ForkSandbox};
 use super::sandboxes::{body, created, id, visible};
 use super::wire::Created;
 use super::E2bError;
+use crate::service::operations::{Submit, Work};
 use crate::AppState;
 
 /// `POST /sandboxes/{id}/snapshots`.
@@ -72,17 +73,17 @@ pub async fn create(
         let suffix: [u8; 6] = rand::random();
         format!("snap-{}", hex::encode(suffix))
     });
+    let request = CreateSnapshot {
+        name,
+        memory: req.memory,
+    };
+    crate::service::validate_snapshot_name(&request.name)?;
     let snap = state
         .service
-        .snapshots()
-        .create_snapshot(
-            &id,
-            CreateSnapshot {
-                name,
-                memory: req.memory,
-            },
-        )
-        .await?;
+        .operations()
+        .call::<warren_api::Snapshot>(Work::Snapshot { id, request }, Submit::default(), false)
+        .await?
+        .value;
     Ok((
         StatusCode::CREATED,
         Json(SnapshotInfo {

@@ -8,11 +8,12 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures::StreamExt;
-use tokio_stream::wrappers::UnboundedReceiverStream;
 use warren_api::image::PruneResult;
 use warren_api::{Image, ImageList, PullEvent, PullImage};
 
+use super::operations::OpCall;
 use crate::error::{ApiError, ApiJson};
+use crate::service::operations::{Submit, Work};
 use crate::AppState;
 
 pub async fn import(
@@ -58,21 +59,58 @@ pub async fn delete(
 pub async fn pull(
     State(state): State<AppState>,
     headers: HeaderMap,
+    call: OpCall,
     ApiJson(req): ApiJson<PullImage>,
 ) -> Result<Response, ApiError> {
-    if !super::exec::wants_sse(&headers) {
-        let image = state
-            .service
-            .images()
-            .pull_image(&req.reference, None)
-            .await?;
-        return Ok(Json(image).into_response());
-    }
     if req.reference.trim().is_empty() {
         return Err(ApiError::Invalid("ref must not be empty".into()));
     }
-    let events = state.service.images().pull_image_events(req.reference);
-    let sse = UnboundedReceiverStream::new(events).map(|event| {
+    let work = Work::Pull {
+        reference: req.reference,
+    };
+    if !super::exec::wants_sse(&headers) || call.respond_async {
+        let reply = call.run::<Image>(&state, work, false).await?;
+        return Ok(reply.respond(|image, _| Json(image).into_response()));
+    }
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let submit = Submit {
+        key: call.key,
+        events: Some(tx),
+    };
+    let ticket = state.service.operations().submit(work, submit).await?;
+    let id = ticket.id.clone();
+    // The pull runs to its end whether or not anyone still listens; its end comes from the
+    // operation (a retried pull reports its progress again from the start).
+    let end = async move {
+        match ticket.answer(false).await.and_then(|a| {
+            serde_json::from_value::<Image>(a.value)
+                .map_err(|e| ApiError::Internal(format!("decoding the image: {e}")))
+        }) {
+            Ok(image) => PullEvent::Done {
+                image: Box::new(image),
+            },
+            Err(e) => PullEvent::Error {
+                error: e.body().error,
+            },
+        }
+    };
+    let events = async_stream::stream! {
+        tokio::pin!(end);
+        loop {
+            tokio::select! {
+                biased;
+                Some(event) = rx.recv() => yield event,
+                last = &mut end => {
+                    while let Ok(event) = rx.try_recv() {
+                        yield event;
+                    }
+                    yield last;
+                    break;
+                }
+            }
+        }
+    };
+    let sse = events.map(|event| {
         let name = match &event {
             PullEvent::Resolved { .. } => "resolved",
             PullEvent::Layer(_) => "layer",
@@ -82,9 +120,15 @@ pub async fn pull(
         let data = serde_json::to_string(&event).unwrap_or_default();
         Ok::<_, Infallible>(Event::default().event(name).data(data))
     });
-    Ok(Sse::new(sse)
+    let mut response = Sse::new(sse)
         .keep_alive(KeepAlive::default())
-        .into_response())
+        .into_response();
+    if let Ok(v) = axum::http::HeaderValue::from_str(&id) {
+        response
+            .headers_mut()
+            .insert(super::operations::OPERATION_HEADER, v);
+    }
+    Ok(response)
 }
 
 /// `POST /v1/images/prune`: removes the layers no image or sandbox uses.

@@ -165,9 +165,13 @@ pub async fn events(State(state): State<AppState>) -> Response {
                 next = rx.recv() => next,
             };
             match next {
-                Ok(s) => {
+                Ok(crate::service::Event::Sandbox(s)) => {
                     let data = serde_json::to_string(&s).unwrap_or_default();
                     yield Ok::<_, Infallible>(Event::default().event("sandbox").data(data));
+                }
+                Ok(crate::service::Event::Operation(op)) => {
+                    let data = serde_json::to_string(&op).unwrap_or_default();
+                    yield Ok::<_, Infallible>(Event::default().event("operation").data(data));
                 }
                 Err(RecvError::Lagged(n)) => {
                     yield Ok(Event::default().event("lagged").data(n.to_string()));

@@ -5,6 +5,7 @@ mod files;
 mod images;
 mod keys;
 mod logs;
+pub(crate) mod operations;
 mod pools;
 mod pty;
 mod sandboxes;
@@ -63,6 +64,8 @@ pub fn router(state: AppState) -> Router {
         .route("/sandboxes/{id}/files/list", get(files::list))
         .route("/sandboxes/{id}/pty", get(pty::pty))
         .route("/events", get(logs::events))
+        .route("/operations", get(operations::list))
+        .route("/operations/{id}", get(operations::get))
         .route("/keys", post(keys::create).get(keys::list))
         .route("/keys/{id}", axum::routing::delete(keys::delete))
         .route("/volumes", post(volumes::create).get(volumes::list))

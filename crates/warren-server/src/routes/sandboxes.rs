@@ -9,22 +9,34 @@ use warren_api::{
     SetNetwork, SetTimeout,
 };
 
+use axum::response::{IntoResponse, Response};
+
+use super::operations::OpCall;
 use super::sandbox_id;
 use crate::error::{ApiError, ApiJson, ApiQuery};
+use crate::service::operations::Work;
 use crate::AppState;
 
 pub async fn create(
     State(state): State<AppState>,
+    call: OpCall,
     ApiJson(req): ApiJson<CreateSandbox>,
-) -> Result<(StatusCode, Json<Sandbox>), ApiError> {
-    let (mut sandbox, waited) = state.service.create(req).await?;
-    state.service.previews().add_exposed_urls(&mut sandbox);
-    let status = if waited {
-        StatusCode::CREATED
-    } else {
-        StatusCode::ACCEPTED
+) -> Result<Response, ApiError> {
+    let early = req.wait == Some(false);
+    let work = Work::Create {
+        request: Box::new(req),
+        user: None,
     };
-    Ok((status, Json(sandbox)))
+    let reply = call.run::<Sandbox>(&state, work, early).await?;
+    Ok(reply.respond(|mut sandbox, early| {
+        state.service.previews().add_exposed_urls(&mut sandbox);
+        let status = if early {
+            StatusCode::ACCEPTED
+        } else {
+            StatusCode::CREATED
+        };
+        (status, Json(sandbox)).into_response()
+    }))
 }
 
 pub async fn list(
@@ -63,75 +75,89 @@ pub async fn get(
 pub async fn delete(
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> Result<StatusCode, ApiError> {
-    state.service.sandboxes().delete(&sandbox_id(&id)?).await?;
-    Ok(StatusCode::NO_CONTENT)
+    call: OpCall,
+) -> Result<Response, ApiError> {
+    let work = Work::Delete {
+        id: sandbox_id(&id)?,
+    };
+    let reply = call.run::<()>(&state, work, false).await?;
+    Ok(reply.respond(|(), _| StatusCode::NO_CONTENT.into_response()))
+}
+
+/// The sandbox a lifecycle operation answers with.
+async fn sandbox_op(state: &AppState, call: OpCall, work: Work) -> Result<Response, ApiError> {
+    let reply = call.run::<Sandbox>(state, work, false).await?;
+    Ok(reply.respond(|s, _| Json(s).into_response()))
 }
 
 pub async fn stop(
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> Result<Json<Sandbox>, ApiError> {
-    Ok(Json(
-        state.service.sandboxes().stop(&sandbox_id(&id)?).await?,
-    ))
+    call: OpCall,
+) -> Result<Response, ApiError> {
+    let id = sandbox_id(&id)?;
+    sandbox_op(&state, call, Work::Stop { id }).await
 }
 
 pub async fn start(
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> Result<Json<Sandbox>, ApiError> {
-    Ok(Json(
-        state.service.sandboxes().start(&sandbox_id(&id)?).await?,
-    ))
+    call: OpCall,
+) -> Result<Response, ApiError> {
+    let id = sandbox_id(&id)?;
+    sandbox_op(&state, call, Work::Start { id }).await
 }
 
 pub async fn pause(
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> Result<Json<Sandbox>, ApiError> {
-    Ok(Json(
-        state.service.sandboxes().pause(&sandbox_id(&id)?).await?,
-    ))
+    call: OpCall,
+) -> Result<Response, ApiError> {
+    let id = sandbox_id(&id)?;
+    sandbox_op(&state, call, Work::Pause { id }).await
 }
 
 /// `POST /v1/sandboxes/{id}/resume`, with an optional body `{"timeout_s": N}`.
 pub async fn resume(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    call: OpCall,
     body: axum::body::Bytes,
-) -> Result<Json<Sandbox>, ApiError> {
+) -> Result<Response, ApiError> {
     let req: ResumeSandbox = if body.iter().all(u8::is_ascii_whitespace) {
         ResumeSandbox::default()
     } else {
         crate::error::parse_json(&body)?
     };
-    Ok(Json(
-        state
-            .service
-            .sandboxes()
-            .resume(&sandbox_id(&id)?, req.timeout_s)
-            .await?,
-    ))
+    if let Some(t) = req.timeout_s {
+        crate::service::validate::timeout_s(t, "timeout_s")?;
+    }
+    let id = sandbox_id(&id)?;
+    let work = Work::Resume {
+        id,
+        timeout_s: req.timeout_s,
+    };
+    sandbox_op(&state, call, work).await
 }
 
 /// `POST /v1/sandboxes/{id}/fork`, with an optional body `{"metadata", "timeout_s"}`.
 pub async fn fork(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    call: OpCall,
     body: axum::body::Bytes,
-) -> Result<(StatusCode, Json<Sandbox>), ApiError> {
+) -> Result<Response, ApiError> {
     let req: ForkSandbox = if body.iter().all(u8::is_ascii_whitespace) {
         ForkSandbox::default()
     } else {
         crate::error::parse_json(&body)?
     };
-    let fork = state
-        .service
-        .sandboxes()
-        .fork(&sandbox_id(&id)?, req)
-        .await?;
-    Ok((StatusCode::CREATED, Json(fork)))
+    let work = Work::Fork {
+        id: sandbox_id(&id)?,
+        request: req,
+    };
+    let reply = call.run::<Sandbox>(&state, work, false).await?;
+    Ok(reply.respond(|s, _| (StatusCode::CREATED, Json(s)).into_response()))
 }
 
 pub async fn timeout(

@@ -4,21 +4,27 @@ use axum::http::StatusCode;
 use axum::Json;
 use warren_api::{CreateSnapshot, Snapshot, SnapshotList};
 
+use axum::response::{IntoResponse, Response};
+
+use super::operations::OpCall;
 use super::sandbox_id;
 use crate::error::{ApiError, ApiJson};
+use crate::service::operations::Work;
 use crate::AppState;
 
 pub async fn create(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    call: OpCall,
     ApiJson(req): ApiJson<CreateSnapshot>,
-) -> Result<(StatusCode, Json<Snapshot>), ApiError> {
-    let snap = state
-        .service
-        .snapshots()
-        .create_snapshot(&sandbox_id(&id)?, req)
-        .await?;
-    Ok((StatusCode::CREATED, Json(snap)))
+) -> Result<Response, ApiError> {
+    crate::service::validate_snapshot_name(&req.name)?;
+    let work = Work::Snapshot {
+        id: sandbox_id(&id)?,
+        request: req,
+    };
+    let reply = call.run::<Snapshot>(&state, work, false).await?;
+    Ok(reply.respond(|snap, _| (StatusCode::CREATED, Json(snap)).into_response()))
 }
 
 pub async fn list(State(state): State<AppState>) -> Result<Json<SnapshotList>, ApiError> {

@@ -47,7 +47,16 @@ impl Service {
                 Err(e) => return Err(e),
             }
         }
-        let (sandbox, _) = self.create_preferring(req, user).await?;
+        // Carried out as an operation, so a client that goes away cancels nothing.
+        let work = super::operations::Work::Create {
+            request: Box::new(req),
+            user: user.map(str::to_owned),
+        };
+        let sandbox = self
+            .operations()
+            .call::<Sandbox>(work, Default::default(), false)
+            .await?
+            .value;
         self.inner
             .store
             .put_idempotent_sandbox(key, &sandbox.id)

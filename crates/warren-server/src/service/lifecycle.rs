@@ -56,7 +56,10 @@ impl crate::service::Sandboxes<'_> {
             _ => state.to_string(),
         };
         self.journal(super::Journal::Event(rec.sandbox.id.clone(), text));
-        let _ = self.inner.events.send(rec.sandbox.clone());
+        let _ = self
+            .inner
+            .events
+            .send(super::Event::Sandbox(Box::new(rec.sandbox.clone())));
     }
 
     pub(super) fn follow_logs(&self, id: &SandboxId) {
@@ -136,7 +139,8 @@ impl crate::service::Sandboxes<'_> {
             .backend
             .release(id.as_str(), rec.sandbox.runtime, rec.net_index)
             .await;
-        self.inner.backend.remove_files(id.as_str());
+        let owned = id.to_string();
+        self.off_thread(move |b| b.remove_files(&owned)).await;
         // net_index stays on the deleted record (deleted rows hold no lease) so leak checks
         // can still name the veth it had.
         rec.sandbox.ip = None;

@@ -11,6 +11,7 @@ mod history;
 mod idempotent;
 mod images;
 mod lifecycle;
+pub mod operations;
 mod pause;
 mod pools;
 mod preview;
@@ -35,6 +36,7 @@ pub use exec::{exit_code, ExecEvent, ExecStream};
 pub(crate) use images::upload_failed;
 pub use preview::{PreviewRoute, PreviewUrls};
 pub use pty::PtySession;
+pub(crate) use volumes::valid_name as validate_snapshot_name;
 
 use crate::error::ApiError;
 use crate::logs::LogHub;
@@ -54,6 +56,17 @@ pub struct ServiceConfig {
     pub ready_timeout: std::time::Duration,
     /// How preview URLs are spelled.
     pub preview: PreviewUrls,
+    /// Operations carried out at once (more wait, highest priority first).
+    pub operation_workers: usize,
+}
+
+/// What `/v1/events` tells.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// A sandbox changed state.
+    Sandbox(Box<warren_api::Sandbox>),
+    /// An operation was queued, began, or ended.
+    Operation(warren_api::Operation),
 }
 
 /// How much of a sandbox's output the server keeps: in a plain exec's answer and in the log.
@@ -107,6 +120,12 @@ concern!(
     /// connected to, timed out and deleted.
     Sandboxes,
     sandboxes
+);
+concern!(
+    /// Operations: the durable record of what the API was asked to do, carried out by the
+    /// server's workers.
+    Operations,
+    operations
 );
 concern!(
     /// Images: imports, registry pulls, builds, tags, and layer collection.
@@ -182,7 +201,8 @@ struct Inner {
     routes_epoch: std::sync::atomic::AtomicU64,
     refilling: std::sync::atomic::AtomicBool,
     logs: LogHub,
-    events: tokio::sync::broadcast::Sender<warren_api::Sandbox>,
+    events: tokio::sync::broadcast::Sender<Event>,
+    ops: operations::OpQueue,
     shutdown: tokio::sync::watch::Sender<bool>,
     journal: tokio::sync::mpsc::UnboundedSender<Journal>,
     // Sandboxes being reaped now (so the timer queue and the reconciler never both do it).
@@ -237,6 +257,11 @@ impl Service {
                 builds: Mutex::default(),
                 logs,
                 events: tokio::sync::broadcast::channel(1024).0,
+                ops: {
+                    let q = operations::OpQueue::new();
+                    q.start_workers(cfg.operation_workers);
+                    q
+                },
                 shutdown: tokio::sync::watch::channel(false).0,
                 store,
                 backend,
@@ -297,13 +322,22 @@ impl Service {
     }
 
     /// Lifecycle changes of every sandbox, from now on.
-    pub fn subscribe_events(&self) -> tokio::sync::broadcast::Receiver<warren_api::Sandbox> {
+    pub fn subscribe_events(&self) -> tokio::sync::broadcast::Receiver<Event> {
         self.inner.events.subscribe()
     }
 
     /// The backend.
     pub fn backend(&self) -> &dyn Backend {
         self.inner.backend.as_ref()
+    }
+
+    /// Runs blocking backend work (file removal) on a blocking thread, never on an async
+    /// worker (an HTTP listener's or the main runtime's), and waits for it.
+    pub(crate) async fn off_thread(&self, f: impl FnOnce(&dyn Backend) + Send + 'static) {
+        let backend = self.inner.backend.clone();
+        if let Err(e) = tokio::task::spawn_blocking(move || f(backend.as_ref())).await {
+            tracing::error!("blocking backend task: {e}");
+        }
     }
 
     /// The layer store images are kept in.

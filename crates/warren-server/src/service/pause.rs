@@ -201,7 +201,8 @@ impl crate::service::Sandboxes<'_> {
         }
         rec.sandbox.pause = None;
         self.set_state(&mut rec, SandboxState::Running).await?;
-        self.inner.backend.discard_pause(id.as_str());
+        let owned = id.to_string();
+        self.off_thread(move |b| b.discard_pause(&owned)).await;
         self.follow_logs(&id);
         Ok(rec.sandbox)
     }
@@ -302,7 +303,9 @@ impl crate::service::Sandboxes<'_> {
                 tracing::info!(sandbox = %id, "an interrupted pause never took: running");
                 // What it wrote is no image: were the sandbox to exit later, it must not be
                 // taken for one.
-                self.inner.backend.discard_unfinished_pause(id.as_str());
+                let owned = id.to_string();
+                self.off_thread(move |b| b.discard_unfinished_pause(&owned))
+                    .await;
                 self.renew_network(&rec, false).await;
                 self.set_state(&mut rec, SandboxState::Running).await?;
                 self.follow_logs(&id);

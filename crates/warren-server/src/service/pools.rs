@@ -288,7 +288,10 @@ impl crate::service::Pools<'_> {
             }
             let mut spec = pool.sandbox.clone();
             spec.timeout_s = Some(0); // it waits as long as it must
-            match self.create_with(spec, None, Some(pool.name.clone())).await {
+            match self
+                .create_with(spec, None, Some(pool.name.clone()), None)
+                .await
+            {
                 Ok(_) => failures = 0,
                 Err(e) => {
                     failures += 1;

@@ -66,6 +66,9 @@ pub(super) fn token() -> String {
     hex::encode(bytes)
 }
 
+/// Told of a create's sandbox once it is recorded.
+pub(crate) type Recorded = dyn Fn(&Sandbox) + Send + Sync;
+
 impl Service {
     /// Records a sandbox and, unless `wait` is false, provisions it before answering.
     /// Returns the sandbox and whether it was provisioned inline.
@@ -80,13 +83,32 @@ impl Service {
         req: CreateSandbox,
         user: Option<&str>,
     ) -> Result<(Sandbox, bool), ApiError> {
+        self.create_preferring_with(req, user, None).await
+    }
+
+    /// [`Service::create_preferring`], telling `recorded` of the sandbox as soon as it is
+    /// recorded. With it, a create that asked not to wait provisions before it returns (an
+    /// operation's worker carries it; the waiter already has its answer).
+    pub(crate) async fn create_preferring_with(
+        &self,
+        req: CreateSandbox,
+        user: Option<&str>,
+        recorded: Option<&Recorded>,
+    ) -> Result<(Sandbox, bool), ApiError> {
         if let Some(name) = req.snapshot.clone() {
-            return self.snapshots().create_from_snapshot(&name, req).await;
+            let (sandbox, waited) = self.snapshots().create_from_snapshot(&name, req).await?;
+            if let Some(tell) = recorded {
+                tell(&sandbox);
+            }
+            return Ok((sandbox, waited));
         }
         if let Some(sandbox) = self.pools().claim_from_pool(&req, user).await? {
+            if let Some(tell) = recorded {
+                tell(&sandbox);
+            }
             return Ok((sandbox, true));
         }
-        self.create_with(req, user, None).await
+        self.create_with(req, user, None, recorded).await
     }
 
     /// [`Service::create_preferring`], for a warm pool's sandbox when `pool` names one.
@@ -95,6 +117,7 @@ impl Service {
         req: CreateSandbox,
         user: Option<&str>,
         pool: Option<String>,
+        recorded: Option<&Recorded>,
     ) -> Result<(Sandbox, bool), ApiError> {
         validate::create(&req, &self.inner.cfg)?;
         super::volumes::valid_mounts(&req.volumes)?;
@@ -177,7 +200,23 @@ impl Service {
         drop(no_gc);
         drop(no_volume_gc);
         let id = rec.sandbox.id.clone();
-        if req.wait.unwrap_or(true) {
+        if let Some(tell) = recorded {
+            tell(&rec.sandbox);
+        }
+        let wait = req.wait.unwrap_or(true);
+        if !wait && recorded.is_some() {
+            let lock = self.lock_for(&id);
+            let _guard = lock.lock().await;
+            // Deleted (or otherwise moved on) meanwhile: nothing to do.
+            return match self.inner.store.get_sandbox(&id).await? {
+                Some(rec) if rec.sandbox.state == SandboxState::Pending => {
+                    Ok((self.provision(rec).await?.sandbox, false))
+                }
+                Some(rec) => Ok((rec.sandbox, false)),
+                None => Err(ApiError::NotFound(format!("sandbox {id} not found"))),
+            };
+        }
+        if wait {
             let lock = self.lock_for(&id);
             let guard = lock.lock().await;
             let started = self.provision_started(rec).await?;

@@ -29,29 +29,6 @@ impl crate::service::Images<'_> {
         Ok(image)
     }
 
-    /// Starts a pull that runs to its end whether or not anyone still listens (a pull cut off
-    /// halfway would only have to start over), and streams its progress, ending with `done`
-    /// or `error`.
-    pub fn pull_image_events(
-        &self,
-        reference: String,
-    ) -> tokio::sync::mpsc::UnboundedReceiver<PullEvent> {
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        let svc = self.0.clone();
-        self.spawn_background(async move {
-            let last = match svc.images().pull_image(&reference, Some(tx.clone())).await {
-                Ok(image) => PullEvent::Done {
-                    image: Box::new(image),
-                },
-                Err(e) => PullEvent::Error {
-                    error: e.body().error,
-                },
-            };
-            let _ = tx.send(last);
-        });
-        rx
-    }
-
     /// A pull; the caller holds the read side of `images_gc`.
     async fn pull_unguarded(
         &self,

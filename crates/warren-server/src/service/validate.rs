@@ -284,6 +284,7 @@ mod tests {
             history_retention: std::time::Duration::from_secs(3600),
             ready_timeout: std::time::Duration::from_secs(120),
             preview: Default::default(),
+            operation_workers: 1,
         }
     }
 

@@ -14,7 +14,7 @@ const VOLUME_MB: std::ops::RangeInclusive<u64> = 16..=1 << 20;
 /// Volumes one sandbox may mount.
 const MAX_MOUNTS: usize = 16;
 
-pub(super) fn valid_name(name: &str) -> Result<(), ApiError> {
+pub(crate) fn valid_name(name: &str) -> Result<(), ApiError> {
     let ok = (1..=63).contains(&name.len())
         && name
             .bytes()

@@ -1,5 +1,6 @@
 //! The SQLite store against a real database file.
 use super::*;
+use warren_api::LogStream;
 
 fn line(seq: u64, text: &str) -> LogLine {
     LogLine {
@@ -60,4 +61,13 @@ async fn logs_append_in_batches_and_trim_oldest_first() {
         store.log_offsets(&id).await.expect("offsets"),
         vec![("stdout".to_owned(), 10_000)]
     );
+}
+
+#[tokio::test]
+async fn operations_keep_their_progress_keys_and_order() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = SqliteStore::open(&dir.path().join("t.db"))
+        .await
+        .expect("open");
+    crate::conformance::operations(&store).await;
 }

@@ -1,0 +1,159 @@
+//! `/v1/operations`, and how the routes that start one answer: with the call's result once
+//! the operation ends (its id in `Warren-Operation`), or at once with `202 Accepted` and the
+//! operation when the client sends `Prefer: respond-async`. Either way the operation runs to
+//! its end if the client goes away. `Idempotency-Key` makes a retried call the same
+//! operation.
+use axum::extract::{FromRequestParts, Path, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::de::DeserializeOwned;
+use warren_api::{Operation, OperationList};
+use warren_store::OperationFilter;
+
+use crate::error::{ApiError, ApiQuery};
+use crate::service::operations::{Submit, Work};
+use crate::AppState;
+
+/// Header naming the operation a response is the result of.
+pub const OPERATION_HEADER: &str = "warren-operation";
+/// Most operations one list answers.
+const MAX_LIST: u32 = 1000;
+
+/// What a route that starts an operation reads from the request's headers.
+pub struct OpCall {
+    /// `Idempotency-Key`.
+    pub key: Option<String>,
+    /// `Prefer: respond-async`.
+    pub respond_async: bool,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for OpCall {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let key = parts
+            .headers
+            .get("idempotency-key")
+            .map(|v| {
+                v.to_str().map(str::to_owned).map_err(|_| {
+                    ApiError::BadRequest("Idempotency-Key must be printable ASCII".into())
+                })
+            })
+            .transpose()?;
+        let respond_async = parts
+            .headers
+            .get_all("prefer")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|p| p.trim().eq_ignore_ascii_case("respond-async"));
+        Ok(OpCall { key, respond_async })
+    }
+}
+
+/// How a call started as an operation ended up.
+pub enum OpReply<T> {
+    /// `Prefer: respond-async`: the operation, queued.
+    Accepted(Operation),
+    /// The call's result.
+    Done {
+        /// The operation's id.
+        id: String,
+        /// The result.
+        value: T,
+        /// Given before the operation ended (a create's sandbox, not yet running).
+        early: bool,
+    },
+}
+
+impl OpCall {
+    /// Starts `work` and waits for its answer (with `early`, a create's recorded sandbox
+    /// will do), unless the client asked not to wait.
+    pub async fn run<T: DeserializeOwned>(
+        self,
+        state: &AppState,
+        work: Work,
+        early: bool,
+    ) -> Result<OpReply<T>, ApiError> {
+        let ops = state.service.operations();
+        let submit = Submit {
+            key: self.key,
+            events: None,
+        };
+        if self.respond_async {
+            let ticket = ops.submit(work, submit).await?;
+            return Ok(OpReply::Accepted(ops.get(&ticket.id).await?));
+        }
+        let called = ops.call(work, submit, early).await?;
+        Ok(OpReply::Done {
+            id: called.id,
+            value: called.value,
+            early: called.early,
+        })
+    }
+}
+
+impl<T> OpReply<T> {
+    /// The response: `answer` of the result, or 202 with the operation.
+    pub fn respond(self, answer: impl FnOnce(T, bool) -> Response) -> Response {
+        match self {
+            OpReply::Accepted(op) => {
+                let mut r = (StatusCode::ACCEPTED, Json(&op)).into_response();
+                if let Ok(v) = HeaderValue::from_str(&format!("/v1/operations/{}", op.id)) {
+                    r.headers_mut().insert(header::LOCATION, v);
+                }
+                with_operation(r, &op.id)
+            }
+            OpReply::Done { id, value, early } => with_operation(answer(value, early), &id),
+        }
+    }
+}
+
+fn with_operation(mut r: Response, id: &str) -> Response {
+    if let Ok(v) = HeaderValue::from_str(id) {
+        r.headers_mut().insert(OPERATION_HEADER, v);
+    }
+    r
+}
+
+/// `GET /v1/operations?target=&kind=&state=&limit=`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    target: Option<String>,
+    kind: Option<String>,
+    state: Option<String>,
+    limit: Option<u32>,
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> Result<Json<OperationList>, ApiError> {
+    let filter = OperationFilter {
+        target: q.target,
+        kind: q
+            .kind
+            .map(|k| k.parse())
+            .transpose()
+            .map_err(ApiError::BadRequest)?,
+        state: q
+            .state
+            .map(|s| s.parse())
+            .transpose()
+            .map_err(ApiError::BadRequest)?,
+        limit: q.limit.unwrap_or(100).clamp(1, MAX_LIST),
+    };
+    Ok(Json(OperationList {
+        operations: state.service.operations().list(&filter).await?,
+    }))
+}
+
+pub async fn get(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Operation>, ApiError> {
+    Ok(Json(state.service.operations().get(&id).await?))
+}
