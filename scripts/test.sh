@@ -12,5 +12,16 @@ echo "==> cargo clippy"
 cargo clippy --locked --workspace --all-targets -- -D warnings
 echo "==> disk before the tests"
 df -h . /var/tmp /dev/shm || true
+# The store's own tests and the API tests below run on PostgreSQL too (Debian's, started here;
+# each test makes a database of its own, dropped here from the last run).
+WARREN_TEST_POSTGRES=$(bash scripts/postgres-up.sh)
+export WARREN_TEST_POSTGRES
+runuser -u postgres -- psql -qtAc "SELECT datname FROM pg_database WHERE datname LIKE 'warren\_api\_%' OR datname LIKE 'warren\_test\_%'" |
+  while read -r db; do runuser -u postgres -- psql -qc "DROP DATABASE \"$db\" WITH (FORCE)"; done
 echo "==> cargo test"
 cargo test --locked --workspace
+echo "==> the API tests again, on PostgreSQL"
+WARREN_TEST_SERVER_DATABASE=postgres cargo test --locked -p warren-cli \
+  --test lifecycle --test operations --test api_errors --test logs --test survival --test keys \
+  --test exec --test files --test snapshots --test pause --test volumes --test pools \
+  --test images --test registry_pull --test e2b_api

@@ -301,10 +301,12 @@ struct ServeArgs {
     /// sandbox's own namespace: what runsc releases before 2023 need).
     #[arg(long, env = "WARREN_GVISOR_NETWORK", default_value = "sandbox", value_parser = ["sandbox", "host"])]
     gvisor_network: String,
-    /// The SQLite database file [default: DATA_DIR/warren.db]. Servers that share it (and an
-    /// --object-store) can resume each other's paused sandboxes; run one at a time on it.
+    /// The database: postgres://USER:PASSWORD@HOST:PORT/DB for PostgreSQL, or a SQLite file
+    /// [default: DATA_DIR/warren.db]. Migrations run at start on either. Servers that share
+    /// one (and an --object-store) can resume each other's paused sandboxes; run one server at
+    /// a time on a database.
     #[arg(long, env = "WARREN_DATABASE")]
-    database: Option<PathBuf>,
+    database: Option<String>,
     /// Keep pause images in an object store as well as on local disk: s3://BUCKET/PREFIX
     /// (endpoint, region and keys from AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID,
     /// AWS_SECRET_ACCESS_KEY; AWS_ALLOW_HTTP=true for plain HTTP) or file:///DIR. A resume

@@ -26,7 +26,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::RwLock;
 use warren_api::Runtime;
 use warren_local::{LocalBackend, LocalConfig};
-use warren_store::SqliteStore;
+use warren_store::{PostgresStore, SqliteStore};
 
 pub use routes::router;
 use service::{Service, ServiceConfig};
@@ -108,8 +108,9 @@ pub struct ServerConfig {
     pub gvisor: warren_local::runtime::GvisorConfig,
     /// How much of sandboxes' output is kept (exec answers, logs).
     pub output: service::OutputLimits,
-    /// The SQLite database file (`None`: `warren.db` in the data dir).
-    pub database: Option<PathBuf>,
+    /// The database: a PostgreSQL URL (`postgres://…`) or a SQLite file (`None`:
+    /// `warren.db` in the data dir).
+    pub database: Option<String>,
     /// Where pause images are kept besides local disk: `s3://bucket/prefix` or `file:///dir`.
     pub object_store: Option<String>,
 }
@@ -194,13 +195,23 @@ impl Server {
             .canonicalize()
             .with_context(|| format!("resolving {}", cfg.data_dir.display()))?;
         let agent = agent_bin::install(&data_dir).context("installing the agent binary")?;
-        let db = cfg
-            .database
-            .clone()
-            .unwrap_or_else(|| data_dir.join("warren.db"));
-        let store = SqliteStore::open(&db)
-            .await
-            .with_context(|| format!("opening the database {}", db.display()))?;
+        let store: Arc<dyn warren_store::Store> = match cfg.database.as_deref() {
+            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                Arc::new(PostgresStore::connect(url).await.with_context(|| {
+                    format!("connecting to the database {}", without_password(url))
+                })?)
+            }
+            other => {
+                let db = other
+                    .map(PathBuf::from)
+                    .unwrap_or_else(|| data_dir.join("warren.db"));
+                Arc::new(
+                    SqliteStore::open(&db)
+                        .await
+                        .with_context(|| format!("opening the database {}", db.display()))?,
+                )
+            }
+        };
         let offsite = match &cfg.object_store {
             None => None,
             Some(url) => {
@@ -212,7 +223,7 @@ impl Server {
                 Some(o)
             }
         };
-        let new_admin_key = auth::ensure_admin_key(&store, &data_dir).await?;
+        let new_admin_key = auth::ensure_admin_key(store.as_ref(), &data_dir).await?;
         let sealer = Arc::new(secrets::Sealer::open(&data_dir)?);
         let backend = LocalBackend::new(LocalConfig {
             tag: host_tag(&data_dir),
@@ -231,7 +242,7 @@ impl Server {
         })?;
         let layers = Arc::new(backend.layer_store());
         let service = Service::new(
-            Arc::new(store),
+            store,
             Arc::new(backend),
             layers,
             ServiceConfig {
@@ -353,5 +364,16 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
+    }
+}
+
+/// A database URL fit for messages: its password replaced.
+fn without_password(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => url.to_owned(),
     }
 }

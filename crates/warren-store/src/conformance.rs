@@ -1,9 +1,219 @@
 //! What every [`Store`] must do, written once against the trait so each database runs the
 //! same checks.
-use chrono::{Duration, Utc};
-use warren_api::{ErrorDetail, Operation, OperationKind, OperationState};
+use std::collections::BTreeMap;
 
-use crate::{OperationFilter, OperationRecord, Store, StoreError};
+use chrono::{Duration, Utc};
+use warren_api::pause::ImagePart;
+use warren_api::sandbox::{Egress, ListeningPort, OnTimeout};
+use warren_api::{
+    ErrorDetail, Image, LogLine, LogStream, Operation, OperationKind, OperationState, PauseReceipt,
+    Runtime, Sandbox, SandboxId, SandboxState, VolumeMount,
+};
+
+use crate::{LogSize, OperationFilter, OperationRecord, SandboxRecord, Store, StoreError};
+
+fn sandbox(id: &str, image: &str, digest: &str) -> Sandbox {
+    let now = Utc::now();
+    Sandbox {
+        id: id.parse().expect("id"),
+        state: SandboxState::Running,
+        image: image.into(),
+        image_digest: digest.into(),
+        runtime: Runtime::Gvisor,
+        cpu: 1.5,
+        memory_mb: 768,
+        disk_mb: 4096,
+        pids: 300,
+        env: BTreeMap::from([("A".into(), "1".into()), ("B".into(), "two words".into())]),
+        cmd: vec!["sh".into(), "-c".into(), "echo 'quoted' \"too\"".into()],
+        cwd: "/work".into(),
+        user: "user".into(),
+        metadata: BTreeMap::from([("team".into(), "α".into())]),
+        volumes: vec![VolumeMount {
+            name: "data".into(),
+            path: "/data".into(),
+            read_only: true,
+        }],
+        egress: Egress::Rules {
+            allow: vec!["example.com".into()],
+            deny: vec!["0.0.0.0/0".into()],
+        },
+        public: true,
+        traffic_token: Some("tok".into()),
+        request_host: Some("localhost:3000".into()),
+        ip: Some("10.0.0.2".into()),
+        created_at: now,
+        started_at: Some(now + Duration::nanoseconds(123_456_789)),
+        expires_at: Some(now + Duration::seconds(300)),
+        on_timeout: OnTimeout::Pause,
+        auto_resume: true,
+        error: None,
+        urls: BTreeMap::from([("8080".into(), "http://x-8080.localhost".into())]),
+        exposed_ports: vec![8080, 9090],
+        ports: vec![ListeningPort {
+            port: 8080,
+            address: "0.0.0.0".into(),
+            url: Some("http://x-8080.localhost".into()),
+        }],
+        pause: None,
+        pool: Some("warm".into()),
+    }
+}
+
+/// A sandbox record with every field set.
+pub fn sample_record() -> SandboxRecord {
+    SandboxRecord {
+        sandbox: sandbox("aaaaaaaaaaaaaaaa", "img", "sha256:aa"),
+        token: "agent-token".into(),
+        net_index: Some(7),
+    }
+}
+
+/// Sandboxes: every field read back as written, updated, listed newest first without the
+/// deleted, counted per image, their leases and layers found.
+pub async fn sandboxes(store: &dyn Store) {
+    let image = Image {
+        name: "img".into(),
+        digest: "sha256:aa".into(),
+        size: 10,
+        created_at: Utc::now(),
+        source: None,
+        layers: vec!["sha256:l1".into(), "sha256:l2".into()],
+        config: Default::default(),
+    };
+    store.put_image(&image).await.expect("image");
+    let first = sample_record();
+    store.insert_sandbox(&first).await.expect("insert");
+    assert!(matches!(
+        store.insert_sandbox(&first).await,
+        Err(StoreError::Exists(_))
+    ));
+    let id: SandboxId = "aaaaaaaaaaaaaaaa".parse().expect("id");
+    let got = store.get_sandbox(&id).await.expect("get").expect("some");
+    assert_eq!(got, first);
+
+    let mut changed = first.clone();
+    changed.sandbox.state = SandboxState::Paused;
+    changed.sandbox.error = Some("it's \"fine\"".into());
+    changed.sandbox.egress = Egress::Deny;
+    changed.sandbox.ip = None;
+    changed.sandbox.pause = Some(PauseReceipt {
+        version: 1,
+        paused_at: Utc::now(),
+        took_ms: 42,
+        runtime: Runtime::Gvisor,
+        runtime_version: "runsc test".into(),
+        memory: ImagePart {
+            bytes: 1 << 20,
+            sha256: "ab".repeat(32),
+        },
+        filesystem: ImagePart {
+            bytes: 2 << 20,
+            sha256: "cd".repeat(32),
+        },
+        stored: Some("s3://bucket/x".into()),
+    });
+    changed.net_index = None;
+    store.update_sandbox(&changed).await.expect("update");
+    assert_eq!(
+        store.get_sandbox(&id).await.expect("get").expect("some"),
+        changed
+    );
+
+    let mut second = SandboxRecord {
+        sandbox: sandbox("bbbbbbbbbbbbbbbb", "img", "sha256:aa"),
+        token: "t2".into(),
+        net_index: Some(3),
+    };
+    second.sandbox.created_at = first.sandbox.created_at + Duration::seconds(1);
+    second.sandbox.egress = Egress::Only(vec!["10.0.0.0/8".into()]);
+    store.insert_sandbox(&second).await.expect("insert");
+    let mut gone = SandboxRecord {
+        sandbox: sandbox("cccccccccccccccc", "img", "sha256:aa"),
+        token: "t3".into(),
+        net_index: Some(9),
+    };
+    gone.sandbox.state = SandboxState::Deleted;
+    store.insert_sandbox(&gone).await.expect("insert");
+    let ids: Vec<String> = store
+        .list_sandboxes()
+        .await
+        .expect("list")
+        .iter()
+        .map(|r| r.sandbox.id.to_string())
+        .collect();
+    assert_eq!(ids, ["bbbbbbbbbbbbbbbb", "aaaaaaaaaaaaaaaa"]);
+    assert_eq!(
+        store
+            .count_sandboxes_using_image("img")
+            .await
+            .expect("count"),
+        2
+    );
+    assert_eq!(store.used_net_indexes().await.expect("leases"), [3]);
+    let live = store.live_layers().await.expect("layers");
+    assert_eq!(live, ["sha256:l1", "sha256:l2"]);
+}
+
+/// Logs: appended in batches larger than one statement takes, measured, trimmed oldest
+/// first by lines and by bytes, paged, with their offsets.
+pub async fn logs(store: &dyn Store) {
+    let line = |seq: u64, text: &str| LogLine {
+        seq,
+        ts: Utc::now(),
+        stream: LogStream::Stdout,
+        text: text.to_owned(),
+    };
+    let id: SandboxId = "aaaaaaaaaaaaaaaa".parse().expect("id");
+    let lines: Vec<LogLine> = (1..=2500).map(|i| line(i, &format!("{i:04}"))).collect();
+    store
+        .append_logs(&id, &lines, &[("stdout", 10_000)])
+        .await
+        .expect("append");
+    let size = store.log_size(&id).await.expect("size");
+    assert_eq!(
+        size,
+        LogSize {
+            first_seq: 1,
+            last_seq: 2500,
+            lines: 2500,
+            bytes: 10_000
+        }
+    );
+    assert_eq!(
+        store.trim_logs(&id, 3000, 20_000).await.expect("trim"),
+        (0, 0)
+    );
+    assert_eq!(
+        store.trim_logs(&id, 2000, 20_000).await.expect("trim"),
+        (500, 2000)
+    );
+    assert_eq!(store.first_log_seq(&id).await.expect("first"), 501);
+    assert_eq!(
+        store.trim_logs(&id, 2000, 4000).await.expect("trim"),
+        (1000, 4000)
+    );
+    let size = store.log_size(&id).await.expect("size");
+    assert_eq!(
+        (size.first_seq, size.last_seq, size.lines),
+        (1501, 2500, 1000)
+    );
+    let page = store.list_logs(&id, 0, 2).await.expect("list");
+    assert_eq!(page[0].seq, 1501);
+    assert_eq!(page[1].text, "1502");
+    // Multi-byte text counts in bytes.
+    store
+        .append_logs(&id, &[line(2501, "αβ")], &[("stdout", 10_004)])
+        .await
+        .expect("append");
+    assert_eq!(store.log_size(&id).await.expect("size").bytes, 4004);
+    assert_eq!(
+        store.log_offsets(&id).await.expect("offsets"),
+        vec![("stdout".to_owned(), 10_004)]
+    );
+    store.delete_logs(&id).await.expect("delete");
+    assert_eq!(store.log_size(&id).await.expect("size"), LogSize::default());
+}
 
 fn op(id: &str, kind: OperationKind, target: &str, age_s: i64) -> Operation {
     Operation {

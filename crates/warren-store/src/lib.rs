@@ -1,10 +1,48 @@
-//! Warren's durable state: API keys, images and sandboxes, behind the [`Store`] trait, with
-//! the SQLite implementation (the embedded default) beside it.
+//! Warren's durable state: API keys, images, sandboxes, operations, behind the [`Store`]
+//! trait, with its SQL implementation beside it, compiled once for SQLite (the embedded
+//! default) and once for PostgreSQL (`--database postgres://…`) from the same source.
 #![deny(missing_docs)]
 
 #[cfg(test)]
 mod conformance;
-mod sqlite;
+
+/// The store in one SQLite file.
+#[path = "sql"]
+pub mod sqlite {
+    type Db = sqlx::Sqlite;
+    type DbRow = sqlx::sqlite::SqliteRow;
+    mod credentials;
+    mod kept;
+    mod logs;
+    #[path = "open_sqlite.rs"]
+    mod open;
+    mod operations;
+    mod rows;
+    mod sandbox_rows;
+    mod store;
+    #[cfg(test)]
+    mod tests;
+    pub use store::SqlStore as SqliteStore;
+}
+
+/// The store in PostgreSQL: the same source files as [`sqlite`], compiled against
+/// PostgreSQL's driver (that is the point, hence the lint's allowance).
+#[allow(clippy::duplicate_mod)]
+#[path = "sql"]
+pub mod postgres {
+    type Db = sqlx::Postgres;
+    type DbRow = sqlx::postgres::PgRow;
+    mod credentials;
+    mod kept;
+    mod logs;
+    #[path = "open_postgres.rs"]
+    mod open;
+    mod operations;
+    mod rows;
+    mod sandbox_rows;
+    mod store;
+    pub use store::SqlStore as PostgresStore;
+}
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -12,6 +50,7 @@ use warren_api::{
     ExecRecord, Image, LogLine, Operation, OperationKind, OperationState, Sandbox, SandboxId,
 };
 
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 /// Errors of a store.

@@ -1,21 +1,21 @@
 //! Credentials in the store: API keys (by the hash of their secret) and sealed secrets.
+use super::DbRow;
 use chrono::{DateTime, Utc};
-use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
 
 use super::rows::{parse_ts, ts};
-use super::SqliteStore;
+use super::store::SqlStore;
 use crate::{ApiKeyRecord, SecretRecord, StoreError};
 
 pub(super) async fn insert_api_key(
-    s: &SqliteStore,
+    s: &SqlStore,
     id: &str,
     name: &str,
     hash: &str,
 ) -> Result<DateTime<Utc>, StoreError> {
     // As stored (to the microsecond), so the answer matches what a listing shows later.
     let stored = ts(&Utc::now());
-    sqlx::query("INSERT INTO api_keys (id, hash, name, created_at) VALUES (?, ?, ?, ?)")
+    sqlx::query("INSERT INTO api_keys (id, hash, name, created_at) VALUES ($1, $2, $3, $4)")
         .bind(id)
         .bind(hash)
         .bind(name)
@@ -25,22 +25,22 @@ pub(super) async fn insert_api_key(
     parse_ts(&format!("api key {id}"), &stored)
 }
 
-pub(super) async fn api_key_exists(s: &SqliteStore, hash: &str) -> Result<bool, StoreError> {
-    let row = sqlx::query("SELECT 1 FROM api_keys WHERE hash = ?")
+pub(super) async fn api_key_exists(s: &SqlStore, hash: &str) -> Result<bool, StoreError> {
+    let row = sqlx::query("SELECT 1 FROM api_keys WHERE hash = $1")
         .bind(hash)
         .fetch_optional(&s.pool)
         .await?;
     Ok(row.is_some())
 }
 
-pub(super) async fn count_api_keys(s: &SqliteStore) -> Result<u64, StoreError> {
+pub(super) async fn count_api_keys(s: &SqlStore) -> Result<u64, StoreError> {
     let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM api_keys")
         .fetch_one(&s.pool)
         .await?;
     Ok(u64::try_from(n).unwrap_or(0))
 }
 
-pub(super) async fn list_api_keys(s: &SqliteStore) -> Result<Vec<ApiKeyRecord>, StoreError> {
+pub(super) async fn list_api_keys(s: &SqlStore) -> Result<Vec<ApiKeyRecord>, StoreError> {
     let rows = sqlx::query("SELECT id, name, created_at FROM api_keys ORDER BY created_at, id")
         .fetch_all(&s.pool)
         .await?;
@@ -57,16 +57,16 @@ pub(super) async fn list_api_keys(s: &SqliteStore) -> Result<Vec<ApiKeyRecord>, 
         .collect()
 }
 
-pub(super) async fn delete_api_key(s: &SqliteStore, id: &str) -> Result<bool, StoreError> {
+pub(super) async fn delete_api_key(s: &SqlStore, id: &str) -> Result<bool, StoreError> {
     let done =
-        sqlx::query("DELETE FROM api_keys WHERE id = ? AND (SELECT COUNT(*) FROM api_keys) > 1")
+        sqlx::query("DELETE FROM api_keys WHERE id = $1 AND (SELECT COUNT(*) FROM api_keys) > 1")
             .bind(id)
             .execute(&s.writer)
             .await?;
     Ok(done.rows_affected() == 1)
 }
 
-fn secret_from_row(row: &SqliteRow) -> Result<SecretRecord, StoreError> {
+fn secret_from_row(row: &DbRow) -> Result<SecretRecord, StoreError> {
     let id: String = row.try_get("id")?;
     let what = format!("secret {id}");
     let metadata: String = row.try_get("metadata")?;
@@ -94,10 +94,10 @@ fn metadata_json(rec: &SecretRecord) -> Result<String, StoreError> {
     })
 }
 
-pub(super) async fn insert_secret(s: &SqliteStore, rec: &SecretRecord) -> Result<bool, StoreError> {
+pub(super) async fn insert_secret(s: &SqlStore, rec: &SecretRecord) -> Result<bool, StoreError> {
     let done = sqlx::query(
         "INSERT INTO secrets (id, name, version, metadata, sealed, created_at, updated_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
     )
     .bind(&rec.id)
     .bind(&rec.name)
@@ -112,12 +112,12 @@ pub(super) async fn insert_secret(s: &SqliteStore, rec: &SecretRecord) -> Result
 }
 
 pub(super) async fn get_secret(
-    s: &SqliteStore,
+    s: &SqlStore,
     id_or_name: &str,
 ) -> Result<Option<SecretRecord>, StoreError> {
     // An id first: a name that looks like another secret's id does not shadow it.
     let row = sqlx::query(
-        "SELECT * FROM secrets WHERE id = ?1 OR name = ?1 ORDER BY (id = ?1) DESC LIMIT 1",
+        "SELECT * FROM secrets WHERE id = $11 OR name = $21 ORDER BY (id = $31) DESC LIMIT 1",
     )
     .bind(id_or_name)
     .fetch_optional(&s.pool)
@@ -125,7 +125,7 @@ pub(super) async fn get_secret(
     row.as_ref().map(secret_from_row).transpose()
 }
 
-pub(super) async fn list_secrets(s: &SqliteStore) -> Result<Vec<SecretRecord>, StoreError> {
+pub(super) async fn list_secrets(s: &SqlStore) -> Result<Vec<SecretRecord>, StoreError> {
     sqlx::query("SELECT * FROM secrets ORDER BY name")
         .fetch_all(&s.pool)
         .await?
@@ -134,9 +134,9 @@ pub(super) async fn list_secrets(s: &SqliteStore) -> Result<Vec<SecretRecord>, S
         .collect()
 }
 
-pub(super) async fn update_secret(s: &SqliteStore, rec: &SecretRecord) -> Result<(), StoreError> {
+pub(super) async fn update_secret(s: &SqlStore, rec: &SecretRecord) -> Result<(), StoreError> {
     sqlx::query(
-        "UPDATE secrets SET version = ?, metadata = ?, sealed = ?, updated_at = ? WHERE id = ?",
+        "UPDATE secrets SET version = $1, metadata = $2, sealed = $3, updated_at = $4 WHERE id = $5",
     )
     .bind(i64::try_from(rec.version).unwrap_or(i64::MAX))
     .bind(metadata_json(rec)?)
@@ -148,8 +148,8 @@ pub(super) async fn update_secret(s: &SqliteStore, rec: &SecretRecord) -> Result
     Ok(())
 }
 
-pub(super) async fn delete_secret(s: &SqliteStore, id: &str) -> Result<bool, StoreError> {
-    let done = sqlx::query("DELETE FROM secrets WHERE id = ?")
+pub(super) async fn delete_secret(s: &SqlStore, id: &str) -> Result<bool, StoreError> {
+    let done = sqlx::query("DELETE FROM secrets WHERE id = $1")
         .bind(id)
         .execute(&s.writer)
         .await?;

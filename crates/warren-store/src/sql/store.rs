@@ -1,11 +1,9 @@
-//! The SQLite store: one file, WAL, migrations embedded in the binary.
-use std::path::Path;
-use std::time::Duration;
-
+//! [`SqlStore`]: the [`Store`] in SQL, one text for every database it is compiled for
+//! (`super::Db`): placeholders are `$N`, which SQLite and PostgreSQL both read, and the SQL
+//! keeps to what both speak.
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::SqlitePool;
+use sqlx::Pool;
 use warren_api::{ExecRecord, Image, LogLine, SandboxId};
 
 use crate::{
@@ -13,49 +11,24 @@ use crate::{
     SnapshotRecord, Store, StoreError,
 };
 
-mod credentials;
-mod kept;
-mod logs;
-mod operations;
-mod rows;
-use rows::{doc, exec_from_row, image_from_row, record_from_row, ts, DELETED};
+use super::rows::{exec_from_row, image_from_row, ts, DELETED};
+use super::sandbox_rows;
+use super::Db;
+use super::{credentials, kept, logs, operations};
 
-/// A [`Store`] in one SQLite file.
+/// A [`Store`] in a SQL database.
 #[derive(Clone)]
-pub struct SqliteStore {
+pub struct SqlStore {
     /// Reads, several at once.
-    pool: SqlitePool,
-    /// Writes, one connection: SQLite admits one writer at a time, and a writer that finds
-    /// the lock taken sleeps in its busy handler (1 ms and up); queueing here costs nothing.
-    writer: SqlitePool,
-}
-
-impl SqliteStore {
-    /// Opens (creating if needed) the database at `path` and runs pending migrations.
-    pub async fn open(path: &Path) -> Result<Self, StoreError> {
-        let opts = SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(10))
-            .foreign_keys(true);
-        let writer = SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect_with(opts.clone())
-            .await?;
-        sqlx::migrate!("./migrations/sqlite").run(&writer).await?;
-        // Read-only, so a write that strays onto it fails instead of racing the writer.
-        let pool = SqlitePoolOptions::new()
-            .max_connections(8)
-            .connect_with(opts.read_only(true))
-            .await?;
-        Ok(SqliteStore { pool, writer })
-    }
+    pub(super) pool: Pool<Db>,
+    /// Writes: on SQLite one connection (it admits one writer at a time, and a writer that
+    /// finds the lock taken sleeps in its busy handler, 1 ms and up: queueing here costs
+    /// nothing); elsewhere the same pool as reads.
+    pub(super) writer: Pool<Db>,
 }
 
 #[async_trait]
-impl Store for SqliteStore {
+impl Store for SqlStore {
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").fetch_one(&self.pool).await?;
         Ok(())
@@ -108,7 +81,7 @@ impl Store for SqliteStore {
 
     async fn idempotent_sandbox(&self, key: &str) -> Result<Option<SandboxId>, StoreError> {
         let id: Option<String> =
-            sqlx::query_scalar("SELECT sandbox_id FROM idempotency_keys WHERE key = ?")
+            sqlx::query_scalar("SELECT sandbox_id FROM idempotency_keys WHERE key = $1")
                 .bind(key)
                 .fetch_optional(&self.pool)
                 .await?;
@@ -117,7 +90,7 @@ impl Store for SqliteStore {
 
     async fn put_idempotent_sandbox(&self, key: &str, id: &SandboxId) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO idempotency_keys (key, sandbox_id, created_at) VALUES (?, ?, ?) \
+            "INSERT INTO idempotency_keys (key, sandbox_id, created_at) VALUES ($1, $2, $3) \
              ON CONFLICT (key) DO UPDATE SET sandbox_id = excluded.sandbox_id, \
              created_at = excluded.created_at",
         )
@@ -194,14 +167,17 @@ impl Store for SqliteStore {
                 source,
             })?;
         let mut tx = self.writer.begin().await?;
-        sqlx::query("INSERT OR REPLACE INTO manifests (digest, layers) VALUES (?, ?)")
-            .bind(&image.digest)
-            .bind(&layers)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "INSERT INTO manifests (digest, layers) VALUES ($1, $2)
+             ON CONFLICT (digest) DO UPDATE SET layers = excluded.layers",
+        )
+        .bind(&image.digest)
+        .bind(&layers)
+        .execute(&mut *tx)
+        .await?;
         sqlx::query(
             "INSERT INTO images (name, digest, size, created_at, source, layers, config)
-             VALUES (?, ?, ?, ?, ?, ?, ?)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
              ON CONFLICT (name) DO UPDATE SET digest = excluded.digest, size = excluded.size,
              created_at = excluded.created_at, source = excluded.source,
              layers = excluded.layers, config = excluded.config",
@@ -221,7 +197,7 @@ impl Store for SqliteStore {
 
     async fn manifest_layers(&self, digest: &str) -> Result<Option<Vec<String>>, StoreError> {
         let layers: Option<String> =
-            sqlx::query_scalar("SELECT layers FROM manifests WHERE digest = ?")
+            sqlx::query_scalar("SELECT layers FROM manifests WHERE digest = $1")
                 .bind(digest)
                 .fetch_optional(&self.pool)
                 .await?;
@@ -241,8 +217,7 @@ impl Store for SqliteStore {
         // sandbox or image recorded meanwhile cannot lose its layers to this sweep.
         sqlx::query(
             "DELETE FROM manifests WHERE digest NOT IN (SELECT digest FROM images)
-             AND digest NOT IN (SELECT json_extract(doc, '$.image_digest') FROM sandboxes
-                                WHERE state != 'deleted')
+             AND digest NOT IN (SELECT image_digest FROM sandboxes WHERE state != 'deleted')
              AND digest NOT IN (SELECT image_digest FROM snapshots)",
         )
         .execute(&mut *tx)
@@ -266,7 +241,7 @@ impl Store for SqliteStore {
     }
 
     async fn get_image(&self, name: &str) -> Result<Option<Image>, StoreError> {
-        let row = sqlx::query("SELECT * FROM images WHERE name = ?")
+        let row = sqlx::query("SELECT * FROM images WHERE name = $1")
             .bind(name)
             .fetch_optional(&self.pool)
             .await?;
@@ -281,7 +256,7 @@ impl Store for SqliteStore {
     }
 
     async fn delete_image(&self, name: &str) -> Result<bool, StoreError> {
-        let done = sqlx::query("DELETE FROM images WHERE name = ?")
+        let done = sqlx::query("DELETE FROM images WHERE name = $1")
             .bind(name)
             .execute(&self.writer)
             .await?;
@@ -290,19 +265,9 @@ impl Store for SqliteStore {
 
     async fn insert_sandbox(&self, rec: &SandboxRecord) -> Result<(), StoreError> {
         let s = &rec.sandbox;
-        let res = sqlx::query(
-            "INSERT INTO sandboxes (id, state, image, net_index, token, created_at, doc)
-             VALUES (?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(s.id.as_str())
-        .bind(s.state.as_str())
-        .bind(&s.image)
-        .bind(rec.net_index.map(i64::from))
-        .bind(&rec.token)
-        .bind(ts(&s.created_at))
-        .bind(doc(rec)?)
-        .execute(&self.writer)
-        .await;
+        let res = sandbox_rows::bind(&sandbox_rows::INSERT, rec)?
+            .execute(&self.writer)
+            .await;
         match res {
             Ok(_) => Ok(()),
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
@@ -313,36 +278,34 @@ impl Store for SqliteStore {
     }
 
     async fn update_sandbox(&self, rec: &SandboxRecord) -> Result<(), StoreError> {
-        let s = &rec.sandbox;
-        sqlx::query("UPDATE sandboxes SET state = ?, net_index = ?, doc = ? WHERE id = ?")
-            .bind(s.state.as_str())
-            .bind(rec.net_index.map(i64::from))
-            .bind(doc(rec)?)
-            .bind(s.id.as_str())
+        sandbox_rows::bind(&sandbox_rows::UPDATE, rec)?
             .execute(&self.writer)
             .await?;
         Ok(())
     }
 
     async fn get_sandbox(&self, id: &SandboxId) -> Result<Option<SandboxRecord>, StoreError> {
-        let row = sqlx::query("SELECT * FROM sandboxes WHERE id = ?")
+        let row = sqlx::query(&format!("{} WHERE id = $1", *sandbox_rows::SELECT))
             .bind(id.as_str())
             .fetch_optional(&self.pool)
             .await?;
-        row.as_ref().map(record_from_row).transpose()
+        row.as_ref().map(sandbox_rows::from_row).transpose()
     }
 
     async fn list_sandboxes(&self) -> Result<Vec<SandboxRecord>, StoreError> {
-        let rows = sqlx::query("SELECT * FROM sandboxes WHERE state != ? ORDER BY created_at DESC")
-            .bind(DELETED)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(record_from_row).collect()
+        let rows = sqlx::query(&format!(
+            "{} WHERE state != $1 ORDER BY created_at DESC",
+            *sandbox_rows::SELECT
+        ))
+        .bind(DELETED)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(sandbox_rows::from_row).collect()
     }
 
     async fn count_sandboxes_using_image(&self, image: &str) -> Result<u64, StoreError> {
         let n: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM sandboxes WHERE image = ? AND state != ?")
+            sqlx::query_scalar("SELECT COUNT(*) FROM sandboxes WHERE image = $1 AND state != $2")
                 .bind(image)
                 .bind(DELETED)
                 .fetch_one(&self.pool)
@@ -357,7 +320,7 @@ impl Store for SqliteStore {
         })?;
         sqlx::query(
             "INSERT INTO execs (id, sandbox_id, cmd, label, kind, exit_code, stdout, stderr,
-             started_at, duration_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             started_at, duration_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         )
         .bind(&rec.id)
         .bind(sandbox.as_str())
@@ -380,7 +343,7 @@ impl Store for SqliteStore {
         limit: u32,
     ) -> Result<Vec<ExecRecord>, StoreError> {
         let rows = sqlx::query(
-            "SELECT * FROM (SELECT * FROM execs WHERE sandbox_id = ? ORDER BY seq DESC LIMIT ?)
+            "SELECT * FROM (SELECT * FROM execs WHERE sandbox_id = $1 ORDER BY seq DESC LIMIT $2) AS newest
              ORDER BY seq ASC",
         )
         .bind(sandbox.as_str())
@@ -391,7 +354,7 @@ impl Store for SqliteStore {
     }
 
     async fn prune_execs(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
-        let done = sqlx::query("DELETE FROM execs WHERE started_at < ?")
+        let done = sqlx::query("DELETE FROM execs WHERE started_at < $1")
             .bind(ts(&before))
             .execute(&self.writer)
             .await?;
@@ -447,7 +410,7 @@ impl Store for SqliteStore {
 
     async fn used_net_indexes(&self) -> Result<Vec<u32>, StoreError> {
         let rows: Vec<i64> = sqlx::query_scalar(
-            "SELECT net_index FROM sandboxes WHERE net_index IS NOT NULL AND state != ?",
+            "SELECT net_index FROM sandboxes WHERE net_index IS NOT NULL AND state != $1",
         )
         .bind(DELETED)
         .fetch_all(&self.pool)
@@ -493,6 +456,3 @@ impl Store for SqliteStore {
         operations::prune(self, before).await
     }
 }
-
-#[cfg(test)]
-mod tests;

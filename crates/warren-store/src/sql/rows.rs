@@ -1,9 +1,9 @@
 //! Rows to the store's types and back: timestamps, sandbox documents, images, execs.
 use chrono::{DateTime, Utc};
 use sqlx::Row;
-use warren_api::{ExecKind, ExecRecord, Image, Sandbox};
+use warren_api::{ExecKind, ExecRecord, Image};
 
-use crate::{SandboxRecord, SnapshotRecord, StoreError};
+use crate::{SnapshotRecord, StoreError};
 
 pub(super) fn ts(t: &DateTime<Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
@@ -18,7 +18,7 @@ pub(super) fn parse_ts(what: &str, s: &str) -> Result<DateTime<Utc>, StoreError>
         })
 }
 
-pub(super) fn image_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Image, StoreError> {
+pub(super) fn image_from_row(row: &super::DbRow) -> Result<Image, StoreError> {
     let name: String = row.try_get("name")?;
     let created: String = row.try_get("created_at")?;
     let size: i64 = row.try_get("size")?;
@@ -39,31 +39,9 @@ pub(super) fn image_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Image, Sto
     })
 }
 
-pub(super) fn record_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<SandboxRecord, StoreError> {
-    let id: String = row.try_get("id")?;
-    let doc: String = row.try_get("doc")?;
-    let sandbox: Sandbox = serde_json::from_str(&doc).map_err(|source| StoreError::Corrupt {
-        what: format!("sandbox {id}"),
-        source,
-    })?;
-    let net_index: Option<i64> = row.try_get("net_index")?;
-    Ok(SandboxRecord {
-        sandbox,
-        token: row.try_get("token")?,
-        net_index: net_index.and_then(|i| u32::try_from(i).ok()),
-    })
-}
-
-pub(super) fn doc(rec: &SandboxRecord) -> Result<String, StoreError> {
-    serde_json::to_string(&rec.sandbox).map_err(|source| StoreError::Corrupt {
-        what: format!("sandbox {}", rec.sandbox.id),
-        source,
-    })
-}
-
 pub(super) const DELETED: &str = "deleted";
 
-pub(super) fn exec_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<ExecRecord, StoreError> {
+pub(super) fn exec_from_row(row: &super::DbRow) -> Result<ExecRecord, StoreError> {
     let id: String = row.try_get("id")?;
     let cmd: String = row.try_get("cmd")?;
     let kind: String = row.try_get("kind")?;
@@ -91,7 +69,7 @@ pub(super) fn exec_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<ExecRecord,
 }
 
 pub(super) fn volume_from_row(
-    row: &sqlx::sqlite::SqliteRow,
+    row: &super::DbRow,
 ) -> Result<(String, u64, DateTime<Utc>), StoreError> {
     let name: String = row.try_get("name")?;
     let size: i64 = row.try_get("size_mb")?;

@@ -2,7 +2,7 @@
 use chrono::{DateTime, Utc};
 
 use super::rows::{parse_ts, snapshot_from_doc, ts, volume_from_row};
-use super::SqliteStore;
+use super::store::SqlStore;
 use crate::{SnapshotRecord, StoreError};
 
 /// The tables of things kept by name.
@@ -14,25 +14,25 @@ enum Kept {
 }
 
 /// Removes the row named `name`; whether there was one.
-async fn delete_named(s: &SqliteStore, what: Kept, name: &str) -> Result<bool, StoreError> {
+async fn delete_named(s: &SqlStore, what: Kept, name: &str) -> Result<bool, StoreError> {
     // A fixed statement per table: table names cannot be bound parameters.
     let sql = match what {
-        Kept::Volume => "DELETE FROM volumes WHERE name = ?",
-        Kept::Snapshot => "DELETE FROM snapshots WHERE name = ?",
-        Kept::Pool => "DELETE FROM pools WHERE name = ?",
+        Kept::Volume => "DELETE FROM volumes WHERE name = $1",
+        Kept::Snapshot => "DELETE FROM snapshots WHERE name = $1",
+        Kept::Pool => "DELETE FROM pools WHERE name = $1",
     };
     let done = sqlx::query(sql).bind(name).execute(&s.writer).await?;
     Ok(done.rows_affected() == 1)
 }
 
 pub(super) async fn insert_volume(
-    s: &SqliteStore,
+    s: &SqlStore,
     name: &str,
     size_mb: u64,
     at: DateTime<Utc>,
 ) -> Result<bool, StoreError> {
     let done = sqlx::query(
-        "INSERT INTO volumes (name, size_mb, created_at) VALUES (?, ?, ?)
+        "INSERT INTO volumes (name, size_mb, created_at) VALUES ($1, $2, $3)
          ON CONFLICT (name) DO NOTHING",
     )
     .bind(name)
@@ -44,10 +44,10 @@ pub(super) async fn insert_volume(
 }
 
 pub(super) async fn get_volume(
-    s: &SqliteStore,
+    s: &SqlStore,
     name: &str,
 ) -> Result<Option<(u64, DateTime<Utc>)>, StoreError> {
-    let row = sqlx::query("SELECT name, size_mb, created_at FROM volumes WHERE name = ?")
+    let row = sqlx::query("SELECT name, size_mb, created_at FROM volumes WHERE name = $1")
         .bind(name)
         .fetch_optional(&s.pool)
         .await?;
@@ -56,7 +56,7 @@ pub(super) async fn get_volume(
 }
 
 pub(super) async fn list_volumes(
-    s: &SqliteStore,
+    s: &SqlStore,
 ) -> Result<Vec<(String, u64, DateTime<Utc>)>, StoreError> {
     sqlx::query("SELECT name, size_mb, created_at FROM volumes ORDER BY name")
         .fetch_all(&s.pool)
@@ -66,12 +66,12 @@ pub(super) async fn list_volumes(
         .collect()
 }
 
-pub(super) async fn delete_volume(s: &SqliteStore, name: &str) -> Result<bool, StoreError> {
+pub(super) async fn delete_volume(s: &SqlStore, name: &str) -> Result<bool, StoreError> {
     delete_named(s, Kept::Volume, name).await
 }
 
 pub(super) async fn insert_snapshot(
-    s: &SqliteStore,
+    s: &SqlStore,
     rec: &SnapshotRecord,
 ) -> Result<bool, StoreError> {
     let doc = serde_json::to_string(rec).map_err(|source| StoreError::Corrupt {
@@ -79,7 +79,7 @@ pub(super) async fn insert_snapshot(
         source,
     })?;
     let done = sqlx::query(
-        "INSERT INTO snapshots (name, image_digest, created_at, doc) VALUES (?, ?, ?, ?)
+        "INSERT INTO snapshots (name, image_digest, created_at, doc) VALUES ($1, $2, $3, $4)
          ON CONFLICT (name) DO NOTHING",
     )
     .bind(&rec.snapshot.name)
@@ -92,17 +92,17 @@ pub(super) async fn insert_snapshot(
 }
 
 pub(super) async fn get_snapshot(
-    s: &SqliteStore,
+    s: &SqlStore,
     name: &str,
 ) -> Result<Option<SnapshotRecord>, StoreError> {
-    let doc: Option<String> = sqlx::query_scalar("SELECT doc FROM snapshots WHERE name = ?")
+    let doc: Option<String> = sqlx::query_scalar("SELECT doc FROM snapshots WHERE name = $1")
         .bind(name)
         .fetch_optional(&s.pool)
         .await?;
     doc.map(|d| snapshot_from_doc(name, &d)).transpose()
 }
 
-pub(super) async fn list_snapshots(s: &SqliteStore) -> Result<Vec<SnapshotRecord>, StoreError> {
+pub(super) async fn list_snapshots(s: &SqlStore) -> Result<Vec<SnapshotRecord>, StoreError> {
     let rows: Vec<(String, String)> =
         sqlx::query_as("SELECT name, doc FROM snapshots ORDER BY name")
             .fetch_all(&s.pool)
@@ -112,12 +112,12 @@ pub(super) async fn list_snapshots(s: &SqliteStore) -> Result<Vec<SnapshotRecord
         .collect()
 }
 
-pub(super) async fn delete_snapshot(s: &SqliteStore, name: &str) -> Result<bool, StoreError> {
+pub(super) async fn delete_snapshot(s: &SqlStore, name: &str) -> Result<bool, StoreError> {
     delete_named(s, Kept::Snapshot, name).await
 }
 
 pub(super) async fn insert_pool(
-    s: &SqliteStore,
+    s: &SqlStore,
     pool: &warren_api::CreatePool,
     at: DateTime<Utc>,
 ) -> Result<bool, StoreError> {
@@ -126,7 +126,7 @@ pub(super) async fn insert_pool(
         source,
     })?;
     let done = sqlx::query(
-        "INSERT INTO pools (name, created_at, doc) VALUES (?, ?, ?)
+        "INSERT INTO pools (name, created_at, doc) VALUES ($1, $2, $3)
          ON CONFLICT (name) DO NOTHING",
     )
     .bind(&pool.name)
@@ -138,7 +138,7 @@ pub(super) async fn insert_pool(
 }
 
 pub(super) async fn list_pools(
-    s: &SqliteStore,
+    s: &SqlStore,
 ) -> Result<Vec<(warren_api::CreatePool, DateTime<Utc>)>, StoreError> {
     let rows: Vec<(String, String, String)> =
         sqlx::query_as("SELECT name, created_at, doc FROM pools ORDER BY name")
@@ -155,6 +155,6 @@ pub(super) async fn list_pools(
         .collect()
 }
 
-pub(super) async fn delete_pool(s: &SqliteStore, name: &str) -> Result<bool, StoreError> {
+pub(super) async fn delete_pool(s: &SqlStore, name: &str) -> Result<bool, StoreError> {
     delete_named(s, Kept::Pool, name).await
 }

@@ -1,17 +1,17 @@
-//! Sandboxes' logs in SQLite: lines by sequence number, trimmed to a budget, and the offsets
+//! Sandboxes' logs: lines by sequence number, trimmed to a budget, and the offsets
 //! a tail resumes from.
 use sqlx::Row;
 use warren_api::{LogLine, LogStream, SandboxId};
 
 use super::rows::{parse_ts, ts};
-use super::SqliteStore;
+use super::store::SqlStore;
 use crate::{LogSize, StoreError};
 
 /// Log rows per INSERT statement (5 parameters each; SQLite allows 32766).
 const LOG_ROWS_PER_INSERT: usize = 1000;
 
 pub(super) async fn append_logs(
-    s: &SqliteStore,
+    s: &SqlStore,
     sandbox: &SandboxId,
     lines: &[LogLine],
     offsets: &[(&str, u64)],
@@ -20,7 +20,7 @@ pub(super) async fn append_logs(
     // Many rows per statement: one statement per line cost most of a busy sandbox's
     // share of the writer.
     for chunk in lines.chunks(LOG_ROWS_PER_INSERT) {
-        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+        let mut q = sqlx::QueryBuilder::<super::Db>::new(
             "INSERT INTO logs (sandbox_id, seq, ts, stream, text) ",
         );
         q.push_values(chunk, |mut row, l| {
@@ -34,8 +34,8 @@ pub(super) async fn append_logs(
     }
     for (stream, offset) in offsets {
         sqlx::query(
-            "INSERT INTO log_offsets (sandbox_id, stream, offset) VALUES (?, ?, ?)
-             ON CONFLICT (sandbox_id, stream) DO UPDATE SET offset = excluded.offset",
+            "INSERT INTO log_offsets (sandbox_id, stream, bytes_read) VALUES ($1, $2, $3)
+             ON CONFLICT (sandbox_id, stream) DO UPDATE SET bytes_read = excluded.bytes_read",
         )
         .bind(sandbox.as_str())
         .bind(*stream)
@@ -48,14 +48,14 @@ pub(super) async fn append_logs(
 }
 
 pub(super) async fn list_logs(
-    s: &SqliteStore,
+    s: &SqlStore,
     sandbox: &SandboxId,
     after: u64,
     limit: u32,
 ) -> Result<Vec<LogLine>, StoreError> {
     let rows = sqlx::query(
-        "SELECT seq, ts, stream, text FROM logs WHERE sandbox_id = ? AND seq > ?
-         ORDER BY seq LIMIT ?",
+        "SELECT seq, ts, stream, text FROM logs WHERE sandbox_id = $1 AND seq > $2
+         ORDER BY seq LIMIT $3",
     )
     .bind(sandbox.as_str())
     .bind(i64::try_from(after).unwrap_or(i64::MAX))
@@ -81,27 +81,27 @@ pub(super) async fn list_logs(
         .collect()
 }
 
-pub(super) async fn last_log_seq(s: &SqliteStore, sandbox: &SandboxId) -> Result<u64, StoreError> {
-    let n: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM logs WHERE sandbox_id = ?")
+pub(super) async fn last_log_seq(s: &SqlStore, sandbox: &SandboxId) -> Result<u64, StoreError> {
+    let n: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM logs WHERE sandbox_id = $1")
         .bind(sandbox.as_str())
         .fetch_one(&s.pool)
         .await?;
     Ok(n.and_then(|n| u64::try_from(n).ok()).unwrap_or(0))
 }
 
-pub(super) async fn first_log_seq(s: &SqliteStore, sandbox: &SandboxId) -> Result<u64, StoreError> {
-    let n: Option<i64> = sqlx::query_scalar("SELECT MIN(seq) FROM logs WHERE sandbox_id = ?")
+pub(super) async fn first_log_seq(s: &SqlStore, sandbox: &SandboxId) -> Result<u64, StoreError> {
+    let n: Option<i64> = sqlx::query_scalar("SELECT MIN(seq) FROM logs WHERE sandbox_id = $1")
         .bind(sandbox.as_str())
         .fetch_one(&s.pool)
         .await?;
     Ok(n.and_then(|n| u64::try_from(n).ok()).unwrap_or(0))
 }
 
-pub(super) async fn log_size(s: &SqliteStore, sandbox: &SandboxId) -> Result<LogSize, StoreError> {
+pub(super) async fn log_size(s: &SqlStore, sandbox: &SandboxId) -> Result<LogSize, StoreError> {
     let row = sqlx::query(
         "SELECT MIN(seq) AS first, MAX(seq) AS last, COUNT(*) AS n,
-         COALESCE(SUM(LENGTH(CAST(text AS BLOB))), 0) AS bytes
-         FROM logs WHERE sandbox_id = ?",
+         CAST(COALESCE(SUM(OCTET_LENGTH(text)), 0) AS BIGINT) AS bytes
+         FROM logs WHERE sandbox_id = $1",
     )
     .bind(sandbox.as_str())
     .fetch_one(&s.pool)
@@ -119,7 +119,7 @@ pub(super) async fn log_size(s: &SqliteStore, sandbox: &SandboxId) -> Result<Log
 }
 
 pub(super) async fn trim_logs(
-    s: &SqliteStore,
+    s: &SqlStore,
     sandbox: &SandboxId,
     keep_lines: u64,
     keep_bytes: u64,
@@ -129,10 +129,10 @@ pub(super) async fn trim_logs(
     // goes, with everything older.
     let cut: Option<i64> = sqlx::query_scalar(
         "SELECT MAX(seq) FROM (
-           SELECT seq, COUNT(*) OVER w AS n, SUM(LENGTH(CAST(text AS BLOB))) OVER w AS b
-           FROM logs WHERE sandbox_id = ?
+           SELECT seq, COUNT(*) OVER w AS n, SUM(OCTET_LENGTH(text)) OVER w AS b
+           FROM logs WHERE sandbox_id = $1
            WINDOW w AS (ORDER BY seq DESC ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)
-         ) WHERE n > ? OR b > ?",
+         ) AS windowed WHERE n > $2 OR b > $3",
     )
     .bind(sandbox.as_str())
     .bind(i64::try_from(keep_lines).unwrap_or(i64::MAX))
@@ -143,15 +143,15 @@ pub(super) async fn trim_logs(
         return Ok((0, 0));
     };
     let row = sqlx::query(
-        "SELECT COUNT(*) AS n, COALESCE(SUM(LENGTH(CAST(text AS BLOB))), 0) AS bytes
-         FROM logs WHERE sandbox_id = ? AND seq <= ?",
+        "SELECT COUNT(*) AS n, CAST(COALESCE(SUM(OCTET_LENGTH(text)), 0) AS BIGINT) AS bytes
+         FROM logs WHERE sandbox_id = $1 AND seq <= $2",
     )
     .bind(sandbox.as_str())
     .bind(cut)
     .fetch_one(&mut *tx)
     .await?;
     let (n, bytes): (i64, i64) = (row.try_get("n")?, row.try_get("bytes")?);
-    sqlx::query("DELETE FROM logs WHERE sandbox_id = ? AND seq <= ?")
+    sqlx::query("DELETE FROM logs WHERE sandbox_id = $1 AND seq <= $2")
         .bind(sandbox.as_str())
         .bind(cut)
         .execute(&mut *tx)
@@ -164,29 +164,29 @@ pub(super) async fn trim_logs(
 }
 
 pub(super) async fn log_offsets(
-    s: &SqliteStore,
+    s: &SqlStore,
     sandbox: &SandboxId,
 ) -> Result<Vec<(String, u64)>, StoreError> {
-    let rows = sqlx::query("SELECT stream, offset FROM log_offsets WHERE sandbox_id = ?")
+    let rows = sqlx::query("SELECT stream, bytes_read FROM log_offsets WHERE sandbox_id = $1")
         .bind(sandbox.as_str())
         .fetch_all(&s.pool)
         .await?;
     rows.iter()
         .map(|r| {
-            let off: i64 = r.try_get("offset")?;
+            let off: i64 = r.try_get("bytes_read")?;
             Ok((r.try_get("stream")?, u64::try_from(off).unwrap_or(0)))
         })
         .collect()
 }
 
-pub(super) async fn delete_logs(s: &SqliteStore, sandbox: &SandboxId) -> Result<(), StoreError> {
+pub(super) async fn delete_logs(s: &SqlStore, sandbox: &SandboxId) -> Result<(), StoreError> {
     // Together: offsets without their lines (or the reverse) would resume a tail wrongly.
     let mut tx = s.writer.begin().await?;
-    sqlx::query("DELETE FROM logs WHERE sandbox_id = ?")
+    sqlx::query("DELETE FROM logs WHERE sandbox_id = $1")
         .bind(sandbox.as_str())
         .execute(&mut *tx)
         .await?;
-    sqlx::query("DELETE FROM log_offsets WHERE sandbox_id = ?")
+    sqlx::query("DELETE FROM log_offsets WHERE sandbox_id = $1")
         .bind(sandbox.as_str())
         .execute(&mut *tx)
         .await?;

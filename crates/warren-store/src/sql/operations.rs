@@ -1,11 +1,11 @@
 //! Operations in SQLite: one row each, the request that resumes it beside it.
+use super::DbRow;
 use chrono::{DateTime, Utc};
-use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
 use warren_api::{ErrorDetail, Operation};
 
 use super::rows::{parse_ts, ts};
-use super::SqliteStore;
+use super::store::SqlStore;
 use crate::{OperationFilter, OperationRecord, StoreError};
 
 const COLUMNS: &str = "id, kind, target, state, priority, attempts, error_code, error_message, \
@@ -18,7 +18,7 @@ fn corrupt(id: &str, e: impl std::fmt::Display) -> StoreError {
     }
 }
 
-fn from_row(row: &SqliteRow) -> Result<OperationRecord, StoreError> {
+fn from_row(row: &DbRow) -> Result<OperationRecord, StoreError> {
     let id: String = row.try_get("id")?;
     let what = format!("operation {id}");
     let opt_ts = |col: &str| -> Result<Option<DateTime<Utc>>, StoreError> {
@@ -61,10 +61,10 @@ fn result_text(op: &Operation) -> Option<String> {
     op.result.as_ref().map(|v| v.to_string())
 }
 
-pub(super) async fn insert(s: &SqliteStore, rec: &OperationRecord) -> Result<(), StoreError> {
+pub(super) async fn insert(s: &SqlStore, rec: &OperationRecord) -> Result<(), StoreError> {
     let op = &rec.op;
     let done = sqlx::query(&format!(
-        "INSERT INTO operations ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+        "INSERT INTO operations ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
          ON CONFLICT DO NOTHING"
     ))
     .bind(&op.id)
@@ -92,10 +92,10 @@ pub(super) async fn insert(s: &SqliteStore, rec: &OperationRecord) -> Result<(),
     Ok(())
 }
 
-pub(super) async fn update(s: &SqliteStore, op: &Operation) -> Result<(), StoreError> {
+pub(super) async fn update(s: &SqlStore, op: &Operation) -> Result<(), StoreError> {
     sqlx::query(
-        "UPDATE operations SET target = ?, state = ?, attempts = ?, error_code = ?,
-         error_message = ?, result = ?, started_at = ?, ended_at = ? WHERE id = ?",
+        "UPDATE operations SET target = $1, state = $2, attempts = $3, error_code = $4,
+         error_message = $5, result = $6, started_at = $7, ended_at = $8 WHERE id = $9",
     )
     .bind(&op.target)
     .bind(op.state.as_str())
@@ -111,8 +111,8 @@ pub(super) async fn update(s: &SqliteStore, op: &Operation) -> Result<(), StoreE
     Ok(())
 }
 
-pub(super) async fn set_target(s: &SqliteStore, id: &str, target: &str) -> Result<(), StoreError> {
-    sqlx::query("UPDATE operations SET target = ? WHERE id = ?")
+pub(super) async fn set_target(s: &SqlStore, id: &str, target: &str) -> Result<(), StoreError> {
+    sqlx::query("UPDATE operations SET target = $1 WHERE id = $2")
         .bind(target)
         .bind(id)
         .execute(&s.writer)
@@ -120,8 +120,8 @@ pub(super) async fn set_target(s: &SqliteStore, id: &str, target: &str) -> Resul
     Ok(())
 }
 
-pub(super) async fn get(s: &SqliteStore, id: &str) -> Result<Option<OperationRecord>, StoreError> {
-    sqlx::query(&format!("SELECT {COLUMNS} FROM operations WHERE id = ?"))
+pub(super) async fn get(s: &SqlStore, id: &str) -> Result<Option<OperationRecord>, StoreError> {
+    sqlx::query(&format!("SELECT {COLUMNS} FROM operations WHERE id = $1"))
         .bind(id)
         .fetch_optional(&s.pool)
         .await?
@@ -130,12 +130,9 @@ pub(super) async fn get(s: &SqliteStore, id: &str) -> Result<Option<OperationRec
         .transpose()
 }
 
-pub(super) async fn by_key(
-    s: &SqliteStore,
-    key: &str,
-) -> Result<Option<OperationRecord>, StoreError> {
+pub(super) async fn by_key(s: &SqlStore, key: &str) -> Result<Option<OperationRecord>, StoreError> {
     sqlx::query(&format!(
-        "SELECT {COLUMNS} FROM operations WHERE idempotency_key = ?"
+        "SELECT {COLUMNS} FROM operations WHERE idempotency_key = $1"
     ))
     .bind(key)
     .fetch_optional(&s.pool)
@@ -145,22 +142,28 @@ pub(super) async fn by_key(
     .transpose()
 }
 
-pub(super) async fn list(
-    s: &SqliteStore,
-    f: &OperationFilter,
-) -> Result<Vec<Operation>, StoreError> {
+pub(super) async fn list(s: &SqlStore, f: &OperationFilter) -> Result<Vec<Operation>, StoreError> {
     // Each condition is fixed text; only values are bound.
     let mut sql = format!("SELECT {COLUMNS} FROM operations WHERE 1 = 1");
+    let mut n = 0;
+    let mut cond = |sql: &mut String, col: &str| {
+        n += 1;
+        sql.push_str(&format!(" AND {col} = ${n}"));
+        n
+    };
     if f.target.is_some() {
-        sql.push_str(" AND target = ?");
+        cond(&mut sql, "target");
     }
     if f.kind.is_some() {
-        sql.push_str(" AND kind = ?");
+        cond(&mut sql, "kind");
     }
     if f.state.is_some() {
-        sql.push_str(" AND state = ?");
+        cond(&mut sql, "state");
     }
-    sql.push_str(" ORDER BY created_at DESC, id DESC LIMIT ?");
+    let limit = n + 1;
+    sql.push_str(&format!(
+        " ORDER BY created_at DESC, id DESC LIMIT ${limit}"
+    ));
     let mut q = sqlx::query(&sql);
     if let Some(t) = &f.target {
         q = q.bind(t);
@@ -179,7 +182,7 @@ pub(super) async fn list(
         .collect()
 }
 
-pub(super) async fn unfinished(s: &SqliteStore) -> Result<Vec<OperationRecord>, StoreError> {
+pub(super) async fn unfinished(s: &SqlStore) -> Result<Vec<OperationRecord>, StoreError> {
     sqlx::query(&format!(
         "SELECT {COLUMNS} FROM operations WHERE state IN ('queued', 'running')
          ORDER BY created_at"
@@ -191,9 +194,9 @@ pub(super) async fn unfinished(s: &SqliteStore) -> Result<Vec<OperationRecord>, 
     .collect()
 }
 
-pub(super) async fn prune(s: &SqliteStore, before: DateTime<Utc>) -> Result<u64, StoreError> {
+pub(super) async fn prune(s: &SqlStore, before: DateTime<Utc>) -> Result<u64, StoreError> {
     let done = sqlx::query(
-        "DELETE FROM operations WHERE state IN ('succeeded', 'failed') AND ended_at < ?",
+        "DELETE FROM operations WHERE state IN ('succeeded', 'failed') AND ended_at < $1",
     )
     .bind(ts(&before))
     .execute(&s.writer)
