@@ -6,6 +6,7 @@ pub mod agent_bin;
 pub mod auth;
 mod e2b;
 pub mod error;
+pub mod idempotency;
 pub mod listen;
 pub mod logs;
 pub mod proxy;

@@ -85,6 +85,12 @@ pub async fn run(service: Service) {
                 Ok(n) => tracing::info!("pruned {n} command history entries past retention"),
                 Err(e) => tracing::warn!("pruning history: {e}"),
             }
+            let before = chrono::Utc::now() - crate::idempotency::KEY_LIFE;
+            match service.store().prune_request_keys(before).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!("forgot {n} idempotency keys older than a day"),
+                Err(e) => tracing::warn!("pruning idempotency keys: {e}"),
+            }
             match service.operations().prune().await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!("pruned {n} ended operations past retention"),

@@ -10,7 +10,10 @@ use warren_api::{
     Runtime, Sandbox, SandboxId, SandboxState, VolumeMount,
 };
 
-use crate::{LogSize, OperationFilter, OperationRecord, SandboxRecord, Store, StoreError};
+use crate::{
+    KeyClaim, LogSize, OperationFilter, OperationRecord, SandboxRecord, Store, StoreError,
+    StoredAnswer,
+};
 
 fn sandbox(id: &str, image: &str, digest: &str) -> Sandbox {
     let now = Utc::now();
@@ -362,4 +365,92 @@ pub async fn operations(store: &dyn Store) {
     assert_eq!(pruned, 1);
     assert!(store.get_operation("op-1").await.expect("get").is_none());
     assert!(store.get_operation("op-3").await.expect("get").is_some());
+}
+
+/// Idempotency keys of plain calls: claimed once, running to the others, their answer kept
+/// (binary bodies too), released when a call never answered, pruned when old.
+pub async fn request_keys(store: &dyn Store) {
+    let now = Utc::now();
+    assert_eq!(
+        store
+            .claim_request_key("k", "fp1", now)
+            .await
+            .expect("claim"),
+        KeyClaim::Claimed
+    );
+    assert_eq!(
+        store
+            .claim_request_key("k", "fp2", now)
+            .await
+            .expect("claim"),
+        KeyClaim::Running {
+            fingerprint: "fp1".into()
+        }
+    );
+    let answer = StoredAnswer {
+        status: 201,
+        content_type: Some("application/json".into()),
+        body: Some(vec![0, 159, 146, 150, b'{']),
+    };
+    store
+        .finish_request_key("k", &answer)
+        .await
+        .expect("finish");
+    assert_eq!(
+        store
+            .claim_request_key("k", "fp1", now)
+            .await
+            .expect("claim"),
+        KeyClaim::Done {
+            fingerprint: "fp1".into(),
+            answer: answer.clone(),
+        }
+    );
+    // A finished key stays; a running one is let go.
+    store.release_request_key("k").await.expect("release");
+    assert!(matches!(
+        store
+            .claim_request_key("k", "fp1", now)
+            .await
+            .expect("claim"),
+        KeyClaim::Done { .. }
+    ));
+    assert_eq!(
+        store
+            .claim_request_key("j", "fp", now)
+            .await
+            .expect("claim"),
+        KeyClaim::Claimed
+    );
+    store.release_request_key("j").await.expect("release");
+    assert_eq!(
+        store
+            .claim_request_key("j", "fp", now)
+            .await
+            .expect("claim"),
+        KeyClaim::Claimed
+    );
+    let stream = StoredAnswer {
+        status: 200,
+        content_type: Some("text/event-stream".into()),
+        body: None,
+    };
+    store
+        .finish_request_key("j", &stream)
+        .await
+        .expect("finish");
+    assert_eq!(
+        store
+            .prune_request_keys(now + Duration::seconds(1))
+            .await
+            .expect("prune"),
+        2
+    );
+    assert_eq!(
+        store
+            .claim_request_key("k", "fp1", now)
+            .await
+            .expect("claim"),
+        KeyClaim::Claimed
+    );
 }

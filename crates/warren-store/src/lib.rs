@@ -17,6 +17,7 @@ pub mod sqlite {
     #[path = "open_sqlite.rs"]
     mod open;
     mod operations;
+    mod request_keys;
     mod rows;
     mod sandbox_rows;
     mod store;
@@ -38,6 +39,7 @@ pub mod postgres {
     #[path = "open_postgres.rs"]
     mod open;
     mod operations;
+    mod request_keys;
     mod rows;
     mod sandbox_rows;
     mod store;
@@ -303,6 +305,50 @@ pub trait Store: Send + Sync + 'static {
     async fn unfinished_operations(&self) -> Result<Vec<OperationRecord>, StoreError>;
     /// Forgets operations that ended before `before`; how many.
     async fn prune_operations(&self, before: DateTime<Utc>) -> Result<u64, StoreError>;
+
+    /// Claims an idempotency key for a call with `fingerprint`, or says what holds it.
+    async fn claim_request_key(
+        &self,
+        key: &str,
+        fingerprint: &str,
+        at: DateTime<Utc>,
+    ) -> Result<KeyClaim, StoreError>;
+    /// Keeps a claimed key's answer.
+    async fn finish_request_key(&self, key: &str, answer: &StoredAnswer) -> Result<(), StoreError>;
+    /// Lets go of a claimed key whose call never answered (cancelled, or failed to run).
+    async fn release_request_key(&self, key: &str) -> Result<(), StoreError>;
+    /// Forgets answered keys claimed before `before`; how many.
+    async fn prune_request_keys(&self, before: DateTime<Utc>) -> Result<u64, StoreError>;
+}
+
+/// What an idempotency key holds when a call claims it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyClaim {
+    /// Nothing: the key is this call's now.
+    Claimed,
+    /// A call with the key runs now.
+    Running {
+        /// That call's fingerprint.
+        fingerprint: String,
+    },
+    /// A call with the key ended.
+    Done {
+        /// That call's fingerprint.
+        fingerprint: String,
+        /// What it answered.
+        answer: StoredAnswer,
+    },
+}
+
+/// A call's answer, kept for its idempotency key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredAnswer {
+    /// Its HTTP status.
+    pub status: u16,
+    /// Its `Content-Type`.
+    pub content_type: Option<String>,
+    /// Its body; `None` when it cannot be replayed (a stream, or too large to keep).
+    pub body: Option<Vec<u8>>,
 }
 
 /// An operation as stored: what the API shows, the request that resumes it, and the

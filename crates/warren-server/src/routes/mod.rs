@@ -84,6 +84,11 @@ pub fn router(state: AppState) -> Router {
             put(images::import).delete(images::delete),
         )
         .fallback(error::not_found)
+        // Inside the key check: a call that is refused claims no key.
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::idempotency::layer,
+        ))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             crate::auth::require_key,

@@ -7,14 +7,14 @@ use sqlx::Pool;
 use warren_api::{ExecRecord, Image, LogLine, SandboxId};
 
 use crate::{
-    ApiKeyRecord, LogSize, OperationFilter, OperationRecord, SandboxRecord, SecretRecord,
-    SnapshotRecord, Store, StoreError,
+    ApiKeyRecord, KeyClaim, LogSize, OperationFilter, OperationRecord, SandboxRecord, SecretRecord,
+    SnapshotRecord, Store, StoreError, StoredAnswer,
 };
 
 use super::rows::{exec_from_row, image_from_row, ts, DELETED};
 use super::sandbox_rows;
 use super::Db;
-use super::{credentials, kept, logs, operations};
+use super::{credentials, kept, logs, operations, request_keys};
 
 /// A [`Store`] in a SQL database.
 #[derive(Clone)]
@@ -454,5 +454,26 @@ impl Store for SqlStore {
 
     async fn prune_operations(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
         operations::prune(self, before).await
+    }
+
+    async fn claim_request_key(
+        &self,
+        key: &str,
+        fingerprint: &str,
+        at: DateTime<Utc>,
+    ) -> Result<KeyClaim, StoreError> {
+        request_keys::claim(self, key, fingerprint, at).await
+    }
+
+    async fn finish_request_key(&self, key: &str, answer: &StoredAnswer) -> Result<(), StoreError> {
+        request_keys::finish(self, key, answer).await
+    }
+
+    async fn release_request_key(&self, key: &str) -> Result<(), StoreError> {
+        request_keys::release(self, key).await
+    }
+
+    async fn prune_request_keys(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        request_keys::prune(self, before).await
     }
 }

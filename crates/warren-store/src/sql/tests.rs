@@ -77,6 +77,7 @@ macro_rules! on_both {
 on_both!(operations, sqlite_operations, postgres_operations);
 on_both!(sandboxes, sqlite_sandboxes, postgres_sandboxes);
 on_both!(logs, sqlite_logs, postgres_logs);
+on_both!(request_keys, sqlite_request_keys, postgres_request_keys);
 
 /// A database from before sandboxes had columns (a JSON document each) reads the same after
 /// the migration.

@@ -1,0 +1,225 @@
+//! `Idempotency-Key` on every mutating `/v1` call that is not an operation (operations keep
+//! their own keys, with their results): the first call's answer is kept, and a retry with the
+//! same key and the same request gets it again (with `Idempotent-Replayed: true`) without the
+//! call running twice. The same key with another request is 422; a retry while the first
+//! still runs is 409. An answer that is a stream (SSE, NDJSON) or over 1 MiB is not kept (a
+//! retry is 409: the call ran); a 5xx is not kept either (the retry runs). Keys belong to the
+//! API key that sent them and are kept a day.
+use axum::body::Body;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{header, HeaderValue, Method};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use http_body_util::BodyExt;
+use sha2::{Digest, Sha256};
+use warren_store::{KeyClaim, Store, StoredAnswer};
+
+use crate::error::ApiError;
+use crate::AppState;
+
+/// Request bodies up to this size are part of the fingerprint; a larger one counts by its
+/// length (it is streamed, never held).
+const HASHED_BODY: u64 = 1 << 20;
+/// Answers up to this size are kept for replay.
+const KEPT_ANSWER: u64 = 1 << 20;
+/// How long an answered key is kept.
+pub const KEY_LIFE: chrono::TimeDelta = chrono::TimeDelta::days(1);
+
+/// Routes whose calls are operations: they take `Idempotency-Key` themselves.
+fn is_operation(method: &Method, path: &str) -> bool {
+    let path = path.strip_prefix("/v1").unwrap_or(path);
+    match *method {
+        Method::POST => {
+            path == "/sandboxes"
+                || path == "/images/pull"
+                || [
+                    "/stop",
+                    "/start",
+                    "/pause",
+                    "/resume",
+                    "/fork",
+                    "/snapshots",
+                ]
+                .iter()
+                .any(|tail| path.starts_with("/sandboxes/{id}") && path.ends_with(tail))
+        }
+        Method::DELETE => path == "/sandboxes/{id}",
+        _ => false,
+    }
+}
+
+/// Lets go of a claimed key if the call never answers (its client went away mid-call).
+struct Claim {
+    store: std::sync::Arc<dyn Store>,
+    key: String,
+    settled: bool,
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        if !self.settled {
+            let (store, key) = (self.store.clone(), std::mem::take(&mut self.key));
+            tokio::spawn(async move {
+                if let Err(e) = store.release_request_key(&key).await {
+                    tracing::warn!("releasing an idempotency key: {e}");
+                }
+            });
+        }
+    }
+}
+
+/// The middleware (see the module's words).
+pub async fn layer(
+    State(state): State<AppState>,
+    matched: Option<MatchedPath>,
+    req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let Some(key) = req.headers().get("idempotency-key") else {
+        return Ok(next.run(req).await);
+    };
+    let route = matched.as_ref().map(MatchedPath::as_str).unwrap_or("");
+    let method = req.method().clone();
+    if matches!(method, Method::GET | Method::HEAD | Method::OPTIONS)
+        || is_operation(&method, route)
+    {
+        return Ok(next.run(req).await);
+    }
+    let key = key
+        .to_str()
+        .ok()
+        .filter(|k| (1..=255).contains(&k.len()) && k.bytes().all(|b| b.is_ascii_graphic()))
+        .ok_or_else(|| {
+            ApiError::BadRequest("Idempotency-Key must be 1-255 printable ASCII characters".into())
+        })?;
+    let owner = crate::auth::bearer(req.headers())
+        .map(crate::auth::hash_key)
+        .unwrap_or_default();
+    let stored_key = format!("{}:{key}", owner.get(..16).unwrap_or_default());
+
+    let (parts, body) = req.into_parts();
+    let length = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let mut hash = Sha256::new();
+    hash.update(method.as_str());
+    hash.update(b" ");
+    hash.update(parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or(""));
+    hash.update(b"\n");
+    let body = match length {
+        Some(n) if n <= HASHED_BODY => {
+            let bytes = body
+                .collect()
+                .await
+                .map_err(|e| ApiError::BadRequest(format!("reading the body: {e}")))?
+                .to_bytes();
+            hash.update(&bytes);
+            Body::from(bytes)
+        }
+        other => {
+            hash.update(format!("a body of {other:?} bytes"));
+            body
+        }
+    };
+    let fingerprint = hex::encode(hash.finalize());
+
+    let store = state.service.store_arc();
+    match store
+        .claim_request_key(&stored_key, &fingerprint, chrono::Utc::now())
+        .await?
+    {
+        KeyClaim::Claimed => {}
+        KeyClaim::Running { .. } => {
+            return Err(ApiError::Conflict(
+                "a call with this Idempotency-Key is still running; try again when it ends".into(),
+            ))
+        }
+        KeyClaim::Done {
+            fingerprint: first,
+            answer,
+        } => {
+            if first != fingerprint {
+                return Err(ApiError::Invalid(
+                    "this Idempotency-Key was used for another request; use a new key".into(),
+                ));
+            }
+            return replay(answer);
+        }
+    }
+    let mut claim = Claim {
+        store: store.clone(),
+        key: stored_key,
+        settled: false,
+    };
+    let resp = next.run(Request::from_parts(parts, body)).await;
+    if resp.status().is_server_error() {
+        return Ok(resp);
+    }
+    let status = resp.status().as_u16();
+    let content_type = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let streamed = content_type
+        .as_deref()
+        .is_some_and(|c| c.starts_with("text/event-stream") || c.contains("ndjson"));
+    let (resp, body) = if streamed {
+        (resp, None)
+    } else {
+        keep_whole(resp).await?
+    };
+    let answer = StoredAnswer {
+        status,
+        content_type,
+        body,
+    };
+    store.finish_request_key(&claim.key, &answer).await?;
+    claim.settled = true;
+    Ok(resp)
+}
+
+/// The answer, and its bytes when it fits [`KEPT_ANSWER`]; a larger one passes on as it
+/// came, its start read into memory and the rest streamed.
+async fn keep_whole(resp: Response) -> Result<(Response, Option<Vec<u8>>), ApiError> {
+    use futures::StreamExt;
+    let (parts, body) = resp.into_parts();
+    let mut stream = body.into_data_stream();
+    let mut kept = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| ApiError::Internal(format!("reading the answer: {e}")))?;
+        kept.extend_from_slice(&chunk);
+        if kept.len() as u64 > KEPT_ANSWER {
+            let head = futures::stream::once(async move {
+                Ok::<_, axum::Error>(axum::body::Bytes::from(kept))
+            });
+            let body = Body::from_stream(head.chain(stream));
+            return Ok((Response::from_parts(parts, body), None));
+        }
+    }
+    let body = Body::from(kept.clone());
+    Ok((Response::from_parts(parts, body), Some(kept)))
+}
+
+/// The kept answer of a call, again.
+fn replay(answer: StoredAnswer) -> Result<Response, ApiError> {
+    let Some(body) = answer.body else {
+        return Err(ApiError::Conflict(
+            "a call with this Idempotency-Key already ran, and its answer (a stream, or over 1 MiB) is not kept".into(),
+        ));
+    };
+    let status = axum::http::StatusCode::from_u16(answer.status)
+        .map_err(|e| ApiError::Internal(format!("a kept answer's status: {e}")))?;
+    let mut resp = (status, body).into_response();
+    if let Some(ct) = answer
+        .content_type
+        .and_then(|c| HeaderValue::from_str(&c).ok())
+    {
+        resp.headers_mut().insert(header::CONTENT_TYPE, ct);
+    }
+    resp.headers_mut()
+        .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    Ok(resp)
+}
