@@ -582,3 +582,40 @@ async fn every_other_mutating_call_takes_an_idempotency_key() {
     s.delete(id).await;
     s.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn requests_have_ids_in_the_answer_and_in_every_log_line() {
+    let s = TestServer::start().await;
+    let resp = s
+        .req(Method::GET, "/v1/sandboxes")
+        .send()
+        .await
+        .expect("list");
+    let made = resp.headers()["x-request-id"]
+        .to_str()
+        .expect("id")
+        .to_owned();
+    assert_eq!(made.len(), 16, "{made}");
+    // The client's own id is kept, and names what its operation logs, on its worker too.
+    let failing = FakeRegistry::start("503 Service Unavailable").await;
+    failing.release();
+    let resp = s
+        .req(Method::POST, "/v1/images/pull")
+        .header("x-request-id", "req-test-42")
+        .json(&json!({ "ref": failing.reference() }))
+        .send()
+        .await
+        .expect("pull");
+    assert_eq!(resp.headers()["x-request-id"], "req-test-42");
+    assert_eq!(resp.status(), StatusCode::BAD_GATEWAY);
+    let log = std::fs::read_to_string(s.data_dir.join("server.log")).expect("log");
+    let retries: Vec<&str> = log.lines().filter(|l| l.contains("retrying")).collect();
+    assert_eq!(retries.len(), 3, "{log}");
+    assert!(
+        retries
+            .iter()
+            .all(|l| l.contains("request{id=req-test-42") && l.contains("operation{id=op-")),
+        "{retries:?}"
+    );
+    s.shutdown().await;
+}

@@ -19,6 +19,10 @@ use axum::middleware;
 use axum::routing::{get, post, put};
 use axum::Router;
 use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{
+    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
+use tower_http::trace::TraceLayer;
 use warren_api::SandboxId;
 
 use crate::error::{self, ApiError};
@@ -109,7 +113,45 @@ pub fn router(state: AppState) -> Router {
             ApiError::BadRequest("method not allowed on this route".into())
         })
         .layer(CatchPanicLayer::custom(panic_response))
+        // Every request gets an id (or keeps the client's `X-Request-Id`), answered in the
+        // same header and named by every log line written while it is served.
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|req: &axum::http::Request<_>| {
+                    let id = req
+                        .headers()
+                        .get("x-request-id")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("");
+                    tracing::info_span!(
+                        "request",
+                        id = %id,
+                        method = %req.method(),
+                        path = %req.uri().path()
+                    )
+                })
+                .on_request(())
+                .on_response(
+                    tower_http::trace::DefaultOnResponse::new().level(tracing::Level::DEBUG),
+                )
+                .on_failure(()),
+        )
+        .layer(SetRequestIdLayer::x_request_id(RandomRequestId))
         .with_state(state)
+}
+
+/// Request ids: 16 hex digits.
+#[derive(Clone, Copy)]
+struct RandomRequestId;
+
+impl MakeRequestId for RandomRequestId {
+    fn make_request_id<B>(&mut self, _: &axum::http::Request<B>) -> Option<RequestId> {
+        let id = hex::encode(rand::random::<[u8; 8]>());
+        axum::http::HeaderValue::from_str(&id)
+            .ok()
+            .map(RequestId::new)
+    }
 }
 
 /// A panic is a bug, but the client still gets the one error shape, not a dropped connection.

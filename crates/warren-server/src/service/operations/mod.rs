@@ -148,9 +148,17 @@ impl crate::service::Operations<'_> {
         self.inner.ops.track(&id, rx.clone());
         self.announce_op(&op);
         let svc = self.0.clone();
-        self.inner.ops.push(priority, async move {
-            svc.operations().execute(op, work, events, tx).await;
-        });
+        // Its log lines name the operation, and the request that asked for it.
+        let span = tracing::info_span!("operation", id = %op.id, kind = %op.kind);
+        self.inner.ops.push(
+            priority,
+            tracing::Instrument::instrument(
+                async move {
+                    svc.operations().execute(op, work, events, tx).await;
+                },
+                span,
+            ),
+        );
         Ticket::live(id, rx)
     }
 
