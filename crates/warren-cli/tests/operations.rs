@@ -619,3 +619,51 @@ async fn requests_have_ids_in_the_answer_and_in_every_log_line() {
     );
     s.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn operations_on_one_sandbox_run_in_the_order_they_were_asked() {
+    let s = TestServer::start_with(&["--operation-workers", "1"]).await;
+    let sb = s
+        .create(json!({"image": "busybox", "runtime": "runc"}))
+        .await;
+    let id = sb["id"].as_str().expect("id");
+    assert_eq!(
+        s.post(&format!("/v1/sandboxes/{id}/stop"), None)
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    let held = FakeRegistry::start("404 Not Found").await;
+    let blocker = pull_async(&s, &held.reference()).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while s.get_json(&format!("/v1/operations/{blocker}")).await["state"] != "running" {
+        assert!(Instant::now() < deadline, "the pull never began");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A start, then a stop (which outranks it): the stop waits for the start.
+    let mut ops = Vec::new();
+    for verb in ["start", "stop"] {
+        let resp = s
+            .req(Method::POST, &format!("/v1/sandboxes/{id}/{verb}"))
+            .header("prefer", "respond-async")
+            .send()
+            .await
+            .expect(verb);
+        assert_eq!(resp.status(), StatusCode::ACCEPTED);
+        let op: Value = resp.json().await.expect("operation");
+        ops.push(op["id"].as_str().expect("id").to_owned());
+    }
+    held.release();
+    let start = settled(&s, &ops[0], Duration::from_secs(30)).await;
+    let stop = settled(&s, &ops[1], Duration::from_secs(30)).await;
+    assert_eq!(start["state"], "succeeded", "{start}");
+    assert_eq!(stop["state"], "succeeded", "{stop}");
+    assert!(
+        start["ended_at"].as_str() <= stop["started_at"].as_str(),
+        "{start} {stop}"
+    );
+    let (_, sb) = s.get(id).await;
+    assert_eq!(sb["state"], "stopped", "{sb}");
+    s.delete(id).await;
+    s.shutdown().await;
+}

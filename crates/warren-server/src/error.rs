@@ -128,21 +128,21 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// Logs a database failure under a fresh reference and answers the words a client may see:
+/// the database's own words name tables, columns and files, so they stay in the log.
+pub fn store_failure(context: &str, e: &dyn std::fmt::Display) -> String {
+    let reference = hex::encode(rand::random::<[u8; 6]>());
+    tracing::error!(reference, "{context}: {e}");
+    format!("the server's database failed (reference {reference} in the server's log)")
+}
+
 impl From<warren_store::StoreError> for ApiError {
     fn from(e: warren_store::StoreError) -> Self {
         match e {
             warren_store::StoreError::Exists(what) => {
                 ApiError::Conflict(format!("{what} already exists"))
             }
-            // The database's own words name tables, columns and files: they go to the log,
-            // and the client gets a reference to find them there.
-            e => {
-                let reference = hex::encode(rand::random::<[u8; 6]>());
-                tracing::error!(reference, "store: {e}");
-                ApiError::Internal(format!(
-                    "the server's database failed (reference {reference} in the server's log)"
-                ))
-            }
+            e => ApiError::Internal(store_failure("store", &e)),
         }
     }
 }

@@ -85,13 +85,8 @@ pub async fn layer(
     {
         return Ok(next.run(req).await);
     }
-    let key = key
-        .to_str()
-        .ok()
-        .filter(|k| (1..=255).contains(&k.len()) && k.bytes().all(|b| b.is_ascii_graphic()))
-        .ok_or_else(|| {
-            ApiError::BadRequest("Idempotency-Key must be 1-255 printable ASCII characters".into())
-        })?;
+    let key = key.to_str().unwrap_or_default();
+    crate::service::operations::check_key(key)?;
     let owner = crate::auth::bearer(req.headers())
         .map(crate::auth::hash_key)
         .unwrap_or_default();

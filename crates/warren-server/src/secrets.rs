@@ -140,7 +140,10 @@ pub async fn fill(
         let name = &after[..end];
         let rec = by_name(store, name)
             .await
-            .map_err(|e| FillError::Store(name.to_owned(), e.to_string()))?
+            .map_err(|e| {
+                let words = crate::error::store_failure(&format!("reading secret {name}"), &e);
+                FillError::Store(name.to_owned(), words)
+            })?
             .ok_or_else(|| FillError::Unknown(name.to_owned()))?;
         out.push_str(&sealer.unseal(&rec.id, rec.version, &rec.sealed)?);
         rest = &after[end + 1..];

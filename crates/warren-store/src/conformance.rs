@@ -454,3 +454,53 @@ pub async fn request_keys(store: &dyn Store) {
         KeyClaim::Claimed
     );
 }
+
+/// Secrets: found by id and by name, listed, updated, removed; API keys: the last one stays.
+pub async fn credentials(store: &dyn Store) {
+    let now = Utc::now();
+    let rec = crate::SecretRecord {
+        id: "sec_1".into(),
+        name: "db-password".into(),
+        version: 1,
+        metadata: BTreeMap::from([("env".into(), "prod".into())]),
+        sealed: vec![0, 1, 2, 255],
+        created_at: now,
+        updated_at: now,
+    };
+    assert!(store.insert_secret(&rec).await.expect("insert"));
+    assert!(!store.insert_secret(&rec).await.expect("insert again"));
+    let by_id = store
+        .get_secret("sec_1")
+        .await
+        .expect("get")
+        .expect("by id");
+    assert_eq!(by_id.name, "db-password");
+    assert_eq!(by_id.sealed, rec.sealed);
+    let by_name = store
+        .get_secret("db-password")
+        .await
+        .expect("get")
+        .expect("by name");
+    assert_eq!(by_name.id, "sec_1");
+    assert!(store.get_secret("nope").await.expect("get").is_none());
+    let mut newer = by_id.clone();
+    newer.version = 2;
+    newer.sealed = vec![9; 40];
+    store.update_secret(&newer).await.expect("update");
+    let got = store.get_secret("sec_1").await.expect("get").expect("some");
+    assert_eq!((got.version, got.sealed), (2, vec![9; 40]));
+    assert_eq!(store.list_secrets().await.expect("list").len(), 1);
+    assert!(store.delete_secret("sec_1").await.expect("delete"));
+    assert!(store.get_secret("sec_1").await.expect("get").is_none());
+
+    store.insert_api_key("k1", "one", "h1").await.expect("key");
+    store.insert_api_key("k2", "two", "h2").await.expect("key");
+    assert!(store.api_key_exists("h2").await.expect("exists"));
+    assert_eq!(store.count_api_keys().await.expect("count"), 2);
+    assert!(store.delete_api_key("k1").await.expect("delete"));
+    assert!(!store
+        .delete_api_key("k2")
+        .await
+        .expect("the last key stays"));
+    assert_eq!(store.count_api_keys().await.expect("count"), 1);
+}

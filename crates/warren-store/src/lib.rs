@@ -11,6 +11,8 @@ mod conformance;
 pub mod sqlite {
     type Db = sqlx::Sqlite;
     type DbRow = sqlx::sqlite::SqliteRow;
+    /// One writer at a time already: nothing to ask of a transaction.
+    const SERIALIZABLE: Option<&str> = None;
     mod credentials;
     mod kept;
     mod logs;
@@ -33,6 +35,7 @@ pub mod sqlite {
 pub mod postgres {
     type Db = sqlx::Postgres;
     type DbRow = sqlx::postgres::PgRow;
+    const SERIALIZABLE: Option<&str> = Some("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE");
     mod credentials;
     mod kept;
     mod logs;

@@ -13,7 +13,7 @@ use warren_api::{Operation, OperationList};
 use warren_store::OperationFilter;
 
 use crate::error::{ApiError, ApiQuery};
-use crate::service::operations::{Submit, Work};
+use crate::service::operations::{check_key, Submit, Work};
 use crate::AppState;
 
 /// Header naming the operation a response is the result of.
@@ -33,13 +33,17 @@ impl<S: Send + Sync> FromRequestParts<S> for OpCall {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        // Keys belong to the API key that sent them.
+        let owner = crate::auth::bearer(&parts.headers)
+            .map(crate::auth::hash_key)
+            .unwrap_or_default();
         let key = parts
             .headers
             .get("idempotency-key")
             .map(|v| {
-                v.to_str().map(str::to_owned).map_err(|_| {
-                    ApiError::BadRequest("Idempotency-Key must be printable ASCII".into())
-                })
+                let k = v.to_str().unwrap_or_default();
+                check_key(k)?;
+                Ok::<_, ApiError>(format!("{}:{k}", owner.get(..16).unwrap_or_default()))
             })
             .transpose()?;
         let respond_async = parts

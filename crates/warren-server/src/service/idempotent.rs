@@ -33,8 +33,9 @@ impl Service {
         req: CreateSandbox,
         user: Option<&str>,
     ) -> Result<Sandbox, ApiError> {
-        if let Some(id) = self.inner.store.idempotent_sandbox(key).await? {
-            match self.sandboxes().get(&id).await {
+        let replaced = self.inner.store.idempotent_sandbox(key).await?;
+        if let Some(id) = &replaced {
+            match self.sandboxes().get(id).await {
                 Ok(sandbox)
                     if !matches!(
                         sandbox.state,
@@ -52,9 +53,19 @@ impl Service {
             request: Box::new(req),
             user: user.map(str::to_owned),
         };
+        // The operation's own key names the sandbox it replaces: a retry of a call whose
+        // client gave up (the mapping below never written) finds the same operation, not a
+        // second sandbox.
+        let submit = super::operations::Submit {
+            key: Some(format!(
+                "e2b-create:{}:{key}",
+                replaced.as_ref().map(|id| id.as_str()).unwrap_or("-")
+            )),
+            events: None,
+        };
         let sandbox = self
             .operations()
-            .call::<Sandbox>(work, Default::default(), false)
+            .call::<Sandbox>(work, submit, false)
             .await?
             .value;
         self.inner

@@ -209,9 +209,10 @@ impl Service {
             let _guard = lock.lock().await;
             // Deleted (or otherwise moved on) meanwhile: nothing to do.
             return match self.inner.store.get_sandbox(&id).await? {
-                Some(rec) if rec.sandbox.state == SandboxState::Pending => {
-                    Ok((self.provision(rec).await?.sandbox, false))
-                }
+                Some(rec) if rec.sandbox.state == SandboxState::Pending => self
+                    .provision_started(rec)
+                    .await
+                    .map(|(sandbox, _)| (sandbox, false)),
                 Some(rec) => Ok((rec.sandbox, false)),
                 None => Err(ApiError::NotFound(format!("sandbox {id} not found"))),
             };

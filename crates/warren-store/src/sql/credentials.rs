@@ -58,12 +58,31 @@ pub(super) async fn list_api_keys(s: &SqlStore) -> Result<Vec<ApiKeyRecord>, Sto
 }
 
 pub(super) async fn delete_api_key(s: &SqlStore, id: &str) -> Result<bool, StoreError> {
-    let done =
-        sqlx::query("DELETE FROM api_keys WHERE id = $1 AND (SELECT COUNT(*) FROM api_keys) > 1")
-            .bind(id)
-            .execute(&s.writer)
-            .await?;
-    Ok(done.rows_affected() == 1)
+    // Two deletes at once must not both see two keys and leave none: SQLite's one writer
+    // orders them; elsewhere the transaction is serializable, and the loser tries again.
+    let mut tries = 0;
+    loop {
+        let mut tx = s.writer.begin().await?;
+        if let Some(serializable) = super::SERIALIZABLE {
+            sqlx::query(serializable).execute(&mut *tx).await?;
+        }
+        let done = sqlx::query(
+            "DELETE FROM api_keys WHERE id = $1 AND (SELECT COUNT(*) FROM api_keys) > 1",
+        )
+        .bind(id)
+        .execute(&mut *tx)
+        .await;
+        let result = match done {
+            Ok(done) => tx.commit().await.map(|()| done.rows_affected() == 1),
+            Err(e) => Err(e),
+        };
+        match result {
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("40001") && tries < 5 => {
+                tries += 1;
+            }
+            other => return Ok(other?),
+        }
+    }
 }
 
 fn secret_from_row(row: &DbRow) -> Result<SecretRecord, StoreError> {
@@ -117,7 +136,7 @@ pub(super) async fn get_secret(
 ) -> Result<Option<SecretRecord>, StoreError> {
     // An id first: a name that looks like another secret's id does not shadow it.
     let row = sqlx::query(
-        "SELECT * FROM secrets WHERE id = $11 OR name = $21 ORDER BY (id = $31) DESC LIMIT 1",
+        "SELECT * FROM secrets WHERE id = $1 OR name = $1 ORDER BY (id = $1) DESC LIMIT 1",
     )
     .bind(id_or_name)
     .fetch_optional(&s.pool)

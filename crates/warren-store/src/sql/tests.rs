@@ -77,6 +77,7 @@ macro_rules! on_both {
 on_both!(operations, sqlite_operations, postgres_operations);
 on_both!(sandboxes, sqlite_sandboxes, postgres_sandboxes);
 on_both!(logs, sqlite_logs, postgres_logs);
+on_both!(credentials, sqlite_credentials, postgres_credentials);
 on_both!(request_keys, sqlite_request_keys, postgres_request_keys);
 
 /// A database from before sandboxes had columns (a JSON document each) reads the same after
@@ -109,10 +110,11 @@ async fn sqlite_moves_sandbox_documents_into_columns() {
     .bind(&rec.sandbox.image)
     .bind(rec.net_index.map(i64::from))
     .bind(&rec.token)
+    // As the old store wrote it: microseconds (the document has the whole time).
     .bind(
         rec.sandbox
             .created_at
-            .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+            .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
     )
     .bind(doc)
     .execute(&old)

@@ -62,7 +62,8 @@ fn new_id() -> String {
     format!("op-{tail}")
 }
 
-fn check_key(key: &str) -> Result<(), ApiError> {
+/// Checks a client's `Idempotency-Key`.
+pub(crate) fn check_key(key: &str) -> Result<(), ApiError> {
     if key.is_empty() || key.len() > MAX_KEY || !key.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(ApiError::BadRequest(format!(
             "Idempotency-Key must be 1-{MAX_KEY} printable ASCII characters"
@@ -75,8 +76,18 @@ impl crate::service::Operations<'_> {
     /// Records `work` as an operation and queues it; the ticket answers when it ends. With a
     /// key already used, the operation that key made (the same request, or 422).
     pub async fn submit(&self, work: Work, opts: Submit) -> Result<Ticket, ApiError> {
+        // In a task of its own: a caller that goes away between recording the operation and
+        // queueing it must not leave it recorded and never run.
+        let svc = self.0.clone();
+        let record = async move { svc.operations().record_and_queue(work, opts).await };
+        // Under the caller's span, so the operation's log lines name its request.
+        tokio::spawn(tracing::Instrument::in_current_span(record))
+            .await
+            .map_err(|e| ApiError::Internal(format!("recording an operation: {e}")))?
+    }
+
+    async fn record_and_queue(&self, work: Work, opts: Submit) -> Result<Ticket, ApiError> {
         if let Some(key) = &opts.key {
-            check_key(key)?;
             if let Some(rec) = self.inner.store.operation_by_key(key).await? {
                 return self.existing(rec, &work);
             }
@@ -145,20 +156,33 @@ impl crate::service::Operations<'_> {
         let (tx, rx) = watch::channel(Progress::default());
         let id = op.id.clone();
         let priority = op.priority;
-        self.inner.ops.track(&id, rx.clone());
+        let before = self.inner.ops.track(&id, &op.target, rx.clone());
         self.announce_op(&op);
         let svc = self.0.clone();
         // Its log lines name the operation, and the request that asked for it.
         let span = tracing::info_span!("operation", id = %op.id, kind = %op.kind);
-        self.inner.ops.push(
-            priority,
-            tracing::Instrument::instrument(
-                async move {
-                    svc.operations().execute(op, work, events, tx).await;
-                },
-                span,
-            ),
+        let job = tracing::Instrument::instrument(
+            async move {
+                svc.operations().execute(op, work, events, tx).await;
+            },
+            span,
         );
+        match before {
+            None => self.inner.ops.push(priority, job),
+            // Operations on one target run in the order they were asked for, whatever their
+            // priority: it waits for the one before it without holding a worker.
+            Some(mut before) => {
+                let svc = self.0.clone();
+                tokio::spawn(async move {
+                    while before.borrow_and_update().done.is_none() {
+                        if before.changed().await.is_err() {
+                            break;
+                        }
+                    }
+                    svc.inner.ops.push(priority, job);
+                });
+            }
+        }
         Ticket::live(id, rx)
     }
 
@@ -174,8 +198,12 @@ impl crate::service::Operations<'_> {
         let (store, op_id) = (self.inner.store.clone(), op.id.clone());
         let hooks = Hooks {
             early: Box::new(move |sandbox| {
-                if let Ok(v) = serde_json::to_value(sandbox) {
-                    early_tx.send_modify(|p| p.early = Some(v));
+                // A sandbox already running (from a pool or a snapshot) is the final answer,
+                // not an early one.
+                if sandbox.state != warren_api::SandboxState::Running {
+                    if let Ok(v) = serde_json::to_value(sandbox) {
+                        early_tx.send_modify(|p| p.early = Some(v));
+                    }
                 }
                 // A create's sandbox is its target from the moment it is recorded: a restart
                 // in between must find it to settle the operation. Written beside the work
@@ -196,7 +224,17 @@ impl crate::service::Operations<'_> {
             op.attempts += 1;
             op.started_at = Some(Utc::now());
             self.save(&op).await;
-            let result = work::perform(self, &work, &hooks).await;
+            // A bug that panics fails its operation, not the worker.
+            let result = futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(
+                work::perform(self, &work, &hooks),
+            ))
+            .await
+            .unwrap_or_else(|_| {
+                Err(ApiError::Internal(format!(
+                    "operation {} hit a bug (see the server log)",
+                    op.id
+                )))
+            });
             if op.target.is_empty() {
                 if let Some(id) = tx.borrow().early.as_ref().and_then(|s| s.get("id")) {
                     op.target = id.as_str().unwrap_or_default().to_owned();
@@ -232,7 +270,7 @@ impl crate::service::Operations<'_> {
         op.ended_at = Some(Utc::now());
         self.save(&op).await;
         tx.send_modify(|p| p.done = Some(result.map_err(|e| e.body().error)));
-        self.inner.ops.forget(&op.id);
+        self.inner.ops.forget(&op.id, &op.target);
     }
 
     /// Records an operation's progress and tells `/v1/events`. A store that fails here is

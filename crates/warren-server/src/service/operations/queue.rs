@@ -21,6 +21,8 @@ pub(crate) struct OpQueue {
     rx: async_priority_channel::Receiver<Job, Priority>,
     seq: AtomicU64,
     live: Mutex<HashMap<String, watch::Receiver<Progress>>>,
+    // The last operation queued on each target (its id and progress), while it lives.
+    last_on: Mutex<HashMap<String, (String, watch::Receiver<Progress>)>>,
 }
 
 impl OpQueue {
@@ -31,6 +33,7 @@ impl OpQueue {
             rx,
             seq: AtomicU64::new(0),
             live: Mutex::default(),
+            last_on: Mutex::default(),
         }
     }
 
@@ -40,7 +43,10 @@ impl OpQueue {
             let rx = self.rx.clone();
             tokio::spawn(async move {
                 while let Ok((job, _)) = rx.recv().await {
-                    job.await;
+                    // Its own task: whatever happens in it, the worker goes on.
+                    if let Err(e) = tokio::spawn(job).await {
+                        tracing::error!("an operation's task ended abnormally: {e}");
+                    }
                 }
             });
         }
@@ -59,15 +65,31 @@ impl OpQueue {
         }
     }
 
-    pub(super) fn track(&self, id: &str, rx: watch::Receiver<Progress>) {
-        crate::lock(&self.live).insert(id.to_owned(), rx);
+    /// Watches a new operation on `target`; the one queued on it before, if it still runs.
+    pub(super) fn track(
+        &self,
+        id: &str,
+        target: &str,
+        rx: watch::Receiver<Progress>,
+    ) -> Option<watch::Receiver<Progress>> {
+        crate::lock(&self.live).insert(id.to_owned(), rx.clone());
+        if target.is_empty() {
+            return None;
+        }
+        crate::lock(&self.last_on)
+            .insert(target.to_owned(), (id.to_owned(), rx))
+            .map(|(_, before)| before)
     }
 
     pub(super) fn watch(&self, id: &str) -> Option<watch::Receiver<Progress>> {
         crate::lock(&self.live).get(id).cloned()
     }
 
-    pub(super) fn forget(&self, id: &str) {
+    pub(super) fn forget(&self, id: &str, target: &str) {
         crate::lock(&self.live).remove(id);
+        let mut last = crate::lock(&self.last_on);
+        if last.get(target).is_some_and(|(last_id, _)| last_id == id) {
+            last.remove(target);
+        }
     }
 }

@@ -34,6 +34,13 @@ impl crate::service::Operations<'_> {
                     continue;
                 }
             };
+            // A stop or delete the reconciler has finished (it finishes both) is done.
+            if op.state == OperationState::Running {
+                if let Some(done) = self.already_done(&work).await {
+                    self.finish(op, done).await;
+                    continue;
+                }
+            }
             let resumable = op.state == OperationState::Queued
                 || matches!(
                     work,
@@ -48,6 +55,24 @@ impl crate::service::Operations<'_> {
             self.finish(op, settled).await;
         }
         Ok(n)
+    }
+
+    /// The answer of a stop or delete whose sandbox is already where it would leave it.
+    async fn already_done(&self, work: &Work) -> Option<Settled> {
+        match work {
+            Work::Stop { id } => match self.sandboxes().get(id).await {
+                Ok(s) if s.state == SandboxState::Stopped => {
+                    serde_json::to_value(&s).ok().map(Settled::Done)
+                }
+                _ => None,
+            },
+            Work::Delete { id } => match self.sandboxes().get(id).await {
+                Err(ApiError::NotFound(_)) => Some(Settled::Done(Value::Null)),
+                Ok(s) if s.state == SandboxState::Deleted => Some(Settled::Done(Value::Null)),
+                _ => None,
+            },
+            _ => None,
+        }
     }
 
     /// What became of a running operation's target.

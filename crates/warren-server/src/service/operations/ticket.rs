@@ -12,6 +12,9 @@ use crate::error::ApiError;
 /// How often a waiter re-reads an operation this server is not running (another server's,
 /// or one a restart has not picked up yet).
 const POLL: Duration = Duration::from_millis(200);
+/// How long a waiter re-reads one before it answers 409 and leaves it to `GET
+/// /v1/operations/{id}`.
+const POLL_FOR: Duration = Duration::from_secs(60);
 
 /// What a live operation has told so far.
 #[derive(Debug, Clone, Default)]
@@ -92,28 +95,39 @@ impl Ticket {
                     )));
                 }
             },
-            Source::Stored(mut op, store) => loop {
-                match op.state {
-                    OperationState::Succeeded => {
-                        return done(&Ok(op.result.clone().unwrap_or(Value::Null)), &id)
-                    }
-                    OperationState::Failed => {
-                        let e = op.error.clone().unwrap_or_else(|| ErrorDetail {
-                            code: "internal".into(),
-                            message: format!("operation {id} failed"),
-                        });
-                        return done(&Err(e), &id);
-                    }
-                    OperationState::Queued | OperationState::Running => {
-                        tokio::time::sleep(POLL).await;
-                        op = store
-                            .get_operation(&id)
-                            .await?
-                            .ok_or_else(|| ApiError::NotFound(format!("operation {id} is gone")))?
-                            .op;
+            Source::Stored(mut op, store) => {
+                let deadline = tokio::time::Instant::now() + POLL_FOR;
+                loop {
+                    match op.state {
+                        OperationState::Succeeded => {
+                            return done(&Ok(op.result.clone().unwrap_or(Value::Null)), &id)
+                        }
+                        OperationState::Failed => {
+                            let e = op.error.clone().unwrap_or_else(|| ErrorDetail {
+                                code: "internal".into(),
+                                message: format!("operation {id} failed"),
+                            });
+                            return done(&Err(e), &id);
+                        }
+                        OperationState::Queued | OperationState::Running => {
+                            if tokio::time::Instant::now() > deadline {
+                                return Err(ApiError::Conflict(format!(
+                                    "operation {id} is still {}: follow it at /v1/operations/{id}",
+                                    op.state
+                                )));
+                            }
+                            tokio::time::sleep(POLL).await;
+                            op = store
+                                .get_operation(&id)
+                                .await?
+                                .ok_or_else(|| {
+                                    ApiError::NotFound(format!("operation {id} is gone"))
+                                })?
+                                .op;
+                        }
                     }
                 }
-            },
+            }
         }
     }
 }
