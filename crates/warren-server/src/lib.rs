@@ -9,6 +9,7 @@ pub mod error;
 pub mod idempotency;
 pub mod listen;
 pub mod logs;
+pub mod metrics;
 pub mod proxy;
 pub mod reconciler;
 mod routes;
@@ -45,6 +46,8 @@ pub struct AppState {
     pub sealer: Arc<secrets::Sealer>,
     /// E2B template builds asked for, and their upload URLs.
     pub e2b_templates: Arc<e2b::templates::Requests>,
+    /// The data directory (its filesystem's free space is a metric).
+    pub data_dir: Arc<PathBuf>,
 }
 
 /// Where the server's certificate comes from, when it serves TLS.
@@ -286,6 +289,7 @@ impl Server {
                 proxy: Arc::new(proxy::Proxy::new(&cfg.domain)),
                 sealer,
                 e2b_templates: Arc::default(),
+                data_dir: Arc::new(data_dir.clone()),
             },
             new_admin_key,
             cfg,

@@ -16,6 +16,7 @@ pub mod base;
 pub mod build;
 pub mod garage;
 pub mod oci_layout;
+pub mod ops;
 pub mod preview;
 pub mod pulls;
 pub mod registry;

@@ -97,8 +97,16 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             crate::auth::require_key,
         ));
+    let metrics =
+        Router::new()
+            .route("/metrics", get(metrics))
+            .route_layer(middleware::from_fn_with_state(
+                state.clone(),
+                crate::auth::require_key,
+            ));
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
+        .merge(metrics)
         .route("/readyz", get(readyz))
         .nest("/v1", v1)
         .merge(crate::e2b::router(state.clone()))
@@ -158,6 +166,24 @@ impl MakeRequestId for RandomRequestId {
 fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> axum::response::Response {
     use axum::response::IntoResponse;
     ApiError::Internal("internal error (a bug: see the server log)".into()).into_response()
+}
+
+/// `GET /metrics` (with an API key): Prometheus' text format.
+async fn metrics(State(state): State<AppState>) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
+    let text = state
+        .service
+        .telemetry()
+        .scrape(state.service.store(), &state.data_dir)
+        .await?;
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response())
 }
 
 async fn readyz(State(state): State<AppState>) -> Result<(StatusCode, &'static str), ApiError> {

@@ -405,6 +405,13 @@ impl crate::service::Processes<'_> {
     ///
     /// [`OutputLimits::exec_output`]: super::OutputLimits::exec_output
     pub async fn exec(&self, id: &SandboxId, req: ExecRequest) -> Result<ExecResult, ApiError> {
+        let t = std::time::Instant::now();
+        let res = self.exec_untimed(id, req).await;
+        self.inner.telemetry.exec_ended(t.elapsed());
+        res
+    }
+
+    async fn exec_untimed(&self, id: &SandboxId, req: ExecRequest) -> Result<ExecResult, ApiError> {
         let limit = self.inner.output.exec_output;
         let mut c = Collect {
             id: id.clone(),

@@ -203,6 +203,7 @@ struct Inner {
     logs: LogHub,
     events: tokio::sync::broadcast::Sender<Event>,
     ops: operations::OpQueue,
+    telemetry: crate::metrics::Metrics,
     shutdown: tokio::sync::watch::Sender<bool>,
     journal: tokio::sync::mpsc::UnboundedSender<Journal>,
     // Sandboxes being reaped now (so the timer queue and the reconciler never both do it).
@@ -257,6 +258,7 @@ impl Service {
                 builds: Mutex::default(),
                 logs,
                 events: tokio::sync::broadcast::channel(1024).0,
+                telemetry: crate::metrics::Metrics::default(),
                 ops: {
                     let q = operations::OpQueue::new();
                     q.start_workers(cfg.operation_workers);
@@ -338,6 +340,11 @@ impl Service {
         if let Err(e) = tokio::task::spawn_blocking(move || f(backend.as_ref())).await {
             tracing::error!("blocking backend task: {e}");
         }
+    }
+
+    /// What `/metrics` tells.
+    pub fn telemetry(&self) -> &crate::metrics::Metrics {
+        &self.inner.telemetry
     }
 
     /// The layer store images are kept in.

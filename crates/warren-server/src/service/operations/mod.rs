@@ -267,7 +267,13 @@ impl crate::service::Operations<'_> {
                 op.error = Some(e.body().error);
             }
         }
-        op.ended_at = Some(Utc::now());
+        let ended = Utc::now();
+        op.ended_at = Some(ended);
+        self.inner.telemetry.operation_ended(
+            op.kind.as_str(),
+            op.state == OperationState::Succeeded,
+            (ended - op.created_at).to_std().unwrap_or_default(),
+        );
         self.save(&op).await;
         tx.send_modify(|p| p.done = Some(result.map_err(|e| e.body().error)));
         self.inner.ops.forget(&op.id, &op.target);

@@ -1,0 +1,183 @@
+//! `GET /metrics`: what the server counts, in Prometheus' text format. Counters and
+//! histograms are kept as things happen; sandbox counts, the store's round trip and the host's
+//! headroom are read when scraped.
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+type Labels = Vec<(&'static str, String)>;
+
+/// Seconds from 1 ms to ~65 s, doubling.
+fn latency_buckets() -> impl Iterator<Item = f64> {
+    exponential_buckets(0.001, 2.0, 17)
+}
+
+fn new_histogram() -> Histogram {
+    Histogram::new(latency_buckets())
+}
+
+/// The server's metrics.
+pub struct Metrics {
+    registry: Registry,
+    operations: Family<Labels, Counter>,
+    operation_seconds: Family<Labels, Histogram, fn() -> Histogram>,
+    exec_seconds: Histogram,
+    sandboxes: Family<Labels, Gauge>,
+    store_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
+    memory_available: Gauge,
+    disk_available: Gauge,
+    cpus: Gauge,
+    load1: Gauge<f64, std::sync::atomic::AtomicU64>,
+    // One scrape at a time refreshes the read-at-scrape values.
+    scraping: Mutex<()>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("warren");
+        let operations = Family::<Labels, Counter>::default();
+        let operation_seconds =
+            Family::<Labels, Histogram, fn() -> Histogram>::new_with_constructor(new_histogram);
+        let exec_seconds = new_histogram();
+        let sandboxes = Family::<Labels, Gauge>::default();
+        let store_seconds = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        let (memory_available, disk_available, cpus) =
+            (Gauge::default(), Gauge::default(), Gauge::default());
+        let load1 = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register(
+            "operations",
+            "Operations ended, by kind and outcome (succeeded, failed)",
+            operations.clone(),
+        );
+        registry.register(
+            "operation_duration_seconds",
+            "How long operations took from queued to ended, by kind (create, pause, ...)",
+            operation_seconds.clone(),
+        );
+        registry.register(
+            "exec_duration_seconds",
+            "How long plain execs took, from the call to the command's exit",
+            exec_seconds.clone(),
+        );
+        registry.register(
+            "sandboxes",
+            "Sandboxes recorded now, by state and runtime",
+            sandboxes.clone(),
+        );
+        registry.register(
+            "store_round_trip_seconds",
+            "One trivial query to the database, timed at the scrape",
+            store_seconds.clone(),
+        );
+        registry.register(
+            "host_memory_available_bytes",
+            "The host's MemAvailable",
+            memory_available.clone(),
+        );
+        registry.register(
+            "host_disk_available_bytes",
+            "Free space of the filesystem holding the data directory",
+            disk_available.clone(),
+        );
+        registry.register("host_cpus", "CPUs of the host", cpus.clone());
+        registry.register(
+            "host_load1",
+            "The host's one-minute load average",
+            load1.clone(),
+        );
+        Metrics {
+            registry,
+            operations,
+            operation_seconds,
+            exec_seconds,
+            sandboxes,
+            store_seconds,
+            memory_available,
+            disk_available,
+            cpus,
+            load1,
+            scraping: Mutex::default(),
+        }
+    }
+}
+
+impl Metrics {
+    /// An operation ended.
+    pub fn operation_ended(&self, kind: &str, succeeded: bool, took: Duration) {
+        let outcome = if succeeded { "succeeded" } else { "failed" };
+        self.operations
+            .get_or_create(&vec![
+                ("kind", kind.to_owned()),
+                ("outcome", outcome.into()),
+            ])
+            .inc();
+        self.operation_seconds
+            .get_or_create(&vec![("kind", kind.to_owned())])
+            .observe(took.as_secs_f64());
+    }
+
+    /// A plain exec answered.
+    pub fn exec_ended(&self, took: Duration) {
+        self.exec_seconds.observe(took.as_secs_f64());
+    }
+
+    /// The text a scrape answers, after reading what is read at scrapes.
+    pub async fn scrape(
+        &self,
+        store: &dyn warren_store::Store,
+        data_dir: &std::path::Path,
+    ) -> Result<String, crate::error::ApiError> {
+        let records = store.list_sandboxes().await?;
+        let t = Instant::now();
+        store.ping().await?;
+        let round_trip = t.elapsed();
+        let _one = crate::lock(&self.scraping);
+        self.sandboxes.clear();
+        for rec in &records {
+            let s = &rec.sandbox;
+            let runtime = serde_json::to_value(s.runtime)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default();
+            self.sandboxes
+                .get_or_create(&vec![("state", s.state.to_string()), ("runtime", runtime)])
+                .inc();
+        }
+        self.store_seconds.set(round_trip.as_secs_f64());
+        let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+        let available_kib = meminfo
+            .lines()
+            .find(|l| l.starts_with("MemAvailable:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|kb| kb.parse::<i64>().ok())
+            .unwrap_or(0);
+        self.memory_available.set(available_kib * 1024);
+        if let Ok(fs) = nix::sys::statvfs::statvfs(data_dir) {
+            let free = fs.blocks_available() * fs.fragment_size();
+            self.disk_available
+                .set(i64::try_from(free).unwrap_or(i64::MAX));
+        }
+        self.cpus.set(
+            std::thread::available_parallelism()
+                .map(|n| n.get() as i64)
+                .unwrap_or(1),
+        );
+        let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+        self.load1.set(
+            load.split_whitespace()
+                .next()
+                .and_then(|l| l.parse().ok())
+                .unwrap_or(0.0),
+        );
+        let mut out = String::new();
+        encode(&mut out, &self.registry)
+            .map_err(|e| crate::error::ApiError::Internal(format!("encoding metrics: {e}")))?;
+        Ok(out)
+    }
+}
