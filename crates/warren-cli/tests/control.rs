@@ -101,6 +101,18 @@ async fn every_other_mutating_call_takes_an_idempotency_key() {
         StatusCode::CONFLICT
     );
     assert_eq!(s.sh(id, "wc -l < /root/n").await.trim(), "2");
+    // A new API key's answer (its secret) is never kept: each call makes its own.
+    let mut secrets = Vec::new();
+    for _ in 0..2 {
+        let r = post("/v1/keys".into(), "key-1", json!({"name": "k"}))
+            .await
+            .expect("key");
+        assert_eq!(r.status(), StatusCode::CREATED);
+        assert!(r.headers().get("idempotent-replayed").is_none());
+        let v: Value = r.json().await.expect("key");
+        secrets.push(v["secret"].as_str().unwrap_or_default().to_owned());
+    }
+    assert_ne!(secrets[0], secrets[1]);
     // Keys belong to the API key that sent them.
     let other: Value = s
         .post("/v1/keys", Some(json!({"name": "other"})))

@@ -228,6 +228,11 @@ impl Server {
             }
         };
         let new_admin_key = auth::ensure_admin_key(store.as_ref(), &data_dir).await?;
+        // No call runs before the server does: keys left claimed by the last run go.
+        store
+            .drop_running_request_keys()
+            .await
+            .context("clearing idempotency keys of calls the last run cut off")?;
         let sealer = Arc::new(secrets::Sealer::open(&data_dir)?);
         let backend = LocalBackend::new(LocalConfig {
             tag: host_tag(&data_dir),

@@ -13,9 +13,9 @@ use prometheus_client::registry::Registry;
 
 type Labels = Vec<(&'static str, String)>;
 
-/// Seconds from 1 ms to ~65 s, doubling.
+/// Seconds from 1 ms to ~70 min, doubling (pulls and builds take minutes).
 fn latency_buckets() -> impl Iterator<Item = f64> {
-    exponential_buckets(0.001, 2.0, 17)
+    exponential_buckets(0.001, 2.0, 23)
 }
 
 fn new_histogram() -> Histogram {
@@ -133,21 +133,16 @@ impl Metrics {
         store: &dyn warren_store::Store,
         data_dir: &std::path::Path,
     ) -> Result<String, crate::error::ApiError> {
-        let records = store.list_sandboxes().await?;
+        let counts = store.count_sandboxes().await?;
         let t = Instant::now();
         store.ping().await?;
         let round_trip = t.elapsed();
         let _one = crate::lock(&self.scraping);
         self.sandboxes.clear();
-        for rec in &records {
-            let s = &rec.sandbox;
-            let runtime = serde_json::to_value(s.runtime)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_owned))
-                .unwrap_or_default();
+        for (state, runtime, n) in counts {
             self.sandboxes
-                .get_or_create(&vec![("state", s.state.to_string()), ("runtime", runtime)])
-                .inc();
+                .get_or_create(&vec![("state", state), ("runtime", runtime)])
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
         }
         self.store_seconds.set(round_trip.as_secs_f64());
         let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();

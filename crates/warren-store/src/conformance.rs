@@ -154,6 +154,13 @@ pub async fn sandboxes(store: &dyn Store) {
         2
     );
     assert_eq!(store.used_net_indexes().await.expect("leases"), [3]);
+    assert_eq!(
+        store.count_sandboxes().await.expect("counts"),
+        [
+            ("paused".to_owned(), "gvisor".to_owned(), 1),
+            ("running".to_owned(), "gvisor".to_owned(), 1)
+        ]
+    );
     let live = store.live_layers().await.expect("layers");
     assert_eq!(live, ["sha256:l1", "sha256:l2"]);
 }
@@ -439,6 +446,14 @@ pub async fn request_keys(store: &dyn Store) {
         .finish_request_key("j", &stream)
         .await
         .expect("finish");
+    assert_eq!(
+        store
+            .claim_request_key("r", "fp", now)
+            .await
+            .expect("claim"),
+        KeyClaim::Claimed
+    );
+    assert_eq!(store.drop_running_request_keys().await.expect("drop"), 1);
     assert_eq!(
         store
             .prune_request_keys(now + Duration::seconds(1))

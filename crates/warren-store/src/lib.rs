@@ -320,8 +320,12 @@ pub trait Store: Send + Sync + 'static {
     async fn finish_request_key(&self, key: &str, answer: &StoredAnswer) -> Result<(), StoreError>;
     /// Lets go of a claimed key whose call never answered (cancelled, or failed to run).
     async fn release_request_key(&self, key: &str) -> Result<(), StoreError>;
-    /// Forgets answered keys claimed before `before`; how many.
+    /// Forgets keys claimed before `before`, answered or not; how many.
     async fn prune_request_keys(&self, before: DateTime<Utc>) -> Result<u64, StoreError>;
+    /// Lets go of every key whose call was running (at start: no call runs then); how many.
+    async fn drop_running_request_keys(&self) -> Result<u64, StoreError>;
+    /// How many sandboxes (not deleted) are in each state under each runtime.
+    async fn count_sandboxes(&self) -> Result<Vec<(String, String, u64)>, StoreError>;
 }
 
 /// What an idempotency key holds when a call claims it.

@@ -56,11 +56,19 @@ impl Service {
         // The operation's own key names the sandbox it replaces: a retry of a call whose
         // client gave up (the mapping below never written) finds the same operation, not a
         // second sandbox.
+        // A failed one is not the answer for ever: the next try gets a key of its own.
+        let mut op_key = format!(
+            "e2b-create:{}:{key}",
+            replaced.as_ref().map(|id| id.as_str()).unwrap_or("-")
+        );
+        while let Some(rec) = self.inner.store.operation_by_key(&op_key).await? {
+            if rec.op.state != warren_api::OperationState::Failed {
+                break;
+            }
+            op_key = format!("{op_key}:{}", rec.op.id);
+        }
         let submit = super::operations::Submit {
-            key: Some(format!(
-                "e2b-create:{}:{key}",
-                replaced.as_ref().map(|id| id.as_str()).unwrap_or("-")
-            )),
+            key: Some(op_key),
             events: None,
         };
         let sandbox = self

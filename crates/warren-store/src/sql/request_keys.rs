@@ -80,8 +80,15 @@ pub(super) async fn release(s: &SqlStore, key: &str) -> Result<(), StoreError> {
 }
 
 pub(super) async fn prune(s: &SqlStore, before: DateTime<Utc>) -> Result<u64, StoreError> {
-    let done = sqlx::query("DELETE FROM request_keys WHERE state = 'done' AND created_at < $1")
+    let done = sqlx::query("DELETE FROM request_keys WHERE created_at < $1")
         .bind(ts(&before))
+        .execute(&s.writer)
+        .await?;
+    Ok(done.rows_affected())
+}
+
+pub(super) async fn drop_running(s: &SqlStore) -> Result<u64, StoreError> {
+    let done = sqlx::query("DELETE FROM request_keys WHERE state = 'running'")
         .execute(&s.writer)
         .await?;
     Ok(done.rows_affected())

@@ -476,4 +476,22 @@ impl Store for SqlStore {
     async fn prune_request_keys(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
         request_keys::prune(self, before).await
     }
+
+    async fn drop_running_request_keys(&self) -> Result<u64, StoreError> {
+        request_keys::drop_running(self).await
+    }
+
+    async fn count_sandboxes(&self) -> Result<Vec<(String, String, u64)>, StoreError> {
+        let rows: Vec<(String, String, i64)> = sqlx::query_as(
+            "SELECT state, runtime, COUNT(*) FROM sandboxes WHERE state != $1
+             GROUP BY state, runtime ORDER BY state, runtime",
+        )
+        .bind(DELETED)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(s, r, n)| (s, r, u64::try_from(n).unwrap_or(0)))
+            .collect())
+    }
 }
