@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::ops::{newest, pull_async, settled, FakeRegistry};
+use common::ops::{hold_the_worker, newest, pull_async, settled, FakeRegistry};
 use common::TestServer;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -237,13 +237,7 @@ async fn workers_take_the_highest_priority_first_and_retry_transient_failures() 
         .await;
     let id = sb["id"].as_str().expect("id");
     // The one worker is held by a pull the registry does not answer.
-    let held = FakeRegistry::start("404 Not Found").await;
-    let blocker = pull_async(&s, &held.reference()).await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while s.get_json(&format!("/v1/operations/{blocker}")).await["state"] != "running" {
-        assert!(Instant::now() < deadline, "the pull never began");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let (held, blocker) = hold_the_worker(&s).await;
     // Queued behind it: a pull (low) first, then a delete (high).
     let failing = FakeRegistry::start("503 Service Unavailable").await;
     failing.release();
@@ -286,13 +280,7 @@ async fn workers_take_the_highest_priority_first_and_retry_transient_failures() 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_kill_9_resumes_queued_and_pull_operations_and_settles_creates() {
     let mut s = TestServer::start_with(&["--operation-workers", "1"]).await;
-    let held = FakeRegistry::start("404 Not Found").await;
-    let pull = pull_async(&s, &held.reference()).await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while s.get_json(&format!("/v1/operations/{pull}")).await["state"] != "running" {
-        assert!(Instant::now() < deadline, "the pull never began");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let (held, pull) = hold_the_worker(&s).await;
     // Queued behind the held pull when the server dies.
     let resp = s
         .req(Method::POST, "/v1/sandboxes")
@@ -395,13 +383,7 @@ async fn operations_on_one_sandbox_run_in_the_order_they_were_asked() {
             .status(),
         StatusCode::OK
     );
-    let held = FakeRegistry::start("404 Not Found").await;
-    let blocker = pull_async(&s, &held.reference()).await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while s.get_json(&format!("/v1/operations/{blocker}")).await["state"] != "running" {
-        assert!(Instant::now() < deadline, "the pull never began");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let (held, _blocker) = hold_the_worker(&s).await;
     // A start, then a stop (which outranks it): the stop waits for the start.
     let mut ops = Vec::new();
     for verb in ["start", "stop"] {

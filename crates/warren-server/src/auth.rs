@@ -113,6 +113,13 @@ pub async fn require_key(
     Ok(next.run(req).await)
 }
 
+/// A client's `Idempotency-Key` as stored: prefixed with the start of the hash of the API key
+/// that sent it, so keys of different API keys never meet.
+pub fn owned_key(headers: &axum::http::HeaderMap, key: &str) -> String {
+    let owner = bearer(headers).map(hash_key).unwrap_or_default();
+    format!("{}:{key}", owner.get(..16).unwrap_or_default())
+}
+
 /// Whether `secret` is one of the server's API keys (remembered once seen, so a busy client
 /// costs no store reads).
 pub async fn key_is_valid(state: &AppState, secret: &str) -> Result<bool, ApiError> {

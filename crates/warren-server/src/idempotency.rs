@@ -89,10 +89,7 @@ pub async fn layer(
     }
     let key = key.to_str().unwrap_or_default();
     crate::service::operations::check_key(key)?;
-    let owner = crate::auth::bearer(req.headers())
-        .map(crate::auth::hash_key)
-        .unwrap_or_default();
-    let stored_key = format!("{}:{key}", owner.get(..16).unwrap_or_default());
+    let stored_key = crate::auth::owned_key(req.headers(), key);
 
     let (parts, body) = req.into_parts();
     let length = parts

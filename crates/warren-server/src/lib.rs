@@ -161,16 +161,17 @@ pub fn host_tag(data_dir: &Path) -> String {
 }
 
 fn host_memory_mb() -> u64 {
-    std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("MemTotal:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<u64>().ok())
-        })
-        .map(|kb| kb / 1024)
-        .unwrap_or(1024)
+    meminfo_kib("MemTotal").map(|kb| kb / 1024).unwrap_or(1024)
+}
+
+/// A field of `/proc/meminfo` (`MemTotal`, `MemAvailable`, ...), in KiB.
+pub(crate) fn meminfo_kib(field: &str) -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|kb| kb.parse().ok())
 }
 
 /// A ready server: state built, admin key ensured, sandboxes reconciled.

@@ -145,14 +145,9 @@ impl Metrics {
                 .set(i64::try_from(n).unwrap_or(i64::MAX));
         }
         self.store_seconds.set(round_trip.as_secs_f64());
-        let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-        let available_kib = meminfo
-            .lines()
-            .find(|l| l.starts_with("MemAvailable:"))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|kb| kb.parse::<i64>().ok())
-            .unwrap_or(0);
-        self.memory_available.set(available_kib * 1024);
+        let available_kib = crate::meminfo_kib("MemAvailable").unwrap_or(0);
+        self.memory_available
+            .set(i64::try_from(available_kib * 1024).unwrap_or(i64::MAX));
         if let Ok(fs) = nix::sys::statvfs::statvfs(data_dir) {
             let free = fs.blocks_available() * fs.fragment_size();
             self.disk_available

@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 
 pub mod base;
 pub mod build;
+mod database;
 pub mod garage;
 pub mod oci_layout;
 pub mod ops;
@@ -140,7 +141,7 @@ impl TestServer {
             .append(true)
             .open(data_dir.join("server.log"))
             .expect("server log");
-        let database = database_args(&data_dir, extra).await;
+        let database = database::args(&data_dir, extra).await;
         let child = Command::new(env!("CARGO_BIN_EXE_warren"))
             .args([
                 "serve",
@@ -541,50 +542,6 @@ impl TestServer {
             }
         }
     }
-}
-
-static NEXT_DATABASE: AtomicU32 = AtomicU32::new(0);
-
-/// Where a test server's database URL is kept across its restarts.
-const DATABASE_URL_FILE: &str = "test-database-url";
-
-/// `--database` for a server on `data_dir`: with `WARREN_TEST_SERVER_DATABASE=postgres`, a
-/// PostgreSQL database of its own on the server `WARREN_TEST_POSTGRES` names (made at its
-/// first start, kept for its restarts); otherwise none (SQLite in the data dir). A test that
-/// names its own `--database` keeps it.
-async fn database_args(data_dir: &Path, extra: &[&str]) -> Vec<String> {
-    if extra.contains(&"--database")
-        || std::env::var("WARREN_TEST_SERVER_DATABASE").as_deref() != Ok("postgres")
-    {
-        return Vec::new();
-    }
-    let kept = data_dir.join(DATABASE_URL_FILE);
-    if let Ok(url) = std::fs::read_to_string(&kept) {
-        return vec!["--database".into(), url];
-    }
-    let admin_url = std::env::var("WARREN_TEST_POSTGRES").expect(
-        "WARREN_TEST_SERVER_DATABASE=postgres needs WARREN_TEST_POSTGRES (scripts/postgres-up.sh prints it)",
-    );
-    let admin = sqlx::PgPool::connect(&admin_url)
-        .await
-        .expect("connecting to WARREN_TEST_POSTGRES");
-    let name = format!(
-        "warren_api_{}_{}",
-        std::process::id(),
-        NEXT_DATABASE.fetch_add(1, Ordering::Relaxed)
-    );
-    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        .execute(&admin)
-        .await
-        .expect("drop an old test database");
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&admin)
-        .await
-        .expect("create the test database");
-    let (base, _) = admin_url.rsplit_once('/').expect("a URL with a database");
-    let url = format!("{base}/{name}");
-    std::fs::write(&kept, &url).expect("keep the database URL");
-    vec!["--database".into(), url]
 }
 
 /// Polls `GET` until `pred` holds or `timeout` passes; returns the last body.

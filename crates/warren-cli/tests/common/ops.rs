@@ -92,3 +92,16 @@ pub async fn pull_async(s: &TestServer, reference: &str) -> String {
     let op: Value = resp.json().await.expect("operation");
     op["id"].as_str().expect("id").to_owned()
 }
+
+/// Holds a server's (only) worker: a pull from a registry that does not answer until
+/// released, begun. The registry and the pull's operation id.
+pub async fn hold_the_worker(s: &TestServer) -> (FakeRegistry, String) {
+    let held = FakeRegistry::start("404 Not Found").await;
+    let pull = pull_async(s, &held.reference()).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while s.get_json(&format!("/v1/operations/{pull}")).await["state"] != "running" {
+        assert!(Instant::now() < deadline, "the pull never began");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    (held, pull)
+}

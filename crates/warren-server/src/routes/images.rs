@@ -120,15 +120,10 @@ pub async fn pull(
         let data = serde_json::to_string(&event).unwrap_or_default();
         Ok::<_, Infallible>(Event::default().event(name).data(data))
     });
-    let mut response = Sse::new(sse)
+    let response = Sse::new(sse)
         .keep_alive(KeepAlive::default())
         .into_response();
-    if let Ok(v) = axum::http::HeaderValue::from_str(&id) {
-        response
-            .headers_mut()
-            .insert(super::operations::OPERATION_HEADER, v);
-    }
-    Ok(response)
+    Ok(super::operations::with_operation(response, &id))
 }
 
 /// `POST /v1/images/prune`: removes the layers no image or sandbox uses.

@@ -17,7 +17,7 @@ use crate::service::operations::{check_key, Submit, Work};
 use crate::AppState;
 
 /// Header naming the operation a response is the result of.
-pub const OPERATION_HEADER: &str = "warren-operation";
+const OPERATION_HEADER: &str = "warren-operation";
 /// Most operations one list answers.
 const MAX_LIST: u32 = 1000;
 
@@ -33,17 +33,13 @@ impl<S: Send + Sync> FromRequestParts<S> for OpCall {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
-        // Keys belong to the API key that sent them.
-        let owner = crate::auth::bearer(&parts.headers)
-            .map(crate::auth::hash_key)
-            .unwrap_or_default();
         let key = parts
             .headers
             .get("idempotency-key")
             .map(|v| {
                 let k = v.to_str().unwrap_or_default();
                 check_key(k)?;
-                Ok::<_, ApiError>(format!("{}:{k}", owner.get(..16).unwrap_or_default()))
+                Ok::<_, ApiError>(crate::auth::owned_key(&parts.headers, k))
             })
             .transpose()?;
         let respond_async = parts
@@ -115,7 +111,8 @@ impl<T> OpReply<T> {
     }
 }
 
-fn with_operation(mut r: Response, id: &str) -> Response {
+/// `r` with the header naming the operation it answers.
+pub(super) fn with_operation(mut r: Response, id: &str) -> Response {
     if let Ok(v) = HeaderValue::from_str(id) {
         r.headers_mut().insert(OPERATION_HEADER, v);
     }

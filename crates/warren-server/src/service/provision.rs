@@ -73,42 +73,31 @@ impl Service {
     /// Records a sandbox and, unless `wait` is false, provisions it before answering.
     /// Returns the sandbox and whether it was provisioned inline.
     pub async fn create(&self, req: CreateSandbox) -> Result<(Sandbox, bool), ApiError> {
-        self.create_preferring(req, None).await
+        self.create_preferring(req, None, None).await
     }
 
     /// [`Service::create`], with `user` as the default user when neither the request nor the
-    /// image names one and the image has that user (E2B's SDKs expect `user`).
-    pub async fn create_preferring(
-        &self,
-        req: CreateSandbox,
-        user: Option<&str>,
-    ) -> Result<(Sandbox, bool), ApiError> {
-        self.create_preferring_with(req, user, None).await
-    }
-
-    /// [`Service::create_preferring`], telling `recorded` of the sandbox as soon as it is
-    /// recorded. With it, a create that asked not to wait provisions before it returns (an
-    /// operation's worker carries it; the waiter already has its answer).
-    pub(crate) async fn create_preferring_with(
+    /// image names one and the image has that user (E2B's SDKs expect `user`), telling
+    /// `recorded` of the sandbox as soon as it is recorded. With `recorded`, a create that
+    /// asked not to wait provisions before it returns (an operation's worker carries it; the
+    /// waiter already has its answer).
+    pub(crate) async fn create_preferring(
         &self,
         req: CreateSandbox,
         user: Option<&str>,
         recorded: Option<&Recorded>,
     ) -> Result<(Sandbox, bool), ApiError> {
-        if let Some(name) = req.snapshot.clone() {
-            let (sandbox, waited) = self.snapshots().create_from_snapshot(&name, req).await?;
-            if let Some(tell) = recorded {
-                tell(&sandbox);
-            }
-            return Ok((sandbox, waited));
+        let made = if let Some(name) = req.snapshot.clone() {
+            self.snapshots().create_from_snapshot(&name, req).await?
+        } else if let Some(sandbox) = self.pools().claim_from_pool(&req, user).await? {
+            (sandbox, true)
+        } else {
+            return self.create_with(req, user, None, recorded).await;
+        };
+        if let Some(tell) = recorded {
+            tell(&made.0);
         }
-        if let Some(sandbox) = self.pools().claim_from_pool(&req, user).await? {
-            if let Some(tell) = recorded {
-                tell(&sandbox);
-            }
-            return Ok((sandbox, true));
-        }
-        self.create_with(req, user, None, recorded).await
+        Ok(made)
     }
 
     /// [`Service::create_preferring`], for a warm pool's sandbox when `pool` names one.

@@ -141,7 +141,7 @@ pub async fn perform(svc: &Service, work: &Work, hooks: &Hooks) -> Result<Value,
     match work.clone() {
         Work::Create { request, user } => {
             let (sandbox, _) = svc
-                .create_preferring_with(*request, user.as_deref(), Some(&*hooks.early))
+                .create_preferring(*request, user.as_deref(), Some(&*hooks.early))
                 .await?;
             json(&sandbox)
         }
