@@ -26,7 +26,9 @@ impl Postgres {
             "WARREN_TEST_POSTGRES must name a PostgreSQL the tests may create databases in \
              (run `scripts/postgres-up.sh`, which starts Debian's and prints the URL)",
         );
-        let admin = sqlx::PgPool::connect(&url).await.expect("connect");
+        let admin = sqlx::PgPool::connect(&url)
+            .await
+            .unwrap_or_else(|e| panic!("connect to WARREN_TEST_POSTGRES={url:?}: {e}"));
         let name = format!("warren_test_{}", hex_id());
         sqlx::query(&format!("CREATE DATABASE {name}"))
             .execute(&admin)
