@@ -2,6 +2,7 @@
 //! client. Plain serde types with no I/O, so every crate (and every test) agrees on one shape.
 #![deny(missing_docs)]
 
+pub mod audit;
 pub mod build;
 pub mod error;
 pub mod exec;
@@ -15,12 +16,16 @@ pub mod pool;
 pub mod sandbox;
 pub mod volume;
 
+pub use audit::{AuditEntry, AuditList};
 pub use error::{ErrorBody, ErrorDetail};
 pub use exec::{ExecExit, ExecKind, ExecList, ExecRecord, ExecRequest, ExecResult};
 pub use files::{FileEntry, FileKind, FileList};
 pub use id::SandboxId;
 pub use image::{Image, ImageConfig, ImageList, PullEvent, PullImage, PullPolicy};
-pub use key::{ApiKey, ApiKeyList, CreateApiKey, CreatedApiKey};
+pub use key::{
+    ApiKey, ApiKeyList, CreateApiKey, CreateTeam, CreatedApiKey, Quotas, Scope, Team, TeamList,
+    TeamUsage, UpdateTeam, DEFAULT_TEAM,
+};
 pub use operation::{Operation, OperationKind, OperationList, OperationState};
 pub use pause::{CreateSnapshot, ImagePart, PauseReceipt, Snapshot, SnapshotList};
 pub use pool::{CreatePool, Pool, PoolList};

@@ -130,6 +130,9 @@ pub struct Operation {
     /// When it ended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ended_at: Option<DateTime<Utc>>,
+    /// The team of the key that asked for it (only that team sees it).
+    #[serde(default = "crate::key::default_team")]
+    pub team: String,
 }
 
 /// `GET /v1/operations`.

@@ -433,6 +433,9 @@ pub struct Sandbox {
     /// The warm pool it waits in, until a create takes it (such sandboxes are not listed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pool: Option<String>,
+    /// The team it belongs to: only that team's keys see it.
+    #[serde(default = "crate::key::default_team")]
+    pub team: String,
 }
 
 impl Sandbox {

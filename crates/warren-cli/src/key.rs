@@ -1,9 +1,13 @@
 //! `warren key`: API keys. Every key has two spellings that every route accepts: Warren's
-//! `wk_…` and E2B's `e2b_` + hex, which E2B's SDKs insist on.
-use clap::Subcommand;
-use warren_api::{ApiKey, ApiKeyList, CreateApiKey, CreatedApiKey};
+//! `wk_…` and E2B's `e2b_` + hex, which E2B's SDKs insist on. Each key belongs to one team and
+//! has one scope (read, sandboxes or admin).
+use std::time::Duration;
 
-use crate::{named, ClientOpts};
+use chrono::Utc;
+use clap::Subcommand;
+use warren_api::{ApiKey, ApiKeyList, CreateApiKey, CreatedApiKey, Scope};
+
+use crate::{audit::path_with_query, named, ClientOpts};
 
 #[derive(Subcommand)]
 pub enum KeyCommand {
@@ -12,6 +16,22 @@ pub enum KeyCommand {
         /// A name to tell it by.
         #[arg(long, default_value = "key")]
         name: String,
+        /// Its team [default: the team of the key making it; only the operator's admin key
+        /// names another].
+        #[arg(long, value_name = "NAME")]
+        team: Option<String>,
+        /// What it may do: `read` (lists, gets, logs, file reads; no exec, terminal or
+        /// writes), `sandboxes` (everything on its team's sandboxes, images, volumes,
+        /// snapshots and pools) or `admin` (that, and its team's keys and audit log)
+        /// [default: sandboxes].
+        #[arg(long)]
+        scope: Option<Scope>,
+        /// Make it stop working after this long, e.g. 30d, 12h, 90m [default: never].
+        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+        expires: Option<Duration>,
+        /// Requests per second it may make [default: its team's limit].
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+        rate_limit: Option<u32>,
         /// Print the secret in E2B's spelling (`e2b_` + 40 hex digits), for E2B's SDKs
         /// (`E2B_API_KEY`). `--json` prints both spellings.
         #[arg(long)]
@@ -19,8 +39,12 @@ pub enum KeyCommand {
         #[command(flatten)]
         opts: ClientOpts,
     },
-    /// List the keys (never their secrets).
+    /// List the keys (never their secrets): the team's own, or every team's for the
+    /// operator's admin key.
     Ls {
+        /// Only this team's keys (the operator's admin key; others see their own team's).
+        #[arg(long, value_name = "NAME")]
+        team: Option<String>,
         #[command(flatten)]
         opts: ClientOpts,
     },
@@ -33,7 +57,8 @@ pub enum KeyCommand {
         #[command(flatten)]
         opts: ClientOpts,
     },
-    /// Revoke a key by id, at once (the server's last key cannot be revoked).
+    /// Revoke a key by id, at once: it stops working but stays listed (as revoked) so the
+    /// audit log can name it. The operator's last admin key cannot be revoked.
     Rm {
         /// Its id (`warren key ls`).
         id: String,
@@ -42,19 +67,59 @@ pub enum KeyCommand {
     },
 }
 
+/// `active`, `revoked` or `expired`.
+fn state(k: &ApiKey) -> &'static str {
+    if k.revoked_at.is_some() {
+        "revoked"
+    } else if k.expires_at.is_some_and(|t| t <= Utc::now()) {
+        "expired"
+    } else {
+        "active"
+    }
+}
+
 fn line(k: &ApiKey) -> String {
     format!(
-        "{:<18} {:<24} {}",
+        "{:<18} {:<24} {:<16} {:<10} {:<19} {:<16} {}",
         k.id,
         k.name,
-        k.created_at.format("%Y-%m-%d %H:%M:%S")
+        k.team,
+        k.scope.to_string(),
+        k.created_at.format("%Y-%m-%d %H:%M:%S"),
+        k.last_used_at.map_or_else(
+            || "-".to_owned(),
+            |t| t.format("%Y-%m-%d %H:%M").to_string()
+        ),
+        state(k)
     )
 }
 
 pub async fn run(c: KeyCommand) -> anyhow::Result<()> {
     match c {
-        KeyCommand::Create { name, e2b, opts } => {
-            let body = CreateApiKey { name: Some(name) };
+        KeyCommand::Create {
+            name,
+            team,
+            scope,
+            expires,
+            rate_limit,
+            e2b,
+            opts,
+        } => {
+            let expires_at = expires
+                .map(|d| {
+                    chrono::Duration::from_std(d)
+                        .ok()
+                        .and_then(|d| Utc::now().checked_add_signed(d))
+                        .ok_or_else(|| anyhow::anyhow!("--expires {d:?} is too far away"))
+                })
+                .transpose()?;
+            let body = CreateApiKey {
+                name: Some(name),
+                team,
+                scope,
+                expires_at,
+                rate_limit,
+            };
             named::create(&opts, "/v1/keys", &body, |k: &CreatedApiKey| {
                 if e2b {
                     k.e2b_secret.clone()
@@ -64,9 +129,13 @@ pub async fn run(c: KeyCommand) -> anyhow::Result<()> {
             })
             .await
         }
-        KeyCommand::Ls { opts } => {
-            let header = format!("{:<18} {:<24} CREATED", "ID", "NAME");
-            named::list(&opts, "/v1/keys", &header, |l: &ApiKeyList| &l.keys, line).await
+        KeyCommand::Ls { team, opts } => {
+            let header = format!(
+                "{:<18} {:<24} {:<16} {:<10} {:<19} {:<16} STATE",
+                "ID", "NAME", "TEAM", "SCOPE", "CREATED", "LAST USED"
+            );
+            let path = path_with_query("/v1/keys", &[("team", team)]);
+            named::list(&opts, &path, &header, |l: &ApiKeyList| &l.keys, line).await
         }
         KeyCommand::Show { e2b, opts } => {
             let client = opts.client();
@@ -93,6 +162,15 @@ pub async fn run(c: KeyCommand) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        KeyCommand::Rm { id, opts } => named::remove(&opts, "/v1/keys", &id).await,
+        KeyCommand::Rm { id, opts } => {
+            let client = opts.client();
+            client
+                .send(client.request(reqwest::Method::DELETE, &format!("/v1/keys/{id}")))
+                .await?;
+            if !opts.json {
+                println!("{id} revoked");
+            }
+            Ok(())
+        }
     }
 }

@@ -1,5 +1,6 @@
 //! `warren`: the server (`serve`), the client verbs, and `bench`. Argument parsing and
 //! printing only; the work is in the library crates.
+mod audit;
 mod bench;
 mod cp;
 mod image;
@@ -11,6 +12,7 @@ mod pause;
 mod pool;
 mod shell;
 mod snapshot;
+mod team;
 mod verbs;
 mod volume;
 
@@ -119,6 +121,14 @@ enum Command {
     /// Manage API keys (each also in E2B's `e2b_…` spelling, for E2B's SDKs).
     #[command(subcommand)]
     Key(key::KeyCommand),
+    /// Manage teams (the operator's admin key): each team's keys see only its own sandboxes;
+    /// quotas and rate limits per team.
+    #[command(subcommand)]
+    Team(team::TeamCommand),
+    /// Read the audit log, newest first: every mutating call, exec, terminal and file write,
+    /// with its key, team, target, result and client (an admin key; the operator's reads
+    /// every team's).
+    Audit(audit::AuditArgs),
     /// Manage snapshots: named copies of a sandbox's files and running processes
     /// (`"snapshot": NAME` at create makes sandboxes from one).
     #[command(subcommand)]
@@ -229,6 +239,10 @@ struct ServeArgs {
     /// (GET /v1/operations) are kept, e.g. 5d, 12h, 30m.
     #[arg(long, env = "WARREN_HISTORY_RETENTION", default_value = "5d", value_parser = humantime::parse_duration)]
     history_retention: std::time::Duration,
+    /// How long the audit log (GET /v1/audit: every mutating call, exec, terminal and file
+    /// write, with its key, target, result and client) is kept, e.g. 90d, 1y.
+    #[arg(long, env = "WARREN_AUDIT_RETENTION", default_value = "90d", value_parser = humantime::parse_duration)]
+    audit_retention: std::time::Duration,
     /// How long a create waits for the image's ready command (E2B's `readyCmd`, set by E2B
     /// template builds) to succeed before it fails, e.g. 2m, 30s.
     #[arg(long, env = "WARREN_READY_TIMEOUT", default_value = "2m", value_parser = humantime::parse_duration)]
@@ -341,6 +355,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             network: args.gvisor_network,
         },
         history_retention: args.history_retention,
+        audit_retention: args.audit_retention,
         ready_timeout: args.ready_timeout,
         operation_workers: args.operation_workers,
         database: args.database,
@@ -431,6 +446,8 @@ fn main() -> ExitCode {
             Command::Image(c) => image::run(c).await.map(|_| 0),
             Command::Volume(c) => volume::run(c).await.map(|_| 0),
             Command::Key(c) => key::run(c).await.map(|_| 0),
+            Command::Team(c) => team::run(c).await.map(|_| 0),
+            Command::Audit(a) => audit::run(a).await.map(|_| 0),
             Command::Snapshot(c) => snapshot::run(c).await.map(|_| 0),
             Command::Pool(c) => pool::run(c).await.map(|_| 0),
             Command::Bench(a) => bench::run(a).await.map(|_| 0),

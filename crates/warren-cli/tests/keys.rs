@@ -129,6 +129,6 @@ async fn keys_are_made_listed_and_revoked_in_both_spellings() {
     assert!(ok, "{out}");
     let admin_id = list["keys"][0]["id"].as_str().expect("admin id");
     let (ok, out) = warren(&s, &["key", "rm", admin_id]);
-    assert!(!ok && out.contains("last key"), "{out}");
+    assert!(!ok && out.contains("last admin key"), "{out}");
     s.shutdown().await;
 }

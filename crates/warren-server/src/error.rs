@@ -44,6 +44,12 @@ pub enum ApiError {
     /// 507: the sandbox's disk (or quota) is full.
     #[error("{0}")]
     InsufficientStorage(String),
+    /// 429: a team's quota is reached (the message names it).
+    #[error("{0}")]
+    QuotaExceeded(String),
+    /// 429: the key's request rate limit is reached; try again after the wait.
+    #[error("this API key's request rate limit is reached; try again in {:.1} s", .0.as_secs_f64())]
+    RateLimited(std::time::Duration),
 }
 
 impl ApiError {
@@ -68,6 +74,8 @@ impl ApiError {
             ApiError::InsufficientStorage(_) => {
                 (StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage")
             }
+            ApiError::QuotaExceeded(_) => (StatusCode::TOO_MANY_REQUESTS, "quota_exceeded"),
+            ApiError::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
         }
     }
 }
@@ -89,6 +97,7 @@ impl ApiError {
             // An operation a restart cut off and rolled back: asking again may well work.
             "unavailable" | "interrupted" => ApiError::Unavailable(m),
             "insufficient_storage" => ApiError::InsufficientStorage(m),
+            "quota_exceeded" => ApiError::QuotaExceeded(m),
             _ => ApiError::Internal(m),
         }
     }
@@ -108,6 +117,19 @@ impl ApiError {
             ApiError::BadGateway(m) => ApiError::BadGateway(f(m)),
             ApiError::Unavailable(m) => ApiError::Unavailable(f(m)),
             ApiError::InsufficientStorage(m) => ApiError::InsufficientStorage(f(m)),
+            ApiError::QuotaExceeded(m) => ApiError::QuotaExceeded(f(m)),
+            ApiError::RateLimited(d) => ApiError::RateLimited(d),
+        }
+    }
+
+    /// The `Retry-After` a client is told: whole seconds, rounded up.
+    pub fn retry_after(&self) -> Option<axum::http::HeaderValue> {
+        match self {
+            ApiError::RateLimited(wait) => {
+                let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+                Some(axum::http::HeaderValue::from(secs.max(1)))
+            }
+            _ => None,
         }
     }
 
@@ -124,7 +146,13 @@ impl IntoResponse for ApiError {
         if status.is_server_error() && status != StatusCode::INSUFFICIENT_STORAGE {
             tracing::error!("{self}");
         }
-        (status, Json(ErrorBody::new(code, self.to_string()))).into_response()
+        let retry = self.retry_after();
+        let mut resp = (status, Json(ErrorBody::new(code, self.to_string()))).into_response();
+        if let Some(v) = retry {
+            resp.headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, v);
+        }
+        resp
     }
 }
 

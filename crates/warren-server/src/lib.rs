@@ -17,7 +17,6 @@ pub mod secrets;
 pub mod service;
 pub mod tls;
 
-use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -25,7 +24,6 @@ use std::sync::Arc;
 use anyhow::Context;
 use ipnet::Ipv4Net;
 use sha2::{Digest, Sha256};
-use tokio::sync::RwLock;
 use warren_api::Runtime;
 use warren_local::{LocalBackend, LocalConfig};
 use warren_store::{PostgresStore, SqliteStore};
@@ -38,8 +36,8 @@ use service::{Service, ServiceConfig};
 pub struct AppState {
     /// The sandbox service.
     pub service: Service,
-    /// Hashes of keys already checked against the store.
-    pub known_keys: Arc<RwLock<HashSet<String>>>,
+    /// Keys already read from the store, with their rate limiters.
+    pub known_keys: Arc<auth::KnownKeys>,
     /// The preview proxy.
     pub proxy: Arc<proxy::Proxy>,
     /// The key secret values are sealed with.
@@ -69,6 +67,9 @@ pub enum TlsSource {
 /// cannot start thousands of runtimes at once.
 pub const DEFAULT_OPERATION_WORKERS: usize = 64;
 
+/// How long the audit log is kept unless `--audit-retention` says otherwise.
+pub const DEFAULT_AUDIT_RETENTION: std::time::Duration = std::time::Duration::from_secs(90 * 86400);
+
 /// Settings of `warren serve`.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -88,6 +89,8 @@ pub struct ServerConfig {
     pub favor_dynmods: bool,
     /// How long command history is kept.
     pub history_retention: std::time::Duration,
+    /// How long the audit log is kept.
+    pub audit_retention: std::time::Duration,
     /// How long a create waits for its image's ready command.
     pub ready_timeout: std::time::Duration,
     /// Operations (creates, stops, pulls, ...) carried out at once.
@@ -130,6 +133,7 @@ impl Default for ServerConfig {
             expedite_rcu: false,
             favor_dynmods: true,
             history_retention: std::time::Duration::from_secs(5 * 86400),
+            audit_retention: DEFAULT_AUDIT_RETENTION,
             ready_timeout: std::time::Duration::from_secs(120),
             operation_workers: DEFAULT_OPERATION_WORKERS,
             dns: Vec::new(),
@@ -262,6 +266,7 @@ impl Server {
                     .unwrap_or(1.0),
                 host_memory_mb: host_memory_mb(),
                 history_retention: cfg.history_retention,
+                audit_retention: cfg.audit_retention,
                 ready_timeout: cfg.ready_timeout,
                 operation_workers: cfg.operation_workers,
                 preview: service::PreviewUrls {

@@ -96,6 +96,13 @@ pub async fn run(service: Service) {
                 Ok(n) => tracing::info!("pruned {n} ended operations past retention"),
                 Err(e) => tracing::warn!("pruning operations: {e}"),
             }
+            let keep = chrono::Duration::from_std(service.audit_retention())
+                .unwrap_or(chrono::Duration::days(90));
+            match service.store().prune_audit(chrono::Utc::now() - keep).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!("pruned {n} audit log entries past retention"),
+                Err(e) => tracing::warn!("pruning the audit log: {e}"),
+            }
         }
     }
 }

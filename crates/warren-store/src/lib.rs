@@ -5,6 +5,8 @@
 
 #[cfg(test)]
 mod conformance;
+#[cfg(test)]
+mod conformance_access;
 
 /// The store in one SQLite file.
 #[path = "sql"]
@@ -13,8 +15,10 @@ pub mod sqlite {
     type DbRow = sqlx::sqlite::SqliteRow;
     /// One writer at a time already: nothing to ask of a transaction.
     const SERIALIZABLE: Option<&str> = None;
+    mod audit;
     mod credentials;
     mod kept;
+    mod keys;
     mod logs;
     #[path = "open_sqlite.rs"]
     mod open;
@@ -36,8 +40,10 @@ pub mod postgres {
     type Db = sqlx::Postgres;
     type DbRow = sqlx::postgres::PgRow;
     const SERIALIZABLE: Option<&str> = Some("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE");
+    mod audit;
     mod credentials;
     mod kept;
+    mod keys;
     mod logs;
     #[path = "open_postgres.rs"]
     mod open;
@@ -115,15 +121,65 @@ pub struct LogSize {
     pub bytes: u64,
 }
 
-/// What is stored of an API key besides the hash of its secret.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ApiKeyRecord {
-    /// Short public id (the first 16 hex digits of the hash).
-    pub id: String,
-    /// A name given at creation.
+/// What is stored of an API key besides the hash of its secret: what the API lists.
+pub type ApiKeyRecord = warren_api::ApiKey;
+
+/// A team as stored (its usage is counted, not stored).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TeamRecord {
+    /// Its name.
     pub name: String,
+    /// Its limits.
+    pub quotas: warren_api::Quotas,
+    /// Requests per second each of its keys may make, when limited.
+    pub rate_limit: Option<u32>,
     /// When it was made.
     pub created_at: DateTime<Utc>,
+}
+
+/// How a revocation went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Revoked {
+    /// Revoked now.
+    Done,
+    /// It was already.
+    Already,
+    /// No such key.
+    NotFound,
+    /// Refused: it is the operator's last key in use, and nothing could make another.
+    LastOperatorKey,
+}
+
+/// How a team's deletion went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TeamDeleted {
+    /// Deleted, its keys revoked.
+    Done,
+    /// No such team.
+    NotFound,
+    /// Refused: it still has this many sandboxes.
+    HasSandboxes(u64),
+}
+
+/// Which audit entries to list (newest first).
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    /// Only this team's.
+    pub team: Option<String>,
+    /// Only this key's.
+    pub key_id: Option<String>,
+    /// Only those acting on this target.
+    pub target: Option<String>,
+    /// Only calls with this method.
+    pub method: Option<String>,
+    /// Only from this time on.
+    pub since: Option<DateTime<Utc>>,
+    /// Only before this time.
+    pub until: Option<DateTime<Utc>>,
+    /// Only entries older than this one (paging back).
+    pub before: Option<u64>,
+    /// At most this many.
+    pub limit: u32,
 }
 
 /// A secret: its value sealed (the store never sees it in the clear).
@@ -151,21 +207,43 @@ pub trait Store: Send + Sync + 'static {
     /// Whether the store answers.
     async fn ping(&self) -> Result<(), StoreError>;
 
-    /// Records an API key by the hash of its secret; when it was made.
+    /// Records an API key by the hash of its secret; when it was made (as stored).
     async fn insert_api_key(
         &self,
-        id: &str,
-        name: &str,
+        key: &ApiKeyRecord,
         hash: &str,
     ) -> Result<DateTime<Utc>, StoreError>;
-    /// Whether a key with this hash exists.
-    async fn api_key_exists(&self, hash: &str) -> Result<bool, StoreError>;
-    /// How many keys exist.
+    /// The key with this hash (revoked and expired ones too).
+    async fn api_key_by_hash(&self, hash: &str) -> Result<Option<ApiKeyRecord>, StoreError>;
+    /// How many keys exist (revoked ones too).
     async fn count_api_keys(&self) -> Result<u64, StoreError>;
-    /// Every key (never its secret), oldest first.
-    async fn list_api_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError>;
-    /// Forgets a key by id unless it is the last one; whether it was forgotten.
-    async fn delete_api_key(&self, id: &str) -> Result<bool, StoreError>;
+    /// Keys (never their secrets), oldest first: one team's, or all.
+    async fn list_api_keys(&self, team: Option<&str>) -> Result<Vec<ApiKeyRecord>, StoreError>;
+    /// Revokes a key by id, unless it is the operator's last key in use.
+    async fn revoke_api_key(&self, id: &str) -> Result<Revoked, StoreError>;
+    /// Notes when a key was last used.
+    async fn touch_api_key(&self, id: &str, at: DateTime<Utc>) -> Result<(), StoreError>;
+
+    /// Records a new team.
+    async fn insert_team(&self, team: &TeamRecord) -> Result<(), StoreError>;
+    /// A team by name.
+    async fn get_team(&self, name: &str) -> Result<Option<TeamRecord>, StoreError>;
+    /// Every team, by name.
+    async fn list_teams(&self) -> Result<Vec<TeamRecord>, StoreError>;
+    /// Replaces a team's limits; whether it exists.
+    async fn update_team(&self, team: &TeamRecord) -> Result<bool, StoreError>;
+    /// Deletes a team that has no sandboxes left, revoking its keys.
+    async fn delete_team(&self, name: &str) -> Result<TeamDeleted, StoreError>;
+
+    /// Records one audited call.
+    async fn append_audit(&self, entry: &warren_api::AuditEntry) -> Result<(), StoreError>;
+    /// Audited calls, newest first.
+    async fn list_audit(
+        &self,
+        filter: &AuditFilter,
+    ) -> Result<Vec<warren_api::AuditEntry>, StoreError>;
+    /// Forgets audited calls made before `before`; how many.
+    async fn prune_audit(&self, before: DateTime<Utc>) -> Result<u64, StoreError>;
 
     /// Records a new secret; `false` when one of that name exists.
     async fn insert_secret(&self, rec: &SecretRecord) -> Result<bool, StoreError>;
@@ -379,6 +457,8 @@ pub struct OperationFilter {
     pub kind: Option<OperationKind>,
     /// Only in this state.
     pub state: Option<OperationState>,
+    /// Only those a key of this team asked for.
+    pub team: Option<String>,
     /// At most this many.
     pub limit: u32,
 }

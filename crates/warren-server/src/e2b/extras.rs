@@ -53,6 +53,7 @@ pub struct ManyMetrics {
 /// `GET /sandboxes/metrics?sandbox_ids=a,b`: each running sandbox's latest sample.
 pub async fn many_metrics(
     State(state): State<AppState>,
+    axum::Extension(caller): axum::Extension<crate::auth::Caller>,
     RawQuery(query): RawQuery,
 ) -> Result<Json<ManyMetrics>, E2bError> {
     let ids: Vec<String> = form_urlencoded::parse(query.unwrap_or_default().as_bytes())
@@ -69,6 +70,10 @@ pub async fn many_metrics(
     let mut sandboxes = BTreeMap::new();
     for raw in ids {
         let Ok(id) = raw.parse() else { continue };
+        // Another team's sandboxes are left out as if gone.
+        if state.service.sandboxes().team_of(&id).await? != Some(caller.team.clone()) {
+            continue;
+        }
         match state.service.metrics().now(&id).await {
             Ok(m) => {
                 sandboxes.insert(raw, Metric::from(m));

@@ -133,27 +133,33 @@ impl IntoResponse for E2bError {
     }
 }
 
-/// E2B sends its key as `X-API-KEY`; a bearer is accepted too, as on `/v1`.
-async fn require_api_key(
-    State(state): State<AppState>,
-    req: Request,
-    next: Next,
-) -> Result<Response, E2bError> {
+/// E2B sends its key as `X-API-KEY`; a bearer is accepted too, as on `/v1`. The gate is
+/// `/v1`'s ([`crate::auth::require_key`]), answering in E2B's shape.
+async fn require_api_key(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let headers = req.headers();
     let key = headers
         .get("x-api-key")
         .and_then(|v| v.to_str().ok())
         .map(str::trim)
-        .or_else(|| crate::auth::bearer(headers));
-    let unauthorized = || {
-        E2bError::new(
-            StatusCode::UNAUTHORIZED,
-            "missing or invalid API key (X-API-KEY)",
-        )
-    };
-    let key = key.ok_or_else(unauthorized)?;
-    if !crate::auth::key_is_valid(&state, key).await? {
-        return Err(unauthorized());
-    }
-    Ok(next.run(req).await)
+        .or_else(|| crate::auth::bearer(headers))
+        .map(str::to_owned);
+    crate::auth::guard_e2b(&state, req, next, key, |e| {
+        let retry = e.retry_after();
+        let unauthorized = matches!(e, ApiError::Unauthorized);
+        let mut resp = if unauthorized {
+            E2bError::new(
+                StatusCode::UNAUTHORIZED,
+                "missing or invalid API key (X-API-KEY)",
+            )
+        } else {
+            E2bError::from(e)
+        }
+        .into_response();
+        if let Some(v) = retry {
+            resp.headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, v);
+        }
+        resp
+    })
+    .await
 }

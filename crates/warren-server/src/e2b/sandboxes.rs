@@ -4,7 +4,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
 use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
 use warren_api::{CreateSandbox, PullPolicy, Sandbox, SandboxId};
@@ -12,6 +12,7 @@ use warren_store::SandboxRecord;
 
 use super::wire::{self, Created, Detail, Metric, NetworkUpdate, NewSandbox, Timeout};
 use super::E2bError;
+use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::service::operations::{Submit, Work};
 use crate::AppState;
@@ -67,6 +68,7 @@ pub(super) async fn created(state: &AppState, sandbox: &Sandbox) -> Result<Creat
 
 pub async fn create(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     bytes: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<Created>), E2bError> {
@@ -139,7 +141,7 @@ pub async fn create(
         Some(key) => {
             state
                 .service
-                .create_once(&key, create, Some(E2B_USER))
+                .create_once(&key, create, Some(E2B_USER), &caller.team)
                 .await?
         }
         None => {
@@ -150,7 +152,7 @@ pub async fn create(
             state
                 .service
                 .operations()
-                .call::<Sandbox>(work, Submit::default(), false)
+                .call::<Sandbox>(work, Submit::by(&caller.team), false)
                 .await?
                 .value
         }
@@ -173,6 +175,7 @@ pub async fn get(
 
 pub async fn kill(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(raw): Path<String>,
 ) -> Result<StatusCode, E2bError> {
     let id = id(&raw)?;
@@ -181,7 +184,7 @@ pub async fn kill(
     state
         .service
         .operations()
-        .call::<()>(work, Submit::default(), false)
+        .call::<()>(work, Submit::by(&caller.team), false)
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -247,6 +250,7 @@ pub async fn network(
 /// again from disk. 409 when it is paused (or stopped) already, as E2B answers.
 pub async fn pause(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(raw): Path<String>,
     bytes: Result<Bytes, BytesRejection>,
 ) -> Result<StatusCode, E2bError> {
@@ -261,7 +265,7 @@ pub async fn pause(
     state
         .service
         .operations()
-        .call::<Sandbox>(work, Submit::default(), false)
+        .call::<Sandbox>(work, Submit::by(&caller.team), false)
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -349,6 +353,7 @@ fn sort_key(s: &Sandbox) -> Cursor {
 /// pages of `limit` with the next page's token in `x-next-token`.
 pub async fn list(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, E2bError> {
     let mut states: Vec<String> = Vec::new();
@@ -400,7 +405,7 @@ pub async fn list(
     let mut found: Vec<Sandbox> = state
         .service
         .sandboxes()
-        .list(None, &metadata)
+        .list(&caller.team, None, &metadata)
         .await?
         .into_iter()
         .filter(|s| wire::state(s.state).is_some_and(|st| states.iter().any(|x| x == st)))
@@ -439,6 +444,7 @@ pub async fn list(
 /// `GET /sandboxes` (E2B's first list): the running ones, filtered by `metadata`.
 pub async fn list_v1(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<Vec<Detail>>, E2bError> {
     let metadata: Vec<(String, String)> = query_pairs(raw.as_deref())
@@ -449,7 +455,7 @@ pub async fn list_v1(
     let running = state
         .service
         .sandboxes()
-        .list(None, &metadata)
+        .list(&caller.team, None, &metadata)
         .await?
         .iter()
         .filter(|s| wire::state(s.state) == Some("running"))

@@ -5,13 +5,14 @@ use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::Json;
+use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use warren_api::{CreateSnapshot, ForkSandbox};
 
 use super::sandboxes::{body, created, id, visible};
 use super::wire::Created;
 use super::E2bError;
+use crate::auth::Caller;
 use crate::service::operations::{Submit, Work};
 use crate::AppState;
 
@@ -63,6 +64,7 @@ pub struct ForkError {
 
 pub async fn create(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(raw): Path<String>,
     bytes: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<SnapshotInfo>), E2bError> {
@@ -81,7 +83,11 @@ pub async fn create(
     let snap = state
         .service
         .operations()
-        .call::<warren_api::Snapshot>(Work::Snapshot { id, request }, Submit::default(), false)
+        .call::<warren_api::Snapshot>(
+            Work::Snapshot { id, request },
+            Submit::by(&caller.team),
+            false,
+        )
         .await?
         .value;
     Ok((

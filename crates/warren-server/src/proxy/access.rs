@@ -88,6 +88,7 @@ pub async fn check(
     state: &AppState,
     target: &Target,
     token: Option<&str>,
+    team: &str,
     uri: &Uri,
     headers: &HeaderMap,
     tls: bool,
@@ -141,10 +142,11 @@ pub async fn check(
     if let Some(key) = crate::auth::bearer(headers) {
         offered = true;
         // Boxed: the common requests never get here, and should not carry its future.
-        let valid = Box::pin(crate::auth::key_is_valid(state, key))
+        let found = Box::pin(state.known_keys.find(&state.service, key))
             .await
             .map_err(|e| ProxyError::Internal(e.to_string()))?;
-        if valid {
+        // Only a key of the sandbox's own team opens it.
+        if found.is_some_and(|k| k.caller.team == team) {
             return Ok(Verdict::Pass);
         }
     }

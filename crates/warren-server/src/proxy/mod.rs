@@ -169,7 +169,17 @@ async fn proxy(
     let tls = conn.as_ref().is_some_and(|c| c.tls);
     // The agent checks its own access token (X-Access-Token) on every request.
     let token = (!route.public && !agent).then_some(route.token.as_str());
-    match access::check(state, target, token, req.uri(), req.headers(), tls).await? {
+    match access::check(
+        state,
+        target,
+        token,
+        &route.team,
+        req.uri(),
+        req.headers(),
+        tls,
+    )
+    .await?
+    {
         access::Verdict::Pass => access::strip_credentials(req.headers_mut()),
         access::Verdict::Answer(resp) => return Ok(resp),
     }

@@ -74,6 +74,7 @@ pub async fn pull(
     }
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let submit = Submit {
+        team: call.team,
         key: call.key,
         events: Some(tx),
     };

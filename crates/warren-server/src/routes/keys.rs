@@ -1,18 +1,23 @@
-//! `/v1/keys`: more API keys beside the admin key, each in both spellings (`wk_…` and E2B's
-//! `e2b_…`), listed without their secrets and revoked by id.
+//! `/v1/keys`: API keys, each in one team with one scope, in both spellings (`wk_…` and
+//! E2B's `e2b_…`), listed without their secrets and revoked by id. An admin key manages its
+//! own team's keys; the operator's, any team's.
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::Json;
-use warren_api::{ApiKey, ApiKeyList, CreateApiKey, CreatedApiKey};
+use axum::{Extension, Json};
+use chrono::Utc;
+use serde::Deserialize;
+use warren_api::{ApiKey, ApiKeyList, CreateApiKey, CreatedApiKey, Scope};
+use warren_store::Revoked;
 
-use crate::auth;
-use crate::error::{parse_json, ApiError};
+use crate::auth::{self, Caller};
+use crate::error::{parse_json, ApiError, ApiQuery};
 use crate::AppState;
 
 const MAX_NAME: usize = 64;
 
 pub async fn create(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     body: axum::body::Bytes,
 ) -> Result<(StatusCode, Json<CreatedApiKey>), ApiError> {
     // No body is a key with the default name.
@@ -27,63 +32,100 @@ pub async fn create(
             "key name must be 1 to {MAX_NAME} printable characters"
         )));
     }
+    let team = match req.team {
+        Some(t) if t != caller.team && !caller.operator() => {
+            return Err(ApiError::Forbidden(
+                "only the operator makes keys for another team".into(),
+            ))
+        }
+        Some(t) => t,
+        None => caller.team.clone(),
+    };
+    if state.service.store().get_team(&team).await?.is_none() {
+        return Err(ApiError::NotFound(format!("team {team:?} not found")));
+    }
+    if req.expires_at.is_some_and(|t| t <= Utc::now()) {
+        return Err(ApiError::Invalid("expires_at must be in the future".into()));
+    }
+    if req.rate_limit == Some(0) {
+        return Err(ApiError::Invalid(
+            "rate_limit must be at least 1 request per second (leave it out for the team's)".into(),
+        ));
+    }
     let secret = auth::generate_key();
     let e2b_secret = auth::e2b_spelling(&secret)
         .ok_or_else(|| ApiError::Internal("a new key has no E2B spelling".into()))?;
-    let id = auth::key_id(&secret);
-    let created_at = state
+    let mut key = ApiKey {
+        id: auth::key_id(&secret),
+        name,
+        team,
+        scope: req.scope.unwrap_or(Scope::Sandboxes),
+        created_at: Utc::now(),
+        expires_at: req.expires_at,
+        revoked_at: None,
+        last_used_at: None,
+        rate_limit: req.rate_limit,
+    };
+    key.created_at = state
         .service
         .store()
-        .insert_api_key(&id, &name, &auth::hash_key(&secret))
+        .insert_api_key(&key, &auth::hash_key(&secret))
         .await?;
     Ok((
         StatusCode::CREATED,
         Json(CreatedApiKey {
-            key: ApiKey {
-                id,
-                name,
-                created_at,
-            },
+            key,
             secret,
             e2b_secret,
         }),
     ))
 }
 
-pub async fn list(State(state): State<AppState>) -> Result<Json<ApiKeyList>, ApiError> {
-    let keys = state.service.store().list_api_keys().await?;
-    Ok(Json(ApiKeyList {
-        keys: keys
-            .into_iter()
-            .map(|k| ApiKey {
-                id: k.id,
-                name: k.name,
-                created_at: k.created_at,
-            })
-            .collect(),
-    }))
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    /// Only this team's (the operator's choice; others see their own).
+    team: Option<String>,
 }
 
-/// Revokes a key at once (the cache of keys seen is dropped with it). The last key cannot go:
-/// nothing could then use the API to make another.
+pub async fn list(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> Result<Json<ApiKeyList>, ApiError> {
+    let team = caller.team_to_list(q.team.as_deref())?;
+    let keys = state.service.store().list_api_keys(team.as_deref()).await?;
+    Ok(Json(ApiKeyList { keys }))
+}
+
+/// Revokes a key at once: the server forgets it as it is revoked, and it is kept, marked, so
+/// the audit log can still name it. The operator's last key cannot go: nothing could then
+/// make another.
 pub async fn delete(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let store = state.service.store();
-    let keys = store.list_api_keys().await?;
-    if !keys.iter().any(|k| k.id == id) {
-        return Err(ApiError::NotFound(format!("API key {id:?} not found")));
+    let not_found = || ApiError::NotFound(format!("API key {id:?} not found"));
+    // Another team's key is not there, as far as a team admin can tell.
+    let visible = store
+        .list_api_keys(caller.team_to_list(None)?.as_deref())
+        .await?
+        .into_iter()
+        .any(|k| k.id == id);
+    if !visible {
+        return Err(not_found());
     }
-    // Under the lock key checks take to remember a key, so none remembers this one after.
-    let mut known = state.known_keys.write().await;
-    // The store deletes it only if another key remains (one statement: two revocations at
-    // once cannot leave none).
-    if !store.delete_api_key(&id).await? {
-        return Err(ApiError::Conflict(format!(
-            "API key {id} is the server's last key: create another before revoking it"
-        )));
+    let revoked = state
+        .known_keys
+        .changing(store.revoke_api_key(&id), |c| c.key_id == id)
+        .await?;
+    match revoked {
+        Revoked::Done | Revoked::Already => Ok(StatusCode::NO_CONTENT),
+        Revoked::NotFound => Err(not_found()),
+        Revoked::LastOperatorKey => Err(ApiError::Conflict(format!(
+            "API key {id} is the operator's last admin key: create another before revoking it"
+        ))),
     }
-    known.retain(|hash| !hash.starts_with(&id));
-    Ok(StatusCode::NO_CONTENT)
 }

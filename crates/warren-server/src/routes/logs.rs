@@ -154,7 +154,11 @@ pub async fn logs(
         .into_response())
 }
 
-pub async fn events(State(state): State<AppState>) -> Response {
+/// `GET /v1/events`: the caller's team's sandboxes and operations as they change.
+pub async fn events(
+    State(state): State<AppState>,
+    axum::Extension(caller): axum::Extension<crate::auth::Caller>,
+) -> Response {
     let mut rx = state.service.subscribe_events();
     let stopping = state.service.shutting_down();
     let stream = async_stream::stream! {
@@ -165,11 +169,11 @@ pub async fn events(State(state): State<AppState>) -> Response {
                 next = rx.recv() => next,
             };
             match next {
-                Ok(crate::service::Event::Sandbox(s)) => {
+                Ok(crate::service::Event::Sandbox(s)) if s.team == caller.team => {
                     let data = serde_json::to_string(&s).unwrap_or_default();
                     yield Ok::<_, Infallible>(Event::default().event("sandbox").data(data));
                 }
-                Ok(crate::service::Event::Operation(op)) => {
+                Ok(crate::service::Event::Operation(op)) if op.team == caller.team => {
                     let data = serde_json::to_string(&op).unwrap_or_default();
                     yield Ok::<_, Infallible>(Event::default().event("operation").data(data));
                 }
@@ -177,6 +181,8 @@ pub async fn events(State(state): State<AppState>) -> Response {
                     yield Ok(Event::default().event("lagged").data(n.to_string()));
                 }
                 Err(RecvError::Closed) => return,
+                // Another team's.
+                Ok(_) => {}
             }
         }
     };

@@ -1,4 +1,5 @@
 //! HTTP routes: thin handlers that parse, call the service and map errors.
+mod audit;
 mod build;
 mod exec;
 mod files;
@@ -10,6 +11,7 @@ mod pools;
 mod pty;
 mod sandboxes;
 mod snapshots;
+mod teams;
 mod text;
 mod volumes;
 
@@ -72,6 +74,12 @@ pub fn router(state: AppState) -> Router {
         .route("/operations/{id}", get(operations::get))
         .route("/keys", post(keys::create).get(keys::list))
         .route("/keys/{id}", axum::routing::delete(keys::delete))
+        .route("/teams", post(teams::create).get(teams::list))
+        .route(
+            "/teams/{name}",
+            get(teams::get).patch(teams::update).delete(teams::delete),
+        )
+        .route("/audit", get(audit::list))
         .route("/volumes", post(volumes::create).get(volumes::list))
         .route("/volumes/{name}", get(volumes::get).delete(volumes::delete))
         .route("/volumes/{name}/backup", post(volumes::backup))

@@ -7,11 +7,12 @@ use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
 use serde::de::DeserializeOwned;
 use warren_api::{Operation, OperationList};
 use warren_store::OperationFilter;
 
+use crate::auth::Caller;
 use crate::error::{ApiError, ApiQuery};
 use crate::service::operations::{check_key, Submit, Work};
 use crate::AppState;
@@ -27,6 +28,8 @@ pub struct OpCall {
     pub key: Option<String>,
     /// `Prefer: respond-async`.
     pub respond_async: bool,
+    /// The caller's team.
+    pub team: String,
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for OpCall {
@@ -49,7 +52,17 @@ impl<S: Send + Sync> FromRequestParts<S> for OpCall {
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
             .any(|p| p.trim().eq_ignore_ascii_case("respond-async"));
-        Ok(OpCall { key, respond_async })
+        // Past the gate every request names its caller; a route outside it is a bug.
+        let team = parts
+            .extensions
+            .get::<Caller>()
+            .map(|c| c.team.clone())
+            .ok_or_else(|| ApiError::Internal("an operation outside the key check".into()))?;
+        Ok(OpCall {
+            key,
+            respond_async,
+            team,
+        })
     }
 }
 
@@ -79,6 +92,7 @@ impl OpCall {
     ) -> Result<OpReply<T>, ApiError> {
         let ops = state.service.operations();
         let submit = Submit {
+            team: self.team,
             key: self.key,
             events: None,
         };
@@ -131,9 +145,11 @@ pub struct ListQuery {
 
 pub async fn list(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Json<OperationList>, ApiError> {
     let filter = OperationFilter {
+        team: Some(caller.team),
         target: q.target,
         kind: q
             .kind
@@ -154,7 +170,13 @@ pub async fn list(
 
 pub async fn get(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Json<Operation>, ApiError> {
-    Ok(Json(state.service.operations().get(&id).await?))
+    let op = state.service.operations().get(&id).await?;
+    // Another team's operation is not there, as far as this caller can tell.
+    if op.team != caller.team {
+        return Err(ApiError::NotFound(format!("operation {id} not found")));
+    }
+    Ok(Json(op))
 }

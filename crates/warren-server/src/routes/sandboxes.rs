@@ -3,7 +3,7 @@ use std::collections::HashMap;
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::Json;
+use axum::{Extension, Json};
 use warren_api::{
     CreateSandbox, ForkSandbox, ResumeSandbox, Sandbox, SandboxList, SandboxMetrics, SandboxState,
     SetNetwork, SetTimeout,
@@ -13,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::operations::OpCall;
 use super::sandbox_id;
+use crate::auth::{AuditTarget, Caller};
 use crate::error::{ApiError, ApiJson, ApiQuery};
 use crate::service::operations::Work;
 use crate::AppState;
@@ -35,12 +36,16 @@ pub async fn create(
         } else {
             StatusCode::CREATED
         };
-        (status, Json(sandbox)).into_response()
+        let target = AuditTarget(sandbox.id.to_string());
+        let mut resp = (status, Json(sandbox)).into_response();
+        resp.extensions_mut().insert(target);
+        resp
     }))
 }
 
 pub async fn list(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     ApiQuery(query): ApiQuery<HashMap<String, String>>,
 ) -> Result<Json<SandboxList>, ApiError> {
     let mut filter_state = None;
@@ -59,7 +64,7 @@ pub async fn list(
     let sandboxes = state
         .service
         .sandboxes()
-        .list(filter_state, &metadata)
+        .list(&caller.team, filter_state, &metadata)
         .await?;
     Ok(Json(SandboxList { sandboxes }))
 }

@@ -13,7 +13,10 @@ impl Service {
         key: &str,
         req: CreateSandbox,
         user: Option<&str>,
+        team: &str,
     ) -> Result<Sandbox, ApiError> {
+        // One team's keys never meet another's.
+        let key = &format!("{team}/{key}");
         // Not a sandbox id (those have no ':'), so the two never share a lock.
         let name = format!("idempotency:{key}");
         // Declared before the guard, so it drops (and tidies the map) after the lock is free,
@@ -24,7 +27,7 @@ impl Service {
             svc: self,
         };
         let _guard = lock.lock.lock().await;
-        self.create_once_locked(key, req, user).await
+        self.create_once_locked(key, req, user, team).await
     }
 
     async fn create_once_locked(
@@ -32,6 +35,7 @@ impl Service {
         key: &str,
         req: CreateSandbox,
         user: Option<&str>,
+        team: &str,
     ) -> Result<Sandbox, ApiError> {
         let replaced = self.inner.store.idempotent_sandbox(key).await?;
         if let Some(id) = &replaced {
@@ -68,6 +72,7 @@ impl Service {
             op_key = format!("{op_key}:{}", rec.op.id);
         }
         let submit = super::operations::Submit {
+            team: team.to_owned(),
             key: Some(op_key),
             events: None,
         };

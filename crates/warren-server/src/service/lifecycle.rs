@@ -30,9 +30,12 @@ impl crate::service::Sandboxes<'_> {
         Ok(())
     }
 
-    /// Records a new sandbox (and puts its deadline on the timer queue).
+    /// Records a new sandbox, within its team's quotas (and puts its deadline on the timer
+    /// queue).
     pub(super) async fn insert(&self, rec: &SandboxRecord) -> Result<(), ApiError> {
+        let admitted = self.admit(&rec.sandbox, true).await?;
         self.inner.store.insert_sandbox(rec).await?;
+        drop(admitted);
         self.schedule_expiry(rec);
         Ok(())
     }
@@ -96,14 +99,30 @@ impl crate::service::Sandboxes<'_> {
         Ok(rec)
     }
 
+    /// The team a sandbox belongs to (`None`: no such sandbox). Read from the preview
+    /// proxy's cache of routes, which every change of a sandbox refreshes.
+    pub async fn team_of(&self, id: &SandboxId) -> Result<Option<String>, ApiError> {
+        if let Some(route) = self.previews().preview_route(id).await? {
+            return Ok(Some(route.team.clone()));
+        }
+        // Deleted ones are not cached, but still belong to their team.
+        Ok(self
+            .inner
+            .store
+            .get_sandbox(id)
+            .await?
+            .map(|r| r.sandbox.team))
+    }
+
     /// One sandbox.
     pub async fn get(&self, id: &SandboxId) -> Result<Sandbox, ApiError> {
         Ok(self.record(id).await?.sandbox)
     }
 
-    /// Sandboxes, filtered by state and metadata.
+    /// A team's sandboxes, filtered by state and metadata.
     pub async fn list(
         &self,
+        team: &str,
         state: Option<SandboxState>,
         metadata: &[(String, String)],
     ) -> Result<Vec<Sandbox>, ApiError> {
@@ -112,7 +131,7 @@ impl crate::service::Sandboxes<'_> {
             .into_iter()
             .map(|r| r.sandbox)
             // Waiting in a warm pool: no one's yet.
-            .filter(|s| s.pool.is_none())
+            .filter(|s| s.pool.is_none() && s.team == team)
             .filter(|s| state.is_none_or(|st| s.state == st))
             .filter(|s| metadata.iter().all(|(k, v)| s.metadata.get(k) == Some(v)))
             .collect())
@@ -200,7 +219,10 @@ impl crate::service::Sandboxes<'_> {
                 rec.sandbox.state
             )));
         }
+        // Held while it starts: it runs (and counts) from the first step.
+        let admitted = self.admit(&rec.sandbox, false).await?;
         let rec = self.provision(rec).await?;
+        drop(admitted);
         if rec.sandbox.state == SandboxState::Failed {
             return Err(ApiError::Internal(format!(
                 "sandbox {id} failed to start: {}",

@@ -18,6 +18,7 @@ mod preview;
 mod provision;
 mod pty;
 mod pull;
+mod quotas;
 mod snapshots;
 mod usage;
 pub(crate) mod validate;
@@ -52,6 +53,8 @@ pub struct ServiceConfig {
     pub host_memory_mb: u64,
     /// How long command history is kept.
     pub history_retention: std::time::Duration,
+    /// How long the audit log is kept.
+    pub audit_retention: std::time::Duration,
     /// How long a create waits for its image's ready command.
     pub ready_timeout: std::time::Duration,
     /// How preview URLs are spelled.
@@ -292,6 +295,11 @@ impl Service {
     /// The store.
     pub fn store(&self) -> &dyn Store {
         self.inner.store.as_ref()
+    }
+
+    /// How long the audit log is kept.
+    pub fn audit_retention(&self) -> std::time::Duration {
+        self.inner.cfg.audit_retention
     }
 
     /// The store, shared (for streams that outlive a handler).

@@ -149,7 +149,9 @@ impl crate::service::Sandboxes<'_> {
             .spec_for(&rec)
             .await
             .map_err(|e| ApiError::Conflict(format!("sandbox {id} cannot be resumed: {e}")))?;
+        let admitted = self.admit(&rec.sandbox, false).await?;
         self.set_state(&mut rec, SandboxState::Resuming).await?;
+        drop(admitted);
         let t0 = Utc::now();
         match self.inner.backend.resume(&spec).await {
             Ok(p) => {

@@ -170,6 +170,7 @@ impl crate::service::Pools<'_> {
         &self,
         req: &CreateSandbox,
         user: Option<&str>,
+        team: &str,
     ) -> Result<Option<Sandbox>, ApiError> {
         let rt = self.inner.cfg.default_runtime;
         let pools = self.inner.store.list_pools().await?;
@@ -199,6 +200,8 @@ impl crate::service::Pools<'_> {
                     continue;
                 }
                 rec.sandbox.pool = None;
+                rec.sandbox.team = team.to_owned();
+                let admitted = self.sandboxes().admit(&rec.sandbox, true).await?;
                 rec.sandbox.created_at = Utc::now();
                 rec.sandbox.metadata = req.metadata.clone();
                 rec.sandbox.expires_at = expiry(req.timeout_s.unwrap_or(DEFAULT_TIMEOUT_S));
@@ -207,6 +210,7 @@ impl crate::service::Pools<'_> {
                 rec.sandbox.public = req.public.unwrap_or(false);
                 rec.sandbox.request_host = req.request_host.clone();
                 self.sandboxes().save(&rec).await?;
+                drop(admitted);
                 self.journal(super::Journal::Event(
                     rec.sandbox.id.clone(),
                     format!("taken from warm pool {}", pool.name),
@@ -289,7 +293,13 @@ impl crate::service::Pools<'_> {
             let mut spec = pool.sandbox.clone();
             spec.timeout_s = Some(0); // it waits as long as it must
             match self
-                .create_with(spec, None, Some(pool.name.clone()), None)
+                .create_with(
+                    spec,
+                    None,
+                    warren_api::DEFAULT_TEAM,
+                    Some(pool.name.clone()),
+                    None,
+                )
                 .await
             {
                 Ok(_) => failures = 0,

@@ -28,6 +28,8 @@ pub struct PreviewRoute {
     pub auto_resume: bool,
     /// The `Host` its ports are sent (`${PORT}` for the port), when not the client's.
     pub request_host: Option<String>,
+    /// Its team (whose API keys open its private ports).
+    pub team: String,
 }
 
 impl PreviewRoute {
@@ -38,6 +40,7 @@ impl PreviewRoute {
             public: rec.sandbox.public,
             auto_resume: rec.sandbox.auto_resume,
             request_host: rec.sandbox.request_host.clone(),
+            team: rec.sandbox.team.clone(),
             // A sandbox from before traffic tokens existed opens to API keys only.
             token: rec
                 .sandbox

@@ -72,8 +72,12 @@ pub(crate) type Recorded = dyn Fn(&Sandbox) + Send + Sync;
 impl Service {
     /// Records a sandbox and, unless `wait` is false, provisions it before answering.
     /// Returns the sandbox and whether it was provisioned inline.
-    pub async fn create(&self, req: CreateSandbox) -> Result<(Sandbox, bool), ApiError> {
-        self.create_preferring(req, None, None).await
+    pub async fn create(
+        &self,
+        req: CreateSandbox,
+        team: &str,
+    ) -> Result<(Sandbox, bool), ApiError> {
+        self.create_preferring(req, None, team, None).await
     }
 
     /// [`Service::create`], with `user` as the default user when neither the request nor the
@@ -85,14 +89,17 @@ impl Service {
         &self,
         req: CreateSandbox,
         user: Option<&str>,
+        team: &str,
         recorded: Option<&Recorded>,
     ) -> Result<(Sandbox, bool), ApiError> {
         let made = if let Some(name) = req.snapshot.clone() {
-            self.snapshots().create_from_snapshot(&name, req).await?
-        } else if let Some(sandbox) = self.pools().claim_from_pool(&req, user).await? {
+            self.snapshots()
+                .create_from_snapshot(&name, req, team)
+                .await?
+        } else if let Some(sandbox) = self.pools().claim_from_pool(&req, user, team).await? {
             (sandbox, true)
         } else {
-            return self.create_with(req, user, None, recorded).await;
+            return self.create_with(req, user, team, None, recorded).await;
         };
         if let Some(tell) = recorded {
             tell(&made.0);
@@ -105,6 +112,7 @@ impl Service {
         &self,
         req: CreateSandbox,
         user: Option<&str>,
+        team: &str,
         pool: Option<String>,
         recorded: Option<&Recorded>,
     ) -> Result<(Sandbox, bool), ApiError> {
@@ -179,6 +187,7 @@ impl Service {
             ports: Vec::new(),
             pause: None,
             pool,
+            team: team.to_owned(),
         };
         let rec = SandboxRecord {
             sandbox,

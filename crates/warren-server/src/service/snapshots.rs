@@ -108,6 +108,7 @@ impl crate::service::Snapshots<'_> {
         &self,
         name: &str,
         req: CreateSandbox,
+        team: &str,
     ) -> Result<(Sandbox, bool), ApiError> {
         let set = [
             ("image", req.image.is_some()),
@@ -138,6 +139,7 @@ impl crate::service::Snapshots<'_> {
             }
         };
         let mut template = snap.sandbox.clone();
+        template.team = team.to_owned();
         template.on_timeout = req.on_timeout.unwrap_or_default();
         template.auto_resume = req.auto_resume.unwrap_or(false);
         if let Some(e) = req.egress.clone() {

@@ -282,6 +282,7 @@ mod tests {
             host_cpus: 2.0,
             host_memory_mb: 1024,
             history_retention: std::time::Duration::from_secs(3600),
+            audit_retention: std::time::Duration::from_secs(3600),
             ready_timeout: std::time::Duration::from_secs(120),
             preview: Default::default(),
             operation_workers: 1,

@@ -1,89 +1,11 @@
-//! Credentials in the store: API keys (by the hash of their secret) and sealed secrets.
+//! Sealed secrets in the store (API keys are in `keys`).
 use super::DbRow;
-use chrono::{DateTime, Utc};
+
 use sqlx::Row;
 
 use super::rows::{parse_ts, ts};
 use super::store::SqlStore;
-use crate::{ApiKeyRecord, SecretRecord, StoreError};
-
-pub(super) async fn insert_api_key(
-    s: &SqlStore,
-    id: &str,
-    name: &str,
-    hash: &str,
-) -> Result<DateTime<Utc>, StoreError> {
-    // As stored (to the microsecond), so the answer matches what a listing shows later.
-    let stored = ts(&Utc::now());
-    sqlx::query("INSERT INTO api_keys (id, hash, name, created_at) VALUES ($1, $2, $3, $4)")
-        .bind(id)
-        .bind(hash)
-        .bind(name)
-        .bind(&stored)
-        .execute(&s.writer)
-        .await?;
-    parse_ts(&format!("api key {id}"), &stored)
-}
-
-pub(super) async fn api_key_exists(s: &SqlStore, hash: &str) -> Result<bool, StoreError> {
-    let row = sqlx::query("SELECT 1 FROM api_keys WHERE hash = $1")
-        .bind(hash)
-        .fetch_optional(&s.pool)
-        .await?;
-    Ok(row.is_some())
-}
-
-pub(super) async fn count_api_keys(s: &SqlStore) -> Result<u64, StoreError> {
-    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM api_keys")
-        .fetch_one(&s.pool)
-        .await?;
-    Ok(u64::try_from(n).unwrap_or(0))
-}
-
-pub(super) async fn list_api_keys(s: &SqlStore) -> Result<Vec<ApiKeyRecord>, StoreError> {
-    let rows = sqlx::query("SELECT id, name, created_at FROM api_keys ORDER BY created_at, id")
-        .fetch_all(&s.pool)
-        .await?;
-    rows.iter()
-        .map(|row| {
-            let id: String = row.try_get("id")?;
-            let created: String = row.try_get("created_at")?;
-            Ok(ApiKeyRecord {
-                created_at: parse_ts(&format!("api key {id}"), &created)?,
-                name: row.try_get("name")?,
-                id,
-            })
-        })
-        .collect()
-}
-
-pub(super) async fn delete_api_key(s: &SqlStore, id: &str) -> Result<bool, StoreError> {
-    // Two deletes at once must not both see two keys and leave none: SQLite's one writer
-    // orders them; elsewhere the transaction is serializable, and the loser tries again.
-    let mut tries = 0;
-    loop {
-        let mut tx = s.writer.begin().await?;
-        if let Some(serializable) = super::SERIALIZABLE {
-            sqlx::query(serializable).execute(&mut *tx).await?;
-        }
-        let done = sqlx::query(
-            "DELETE FROM api_keys WHERE id = $1 AND (SELECT COUNT(*) FROM api_keys) > 1",
-        )
-        .bind(id)
-        .execute(&mut *tx)
-        .await;
-        let result = match done {
-            Ok(done) => tx.commit().await.map(|()| done.rows_affected() == 1),
-            Err(e) => Err(e),
-        };
-        match result {
-            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("40001") && tries < 5 => {
-                tries += 1;
-            }
-            other => return Ok(other?),
-        }
-    }
-}
+use crate::{SecretRecord, StoreError};
 
 fn secret_from_row(row: &DbRow) -> Result<SecretRecord, StoreError> {
     let id: String = row.try_get("id")?;

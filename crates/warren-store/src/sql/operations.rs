@@ -9,7 +9,7 @@ use super::store::SqlStore;
 use crate::{OperationFilter, OperationRecord, StoreError};
 
 const COLUMNS: &str = "id, kind, target, state, priority, attempts, error_code, error_message, \
-                       result, request, idempotency_key, created_at, started_at, ended_at";
+                       result, request, idempotency_key, created_at, started_at, ended_at, team";
 
 fn corrupt(id: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt {
@@ -48,6 +48,7 @@ fn from_row(row: &DbRow) -> Result<OperationRecord, StoreError> {
         created_at: parse_ts(&what, &row.try_get::<String, _>("created_at")?)?,
         started_at: opt_ts("started_at")?,
         ended_at: opt_ts("ended_at")?,
+        team: row.try_get("team")?,
         id,
     };
     Ok(OperationRecord {
@@ -64,7 +65,7 @@ fn result_text(op: &Operation) -> Option<String> {
 pub(super) async fn insert(s: &SqlStore, rec: &OperationRecord) -> Result<(), StoreError> {
     let op = &rec.op;
     let done = sqlx::query(&format!(
-        "INSERT INTO operations ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+        "INSERT INTO operations ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
          ON CONFLICT DO NOTHING"
     ))
     .bind(&op.id)
@@ -81,6 +82,7 @@ pub(super) async fn insert(s: &SqlStore, rec: &OperationRecord) -> Result<(), St
     .bind(ts(&op.created_at))
     .bind(op.started_at.as_ref().map(ts))
     .bind(op.ended_at.as_ref().map(ts))
+    .bind(&op.team)
     .execute(&s.writer)
     .await?;
     if done.rows_affected() == 0 {
@@ -160,6 +162,9 @@ pub(super) async fn list(s: &SqlStore, f: &OperationFilter) -> Result<Vec<Operat
     if f.state.is_some() {
         cond(&mut sql, "state");
     }
+    if f.team.is_some() {
+        cond(&mut sql, "team");
+    }
     let limit = n + 1;
     sql.push_str(&format!(
         " ORDER BY created_at DESC, id DESC LIMIT ${limit}"
@@ -173,6 +178,9 @@ pub(super) async fn list(s: &SqlStore, f: &OperationFilter) -> Result<Vec<Operat
     }
     if let Some(st) = f.state {
         q = q.bind(st.as_str());
+    }
+    if let Some(t) = &f.team {
+        q = q.bind(t);
     }
     q.bind(i64::from(f.limit))
         .fetch_all(&s.pool)

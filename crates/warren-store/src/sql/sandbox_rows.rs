@@ -12,7 +12,7 @@ use super::{Db, DbRow};
 use crate::{SandboxRecord, StoreError};
 
 /// The columns, in the order [`bind`] binds them (`id` first).
-const COLUMNS: [&str; 33] = [
+const COLUMNS: [&str; 34] = [
     "id",
     "state",
     "image",
@@ -46,6 +46,7 @@ const COLUMNS: [&str; 33] = [
     "pool",
     "token",
     "net_index",
+    "team",
 ];
 
 /// `INSERT INTO sandboxes (...) VALUES ($1, ...)`.
@@ -142,7 +143,8 @@ pub(super) fn bind<'q>(sql: &'q str, rec: &'q SandboxRecord) -> Result<Query<'q>
         .bind(s.pause.as_ref().map(|p| json(id, p)).transpose()?)
         .bind(s.pool.as_deref())
         .bind(&rec.token)
-        .bind(rec.net_index.map(i64::from)))
+        .bind(rec.net_index.map(i64::from))
+        .bind(&s.team))
 }
 
 /// A sandbox read back from its columns.
@@ -206,6 +208,7 @@ pub(super) fn from_row(row: &DbRow) -> Result<SandboxRecord, StoreError> {
             .map(|p| serde_json::from_str(&p).map_err(|e| corrupt(&id, format!("pause: {e}"))))
             .transpose()?,
         pool: opt("pool")?,
+        team: text("team")?,
         id: id.parse().map_err(|e| corrupt(&id, e))?,
     };
     let net_index: Option<i64> = row.try_get("net_index")?;

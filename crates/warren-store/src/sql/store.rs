@@ -4,17 +4,18 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::Pool;
-use warren_api::{ExecRecord, Image, LogLine, SandboxId};
+use warren_api::{AuditEntry, ExecRecord, Image, LogLine, SandboxId};
 
 use crate::{
-    ApiKeyRecord, KeyClaim, LogSize, OperationFilter, OperationRecord, SandboxRecord, SecretRecord,
-    SnapshotRecord, Store, StoreError, StoredAnswer,
+    ApiKeyRecord, AuditFilter, KeyClaim, LogSize, OperationFilter, OperationRecord, Revoked,
+    SandboxRecord, SecretRecord, SnapshotRecord, Store, StoreError, StoredAnswer, TeamDeleted,
+    TeamRecord,
 };
 
 use super::rows::{exec_from_row, image_from_row, ts, DELETED};
 use super::sandbox_rows;
 use super::Db;
-use super::{credentials, kept, logs, operations, request_keys};
+use super::{audit, credentials, kept, keys, logs, operations, request_keys};
 
 /// A [`Store`] in a SQL database.
 #[derive(Clone)]
@@ -36,27 +37,62 @@ impl Store for SqlStore {
 
     async fn insert_api_key(
         &self,
-        id: &str,
-        name: &str,
+        key: &ApiKeyRecord,
         hash: &str,
     ) -> Result<DateTime<Utc>, StoreError> {
-        credentials::insert_api_key(self, id, name, hash).await
+        keys::insert_api_key(self, key, hash).await
     }
 
-    async fn api_key_exists(&self, hash: &str) -> Result<bool, StoreError> {
-        credentials::api_key_exists(self, hash).await
+    async fn api_key_by_hash(&self, hash: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
+        keys::api_key_by_hash(self, hash).await
     }
 
     async fn count_api_keys(&self) -> Result<u64, StoreError> {
-        credentials::count_api_keys(self).await
+        keys::count_api_keys(self).await
     }
 
-    async fn list_api_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError> {
-        credentials::list_api_keys(self).await
+    async fn list_api_keys(&self, team: Option<&str>) -> Result<Vec<ApiKeyRecord>, StoreError> {
+        keys::list_api_keys(self, team).await
     }
 
-    async fn delete_api_key(&self, id: &str) -> Result<bool, StoreError> {
-        credentials::delete_api_key(self, id).await
+    async fn revoke_api_key(&self, id: &str) -> Result<Revoked, StoreError> {
+        keys::revoke_api_key(self, id).await
+    }
+
+    async fn touch_api_key(&self, id: &str, at: DateTime<Utc>) -> Result<(), StoreError> {
+        keys::touch_api_key(self, id, at).await
+    }
+
+    async fn insert_team(&self, team: &TeamRecord) -> Result<(), StoreError> {
+        keys::insert_team(self, team).await
+    }
+
+    async fn get_team(&self, name: &str) -> Result<Option<TeamRecord>, StoreError> {
+        keys::get_team(self, name).await
+    }
+
+    async fn list_teams(&self) -> Result<Vec<TeamRecord>, StoreError> {
+        keys::list_teams(self).await
+    }
+
+    async fn update_team(&self, team: &TeamRecord) -> Result<bool, StoreError> {
+        keys::update_team(self, team).await
+    }
+
+    async fn delete_team(&self, name: &str) -> Result<TeamDeleted, StoreError> {
+        keys::delete_team(self, name).await
+    }
+
+    async fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
+        audit::append(self, entry).await
+    }
+
+    async fn list_audit(&self, filter: &AuditFilter) -> Result<Vec<AuditEntry>, StoreError> {
+        audit::list(self, filter).await
+    }
+
+    async fn prune_audit(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        audit::prune(self, before).await
     }
 
     async fn insert_secret(&self, rec: &SecretRecord) -> Result<bool, StoreError> {

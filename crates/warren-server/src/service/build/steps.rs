@@ -289,7 +289,10 @@ impl crate::service::Images<'_> {
     /// record: failed, never expiring) is removed.
     async fn scratch_sandbox(&self, ctx: &Ctx<'_>, scratch: &Image) -> Result<SandboxId, ApiError> {
         self.inner.store.put_image(scratch).await?;
-        match self.create(self.step_sandbox(ctx)).await {
+        match self
+            .create(self.step_sandbox(ctx), warren_api::DEFAULT_TEAM)
+            .await
+        {
             Ok((sandbox, _)) => Ok(sandbox.id),
             Err(e) => {
                 self.remove_build_sandboxes(Some(&ctx.build.id)).await;

@@ -36,12 +36,24 @@ const TRIES: usize = 4;
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 
 /// How a call is submitted.
-#[derive(Default)]
 pub struct Submit {
+    /// The team asking (the operation, and a sandbox it makes, are that team's).
+    pub team: String,
     /// The client's `Idempotency-Key`.
     pub key: Option<String>,
     /// Where a pull's progress goes.
     pub events: Option<UnboundedSender<PullEvent>>,
+}
+
+impl Submit {
+    /// A plain call of `team`'s: no key, no progress.
+    pub fn by(team: &str) -> Submit {
+        Submit {
+            team: team.to_owned(),
+            key: None,
+            events: None,
+        }
+    }
 }
 
 /// A call's answer.
@@ -106,6 +118,7 @@ impl crate::service::Operations<'_> {
             created_at: Utc::now(),
             started_at: None,
             ended_at: None,
+            team: opts.team.clone(),
         };
         let rec = OperationRecord {
             op,
@@ -226,7 +239,7 @@ impl crate::service::Operations<'_> {
             self.save(&op).await;
             // A bug that panics fails its operation, not the worker.
             let result = futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(
-                work::perform(self, &work, &hooks),
+                work::perform(self, &work, &op.team, &hooks),
             ))
             .await
             .unwrap_or_else(|_| {

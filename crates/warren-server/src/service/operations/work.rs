@@ -137,11 +137,16 @@ fn json<T: Serialize>(v: &T) -> Result<Value, ApiError> {
 }
 
 /// Carries `work` out; what the call answers.
-pub async fn perform(svc: &Service, work: &Work, hooks: &Hooks) -> Result<Value, ApiError> {
+pub async fn perform(
+    svc: &Service,
+    work: &Work,
+    team: &str,
+    hooks: &Hooks,
+) -> Result<Value, ApiError> {
     match work.clone() {
         Work::Create { request, user } => {
             let (sandbox, _) = svc
-                .create_preferring(*request, user.as_deref(), Some(&*hooks.early))
+                .create_preferring(*request, user.as_deref(), team, Some(&*hooks.early))
                 .await?;
             json(&sandbox)
         }

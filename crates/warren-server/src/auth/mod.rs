@@ -1,13 +1,15 @@
-//! API keys: made at first start, stored only as hashes, checked on every `/v1` route.
+//! API keys: made at first start or by `/v1/keys`, stored only as hashes, checked on every
+//! `/v1` and E2B route ([`gate`]), each key in one team with one scope.
+mod gate;
+mod known;
+
 use std::path::Path;
 
-use axum::extract::{Request, State};
-use axum::middleware::Next;
-use axum::response::Response;
 use sha2::{Digest, Sha256};
 
-use crate::error::ApiError;
-use crate::AppState;
+pub(crate) use gate::{guard_e2b, AuditTarget};
+pub use gate::{require_key, Caller};
+pub use known::{Known, KnownKeys};
 
 /// How every API key begins (so the proxy can tell one apart from an app's own bearer).
 pub const KEY_PREFIX: &str = "wk_";
@@ -70,9 +72,18 @@ pub async fn ensure_admin_key(
     let secret = generate_key();
     let path = data_dir.join("admin.key");
     write_private(&path, &format!("{secret}\n"))?;
-    store
-        .insert_api_key(&key_id(&secret), "admin", &hash_key(&secret))
-        .await?;
+    let key = warren_api::ApiKey {
+        id: key_id(&secret),
+        name: "admin".into(),
+        team: warren_api::DEFAULT_TEAM.into(),
+        scope: warren_api::Scope::Admin,
+        created_at: chrono::Utc::now(),
+        expires_at: None,
+        revoked_at: None,
+        last_used_at: None,
+        rate_limit: None,
+    };
+    store.insert_api_key(&key, &hash_key(&secret)).await?;
     Ok(Some(secret))
 }
 
@@ -100,41 +111,11 @@ pub fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
         })
 }
 
-/// Middleware: requires `Authorization: Bearer <key>` naming a stored key.
-pub async fn require_key(
-    State(state): State<AppState>,
-    req: Request,
-    next: Next,
-) -> Result<Response, ApiError> {
-    let secret = bearer(req.headers()).ok_or(ApiError::Unauthorized)?;
-    if !key_is_valid(&state, secret).await? {
-        return Err(ApiError::Unauthorized);
-    }
-    Ok(next.run(req).await)
-}
-
 /// A client's `Idempotency-Key` as stored: prefixed with the start of the hash of the API key
 /// that sent it, so keys of different API keys never meet.
 pub fn owned_key(headers: &axum::http::HeaderMap, key: &str) -> String {
     let owner = bearer(headers).map(hash_key).unwrap_or_default();
     format!("{}:{key}", owner.get(..16).unwrap_or_default())
-}
-
-/// Whether `secret` is one of the server's API keys (remembered once seen, so a busy client
-/// costs no store reads).
-pub async fn key_is_valid(state: &AppState, secret: &str) -> Result<bool, ApiError> {
-    let hash = hash_key(secret);
-    if state.known_keys.read().await.contains(&hash) {
-        return Ok(true);
-    }
-    // Checked again under the write lock a revocation takes too, so a key revoked between
-    // the check and the insert is never remembered as good.
-    let mut known = state.known_keys.write().await;
-    if !state.service.store().api_key_exists(&hash).await? {
-        return Ok(false);
-    }
-    known.insert(hash);
-    Ok(true)
 }
 
 #[cfg(test)]

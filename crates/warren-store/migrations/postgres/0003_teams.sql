@@ -1,0 +1,42 @@
+-- Teams: each key belongs to one and sees only its sandboxes. Limits absent are unlimited.
+CREATE TABLE teams (
+    name          TEXT PRIMARY KEY,
+    max_sandboxes BIGINT,
+    max_cpu       DOUBLE PRECISION,
+    max_memory_mb BIGINT,
+    max_disk_mb   BIGINT,
+    rate_limit    BIGINT,
+    created_at    TEXT NOT NULL
+);
+INSERT INTO teams (name, created_at) VALUES ('default', '1970-01-01T00:00:00.000000Z');
+
+-- Keys made before teams were the operator's: full power, in the operator's team.
+ALTER TABLE api_keys ADD COLUMN team TEXT NOT NULL DEFAULT 'default';
+ALTER TABLE api_keys ADD COLUMN scope TEXT NOT NULL DEFAULT 'admin';
+ALTER TABLE api_keys ADD COLUMN expires_at TEXT;
+ALTER TABLE api_keys ADD COLUMN revoked_at TEXT;
+ALTER TABLE api_keys ADD COLUMN last_used_at TEXT;
+ALTER TABLE api_keys ADD COLUMN rate_limit BIGINT;
+CREATE INDEX api_keys_by_team ON api_keys (team);
+
+ALTER TABLE sandboxes ADD COLUMN team TEXT NOT NULL DEFAULT 'default';
+CREATE INDEX sandboxes_by_team ON sandboxes (team);
+ALTER TABLE operations ADD COLUMN team TEXT NOT NULL DEFAULT 'default';
+
+-- Every mutating call (and every exec, terminal and file write): who, what, when, how it ended.
+CREATE TABLE audit (
+    seq BIGSERIAL PRIMARY KEY,
+    at         TEXT NOT NULL,
+    key_id     TEXT NOT NULL,
+    team       TEXT NOT NULL,
+    method     TEXT NOT NULL,
+    path       TEXT NOT NULL,
+    route      TEXT NOT NULL,
+    target     TEXT NOT NULL,
+    status     BIGINT NOT NULL,
+    client     TEXT NOT NULL,
+    request_id TEXT NOT NULL
+);
+CREATE INDEX audit_by_at ON audit (at);
+CREATE INDEX audit_by_team ON audit (team, seq);
+CREATE INDEX audit_by_target ON audit (target, seq);
