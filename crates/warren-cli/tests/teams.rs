@@ -223,7 +223,9 @@ async fn keys_do_what_their_scope_allows() {
         read.get(&format!("/v1/sandboxes/{id}/pty")).await.0,
         StatusCode::FORBIDDEN
     );
-    // Sandboxes: works, but no keys, audit, teams or metrics.
+    // A scraper's read key of the operator's team reads /metrics.
+    assert_eq!(read.get("/metrics").await.0, StatusCode::OK);
+    // Sandboxes: works, but no keys, audit or teams.
     let (st, out) = work
         .post(
             &format!("/v1/sandboxes/{id}/exec"),
@@ -231,7 +233,7 @@ async fn keys_do_what_their_scope_allows() {
         )
         .await;
     assert_eq!(st, StatusCode::OK, "{out}");
-    for path in ["/v1/keys", "/v1/audit", "/metrics"] {
+    for path in ["/v1/keys", "/v1/audit"] {
         assert_eq!(work.get(path).await.0, StatusCode::FORBIDDEN, "{path}");
     }
     assert_eq!(

@@ -54,6 +54,8 @@ enum Need {
     Read,
     Sandboxes,
     Admin,
+    /// Any key of the operator's team (a `read` one for a scraper).
+    OperatorTeam,
     Operator,
 }
 
@@ -61,7 +63,7 @@ fn need(method: &Method, route: &str) -> Need {
     let r = route.strip_prefix("/v1").unwrap_or(route);
     let reads = method == Method::GET || method == Method::HEAD;
     if r == "/metrics" {
-        Need::Operator
+        Need::OperatorTeam
     } else if r.starts_with("/teams") {
         if reads {
             Need::Read
@@ -93,6 +95,7 @@ fn allowed(caller: &Caller, need: Need) -> bool {
         Need::Read => true,
         Need::Sandboxes => caller.scope >= Scope::Sandboxes,
         Need::Admin => caller.scope == Scope::Admin,
+        Need::OperatorTeam => caller.team == DEFAULT_TEAM,
         Need::Operator => caller.operator(),
     }
 }
@@ -244,6 +247,7 @@ async fn check(
             Need::Operator => {
                 format!("only the operator (an admin key of team {DEFAULT_TEAM:?}) may do this")
             }
+            Need::OperatorTeam => format!("only keys of team {DEFAULT_TEAM:?} may read this"),
             _ => format!(
                 "this key's scope ({}) does not allow this (it needs {})",
                 caller.scope,
@@ -281,7 +285,7 @@ mod tests {
         assert_eq!(need(&get, "/v1/audit"), Need::Admin);
         assert_eq!(need(&get, "/v1/teams"), Need::Read);
         assert_eq!(need(&post, "/v1/teams"), Need::Operator);
-        assert_eq!(need(&get, "/metrics"), Need::Operator);
+        assert_eq!(need(&get, "/metrics"), Need::OperatorTeam);
         assert_eq!(need(&get, "/v2/sandboxes"), Need::Read);
         assert_eq!(need(&post, "/v1/pools"), Need::Operator);
         assert_eq!(need(&get, "/v1/pools"), Need::Read);
