@@ -186,6 +186,103 @@ async fn teams_see_only_their_own_sandboxes_and_operations() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn volumes_snapshots_and_secrets_are_their_teams() {
+    let s = TestServer::start().await;
+    let red = team_key(&s, Some(json!({"name": "red"})), "red", "sandboxes").await;
+    let blue = team_key(&s, Some(json!({"name": "blue"})), "blue", "sandboxes").await;
+
+    // A volume: red's alone; its name is the server's.
+    let (st, vol) = red
+        .post("/v1/volumes", json!({"name": "red-data", "size_mb": 16}))
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{vol}");
+    assert_eq!(
+        blue.get("/v1/volumes/red-data").await.0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(blue.get("/v1/volumes").await.1["volumes"], json!([]));
+    assert_eq!(blue.get("/volumes").await.1, json!([]));
+    let mount = json!({"image": "busybox", "runtime": "runc",
+        "volumes": [{"name": "red-data", "path": "/data"}]});
+    let (st, body) = blue.post("/v1/sandboxes", mount.clone()).await;
+    assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("does not exist"),
+        "{body}"
+    );
+    let (st, _) = blue
+        .post("/v1/volumes", json!({"name": "red-data", "size_mb": 16}))
+        .await;
+    assert_eq!(st, StatusCode::CONFLICT);
+    assert_eq!(
+        blue.send(Method::DELETE, "/v1/volumes/red-data", None)
+            .await
+            .0,
+        StatusCode::NOT_FOUND
+    );
+    let (st, sb) = red.post("/v1/sandboxes", mount).await;
+    assert_eq!(st, StatusCode::CREATED, "{sb}");
+    let id = sb["id"].as_str().expect("id").to_owned();
+
+    // A snapshot is its source's team's.
+    let (st, snap) = red
+        .post(
+            &format!("/v1/sandboxes/{id}/snapshots"),
+            json!({"name": "red-snap", "memory": false}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{snap}");
+    assert_eq!(
+        blue.get("/v1/snapshots/red-snap").await.0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(blue.get("/v1/snapshots").await.1["snapshots"], json!([]));
+    let (st, body) = blue
+        .post("/v1/sandboxes", json!({"snapshot": "red-snap"}))
+        .await;
+    assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(
+        blue.send(Method::DELETE, "/v1/snapshots/red-snap", None)
+            .await
+            .0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(red.get("/v1/snapshots/red-snap").await.0, StatusCode::OK);
+    assert_eq!(
+        red.send(Method::DELETE, "/v1/snapshots/red-snap", None)
+            .await
+            .0,
+        StatusCode::NO_CONTENT
+    );
+
+    // A secret (E2B's): only red's sandboxes and keys use it.
+    let (st, sec) = red
+        .post("/secrets", json!({"name": "red-token", "value": "s3cret"}))
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{sec}");
+    assert_eq!(blue.get("/secrets").await.1, json!([]));
+    assert_eq!(
+        blue.get("/secrets/red-token").await.0,
+        StatusCode::NOT_FOUND
+    );
+    let (st, body) = blue
+        .post(
+            "/sandboxes",
+            json!({"templateID": "busybox", "envVars": {"T": "${e2b.secrets.red-token}"}}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{body}");
+
+    red.delete_all().await;
+    let (st, _) = red.send(Method::DELETE, "/v1/volumes/red-data", None).await;
+    assert_eq!(st, StatusCode::NO_CONTENT);
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn keys_do_what_their_scope_allows() {
     let s = TestServer::start().await;
     let made = s

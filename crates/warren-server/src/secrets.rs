@@ -114,12 +114,16 @@ pub enum FillError {
     Store(String, String),
 }
 
-/// The secret named exactly `name` (not one whose id happens to be `name`).
+/// `team`'s secret named exactly `name` (not one whose id happens to be `name`).
 pub async fn by_name(
     store: &dyn warren_store::Store,
     name: &str,
+    team: &str,
 ) -> Result<Option<warren_store::SecretRecord>, warren_store::StoreError> {
-    Ok(store.get_secret(name).await?.filter(|r| r.name == name))
+    Ok(store
+        .get_secret(name)
+        .await?
+        .filter(|r| r.name == name && r.team == team))
 }
 
 /// `text` with every `${e2b.secrets.NAME}` replaced by that secret's current value.
@@ -127,6 +131,7 @@ pub async fn fill(
     store: &dyn warren_store::Store,
     sealer: &Sealer,
     text: &str,
+    team: &str,
 ) -> Result<String, FillError> {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
@@ -138,7 +143,7 @@ pub async fn fill(
             return Ok(out);
         };
         let name = &after[..end];
-        let rec = by_name(store, name)
+        let rec = by_name(store, name, team)
             .await
             .map_err(|e| {
                 let words = crate::error::store_failure(&format!("reading secret {name}"), &e);

@@ -483,6 +483,7 @@ pub async fn credentials(store: &dyn Store) {
         sealed: vec![0, 1, 2, 255],
         created_at: now,
         updated_at: now,
+        team: "blue".into(),
     };
     assert!(store.insert_secret(&rec).await.expect("insert"));
     assert!(!store.insert_secret(&rec).await.expect("insert again"));

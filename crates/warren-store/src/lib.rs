@@ -199,6 +199,8 @@ pub struct SecretRecord {
     pub created_at: DateTime<Utc>,
     /// When its value last changed.
     pub updated_at: DateTime<Utc>,
+    /// The team it belongs to (only its sandboxes and keys use it).
+    pub team: String,
 }
 
 /// Durable state of one Warren server.
@@ -261,17 +263,22 @@ pub trait Store: Send + Sync + 'static {
     /// Records (or moves) an idempotency key to the sandbox its create made.
     async fn put_idempotent_sandbox(&self, key: &str, id: &SandboxId) -> Result<(), StoreError>;
 
-    /// Records a new volume; `false` when one of that name exists.
+    /// Records a new volume of `team`'s; `false` when one of that name exists (names are
+    /// the server's, whichever team holds them).
     async fn insert_volume(
         &self,
         name: &str,
         size_mb: u64,
         at: DateTime<Utc>,
+        team: &str,
     ) -> Result<bool, StoreError>;
-    /// One volume: its size in MiB and when it was made.
-    async fn get_volume(&self, name: &str) -> Result<Option<(u64, DateTime<Utc>)>, StoreError>;
-    /// Every volume by name: name, size in MiB, when made.
-    async fn list_volumes(&self) -> Result<Vec<(String, u64, DateTime<Utc>)>, StoreError>;
+    /// One volume: its size in MiB, when it was made, its team.
+    async fn get_volume(
+        &self,
+        name: &str,
+    ) -> Result<Option<(u64, DateTime<Utc>, String)>, StoreError>;
+    /// Every volume by name: name, size in MiB, when made, team.
+    async fn list_volumes(&self) -> Result<Vec<(String, u64, DateTime<Utc>, String)>, StoreError>;
     /// Forgets a volume; whether it existed.
     async fn delete_volume(&self, name: &str) -> Result<bool, StoreError>;
 

@@ -96,11 +96,17 @@ pub struct Alias {
 /// `GET /templates/aliases/{alias}`: a template is an image or a snapshot of that name.
 pub async fn alias(
     State(state): State<AppState>,
+    axum::Extension(caller): axum::Extension<crate::auth::Caller>,
     Path(name): Path<String>,
 ) -> Result<Json<Alias>, E2bError> {
     let images = state.service.images().list_images().await?;
     let found = images.iter().any(|i| i.name == name)
-        || state.service.snapshots().snapshot(&name).await.is_ok();
+        || state
+            .service
+            .snapshots()
+            .snapshot(&name, &caller.team)
+            .await
+            .is_ok();
     if !found {
         return Err(E2bError::new(
             StatusCode::NOT_FOUND,
@@ -116,11 +122,20 @@ pub async fn alias(
 /// `DELETE /templates/{id}`: a snapshot (what `Sandbox.delete_snapshot` names) or an image.
 pub async fn delete_template(
     State(state): State<AppState>,
+    axum::Extension(caller): axum::Extension<crate::auth::Caller>,
     Path(name): Path<String>,
 ) -> Result<StatusCode, E2bError> {
-    if state.service.snapshots().snapshot(&name).await.is_ok() {
-        state.service.snapshots().delete_snapshot(&name).await?;
+    let snapshots = state.service.snapshots();
+    if snapshots.snapshot(&name, &caller.team).await.is_ok() {
+        snapshots.delete_snapshot(&name, &caller.team).await?;
         return Ok(StatusCode::NO_CONTENT);
+    }
+    // Images are every team's: only the operator removes them, as on `/v1/images`.
+    if !caller.operator() {
+        return Err(E2bError::new(
+            StatusCode::FORBIDDEN,
+            "only the operator (an admin key of team \"default\") removes images",
+        ));
     }
     match state.service.images().delete_image(&name).await {
         Ok(()) => Ok(StatusCode::NO_CONTENT),

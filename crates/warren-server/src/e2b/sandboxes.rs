@@ -93,7 +93,7 @@ pub async fn create(
     // into the sandbox's environment when it is made, never into its record.
     let env = req.env_vars.clone().unwrap_or_default();
     for value in env.values() {
-        super::secrets::check_references(&state, value).await?;
+        super::secrets::check_references(&state, value, &caller.team).await?;
     }
     let mut create = CreateSandbox {
         image: Some(req.template_id.clone()),
@@ -115,7 +115,7 @@ pub async fn create(
         && state
             .service
             .snapshots()
-            .snapshot(&req.template_id)
+            .snapshot(&req.template_id, &caller.team)
             .await
             .is_ok()
     {

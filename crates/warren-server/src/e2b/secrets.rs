@@ -10,13 +10,14 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use warren_store::SecretRecord;
 
 use super::sandboxes::body;
 use super::E2bError;
+use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::AppState;
 
@@ -78,14 +79,15 @@ fn bad(message: impl Into<String>) -> E2bError {
     E2bError::new(StatusCode::BAD_REQUEST, message)
 }
 
-/// The secret `which` names (its id or its name), or 404.
-async fn find(state: &AppState, which: &str) -> Result<SecretRecord, E2bError> {
+/// `team`'s secret `which` names (its id or its name), or 404 (another team's too).
+async fn find(state: &AppState, which: &str, team: &str) -> Result<SecretRecord, E2bError> {
     state
         .service
         .store()
         .get_secret(which)
         .await
         .map_err(store_err)?
+        .filter(|r| r.team == team)
         .ok_or_else(|| E2bError::new(StatusCode::NOT_FOUND, format!("secret {which:?} not found")))
 }
 
@@ -116,6 +118,7 @@ fn store_err(e: warren_store::StoreError) -> E2bError {
 
 pub async fn create(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     bytes: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<Secret>), E2bError> {
     let req: NewSecret = body(&bytes, None)?;
@@ -131,6 +134,7 @@ pub async fn create(
         metadata: req.metadata.unwrap_or_default(),
         created_at: now,
         updated_at: now,
+        team: caller.team,
     };
     if !state
         .service
@@ -141,6 +145,7 @@ pub async fn create(
     {
         return Err(E2bError::new(
             StatusCode::CONFLICT,
+            // Names are the server's: another team's may hold it.
             format!("a secret named {:?} exists", rec.name),
         ));
     }
@@ -149,12 +154,13 @@ pub async fn create(
 
 pub async fn update(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(which): Path<String>,
     bytes: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Secret>, E2bError> {
     let req: SecretUpdate = body(&bytes, None)?;
     check_value(&req.value)?;
-    let mut rec = find(&state, &which).await?;
+    let mut rec = find(&state, &which, &caller.team).await?;
     rec.version += 1;
     rec.sealed = state.sealer.seal(&rec.id, rec.version, &req.value);
     if let Some(md) = req.metadata {
@@ -172,15 +178,19 @@ pub async fn update(
 
 pub async fn get(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(which): Path<String>,
 ) -> Result<Json<Secret>, E2bError> {
-    Ok(Json(Secret::from(&find(&state, &which).await?)))
+    Ok(Json(Secret::from(
+        &find(&state, &which, &caller.team).await?,
+    )))
 }
 
 /// Pages by name: `nextToken` is the last name of the page before (base64url, so any name
 /// fits a header), `x-next-token` the answer's when more follow.
 pub async fn list(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     q: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, E2bError> {
     let Query(q) = q.map_err(|e| bad(e.body_text()))?;
@@ -193,6 +203,7 @@ pub async fn list(
         .map_err(store_err)?;
     let after: Vec<&SecretRecord> = all
         .iter()
+        .filter(|r| r.team == caller.team)
         .filter(|r| q.next_token.as_deref().is_none_or(|t| r.name.as_str() > t))
         .collect();
     let page: Vec<Secret> = after.iter().take(limit).map(|r| Secret::from(*r)).collect();
@@ -210,9 +221,10 @@ pub async fn list(
 
 pub async fn delete(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(which): Path<String>,
 ) -> Result<StatusCode, E2bError> {
-    let rec = find(&state, &which).await?;
+    let rec = find(&state, &which, &caller.team).await?;
     state
         .service
         .store()
@@ -224,9 +236,9 @@ pub async fn delete(
 
 /// 400 naming the first `${e2b.secrets.<name>}` in `text` that names no secret (the value is
 /// filled in only when the sandbox is made, never stored in its record).
-pub async fn check_references(state: &AppState, text: &str) -> Result<(), E2bError> {
+pub async fn check_references(state: &AppState, text: &str, team: &str) -> Result<(), E2bError> {
     for name in crate::secrets::referenced(text) {
-        let known = crate::secrets::by_name(state.service.store(), name)
+        let known = crate::secrets::by_name(state.service.store(), name, team)
             .await
             .map_err(store_err)?;
         if known.is_none() {

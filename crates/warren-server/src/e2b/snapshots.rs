@@ -102,9 +102,10 @@ pub async fn create(
 /// `GET /snapshots?sandboxID=&name=`: all of them in one page (no `x-next-token`).
 pub async fn list(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Query(q): Query<ListQuery>,
 ) -> Result<Json<Vec<SnapshotInfo>>, E2bError> {
-    let all = state.service.snapshots().list().await?;
+    let all = state.service.snapshots().list(&caller.team).await?;
     // E2B's names may carry a namespace and a tag (`team/name:tag`): the name is the middle.
     let wanted = q.name.as_deref().map(|n| {
         let n = n.rsplit('/').next().unwrap_or(n);

@@ -6,11 +6,12 @@ use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::Json;
+use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use warren_api::{CreateVolume, Volume};
 
 use super::E2bError;
+use crate::auth::Caller;
 use crate::AppState;
 
 /// `POST /volumes`.
@@ -40,39 +41,52 @@ fn shown(v: Volume, with_token: bool) -> E2bVolume {
 
 pub async fn create(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     bytes: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<E2bVolume>), E2bError> {
     let req: NewVolume = super::sandboxes::body(&bytes, None)?;
     let v = state
         .service
         .volumes()
-        .create_volume(CreateVolume {
-            name: req.name,
-            size_mb: None,
-        })
+        .create_volume(
+            CreateVolume {
+                name: req.name,
+                size_mb: None,
+            },
+            &caller.team,
+        )
         .await?;
     Ok((StatusCode::CREATED, Json(shown(v, true))))
 }
 
-pub async fn list(State(state): State<AppState>) -> Result<Json<Vec<E2bVolume>>, E2bError> {
-    let all = state.service.volumes().list().await?;
+pub async fn list(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Json<Vec<E2bVolume>>, E2bError> {
+    let all = state.service.volumes().list(&caller.team).await?;
     Ok(Json(all.into_iter().map(|v| shown(v, false)).collect()))
 }
 
 pub async fn get(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Json<E2bVolume>, E2bError> {
     Ok(Json(shown(
-        state.service.volumes().volume(&id).await?,
+        state.service.volumes().volume(&id, &caller.team).await?,
         true,
     )))
 }
 
 pub async fn delete(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, E2bError> {
-    state.service.volumes().delete_volume(&id).await?;
+    state
+        .service
+        .volumes()
+        .delete_volume(&id, &caller.team)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -1,13 +1,14 @@
 //! `/v1/snapshots` and `POST /v1/sandboxes/{id}/snapshots`.
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::Json;
+use axum::{Extension, Json};
 use warren_api::{CreateSnapshot, Snapshot, SnapshotList};
 
 use axum::response::{IntoResponse, Response};
 
 use super::operations::OpCall;
 use super::sandbox_id;
+use crate::auth::Caller;
 use crate::error::{ApiError, ApiJson};
 use crate::service::operations::Work;
 use crate::AppState;
@@ -27,23 +28,38 @@ pub async fn create(
     Ok(reply.respond(|snap, _| (StatusCode::CREATED, Json(snap)).into_response()))
 }
 
-pub async fn list(State(state): State<AppState>) -> Result<Json<SnapshotList>, ApiError> {
+pub async fn list(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Json<SnapshotList>, ApiError> {
     Ok(Json(SnapshotList {
-        snapshots: state.service.snapshots().list().await?,
+        snapshots: state.service.snapshots().list(&caller.team).await?,
     }))
 }
 
 pub async fn get(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
 ) -> Result<Json<Snapshot>, ApiError> {
-    Ok(Json(state.service.snapshots().snapshot(&name).await?))
+    Ok(Json(
+        state
+            .service
+            .snapshots()
+            .snapshot(&name, &caller.team)
+            .await?,
+    ))
 }
 
 pub async fn delete(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    state.service.snapshots().delete_snapshot(&name).await?;
+    state
+        .service
+        .snapshots()
+        .delete_snapshot(&name, &caller.team)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }

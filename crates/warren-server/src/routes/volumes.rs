@@ -1,46 +1,68 @@
-//! `/v1/volumes`.
+//! `/v1/volumes`: the caller's team's volumes.
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::Json;
+use axum::{Extension, Json};
 use warren_api::{CreateVolume, Volume, VolumeBackup, VolumeList};
 
+use crate::auth::Caller;
 use crate::error::{ApiError, ApiJson};
 use crate::AppState;
 
 pub async fn create(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     ApiJson(req): ApiJson<CreateVolume>,
 ) -> Result<(StatusCode, Json<Volume>), ApiError> {
-    Ok((
-        StatusCode::CREATED,
-        Json(state.service.volumes().create_volume(req).await?),
-    ))
+    let made = state
+        .service
+        .volumes()
+        .create_volume(req, &caller.team)
+        .await?;
+    Ok((StatusCode::CREATED, Json(made)))
 }
 
-pub async fn list(State(state): State<AppState>) -> Result<Json<VolumeList>, ApiError> {
+pub async fn list(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Json<VolumeList>, ApiError> {
     Ok(Json(VolumeList {
-        volumes: state.service.volumes().list().await?,
+        volumes: state.service.volumes().list(&caller.team).await?,
     }))
 }
 
 pub async fn get(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
 ) -> Result<Json<Volume>, ApiError> {
-    Ok(Json(state.service.volumes().volume(&name).await?))
+    Ok(Json(
+        state.service.volumes().volume(&name, &caller.team).await?,
+    ))
 }
 
 pub async fn delete(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    state.service.volumes().delete_volume(&name).await?;
+    state
+        .service
+        .volumes()
+        .delete_volume(&name, &caller.team)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 pub async fn backup(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
 ) -> Result<Json<VolumeBackup>, ApiError> {
-    Ok(Json(state.service.volumes().backup_volume(&name).await?))
+    Ok(Json(
+        state
+            .service
+            .volumes()
+            .backup_volume(&name, &caller.team)
+            .await?,
+    ))
 }

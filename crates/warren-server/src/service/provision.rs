@@ -121,7 +121,7 @@ impl Service {
         // Held until the sandbox is recorded: its image's layers and volumes are then in use.
         let no_gc = self.inner.images_gc.read().await;
         let no_volume_gc = self.inner.volumes_gc.read().await;
-        self.volumes().check_volumes(&req.volumes).await?;
+        self.volumes().check_volumes(&req.volumes, team).await?;
         let image = self
             .images()
             .image_for_create(req.image.as_deref(), req.pull.unwrap_or_default())
@@ -372,7 +372,9 @@ impl Service {
             memory_mb: rec.sandbox.memory_mb,
             pids: rec.sandbox.pids,
             disk_mb: rec.sandbox.disk_mb,
-            env: self.env_with_secrets(&rec.sandbox.env).await?,
+            env: self
+                .env_with_secrets(&rec.sandbox.env, &rec.sandbox.team)
+                .await?,
             cmd: rec.sandbox.cmd.clone(),
             cwd: rec.sandbox.cwd.clone(),
             user: rec.sandbox.user.clone(),
@@ -390,6 +392,7 @@ impl Service {
     async fn env_with_secrets(
         &self,
         env: &std::collections::BTreeMap<String, String>,
+        team: &str,
     ) -> Result<std::collections::BTreeMap<String, String>, String> {
         let mut out = env.clone();
         for value in out.values_mut() {
@@ -401,7 +404,7 @@ impl Service {
                 .sealer
                 .get()
                 .ok_or_else(|| "secrets are not available on this server".to_owned())?;
-            *value = crate::secrets::fill(self.inner.store.as_ref(), sealer, value)
+            *value = crate::secrets::fill(self.inner.store.as_ref(), sealer, value, team)
                 .await
                 .map_err(|e| e.to_string())?;
         }

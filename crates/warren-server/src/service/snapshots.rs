@@ -63,20 +63,22 @@ impl crate::service::Snapshots<'_> {
         Ok(rec.snapshot)
     }
 
-    /// Every snapshot.
-    pub async fn list(&self) -> Result<Vec<Snapshot>, ApiError> {
+    /// Every snapshot of `team`'s (a snapshot is its source sandbox's team's).
+    pub async fn list(&self, team: &str) -> Result<Vec<Snapshot>, ApiError> {
         Ok(self
             .inner
             .store
             .list_snapshots()
             .await?
             .into_iter()
+            .filter(|r| r.sandbox.team == team)
             .map(|r| r.snapshot)
             .collect())
     }
 
-    async fn snapshot_record(&self, name: &str) -> Result<SnapshotRecord, ApiError> {
-        self.inner.store.get_snapshot(name).await?.ok_or_else(|| {
+    async fn snapshot_record(&self, name: &str, team: &str) -> Result<SnapshotRecord, ApiError> {
+        let found = self.inner.store.get_snapshot(name).await?;
+        found.filter(|r| r.sandbox.team == team).ok_or_else(|| {
             ApiError::NotFound(format!(
                 "snapshot {} not found",
                 warren_agent::error::shown_text(name)
@@ -84,14 +86,14 @@ impl crate::service::Snapshots<'_> {
         })
     }
 
-    /// One snapshot.
-    pub async fn snapshot(&self, name: &str) -> Result<Snapshot, ApiError> {
-        Ok(self.snapshot_record(name).await?.snapshot)
+    /// One of `team`'s snapshots (another team's is not found).
+    pub async fn snapshot(&self, name: &str, team: &str) -> Result<Snapshot, ApiError> {
+        Ok(self.snapshot_record(name, team).await?.snapshot)
     }
 
     /// Removes a snapshot and its files (sandboxes made from it have copies of their own).
-    pub async fn delete_snapshot(&self, name: &str) -> Result<(), ApiError> {
-        self.snapshot_record(name).await?;
+    pub async fn delete_snapshot(&self, name: &str, team: &str) -> Result<(), ApiError> {
+        self.snapshot_record(name, team).await?;
         let backend = self.inner.backend.clone();
         let owned = name.to_owned();
         tokio::task::spawn_blocking(move || backend.remove_snapshot(&owned))
@@ -130,8 +132,9 @@ impl crate::service::Snapshots<'_> {
             )));
         }
         let snap = match self.inner.store.get_snapshot(name).await? {
-            Some(s) => s,
-            None => {
+            // Another team's snapshot does not exist, as far as this create can tell.
+            Some(s) if s.sandbox.team == team => s,
+            _ => {
                 return Err(ApiError::Invalid(format!(
                     "snapshot {} does not exist",
                     warren_agent::error::shown_text(name)

@@ -84,8 +84,9 @@ pub(super) fn valid_mounts(mounts: &[VolumeMount]) -> Result<(), ApiError> {
 }
 
 impl crate::service::Volumes<'_> {
-    /// Makes a volume (its filesystem too, so its size is known to hold).
-    pub async fn create_volume(&self, req: CreateVolume) -> Result<Volume, ApiError> {
+    /// Makes a volume of `team`'s (its filesystem too, so its size is known to hold). Names
+    /// are the server's: one another team holds is taken.
+    pub async fn create_volume(&self, req: CreateVolume, team: &str) -> Result<Volume, ApiError> {
         valid_name(&req.name)?;
         let size_mb = req.size_mb.unwrap_or(DEFAULT_VOLUME_MB);
         if !VOLUME_MB.contains(&size_mb) {
@@ -100,7 +101,7 @@ impl crate::service::Volumes<'_> {
         if !self
             .inner
             .store
-            .insert_volume(&req.name, size_mb, at)
+            .insert_volume(&req.name, size_mb, at, team)
             .await?
         {
             return Err(ApiError::Conflict(format!("volume {} exists", req.name)));
@@ -117,12 +118,13 @@ impl crate::service::Volumes<'_> {
                 req.name
             )));
         }
-        self.volume(&req.name).await
+        self.volume(&req.name, team).await
     }
 
-    /// One volume, with its use.
-    pub async fn volume(&self, name: &str) -> Result<Volume, ApiError> {
-        let Some((size_mb, created_at)) = self.inner.store.get_volume(name).await? else {
+    /// One of `team`'s volumes, with its use (another team's is not found).
+    pub async fn volume(&self, name: &str, team: &str) -> Result<Volume, ApiError> {
+        let found = self.inner.store.get_volume(name).await?;
+        let Some((size_mb, created_at, _)) = found.filter(|(_, _, t)| t == team) else {
             return Err(ApiError::NotFound(format!(
                 "volume {} not found",
                 warren_agent::error::shown_text(name)
@@ -154,8 +156,8 @@ impl crate::service::Volumes<'_> {
         }
     }
 
-    /// Every volume.
-    pub async fn list(&self) -> Result<Vec<Volume>, ApiError> {
+    /// Every volume of `team`'s.
+    pub async fn list(&self, team: &str) -> Result<Vec<Volume>, ApiError> {
         let sandboxes = self.inner.store.list_sandboxes().await?;
         Ok(self
             .inner
@@ -163,14 +165,15 @@ impl crate::service::Volumes<'_> {
             .list_volumes()
             .await?
             .into_iter()
-            .map(|(name, size, at)| self.describe_volume(name, size, at, &sandboxes))
+            .filter(|(_, _, _, t)| t == team)
+            .map(|(name, size, at, _)| self.describe_volume(name, size, at, &sandboxes))
             .collect())
     }
 
     /// Removes a volume and its files; 409 while a sandbox that is not deleted mounts it.
-    pub async fn delete_volume(&self, name: &str) -> Result<(), ApiError> {
+    pub async fn delete_volume(&self, name: &str, team: &str) -> Result<(), ApiError> {
         let _gc = self.inner.volumes_gc.write().await;
-        let v = self.volume(name).await?;
+        let v = self.volume(name, team).await?;
         if !v.used_by.is_empty() {
             return Err(ApiError::Conflict(format!(
                 "volume {name} is mounted by sandbox {}: delete those first",
@@ -190,10 +193,10 @@ impl crate::service::Volumes<'_> {
 
     /// Sends a copy of a volume to the object store, where a server sharing the database and
     /// the store finds it when a sandbox it runs mounts the volume and its host lacks it.
-    pub async fn backup_volume(&self, name: &str) -> Result<VolumeBackup, ApiError> {
+    pub async fn backup_volume(&self, name: &str, team: &str) -> Result<VolumeBackup, ApiError> {
         // A delete waits for the backup (and its copy's removal follows it).
         let _gc = self.inner.volumes_gc.read().await;
-        self.volume(name).await?;
+        self.volume(name, team).await?;
         let began = std::time::Instant::now();
         let at = Utc::now();
         match self.inner.backend.backup_volume(name).await {
@@ -213,7 +216,7 @@ impl crate::service::Volumes<'_> {
     /// another server can resume it with them. A failure is logged; the pause stands.
     pub(super) async fn backup_volumes_of(&self, rec: &SandboxRecord) {
         for v in &rec.sandbox.volumes {
-            match self.backup_volume(&v.name).await {
+            match self.backup_volume(&v.name, &rec.sandbox.team).await {
                 Ok(b) => tracing::info!(
                     sandbox = %rec.sandbox.id,
                     "volume {} sent to {}: {} bytes in {} ms",
@@ -229,9 +232,15 @@ impl crate::service::Volumes<'_> {
 
     /// The volumes of a create, checked to exist (the caller holds `volumes_gc` until the
     /// sandbox is recorded, so none goes meanwhile).
-    pub(super) async fn check_volumes(&self, mounts: &[VolumeMount]) -> Result<(), ApiError> {
+    pub(super) async fn check_volumes(
+        &self,
+        mounts: &[VolumeMount],
+        team: &str,
+    ) -> Result<(), ApiError> {
         for m in mounts {
-            if self.inner.store.get_volume(&m.name).await?.is_none() {
+            let found = self.inner.store.get_volume(&m.name).await?;
+            // Another team's volume does not exist, as far as this create can tell.
+            if found.is_none_or(|(_, _, t)| t != team) {
                 return Err(ApiError::Invalid(format!(
                     "volume {} does not exist (POST /v1/volumes makes one)",
                     m.name
@@ -249,7 +258,7 @@ impl crate::service::Volumes<'_> {
         let mut out = Vec::new();
         for m in mounts {
             let size_mb = match self.inner.store.get_volume(&m.name).await {
-                Ok(Some((size, _))) => size,
+                Ok(Some((size, _, _))) => size,
                 Ok(None) => return Err(format!("volume {} is gone", m.name)),
                 Err(e) => return Err(e.to_string()),
             };

@@ -22,6 +22,9 @@ CREATE INDEX api_keys_by_team ON api_keys (team);
 ALTER TABLE sandboxes ADD COLUMN team TEXT NOT NULL DEFAULT 'default';
 CREATE INDEX sandboxes_by_team ON sandboxes (team);
 ALTER TABLE operations ADD COLUMN team TEXT NOT NULL DEFAULT 'default';
+-- Volume names are the server's; each volume is one team's, invisible to the others.
+ALTER TABLE volumes ADD COLUMN team TEXT NOT NULL DEFAULT 'default';
+ALTER TABLE secrets ADD COLUMN team TEXT NOT NULL DEFAULT 'default';
 
 -- Every mutating call (and every exec, terminal and file write): who, what, when, how it ended.
 CREATE TABLE audit (

@@ -24,6 +24,7 @@ fn secret_from_row(row: &DbRow) -> Result<SecretRecord, StoreError> {
         sealed: row.try_get("sealed")?,
         created_at: parse_ts(&what, &created)?,
         updated_at: parse_ts(&what, &updated)?,
+        team: row.try_get("team")?,
         id,
     })
 }
@@ -37,8 +38,8 @@ fn metadata_json(rec: &SecretRecord) -> Result<String, StoreError> {
 
 pub(super) async fn insert_secret(s: &SqlStore, rec: &SecretRecord) -> Result<bool, StoreError> {
     let done = sqlx::query(
-        "INSERT INTO secrets (id, name, version, metadata, sealed, created_at, updated_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+        "INSERT INTO secrets (id, name, version, metadata, sealed, created_at, updated_at, team)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
     )
     .bind(&rec.id)
     .bind(&rec.name)
@@ -47,6 +48,7 @@ pub(super) async fn insert_secret(s: &SqlStore, rec: &SecretRecord) -> Result<bo
     .bind(&rec.sealed)
     .bind(ts(&rec.created_at))
     .bind(ts(&rec.updated_at))
+    .bind(&rec.team)
     .execute(&s.writer)
     .await?;
     Ok(done.rows_affected() == 1)

@@ -30,14 +30,16 @@ pub(super) async fn insert_volume(
     name: &str,
     size_mb: u64,
     at: DateTime<Utc>,
+    team: &str,
 ) -> Result<bool, StoreError> {
     let done = sqlx::query(
-        "INSERT INTO volumes (name, size_mb, created_at) VALUES ($1, $2, $3)
+        "INSERT INTO volumes (name, size_mb, created_at, team) VALUES ($1, $2, $3, $4)
          ON CONFLICT (name) DO NOTHING",
     )
     .bind(name)
     .bind(i64::try_from(size_mb).unwrap_or(i64::MAX))
     .bind(ts(&at))
+    .bind(team)
     .execute(&s.writer)
     .await?;
     Ok(done.rows_affected() == 1)
@@ -46,19 +48,19 @@ pub(super) async fn insert_volume(
 pub(super) async fn get_volume(
     s: &SqlStore,
     name: &str,
-) -> Result<Option<(u64, DateTime<Utc>)>, StoreError> {
-    let row = sqlx::query("SELECT name, size_mb, created_at FROM volumes WHERE name = $1")
+) -> Result<Option<(u64, DateTime<Utc>, String)>, StoreError> {
+    let row = sqlx::query("SELECT name, size_mb, created_at, team FROM volumes WHERE name = $1")
         .bind(name)
         .fetch_optional(&s.pool)
         .await?;
-    row.map(|r| volume_from_row(&r).map(|(_, size, at)| (size, at)))
+    row.map(|r| volume_from_row(&r).map(|(_, size, at, team)| (size, at, team)))
         .transpose()
 }
 
 pub(super) async fn list_volumes(
     s: &SqlStore,
-) -> Result<Vec<(String, u64, DateTime<Utc>)>, StoreError> {
-    sqlx::query("SELECT name, size_mb, created_at FROM volumes ORDER BY name")
+) -> Result<Vec<(String, u64, DateTime<Utc>, String)>, StoreError> {
+    sqlx::query("SELECT name, size_mb, created_at, team FROM volumes ORDER BY name")
         .fetch_all(&s.pool)
         .await?
         .iter()

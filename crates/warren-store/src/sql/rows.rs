@@ -70,12 +70,13 @@ pub(super) fn exec_from_row(row: &super::DbRow) -> Result<ExecRecord, StoreError
 
 pub(super) fn volume_from_row(
     row: &super::DbRow,
-) -> Result<(String, u64, DateTime<Utc>), StoreError> {
+) -> Result<(String, u64, DateTime<Utc>, String), StoreError> {
     let name: String = row.try_get("name")?;
     let size: i64 = row.try_get("size_mb")?;
     let at: String = row.try_get("created_at")?;
     let at = parse_ts(&format!("volume {name}"), &at)?;
-    Ok((name, u64::try_from(size).unwrap_or(0), at))
+    let team: String = row.try_get("team")?;
+    Ok((name, u64::try_from(size).unwrap_or(0), at, team))
 }
 
 pub(super) fn snapshot_from_doc(name: &str, doc: &str) -> Result<SnapshotRecord, StoreError> {

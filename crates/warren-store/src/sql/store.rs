@@ -143,15 +143,19 @@ impl Store for SqlStore {
         name: &str,
         size_mb: u64,
         at: DateTime<Utc>,
+        team: &str,
     ) -> Result<bool, StoreError> {
-        kept::insert_volume(self, name, size_mb, at).await
+        kept::insert_volume(self, name, size_mb, at, team).await
     }
 
-    async fn get_volume(&self, name: &str) -> Result<Option<(u64, DateTime<Utc>)>, StoreError> {
+    async fn get_volume(
+        &self,
+        name: &str,
+    ) -> Result<Option<(u64, DateTime<Utc>, String)>, StoreError> {
         kept::get_volume(self, name).await
     }
 
-    async fn list_volumes(&self) -> Result<Vec<(String, u64, DateTime<Utc>)>, StoreError> {
+    async fn list_volumes(&self) -> Result<Vec<(String, u64, DateTime<Utc>, String)>, StoreError> {
         kept::list_volumes(self).await
     }
 

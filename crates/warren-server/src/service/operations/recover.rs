@@ -102,7 +102,7 @@ impl crate::service::Operations<'_> {
             }
             Work::Pause { .. } => sandbox(SandboxState::Paused).await,
             Work::Snapshot { request, .. } => {
-                match self.snapshots().snapshot(&request.name).await {
+                match self.snapshots().snapshot(&request.name, &op.team).await {
                     Ok(s) => serde_json::to_value(&s)
                         .map(Settled::Done)
                         .unwrap_or_else(|e| Settled::RolledBack(e.to_string())),
