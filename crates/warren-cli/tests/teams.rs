@@ -125,6 +125,16 @@ async fn teams_see_only_their_own_sandboxes_and_operations() {
             let (st, body) = who.send(method.clone(), &path, body).await;
             assert_eq!(st, StatusCode::NOT_FOUND, "{method} {path}: {body}");
         }
+        // An id spelled with percent-escapes is the same id to the handler: refused too.
+        let escaped = format!("%{:02x}{}", id.as_bytes()[0], &id[1..]);
+        for path in [
+            format!("/v1/sandboxes/{escaped}"),
+            format!("/v1/sandboxes/{escaped}/files?path=/etc/hostname"),
+            format!("/sandboxes/{escaped}"),
+        ] {
+            let (st, body) = who.get(&path).await;
+            assert_eq!(st, StatusCode::NOT_FOUND, "{path}: {body}");
+        }
         let (_, e2b) = who.get("/v2/sandboxes").await;
         assert_eq!(e2b, json!([]), "{e2b}");
         let (_, ops) = who.get("/v1/operations").await;
@@ -293,10 +303,17 @@ async fn keys_do_what_their_scope_allows() {
     let work = team_key(&s, None, "default", "sandboxes").await;
     let green_admin = team_key(&s, Some(json!({"name": "green"})), "green", "admin").await;
 
-    // Read: looks, never touches.
+    // Read: looks, never touches, and is not given what would let it (the traffic token,
+    // E2B's agent token).
+    let (st, seen) = read.get(&format!("/v1/sandboxes/{id}")).await;
+    assert_eq!(st, StatusCode::OK);
+    assert!(
+        made["traffic_token"].is_string() && seen["traffic_token"].is_null(),
+        "{seen}"
+    );
     assert_eq!(
-        read.get(&format!("/v1/sandboxes/{id}")).await.0,
-        StatusCode::OK
+        read.get(&format!("/sandboxes/{id}")).await.0,
+        StatusCode::FORBIDDEN
     );
     let (st, body) = read
         .post(
@@ -531,13 +548,30 @@ async fn keys_are_rate_limited_expire_and_are_revoked() {
     assert_eq!(brief.get("/v1/sandboxes").await.0, StatusCode::OK);
     tokio::time::sleep(std::time::Duration::from_millis(2200)).await;
     assert_eq!(brief.get("/v1/sandboxes").await.0, StatusCode::UNAUTHORIZED);
+    for when in ["2020-01-01T00:00:00Z", "+10000-01-01T00:00:00Z"] {
+        let r = s
+            .post("/v1/keys", Some(json!({"name": "odd", "expires_at": when})))
+            .await;
+        assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY, "{when}");
+    }
+    // A key's own limit cannot be looser than its team's.
     let r = s
         .post(
             "/v1/keys",
-            Some(json!({"name": "past", "expires_at": "2020-01-01T00:00:00Z"})),
+            Some(json!({"name": "loose", "team": "slow", "rate_limit": 1000})),
         )
         .await;
-    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let loose: Value = r.json().await.expect("key");
+    let loose = As {
+        s: &s,
+        key: loose["secret"].as_str().expect("secret").to_owned(),
+    };
+    let mut codes = Vec::new();
+    for _ in 0..6 {
+        codes.push(loose.get("/v1/sandboxes").await.0);
+    }
+    assert!(codes.contains(&StatusCode::TOO_MANY_REQUESTS), "{codes:?}");
 
     // Revoked: refused at once, listed as revoked, its last use noted.
     let keys = s.get_json("/v1/keys?team=slow").await;

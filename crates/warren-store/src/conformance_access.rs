@@ -22,8 +22,16 @@ fn key(id: &str, team: &str, scope: Scope) -> ApiKey {
 /// Keys: read back by hash with every field, listed per team, touched, revoked, and the
 /// operator's last key never revoked.
 pub async fn keys(store: &dyn Store) {
-    let op = key("k1", "default", Scope::Admin);
+    let op = ApiKey {
+        expires_at: None,
+        ..key("k1", "default", Scope::Admin)
+    };
     let made = store.insert_api_key(&op, "h1").await.expect("insert");
+    // An operator key that expires is not the one that keeps the server manageable.
+    store
+        .insert_api_key(&key("k0", "default", Scope::Admin), "h0")
+        .await
+        .expect("insert");
     let red = key("k2", "red", Scope::Read);
     store.insert_api_key(&red, "h2").await.expect("insert");
     let got = store
@@ -35,14 +43,14 @@ pub async fn keys(store: &dyn Store) {
     assert_eq!(got.rate_limit, Some(5));
     assert!(got.expires_at.is_some() && got.revoked_at.is_none());
     assert!(store.api_key_by_hash("h3").await.expect("get").is_none());
-    assert_eq!(store.count_api_keys().await.expect("count"), 2);
+    assert_eq!(store.count_api_keys().await.expect("count"), 3);
     let reds = store.list_api_keys(Some("red")).await.expect("list");
     assert_eq!(
         reds.iter().map(|k| k.id.as_str()).collect::<Vec<_>>(),
         ["k2"]
     );
     let all = store.list_api_keys(None).await.expect("list");
-    assert_eq!(all.len(), 2);
+    assert_eq!(all.len(), 3);
     assert_eq!(
         all[0].created_at, made,
         "the answer is what a listing shows"
@@ -64,6 +72,11 @@ pub async fn keys(store: &dyn Store) {
         Revoked::LastOperatorKey
     );
     assert_eq!(
+        store.revoke_api_key("k0").await.expect("revoke"),
+        Revoked::Done,
+        "an operator key that expires may go"
+    );
+    assert_eq!(
         store.revoke_api_key("k2").await.expect("revoke"),
         Revoked::Done
     );
@@ -81,10 +94,11 @@ pub async fn keys(store: &dyn Store) {
         .expect("get")
         .expect("kept");
     assert!(gone.revoked_at.is_some(), "a revoked key is kept, marked");
-    store
-        .insert_api_key(&key("k3", "default", Scope::Admin), "h3")
-        .await
-        .expect("insert");
+    let lasting = ApiKey {
+        expires_at: None,
+        ..key("k3", "default", Scope::Admin)
+    };
+    store.insert_api_key(&lasting, "h3").await.expect("insert");
     assert_eq!(
         store.revoke_api_key("k1").await.expect("revoke"),
         Revoked::Done

@@ -146,7 +146,8 @@ pub enum Revoked {
     Already,
     /// No such key.
     NotFound,
-    /// Refused: it is the operator's last key in use, and nothing could make another.
+    /// Refused: it is the operator's last key in use that never expires, and nothing could
+    /// make another once the rest expired.
     LastOperatorKey,
 }
 

@@ -29,6 +29,15 @@ impl Caller {
         self.team == DEFAULT_TEAM && self.scope == Scope::Admin
     }
 
+    /// `s` as this caller may see it: a `read` key is not given the traffic token, which
+    /// opens the sandbox's private ports.
+    pub fn shown(&self, mut s: warren_api::Sandbox) -> warren_api::Sandbox {
+        if self.scope < Scope::Sandboxes {
+            s.traffic_token = None;
+        }
+        s
+    }
+
     /// The team whose things a listing shows: the operator's `?team=` when it names one,
     /// the caller's own otherwise (naming another team is the operator's alone).
     pub fn team_to_list(&self, asked: Option<&str>) -> Result<Option<String>, ApiError> {
@@ -78,10 +87,11 @@ fn need(method: &Method, route: &str) -> Need {
         // Shared by every team: warm pools (their sandboxes are no team's until taken) and
         // the image catalogue's removals.
         Need::Operator
-    } else if reads && !r.ends_with("/pty") {
+    } else if reads && !r.ends_with("/pty") && route != "/sandboxes/{id}" {
         Need::Read
     } else {
-        // Terminals are a GET that writes: they take what exec takes.
+        // Terminals are a GET that writes: they take what exec takes. E2B's sandbox GET
+        // answers the agent's access token, with which its SDK runs commands.
         Need::Sandboxes
     }
 }
@@ -260,11 +270,14 @@ async fn check(
         return Err(ApiError::Forbidden(what));
     }
     if let Some(raw) = sandbox_of(route, path) {
-        if let Ok(id) = raw.parse() {
-            let team = state.service.sandboxes().team_of(&id).await?;
-            if team.is_some_and(|t| t != caller.team) {
-                return Err(ApiError::NotFound(format!("sandbox {raw:?} not found")));
-            }
+        // Read off the path as sent: the handler's extractor decodes percent-escapes, so an
+        // id that does not parse here as it stands (`%61bc…`) is refused, never let through
+        // unchecked.
+        let not_found = || ApiError::NotFound(format!("sandbox {raw:?} not found"));
+        let id = raw.parse().map_err(|_| not_found())?;
+        let team = state.service.sandboxes().team_of(&id).await?;
+        if team.is_some_and(|t| t != caller.team) {
+            return Err(not_found());
         }
     }
     Ok(())
@@ -287,6 +300,7 @@ mod tests {
         assert_eq!(need(&post, "/v1/teams"), Need::Operator);
         assert_eq!(need(&get, "/metrics"), Need::OperatorTeam);
         assert_eq!(need(&get, "/v2/sandboxes"), Need::Read);
+        assert_eq!(need(&get, "/sandboxes/{id}"), Need::Sandboxes);
         assert_eq!(need(&post, "/v1/pools"), Need::Operator);
         assert_eq!(need(&get, "/v1/pools"), Need::Read);
         assert_eq!(need(&Method::DELETE, "/v1/images/{*name}"), Need::Operator);

@@ -2,7 +2,7 @@
 //! store reads, and each key's rate limiter lives here.
 use std::collections::HashMap;
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -31,7 +31,12 @@ pub struct Known {
 
 impl Known {
     fn new(key: &ApiKey, team_limit: Option<u32>) -> Known {
-        let limit = key.rate_limit.or(team_limit).and_then(NonZeroU32::new);
+        // A key's own limit may only be stricter than its team's.
+        let limit = match (key.rate_limit, team_limit) {
+            (Some(k), Some(t)) => Some(k.min(t)),
+            (k, t) => k.or(t),
+        }
+        .and_then(NonZeroU32::new);
         Known {
             caller: Caller {
                 key_id: key.id.clone(),
@@ -82,9 +87,18 @@ impl Known {
     }
 }
 
-/// Keys seen, by hash.
+/// Keys seen, by hash. A key not seen yet is read from the store without any lock (so a
+/// flood of unknown keys never holds up known ones) and remembered only if no revocation
+/// or team change happened meanwhile: each bumps `epoch` under the write lock.
 #[derive(Default)]
-pub struct KnownKeys(RwLock<HashMap<String, std::sync::Arc<Known>>>);
+pub struct KnownKeys {
+    map: RwLock<HashMap<String, std::sync::Arc<Known>>>,
+    epoch: AtomicU64,
+}
+
+/// Reads of one key tried while revocations keep changing the set, before it is answered
+/// from the store without being remembered.
+const TRIES: usize = 3;
 
 impl KnownKeys {
     /// The key whose secret is `secret`, if it is one in force (not revoked, not expired).
@@ -94,50 +108,64 @@ impl KnownKeys {
         secret: &str,
     ) -> Result<Option<std::sync::Arc<Known>>, ApiError> {
         let hash = super::hash_key(secret);
-        let found = self.0.read().await.get(&hash).cloned();
-        let known = match found {
-            Some(k) => k,
-            None => {
-                // Read again under the write lock a revocation takes too, so a key revoked
-                // between the read and the insert is never remembered as good.
-                let mut known = self.0.write().await;
-                let store = service.store();
-                let Some(key) = store.api_key_by_hash(&hash).await? else {
-                    return Ok(None);
-                };
-                if key.revoked_at.is_some() {
-                    return Ok(None);
-                }
-                let team_limit = match store.get_team(&key.team).await? {
-                    Some(team) => team.rate_limit,
-                    // Its team is gone (and its keys with it).
-                    None => return Ok(None),
-                };
-                let k = std::sync::Arc::new(Known::new(&key, team_limit));
-                known.insert(hash, k.clone());
-                k
+        if let Some(k) = self.map.read().await.get(&hash).cloned() {
+            return Ok((!k.expired()).then_some(k));
+        }
+        for _ in 0..TRIES {
+            let epoch = self.epoch.load(Ordering::Acquire);
+            let Some(k) = Self::read(service, &hash).await? else {
+                return Ok(None);
+            };
+            let mut map = self.map.write().await;
+            if self.epoch.load(Ordering::Acquire) == epoch {
+                // Another request may have remembered it meanwhile: keep that one (and its
+                // limiter's count).
+                let k = map.entry(hash).or_insert(k).clone();
+                return Ok((!k.expired()).then_some(k));
             }
+        }
+        // The set kept changing: answer from the store as it is now, without remembering.
+        Ok(Self::read(service, &hash).await?.filter(|k| !k.expired()))
+    }
+
+    async fn read(
+        service: &Service,
+        hash: &str,
+    ) -> Result<Option<std::sync::Arc<Known>>, ApiError> {
+        let store = service.store();
+        let Some(key) = store.api_key_by_hash(hash).await? else {
+            return Ok(None);
         };
-        Ok((!known.expired()).then_some(known))
+        if key.revoked_at.is_some() {
+            return Ok(None);
+        }
+        // A key whose team is gone (and its keys with it) is none.
+        let Some(team) = store.get_team(&key.team).await? else {
+            return Ok(None);
+        };
+        Ok(Some(std::sync::Arc::new(Known::new(&key, team.rate_limit))))
     }
 
     /// Forgets the keys `drop` picks (a team's whose limits changed): the next request reads
     /// them again.
     pub async fn forget(&self, drop: impl Fn(&Caller) -> bool) {
-        self.0.write().await.retain(|_, k| !drop(&k.caller));
+        let mut map = self.map.write().await;
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        map.retain(|_, k| !drop(&k.caller));
     }
 
-    /// Holds off every first read of a key while `change` runs (a revocation, a team's
-    /// deletion), then forgets the keys `drop` picks: no request can remember a key as it
-    /// was before the change.
+    /// Runs `change` (a revocation, a team's deletion) with the set held, then forgets the
+    /// keys `drop` picks: no request can remember a key as it was before the change.
     pub async fn changing<T>(
         &self,
         change: impl std::future::Future<Output = T>,
         drop: impl Fn(&Caller) -> bool,
     ) -> T {
-        let mut known = self.0.write().await;
+        let mut map = self.map.write().await;
+        self.epoch.fetch_add(1, Ordering::AcqRel);
         let out = change.await;
-        known.retain(|_, k| !drop(&k.caller));
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        map.retain(|_, k| !drop(&k.caller));
         out
     }
 }

@@ -44,8 +44,15 @@ pub async fn create(
     if state.service.store().get_team(&team).await?.is_none() {
         return Err(ApiError::NotFound(format!("team {team:?} not found")));
     }
-    if req.expires_at.is_some_and(|t| t <= Utc::now()) {
-        return Err(ApiError::Invalid("expires_at must be in the future".into()));
+    // A hundred years at most: the store keeps four-digit years.
+    let latest = Utc::now() + chrono::Duration::days(36_500);
+    if req
+        .expires_at
+        .is_some_and(|t| t <= Utc::now() || t > latest)
+    {
+        return Err(ApiError::Invalid(
+            "expires_at must be in the future, and within a hundred years".into(),
+        ));
     }
     if req.rate_limit == Some(0) {
         return Err(ApiError::Invalid(
@@ -125,7 +132,8 @@ pub async fn delete(
         Revoked::Done | Revoked::Already => Ok(StatusCode::NO_CONTENT),
         Revoked::NotFound => Err(not_found()),
         Revoked::LastOperatorKey => Err(ApiError::Conflict(format!(
-            "API key {id} is the operator's last admin key: create another before revoking it"
+            "API key {id} is the operator's last admin key that never expires: create another \
+             before revoking it"
         ))),
     }
 }

@@ -170,7 +170,7 @@ pub async fn events(
             };
             match next {
                 Ok(crate::service::Event::Sandbox(s)) if s.team == caller.team => {
-                    let data = serde_json::to_string(&s).unwrap_or_default();
+                    let data = serde_json::to_string(&caller.shown(*s)).unwrap_or_default();
                     yield Ok::<_, Infallible>(Event::default().event("sandbox").data(data));
                 }
                 Ok(crate::service::Event::Operation(op)) if op.team == caller.team => {

@@ -66,15 +66,19 @@ pub async fn list(
         .sandboxes()
         .list(&caller.team, filter_state, &metadata)
         .await?;
-    Ok(Json(SandboxList { sandboxes }))
+    Ok(Json(SandboxList {
+        sandboxes: sandboxes.into_iter().map(|s| caller.shown(s)).collect(),
+    }))
 }
 
 pub async fn get(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Json<Sandbox>, ApiError> {
     let sandbox = state.service.sandboxes().get(&sandbox_id(&id)?).await?;
-    Ok(Json(state.service.previews().with_ports(sandbox).await))
+    let sandbox = state.service.previews().with_ports(sandbox).await;
+    Ok(Json(caller.shown(sandbox)))
 }
 
 pub async fn delete(

@@ -219,10 +219,8 @@ impl crate::service::Sandboxes<'_> {
                 rec.sandbox.state
             )));
         }
-        // Held while it starts: it runs (and counts) from the first step.
         let admitted = self.admit(&rec.sandbox, false).await?;
-        let rec = self.provision(rec).await?;
-        drop(admitted);
+        let rec = self.provision_admitted(rec, admitted).await?;
         if rec.sandbox.state == SandboxState::Failed {
             return Err(ApiError::Internal(format!(
                 "sandbox {id} failed to start: {}",

@@ -18,7 +18,7 @@ mod preview;
 mod provision;
 mod pty;
 mod pull;
-mod quotas;
+pub(crate) mod quotas;
 mod snapshots;
 mod usage;
 pub(crate) mod validate;

@@ -129,14 +129,17 @@ impl crate::service::Sandboxes<'_> {
         let lock = self.lock_for(id);
         let _guard = lock.lock().await;
         let rec = self.record(id).await?;
-        self.resume_locked(rec, timeout_s).await
+        self.resume_locked(rec, timeout_s, false).await
     }
 
     /// [`Service::resume`] of a sandbox whose lock the caller holds.
+    /// `held`: it was paused only while a copy of it was made, and takes no new place in its
+    /// team's quotas.
     pub(super) async fn resume_locked(
         &self,
         mut rec: SandboxRecord,
         timeout_s: Option<u64>,
+        held: bool,
     ) -> Result<Sandbox, ApiError> {
         let id = &rec.sandbox.id.clone();
         if rec.sandbox.state != SandboxState::Paused {
@@ -149,7 +152,11 @@ impl crate::service::Sandboxes<'_> {
             .spec_for(&rec)
             .await
             .map_err(|e| ApiError::Conflict(format!("sandbox {id} cannot be resumed: {e}")))?;
-        let admitted = self.admit(&rec.sandbox, false).await?;
+        let admitted = if held {
+            None
+        } else {
+            self.admit(&rec.sandbox, false).await?
+        };
         self.set_state(&mut rec, SandboxState::Resuming).await?;
         drop(admitted);
         let t0 = Utc::now();
@@ -237,7 +244,8 @@ impl crate::service::Sandboxes<'_> {
         }
         match self.record(id).await {
             Ok(rec) => {
-                if let Err(e) = self.resume_locked(rec, None).await {
+                // Paused only for the copy: its place was its own all along.
+                if let Err(e) = self.resume_locked(rec, None, true).await {
                     tracing::warn!(sandbox = %id, "resuming after a copy of it: {e}");
                 }
             }

@@ -201,6 +201,8 @@ impl crate::service::Pools<'_> {
                 }
                 rec.sandbox.pool = None;
                 rec.sandbox.team = team.to_owned();
+                // Its traffic token is the taker's alone from now.
+                rec.sandbox.traffic_token = Some(super::provision::token());
                 let admitted = self.sandboxes().admit(&rec.sandbox, true).await?;
                 rec.sandbox.created_at = Utc::now();
                 rec.sandbox.metadata = req.metadata.clone();
@@ -296,7 +298,7 @@ impl crate::service::Pools<'_> {
                 .create_with(
                     spec,
                     None,
-                    warren_api::DEFAULT_TEAM,
+                    super::quotas::NO_TEAM,
                     Some(pool.name.clone()),
                     None,
                 )

@@ -283,12 +283,21 @@ impl Service {
 
     /// Takes a pending or stopped sandbox to running (or failed, with everything released).
     /// The caller holds the sandbox's lock.
-    pub(super) async fn provision(
+    pub(super) async fn provision(&self, rec: SandboxRecord) -> Result<SandboxRecord, ApiError> {
+        self.provision_admitted(rec, None).await
+    }
+
+    /// [`Service::provision`], letting go of its team's quota check (`admitted`) as soon as
+    /// the sandbox counts as running (provisioning): the team's other creates need not wait
+    /// for this one to boot.
+    pub(super) async fn provision_admitted(
         &self,
         mut rec: SandboxRecord,
+        admitted: Option<tokio::sync::OwnedMutexGuard<()>>,
     ) -> Result<SandboxRecord, ApiError> {
         rec.sandbox.error = None;
         self.claim_lease(&mut rec).await?;
+        drop(admitted);
         let result = self.provision_claimed(rec).await;
         // Topped up only now: two `ip` processes beside the runtime would slow this create.
         self.refill_warm_leases();

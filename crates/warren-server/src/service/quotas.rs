@@ -5,6 +5,10 @@ use warren_api::{Quotas, Sandbox, SandboxState, TeamUsage};
 
 use crate::error::ApiError;
 
+/// The team of sandboxes the server makes for itself (a warm pool's until one is taken, an
+/// image build's steps): no key's, so no key sees them, and no team's quota counts them.
+pub const NO_TEAM: &str = "";
+
 /// Whether a sandbox in this state holds CPU and memory (or is about to).
 fn runs(state: SandboxState) -> bool {
     !matches!(
@@ -109,7 +113,7 @@ impl crate::service::Sandboxes<'_> {
         new: bool,
     ) -> Result<Option<OwnedMutexGuard<()>>, ApiError> {
         // A warm pool's sandboxes count once a team takes one.
-        if s.pool.is_some() {
+        if s.pool.is_some() || s.team == NO_TEAM {
             return Ok(None);
         }
         let Some(team) = self.inner.store.get_team(&s.team).await? else {

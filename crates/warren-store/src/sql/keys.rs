@@ -155,31 +155,36 @@ macro_rules! serializable {
     }};
 }
 
-/// The condition on `api_keys` that makes a key the operator's and in use.
-const LIVE_OPERATOR: &str = "team = 'default' AND scope = 'admin' AND revoked_at IS NULL";
+/// The condition on `api_keys` that makes a key the operator's, in use, and in use for good
+/// (an expiring one cannot be the operator's last: once it expired nothing could manage
+/// the server).
+const LASTING_OPERATOR: &str =
+    "team = 'default' AND scope = 'admin' AND revoked_at IS NULL AND expires_at IS NULL";
 
 pub(super) async fn revoke_api_key(s: &SqlStore, id: &str) -> Result<Revoked, StoreError> {
     let now = ts(&Utc::now());
     let out = serializable!(s, |tx| {
-        let row = sqlx::query("SELECT team, scope, revoked_at FROM api_keys WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?;
+        let row =
+            sqlx::query("SELECT team, scope, revoked_at, expires_at FROM api_keys WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
         match row {
             None => Revoked::NotFound,
             Some(row) if row.try_get::<Option<String>, _>("revoked_at")?.is_some() => {
                 Revoked::Already
             }
             Some(row) => {
-                let operator = row.try_get::<String, _>("team")? == DEFAULT_TEAM
-                    && row.try_get::<String, _>("scope")? == "admin";
+                let lasting = row.try_get::<String, _>("team")? == DEFAULT_TEAM
+                    && row.try_get::<String, _>("scope")? == "admin"
+                    && row.try_get::<Option<String>, _>("expires_at")?.is_none();
                 let others: i64 = sqlx::query_scalar(&format!(
-                    "SELECT COUNT(*) FROM api_keys WHERE {LIVE_OPERATOR} AND id <> $1"
+                    "SELECT COUNT(*) FROM api_keys WHERE {LASTING_OPERATOR} AND id <> $1"
                 ))
                 .bind(id)
                 .fetch_one(&mut *tx)
                 .await?;
-                if operator && others == 0 {
+                if lasting && others == 0 {
                     Revoked::LastOperatorKey
                 } else {
                     sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE id = $2")

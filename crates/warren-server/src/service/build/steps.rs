@@ -290,7 +290,7 @@ impl crate::service::Images<'_> {
     async fn scratch_sandbox(&self, ctx: &Ctx<'_>, scratch: &Image) -> Result<SandboxId, ApiError> {
         self.inner.store.put_image(scratch).await?;
         match self
-            .create(self.step_sandbox(ctx), warren_api::DEFAULT_TEAM)
+            .create(self.step_sandbox(ctx), crate::service::quotas::NO_TEAM)
             .await
         {
             Ok((sandbox, _)) => Ok(sandbox.id),
