@@ -23,6 +23,11 @@ pub struct Image {
     /// The defaults a sandbox made from it gets (from the image's OCI config).
     #[serde(default)]
     pub config: ImageConfig,
+    /// The team whose image it is (imported, built or tagged by its keys): only that team
+    /// sees and uses it. Absent for a pulled image, which is every team's (the registry's
+    /// content).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub team: String,
 }
 
 /// The parts of an OCI image config a sandbox takes as its defaults.

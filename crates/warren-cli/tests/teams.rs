@@ -196,7 +196,7 @@ async fn teams_see_only_their_own_sandboxes_and_operations() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn volumes_snapshots_and_secrets_are_their_teams() {
+async fn volumes_snapshots_secrets_and_images_are_their_teams() {
     let s = TestServer::start().await;
     let red = team_key(&s, Some(json!({"name": "red"})), "red", "sandboxes").await;
     let blue = team_key(&s, Some(json!({"name": "blue"})), "blue", "sandboxes").await;
@@ -286,7 +286,86 @@ async fn volumes_snapshots_and_secrets_are_their_teams() {
         .await;
     assert_eq!(st, StatusCode::BAD_REQUEST, "{body}");
 
+    // An image red imports is red's: blue neither sees, uses, replaces nor removes it; the
+    // operator's images are everyone's, and removed only by the operator's team.
+    let tar = std::fs::read(common::busybox_tar()).expect("tar");
+    let import = |who: &As<'_>, name: &str| {
+        who.s
+            .http
+            .put(format!("{}/v1/images/{name}", who.s.url))
+            .bearer_auth(&who.key)
+            .header("content-type", "application/x-tar")
+            .body(tar.clone())
+            .send()
+    };
+    let r = import(&red, "red-img").await.expect("import");
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let names = |v: Value| -> Vec<String> {
+        v["images"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|i| i["name"].as_str().map(str::to_owned))
+            .collect()
+    };
+    assert!(names(red.get("/v1/images").await.1).contains(&"red-img".to_owned()));
+    let blue_sees = names(blue.get("/v1/images").await.1);
+    assert!(!blue_sees.contains(&"red-img".to_owned()), "{blue_sees:?}");
+    assert!(blue_sees.contains(&"busybox".to_owned()), "{blue_sees:?}");
+    let (st, body) = blue
+        .post(
+            "/v1/sandboxes",
+            json!({"image": "red-img", "pull": "never", "runtime": "runc"}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::NOT_FOUND, "{body}");
+    let r = import(&blue, "red-img").await.expect("import");
+    assert_eq!(r.status(), StatusCode::CONFLICT);
+    let r = import(&blue, "busybox").await.expect("import");
+    assert_eq!(
+        r.status(),
+        StatusCode::CONFLICT,
+        "a team never replaces everyone's image"
+    );
+    assert_eq!(
+        blue.send(Method::DELETE, "/v1/images/red-img", None)
+            .await
+            .0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        blue.send(Method::DELETE, "/v1/images/busybox", None)
+            .await
+            .0,
+        StatusCode::FORBIDDEN
+    );
+    let (st, sb) = red
+        .post(
+            "/v1/sandboxes",
+            json!({"image": "red-img", "runtime": "runc"}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{sb}");
+
     red.delete_all().await;
+    assert_eq!(
+        red.send(Method::DELETE, "/v1/images/red-img", None).await.0,
+        StatusCode::NO_CONTENT
+    );
+    // A team that still holds something stays.
+    let r = s
+        .req(Method::DELETE, "/v1/teams/red")
+        .send()
+        .await
+        .expect("delete team");
+    assert_eq!(r.status(), StatusCode::CONFLICT);
+    let body: Value = r.json().await.expect("body");
+    let msg = body["error"]["message"].as_str().unwrap_or("");
+    assert!(
+        msg.contains("1 volumes") && msg.contains("1 secrets"),
+        "{msg}"
+    );
     let (st, _) = red.send(Method::DELETE, "/v1/volumes/red-data", None).await;
     assert_eq!(st, StatusCode::NO_CONTENT);
     s.shutdown().await;

@@ -84,6 +84,7 @@ pub async fn sandboxes(store: &dyn Store) {
         source: None,
         layers: vec!["sha256:l1".into(), "sha256:l2".into()],
         config: Default::default(),
+        team: "blue".into(),
     };
     store.put_image(&image).await.expect("image");
     let first = sample_record();

@@ -158,7 +158,7 @@ pub async fn teams(store: &dyn Store) {
     store.insert_sandbox(&rec).await.expect("sandbox");
     assert_eq!(
         store.delete_team("red").await.expect("delete"),
-        TeamDeleted::HasSandboxes(1)
+        TeamDeleted::Holds(vec![("sandboxes", 1)])
     );
     rec.sandbox.state = warren_api::SandboxState::Deleted;
     store.update_sandbox(&rec).await.expect("update");

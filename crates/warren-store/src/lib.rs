@@ -152,14 +152,14 @@ pub enum Revoked {
 }
 
 /// How a team's deletion went.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TeamDeleted {
     /// Deleted, its keys revoked.
     Done,
     /// No such team.
     NotFound,
-    /// Refused: it still has this many sandboxes.
-    HasSandboxes(u64),
+    /// Refused: it still holds these (`("sandboxes", 2)`, `("volumes", 1)`, ...).
+    Holds(Vec<(&'static str, u64)>),
 }
 
 /// Which audit entries to list (newest first).
@@ -235,7 +235,8 @@ pub trait Store: Send + Sync + 'static {
     async fn list_teams(&self) -> Result<Vec<TeamRecord>, StoreError>;
     /// Replaces a team's limits; whether it exists.
     async fn update_team(&self, team: &TeamRecord) -> Result<bool, StoreError>;
-    /// Deletes a team that has no sandboxes left, revoking its keys.
+    /// Deletes a team that holds nothing (sandboxes, volumes, secrets, images), revoking its
+    /// keys.
     async fn delete_team(&self, name: &str) -> Result<TeamDeleted, StoreError>;
 
     /// Records one audited call.

@@ -81,23 +81,22 @@ fn need(method: &Method, route: &str) -> Need {
         }
     } else if r.starts_with("/keys") || r.starts_with("/audit") {
         Need::Admin
-    } else if !reads
-        && (r.starts_with("/pools") || r == "/images/prune" || is_image_delete(method, r))
-    {
+    } else if !reads && (r.starts_with("/pools") || r == "/images/prune") {
         // Shared by every team: warm pools (their sandboxes are no team's until taken) and
-        // the image catalogue's removals.
+        // the layers under every team's images.
         Need::Operator
-    } else if reads && !r.ends_with("/pty") && route != "/sandboxes/{id}" {
+    } else if reads
+        && !r.ends_with("/pty")
+        && route != "/sandboxes/{id}"
+        && route != "/templates/{id}/files/{hash}"
+    {
         Need::Read
     } else {
         // Terminals are a GET that writes: they take what exec takes. E2B's sandbox GET
-        // answers the agent's access token, with which its SDK runs commands.
+        // answers the agent's access token, with which its SDK runs commands; its template
+        // files GET answers an upload URL.
         Need::Sandboxes
     }
-}
-
-fn is_image_delete(method: &Method, r: &str) -> bool {
-    method == Method::DELETE && r.starts_with("/images/")
 }
 
 fn allowed(caller: &Caller, need: Need) -> bool {
@@ -303,7 +302,9 @@ mod tests {
         assert_eq!(need(&get, "/sandboxes/{id}"), Need::Sandboxes);
         assert_eq!(need(&post, "/v1/pools"), Need::Operator);
         assert_eq!(need(&get, "/v1/pools"), Need::Read);
-        assert_eq!(need(&Method::DELETE, "/v1/images/{*name}"), Need::Operator);
+        assert_eq!(need(&Method::DELETE, "/v1/images/{*name}"), Need::Sandboxes);
+        assert_eq!(need(&post, "/v1/images/prune"), Need::Operator);
+        assert_eq!(need(&get, "/templates/{id}/files/{hash}"), Need::Sandboxes);
         assert_eq!(need(&post, "/v1/images/pull"), Need::Sandboxes);
         assert!(audited(&post, "/v1/sandboxes"));
         assert!(audited(&get, "/v1/sandboxes/{id}/pty"));

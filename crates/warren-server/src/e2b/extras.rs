@@ -99,7 +99,7 @@ pub async fn alias(
     axum::Extension(caller): axum::Extension<crate::auth::Caller>,
     Path(name): Path<String>,
 ) -> Result<Json<Alias>, E2bError> {
-    let images = state.service.images().list_images().await?;
+    let images = state.service.images().list_images(&caller.team).await?;
     let found = images.iter().any(|i| i.name == name)
         || state
             .service
@@ -130,14 +130,12 @@ pub async fn delete_template(
         snapshots.delete_snapshot(&name, &caller.team).await?;
         return Ok(StatusCode::NO_CONTENT);
     }
-    // Images are every team's: only the operator removes them, as on `/v1/images`.
-    if !caller.operator() {
-        return Err(E2bError::new(
-            StatusCode::FORBIDDEN,
-            "only the operator (an admin key of team \"default\") removes images",
-        ));
-    }
-    match state.service.images().delete_image(&name).await {
+    match state
+        .service
+        .images()
+        .delete_image(&name, &caller.team)
+        .await
+    {
         Ok(()) => Ok(StatusCode::NO_CONTENT),
         Err(ApiError::NotFound(_)) => Err(E2bError::new(
             StatusCode::NOT_FOUND,

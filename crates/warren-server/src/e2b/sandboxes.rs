@@ -71,7 +71,7 @@ pub async fn create(
     Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     bytes: Result<Bytes, BytesRejection>,
-) -> Result<(StatusCode, Json<Created>), E2bError> {
+) -> Result<Response, E2bError> {
     let req: NewSandbox = body(&bytes, None)?;
     let unsupported = req.unsupported();
     if !unsupported.is_empty() {
@@ -157,7 +157,10 @@ pub async fn create(
                 .value
         }
     };
-    Ok((StatusCode::CREATED, Json(created(&state, &sandbox).await?)))
+    let target = crate::auth::AuditTarget(sandbox.id.to_string());
+    let mut resp = (StatusCode::CREATED, Json(created(&state, &sandbox).await?)).into_response();
+    resp.extensions_mut().insert(target);
+    Ok(resp)
 }
 
 pub async fn get(

@@ -38,6 +38,7 @@ pub struct Assign {
 /// `POST /templates/tags {"target": "name[:tag]", "tags": [...]}`.
 pub async fn assign(
     State(state): State<AppState>,
+    axum::Extension(caller): axum::Extension<crate::auth::Caller>,
     E2bJson(req): E2bJson<Assign>,
 ) -> Result<(StatusCode, Json<Value>), E2bError> {
     let (template, _) = split_tag(&req.target);
@@ -48,7 +49,13 @@ pub async fn assign(
         .map(|t| tagged(template, t))
         .collect::<Result<Vec<_>, _>>()?;
     for name in &names {
-        image = Some(state.service.images().tag_image(&req.target, name).await?);
+        image = Some(
+            state
+                .service
+                .images()
+                .tag_image(&req.target, name, &caller.team)
+                .await?,
+        );
     }
     let image = image.ok_or_else(|| E2bError::new(StatusCode::BAD_REQUEST, "no tags given"))?;
     Ok((
@@ -66,6 +73,7 @@ pub struct Remove {
 /// `DELETE /templates/tags {"name", "tags"}`: the tags' images go (404 when none existed).
 pub async fn remove(
     State(state): State<AppState>,
+    axum::Extension(caller): axum::Extension<crate::auth::Caller>,
     E2bJson(req): E2bJson<Remove>,
 ) -> Result<StatusCode, E2bError> {
     let (template, _) = split_tag(&req.name);
@@ -74,7 +82,7 @@ pub async fn remove(
         match state
             .service
             .images()
-            .delete_image(&format!("{template}:{tag}"))
+            .delete_image(&format!("{template}:{tag}"), &caller.team)
             .await
         {
             Ok(()) => removed += 1,
@@ -94,9 +102,10 @@ pub async fn remove(
 /// `GET /templates/{id}/tags`.
 pub async fn list(
     State(state): State<AppState>,
+    axum::Extension(caller): axum::Extension<crate::auth::Caller>,
     Path(template): Path<String>,
 ) -> Result<Json<Value>, E2bError> {
-    let images = state.service.images().list_images().await?;
+    let images = state.service.images().list_images(&caller.team).await?;
     if !images.iter().any(|i| split_tag(&i.name).0 == template) {
         return Err(E2bError::new(
             StatusCode::NOT_FOUND,

@@ -330,6 +330,7 @@ fn instruction(step: &Step, index: usize) -> Result<Instruction, E2bError> {
 /// `POST /v2/templates/{id}/builds/{build}`: starts the build asked for.
 pub async fn start(
     State(state): State<AppState>,
+    axum::Extension(caller): axum::Extension<crate::auth::Caller>,
     Path((template, build)): Path<(String, String)>,
     E2bJson(req): E2bJson<StartBuild>,
 ) -> Result<StatusCode, E2bError> {
@@ -348,7 +349,7 @@ pub async fn start(
             format!("build {build:?} of template {template:?} not found"),
         )
     })?;
-    let result = start_requested(&state, &build, requested.clone(), req);
+    let result = start_requested(&state, &build, requested.clone(), req, &caller.team);
     if result.is_err() {
         crate::lock(&state.e2b_templates.builds).insert(build, requested);
     }
@@ -360,6 +361,7 @@ fn start_requested(
     build: &str,
     requested: Requested,
     req: StartBuild,
+    team: &str,
 ) -> Result<StatusCode, E2bError> {
     if req.from_image_registry.is_some() {
         return Err(E2bError::new(
@@ -410,6 +412,7 @@ fn start_requested(
         ready_cmd: req.ready_cmd,
         default_user: Some("user".into()),
         home_cwd: true,
+        team: team.to_owned(),
     };
     state
         .service
@@ -478,6 +481,7 @@ fn entries(events: &[BuildEvent], created: chrono::DateTime<chrono::Utc>) -> Vec
 /// `GET /templates/{id}/builds/{build}/status?logsOffset=N`.
 pub async fn status(
     State(state): State<AppState>,
+    axum::Extension(caller): axum::Extension<crate::auth::Caller>,
     Path((template, build)): Path<(String, String)>,
     q: Result<Query<StatusQuery>, QueryRejection>,
 ) -> Result<Json<Value>, E2bError> {
@@ -486,7 +490,7 @@ pub async fn status(
         .service
         .images()
         .build(&build)
-        .filter(|b| split_tag(&b.name).0 == template)
+        .filter(|b| split_tag(&b.name).0 == template && b.team == caller.team)
     else {
         let waiting = crate::lock(&state.e2b_templates.builds)
             .get(&build)

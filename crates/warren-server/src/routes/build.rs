@@ -44,6 +44,7 @@ fn bad(e: axum::extract::multipart::MultipartError) -> ApiError {
 /// (a tar of the build context, gzipped or not).
 pub async fn build(
     State(state): State<AppState>,
+    axum::Extension(caller): axum::Extension<crate::auth::Caller>,
     ApiQuery(q): ApiQuery<BuildQuery>,
     form: Result<Multipart, MultipartRejection>,
 ) -> Result<Response, ApiError> {
@@ -136,6 +137,7 @@ pub async fn build(
         default_user: None,
         home_cwd: false,
         also_named: Vec::new(),
+        team: caller.team,
     };
     let build = state.service.images().start_build(plan, None)?;
     Ok(ndjson(build))
@@ -144,12 +146,15 @@ pub async fn build(
 /// `GET /v1/images/builds/{id}`: a build's events from the first, following it to its end.
 pub async fn follow(
     State(state): State<AppState>,
+    axum::Extension(caller): axum::Extension<crate::auth::Caller>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let build =
-        state.service.images().build(&id).ok_or_else(|| {
-            ApiError::NotFound(format!("build {id:?} not found (kept for an hour)"))
-        })?;
+    let build = state
+        .service
+        .images()
+        .build(&id)
+        .filter(|b| b.team == caller.team)
+        .ok_or_else(|| ApiError::NotFound(format!("build {id:?} not found (kept for an hour)")))?;
     Ok(ndjson(build))
 }
 

@@ -18,6 +18,7 @@ use crate::AppState;
 
 pub async fn import(
     State(state): State<AppState>,
+    axum::Extension(caller): axum::Extension<crate::auth::Caller>,
     Path(name): Path<String>,
     headers: HeaderMap,
     body: Body,
@@ -34,22 +35,30 @@ pub async fn import(
     let image = state
         .service
         .images()
-        .import_image(&name, body.into_data_stream())
+        .import_image(&name, body.into_data_stream(), &caller.team)
         .await?;
     Ok((StatusCode::CREATED, Json(image)))
 }
 
-pub async fn list(State(state): State<AppState>) -> Result<Json<ImageList>, ApiError> {
+pub async fn list(
+    State(state): State<AppState>,
+    axum::Extension(caller): axum::Extension<crate::auth::Caller>,
+) -> Result<Json<ImageList>, ApiError> {
     Ok(Json(ImageList {
-        images: state.service.images().list_images().await?,
+        images: state.service.images().list_images(&caller.team).await?,
     }))
 }
 
 pub async fn delete(
     State(state): State<AppState>,
+    axum::Extension(caller): axum::Extension<crate::auth::Caller>,
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    state.service.images().delete_image(&name).await?;
+    state
+        .service
+        .images()
+        .delete_image(&name, &caller.team)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

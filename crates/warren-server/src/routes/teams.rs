@@ -137,7 +137,8 @@ pub async fn update(
     Ok(Json(view(&state, t).await?))
 }
 
-/// Deletes a team that has no sandboxes left, revoking its keys at once.
+/// Deletes a team that holds nothing (sandboxes, volumes, secrets, images, snapshots),
+/// revoking its keys at once.
 pub async fn delete(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -147,6 +148,12 @@ pub async fn delete(
             "team {DEFAULT_TEAM:?} is the operator's and cannot be deleted"
         )));
     }
+    let snapshots = state.service.snapshots().list(&name).await?.len();
+    if snapshots > 0 {
+        return Err(ApiError::Conflict(format!(
+            "team {name:?} still holds {snapshots} snapshots: delete them first"
+        )));
+    }
     let done = state
         .known_keys
         .changing(state.service.store().delete_team(&name), |c| c.team == name)
@@ -154,8 +161,12 @@ pub async fn delete(
     match done {
         TeamDeleted::Done => Ok(StatusCode::NO_CONTENT),
         TeamDeleted::NotFound => Err(not_found(&name)),
-        TeamDeleted::HasSandboxes(n) => Err(ApiError::Conflict(format!(
-            "team {name:?} still has {n} sandboxes: delete them first"
-        ))),
+        TeamDeleted::Holds(held) => {
+            let what: Vec<String> = held.iter().map(|(w, n)| format!("{n} {w}")).collect();
+            Err(ApiError::Conflict(format!(
+                "team {name:?} still holds {}: delete them first",
+                what.join(", ")
+            )))
+        }
     }
 }

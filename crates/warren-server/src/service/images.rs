@@ -6,7 +6,7 @@ use bytes::Bytes;
 use chrono::Utc;
 use futures::{Stream, StreamExt};
 use warren_api::image::{valid_image_name, PruneResult};
-use warren_api::Image;
+use warren_api::{Image, DEFAULT_TEAM};
 
 use crate::error::ApiError;
 
@@ -25,10 +25,32 @@ pub(super) fn check_name(name: &str) -> Result<(), ApiError> {
     }
 }
 
+/// Whether `team` sees an image of `owner`'s: pulled images (no owner) and the operator's
+/// team's are every team's catalogue; the rest only their own team's. The server's own
+/// sandboxes (a build's steps: no team) see every image.
+pub(crate) fn visible(owner: &str, team: &str) -> bool {
+    team == crate::service::quotas::NO_TEAM
+        || owner.is_empty()
+        || owner == DEFAULT_TEAM
+        || owner == team
+}
+
+/// Whether a write by `writer` (a team, or no one for a pull) may replace the image of
+/// `owner`'s of the same name: its own team; the operator's team, any; a pull, another pull
+/// or the operator's team's. A team never replaces a name every team uses.
+fn may_replace(owner: &str, writer: &str) -> bool {
+    owner == writer || writer == DEFAULT_TEAM || (writer.is_empty() && owner == DEFAULT_TEAM)
+}
+
 impl crate::service::Images<'_> {
     /// Imports `name` from a streamed root-filesystem tar; the body is written to disk as it
     /// arrives, never held whole. The image is one layer, named by the tar's digest.
-    pub async fn import_image<S, E>(&self, name: &str, mut body: S) -> Result<Image, ApiError>
+    pub async fn import_image<S, E>(
+        &self,
+        name: &str,
+        mut body: S,
+        team: &str,
+    ) -> Result<Image, ApiError>
     where
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: std::fmt::Display,
@@ -59,6 +81,7 @@ impl crate::service::Images<'_> {
                 created_at: Utc::now(),
                 source: None,
                 config: Default::default(),
+                team: team.to_owned(),
             };
             let replaced = self.record_image(&image).await?;
             (image, replaced)
@@ -70,26 +93,50 @@ impl crate::service::Images<'_> {
     }
 
     /// Records an image; whether it replaced one of another digest (whose layers may now be
-    /// unused).
+    /// unused). A name another team's image holds is refused (409): see [`may_replace`].
     pub(super) async fn record_image(&self, image: &Image) -> Result<bool, ApiError> {
         let previous = self.inner.store.get_image(&image.name).await?;
+        if let Some(p) = &previous {
+            if !may_replace(&p.team, &image.team) {
+                return Err(ApiError::Conflict(format!(
+                    "image name {:?} is taken by {}: choose another name",
+                    image.name,
+                    if p.team.is_empty() {
+                        "a pulled image, every team's (only the operator's team replaces it)"
+                            .to_owned()
+                    } else {
+                        "another team".to_owned()
+                    }
+                )));
+            }
+        }
         self.inner.store.put_image(image).await?;
         Ok(previous.is_some_and(|p| p.digest != image.digest))
     }
 
-    /// Records image `from` again as `name` (a tag: the same layers and config); a previous
-    /// image of that name is replaced.
-    pub async fn tag_image(&self, from: &str, name: &str) -> Result<Image, ApiError> {
-        check_name(name)?;
-        let image = self
+    /// `team`'s view of image `name`: its own, the operator's team's and pulled images; any
+    /// other is not found.
+    pub async fn image(&self, name: &str, team: &str) -> Result<Option<Image>, ApiError> {
+        Ok(self
             .inner
             .store
-            .get_image(from)
+            .get_image(name)
+            .await?
+            .filter(|i| visible(&i.team, team)))
+    }
+
+    /// Records image `from` again as `name` (a tag: the same layers and config), `team`'s; a
+    /// previous image of that name is replaced when it is `team`'s to replace.
+    pub async fn tag_image(&self, from: &str, name: &str, team: &str) -> Result<Image, ApiError> {
+        check_name(name)?;
+        let image = self
+            .image(from, team)
             .await?
             .ok_or_else(|| ApiError::NotFound(format!("image {from:?} not found")))?;
         let tagged = Image {
             name: name.to_owned(),
             created_at: Utc::now(),
+            team: team.to_owned(),
             ..image
         };
         if self.record_image(&tagged).await? {
@@ -98,15 +145,23 @@ impl crate::service::Images<'_> {
         Ok(tagged)
     }
 
-    /// Every image.
-    pub async fn list_images(&self) -> Result<Vec<Image>, ApiError> {
-        Ok(self.inner.store.list_images().await?)
+    /// Every image `team` sees (every image, for [`crate::service::quotas::NO_TEAM`]: the
+    /// server's own upkeep).
+    pub async fn list_images(&self, team: &str) -> Result<Vec<Image>, ApiError> {
+        let all = self.inner.store.list_images().await?;
+        Ok(all.into_iter().filter(|i| visible(&i.team, team)).collect())
     }
 
-    /// Deletes an image (409 while a sandbox uses it) and the layers no one else uses.
-    pub async fn delete_image(&self, name: &str) -> Result<(), ApiError> {
-        if self.inner.store.get_image(name).await?.is_none() {
+    /// Deletes an image (409 while a sandbox uses it) and the layers no one else uses: a
+    /// team's own, or, for the operator's team, any.
+    pub async fn delete_image(&self, name: &str, team: &str) -> Result<(), ApiError> {
+        let Some(image) = self.image(name, team).await? else {
             return Err(ApiError::NotFound(format!("image {name:?} not found")));
+        };
+        if !may_replace(&image.team, team) {
+            return Err(ApiError::Forbidden(format!(
+                "image {name:?} is every team's: only the operator's team removes it"
+            )));
         }
         let users = self.inner.store.count_sandboxes_using_image(name).await?;
         if users > 0 {

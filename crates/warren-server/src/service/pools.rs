@@ -86,6 +86,8 @@ impl crate::service::Pools<'_> {
             .image_for_create(
                 s.image.as_deref(),
                 s.pull.unwrap_or(warren_api::PullPolicy::Never),
+                // Pools are the operator's: they take the images its team sees.
+                warren_api::DEFAULT_TEAM,
             )
             .await?;
         let at = Utc::now();

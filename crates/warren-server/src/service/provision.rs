@@ -124,7 +124,7 @@ impl Service {
         self.volumes().check_volumes(&req.volumes, team).await?;
         let image = self
             .images()
-            .image_for_create(req.image.as_deref(), req.pull.unwrap_or_default())
+            .image_for_create(req.image.as_deref(), req.pull.unwrap_or_default(), team)
             .await?;
         let defaults = &image.config;
         let ready_cmd = defaults.ready_cmd.clone();

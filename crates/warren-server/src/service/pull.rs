@@ -70,6 +70,8 @@ impl crate::service::Images<'_> {
             source: Some(resolved.reference),
             layers: resolved.layers.into_iter().map(|l| l.digest).collect(),
             config: resolved.config,
+            // The registry's content: every team's.
+            team: String::new(),
         };
         let replaced = self.record_image(&image).await?;
         tracing::info!(image = %image.name, digest = %image.digest, "pulled");
@@ -88,9 +90,10 @@ impl crate::service::Images<'_> {
         &self,
         name: Option<&str>,
         policy: PullPolicy,
+        team: &str,
     ) -> Result<Image, ApiError> {
         let name = name.map(str::trim).unwrap_or(DEFAULT_IMAGE);
-        let local = self.find_image(name).await?;
+        let local = self.find_image(name, team).await?;
         let pull = match (&local, policy) {
             (_, PullPolicy::Never) | (Some(_), PullPolicy::Missing) => false,
             // An imported image has no registry to ask.
@@ -112,14 +115,14 @@ impl crate::service::Images<'_> {
             .map(|(image, _)| image)
     }
 
-    /// An image by its name as given, or by the canonical form of that reference
+    /// `team`'s image by its name as given, or by the canonical form of that reference
     /// (`alpine` → `docker.io/library/alpine:latest`).
-    async fn find_image(&self, name: &str) -> Result<Option<Image>, ApiError> {
-        if let Some(image) = self.inner.store.get_image(name).await? {
+    async fn find_image(&self, name: &str, team: &str) -> Result<Option<Image>, ApiError> {
+        if let Some(image) = self.image(name, team).await? {
             return Ok(Some(image));
         }
         match self.inner.layers.canonical_reference(name) {
-            Ok(r) if r != name => Ok(self.inner.store.get_image(&r).await?),
+            Ok(r) if r != name => self.image(&r, team).await,
             _ => Ok(None),
         }
     }

@@ -25,6 +25,9 @@ ALTER TABLE operations ADD COLUMN team TEXT NOT NULL DEFAULT 'default';
 -- Volume names are the server's; each volume is one team's, invisible to the others.
 ALTER TABLE volumes ADD COLUMN team TEXT NOT NULL DEFAULT 'default';
 ALTER TABLE secrets ADD COLUMN team TEXT NOT NULL DEFAULT 'default';
+-- An image is one team's (imported, built, tagged) or, pulled, every team's (''). Those
+-- from before teams stay everyone's.
+ALTER TABLE images ADD COLUMN team TEXT NOT NULL DEFAULT '';
 
 -- Every mutating call (and every exec, terminal and file write): who, what, when, how it ended.
 CREATE TABLE audit (

@@ -287,18 +287,34 @@ pub(super) async fn update_team(s: &SqlStore, team: &TeamRecord) -> Result<bool,
     Ok(done.rows_affected() == 1)
 }
 
-/// Deletes a team with no sandboxes left (deleted ones aside) and revokes its keys, at once.
+/// What a team holds that keeps it from being deleted, counted in one statement each.
+const HELD: [(&str, &str); 4] = [
+    (
+        "sandboxes",
+        "SELECT COUNT(*) FROM sandboxes WHERE team = $1 AND state <> 'deleted'",
+    ),
+    ("volumes", "SELECT COUNT(*) FROM volumes WHERE team = $1"),
+    ("secrets", "SELECT COUNT(*) FROM secrets WHERE team = $1"),
+    ("images", "SELECT COUNT(*) FROM images WHERE team = $1"),
+];
+
+/// Deletes a team that holds nothing (no sandboxes but deleted ones, no volumes, secrets or
+/// images) and revokes its keys, at once.
 pub(super) async fn delete_team(s: &SqlStore, name: &str) -> Result<TeamDeleted, StoreError> {
     let now = ts(&Utc::now());
     let out = serializable!(s, |tx| {
-        let kept: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM sandboxes WHERE team = $1 AND state <> 'deleted'",
-        )
-        .bind(name)
-        .fetch_one(&mut *tx)
-        .await?;
-        if kept > 0 {
-            TeamDeleted::HasSandboxes(u64::try_from(kept).unwrap_or(0))
+        let mut held = Vec::new();
+        for (what, sql) in HELD {
+            let n: i64 = sqlx::query_scalar(sql)
+                .bind(name)
+                .fetch_one(&mut *tx)
+                .await?;
+            if n > 0 {
+                held.push((what, u64::try_from(n).unwrap_or(0)));
+            }
+        }
+        if !held.is_empty() {
+            TeamDeleted::Holds(held)
         } else {
             let gone = sqlx::query("DELETE FROM teams WHERE name = $1")
                 .bind(name)

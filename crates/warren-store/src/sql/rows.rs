@@ -35,6 +35,7 @@ pub(super) fn image_from_row(row: &super::DbRow) -> Result<Image, StoreError> {
         source: row.try_get("source")?,
         layers: serde_json::from_str(&layers).map_err(corrupt)?,
         config: serde_json::from_str(&config).map_err(corrupt)?,
+        team: row.try_get("team")?,
         name,
     })
 }

@@ -216,11 +216,11 @@ impl Store for SqlStore {
         .execute(&mut *tx)
         .await?;
         sqlx::query(
-            "INSERT INTO images (name, digest, size, created_at, source, layers, config)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)
+            "INSERT INTO images (name, digest, size, created_at, source, layers, config, team)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
              ON CONFLICT (name) DO UPDATE SET digest = excluded.digest, size = excluded.size,
              created_at = excluded.created_at, source = excluded.source,
-             layers = excluded.layers, config = excluded.config",
+             layers = excluded.layers, config = excluded.config, team = excluded.team",
         )
         .bind(&image.name)
         .bind(&image.digest)
@@ -229,6 +229,7 @@ impl Store for SqlStore {
         .bind(&image.source)
         .bind(&layers)
         .bind(&config)
+        .bind(&image.team)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;

@@ -50,6 +50,8 @@ pub struct BuildPlan {
     /// The user steps run as when the base image names none, if the image has it (E2B's
     /// templates build as `user`).
     pub default_user: Option<String>,
+    /// The team asking: the image is its, built from what it sees.
+    pub team: String,
 }
 
 /// One step and what it needs.
@@ -93,7 +95,7 @@ impl Stage {
     }
 
     /// The stage as an image record named `name`, with `config`.
-    fn image(&self, name: &str, config: ImageConfig) -> Image {
+    fn image(&self, name: &str, config: ImageConfig, team: &str) -> Image {
         let with = Stage {
             config,
             ..self.clone()
@@ -106,6 +108,7 @@ impl Stage {
             source: None,
             layers: self.layers.clone(),
             config: with.config,
+            team: team.to_owned(),
         }
     }
 
@@ -181,7 +184,7 @@ impl crate::service::Images<'_> {
     pub fn start_build(&self, plan: BuildPlan, id: Option<String>) -> Result<Arc<Build>, ApiError> {
         super::images::check_name(&plan.name)?;
         let id = id.unwrap_or_else(build_id);
-        let build = Arc::new(Build::new(id.clone(), plan.name.clone()));
+        let build = Arc::new(Build::new(id.clone(), plan.name.clone(), plan.team.clone()));
         {
             let mut builds = crate::lock(&self.inner.builds);
             let now = Utc::now();
@@ -226,7 +229,7 @@ impl crate::service::Images<'_> {
     /// What builds a stopped server left: their sandboxes and scratch images.
     pub async fn clean_build_leftovers(&self) {
         self.remove_build_sandboxes(None).await;
-        if let Ok(images) = self.list_images().await {
+        if let Ok(images) = self.list_images(crate::service::quotas::NO_TEAM).await {
             for i in images.iter().filter(|i| i.name.starts_with("build-tmp/")) {
                 let _ = self.inner.store.delete_image(&i.name).await;
             }
@@ -260,11 +263,12 @@ impl crate::service::Images<'_> {
             // no image until it is recorded, and collection must not take them meanwhile.
             let _no_gc = self.inner.images_gc.read().await;
             let base = self
-                .image_for_create(Some(&plan.from), PullPolicy::Missing)
+                .image_for_create(Some(&plan.from), PullPolicy::Missing, &plan.team)
                 .await
                 .map_err(|e| (None, e.map_message(|m| format!("FROM {}: {m}", plan.from))))?;
             let held = Image {
                 name: scratch.clone(),
+                team: plan.team.clone(),
                 ..base.clone()
             };
             self.inner
@@ -341,13 +345,13 @@ impl crate::service::Images<'_> {
                 .map_err(|e| (Some(total + 1), e));
         }
         result?;
-        let image = stage.image(&plan.name, stage.config.clone());
+        let image = stage.image(&plan.name, stage.config.clone(), &plan.team);
         let replaced = self.record_image(&image).await.map_err(|e| (None, e))?;
         if replaced {
             let _ = self.prune_images().await;
         }
         for name in &plan.also_named {
-            self.tag_image(&image.name, name)
+            self.tag_image(&image.name, name, &plan.team)
                 .await
                 .map_err(|e| (None, e))?;
         }

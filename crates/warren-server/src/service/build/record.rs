@@ -33,6 +33,8 @@ pub struct Build {
     pub name: String,
     /// When it was asked for.
     pub created_at: DateTime<Utc>,
+    /// The team that asked for it (only its keys follow it).
+    pub team: String,
     events: Mutex<Events>,
     count: watch::Sender<usize>,
 }
@@ -57,10 +59,11 @@ const EVENT_OVERHEAD: usize = 96;
 pub const MAX_LINE: usize = 8 << 10;
 
 impl Build {
-    pub(crate) fn new(id: String, name: String) -> Self {
+    pub(crate) fn new(id: String, name: String, team: String) -> Self {
         Build {
             id,
             name,
+            team,
             created_at: Utc::now(),
             events: Mutex::default(),
             count: watch::channel(0).0,

@@ -254,7 +254,7 @@ impl crate::service::Images<'_> {
             ..Default::default()
         };
         let id = self
-            .scratch_sandbox(ctx, &kept.image(&ctx.scratch, config))
+            .scratch_sandbox(ctx, &kept.image(&ctx.scratch, config, &ctx.build.team))
             .await?;
         let ran = self.run_command(ctx, &id, stage, command, user).await;
         let stored = match ran {
@@ -276,7 +276,10 @@ impl crate::service::Images<'_> {
             format!("[finalize] starting the image's command, waiting for `{cmd}` to succeed"),
         );
         let id = self
-            .scratch_sandbox(ctx, &stage.image(&ctx.scratch, stage.config.clone()))
+            .scratch_sandbox(
+                ctx,
+                &stage.image(&ctx.scratch, stage.config.clone(), &ctx.build.team),
+            )
             .await?;
         if let Err(e) = self.sandboxes().delete(&id).await {
             tracing::warn!(sandbox = %id, "removing a build's ready check sandbox: {e}");
