@@ -32,6 +32,10 @@ impl As<'_> {
         self.send(Method::GET, path, None).await
     }
 
+    async fn delete(&self, path: &str) -> StatusCode {
+        self.send(Method::DELETE, path, None).await.0
+    }
+
     async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
         self.send(Method::POST, path, Some(body)).await
     }
@@ -228,9 +232,7 @@ async fn volumes_snapshots_secrets_and_images_are_their_teams() {
         .await;
     assert_eq!(st, StatusCode::CONFLICT);
     assert_eq!(
-        blue.send(Method::DELETE, "/v1/volumes/red-data", None)
-            .await
-            .0,
+        blue.delete("/v1/volumes/red-data").await,
         StatusCode::NOT_FOUND
     );
     let (st, sb) = red.post("/v1/sandboxes", mount).await;
@@ -255,16 +257,12 @@ async fn volumes_snapshots_secrets_and_images_are_their_teams() {
         .await;
     assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     assert_eq!(
-        blue.send(Method::DELETE, "/v1/snapshots/red-snap", None)
-            .await
-            .0,
+        blue.delete("/v1/snapshots/red-snap").await,
         StatusCode::NOT_FOUND
     );
     assert_eq!(red.get("/v1/snapshots/red-snap").await.0, StatusCode::OK);
     assert_eq!(
-        red.send(Method::DELETE, "/v1/snapshots/red-snap", None)
-            .await
-            .0,
+        red.delete("/v1/snapshots/red-snap").await,
         StatusCode::NO_CONTENT
     );
 
@@ -329,15 +327,11 @@ async fn volumes_snapshots_secrets_and_images_are_their_teams() {
         "a team never replaces everyone's image"
     );
     assert_eq!(
-        blue.send(Method::DELETE, "/v1/images/red-img", None)
-            .await
-            .0,
+        blue.delete("/v1/images/red-img").await,
         StatusCode::NOT_FOUND
     );
     assert_eq!(
-        blue.send(Method::DELETE, "/v1/images/busybox", None)
-            .await
-            .0,
+        blue.delete("/v1/images/busybox").await,
         StatusCode::FORBIDDEN
     );
     let (st, sb) = red
@@ -350,7 +344,7 @@ async fn volumes_snapshots_secrets_and_images_are_their_teams() {
 
     red.delete_all().await;
     assert_eq!(
-        red.send(Method::DELETE, "/v1/images/red-img", None).await.0,
+        red.delete("/v1/images/red-img").await,
         StatusCode::NO_CONTENT
     );
     // A team that still holds something stays.
@@ -466,10 +460,7 @@ async fn keys_do_what_their_scope_allows() {
     let (_, teams) = green_admin.get("/v1/teams").await;
     assert_eq!(teams["teams"].as_array().map(Vec::len), Some(1), "{teams}");
     assert_eq!(
-        green_admin
-            .send(Method::DELETE, "/v1/teams/green", None)
-            .await
-            .0,
+        green_admin.delete("/v1/teams/green").await,
         StatusCode::FORBIDDEN
     );
     s.shutdown().await;
