@@ -436,6 +436,10 @@ pub struct Sandbox {
     /// The team it belongs to: only that team's keys see it.
     #[serde(default = "crate::key::default_team")]
     pub team: String,
+    /// The Warren server whose host runs it (several servers may share one database); calls
+    /// that act on it go to that server.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub server: String,
 }
 
 impl Sandbox {

@@ -317,8 +317,8 @@ struct ServeArgs {
     gvisor_network: String,
     /// The database: postgres://USER:PASSWORD@HOST:PORT/DB for PostgreSQL, or a SQLite file
     /// [default: DATA_DIR/warren.db]. Migrations run at start on either. Servers that share
-    /// one (and an --object-store) can resume each other's paused sandboxes; run one server at
-    /// a time on a database.
+    /// a PostgreSQL one serve one API (see --server-name); with an --object-store they resume
+    /// each other's paused sandboxes. A SQLite file takes one server at a time.
     #[arg(long, env = "WARREN_DATABASE")]
     database: Option<String>,
     /// Keep pause images in an object store as well as on local disk: s3://BUCKET/PREFIX
@@ -327,6 +327,19 @@ struct ServeArgs {
     /// whose image is not on this host fetches it from there.
     #[arg(long, env = "WARREN_OBJECT_STORE")]
     object_store: Option<String>,
+    /// This server's name among servers sharing one --database (each sandbox is the server's
+    /// whose host runs it) [default: the host's name and a tag of the data dir].
+    #[arg(long, env = "WARREN_SERVER_NAME")]
+    server_name: Option<String>,
+    /// The URL other servers send clients to for this server's sandboxes (answering 421 with
+    /// it) [default: http(s)://LISTEN, the host's name for 0.0.0.0].
+    #[arg(long, env = "WARREN_ADVERTISE_URL")]
+    advertise_url: Option<String>,
+    /// How long a server sharing the database may go unseen (it notes itself alive every 3 s)
+    /// before another one takes over: its running sandboxes are reported failed with the
+    /// reason, e.g. 30s, 2m.
+    #[arg(long, env = "WARREN_SERVER_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    server_timeout: std::time::Duration,
     #[command(flatten)]
     output: OutputArgs,
 }
@@ -360,6 +373,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         operation_workers: args.operation_workers,
         database: args.database,
         object_store: args.object_store,
+        server_name: args.server_name,
+        advertise_url: args.advertise_url,
+        server_timeout: args.server_timeout,
         dns: args.dns,
         pull: warren_local::pull::PullConfig {
             auth_file: args.registry_auth,

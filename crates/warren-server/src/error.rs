@@ -47,6 +47,16 @@ pub enum ApiError {
     /// 429: a team's quota is reached (the message names it).
     #[error("{0}")]
     QuotaExceeded(String),
+    /// 421: the sandbox runs on another server, at `url`.
+    #[error("{what} runs on server {server}: send this request to {url}")]
+    Misdirected {
+        /// What was asked about.
+        what: String,
+        /// The server that runs it.
+        server: String,
+        /// Its API.
+        url: String,
+    },
     /// 429: the key's request rate limit is reached; try again after the wait.
     #[error("this API key's request rate limit is reached; try again in {:.1} s", .0.as_secs_f64())]
     RateLimited(std::time::Duration),
@@ -76,6 +86,7 @@ impl ApiError {
             }
             ApiError::QuotaExceeded(_) => (StatusCode::TOO_MANY_REQUESTS, "quota_exceeded"),
             ApiError::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+            ApiError::Misdirected { .. } => (StatusCode::MISDIRECTED_REQUEST, "misdirected"),
         }
     }
 }
@@ -119,6 +130,11 @@ impl ApiError {
             ApiError::InsufficientStorage(m) => ApiError::InsufficientStorage(f(m)),
             ApiError::QuotaExceeded(m) => ApiError::QuotaExceeded(f(m)),
             ApiError::RateLimited(d) => ApiError::RateLimited(d),
+            ApiError::Misdirected { what, server, url } => ApiError::Misdirected {
+                what: f(what),
+                server,
+                url,
+            },
         }
     }
 
@@ -147,10 +163,18 @@ impl IntoResponse for ApiError {
             tracing::error!("{self}");
         }
         let retry = self.retry_after();
+        let server_url = match &self {
+            ApiError::Misdirected { url, .. } => axum::http::HeaderValue::from_str(url).ok(),
+            _ => None,
+        };
         let mut resp = (status, Json(ErrorBody::new(code, self.to_string()))).into_response();
         if let Some(v) = retry {
             resp.headers_mut()
                 .insert(axum::http::header::RETRY_AFTER, v);
+        }
+        // Where to send it instead, for clients that follow.
+        if let Some(v) = server_url {
+            resp.headers_mut().insert("warren-server-url", v);
         }
         resp
     }

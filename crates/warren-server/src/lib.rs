@@ -120,6 +120,27 @@ pub struct ServerConfig {
     pub database: Option<String>,
     /// Where pause images are kept besides local disk: `s3://bucket/prefix` or `file:///dir`.
     pub object_store: Option<String>,
+    /// This server's name among those sharing the database (`None`: the host's name and the
+    /// data dir's tag).
+    pub server_name: Option<String>,
+    /// Where other servers' clients are sent for this server's sandboxes (`None`: the
+    /// listen address, the host's name for an unspecified one).
+    pub advertise_url: Option<String>,
+    /// How long a server sharing the database may go unseen before another takes over.
+    pub server_timeout: std::time::Duration,
+}
+
+/// How long a server may go unseen before another takes over its sandboxes, unless
+/// `--server-timeout` says otherwise: ten reconciler passes.
+pub const DEFAULT_SERVER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The host's name (`/proc/sys/kernel/hostname`), or `localhost`.
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
 }
 
 impl Default for ServerConfig {
@@ -148,6 +169,9 @@ impl Default for ServerConfig {
             output: Default::default(),
             database: None,
             object_store: None,
+            server_name: None,
+            advertise_url: None,
+            server_timeout: DEFAULT_SERVER_TIMEOUT,
         }
     }
 }
@@ -269,6 +293,22 @@ impl Server {
                 audit_retention: cfg.audit_retention,
                 ready_timeout: cfg.ready_timeout,
                 operation_workers: cfg.operation_workers,
+                server: service::cluster::Identity {
+                    name: cfg
+                        .server_name
+                        .clone()
+                        .unwrap_or_else(|| format!("{}-{}", hostname(), host_tag(&data_dir))),
+                    url: cfg.advertise_url.clone().unwrap_or_else(|| {
+                        let scheme = if cfg.tls.is_some() { "https" } else { "http" };
+                        let host = if cfg.listen.ip().is_unspecified() {
+                            hostname()
+                        } else {
+                            cfg.listen.ip().to_string()
+                        };
+                        format!("{scheme}://{host}:{}", cfg.listen.port())
+                    }),
+                    timeout: cfg.server_timeout,
+                },
                 preview: service::PreviewUrls {
                     scheme: if cfg.tls.is_some() { "https" } else { "http" },
                     domain: cfg.domain.trim_end_matches('.').to_ascii_lowercase(),
@@ -284,6 +324,14 @@ impl Server {
             }
             None => None,
         };
+        let adopted = service
+            .adopt_hostless()
+            .await
+            .context("naming this server in the rows from before")?;
+        if adopted > 0 {
+            tracing::info!("{adopted} sandbox(es) from before servers were named are this one's");
+        }
+        service.heartbeat().await;
         reconciler::pass(&service).await;
         service.images().clean_build_leftovers().await;
         service.prepare_network().await?;
@@ -359,13 +407,10 @@ impl Server {
             }
         }
         service.backend().drain_warm().await;
-        // Sandboxes outlive the server; only when none is left is the shared state tidied.
-        if service
-            .store()
-            .list_sandboxes()
-            .await
-            .is_ok_and(|l| l.is_empty())
-        {
+        service.leave().await;
+        // Sandboxes outlive the server; only when none of its own is left is the host's
+        // shared state tidied.
+        if service.own_sandboxes().await.is_ok_and(|l| l.is_empty()) {
             service.backend().remove_shared().await;
         }
         Ok(())

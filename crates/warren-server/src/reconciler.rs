@@ -11,9 +11,9 @@ use crate::service::Service;
 /// How often the periodic pass runs.
 pub const INTERVAL: Duration = Duration::from_secs(3);
 
-/// One pass over every sandbox not at rest.
+/// One pass over every sandbox of this server's not at rest.
 pub async fn pass(service: &Service) {
-    let records = match service.store().list_sandboxes().await {
+    let records = match service.own_sandboxes().await {
         Ok(r) => r,
         Err(e) => {
             tracing::warn!("reconciler: listing sandboxes: {e}");
@@ -75,6 +75,7 @@ pub async fn run(service: Service) {
         if service.is_shutting_down() {
             return;
         }
+        service.heartbeat().await;
         service.check_firewall().await;
         pass(&service).await;
         let every = PRUNE_EVERY.min(service.processes().history_retention());

@@ -61,6 +61,7 @@ fn sandbox(id: &str, image: &str, digest: &str) -> Sandbox {
         pause: None,
         pool: Some("warm".into()),
         team: "blue".into(),
+        server: "srv".into(),
     }
 }
 
@@ -155,7 +156,7 @@ pub async fn sandboxes(store: &dyn Store) {
             .expect("count"),
         2
     );
-    assert_eq!(store.used_net_indexes().await.expect("leases"), [3]);
+    assert_eq!(store.used_net_indexes("srv").await.expect("leases"), [3]);
     assert_eq!(
         store.count_sandboxes().await.expect("counts"),
         [
@@ -251,6 +252,7 @@ pub async fn operations(store: &dyn Store) {
         request: format!("{{\"kind\":\"{}\"}}", op.kind),
         op,
         key: key.map(str::to_owned),
+        host: "srv".into(),
     };
     let first = rec(op("op-1", OperationKind::Create, "", 30), Some("k1"));
     store.insert_operation(&first).await.expect("insert");
@@ -359,7 +361,10 @@ pub async fn operations(store: &dyn Store) {
         ids(store.list_operations(&one).await.expect("list")),
         ["op-4"]
     );
-    let unfinished = store.unfinished_operations().await.expect("unfinished");
+    let unfinished = store
+        .unfinished_operations("srv")
+        .await
+        .expect("unfinished");
     assert_eq!(
         unfinished
             .iter()

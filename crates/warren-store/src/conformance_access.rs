@@ -261,3 +261,55 @@ pub async fn audit(store: &dyn Store) {
         1
     );
 }
+
+/// Servers on one database: noted alive, listed, taken over by exactly one other once stale,
+/// forgotten; rows of no server adopted.
+pub async fn servers(store: &dyn Store) {
+    let now = Utc::now();
+    store
+        .heartbeat("a", "http://a:8080", now - Duration::seconds(60))
+        .await
+        .expect("a");
+    store.heartbeat("b", "http://b:8080", now).await.expect("b");
+    let servers = store.list_servers().await.expect("list");
+    assert_eq!(
+        servers
+            .iter()
+            .map(|s| (s.name.as_str(), s.url.as_str()))
+            .collect::<Vec<_>>(),
+        [("a", "http://a:8080"), ("b", "http://b:8080")]
+    );
+    let stale = now - Duration::seconds(30);
+    assert!(!store
+        .take_over("b", "a", stale, now)
+        .await
+        .expect("b is alive"));
+    assert!(store
+        .take_over("a", "b", stale, now)
+        .await
+        .expect("b takes a"));
+    assert!(
+        !store.take_over("a", "c", stale, now).await.expect("once"),
+        "one server takes over"
+    );
+    // Back before the takeover finished: alive again, and no one's to take.
+    store
+        .heartbeat("a", "http://a:8080", now)
+        .await
+        .expect("a again");
+    assert!(!store.take_over("a", "c", stale, now).await.expect("alive"));
+    store.forget_server("a").await.expect("forget");
+    assert_eq!(store.list_servers().await.expect("list").len(), 1);
+
+    let mut rec = crate::conformance::sample_record();
+    rec.sandbox.server = String::new();
+    store.insert_sandbox(&rec).await.expect("sandbox");
+    assert_eq!(store.adopt_hostless("b").await.expect("adopt"), 1);
+    let got = store
+        .get_sandbox(&rec.sandbox.id)
+        .await
+        .expect("get")
+        .expect("some");
+    assert_eq!(got.sandbox.server, "b");
+    assert_eq!(store.adopt_hostless("b").await.expect("again"), 0);
+}

@@ -26,6 +26,7 @@ pub mod sqlite {
     mod request_keys;
     mod rows;
     mod sandbox_rows;
+    mod servers;
     mod store;
     #[cfg(test)]
     mod tests;
@@ -51,6 +52,7 @@ pub mod postgres {
     mod request_keys;
     mod rows;
     mod sandbox_rows;
+    mod servers;
     mod store;
     pub use store::SqlStore as PostgresStore;
 }
@@ -135,6 +137,17 @@ pub struct TeamRecord {
     pub rate_limit: Option<u32>,
     /// When it was made.
     pub created_at: DateTime<Utc>,
+}
+
+/// A Warren server sharing the database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerRecord {
+    /// Its name (`--server-name`).
+    pub name: String,
+    /// Where its API answers (`--advertise-url`).
+    pub url: String,
+    /// When it last noted itself alive.
+    pub seen_at: DateTime<Utc>,
 }
 
 /// How a revocation went.
@@ -328,8 +341,29 @@ pub trait Store: Send + Sync + 'static {
     async fn list_sandboxes(&self) -> Result<Vec<SandboxRecord>, StoreError>;
     /// How many sandboxes not deleted use this image.
     async fn count_sandboxes_using_image(&self, image: &str) -> Result<u64, StoreError>;
-    /// Network lease indexes held by sandboxes not deleted.
-    async fn used_net_indexes(&self) -> Result<Vec<u32>, StoreError>;
+    /// Network lease indexes held by sandboxes not deleted on server `host` (each host has its
+    /// own range).
+    async fn used_net_indexes(&self, host: &str) -> Result<Vec<u32>, StoreError>;
+    /// Makes sandboxes and operations of no server (from before servers were named) `host`'s;
+    /// how many sandboxes.
+    async fn adopt_hostless(&self, host: &str) -> Result<u64, StoreError>;
+
+    /// Notes server `name` alive now (at `url`), clearing any takeover of it.
+    async fn heartbeat(&self, name: &str, url: &str, at: DateTime<Utc>) -> Result<(), StoreError>;
+    /// Every server noted.
+    async fn list_servers(&self) -> Result<Vec<ServerRecord>, StoreError>;
+    /// Claims the takeover of server `dead` for `me` if it was last seen before `stale` and
+    /// no other server holds a takeover claimed since then: whether `me` won (exactly one
+    /// server does).
+    async fn take_over(
+        &self,
+        dead: &str,
+        me: &str,
+        stale: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
+    /// Forgets server `name` (it stopped, or its takeover is done).
+    async fn forget_server(&self, name: &str) -> Result<(), StoreError>;
 
     /// Appends to a sandbox's command history.
     async fn insert_exec(&self, sandbox: &SandboxId, rec: &ExecRecord) -> Result<(), StoreError>;
@@ -391,8 +425,9 @@ pub trait Store: Send + Sync + 'static {
     /// Operations matching `filter`, newest first.
     async fn list_operations(&self, filter: &OperationFilter)
         -> Result<Vec<Operation>, StoreError>;
-    /// Operations queued or running, oldest first (what a restart resumes or rolls back).
-    async fn unfinished_operations(&self) -> Result<Vec<OperationRecord>, StoreError>;
+    /// Server `host`'s operations queued or running, oldest first (what its restart resumes
+    /// or rolls back).
+    async fn unfinished_operations(&self, host: &str) -> Result<Vec<OperationRecord>, StoreError>;
     /// Forgets operations that ended before `before`; how many.
     async fn prune_operations(&self, before: DateTime<Utc>) -> Result<u64, StoreError>;
 
@@ -455,6 +490,8 @@ pub struct OperationRecord {
     pub request: String,
     /// The client's idempotency key.
     pub key: Option<String>,
+    /// The server that took it (and carries it out, or on again after a restart).
+    pub host: String,
 }
 
 /// Which operations to list.

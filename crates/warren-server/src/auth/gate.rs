@@ -216,7 +216,15 @@ async fn pass(
             .unwrap_or_default()
             .to_owned(),
     });
-    let checked = check(state, &caller, need(&method, &route), &route, &path).await;
+    let checked = check(
+        state,
+        &caller,
+        need(&method, &route),
+        &method,
+        &route,
+        &path,
+    )
+    .await;
     let resp = match checked {
         Ok(()) => {
             req.extensions_mut().insert(caller);
@@ -244,10 +252,18 @@ async fn pass(
     resp
 }
 
+/// Routes about a sandbox that read only what the database holds: any server answers them
+/// (E2B's GET answers the agent's token and domain, which its SDK then uses: that one goes
+/// to the sandbox's server).
+fn answered_anywhere(method: &Method, route: &str) -> bool {
+    method == Method::GET && (route == "/v1/sandboxes/{id}" || route == "/v1/sandboxes/{id}/execs")
+}
+
 async fn check(
     state: &AppState,
     caller: &Caller,
     need: Need,
+    method: &Method,
     route: &str,
     path: &str,
 ) -> Result<(), ApiError> {
@@ -274,9 +290,19 @@ async fn check(
         // unchecked.
         let not_found = || ApiError::NotFound(format!("sandbox {raw:?} not found"));
         let id = raw.parse().map_err(|_| not_found())?;
-        let team = state.service.sandboxes().team_of(&id).await?;
-        if team.is_some_and(|t| t != caller.team) {
+        let Some((team, server)) = state.service.sandboxes().owners_of(&id).await? else {
+            return Ok(());
+        };
+        if team != caller.team {
             return Err(not_found());
+        }
+        // Its record is in the shared database, answered anywhere; what acts on it runs on
+        // its host.
+        if !answered_anywhere(method, route) {
+            state
+                .service
+                .check_here(&server, &format!("sandbox {raw}"))
+                .await?;
         }
     }
     Ok(())

@@ -165,6 +165,17 @@ async fn proxy(
         None if agent => return Err(gone()),
         None => return Err(ProxyError::UnknownSandbox(target.id.clone())),
     };
+    // Boxed, as above: a store read only for a sandbox of a server not known alive.
+    let elsewhere = Box::pin(state.service.elsewhere(&route.server))
+        .await
+        .map_err(|e| ProxyError::Internal(e.to_string()))?;
+    if let Some(url) = elsewhere {
+        return Err(ProxyError::Elsewhere {
+            id: target.id.clone(),
+            server: route.server.clone(),
+            url,
+        });
+    }
     let conn = req.extensions().get::<Arc<ConnInfo>>().cloned();
     let tls = conn.as_ref().is_some_and(|c| c.tls);
     // The agent checks its own access token (X-Access-Token) on every request.

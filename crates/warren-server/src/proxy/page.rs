@@ -54,6 +54,16 @@ pub enum ProxyError {
     /// open") as the sandbox being gone (or unreachable).
     #[error("{1}")]
     AgentUnavailable(SandboxId, String),
+    /// The sandbox runs on another server sharing the database: its ports are there.
+    #[error("sandbox {id} runs on server {server}: its ports are reached through {url}")]
+    Elsewhere {
+        /// The sandbox.
+        id: SandboxId,
+        /// The server that runs it.
+        server: String,
+        /// That server's URL.
+        url: String,
+    },
     /// The proxy-only listener got a request that names no sandbox.
     #[error("this address serves preview URLs only: http://<sandbox-id>-<port>.{0}/")]
     NoTarget(String),
@@ -74,6 +84,7 @@ impl ProxyError {
                 (StatusCode::NOT_FOUND, "not_found")
             }
             ProxyError::NotRunning(..) => (StatusCode::CONFLICT, "conflict"),
+            ProxyError::Elsewhere { .. } => (StatusCode::MISDIRECTED_REQUEST, "misdirected"),
             // A missing traffic token is 403, as E2B's proxy answers (not 401: no scheme would
             // make the request acceptable to a client that retries with credentials).
             ProxyError::NoCredential { .. }
@@ -91,6 +102,7 @@ impl ProxyError {
             ProxyError::UnknownSandbox(_) => "Sandbox not found".into(),
             ProxyError::NoTarget(_) => "Not a preview URL".into(),
             ProxyError::NotRunning(..) => "Sandbox not running".into(),
+            ProxyError::Elsewhere { .. } => "Sandbox on another server".into(),
             ProxyError::AgentUnavailable(..) => "Sandbox agent unavailable".into(),
             ProxyError::NoCredential { .. } | ProxyError::WrongToken(_) => "Private port".into(),
             ProxyError::NotListening { port, .. } => format!("Nothing on port {port}"),

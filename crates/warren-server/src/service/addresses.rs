@@ -13,14 +13,34 @@ impl Service {
     /// `provisioning`.
     pub(super) async fn claim_lease(&self, rec: &mut SandboxRecord) -> Result<(), ApiError> {
         let _alloc = self.inner.net_alloc.lock().await;
-        let used = self.inner.store.used_net_indexes().await?;
-        let index = self.inner.backend.claim_net_index(&used).ok_or_else(|| {
-            ApiError::Unavailable("the sandbox address range is exhausted".into())
-        })?;
-        rec.net_index = Some(index);
+        rec.net_index = Some(self.free_index().await?);
         self.sandboxes()
             .set_state(rec, SandboxState::Provisioning)
             .await
+    }
+
+    /// An index of this host's range no sandbox of this server's holds; the caller holds
+    /// `net_alloc` until the sandbox holding it is recorded.
+    async fn free_index(&self) -> Result<u32, ApiError> {
+        let used = self
+            .inner
+            .store
+            .used_net_indexes(self.server_name())
+            .await?;
+        self.inner
+            .backend
+            .claim_net_index(&used)
+            .ok_or_else(|| ApiError::Unavailable("the sandbox address range is exhausted".into()))
+    }
+
+    /// Makes another server's sandbox (paused there) this server's, with a network lease of
+    /// this host's: claimed and recorded under the allocation lock, so no other claim here
+    /// takes the same index.
+    pub(super) async fn adopt_lease(&self, rec: &mut SandboxRecord) -> Result<(), ApiError> {
+        let _alloc = self.inner.net_alloc.lock().await;
+        rec.net_index = Some(self.free_index().await?);
+        rec.sandbox.server = self.server_name().to_owned();
+        self.sandboxes().save(rec).await
     }
 
     /// Tops up the warm network leases in the background (one refill task at a time).
@@ -34,7 +54,7 @@ impl Service {
             loop {
                 let index = {
                     let _alloc = svc.inner.net_alloc.lock().await;
-                    match svc.inner.store.used_net_indexes().await {
+                    match svc.inner.store.used_net_indexes(svc.server_name()).await {
                         Ok(used) => svc.inner.backend.reserve_warm_lease(&used),
                         Err(e) => {
                             tracing::warn!("warm leases: {e}");
@@ -55,14 +75,18 @@ impl Service {
     pub async fn prepare_network(&self) -> Result<(), ApiError> {
         {
             let _alloc = self.inner.net_alloc.lock().await;
-            let used = self.inner.store.used_net_indexes().await?;
+            let used = self
+                .inner
+                .store
+                .used_net_indexes(self.server_name())
+                .await?;
             self.inner
                 .backend
                 .setup_network(&used)
                 .await
                 .map_err(|e| ApiError::Internal(e.to_string()))?;
         }
-        for rec in self.inner.store.list_sandboxes().await? {
+        for rec in self.own_sandboxes().await? {
             let (Some(index), true) = (rec.net_index, rec.sandbox.state.holds_network()) else {
                 continue;
             };

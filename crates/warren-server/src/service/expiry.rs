@@ -85,7 +85,7 @@ impl Service {
         let Some(mut changes) = taken else {
             return; // already running
         };
-        match self.inner.store.list_sandboxes().await {
+        match self.own_sandboxes().await {
             Ok(records) => {
                 for rec in records {
                     self.schedule_expiry(&rec);

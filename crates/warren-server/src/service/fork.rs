@@ -80,7 +80,8 @@ impl crate::service::Sandboxes<'_> {
         metadata: Option<std::collections::BTreeMap<String, String>>,
         timeout_s: Option<u64>,
     ) -> Result<SandboxId, ApiError> {
-        let sandbox = copy_of(template, metadata, timeout_s);
+        let mut sandbox = copy_of(template, metadata, timeout_s);
+        sandbox.server = self.server_name().to_owned();
         let mut rec = SandboxRecord {
             sandbox,
             token: token(),

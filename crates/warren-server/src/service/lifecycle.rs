@@ -99,11 +99,12 @@ impl crate::service::Sandboxes<'_> {
         Ok(rec)
     }
 
-    /// The team a sandbox belongs to (`None`: no such sandbox). Read from the preview
-    /// proxy's cache of routes, which every change of a sandbox refreshes.
-    pub async fn team_of(&self, id: &SandboxId) -> Result<Option<String>, ApiError> {
+    /// The team a sandbox belongs to and the server that runs it (`None`: no such sandbox).
+    /// Read from the preview proxy's cache of routes, which every change of a sandbox here
+    /// refreshes.
+    pub async fn owners_of(&self, id: &SandboxId) -> Result<Option<(String, String)>, ApiError> {
         if let Some(route) = self.previews().preview_route(id).await? {
-            return Ok(Some(route.team.clone()));
+            return Ok(Some((route.team.clone(), route.server.clone())));
         }
         // Deleted ones are not cached, but still belong to their team.
         Ok(self
@@ -111,7 +112,12 @@ impl crate::service::Sandboxes<'_> {
             .store
             .get_sandbox(id)
             .await?
-            .map(|r| r.sandbox.team))
+            .map(|r| (r.sandbox.team, r.sandbox.server)))
+    }
+
+    /// The team a sandbox belongs to (`None`: no such sandbox).
+    pub async fn team_of(&self, id: &SandboxId) -> Result<Option<String>, ApiError> {
+        Ok(self.owners_of(id).await?.map(|(team, _)| team))
     }
 
     /// One sandbox.

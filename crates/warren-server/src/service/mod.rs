@@ -2,6 +2,7 @@
 //! Handlers call it; it speaks only to the [`Store`] and [`Backend`] traits and the agent.
 mod addresses;
 pub mod build;
+pub mod cluster;
 mod connect;
 mod exec;
 mod expiry;
@@ -61,6 +62,8 @@ pub struct ServiceConfig {
     pub preview: PreviewUrls,
     /// Operations carried out at once (more wait, highest priority first).
     pub operation_workers: usize,
+    /// Who this server is among those sharing its database.
+    pub server: cluster::Identity,
 }
 
 /// What `/v1/events` tells.
@@ -202,6 +205,8 @@ struct Inner {
     routes: Mutex<HashMap<String, Arc<PreviewRoute>>>,
     // Bumped by every change to `routes`, so a lookup racing a change does not cache stale.
     routes_epoch: std::sync::atomic::AtomicU64,
+    // The other servers on the database, as the last heartbeat read them.
+    peers: Mutex<cluster::Peers>,
     refilling: std::sync::atomic::AtomicBool,
     logs: LogHub,
     events: tokio::sync::broadcast::Sender<Event>,
@@ -283,6 +288,7 @@ impl Service {
                 routes: Mutex::default(),
                 routes_epoch: Default::default(),
                 refilling: Default::default(),
+                peers: Mutex::default(),
             }),
         }
     }

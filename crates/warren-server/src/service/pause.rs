@@ -148,6 +148,11 @@ impl crate::service::Sandboxes<'_> {
                 rec.sandbox.state
             )));
         }
+        // Paused by another server (a shared database and object store): it takes an address
+        // of this host's range, and is this server's from now on.
+        if !self.is_mine(&rec.sandbox.server) {
+            self.adopt_lease(&mut rec).await?;
+        }
         let spec = self
             .spec_for(&rec)
             .await

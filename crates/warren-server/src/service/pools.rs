@@ -153,10 +153,9 @@ impl crate::service::Pools<'_> {
     }
 
     async fn waiting_in(&self, name: &str) -> Result<Vec<SandboxRecord>, ApiError> {
+        // Each server keeps its own pools' sandboxes, on its host.
         let mut all: Vec<SandboxRecord> = self
-            .inner
-            .store
-            .list_sandboxes()
+            .own_sandboxes()
             .await?
             .into_iter()
             .filter(|r| r.sandbox.pool.as_deref() == Some(name))

@@ -30,6 +30,8 @@ pub struct PreviewRoute {
     pub request_host: Option<String>,
     /// Its team (whose API keys open its private ports).
     pub team: String,
+    /// The server whose host runs it.
+    pub server: String,
 }
 
 impl PreviewRoute {
@@ -41,6 +43,7 @@ impl PreviewRoute {
             auto_resume: rec.sandbox.auto_resume,
             request_host: rec.sandbox.request_host.clone(),
             team: rec.sandbox.team.clone(),
+            server: rec.sandbox.server.clone(),
             // A sandbox from before traffic tokens existed opens to API keys only.
             token: rec
                 .sandbox
@@ -196,7 +199,8 @@ impl crate::service::Previews<'_> {
     /// agent; a sandbox that does not answer in time shows none).
     pub async fn with_ports(&self, mut sandbox: Sandbox) -> Sandbox {
         self.add_exposed_urls(&mut sandbox);
-        if sandbox.state != SandboxState::Running {
+        // Another server's sandbox: its agent is on that server's network.
+        if sandbox.state != SandboxState::Running || !self.is_mine(&sandbox.server) {
             return sandbox;
         }
         let Ok(rec) = self.record(&sandbox.id).await else {

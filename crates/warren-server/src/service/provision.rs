@@ -188,6 +188,7 @@ impl Service {
             pause: None,
             pool,
             team: team.to_owned(),
+            server: self.server_name().to_owned(),
         };
         let rec = SandboxRecord {
             sandbox,

@@ -143,6 +143,7 @@ impl crate::service::Snapshots<'_> {
         };
         let mut template = snap.sandbox.clone();
         template.team = team.to_owned();
+        template.server = self.server_name().to_owned();
         template.on_timeout = req.on_timeout.unwrap_or_default();
         template.auto_resume = req.auto_resume.unwrap_or(false);
         if let Some(e) = req.egress.clone() {

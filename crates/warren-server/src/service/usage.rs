@@ -99,7 +99,7 @@ impl crate::service::Metrics<'_> {
     /// Takes one sample of every running sandbox, and drops samples older than an hour and
     /// those of sandboxes that are gone.
     pub async fn sample_running(&self) {
-        let Ok(records) = self.inner.store.list_sandboxes().await else {
+        let Ok(records) = self.own_sandboxes().await else {
             return;
         };
         let live: std::collections::HashSet<String> = records

@@ -286,6 +286,11 @@ mod tests {
             ready_timeout: std::time::Duration::from_secs(120),
             preview: Default::default(),
             operation_workers: 1,
+            server: crate::service::cluster::Identity {
+                name: "test".into(),
+                url: "http://127.0.0.1:8080".into(),
+                timeout: std::time::Duration::from_secs(30),
+            },
         }
     }
 

@@ -46,3 +46,18 @@ CREATE TABLE audit (
 CREATE INDEX audit_by_at ON audit (at);
 CREATE INDEX audit_by_team ON audit (team, seq);
 CREATE INDEX audit_by_target ON audit (target, seq);
+
+-- Several servers on one database: each sandbox (and each operation) is one server's, the one
+-- whose host runs it; rows from before are adopted by the first server to start. Servers note
+-- themselves alive every few seconds; one that stops is taken over by one other (`reaper`).
+ALTER TABLE sandboxes ADD COLUMN host TEXT NOT NULL DEFAULT '';
+CREATE INDEX sandboxes_by_host ON sandboxes (host);
+ALTER TABLE operations ADD COLUMN host TEXT NOT NULL DEFAULT '';
+CREATE TABLE servers (
+    name       TEXT PRIMARY KEY,
+    url        TEXT NOT NULL,
+    started_at TEXT NOT NULL,
+    seen_at    TEXT NOT NULL,
+    reaper     TEXT,
+    reaped_at  TEXT
+);

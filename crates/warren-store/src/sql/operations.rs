@@ -9,7 +9,7 @@ use super::store::SqlStore;
 use crate::{OperationFilter, OperationRecord, StoreError};
 
 const COLUMNS: &str = "id, kind, target, state, priority, attempts, error_code, error_message, \
-                       result, request, idempotency_key, created_at, started_at, ended_at, team";
+                       result, request, idempotency_key, created_at, started_at, ended_at, team, host";
 
 fn corrupt(id: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt {
@@ -55,6 +55,7 @@ fn from_row(row: &DbRow) -> Result<OperationRecord, StoreError> {
         op,
         request: row.try_get("request")?,
         key: row.try_get("idempotency_key")?,
+        host: row.try_get("host")?,
     })
 }
 
@@ -65,7 +66,7 @@ fn result_text(op: &Operation) -> Option<String> {
 pub(super) async fn insert(s: &SqlStore, rec: &OperationRecord) -> Result<(), StoreError> {
     let op = &rec.op;
     let done = sqlx::query(&format!(
-        "INSERT INTO operations ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+        "INSERT INTO operations ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
          ON CONFLICT DO NOTHING"
     ))
     .bind(&op.id)
@@ -83,6 +84,7 @@ pub(super) async fn insert(s: &SqlStore, rec: &OperationRecord) -> Result<(), St
     .bind(op.started_at.as_ref().map(ts))
     .bind(op.ended_at.as_ref().map(ts))
     .bind(&op.team)
+    .bind(&rec.host)
     .execute(&s.writer)
     .await?;
     if done.rows_affected() == 0 {
@@ -190,11 +192,15 @@ pub(super) async fn list(s: &SqlStore, f: &OperationFilter) -> Result<Vec<Operat
         .collect()
 }
 
-pub(super) async fn unfinished(s: &SqlStore) -> Result<Vec<OperationRecord>, StoreError> {
+pub(super) async fn unfinished(
+    s: &SqlStore,
+    host: &str,
+) -> Result<Vec<OperationRecord>, StoreError> {
     sqlx::query(&format!(
-        "SELECT {COLUMNS} FROM operations WHERE state IN ('queued', 'running')
+        "SELECT {COLUMNS} FROM operations WHERE state IN ('queued', 'running') AND host = $1
          ORDER BY created_at"
     ))
+    .bind(host)
     .fetch_all(&s.pool)
     .await?
     .iter()

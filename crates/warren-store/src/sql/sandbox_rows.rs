@@ -12,7 +12,7 @@ use super::{Db, DbRow};
 use crate::{SandboxRecord, StoreError};
 
 /// The columns, in the order [`bind`] binds them (`id` first).
-const COLUMNS: [&str; 34] = [
+const COLUMNS: [&str; 35] = [
     "id",
     "state",
     "image",
@@ -47,6 +47,7 @@ const COLUMNS: [&str; 34] = [
     "token",
     "net_index",
     "team",
+    "host",
 ];
 
 /// `INSERT INTO sandboxes (...) VALUES ($1, ...)`.
@@ -144,7 +145,8 @@ pub(super) fn bind<'q>(sql: &'q str, rec: &'q SandboxRecord) -> Result<Query<'q>
         .bind(s.pool.as_deref())
         .bind(&rec.token)
         .bind(rec.net_index.map(i64::from))
-        .bind(&s.team))
+        .bind(&s.team)
+        .bind(&s.server))
 }
 
 /// A sandbox read back from its columns.
@@ -209,6 +211,7 @@ pub(super) fn from_row(row: &DbRow) -> Result<SandboxRecord, StoreError> {
             .transpose()?,
         pool: opt("pool")?,
         team: text("team")?,
+        server: text("host")?,
         id: id.parse().map_err(|e| corrupt(&id, e))?,
     };
     let net_index: Option<i64> = row.try_get("net_index")?;

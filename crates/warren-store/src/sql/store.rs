@@ -8,14 +8,14 @@ use warren_api::{AuditEntry, ExecRecord, Image, LogLine, SandboxId};
 
 use crate::{
     ApiKeyRecord, AuditFilter, KeyClaim, LogSize, OperationFilter, OperationRecord, Revoked,
-    SandboxRecord, SecretRecord, SnapshotRecord, Store, StoreError, StoredAnswer, TeamDeleted,
-    TeamRecord,
+    SandboxRecord, SecretRecord, ServerRecord, SnapshotRecord, Store, StoreError, StoredAnswer,
+    TeamDeleted, TeamRecord,
 };
 
 use super::rows::{exec_from_row, image_from_row, ts, DELETED};
 use super::sandbox_rows;
 use super::Db;
-use super::{audit, credentials, kept, keys, logs, operations, request_keys};
+use super::{audit, credentials, kept, keys, logs, operations, request_keys, servers};
 
 /// A [`Store`] in a SQL database.
 #[derive(Clone)]
@@ -449,17 +449,45 @@ impl Store for SqlStore {
         logs::delete_logs(self, sandbox).await
     }
 
-    async fn used_net_indexes(&self) -> Result<Vec<u32>, StoreError> {
+    async fn used_net_indexes(&self, host: &str) -> Result<Vec<u32>, StoreError> {
         let rows: Vec<i64> = sqlx::query_scalar(
-            "SELECT net_index FROM sandboxes WHERE net_index IS NOT NULL AND state != $1",
+            "SELECT net_index FROM sandboxes
+             WHERE net_index IS NOT NULL AND state != $1 AND host = $2",
         )
         .bind(DELETED)
+        .bind(host)
         .fetch_all(&self.pool)
         .await?;
         Ok(rows
             .into_iter()
             .filter_map(|i| u32::try_from(i).ok())
             .collect())
+    }
+
+    async fn adopt_hostless(&self, host: &str) -> Result<u64, StoreError> {
+        servers::adopt_hostless(self, host).await
+    }
+
+    async fn heartbeat(&self, name: &str, url: &str, at: DateTime<Utc>) -> Result<(), StoreError> {
+        servers::heartbeat(self, name, url, at).await
+    }
+
+    async fn list_servers(&self) -> Result<Vec<ServerRecord>, StoreError> {
+        servers::list(self).await
+    }
+
+    async fn take_over(
+        &self,
+        dead: &str,
+        me: &str,
+        stale: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        servers::take_over(self, dead, me, stale, now).await
+    }
+
+    async fn forget_server(&self, name: &str) -> Result<(), StoreError> {
+        servers::forget(self, name).await
     }
 
     async fn insert_operation(&self, rec: &OperationRecord) -> Result<(), StoreError> {
@@ -489,8 +517,8 @@ impl Store for SqlStore {
         operations::list(self, filter).await
     }
 
-    async fn unfinished_operations(&self) -> Result<Vec<OperationRecord>, StoreError> {
-        operations::unfinished(self).await
+    async fn unfinished_operations(&self, host: &str) -> Result<Vec<OperationRecord>, StoreError> {
+        operations::unfinished(self, host).await
     }
 
     async fn prune_operations(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {

@@ -86,6 +86,11 @@ on_both!(credentials, sqlite_credentials, postgres_credentials);
 on_both!(conformance_access::keys, sqlite_keys, postgres_keys);
 on_both!(conformance_access::teams, sqlite_teams, postgres_teams);
 on_both!(conformance_access::audit, sqlite_audit, postgres_audit);
+on_both!(
+    conformance_access::servers,
+    sqlite_servers,
+    postgres_servers
+);
 on_both!(request_keys, sqlite_request_keys, postgres_request_keys);
 
 /// A database from before sandboxes had columns (a JSON document each) reads the same after
@@ -141,9 +146,11 @@ async fn sqlite_moves_sandbox_documents_into_columns() {
         .await
         .expect("get")
         .expect("some");
-    // Sandboxes from before teams belong to the default one.
+    // Sandboxes from before teams belong to the default one, and to no server until one
+    // adopts them.
     let mut want = rec;
     want.sandbox.team = "default".into();
+    want.sandbox.server = String::new();
     assert_eq!(got, want);
     let offsets: Vec<(String, i64)> =
         sqlx::query_as("SELECT stream, bytes_read FROM log_offsets WHERE sandbox_id = 'x'")

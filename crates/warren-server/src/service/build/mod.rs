@@ -213,9 +213,10 @@ impl crate::service::Images<'_> {
     /// Deletes the sandboxes of build `id` (every build's when `None`: at start, when no
     /// build survived the last run).
     pub(crate) async fn remove_build_sandboxes(&self, id: Option<&str>) {
-        let Ok(all) = self.sandboxes().list_all().await else {
+        let Ok(all) = self.own_sandboxes().await else {
             return;
         };
+        let all = all.into_iter().map(|r| r.sandbox);
         for s in all {
             let of = s.metadata.get("warren.build").map(String::as_str);
             if of.is_some() && (id.is_none() || of == id) {

@@ -121,6 +121,7 @@ impl crate::service::Operations<'_> {
             team: opts.team.clone(),
         };
         let rec = OperationRecord {
+            host: self.server_name().to_owned(),
             op,
             request,
             key: opts.key.clone(),

@@ -19,7 +19,11 @@ impl crate::service::Operations<'_> {
     /// Resumes or settles every operation a crash left unfinished; how many there were.
     /// Call after the reconciler's first pass, so sandboxes' states are settled.
     pub async fn recover(&self) -> Result<usize, ApiError> {
-        let left = self.inner.store.unfinished_operations().await?;
+        let left = self
+            .inner
+            .store
+            .unfinished_operations(self.server_name())
+            .await?;
         let n = left.len();
         for rec in left {
             let op = rec.op;

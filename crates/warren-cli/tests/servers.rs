@@ -1,0 +1,166 @@
+//! Two servers on one PostgreSQL database: either answers lists and reads of every sandbox,
+//! a call that acts on the other's sandbox is 421 naming that server's URL, and when one is
+//! killed the other takes over: its running sandboxes are reported failed with the reason.
+mod common;
+
+use std::time::Duration;
+
+use common::{free_port, unique_subnet, TestServer};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+/// A PostgreSQL database of this test's own on `WARREN_TEST_POSTGRES` (which
+/// `scripts/postgres-up.sh` prints).
+async fn shared_database() -> String {
+    let admin_url = std::env::var("WARREN_TEST_POSTGRES")
+        .expect("WARREN_TEST_POSTGRES must name a PostgreSQL (scripts/postgres-up.sh prints it)");
+    let admin = sqlx::PgPool::connect(&admin_url)
+        .await
+        .expect("connecting to WARREN_TEST_POSTGRES");
+    let name = format!("warren_test_servers_{}", std::process::id());
+    for sql in [
+        format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+        format!("CREATE DATABASE {name}"),
+    ] {
+        sqlx::query(&sql).execute(&admin).await.expect(&sql);
+    }
+    let (base, _) = admin_url.rsplit_once('/').expect("a URL with a database");
+    format!("{base}/{name}")
+}
+
+fn args<'a>(db: &'a str, name: &'a str) -> [&'a str; 6] {
+    [
+        "--database",
+        db,
+        "--server-name",
+        name,
+        "--server-timeout",
+        "6s",
+    ]
+}
+
+async fn exec(s: &TestServer, id: &str) -> reqwest::Response {
+    s.req(Method::POST, &format!("/v1/sandboxes/{id}/exec"))
+        .json(&json!({"cmd": ["true"]}))
+        .send()
+        .await
+        .expect("exec")
+}
+
+/// Asserts `resp` is 421 sending the client to `url`.
+async fn misdirected(resp: reqwest::Response, server: &str, url: &str) {
+    assert_eq!(resp.status(), StatusCode::MISDIRECTED_REQUEST);
+    assert_eq!(resp.headers()["warren-server-url"], url);
+    let body: Value = resp.json().await.expect("body");
+    assert_eq!(body["error"]["code"], "misdirected", "{body}");
+    let msg = body["error"]["message"].as_str().unwrap_or("");
+    assert!(msg.contains(server) && msg.contains(url), "{msg}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn servers_on_one_database_send_callers_to_the_sandboxes_host_and_take_over_the_dead() {
+    let db = shared_database().await;
+    let mut a = TestServer::start_with(&args(&db, "srv-a")).await;
+    // The second server shares the first one's keys (the database's): it makes none.
+    let b_dir = tempfile::Builder::new()
+        .prefix("warren-test-")
+        .tempdir_in("/var/tmp")
+        .expect("scratch dir");
+    std::fs::copy(a.data_dir.join("admin.key"), b_dir.path().join("admin.key"))
+        .expect("the admin key");
+    let b = TestServer::start_on_with(
+        b_dir.path().to_path_buf(),
+        "127.0.0.1",
+        free_port(),
+        unique_subnet(),
+        &args(&db, "srv-b"),
+    )
+    .await;
+    let r = b.import_tar("busybox", common::busybox_tar()).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+
+    let box_ = json!({"image": "busybox", "runtime": "runc", "cmd": ["sleep", "600"]});
+    let on_a = a.create(box_.clone()).await;
+    assert_eq!(on_a["server"], "srv-a");
+    let a_id = on_a["id"].as_str().expect("id").to_owned();
+    let on_b = b.create(box_).await;
+    assert_eq!(on_b["server"], "srv-b");
+    let b_id = on_b["id"].as_str().expect("id").to_owned();
+
+    // Either lists both and reads either; acting goes to the host's server.
+    for s in [&a, &b] {
+        let list = s.get_json("/v1/sandboxes").await;
+        let ids: Vec<&str> = list["sandboxes"]
+            .as_array()
+            .expect("sandboxes")
+            .iter()
+            .filter_map(|s| s["id"].as_str())
+            .collect();
+        assert!(
+            ids.contains(&a_id.as_str()) && ids.contains(&b_id.as_str()),
+            "{list}"
+        );
+    }
+    let (st, read) = b.get(&a_id).await;
+    assert_eq!(
+        (st, read["server"].as_str()),
+        (StatusCode::OK, Some("srv-a"))
+    );
+    misdirected(exec(&b, &a_id).await, "srv-a", &a.url).await;
+    misdirected(exec(&a, &b_id).await, "srv-b", &b.url).await;
+    let r = b
+        .req(Method::DELETE, &format!("/v1/sandboxes/{a_id}"))
+        .send()
+        .await
+        .expect("delete");
+    misdirected(r, "srv-a", &a.url).await;
+    assert_eq!(exec(&a, &a_id).await.status(), StatusCode::OK);
+    // Its preview URLs too: its ports are on its host.
+    let r = b
+        .http
+        .get(format!("{}/", b.url))
+        .header("host", format!("{a_id}-8080.localhost"))
+        .send()
+        .await
+        .expect("preview");
+    assert_eq!(r.status(), StatusCode::MISDIRECTED_REQUEST);
+
+    // A server killed: the other notices within the timeout and takes over.
+    a.kill9();
+    let failed = common::wait_for(&b, &a_id, Duration::from_secs(30), |v| {
+        v["state"] == "failed"
+    })
+    .await;
+    assert_eq!(failed["state"], "failed", "{failed}");
+    let why = failed["error"].as_str().unwrap_or("");
+    assert!(why.contains("srv-a stopped answering"), "{why}");
+    assert_eq!(b.get(&b_id).await.1["state"], "running", "its own run on");
+    assert_ne!(
+        exec(&b, &a_id).await.status(),
+        StatusCode::MISDIRECTED_REQUEST,
+        "a dead server's sandboxes are answered here"
+    );
+
+    // Back again, the killed server cleans up after itself on its host.
+    let port = a.port;
+    let subnet = a.subnet.clone();
+    let a_dir = a.data_dir.clone();
+    let a2 = TestServer::start_on_with(a_dir, "127.0.0.1", port, subnet, &args(&db, "srv-a"))
+        .await
+        .adopt_scratch(a);
+    let r = b
+        .req(Method::DELETE, &format!("/v1/sandboxes/{b_id}"))
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let r = a2
+        .req(Method::DELETE, &format!("/v1/sandboxes/{a_id}"))
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    b.shutdown().await;
+    a2.shutdown().await;
+    drop(b_dir);
+}
