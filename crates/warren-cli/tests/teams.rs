@@ -511,31 +511,22 @@ async fn quotas_answer_429_naming_the_quota() {
     assert_eq!(st, StatusCode::OK);
     let (st, other) = small.post("/v1/sandboxes", one.clone()).await;
     assert_eq!(st, StatusCode::CREATED, "{other}");
-    let (st, again) = small
-        .post(&format!("/v1/sandboxes/{first_id}/start"), json!({}))
-        .await;
+    let start_path = format!("/v1/sandboxes/{first_id}/start");
+    let start = || small.post(&start_path, json!({}));
+    let (st, again) = start().await;
     assert_eq!(st, StatusCode::TOO_MANY_REQUESTS, "{again}");
     // The operator raises it; the start passes.
-    let r = s
-        .req(Method::PATCH, "/v1/teams/small")
-        .json(&json!({"quotas": {"sandboxes": 2}}))
-        .send()
-        .await
-        .expect("patch");
-    assert_eq!(r.status(), StatusCode::OK);
-    let (st, again) = small
-        .post(&format!("/v1/sandboxes/{first_id}/start"), json!({}))
-        .await;
+    let raise = |n: u64| {
+        s.req(Method::PATCH, "/v1/teams/small")
+            .json(&json!({"quotas": {"sandboxes": n}}))
+            .send()
+    };
+    assert_eq!(raise(2).await.expect("patch").status(), StatusCode::OK);
+    let (st, again) = start().await;
     assert_eq!(st, StatusCode::OK, "{again}");
 
     // Two creates at once with one place left: one passes, one gets 429.
-    let r = s
-        .req(Method::PATCH, "/v1/teams/small")
-        .json(&json!({"quotas": {"sandboxes": 3}}))
-        .send()
-        .await
-        .expect("patch");
-    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(raise(3).await.expect("patch").status(), StatusCode::OK);
     let (a, b) = tokio::join!(
         small.post("/v1/sandboxes", one.clone()),
         small.post("/v1/sandboxes", one.clone())

@@ -19,14 +19,19 @@ impl Service {
             .await
     }
 
-    /// An index of this host's range no sandbox of this server's holds; the caller holds
-    /// `net_alloc` until the sandbox holding it is recorded.
-    async fn free_index(&self) -> Result<u32, ApiError> {
-        let used = self
+    /// The indexes of this host's range that this server's sandboxes hold.
+    async fn used_indexes(&self) -> Result<Vec<u32>, ApiError> {
+        Ok(self
             .inner
             .store
             .used_net_indexes(self.server_name())
-            .await?;
+            .await?)
+    }
+
+    /// An index of this host's range no sandbox of this server's holds; the caller holds
+    /// `net_alloc` until the sandbox holding it is recorded.
+    async fn free_index(&self) -> Result<u32, ApiError> {
+        let used = self.used_indexes().await?;
         self.inner
             .backend
             .claim_net_index(&used)
@@ -75,11 +80,7 @@ impl Service {
     pub async fn prepare_network(&self) -> Result<(), ApiError> {
         {
             let _alloc = self.inner.net_alloc.lock().await;
-            let used = self
-                .inner
-                .store
-                .used_net_indexes(self.server_name())
-                .await?;
+            let used = self.used_indexes().await?;
             self.inner
                 .backend
                 .setup_network(&used)
