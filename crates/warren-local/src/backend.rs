@@ -25,6 +25,7 @@ mod boundary;
 pub use boundary::LocalLayers;
 mod fork;
 pub use fork::ForkFrom;
+mod liveness;
 mod network;
 mod parts;
 mod pause;
@@ -126,6 +127,8 @@ pub struct LocalBackend {
     // Warm leases whose chain already holds the default policy (`allow`): a create with that
     // policy skips its `nft` run (a process spawn, ~2.5 ms).
     allow_ready: Arc<std::sync::Mutex<std::collections::HashSet<u32>>>,
+    // Running containers' init processes, checked in /proc instead of asking the runtime.
+    live: Arc<liveness::Known>,
     volumes: crate::volumes::Volumes,
     // Volume backups and fetches, one at a time: they share staging names, a backup freezes
     // the volume, and a fetch must not land twice.
@@ -228,6 +231,7 @@ impl LocalBackend {
             volume_copies: Arc::default(),
             firewall,
             allow_ready: Arc::default(),
+            live: Arc::default(),
             pool: Arc::new(NetPool::new(net.clone(), cfg.warm_leases)),
             net,
             runsc: Arc::new(CliRuntime::gvisor(
@@ -361,17 +365,6 @@ impl LocalBackend {
         })
     }
 
-    /// The runtime's view of a sandbox's container.
-    pub async fn status(&self, id: &str, runtime: Runtime) -> ContainerStatus {
-        match self.runtime(runtime).status(id).await {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(sandbox = id, "runtime state: {e}");
-                ContainerStatus::Missing
-            }
-        }
-    }
-
     /// Asks the container to stop (SIGTERM to the agent, which passes it on), waiting up to
     /// `grace` before the release kills it.
     pub async fn stop(&self, id: &str, runtime: Runtime, grace: Duration) {
@@ -417,6 +410,7 @@ impl LocalBackend {
     /// Releases every host resource of a sandbox but its files: container, cgroup, overlay
     /// mount, network. Idempotent; logs but never fails, so it is safe after any failure.
     pub async fn release(&self, id: &str, runtime: Runtime, net_index: Option<u32>) {
+        self.live.forget(id);
         if let Err(e) = self.runtime(runtime).delete(id).await {
             tracing::warn!(sandbox = id, "deleting container: {e}");
         }

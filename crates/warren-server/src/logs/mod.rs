@@ -29,8 +29,11 @@ use warren_store::{Store, StoreError};
 mod follow;
 use follow::{Budget, Dropped, Follow};
 
-/// How often tailers look for new output.
+/// How often tailers look for new output while there is some.
 const POLL: Duration = Duration::from_millis(100);
+/// A tailer that found nothing looks again twice as late each time, up to `POLL << IDLE_STEPS`
+/// (0.8 s): a thousand quiet sandboxes cost about a thousand polls a second, not ten thousand.
+const IDLE_STEPS: u32 = 3;
 /// A line longer than this is cut into several: the log is for reading, not for blobs.
 pub const MAX_LINE: usize = 16 * 1024;
 /// Read at most this much per file per poll, whatever the rate allows.
@@ -290,10 +293,11 @@ impl LogHub {
         let mut dropped = Dropped::default();
         let mut reported = Instant::now();
         let mut hurry = false;
+        let mut idle = 0;
         loop {
             // Far behind, the writer is outrunning the log: look again soon, so the file holds
             // little more than its cap on disk (a skip costs a stat, a punch and an offset).
-            let wait = if hurry { POLL / 10 } else { POLL };
+            let wait = if hurry { POLL / 10 } else { POLL * (1 << idle) };
             let last = tokio::select! {
                 _ = tokio::time::sleep(wait) => *stopped.borrow(),
                 _ = stopped.changed() => true,
@@ -317,7 +321,9 @@ impl LogHub {
                     return Ok(());
                 }
             };
-            if !lines.is_empty() || follows.iter().any(|f| f.consumed != f.stored) {
+            let quiet = lines.is_empty() && follows.iter().all(|f| f.consumed == f.stored);
+            idle = if quiet { (idle + 1).min(IDLE_STEPS) } else { 0 };
+            if !quiet {
                 let offsets: Vec<(&str, u64)> =
                     follows.iter().map(|f| (f.name, f.consumed)).collect();
                 self.append(id, lines, &offsets).await?;
