@@ -134,6 +134,48 @@ pub struct ServerConfig {
 /// `--server-timeout` says otherwise: ten reconciler passes.
 pub const DEFAULT_SERVER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
+/// Where the name a server chose for itself is kept, so a restart (even under another host
+/// name) is the same server.
+const SERVER_NAME_FILE: &str = "server-name";
+
+/// This server's name: `--server-name`, or the one it chose at its first start (the host's
+/// name and the data dir's tag), kept in the data dir.
+fn server_name(given: Option<&str>, data_dir: &Path) -> anyhow::Result<String> {
+    let valid = |n: &str| {
+        (1..=63).contains(&n.len())
+            && n.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+    };
+    if let Some(n) = given {
+        anyhow::ensure!(
+            valid(n),
+            "--server-name {n:?}: 1 to 63 letters, digits, '.', '_' or '-'"
+        );
+        return Ok(n.to_owned());
+    }
+    let kept = data_dir.join(SERVER_NAME_FILE);
+    if let Ok(n) = std::fs::read_to_string(&kept) {
+        let n = n.trim();
+        if valid(n) {
+            return Ok(n.to_owned());
+        }
+    }
+    let made: String = format!("{}-{}", hostname(), host_tag(data_dir))
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(63)
+        .collect();
+    std::fs::write(&kept, format!("{made}\n"))
+        .with_context(|| format!("keeping the server's name in {}", kept.display()))?;
+    Ok(made)
+}
+
 /// The host's name (`/proc/sys/kernel/hostname`), or `localhost`.
 fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -228,6 +270,12 @@ impl Server {
             .canonicalize()
             .with_context(|| format!("resolving {}", cfg.data_dir.display()))?;
         let agent = agent_bin::install(&data_dir).context("installing the agent binary")?;
+        // Several reconciler passes (3 s each) at least, and no more than a day.
+        anyhow::ensure!(
+            (std::time::Duration::from_secs(10)..=std::time::Duration::from_secs(86_400))
+                .contains(&cfg.server_timeout),
+            "--server-timeout must be from 10s to 1d"
+        );
         let store: Arc<dyn warren_store::Store> = match cfg.database.as_deref() {
             Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
                 Arc::new(PostgresStore::connect(url).await.with_context(|| {
@@ -294,10 +342,7 @@ impl Server {
                 ready_timeout: cfg.ready_timeout,
                 operation_workers: cfg.operation_workers,
                 server: service::cluster::Identity {
-                    name: cfg
-                        .server_name
-                        .clone()
-                        .unwrap_or_else(|| format!("{}-{}", hostname(), host_tag(&data_dir))),
+                    name: server_name(cfg.server_name.as_deref(), &data_dir)?,
                     url: cfg.advertise_url.clone().unwrap_or_else(|| {
                         let scheme = if cfg.tls.is_some() { "https" } else { "http" };
                         let host = if cfg.listen.ip().is_unspecified() {
@@ -332,6 +377,13 @@ impl Server {
             tracing::info!("{adopted} sandbox(es) from before servers were named are this one's");
         }
         service.heartbeat().await;
+        // Its own timer, not the reconciler's: a long pass (or start) must not make this
+        // server look gone to the others.
+        tokio::spawn(reconciler::keep_alive(service.clone()));
+        let released = service.release_taken_over().await?;
+        if released > 0 {
+            tracing::warn!("{released} sandbox(es) another server reported lost while this one was away: released");
+        }
         reconciler::pass(&service).await;
         service.images().clean_build_leftovers().await;
         service.prepare_network().await?;

@@ -65,6 +65,20 @@ pub async fn keep_names_fresh(service: Service) {
     }
 }
 
+/// Notes this server alive (and takes over servers that stopped) every [`INTERVAL`], until
+/// the server stops.
+pub async fn keep_alive(service: Service) {
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + INTERVAL, INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if service.is_shutting_down() {
+            return;
+        }
+        service.heartbeat().await;
+    }
+}
+
 /// Runs [`pass`] forever, and prunes old command history now and then.
 pub async fn run(service: Service) {
     let mut tick = tokio::time::interval(INTERVAL);
@@ -75,7 +89,6 @@ pub async fn run(service: Service) {
         if service.is_shutting_down() {
             return;
         }
-        service.heartbeat().await;
         service.check_firewall().await;
         pass(&service).await;
         let every = PRUNE_EVERY.min(service.processes().history_retention());

@@ -299,9 +299,19 @@ async fn check(
         // Its record is in the shared database, answered anywhere; what acts on it runs on
         // its host.
         if !answered_anywhere(method, route) {
+            use crate::service::cluster::Act;
+            let act = if method == Method::DELETE && route.ends_with("/sandboxes/{id}") {
+                Act::Delete
+            } else if method == Method::POST
+                && (route.ends_with("/resume") || route.ends_with("/connect"))
+            {
+                Act::Resume
+            } else {
+                Act::Other
+            };
             state
                 .service
-                .check_here(&server, &format!("sandbox {raw}"))
+                .check_here(&server, &format!("sandbox {raw}"), act)
                 .await?;
         }
     }

@@ -19,14 +19,21 @@ use crate::service::Service;
 /// minute, and the listing is right to the minute.
 const TOUCH_EVERY_S: i64 = 60;
 
+/// How long a key read from the store is trusted before it is read again: a revocation or a
+/// team change made through another server sharing the database reaches this one within it.
+const FRESH_FOR: Duration = Duration::from_secs(5);
+
 /// One key as the server checks it.
 pub struct Known {
     /// Who it is.
     pub caller: Caller,
     expires_at: Option<DateTime<Utc>>,
-    limiter: Option<DefaultDirectRateLimiter>,
+    limit: Option<NonZeroU32>,
+    limiter: Option<std::sync::Arc<DefaultDirectRateLimiter>>,
     /// Unix seconds of the last `last_used_at` written.
     touched: AtomicI64,
+    /// When it was read from the store.
+    read_at: std::time::Instant,
 }
 
 impl Known {
@@ -44,10 +51,20 @@ impl Known {
                 scope: key.scope,
             },
             expires_at: key.expires_at,
+            limit,
             // A second's worth at once: a client may burst, then keeps to the rate.
-            limiter: limit.map(|n| RateLimiter::direct(Quota::per_second(n))),
+            limiter: limit.map(|n| std::sync::Arc::new(RateLimiter::direct(Quota::per_second(n)))),
             touched: AtomicI64::new(key.last_used_at.map_or(0, |t| t.timestamp())),
+            read_at: std::time::Instant::now(),
         }
+    }
+
+    /// Read again: keeps counting against the limiter it had while its limit is the same.
+    fn carry_on_from(mut self, old: &Known) -> Known {
+        if self.limit == old.limit {
+            self.limiter.clone_from(&old.limiter);
+        }
+        self
     }
 
     /// Whether it has expired.
@@ -108,30 +125,46 @@ impl KnownKeys {
         secret: &str,
     ) -> Result<Option<std::sync::Arc<Known>>, ApiError> {
         let hash = super::hash_key(secret);
-        if let Some(k) = self.map.read().await.get(&hash).cloned() {
-            return Ok((!k.expired()).then_some(k));
+        let seen = self.map.read().await.get(&hash).cloned();
+        if let Some(k) = &seen {
+            if k.read_at.elapsed() < FRESH_FOR {
+                return Ok((!k.expired()).then_some(k.clone()));
+            }
         }
         for _ in 0..TRIES {
             let epoch = self.epoch.load(Ordering::Acquire);
-            let Some(k) = Self::read(service, &hash).await? else {
+            let Some(fresh) = Self::read(service, &hash).await? else {
+                // Revoked (or its team gone) since: forgotten here too.
+                if seen.is_some() {
+                    self.map.write().await.remove(&hash);
+                }
                 return Ok(None);
             };
             let mut map = self.map.write().await;
             if self.epoch.load(Ordering::Acquire) == epoch {
-                // Another request may have remembered it meanwhile: keep that one (and its
-                // limiter's count).
-                let k = map.entry(hash).or_insert(k).clone();
+                // Another request may have read it meanwhile: that one's limiter goes on.
+                if let Some(old) = map.get(&hash) {
+                    if old.read_at.elapsed() < FRESH_FOR {
+                        let k = old.clone();
+                        return Ok((!k.expired()).then_some(k));
+                    }
+                }
+                let k = std::sync::Arc::new(match map.get(&hash) {
+                    Some(old) => fresh.carry_on_from(old),
+                    None => fresh,
+                });
+                map.insert(hash, k.clone());
                 return Ok((!k.expired()).then_some(k));
             }
         }
         // The set kept changing: answer from the store as it is now, without remembering.
-        Ok(Self::read(service, &hash).await?.filter(|k| !k.expired()))
+        Ok(Self::read(service, &hash)
+            .await?
+            .filter(|k| !k.expired())
+            .map(std::sync::Arc::new))
     }
 
-    async fn read(
-        service: &Service,
-        hash: &str,
-    ) -> Result<Option<std::sync::Arc<Known>>, ApiError> {
+    async fn read(service: &Service, hash: &str) -> Result<Option<Known>, ApiError> {
         let store = service.store();
         let Some(key) = store.api_key_by_hash(hash).await? else {
             return Ok(None);
@@ -143,7 +176,7 @@ impl KnownKeys {
         let Some(team) = store.get_team(&key.team).await? else {
             return Ok(None);
         };
-        Ok(Some(std::sync::Arc::new(Known::new(&key, team.rate_limit))))
+        Ok(Some(Known::new(&key, team.rate_limit)))
     }
 
     /// Forgets the keys `drop` picks (a team's whose limits changed): the next request reads

@@ -145,6 +145,10 @@ async fn require_api_key(State(state): State<AppState>, req: Request, next: Next
         .map(str::to_owned);
     crate::auth::guard_e2b(&state, req, next, key, |e| {
         let retry = e.retry_after();
+        let server_url = match &e {
+            ApiError::Misdirected { url, .. } => HeaderValue::from_str(url).ok(),
+            _ => None,
+        };
         let unauthorized = matches!(e, ApiError::Unauthorized);
         let mut resp = if unauthorized {
             E2bError::new(
@@ -158,6 +162,9 @@ async fn require_api_key(State(state): State<AppState>, req: Request, next: Next
         if let Some(v) = retry {
             resp.headers_mut()
                 .insert(axum::http::header::RETRY_AFTER, v);
+        }
+        if let Some(v) = server_url {
+            resp.headers_mut().insert("warren-server-url", v);
         }
         resp
     })

@@ -165,15 +165,22 @@ async fn proxy(
         None if agent => return Err(gone()),
         None => return Err(ProxyError::UnknownSandbox(target.id.clone())),
     };
-    // Boxed, as above: a store read only for a sandbox of a server not known alive.
-    let elsewhere = Box::pin(state.service.elsewhere(&route.server))
-        .await
-        .map_err(|e| ProxyError::Internal(e.to_string()))?;
-    if let Some(url) = elsewhere {
-        return Err(ProxyError::Elsewhere {
-            id: target.id.clone(),
-            server: route.server.clone(),
-            url,
+    // Its ports are on its server's host: never forwarded from another one.
+    if !state.service.is_mine(&route.server) {
+        // Boxed, as above: a store read only for a sandbox of a server not known alive.
+        let elsewhere = Box::pin(state.service.elsewhere(&route.server))
+            .await
+            .map_err(|e| ProxyError::Internal(e.to_string()))?;
+        return Err(match elsewhere {
+            Some(url) => ProxyError::Elsewhere {
+                id: target.id.clone(),
+                server: route.server.clone(),
+                url,
+            },
+            None => ProxyError::HostDown {
+                id: target.id.clone(),
+                server: route.server.clone(),
+            },
         });
     }
     let conn = req.extensions().get::<Arc<ConnInfo>>().cloned();

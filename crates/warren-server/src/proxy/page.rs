@@ -64,6 +64,14 @@ pub enum ProxyError {
         /// That server's URL.
         url: String,
     },
+    /// The sandbox's server is not answering: its ports are on that host.
+    #[error("sandbox {id} runs on server {server}, which is not answering")]
+    HostDown {
+        /// The sandbox.
+        id: SandboxId,
+        /// The server that runs it.
+        server: String,
+    },
     /// The proxy-only listener got a request that names no sandbox.
     #[error("this address serves preview URLs only: http://<sandbox-id>-<port>.{0}/")]
     NoTarget(String),
@@ -85,6 +93,7 @@ impl ProxyError {
             }
             ProxyError::NotRunning(..) => (StatusCode::CONFLICT, "conflict"),
             ProxyError::Elsewhere { .. } => (StatusCode::MISDIRECTED_REQUEST, "misdirected"),
+            ProxyError::HostDown { .. } => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             // A missing traffic token is 403, as E2B's proxy answers (not 401: no scheme would
             // make the request acceptable to a client that retries with credentials).
             ProxyError::NoCredential { .. }
@@ -103,6 +112,7 @@ impl ProxyError {
             ProxyError::NoTarget(_) => "Not a preview URL".into(),
             ProxyError::NotRunning(..) => "Sandbox not running".into(),
             ProxyError::Elsewhere { .. } => "Sandbox on another server".into(),
+            ProxyError::HostDown { .. } => "Sandbox's server not answering".into(),
             ProxyError::AgentUnavailable(..) => "Sandbox agent unavailable".into(),
             ProxyError::NoCredential { .. } | ProxyError::WrongToken(_) => "Private port".into(),
             ProxyError::NotListening { port, .. } => format!("Nothing on port {port}"),

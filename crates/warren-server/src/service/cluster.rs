@@ -23,6 +23,22 @@ pub struct Identity {
     pub timeout: Duration,
 }
 
+/// The start of the error of a sandbox whose server `name` was taken over.
+fn taken_over(name: &str) -> String {
+    format!("its server {name} stopped answering")
+}
+
+/// What a call does to a sandbox of another server's, as [`Service::check_here`] weighs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Act {
+    /// Deletes it.
+    Delete,
+    /// Resumes it (from the object store).
+    Resume,
+    /// Anything else that acts on it.
+    Other,
+}
+
 /// The other servers alive when last read (seen within the timeout then): name → URL.
 pub(super) type Peers = HashMap<String, String>;
 
@@ -56,14 +72,26 @@ impl crate::service::Service {
             .map(|s| s.url))
     }
 
-    /// 421 naming the server that runs `host`'s sandbox `what`, when that is another live one.
-    pub async fn check_here(&self, host: &str, what: &str) -> Result<(), ApiError> {
+    /// Whether `what` (a call of kind `act` on a sandbox of `host`'s) is this server's to
+    /// answer: its own sandbox, yes; another live server's, 421 naming it; a server that is
+    /// not answering, 503, but for a delete (of the record: the host releases the rest when
+    /// it is back) and a resume (from the object store, which makes the sandbox this
+    /// server's).
+    pub async fn check_here(&self, host: &str, what: &str, act: Act) -> Result<(), ApiError> {
+        if self.is_mine(host) {
+            return Ok(());
+        }
         match self.elsewhere(host).await? {
             Some(url) => Err(ApiError::Misdirected {
                 what: what.to_owned(),
                 server: host.to_owned(),
                 url,
             }),
+            None if act == Act::Other && !host.is_empty() => Err(ApiError::Unavailable(format!(
+                "{what} runs on server {host}, which is not answering: it is served again \
+                 when that server is back (a delete or a resume from the object store is \
+                 served here)"
+            ))),
             None => Ok(()),
         }
     }
@@ -115,7 +143,12 @@ impl crate::service::Service {
                 .take_over(&dead.name, &me.name, stale, now)
                 .await
             {
-                Ok(true) => self.take_over(&dead.name, dead.seen_at).await,
+                // In a task of its own: a long takeover must not hold up this server's own
+                // heartbeat.
+                Ok(true) => {
+                    let (svc, name, seen) = (self.clone(), dead.name.clone(), dead.seen_at);
+                    tokio::spawn(async move { svc.take_over(&name, seen).await });
+                }
                 Ok(false) => {}
                 Err(e) => tracing::warn!(server = %dead.name, "taking over: {e}"),
             }
@@ -128,7 +161,8 @@ impl crate::service::Service {
     /// resumed here).
     async fn take_over(&self, dead: &str, seen: chrono::DateTime<Utc>) {
         let why = format!(
-            "its server {dead} stopped answering (last seen {})",
+            "{} (last seen {})",
+            taken_over(dead),
             seen.format("%Y-%m-%d %H:%M:%S UTC")
         );
         tracing::warn!(server = %dead, "taking over: {why}");
@@ -148,6 +182,8 @@ impl crate::service::Service {
             }
             rec.sandbox.error = Some(why.clone());
             rec.sandbox.ip = None;
+            // Its lease is the dead host's: no release here may touch this host's index.
+            rec.net_index = None;
             if let Err(e) = self
                 .sandboxes()
                 .set_state(&mut rec, SandboxState::Failed)
@@ -176,6 +212,31 @@ impl crate::service::Service {
         if let Err(e) = self.inner.store.forget_server(dead).await {
             tracing::warn!(server = %dead, "forgetting it: {e}");
         }
+    }
+
+    /// At start: this server's sandboxes another one reported lost while it was away still
+    /// hold their containers here; they go now (their leases with the leftovers the network
+    /// set-up collects).
+    pub async fn release_taken_over(&self) -> Result<usize, ApiError> {
+        let mark = taken_over(self.server_name());
+        let mut n = 0;
+        for rec in self.own_sandboxes().await? {
+            let lost = rec.sandbox.state == SandboxState::Failed
+                && rec
+                    .sandbox
+                    .error
+                    .as_deref()
+                    .is_some_and(|e| e.starts_with(&mark));
+            if lost {
+                let id = rec.sandbox.id.as_str();
+                self.inner
+                    .backend
+                    .release(id, rec.sandbox.runtime, None)
+                    .await;
+                n += 1;
+            }
+        }
+        Ok(n)
     }
 
     /// At a graceful stop: this server is no longer counted alive, so the others answer for

@@ -62,11 +62,13 @@ impl Service {
     /// run (paused) or it is on its way out (a reap in progress must not fire again).
     pub(super) fn schedule_expiry(&self, rec: &SandboxRecord) {
         use SandboxState::*;
+        // Another server's sandbox is reaped by its server (or, gone, by a delete here).
         let at = rec.sandbox.expires_at.filter(|_| {
-            !matches!(
-                rec.sandbox.state,
-                Pausing | Paused | Resuming | Stopping | Terminating | Deleted
-            )
+            self.is_mine(&rec.sandbox.server)
+                && !matches!(
+                    rec.sandbox.state,
+                    Pausing | Paused | Resuming | Stopping | Terminating | Deleted
+                )
         });
         // The queue lives as long as the service; a send fails only once it is gone.
         let _ = self.inner.expiries.send((rec.sandbox.id.clone(), at));

@@ -16,6 +16,12 @@ pub(crate) fn upload_failed(e: std::io::Error) -> ApiError {
 }
 
 pub(super) fn check_name(name: &str) -> Result<(), ApiError> {
+    if name.starts_with(SCRATCH_PREFIX) {
+        return Err(ApiError::Invalid(format!(
+            "image names starting with {SCRATCH_PREFIX:?} are the server's (image builds' \
+             scratch images)"
+        )));
+    }
     if valid_image_name(name) {
         Ok(())
     } else {
@@ -23,6 +29,18 @@ pub(super) fn check_name(name: &str) -> Result<(), ApiError> {
             "{name:?} is not a valid image name (1-255 of a-z 0-9 . _ / : @ -, starting with a letter or digit)"
         )))
     }
+}
+
+/// Where image builds keep their scratch images (`build-tmp/<server>/<build>-<n>`): the
+/// server's own, never a team's name.
+pub(crate) const SCRATCH_PREFIX: &str = "build-tmp/";
+
+/// Whether an image name starts with a registry's host (`docker.io/…`, `localhost:5000/…`,
+/// `ghcr.io/…`): a first component with a dot or a port, or `localhost`.
+fn names_a_registry(name: &str) -> bool {
+    name.split_once('/').is_some_and(|(first, _)| {
+        first.contains('.') || first.contains(':') || first == "localhost"
+    })
 }
 
 /// Whether `team` sees an image of `owner`'s: pulled images (no owner) and the operator's
@@ -95,6 +113,20 @@ impl crate::service::Images<'_> {
     /// Records an image; whether it replaced one of another digest (whose layers may now be
     /// unused). A name another team's image holds is refused (409): see [`may_replace`].
     pub(super) async fn record_image(&self, image: &Image) -> Result<bool, ApiError> {
+        // A registry's names are the registry's: a team that took one would stand in every
+        // other team's way when they pull it (the operator's team may: its images are
+        // everyone's anyway).
+        if !image.team.is_empty()
+            && image.team != DEFAULT_TEAM
+            && !image.name.starts_with(SCRATCH_PREFIX)
+            && names_a_registry(&image.name)
+        {
+            return Err(ApiError::Invalid(format!(
+                "image name {:?} names a registry: a team's own images take a name without a \
+                 registry host (e.g. \"myapp:v1\")",
+                image.name
+            )));
+        }
         let previous = self.inner.store.get_image(&image.name).await?;
         if let Some(p) = &previous {
             if !may_replace(&p.team, &image.team) {
@@ -155,7 +187,13 @@ impl crate::service::Images<'_> {
     /// Deletes an image (409 while a sandbox uses it) and the layers no one else uses: a
     /// team's own, or, for the operator's team, any.
     pub async fn delete_image(&self, name: &str, team: &str) -> Result<(), ApiError> {
-        let Some(image) = self.image(name, team).await? else {
+        // The operator's team removes any image, whoever's.
+        let found = if team == DEFAULT_TEAM {
+            self.inner.store.get_image(name).await?
+        } else {
+            self.image(name, team).await?
+        };
+        let Some(image) = found else {
             return Err(ApiError::NotFound(format!("image {name:?} not found")));
         };
         if !may_replace(&image.team, team) {

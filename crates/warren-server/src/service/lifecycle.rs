@@ -160,12 +160,16 @@ impl crate::service::Sandboxes<'_> {
         let mut rec = self.record(id).await?;
         self.set_state(&mut rec, SandboxState::Terminating).await?;
         self.inner.logs.stop_tailer(id).await;
-        self.inner
-            .backend
-            .release(id.as_str(), rec.sandbox.runtime, rec.net_index)
-            .await;
-        let owned = id.to_string();
-        self.off_thread(move |b| b.remove_files(&owned)).await;
+        // Another server's (it stopped answering): what it held is on that host, which
+        // releases it when it comes back; here only the record goes.
+        if self.is_mine(&rec.sandbox.server) {
+            self.inner
+                .backend
+                .release(id.as_str(), rec.sandbox.runtime, rec.net_index)
+                .await;
+            let owned = id.to_string();
+            self.off_thread(move |b| b.remove_files(&owned)).await;
+        }
         // net_index stays on the deleted record (deleted rows hold no lease) so leak checks
         // can still name the veth it had.
         rec.sandbox.ip = None;

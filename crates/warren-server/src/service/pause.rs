@@ -151,6 +151,18 @@ impl crate::service::Sandboxes<'_> {
         // Paused by another server (a shared database and object store): it takes an address
         // of this host's range, and is this server's from now on.
         if !self.is_mine(&rec.sandbox.server) {
+            let stored = rec
+                .sandbox
+                .pause
+                .as_ref()
+                .is_some_and(|p| p.stored.is_some());
+            if !stored {
+                return Err(ApiError::Unavailable(format!(
+                    "sandbox {id} was paused on server {}, which is not answering, and its \
+                     pause image is not in an object store: it resumes when that server is back",
+                    rec.sandbox.server
+                )));
+            }
             self.adopt_lease(&mut rec).await?;
         }
         let spec = self

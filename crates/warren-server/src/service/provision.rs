@@ -124,7 +124,16 @@ impl Service {
         self.volumes().check_volumes(&req.volumes, team).await?;
         let image = self
             .images()
-            .image_for_create(req.image.as_deref(), req.pull.unwrap_or_default(), team)
+            .image_for_create(
+                req.image.as_deref(),
+                req.pull.unwrap_or_default(),
+                // A warm pool's sandboxes are no team's, and take the images everyone sees.
+                if pool.is_some() {
+                    warren_api::DEFAULT_TEAM
+                } else {
+                    team
+                },
+            )
             .await?;
         let defaults = &image.config;
         let ready_cmd = defaults.ready_cmd.clone();

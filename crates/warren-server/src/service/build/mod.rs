@@ -231,7 +231,9 @@ impl crate::service::Images<'_> {
     pub async fn clean_build_leftovers(&self) {
         self.remove_build_sandboxes(None).await;
         if let Ok(images) = self.list_images(crate::service::quotas::NO_TEAM).await {
-            for i in images.iter().filter(|i| i.name.starts_with("build-tmp/")) {
+            // This server's alone: the others' may be in use by their builds.
+            let mine = format!("{}{}/", super::images::SCRATCH_PREFIX, self.server_name());
+            for i in images.iter().filter(|i| i.name.starts_with(&mine)) {
                 let _ = self.inner.store.delete_image(&i.name).await;
             }
         }
@@ -258,7 +260,13 @@ impl crate::service::Images<'_> {
     ) -> Result<Image, (Option<usize>, ApiError)> {
         build.log(LogLevel::Info, format!("FROM {}", plan.from));
         // Each run its own scratch image: two runs of one build id never share one.
-        let scratch = format!("build-tmp/{}-{:08x}", build.id, rand::random::<u32>());
+        let scratch = format!(
+            "{}{}/{}-{:08x}",
+            super::images::SCRATCH_PREFIX,
+            self.server_name(),
+            build.id,
+            rand::random::<u32>()
+        );
         let base = {
             // Held until the scratch image names the base's layers: a pull's layers are in
             // no image until it is recorded, and collection must not take them meanwhile.
