@@ -180,6 +180,20 @@ async fn metrics_tell_sandboxes_operations_execs_and_headroom() {
         .await;
     let id = sb["id"].as_str().expect("id");
     s.sh(id, "true").await;
+    // Through the preview proxy: a port nothing listens on (502, an error page's bytes).
+    let proxied = s
+        .http
+        .get(format!("{}/", s.url))
+        .header("host", format!("{id}-8080.localhost"))
+        .header(
+            "x-warren-traffic-token",
+            sb["traffic_token"].as_str().expect("token"),
+        )
+        .send()
+        .await
+        .expect("proxied");
+    assert_eq!(proxied.status(), StatusCode::BAD_GATEWAY);
+    let page = proxied.bytes().await.expect("page").len();
     let resp = s
         .http
         .get(format!("{}/metrics", s.url))
@@ -219,6 +233,14 @@ async fn metrics_tell_sandboxes_operations_execs_and_headroom() {
     assert!(value("warren_host_memory_available_bytes") > 0.0);
     assert!(value("warren_host_disk_available_bytes") > 0.0);
     assert!(value("warren_host_cpus") >= 1.0);
+    assert_eq!(
+        value(r#"warren_proxy_requests_total{target="app",class="5xx"}"#),
+        1.0
+    );
+    assert_eq!(
+        value(r#"warren_proxy_response_bytes_total{target="app"}"#),
+        page as f64
+    );
     assert!(text.ends_with("# EOF\n"), "{text}");
     s.delete(id).await;
     s.shutdown().await;

@@ -489,12 +489,6 @@ impl LocalBackend {
         v
     }
 
-    /// Removes the server's parent cgroup directories (`/warren-<tag>`); call only when the
-    /// server has no sandboxes left, since a create may be making a child under them.
-    pub fn remove_cgroup_parent(&self) {
-        cgroup::remove(self.cgroups, &format!("/warren-{}", self.cfg.tag));
-    }
-
     /// The lease of an index.
     pub fn lease(&self, index: u32) -> Lease {
         self.net.lease(index)
@@ -508,7 +502,13 @@ impl LocalBackend {
     /// Removes what the server shares among all its sandboxes (the parent cgroup, the
     /// firewall table); only when it has none left.
     pub async fn remove_shared(&self) {
-        self.remove_cgroup_parent();
+        // The last sandboxes' cgroups may still be going (their tasks just killed): their
+        // parent goes once they have.
+        let (mode, parent) = (self.cgroups, format!("/warren-{}", self.cfg.tag));
+        let _ = tokio::task::spawn_blocking(move || {
+            cgroup::remove_patiently(mode, &parent, Duration::from_secs(3))
+        })
+        .await;
         let root = Self::rootfs_root(&self.cfg.tag);
         // The agent's copies runc sandboxes bind (the only files there).
         for entry in fs::read_dir(&root).into_iter().flatten().flatten() {

@@ -242,6 +242,27 @@ pub fn remove(mode: CgroupMode, cgroups_path: &str) {
     }
 }
 
+/// Removes a cgroup and the child cgroups left in it once their tasks are gone, trying again
+/// for up to `patience` while the kernel still tears down tasks that were just killed (their
+/// cgroups answer EBUSY meanwhile). Blocks: call it off the async threads.
+pub fn remove_patiently(mode: CgroupMode, cgroups_path: &str, patience: std::time::Duration) {
+    let deadline = std::time::Instant::now() + patience;
+    loop {
+        for d in dirs(mode, cgroups_path) {
+            for child in fs::read_dir(&d).into_iter().flatten().flatten() {
+                if child.file_type().is_ok_and(|t| t.is_dir()) {
+                    let _ = fs::remove_dir(child.path());
+                }
+            }
+            let _ = fs::remove_dir(&d);
+        }
+        if leftovers(mode, cgroups_path).is_empty() || std::time::Instant::now() >= deadline {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 /// Which of the container's cgroup directories still exist.
 pub fn leftovers(mode: CgroupMode, cgroups_path: &str) -> Vec<PathBuf> {
     dirs(mode, cgroups_path)

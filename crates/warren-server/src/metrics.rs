@@ -34,9 +34,24 @@ pub struct Metrics {
     disk_available: Gauge,
     cpus: Gauge,
     load1: Gauge<f64, std::sync::atomic::AtomicU64>,
+    // Preview proxy answers by target (app port, agent) and status class (1xx..5xx), and the
+    // bytes of their bodies: handles taken once, so a proxied request costs an atomic add.
+    proxied: [[Counter; 5]; 2],
+    proxied_bytes: [Counter; 2],
     // One scrape at a time refreshes the read-at-scrape values.
     scraping: Mutex<()>,
 }
+
+/// What a proxied request reached.
+#[derive(Debug, Clone, Copy)]
+pub enum Proxied {
+    /// A port of the sandbox's apps.
+    App = 0,
+    /// The sandbox's agent (E2B's SDKs' own traffic).
+    Agent = 1,
+}
+
+const PROXIED: [&str; 2] = ["app", "agent"];
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -86,6 +101,30 @@ impl Default for Metrics {
             disk_available.clone(),
         );
         registry.register("host_cpus", "CPUs of the host", cpus.clone());
+        let requests = Family::<Labels, Counter>::default();
+        let bytes = Family::<Labels, Counter>::default();
+        registry.register(
+            "proxy_requests",
+            "Requests the preview proxy answered, by target (app, agent) and status class",
+            requests.clone(),
+        );
+        registry.register(
+            "proxy_response_bytes",
+            "Bytes of the bodies the preview proxy answered with, by target",
+            bytes.clone(),
+        );
+        let proxied = PROXIED.map(|target| {
+            ["1xx", "2xx", "3xx", "4xx", "5xx"].map(|class| {
+                requests
+                    .get_or_create(&vec![("target", target.into()), ("class", class.into())])
+                    .clone()
+            })
+        });
+        let proxied_bytes = PROXIED.map(|target| {
+            bytes
+                .get_or_create(&vec![("target", target.into())])
+                .clone()
+        });
         registry.register(
             "host_load1",
             "The host's one-minute load average",
@@ -102,6 +141,8 @@ impl Default for Metrics {
             disk_available,
             cpus,
             load1,
+            proxied,
+            proxied_bytes,
             scraping: Mutex::default(),
         }
     }
@@ -120,6 +161,13 @@ impl Metrics {
         self.operation_seconds
             .get_or_create(&vec![("kind", kind.to_owned())])
             .observe(took.as_secs_f64());
+    }
+
+    /// The preview proxy answered `status` for `target`; the counter its body's bytes go to.
+    pub fn proxied(&self, target: Proxied, status: u16) -> Counter {
+        let class = usize::from(status / 100).clamp(1, 5) - 1;
+        self.proxied[target as usize][class].inc();
+        self.proxied_bytes[target as usize].clone()
     }
 
     /// A plain exec answered.

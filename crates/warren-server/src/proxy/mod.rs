@@ -119,7 +119,68 @@ async fn handle(
             ProxyError::Internal("internal error (a bug: see the server log)".into()).render(html)
         }
     };
-    Ok(resp)
+    let kind = if target.port == AGENT_PORT {
+        crate::metrics::Proxied::Agent
+    } else {
+        crate::metrics::Proxied::App
+    };
+    let bytes = door
+        .state
+        .service
+        .telemetry()
+        .proxied(kind, resp.status().as_u16());
+    Ok(resp.map(|body| axum::body::Body::new(counted::Counted::new(body, bytes))))
+}
+
+mod counted {
+    //! A response body that counts the bytes it yields.
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    use bytes::Bytes;
+    use http_body::{Body, Frame, SizeHint};
+    use prometheus_client::metrics::counter::Counter;
+
+    pin_project_lite::pin_project! {
+        pub struct Counted<B> {
+            #[pin]
+            inner: B,
+            counter: Counter,
+        }
+    }
+
+    impl<B> Counted<B> {
+        pub fn new(inner: B, counter: Counter) -> Self {
+            Counted { inner, counter }
+        }
+    }
+
+    impl<B: Body<Data = Bytes>> Body for Counted<B> {
+        type Data = Bytes;
+        type Error = B::Error;
+
+        fn poll_frame(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+            let this = self.project();
+            let polled = this.inner.poll_frame(cx);
+            if let Poll::Ready(Some(Ok(frame))) = &polled {
+                if let Some(data) = frame.data_ref() {
+                    this.counter.inc_by(data.len() as u64);
+                }
+            }
+            polled
+        }
+
+        fn is_end_stream(&self) -> bool {
+            self.inner.is_end_stream()
+        }
+
+        fn size_hint(&self) -> SizeHint {
+            self.inner.size_hint()
+        }
+    }
 }
 
 async fn proxy(
