@@ -145,8 +145,15 @@ pub async fn delete_template(
     }
 }
 
-/// Every other route of E2B's API that its SDKs call: 501 in E2B's shape, naming it.
-pub async fn unsupported(method: Method, OriginalUri(uri): OriginalUri) -> E2bError {
+/// Every other route of E2B's API that its SDKs call: 501 in E2B's shape, naming it. The
+/// body is read (and dropped) first: hyper closes a connection whose request body was not
+/// read to its end when the answer went out, and a client (httpx writes a request's head and
+/// body apart) that already sent its next request on it sees it cut. Seen once in CI.
+pub async fn unsupported(
+    method: Method,
+    OriginalUri(uri): OriginalUri,
+    _body: axum::body::Bytes,
+) -> E2bError {
     let path = uri.path();
     let what = if path.contains("/tags") {
         "template tags"
