@@ -138,15 +138,27 @@ impl ApiError {
         }
     }
 
-    /// The `Retry-After` a client is told: whole seconds, rounded up.
-    pub fn retry_after(&self) -> Option<axum::http::HeaderValue> {
+    /// The headers the answer carries besides its body, in either API's shape: when to try
+    /// again (`Retry-After`, whole seconds rounded up) and where to send the call instead
+    /// (`Warren-Server-Url`).
+    pub fn headers(&self) -> axum::http::HeaderMap {
+        let mut h = axum::http::HeaderMap::new();
         match self {
             ApiError::RateLimited(wait) => {
                 let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-                Some(axum::http::HeaderValue::from(secs.max(1)))
+                h.insert(
+                    axum::http::header::RETRY_AFTER,
+                    axum::http::HeaderValue::from(secs.max(1)),
+                );
             }
-            _ => None,
+            ApiError::Misdirected { url, .. } => {
+                if let Ok(v) = axum::http::HeaderValue::from_str(url) {
+                    h.insert("warren-server-url", v);
+                }
+            }
+            _ => {}
         }
+        h
     }
 
     /// The body every error answers with.
@@ -162,21 +174,12 @@ impl IntoResponse for ApiError {
         if status.is_server_error() && status != StatusCode::INSUFFICIENT_STORAGE {
             tracing::error!("{self}");
         }
-        let retry = self.retry_after();
-        let server_url = match &self {
-            ApiError::Misdirected { url, .. } => axum::http::HeaderValue::from_str(url).ok(),
-            _ => None,
-        };
-        let mut resp = (status, Json(ErrorBody::new(code, self.to_string()))).into_response();
-        if let Some(v) = retry {
-            resp.headers_mut()
-                .insert(axum::http::header::RETRY_AFTER, v);
-        }
-        // Where to send it instead, for clients that follow.
-        if let Some(v) = server_url {
-            resp.headers_mut().insert("warren-server-url", v);
-        }
-        resp
+        (
+            status,
+            self.headers(),
+            Json(ErrorBody::new(code, self.to_string())),
+        )
+            .into_response()
     }
 }
 

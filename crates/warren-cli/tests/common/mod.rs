@@ -23,6 +23,7 @@ pub mod pulls;
 pub mod registry;
 pub mod remote;
 pub mod state;
+pub mod teams;
 mod teardown;
 
 pub const RUNTIMES: [&str; 2] = ["runc", "gvisor"];

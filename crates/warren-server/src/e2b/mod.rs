@@ -144,13 +144,9 @@ async fn require_api_key(State(state): State<AppState>, req: Request, next: Next
         .or_else(|| crate::auth::bearer(headers))
         .map(str::to_owned);
     crate::auth::guard_e2b(&state, req, next, key, |e| {
-        let retry = e.retry_after();
-        let server_url = match &e {
-            ApiError::Misdirected { url, .. } => HeaderValue::from_str(url).ok(),
-            _ => None,
-        };
+        let headers = e.headers();
         let unauthorized = matches!(e, ApiError::Unauthorized);
-        let mut resp = if unauthorized {
+        let resp = if unauthorized {
             E2bError::new(
                 StatusCode::UNAUTHORIZED,
                 "missing or invalid API key (X-API-KEY)",
@@ -159,14 +155,7 @@ async fn require_api_key(State(state): State<AppState>, req: Request, next: Next
             E2bError::from(e)
         }
         .into_response();
-        if let Some(v) = retry {
-            resp.headers_mut()
-                .insert(axum::http::header::RETRY_AFTER, v);
-        }
-        if let Some(v) = server_url {
-            resp.headers_mut().insert("warren-server-url", v);
-        }
-        resp
+        (headers, resp).into_response()
     })
     .await
 }
