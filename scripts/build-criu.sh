@@ -78,11 +78,13 @@ if [ ! -x "$crun_dest/bin/crun" ]; then
   while read -r p; do
     [ -n "$p" ] && [ "${p#\#}" = "$p" ] && patch -s -d "$src" -p1 < "$scratch/debian/patches/$p"
   done < "$scratch/debian/patches/series"
+  # CRIU's pkg-config names include/criu, where crun includes <criu/criu.h>: its parent
+  # too (Debian's own libcriu-dev has it in /usr/include, on every compiler's path).
   # The release tarball's build reads the commit from a header git would have made.
   [ -f "$src/git-version.h" ] || echo '#define GIT_VERSION "debian-'"$crun_version"'"' > "$src/git-version.h"
   (cd "$src" \
     && PKG_CONFIG_PATH="$criu_dest/lib/pkgconfig" ./configure -q --prefix="$crun_dest" \
-         LDFLAGS="-Wl,-rpath,$criu_dest/lib" >"$scratch/crun.log" 2>&1 \
+         CFLAGS="-O2 -I$criu_dest/include" LDFLAGS="-Wl,-rpath,$criu_dest/lib" >"$scratch/crun.log" 2>&1 \
     && make -s -j"$(nproc)" crun >>"$scratch/crun.log" 2>&1) \
     || { tail -30 "$scratch/crun.log" >&2; exit 1; }
   install -D -m 0755 "$src/crun" "$crun_dest/bin/crun"

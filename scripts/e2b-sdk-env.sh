@@ -9,15 +9,7 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 venvs="${WARREN_E2B_VENVS:-/opt/warren-e2b}"
 for pair in "venv:requirements.txt" "venv-2.45:requirements-2.45.txt"; do
-  venv="$venvs/${pair%%:*}"
-  req="$root/tests/e2b/${pair#*:}"
-  stamp="$venv/.requirements"
-  if ! cmp -s "$req" "$stamp" 2>/dev/null; then
-    echo "==> E2B Python SDK ($(grep -m1 '^e2b==' "$req")) into $venv"
-    python3 -m venv "$venv"
-    "$venv/bin/pip" install -q --disable-pip-version-check -r "$req"
-    cp "$req" "$stamp"
-  fi
+  bash "$root/scripts/venv-pin.sh" "$venvs/${pair%%:*}" "$root/tests/e2b/${pair#*:}"
 done
 js="$root/tests/e2b/js"
 if ! cmp -s "$js/package-lock.json" "$js/node_modules/.warren-lock" 2>/dev/null; then

@@ -6,7 +6,7 @@
 # own on 127.0.0.1), umoci, skopeo and htpasswd (apache2-utils) to build and push test images,
 # a C toolchain for the build, and for the E2B SDK tests: python3-venv, Node.js with npm, and
 # libnss-myhostname (so *.localhost names resolve to loopback, as browsers do), then E2B's SDKs
-# themselves (scripts/e2b-sdk-env.sh); then runsc (scripts/build-runsc.sh) and CRIU with a crun
+# themselves (scripts/e2b-sdk-env.sh), Schemathesis for the OpenAPI test (scripts/schemathesis-env.sh); then runsc (scripts/build-runsc.sh) and CRIU with a crun
 # built against it (scripts/build-criu.sh), for runc sandboxes' pause, resume and forks.
 # Idempotent: packages already present are left alone.
 set -euo pipefail
@@ -30,6 +30,7 @@ if ! command -v npm >/dev/null 2>&1; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null
 fi
 bash "$(dirname "$0")/e2b-sdk-env.sh"
+bash "$(dirname "$0")/schemathesis-env.sh"
 bash "$(dirname "$0")/build-runsc.sh"
 bash "$(dirname "$0")/build-criu.sh"
 if ! command -v cargo >/dev/null 2>&1; then

@@ -1,9 +1,10 @@
 //! The audit log (`GET /v1/audit`): who changed what, when, from where, and how it ended.
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 /// One recorded call.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct AuditEntry {
     /// Its place in the log (grows; `before` pages back by it).
     pub seq: u64,
@@ -33,7 +34,7 @@ pub struct AuditEntry {
 }
 
 /// `GET /v1/audit`: newest first.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct AuditList {
     /// The entries.
     pub entries: Vec<AuditEntry>,

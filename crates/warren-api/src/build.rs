@@ -2,9 +2,10 @@
 //! them (FROM, RUN, COPY, ENV, WORKDIR, USER, CMD, ENTRYPOINT, EXPOSE; comments and `\`
 //! continuations), shared by `warren image build -f` and E2B's template steps.
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 /// One step of a build.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(tag = "type", rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Instruction {
     /// The image to build on (a Warren image name or a registry reference).
@@ -37,6 +38,7 @@ pub enum Instruction {
     /// Environment for later steps and the image.
     Env {
         /// `KEY`, `value` pairs, in order.
+        #[schema(schema_with = key_value_pairs)]
         vars: Vec<(String, String)>,
     },
     /// Working directory for later steps and the image.
@@ -66,8 +68,26 @@ pub enum Instruction {
     },
 }
 
+/// The schema of `ENV`'s `vars`: a list of `[KEY, value]`, each exactly two strings (as serde
+/// reads a `(String, String)`; the derived schema would let `[KEY]` through).
+fn key_value_pairs() -> utoipa::openapi::schema::Array {
+    use utoipa::openapi::schema::{ArrayBuilder, ArrayItems, ObjectBuilder, Type};
+    let string = || ObjectBuilder::new().schema_type(Type::String);
+    let pair = ArrayBuilder::new()
+        .prefix_items([string(), string()])
+        .items(ArrayItems::False)
+        .min_items(Some(2))
+        .max_items(Some(2));
+    ArrayBuilder::new()
+        .items(pair)
+        .description(Some(
+            "`KEY`, `value` pairs, in order: `[[\"KEY\", \"value\"], ...]`.",
+        ))
+        .build()
+}
+
 /// How much a build log line matters.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum LogLevel {
     /// Detail.
@@ -82,7 +102,7 @@ pub enum LogLevel {
 
 /// One event of an image build, as `POST /v1/images/build` streams them (one JSON object a
 /// line) and E2B's build status reports them.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum BuildEvent {
     /// A step begins.

@@ -2,9 +2,10 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 /// `POST /v1/sandboxes/{id}/exec`.
-#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExecRequest {
     /// Program and arguments; the program is looked up on `PATH`.
@@ -30,7 +31,7 @@ pub struct ExecRequest {
 }
 
 /// The answer of a synchronous exec.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
 pub struct ExecResult {
     /// Exec id.
     pub id: String,
@@ -58,7 +59,7 @@ pub struct ExecResult {
 }
 
 /// The final `exit` event of a streamed exec.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
 pub struct ExecExit {
     /// Exec id.
     pub id: String,
@@ -71,7 +72,7 @@ pub struct ExecExit {
 }
 
 /// Who ran a command.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ExecKind {
     /// A caller of the API.
@@ -91,7 +92,7 @@ impl ExecKind {
 }
 
 /// One entry of a sandbox's command history.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
 pub struct ExecRecord {
     /// Exec id.
     pub id: String,
@@ -114,7 +115,7 @@ pub struct ExecRecord {
 }
 
 /// `GET /v1/sandboxes/{id}/execs`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ExecList {
     /// Oldest first.
     pub execs: Vec<ExecRecord>,

@@ -1,9 +1,10 @@
 //! Files in a sandbox as the API shows them.
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 /// What a directory entry is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum FileKind {
     /// A regular file (or anything that is neither a directory nor a symlink).
@@ -15,7 +16,7 @@ pub enum FileKind {
 }
 
 /// One entry of `GET /v1/sandboxes/{id}/files/list`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
 pub struct FileEntry {
     /// Its name.
     pub name: String,
@@ -33,7 +34,7 @@ pub struct FileEntry {
 }
 
 /// `GET /v1/sandboxes/{id}/files/list`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct FileList {
     /// The directory's entries.
     pub entries: Vec<FileEntry>,

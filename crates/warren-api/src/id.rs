@@ -78,6 +78,26 @@ impl fmt::Display for SandboxId {
     }
 }
 
+// On the wire a plain string (`try_from`/`into` `String` above), so its schema is one too.
+impl utoipa::PartialSchema for SandboxId {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .description(Some(
+                "A sandbox id: 16 characters of `a-z` and `2-7` (lowercase base32, 80 random \
+                 bits), safe as a DNS label.",
+            ))
+            .pattern(Some("^[a-z2-7]{16}$"))
+            .min_length(Some(SANDBOX_ID_LEN))
+            .max_length(Some(SANDBOX_ID_LEN))
+            .examples(["k3vq7wz2mtx5nbae"])
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for SandboxId {}
+
 #[cfg(test)]
 mod tests {
     use super::*;

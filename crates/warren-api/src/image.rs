@@ -1,9 +1,10 @@
 //! Images as the API shows them.
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 /// An image Warren can start sandboxes from.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
 pub struct Image {
     /// Its name: as imported (`busybox`), or the full reference it was pulled by
     /// (`registry.example.com/team/tools:v2`, `docker.io/library/alpine:3.20`).
@@ -31,7 +32,7 @@ pub struct Image {
 }
 
 /// The parts of an OCI image config a sandbox takes as its defaults.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default, ToSchema)]
 pub struct ImageConfig {
     /// `KEY=value` entries, under the request's `env`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -58,7 +59,7 @@ pub struct ImageConfig {
 }
 
 /// `POST /v1/images/pull`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PullImage {
     /// `host/repo:tag`, `host/repo@sha256:…`, or a Docker Hub short form (`alpine`).
@@ -67,7 +68,7 @@ pub struct PullImage {
 }
 
 /// When a sandbox create pulls its image.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum PullPolicy {
     /// Only when no image of that name is here (the default).
@@ -81,7 +82,7 @@ pub enum PullPolicy {
 
 /// One step of a pull, as `POST /v1/images/pull` streams them (`Accept: text/event-stream`,
 /// one JSON object per `data:` line).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum PullEvent {
     /// The manifest is known: what will be fetched.
@@ -108,7 +109,7 @@ pub enum PullEvent {
 }
 
 /// Where one layer of a pull stands.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
 pub struct LayerProgress {
     /// The layer's digest (as the registry stores it).
     pub digest: String,
@@ -121,7 +122,7 @@ pub struct LayerProgress {
 }
 
 /// What is happening to a layer.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum LayerStatus {
     /// Not started.
@@ -137,7 +138,7 @@ pub enum LayerStatus {
 }
 
 /// `POST /v1/images/prune`: what was removed.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default, ToSchema)]
 pub struct PruneResult {
     /// Layers no image or sandbox used, now deleted.
     pub layers_removed: Vec<String>,
@@ -149,7 +150,7 @@ pub struct PruneResult {
 }
 
 /// `GET /v1/images`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ImageList {
     /// Every image, by name.
     pub images: Vec<Image>,

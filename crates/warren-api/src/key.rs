@@ -2,12 +2,15 @@
 //! the server keeps a hash. Every key belongs to one team and sees only that team's sandboxes.
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 /// The team every server starts with: its admin keys are the operator's, which manage teams.
 pub const DEFAULT_TEAM: &str = "default";
 
 /// What a key may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Scope {
     /// Reads only: lists, gets, logs, events, file reads. No exec, terminal or writes.
@@ -44,7 +47,7 @@ impl std::str::FromStr for Scope {
 }
 
 /// `POST /v1/keys`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateApiKey {
     /// A name to tell it by (1 to 64 printable characters; default `key`).
@@ -65,7 +68,7 @@ pub struct CreateApiKey {
 }
 
 /// A key as listed: never its secret.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ApiKey {
     /// Its public id (what `DELETE /v1/keys/{id}` takes).
     pub id: String,
@@ -102,7 +105,7 @@ fn admin() -> Scope {
 }
 
 /// A new key, with its secret in both spellings every route accepts.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct CreatedApiKey {
     /// The key.
     #[serde(flatten)]
@@ -114,14 +117,14 @@ pub struct CreatedApiKey {
 }
 
 /// `GET /v1/keys`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ApiKeyList {
     /// Oldest first.
     pub keys: Vec<ApiKey>,
 }
 
 /// A team's limits; each absent one is unlimited.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Quotas {
     /// Sandboxes running (or starting, or being made) at once.
@@ -139,7 +142,7 @@ pub struct Quotas {
 }
 
 /// What a team holds now, measured as its [`Quotas`] count.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct TeamUsage {
     /// Sandboxes running (or starting, or being made).
     pub sandboxes: u64,
@@ -152,7 +155,7 @@ pub struct TeamUsage {
 }
 
 /// `POST /v1/teams` (the operator only).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTeam {
     /// Its name: 1 to 63 lower-case letters, digits and `-`, starting with a letter or digit.
@@ -166,7 +169,7 @@ pub struct CreateTeam {
 }
 
 /// `PATCH /v1/teams/{name}`: what is given replaces what was.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateTeam {
     /// New limits (all four: an absent one becomes unlimited).
@@ -178,7 +181,7 @@ pub struct UpdateTeam {
 }
 
 /// A team.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Team {
     /// Its name.
     pub name: String,
@@ -194,7 +197,7 @@ pub struct Team {
 }
 
 /// `GET /v1/teams`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct TeamList {
     /// By name.
     pub teams: Vec<Team>,

@@ -4,6 +4,7 @@
 
 pub mod audit;
 pub mod build;
+mod egress;
 pub mod error;
 pub mod exec;
 pub mod files;
@@ -35,3 +36,5 @@ pub use sandbox::{
     SetTimeout,
 };
 pub use volume::{CreateVolume, Volume, VolumeBackup, VolumeList, VolumeMount};
+#[cfg(test)]
+mod schema_tests;

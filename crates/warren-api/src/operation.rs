@@ -5,11 +5,12 @@ use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::ErrorDetail;
 
 /// What an operation does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OperationKind {
     /// Makes a sandbox (and starts it, unless asked not to wait).
@@ -33,7 +34,7 @@ pub enum OperationKind {
 }
 
 /// Where an operation is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OperationState {
     /// Recorded, waiting for a worker.
@@ -101,7 +102,7 @@ names!(OperationState {
 });
 
 /// One operation.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Operation {
     /// Its id (`op-` and 20 lowercase letters and digits).
     pub id: String,
@@ -120,7 +121,9 @@ pub struct Operation {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorDetail>,
     /// What the call answers once it succeeded (the sandbox, the image, the snapshot).
+    /// (`null` for a delete.)
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     pub result: Option<serde_json::Value>,
     /// When it was asked for.
     pub created_at: DateTime<Utc>,
@@ -136,7 +139,7 @@ pub struct Operation {
 }
 
 /// `GET /v1/operations`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 pub struct OperationList {
     /// Newest first.
     pub operations: Vec<Operation>,

@@ -2,12 +2,13 @@
 //! `pause`), written beside the image and checked before a resume trusts it.
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::sandbox::Runtime;
 
 /// One part of a pause image: the memory (the runtime's checkpoint files) or the filesystem
 /// (the sandbox's own writable layer).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ImagePart {
     /// Bytes of data: the checkpoint files' lengths, or the data extents of the layer's disk
     /// (its holes are not counted).
@@ -19,7 +20,7 @@ pub struct ImagePart {
 /// A pause's manifest. `memory.sha256` covers, per checkpoint file in name order, its name,
 /// length and bytes; `filesystem.sha256` covers, per data extent of the sandbox's disk image
 /// (holes skipped), its offset, length and bytes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct PauseReceipt {
     /// Format of this manifest.
     pub version: u32,
@@ -42,7 +43,7 @@ pub struct PauseReceipt {
 }
 
 /// `POST /v1/sandboxes/{id}/snapshots`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateSnapshot {
     /// Its name (as a volume's: a-z, 0-9, '-', '_').
@@ -54,7 +55,7 @@ pub struct CreateSnapshot {
 
 /// A named, immutable snapshot of a sandbox: new sandboxes are made from it
 /// (`"snapshot": NAME` at create).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Snapshot {
     /// Its name.
     pub name: String,
@@ -73,7 +74,7 @@ pub struct Snapshot {
 }
 
 /// `GET /v1/snapshots`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct SnapshotList {
     /// Every snapshot, by name.
     pub snapshots: Vec<Snapshot>,

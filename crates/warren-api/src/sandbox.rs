@@ -5,11 +5,13 @@ use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
+pub use crate::egress::Egress;
 use crate::id::SandboxId;
 
 /// Which OCI runtime isolates a sandbox.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Runtime {
     /// gVisor (`runsc`): a user-space kernel between the code and the host. For untrusted code.
@@ -52,7 +54,7 @@ impl FromStr for Runtime {
 }
 
 /// Where a sandbox is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum SandboxState {
     /// Recorded, not yet worked on.
@@ -129,118 +131,8 @@ impl FromStr for SandboxState {
     }
 }
 
-/// Outbound network policy: `"allow"` (the default: anything outside, through NAT), `"deny"`
-/// (nothing), `{"allow": [...]}` (only those), or `{"allow": [...], "deny": [...]}` (E2B's
-/// `allowOut`/`denyOut`: what `allow` names always passes, then what `deny` names is refused,
-/// then the rest passes; `"0.0.0.0/0"` in `deny` refuses the rest). `allow` entries are IPv4
-/// networks (`a.b.c.d/len`), addresses, or domain names (let through at the addresses the
-/// sandbox's name servers give for them, resolved again every 30 s); `deny` entries are
-/// networks or addresses. Whatever the policy, a sandbox never reaches the host, other
-/// sandboxes or link-local (metadata) addresses.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub enum Egress {
-    /// Outbound traffic allowed.
-    #[default]
-    Allow,
-    /// No outbound traffic.
-    Deny,
-    /// Only to these networks, addresses and domain names.
-    Only(Vec<String>),
-    /// `allow` over `deny`, the rest open (unless `deny` holds `0.0.0.0/0`).
-    Rules {
-        /// Networks, addresses and domain names that always pass.
-        allow: Vec<String>,
-        /// Networks and addresses refused.
-        deny: Vec<String>,
-    },
-}
-
-impl std::fmt::Display for Egress {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Egress::Allow => f.write_str("allow"),
-            Egress::Deny => f.write_str("deny"),
-            Egress::Only(nets) => write!(f, "allow only {}", nets.join(", ")),
-            Egress::Rules { allow, deny } if allow.is_empty() => {
-                write!(f, "deny {}", deny.join(", "))
-            }
-            Egress::Rules { allow, deny } => {
-                write!(
-                    f,
-                    "allow {} over deny {}",
-                    allow.join(", "),
-                    deny.join(", ")
-                )
-            }
-        }
-    }
-}
-
-impl Serialize for Egress {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeMap;
-        match self {
-            Egress::Allow => s.serialize_str("allow"),
-            Egress::Deny => s.serialize_str("deny"),
-            Egress::Only(nets) => {
-                let mut m = s.serialize_map(Some(1))?;
-                m.serialize_entry("allow", nets)?;
-                m.end()
-            }
-            Egress::Rules { allow, deny } => {
-                let mut m = s.serialize_map(Some(2))?;
-                m.serialize_entry("allow", allow)?;
-                m.serialize_entry("deny", deny)?;
-                m.end()
-            }
-        }
-    }
-}
-
-impl<'de> Deserialize<'de> for Egress {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        const SHAPE: &str = r#"egress must be "allow", "deny" or {"allow": [...], "deny": [...]}"#;
-        fn strings<E: serde::de::Error>(
-            field: &str,
-            v: Option<serde_json::Value>,
-        ) -> Result<Vec<String>, E> {
-            match v {
-                None => Ok(Vec::new()),
-                Some(serde_json::Value::Array(items)) => items
-                    .into_iter()
-                    .map(|i| match i {
-                        serde_json::Value::String(s) => Ok(s),
-                        other => Err(E::custom(format!(
-                            "egress.{field} entries are strings, got {other}"
-                        ))),
-                    })
-                    .collect(),
-                Some(_) => Err(E::custom(format!("egress.{field} must be a list"))),
-            }
-        }
-        let value = serde_json::Value::deserialize(d)?;
-        match value {
-            serde_json::Value::String(s) if s == "allow" => Ok(Egress::Allow),
-            serde_json::Value::String(s) if s == "deny" => Ok(Egress::Deny),
-            serde_json::Value::Object(mut m)
-                if !m.is_empty() && m.keys().all(|k| k == "allow" || k == "deny") =>
-            {
-                let has_deny = m.contains_key("deny");
-                let allow = strings("allow", m.remove("allow"))?;
-                if has_deny {
-                    let deny = strings("deny", m.remove("deny"))?;
-                    Ok(Egress::Rules { allow, deny })
-                } else {
-                    Ok(Egress::Only(allow))
-                }
-            }
-            _ => Err(serde::de::Error::custom(SHAPE)),
-        }
-    }
-}
-
 /// `PUT /v1/sandboxes/{id}/network`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetNetwork {
     /// The new outbound policy, in force at once (and across stop/start).
@@ -248,7 +140,7 @@ pub struct SetNetwork {
 }
 
 /// A TCP port something listens on inside a sandbox.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ListeningPort {
     /// The port.
     pub port: u16,
@@ -262,7 +154,7 @@ pub struct ListeningPort {
 }
 
 /// What happens to a sandbox when its `expires_at` passes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum OnTimeout {
     /// Delete it and everything it holds.
@@ -279,7 +171,7 @@ pub enum OnTimeout {
 pub const DEFAULT_IMAGE: &str = "base";
 
 /// `POST /v1/sandboxes`. Every field is optional.
-#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateSandbox {
     /// Image name or registry reference; [`DEFAULT_IMAGE`] when absent.
@@ -355,7 +247,7 @@ pub struct CreateSandbox {
 }
 
 /// A sandbox as every route shows it.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct Sandbox {
     /// Its id.
     pub id: SandboxId,
@@ -454,14 +346,14 @@ fn root() -> String {
 }
 
 /// `GET /v1/sandboxes`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct SandboxList {
     /// The caller's sandboxes, newest first.
     pub sandboxes: Vec<Sandbox>,
 }
 
 /// `POST /v1/sandboxes/{id}/resume` (the body is optional).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ResumeSandbox {
     /// Lifetime in seconds from the resume; `0` = no limit. Without it: the default lifetime
@@ -471,7 +363,7 @@ pub struct ResumeSandbox {
 }
 
 /// `POST /v1/sandboxes/{id}/fork` (the body is optional).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ForkSandbox {
     /// The fork's labels [default: the source's].
@@ -483,7 +375,7 @@ pub struct ForkSandbox {
 }
 
 /// `POST /v1/sandboxes/{id}/timeout`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetTimeout {
     /// New lifetime in seconds from now; `0` = no limit.
@@ -491,7 +383,7 @@ pub struct SetTimeout {
 }
 
 /// Which stream a log line came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum LogStream {
     /// The main command's standard output.
@@ -514,7 +406,7 @@ impl LogStream {
 }
 
 /// One line of a sandbox's log.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
 pub struct LogLine {
     /// Position in the sandbox's log: 1, 2, 3, ... with no gaps.
     pub seq: u64,
@@ -527,7 +419,7 @@ pub struct LogLine {
 }
 
 /// `GET /v1/sandboxes/{id}/logs?follow=false`: one page of the stored log.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct LogList {
     /// Lines after the requested position, oldest first: at most `limit`, and at most a few
     /// MiB of text (always at least one line when any is stored).
@@ -546,7 +438,7 @@ pub struct LogList {
 }
 
 /// `GET /v1/sandboxes/{id}/metrics`: what a running sandbox uses now, from its cgroup.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct SandboxMetrics {
     /// When it was measured.
     pub timestamp: DateTime<Utc>,

@@ -2,9 +2,10 @@
 //! of them at once.
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 /// `POST /v1/volumes`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateVolume {
     /// Its name: 1 to 63 of `a-z`, `0-9`, `-`, `_`, starting with a letter or digit.
@@ -15,7 +16,7 @@ pub struct CreateVolume {
 }
 
 /// A volume.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Volume {
     /// Its name.
     pub name: String,
@@ -32,7 +33,7 @@ pub struct Volume {
 }
 
 /// `POST /v1/volumes/{name}/backup`: a copy of the volume sent to the server's object store.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct VolumeBackup {
     /// The volume.
     pub name: String,
@@ -47,14 +48,14 @@ pub struct VolumeBackup {
 }
 
 /// `GET /v1/volumes`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct VolumeList {
     /// Every volume, by name.
     pub volumes: Vec<Volume>,
 }
 
 /// A volume mounted into a sandbox (`"volumes"` at create).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VolumeMount {
     /// The volume's name.

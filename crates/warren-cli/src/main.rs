@@ -80,7 +80,7 @@ impl ClientOpts {
 #[derive(Subcommand)]
 enum Command {
     /// Run the server: REST API and background workers.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Create a sandbox, run a command in it and stream its output; exits with its code.
     Run(verbs::RunArgs),
     /// Run a command in a running sandbox; streams its output, exits with its code.
@@ -293,6 +293,15 @@ struct ServeArgs {
         value_delimiter = ','
     )]
     insecure_registry: Vec<String>,
+    /// The only registries (host[:port]; docker.io for Docker Hub) image pulls may reach,
+    /// repeat for several; a pull from any other is refused (403 registry_denied) before any
+    /// connection. Without it, any registry.
+    #[arg(
+        long = "allowed-registry",
+        env = "WARREN_ALLOWED_REGISTRY",
+        value_delimiter = ','
+    )]
+    allowed_registry: Vec<String>,
     /// Open files each sandbox process may have (RLIMIT_NOFILE). What a sandbox holds in all
     /// is bounded by its memory limit: each open file is charged to its memory cgroup.
     #[arg(long, env = "WARREN_SANDBOX_NOFILE", default_value_t = 1_048_576, value_parser = clap::value_parser!(u64).range(64..=1_048_576))]
@@ -380,6 +389,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         pull: warren_local::pull::PullConfig {
             auth_file: args.registry_auth,
             insecure: args.insecure_registry,
+            allowed: args.allowed_registry,
         },
         domain: args.domain,
         proxy_listen: args.proxy_listen,
@@ -443,7 +453,7 @@ fn main() -> ExitCode {
     };
     let result = rt.block_on(async move {
         match cli.command {
-            Command::Serve(a) => serve(a).await.map(|_| 0),
+            Command::Serve(a) => serve(*a).await.map(|_| 0),
             Command::Run(a) => verbs::run(a).await,
             Command::Exec(a) => verbs::exec(a).await,
             Command::Ls(a) => verbs::ls(a).await.map(|_| 0),

@@ -216,7 +216,7 @@ pub struct ApiJson<T>(pub T);
 impl<S, T> axum::extract::FromRequest<S> for ApiJson<T>
 where
     S: Send + Sync,
-    T: serde::de::DeserializeOwned,
+    T: serde::de::DeserializeOwned + utoipa::ToSchema,
 {
     type Rejection = ApiError;
 
@@ -229,8 +229,10 @@ where
 }
 
 /// `body` as JSON, with [`ApiJson`]'s errors.
-pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body).map_err(|e| {
+pub fn parse_json<T: serde::de::DeserializeOwned + utoipa::ToSchema>(
+    body: &[u8],
+) -> Result<T, ApiError> {
+    let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| {
         use serde_json::error::Category;
         match e.classify() {
             Category::Data => ApiError::Invalid(format!("invalid request: {e}")),
@@ -238,7 +240,20 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiE
                 ApiError::BadRequest(format!("malformed JSON: {e}"))
             }
         }
-    })
+    })?;
+    crate::body_schema::check::<T>(&value)?;
+    serde_json::from_value(value).map_err(|e| ApiError::Invalid(format!("invalid request: {e}")))
+}
+
+/// An optional body: none (or `null`) is `T`'s default.
+pub fn optional_json<T: serde::de::DeserializeOwned + utoipa::ToSchema + Default>(
+    body: &[u8],
+) -> Result<T, ApiError> {
+    let text = body.trim_ascii();
+    if text.is_empty() || text == b"null" {
+        return Ok(T::default());
+    }
+    parse_json(text)
 }
 
 /// The query extractor whose rejections are [`ApiError`]s.

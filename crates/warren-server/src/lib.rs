@@ -4,6 +4,7 @@
 
 pub mod agent_bin;
 pub mod auth;
+pub mod body_schema;
 mod e2b;
 pub mod error;
 pub mod idempotency;
@@ -15,6 +16,7 @@ pub mod reconciler;
 mod routes;
 pub mod secrets;
 pub mod service;
+pub mod timed_store;
 pub mod tls;
 
 use std::net::SocketAddr;

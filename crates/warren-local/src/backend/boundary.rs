@@ -50,6 +50,7 @@ impl From<PullError> for BackendError {
             PullError::BadLayer { .. } => BackendError::Invalid(e.to_string()),
             PullError::NotFound(m) => BackendError::NotFound(m),
             PullError::Unauthorized(m) => BackendError::Denied(m),
+            PullError::NotAllowed(_) => BackendError::Denied(e.to_string()),
             PullError::DigestMismatch(m) | PullError::Registry(m) => BackendError::Upstream(m),
             PullError::Store(e) => e.into(),
             PullError::Config(m) => BackendError::Internal(m),

@@ -70,6 +70,9 @@ pub enum PullError {
     /// The puller's own configuration is wrong (`--registry-auth`).
     #[error("{0}")]
     Config(String),
+    /// The registry is not among those the server may pull from (`--allowed-registry`).
+    #[error("registry {0} is not one this server pulls from (--allowed-registry)")]
+    NotAllowed(String),
 }
 
 pub use warren_backend::images::{LayerRef, Resolved};
@@ -81,6 +84,9 @@ pub struct PullConfig {
     pub auth_file: Option<PathBuf>,
     /// Registries spoken to over plain HTTP, besides loopback ones (`host:port`).
     pub insecure: Vec<String>,
+    /// The only registries pulls may reach (`host[:port]`, `docker.io` for Docker Hub); empty
+    /// is any.
+    pub allowed: Vec<String>,
 }
 
 pub use warren_backend::images::Progress;
@@ -91,6 +97,7 @@ pub struct Puller {
     store: ImageStore,
     auths: RegistryAuths,
     insecure: Vec<String>,
+    allowed: Vec<String>,
     clients: Mutex<HashMap<String, Arc<Client>>>,
     in_flight: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
@@ -126,16 +133,30 @@ impl Puller {
             store,
             auths,
             insecure: cfg.insecure.clone(),
+            // Docker Hub is spoken to as index.docker.io, and named docker.io by everyone.
+            allowed: cfg
+                .allowed
+                .iter()
+                .map(|h| match h.as_str() {
+                    "docker.io" => "index.docker.io".to_owned(),
+                    h => h.to_owned(),
+                })
+                .collect(),
             clients: Mutex::new(HashMap::new()),
             in_flight: Mutex::new(HashMap::new()),
         })
     }
 
-    fn client_for(&self, registry: &str) -> Arc<Client> {
+    /// The client for `registry`, refused before any connection when the registry is not
+    /// an allowed one.
+    fn client_for(&self, registry: &str) -> Result<Arc<Client>, PullError> {
+        if !self.allowed.is_empty() && !self.allowed.iter().any(|h| h == registry) {
+            return Err(PullError::NotAllowed(registry.to_owned()));
+        }
         let plain = is_loopback(registry) || self.insecure.iter().any(|h| h == registry);
         let key = if plain { registry } else { "" };
         let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
-        clients
+        Ok(clients
             .entry(key.to_owned())
             .or_insert_with(|| {
                 Arc::new(Client::new(ClientConfig {
@@ -152,7 +173,7 @@ impl Puller {
                     ..Default::default()
                 }))
             })
-            .clone()
+            .clone())
     }
 
     /// Parses a reference as Docker does (`alpine` is `docker.io/library/alpine:latest`).
@@ -169,7 +190,7 @@ impl Puller {
     /// Fetches the manifest (for linux/amd64) and config of `reference`.
     pub async fn resolve(&self, reference: &Reference) -> Result<Resolved, PullError> {
         let registry = reference.resolve_registry().to_owned();
-        let client = self.client_for(&registry);
+        let client = self.client_for(&registry)?;
         let auth = self.auths.for_registry(&registry);
         let (manifest, digest, config) =
             match client.pull_manifest_and_config(reference, &auth).await {
@@ -287,7 +308,7 @@ impl Puller {
         progress: Progress,
     ) -> Result<(), PullError> {
         let registry = reference.resolve_registry();
-        let client = self.client_for(registry);
+        let client = self.client_for(registry)?;
         client
             .store_auth_if_needed(registry, &self.auths.for_registry(registry))
             .await;

@@ -15,19 +15,29 @@ use crate::AppState;
 const MAX_LIST: u32 = 1000;
 
 /// `?team=&key=&target=&method=&since=&until=&before=&limit=`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct Query {
+    /// Only this team's entries (the operator's choice; admins see their own team).
     team: Option<String>,
+    /// Only calls made with this key id.
     key: Option<String>,
+    /// Only calls on this target (a sandbox id, a name).
     target: Option<String>,
+    /// Only calls of this HTTP method.
     method: Option<String>,
+    /// Only entries at or after this time (RFC 3339).
     since: Option<DateTime<Utc>>,
+    /// Only entries before this time (RFC 3339).
     until: Option<DateTime<Utc>>,
+    /// Only entries older than this entry id (the next page).
     before: Option<u64>,
+    /// At most this many entries, newest first.
     limit: Option<u32>,
 }
 
+#[utoipa::path(get, path = "/audit", tag = "access", params(Query), responses((status = 200, body = warren_api::AuditList), super::doc::Errors))]
 pub async fn list(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,

@@ -22,8 +22,9 @@ use crate::AppState;
 /// The largest Dockerfile taken.
 const MAX_DOCKERFILE: usize = 1 << 20;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct BuildQuery {
     /// The image to record.
     name: String,
@@ -42,6 +43,7 @@ fn bad(e: axum::extract::multipart::MultipartError) -> ApiError {
 
 /// Multipart fields `dockerfile` (its text) and, when COPY has something to copy, `context`
 /// (a tar of the build context, gzipped or not).
+#[utoipa::path(post, path = "/images/build", tag = "images", params(BuildQuery), request_body(content = String, content_type = "multipart/form-data", description = "Fields `dockerfile` (text) and optionally `context` (a tar of the build context)"), responses((status = 200, description = "The build's events, one BuildEvent of JSON a line; its id in `X-Warren-Build-Id`", content_type = "application/x-ndjson", body = warren_api::build::BuildEvent), super::doc::Errors))]
 pub async fn build(
     State(state): State<AppState>,
     axum::Extension(caller): axum::Extension<crate::auth::Caller>,
@@ -144,6 +146,7 @@ pub async fn build(
 }
 
 /// `GET /v1/images/builds/{id}`: a build's events from the first, following it to its end.
+#[utoipa::path(get, path = "/images/builds/{id}", tag = "images", params(("id" = String, Path, description = "The build's id")), responses((status = 200, description = "The build's events from the first, one BuildEvent of JSON a line", content_type = "application/x-ndjson", body = warren_api::build::BuildEvent), super::doc::Errors))]
 pub async fn follow(
     State(state): State<AppState>,
     axum::Extension(caller): axum::Extension<crate::auth::Caller>,

@@ -23,6 +23,7 @@ pub(super) fn wants_sse(headers: &HeaderMap) -> bool {
         .is_some_and(|a| a.contains("text/event-stream"))
 }
 
+#[utoipa::path(post, path = "/sandboxes/{id}/exec", tag = "processes", params(super::doc::SandboxPath), request_body = warren_api::ExecRequest, responses((status = 200, description = "The command ran to its end (or its timeout). With `Accept: text/event-stream`, its output as it comes: events `stdout`, `stderr` (text), then `exit` (an ExecExit) or `error` (an ErrorBody)", content((warren_api::ExecResult = "application/json"), (String = "text/event-stream"))), super::doc::Errors))]
 pub async fn exec(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -125,12 +126,15 @@ fn json_streamed<T: serde::Serialize + Send + 'static>(v: T) -> Response {
     ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct HistoryQuery {
+    /// The latest this many entries (1 to 10000, default 100).
     limit: Option<u32>,
 }
 
+#[utoipa::path(get, path = "/sandboxes/{id}/execs", tag = "processes", params(super::doc::SandboxPath, HistoryQuery), responses((status = 200, body = warren_api::ExecList), super::doc::Errors))]
 pub async fn history(
     State(state): State<AppState>,
     Path(id): Path<String>,

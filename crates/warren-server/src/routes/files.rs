@@ -11,14 +11,17 @@ use super::sandbox_id;
 use crate::error::{ApiError, ApiQuery};
 use crate::AppState;
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct FileQuery {
+    /// The file's absolute path in the sandbox.
     path: String,
     /// Act as this user of the sandbox (default: its default user).
     user: Option<String>,
 }
 
+#[utoipa::path(get, path = "/sandboxes/{id}/files", tag = "processes", params(super::doc::SandboxPath, FileQuery), responses((status = 200, description = "The file's bytes", content_type = "application/octet-stream", body = super::doc::Binary), super::doc::Errors))]
 pub async fn get(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -33,6 +36,7 @@ pub async fn get(
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], body).into_response())
 }
 
+#[utoipa::path(put, path = "/sandboxes/{id}/files", tag = "processes", params(super::doc::SandboxPath, FileQuery), request_body(content = super::doc::Binary, content_type = "application/octet-stream", description = "The file's bytes"), responses((status = 204, description = "Written (parents made as needed)"), super::doc::Errors))]
 pub async fn put(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -52,6 +56,7 @@ pub async fn put(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(delete, path = "/sandboxes/{id}/files", tag = "processes", params(super::doc::SandboxPath, FileQuery), responses((status = 204, description = "Removed (a directory with what it holds)"), super::doc::Errors))]
 pub async fn delete(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -65,6 +70,7 @@ pub async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(get, path = "/sandboxes/{id}/files/list", tag = "processes", params(super::doc::SandboxPath, FileQuery), responses((status = 200, body = warren_api::FileList), super::doc::Errors))]
 pub async fn list(
     State(state): State<AppState>,
     Path(id): Path<String>,

@@ -16,6 +16,7 @@ use crate::error::{ApiError, ApiJson};
 use crate::service::operations::{Submit, Work};
 use crate::AppState;
 
+#[utoipa::path(put, path = "/v1/images/{name}", tag = "images", params(("name" = String, Path, description = "The image's name (it may hold slashes)"), ("Content-Type" = Option<String>, Header, description = "application/x-tar (an OCI image layout or docker save archive)")), request_body(content = super::doc::Binary, content_type = "application/x-tar"), responses((status = 201, body = warren_api::Image), super::doc::Errors))]
 pub async fn import(
     State(state): State<AppState>,
     axum::Extension(caller): axum::Extension<crate::auth::Caller>,
@@ -40,6 +41,7 @@ pub async fn import(
     Ok((StatusCode::CREATED, Json(image)))
 }
 
+#[utoipa::path(get, path = "/images", tag = "images", responses((status = 200, body = warren_api::ImageList), super::doc::Errors))]
 pub async fn list(
     State(state): State<AppState>,
     axum::Extension(caller): axum::Extension<crate::auth::Caller>,
@@ -49,6 +51,7 @@ pub async fn list(
     }))
 }
 
+#[utoipa::path(delete, path = "/v1/images/{name}", tag = "images", params(("name" = String, Path, description = "The image's name (it may hold slashes)")), responses((status = 204, description = "Removed (its layers stay until a prune)"), super::doc::Errors))]
 pub async fn delete(
     State(state): State<AppState>,
     axum::Extension(caller): axum::Extension<crate::auth::Caller>,
@@ -65,6 +68,7 @@ pub async fn delete(
 /// `POST /v1/images/pull {"ref": …}`: the image once pulled, or with `Accept:
 /// text/event-stream` its progress as SSE events `resolved`, `layer`, then `done` or `error`
 /// (each `data:` one [`PullEvent`] as JSON).
+#[utoipa::path(post, path = "/images/pull", tag = "images", params(super::doc::OperationHeaders), request_body = warren_api::PullImage, responses((status = 200, description = "The image, pulled. With `Accept: text/event-stream`, its progress: events `resolved`, `layer`, then `done` or `error`, each a PullEvent", content((warren_api::Image = "application/json"), (warren_api::PullEvent = "text/event-stream"))), (status = 202, description = "`Prefer: respond-async`: the operation", body = warren_api::Operation), super::doc::Errors))]
 pub async fn pull(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -137,8 +141,9 @@ pub async fn pull(
 }
 
 /// `POST /v1/images/prune`: removes the layers no image or sandbox uses.
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct PruneQuery {
     /// Forget the build cache (and uploaded build files) first, so its layers go too.
     #[serde(default)]
@@ -146,6 +151,7 @@ pub struct PruneQuery {
 }
 
 /// `POST /v1/images/prune[?build_cache=true]`.
+#[utoipa::path(post, path = "/images/prune", tag = "images", params(PruneQuery), responses((status = 200, body = warren_api::image::PruneResult), super::doc::Errors))]
 pub async fn prune(
     State(state): State<AppState>,
     crate::error::ApiQuery(q): crate::error::ApiQuery<PruneQuery>,

@@ -10,22 +10,19 @@ use warren_api::{ApiKey, ApiKeyList, CreateApiKey, CreatedApiKey, Scope};
 use warren_store::Revoked;
 
 use crate::auth::{self, Caller};
-use crate::error::{parse_json, ApiError, ApiQuery};
+use crate::error::{ApiError, ApiQuery};
 use crate::AppState;
 
 const MAX_NAME: usize = 64;
 
+#[utoipa::path(post, path = "/keys", tag = "access", request_body(content = Option<warren_api::CreateApiKey>, description = "Optional: no body is a key named `key` of the caller's team"), responses((status = 201, description = "The key, with its secret (shown once)", body = warren_api::CreatedApiKey), super::doc::Errors))]
 pub async fn create(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     body: axum::body::Bytes,
 ) -> Result<(StatusCode, Json<CreatedApiKey>), ApiError> {
     // No body is a key with the default name.
-    let req: CreateApiKey = if body.iter().all(u8::is_ascii_whitespace) {
-        CreateApiKey::default()
-    } else {
-        parse_json(&body)?
-    };
+    let req: CreateApiKey = crate::error::optional_json(&body)?;
     let name = req.name.unwrap_or_else(|| "key".to_owned());
     if name.is_empty() || name.chars().count() > MAX_NAME || name.chars().any(char::is_control) {
         return Err(ApiError::Invalid(format!(
@@ -88,13 +85,15 @@ pub async fn create(
     ))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// Only this team's (the operator's choice; others see their own).
     team: Option<String>,
 }
 
+#[utoipa::path(get, path = "/keys", tag = "access", params(ListQuery), responses((status = 200, body = warren_api::ApiKeyList), super::doc::Errors))]
 pub async fn list(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -108,6 +107,7 @@ pub async fn list(
 /// Revokes a key at once: the server forgets it as it is revoked, and it is kept, marked, so
 /// the audit log can still name it. The operator's last key cannot go: nothing could then
 /// make another.
+#[utoipa::path(delete, path = "/keys/{id}", tag = "access", params(("id" = String, Path, description = "The key's id")), responses((status = 204, description = "Revoked (still listed, with revoked_at)"), super::doc::Errors))]
 pub async fn delete(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,

@@ -24,11 +24,15 @@ const MAX_PAGE_LINES: u32 = 10_000;
 /// Text in one `follow=false` page at most (one line more than this is still answered alone).
 const PAGE_BYTES: usize = 4 << 20;
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct LogsQuery {
+    /// Lines after this sequence number (default: from the first kept).
     after: Option<u64>,
+    /// Keep the answer open and send lines as they come (server-sent events).
     follow: Option<bool>,
+    /// At most this many lines in a page.
     limit: Option<u32>,
 }
 
@@ -73,6 +77,7 @@ fn line_event(l: &LogLine) -> Event {
         .data(serde_json::to_string(l).unwrap_or_default())
 }
 
+#[utoipa::path(get, path = "/sandboxes/{id}/logs", tag = "processes", params(super::doc::SandboxPath, LogsQuery), responses((status = 200, description = "A page of lines; with `follow=true` or `Accept: text/event-stream`, events `log` (a LogLine) as lines come", content((warren_api::LogList = "application/json"), (String = "text/event-stream"))), super::doc::Errors))]
 pub async fn logs(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -155,6 +160,7 @@ pub async fn logs(
 }
 
 /// `GET /v1/events`: the caller's team's sandboxes and operations as they change.
+#[utoipa::path(get, path = "/events", tag = "operations", responses((status = 200, description = "Server-sent events: `sandbox` (a Sandbox) and `operation` (an Operation) of the key's team as they change; `lagged` (a count) when some were missed", content_type = "text/event-stream", body = String), super::doc::Errors))]
 pub async fn events(
     State(state): State<AppState>,
     axum::Extension(caller): axum::Extension<crate::auth::Caller>,

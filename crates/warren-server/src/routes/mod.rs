@@ -1,6 +1,7 @@
 //! HTTP routes: thin handlers that parse, call the service and map errors.
 mod audit;
 mod build;
+mod doc;
 mod exec;
 mod files;
 mod images;
@@ -18,13 +19,15 @@ mod volumes;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::middleware;
-use axum::routing::{get, post, put};
+use axum::routing::{get, put};
 use axum::Router;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{
     MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
 };
 use tower_http::trace::TraceLayer;
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
+use utoipa_axum::routes;
 use warren_api::SandboxId;
 
 use crate::error::{self, ApiError};
@@ -38,59 +41,50 @@ fn sandbox_id(raw: &str) -> Result<SandboxId, ApiError> {
 
 /// The whole application.
 pub fn router(state: AppState) -> Router {
-    let v1 = Router::new()
-        .route("/sandboxes", post(sandboxes::create).get(sandboxes::list))
-        .route(
-            "/sandboxes/{id}",
-            get(sandboxes::get).delete(sandboxes::delete),
-        )
-        .route("/sandboxes/{id}/stop", post(sandboxes::stop))
-        .route("/sandboxes/{id}/start", post(sandboxes::start))
-        .route("/sandboxes/{id}/pause", post(sandboxes::pause))
-        .route("/sandboxes/{id}/resume", post(sandboxes::resume))
-        .route("/sandboxes/{id}/fork", post(sandboxes::fork))
-        .route("/sandboxes/{id}/snapshots", post(snapshots::create))
-        .route("/snapshots", get(snapshots::list))
-        .route("/pools", post(pools::create).get(pools::list))
-        .route("/pools/{name}", axum::routing::delete(pools::delete))
-        .route(
-            "/snapshots/{name}",
-            get(snapshots::get).delete(snapshots::delete),
-        )
-        .route("/sandboxes/{id}/timeout", post(sandboxes::timeout))
-        .route("/sandboxes/{id}/network", put(sandboxes::network))
-        .route("/sandboxes/{id}/metrics", get(sandboxes::metrics))
-        .route("/sandboxes/{id}/exec", post(exec::exec))
-        .route("/sandboxes/{id}/execs", get(exec::history))
-        .route("/sandboxes/{id}/logs", get(logs::logs))
-        .route(
-            "/sandboxes/{id}/files",
-            get(files::get).put(files::put).delete(files::delete),
-        )
-        .route("/sandboxes/{id}/files/list", get(files::list))
-        .route("/sandboxes/{id}/pty", get(pty::pty))
-        .route("/events", get(logs::events))
-        .route("/operations", get(operations::list))
-        .route("/operations/{id}", get(operations::get))
-        .route("/keys", post(keys::create).get(keys::list))
-        .route("/keys/{id}", axum::routing::delete(keys::delete))
-        .route("/teams", post(teams::create).get(teams::list))
-        .route(
-            "/teams/{name}",
-            get(teams::get).patch(teams::update).delete(teams::delete),
-        )
-        .route("/audit", get(audit::list))
-        .route("/volumes", post(volumes::create).get(volumes::list))
-        .route("/volumes/{name}", get(volumes::get).delete(volumes::delete))
-        .route("/volumes/{name}/backup", post(volumes::backup))
-        .route("/images", get(images::list))
-        .route("/images/pull", post(images::pull))
-        .route("/images/prune", post(images::prune))
-        .route(
-            "/images/build",
-            post(build::build).layer(axum::extract::DefaultBodyLimit::disable()),
-        )
-        .route("/images/builds/{id}", get(build::follow))
+    // Every `/v1` route is registered from its handler's `#[utoipa::path]`, so the document
+    // at `/openapi.json` describes exactly what is served.
+    let (v1, api) = OpenApiRouter::default()
+        .routes(routes!(sandboxes::create, sandboxes::list))
+        .routes(routes!(sandboxes::get, sandboxes::delete))
+        .routes(routes!(sandboxes::stop))
+        .routes(routes!(sandboxes::start))
+        .routes(routes!(sandboxes::pause))
+        .routes(routes!(sandboxes::resume))
+        .routes(routes!(sandboxes::fork))
+        .routes(routes!(snapshots::create))
+        .routes(routes!(snapshots::list))
+        .routes(routes!(pools::create, pools::list))
+        .routes(routes!(pools::delete))
+        .routes(routes!(snapshots::get, snapshots::delete))
+        .routes(routes!(sandboxes::timeout))
+        .routes(routes!(sandboxes::network))
+        .routes(routes!(sandboxes::metrics))
+        .routes(routes!(exec::exec))
+        .routes(routes!(exec::history))
+        .routes(routes!(logs::logs))
+        .routes(routes!(files::get, files::put, files::delete))
+        .routes(routes!(files::list))
+        .routes(routes!(pty::pty))
+        .routes(routes!(logs::events))
+        .routes(routes!(operations::list))
+        .routes(routes!(operations::get))
+        .routes(routes!(keys::create, keys::list))
+        .routes(routes!(keys::delete))
+        .routes(routes!(teams::create, teams::list))
+        .routes(routes!(teams::get, teams::update, teams::delete))
+        .routes(routes!(audit::list))
+        .routes(routes!(volumes::create, volumes::list))
+        .routes(routes!(volumes::get, volumes::delete))
+        .routes(routes!(volumes::backup))
+        .routes(routes!(images::list))
+        .routes(routes!(images::pull))
+        .routes(routes!(images::prune))
+        .routes(routes!(build::build).layer(axum::extract::DefaultBodyLimit::disable()))
+        .routes(routes!(build::follow))
+        .split_for_parts();
+    // An image's name holds slashes: a wildcard route, which OpenAPI cannot say, so it is
+    // described by hand (`doc::ApiDoc`'s paths) as `/v1/images/{name}`.
+    let v1 = v1
         .route(
             "/images/{*name}",
             put(images::import).delete(images::delete),
@@ -112,8 +106,11 @@ pub fn router(state: AppState) -> Router {
                 state.clone(),
                 crate::auth::require_key,
             ));
+    let api = doc::document(api);
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
+        // The document and a page to read it by: public, like the routes it describes.
+        .merge(utoipa_swagger_ui::SwaggerUi::new("/docs").url("/openapi.json", api))
         .merge(metrics)
         .route("/readyz", get(readyz))
         .nest("/v1", v1)
@@ -125,8 +122,15 @@ pub fn router(state: AppState) -> Router {
                 .layer(axum::extract::DefaultBodyLimit::disable()),
         )
         .fallback(error::not_found)
+        // axum adds the route's methods in `Allow`.
         .method_not_allowed_fallback(|| async {
-            ApiError::BadRequest("method not allowed on this route".into())
+            (
+                StatusCode::METHOD_NOT_ALLOWED,
+                axum::Json(warren_api::ErrorBody::new(
+                    "method_not_allowed",
+                    "this route does not take this method (its methods are in Allow)",
+                )),
+            )
         })
         .layer(CatchPanicLayer::custom(panic_response))
         // Every request gets an id (or keeps the client's `X-Request-Id`), answered in the

@@ -134,15 +134,23 @@ pub(super) fn with_operation(mut r: Response, id: &str) -> Response {
 }
 
 /// `GET /v1/operations?target=&kind=&state=&limit=`.
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// Only operations on this target (a sandbox id, an image reference).
     target: Option<String>,
+    /// Only this kind.
+    #[param(value_type = Option<warren_api::OperationKind>)]
     kind: Option<String>,
+    /// Only in this state.
+    #[param(value_type = Option<warren_api::OperationState>)]
     state: Option<String>,
+    /// At most this many, newest first (up to 1000).
     limit: Option<u32>,
 }
 
+#[utoipa::path(get, path = "/operations", tag = "operations", params(ListQuery), responses((status = 200, body = warren_api::OperationList), super::doc::Errors))]
 pub async fn list(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -168,6 +176,7 @@ pub async fn list(
     }))
 }
 
+#[utoipa::path(get, path = "/operations/{id}", tag = "operations", params(("id" = String, Path, description = "The operation's id")), responses((status = 200, body = warren_api::Operation), super::doc::Errors))]
 pub async fn get(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,

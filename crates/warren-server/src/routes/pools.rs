@@ -7,6 +7,7 @@ use warren_api::{CreatePool, Pool, PoolList};
 use crate::error::{ApiError, ApiJson};
 use crate::AppState;
 
+#[utoipa::path(post, path = "/pools", tag = "pools", request_body = warren_api::CreatePool, responses((status = 201, body = warren_api::Pool), super::doc::Errors))]
 pub async fn create(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<CreatePool>,
@@ -17,12 +18,14 @@ pub async fn create(
     ))
 }
 
+#[utoipa::path(get, path = "/pools", tag = "pools", responses((status = 200, body = warren_api::PoolList), super::doc::Errors))]
 pub async fn list(State(state): State<AppState>) -> Result<Json<PoolList>, ApiError> {
     Ok(Json(PoolList {
         pools: state.service.pools().list().await?,
     }))
 }
 
+#[utoipa::path(delete, path = "/pools/{name}", tag = "pools", params(super::doc::NamePath), responses((status = 204, description = "Deleted, with its ready sandboxes"), super::doc::Errors))]
 pub async fn delete(
     State(state): State<AppState>,
     Path(name): Path<String>,

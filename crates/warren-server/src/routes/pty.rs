@@ -1,6 +1,7 @@
 //! `GET /v1/sandboxes/{id}/pty`: a WebSocket terminal. Binary frames carry terminal bytes both
 //! ways; the client sends text `{"resize": {"cols", "rows"}}`; the server ends with text
 //! `{"exit": <code>}` and a close frame.
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, RawQuery, State};
 use axum::response::Response;
@@ -22,13 +23,17 @@ struct Size {
     rows: u32,
 }
 
+#[utoipa::path(get, path = "/sandboxes/{id}/pty", tag = "processes", params(super::doc::SandboxPath, ("cmd" = Option<String>, Query, description = "The program (default: sh)"), ("arg" = Option<Vec<String>>, Query, description = "Its arguments, one `arg` each"), ("cols" = Option<u32>, Query, description = "Columns (default 80)"), ("rows" = Option<u32>, Query, description = "Rows (default 24)"), ("user" = Option<String>, Query, description = "Run as this user of the sandbox")), responses((status = 101, description = "A WebSocket: binary frames are the terminal's bytes both ways; the client sends text `{\"resize\": {\"cols\": C, \"rows\": R}}`, the server ends with text `{\"exit\": N}`"), super::doc::Errors))]
 pub async fn pty(
     State(state): State<AppState>,
     Path(id): Path<String>,
     RawQuery(query): RawQuery,
-    ws: WebSocketUpgrade,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     let id = sandbox_id(&id)?;
+    let ws = ws.map_err(|e| {
+        ApiError::BadRequest(format!("a terminal is a WebSocket: {}", e.body_text()))
+    })?;
     let (mut cmd, mut args, mut cols, mut rows, mut user) = (None, Vec::new(), 80u32, 24u32, None);
     for (k, v) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
         let num = |v: &str| {

@@ -18,6 +18,7 @@ use crate::error::{ApiError, ApiJson, ApiQuery};
 use crate::service::operations::Work;
 use crate::AppState;
 
+#[utoipa::path(post, path = "/sandboxes", tag = "sandboxes", params(super::doc::OperationHeaders), request_body = warren_api::CreateSandbox, responses((status = 201, description = "The sandbox, running (or failed: see its state and error)", body = warren_api::Sandbox), (status = 202, description = "`wait: false`: the sandbox as recorded, starting; `Prefer: respond-async`: the operation", body = super::doc::SandboxOrOperation), super::doc::Errors))]
 pub async fn create(
     State(state): State<AppState>,
     call: OpCall,
@@ -43,6 +44,7 @@ pub async fn create(
     }))
 }
 
+#[utoipa::path(get, path = "/sandboxes", tag = "sandboxes", params(("state" = Option<warren_api::SandboxState>, Query, description = "Only sandboxes in this state. `metadata.KEY=VALUE` parameters keep those whose metadata has KEY set to VALUE.")), responses((status = 200, body = warren_api::SandboxList), super::doc::Errors))]
 pub async fn list(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -71,6 +73,7 @@ pub async fn list(
     }))
 }
 
+#[utoipa::path(get, path = "/sandboxes/{id}", tag = "sandboxes", params(super::doc::SandboxPath), responses((status = 200, body = warren_api::Sandbox), super::doc::Errors))]
 pub async fn get(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -81,6 +84,7 @@ pub async fn get(
     Ok(Json(caller.shown(sandbox)))
 }
 
+#[utoipa::path(delete, path = "/sandboxes/{id}", tag = "sandboxes", params(super::doc::SandboxPath, super::doc::OperationHeaders), responses((status = 204, description = "Deleted"), (status = 202, description = "`Prefer: respond-async`: the operation", body = warren_api::Operation), super::doc::Errors))]
 pub async fn delete(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -99,6 +103,7 @@ async fn sandbox_op(state: &AppState, call: OpCall, work: Work) -> Result<Respon
     Ok(reply.respond(|s, _| Json(s).into_response()))
 }
 
+#[utoipa::path(post, path = "/sandboxes/{id}/stop", tag = "sandboxes", params(super::doc::SandboxPath, super::doc::OperationHeaders), responses((status = 200, description = "The sandbox, stopped", body = warren_api::Sandbox), (status = 202, description = "`Prefer: respond-async`: the operation", body = warren_api::Operation), super::doc::Errors))]
 pub async fn stop(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -108,6 +113,7 @@ pub async fn stop(
     sandbox_op(&state, call, Work::Stop { id }).await
 }
 
+#[utoipa::path(post, path = "/sandboxes/{id}/start", tag = "sandboxes", params(super::doc::SandboxPath, super::doc::OperationHeaders), responses((status = 200, description = "The sandbox, running", body = warren_api::Sandbox), (status = 202, description = "`Prefer: respond-async`: the operation", body = warren_api::Operation), super::doc::Errors))]
 pub async fn start(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -117,6 +123,7 @@ pub async fn start(
     sandbox_op(&state, call, Work::Start { id }).await
 }
 
+#[utoipa::path(post, path = "/sandboxes/{id}/pause", tag = "sandboxes", params(super::doc::SandboxPath, super::doc::OperationHeaders), responses((status = 200, description = "The sandbox, paused", body = warren_api::Sandbox), (status = 202, description = "`Prefer: respond-async`: the operation", body = warren_api::Operation), super::doc::Errors))]
 pub async fn pause(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -127,17 +134,14 @@ pub async fn pause(
 }
 
 /// `POST /v1/sandboxes/{id}/resume`, with an optional body `{"timeout_s": N}`.
+#[utoipa::path(post, path = "/sandboxes/{id}/resume", tag = "sandboxes", params(super::doc::SandboxPath, super::doc::OperationHeaders), request_body(content = Option<warren_api::ResumeSandbox>, description = "Optional"), responses((status = 200, description = "The sandbox, running again", body = warren_api::Sandbox), (status = 202, description = "`Prefer: respond-async`: the operation", body = warren_api::Operation), super::doc::Errors))]
 pub async fn resume(
     State(state): State<AppState>,
     Path(id): Path<String>,
     call: OpCall,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
-    let req: ResumeSandbox = if body.iter().all(u8::is_ascii_whitespace) {
-        ResumeSandbox::default()
-    } else {
-        crate::error::parse_json(&body)?
-    };
+    let req: ResumeSandbox = crate::error::optional_json(&body)?;
     if let Some(t) = req.timeout_s {
         crate::service::validate::timeout_s(t, "timeout_s")?;
     }
@@ -150,17 +154,14 @@ pub async fn resume(
 }
 
 /// `POST /v1/sandboxes/{id}/fork`, with an optional body `{"metadata", "timeout_s"}`.
+#[utoipa::path(post, path = "/sandboxes/{id}/fork", tag = "sandboxes", params(super::doc::SandboxPath, super::doc::OperationHeaders), request_body(content = Option<warren_api::ForkSandbox>, description = "Optional"), responses((status = 201, description = "The new sandbox, running", body = warren_api::Sandbox), (status = 202, description = "`Prefer: respond-async`: the operation", body = warren_api::Operation), super::doc::Errors))]
 pub async fn fork(
     State(state): State<AppState>,
     Path(id): Path<String>,
     call: OpCall,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
-    let req: ForkSandbox = if body.iter().all(u8::is_ascii_whitespace) {
-        ForkSandbox::default()
-    } else {
-        crate::error::parse_json(&body)?
-    };
+    let req: ForkSandbox = crate::error::optional_json(&body)?;
     let work = Work::Fork {
         id: sandbox_id(&id)?,
         request: req,
@@ -169,6 +170,7 @@ pub async fn fork(
     Ok(reply.respond(|s, _| (StatusCode::CREATED, Json(s)).into_response()))
 }
 
+#[utoipa::path(post, path = "/sandboxes/{id}/timeout", tag = "sandboxes", params(super::doc::SandboxPath), request_body = warren_api::SetTimeout, responses((status = 200, body = warren_api::Sandbox), super::doc::Errors))]
 pub async fn timeout(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -183,6 +185,7 @@ pub async fn timeout(
     ))
 }
 
+#[utoipa::path(put, path = "/sandboxes/{id}/network", tag = "sandboxes", params(super::doc::SandboxPath), request_body = warren_api::SetNetwork, responses((status = 200, body = warren_api::Sandbox), super::doc::Errors))]
 pub async fn network(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -196,6 +199,7 @@ pub async fn network(
     ))
 }
 
+#[utoipa::path(get, path = "/sandboxes/{id}/metrics", tag = "sandboxes", params(super::doc::SandboxPath), responses((status = 200, body = warren_api::SandboxMetrics), super::doc::Errors))]
 pub async fn metrics(
     State(state): State<AppState>,
     Path(id): Path<String>,

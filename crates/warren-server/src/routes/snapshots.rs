@@ -13,6 +13,7 @@ use crate::error::{ApiError, ApiJson};
 use crate::service::operations::Work;
 use crate::AppState;
 
+#[utoipa::path(post, path = "/sandboxes/{id}/snapshots", tag = "storage", params(super::doc::SandboxPath, super::doc::OperationHeaders), request_body = warren_api::CreateSnapshot, responses((status = 201, body = warren_api::Snapshot), (status = 202, description = "`Prefer: respond-async`: the operation", body = warren_api::Operation), super::doc::Errors))]
 pub async fn create(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -28,6 +29,7 @@ pub async fn create(
     Ok(reply.respond(|snap, _| (StatusCode::CREATED, Json(snap)).into_response()))
 }
 
+#[utoipa::path(get, path = "/snapshots", tag = "storage", responses((status = 200, body = warren_api::SnapshotList), super::doc::Errors))]
 pub async fn list(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -37,6 +39,7 @@ pub async fn list(
     }))
 }
 
+#[utoipa::path(get, path = "/snapshots/{name}", tag = "storage", params(super::doc::NamePath), responses((status = 200, body = warren_api::Snapshot), super::doc::Errors))]
 pub async fn get(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -51,6 +54,7 @@ pub async fn get(
     ))
 }
 
+#[utoipa::path(delete, path = "/snapshots/{name}", tag = "storage", params(super::doc::NamePath), responses((status = 204, description = "Deleted"), super::doc::Errors))]
 pub async fn delete(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,

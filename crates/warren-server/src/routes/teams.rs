@@ -54,6 +54,7 @@ async fn view(state: &AppState, t: TeamRecord) -> Result<Team, ApiError> {
     })
 }
 
+#[utoipa::path(post, path = "/teams", tag = "access", request_body = warren_api::CreateTeam, responses((status = 201, body = warren_api::Team), super::doc::Errors))]
 pub async fn create(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<CreateTeam>,
@@ -76,6 +77,7 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(view(&state, stored).await?)))
 }
 
+#[utoipa::path(get, path = "/teams", tag = "access", responses((status = 200, body = warren_api::TeamList), super::doc::Errors))]
 pub async fn list(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -93,6 +95,7 @@ fn not_found(name: &str) -> ApiError {
     ApiError::NotFound(format!("team {name:?} not found"))
 }
 
+#[utoipa::path(get, path = "/teams/{name}", tag = "access", params(super::doc::NamePath), responses((status = 200, body = warren_api::Team), super::doc::Errors))]
 pub async fn get(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -110,6 +113,7 @@ pub async fn get(
     Ok(Json(view(&state, t).await?))
 }
 
+#[utoipa::path(patch, path = "/teams/{name}", tag = "access", params(super::doc::NamePath), request_body = warren_api::UpdateTeam, responses((status = 200, body = warren_api::Team), super::doc::Errors))]
 pub async fn update(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -139,6 +143,7 @@ pub async fn update(
 
 /// Deletes a team that holds nothing (sandboxes, volumes, secrets, images, snapshots),
 /// revoking its keys at once.
+#[utoipa::path(delete, path = "/teams/{name}", tag = "access", params(super::doc::NamePath), responses((status = 204, description = "Deleted, its keys revoked"), super::doc::Errors))]
 pub async fn delete(
     State(state): State<AppState>,
     Path(name): Path<String>,

@@ -8,6 +8,7 @@ use crate::auth::Caller;
 use crate::error::{ApiError, ApiJson};
 use crate::AppState;
 
+#[utoipa::path(post, path = "/volumes", tag = "storage", request_body = warren_api::CreateVolume, responses((status = 201, body = warren_api::Volume), super::doc::Errors))]
 pub async fn create(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -21,6 +22,7 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(made)))
 }
 
+#[utoipa::path(get, path = "/volumes", tag = "storage", responses((status = 200, body = warren_api::VolumeList), super::doc::Errors))]
 pub async fn list(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -30,6 +32,7 @@ pub async fn list(
     }))
 }
 
+#[utoipa::path(get, path = "/volumes/{name}", tag = "storage", params(super::doc::NamePath), responses((status = 200, body = warren_api::Volume), super::doc::Errors))]
 pub async fn get(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -40,6 +43,7 @@ pub async fn get(
     ))
 }
 
+#[utoipa::path(delete, path = "/volumes/{name}", tag = "storage", params(super::doc::NamePath), responses((status = 204, description = "Deleted"), super::doc::Errors))]
 pub async fn delete(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -53,6 +57,7 @@ pub async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(post, path = "/volumes/{name}/backup", tag = "storage", params(super::doc::NamePath), responses((status = 200, body = warren_api::VolumeBackup), super::doc::Errors))]
 pub async fn backup(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,

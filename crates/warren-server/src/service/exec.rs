@@ -379,7 +379,7 @@ impl crate::service::Processes<'_> {
                             duration_ms: began.elapsed().as_millis() as u64,
                             timed_out,
                         };
-                        svc.processes().record_exec(&id, &ExecRecord {
+                        svc.processes().record_exec(&id, ExecRecord {
                             id: exec_id.clone(),
                             cmd: history_cmd.clone(),
                             label: label.clone(),
@@ -389,7 +389,7 @@ impl crate::service::Processes<'_> {
                             stderr: kept_err.text(),
                             started_at,
                             duration_ms: exit.duration_ms,
-                        }).await;
+                        });
                         yield ExecEvent::Exit(exit);
                         break;
                     }

@@ -76,14 +76,20 @@ impl crate::service::Processes<'_> {
         self.journal(super::Journal::Exec(id.clone(), Box::new(rec)));
     }
 
-    /// Appends to the history, logging rather than failing.
-    pub(crate) async fn record_exec(&self, id: &SandboxId, rec: &ExecRecord) {
-        insert_history(self.inner.store.as_ref(), id, rec).await
+    /// Appends to the history through the journal, behind the provisioning steps queued
+    /// before it: written directly, a command could land before the steps that preceded it.
+    pub(crate) fn record_exec(&self, id: &SandboxId, rec: ExecRecord) {
+        self.journal(super::Journal::Exec(id.clone(), Box::new(rec)));
     }
 
-    /// The last `limit` entries of a sandbox's history, oldest first.
+    /// The last `limit` entries of a sandbox's history, oldest first, including everything
+    /// recorded before the call.
     pub async fn history(&self, id: &SandboxId, limit: u32) -> Result<Vec<ExecRecord>, ApiError> {
         self.record(id).await?;
+        let (done, written) = tokio::sync::oneshot::channel();
+        self.journal(super::Journal::Written(done));
+        // A stuck store answers with what it has rather than holding the call forever.
+        let _ = tokio::time::timeout(Duration::from_secs(5), written).await;
         Ok(self.inner.store.list_execs(id, limit).await?)
     }
 

@@ -238,6 +238,8 @@ pub(crate) enum Journal {
     Exec(SandboxId, Box<warren_api::ExecRecord>),
     /// The sandbox is gone: drop its log (after everything queued before).
     Forget(SandboxId),
+    /// Answered once everything queued before it is written: reads that must see it wait.
+    Written(tokio::sync::oneshot::Sender<()>),
 }
 
 impl Service {
@@ -253,6 +255,11 @@ impl Service {
     ) -> Self {
         let (journal, queue) = tokio::sync::mpsc::unbounded_channel();
         let (expiries, expiry_queue) = expiry::channel();
+        let telemetry = crate::metrics::Metrics::default();
+        let store: Arc<dyn Store> = Arc::new(crate::timed_store::TimedStore::new(
+            store,
+            telemetry.store_calls(),
+        ));
         let logs = LogHub::new(store.clone(), output.logs);
         tokio::spawn(write_journal(queue, logs.clone(), store.clone()));
         Service {
@@ -266,7 +273,7 @@ impl Service {
                 builds: Mutex::default(),
                 logs,
                 events: tokio::sync::broadcast::channel(1024).0,
-                telemetry: crate::metrics::Metrics::default(),
+                telemetry,
                 ops: {
                     let q = operations::OpQueue::new();
                     q.start_workers(cfg.operation_workers);
@@ -517,6 +524,9 @@ async fn write_journal(
             Journal::Event(id, text) => logs.event(&id, text).await,
             Journal::Exec(id, rec) => history::insert_history(store.as_ref(), &id, &rec).await,
             Journal::Forget(id) => logs.forget(&id).await,
+            Journal::Written(done) => {
+                let _ = done.send(());
+            }
         }
     }
 }
