@@ -23,5 +23,5 @@ cargo test --locked --workspace
 echo "==> the API tests again, on PostgreSQL"
 WARREN_TEST_SERVER_DATABASE=postgres cargo test --locked -p warren-cli \
   --test lifecycle --test operations --test control --test teams --test team_limits --test api_errors --test logs --test survival --test keys \
-  --test exec --test files --test snapshots --test pause --test volumes --test pools \
+  --test openapi --test exec --test files --test snapshots --test pause --test volumes --test pools \
   --test images --test registry_pull --test e2b_api

@@ -230,6 +230,9 @@ async fn metrics_tell_sandboxes_operations_execs_and_headroom() {
     );
     assert!(value("warren_exec_duration_seconds_count") >= 1.0);
     assert!(value("warren_store_round_trip_seconds") > 0.0);
+    // Every store call is timed, by call: the create recorded its sandbox.
+    assert!(value(r#"warren_store_call_duration_seconds_count{call="insert_sandbox"}"#) >= 1.0);
+    assert!(value(r#"warren_store_call_duration_seconds_sum{call="insert_sandbox"}"#) > 0.0);
     assert!(value("warren_host_memory_available_bytes") > 0.0);
     assert!(value("warren_host_disk_available_bytes") > 0.0);
     assert!(value("warren_host_cpus") >= 1.0);
