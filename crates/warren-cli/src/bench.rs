@@ -6,6 +6,8 @@
 //! (see [`gvisor`]); `warren bench checkpoint` raw runsc checkpoint and restore (see
 //! [`checkpoint`]).
 mod checkpoint;
+mod control;
+mod control_scale;
 mod gvisor;
 mod image;
 mod load;
@@ -61,6 +63,10 @@ pub enum BenchCommand {
     /// Pause, resume and snapshot with images on local disk only, then also sent to an object
     /// store (`--object-store`), in one run: their p50/p95 and what a snapshot takes in each.
     Store(store::StoreBenchArgs),
+    /// The control plane: create and exec p50 on SQLite and PostgreSQL, a burst of concurrent
+    /// creates, GET throughput, and many idle sandboxes per runtime (list/get/exec at 10 and
+    /// at the count, memory per sandbox), in one run.
+    Control(control::ControlBenchArgs),
 }
 
 #[derive(Args)]
@@ -122,6 +128,7 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
         Some(BenchCommand::Checkpoint(c)) => return checkpoint::run(c).await,
         Some(BenchCommand::State(st)) => return state::run(st).await,
         Some(BenchCommand::Store(st)) => return store::run(st).await,
+        Some(BenchCommand::Control(c)) => return control::run(c).await,
         None => {}
     }
     let runtimes = a.runtimes();

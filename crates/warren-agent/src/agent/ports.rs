@@ -1,5 +1,9 @@
-//! `GET /ports`: the TCP sockets in LISTEN state in the sandbox's network namespace, read from
-//! the kernel's `/proc/net/tcp` and `/proc/net/tcp6` tables.
+//! `GET /ports`: the TCP sockets in LISTEN state in the sandbox's network namespace, asked of
+//! the kernel by netlink (`diag`), else read from its `/proc/net/tcp` and `/proc/net/tcp6`
+//! tables. Those tables cost a walk of the host's whole connection hash, every namespace's:
+//! ~6 ms each on a 24 GiB host, against a walk of the listening sockets alone.
+
+mod diag;
 
 use std::collections::BTreeSet;
 use std::io;
@@ -38,8 +42,14 @@ pub async fn response(own_port: u16) -> hyper::Response<AgentBody> {
     }
 }
 
-/// Listening sockets, sorted and without duplicates (`SO_REUSEPORT` gives several per port).
+/// Listening sockets, sorted and without duplicates (`SO_REUSEPORT` gives several per port):
+/// from the kernel's sock_diag, or where there is none (gVisor's netstack) its tables.
 async fn listening(own_port: u16) -> io::Result<Vec<ListeningPort>> {
+    if let Ok(Ok(found)) = tokio::task::spawn_blocking(diag::listening).await {
+        let ports: BTreeSet<ListeningPort> =
+            found.into_iter().filter(|p| p.port != own_port).collect();
+        return Ok(ports.into_iter().collect());
+    }
     let v4 = tokio::fs::read_to_string(TCP4).await?;
     // A kernel without IPv6 has no tcp6 table: nothing listens there.
     let v6 = match tokio::fs::read_to_string(TCP6).await {

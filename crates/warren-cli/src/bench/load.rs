@@ -78,13 +78,25 @@ pub async fn wrk(
     threads: u32,
     duration: Duration,
 ) -> anyhow::Result<WrkResult> {
+    let header = host.map(|h| format!("Host: {h}"));
+    wrk_with(url, header.as_slice(), connections, threads, duration).await
+}
+
+/// Runs wrk against `url`, sending `headers` (`Name: value`) with each request.
+pub async fn wrk_with(
+    url: &str,
+    headers: &[String],
+    connections: u32,
+    threads: u32,
+    duration: Duration,
+) -> anyhow::Result<WrkResult> {
     let mut cmd = Command::new("wrk");
     cmd.arg(format!("-t{threads}"))
         .arg(format!("-c{connections}"))
         .arg(format!("-d{}s", duration.as_secs().max(1)))
         .arg("--latency");
-    if let Some(h) = host {
-        cmd.arg("-H").arg(format!("Host: {h}"));
+    for h in headers {
+        cmd.arg("-H").arg(h);
     }
     let out = cmd
         .arg(url)

@@ -42,7 +42,17 @@ impl InProcess {
     pub async fn shutdown(self) -> bool {
         self.task.abort();
         let mut clean = true;
-        match self.service.sandboxes().list_all().await {
+        // On PostgreSQL the pool may still hold connections the server's HTTP workers made:
+        // their runtimes ended with the server, and each such connection fails once as it is
+        // found dead and dropped.
+        let mut listed = self.service.sandboxes().list_all().await;
+        for _ in 0..8 {
+            if listed.is_ok() {
+                break;
+            }
+            listed = self.service.sandboxes().list_all().await;
+        }
+        match listed {
             Ok(all) => {
                 for s in &all {
                     if s.state != SandboxState::Deleted {
@@ -82,7 +92,8 @@ pub struct Api {
     /// Where the server listens.
     pub addr: SocketAddr,
     base: String,
-    key: String,
+    /// The scratch server's admin key.
+    pub key: String,
     http: reqwest::Client,
 }
 
@@ -100,7 +111,8 @@ impl Api {
         })
     }
 
-    fn req(&self, method: Method, path: &str) -> RequestBuilder {
+    /// A request to `path` with the key.
+    pub fn req(&self, method: Method, path: &str) -> RequestBuilder {
         self.http
             .request(method, format!("{}{path}", self.base))
             .bearer_auth(&self.key)
@@ -371,6 +383,19 @@ pub async fn start_with_store(
         ..ServerConfig::default()
     };
     start_config(dir, Runtime::Gvisor, cfg, slot).await
+}
+
+/// A scratch server on `database` (a PostgreSQL URL; none is SQLite in its data dir).
+pub async fn start_on(
+    dir: &Path,
+    database: Option<String>,
+    slot: &mut Option<InProcess>,
+) -> anyhow::Result<(Api, PathBuf)> {
+    let cfg = ServerConfig {
+        database,
+        ..ServerConfig::default()
+    };
+    start_config(dir, Runtime::Runc, cfg, slot).await
 }
 
 /// [`start_with_output`], gVisor sandboxes running as `gvisor` says.
