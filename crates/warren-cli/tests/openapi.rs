@@ -163,7 +163,7 @@ async fn schemathesis_finds_nothing() {
         r#"
 hooks = "{hooks}"
 [[operations]]
-include-path-regex = '^/v1/sandboxes/\{{id\}}/(exec|execs|files|files/list|metrics|snapshots|pty|timeout)$'
+include-path-regex = '^/v1/sandboxes/\{{id\}}/(exec|execs|files|files/list|metrics|snapshots|pty)$'
 parameters = {{ "id" = "{id}" }}
 [[operations]]
 include-path = "/v1/sandboxes/{{id}}/logs"

@@ -9,17 +9,31 @@ use utoipa::ToSchema;
 
 use crate::error::ApiError;
 
+/// Bytes of the refusal's own words a 422 quotes.
+const MAX_MESSAGE: usize = 300;
+
 /// `value` fits `T`'s schema, or the first place it does not, as a 422.
 pub fn check<T: ToSchema>(value: &Value) -> Result<(), ApiError> {
     let validator = validator::<T>()?;
-    let first = validator.iter_errors(value).next().map(|e| {
-        let at = e.instance_path().to_string();
-        let at = if at.is_empty() { "the body".into() } else { at };
-        format!("invalid request: {at}: {e}")
-    });
-    match first {
-        None => Ok(()),
-        Some(m) => Err(ApiError::Invalid(m)),
+    // `validate` stops at the first error (`iter_errors` would find them all: a body of a
+    // million wrong items would cost a million errors), and the error quotes what it refused,
+    // so the message is cut.
+    match validator.validate(value) {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            let at = e.instance_path().to_string();
+            let at = if at.is_empty() { "the body".into() } else { at };
+            let mut what = e.to_string();
+            if what.len() > MAX_MESSAGE {
+                let mut end = MAX_MESSAGE;
+                while !what.is_char_boundary(end) {
+                    end -= 1;
+                }
+                what.truncate(end);
+                what.push('…');
+            }
+            Err(ApiError::Invalid(format!("invalid request: {at}: {what}")))
+        }
     }
 }
 
@@ -89,6 +103,13 @@ mod tests {
             let e = check::<warren_api::UpdateTeam>(&bad).expect_err("refused");
             assert!(matches!(e, ApiError::Invalid(_)), "{e}");
         }
+    }
+
+    #[test]
+    fn a_huge_wrong_body_costs_one_short_error() {
+        let many = json!({"cmd": vec![1; 100_000]});
+        let e = check::<warren_api::ExecRequest>(&many).expect_err("refused");
+        assert!(e.to_string().len() < 2 * MAX_MESSAGE, "{e}");
     }
 
     #[test]

@@ -461,6 +461,8 @@ impl Server {
             }
         }
         service.backend().drain_warm().await;
+        // What the last calls journaled (history, log events) is written before the end.
+        service.processes().journal_written().await;
         service.leave().await;
         // Sandboxes outlive the server; only when none of its own is left is the host's
         // shared state tidied.

@@ -98,8 +98,10 @@ async fn measure(
     let mut places: Vec<(&'static str, Option<String>)> = vec![("sqlite", None)];
     if let Some(admin) = &a.postgres {
         let name = format!("warren_bench_{}", std::process::id());
-        let url = create_database(admin, &name).await?;
-        *made_db = Some((admin.clone(), name));
+        let url = database_url(admin, &name)?;
+        // Noted before it is made: an interrupted run still drops it.
+        *made_db = Some((admin.clone(), name.clone()));
+        create_database(admin, &name).await?;
         places.push(("postgres", Some(url)));
     }
     for (database, url) in places {
@@ -128,10 +130,13 @@ async fn measure(
     })
 }
 
+/// An idle busybox sandbox under runc that lives until deleted (the default 300 s would end
+/// the first of a thousand before the last is made).
 pub(super) fn runc_busybox() -> CreateSandbox {
     CreateSandbox {
         image: Some(IMAGE.to_owned()),
         runtime: Some(Runtime::Runc),
+        timeout_s: Some(0),
         ..Default::default()
     }
 }
@@ -241,7 +246,23 @@ async fn burst(api: &Api, n: u32) -> anyhow::Result<Burst> {
     Ok(out)
 }
 
-async fn create_database(admin: &str, name: &str) -> anyhow::Result<String> {
+/// `admin` with its database replaced by `name` (its query, such as `?sslmode=`, kept).
+fn database_url(admin: &str, name: &str) -> anyhow::Result<String> {
+    let (base, query) = match admin.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (admin, None),
+    };
+    let (server, _) = base
+        .rsplit_once('/')
+        .filter(|(s, _)| s.contains("://") && !s.ends_with('/'))
+        .context("--postgres must name a database (postgres://USER:PASSWORD@HOST:PORT/postgres)")?;
+    Ok(match query {
+        Some(q) => format!("{server}/{name}?{q}"),
+        None => format!("{server}/{name}"),
+    })
+}
+
+async fn create_database(admin: &str, name: &str) -> anyhow::Result<()> {
     let pool = sqlx::PgPool::connect(admin)
         .await
         .with_context(|| format!("connecting to {admin}"))?;
@@ -253,10 +274,7 @@ async fn create_database(admin: &str, name: &str) -> anyhow::Result<String> {
         .execute(&pool)
         .await
         .with_context(|| format!("creating database {name} (the role needs CREATEDB)"))?;
-    let (base, _) = admin
-        .rsplit_once('/')
-        .context("--postgres must name a database (…/postgres)")?;
-    Ok(format!("{base}/{name}"))
+    Ok(())
 }
 
 async fn drop_database(admin: &str, name: &str) {

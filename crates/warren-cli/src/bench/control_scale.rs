@@ -156,8 +156,15 @@ async fn at(api: &Api, ids: &[SandboxId], n: u32, label: &str) -> anyhow::Result
         let t = std::time::Instant::now();
         let all = api.get_json("/v1/sandboxes").await?;
         let l = t.elapsed();
-        let listed = all["sandboxes"].as_array().map_or(0, Vec::len);
-        anyhow::ensure!(listed == ids.len(), "listed {listed} of {count} sandboxes");
+        let listed: std::collections::HashSet<&str> = all["sandboxes"]
+            .as_array()
+            .map(|l| l.iter().filter_map(|s| s["id"].as_str()).collect())
+            .unwrap_or_default();
+        let missing = ids.iter().filter(|i| !listed.contains(i.as_str())).count();
+        anyhow::ensure!(
+            missing == 0,
+            "{missing} of {count} sandboxes were not listed"
+        );
         let t = std::time::Instant::now();
         api.get_json(&format!("/v1/sandboxes/{id}")).await?;
         let g = t.elapsed();

@@ -46,7 +46,7 @@ impl InProcess {
         // their runtimes ended with the server, and each such connection fails once as it is
         // found dead and dropped.
         let mut listed = self.service.sandboxes().list_all().await;
-        for _ in 0..8 {
+        for _ in 0..32 {
             if listed.is_ok() {
                 break;
             }

@@ -125,6 +125,16 @@ fn is_loopback(registry: &str) -> bool {
 impl Puller {
     /// A puller storing into `store`.
     pub fn new(store: ImageStore, cfg: &PullConfig) -> Result<Self, PullError> {
+        // A URL or a path would never equal a registry's name: refused, not silently inert.
+        if let Some(bad) = cfg
+            .allowed
+            .iter()
+            .find(|h| h.is_empty() || h.contains("://") || h.contains('/'))
+        {
+            return Err(PullError::Config(format!(
+                "--allowed-registry {bad:?}: give a registry as host[:port] (docker.io, ghcr.io, 127.0.0.1:5000)"
+            )));
+        }
         let auths = match &cfg.auth_file {
             Some(path) => RegistryAuths::load(path)?,
             None => RegistryAuths::default(),

@@ -24,6 +24,9 @@ pub enum Errors {
     /// `not_found`: no such thing for this key's team.
     #[response(status = 404)]
     NotFound(ErrorBody),
+    /// `method_not_allowed`: the route does not take this method; `Allow` names those it does.
+    #[response(status = 405)]
+    MethodNotAllowed(ErrorBody),
     /// `conflict`: the thing exists already, or is in a state that does not allow the call.
     #[response(status = 409)]
     Conflict(ErrorBody),

@@ -389,7 +389,7 @@ impl crate::service::Processes<'_> {
                             stderr: kept_err.text(),
                             started_at,
                             duration_ms: exit.duration_ms,
-                        });
+                        }).await;
                         yield ExecEvent::Exit(exit);
                         break;
                     }

@@ -77,19 +77,27 @@ impl crate::service::Processes<'_> {
     }
 
     /// Appends to the history through the journal, behind the provisioning steps queued
-    /// before it: written directly, a command could land before the steps that preceded it.
-    pub(crate) fn record_exec(&self, id: &SandboxId, rec: ExecRecord) {
+    /// before it (written directly, a command could land before the steps that preceded it),
+    /// and waits until it is written: the exec's answer comes after its record, which any
+    /// server sharing the database then reads.
+    pub(crate) async fn record_exec(&self, id: &SandboxId, rec: ExecRecord) {
         self.journal(super::Journal::Exec(id.clone(), Box::new(rec)));
+        self.journal_written().await;
+    }
+
+    /// Waits until everything journaled before the call is written (at most 5 s: a stuck
+    /// store answers with what it has rather than holding the caller forever).
+    pub(crate) async fn journal_written(&self) {
+        let (done, written) = tokio::sync::oneshot::channel();
+        self.journal(super::Journal::Written(done));
+        let _ = tokio::time::timeout(Duration::from_secs(5), written).await;
     }
 
     /// The last `limit` entries of a sandbox's history, oldest first, including everything
     /// recorded before the call.
     pub async fn history(&self, id: &SandboxId, limit: u32) -> Result<Vec<ExecRecord>, ApiError> {
         self.record(id).await?;
-        let (done, written) = tokio::sync::oneshot::channel();
-        self.journal(super::Journal::Written(done));
-        // A stuck store answers with what it has rather than holding the call forever.
-        let _ = tokio::time::timeout(Duration::from_secs(5), written).await;
+        self.journal_written().await;
         Ok(self.inner.store.list_execs(id, limit).await?)
     }
 

@@ -14,6 +14,14 @@ use warren_agent::protocol::ListeningPort;
 /// Both families' listening sockets (duplicates and the agent's own included).
 pub fn listening() -> io::Result<Vec<ListeningPort>> {
     let mut socket = Socket::new(NETLINK_SOCK_DIAG)?;
+    // A kernel that takes the request and never answers must not hold the call: the tables
+    // in /proc answer instead.
+    nix::sys::socket::setsockopt(
+        &socket,
+        nix::sys::socket::sockopt::ReceiveTimeout,
+        &nix::sys::time::TimeVal::new(1, 0),
+    )
+    .map_err(io::Error::from)?;
     socket.bind_auto()?;
     socket.connect(&SocketAddr::new(0, 0))?;
     let mut found = Vec::new();
