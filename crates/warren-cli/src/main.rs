@@ -13,6 +13,7 @@ mod pool;
 mod shell;
 mod snapshot;
 mod team;
+mod telemetry;
 mod verbs;
 mod volume;
 
@@ -212,6 +213,14 @@ impl OutputArgs {
 
 #[derive(Args)]
 struct ServeArgs {
+    /// Send the server's spans (each request with its id, each operation, their steps) to
+    /// an OpenTelemetry collector at this OTLP/HTTP base URL, e.g. http://127.0.0.1:4318
+    /// (they go to /v1/traces). Without it none are sent.
+    #[arg(long, env = "WARREN_OTLP_ENDPOINT")]
+    otlp_endpoint: Option<String>,
+    /// The `service.name` the spans carry.
+    #[arg(long, env = "WARREN_OTLP_SERVICE_NAME", default_value = "warren")]
+    otlp_service_name: String,
     /// Address of the API.
     #[arg(long, env = "WARREN_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
@@ -311,6 +320,11 @@ struct ServeArgs {
     /// the default table a few sandboxes within their memory could fill it for the whole host.
     #[arg(long, env = "WARREN_RAISE_FILE_MAX", default_value_t = true, action = clap::ArgAction::Set)]
     raise_file_max: bool,
+    /// Raise the kernel's kernel.pid_max to 4194304 at start (host-wide, as systemd does on
+    /// most distributions): a gVisor sandbox holds some thirty threads, and the old default
+    /// of 32768 ids ends a host's room near a thousand sandboxes whatever their memory.
+    #[arg(long, env = "WARREN_RAISE_PID_MAX", default_value_t = true, action = clap::ArgAction::Set)]
+    raise_pid_max: bool,
     /// The runsc binary for gVisor sandboxes [default: the pinned build scripts/install-deps.sh
     /// installs in /opt/warren/runsc/VERSION/, else runsc on PATH].
     #[arg(long, env = "WARREN_RUNSC")]
@@ -369,6 +383,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         favor_dynmods: args.cgroup_favordynmods,
         sandbox_nofile: args.sandbox_nofile,
         raise_file_max: args.raise_file_max,
+        raise_pid_max: args.raise_pid_max,
         gvisor: warren_local::runtime::GvisorConfig {
             binary: args
                 .runsc
@@ -434,16 +449,22 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("WARREN_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        // Colours only on a terminal: a log file keeps plain text to grep.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     let cli = Cli::parse();
+    let otlp = match &cli.command {
+        Command::Serve(a) => a.otlp_endpoint.clone().map(|endpoint| telemetry::Otlp {
+            endpoint,
+            service_name: a.otlp_service_name.clone(),
+        }),
+        _ => None,
+    };
+    // Kept to the end of main: dropping it sends the spans still queued.
+    let _telemetry = match telemetry::init(otlp) {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

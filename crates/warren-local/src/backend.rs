@@ -95,6 +95,8 @@ pub struct LocalConfig {
     pub nofile: u64,
     /// Raise the host's `fs.file-max` (see [`crate::host::raise_file_max`]): host-wide.
     pub raise_file_max: bool,
+    /// Raise the host's `kernel.pid_max` (see [`crate::host::raise_pid_max`]): host-wide.
+    pub raise_pid_max: bool,
     /// How gVisor sandboxes run.
     pub gvisor: crate::runtime::GvisorConfig,
     /// Where pause images are kept besides local disk (`--object-store`).
@@ -205,6 +207,16 @@ impl LocalBackend {
                 ),
                 Ok(false) => {}
                 Err(e) => tracing::warn!("raising fs.file-max: {e}"),
+            }
+        }
+        if cfg.raise_pid_max {
+            match crate::host::raise_pid_max() {
+                Ok(true) => tracing::info!(
+                    "raised kernel.pid_max to 4194304: gVisor sandboxes hold some thirty \
+                     threads each (--raise-pid-max=false leaves it)"
+                ),
+                Ok(false) => {}
+                Err(e) => tracing::warn!("raising kernel.pid_max: {e}"),
             }
         }
         let images = ImageStore::open(&cfg.data_dir.join("images"))?;

@@ -105,6 +105,25 @@ pub fn private_dirs(
     chmod(rootfs_root, 0o710)
 }
 
+/// The kernel's limit of process ids (and so of threads) host-wide, raised to the 64-bit
+/// most (as systemd does on most distributions) when below it: a gVisor sandbox holds some
+/// thirty threads, so the old default of 32768 ends the host's room near a thousand
+/// sandboxes, whatever their memory. Each sandbox's own are bounded by its `pids` limit.
+/// Returns whether it changed anything.
+pub fn raise_pid_max() -> std::io::Result<bool> {
+    // The 64-bit kernel's most, and systemd's own setting on most distributions.
+    const MAX: u64 = 4_194_304;
+    let now: u64 = fs::read_to_string("/proc/sys/kernel/pid_max")?
+        .trim()
+        .parse()
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+    if now >= MAX {
+        return Ok(false);
+    }
+    fs::write("/proc/sys/kernel/pid_max", MAX.to_string())?;
+    Ok(true)
+}
+
 /// The kernel's limit of open files host-wide, raised to the largest value (as systemd does
 /// on most distributions) when below it. Each open file is charged to its sandbox's memory
 /// cgroup, so `memory_mb` bounds what one sandbox may hold; with the default limit (a tenth

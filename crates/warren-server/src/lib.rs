@@ -113,6 +113,8 @@ pub struct ServerConfig {
     pub sandbox_nofile: u64,
     /// Raise the host's `fs.file-max` at start (host-wide).
     pub raise_file_max: bool,
+    /// Raise the host's `kernel.pid_max` at start (host-wide).
+    pub raise_pid_max: bool,
     /// Which `runsc`, platform and network stack gVisor sandboxes use.
     pub gvisor: warren_local::runtime::GvisorConfig,
     /// How much of sandboxes' output is kept (exec answers, logs).
@@ -209,6 +211,7 @@ impl Default for ServerConfig {
             http_workers: None,
             sandbox_nofile: 1_048_576,
             raise_file_max: true,
+            raise_pid_max: true,
             gvisor: Default::default(),
             output: Default::default(),
             database: None,
@@ -325,6 +328,7 @@ impl Server {
             pull: cfg.pull.clone(),
             nofile: cfg.sandbox_nofile,
             raise_file_max: cfg.raise_file_max,
+            raise_pid_max: cfg.raise_pid_max,
             gvisor: cfg.gvisor.clone(),
             offsite,
         })?;

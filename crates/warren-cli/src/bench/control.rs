@@ -70,6 +70,8 @@ pub struct ControlReport {
     iterations: u32,
     databases: Vec<DatabaseRow>,
     scale: Vec<ScaleRow>,
+    /// Scale series that failed, with why.
+    scale_failed: Vec<String>,
 }
 
 pub async fn run(a: ControlBenchArgs) -> anyhow::Result<()> {
@@ -121,12 +123,13 @@ async fn measure(
     std::fs::create_dir_all(&sub)?;
     let (api, _) = server::start_on(&sub, None, slot).await?;
     api.import(&tar).await?;
-    let scale = control_scale::measure(&api, &a.scale, a.iterations).await?;
+    let (scale, scale_failed) = control_scale::measure(&api, &a.scale, a.iterations).await;
     Ok(ControlReport {
         cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
         iterations: a.iterations,
         databases,
         scale,
+        scale_failed,
     })
 }
 
@@ -327,6 +330,6 @@ fn table(r: &ControlReport) -> String {
         }
     }
     out += "\n";
-    out += &control_scale::table(&r.scale);
+    out += &control_scale::table(&r.scale, &r.scale_failed);
     out
 }

@@ -56,17 +56,51 @@ pub struct ScaleRow {
     host_kib_per_sandbox: f64,
 }
 
-pub async fn measure(api: &Api, a: &ScaleArgs, n: u32) -> anyhow::Result<Vec<ScaleRow>> {
-    let mut rows = Vec::new();
+/// Each runtime's series; one that fails is reported by its error, the others still run.
+pub async fn measure(api: &Api, a: &ScaleArgs, n: u32) -> (Vec<ScaleRow>, Vec<String>) {
+    let (mut rows, mut failed) = (Vec::new(), Vec::new());
     for (rt, count) in [
         (Runtime::Runc, a.runc_count),
         (Runtime::Gvisor, a.gvisor_count),
     ] {
-        if count > FEW {
-            rows.push(series(api, rt, count, a.memory_floor_pct, n).await?);
+        if count <= FEW {
+            continue;
+        }
+        let mut ids = Vec::new();
+        let row = series(api, rt, count, a.memory_floor_pct, n, &mut ids).await;
+        eprintln!("scale {rt}: deleting {} sandboxes", ids.len());
+        for id in &ids {
+            if let Err(e) = api.delete(id).await {
+                eprintln!("scale {rt}: deleting {id}: {e:#}");
+            }
+        }
+        match row {
+            Ok(row) => rows.push(row),
+            Err(e) => failed.push(format!("{rt}: {e:#}")),
         }
     }
-    Ok(rows)
+    (rows, failed)
+}
+
+/// Threads on the host now (every process's), and how many the kernel allows (the lower of
+/// kernel.pid_max and kernel.threads-max): a gVisor sandbox holds some thirty.
+fn threads() -> (u64, u64) {
+    let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
+    let now = read("/proc/loadavg")
+        .split_whitespace()
+        .nth(3)
+        .and_then(|f| f.split_once('/'))
+        .and_then(|(_, total)| total.parse().ok())
+        .unwrap_or(0);
+    let limit = [
+        read("/proc/sys/kernel/pid_max"),
+        read("/proc/sys/kernel/threads-max"),
+    ]
+    .iter()
+    .filter_map(|v| v.trim().parse::<u64>().ok())
+    .min()
+    .unwrap_or(u64::MAX);
+    (now, limit)
 }
 
 async fn series(
@@ -75,24 +109,33 @@ async fn series(
     count: u32,
     floor_pct: u64,
     n: u32,
+    ids: &mut Vec<SandboxId>,
 ) -> anyhow::Result<ScaleRow> {
     let body = || warren_api::CreateSandbox {
         runtime: Some(rt),
         ..super::control::runc_busybox()
     };
-    let mut ids: Vec<SandboxId> = Vec::new();
     let label = format!("scale {rt}:");
     while ids.len() < FEW as usize {
         ids.push(api.create_with(body()).await?.1.id);
     }
-    let few = at(api, &ids, n, &label).await?;
+    let few = at(api, ids, n, &label).await?;
     let total = meminfo_kib("MemTotal");
     let floor = total * floor_pct / 100;
     let mut creates = Vec::new();
     let mut stopped_because = None;
     let mut per_sandbox_kib = 0;
+    let mut per_sandbox_threads = 0;
     while ids.len() < count as usize {
         let before = meminfo_kib("MemAvailable");
+        let (threads_now, threads_max) = threads();
+        if threads_now + per_sandbox_threads * 2 > threads_max / 100 * 90 {
+            stopped_because = Some(format!(
+                "the host's threads ({threads_now}) neared the kernel's limit ({threads_max}: \
+                 kernel.pid_max, kernel.threads-max)"
+            ));
+            break;
+        }
         if rt == Runtime::Gvisor && before.saturating_sub(per_sandbox_kib * 2) < floor {
             stopped_because = Some(format!(
                 "the host's available memory ({} MiB) neared the floor ({} MiB)",
@@ -114,6 +157,10 @@ async fn series(
         per_sandbox_kib = before
             .saturating_sub(meminfo_kib("MemAvailable"))
             .max(per_sandbox_kib);
+        per_sandbox_threads = threads()
+            .0
+            .saturating_sub(threads_now)
+            .max(per_sandbox_threads);
         super::progress(&format!("{label} create"), ids.len() as u32, count);
     }
     if stopped_because.is_some() && std::io::IsTerminal::is_terminal(&std::io::stderr()) {
@@ -121,7 +168,7 @@ async fn series(
     }
     // Idle means idle: let the creates' own work (log tailers starting, samplers) settle.
     tokio::time::sleep(Duration::from_secs(10)).await;
-    let many = at(api, &ids, n, &label).await?;
+    let many = at(api, ids, n, &label).await?;
     let made = (ids.len() as u32).saturating_sub(FEW).max(1) as f64;
     let last = &creates[creates.len().saturating_sub(n as usize)..];
     let row = ScaleRow {
@@ -138,10 +185,6 @@ async fn series(
         many,
         create_at_many: Stats::of(last),
     };
-    eprintln!("{label} deleting {} sandboxes", ids.len());
-    for id in &ids {
-        api.delete(id).await?;
-    }
     Ok(row)
 }
 
@@ -203,8 +246,11 @@ fn status_kib(field: &str) -> u64 {
     kib_field("/proc/self/status", field)
 }
 
-pub fn table(rows: &[ScaleRow]) -> String {
+pub fn table(rows: &[ScaleRow], failed: &[String]) -> String {
     let mut out = String::new();
+    for f in failed {
+        out += &format!("scale series failed: {f}\n");
+    }
     if rows.is_empty() {
         return out;
     }
