@@ -11,13 +11,13 @@ use serde_json::{json, Value};
 
 /// A PostgreSQL database of this test's own on `WARREN_TEST_POSTGRES` (which
 /// `scripts/postgres-up.sh` prints).
-async fn shared_database() -> String {
+async fn shared_database(test: &str) -> String {
     let admin_url = std::env::var("WARREN_TEST_POSTGRES")
         .expect("WARREN_TEST_POSTGRES must name a PostgreSQL (scripts/postgres-up.sh prints it)");
     let admin = sqlx::PgPool::connect(&admin_url)
         .await
         .expect("connecting to WARREN_TEST_POSTGRES");
-    let name = format!("warren_test_servers_{}", std::process::id());
+    let name = format!("warren_test_servers_{test}_{}", std::process::id());
     for sql in [
         format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
         format!("CREATE DATABASE {name}"),
@@ -37,6 +37,29 @@ fn args<'a>(db: &'a str, name: &'a str) -> [&'a str; 6] {
         "--server-timeout",
         "10s",
     ]
+}
+
+/// Servers `srv-a` and `srv-b` on `db`; the second shares the first one's keys (the
+/// database's): it makes none. The last is `srv-b`'s data dir, kept as long as it runs.
+async fn pair(db: &str) -> (TestServer, TestServer, tempfile::TempDir) {
+    let a = TestServer::start_with(&args(db, "srv-a")).await;
+    let b_dir = tempfile::Builder::new()
+        .prefix("warren-test-")
+        .tempdir_in("/var/tmp")
+        .expect("scratch dir");
+    std::fs::copy(a.data_dir.join("admin.key"), b_dir.path().join("admin.key"))
+        .expect("the admin key");
+    let b = TestServer::start_on_with(
+        b_dir.path().to_path_buf(),
+        "127.0.0.1",
+        free_port(),
+        unique_subnet(),
+        &args(db, "srv-b"),
+    )
+    .await;
+    let r = b.import_tar("busybox", common::busybox_tar()).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    (a, b, b_dir)
 }
 
 async fn exec(s: &TestServer, id: &str) -> reqwest::Response {
@@ -59,25 +82,8 @@ async fn misdirected(resp: reqwest::Response, server: &str, url: &str) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn servers_on_one_database_send_callers_to_the_sandboxes_host_and_take_over_the_dead() {
-    let db = shared_database().await;
-    let mut a = TestServer::start_with(&args(&db, "srv-a")).await;
-    // The second server shares the first one's keys (the database's): it makes none.
-    let b_dir = tempfile::Builder::new()
-        .prefix("warren-test-")
-        .tempdir_in("/var/tmp")
-        .expect("scratch dir");
-    std::fs::copy(a.data_dir.join("admin.key"), b_dir.path().join("admin.key"))
-        .expect("the admin key");
-    let b = TestServer::start_on_with(
-        b_dir.path().to_path_buf(),
-        "127.0.0.1",
-        free_port(),
-        unique_subnet(),
-        &args(&db, "srv-b"),
-    )
-    .await;
-    let r = b.import_tar("busybox", common::busybox_tar()).await;
-    assert_eq!(r.status(), StatusCode::CREATED);
+    let db = shared_database("takeover").await;
+    let (mut a, b, b_dir) = pair(&db).await;
 
     let box_ = json!({"image": "busybox", "runtime": "runc", "cmd": ["sleep", "600"]});
     let on_a = a.create(box_.clone()).await;
@@ -169,4 +175,54 @@ async fn servers_on_one_database_send_callers_to_the_sandboxes_host_and_take_ove
     b.shutdown().await;
     a2.shutdown().await;
     drop(b_dir);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_teams_last_place_goes_to_one_server_of_two() {
+    let db = shared_database("quota").await;
+    let (a, b, _b_dir) = pair(&db).await;
+    let on_a = common::teams::team_key(
+        &a,
+        Some(json!({"name": "tight", "quotas": {"sandboxes": 1}})),
+        "tight",
+        "sandboxes",
+    )
+    .await;
+    // The same key through the other server (keys are the database's).
+    let on_b = common::teams::As {
+        s: &b,
+        key: on_a.key.clone(),
+    };
+    for round in 0..3 {
+        let body = common::teams::sandbox();
+        let (ra, rb) = tokio::join!(
+            on_a.post("/v1/sandboxes", body.clone()),
+            on_b.post("/v1/sandboxes", body)
+        );
+        let mut statuses = [ra.0, rb.0];
+        statuses.sort();
+        assert_eq!(
+            statuses,
+            [StatusCode::CREATED, StatusCode::TOO_MANY_REQUESTS],
+            "round {round}: {ra:?} {rb:?}"
+        );
+        let refused = if ra.0 == StatusCode::TOO_MANY_REQUESTS {
+            &ra.1
+        } else {
+            &rb.1
+        };
+        assert_eq!(refused["error"]["code"], "quota_exceeded", "{refused}");
+        let made = if ra.0 == StatusCode::CREATED {
+            (&on_a, &ra.1)
+        } else {
+            (&on_b, &rb.1)
+        };
+        let id = made.1["id"].as_str().expect("id");
+        assert_eq!(
+            made.0.delete(&format!("/v1/sandboxes/{id}")).await,
+            StatusCode::NO_CONTENT
+        );
+    }
+    b.shutdown().await;
+    a.shutdown().await;
 }

@@ -49,6 +49,7 @@ macro_rules! timed {
 
 timed! {
     fn ping(&self) -> Result<(), StoreError>;
+    fn lock_team(&self, team: &str) -> Result<TeamLock, StoreError>;
     fn insert_api_key(&self, key: &ApiKeyRecord, hash: &str) -> Result<DateTime<Utc>, StoreError>;
     fn api_key_by_hash(&self, hash: &str) -> Result<Option<ApiKeyRecord>, StoreError>;
     fn count_api_keys(&self) -> Result<u64, StoreError>;

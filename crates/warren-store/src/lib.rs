@@ -15,6 +15,8 @@ pub mod sqlite {
     type DbRow = sqlx::sqlite::SqliteRow;
     /// One writer at a time already: nothing to ask of a transaction.
     const SERIALIZABLE: Option<&str> = None;
+    /// One server per file: the server's own lock is the whole of it.
+    const TEAM_LOCK: Option<&str> = None;
     mod audit;
     mod credentials;
     mod kept;
@@ -28,6 +30,7 @@ pub mod sqlite {
     mod sandbox_rows;
     mod servers;
     mod store;
+    mod team_lock;
     #[cfg(test)]
     mod tests;
     pub use store::SqlStore as SqliteStore;
@@ -41,6 +44,8 @@ pub mod postgres {
     type Db = sqlx::Postgres;
     type DbRow = sqlx::postgres::PgRow;
     const SERIALIZABLE: Option<&str> = Some("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE");
+    /// Servers sharing the database take a team's lock in the database itself.
+    const TEAM_LOCK: Option<&str> = Some("SELECT pg_advisory_xact_lock(hashtext($1))");
     mod audit;
     mod credentials;
     mod kept;
@@ -54,6 +59,7 @@ pub mod postgres {
     mod sandbox_rows;
     mod servers;
     mod store;
+    mod team_lock;
     pub use store::SqlStore as PostgresStore;
 }
 
@@ -217,11 +223,20 @@ pub struct SecretRecord {
     pub team: String,
 }
 
+/// A team's lock, held by whoever has it until dropped (see [`Store::lock_team`]).
+pub struct TeamLock(pub Option<Box<dyn std::any::Any + Send + Sync>>);
+
 /// Durable state of one Warren server.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Whether the store answers.
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Waits for `team`'s lock among every server sharing the store and holds it until the
+    /// lock is dropped: a team's quota check and the record of what it admits happen under
+    /// it, so two servers cannot both give a team its last place. A store only one server
+    /// uses gives an empty lock (the server's own lock suffices).
+    async fn lock_team(&self, team: &str) -> Result<TeamLock, StoreError>;
 
     /// Records an API key by the hash of its secret; when it was made (as stored).
     async fn insert_api_key(

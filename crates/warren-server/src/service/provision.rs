@@ -303,7 +303,7 @@ impl Service {
     pub(super) async fn provision_admitted(
         &self,
         mut rec: SandboxRecord,
-        admitted: Option<tokio::sync::OwnedMutexGuard<()>>,
+        admitted: Option<super::quotas::Admitted>,
     ) -> Result<SandboxRecord, ApiError> {
         rec.sandbox.error = None;
         self.claim_lease(&mut rec).await?;

@@ -85,6 +85,13 @@ fn broken(
     None
 }
 
+/// A team's quota check passed: its other checks, on this server and on any sharing the
+/// database, wait until this is dropped (once the admitted change is recorded).
+pub struct Admitted {
+    _local: OwnedMutexGuard<()>,
+    _shared: warren_store::TeamLock,
+}
+
 impl crate::service::Sandboxes<'_> {
     /// What `team`'s sandboxes hold now (warm pools' sandboxes are no team's yet), leaving
     /// out `except`.
@@ -107,11 +114,7 @@ impl crate::service::Sandboxes<'_> {
     /// quotas: 429 naming the quota when not. The guard holds off the team's other checks
     /// until the caller has recorded the change, so two creates at once cannot both take
     /// the last place.
-    pub(super) async fn admit(
-        &self,
-        s: &Sandbox,
-        new: bool,
-    ) -> Result<Option<OwnedMutexGuard<()>>, ApiError> {
+    pub(super) async fn admit(&self, s: &Sandbox, new: bool) -> Result<Option<Admitted>, ApiError> {
         // A warm pool's sandboxes count once a team takes one.
         if s.pool.is_some() || s.team == NO_TEAM {
             return Ok(None);
@@ -125,14 +128,19 @@ impl crate::service::Sandboxes<'_> {
         if team.quotas == Quotas::default() {
             return Ok(None);
         }
-        let guard = self
+        let local = self
             .lock_named(&format!("quota:{}", s.team))
             .lock_owned()
             .await;
+        // Then the servers sharing the database (PostgreSQL), one at a time.
+        let shared = self.inner.store.lock_team(&s.team).await?;
         let usage = self.usage(&s.team, Some(&s.id)).await?;
         match broken(&s.team, &team.quotas, &usage, s, new) {
             Some(why) => Err(ApiError::QuotaExceeded(why)),
-            None => Ok(Some(guard)),
+            None => Ok(Some(Admitted {
+                _local: local,
+                _shared: shared,
+            })),
         }
     }
 }

@@ -35,6 +35,10 @@ impl Store for SqlStore {
         Ok(())
     }
 
+    async fn lock_team(&self, team: &str) -> Result<crate::TeamLock, StoreError> {
+        self.team_lock(team).await
+    }
+
     async fn insert_api_key(
         &self,
         key: &ApiKeyRecord,
