@@ -2,6 +2,7 @@
 //! port, on the API's listener and on the optional proxy-only one.
 mod access;
 mod connect_end;
+mod envd_audit;
 mod forward;
 mod page;
 mod rewrite;
@@ -108,6 +109,9 @@ async fn handle(
 ) -> Result<Response, std::convert::Infallible> {
     use futures::FutureExt;
     let html = page::wants_html(req.headers());
+    let audit = (target.port == AGENT_PORT)
+        .then(|| envd_audit::pending(&target.id, &req))
+        .flatten();
     // A panic is a bug, but the client still gets an answer.
     let resp = match std::panic::AssertUnwindSafe(proxy(&door.state, &target, req))
         .catch_unwind()
@@ -119,6 +123,14 @@ async fn handle(
             ProxyError::Internal("internal error (a bug: see the server log)".into()).render(html)
         }
     };
+    if let Some(entry) = audit {
+        envd_audit::record(
+            &door.state,
+            target.id.clone(),
+            entry,
+            resp.status().as_u16(),
+        );
+    }
     let kind = if target.port == AGENT_PORT {
         crate::metrics::Proxied::Agent
     } else {
