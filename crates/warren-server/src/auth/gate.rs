@@ -204,17 +204,8 @@ async fn pass(
         path: path.clone(),
         route: route.clone(),
         status: 0,
-        client: req
-            .extensions()
-            .get::<std::sync::Arc<crate::listen::ConnInfo>>()
-            .map(|c| c.remote.ip().to_string())
-            .unwrap_or_default(),
-        request_id: req
-            .headers()
-            .get("x-request-id")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_owned(),
+        client: client_address(&req),
+        request_id: request_id(&req),
     });
     let checked = check(
         state,
@@ -316,6 +307,23 @@ async fn check(
         }
     }
     Ok(())
+}
+
+/// The address a request came from, for the audit log.
+pub(crate) fn client_address<B>(req: &axum::http::Request<B>) -> String {
+    req.extensions()
+        .get::<std::sync::Arc<crate::listen::ConnInfo>>()
+        .map(|c| c.remote.ip().to_string())
+        .unwrap_or_default()
+}
+
+/// The request's id (`X-Request-Id`), for the audit log.
+pub(crate) fn request_id<B>(req: &axum::http::Request<B>) -> String {
+    req.headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
 }
 
 #[cfg(test)]

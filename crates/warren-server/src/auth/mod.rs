@@ -1,6 +1,6 @@
 //! API keys: made at first start or by `/v1/keys`, stored only as hashes, checked on every
 //! `/v1` and E2B route ([`gate`]), each key in one team with one scope.
-mod gate;
+pub(crate) mod gate;
 mod known;
 
 use std::path::Path;

@@ -6,7 +6,6 @@ use axum::http::{Method, Request};
 use warren_agent::connect::path;
 use warren_api::{AuditEntry, SandboxId};
 
-use crate::listen::ConnInfo;
 use crate::AppState;
 
 /// Who the log says called: the sandbox's own token.
@@ -41,17 +40,8 @@ pub fn pending<B>(id: &SandboxId, req: &Request<B>) -> Option<AuditEntry> {
         route: p.to_owned(),
         target: id.to_string(),
         status: 0,
-        client: req
-            .extensions()
-            .get::<std::sync::Arc<ConnInfo>>()
-            .map(|c| c.remote.ip().to_string())
-            .unwrap_or_default(),
-        request_id: req
-            .headers()
-            .get("x-request-id")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_owned(),
+        client: crate::auth::gate::client_address(req),
+        request_id: crate::auth::gate::request_id(req),
     })
 }
 
