@@ -56,12 +56,17 @@ pub async fn inside(s: &TestServer, id: &str) -> String {
     .await
 }
 
+/// The counter's last value. The shell writes it with `>` (truncate, then write), so a read
+/// can fall between the two and find the file empty: such a read is made again.
 pub async fn count(s: &TestServer, id: &str) -> u64 {
-    s.sh(id, "cat /tmp/count")
-        .await
-        .trim()
-        .parse()
-        .expect("a count")
+    for _ in 0..20 {
+        let text = s.sh(id, "cat /tmp/count").await;
+        if !text.trim().is_empty() {
+            return text.trim().parse().expect("a count");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("/tmp/count stayed empty for a second");
 }
 
 pub async fn through_proxy(s: &TestServer, id: &str) -> (StatusCode, String) {
