@@ -10,7 +10,7 @@ use common::TestServer;
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde_json::{json, Value};
 
-const AGENT_PORT: &str = "49983";
+use common::envd::AGENT_PORT;
 
 fn e2b(s: &TestServer, method: Method, path: &str) -> RequestBuilder {
     s.http
@@ -143,44 +143,8 @@ async fn create_get_kill_and_the_agent_token() {
     let (status, body, _) = answer(agent_call(&s, id, Some(token))).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert!(body["processes"].is_array() || body == json!({}), "{body}");
-    // What the SDKs change through the agent is in the audit log, under the sandbox's team;
-    // what they read is not.
-    let made = s
-        .http
-        .post(format!("{}/filesystem.Filesystem/MakeDir", s.url))
-        .header("E2b-Sandbox-Id", id)
-        .header("E2b-Sandbox-Port", AGENT_PORT)
-        .header("X-Access-Token", token)
-        .header("connect-protocol-version", "1")
-        .header("x-request-id", "envd-audit-1")
-        .json(&json!({"path": "/tmp/audited"}));
-    let (status, body, _) = answer(made).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    let entries = loop {
-        let log = s
-            .get_json(&format!("/v1/audit?target={id}&limit=1000"))
-            .await;
-        let entries = log["entries"].as_array().cloned().unwrap_or_default();
-        if entries.iter().any(|e| e["request_id"] == "envd-audit-1")
-            || std::time::Instant::now() > deadline
-        {
-            break entries;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    };
-    let entry = entries
-        .iter()
-        .find(|e| e["request_id"] == "envd-audit-1")
-        .unwrap_or_else(|| panic!("no entry for the agent's MakeDir in {entries:?}"));
-    assert_eq!(entry["path"], "/filesystem.Filesystem/MakeDir", "{entry}");
-    assert_eq!(entry["key_id"], "sandbox-token", "{entry}");
-    assert_eq!(entry["team"], "default", "{entry}");
-    assert_eq!(entry["status"], 200, "{entry}");
-    assert!(
-        !entries.iter().any(|e| e["path"] == "/process.Process/List"),
-        "a read was logged: {entries:?}"
-    );
+    // What the SDKs change through the agent is in the audit log; what they read is not.
+    common::envd::changes_are_audited(&s, id, token).await;
 
     let timeout = answer(
         e2b(&s, Method::POST, &format!("/sandboxes/{id}/timeout")).json(&json!({"timeout": 30})),
