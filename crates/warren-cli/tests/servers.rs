@@ -70,6 +70,20 @@ async fn exec(s: &TestServer, id: &str) -> reqwest::Response {
         .expect("exec")
 }
 
+/// `sleep secs` in sandbox `id` on `s`, under idempotency key `key`.
+fn keyed_exec(
+    s: &TestServer,
+    id: &str,
+    key: &str,
+    secs: u32,
+) -> impl std::future::Future<Output = reqwest::Result<reqwest::Response>> + Send + 'static {
+    let call = s
+        .req(Method::POST, &format!("/v1/sandboxes/{id}/exec"))
+        .header("idempotency-key", key)
+        .json(&json!({"cmd": ["sleep", secs.to_string()]}));
+    call.send()
+}
+
 /// Asserts `resp` is 421 sending the client to `url`.
 async fn misdirected(resp: reqwest::Response, server: &str, url: &str) {
     assert_eq!(resp.status(), StatusCode::MISDIRECTED_REQUEST);
@@ -131,8 +145,22 @@ async fn servers_on_one_database_send_callers_to_the_sandboxes_host_and_take_ove
         .expect("preview");
     assert_eq!(r.status(), StatusCode::MISDIRECTED_REQUEST);
 
+    // A call running on a server when it dies holds its idempotency key (for every server
+    // and route: a key is the caller's)...
+    let long = tokio::spawn(keyed_exec(&a, &a_id, "cut-off", 600));
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(
+        keyed_exec(&b, &b_id, "cut-off", 0)
+            .await
+            .expect("exec")
+            .status(),
+        StatusCode::CONFLICT,
+        "the key is held while the call runs"
+    );
+
     // A server killed: the other notices within the timeout and takes over.
     a.kill9();
+    let _ = long.await;
     let failed = common::wait_for(&b, &a_id, Duration::from_secs(30), |v| {
         v["state"] == "failed"
     })
@@ -152,6 +180,13 @@ async fn servers_on_one_database_send_callers_to_the_sandboxes_host_and_take_ove
             .contains("not answering"),
         "{body}"
     );
+    // ...until the takeover lets it go.
+    let r = keyed_exec(&b, &b_id, "cut-off", 0).await.expect("exec");
+    assert_eq!(r.status(), StatusCode::OK, "the takeover let the key go");
+
+    // A server's start lets go of its own calls' keys only: one running on the other holds.
+    let running = tokio::spawn(keyed_exec(&b, &b_id, "running", 30));
+    tokio::time::sleep(Duration::from_millis(800)).await;
 
     // Back again, the killed server cleans up after itself on its host.
     let port = a.port;
@@ -160,6 +195,10 @@ async fn servers_on_one_database_send_callers_to_the_sandboxes_host_and_take_ove
     let a2 = TestServer::start_on_with(a_dir, "127.0.0.1", port, subnet, &args(&db, "srv-a"))
         .await
         .adopt_scratch(a);
+    let r = keyed_exec(&b, &b_id, "running", 30).await.expect("exec");
+    let body: Value = r.json().await.expect("body");
+    assert_eq!(body["error"]["code"], "conflict", "{body}");
+    running.abort();
     let r = b
         .req(Method::DELETE, &format!("/v1/sandboxes/{b_id}"))
         .send()

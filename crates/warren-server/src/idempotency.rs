@@ -120,8 +120,11 @@ pub async fn layer(
     // leave the key claimed by nobody.
     let claiming = {
         let (store, key, fp) = (store.clone(), stored_key.clone(), fingerprint.clone());
+        let host = state.service.server_name().to_owned();
         tokio::spawn(async move {
-            let claim = store.claim_request_key(&key, &fp, chrono::Utc::now()).await;
+            let claim = store
+                .claim_request_key(&key, &fp, &host, chrono::Utc::now())
+                .await;
             let guard = matches!(claim, Ok(KeyClaim::Claimed)).then(|| Claim {
                 store,
                 key,

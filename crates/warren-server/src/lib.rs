@@ -310,9 +310,11 @@ impl Server {
             }
         };
         let new_admin_key = auth::ensure_admin_key(store.as_ref(), &data_dir).await?;
-        // No call runs before the server does: keys left claimed by the last run go.
+        let name = server_name(cfg.server_name.as_deref(), &data_dir)?;
+        // None of this server's calls runs before it does: keys its last run left claimed go
+        // (other servers' calls may be running).
         store
-            .drop_running_request_keys()
+            .drop_running_request_keys(&name)
             .await
             .context("clearing idempotency keys of calls the last run cut off")?;
         let sealer = Arc::new(secrets::Sealer::open(&data_dir)?);
@@ -348,7 +350,7 @@ impl Server {
                 ready_timeout: cfg.ready_timeout,
                 operation_workers: cfg.operation_workers,
                 server: service::cluster::Identity {
-                    name: server_name(cfg.server_name.as_deref(), &data_dir)?,
+                    name,
                     url: cfg.advertise_url.clone().unwrap_or_else(|| {
                         let scheme = if cfg.tls.is_some() { "https" } else { "http" };
                         let host = if cfg.listen.ip().is_unspecified() {

@@ -98,6 +98,7 @@ timed! {
     fn heartbeat(&self, name: &str, url: &str, at: DateTime<Utc>) -> Result<(), StoreError>;
     fn list_servers(&self) -> Result<Vec<ServerRecord>, StoreError>;
     fn take_over(&self, dead: &str, me: &str, stale: DateTime<Utc>, now: DateTime<Utc>) -> Result<bool, StoreError>;
+    fn settle_takeover(&self, dead: &str, me: &str, why: &str, now: DateTime<Utc>) -> Result<Option<Settled>, StoreError>;
     fn forget_server(&self, name: &str) -> Result<(), StoreError>;
     fn insert_exec(&self, sandbox: &SandboxId, rec: &ExecRecord) -> Result<(), StoreError>;
     fn list_execs(&self, sandbox: &SandboxId, limit: u32) -> Result<Vec<ExecRecord>, StoreError>;
@@ -118,10 +119,10 @@ timed! {
     fn list_operations(&self, filter: &OperationFilter) -> Result<Vec<Operation>, StoreError>;
     fn unfinished_operations(&self, host: &str) -> Result<Vec<OperationRecord>, StoreError>;
     fn prune_operations(&self, before: DateTime<Utc>) -> Result<u64, StoreError>;
-    fn claim_request_key(&self, key: &str, fingerprint: &str, at: DateTime<Utc>) -> Result<KeyClaim, StoreError>;
+    fn claim_request_key(&self, key: &str, fingerprint: &str, host: &str, at: DateTime<Utc>) -> Result<KeyClaim, StoreError>;
     fn finish_request_key(&self, key: &str, answer: &StoredAnswer) -> Result<(), StoreError>;
     fn release_request_key(&self, key: &str) -> Result<(), StoreError>;
     fn prune_request_keys(&self, before: DateTime<Utc>) -> Result<u64, StoreError>;
-    fn drop_running_request_keys(&self) -> Result<u64, StoreError>;
+    fn drop_running_request_keys(&self, host: &str) -> Result<u64, StoreError>;
     fn count_sandboxes(&self) -> Result<Vec<(String, String, u64)>, StoreError>;
 }

@@ -228,7 +228,7 @@ pub async fn logs(store: &dyn Store) {
     assert_eq!(store.log_size(&id).await.expect("size"), LogSize::default());
 }
 
-fn op(id: &str, kind: OperationKind, target: &str, age_s: i64) -> Operation {
+pub(crate) fn op(id: &str, kind: OperationKind, target: &str, age_s: i64) -> Operation {
     Operation {
         id: id.into(),
         kind,
@@ -388,14 +388,14 @@ pub async fn request_keys(store: &dyn Store) {
     let now = Utc::now();
     assert_eq!(
         store
-            .claim_request_key("k", "fp1", now)
+            .claim_request_key("k", "fp1", "srv", now)
             .await
             .expect("claim"),
         KeyClaim::Claimed
     );
     assert_eq!(
         store
-            .claim_request_key("k", "fp2", now)
+            .claim_request_key("k", "fp2", "srv", now)
             .await
             .expect("claim"),
         KeyClaim::Running {
@@ -413,7 +413,7 @@ pub async fn request_keys(store: &dyn Store) {
         .expect("finish");
     assert_eq!(
         store
-            .claim_request_key("k", "fp1", now)
+            .claim_request_key("k", "fp1", "srv", now)
             .await
             .expect("claim"),
         KeyClaim::Done {
@@ -425,14 +425,14 @@ pub async fn request_keys(store: &dyn Store) {
     store.release_request_key("k").await.expect("release");
     assert!(matches!(
         store
-            .claim_request_key("k", "fp1", now)
+            .claim_request_key("k", "fp1", "srv", now)
             .await
             .expect("claim"),
         KeyClaim::Done { .. }
     ));
     assert_eq!(
         store
-            .claim_request_key("j", "fp", now)
+            .claim_request_key("j", "fp", "srv", now)
             .await
             .expect("claim"),
         KeyClaim::Claimed
@@ -440,7 +440,7 @@ pub async fn request_keys(store: &dyn Store) {
     store.release_request_key("j").await.expect("release");
     assert_eq!(
         store
-            .claim_request_key("j", "fp", now)
+            .claim_request_key("j", "fp", "srv", now)
             .await
             .expect("claim"),
         KeyClaim::Claimed
@@ -456,22 +456,40 @@ pub async fn request_keys(store: &dyn Store) {
         .expect("finish");
     assert_eq!(
         store
-            .claim_request_key("r", "fp", now)
+            .claim_request_key("r", "fp", "srv", now)
             .await
             .expect("claim"),
         KeyClaim::Claimed
     );
-    assert_eq!(store.drop_running_request_keys().await.expect("drop"), 1);
+    assert_eq!(
+        store
+            .claim_request_key("s", "fp", "other", now)
+            .await
+            .expect("claim"),
+        KeyClaim::Claimed
+    );
+    // A server's start lets go of its own running keys only.
+    assert_eq!(
+        store.drop_running_request_keys("srv").await.expect("drop"),
+        1
+    );
+    assert!(matches!(
+        store
+            .claim_request_key("s", "fp", "srv", now)
+            .await
+            .expect("claim"),
+        KeyClaim::Running { .. }
+    ));
     assert_eq!(
         store
             .prune_request_keys(now + Duration::seconds(1))
             .await
             .expect("prune"),
-        2
+        3
     );
     assert_eq!(
         store
-            .claim_request_key("k", "fp1", now)
+            .claim_request_key("k", "fp1", "srv", now)
             .await
             .expect("claim"),
         KeyClaim::Claimed

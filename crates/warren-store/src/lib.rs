@@ -7,6 +7,8 @@
 mod conformance;
 #[cfg(test)]
 mod conformance_access;
+#[cfg(test)]
+mod conformance_servers;
 
 /// The store in one SQLite file.
 #[path = "sql"]
@@ -154,6 +156,17 @@ pub struct ServerRecord {
     pub url: String,
     /// When it last noted itself alive.
     pub seen_at: DateTime<Utc>,
+}
+
+/// What a takeover settled.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Settled {
+    /// The sandboxes failed.
+    pub sandboxes: Vec<SandboxId>,
+    /// How many operations failed.
+    pub operations: u64,
+    /// How many running idempotency keys went.
+    pub keys: u64,
 }
 
 /// How a revocation went.
@@ -377,6 +390,18 @@ pub trait Store: Send + Sync + 'static {
         stale: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError>;
+    /// Settles the takeover of `dead` by `me`, if `me` still holds it (`dead` has not noted
+    /// itself alive since, which ends it): in one transaction, `dead`'s sandboxes that were
+    /// not at rest (stopped, paused, failed, deleted) fail with `why` and lose their
+    /// addresses, its unfinished operations fail (`interrupted`, `why`), its running
+    /// idempotency keys go, and it is forgotten. `None` when the takeover was no longer held.
+    async fn settle_takeover(
+        &self,
+        dead: &str,
+        me: &str,
+        why: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Settled>, StoreError>;
     /// Forgets server `name` (it stopped, or its takeover is done).
     async fn forget_server(&self, name: &str) -> Result<(), StoreError>;
 
@@ -446,11 +471,13 @@ pub trait Store: Send + Sync + 'static {
     /// Forgets operations that ended before `before`; how many.
     async fn prune_operations(&self, before: DateTime<Utc>) -> Result<u64, StoreError>;
 
-    /// Claims an idempotency key for a call with `fingerprint`, or says what holds it.
+    /// Claims an idempotency key for a call with `fingerprint` on server `host`, or says what
+    /// holds it.
     async fn claim_request_key(
         &self,
         key: &str,
         fingerprint: &str,
+        host: &str,
         at: DateTime<Utc>,
     ) -> Result<KeyClaim, StoreError>;
     /// Keeps a claimed key's answer.
@@ -459,8 +486,9 @@ pub trait Store: Send + Sync + 'static {
     async fn release_request_key(&self, key: &str) -> Result<(), StoreError>;
     /// Forgets keys claimed before `before`, answered or not; how many.
     async fn prune_request_keys(&self, before: DateTime<Utc>) -> Result<u64, StoreError>;
-    /// Lets go of every key whose call was running (at start: no call runs then); how many.
-    async fn drop_running_request_keys(&self) -> Result<u64, StoreError>;
+    /// Lets go of every key whose call was running on server `host` (at its start: none of
+    /// its calls runs then), and of keys of no server; how many.
+    async fn drop_running_request_keys(&self, host: &str) -> Result<u64, StoreError>;
     /// How many sandboxes (not deleted) are in each state under each runtime.
     async fn count_sandboxes(&self) -> Result<Vec<(String, String, u64)>, StoreError>;
 }

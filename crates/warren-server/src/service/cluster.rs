@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::Utc;
-use warren_api::{ErrorDetail, OperationState, SandboxState};
+use warren_api::SandboxState;
 
 use crate::error::ApiError;
 
@@ -156,9 +156,10 @@ impl crate::service::Service {
     }
 
     /// Settles what server `dead` left: its running sandboxes are lost with it (their
-    /// processes were on its host), its unfinished operations failed. Stopped and paused
-    /// ones stay its own, for when it comes back (or, paused into an object store, to be
-    /// resumed here).
+    /// processes were on its host), its unfinished operations failed, its calls' running
+    /// idempotency keys let go. Stopped and paused ones stay its own, for when it comes back
+    /// (or, paused into an object store, to be resumed here). All in one transaction that
+    /// holds the takeover: if `dead` noted itself alive meanwhile, nothing is written.
     async fn take_over(&self, dead: &str, seen: chrono::DateTime<Utc>) {
         let why = format!(
             "{} (last seen {})",
@@ -166,51 +167,34 @@ impl crate::service::Service {
             seen.format("%Y-%m-%d %H:%M:%S UTC")
         );
         tracing::warn!(server = %dead, "taking over: {why}");
-        let records = match self.inner.store.list_sandboxes().await {
-            Ok(r) => r,
+        let settled = self
+            .inner
+            .store
+            .settle_takeover(dead, self.server_name(), &why, Utc::now())
+            .await;
+        let settled = match settled {
+            Ok(Some(s)) => s,
+            Ok(None) => {
+                return tracing::info!(server = %dead, "taking over: it is back; nothing done")
+            }
             Err(e) => return tracing::warn!(server = %dead, "taking over: {e}"),
         };
-        for mut rec in records.into_iter().filter(|r| r.sandbox.server == dead) {
-            if matches!(
-                rec.sandbox.state,
-                SandboxState::Stopped
-                    | SandboxState::Paused
-                    | SandboxState::Failed
-                    | SandboxState::Deleted
-            ) {
-                continue;
-            }
-            rec.sandbox.error = Some(why.clone());
-            rec.sandbox.ip = None;
-            // Its lease is the dead host's: no release here may touch this host's index.
-            rec.net_index = None;
-            if let Err(e) = self
-                .sandboxes()
-                .set_state(&mut rec, SandboxState::Failed)
-                .await
-            {
-                tracing::warn!(sandbox = %rec.sandbox.id, "taking over: {e}");
-            }
-        }
-        match self.inner.store.unfinished_operations(dead).await {
-            Ok(ops) => {
-                for rec in ops {
-                    let mut op = rec.op;
-                    op.state = OperationState::Failed;
-                    op.ended_at = Some(Utc::now());
-                    op.error = Some(ErrorDetail {
-                        code: "interrupted".into(),
-                        message: why.clone(),
-                    });
-                    if let Err(e) = self.inner.store.update_operation(&op).await {
-                        tracing::warn!(operation = %op.id, "taking over: {e}");
-                    }
+        tracing::warn!(
+            server = %dead,
+            sandboxes = settled.sandboxes.len(),
+            operations = settled.operations,
+            idempotency_keys = settled.keys,
+            "taken over"
+        );
+        for id in &settled.sandboxes {
+            match self.inner.store.get_sandbox(id).await {
+                Ok(Some(rec)) => {
+                    self.previews().refresh_route(&rec);
+                    self.sandboxes().announce(&rec);
                 }
+                Ok(None) => {}
+                Err(e) => tracing::warn!(sandbox = %id, "taking over: {e}"),
             }
-            Err(e) => tracing::warn!(server = %dead, "taking over its operations: {e}"),
-        }
-        if let Err(e) = self.inner.store.forget_server(dead).await {
-            tracing::warn!(server = %dead, "forgetting it: {e}");
         }
     }
 

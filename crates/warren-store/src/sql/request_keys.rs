@@ -11,15 +11,17 @@ pub(super) async fn claim(
     s: &SqlStore,
     key: &str,
     fingerprint: &str,
+    host: &str,
     at: DateTime<Utc>,
 ) -> Result<KeyClaim, StoreError> {
     let done = sqlx::query(
-        "INSERT INTO request_keys (key, fingerprint, state, created_at)
-         VALUES ($1, $2, 'running', $3) ON CONFLICT (key) DO NOTHING",
+        "INSERT INTO request_keys (key, fingerprint, state, created_at, host)
+         VALUES ($1, $2, 'running', $3, $4) ON CONFLICT (key) DO NOTHING",
     )
     .bind(key)
     .bind(fingerprint)
     .bind(ts(&at))
+    .bind(host)
     .execute(&s.writer)
     .await?;
     if done.rows_affected() == 1 {
@@ -87,8 +89,10 @@ pub(super) async fn prune(s: &SqlStore, before: DateTime<Utc>) -> Result<u64, St
     Ok(done.rows_affected())
 }
 
-pub(super) async fn drop_running(s: &SqlStore) -> Result<u64, StoreError> {
-    let done = sqlx::query("DELETE FROM request_keys WHERE state = 'running'")
+pub(super) async fn drop_running(s: &SqlStore, host: &str) -> Result<u64, StoreError> {
+    // Keys of no server are from before servers were named: no other server claimed them.
+    let done = sqlx::query("DELETE FROM request_keys WHERE state = 'running' AND host IN ($1, '')")
+        .bind(host)
         .execute(&s.writer)
         .await?;
     Ok(done.rows_affected())

@@ -5,7 +5,7 @@ use sqlx::Row;
 
 use super::rows::{parse_ts, ts};
 use super::store::SqlStore;
-use crate::{ServerRecord, StoreError};
+use crate::{ServerRecord, Settled, StoreError};
 
 pub(super) async fn adopt_hostless(s: &SqlStore, host: &str) -> Result<u64, StoreError> {
     let mut tx = s.writer.begin().await?;
@@ -86,4 +86,62 @@ pub(super) async fn forget(s: &SqlStore, name: &str) -> Result<(), StoreError> {
         .execute(&s.writer)
         .await?;
     Ok(())
+}
+
+/// Sandbox states a server's stop leaves nothing of: their processes were on its host.
+const LOST_STATES: &str =
+    "('pending', 'provisioning', 'starting', 'running', 'stopping', 'pausing', 'resuming', \
+     'terminating')";
+
+pub(super) async fn settle_takeover(
+    s: &SqlStore,
+    dead: &str,
+    me: &str,
+    why: &str,
+    now: DateTime<Utc>,
+) -> Result<Option<Settled>, StoreError> {
+    let mut tx = s.writer.begin().await?;
+    // Holds the lease's row to the end: a heartbeat of `dead` (which clears the lease) waits
+    // for this transaction, or came first and nothing here is written.
+    let held = sqlx::query("UPDATE servers SET reaped_at = $1 WHERE name = $2 AND reaper = $3")
+        .bind(ts(&now))
+        .bind(dead)
+        .bind(me)
+        .execute(&mut *tx)
+        .await?;
+    if held.rows_affected() != 1 {
+        return Ok(None);
+    }
+    let ids: Vec<String> = sqlx::query_scalar(&format!(
+        "UPDATE sandboxes SET state = 'failed', error = $1, ip = NULL, net_index = NULL
+         WHERE host = $2 AND state IN {LOST_STATES} RETURNING id"
+    ))
+    .bind(why)
+    .bind(dead)
+    .fetch_all(&mut *tx)
+    .await?;
+    let ops = sqlx::query(
+        "UPDATE operations SET state = 'failed', ended_at = $1, error_code = 'interrupted',
+         error_message = $2 WHERE host = $3 AND state IN ('queued', 'running')",
+    )
+    .bind(ts(&now))
+    .bind(why)
+    .bind(dead)
+    .execute(&mut *tx)
+    .await?;
+    let keys = sqlx::query("DELETE FROM request_keys WHERE host = $1 AND state = 'running'")
+        .bind(dead)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("DELETE FROM servers WHERE name = $1")
+        .bind(dead)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(Some(Settled {
+        // Every id was written from a `SandboxId`.
+        sandboxes: ids.iter().filter_map(|id| id.parse().ok()).collect(),
+        operations: ops.rows_affected(),
+        keys: keys.rows_affected(),
+    }))
 }

@@ -490,6 +490,16 @@ impl Store for SqlStore {
         servers::take_over(self, dead, me, stale, now).await
     }
 
+    async fn settle_takeover(
+        &self,
+        dead: &str,
+        me: &str,
+        why: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<crate::Settled>, StoreError> {
+        servers::settle_takeover(self, dead, me, why, now).await
+    }
+
     async fn forget_server(&self, name: &str) -> Result<(), StoreError> {
         servers::forget(self, name).await
     }
@@ -533,9 +543,10 @@ impl Store for SqlStore {
         &self,
         key: &str,
         fingerprint: &str,
+        host: &str,
         at: DateTime<Utc>,
     ) -> Result<KeyClaim, StoreError> {
-        request_keys::claim(self, key, fingerprint, at).await
+        request_keys::claim(self, key, fingerprint, host, at).await
     }
 
     async fn finish_request_key(&self, key: &str, answer: &StoredAnswer) -> Result<(), StoreError> {
@@ -550,8 +561,8 @@ impl Store for SqlStore {
         request_keys::prune(self, before).await
     }
 
-    async fn drop_running_request_keys(&self) -> Result<u64, StoreError> {
-        request_keys::drop_running(self).await
+    async fn drop_running_request_keys(&self, host: &str) -> Result<u64, StoreError> {
+        request_keys::drop_running(self, host).await
     }
 
     async fn count_sandboxes(&self) -> Result<Vec<(String, String, u64)>, StoreError> {

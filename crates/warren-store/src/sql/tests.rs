@@ -1,6 +1,6 @@
 //! The store's checks ([`crate::conformance`]) against a real SQLite file and a real
 //! PostgreSQL, and SQLite's migration of an older database.
-use crate::{conformance, conformance_access};
+use crate::{conformance, conformance_access, conformance_servers};
 use crate::{PostgresStore, SqliteStore};
 
 async fn sqlite() -> (SqliteStore, tempfile::TempDir) {
@@ -92,6 +92,11 @@ on_both!(
     postgres_servers
 );
 on_both!(request_keys, sqlite_request_keys, postgres_request_keys);
+on_both!(
+    conformance_servers::takeovers,
+    sqlite_takeovers,
+    postgres_takeovers
+);
 
 /// A database from before sandboxes had columns (a JSON document each) reads the same after
 /// the migration.
