@@ -13,6 +13,7 @@ pub mod files_http;
 pub mod fs;
 pub mod fs_error;
 pub mod init;
+pub mod install;
 pub mod limits;
 pub mod metadata;
 pub mod ports;

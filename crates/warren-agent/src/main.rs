@@ -11,6 +11,8 @@ fn main() -> std::process::ExitCode {
     // environment variable the agent sets, so checking it first changes nothing else.
     if let Some(spec) = agent::exec_shim::wanted() {
         agent::exec_shim::run(spec)
+    } else if let Some(dest) = agent::install::wanted() {
+        agent::install::run(&dest)
     } else if let Some(args) = agent::demo_http::wanted() {
         agent::demo_http::run(&args)
     } else {
