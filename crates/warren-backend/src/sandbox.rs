@@ -20,6 +20,12 @@ pub struct SandboxSpec {
     /// The image's layers by digest (`sha256:<hex>`), bottom first, as the layer store holds
     /// them.
     pub layers: Vec<String>,
+    /// The reference a node can pull the image by, pinned to its manifest digest
+    /// (`host/repo:tag@sha256:<hex>`), when it came from a registry; `None` for an image
+    /// imported or built here. Backends that pull images themselves run this.
+    pub image_ref: Option<String>,
+    /// The team the sandbox belongs to (backends that keep teams apart by namespace use it).
+    pub team: String,
     /// CPU cores.
     pub cpu: f64,
     /// Memory, MiB.

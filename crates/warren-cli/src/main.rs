@@ -7,6 +7,7 @@ mod image;
 mod image_build;
 mod image_pull;
 mod key;
+mod kube_args;
 mod named;
 mod pause;
 mod pool;
@@ -365,6 +366,8 @@ struct ServeArgs {
     server_timeout: std::time::Duration,
     #[command(flatten)]
     output: OutputArgs,
+    #[command(flatten)]
+    kube: kube_args::KubeArgs,
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
@@ -415,6 +418,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         },
         http_workers: args.http_workers.map(usize::from),
         output: args.output.limits(),
+        kubernetes: args.kube.config()?,
     })
     .await?;
     if let Some(key) = &server.new_admin_key {

@@ -132,6 +132,8 @@ pub struct ServerConfig {
     pub advertise_url: Option<String>,
     /// How long a server sharing the database may go unseen before another takes over.
     pub server_timeout: std::time::Duration,
+    /// Run sandboxes as Pods on this Kubernetes cluster instead of on this host.
+    pub kubernetes: Option<warren_kube::KubeConfig>,
 }
 
 /// How long a server may go unseen before another takes over its sandboxes, unless
@@ -219,6 +221,7 @@ impl Default for ServerConfig {
             server_name: None,
             advertise_url: None,
             server_timeout: DEFAULT_SERVER_TIMEOUT,
+            kubernetes: None,
         }
     }
 }
@@ -318,26 +321,41 @@ impl Server {
             .await
             .context("clearing idempotency keys of calls the last run cut off")?;
         let sealer = Arc::new(secrets::Sealer::open(&data_dir)?);
-        let backend = LocalBackend::new(LocalConfig {
-            tag: host_tag(&data_dir),
-            data_dir: data_dir.clone(),
-            subnet: cfg.subnet,
-            agent_binary: agent,
-            warm_leases: cfg.warm_leases,
-            expedite_rcu: cfg.expedite_rcu,
-            favor_dynmods: cfg.favor_dynmods,
-            dns: cfg.dns.clone(),
-            pull: cfg.pull.clone(),
-            nofile: cfg.sandbox_nofile,
-            raise_file_max: cfg.raise_file_max,
-            raise_pid_max: cfg.raise_pid_max,
-            gvisor: cfg.gvisor.clone(),
-            offsite,
-        })?;
-        let layers = Arc::new(backend.layer_store());
+        let (backend, layers): (
+            Arc<dyn warren_backend::Backend>,
+            Arc<dyn warren_backend::LayerStore>,
+        ) = match &cfg.kubernetes {
+            Some(kube) => {
+                let backend = warren_kube::KubeBackend::connect(kube.clone())
+                    .await
+                    .context("--backend kubernetes")?;
+                let layers = warren_local::LocalLayers::open(&data_dir, &cfg.pull)?;
+                (Arc::new(backend), Arc::new(layers))
+            }
+            None => {
+                let backend = LocalBackend::new(LocalConfig {
+                    tag: host_tag(&data_dir),
+                    data_dir: data_dir.clone(),
+                    subnet: cfg.subnet,
+                    agent_binary: agent,
+                    warm_leases: cfg.warm_leases,
+                    expedite_rcu: cfg.expedite_rcu,
+                    favor_dynmods: cfg.favor_dynmods,
+                    dns: cfg.dns.clone(),
+                    pull: cfg.pull.clone(),
+                    nofile: cfg.sandbox_nofile,
+                    raise_file_max: cfg.raise_file_max,
+                    raise_pid_max: cfg.raise_pid_max,
+                    gvisor: cfg.gvisor.clone(),
+                    offsite,
+                })?;
+                let layers = Arc::new(backend.layer_store());
+                (Arc::new(backend), layers)
+            }
+        };
         let service = Service::new(
             store,
-            Arc::new(backend),
+            backend,
             layers,
             ServiceConfig {
                 default_runtime: cfg.default_runtime,

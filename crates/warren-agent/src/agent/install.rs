@@ -51,6 +51,9 @@ mod tests {
         let mode = std::fs::metadata(&dest).expect("stat").permissions().mode();
         assert_eq!(mode & 0o777, 0o755);
         assert!(!dir.path().join("warren-agent.partial").exists());
-        assert_eq!(run(&dir.path().join("no/such/dir/agent")), ExitCode::FAILURE);
+        assert_eq!(
+            run(&dir.path().join("no/such/dir/agent")),
+            ExitCode::FAILURE
+        );
     }
 }

@@ -85,6 +85,20 @@ impl LocalBackend {
 }
 
 impl LocalLayers {
+    /// The layer store under `data_dir` on its own, for a server whose sandboxes run
+    /// elsewhere (its images are still pulled and inspected here).
+    pub fn open(
+        data_dir: &std::path::Path,
+        pull: &crate::pull::PullConfig,
+    ) -> Result<LocalLayers, crate::LocalError> {
+        let images = ImageStore::open(&data_dir.join("images"))?;
+        let puller = Arc::new(
+            Puller::new(images.clone(), pull)
+                .map_err(|e| crate::LocalError::Setup(e.to_string()))?,
+        );
+        Ok(LocalLayers { images, puller })
+    }
+
     /// The layer trees of `layers` (digests), bottom first; a digest that is not one names
     /// no tree (and so nothing is found in it).
     fn dirs(&self, layers: &[String]) -> Vec<PathBuf> {

@@ -265,6 +265,25 @@ impl crate::service::Images<'_> {
             .ok_or_else(|| ApiError::Internal(format!("image {digest} has no layer record")))
     }
 
+    /// The registry reference image `name` can be pulled by again, pinned to `digest`, when
+    /// it was pulled (an imported or built image has none).
+    pub(super) async fn pull_ref(
+        &self,
+        name: &str,
+        digest: &str,
+    ) -> Result<Option<String>, ApiError> {
+        let Some(image) = self.inner.store.get_image(name).await? else {
+            return Ok(None);
+        };
+        Ok(image
+            .source
+            .filter(|_| image.digest == digest && digest.starts_with("sha256:"))
+            .map(|source| {
+                let repo = source.split_once('@').map_or(source.as_str(), |(r, _)| r);
+                format!("{repo}@{digest}")
+            }))
+    }
+
     /// Whether the image's `/etc/passwd` names user `name`.
     pub(super) async fn image_has_user(&self, digest: &str, name: &str) -> Result<bool, ApiError> {
         let image = self.image_layers(digest).await?;

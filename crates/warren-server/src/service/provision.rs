@@ -387,6 +387,12 @@ impl Service {
                 .image_layers(&rec.sandbox.image_digest)
                 .await
                 .map_err(|e| e.to_string())?,
+            image_ref: self
+                .images()
+                .pull_ref(&rec.sandbox.image, &rec.sandbox.image_digest)
+                .await
+                .map_err(|e| e.to_string())?,
+            team: rec.sandbox.team.clone(),
             cpu: rec.sandbox.cpu,
             memory_mb: rec.sandbox.memory_mb,
             pids: rec.sandbox.pids,

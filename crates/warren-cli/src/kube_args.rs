@@ -1,0 +1,77 @@
+//! `warren serve`'s Kubernetes backend flags.
+use std::path::PathBuf;
+
+use anyhow::Context;
+
+/// Where sandboxes run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BackendKind {
+    /// On this host, under runsc or crun.
+    Local,
+    /// As Pods on a Kubernetes cluster.
+    Kubernetes,
+}
+
+/// The flags of `--backend kubernetes`.
+#[derive(Debug, clap::Args)]
+pub struct KubeArgs {
+    /// Where sandboxes run: on this host (local) or as Pods on a Kubernetes cluster
+    /// (kubernetes; see the --kube-* flags and README's "Warren on Kubernetes").
+    #[arg(long, env = "WARREN_BACKEND", value_enum, default_value_t = BackendKind::Local)]
+    backend: BackendKind,
+    /// The kubeconfig to reach the cluster by [default: in a Pod, its service account; else
+    /// KUBECONFIG or ~/.kube/config].
+    #[arg(long, env = "WARREN_KUBECONFIG")]
+    kubeconfig: Option<PathBuf>,
+    /// The image holding Warren's agent at /warren-agent (see `warren agent-image`), which
+    /// each sandbox Pod's init container copies in. Required with --backend kubernetes.
+    #[arg(long, env = "WARREN_KUBE_AGENT_IMAGE")]
+    kube_agent_image: Option<String>,
+    /// Prefix of the namespace each team's sandboxes run in (PREFIX + team name).
+    #[arg(long, env = "WARREN_KUBE_NAMESPACE_PREFIX", default_value = "warren-")]
+    kube_namespace_prefix: String,
+    /// The RuntimeClass of gVisor sandboxes (handler runsc).
+    #[arg(long, env = "WARREN_KUBE_GVISOR_CLASS", default_value = "gvisor")]
+    kube_gvisor_class: String,
+    /// The RuntimeClass of runc sandboxes [default: none, the nodes' default runtime].
+    #[arg(long, env = "WARREN_KUBE_RUNC_CLASS")]
+    kube_runc_class: Option<String>,
+    /// Networks no sandbox may reach whatever its egress policy, as NetworkPolicy exceptions:
+    /// the cluster's pod, service and node networks (repeat, or comma-separate). Link-local
+    /// metadata addresses (169.254.0.0/16) always are.
+    #[arg(
+        long = "kube-blocked-cidr",
+        env = "WARREN_KUBE_BLOCKED_CIDR",
+        value_delimiter = ','
+    )]
+    kube_blocked_cidr: Vec<ipnet::Ipv4Net>,
+    /// How long a sandbox's Pod may take to run, image pulls included, e.g. 2m.
+    #[arg(long, env = "WARREN_KUBE_START_TIMEOUT", default_value = "2m", value_parser = humantime::parse_duration)]
+    kube_start_timeout: std::time::Duration,
+}
+
+impl KubeArgs {
+    /// The Kubernetes backend's configuration, with `--backend kubernetes`.
+    pub fn config(self) -> anyhow::Result<Option<warren_kube::KubeConfig>> {
+        if self.backend == BackendKind::Local {
+            return Ok(None);
+        }
+        let agent_image = self
+            .kube_agent_image
+            .context("--backend kubernetes needs --kube-agent-image (see `warren agent-image`)")?;
+        let mut blocked = self.kube_blocked_cidr;
+        let metadata: ipnet::Ipv4Net = "169.254.0.0/16".parse()?;
+        if !blocked.contains(&metadata) {
+            blocked.push(metadata);
+        }
+        Ok(Some(warren_kube::KubeConfig {
+            kubeconfig: self.kubeconfig,
+            agent_image,
+            namespace_prefix: self.kube_namespace_prefix,
+            gvisor_class: Some(self.kube_gvisor_class),
+            runc_class: self.kube_runc_class,
+            blocked,
+            start_timeout: self.kube_start_timeout,
+        }))
+    }
+}

@@ -1,0 +1,551 @@
+//! [`Backend`] for [`KubeBackend`]: sandboxes as Pods. What Kubernetes gives no way to do
+//! yet here (pause, snapshots, forks, volumes, image builds from a sandbox) answers
+//! [`BackendError::Unsupported`] with the reason.
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::wait::{await_condition, conditions};
+use kube::{Api, ResourceExt};
+use warren_api::{PauseReceipt, Runtime};
+use warren_backend::images::Imported;
+use warren_backend::{
+    Backend, BackendError, ContainerStatus, EgressPolicy, ForkFrom, Provisioned, SandboxSpec,
+    Usage, VolumeBackup, AGENT_PORT,
+};
+
+use crate::objects::{self, MANAGED_BY, SANDBOX_LABEL, SLOT_LABEL};
+use crate::policy;
+use crate::KubeBackend;
+
+/// The field manager Warren's server-side applies are made as.
+const MANAGER: &str = "warren";
+
+fn unsupported(what: &str) -> BackendError {
+    BackendError::Unsupported(format!(
+        "{what} is not supported on the Kubernetes backend yet"
+    ))
+}
+
+fn api_error(step: &'static str) -> impl FnOnce(kube::Error) -> BackendError {
+    move |e| BackendError::Step {
+        step,
+        message: e.to_string(),
+    }
+}
+
+/// Whether `e` is the API server's 404.
+fn not_found(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 404)
+}
+
+/// Why a Pod will not run, if it will not: a failed phase, an init container that failed, a
+/// container stuck on its image or its configuration.
+fn failure(pod: &Pod) -> Option<String> {
+    let status = pod.status.as_ref()?;
+    if status.phase.as_deref() == Some("Failed") {
+        return Some(
+            status
+                .message
+                .clone()
+                .unwrap_or_else(|| "the pod failed".into()),
+        );
+    }
+    let stuck = [
+        "ErrImagePull",
+        "ImagePullBackOff",
+        "InvalidImageName",
+        "CreateContainerConfigError",
+        "CreateContainerError",
+        "RunContainerError",
+        "CrashLoopBackOff",
+    ];
+    let all = status
+        .init_container_statuses
+        .iter()
+        .flatten()
+        .chain(status.container_statuses.iter().flatten());
+    for c in all {
+        let state = c.state.as_ref();
+        if let Some(w) = state.and_then(|s| s.waiting.as_ref()) {
+            if stuck.contains(&w.reason.as_deref().unwrap_or("")) {
+                return Some(format!(
+                    "container {}: {}: {}",
+                    c.name,
+                    w.reason.as_deref().unwrap_or(""),
+                    w.message.as_deref().unwrap_or("")
+                ));
+            }
+        }
+        if let Some(t) = state.and_then(|s| s.terminated.as_ref()) {
+            if t.exit_code != 0 {
+                return Some(format!(
+                    "container {} exited {}: {}",
+                    c.name,
+                    t.exit_code,
+                    t.message.as_deref().or(t.reason.as_deref()).unwrap_or("")
+                ));
+            }
+        }
+    }
+    None
+}
+
+/// The Pod's address once it runs.
+fn running_ip(pod: &Pod) -> Option<Ipv4Addr> {
+    let status = pod.status.as_ref()?;
+    (status.phase.as_deref() == Some("Running"))
+        .then(|| status.pod_ip.as_deref()?.parse().ok())
+        .flatten()
+}
+
+/// `<kind> <namespace>/<name>` of each object `api` lists with `lp` (none when it cannot).
+async fn names_of<K>(api: Api<K>, lp: &ListParams, kind: &str) -> Vec<String>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    match api.list_metadata(lp).await {
+        Ok(l) => l
+            .items
+            .iter()
+            .map(|o| {
+                format!(
+                    "{kind} {}/{}",
+                    o.namespace().unwrap_or_default(),
+                    o.name_any()
+                )
+            })
+            .collect(),
+        Err(e) => vec![format!("{kind}s unknown: {e}")],
+    }
+}
+
+impl KubeBackend {
+    fn remember(&self, id: &str, ns: &str) {
+        crate::lock(&self.namespaces).insert(id.to_owned(), ns.to_owned());
+    }
+
+    /// The namespace of sandbox `id`: remembered, or found by its objects' labels.
+    async fn namespace_of_id(&self, id: &str) -> Option<String> {
+        if let Some(ns) = crate::lock(&self.namespaces).get(id).cloned() {
+            return Some(ns);
+        }
+        let lp = ListParams::default().labels(&format!("{SANDBOX_LABEL}={id}"));
+        let pods: Api<Pod> = Api::all(self.client.clone());
+        let from_pod = pods.list_metadata(&lp).await.ok()?.items.into_iter().next();
+        let found = match from_pod {
+            Some(p) => p.namespace(),
+            None => {
+                let secrets: Api<Secret> = Api::all(self.client.clone());
+                let s = secrets
+                    .list_metadata(&lp)
+                    .await
+                    .ok()?
+                    .items
+                    .into_iter()
+                    .next();
+                s.and_then(|s| s.namespace())
+            }
+        }?;
+        self.remember(id, &found);
+        Some(found)
+    }
+
+    async fn ensure_namespace(&self, ns: &str) -> Result<(), BackendError> {
+        let api: Api<Namespace> = Api::all(self.client.clone());
+        match api
+            .create(&PostParams::default(), &objects::namespace(ns))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+            Err(e) => Err(api_error("namespace")(e)),
+        }
+    }
+
+    async fn apply_policy(
+        &self,
+        id: &str,
+        ns: &str,
+        egress: &EgressPolicy,
+    ) -> Result<(), BackendError> {
+        let np = policy::network_policy(id, ns, egress, &self.cfg.blocked)?;
+        let api: Api<NetworkPolicy> = Api::namespaced(self.client.clone(), ns);
+        api.patch(
+            &policy::policy_name(id),
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&np),
+        )
+        .await
+        .map_err(api_error("network policy"))?;
+        Ok(())
+    }
+
+    /// Makes the sandbox's objects and waits for its Pod to run.
+    async fn start_pod(&self, spec: &SandboxSpec) -> Result<Provisioned, BackendError> {
+        let image = spec.image_ref.as_deref().ok_or_else(|| {
+            BackendError::Invalid(
+                "this image was imported or built on the server, not pulled from a registry: \
+                 the Kubernetes backend runs images its nodes pull (push it to a registry, then \
+                 pull it by that reference)"
+                    .into(),
+            )
+        })?;
+        let mut steps = Vec::new();
+        let t = Instant::now();
+        let ns = objects::namespace_of(&self.cfg, &spec.team);
+        self.ensure_namespace(&ns).await?;
+        self.remember(&spec.id, &ns);
+        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &ns);
+        let secret = objects::token_secret(spec, &ns);
+        secrets
+            .patch(
+                &objects::secret_name(&spec.id),
+                &PatchParams::apply(MANAGER).force(),
+                &Patch::Apply(&secret),
+            )
+            .await
+            .map_err(api_error("secret"))?;
+        // Before the Pod: it never runs without its policy.
+        self.apply_policy(&spec.id, &ns, &spec.egress).await?;
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
+        let name = objects::pod_name(&spec.id);
+        pods.create(
+            &PostParams::default(),
+            &objects::pod(&self.cfg, spec, image, &ns),
+        )
+        .await
+        .map_err(api_error("pod"))?;
+        steps.push(("objects", t.elapsed()));
+        let t = Instant::now();
+        let settled = await_condition(pods.clone(), &name, |p: Option<&Pod>| {
+            p.is_none_or(|p| running_ip(p).is_some() || failure(p).is_some())
+        });
+        let pod = match tokio::time::timeout(self.cfg.start_timeout, settled).await {
+            Err(_) => {
+                let why = pods
+                    .get_opt(&name)
+                    .await
+                    .ok()
+                    .flatten()
+                    .and_then(|p| p.status?.conditions)
+                    .and_then(|c| c.into_iter().find_map(|c| c.message))
+                    .unwrap_or_default();
+                return Err(BackendError::Step {
+                    step: "pod",
+                    message: format!(
+                        "the pod did not run within {:?} {why}",
+                        self.cfg.start_timeout
+                    ),
+                });
+            }
+            Ok(Err(e)) => {
+                return Err(BackendError::Step {
+                    step: "pod",
+                    message: e.to_string(),
+                })
+            }
+            Ok(Ok(None)) => {
+                return Err(BackendError::Step {
+                    step: "pod",
+                    message: "the pod was deleted while it started".into(),
+                })
+            }
+            Ok(Ok(Some(pod))) => pod,
+        };
+        if let Some(why) = failure(&pod) {
+            return Err(BackendError::Step {
+                step: "pod",
+                message: why,
+            });
+        }
+        let ip = running_ip(&pod).ok_or_else(|| BackendError::Step {
+            step: "pod",
+            message: "the pod runs without an address".into(),
+        })?;
+        steps.push(("running", t.elapsed()));
+        Ok(Provisioned {
+            ip,
+            agent_addr: SocketAddr::from((ip, AGENT_PORT)),
+            steps,
+        })
+    }
+
+    async fn delete_pod(&self, ns: &str, id: &str, grace: Duration) {
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), ns);
+        let name = objects::pod_name(id);
+        let dp = DeleteParams {
+            grace_period_seconds: Some(u32::try_from(grace.as_secs()).unwrap_or(u32::MAX)),
+            ..Default::default()
+        };
+        let uid = match pods.delete(&name, &dp).await {
+            Ok(either) => either.left().and_then(|p| p.uid()),
+            Err(e) if not_found(&e) => return,
+            Err(e) => return tracing::warn!(sandbox = id, "deleting its pod: {e}"),
+        };
+        if let Some(uid) = uid {
+            let gone = await_condition(pods, &name, conditions::is_deleted(&uid));
+            let limit = grace + Duration::from_secs(30);
+            if tokio::time::timeout(limit, gone).await.is_err() {
+                tracing::warn!(sandbox = id, "its pod was not gone after {limit:?}");
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Backend for KubeBackend {
+    fn store_changes(
+        &self,
+        _id: &str,
+        _max_bytes: u64,
+        _keep: &mut dyn FnMut(&Imported) -> Result<(), BackendError>,
+    ) -> Result<Imported, BackendError> {
+        Err(unsupported("building an image from a sandbox"))
+    }
+
+    fn claim_net_index(&self, used: &[u32]) -> Option<u32> {
+        // Addresses are the pod network's; the slot only tells sandboxes apart.
+        (1..u32::MAX).find(|i| !used.contains(i))
+    }
+
+    fn reserve_warm_lease(&self, _used: &[u32]) -> Option<u32> {
+        None
+    }
+
+    async fn fill_warm_lease(&self, _index: u32) {}
+
+    async fn setup_network(&self, _used: &[u32]) -> Result<(), BackendError> {
+        Ok(())
+    }
+
+    async fn firewall_intact(&self) -> bool {
+        true
+    }
+
+    async fn set_egress(&self, index: u32, egress: &EgressPolicy) -> Result<(), BackendError> {
+        let pods: Api<Pod> = Api::all(self.client.clone());
+        let lp = ListParams::default().labels(&format!(
+            "{}={},{SLOT_LABEL}={index}",
+            MANAGED_BY.0, MANAGED_BY.1
+        ));
+        let found = pods
+            .list_metadata(&lp)
+            .await
+            .map_err(api_error("network policy"))?;
+        for pod in found.items {
+            let (Some(ns), Some(id)) = (pod.namespace(), pod.labels().get(SANDBOX_LABEL).cloned())
+            else {
+                continue;
+            };
+            self.apply_policy(&id, &ns, egress).await?;
+        }
+        Ok(())
+    }
+
+    async fn refresh_egress_names(&self) -> usize {
+        0
+    }
+
+    async fn provision(&self, spec: &SandboxSpec) -> Result<Provisioned, BackendError> {
+        let made = self.start_pod(spec).await;
+        if made.is_err() {
+            self.release(&spec.id, spec.runtime, None).await;
+        }
+        made
+    }
+
+    async fn status(&self, id: &str, _runtime: Runtime) -> ContainerStatus {
+        let Some(ns) = self.namespace_of_id(id).await else {
+            return ContainerStatus::Missing;
+        };
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
+        let pod = match pods.get_opt(&objects::pod_name(id)).await {
+            Ok(Some(p)) => p,
+            Ok(None) => return ContainerStatus::Missing,
+            // Not knowing is not "gone": the reconciler must not fail a sandbox over a
+            // hiccup of the API server.
+            Err(e) => {
+                tracing::warn!(sandbox = id, "reading its pod: {e}");
+                return ContainerStatus::Running;
+            }
+        };
+        if pod.metadata.deletion_timestamp.is_some() {
+            return ContainerStatus::Stopped;
+        }
+        match pod.status.and_then(|s| s.phase).as_deref() {
+            Some("Running") => ContainerStatus::Running,
+            Some("Pending") => ContainerStatus::Created,
+            _ => ContainerStatus::Stopped,
+        }
+    }
+
+    async fn stop(&self, id: &str, _runtime: Runtime, grace: Duration) {
+        if let Some(ns) = self.namespace_of_id(id).await {
+            self.delete_pod(&ns, id, grace).await;
+        }
+    }
+
+    async fn release(&self, id: &str, _runtime: Runtime, _net_index: Option<u32>) {
+        let Some(ns) = self.namespace_of_id(id).await else {
+            return;
+        };
+        self.delete_pod(&ns, id, Duration::ZERO).await;
+        let dp = DeleteParams::default();
+        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &ns);
+        if let Err(e) = secrets.delete(&objects::secret_name(id), &dp).await {
+            if !not_found(&e) {
+                tracing::warn!(sandbox = id, "deleting its token secret: {e}");
+            }
+        }
+        let policies: Api<NetworkPolicy> = Api::namespaced(self.client.clone(), &ns);
+        if let Err(e) = policies.delete(&policy::policy_name(id), &dp).await {
+            if !not_found(&e) {
+                tracing::warn!(sandbox = id, "deleting its network policy: {e}");
+            }
+        }
+        crate::lock(&self.namespaces).remove(id);
+    }
+
+    fn remove_files(&self, _id: &str) {
+        // A sandbox's files live in its Pod, gone with it: nothing is kept on a host here.
+    }
+
+    fn log_files(&self, _id: &str) -> Vec<(&'static str, PathBuf)> {
+        Vec::new()
+    }
+
+    fn oom_kills(&self, _id: &str) -> u64 {
+        0
+    }
+
+    fn usage(&self, _id: &str) -> Option<Usage> {
+        None
+    }
+
+    fn disk_used(&self, _id: &str) -> u64 {
+        0
+    }
+
+    async fn drain_warm(&self) {}
+
+    async fn remove_shared(&self) {}
+
+    async fn leftovers(&self, id: &str, _runtime: Runtime, _net_index: Option<u32>) -> Vec<String> {
+        let lp = ListParams::default().labels(&format!("{SANDBOX_LABEL}={id}"));
+        let c = &self.client;
+        let mut left = names_of(Api::<Pod>::all(c.clone()), &lp, "pod").await;
+        left.extend(names_of(Api::<Secret>::all(c.clone()), &lp, "secret").await);
+        left.extend(names_of(Api::<NetworkPolicy>::all(c.clone()), &lp, "networkpolicy").await);
+        left
+    }
+
+    async fn pause(
+        &self,
+        _id: &str,
+        _runtime: Runtime,
+        _net_index: Option<u32>,
+        _offsite: bool,
+    ) -> Result<PauseReceipt, BackendError> {
+        Err(unsupported("pause"))
+    }
+
+    fn pause_begun(&self, _id: &str) -> bool {
+        false
+    }
+
+    fn pause_begun_ago(&self, _id: &str) -> Option<Duration> {
+        None
+    }
+
+    fn pause_busy(&self, _id: &str, _runtime: Runtime) -> bool {
+        false
+    }
+
+    async fn finish_pause(
+        &self,
+        _id: &str,
+        _runtime: Runtime,
+    ) -> Result<PauseReceipt, BackendError> {
+        Err(unsupported("pause"))
+    }
+
+    fn pause_receipt(&self, _id: &str) -> Result<PauseReceipt, BackendError> {
+        Err(unsupported("pause"))
+    }
+
+    async fn resume(&self, _spec: &SandboxSpec) -> Result<Provisioned, BackendError> {
+        Err(unsupported("resume"))
+    }
+
+    fn discard_pause(&self, _id: &str) {}
+
+    fn discard_unfinished_pause(&self, _id: &str) {}
+
+    async fn undo_restore(&self, _id: &str, _runtime: Runtime) {}
+
+    async fn renew_network(
+        &self,
+        _id: &str,
+        _runtime: Runtime,
+        _net_index: Option<u32>,
+        _restored: bool,
+    ) -> Result<(), BackendError> {
+        Ok(())
+    }
+
+    async fn prepare_fork(
+        &self,
+        _spec: &SandboxSpec,
+        _from: ForkFrom<'_>,
+    ) -> Result<PauseReceipt, BackendError> {
+        Err(unsupported("forking a sandbox"))
+    }
+
+    async fn save_snapshot(
+        &self,
+        _id: &str,
+        _name: &str,
+        _memory: bool,
+    ) -> Result<PauseReceipt, BackendError> {
+        Err(unsupported("snapshots"))
+    }
+
+    fn remove_snapshot(&self, _name: &str) -> std::io::Result<()> {
+        Ok(())
+    }
+
+    async fn seed_disk(&self, _id: &str, _snapshot: &str) -> Result<(), BackendError> {
+        Err(unsupported("snapshots"))
+    }
+
+    fn net_ip(&self, _index: u32) -> Ipv4Addr {
+        // Pods get their addresses from the cluster's network, not from a slot.
+        Ipv4Addr::UNSPECIFIED
+    }
+
+    fn ensure_volume(&self, _name: &str, _size_mb: u64) -> std::io::Result<()> {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::Unsupported,
+            "volumes are not supported on the Kubernetes backend yet",
+        ))
+    }
+
+    fn volume_usage(&self, _name: &str) -> Option<u64> {
+        None
+    }
+
+    fn remove_volume(&self, _name: &str) -> std::io::Result<()> {
+        Ok(())
+    }
+
+    async fn backup_volume(&self, _name: &str) -> Result<VolumeBackup, BackendError> {
+        Err(unsupported("volumes"))
+    }
+
+    fn discard_volume_backup(&self, _name: &str) {}
+}

@@ -1,0 +1,110 @@
+//! Warren's Kubernetes backend: each sandbox is a Pod in its team's namespace, under the
+//! runtime class of its runtime (`gvisor` by default, `runc`), with Warren's agent as PID 1
+//! (put into a volume by an init container of the agent's own image, never baked into the
+//! user's), its limits as the Pod's resources, its agent token in a Secret, its egress policy
+//! as a NetworkPolicy. The server reaches the agent on the Pod's IP, as it does a local
+//! sandbox's address.
+#![deny(missing_docs)]
+
+mod backend;
+pub mod objects;
+pub mod policy;
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use ipnet::Ipv4Net;
+
+/// How the backend reaches and uses the cluster.
+#[derive(Debug, Clone)]
+pub struct KubeConfig {
+    /// The kubeconfig file; `None`: the in-cluster service account, else `KUBECONFIG` or
+    /// `~/.kube/config`.
+    pub kubeconfig: Option<std::path::PathBuf>,
+    /// The image holding the agent (`/warren-agent`), which init containers copy in.
+    pub agent_image: String,
+    /// Prefix of the per-team namespaces (`warren-` → `warren-<team>`).
+    pub namespace_prefix: String,
+    /// Runtime class of gVisor sandboxes.
+    pub gvisor_class: Option<String>,
+    /// Runtime class of runc sandboxes (`None`: the cluster's default runtime).
+    pub runc_class: Option<String>,
+    /// Networks no sandbox may reach whatever its policy (the cluster's pod and service
+    /// networks, the nodes', metadata addresses).
+    pub blocked: Vec<Ipv4Net>,
+    /// How long a Pod may take to run (image pulls included).
+    pub start_timeout: std::time::Duration,
+}
+
+impl KubeConfig {
+    #[cfg(test)]
+    fn for_tests() -> KubeConfig {
+        KubeConfig {
+            kubeconfig: None,
+            agent_image: "127.0.0.1:5100/warren-agent:test".into(),
+            namespace_prefix: "warren-".into(),
+            gvisor_class: Some("gvisor".into()),
+            runc_class: Some("runc".into()),
+            blocked: Vec::new(),
+            start_timeout: std::time::Duration::from_secs(60),
+        }
+    }
+}
+
+/// Why the backend could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum KubeError {
+    /// The kubeconfig (or in-cluster configuration) could not be read.
+    #[error("Kubernetes configuration: {0}")]
+    Config(String),
+    /// The API server did not answer.
+    #[error("the Kubernetes API server: {0}")]
+    Api(#[from] kube::Error),
+}
+
+/// Runs sandboxes as Pods.
+pub struct KubeBackend {
+    client: kube::Client,
+    cfg: KubeConfig,
+    /// Sandbox id → its namespace, for the sandboxes this server has seen.
+    namespaces: Mutex<HashMap<String, String>>,
+}
+
+impl KubeBackend {
+    /// Connects to the cluster and checks that it answers.
+    pub async fn connect(cfg: KubeConfig) -> Result<KubeBackend, KubeError> {
+        // The client's TLS takes the process's default provider, and the dependency tree
+        // enables two (ring, aws-lc-rs), so none is chosen by itself: ring, as the server's
+        // own TLS. A provider installed before stays.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let config = match &cfg.kubeconfig {
+            Some(path) => {
+                let kc = kube::config::Kubeconfig::read_from(path)
+                    .map_err(|e| KubeError::Config(format!("{}: {e}", path.display())))?;
+                kube::Config::from_custom_kubeconfig(kc, &Default::default())
+                    .await
+                    .map_err(|e| KubeError::Config(format!("{}: {e}", path.display())))?
+            }
+            None => kube::Config::infer()
+                .await
+                .map_err(|e| KubeError::Config(e.to_string()))?,
+        };
+        let client = kube::Client::try_from(config)?;
+        client.apiserver_version().await?;
+        Ok(KubeBackend {
+            client,
+            cfg,
+            namespaces: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The client, for the operator and tests.
+    pub fn client(&self) -> &kube::Client {
+        &self.client
+    }
+}
+
+/// A mutex's guard, also after a panic while it was held.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
