@@ -17,7 +17,14 @@ etcd="$(tr -d '[:space:]' < "$here/etcd-version")"
 containerd="$(tr -d '[:space:]' < "$here/containerd-version")"
 gvisor="$(tr -d '[:space:]' < "$here/gvisor-version")"
 export CGO_ENABLED=0 GOTOOLCHAIN="${GOTOOLCHAIN:-auto}" GOFLAGS="${GOFLAGS:-} -buildvcs=false"
-command -v go >/dev/null 2>&1 || { echo "build-k8s.sh: Go is needed" >&2; exit 1; }
+if ! command -v go >/dev/null 2>&1; then
+  if [ -x /usr/local/go/bin/go ]; then
+    export PATH="/usr/local/go/bin:$PATH"
+  else
+    echo "build-k8s.sh: Go is needed to build the test cluster (https://go.dev/dl, >= 1.24)" >&2
+    exit 1
+  fi
+fi
 
 scratch="$(mktemp -d)"
 trap 'rm -rf "$scratch"' EXIT

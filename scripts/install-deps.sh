@@ -8,13 +8,14 @@
 # libnss-myhostname (so *.localhost names resolve to loopback, as browsers do), then E2B's SDKs
 # themselves (scripts/e2b-sdk-env.sh), Schemathesis for the OpenAPI test (scripts/schemathesis-env.sh); then runsc (scripts/build-runsc.sh) and CRIU with a crun
 # built against it (scripts/build-criu.sh), for runc sandboxes' pause, resume and forks.
+# runc and conntrack are for the Kubernetes test cluster (scripts/k8s-up.sh), which only the tests start.
 # Idempotent: packages already present are left alone.
 set -euo pipefail
 if [ "$(id -u)" -ne 0 ]; then
   echo "install-deps.sh: run as root (sudo $0)" >&2
   exit 1
 fi
-pkgs=(crun runsc busybox-static zstd debootstrap docker-registry umoci skopeo apache2-utils iproute2 nftables python3 tmux wrk nginx build-essential pkg-config ca-certificates curl python3-venv libnss-myhostname)
+pkgs=(crun runsc runc conntrack busybox-static zstd debootstrap docker-registry umoci skopeo apache2-utils iproute2 nftables python3 tmux wrk nginx build-essential pkg-config ca-certificates curl python3-venv libnss-myhostname)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -19,9 +19,15 @@ export WARREN_TEST_POSTGRES
 runuser -u postgres -- psql -qtAc "SELECT datname FROM pg_database WHERE datname LIKE 'warren\_api\_%' OR datname LIKE 'warren\_test\_%'" |
   while read -r db; do runuser -u postgres -- psql -qc "DROP DATABASE \"$db\" WITH (FORCE)"; done
 echo "==> cargo test"
-cargo test --locked --workspace
+# The Kubernetes backend's tests (named kube_*) run below, on a cluster of their own.
+cargo test --locked --workspace -- --skip kube_
 echo "==> the API tests again, on PostgreSQL"
 WARREN_TEST_SERVER_DATABASE=postgres cargo test --locked -p warren-cli \
   --test lifecycle --test operations --test control --test teams --test team_limits --test api_errors --test logs --test survival --test keys \
   --test openapi --test exec --test files --test snapshots --test pause --test volumes --test pools \
   --test images --test registry_pull --test e2b_api
+echo "==> the Kubernetes backend's tests, on a one-node test cluster (scripts/k8s-up.sh)"
+WARREN_TEST_KUBECONFIG=$(bash scripts/k8s-up.sh)
+export WARREN_TEST_KUBECONFIG
+cargo test --locked -p warren-cli --test kube
+bash scripts/k8s-down.sh

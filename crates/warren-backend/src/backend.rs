@@ -25,6 +25,12 @@ pub trait Backend: Send + Sync + 'static {
         keep: &mut dyn FnMut(&Imported) -> Result<(), BackendError>,
     ) -> Result<Imported, BackendError>;
 
+    /// Whether sandboxes run images by their registry reference (the nodes pull them), so an
+    /// image imported or built on the server cannot run.
+    fn pulls_images(&self) -> bool {
+        false
+    }
+
     /// A network lease index for a new sandbox (a warm one when the pool has one).
     fn claim_net_index(&self, used: &[u32]) -> Option<u32>;
     /// Reserves an index for a warm lease if the pool is short.

@@ -1,5 +1,6 @@
 //! `warren`: the server (`serve`), the client verbs, and `bench`. Argument parsing and
 //! printing only; the work is in the library crates.
+mod agent_image;
 mod audit;
 mod bench;
 mod cp;
@@ -140,6 +141,10 @@ enum Command {
     Pool(pool::PoolCommand),
     /// Measure sandbox create and exec latency against the raw runtimes (needs root).
     Bench(bench::BenchArgs),
+    /// The agent's image for `warren serve --backend kubernetes`: `push REF` builds it from
+    /// the agent this binary carries and pushes it.
+    #[command(subcommand)]
+    AgentImage(agent_image::AgentImageCommand),
 }
 
 /// A size in bytes: a number with an optional unit, `k`/`KiB` = 1024, `M`/`MiB`, `G`/`GiB`
@@ -502,6 +507,7 @@ fn main() -> ExitCode {
             Command::Snapshot(c) => snapshot::run(c).await.map(|_| 0),
             Command::Pool(c) => pool::run(c).await.map(|_| 0),
             Command::Bench(a) => bench::run(a).await.map(|_| 0),
+            Command::AgentImage(c) => agent_image::run(c).await.map(|_| 0),
         }
     });
     // A terminal session leaves a blocking read of stdin behind; dropping the runtime would

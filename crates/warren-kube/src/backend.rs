@@ -308,6 +308,10 @@ impl Backend for KubeBackend {
         Err(unsupported("building an image from a sandbox"))
     }
 
+    fn pulls_images(&self) -> bool {
+        true
+    }
+
     fn claim_net_index(&self, used: &[u32]) -> Option<u32> {
         // Addresses are the pod network's; the slot only tells sandboxes apart.
         (1..u32::MAX).find(|i| !used.contains(i))

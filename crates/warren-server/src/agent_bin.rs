@@ -9,6 +9,11 @@ use sha2::{Digest, Sha256};
 
 static AGENT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/warren-agent"));
 
+/// The agent binary itself (static, for any Linux of this architecture).
+pub fn bytes() -> &'static [u8] {
+    AGENT
+}
+
 /// Writes the agent under `data_dir/bin/` (named by its hash) and returns its path.
 pub fn install(data_dir: &Path) -> std::io::Result<PathBuf> {
     let hash = hex::encode(Sha256::digest(AGENT));

@@ -135,6 +135,14 @@ impl Service {
                 },
             )
             .await?;
+        if self.inner.backend.pulls_images() && image.source.is_none() {
+            return Err(ApiError::Invalid(format!(
+                "image {} was imported or built on this server, not pulled from a registry: \
+                 sandboxes here run images their nodes pull (push it to a registry, then use \
+                 that reference)",
+                image.name
+            )));
+        }
         let defaults = &image.config;
         let ready_cmd = defaults.ready_cmd.clone();
         let preferred = match user {

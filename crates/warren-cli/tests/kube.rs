@@ -1,0 +1,225 @@
+//! The Kubernetes backend on the real one-node cluster `scripts/k8s-up.sh` starts (its
+//! kubeconfig in `WARREN_TEST_KUBECONFIG`, its registry on 127.0.0.1:5100): sandboxes as Pods
+//! under the `runc` and `gvisor` runtime classes with the agent put in by an init container of
+//! the image `warren agent-image push` made, exec and files through the agent on the Pod IP,
+//! egress as a NetworkPolicy, a delete leaving no object behind, and clear errors for what
+//! this backend does not do.
+mod common;
+
+use std::process::Command;
+
+use common::TestServer;
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+/// The test cluster's registry (k8s-up.sh starts it; its nodes pull from it over HTTP).
+const REGISTRY: &str = "127.0.0.1:5100";
+
+fn kubeconfig() -> String {
+    std::env::var("WARREN_TEST_KUBECONFIG").expect(
+        "WARREN_TEST_KUBECONFIG must name the test cluster's kubeconfig (scripts/k8s-up.sh \
+         starts the cluster and prints it)",
+    )
+}
+
+/// `kubectl ARGS -o json` against the test cluster.
+fn kubectl_json(args: &[&str]) -> Value {
+    let version = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../scripts/k8s-version"
+    ))
+    .expect("scripts/k8s-version");
+    let kubectl = format!("/opt/warren/k8s/{}/kubectl", version.trim());
+    let out = Command::new(&kubectl)
+        .arg("--kubeconfig")
+        .arg(kubeconfig())
+        .args(args)
+        .args(["-o", "json"])
+        .output()
+        .expect("running kubectl (scripts/build-k8s.sh builds it)");
+    assert!(
+        out.status.success(),
+        "kubectl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("kubectl's JSON")
+}
+
+/// Pushes the agent image with `warren agent-image push`; its reference pinned by digest.
+fn push_agent_image() -> String {
+    let target = format!("{REGISTRY}/warren-test/agent:{}", std::process::id());
+    let out = Command::new(env!("CARGO_BIN_EXE_warren"))
+        .args(["agent-image", "push", &target, "--json"])
+        .output()
+        .expect("warren agent-image push");
+    assert!(
+        out.status.success(),
+        "warren agent-image push: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).expect("its JSON");
+    let pinned = v["reference"].as_str().expect("reference").to_owned();
+    assert!(pinned.starts_with(&format!("{target}@sha256:")), "{pinned}");
+    pinned
+}
+
+/// A busybox image made by the real umoci, pushed with skopeo: its reference.
+fn push_user_image(dir: &std::path::Path) -> String {
+    let layout = dir.join("layout");
+    common::oci_layout::umoci_image(&layout, "v1");
+    let target = format!("{REGISTRY}/warren-test/busybox:{}", std::process::id());
+    let out = Command::new("skopeo")
+        .args([
+            "--insecure-policy",
+            "copy",
+            "--quiet",
+            "--dest-tls-verify=false",
+            "--dest-no-creds",
+        ])
+        .arg(format!("oci:{}:v1", layout.display()))
+        .arg(format!("docker://{target}"))
+        .env("HOME", dir)
+        .output()
+        .expect("running skopeo");
+    assert!(
+        out.status.success(),
+        "skopeo: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    target
+}
+
+async fn error_of(resp: reqwest::Response) -> (StatusCode, String) {
+    let status = resp.status();
+    let body: Value = resp.json().await.expect("a JSON error");
+    let msg = body["error"]["message"].as_str().unwrap_or("").to_owned();
+    (status, msg)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kube_sandboxes_run_as_pods_under_both_runtime_classes_and_leave_nothing_behind() {
+    let scratch = tempfile::tempdir().expect("scratch");
+    let agent = push_agent_image();
+    let image = push_user_image(scratch.path());
+    let kc = kubeconfig();
+    let s = TestServer::start_with(&[
+        "--backend",
+        "kubernetes",
+        "--kubeconfig",
+        &kc,
+        "--kube-agent-image",
+        &agent,
+        "--kube-runc-class",
+        "runc",
+        "--kube-blocked-cidr",
+        "10.244.0.0/16,10.96.0.0/24",
+    ])
+    .await;
+
+    for (runtime, class) in [("runc", "runc"), ("gvisor", "gvisor")] {
+        let sb = s
+            .create(json!({
+                "image": image, "runtime": runtime, "cmd": ["sleep", "600"],
+                "env": {"GREETING": "hi"}, "cpu": 0.5, "memory_mb": 256, "egress": "deny",
+            }))
+            .await;
+        assert_eq!(sb["state"], "running", "{sb}");
+        let id = sb["id"].as_str().expect("id").to_owned();
+        let ip = sb["ip"].as_str().unwrap_or("");
+        assert!(ip.starts_with("10.244.0."), "a pod address: {sb}");
+
+        let pods = kubectl_json(&["get", "pods", "-A", "-l", &format!("warren.dev/sandbox={id}")]);
+        let pod = &pods["items"][0];
+        let ns = pod["metadata"]["namespace"].as_str().expect("namespace").to_owned();
+        assert!(ns.starts_with("warren-"), "{ns}");
+        assert_eq!(pod["spec"]["runtimeClassName"], class);
+        assert_eq!(pod["status"]["podIP"], ip);
+        assert_eq!(pod["spec"]["initContainers"][0]["image"], agent.as_str());
+        let container = &pod["spec"]["containers"][0];
+        let pinned = container["image"].as_str().unwrap_or("");
+        assert!(
+            pinned.starts_with(&format!("{image}@sha256:")),
+            "the user's image pinned by digest: {pinned}"
+        );
+        assert_eq!(container["resources"]["limits"]["memory"], "256Mi");
+        assert_eq!(container["resources"]["limits"]["cpu"], "500m");
+        assert_eq!(pod["spec"]["automountServiceAccountToken"], false);
+
+        // The agent is PID 1, from the init container's volume, and answers on the Pod IP.
+        let out = s
+            .sh(&id, "echo $GREETING; tr '\\0' ' ' < /proc/1/cmdline; echo; id -u")
+            .await;
+        assert_eq!(out, "hi\n/warren/warren-agent \n0\n", "{runtime}");
+        // Under gVisor the kernel the sandbox sees is gVisor's.
+        let kernel = s.sh(&id, "dmesg 2>/dev/null | head -1; true").await;
+        assert_eq!(kernel.contains("gVisor"), runtime == "gvisor", "{kernel}");
+        // Its token is not in the environment PID 1 shows.
+        let environ = s.sh(&id, "tr '\\0' '\\n' < /proc/1/environ").await;
+        assert!(!environ.contains(&s.key) && environ.contains("WARREN_AGENT_TOKEN_FILE"));
+
+        let path = format!("/v1/sandboxes/{id}/files?path=/tmp/note.txt");
+        let r = s.req(Method::PUT, &path).body("written over HTTP").send().await.expect("put");
+        assert_eq!(r.status(), StatusCode::NO_CONTENT);
+        let r = s.req(Method::GET, &path).send().await.expect("get");
+        assert_eq!(r.text().await.expect("body"), "written over HTTP");
+
+        // Egress: the policy object follows the sandbox's setting.
+        let name = format!("warren-{id}-egress");
+        let np = kubectl_json(&["get", "networkpolicy", "-n", &ns, &name]);
+        assert_eq!(np["spec"]["policyTypes"], json!(["Egress"]));
+        assert_eq!(np["spec"]["egress"], Value::Null, "deny: no egress rule: {np}");
+        let r = s
+            .req(Method::PUT, &format!("/v1/sandboxes/{id}/network"))
+            .json(&json!({"egress": {"allow": ["203.0.113.0/24"]}}))
+            .send()
+            .await
+            .expect("network");
+        assert_eq!(r.status(), StatusCode::OK);
+        let np = kubectl_json(&["get", "networkpolicy", "-n", &ns, &name]);
+        assert_eq!(
+            np["spec"]["egress"],
+            json!([{"to": [{"ipBlock": {"cidr": "203.0.113.0/24"}}]}]),
+            "{np}"
+        );
+
+        // What this backend does not do is refused, saying so.
+        let r = s
+            .req(Method::POST, &format!("/v1/sandboxes/{id}/pause"))
+            .send()
+            .await
+            .expect("pause");
+        let (status, msg) = error_of(r).await;
+        assert_eq!(status, StatusCode::CONFLICT);
+        assert!(msg.contains("not supported on the Kubernetes backend"), "{msg}");
+
+        s.delete(&id).await;
+        let left = kubectl_json(&[
+            "get",
+            "pods,secrets,networkpolicies",
+            "-A",
+            "-l",
+            &format!("warren.dev/sandbox={id}"),
+        ]);
+        assert_eq!(left["items"], json!([]), "nothing left of {id}: {left}");
+    }
+
+    // An image imported on the server is not in any registry the nodes pull from.
+    let r = s
+        .req(Method::POST, "/v1/sandboxes")
+        .json(&json!({"image": "busybox", "runtime": "runc", "cmd": ["sleep", "60"]}))
+        .send()
+        .await
+        .expect("create");
+    let status = r.status();
+    let body: Value = r.json().await.expect("body");
+    let said = body["error"]["message"]
+        .as_str()
+        .or(body["error"].as_str())
+        .unwrap_or("")
+        .to_owned();
+    assert!(
+        status.is_client_error() && said.contains("pulled from a registry"),
+        "{status} {body}"
+    );
+    s.shutdown().await;
+}
