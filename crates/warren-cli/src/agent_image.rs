@@ -114,7 +114,10 @@ pub async fn run(cmd: AgentImageCommand) -> anyhow::Result<()> {
         .fetch_manifest_digest(&target, &auth)
         .await
         .with_context(|| format!("reading back {reference}'s digest"))?;
-    let pinned = format!("{}@{digest}", reference.split('@').next().unwrap_or(&reference));
+    let pinned = format!(
+        "{}@{digest}",
+        reference.split('@').next().unwrap_or(&reference)
+    );
     if json {
         println!(
             "{}",
@@ -139,7 +142,10 @@ mod tests {
                 .expect("gunzip");
             out
         };
-        assert_eq!(diff_id, format!("sha256:{}", hex::encode(Sha256::digest(&tar))));
+        assert_eq!(
+            diff_id,
+            format!("sha256:{}", hex::encode(Sha256::digest(&tar)))
+        );
         let mut archive = tar::Archive::new(&tar[..]);
         let mut entries = archive.entries().expect("entries");
         let mut e = entries.next().expect("one").expect("entry");

@@ -128,9 +128,18 @@ async fn kube_sandboxes_run_as_pods_under_both_runtime_classes_and_leave_nothing
         let ip = sb["ip"].as_str().unwrap_or("");
         assert!(ip.starts_with("10.244.0."), "a pod address: {sb}");
 
-        let pods = kubectl_json(&["get", "pods", "-A", "-l", &format!("warren.dev/sandbox={id}")]);
+        let pods = kubectl_json(&[
+            "get",
+            "pods",
+            "-A",
+            "-l",
+            &format!("warren.dev/sandbox={id}"),
+        ]);
         let pod = &pods["items"][0];
-        let ns = pod["metadata"]["namespace"].as_str().expect("namespace").to_owned();
+        let ns = pod["metadata"]["namespace"]
+            .as_str()
+            .expect("namespace")
+            .to_owned();
         assert!(ns.starts_with("warren-"), "{ns}");
         assert_eq!(pod["spec"]["runtimeClassName"], class);
         assert_eq!(pod["status"]["podIP"], ip);
@@ -147,7 +156,10 @@ async fn kube_sandboxes_run_as_pods_under_both_runtime_classes_and_leave_nothing
 
         // The agent is PID 1, from the init container's volume, and answers on the Pod IP.
         let out = s
-            .sh(&id, "echo $GREETING; tr '\\0' ' ' < /proc/1/cmdline; echo; id -u")
+            .sh(
+                &id,
+                "echo $GREETING; tr '\\0' ' ' < /proc/1/cmdline; echo; id -u",
+            )
             .await;
         assert_eq!(out, "hi\n/warren/warren-agent \n0\n", "{runtime}");
         // Under gVisor the kernel the sandbox sees is gVisor's.
@@ -158,7 +170,12 @@ async fn kube_sandboxes_run_as_pods_under_both_runtime_classes_and_leave_nothing
         assert!(!environ.contains(&s.key) && environ.contains("WARREN_AGENT_TOKEN_FILE"));
 
         let path = format!("/v1/sandboxes/{id}/files?path=/tmp/note.txt");
-        let r = s.req(Method::PUT, &path).body("written over HTTP").send().await.expect("put");
+        let r = s
+            .req(Method::PUT, &path)
+            .body("written over HTTP")
+            .send()
+            .await
+            .expect("put");
         assert_eq!(r.status(), StatusCode::NO_CONTENT);
         let r = s.req(Method::GET, &path).send().await.expect("get");
         assert_eq!(r.text().await.expect("body"), "written over HTTP");
@@ -167,7 +184,11 @@ async fn kube_sandboxes_run_as_pods_under_both_runtime_classes_and_leave_nothing
         let name = format!("warren-{id}-egress");
         let np = kubectl_json(&["get", "networkpolicy", "-n", &ns, &name]);
         assert_eq!(np["spec"]["policyTypes"], json!(["Egress"]));
-        assert_eq!(np["spec"]["egress"], Value::Null, "deny: no egress rule: {np}");
+        assert_eq!(
+            np["spec"]["egress"],
+            Value::Null,
+            "deny: no egress rule: {np}"
+        );
         let r = s
             .req(Method::PUT, &format!("/v1/sandboxes/{id}/network"))
             .json(&json!({"egress": {"allow": ["203.0.113.0/24"]}}))
@@ -182,6 +203,17 @@ async fn kube_sandboxes_run_as_pods_under_both_runtime_classes_and_leave_nothing
             "{np}"
         );
 
+        // A stop deletes the Pod; a start makes it again, at a new address.
+        for verb in ["stop", "start"] {
+            let r = s
+                .req(Method::POST, &format!("/v1/sandboxes/{id}/{verb}"))
+                .send()
+                .await
+                .expect(verb);
+            assert_eq!(r.status(), StatusCode::OK, "{verb}");
+        }
+        assert_eq!(s.sh(&id, "echo again").await, "again\n");
+
         // What this backend does not do is refused, saying so.
         let r = s
             .req(Method::POST, &format!("/v1/sandboxes/{id}/pause"))
@@ -190,7 +222,10 @@ async fn kube_sandboxes_run_as_pods_under_both_runtime_classes_and_leave_nothing
             .expect("pause");
         let (status, msg) = error_of(r).await;
         assert_eq!(status, StatusCode::CONFLICT);
-        assert!(msg.contains("not supported on the Kubernetes backend"), "{msg}");
+        assert!(
+            msg.contains("not supported on the Kubernetes backend"),
+            "{msg}"
+        );
 
         s.delete(&id).await;
         let left = kubectl_json(&[
@@ -202,6 +237,20 @@ async fn kube_sandboxes_run_as_pods_under_both_runtime_classes_and_leave_nothing
         ]);
         assert_eq!(left["items"], json!([]), "nothing left of {id}: {left}");
     }
+
+    // Nor are volumes.
+    let r = s
+        .post("/v1/volumes", Some(json!({"name": "kv", "size_mb": 64})))
+        .await;
+    let (status, msg) = error_of(r).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert!(
+        msg.contains("not supported on the Kubernetes backend"),
+        "{msg}"
+    );
+    assert!(s.get_json("/v1/volumes").await["volumes"]
+        .as_array()
+        .is_some_and(|v| v.is_empty()));
 
     // An image imported on the server is not in any registry the nodes pull from.
     let r = s

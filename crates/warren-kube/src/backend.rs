@@ -55,6 +55,18 @@ fn failure(pod: &Pod) -> Option<String> {
                 .unwrap_or_else(|| "the pod failed".into()),
         );
     }
+    // No node has room (or none fits): said at once rather than after the start timeout.
+    let unschedulable = status.conditions.iter().flatten().find(|c| {
+        c.type_ == "PodScheduled"
+            && c.status == "False"
+            && c.reason.as_deref() == Some("Unschedulable")
+    });
+    if let Some(c) = unschedulable {
+        return Some(format!(
+            "no node can run it: {}",
+            c.message.as_deref().unwrap_or("unschedulable")
+        ));
+    }
     let stuck = [
         "ErrImagePull",
         "ImagePullBackOff",
@@ -552,4 +564,40 @@ impl Backend for KubeBackend {
     }
 
     fn discard_volume_backup(&self, _name: &str) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(status: serde_json::Value) -> Pod {
+        serde_json::from_value(serde_json::json!({"metadata": {"name": "p"}, "status": status}))
+            .expect("a pod")
+    }
+
+    #[test]
+    fn a_pod_that_cannot_run_says_why_and_a_running_one_has_its_address() {
+        let unschedulable = pod(serde_json::json!({"phase": "Pending", "conditions": [{
+            "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+            "message": "0/1 nodes are available: 1 Insufficient cpu."}]}));
+        let why = failure(&unschedulable).expect("a failure");
+        assert!(why.contains("Insufficient cpu"), "{why}");
+        let pull = pod(
+            serde_json::json!({"phase": "Pending", "containerStatuses": [{
+            "name": "sandbox", "image": "i", "imageID": "", "ready": false, "restartCount": 0,
+            "state": {"waiting": {"reason": "ImagePullBackOff", "message": "not found"}}}]}),
+        );
+        assert!(failure(&pull).is_some_and(|w| w.contains("ImagePullBackOff")));
+        let init = pod(
+            serde_json::json!({"phase": "Pending", "initContainerStatuses": [{
+            "name": "warren-agent", "image": "a", "imageID": "", "ready": false,
+            "restartCount": 0, "state": {"terminated": {"exitCode": 1, "reason": "Error"}}}]}),
+        );
+        assert!(failure(&init).is_some_and(|w| w.contains("warren-agent exited 1")));
+        let pending = pod(serde_json::json!({"phase": "Pending"}));
+        assert_eq!((failure(&pending), running_ip(&pending)), (None, None));
+        let running = pod(serde_json::json!({"phase": "Running", "podIP": "10.244.0.12"}));
+        assert_eq!(failure(&running), None);
+        assert_eq!(running_ip(&running), Some(Ipv4Addr::new(10, 244, 0, 12)));
+    }
 }

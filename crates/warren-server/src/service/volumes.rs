@@ -113,10 +113,13 @@ impl crate::service::Volumes<'_> {
             .map_err(|e| ApiError::Internal(format!("volume task: {e}")))?;
         if let Err(e) = made {
             let _ = self.inner.store.delete_volume(&req.name).await;
-            return Err(ApiError::Internal(format!(
-                "making volume {}: {e}",
-                req.name
-            )));
+            let msg = format!("making volume {}: {e}", req.name);
+            // A backend without volumes says so: the call cannot succeed here, not a fault.
+            return Err(if e.kind() == std::io::ErrorKind::Unsupported {
+                ApiError::Conflict(msg)
+            } else {
+                ApiError::Internal(msg)
+            });
         }
         self.volume(&req.name, team).await
     }
