@@ -9,7 +9,8 @@
 # The versions are in scripts/{k8s,etcd,containerd}-version. Kubernetes 1.34: the newest minor
 # whose kubelet runs on a cgroup v1 (hybrid) host without being told to (1.35 refuses unless
 # `failCgroupV1: false`); etcd 3.6 is the line it is tested with. Test infrastructure, not
-# product. Prints each cold build's time. Run as root.
+# product. Prints each cold build's time. Run as root. WARREN_OPT puts them elsewhere than
+# /opt/warren (to time a cold build beside the cached one).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 k8s="$(tr -d '[:space:]' < "$here/k8s-version")"
@@ -26,6 +27,7 @@ if ! command -v go >/dev/null 2>&1; then
   fi
 fi
 
+opt="${WARREN_OPT:-/opt/warren}"
 scratch="$(mktemp -d)"
 trap 'rm -rf "$scratch"' EXIT
 
@@ -34,7 +36,7 @@ took() { echo "==> $1 built in $(( $(date +%s) - $2 )) s"; }
 # Kubernetes: its go.mod requires the k8s.io/* staging modules at v0.0.0 and replaces them by
 # local paths, so `go install k8s.io/kubernetes/cmd/...@v` cannot work; a wrapper module
 # requires it and replaces each staging module by its published v0.<minor>.<patch>.
-dest="/opt/warren/k8s/$k8s"
+dest="$opt/k8s/$k8s"
 components=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl)
 missing=()
 for c in "${components[@]}"; do [ -x "$dest/$c" ] || missing+=("$c"); done
@@ -80,7 +82,7 @@ fi
 
 # etcd: its modules' go.mod files replace each other by local paths, so `go install` refuses
 # them; a wrapper module requires them at their published versions.
-dest="/opt/warren/etcd/$etcd"
+dest="$opt/etcd/$etcd"
 if ! [ -x "$dest/etcd" ]; then
   echo "==> building etcd $etcd"
   start=$(date +%s)
@@ -109,7 +111,7 @@ fi
 
 # containerd 2 (its CRI plugin is what kubelet talks to) and its runc shim; without cgo, so
 # without the btrfs snapshotter (overlayfs is the one used).
-dest="/opt/warren/containerd/$containerd"
+dest="$opt/containerd/$containerd"
 if ! [ -x "$dest/containerd" ]; then
   echo "==> building containerd $containerd"
   start=$(date +%s)

@@ -258,7 +258,7 @@ launch kube-apiserver "$K/kube-apiserver" \
   --service-account-key-file=$pki/sa.pub --service-account-signing-key-file=$pki/sa.key \
   --service-account-issuer=https://kubernetes.default.svc.cluster.local \
   --authorization-mode=Node,RBAC --enable-admission-plugins=NodeRestriction \
-  --kubelet-preferred-address-types=InternalIP \
+  --kubelet-preferred-address-types=InternalIP --feature-gates=ImageVolume=true \
   --allow-privileged=true --profiling=false --v=1
 wait_for kube-apiserver 90 kubectl get --raw /readyz
 
@@ -303,6 +303,9 @@ imageGCLowThresholdPercent: 99
 evictionHard: {memory.available: "200Mi", nodefs.available: "1%", imagefs.available: "1%", nodefs.inodesFree: "1%"}
 serializeImagePulls: false
 maxPods: 250
+# Image volumes (beta in 1.34, off by default): Warren can mount its agent image read-only
+# instead of copying the agent in with an init container.
+featureGates: {ImageVolume: true}
 EOF
 launch kubelet "$K/kubelet" --config=$S/kubelet.yaml --kubeconfig=$S/kubelet.kubeconfig \
   --hostname-override=$NODE --node-ip=$GW --root-dir=$S/kubelet --cert-dir=$S/kubelet/pki --v=1

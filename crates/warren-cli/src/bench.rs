@@ -10,6 +10,7 @@ mod control;
 mod control_scale;
 mod gvisor;
 mod image;
+mod kube;
 mod load;
 mod noisy;
 mod proxy;
@@ -39,6 +40,10 @@ const RAW_RUNSC_EXEC_MAX: u32 = 30;
 
 #[derive(Subcommand)]
 pub enum BenchCommand {
+    /// The Kubernetes backend beside plain kubectl, per runtime class: create → running
+    /// against `kubectl run` + `kubectl wait --for=condition=Ready`, and the exec round trip
+    /// against `kubectl exec` (needs a cluster: scripts/k8s-up.sh starts one).
+    Kube(kube::KubeBenchArgs),
     /// The preview proxy: wrk straight to a sandbox, through Warren, and through nginx
     /// (needs wrk and nginx), plus WebSocket echo round trips.
     Proxy(proxy::ProxyBenchArgs),
@@ -129,6 +134,7 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
         Some(BenchCommand::State(st)) => return state::run(st).await,
         Some(BenchCommand::Store(st)) => return store::run(st).await,
         Some(BenchCommand::Control(c)) => return control::run(c).await,
+        Some(BenchCommand::Kube(k)) => return kube::run(k).await,
         None => {}
     }
     let runtimes = a.runtimes();

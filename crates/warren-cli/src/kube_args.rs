@@ -12,6 +12,15 @@ pub enum BackendKind {
     Kubernetes,
 }
 
+/// `--kube-agent-mount`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AgentMountArg {
+    /// An init container copies the agent in.
+    InitContainer,
+    /// The agent image is mounted as an image volume.
+    ImageVolume,
+}
+
 /// The flags of `--backend kubernetes`.
 #[derive(Debug, clap::Args)]
 pub struct KubeArgs {
@@ -27,6 +36,12 @@ pub struct KubeArgs {
     /// each sandbox Pod's init container copies in. Required with --backend kubernetes.
     #[arg(long, env = "WARREN_KUBE_AGENT_IMAGE")]
     kube_agent_image: Option<String>,
+    /// How the agent gets into a sandbox's Pod: init-container (an init container of the
+    /// agent image copies it in; any cluster) or image-volume (the agent image mounted
+    /// read-only: no init container to wait for; Kubernetes 1.33+ with the ImageVolume
+    /// feature gate).
+    #[arg(long, env = "WARREN_KUBE_AGENT_MOUNT", value_enum, default_value_t = AgentMountArg::InitContainer)]
+    kube_agent_mount: AgentMountArg,
     /// Prefix of the namespace each team's sandboxes run in (PREFIX + team name).
     #[arg(long, env = "WARREN_KUBE_NAMESPACE_PREFIX", default_value = "warren-")]
     kube_namespace_prefix: String,
@@ -67,6 +82,10 @@ impl KubeArgs {
         Ok(Some(warren_kube::KubeConfig {
             kubeconfig: self.kubeconfig,
             agent_image,
+            agent_mount: match self.kube_agent_mount {
+                AgentMountArg::InitContainer => warren_kube::AgentMount::InitContainer,
+                AgentMountArg::ImageVolume => warren_kube::AgentMount::ImageVolume,
+            },
             namespace_prefix: self.kube_namespace_prefix,
             gvisor_class: Some(self.kube_gvisor_class),
             runc_class: self.kube_runc_class,

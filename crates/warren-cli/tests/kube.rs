@@ -89,6 +89,21 @@ fn push_user_image(dir: &std::path::Path) -> String {
     target
 }
 
+/// A server on the test cluster with agent image `agent`, and `extra` flags.
+async fn kube_server(agent: &str, extra: &[&str]) -> TestServer {
+    let kc = kubeconfig();
+    let mut args = vec![
+        "--backend",
+        "kubernetes",
+        "--kubeconfig",
+        &kc,
+        "--kube-agent-image",
+        agent,
+    ];
+    args.extend_from_slice(extra);
+    TestServer::start_with(&args).await
+}
+
 async fn error_of(resp: reqwest::Response) -> (StatusCode, String) {
     let status = resp.status();
     let body: Value = resp.json().await.expect("a JSON error");
@@ -101,19 +116,15 @@ async fn kube_sandboxes_run_as_pods_under_both_runtime_classes_and_leave_nothing
     let scratch = tempfile::tempdir().expect("scratch");
     let agent = push_agent_image();
     let image = push_user_image(scratch.path());
-    let kc = kubeconfig();
-    let s = TestServer::start_with(&[
-        "--backend",
-        "kubernetes",
-        "--kubeconfig",
-        &kc,
-        "--kube-agent-image",
+    let s = kube_server(
         &agent,
-        "--kube-runc-class",
-        "runc",
-        "--kube-blocked-cidr",
-        "10.244.0.0/16,10.96.0.0/24",
-    ])
+        &[
+            "--kube-runc-class",
+            "runc",
+            "--kube-blocked-cidr",
+            "10.244.0.0/16,10.96.0.0/24",
+        ],
+    )
     .await;
 
     for (runtime, class) in [("runc", "runc"), ("gvisor", "gvisor")] {
@@ -270,5 +281,26 @@ async fn kube_sandboxes_run_as_pods_under_both_runtime_classes_and_leave_nothing
         status.is_client_error() && said.contains("pulled from a registry"),
         "{status} {body}"
     );
+    s.shutdown().await;
+
+    // The agent image mounted as an image volume: no init container.
+    let s = kube_server(&agent, &["--kube-agent-mount", "image-volume"]).await;
+    let sb = s
+        .create(json!({"image": image, "runtime": "gvisor", "cmd": ["sleep", "600"]}))
+        .await;
+    let id = sb["id"].as_str().expect("id").to_owned();
+    let pods = kubectl_json(&[
+        "get",
+        "pods",
+        "-A",
+        "-l",
+        &format!("warren.dev/sandbox={id}"),
+    ]);
+    let spec = &pods["items"][0]["spec"];
+    assert_eq!(spec["initContainers"], Value::Null, "{spec}");
+    assert_eq!(spec["volumes"][0]["image"]["reference"], agent.as_str());
+    let out = s.sh(&id, "tr '\\0' ' ' < /proc/1/cmdline; echo").await;
+    assert_eq!(out, "/warren/warren-agent \n");
+    s.delete(&id).await;
     s.shutdown().await;
 }

@@ -43,17 +43,18 @@ fn not_found(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 404)
 }
 
+/// How long a Pod may stay unschedulable (no node has room now) before its create fails:
+/// room a deleted sandbox frees comes within it.
+const UNSCHEDULABLE_GRACE: Duration = Duration::from_secs(10);
+
 /// Why a Pod will not run, if it will not: a failed phase, an init container that failed, a
-/// container stuck on its image or its configuration.
-fn failure(pod: &Pod) -> Option<String> {
+/// container stuck on its image or its configuration; or, `true` beside it, no node with room
+/// for it now (which may change).
+fn failure(pod: &Pod) -> Option<(String, bool)> {
     let status = pod.status.as_ref()?;
     if status.phase.as_deref() == Some("Failed") {
-        return Some(
-            status
-                .message
-                .clone()
-                .unwrap_or_else(|| "the pod failed".into()),
-        );
+        let why = status.message.clone();
+        return Some((why.unwrap_or_else(|| "the pod failed".into()), false));
     }
     // No node has room (or none fits): said at once rather than after the start timeout.
     let unschedulable = status.conditions.iter().flatten().find(|c| {
@@ -62,10 +63,8 @@ fn failure(pod: &Pod) -> Option<String> {
             && c.reason.as_deref() == Some("Unschedulable")
     });
     if let Some(c) = unschedulable {
-        return Some(format!(
-            "no node can run it: {}",
-            c.message.as_deref().unwrap_or("unschedulable")
-        ));
+        let why = c.message.as_deref().unwrap_or("unschedulable");
+        return Some((format!("no node can run it: {why}"), true));
     }
     let stuck = [
         "ErrImagePull",
@@ -85,26 +84,33 @@ fn failure(pod: &Pod) -> Option<String> {
         let state = c.state.as_ref();
         if let Some(w) = state.and_then(|s| s.waiting.as_ref()) {
             if stuck.contains(&w.reason.as_deref().unwrap_or("")) {
-                return Some(format!(
+                let why = format!(
                     "container {}: {}: {}",
                     c.name,
                     w.reason.as_deref().unwrap_or(""),
                     w.message.as_deref().unwrap_or("")
-                ));
+                );
+                return Some((why, false));
             }
         }
         if let Some(t) = state.and_then(|s| s.terminated.as_ref()) {
             if t.exit_code != 0 {
-                return Some(format!(
+                let why = format!(
                     "container {} exited {}: {}",
                     c.name,
                     t.exit_code,
                     t.message.as_deref().or(t.reason.as_deref()).unwrap_or("")
-                ));
+                );
+                return Some((why, false));
             }
         }
     }
     None
+}
+
+/// Whether waiting for `pod` (made at `began`) is over without it running.
+fn gives_up(pod: &Pod, began: Instant) -> bool {
+    failure(pod).is_some_and(|(_, for_now)| !for_now || began.elapsed() >= UNSCHEDULABLE_GRACE)
 }
 
 /// The Pod's address once it runs.
@@ -234,42 +240,46 @@ impl KubeBackend {
         .map_err(api_error("pod"))?;
         steps.push(("objects", t.elapsed()));
         let t = Instant::now();
-        let settled = await_condition(pods.clone(), &name, |p: Option<&Pod>| {
-            p.is_none_or(|p| running_ip(p).is_some() || failure(p).is_some())
-        });
-        let pod = match tokio::time::timeout(self.cfg.start_timeout, settled).await {
-            Err(_) => {
-                let why = pods
-                    .get_opt(&name)
-                    .await
-                    .ok()
-                    .flatten()
-                    .and_then(|p| p.status?.conditions)
-                    .and_then(|c| c.into_iter().find_map(|c| c.message))
-                    .unwrap_or_default();
-                return Err(BackendError::Step {
-                    step: "pod",
-                    message: format!(
-                        "the pod did not run within {:?} {why}",
-                        self.cfg.start_timeout
-                    ),
-                });
-            }
-            Ok(Err(e)) => {
-                return Err(BackendError::Step {
+        let pod = loop {
+            let settled = await_condition(pods.clone(), &name, move |p: Option<&Pod>| {
+                p.is_none_or(|p| running_ip(p).is_some() || gives_up(p, t))
+            });
+            // Read again now and then: a pod left unschedulable may change nothing a watch
+            // sees, and its grace runs out all the same.
+            let waited = tokio::time::timeout(Duration::from_secs(2), settled).await;
+            let settled = match waited {
+                Ok(settled) => settled.map_err(|e| BackendError::Step {
                     step: "pod",
                     message: e.to_string(),
-                })
-            }
-            Ok(Ok(None)) => {
-                return Err(BackendError::Step {
-                    step: "pod",
-                    message: "the pod was deleted while it started".into(),
-                })
-            }
-            Ok(Ok(Some(pod))) => pod,
+                })?,
+                Err(_) if t.elapsed() >= self.cfg.start_timeout => {
+                    let why = pods
+                        .get_opt(&name)
+                        .await
+                        .ok()
+                        .flatten()
+                        .and_then(|p| failure(&p).map(|(why, _)| why))
+                        .unwrap_or_default();
+                    return Err(BackendError::Step {
+                        step: "pod",
+                        message: format!(
+                            "the pod did not run within {:?} {why}",
+                            self.cfg.start_timeout
+                        ),
+                    });
+                }
+                Err(_) => match pods.get_opt(&name).await {
+                    Ok(Some(p)) if gives_up(&p, t) => Some(p),
+                    Ok(None) => None,
+                    _ => continue,
+                },
+            };
+            break settled.ok_or_else(|| BackendError::Step {
+                step: "pod",
+                message: "the pod was deleted while it started".into(),
+            })?;
         };
-        if let Some(why) = failure(&pod) {
+        if let Some((why, _)) = failure(&pod) {
             return Err(BackendError::Step {
                 step: "pod",
                 message: why,
@@ -580,20 +590,26 @@ mod tests {
         let unschedulable = pod(serde_json::json!({"phase": "Pending", "conditions": [{
             "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
             "message": "0/1 nodes are available: 1 Insufficient cpu."}]}));
-        let why = failure(&unschedulable).expect("a failure");
-        assert!(why.contains("Insufficient cpu"), "{why}");
+        let (why, for_now) = failure(&unschedulable).expect("a failure");
+        assert!(why.contains("Insufficient cpu") && for_now, "{why}");
+        assert!(!gives_up(&unschedulable, Instant::now()));
+        assert!(gives_up(
+            &unschedulable,
+            Instant::now() - UNSCHEDULABLE_GRACE
+        ));
         let pull = pod(
             serde_json::json!({"phase": "Pending", "containerStatuses": [{
             "name": "sandbox", "image": "i", "imageID": "", "ready": false, "restartCount": 0,
             "state": {"waiting": {"reason": "ImagePullBackOff", "message": "not found"}}}]}),
         );
-        assert!(failure(&pull).is_some_and(|w| w.contains("ImagePullBackOff")));
+        assert!(failure(&pull).is_some_and(|(w, now)| w.contains("ImagePullBackOff") && !now));
+        assert!(gives_up(&pull, Instant::now()));
         let init = pod(
             serde_json::json!({"phase": "Pending", "initContainerStatuses": [{
             "name": "warren-agent", "image": "a", "imageID": "", "ready": false,
             "restartCount": 0, "state": {"terminated": {"exitCode": 1, "reason": "Error"}}}]}),
         );
-        assert!(failure(&init).is_some_and(|w| w.contains("warren-agent exited 1")));
+        assert!(failure(&init).is_some_and(|(w, _)| w.contains("warren-agent exited 1")));
         let pending = pod(serde_json::json!({"phase": "Pending"}));
         assert_eq!((failure(&pending), running_ip(&pending)), (None, None));
         let running = pod(serde_json::json!({"phase": "Running", "podIP": "10.244.0.12"}));

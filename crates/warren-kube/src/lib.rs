@@ -21,8 +21,10 @@ pub struct KubeConfig {
     /// The kubeconfig file; `None`: the in-cluster service account, else `KUBECONFIG` or
     /// `~/.kube/config`.
     pub kubeconfig: Option<std::path::PathBuf>,
-    /// The image holding the agent (`/warren-agent`), which init containers copy in.
+    /// The image holding the agent (`/warren-agent`).
     pub agent_image: String,
+    /// How the agent gets into a sandbox's Pod.
+    pub agent_mount: AgentMount,
     /// Prefix of the per-team namespaces (`warren-` → `warren-<team>`).
     pub namespace_prefix: String,
     /// Runtime class of gVisor sandboxes.
@@ -42,6 +44,7 @@ impl KubeConfig {
         KubeConfig {
             kubeconfig: None,
             agent_image: "127.0.0.1:5100/warren-agent:test".into(),
+            agent_mount: AgentMount::InitContainer,
             namespace_prefix: "warren-".into(),
             gvisor_class: Some("gvisor".into()),
             runc_class: Some("runc".into()),
@@ -49,6 +52,16 @@ impl KubeConfig {
             start_timeout: std::time::Duration::from_secs(60),
         }
     }
+}
+
+/// How the agent gets into a sandbox's Pod, from the agent image (never the user's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AgentMount {
+    /// An init container of the agent image copies it into an `emptyDir`: any cluster.
+    InitContainer,
+    /// The agent image mounted read-only as an image volume: no init container to wait for
+    /// (Kubernetes 1.33+ with the `ImageVolume` feature gate, containerd 2.1+ or CRI-O).
+    ImageVolume,
 }
 
 /// Why the backend could not start.

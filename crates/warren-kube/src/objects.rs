@@ -3,9 +3,9 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, EmptyDirVolumeSource, EnvVar, KeyToPath, Namespace, Pod, PodSpec,
-    ResourceRequirements, SeccompProfile, Secret, SecretVolumeSource, SecurityContext, Volume,
-    VolumeMount,
+    Capabilities, Container, EmptyDirVolumeSource, EnvVar, ImageVolumeSource, KeyToPath, Namespace,
+    Pod, PodSpec, ResourceRequirements, SeccompProfile, Secret, SecretVolumeSource,
+    SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -13,7 +13,7 @@ use k8s_openapi::ByteString;
 use warren_api::Runtime;
 use warren_backend::SandboxSpec;
 
-use crate::KubeConfig;
+use crate::{AgentMount, KubeConfig};
 
 /// Label on every object Warren makes.
 pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "warren");
@@ -238,6 +238,30 @@ pub fn pod(cfg: &KubeConfig, spec: &SandboxSpec, image: &str, ns: &str) -> Pod {
         }),
         ..Default::default()
     };
+    let (init_containers, agent_volume) = match cfg.agent_mount {
+        AgentMount::InitContainer => (
+            Some(vec![install]),
+            Volume {
+                name: bin.to_owned(),
+                empty_dir: Some(EmptyDirVolumeSource {
+                    size_limit: Some(quantity("64Mi".into())),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        ),
+        AgentMount::ImageVolume => (
+            None,
+            Volume {
+                name: bin.to_owned(),
+                image: Some(ImageVolumeSource {
+                    reference: Some(cfg.agent_image.clone()),
+                    pull_policy: Some("IfNotPresent".to_owned()),
+                }),
+                ..Default::default()
+            },
+        ),
+    };
     Pod {
         metadata: ObjectMeta {
             name: Some(pod_name(&spec.id)),
@@ -253,17 +277,10 @@ pub fn pod(cfg: &KubeConfig, spec: &SandboxSpec, image: &str, ns: &str) -> Pod {
             enable_service_links: Some(false),
             dns_policy: Some("Default".to_owned()),
             termination_grace_period_seconds: Some(10),
-            init_containers: Some(vec![install]),
+            init_containers,
             containers: vec![sandbox],
             volumes: Some(vec![
-                Volume {
-                    name: bin.to_owned(),
-                    empty_dir: Some(EmptyDirVolumeSource {
-                        size_limit: Some(quantity("64Mi".into())),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                },
+                agent_volume,
                 Volume {
                     name: token.to_owned(),
                     secret: Some(SecretVolumeSource {
@@ -355,6 +372,16 @@ mod tests {
         assert_eq!(v["spec"]["volumes"][1]["secret"]["defaultMode"], 0o400);
         let sec = serde_json::to_value(token_secret(&s, &ns)).expect("json");
         assert_eq!(sec["data"]["token"], "czNjcmV0");
+        let mounted = KubeConfig {
+            agent_mount: AgentMount::ImageVolume,
+            ..KubeConfig::for_tests()
+        };
+        let v = serde_json::to_value(pod(&mounted, &s, "img", &ns)).expect("json");
+        assert_eq!(v["spec"]["initContainers"], serde_json::Value::Null);
+        assert_eq!(
+            v["spec"]["volumes"][0]["image"]["reference"],
+            cfg.agent_image
+        );
         let runc = pod(&cfg, &spec(Runtime::Runc), "img", &ns);
         assert_eq!(
             runc.spec.and_then(|s| s.runtime_class_name).as_deref(),

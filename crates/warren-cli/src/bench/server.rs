@@ -398,6 +398,19 @@ pub async fn start_on(
     start_config(dir, Runtime::Runc, cfg, slot).await
 }
 
+/// A scratch server whose sandboxes are Pods on the cluster `kube` names.
+pub async fn start_kube(
+    dir: &Path,
+    kube: warren_kube::KubeConfig,
+    slot: &mut Option<InProcess>,
+) -> anyhow::Result<(Api, PathBuf)> {
+    let cfg = ServerConfig {
+        kubernetes: Some(kube),
+        ..ServerConfig::default()
+    };
+    start_config(dir, Runtime::Gvisor, cfg, slot).await
+}
+
 /// [`start_with_output`], gVisor sandboxes running as `gvisor` says.
 pub async fn start_with(
     dir: &Path,
