@@ -41,7 +41,7 @@ components=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-p
 missing=()
 for c in "${components[@]}"; do [ -x "$dest/$c" ] || missing+=("$c"); done
 if [ ${#missing[@]} -gt 0 ]; then
-  echo "==> building Kubernetes $k8s: ${missing[*]} (~25 min cold on 2 cores)"
+  echo "==> building Kubernetes $k8s: ${missing[*]} (~5 min cold on 2 cores)"
   start=$(date +%s)
   w="$scratch/k8s"
   mkdir -p "$w"
