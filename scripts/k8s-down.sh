@@ -50,7 +50,9 @@ for dir in "$RUN" "$S"; do
   awk -v d="$dir" '$2 == d || index($2, d "/") == 1 {print $2}' /proc/mounts | sort -r |
     while read -r m; do umount -l "$m" 2>/dev/null; done
 done
-# Pods' network namespaces (containerd names them cni-<uuid>); only this cluster uses CNI here.
+# Pods' network namespaces (containerd names them cni-<uuid>). This is a test machine's
+# cluster: this, the kube-proxy table, the KUBE-* chains and the kubepods cgroups below are
+# taken to be its own (another cluster on the same machine would lose them too).
 for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep '^cni-'); do
   ip netns del "$ns" 2>/dev/null
 done
@@ -86,7 +88,7 @@ for ctl in /sys/fs/cgroup/*/ /sys/fs/cgroup/unified/; do
   [ -d "$ctl/kubepods" ] || continue
   find "$ctl/kubepods" -depth -type d -exec rmdir {} \; 2>/dev/null
 done
-rm -rf "$RUN" "$S"
+rm -rf --one-file-system "$RUN" "$S"
 left=""
 [ -d "$S" ] && left="$left $S"
 ip link show "$BRIDGE" >/dev/null 2>&1 && left="$left bridge:$BRIDGE"

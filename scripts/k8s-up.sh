@@ -185,6 +185,7 @@ echo "==> containerd $ctrd_v (runc, runsc)" >&2
 cat > $S/runsc.toml <<EOF
 [runsc_config]
   platform = "systrap"
+  root = "$RUN/runsc"
 EOF
 cat > $S/containerd.toml <<EOF
 version = 3
@@ -271,6 +272,7 @@ launch kube-controller-manager "$K/kube-controller-manager" \
   --service-account-private-key-file=$pki/sa.key --root-ca-file=$pki/ca.crt \
   --cluster-signing-cert-file=$pki/ca.crt --cluster-signing-key-file=$pki/ca.key \
   --use-service-account-credentials=true --service-cluster-ip-range=$SVC_CIDR \
+  --allocate-node-cidrs=true --cluster-cidr=10.244.0.0/16 --node-cidr-mask-size=24 \
   --controllers='*,-cloud-node-lifecycle' --profiling=false --v=1
 launch kube-scheduler "$K/kube-scheduler" \
   --kubeconfig=$S/scheduler.kubeconfig \

@@ -27,7 +27,8 @@ WARREN_TEST_SERVER_DATABASE=postgres cargo test --locked -p warren-cli \
   --test openapi --test exec --test files --test snapshots --test pause --test volumes --test pools \
   --test images --test registry_pull --test e2b_api
 echo "==> the Kubernetes backend's tests, on a one-node test cluster (scripts/k8s-up.sh)"
+# Stopped whatever the tests' outcome.
+trap 'bash scripts/k8s-down.sh' EXIT
 WARREN_TEST_KUBECONFIG=$(bash scripts/k8s-up.sh)
 export WARREN_TEST_KUBECONFIG
 cargo test --locked -p warren-cli --test kube
-bash scripts/k8s-down.sh

@@ -31,6 +31,12 @@ pub trait Backend: Send + Sync + 'static {
         false
     }
 
+    /// Whether every server reaches every sandbox (they run on a cluster, not on the server's
+    /// host): a sandbox of a stopped server is then another's to release.
+    fn shared(&self) -> bool {
+        false
+    }
+
     /// A network lease index for a new sandbox (a warm one when the pool has one).
     fn claim_net_index(&self, used: &[u32]) -> Option<u32>;
     /// Reserves an index for a warm lease if the pool is short.

@@ -48,9 +48,18 @@ fn layer(agent: &[u8]) -> anyhow::Result<(Vec<u8>, String)> {
     Ok((gz.finish()?, diff_id))
 }
 
+/// This machine's architecture as OCI names it (the agent is built for it).
+fn architecture() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    }
+}
+
 fn config(diff_id: &str) -> serde_json::Value {
     serde_json::json!({
-        "architecture": "amd64",
+        "architecture": architecture(),
         "os": "linux",
         "config": {"Entrypoint": ["/warren-agent"]},
         "rootfs": {"type": "layers", "diff_ids": [diff_id]},

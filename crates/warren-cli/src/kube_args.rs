@@ -91,6 +91,8 @@ impl KubeArgs {
             runc_class: self.kube_runc_class,
             blocked,
             start_timeout: self.kube_start_timeout,
+            // The server's name, which the server sets.
+            server: String::new(),
         }))
     }
 }

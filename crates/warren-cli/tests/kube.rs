@@ -176,9 +176,13 @@ async fn kube_sandboxes_run_as_pods_under_both_runtime_classes_and_leave_nothing
         // Under gVisor the kernel the sandbox sees is gVisor's.
         let kernel = s.sh(&id, "dmesg 2>/dev/null | head -1; true").await;
         assert_eq!(kernel.contains("gVisor"), runtime == "gvisor", "{kernel}");
-        // Its token is not in the environment PID 1 shows.
+        // Its token is in a root-only file, never in the environment PID 1 shows.
+        let token = s.sh(&id, "cat /run/warren/token").await;
+        assert!(token.len() >= 16, "{token:?}");
         let environ = s.sh(&id, "tr '\\0' '\\n' < /proc/1/environ").await;
-        assert!(!environ.contains(&s.key) && environ.contains("WARREN_AGENT_TOKEN_FILE"));
+        assert!(!environ.contains(&token) && environ.contains("WARREN_AGENT_TOKEN_FILE"));
+        // Nor are the values of its environment in the Pod's spec (they are in its Secret).
+        assert!(!container.to_string().contains("\"hi\""), "{container}");
 
         let path = format!("/v1/sandboxes/{id}/files?path=/tmp/note.txt");
         let r = s
@@ -301,6 +305,26 @@ async fn kube_sandboxes_run_as_pods_under_both_runtime_classes_and_leave_nothing
     assert_eq!(spec["volumes"][0]["image"]["reference"], agent.as_str());
     let out = s.sh(&id, "tr '\\0' ' ' < /proc/1/cmdline; echo").await;
     assert_eq!(out, "/warren/warren-agent \n");
+    // No --kube-blocked-cidr: the cluster's own networks were found, and `allow` excepts them.
+    let ns = pods["items"][0]["metadata"]["namespace"]
+        .as_str()
+        .unwrap_or("");
+    let np = kubectl_json(&[
+        "get",
+        "networkpolicy",
+        "-n",
+        ns,
+        &format!("warren-{id}-egress"),
+    ]);
+    let except = &np["spec"]["egress"][0]["to"][0]["ipBlock"]["except"];
+    for net in ["10.244.0.0/24", "10.96.0.0/24", "169.254.0.0/16"] {
+        assert!(
+            except
+                .as_array()
+                .is_some_and(|e| e.iter().any(|n| n == net)),
+            "{net} excepted: {np}"
+        );
+    }
     s.delete(&id).await;
     s.shutdown().await;
 }

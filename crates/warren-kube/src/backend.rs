@@ -18,7 +18,8 @@ use warren_backend::{
     Usage, VolumeBackup, AGENT_PORT,
 };
 
-use crate::objects::{self, MANAGED_BY, SANDBOX_LABEL, SLOT_LABEL};
+use crate::objects::{self, MANAGED_BY, SANDBOX_LABEL, SERVER_LABEL, SLOT_LABEL};
+use crate::pod_state::{failure, gives_up, running_ip};
 use crate::policy;
 use crate::KubeBackend;
 
@@ -41,84 +42,6 @@ fn api_error(step: &'static str) -> impl FnOnce(kube::Error) -> BackendError {
 /// Whether `e` is the API server's 404.
 fn not_found(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 404)
-}
-
-/// How long a Pod may stay unschedulable (no node has room now) before its create fails:
-/// room a deleted sandbox frees comes within it.
-const UNSCHEDULABLE_GRACE: Duration = Duration::from_secs(10);
-
-/// Why a Pod will not run, if it will not: a failed phase, an init container that failed, a
-/// container stuck on its image or its configuration; or, `true` beside it, no node with room
-/// for it now (which may change).
-fn failure(pod: &Pod) -> Option<(String, bool)> {
-    let status = pod.status.as_ref()?;
-    if status.phase.as_deref() == Some("Failed") {
-        let why = status.message.clone();
-        return Some((why.unwrap_or_else(|| "the pod failed".into()), false));
-    }
-    // No node has room (or none fits): said at once rather than after the start timeout.
-    let unschedulable = status.conditions.iter().flatten().find(|c| {
-        c.type_ == "PodScheduled"
-            && c.status == "False"
-            && c.reason.as_deref() == Some("Unschedulable")
-    });
-    if let Some(c) = unschedulable {
-        let why = c.message.as_deref().unwrap_or("unschedulable");
-        return Some((format!("no node can run it: {why}"), true));
-    }
-    let stuck = [
-        "ErrImagePull",
-        "ImagePullBackOff",
-        "InvalidImageName",
-        "CreateContainerConfigError",
-        "CreateContainerError",
-        "RunContainerError",
-        "CrashLoopBackOff",
-    ];
-    let all = status
-        .init_container_statuses
-        .iter()
-        .flatten()
-        .chain(status.container_statuses.iter().flatten());
-    for c in all {
-        let state = c.state.as_ref();
-        if let Some(w) = state.and_then(|s| s.waiting.as_ref()) {
-            if stuck.contains(&w.reason.as_deref().unwrap_or("")) {
-                let why = format!(
-                    "container {}: {}: {}",
-                    c.name,
-                    w.reason.as_deref().unwrap_or(""),
-                    w.message.as_deref().unwrap_or("")
-                );
-                return Some((why, false));
-            }
-        }
-        if let Some(t) = state.and_then(|s| s.terminated.as_ref()) {
-            if t.exit_code != 0 {
-                let why = format!(
-                    "container {} exited {}: {}",
-                    c.name,
-                    t.exit_code,
-                    t.message.as_deref().or(t.reason.as_deref()).unwrap_or("")
-                );
-                return Some((why, false));
-            }
-        }
-    }
-    None
-}
-
-/// Whether waiting for `pod` (made at `began`) is over without it running.
-fn gives_up(pod: &Pod, began: Instant) -> bool {
-    failure(pod).is_some_and(|(_, for_now)| !for_now || began.elapsed() >= UNSCHEDULABLE_GRACE)
-}
-
-/// The Pod's address once it runs.
-fn running_ip(pod: &Pod) -> Option<Ipv4Addr> {
-    let status = pod.status.as_ref()?;
-    (status.phase.as_deref() == Some("Running"))
-        .then(|| status.pod_ip.as_deref()?.parse().ok())
-        .flatten()
 }
 
 /// `<kind> <namespace>/<name>` of each object `api` lists with `lp` (none when it cannot).
@@ -147,30 +70,27 @@ impl KubeBackend {
         crate::lock(&self.namespaces).insert(id.to_owned(), ns.to_owned());
     }
 
-    /// The namespace of sandbox `id`: remembered, or found by its objects' labels.
-    async fn namespace_of_id(&self, id: &str) -> Option<String> {
+    /// The namespace of sandbox `id`: remembered, or found by its objects' labels; `None`
+    /// when nothing of it is left, an error when the cluster could not say.
+    async fn namespace_of_id(&self, id: &str) -> Result<Option<String>, kube::Error> {
         if let Some(ns) = crate::lock(&self.namespaces).get(id).cloned() {
-            return Some(ns);
+            return Ok(Some(ns));
         }
         let lp = ListParams::default().labels(&format!("{SANDBOX_LABEL}={id}"));
         let pods: Api<Pod> = Api::all(self.client.clone());
-        let from_pod = pods.list_metadata(&lp).await.ok()?.items.into_iter().next();
+        let from_pod = pods.list_metadata(&lp).await?.items.into_iter().next();
         let found = match from_pod {
             Some(p) => p.namespace(),
             None => {
                 let secrets: Api<Secret> = Api::all(self.client.clone());
-                let s = secrets
-                    .list_metadata(&lp)
-                    .await
-                    .ok()?
-                    .items
-                    .into_iter()
-                    .next();
+                let s = secrets.list_metadata(&lp).await?.items.into_iter().next();
                 s.and_then(|s| s.namespace())
             }
-        }?;
-        self.remember(id, &found);
-        Some(found)
+        };
+        if let Some(ns) = &found {
+            self.remember(id, ns);
+        }
+        Ok(found)
     }
 
     async fn ensure_namespace(&self, ns: &str) -> Result<(), BackendError> {
@@ -219,7 +139,7 @@ impl KubeBackend {
         self.ensure_namespace(&ns).await?;
         self.remember(&spec.id, &ns);
         let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &ns);
-        let secret = objects::token_secret(spec, &ns);
+        let secret = objects::token_secret(&self.cfg, spec, &ns);
         secrets
             .patch(
                 &objects::secret_name(&spec.id),
@@ -297,25 +217,35 @@ impl KubeBackend {
         })
     }
 
-    async fn delete_pod(&self, ns: &str, id: &str, grace: Duration) {
+    /// Deletes the sandbox's Pod and waits until the kubelet has stopped it; whether it is
+    /// gone.
+    async fn delete_pod(&self, ns: &str, id: &str, grace: Duration) -> bool {
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), ns);
         let name = objects::pod_name(id);
+        // Never 0: that removes the object at once while its containers may still run.
+        let secs = u32::try_from(grace.as_secs()).unwrap_or(u32::MAX).max(1);
         let dp = DeleteParams {
-            grace_period_seconds: Some(u32::try_from(grace.as_secs()).unwrap_or(u32::MAX)),
+            grace_period_seconds: Some(secs),
             ..Default::default()
         };
         let uid = match pods.delete(&name, &dp).await {
             Ok(either) => either.left().and_then(|p| p.uid()),
-            Err(e) if not_found(&e) => return,
-            Err(e) => return tracing::warn!(sandbox = id, "deleting its pod: {e}"),
-        };
-        if let Some(uid) = uid {
-            let gone = await_condition(pods, &name, conditions::is_deleted(&uid));
-            let limit = grace + Duration::from_secs(30);
-            if tokio::time::timeout(limit, gone).await.is_err() {
-                tracing::warn!(sandbox = id, "its pod was not gone after {limit:?}");
+            Err(e) if not_found(&e) => return true,
+            Err(e) => {
+                tracing::warn!(sandbox = id, "deleting its pod: {e}");
+                return false;
             }
+        };
+        let Some(uid) = uid else { return true };
+        let gone = await_condition(pods, &name, conditions::is_deleted(&uid));
+        let limit = Duration::from_secs(u64::from(secs) + 30);
+        let done = tokio::time::timeout(limit, gone)
+            .await
+            .is_ok_and(|r| r.is_ok());
+        if !done {
+            tracing::warn!(sandbox = id, "its pod was not gone after {limit:?}");
         }
+        done
     }
 }
 
@@ -331,6 +261,10 @@ impl Backend for KubeBackend {
     }
 
     fn pulls_images(&self) -> bool {
+        true
+    }
+
+    fn shared(&self) -> bool {
         true
     }
 
@@ -356,8 +290,10 @@ impl Backend for KubeBackend {
     async fn set_egress(&self, index: u32, egress: &EgressPolicy) -> Result<(), BackendError> {
         let pods: Api<Pod> = Api::all(self.client.clone());
         let lp = ListParams::default().labels(&format!(
-            "{}={},{SLOT_LABEL}={index}",
-            MANAGED_BY.0, MANAGED_BY.1
+            "{}={},{SERVER_LABEL}={},{SLOT_LABEL}={index}",
+            MANAGED_BY.0,
+            MANAGED_BY.1,
+            objects::server_label(&self.cfg.server)
         ));
         let found = pods
             .list_metadata(&lp)
@@ -386,8 +322,15 @@ impl Backend for KubeBackend {
     }
 
     async fn status(&self, id: &str, _runtime: Runtime) -> ContainerStatus {
-        let Some(ns) = self.namespace_of_id(id).await else {
-            return ContainerStatus::Missing;
+        let ns = match self.namespace_of_id(id).await {
+            Ok(Some(ns)) => ns,
+            Ok(None) => return ContainerStatus::Missing,
+            // Not knowing is not "gone": the reconciler must not fail a sandbox over a hiccup
+            // of the API server.
+            Err(e) => {
+                tracing::warn!(sandbox = id, "finding its pod: {e}");
+                return ContainerStatus::Running;
+            }
         };
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
         let pod = match pods.get_opt(&objects::pod_name(id)).await {
@@ -411,22 +354,32 @@ impl Backend for KubeBackend {
     }
 
     async fn stop(&self, id: &str, _runtime: Runtime, grace: Duration) {
-        if let Some(ns) = self.namespace_of_id(id).await {
-            self.delete_pod(&ns, id, grace).await;
+        match self.namespace_of_id(id).await {
+            Ok(Some(ns)) => {
+                self.delete_pod(&ns, id, grace).await;
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(sandbox = id, "finding its pod to stop it: {e}"),
         }
     }
 
     async fn release(&self, id: &str, _runtime: Runtime, _net_index: Option<u32>) {
-        let Some(ns) = self.namespace_of_id(id).await else {
-            return;
+        let ns = match self.namespace_of_id(id).await {
+            Ok(Some(ns)) => ns,
+            Ok(None) => return,
+            Err(e) => return tracing::warn!(sandbox = id, "finding its objects to remove: {e}"),
         };
-        self.delete_pod(&ns, id, Duration::ZERO).await;
+        let gone = self.delete_pod(&ns, id, Duration::from_secs(1)).await;
         let dp = DeleteParams::default();
         let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &ns);
         if let Err(e) = secrets.delete(&objects::secret_name(id), &dp).await {
             if !not_found(&e) {
                 tracing::warn!(sandbox = id, "deleting its token secret: {e}");
             }
+        }
+        if !gone {
+            // Its policy stays while anything of it may still run.
+            return;
         }
         let policies: Api<NetworkPolicy> = Api::namespaced(self.client.clone(), &ns);
         if let Err(e) = policies.delete(&policy::policy_name(id), &dp).await {
@@ -574,46 +527,4 @@ impl Backend for KubeBackend {
     }
 
     fn discard_volume_backup(&self, _name: &str) {}
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn pod(status: serde_json::Value) -> Pod {
-        serde_json::from_value(serde_json::json!({"metadata": {"name": "p"}, "status": status}))
-            .expect("a pod")
-    }
-
-    #[test]
-    fn a_pod_that_cannot_run_says_why_and_a_running_one_has_its_address() {
-        let unschedulable = pod(serde_json::json!({"phase": "Pending", "conditions": [{
-            "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
-            "message": "0/1 nodes are available: 1 Insufficient cpu."}]}));
-        let (why, for_now) = failure(&unschedulable).expect("a failure");
-        assert!(why.contains("Insufficient cpu") && for_now, "{why}");
-        assert!(!gives_up(&unschedulable, Instant::now()));
-        assert!(gives_up(
-            &unschedulable,
-            Instant::now() - UNSCHEDULABLE_GRACE
-        ));
-        let pull = pod(
-            serde_json::json!({"phase": "Pending", "containerStatuses": [{
-            "name": "sandbox", "image": "i", "imageID": "", "ready": false, "restartCount": 0,
-            "state": {"waiting": {"reason": "ImagePullBackOff", "message": "not found"}}}]}),
-        );
-        assert!(failure(&pull).is_some_and(|(w, now)| w.contains("ImagePullBackOff") && !now));
-        assert!(gives_up(&pull, Instant::now()));
-        let init = pod(
-            serde_json::json!({"phase": "Pending", "initContainerStatuses": [{
-            "name": "warren-agent", "image": "a", "imageID": "", "ready": false,
-            "restartCount": 0, "state": {"terminated": {"exitCode": 1, "reason": "Error"}}}]}),
-        );
-        assert!(failure(&init).is_some_and(|(w, _)| w.contains("warren-agent exited 1")));
-        let pending = pod(serde_json::json!({"phase": "Pending"}));
-        assert_eq!((failure(&pending), running_ip(&pending)), (None, None));
-        let running = pod(serde_json::json!({"phase": "Running", "podIP": "10.244.0.12"}));
-        assert_eq!(failure(&running), None);
-        assert_eq!(running_ip(&running), Some(Ipv4Addr::new(10, 244, 0, 12)));
-    }
 }

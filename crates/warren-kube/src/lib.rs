@@ -8,6 +8,7 @@
 
 mod backend;
 pub mod objects;
+mod pod_state;
 pub mod policy;
 
 use std::collections::HashMap;
@@ -36,6 +37,9 @@ pub struct KubeConfig {
     pub blocked: Vec<Ipv4Net>,
     /// How long a Pod may take to run (image pulls included).
     pub start_timeout: std::time::Duration,
+    /// The server's name (`--server-name`), on each of its Pods: servers sharing a cluster
+    /// tell their sandboxes apart by it.
+    pub server: String,
 }
 
 impl KubeConfig {
@@ -50,6 +54,7 @@ impl KubeConfig {
             runc_class: Some("runc".into()),
             blocked: Vec::new(),
             start_timeout: std::time::Duration::from_secs(60),
+            server: "-srv-1-".into(),
         }
     }
 }
@@ -60,7 +65,8 @@ pub enum AgentMount {
     /// An init container of the agent image copies it into an `emptyDir`: any cluster.
     InitContainer,
     /// The agent image mounted read-only as an image volume: no init container to wait for
-    /// (Kubernetes 1.33+ with the `ImageVolume` feature gate, containerd 2.1+ or CRI-O).
+    /// (Kubernetes 1.33+ with the `ImageVolume` feature gate, containerd 2.1+: the API calls
+    /// image volumes `noexec`, which containerd does not enforce).
     ImageVolume,
 }
 
@@ -104,6 +110,19 @@ impl KubeBackend {
         };
         let client = kube::Client::try_from(config)?;
         client.apiserver_version().await?;
+        let mut cfg = cfg;
+        let (found, pod_ranges) = cluster_networks(&client).await;
+        if !pod_ranges && cfg.blocked.len() <= 1 {
+            tracing::warn!(
+                "no node names its pod range (spec.podCIDRs): name the pod network with \
+                 --kube-blocked-cidr, or sandboxes allowed egress reach other Pods"
+            );
+        }
+        for net in found {
+            if !cfg.blocked.iter().any(|b| b.contains(&net)) {
+                cfg.blocked.push(net);
+            }
+        }
         Ok(KubeBackend {
             client,
             cfg,
@@ -115,6 +134,56 @@ impl KubeBackend {
     pub fn client(&self) -> &kube::Client {
         &self.client
     }
+}
+
+/// The cluster's own networks, which no sandbox may reach: its nodes' pod ranges and
+/// addresses, and its service ranges (ServiceCIDR objects); and whether any node named its
+/// pod range. What cannot be read is left out.
+async fn cluster_networks(client: &kube::Client) -> (Vec<Ipv4Net>, bool) {
+    use k8s_openapi::api::core::v1::Node;
+    use k8s_openapi::api::networking::v1::ServiceCIDR;
+    let mut nets = Vec::new();
+    let mut pod_ranges = false;
+    let lp = kube::api::ListParams::default();
+    match kube::Api::<Node>::all(client.clone()).list(&lp).await {
+        Ok(nodes) => {
+            for node in nodes.items {
+                let spec = node.spec.unwrap_or_default();
+                let ranges: Vec<String> = spec
+                    .pod_cidrs
+                    .into_iter()
+                    .flatten()
+                    .chain(spec.pod_cidr)
+                    .collect();
+                pod_ranges |= !ranges.is_empty();
+                nets.extend(ranges);
+                let addresses = node.status.and_then(|s| s.addresses).unwrap_or_default();
+                nets.extend(
+                    addresses
+                        .into_iter()
+                        .filter(|a| a.type_ == "InternalIP" || a.type_ == "ExternalIP")
+                        .map(|a| format!("{}/32", a.address)),
+                );
+            }
+        }
+        Err(e) => tracing::warn!("reading the cluster's nodes: {e}"),
+    }
+    match kube::Api::<ServiceCIDR>::all(client.clone())
+        .list(&lp)
+        .await
+    {
+        Ok(cidrs) => nets.extend(
+            cidrs
+                .items
+                .into_iter()
+                .flat_map(|c| c.spec.and_then(|s| s.cidrs).unwrap_or_default()),
+        ),
+        Err(e) => tracing::warn!("reading the cluster's service ranges: {e}"),
+    }
+    let mut out: Vec<Ipv4Net> = nets.iter().filter_map(|n| n.parse().ok()).collect();
+    out.sort();
+    out.dedup();
+    (out, pod_ranges)
 }
 
 /// A mutex's guard, also after a panic while it was held.

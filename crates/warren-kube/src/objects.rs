@@ -3,13 +3,14 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, EmptyDirVolumeSource, EnvVar, ImageVolumeSource, KeyToPath, Namespace,
-    Pod, PodSpec, ResourceRequirements, SeccompProfile, Secret, SecretVolumeSource,
-    SecurityContext, Volume, VolumeMount,
+    Capabilities, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, ImageVolumeSource,
+    KeyToPath, Namespace, Pod, PodSpec, ResourceRequirements, SeccompProfile, Secret,
+    SecretKeySelector, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::ByteString;
+use sha2::{Digest, Sha256};
 use warren_api::Runtime;
 use warren_backend::SandboxSpec;
 
@@ -19,8 +20,11 @@ use crate::{AgentMount, KubeConfig};
 pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "warren");
 /// Label naming the sandbox an object belongs to.
 pub const SANDBOX_LABEL: &str = "warren.dev/sandbox";
-/// Label holding the sandbox's address slot (what the service calls its network lease).
+/// Label holding the sandbox's address slot (what the service calls its network lease), unique
+/// among the sandboxes of one server.
 pub const SLOT_LABEL: &str = "warren.dev/slot";
+/// Label naming the server whose sandbox it is (slots are unique per server only).
+pub const SERVER_LABEL: &str = "warren.dev/server";
 
 /// Where the agent is put (an emptyDir the init container fills, read-only to the sandbox).
 const AGENT_DIR: &str = "/warren";
@@ -34,7 +38,6 @@ pub const CONTAINER: &str = "sandbox";
 /// The namespace of `team`'s sandboxes: `<prefix><team>`, lower-cased, characters outside a
 /// DNS label's turned into `-`, cut to 63.
 pub fn namespace_of(cfg: &KubeConfig, team: &str) -> String {
-    let team = if team.is_empty() { "default" } else { team };
     let mut ns: String = format!("{}{team}", cfg.namespace_prefix)
         .to_ascii_lowercase()
         .chars()
@@ -50,6 +53,16 @@ pub fn namespace_of(cfg: &KubeConfig, team: &str) -> String {
     while ns.ends_with('-') {
         ns.pop();
     }
+    // A name that had to change may equal another team's: a tag of the team's own name
+    // keeps them apart.
+    if ns != format!("{}{team}", cfg.namespace_prefix) {
+        let tag = hex::encode(&Sha256::digest(team.as_bytes())[..4]);
+        ns.truncate(63 - 9);
+        while ns.ends_with('-') {
+            ns.pop();
+        }
+        ns = format!("{ns}-{tag}");
+    }
     ns
 }
 
@@ -63,10 +76,18 @@ pub fn secret_name(id: &str) -> String {
     format!("warren-{id}-token")
 }
 
-fn labels(id: &str, slot: Option<u32>) -> BTreeMap<String, String> {
+/// A label value for server name `name`: server names are already letters, digits, `.`,
+/// `_` and `-` (at most 63); a label value must also begin and end with a letter or digit.
+pub fn server_label(name: &str) -> String {
+    name.trim_matches(|c: char| !c.is_ascii_alphanumeric())
+        .to_owned()
+}
+
+fn labels(cfg: &KubeConfig, id: &str, slot: Option<u32>) -> BTreeMap<String, String> {
     let mut l = BTreeMap::from([
         (MANAGED_BY.0.to_owned(), MANAGED_BY.1.to_owned()),
         (SANDBOX_LABEL.to_owned(), id.to_owned()),
+        (SERVER_LABEL.to_owned(), server_label(&cfg.server)),
     ]);
     if let Some(slot) = slot {
         l.insert(SLOT_LABEL.to_owned(), slot.to_string());
@@ -89,20 +110,31 @@ pub fn namespace(name: &str) -> Namespace {
     }
 }
 
+/// The key of the sandbox's `i`th environment variable's value in its Secret.
+fn env_key(i: usize) -> String {
+    format!("env-{i}")
+}
+
 /// The Secret holding the agent's token (mounted root-only: PID 1's environment is readable
-/// by every user of a gVisor sandbox, so the token is never in it).
-pub fn token_secret(spec: &SandboxSpec, ns: &str) -> Secret {
+/// by every user of a gVisor sandbox, so the token is never in it) and the values of the
+/// sandbox's environment (secrets among them: a Pod's spec is readable by more than its
+/// Secrets are).
+pub fn token_secret(cfg: &KubeConfig, spec: &SandboxSpec, ns: &str) -> Secret {
+    let mut data = BTreeMap::from([(
+        "token".to_owned(),
+        ByteString(spec.token.clone().into_bytes()),
+    )]);
+    for (i, value) in spec.env.values().enumerate() {
+        data.insert(env_key(i), ByteString(value.clone().into_bytes()));
+    }
     Secret {
         metadata: ObjectMeta {
             name: Some(secret_name(&spec.id)),
             namespace: Some(ns.to_owned()),
-            labels: Some(labels(&spec.id, None)),
+            labels: Some(labels(cfg, &spec.id, None)),
             ..Default::default()
         },
-        data: Some(BTreeMap::from([(
-            "token".to_owned(),
-            ByteString(spec.token.clone().into_bytes()),
-        )])),
+        data: Some(data),
         type_: Some("Opaque".to_owned()),
         ..Default::default()
     }
@@ -118,7 +150,24 @@ fn env(name: &str, value: impl Into<String>) -> EnvVar {
 
 /// The agent's settings, as the local backend gives them (see warren-agent's config).
 fn agent_env(spec: &SandboxSpec) -> Vec<EnvVar> {
-    let mut vars: Vec<EnvVar> = spec.env.iter().map(|(k, v)| env(k, v.clone())).collect();
+    // The user's variables by name here, their values from the Secret.
+    let mut vars: Vec<EnvVar> = spec
+        .env
+        .keys()
+        .enumerate()
+        .map(|(i, name)| EnvVar {
+            name: name.clone(),
+            value_from: Some(EnvVarSource {
+                secret_key_ref: Some(SecretKeySelector {
+                    name: secret_name(&spec.id),
+                    key: env_key(i),
+                    optional: Some(false),
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .collect();
     vars.push(env("WARREN_AGENT_TOKEN_FILE", format!("{TOKEN_DIR}/token")));
     vars.push(env("WARREN_AGENT_DEFAULT_USER", spec.user.clone()));
     if spec.runtime == Runtime::Gvisor {
@@ -266,7 +315,7 @@ pub fn pod(cfg: &KubeConfig, spec: &SandboxSpec, image: &str, ns: &str) -> Pod {
         metadata: ObjectMeta {
             name: Some(pod_name(&spec.id)),
             namespace: Some(ns.to_owned()),
-            labels: Some(labels(&spec.id, Some(spec.net_index))),
+            labels: Some(labels(cfg, &spec.id, Some(spec.net_index))),
             ..Default::default()
         },
         spec: Some(PodSpec {
@@ -334,7 +383,10 @@ mod tests {
         let cfg = KubeConfig::for_tests();
         let s = spec(Runtime::Gvisor);
         let ns = namespace_of(&cfg, &s.team);
-        assert_eq!(ns, "warren-blue-team");
+        assert!(
+            ns.starts_with("warren-blue-team-") && ns.len() == 25,
+            "{ns}"
+        );
         let p = pod(&cfg, &s, "img@sha256:00", &ns);
         let v = serde_json::to_value(&p).expect("json");
         assert_eq!(v["metadata"]["name"], "warren-abcdefghijklmnop");
@@ -361,7 +413,7 @@ mod tests {
                 )
             })
             .collect();
-        assert_eq!(envs["GREETING"], "hi");
+        assert_eq!(envs["GREETING"], "", "values are in the Secret");
         assert_eq!(envs["WARREN_AGENT_CMD"], r#"["sleep","60"]"#);
         assert_eq!(envs["WARREN_AGENT_PIDS"], "512");
         assert!(
@@ -370,8 +422,16 @@ mod tests {
         );
         assert_eq!(c["volumeMounts"][0]["readOnly"], true);
         assert_eq!(v["spec"]["volumes"][1]["secret"]["defaultMode"], 0o400);
-        let sec = serde_json::to_value(token_secret(&s, &ns)).expect("json");
+        let greeting = c["env"]
+            .as_array()
+            .and_then(|e| e.iter().find(|e| e["name"] == "GREETING"))
+            .expect("GREETING");
+        let key = &greeting["valueFrom"]["secretKeyRef"];
+        assert_eq!(key["name"], secret_name(&s.id));
+        let sec = serde_json::to_value(token_secret(&cfg, &s, &ns)).expect("json");
         assert_eq!(sec["data"]["token"], "czNjcmV0");
+        assert_eq!(sec["data"][key["key"].as_str().expect("key")], "aGk=");
+        assert_eq!(v["metadata"]["labels"][SERVER_LABEL], "srv-1");
         let mounted = KubeConfig {
             agent_mount: AgentMount::ImageVolume,
             ..KubeConfig::for_tests()
@@ -392,9 +452,17 @@ mod tests {
     #[test]
     fn namespaces_are_dns_labels() {
         let cfg = KubeConfig::for_tests();
-        assert_eq!(namespace_of(&cfg, ""), "warren-default");
+        assert_eq!(namespace_of(&cfg, "default"), "warren-default");
+        assert_eq!(namespace_of(&cfg, "blue-7"), "warren-blue-7");
         let long = "x".repeat(80);
         assert_eq!(namespace_of(&cfg, &long).len(), 63);
-        assert_eq!(namespace_of(&cfg, "a.b-"), "warren-a-b");
+        // Names that had to change are told apart.
+        let mut seen = std::collections::BTreeSet::new();
+        for team in ["a.b", "a_b", "A-b", "a-b", ""] {
+            let ns = namespace_of(&cfg, team);
+            assert!(ns.len() <= 63 && ns.starts_with("warren-"), "{ns}");
+            assert!(seen.insert(ns.clone()), "{team:?} shares {ns}");
+        }
+        assert_eq!(server_label("-srv.1_"), "srv.1");
     }
 }

@@ -326,7 +326,11 @@ impl Server {
             Arc<dyn warren_backend::LayerStore>,
         ) = match &cfg.kubernetes {
             Some(kube) => {
-                let backend = warren_kube::KubeBackend::connect(kube.clone())
+                let kube = warren_kube::KubeConfig {
+                    server: name.clone(),
+                    ..kube.clone()
+                };
+                let backend = warren_kube::KubeBackend::connect(kube)
                     .await
                     .context("--backend kubernetes")?;
                 let layers = warren_local::LocalLayers::open(&data_dir, &cfg.pull)?;
@@ -368,7 +372,7 @@ impl Server {
                 ready_timeout: cfg.ready_timeout,
                 operation_workers: cfg.operation_workers,
                 server: service::cluster::Identity {
-                    name,
+                    name: name.clone(),
                     url: cfg.advertise_url.clone().unwrap_or_else(|| {
                         let scheme = if cfg.tls.is_some() { "https" } else { "http" };
                         let host = if cfg.listen.ip().is_unspecified() {
@@ -484,6 +488,9 @@ impl Server {
                 Ok(Ok(())) => {}
             }
         }
+        // No refill may make a lease after the drain (nor bring the shared rules back).
+        service.begin_shutdown();
+        service.refills_done().await;
         service.backend().drain_warm().await;
         // What the last calls journaled (history, log events) is written before the end.
         service.processes().journal_written().await;

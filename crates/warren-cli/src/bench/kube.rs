@@ -133,6 +133,7 @@ async fn measure(
         runc_class: Some(a.runc_class.clone()),
         blocked: vec!["169.254.0.0/16".parse()?],
         start_timeout: Duration::from_secs(120),
+        server: String::new(),
     };
     let (api, _) = server::start_kube(dir, kube, slot).await?;
     let ns = format!("warren-bench-kubectl-{}", std::process::id());

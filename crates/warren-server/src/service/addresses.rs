@@ -57,6 +57,11 @@ impl Service {
         let svc = self.clone();
         self.spawn_background(async move {
             loop {
+                // A stopping server makes no more: its pool is drained and its shared rules
+                // removed next, which a lease made after would bring back.
+                if svc.is_shutting_down() {
+                    break;
+                }
                 let index = {
                     let _alloc = svc.inner.net_alloc.lock().await;
                     match svc.inner.store.used_net_indexes(svc.server_name()).await {
@@ -72,6 +77,16 @@ impl Service {
             }
             svc.inner.refilling.store(false, Ordering::Release);
         });
+    }
+
+    /// Waits (up to 10 s) for a refill of the warm leases under way to end: at a stop, before
+    /// the pool is drained.
+    pub async fn refills_done(&self) {
+        use std::sync::atomic::Ordering;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while self.inner.refilling.load(Ordering::Acquire) && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
     }
 
     /// At start: readies the firewall, puts every running sandbox's policy back in force

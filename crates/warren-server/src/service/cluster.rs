@@ -189,6 +189,12 @@ impl crate::service::Service {
         for id in &settled.sandboxes {
             match self.inner.store.get_sandbox(id).await {
                 Ok(Some(rec)) => {
+                    // On a cluster its Pod outlives its server: released here, or it runs on
+                    // (with its token and network) if that server never comes back.
+                    if self.inner.backend.shared() {
+                        let b = &self.inner.backend;
+                        b.release(id.as_str(), rec.sandbox.runtime, None).await;
+                    }
                     self.previews().refresh_route(&rec);
                     self.sandboxes().announce(&rec);
                 }

@@ -265,8 +265,9 @@ impl crate::service::Images<'_> {
             .ok_or_else(|| ApiError::Internal(format!("image {digest} has no layer record")))
     }
 
-    /// The registry reference image `name` can be pulled by again, pinned to `digest`, when
-    /// it was pulled (an imported or built image has none).
+    /// The registry reference a sandbox of image `name` at `digest` can be pulled by again:
+    /// the repository the image was pulled from, pinned to `digest` (an imported or built
+    /// image has none).
     pub(super) async fn pull_ref(
         &self,
         name: &str,
@@ -275,9 +276,11 @@ impl crate::service::Images<'_> {
         let Some(image) = self.inner.store.get_image(name).await? else {
             return Ok(None);
         };
+        // The sandbox's own digest, in the repository it was pulled from: a tag pulled again
+        // since (to another digest) still names the repository.
         Ok(image
             .source
-            .filter(|_| image.digest == digest && digest.starts_with("sha256:"))
+            .filter(|_| digest.starts_with("sha256:"))
             .map(|source| {
                 let repo = source.split_once('@').map_or(source.as_str(), |(r, _)| r);
                 format!("{repo}@{digest}")

@@ -466,11 +466,7 @@ impl Service {
         let _guard = lock.lock().await;
         let mut rec = self.record(id).await?;
         if let (Some(index), true) = (rec.net_index, rec.sandbox.state.holds_network()) {
-            self.inner
-                .backend
-                .set_egress(index, &policy)
-                .await
-                .map_err(|e| ApiError::Internal(e.to_string()))?;
+            self.inner.backend.set_egress(index, &policy).await?;
         }
         rec.sandbox.egress = egress;
         self.inner.store.update_sandbox(&rec).await?;
