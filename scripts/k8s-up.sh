@@ -39,6 +39,8 @@ SVC_CIDR=10.96.0.0/24
 REGISTRY=127.0.0.1:5100
 PAUSE=registry.k8s.io/pause:3.10
 export PATH="$C:$R:$K:$PATH"
+# Go builds the programs (build-k8s.sh) and finds Kubernetes' pause.c in its module cache.
+command -v go >/dev/null 2>&1 || export PATH="$PATH:/usr/local/go/bin"
 kubeconfig=$S/admin.kubeconfig
 kubectl() { "$K/kubectl" --kubeconfig "$kubeconfig" "$@"; }
 

@@ -516,12 +516,25 @@ impl TestServer {
                 nix::unistd::Pid::from_raw(c.id() as i32),
                 nix::sys::signal::Signal::SIGTERM,
             );
-            let deadline = Instant::now() + Duration::from_secs(10);
+            // Generous: on a loaded CI machine a stop (its last journal writes, the shared
+            // state's removal) has been seen to pass 10 s, and a kill would leave that state.
+            let began = Instant::now();
+            let deadline = began + Duration::from_secs(30);
+            let mut exited = false;
             while Instant::now() < deadline {
                 if let Ok(Some(_)) = c.try_wait() {
+                    exited = true;
                     break;
                 }
                 std::thread::sleep(Duration::from_millis(20));
+            }
+            if !exited {
+                eprintln!(
+                    "the server did not stop within {:?} of SIGTERM: killed",
+                    began.elapsed()
+                );
+            } else if began.elapsed() > Duration::from_secs(5) {
+                eprintln!("the server took {:?} to stop", began.elapsed());
             }
             let _ = c.kill();
             let _ = c.wait();

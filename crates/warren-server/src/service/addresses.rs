@@ -79,11 +79,11 @@ impl Service {
         });
     }
 
-    /// Waits (up to 10 s) for a refill of the warm leases under way to end: at a stop, before
+    /// Waits (up to 5 s) for a refill of the warm leases under way to end: at a stop, before
     /// the pool is drained.
     pub async fn refills_done(&self) {
         use std::sync::atomic::Ordering;
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         while self.inner.refilling.load(Ordering::Acquire) && std::time::Instant::now() < deadline {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
