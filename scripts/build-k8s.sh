@@ -33,6 +33,23 @@ trap 'rm -rf "$scratch"' EXIT
 
 took() { echo "==> $1 built in $(( $(date +%s) - $2 )) s"; }
 
+# A wrapper module for modules `go install` refuses (their go.mod replaces others by path):
+# `wrapper_init DIR` makes it and enters it; the caller adds its requires (and replaces);
+# `wrapper_tidy PKG...` imports the packages to build and resolves the rest.
+wrapper_init() {
+  mkdir -p "$1"
+  cd "$1"
+  go mod init "warren.test/$(basename "$1")" >/dev/null 2>&1
+}
+wrapper_tidy() {
+  {
+    printf '//go:build tools\n\npackage tools\n\nimport (\n'
+    printf '\t_ "%s"\n' "$@"
+    printf ')\n'
+  } > tools.go
+  go mod tidy >/dev/null 2>&1 || go mod tidy
+}
+
 # Kubernetes: its go.mod requires the k8s.io/* staging modules at v0.0.0 and replaces them by
 # local paths, so `go install k8s.io/kubernetes/cmd/...@v` cannot work; a wrapper module
 # requires it and replaces each staging module by its published v0.<minor>.<patch>.
@@ -43,10 +60,7 @@ for c in "${components[@]}"; do [ -x "$dest/$c" ] || missing+=("$c"); done
 if [ ${#missing[@]} -gt 0 ]; then
   echo "==> building Kubernetes $k8s: ${missing[*]} (~5 min cold on 2 cores)"
   start=$(date +%s)
-  w="$scratch/k8s"
-  mkdir -p "$w"
-  cd "$w"
-  go mod init warren.test/k8s >/dev/null 2>&1
+  wrapper_init "$scratch/k8s"
   gomod="$(go mod download -json "k8s.io/kubernetes@$k8s" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')"
   staging="v0${k8s#v1}"
   # Every `k8s.io/x => ./staging/src/k8s.io/x` of its go.mod, at the published version.
@@ -55,21 +69,7 @@ if [ ${#missing[@]} -gt 0 ]; then
     go mod edit -replace "$m=$m@$staging"
   done
   go mod edit -require "k8s.io/kubernetes@$k8s"
-  cat > tools.go <<'GO'
-//go:build tools
-
-package tools
-
-import (
-	_ "k8s.io/kubernetes/cmd/kube-apiserver"
-	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
-	_ "k8s.io/kubernetes/cmd/kube-scheduler"
-	_ "k8s.io/kubernetes/cmd/kubelet"
-	_ "k8s.io/kubernetes/cmd/kube-proxy"
-	_ "k8s.io/kubernetes/cmd/kubectl"
-)
-GO
-  go mod tidy >/dev/null 2>&1 || go mod tidy
+  wrapper_tidy "${components[@]/#/k8s.io/kubernetes/cmd/}"
   ldflags="-s -w -X k8s.io/component-base/version.gitVersion=$k8s -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$(echo "$k8s" | cut -d. -f2)"
   mkdir -p "$scratch/k8s-bin"
   for c in "${missing[@]}"; do
@@ -86,22 +86,9 @@ dest="$opt/etcd/$etcd"
 if ! [ -x "$dest/etcd" ]; then
   echo "==> building etcd $etcd"
   start=$(date +%s)
-  w="$scratch/etcd"
-  mkdir -p "$w"
-  cd "$w"
-  go mod init warren.test/etcd >/dev/null 2>&1
+  wrapper_init "$scratch/etcd"
   go mod edit -require "go.etcd.io/etcd/server/v3@$etcd" -require "go.etcd.io/etcd/etcdctl/v3@$etcd"
-  cat > tools.go <<'GO'
-//go:build tools
-
-package tools
-
-import (
-	_ "go.etcd.io/etcd/etcdctl/v3"
-	_ "go.etcd.io/etcd/server/v3"
-)
-GO
-  go mod tidy >/dev/null 2>&1 || go mod tidy
+  wrapper_tidy go.etcd.io/etcd/etcdctl/v3 go.etcd.io/etcd/server/v3
   go build -ldflags "-s -w" -o "$scratch/etcd-bin/etcd" go.etcd.io/etcd/server/v3
   go build -ldflags "-s -w" -o "$scratch/etcd-bin/etcdctl" go.etcd.io/etcd/etcdctl/v3
   mkdir -p "$dest"

@@ -22,6 +22,19 @@ fn kubeconfig() -> String {
     )
 }
 
+/// Runs `cmd` (`what` names it) to success; its standard output.
+fn run_ok(mut cmd: Command, what: &str) -> Vec<u8> {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("running {what}: {e}"));
+    assert!(
+        out.status.success(),
+        "{what}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
 /// `kubectl ARGS -o json` against the test cluster.
 fn kubectl_json(args: &[&str]) -> Value {
     let version = std::fs::read_to_string(concat!(
@@ -30,34 +43,25 @@ fn kubectl_json(args: &[&str]) -> Value {
     ))
     .expect("scripts/k8s-version");
     let kubectl = format!("/opt/warren/k8s/{}/kubectl", version.trim());
-    let out = Command::new(&kubectl)
-        .arg("--kubeconfig")
+    let mut cmd = Command::new(&kubectl);
+    cmd.arg("--kubeconfig")
         .arg(kubeconfig())
         .args(args)
-        .args(["-o", "json"])
-        .output()
-        .expect("running kubectl (scripts/build-k8s.sh builds it)");
-    assert!(
-        out.status.success(),
-        "kubectl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
+        .args(["-o", "json"]);
+    let out = run_ok(
+        cmd,
+        &format!("kubectl {args:?} (scripts/build-k8s.sh builds it)"),
     );
-    serde_json::from_slice(&out.stdout).expect("kubectl's JSON")
+    serde_json::from_slice(&out).expect("kubectl's JSON")
 }
 
 /// Pushes the agent image with `warren agent-image push`; its reference pinned by digest.
 fn push_agent_image() -> String {
     let target = format!("{REGISTRY}/warren-test/agent:{}", std::process::id());
-    let out = Command::new(env!("CARGO_BIN_EXE_warren"))
-        .args(["agent-image", "push", &target, "--json"])
-        .output()
-        .expect("warren agent-image push");
-    assert!(
-        out.status.success(),
-        "warren agent-image push: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Value = serde_json::from_slice(&out.stdout).expect("its JSON");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_warren"));
+    cmd.args(["agent-image", "push", &target, "--json"]);
+    let v: Value =
+        serde_json::from_slice(&run_ok(cmd, "warren agent-image push")).expect("its JSON");
     let pinned = v["reference"].as_str().expect("reference").to_owned();
     assert!(pinned.starts_with(&format!("{target}@sha256:")), "{pinned}");
     pinned
@@ -68,24 +72,18 @@ fn push_user_image(dir: &std::path::Path) -> String {
     let layout = dir.join("layout");
     common::oci_layout::umoci_image(&layout, "v1");
     let target = format!("{REGISTRY}/warren-test/busybox:{}", std::process::id());
-    let out = Command::new("skopeo")
-        .args([
-            "--insecure-policy",
-            "copy",
-            "--quiet",
-            "--dest-tls-verify=false",
-            "--dest-no-creds",
-        ])
-        .arg(format!("oci:{}:v1", layout.display()))
-        .arg(format!("docker://{target}"))
-        .env("HOME", dir)
-        .output()
-        .expect("running skopeo");
-    assert!(
-        out.status.success(),
-        "skopeo: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let mut cmd = Command::new("skopeo");
+    cmd.args([
+        "--insecure-policy",
+        "copy",
+        "--quiet",
+        "--dest-tls-verify=false",
+        "--dest-no-creds",
+    ])
+    .arg(format!("oci:{}:v1", layout.display()))
+    .arg(format!("docker://{target}"))
+    .env("HOME", dir);
+    run_ok(cmd, "skopeo copy");
     target
 }
 

@@ -185,22 +185,18 @@ fn agent_env(spec: &SandboxSpec) -> Vec<EnvVar> {
     vars
 }
 
-fn quantity(q: String) -> Quantity {
-    Quantity(q)
-}
-
 /// The sandbox's limits, requested as much as limited (a sandbox gets what it asked for).
 fn resources(spec: &SandboxSpec) -> ResourceRequirements {
     let millicores = (spec.cpu * 1000.0).round().max(1.0) as u64;
     let amounts = BTreeMap::from([
-        ("cpu".to_owned(), quantity(format!("{millicores}m"))),
+        ("cpu".to_owned(), Quantity(format!("{millicores}m"))),
         (
             "memory".to_owned(),
-            quantity(format!("{}Mi", spec.memory_mb)),
+            Quantity(format!("{}Mi", spec.memory_mb)),
         ),
         (
             "ephemeral-storage".to_owned(),
-            quantity(format!("{}Mi", spec.disk_mb)),
+            Quantity(format!("{}Mi", spec.disk_mb)),
         ),
     ]);
     ResourceRequirements {
@@ -232,8 +228,8 @@ pub fn pod(cfg: &KubeConfig, spec: &SandboxSpec, image: &str, ns: &str) -> Pod {
         }]),
         resources: Some(ResourceRequirements {
             limits: Some(BTreeMap::from([
-                ("cpu".to_owned(), quantity("100m".into())),
-                ("memory".to_owned(), quantity("32Mi".into())),
+                ("cpu".to_owned(), Quantity("100m".into())),
+                ("memory".to_owned(), Quantity("32Mi".into())),
             ])),
             ..Default::default()
         }),
@@ -293,7 +289,7 @@ pub fn pod(cfg: &KubeConfig, spec: &SandboxSpec, image: &str, ns: &str) -> Pod {
             Volume {
                 name: bin.to_owned(),
                 empty_dir: Some(EmptyDirVolumeSource {
-                    size_limit: Some(quantity("64Mi".into())),
+                    size_limit: Some(Quantity("64Mi".into())),
                     ..Default::default()
                 }),
                 ..Default::default()
