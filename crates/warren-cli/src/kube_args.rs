@@ -63,6 +63,15 @@ pub struct KubeArgs {
     /// How long a sandbox's Pod may take to run, image pulls included, e.g. 2m.
     #[arg(long, env = "WARREN_KUBE_START_TIMEOUT", default_value = "2m", value_parser = humantime::parse_duration)]
     kube_start_timeout: std::time::Duration,
+    /// Whether this server takes part in running the operator of Sandbox resources
+    /// (agents.x-k8s.io/v1alpha1; one server of those sharing the cluster at a time, elected
+    /// by a Lease). It installs the resource's definition unless the cluster has it.
+    #[arg(long, env = "WARREN_KUBE_OPERATOR", default_value_t = true, action = clap::ArgAction::Set)]
+    kube_operator: bool,
+    /// The namespace of the operator's Lease (warren-operator) [default: the server's own
+    /// in a Pod, else the kubeconfig's].
+    #[arg(long, env = "WARREN_KUBE_LEASE_NAMESPACE")]
+    kube_lease_namespace: Option<String>,
 }
 
 impl KubeArgs {
@@ -93,6 +102,27 @@ impl KubeArgs {
             start_timeout: self.kube_start_timeout,
             // The server's name, which the server sets.
             server: String::new(),
+            operator: self.kube_operator,
+            lease_namespace: self.kube_lease_namespace,
         }))
+    }
+}
+
+/// `warren kube` subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum KubeCommand {
+    /// Print the CustomResourceDefinition of Warren's Sandbox resource
+    /// (agents.x-k8s.io/v1alpha1, agent-sandbox's shape), to `kubectl apply -f -`. A server
+    /// with the rights installs it by itself.
+    Crds,
+}
+
+impl KubeCommand {
+    /// Carries the subcommand out.
+    pub fn run(self) -> anyhow::Result<()> {
+        match self {
+            KubeCommand::Crds => print!("{}", warren_kube::crd::definition_yaml()),
+        }
+        Ok(())
     }
 }

@@ -145,6 +145,9 @@ enum Command {
     /// the agent this binary carries and pushes it.
     #[command(subcommand)]
     AgentImage(agent_image::AgentImageCommand),
+    /// Kubernetes: `crds` prints the definition of Warren's Sandbox resource.
+    #[command(subcommand)]
+    Kube(kube_args::KubeCommand),
 }
 
 /// A size in bytes: a number with an optional unit, `k`/`KiB` = 1024, `M`/`MiB`, `G`/`GiB`
@@ -508,6 +511,7 @@ fn main() -> ExitCode {
             Command::Pool(c) => pool::run(c).await.map(|_| 0),
             Command::Bench(a) => bench::run(a).await.map(|_| 0),
             Command::AgentImage(c) => agent_image::run(c).await.map(|_| 0),
+            Command::Kube(c) => c.run().map(|_| 0),
         }
     });
     // A terminal session leaves a blocking read of stdin behind; dropping the runtime would

@@ -5,6 +5,8 @@
 //! egress as a NetworkPolicy, a delete leaving no object behind, and clear errors for what
 //! this backend does not do.
 mod common;
+#[path = "kube_parts/operator.rs"]
+mod operator;
 
 use std::process::Command;
 
@@ -35,15 +37,19 @@ fn run_ok(mut cmd: Command, what: &str) -> Vec<u8> {
     out.stdout
 }
 
-/// `kubectl ARGS -o json` against the test cluster.
-fn kubectl_json(args: &[&str]) -> Value {
+/// The kubectl scripts/build-k8s.sh built.
+fn kubectl_path() -> String {
     let version = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../../scripts/k8s-version"
     ))
     .expect("scripts/k8s-version");
-    let kubectl = format!("/opt/warren/k8s/{}/kubectl", version.trim());
-    let mut cmd = Command::new(&kubectl);
+    format!("/opt/warren/k8s/{}/kubectl", version.trim())
+}
+
+/// `kubectl ARGS -o json` against the test cluster.
+fn kubectl_json(args: &[&str]) -> Value {
+    let mut cmd = Command::new(kubectl_path());
     cmd.arg("--kubeconfig")
         .arg(kubeconfig())
         .args(args)
@@ -87,8 +93,16 @@ fn push_user_image(dir: &std::path::Path) -> String {
     target
 }
 
-/// A server on the test cluster with agent image `agent`, and `extra` flags.
+/// A server on the test cluster with agent image `agent`, and `extra` flags; no operator
+/// (see [`operator`]).
 async fn kube_server(agent: &str, extra: &[&str]) -> TestServer {
+    let mut args = vec!["--kube-operator", "false"];
+    args.extend_from_slice(extra);
+    kube_server_with(agent, &args).await
+}
+
+/// A server on the test cluster with agent image `agent`, and `extra` flags.
+async fn kube_server_with(agent: &str, extra: &[&str]) -> TestServer {
     let kc = kubeconfig();
     let mut args = vec![
         "--backend",

@@ -7,9 +7,15 @@
 #![deny(missing_docs)]
 
 mod backend;
+pub mod crd;
 pub mod objects;
 mod pod_state;
 pub mod policy;
+pub mod resource;
+
+pub use k8s_openapi;
+pub use kube;
+pub use kube_lease_manager;
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -40,6 +46,10 @@ pub struct KubeConfig {
     /// The server's name (`--server-name`), on each of its Pods: servers sharing a cluster
     /// tell their sandboxes apart by it.
     pub server: String,
+    /// Whether this server takes part in electing the operator of `Sandbox` resources.
+    pub operator: bool,
+    /// Where the operator's Lease is (`None`: the client's namespace, in a Pod its own).
+    pub lease_namespace: Option<String>,
 }
 
 impl KubeConfig {
@@ -55,6 +65,8 @@ impl KubeConfig {
             blocked: Vec::new(),
             start_timeout: std::time::Duration::from_secs(60),
             server: "-srv-1-".into(),
+            operator: false,
+            lease_namespace: None,
         }
     }
 }
@@ -133,6 +145,11 @@ impl KubeBackend {
     /// The client, for the operator and tests.
     pub fn client(&self) -> &kube::Client {
         &self.client
+    }
+
+    /// Its configuration, with the cluster's networks found at start among `blocked`.
+    pub fn config(&self) -> &KubeConfig {
+        &self.cfg
     }
 }
 

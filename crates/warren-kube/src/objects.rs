@@ -111,7 +111,7 @@ pub fn namespace(name: &str) -> Namespace {
 }
 
 /// The key of the sandbox's `i`th environment variable's value in its Secret.
-fn env_key(i: usize) -> String {
+pub fn env_key(i: usize) -> String {
     format!("env-{i}")
 }
 

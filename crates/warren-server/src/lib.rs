@@ -11,6 +11,7 @@ pub mod idempotency;
 pub mod listen;
 pub mod logs;
 pub mod metrics;
+pub mod operator;
 pub mod proxy;
 pub mod reconciler;
 mod routes;
@@ -260,6 +261,8 @@ pub struct Server {
     pub new_admin_key: Option<String>,
     cfg: ServerConfig,
     tls: Option<Arc<rustls::ServerConfig>>,
+    /// The operator of `Sandbox` resources, on the Kubernetes backend.
+    operator: Option<operator::Operator>,
 }
 
 impl Server {
@@ -321,6 +324,7 @@ impl Server {
             .await
             .context("clearing idempotency keys of calls the last run cut off")?;
         let sealer = Arc::new(secrets::Sealer::open(&data_dir)?);
+        let mut operator = None;
         let (backend, layers): (
             Arc<dyn warren_backend::Backend>,
             Arc<dyn warren_backend::LayerStore>,
@@ -333,6 +337,19 @@ impl Server {
                 let backend = warren_kube::KubeBackend::connect(kube)
                     .await
                     .context("--backend kubernetes")?;
+                if backend.config().operator {
+                    let client = backend.client().clone();
+                    let ns = backend
+                        .config()
+                        .lease_namespace
+                        .clone()
+                        .unwrap_or_else(|| client.default_namespace().to_owned());
+                    let op = operator::Operator::new(client, backend.config().clone(), ns);
+                    op.install_definition()
+                        .await
+                        .context("--kube-operator (false leaves Sandbox resources alone)")?;
+                    operator = Some(op);
+                }
                 let layers = warren_local::LocalLayers::open(&data_dir, &cfg.pull)?;
                 (Arc::new(backend), Arc::new(layers))
             }
@@ -435,6 +452,7 @@ impl Server {
             new_admin_key,
             cfg,
             tls,
+            operator,
         })
     }
 
@@ -461,6 +479,10 @@ impl Server {
         tokio::spawn(reconciler::run(service.clone()));
         tokio::spawn(service.clone().keep_deadlines());
         tokio::spawn(reconciler::keep_names_fresh(service.clone()));
+        let operator = self
+            .operator
+            .clone()
+            .map(|op| tokio::spawn(op.run(service.clone())));
         let sampler = service.clone();
         tokio::spawn(async move { sampler.metrics().sample_forever().await });
         let stopping = service.clone();
@@ -491,6 +513,10 @@ impl Server {
         // No refill may make a lease after the drain (nor bring the shared rules back).
         service.begin_shutdown();
         service.refills_done().await;
+        // The Lease given back, so another server leads at once (a few seconds at most).
+        if let Some(task) = operator {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), task).await;
+        }
         service.backend().drain_warm().await;
         // What the last calls journaled (history, log events) is written before the end.
         service.processes().journal_written().await;

@@ -134,6 +134,9 @@ async fn measure(
         blocked: vec!["169.254.0.0/16".parse()?],
         start_timeout: Duration::from_secs(120),
         server: String::new(),
+        // The bench measures sandboxes, not the operator's mirror of them.
+        operator: false,
+        lease_namespace: None,
     };
     let (api, _) = server::start_kube(dir, kube, slot).await?;
     let ns = format!("warren-bench-kubectl-{}", std::process::id());
