@@ -65,6 +65,11 @@ pub trait Backend: Send + Sync + 'static {
     fn remove_files(&self, id: &str);
     /// Where a sandbox's output goes, by stream name (`stdout`, `stderr`).
     fn log_files(&self, id: &str) -> Vec<(&'static str, PathBuf)>;
+    /// Why a sandbox that should be running is not, when the backend can say more than its
+    /// status (a Pod deleted or evicted from under it, a node lost); `None` otherwise.
+    async fn why_gone(&self, _id: &str) -> Option<String> {
+        None
+    }
     /// OOM kills seen in the sandbox's memory cgroup.
     fn oom_kills(&self, id: &str) -> u64;
     /// CPU and memory use from the sandbox's cgroup (`None` without one).

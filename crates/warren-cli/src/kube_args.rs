@@ -63,6 +63,11 @@ pub struct KubeArgs {
     /// How long a sandbox's Pod may take to run, image pulls included, e.g. 2m.
     #[arg(long, env = "WARREN_KUBE_START_TIMEOUT", default_value = "2m", value_parser = humantime::parse_duration)]
     kube_start_timeout: std::time::Duration,
+    /// How long a sandbox's Pod stays on a node that stopped reporting (not ready or
+    /// unreachable) before it is evicted and the sandbox reported failed, e.g. 30s (the
+    /// cluster's default for Pods is 5m).
+    #[arg(long, env = "WARREN_KUBE_NODE_LOST_AFTER", default_value = "30s", value_parser = humantime::parse_duration)]
+    kube_node_lost_after: std::time::Duration,
     /// Whether this server takes part in running the operator of Sandbox resources
     /// (agents.x-k8s.io/v1alpha1; one server of those sharing the cluster at a time, elected
     /// by a Lease). It installs the resource's definition unless the cluster has it.
@@ -100,6 +105,7 @@ impl KubeArgs {
             runc_class: self.kube_runc_class,
             blocked,
             start_timeout: self.kube_start_timeout,
+            node_lost_after: self.kube_node_lost_after,
             // The server's name, which the server sets.
             server: String::new(),
             operator: self.kube_operator,

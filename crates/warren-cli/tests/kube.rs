@@ -337,6 +337,36 @@ async fn kube_sandboxes_run_as_pods_under_both_runtime_classes_and_leave_nothing
             "{net} excepted: {np}"
         );
     }
+    // A lost node's Pods are evicted within --kube-node-lost-after (30 s), not the cluster's 5 min.
+    let tolerations = spec["tolerations"].to_string();
+    assert!(
+        tolerations.contains("node.kubernetes.io/unreachable")
+            && tolerations.contains("\"tolerationSeconds\":30"),
+        "{tolerations}"
+    );
+
+    // Its Pod deleted under Warren's feet: the sandbox fails, saying so.
+    let mut cmd = Command::new(kubectl_path());
+    cmd.arg("--kubeconfig").arg(kubeconfig()).args([
+        "delete",
+        "pod",
+        "-n",
+        ns,
+        &format!("warren-{id}"),
+        "--wait=false",
+    ]);
+    run_ok(cmd, "kubectl delete pod");
+    let failed = common::wait_for(&s, &id, std::time::Duration::from_secs(30), |v| {
+        v["state"] == "failed"
+    })
+    .await;
+    let why = failed["error"].as_str().unwrap_or("");
+    eprintln!("a sandbox whose Pod was deleted says: {why}");
+    assert!(
+        why.contains(&format!("Pod {ns}/warren-{id}")) && why.contains("not by Warren")
+            || why.contains("deleted outside Warren"),
+        "{failed}"
+    );
     s.delete(&id).await;
     s.shutdown().await;
 }

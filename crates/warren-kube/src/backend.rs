@@ -394,6 +394,28 @@ impl Backend for KubeBackend {
         // A sandbox's files live in its Pod, gone with it: nothing is kept on a host here.
     }
 
+    async fn why_gone(&self, id: &str) -> Option<String> {
+        let ns = self.namespace_of_id(id).await.ok().flatten()?;
+        let name = objects::pod_name(id);
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
+        let pod = pods.get_opt(&name).await.ok()?;
+        let mut why = match &pod {
+            None => format!("its Pod {ns}/{name} is gone (deleted outside Warren, or evicted)"),
+            Some(p) if p.metadata.deletion_timestamp.is_some() => {
+                format!("its Pod {ns}/{name} is being deleted (not by Warren)")
+            }
+            Some(p) => match failure(p) {
+                Some((failed, _)) => format!("its Pod {ns}/{name} failed: {failed}"),
+                None => format!("its Pod {ns}/{name} is not running"),
+            },
+        };
+        if let Some(event) = crate::events::last_word(&self.client, &ns, &name).await {
+            why.push_str("; ");
+            why.push_str(&event);
+        }
+        Some(why)
+    }
+
     fn log_files(&self, _id: &str) -> Vec<(&'static str, PathBuf)> {
         Vec::new()
     }

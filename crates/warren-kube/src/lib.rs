@@ -8,6 +8,7 @@
 
 mod backend;
 pub mod crd;
+mod events;
 pub mod objects;
 mod pod_state;
 pub mod policy;
@@ -43,6 +44,9 @@ pub struct KubeConfig {
     pub blocked: Vec<Ipv4Net>,
     /// How long a Pod may take to run (image pulls included).
     pub start_timeout: std::time::Duration,
+    /// How long a sandbox's Pod stays bound to a node that stopped reporting (not ready or
+    /// unreachable) before it is evicted and the sandbox fails.
+    pub node_lost_after: std::time::Duration,
     /// The server's name (`--server-name`), on each of its Pods: servers sharing a cluster
     /// tell their sandboxes apart by it.
     pub server: String,
@@ -64,6 +68,7 @@ impl KubeConfig {
             runc_class: Some("runc".into()),
             blocked: Vec::new(),
             start_timeout: std::time::Duration::from_secs(60),
+            node_lost_after: std::time::Duration::from_secs(30),
             server: "-srv-1-".into(),
             operator: false,
             lease_namespace: None,

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, ImageVolumeSource,
     KeyToPath, Namespace, Pod, PodSpec, ResourceRequirements, SeccompProfile, Secret,
-    SecretKeySelector, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
+    SecretKeySelector, SecretVolumeSource, SecurityContext, Toleration, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -322,6 +322,23 @@ pub fn pod(cfg: &KubeConfig, spec: &SandboxSpec, image: &str, ns: &str) -> Pod {
             enable_service_links: Some(false),
             dns_policy: Some("Default".to_owned()),
             termination_grace_period_seconds: Some(10),
+            // Not the cluster's default 300 s: a sandbox on a lost node is reported failed
+            // (with why) within --kube-node-lost-after.
+            tolerations: Some(
+                [
+                    "node.kubernetes.io/not-ready",
+                    "node.kubernetes.io/unreachable",
+                ]
+                .into_iter()
+                .map(|key| Toleration {
+                    key: Some(key.to_owned()),
+                    operator: Some("Exists".to_owned()),
+                    effect: Some("NoExecute".to_owned()),
+                    toleration_seconds: Some(cfg.node_lost_after.as_secs() as i64),
+                    ..Default::default()
+                })
+                .collect(),
+            ),
             init_containers,
             containers: vec![sandbox],
             volumes: Some(vec![

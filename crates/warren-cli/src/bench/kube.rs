@@ -133,6 +133,7 @@ async fn measure(
         runc_class: Some(a.runc_class.clone()),
         blocked: vec!["169.254.0.0/16".parse()?],
         start_timeout: Duration::from_secs(120),
+        node_lost_after: Duration::from_secs(30),
         server: String::new(),
         // The bench measures sandboxes, not the operator's mirror of them.
         operator: false,

@@ -343,6 +343,8 @@ impl crate::service::Sandboxes<'_> {
                         "out of memory: the sandbox exceeded memory_mb={} and was OOM-killed",
                         rec.sandbox.memory_mb
                     )
+                } else if let Some(why) = self.inner.backend.why_gone(id.as_str()).await {
+                    why
                 } else {
                     format!("the sandbox's container is gone (runtime reports {status:?})")
                 };
