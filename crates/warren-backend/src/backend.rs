@@ -63,6 +63,23 @@ pub trait Backend: Send + Sync + 'static {
     async fn release(&self, id: &str, runtime: Runtime, net_index: Option<u32>);
     /// Removes a sandbox's files.
     fn remove_files(&self, id: &str);
+    /// A running sandbox's output as timed lines after `since_ns` (nanoseconds since the
+    /// epoch), followed as it comes, where the backend keeps output behind an API rather than
+    /// in [`log_files`](Self::log_files) (Kubernetes' `pods/log`). The stream ends when the
+    /// API lets go; call again from the last line's time.
+    async fn log_lines(
+        &self,
+        _id: &str,
+        _since_ns: Option<i64>,
+    ) -> Result<crate::LogLines, BackendError> {
+        Err(BackendError::Unsupported(
+            "this backend's output is in files".into(),
+        ))
+    }
+    /// Whether output comes from [`log_lines`](Self::log_lines), not files.
+    fn streams_logs(&self) -> bool {
+        false
+    }
     /// Where a sandbox's output goes, by stream name (`stdout`, `stderr`).
     fn log_files(&self, id: &str) -> Vec<(&'static str, PathBuf)>;
     /// Why a sandbox that should be running is not, when the backend can say more than its

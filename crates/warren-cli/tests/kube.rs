@@ -370,3 +370,77 @@ async fn kube_sandboxes_run_as_pods_under_both_runtime_classes_and_leave_nothing
     s.delete(&id).await;
     s.shutdown().await;
 }
+
+/// Texts of the sandbox's stored output lines (not its lifecycle events).
+async fn output_lines(s: &TestServer, id: &str) -> Vec<String> {
+    let v = s
+        .get_json(&format!("/v1/sandboxes/{id}/logs?follow=false"))
+        .await;
+    v["lines"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|l| l["stream"] != "event")
+        .filter_map(|l| l["text"].as_str().map(str::to_owned))
+        // The agent's own word at its start, as on the local backend.
+        .filter(|t| !t.starts_with("warren-agent: "))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kube_main_command_output_is_the_sandbox_log_across_stop_and_start() {
+    let scratch = tempfile::tempdir().expect("scratch");
+    let agent = push_agent_image();
+    let image = push_user_image(scratch.path());
+    let s = kube_server(&agent, &["--kube-runc-class", "runc"]).await;
+    let script = "echo one; echo two >&2; head -c 40000 /dev/zero | tr '\\0' x; echo; sleep 600";
+    let sb = s
+        .create(json!({"image": image, "runtime": "runc", "cmd": ["sh", "-c", script]}))
+        .await;
+    let id = sb["id"].as_str().expect("id").to_owned();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let lines = loop {
+        let lines = output_lines(&s, &id).await;
+        if lines.len() >= 3 || std::time::Instant::now() > deadline {
+            break lines;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    };
+    // The Pod's log merges the two streams (in no set order); a line past 16 KiB is cut.
+    let mut short: Vec<&str> = lines
+        .iter()
+        .map(String::as_str)
+        .filter(|l| l.len() < 10)
+        .collect();
+    short.sort_unstable();
+    assert_eq!(
+        short,
+        ["one", "two"],
+        "{:?}",
+        lines.iter().map(|l| l.len()).collect::<Vec<_>>()
+    );
+    let long = lines
+        .iter()
+        .find(|l| l.starts_with('x'))
+        .expect("the long line");
+    assert_eq!(long.len(), 16 * 1024, "a long line cut at the log's cap");
+
+    // A stop and start runs the command again in a new Pod: its lines follow, none twice.
+    let r = s.post(&format!("/v1/sandboxes/{id}/stop"), None).await;
+    assert!(r.status().is_success(), "stop: {}", r.status());
+    let r = s.post(&format!("/v1/sandboxes/{id}/start"), None).await;
+    assert!(r.status().is_success(), "start: {}", r.status());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let lines = loop {
+        let lines = output_lines(&s, &id).await;
+        if lines.len() >= 6 || std::time::Instant::now() > deadline {
+            break lines;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    };
+    let ones = lines.iter().filter(|l| *l == "one").count();
+    let lens: Vec<usize> = lines.iter().map(String::len).collect();
+    assert_eq!((ones, lines.len()), (2, 6), "{lens:?}");
+    s.delete(&id).await;
+    s.shutdown().await;
+}

@@ -394,6 +394,25 @@ impl Backend for KubeBackend {
         // A sandbox's files live in its Pod, gone with it: nothing is kept on a host here.
     }
 
+    fn streams_logs(&self) -> bool {
+        true
+    }
+
+    async fn log_lines(
+        &self,
+        id: &str,
+        since_ns: Option<i64>,
+    ) -> Result<warren_backend::LogLines, BackendError> {
+        let ns = self
+            .namespace_of_id(id)
+            .await
+            .map_err(|e| BackendError::Upstream(format!("finding its Pod: {e}")))?
+            .ok_or_else(|| BackendError::NotFound(format!("no Pod of sandbox {id}")))?;
+        crate::logs::follow(&self.client, &ns, &objects::pod_name(id), since_ns)
+            .await
+            .map_err(|e| BackendError::Upstream(format!("its Pod's log: {e}")))
+    }
+
     async fn why_gone(&self, id: &str) -> Option<String> {
         let ns = self.namespace_of_id(id).await.ok().flatten()?;
         let name = objects::pod_name(id);

@@ -9,6 +9,7 @@
 mod backend;
 pub mod crd;
 mod events;
+mod logs;
 pub mod objects;
 mod pod_state;
 pub mod policy;

@@ -26,6 +26,16 @@ impl Budget {
         }
     }
 
+    /// Takes a line of `bytes` from the budget, if it has room.
+    pub(super) fn take(&mut self, bytes: usize) -> bool {
+        if self.lines < 1.0 || self.bytes < bytes as f64 {
+            return false;
+        }
+        self.lines -= 1.0;
+        self.bytes -= bytes as f64;
+        true
+    }
+
     pub(super) fn refill(&mut self, l: &LogLimits) {
         let now = Instant::now();
         let dt = now.duration_since(self.at).as_secs_f64();
@@ -45,6 +55,11 @@ pub(super) struct Dropped {
 }
 
 impl Dropped {
+    /// One line not stored.
+    pub(super) fn drop_line(&mut self) {
+        self.lines += 1;
+    }
+
     pub(super) fn any(&self) -> bool {
         self.lines > 0 || self.bytes > 0
     }

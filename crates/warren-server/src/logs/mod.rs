@@ -27,7 +27,9 @@ use warren_api::{LogLine, LogStream, SandboxId};
 use warren_store::{Store, StoreError};
 
 mod follow;
+mod stream;
 use follow::{Budget, Dropped, Follow};
+pub use stream::Opener;
 
 /// How often tailers look for new output while there is some.
 const POLL: Duration = Duration::from_millis(100);
@@ -216,6 +218,17 @@ impl LogHub {
 
     /// Starts following a sandbox's output files, from where the last tailer stopped.
     pub fn start_tailer(&self, id: &SandboxId, files: Vec<(&'static str, PathBuf)>) {
+        self.spawn_tailer(id, move |hub, sid, stopped| async move {
+            hub.tail(&sid, files, stopped).await
+        });
+    }
+
+    /// Runs `tail` as the sandbox's tailer, unless one runs.
+    fn spawn_tailer<F, Fut>(&self, id: &SandboxId, tail: F)
+    where
+        F: FnOnce(LogHub, SandboxId, watch::Receiver<bool>) -> Fut,
+        Fut: std::future::Future<Output = Result<(), StoreError>> + Send + 'static,
+    {
         let mut tailers = lock(&self.inner.tailers);
         if tailers
             .get(id.as_str())
@@ -224,11 +237,11 @@ impl LogHub {
             return;
         }
         let (stop, stopped) = watch::channel(false);
-        let hub = self.clone();
         let sid = id.clone();
+        let work = tail(self.clone(), id.clone(), stopped);
         // On the runtime the hub was made on (the main one): a tailer outlives any request.
         let done = self.inner.runtime.spawn(async move {
-            if let Err(e) = hub.tail(&sid, files, stopped).await {
+            if let Err(e) = work.await {
                 tracing::warn!(sandbox = %sid, "log tailer: {e}");
             }
         });

@@ -66,6 +66,16 @@ impl crate::service::Sandboxes<'_> {
     }
 
     pub(super) fn follow_logs(&self, id: &SandboxId) {
+        if self.inner.backend.streams_logs() {
+            let backend = self.inner.backend.clone();
+            let sid = id.to_string();
+            let open: crate::logs::Opener = std::sync::Arc::new(move |since| {
+                let (backend, sid) = (backend.clone(), sid.clone());
+                Box::pin(async move { backend.log_lines(&sid, since).await })
+            });
+            self.inner.logs.start_stream_tailer(id, open);
+            return;
+        }
         let files = self.inner.backend.log_files(id.as_str());
         self.inner.logs.start_tailer(id, files);
     }
