@@ -21,6 +21,7 @@ pub mod process;
 pub mod pty;
 pub mod pump;
 pub mod rpc;
+pub mod seed;
 pub mod server;
 pub mod signed_url;
 pub mod spawn;

@@ -13,6 +13,8 @@ fn main() -> std::process::ExitCode {
         agent::exec_shim::run(spec)
     } else if let Some(dest) = agent::install::wanted() {
         agent::install::run(&dest)
+    } else if let Some((paths, into)) = agent::seed::wanted() {
+        agent::seed::run(&paths, &into)
     } else if let Some(args) = agent::demo_http::wanted() {
         agent::demo_http::run(&args)
     } else {

@@ -68,6 +68,19 @@ pub struct KubeArgs {
     /// cluster's default for Pods is 5m).
     #[arg(long, env = "WARREN_KUBE_NODE_LOST_AFTER", default_value = "30s", value_parser = humantime::parse_duration)]
     kube_node_lost_after: std::time::Duration,
+    /// Directories of each sandbox kept across stop and start (a stop deletes its Pod): they
+    /// live on a PersistentVolumeClaim of the sandbox's, seeded from the image at its first
+    /// start, deleted with it (repeat, or comma-separate; "" keeps nothing, and makes no claim).
+    #[arg(
+        long = "kube-keep-path",
+        env = "WARREN_KUBE_KEEP_PATHS",
+        value_delimiter = ',',
+        default_value = "/root,/home"
+    )]
+    kube_keep_paths: Vec<String>,
+    /// The StorageClass of those claims [default: the cluster's default class].
+    #[arg(long, env = "WARREN_KUBE_STORAGE_CLASS")]
+    kube_storage_class: Option<String>,
     /// Whether this server takes part in running the operator of Sandbox resources
     /// (agents.x-k8s.io/v1alpha1; one server of those sharing the cluster at a time, elected
     /// by a Lease). It installs the resource's definition unless the cluster has it.
@@ -106,12 +119,42 @@ impl KubeArgs {
             blocked,
             start_timeout: self.kube_start_timeout,
             node_lost_after: self.kube_node_lost_after,
+            keep_paths: keep_paths(self.kube_keep_paths)?,
+            storage_class: self.kube_storage_class,
             // The server's name, which the server sets.
             server: String::new(),
             operator: self.kube_operator,
             lease_namespace: self.kube_lease_namespace,
         }))
     }
+}
+
+/// The kept directories: absolute, without `..`, none inside another (their mounts would
+/// hide each other); empty entries dropped.
+fn keep_paths(given: Vec<String>) -> anyhow::Result<Vec<String>> {
+    let mut paths: Vec<String> = Vec::new();
+    for p in given
+        .iter()
+        .map(|p| p.trim().trim_end_matches('/'))
+        .filter(|p| !p.is_empty())
+    {
+        anyhow::ensure!(
+            p.starts_with('/') && !p.split('/').any(|c| c == ".." || c == "."),
+            "--kube-keep-path {p:?}: give an absolute path without . or .."
+        );
+        anyhow::ensure!(
+            !p.contains(':'),
+            "--kube-keep-path {p:?}: a path with ':' cannot be kept"
+        );
+        if let Some(other) = paths
+            .iter()
+            .find(|q| p.starts_with(&format!("{q}/")) || q.starts_with(&format!("{p}/")) || *q == p)
+        {
+            anyhow::bail!("--kube-keep-path {p:?} and {other:?}: one is inside the other");
+        }
+        paths.push(p.to_owned());
+    }
+    Ok(paths)
 }
 
 /// `warren kube` subcommands.

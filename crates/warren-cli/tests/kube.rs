@@ -230,7 +230,10 @@ async fn kube_sandboxes_run_as_pods_under_both_runtime_classes_and_leave_nothing
             "{np}"
         );
 
-        // A stop deletes the Pod; a start makes it again, at a new address.
+        // A stop deletes the Pod; a start makes it again, at a new address, with the kept
+        // directories (/root, /home by default) as they were and the rest as the image has it.
+        s.sh(&id, "echo kept > /root/kept.txt; echo lost > /tmp/lost.txt")
+            .await;
         for verb in ["stop", "start"] {
             let r = s
                 .req(Method::POST, &format!("/v1/sandboxes/{id}/{verb}"))
@@ -240,6 +243,13 @@ async fn kube_sandboxes_run_as_pods_under_both_runtime_classes_and_leave_nothing
             assert_eq!(r.status(), StatusCode::OK, "{verb}");
         }
         assert_eq!(s.sh(&id, "echo again").await, "again\n");
+        let after = s
+            .sh(&id, "cat /root/kept.txt; cat /tmp/lost.txt 2>&1; true")
+            .await;
+        assert!(
+            after.starts_with("kept\n") && after.contains("No such file"),
+            "{runtime}: {after}"
+        );
 
         // What this backend does not do is refused, saying so.
         let r = s
@@ -257,7 +267,7 @@ async fn kube_sandboxes_run_as_pods_under_both_runtime_classes_and_leave_nothing
         s.delete(&id).await;
         let left = kubectl_json(&[
             "get",
-            "pods,secrets,networkpolicies",
+            "pods,secrets,networkpolicies,persistentvolumeclaims",
             "-A",
             "-l",
             &format!("warren.dev/sandbox={id}"),
@@ -300,7 +310,17 @@ async fn kube_sandboxes_run_as_pods_under_both_runtime_classes_and_leave_nothing
     s.shutdown().await;
 
     // The agent image mounted as an image volume: no init container.
-    let s = kube_server(&agent, &["--kube-agent-mount", "image-volume"]).await;
+    // Keeping /bin: its claim is seeded from the image, or nothing could run.
+    let s = kube_server(
+        &agent,
+        &[
+            "--kube-agent-mount",
+            "image-volume",
+            "--kube-keep-path",
+            "/bin",
+        ],
+    )
+    .await;
     let sb = s
         .create(json!({"image": image, "runtime": "gvisor", "cmd": ["sleep", "600"]}))
         .await;
@@ -313,10 +333,28 @@ async fn kube_sandboxes_run_as_pods_under_both_runtime_classes_and_leave_nothing
         &format!("warren.dev/sandbox={id}"),
     ]);
     let spec = &pods["items"][0]["spec"];
-    assert_eq!(spec["initContainers"], Value::Null, "{spec}");
+    // No agent-installing init container: only the seed of the kept /bin.
+    let inits: Vec<&str> = spec["initContainers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    assert_eq!(inits, ["warren-seed"], "{spec}");
     assert_eq!(spec["volumes"][0]["image"]["reference"], agent.as_str());
     let out = s.sh(&id, "tr '\\0' ' ' < /proc/1/cmdline; echo").await;
     assert_eq!(out, "/warren/warren-agent \n");
+    let bin = s
+        .sh(&id, "ls /bin | wc -l; grep ' /bin ' /proc/mounts | wc -l")
+        .await;
+    let counts: Vec<u32> = bin
+        .split_whitespace()
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    assert!(
+        counts.len() == 2 && counts[0] > 50 && counts[1] == 1,
+        "/bin seeded onto its claim: {bin}"
+    );
     // No --kube-blocked-cidr: the cluster's own networks were found, and `allow` excepts them.
     let ns = pods["items"][0]["metadata"]["namespace"]
         .as_str()

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
+use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, Pod, Secret};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::wait::{await_condition, conditions};
@@ -84,7 +84,15 @@ impl KubeBackend {
             None => {
                 let secrets: Api<Secret> = Api::all(self.client.clone());
                 let s = secrets.list_metadata(&lp).await?.items.into_iter().next();
-                s.and_then(|s| s.namespace())
+                match s.and_then(|s| s.namespace()) {
+                    Some(ns) => Some(ns),
+                    // Stopped: only its kept files' claim is left.
+                    None => {
+                        let claims: Api<PersistentVolumeClaim> = Api::all(self.client.clone());
+                        let c = claims.list_metadata(&lp).await?.items.into_iter().next();
+                        c.and_then(|c| c.namespace())
+                    }
+                }
             }
         };
         if let Some(ns) = &found {
@@ -150,6 +158,9 @@ impl KubeBackend {
             .map_err(api_error("secret"))?;
         // Before the Pod: it never runs without its policy.
         self.apply_policy(&spec.id, &ns, &spec.egress).await?;
+        crate::keep::ensure(&self.client, &self.cfg, spec, &ns)
+            .await
+            .map_err(api_error("the claim of its kept files"))?;
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
         let name = objects::pod_name(&spec.id);
         pods.create(
@@ -390,8 +401,24 @@ impl Backend for KubeBackend {
         crate::lock(&self.namespaces).remove(id);
     }
 
-    fn remove_files(&self, _id: &str) {
-        // A sandbox's files live in its Pod, gone with it: nothing is kept on a host here.
+    fn remove_files(&self, id: &str) {
+        // Called on a blocking thread (the service's off_thread): the claim's delete is waited
+        // for here.
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return tracing::warn!(sandbox = id, "no runtime to delete its kept files on");
+        };
+        rt.block_on(async {
+            match self.namespace_of_id(id).await {
+                Ok(Some(ns)) => {
+                    if let Err(e) = crate::keep::delete(&self.client, &ns, id).await {
+                        tracing::warn!(sandbox = id, "deleting its kept files' claim: {e}");
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!(sandbox = id, "finding its kept files' claim: {e}"),
+            }
+            crate::lock(&self.namespaces).remove(id);
+        });
     }
 
     fn streams_logs(&self) -> bool {
@@ -461,6 +488,7 @@ impl Backend for KubeBackend {
         let mut left = names_of(Api::<Pod>::all(c.clone()), &lp, "pod").await;
         left.extend(names_of(Api::<Secret>::all(c.clone()), &lp, "secret").await);
         left.extend(names_of(Api::<NetworkPolicy>::all(c.clone()), &lp, "networkpolicy").await);
+        left.extend(names_of(Api::<PersistentVolumeClaim>::all(c.clone()), &lp, "pvc").await);
         left
     }
 

@@ -9,6 +9,7 @@
 mod backend;
 pub mod crd;
 mod events;
+pub mod keep;
 mod logs;
 pub mod objects;
 mod pod_state;
@@ -48,6 +49,10 @@ pub struct KubeConfig {
     /// How long a sandbox's Pod stays bound to a node that stopped reporting (not ready or
     /// unreachable) before it is evicted and the sandbox fails.
     pub node_lost_after: std::time::Duration,
+    /// Directories kept across stop and start on a claim of the sandbox's (none: nothing is).
+    pub keep_paths: Vec<String>,
+    /// The storage class of those claims (`None`: the cluster's default).
+    pub storage_class: Option<String>,
     /// The server's name (`--server-name`), on each of its Pods: servers sharing a cluster
     /// tell their sandboxes apart by it.
     pub server: String,
@@ -70,6 +75,8 @@ impl KubeConfig {
             blocked: Vec::new(),
             start_timeout: std::time::Duration::from_secs(60),
             node_lost_after: std::time::Duration::from_secs(30),
+            keep_paths: Vec::new(),
+            storage_class: None,
             server: "-srv-1-".into(),
             operator: false,
             lease_namespace: None,

@@ -83,7 +83,7 @@ pub fn server_label(name: &str) -> String {
         .to_owned()
 }
 
-fn labels(cfg: &KubeConfig, id: &str, slot: Option<u32>) -> BTreeMap<String, String> {
+pub(crate) fn labels(cfg: &KubeConfig, id: &str, slot: Option<u32>) -> BTreeMap<String, String> {
     let mut l = BTreeMap::from([
         (MANAGED_BY.0.to_owned(), MANAGED_BY.1.to_owned()),
         (SANDBOX_LABEL.to_owned(), id.to_owned()),
@@ -307,7 +307,7 @@ pub fn pod(cfg: &KubeConfig, spec: &SandboxSpec, image: &str, ns: &str) -> Pod {
             },
         ),
     };
-    Pod {
+    let mut pod = Pod {
         metadata: ObjectMeta {
             name: Some(pod_name(&spec.id)),
             namespace: Some(ns.to_owned()),
@@ -361,11 +361,13 @@ pub fn pod(cfg: &KubeConfig, spec: &SandboxSpec, image: &str, ns: &str) -> Pod {
             ..Default::default()
         }),
         ..Default::default()
-    }
+    };
+    crate::keep::attach(cfg, &mut pod, &spec.id);
+    pod
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use warren_backend::EgressPolicy;
 

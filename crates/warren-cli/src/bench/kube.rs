@@ -134,6 +134,9 @@ async fn measure(
         blocked: vec!["169.254.0.0/16".parse()?],
         start_timeout: Duration::from_secs(120),
         node_lost_after: Duration::from_secs(30),
+        // Like a bare `kubectl run`: no claim to make.
+        keep_paths: Vec::new(),
+        storage_class: None,
         server: String::new(),
         // The bench measures sandboxes, not the operator's mirror of them.
         operator: false,
