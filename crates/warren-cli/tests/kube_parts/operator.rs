@@ -10,12 +10,14 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use super::common::{teams::team_key, TestServer};
-use super::{kube_server_with, kubeconfig, push_agent_image, push_user_image};
+use crate::common::{teams::team_key, TestServer};
+use crate::support::{
+    kube_server_with, kubeconfig, kubectl_json, kubectl_path, push_agent_image, push_user_image,
+};
 
 /// `kubectl ARGS` (with `stdin` fed to it): whether it succeeded, and what it printed.
 fn kubectl(args: &[&str], stdin: Option<&str>) -> (bool, String) {
-    let mut cmd = Command::new(super::kubectl_path());
+    let mut cmd = Command::new(kubectl_path());
     cmd.arg("--kubeconfig")
         .arg(kubeconfig())
         .args(args)
@@ -239,7 +241,7 @@ async fn kube_sandbox_resources_and_sandboxes_are_one() {
     assert_eq!(s.sh(&id, "echo $GREETING").await, "hello\n");
     let pod_name = format!("warren-{id}");
     let owner = until("the resource owns the Pod", 30, || {
-        let pod = super::kubectl_json(&["get", "pod", "-n", &ns, &pod_name]);
+        let pod = kubectl_json(&["get", "pod", "-n", &ns, &pod_name]);
         let owner = pod["metadata"]["ownerReferences"][0].clone();
         (owner["kind"] == "Sandbox").then_some(owner)
     })
@@ -375,7 +377,7 @@ async fn kube_sandbox_resources_and_sandboxes_are_one() {
         st == StatusCode::NOT_FOUND || sb["state"] == "deleted",
         "{st} {sb}"
     );
-    let pods = super::kubectl_json(&["get", "pods", "-n", &ns]);
+    let pods = kubectl_json(&["get", "pods", "-n", &ns]);
     assert_eq!(pods["items"], json!([]), "no Pod left");
 
     s.shutdown().await;
@@ -383,7 +385,7 @@ async fn kube_sandbox_resources_and_sandboxes_are_one() {
 
 /// The Lease's holder, if any.
 fn holder(lease_ns: &str) -> Option<String> {
-    let lease = super::kubectl_json(&["get", "lease", "-n", lease_ns, "warren-operator"]);
+    let lease = kubectl_json(&["get", "lease", "-n", lease_ns, "warren-operator"]);
     lease["spec"]["holderIdentity"]
         .as_str()
         .filter(|h| !h.is_empty())
