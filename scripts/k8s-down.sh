@@ -25,7 +25,7 @@ stop() {
 }
 
 # The kubelet first, so nothing restarts what goes next.
-for c in kubelet kube-proxy kube-scheduler kube-controller-manager kube-apiserver etcd registry; do
+for c in kubelet kube-proxy kube-scheduler kube-controller-manager kube-apiserver etcd registry registry-bridge; do
   stop $c
 done
 
@@ -88,7 +88,7 @@ for ctl in /sys/fs/cgroup/*/ /sys/fs/cgroup/unified/; do
   [ -d "$ctl/kubepods" ] || continue
   find "$ctl/kubepods" -depth -type d -exec rmdir {} \; 2>/dev/null
 done
-rm -rf --one-file-system "$RUN" "$S"
+rm -rf --one-file-system "$RUN" "$S" /tmp/hostpath_pv
 left=""
 [ -d "$S" ] && left="$left $S"
 ip link show "$BRIDGE" >/dev/null 2>&1 && left="$left bridge:$BRIDGE"

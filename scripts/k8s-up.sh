@@ -2,14 +2,15 @@
 # Starts a one-node Kubernetes cluster on this machine, for Warren's Kubernetes tests: etcd,
 # kube-apiserver, kube-controller-manager, kube-scheduler, kube-proxy (nftables), kubelet and
 # containerd (runc and runsc handlers), CNI bridge networking on a bridge of its own, the
-# RuntimeClasses `gvisor` and `runc`, and a registry on 127.0.0.1:5100 that the node pulls from
-# over plain HTTP. Its programs come from scripts/build-k8s.sh (built once per version, cached
-# under /opt/warren). Test infrastructure, not product. Run as root; scripts/k8s-down.sh stops
-# it and removes everything it made.
+# RuntimeClasses `gvisor` and `runc`, and a registry on 127.0.0.1:5100 (and on 10.244.0.1:5100,
+# for pods) that the node pulls from over plain HTTP. Its programs come from
+# scripts/build-k8s.sh (built once per version, cached under /opt/warren). Test
+# infrastructure, not product. Run as root; scripts/k8s-down.sh stops it and removes
+# everything it made.
 #
-# Everything listens on 127.0.0.1 but the API server and the kubelet, which listen on the
-# bridge's own address (10.244.0.1, host-only): pods reach the API server there (a Service
-# address cannot be NATed to 127.0.0.1), and so does the host.
+# Everything listens on 127.0.0.1 but the API server, the kubelet and the registry's second
+# listener, which listen on the bridge's own address (10.244.0.1, host-only): pods reach the
+# API server there (a Service address cannot be NATed to 127.0.0.1), and so does the host.
 #
 # Prints the kubeconfig's path last; /var/lib/warren-k8s/admin.kubeconfig.
 set -euo pipefail
@@ -37,6 +38,7 @@ GW=10.244.0.1
 POD_CIDR=10.244.0.0/24
 SVC_CIDR=10.96.0.0/24
 REGISTRY=127.0.0.1:5100
+BRIDGE_REGISTRY=$GW:5100
 PAUSE=registry.k8s.io/pause:3.10
 export PATH="$C:$R:$K:$PATH"
 # Go builds the programs (build-k8s.sh) and finds Kubernetes' pause.c in its module cache.
@@ -177,11 +179,20 @@ log:
   level: warn
 EOF
 launch registry /usr/bin/docker-registry serve $S/registry.yml
-cat > $S/certs.d/$REGISTRY/hosts.toml <<EOF
-server = "http://$REGISTRY"
-[host."http://$REGISTRY"]
+# The same storage served on the bridge's address too ($BRIDGE_REGISTRY), for what runs in
+# pods (a Warren server installed on the cluster pulls the images its sandboxes run, and a
+# pod's 127.0.0.1 is its own): an image pushed to either address is pulled by the same path
+# from the other.
+sed "s/^  addr: .*/  addr: $BRIDGE_REGISTRY/" $S/registry.yml > $S/registry-bridge.yml
+launch registry-bridge /usr/bin/docker-registry serve $S/registry-bridge.yml
+for r in $REGISTRY $BRIDGE_REGISTRY; do
+  mkdir -p $S/certs.d/$r
+  cat > $S/certs.d/$r/hosts.toml <<EOF
+server = "http://$r"
+[host."http://$r"]
   capabilities = ["pull", "resolve"]
 EOF
+done
 
 echo "==> containerd $ctrd_v (runc, runsc)" >&2
 cat > $S/runsc.toml <<EOF
@@ -275,7 +286,8 @@ launch kube-controller-manager "$K/kube-controller-manager" \
   --cluster-signing-cert-file=$pki/ca.crt --cluster-signing-key-file=$pki/ca.key \
   --use-service-account-credentials=true --service-cluster-ip-range=$SVC_CIDR \
   --allocate-node-cidrs=true --cluster-cidr=10.244.0.0/16 --node-cidr-mask-size=24 \
-  --controllers='*,-cloud-node-lifecycle' --profiling=false --v=1
+  --controllers='*,-cloud-node-lifecycle' --profiling=false --v=1 \
+  --enable-hostpath-provisioner=true --node-monitor-grace-period=20s
 launch kube-scheduler "$K/kube-scheduler" \
   --kubeconfig=$S/scheduler.kubeconfig \
   --authentication-kubeconfig=$S/scheduler.kubeconfig \
@@ -329,6 +341,18 @@ apiVersion: node.k8s.io/v1
 kind: RuntimeClass
 metadata: {name: runc}
 handler: runc
+---
+# The default class: the controller-manager's own host-path provisioner (one node, tests
+# only), for Warren's claims of files kept across stop and start. Its volumes are under
+# /tmp/hostpath_pv and go with their claims.
+apiVersion: storage.k8s.io/v1
+kind: StorageClass
+metadata:
+  name: standard
+  annotations: {storageclass.kubernetes.io/is-default-class: "true"}
+provisioner: kubernetes.io/host-path
+reclaimPolicy: Delete
+volumeBindingMode: Immediate
 EOF
 wait_for kube-controller-manager 60 kubectl -n default get serviceaccount default
 touch "$RUN/up"

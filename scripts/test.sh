@@ -32,3 +32,7 @@ trap 'bash scripts/k8s-down.sh' EXIT
 WARREN_TEST_KUBECONFIG=$(bash scripts/k8s-up.sh)
 export WARREN_TEST_KUBECONFIG
 cargo test --locked -p warren-cli --test kube
+echo "==> Warren itself installed on the test cluster (deploy/kubernetes/, scripts/warren-image.sh)"
+cargo test --locked -p warren-cli --test kube_install
+echo "==> a node lost under sandboxes (its kubelet stopped: alone, as it stops every Pod's node)"
+cargo test --locked -p warren-cli --test kube_node

@@ -89,6 +89,10 @@ pub trait Backend: Send + Sync + 'static {
     }
     /// OOM kills seen in the sandbox's memory cgroup.
     fn oom_kills(&self, id: &str) -> u64;
+    /// Why [`usage`](Self::usage) measures nothing on this backend, if it does not.
+    fn usage_unmeasured(&self) -> Option<&'static str> {
+        None
+    }
     /// CPU and memory use from the sandbox's cgroup (`None` without one).
     fn usage(&self, id: &str) -> Option<Usage>;
     /// Bytes the sandbox wrote to its own layer.

@@ -4,6 +4,8 @@
 //! the image `warren agent-image push` made, exec and files through the agent on the Pod IP,
 //! egress as a NetworkPolicy, a delete leaving no object behind, and clear errors for what
 //! this backend does not do.
+#[path = "kube_parts/claims.rs"]
+mod claims;
 mod common;
 #[path = "kube_parts/operator.rs"]
 mod operator;
@@ -26,9 +28,8 @@ async fn error_of(resp: reqwest::Response) -> (StatusCode, String) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn kube_sandboxes_run_as_pods_under_both_runtime_classes_and_leave_nothing_behind() {
-    let scratch = tempfile::tempdir().expect("scratch");
-    let agent = push_agent_image();
-    let image = push_user_image(scratch.path());
+    let images = push_images();
+    let (agent, image) = (images.agent.clone(), images.image.clone());
     let s = kube_server(
         &agent,
         &[
@@ -153,6 +154,17 @@ async fn kube_sandboxes_run_as_pods_under_both_runtime_classes_and_leave_nothing
         );
 
         // What this backend does not do is refused, saying so.
+        let r = s
+            .req(Method::GET, &format!("/v1/sandboxes/{id}/metrics"))
+            .send()
+            .await
+            .expect("metrics");
+        let (status, msg) = error_of(r).await;
+        assert_eq!(status, StatusCode::CONFLICT);
+        assert!(
+            msg.contains("not measured on the Kubernetes backend"),
+            "{msg}"
+        );
         let r = s
             .req(Method::POST, &format!("/v1/sandboxes/{id}/pause"))
             .send()
@@ -328,9 +340,8 @@ async fn output_lines(s: &TestServer, id: &str) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn kube_main_command_output_is_the_sandbox_log_across_stop_and_start() {
-    let scratch = tempfile::tempdir().expect("scratch");
-    let agent = push_agent_image();
-    let image = push_user_image(scratch.path());
+    let images = push_images();
+    let (agent, image) = (images.agent.clone(), images.image.clone());
     let s = kube_server(&agent, &["--kube-runc-class", "runc"]).await;
     let script = "echo one; echo two >&2; head -c 40000 /dev/zero | tr '\\0' x; echo; sleep 600";
     let sb = s

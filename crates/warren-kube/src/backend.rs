@@ -72,7 +72,7 @@ impl KubeBackend {
 
     /// The namespace of sandbox `id`: remembered, or found by its objects' labels; `None`
     /// when nothing of it is left, an error when the cluster could not say.
-    async fn namespace_of_id(&self, id: &str) -> Result<Option<String>, kube::Error> {
+    pub(crate) async fn namespace_of_id(&self, id: &str) -> Result<Option<String>, kube::Error> {
         if let Some(ns) = crate::lock(&self.namespaces).get(id).cloned() {
             return Ok(Some(ns));
         }
@@ -357,6 +357,9 @@ impl Backend for KubeBackend {
         if pod.metadata.deletion_timestamp.is_some() {
             return ContainerStatus::Stopped;
         }
+        if crate::lost::lost(self, &pod).await.is_some() {
+            return ContainerStatus::Missing;
+        }
         match pod.status.and_then(|s| s.phase).as_deref() {
             Some("Running") => ContainerStatus::Running,
             Some("Pending") => ContainerStatus::Created,
@@ -402,23 +405,7 @@ impl Backend for KubeBackend {
     }
 
     fn remove_files(&self, id: &str) {
-        // Called on a blocking thread (the service's off_thread): the claim's delete is waited
-        // for here.
-        let Ok(rt) = tokio::runtime::Handle::try_current() else {
-            return tracing::warn!(sandbox = id, "no runtime to delete its kept files on");
-        };
-        rt.block_on(async {
-            match self.namespace_of_id(id).await {
-                Ok(Some(ns)) => {
-                    if let Err(e) = crate::keep::delete(&self.client, &ns, id).await {
-                        tracing::warn!(sandbox = id, "deleting its kept files' claim: {e}");
-                    }
-                }
-                Ok(None) => {}
-                Err(e) => tracing::warn!(sandbox = id, "finding its kept files' claim: {e}"),
-            }
-            crate::lock(&self.namespaces).remove(id);
-        });
+        crate::keep::remove_blocking(self, id);
     }
 
     fn streams_logs(&self) -> bool {
@@ -441,25 +428,7 @@ impl Backend for KubeBackend {
     }
 
     async fn why_gone(&self, id: &str) -> Option<String> {
-        let ns = self.namespace_of_id(id).await.ok().flatten()?;
-        let name = objects::pod_name(id);
-        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
-        let pod = pods.get_opt(&name).await.ok()?;
-        let mut why = match &pod {
-            None => format!("its Pod {ns}/{name} is gone (deleted outside Warren, or evicted)"),
-            Some(p) if p.metadata.deletion_timestamp.is_some() => {
-                format!("its Pod {ns}/{name} is being deleted (not by Warren)")
-            }
-            Some(p) => match failure(p) {
-                Some((failed, _)) => format!("its Pod {ns}/{name} failed: {failed}"),
-                None => format!("its Pod {ns}/{name} is not running"),
-            },
-        };
-        if let Some(event) = crate::events::last_word(&self.client, &ns, &name).await {
-            why.push_str("; ");
-            why.push_str(&event);
-        }
-        Some(why)
+        crate::lost::why_gone(self, id).await
     }
 
     fn log_files(&self, _id: &str) -> Vec<(&'static str, PathBuf)> {
@@ -468,6 +437,13 @@ impl Backend for KubeBackend {
 
     fn oom_kills(&self, _id: &str) -> u64 {
         0
+    }
+
+    fn usage_unmeasured(&self) -> Option<&'static str> {
+        Some(
+            "CPU and memory use are not measured on the Kubernetes backend yet (the cluster's \
+             own measure: kubectl top pod)",
+        )
     }
 
     fn usage(&self, _id: &str) -> Option<Usage> {

@@ -143,17 +143,30 @@ fn any_objects(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
     schemars::json_schema!({ "type": "array", "items": item })
 }
 
-/// The CustomResourceDefinition, as YAML (`deploy/kubernetes/crds.yaml`).
-pub fn definition_yaml() -> String {
+/// Every definition Warren serves: `Sandbox`, `SandboxTemplate`, `SandboxClaim`.
+pub fn definitions(
+) -> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>
+{
     use kube::CustomResourceExt;
-    let crd = Sandbox::crd();
-    let yaml = serde_json::to_value(&crd)
-        .ok()
-        .and_then(|v| serde_yaml_string(&v))
-        .unwrap_or_default();
+    vec![
+        Sandbox::crd(),
+        crate::crd_ext::SandboxTemplate::crd(),
+        crate::crd_ext::SandboxClaim::crd(),
+    ]
+}
+
+/// The CustomResourceDefinitions, as YAML (`deploy/kubernetes/crds.yaml`).
+pub fn definition_yaml() -> String {
+    let docs: Vec<String> = definitions()
+        .iter()
+        .filter_map(|crd| serde_json::to_value(crd).ok())
+        .filter_map(|v| serde_yaml_string(&v))
+        .collect();
     format!(
-        "# Warren's Sandbox resource (agents.x-k8s.io/v1alpha1, agent-sandbox's shape).\n\
-         # Made by `warren kube crds`; do not edit.\n---\n{yaml}"
+        "# Warren's resources: Sandbox (agents.x-k8s.io/v1alpha1), SandboxTemplate and\n\
+         # SandboxClaim (extensions.agents.x-k8s.io/v1alpha1), in agent-sandbox's shapes.\n\
+         # Made by `warren kube crds`; do not edit.\n---\n{}",
+        docs.join("---\n")
     )
 }
 

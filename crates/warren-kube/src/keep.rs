@@ -16,7 +16,7 @@ use kube::api::{DeleteParams, ObjectMeta, PostParams};
 use kube::Api;
 use warren_backend::SandboxSpec;
 
-use crate::KubeConfig;
+use crate::{KubeBackend, KubeConfig};
 
 /// The claim's volume in the Pod.
 const VOLUME: &str = "warren-files";
@@ -158,6 +158,26 @@ pub fn attach(cfg: &KubeConfig, pod: &mut Pod, id: &str) {
             read_only: Some(false),
         }),
         ..Default::default()
+    });
+}
+
+/// Deletes a deleted sandbox's claim, from a blocking thread (the service's `off_thread`),
+/// waiting for the delete.
+pub(crate) fn remove_blocking(backend: &KubeBackend, id: &str) {
+    let Ok(rt) = tokio::runtime::Handle::try_current() else {
+        return tracing::warn!(sandbox = id, "no runtime to delete its kept files on");
+    };
+    rt.block_on(async {
+        match backend.namespace_of_id(id).await {
+            Ok(Some(ns)) => {
+                if let Err(e) = delete(&backend.client, &ns, id).await {
+                    tracing::warn!(sandbox = id, "deleting its kept files' claim: {e}");
+                }
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(sandbox = id, "finding its kept files' claim: {e}"),
+        }
+        crate::lock(&backend.namespaces).remove(id);
     });
 }
 

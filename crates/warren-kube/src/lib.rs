@@ -8,9 +8,11 @@
 
 mod backend;
 pub mod crd;
+pub mod crd_ext;
 mod events;
 pub mod keep;
 mod logs;
+mod lost;
 pub mod objects;
 mod pod_state;
 pub mod policy;

@@ -345,7 +345,7 @@ impl Server {
                         .clone()
                         .unwrap_or_else(|| client.default_namespace().to_owned());
                     let op = operator::Operator::new(client, backend.config().clone(), ns);
-                    op.install_definition()
+                    op.install_definitions()
                         .await
                         .context("--kube-operator (false leaves Sandbox resources alone)")?;
                     operator = Some(op);

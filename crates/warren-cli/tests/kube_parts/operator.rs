@@ -11,12 +11,10 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 use crate::common::{teams::team_key, TestServer};
-use crate::support::{
-    kube_server_with, kubeconfig, kubectl_json, kubectl_path, push_agent_image, push_user_image,
-};
+use crate::support::{kube_server_with, kubeconfig, kubectl_json, kubectl_path, push_images};
 
 /// `kubectl ARGS` (with `stdin` fed to it): whether it succeeded, and what it printed.
-fn kubectl(args: &[&str], stdin: Option<&str>) -> (bool, String) {
+pub(crate) fn kubectl(args: &[&str], stdin: Option<&str>) -> (bool, String) {
     let mut cmd = Command::new(kubectl_path());
     cmd.arg("--kubeconfig")
         .arg(kubeconfig())
@@ -53,13 +51,13 @@ fn delete_resource(ns: &str, name: &str) {
     assert!(ok, "kubectl delete: {out}");
 }
 
-fn apply(doc: &Value) {
+pub(crate) fn apply(doc: &Value) {
     let (ok, out) = kubectl(&["apply", "-f", "-"], Some(&doc.to_string()));
     assert!(ok, "kubectl apply: {out}");
 }
 
 /// One resource, or `None` once it is gone.
-fn resource(ns: &str, name: &str) -> Option<Value> {
+pub(crate) fn resource(ns: &str, name: &str) -> Option<Value> {
     let (ok, out) = kubectl(
         &[
             "get",
@@ -80,7 +78,7 @@ fn resource(ns: &str, name: &str) -> Option<Value> {
 }
 
 /// Polls `f` until it gives a value, for at most `secs`; panics naming `what` after.
-async fn until<T>(what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) -> T {
+pub(crate) async fn until<T>(what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + Duration::from_secs(secs);
     loop {
         if let Some(v) = f() {
@@ -91,7 +89,7 @@ async fn until<T>(what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) -> T 
     }
 }
 
-fn condition<'a>(res: &'a Value, type_: &str) -> &'a Value {
+pub(crate) fn condition<'a>(res: &'a Value, type_: &str) -> &'a Value {
     res["status"]["conditions"]
         .as_array()
         .and_then(|c| c.iter().find(|c| c["type"] == type_))
@@ -134,7 +132,12 @@ fn event_reasons(ns: &str, name: &str) -> Vec<String> {
 }
 
 /// A server with the operator on, its namespaces `prefix*`, its Lease in `lease_ns`.
-async fn operator_server(agent: &str, prefix: &str, lease_ns: &str, name: &str) -> TestServer {
+pub(crate) async fn operator_server(
+    agent: &str,
+    prefix: &str,
+    lease_ns: &str,
+    name: &str,
+) -> TestServer {
     kube_server_with(
         agent,
         &[
@@ -151,16 +154,37 @@ async fn operator_server(agent: &str, prefix: &str, lease_ns: &str, name: &str) 
     .await
 }
 
-fn create_namespace(ns: &str) {
+pub(crate) fn create_namespace(ns: &str) {
     let (ok, out) = kubectl(&["create", "namespace", ns], None);
     assert!(ok || out.contains("AlreadyExists"), "{out}");
 }
 
 /// Removes the test's namespaces, also after a failure: resources whose server is gone keep
 /// their finalizer, so it is taken off first.
-struct Namespaces {
-    prefix: String,
-    names: &'static [&'static str],
+pub(crate) struct Namespaces {
+    pub(crate) prefix: String,
+    pub(crate) names: &'static [&'static str],
+}
+
+impl Namespaces {
+    /// Namespaces `<tag><pid>-default` (the default team's) and `-lease` (the operator's
+    /// Lease's) made, and `names` (with those two) removed after the test.
+    pub(crate) fn make(tag: &str, names: &'static [&'static str]) -> Namespaces {
+        let prefix = format!("{tag}{}-", std::process::id());
+        create_namespace(&format!("{prefix}lease"));
+        create_namespace(&format!("{prefix}default"));
+        Namespaces { prefix, names }
+    }
+
+    /// The default team's namespace.
+    pub(crate) fn default_team(&self) -> String {
+        format!("{}default", self.prefix)
+    }
+
+    /// The Lease's namespace.
+    pub(crate) fn lease(&self) -> String {
+        format!("{}lease", self.prefix)
+    }
 }
 
 impl Drop for Namespaces {
@@ -184,18 +208,10 @@ impl Drop for Namespaces {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn kube_sandbox_resources_and_sandboxes_are_one() {
-    let scratch = tempfile::tempdir().expect("scratch");
-    let agent = push_agent_image();
-    let image = push_user_image(scratch.path());
-    let prefix = format!("wop{}-", std::process::id());
-    let ns = format!("{prefix}default");
-    let lease_ns = format!("{prefix}lease");
-    let _tidy = Namespaces {
-        prefix: prefix.clone(),
-        names: &["default", "lease", "noteam", "other"],
-    };
-    create_namespace(&lease_ns);
-    create_namespace(&ns);
+    let images = push_images();
+    let (agent, image) = (images.agent.clone(), images.image.clone());
+    let tidy = Namespaces::make("wop", &["default", "lease", "noteam", "other"]);
+    let (prefix, ns, lease_ns) = (tidy.prefix.clone(), tidy.default_team(), tidy.lease());
     let s = operator_server(&agent, &prefix, &lease_ns, &format!("{prefix}a")).await;
 
     // kubectl apply → a sandbox the API sees, running as the template says.
@@ -394,18 +410,10 @@ fn holder(lease_ns: &str) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn kube_one_server_reconciles_at_a_time_elected_by_a_lease() {
-    let scratch = tempfile::tempdir().expect("scratch");
-    let agent = push_agent_image();
-    let image = push_user_image(scratch.path());
-    let prefix = format!("wol{}-", std::process::id());
-    let ns = format!("{prefix}default");
-    let lease_ns = format!("{prefix}lease");
-    let _tidy = Namespaces {
-        prefix: prefix.clone(),
-        names: &["default", "lease"],
-    };
-    create_namespace(&lease_ns);
-    create_namespace(&ns);
+    let images = push_images();
+    let (agent, image) = (images.agent.clone(), images.image.clone());
+    let tidy = Namespaces::make("wol", &["default", "lease"]);
+    let (prefix, ns, lease_ns) = (tidy.prefix.clone(), tidy.default_team(), tidy.lease());
     let (a, b) = (format!("{prefix}a"), format!("{prefix}b"));
     let sa = operator_server(&agent, &prefix, &lease_ns, &a).await;
     let sb = operator_server(&agent, &prefix, &lease_ns, &b).await;

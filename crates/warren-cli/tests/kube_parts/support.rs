@@ -107,3 +107,24 @@ pub(crate) async fn kube_server_with(agent: &str, extra: &[&str]) -> TestServer 
     args.extend_from_slice(extra);
     TestServer::start_with(&args).await
 }
+
+/// The agent image and a busybox image, pushed to the test cluster's registry.
+pub(crate) struct Images {
+    _scratch: tempfile::TempDir,
+    /// The agent image, pinned by digest.
+    pub(crate) agent: String,
+    /// The user's image.
+    pub(crate) image: String,
+}
+
+/// Pushes both images a test's sandboxes need.
+pub(crate) fn push_images() -> Images {
+    let scratch = tempfile::tempdir().expect("scratch");
+    let agent = push_agent_image();
+    let image = push_user_image(scratch.path());
+    Images {
+        _scratch: scratch,
+        agent,
+        image,
+    }
+}

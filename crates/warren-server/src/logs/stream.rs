@@ -60,6 +60,10 @@ impl LogHub {
             match opened {
                 Ok(lines) => {
                     backoff = Duration::from_millis(250);
+                    // What an earlier open stored. Only those are skipped: the two streams'
+                    // lines are timed as they are read, so the log's order is not quite the
+                    // times' (a line may come after one timed later than it).
+                    let floor = since;
                     let mut chunks = lines.ready_chunks(BATCH);
                     loop {
                         let chunk = tokio::select! {
@@ -77,11 +81,11 @@ impl LogHub {
                                     break;
                                 }
                             };
-                            // A reopened log starts at the second the last line was in.
-                            if since.is_some_and(|s| line.at_ns <= s) {
+                            // A reopened log starts at the last stored line's time.
+                            if floor.is_some_and(|f| line.at_ns <= f) {
                                 continue;
                             }
-                            since = Some(line.at_ns);
+                            since = since.max(Some(line.at_ns));
                             if budget.take(line.text.len()) {
                                 keep.push((LogStream::Stdout, line.text));
                             } else {

@@ -4,6 +4,7 @@
 //! resource named by its id; `spec.replicas` stops and starts it; deleting either deletes
 //! both (a finalizer holds the resource until the sandbox is gone). One server of those
 //! sharing a cluster does this at a time: the holder of a `Lease`.
+mod claims;
 mod mirror;
 mod reconcile;
 mod status;
@@ -49,13 +50,22 @@ impl Operator {
         }
     }
 
-    /// Makes the `Sandbox` definition unless the cluster has it (a server without the right
-    /// to is told to install `deploy/kubernetes/crds.yaml`), and waits until it is served.
-    pub async fn install_definition(&self) -> anyhow::Result<()> {
-        use kube::CustomResourceExt;
+    /// Makes the definitions of Warren's resources unless the cluster has them (a server
+    /// without the right to is told to install `deploy/kubernetes/crds.yaml`), and waits until
+    /// they are served.
+    pub async fn install_definitions(&self) -> anyhow::Result<()> {
+        for want in warren_kube::crd::definitions() {
+            self.install_definition(want).await?;
+        }
+        Ok(())
+    }
+
+    async fn install_definition(
+        &self,
+        want: warren_kube::k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+    ) -> anyhow::Result<()> {
         use warren_kube::k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
         let crds: Api<CustomResourceDefinition> = Api::all(self.client.clone());
-        let want = warren_kube::crd::Sandbox::crd();
         let name = want.metadata.name.clone().unwrap_or_default();
         let have = crds.get_opt(&name).await.map_err(|e| {
             anyhow::anyhow!(
@@ -63,14 +73,31 @@ impl Operator {
                  or give the server the right to read it)"
             )
         })?;
-        if have.is_none() {
-            crds.create(&Default::default(), &want).await.map_err(|e| {
-                anyhow::anyhow!(
-                    "making CustomResourceDefinition {name}: {e} (install \
-                     deploy/kubernetes/crds.yaml with `kubectl apply -f`)"
-                )
-            })?;
-            tracing::info!("installed CustomResourceDefinition {name}");
+        match have {
+            None => {
+                crds.create(&Default::default(), &want).await.map_err(|e| {
+                    anyhow::anyhow!(
+                        "making CustomResourceDefinition {name}: {e} (install \
+                         deploy/kubernetes/crds.yaml with `kubectl apply -f`)"
+                    )
+                })?;
+                tracing::info!("installed CustomResourceDefinition {name}");
+            }
+            // Perhaps another version's (an older Warren's, or agent-sandbox's own): brought to
+            // this one's where the server may (server-side apply: no change, no write); else
+            // used as it is.
+            Some(_) => {
+                let apply = kube::api::PatchParams::apply(reconcile::MANAGER).force();
+                if let Err(e) = crds
+                    .patch(&name, &apply, &kube::api::Patch::Apply(&want))
+                    .await
+                {
+                    tracing::warn!(
+                        "CustomResourceDefinition {name} could not be brought to this server's \
+                         version ({e}): apply deploy/kubernetes/crds.yaml"
+                    );
+                }
+            }
         }
         let established = kube::runtime::conditions::is_crd_established();
         let wait = kube::runtime::wait::await_condition(crds, &name, established);
@@ -158,6 +185,7 @@ impl Operator {
         });
         tokio::select! {
             _ = reconcile::run(ctx.clone()) => {}
+            _ = claims::run(ctx.clone()) => {}
             _ = mirror::run(ctx) => {}
         }
     }

@@ -381,7 +381,7 @@ async fn publish(
 }
 
 /// The operator's patches, under its own field manager.
-fn patch_params() -> PatchParams {
+pub(crate) fn patch_params() -> PatchParams {
     PatchParams {
         field_manager: Some(MANAGER.to_owned()),
         ..Default::default()

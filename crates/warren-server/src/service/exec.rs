@@ -70,6 +70,18 @@ struct Kept {
     dropped: u64,
 }
 
+/// The sandbox's environment for a process it starts, but the variables filled from secrets
+/// (`${e2b.secrets.NAME}`): the agent has their values from PID 1's environment, and the
+/// record holds only the references.
+pub(super) fn plain_env(
+    env: &std::collections::BTreeMap<String, String>,
+) -> std::collections::BTreeMap<String, String> {
+    env.iter()
+        .filter(|(_, v)| crate::secrets::referenced(v).is_empty())
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
 impl Kept {
     fn new(limit: usize) -> Kept {
         Kept {
@@ -294,7 +306,7 @@ impl crate::service::Processes<'_> {
             }
         }
         let (rec, agent) = self.running_agent(id, req.user.as_deref()).await?;
-        let mut envs = rec.sandbox.env.clone();
+        let mut envs = plain_env(&rec.sandbox.env);
         envs.extend(req.env);
         let start = StartRequest {
             process: ProcessConfig {

@@ -35,7 +35,7 @@ impl crate::service::Processes<'_> {
             )));
         }
         let (rec, agent) = self.running_agent(id, user).await?;
-        let mut envs = rec.sandbox.env.clone();
+        let mut envs = super::exec::plain_env(&rec.sandbox.env);
         envs.entry("TERM".into())
             .or_insert_with(|| "xterm-256color".into());
         let req = StartRequest {

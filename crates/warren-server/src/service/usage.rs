@@ -70,8 +70,11 @@ impl crate::service::Metrics<'_> {
                 sandbox.state
             )));
         }
-        let gone = || ApiError::Conflict(format!("sandbox {id} has no cgroup (not running)"));
         let backend = &self.inner.backend;
+        if let Some(why) = backend.usage_unmeasured() {
+            return Err(ApiError::Conflict(why.into()));
+        }
+        let gone = || ApiError::Conflict(format!("sandbox {id} has no cgroup (not running)"));
         let first = backend.usage(id.as_str()).ok_or_else(gone)?;
         let started = Instant::now();
         tokio::time::sleep(CPU_WINDOW).await;
