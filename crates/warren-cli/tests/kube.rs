@@ -235,7 +235,7 @@ async fn kube_sandboxes_run_as_pods_under_both_runtime_classes_and_leave_nothing
     )
     .await;
     let sb = s
-        .create(json!({"image": image, "runtime": "gvisor", "cmd": ["sleep", "600"]}))
+        .create(json!({"image": image, "runtime": "gvisor", "cmd": ["sleep", "600"], "cpu": 0.25}))
         .await;
     let id = sb["id"].as_str().expect("id").to_owned();
     let pods = kubectl_json(&[
@@ -345,7 +345,9 @@ async fn kube_main_command_output_is_the_sandbox_log_across_stop_and_start() {
     let s = kube_server(&agent, &["--kube-runc-class", "runc"]).await;
     let script = "echo one; echo two >&2; head -c 40000 /dev/zero | tr '\\0' x; echo; sleep 600";
     let sb = s
-        .create(json!({"image": image, "runtime": "runc", "cmd": ["sh", "-c", script]}))
+        .create(
+            json!({"image": image, "runtime": "runc", "cmd": ["sh", "-c", script], "cpu": 0.25}),
+        )
         .await;
     let id = sb["id"].as_str().expect("id").to_owned();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);

@@ -93,7 +93,7 @@ pub struct SandboxResourceStatus {
     #[serde(default, rename = "selector", skip_serializing_if = "String::is_empty")]
     pub label_selector: String,
     /// Its Pod's address while it runs.
-    #[serde(default, rename = "podIPs", skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, rename = "podIPs")]
     pub pod_ips: Vec<String>,
     /// The Warren sandbox it is (the REST API's and the CLI's id).
     #[serde(

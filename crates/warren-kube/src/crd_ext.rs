@@ -102,6 +102,6 @@ pub struct ClaimedSandbox {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub name: String,
     /// Its Pod's address.
-    #[serde(default, rename = "podIPs", skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, rename = "podIPs")]
     pub pod_ips: Vec<String>,
 }

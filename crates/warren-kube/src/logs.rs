@@ -24,7 +24,10 @@ pub(crate) async fn follow(
         container: Some(crate::objects::CONTAINER.to_owned()),
         follow: true,
         timestamps: true,
-        since_time: since_ns.and_then(|n| jiff::Timestamp::from_nanosecond(i128::from(n)).ok()),
+        // Whole seconds, rounded down (the client rounds to the nearest, which may skip lines
+        // of the second's second half); what was stored is skipped by time after.
+        since_time: since_ns
+            .and_then(|n| jiff::Timestamp::from_second(n.div_euclid(1_000_000_000)).ok()),
         ..Default::default()
     };
     let reader = pods.log_stream(name, &lp).await?;

@@ -24,10 +24,13 @@ pub(crate) async fn silent_node(
     after: Duration,
 ) -> Option<String> {
     let name = pod.spec.as_ref()?.node_name.clone()?;
-    let node = Api::<Node>::all(client.clone())
-        .get_opt(&name)
-        .await
-        .ok()??;
+    let node = match Api::<Node>::all(client.clone()).get_opt(&name).await {
+        Ok(node) => node?,
+        Err(e) => {
+            tracing::warn!("reading node {name}: {e}");
+            return None;
+        }
+    };
     let ready = node
         .status?
         .conditions?

@@ -62,6 +62,14 @@ pub fn request_of(
         q.map(|q| scale(&q.0).ok_or(format!("resources {key}: {:?} is no quantity", q.0)))
             .transpose()
     };
+    let no_command = c.command.as_ref().is_none_or(|c| c.is_empty());
+    if no_command && c.args.as_ref().is_some_and(|a| !a.is_empty()) {
+        return Err(
+            "args without command: Warren does not run the image's entrypoint; give the whole \
+             command in command (and args)"
+                .into(),
+        );
+    }
     let timeout_s = match &spec.shutdown_time {
         None => 0,
         Some(at) => {

@@ -45,6 +45,7 @@ async fn kube_a_claim_makes_a_sandbox_from_its_template() {
         "spec": {
             "podTemplate": {"spec": {"runtimeClassName": "runc", "containers": [{
                 "name": "main", "image": image, "command": ["sleep", "600"],
+                "resources": {"limits": {"cpu": "100m", "memory": "64Mi"}},
                 "env": [{"name": "FROM_TEMPLATE", "value": "templated"}, {"name": "BOTH", "value": "template"}]
             }]}},
             "networkPolicyManagement": "Unmanaged"
@@ -93,5 +94,29 @@ async fn kube_a_claim_makes_a_sandbox_from_its_template() {
         st == reqwest::StatusCode::NOT_FOUND || sb["state"] == "deleted",
         "{st} {sb}"
     );
+
+    // A claim whose lifecycle ends with Delete: at its shutdownTime the claim and its Sandbox
+    // go, and nothing is made again.
+    let soon = (chrono::Utc::now() + chrono::Duration::seconds(15)).to_rfc3339();
+    apply(&json!({
+        "apiVersion": "extensions.agents.x-k8s.io/v1alpha1",
+        "kind": "SandboxClaim",
+        "metadata": {"name": "brief", "namespace": ns},
+        "spec": {
+            "sandboxTemplateRef": {"name": "python-ish"},
+            "lifecycle": {"shutdownTime": soon, "shutdownPolicy": "Delete"}
+        }
+    }));
+    until("the brief claim's Sandbox runs", 90, || {
+        resource(&ns, "brief").filter(|r| r["status"]["state"] == "running")
+    })
+    .await;
+    until("the claim goes at its shutdownTime", 90, || {
+        let (ok, out) = kubectl(&["get", "sandboxclaim", "-n", &ns, "brief"], None);
+        (!ok && out.contains("NotFound")).then_some(())
+    })
+    .await;
+    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    assert!(resource(&ns, "brief").is_none(), "its Sandbox made again");
     s.shutdown().await;
 }

@@ -96,7 +96,12 @@ pub(crate) fn condition<'a>(res: &'a Value, type_: &str) -> &'a Value {
         .unwrap_or(&Value::Null)
 }
 
-fn sandbox_doc(ns: &str, name: &str, container: Value) -> Value {
+/// A Sandbox resource of one container (a tenth of a core and 64 MiB unless it says: the test
+/// node has two cores, and the tests run side by side).
+fn sandbox_doc(ns: &str, name: &str, mut container: Value) -> Value {
+    if container.get("resources").is_none() {
+        container["resources"] = json!({"limits": {"cpu": "100m", "memory": "64Mi"}});
+    }
     json!({
         "apiVersion": "agents.x-k8s.io/v1alpha1",
         "kind": "Sandbox",
@@ -288,7 +293,7 @@ async fn kube_sandbox_resources_and_sandboxes_are_one() {
 
     // An API create shows up as a resource named by its id; an API delete takes it away.
     let made = s
-        .create(json!({"image": image, "runtime": "runc", "cmd": ["sleep", "600"], "env": {"SECRET": "s3"}}))
+        .create(json!({"image": image, "runtime": "runc", "cmd": ["sleep", "600"], "env": {"SECRET": "s3"}, "cpu": 0.1, "memory_mb": 64}))
         .await;
     let id2 = made["id"].as_str().expect("id").to_owned();
     let res2 = until("the API's sandbox shows up as a resource", 60, || {
@@ -317,7 +322,7 @@ async fn kube_sandbox_resources_and_sandboxes_are_one() {
     let (st, theirs) = other
         .post(
             "/v1/sandboxes",
-            json!({"image": image, "runtime": "runc", "cmd": ["sleep", "600"]}),
+            json!({"image": image, "runtime": "runc", "cmd": ["sleep", "600"], "cpu": 0.1, "memory_mb": 64}),
         )
         .await;
     assert_eq!(st, StatusCode::CREATED, "{theirs}");
@@ -371,6 +376,40 @@ async fn kube_sandbox_resources_and_sandboxes_are_one() {
     .await;
     delete_resource(&nowhere, "lost");
 
+    // Made with replicas 0: it ends stopped (the stop carried out once it runs); a
+    // shutdownTime with Retain stops it then (SandboxExpired), with Delete deletes both.
+    let soon = (chrono::Utc::now() + chrono::Duration::seconds(20)).to_rfc3339();
+    let sleeper = json!({"name": "c", "image": image, "command": ["sleep", "600"]});
+    let mut idle = sandbox_doc(&ns, "idle", sleeper.clone());
+    idle["spec"]["replicas"] = json!(0);
+    apply(&idle);
+    let mut retained = sandbox_doc(&ns, "retained", sleeper.clone());
+    retained["spec"]["shutdownTime"] = json!(soon);
+    apply(&retained);
+    let mut deleted = sandbox_doc(&ns, "deleted", sleeper);
+    deleted["spec"]["shutdownTime"] = json!(soon);
+    deleted["spec"]["shutdownPolicy"] = json!("Delete");
+    apply(&deleted);
+    until("replicas 0 at the start leaves it stopped", 90, || {
+        resource(&ns, "idle").filter(|r| r["status"]["state"] == "stopped")
+    })
+    .await;
+    let res = until("Retain stops it at its shutdownTime", 90, || {
+        resource(&ns, "retained").filter(|r| r["status"]["state"] == "stopped")
+    })
+    .await;
+    assert_eq!(
+        condition(&res, "Ready")["reason"],
+        "SandboxExpired",
+        "{res}"
+    );
+    until("Delete deletes both at its shutdownTime", 90, || {
+        resource(&ns, "deleted").is_none().then_some(())
+    })
+    .await;
+    delete_resource(&ns, "idle");
+    delete_resource(&ns, "retained");
+
     // kubectl delete → the sandbox is deleted, its Pod gone, then the resource.
     let (ok, out) = kubectl(
         &[
@@ -417,9 +456,14 @@ async fn kube_one_server_reconciles_at_a_time_elected_by_a_lease() {
     let (a, b) = (format!("{prefix}a"), format!("{prefix}b"));
     let sa = operator_server(&agent, &prefix, &lease_ns, &a).await;
     let sb = operator_server(&agent, &prefix, &lease_ns, &b).await;
+    // A holder is its server's name and a suffix of its process's.
     let first = until("a server holds the Lease", 30, || holder(&lease_ns)).await;
-    assert!(first == a || first == b, "{first}");
-    let (leader, follower, follower_name) = if first == a { (sa, sb, b) } else { (sb, sa, a) };
+    let (a_holds, b_holds) = (
+        first.starts_with(&format!("{a}-")),
+        first.starts_with(&format!("{b}-")),
+    );
+    assert!(a_holds != b_holds, "{first}");
+    let (leader, follower, follower_name) = if a_holds { (sa, sb, b) } else { (sb, sa, a) };
 
     // Only the leader makes the resource's sandbox (each server here has its own database).
     apply(&sandbox_doc(
@@ -440,7 +484,7 @@ async fn kube_one_server_reconciles_at_a_time_elected_by_a_lease() {
     let stopped = Instant::now();
     leader.shutdown().await;
     until("the other server takes the Lease", 30, || {
-        holder(&lease_ns).filter(|h| *h == follower_name)
+        holder(&lease_ns).filter(|h| h.starts_with(&format!("{follower_name}-")))
     })
     .await;
     eprintln!(

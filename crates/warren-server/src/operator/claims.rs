@@ -75,6 +75,31 @@ async fn reconcile(claim: Arc<SandboxClaim>, ctx: Arc<Ctx>) -> Result<Action, Op
             "NameTaken",
             &format!("a Sandbox named {name} is there, not this claim's"),
         ),
+        // Made once and gone since (deleted, or expired): never made again; an expiry with
+        // `Delete` takes the claim too.
+        None if claim
+            .status
+            .as_ref()
+            .is_some_and(|s| !s.sandbox.name.is_empty()) =>
+        {
+            let lifecycle = claim.spec.lifecycle.as_ref();
+            let policy = lifecycle.and_then(|l| l.shutdown_policy.as_deref());
+            if matches!(policy, Some("Delete" | "DeleteForeground")) {
+                let claims: Api<SandboxClaim> = Api::namespaced(ctx.client.clone(), &ns);
+                match claims.delete(&name, &Default::default()).await {
+                    Ok(_) | Err(warren_kube::kube::Error::Api(_)) => {}
+                    Err(e) => return Err(e.into()),
+                }
+                return Ok(Action::await_change());
+            }
+            let mut status = refused(
+                &claim,
+                "SandboxExpired",
+                &format!("its Sandbox {name} is gone"),
+            );
+            status.sandbox.pod_ips.clear();
+            status
+        }
         None => {
             let templates: Api<SandboxTemplate> = Api::namespaced(ctx.client.clone(), &ns);
             let wanted = &claim.spec.sandbox_template_ref.name;
@@ -87,11 +112,13 @@ async fn reconcile(claim: Arc<SandboxClaim>, ctx: Arc<Ctx>) -> Result<Action, Op
                 Some(template) => {
                     let made = sandbox_of(&claim, &template, &ns);
                     sandboxes.create(&PostParams::default(), &made).await?;
-                    refused(
+                    let mut status = refused(
                         &claim,
                         "SandboxNotReady",
                         &format!("Sandbox {name} made from {wanted}"),
-                    )
+                    );
+                    status.sandbox.name = name.clone();
+                    status
                 }
             }
         }

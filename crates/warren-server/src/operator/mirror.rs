@@ -7,6 +7,7 @@ use std::time::Duration;
 use tokio::sync::broadcast::error::RecvError;
 use warren_api::SandboxState;
 use warren_kube::crd::{Sandbox, RESOURCE_METADATA};
+use warren_kube::kube::api::Patch;
 use warren_kube::kube::{Api, ResourceExt};
 
 use super::Ctx;
@@ -75,7 +76,7 @@ async fn mirror(ctx: &Ctx, s: &warren_api::Sandbox) {
         (_, _) if made_by_kubectl.is_some() => {}
         (SandboxState::Pending | SandboxState::Provisioning, _) => {}
         (SandboxState::Terminating | SandboxState::Deleted, None) => {}
-        (_, Some(_)) => {}
+        (_, Some(res)) => keep_in_step(&api, &res, s).await,
         (_, None) => {
             let res = warren_kube::resource::resource_of(&ctx.cfg, s, &ns);
             if let Err(e) = api.create(&Default::default(), &res).await {
@@ -83,4 +84,40 @@ async fn mirror(ctx: &Ctx, s: &warren_api::Sandbox) {
             }
         }
     }
+}
+
+/// Writes what the API changed (expiry, stopped or running) into the spec of a sandbox's
+/// resource, so a later change of the resource does not carry out stale values.
+async fn keep_in_step(api: &Api<Sandbox>, res: &Sandbox, s: &warren_api::Sandbox) {
+    // A change of the resource's own not carried out yet is the reconciler's to carry out.
+    let observed = res.status.as_ref().and_then(|st| st.observed_generation);
+    if observed != res.metadata.generation {
+        return;
+    }
+    let shutdown = s.expires_at.map(|t| t.to_rfc3339());
+    let replicas = match s.state {
+        SandboxState::Running => Some(1),
+        SandboxState::Stopped => Some(0),
+        _ => None,
+    };
+    let stale_time = res.spec.shutdown_time.as_deref().map(parse) != shutdown.as_deref().map(parse);
+    let stale_replicas = replicas.is_some_and(|r| res.spec.replicas.unwrap_or(1) != r);
+    if !stale_time && !stale_replicas {
+        return;
+    }
+    let mut spec = serde_json::json!({"shutdownTime": shutdown});
+    if let Some(r) = replicas.filter(|_| stale_replicas) {
+        spec["replicas"] = r.into();
+    }
+    let patch = serde_json::json!({"spec": spec});
+    let pp = super::reconcile::patch_params();
+    if let Err(e) = api.patch(&res.name_any(), &pp, &Patch::Merge(&patch)).await {
+        tracing::debug!(sandbox = %s.id, "operator: bringing its resource in step: {e}");
+    }
+}
+
+fn parse(t: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    chrono::DateTime::parse_from_rfc3339(t)
+        .ok()
+        .map(|t| t.with_timezone(&chrono::Utc))
 }

@@ -115,7 +115,9 @@ impl Operator {
     pub async fn run(self, service: Service) {
         let stop = service.shutting_down();
         tokio::pin!(stop);
-        let identity = service.server_name().to_owned();
+        // Unique per process: a replacement Pod of the same server name (started while the
+        // old one stops) must not count as the holder too.
+        let identity = format!("{}-{:08x}", service.server_name(), rand::random::<u32>());
         let manager = loop {
             let built = warren_kube::kube_lease_manager::LeaseManagerBuilder::new(
                 self.client.clone(),

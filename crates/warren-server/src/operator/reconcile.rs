@@ -175,15 +175,29 @@ async fn apply(res: &Sandbox, ctx: &Ctx) -> Result<Action, OpError> {
             return Ok(Action::await_change());
         }
     };
+    // Another live server's sandbox is that server's to act on (its log tailer, its agent
+    // connections): the resource waits, saying so.
+    if let Some(owner) = owned_elsewhere(ctx, &sandbox).await? {
+        let api: Api<Sandbox> = Api::namespaced(ctx.client.clone(), &ns);
+        let why = format!("sandbox {id} runs under server {owner}, not the operator's");
+        refuse(res, ctx, &api, "OwnedElsewhere", &why).await?;
+        return Ok(Action::requeue(Duration::from_secs(10)));
+    }
     let generation = res.metadata.generation;
-    let observed = res.status.as_ref().and_then(|s| s.observed_generation);
+    let mut observed = res.status.as_ref().and_then(|s| s.observed_generation);
     let sandbox = if generation != observed {
-        carry_out(res, ctx, &id, sandbox).await?
+        let sandbox = carry_out(res, ctx, &id, sandbox).await?;
+        // Only once the asked-for state is reached (a stop asked for while the sandbox was
+        // still starting is carried out when it runs).
+        if reached(res, &sandbox) {
+            observed = generation;
+        }
+        sandbox
     } else {
         sandbox
     };
     own_pod(res, ctx, &ns, &id).await;
-    let status = super::status::status_of(res, &sandbox, generation);
+    let status = super::status::status_of(res, &sandbox, observed);
     if res.status.as_ref() != Some(&status) {
         let was = res.status.as_ref().map(super::status::ready_reason);
         let now = super::status::ready_reason(&status);
@@ -203,7 +217,7 @@ async fn apply(res: &Sandbox, ctx: &Ctx) -> Result<Action, OpError> {
     let settled = matches!(
         sandbox.state,
         SandboxState::Running | SandboxState::Stopped | SandboxState::Failed | SandboxState::Paused
-    );
+    ) && observed == generation;
     Ok(Action::requeue(if settled {
         Duration::from_secs(60)
     } else {
@@ -284,6 +298,23 @@ async fn refuse(
     Ok(())
 }
 
+/// Whether the sandbox is as the resource's `replicas` asks, or can never be.
+fn reached(res: &Sandbox, s: &warren_api::Sandbox) -> bool {
+    let want_running = res.spec.replicas.unwrap_or(1) != 0;
+    match s.state {
+        SandboxState::Running => want_running,
+        SandboxState::Stopped => !want_running,
+        SandboxState::Failed | SandboxState::Deleted | SandboxState::Paused => true,
+        _ => false,
+    }
+}
+
+/// The live server other than this one whose sandbox `s` is, if it is one.
+async fn owned_elsewhere(ctx: &Ctx, s: &warren_api::Sandbox) -> Result<Option<String>, OpError> {
+    let elsewhere = ctx.service.elsewhere(&s.server).await?;
+    Ok(elsewhere.map(|_| s.server.clone()))
+}
+
 /// Carries out a new generation's `replicas` and `shutdownTime`.
 async fn carry_out(
     res: &Sandbox,
@@ -335,14 +366,42 @@ async fn own_pod(res: &Sandbox, ctx: &Ctx, ns: &str, id: &SandboxId) {
     }
 }
 
+/// The sandbox of the resource's team made for it (by its name), if any.
+async fn made_for(res: &Sandbox, ctx: &Ctx, ns: &str) -> Result<Option<SandboxId>, OpError> {
+    let Some(team) = team_of(ctx, ns).await? else {
+        return Ok(None);
+    };
+    let mine = [(
+        warren_kube::crd::RESOURCE_METADATA.to_owned(),
+        res.name_any(),
+    )];
+    let made = ctx.service.sandboxes().list(&team, None, &mine).await?;
+    Ok(made
+        .into_iter()
+        .find(|s| s.state != SandboxState::Deleted)
+        .map(|s| s.id))
+}
+
 /// A resource deleted: its sandbox goes first.
 async fn cleanup(res: &Sandbox, ctx: &Ctx) -> Result<Action, OpError> {
-    let Some(id) = sandbox_of(res) else {
-        return Ok(Action::await_change());
-    };
     let ns = res.namespace().unwrap_or_default();
-    if !matches!(found(ctx, &ns, &id).await?, Found::Mine(_)) {
-        return Ok(Action::await_change());
+    let id = match sandbox_of(res) {
+        Some(id) => id,
+        // Made, but deleted before its label was written: found by what it was made for.
+        None => match made_for(res, ctx, &ns).await? {
+            Some(id) => id,
+            None => return Ok(Action::await_change()),
+        },
+    };
+    let sandbox = match found(ctx, &ns, &id).await? {
+        Found::Mine(s) => s,
+        Found::Gone | Found::Foreign => return Ok(Action::await_change()),
+    };
+    if let Some(owner) = owned_elsewhere(ctx, &sandbox).await? {
+        let api: Api<Sandbox> = Api::namespaced(ctx.client.clone(), &ns);
+        let why = format!("sandbox {id} runs under server {owner}: delete it there");
+        refuse(res, ctx, &api, "OwnedElsewhere", &why).await?;
+        return Ok(Action::requeue(Duration::from_secs(10)));
     }
     match ctx.service.sandboxes().delete(&id).await {
         Ok(()) | Err(ApiError::NotFound(_)) => {}
