@@ -141,7 +141,13 @@ async fn serve(config: Config) -> ExitCode {
         }
     }
     let addr = listener.local_addr().unwrap_or(config.addr);
-    eprintln!("warren-agent: listening on {addr}");
+    // One write: the main command, started above, shares this stderr, and `eprintln!` writes
+    // a formatted address in pieces another process's line could land between.
+    {
+        use std::io::Write;
+        let line = format!("warren-agent: listening on {addr}\n");
+        let _ = std::io::stderr().write_all(line.as_bytes());
+    }
     let state = Arc::new(State {
         token: std::sync::Mutex::new(config.token),
         token_file: config.token_file,
