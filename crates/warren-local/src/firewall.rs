@@ -288,10 +288,20 @@ impl Firewall {
 
     /// Removes the whole table (when the server has no sandboxes left); idempotent.
     pub async fn remove_table(&self) {
-        if self.table_exists().await {
-            if let Err(e) = nft(&format!("delete table inet {}\n", self.table)).await {
+        // Tried a few times: an nft call may fail while other transactions run on the host
+        // (other servers' tables), and a failed `nft list` reads as no table, so absence is
+        // believed only when seen twice. A table left behind outlives the server.
+        let mut absent = 0;
+        for _ in 0..6 {
+            if !self.table_exists().await {
+                absent += 1;
+                if absent == 2 {
+                    return;
+                }
+            } else if let Err(e) = nft(&format!("delete table inet {}\n", self.table)).await {
                 tracing::warn!("removing nftables table {}: {e}", self.table);
             }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
     }
 
