@@ -134,14 +134,7 @@ async fn reconcile(claim: Arc<SandboxClaim>, ctx: Arc<Ctx>) -> Result<Action, Op
 }
 
 fn not_ready(reason: &str, why: &str) -> Condition {
-    Condition {
-        type_: "Ready".into(),
-        status: "False".into(),
-        reason: reason.into(),
-        message: why.into(),
-        last_transition_time: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-        observed_generation: None,
-    }
+    super::status::condition("Ready", false, reason, why, None)
 }
 
 fn refused(claim: &SandboxClaim, reason: &str, why: &str) -> SandboxClaimStatus {

@@ -211,7 +211,15 @@ async fn apply(res: &Sandbox, ctx: &Ctx) -> Result<Action, OpError> {
             } else {
                 EventType::Normal
             };
-            publish(ctx, res, kind, &now.1, "Reconcile", &sandbox_note(&sandbox)).await;
+            publish(
+                ctx,
+                res,
+                kind,
+                &now.1,
+                "Reconcile",
+                &super::status::note(&sandbox),
+            )
+            .await;
         }
     }
     let settled = matches!(
@@ -223,13 +231,6 @@ async fn apply(res: &Sandbox, ctx: &Ctx) -> Result<Action, OpError> {
     } else {
         Duration::from_secs(2)
     }))
-}
-
-fn sandbox_note(s: &warren_api::Sandbox) -> String {
-    match &s.error {
-        Some(e) => format!("sandbox {} is {}: {e}", s.id, s.state),
-        None => format!("sandbox {} is {}", s.id, s.state),
-    }
 }
 
 /// Makes the sandbox of a resource made with `kubectl`: once, whatever happens in between

@@ -3,7 +3,7 @@
 use warren_api::SandboxState;
 use warren_kube::crd::{drop_condition, set_condition, Condition, Sandbox, SandboxResourceStatus};
 
-fn condition(
+pub(crate) fn condition(
     type_: &str,
     on: bool,
     reason: &str,
@@ -17,6 +17,14 @@ fn condition(
         message: message.to_owned(),
         last_transition_time: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         observed_generation: generation,
+    }
+}
+
+/// What a sandbox's state says, for conditions and events.
+pub(crate) fn note(s: &warren_api::Sandbox) -> String {
+    match &s.error {
+        Some(e) => format!("sandbox {} is {}: {e}", s.id, s.state),
+        None => format!("sandbox {} is {}", s.id, s.state),
     }
 }
 
@@ -46,10 +54,7 @@ pub(crate) fn status_of(
         SandboxState::Failed => (false, "PodFailed"),
         _ => (false, "DependenciesNotReady"),
     };
-    let message = match &s.error {
-        Some(e) => format!("sandbox {} is {}: {e}", s.id, s.state),
-        None => format!("sandbox {} is {}", s.id, s.state),
-    };
+    let message = note(s);
     set_condition(
         &mut conditions,
         condition("Ready", ready, reason, &message, generation),
