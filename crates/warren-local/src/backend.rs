@@ -426,7 +426,15 @@ impl LocalBackend {
         if let Err(e) = self.runtime(runtime).delete(id).await {
             tracing::warn!(sandbox = id, "deleting container: {e}");
         }
-        cgroup::remove(self.cgroups, &self.cgroups_path(id));
+        // A runtime's delete can return while the killed tasks still exit (a gVisor sandbox
+        // restored from a large image, on a loaded host): their cgroup answers EBUSY until
+        // then, and a server whose last sandbox's cgroup stays cannot remove its parent.
+        self.wait_processes_gone(id).await;
+        let (mode, path) = (self.cgroups, self.cgroups_path(id));
+        let _ = tokio::task::spawn_blocking(move || {
+            cgroup::remove_patiently(mode, &path, Duration::from_secs(3))
+        })
+        .await;
         let _ = self.unmount_rootfs(id);
         if let Some(i) = net_index {
             let lease = self.net.lease(i);
@@ -517,10 +525,18 @@ impl LocalBackend {
         // The last sandboxes' cgroups may still be going (their tasks just killed): their
         // parent goes once they have.
         let (mode, parent) = (self.cgroups, format!("/warren-{}", self.cfg.tag));
-        let _ = tokio::task::spawn_blocking(move || {
-            cgroup::remove_patiently(mode, &parent, Duration::from_secs(3))
+        let left = tokio::task::spawn_blocking(move || {
+            cgroup::remove_patiently(mode, &parent, Duration::from_secs(10));
+            cgroup::leftovers(mode, &parent)
         })
-        .await;
+        .await
+        .unwrap_or_default();
+        if !left.is_empty() {
+            tracing::warn!(
+                "the sandboxes' parent cgroup is still there after 10 s (a task in it did not \
+                 exit): {left:?}"
+            );
+        }
         let root = Self::rootfs_root(&self.cfg.tag);
         // The agent's copies runc sandboxes bind (the only files there).
         for entry in fs::read_dir(&root).into_iter().flatten().flatten() {

@@ -523,8 +523,35 @@ impl Server {
         service.leave().await;
         // Sandboxes outlive the server; only when none of its own is left is the host's
         // shared state tidied.
-        if service.own_sandboxes().await.is_ok_and(|l| l.is_empty()) {
-            service.backend().remove_shared().await;
+        // A store that fails this read is asked again: leaving the shared state behind is
+        // the worse outcome, and removing it under live sandboxes is never done.
+        let mut tries = 0;
+        loop {
+            match service.own_sandboxes().await {
+                Ok(l) if l.is_empty() => {
+                    service.backend().remove_shared().await;
+                    break;
+                }
+                Ok(l) => {
+                    tracing::info!(
+                        "{} sandboxes of this server remain: the host's shared state stays",
+                        l.len()
+                    );
+                    break;
+                }
+                Err(e) if tries < 3 => {
+                    tries += 1;
+                    tracing::warn!("listing this server's sandboxes at the stop: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        "listing this server's sandboxes at the stop: {e}; the host's shared \
+                         state stays"
+                    );
+                    break;
+                }
+            }
         }
         Ok(())
     }

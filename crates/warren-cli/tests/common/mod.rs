@@ -446,7 +446,8 @@ impl TestServer {
                 .collect();
             assert!(
                 parents.is_empty(),
-                "cgroups left after a graceful stop: {parents:?}"
+                "cgroups left after a graceful stop: {parents:?}\n{}",
+                self.log_tail()
             );
             let tag = self.tag();
             let netns: Vec<String> = std::fs::read_dir("/run/netns")
@@ -462,7 +463,8 @@ impl TestServer {
                 .collect();
             assert!(
                 ours.is_empty(),
-                "network namespaces left after a graceful stop: {ours:?}"
+                "network namespaces left after a graceful stop: {ours:?}\n{}",
+                self.log_tail()
             );
             let table = Command::new("nft")
                 .args(["list", "table", "inet", &format!("warren_{tag}")])
@@ -473,7 +475,8 @@ impl TestServer {
                 .unwrap_or(false);
             assert!(
                 !table,
-                "nftables table warren_{tag} left after a graceful stop"
+                "nftables table warren_{tag} left after a graceful stop\n{}",
+                self.log_tail()
             );
         }
     }
@@ -509,7 +512,15 @@ impl TestServer {
             .status();
     }
 
-    /// SIGTERM, then SIGKILL after 10 s; whether there was a server to stop.
+    /// The server log's last lines, for a failure's message.
+    pub fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(self.data_dir.join("server.log")).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        let tail = lines[lines.len().saturating_sub(40)..].join("\n");
+        format!("the server log's last lines:\n{tail}")
+    }
+
+    /// SIGTERM, then SIGKILL after 30 s; whether there was a server to stop.
     fn stop_graceful(&mut self) -> bool {
         if let Some(mut c) = self.child.take() {
             let _ = nix::sys::signal::kill(

@@ -524,7 +524,7 @@ impl LocalBackend {
     /// Waits (up to 10 s) for the killed processes of a sandbox to be gone from its cgroup:
     /// they may still be exiting, and its disk unmounted under them would go lazily and be
     /// written (its journal) after a receipt hashed it.
-    async fn wait_processes_gone(&self, id: &str) {
+    pub(crate) async fn wait_processes_gone(&self, id: &str) {
         let deadline = Instant::now() + std::time::Duration::from_secs(10);
         while cgroup::occupied(self.cgroups, &self.cgroups_path(id)) && Instant::now() < deadline {
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
