@@ -198,6 +198,9 @@ echo "==> containerd $ctrd_v (runc, runsc)" >&2
 cat > $S/runsc.toml <<EOF
 [runsc_config]
   platform = "systrap"
+  # Set-user-ID files work as on a host (E2B's base image's sudo; Warren's own gVisor
+  # sandboxes run with it too): runsc ignores the bits unless told.
+  allow-suid = "true"
   root = "$RUN/runsc"
 EOF
 cat > $S/containerd.toml <<EOF

@@ -67,6 +67,17 @@ pub struct PullImage {
     pub reference: String,
 }
 
+/// `POST /v1/images/tag`: image `source` recorded again as `name` (the same layers, config
+/// and registry source), the caller's team's.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TagImage {
+    /// An image the caller sees (`GET /v1/images`).
+    pub source: String,
+    /// The new name (without a registry host, unless the caller is the operator's team).
+    pub name: String,
+}
+
 /// When a sandbox create pulls its image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, ToSchema)]
 #[serde(rename_all = "lowercase")]

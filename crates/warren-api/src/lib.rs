@@ -22,7 +22,7 @@ pub use error::{ErrorBody, ErrorDetail};
 pub use exec::{ExecExit, ExecKind, ExecList, ExecRecord, ExecRequest, ExecResult};
 pub use files::{FileEntry, FileKind, FileList};
 pub use id::SandboxId;
-pub use image::{Image, ImageConfig, ImageList, PullEvent, PullImage, PullPolicy};
+pub use image::{Image, ImageConfig, ImageList, PullEvent, PullImage, PullPolicy, TagImage};
 pub use key::{
     ApiKey, ApiKeyList, CreateApiKey, CreateTeam, CreatedApiKey, Quotas, Scope, Team, TeamList,
     TeamUsage, UpdateTeam, DEFAULT_TEAM,

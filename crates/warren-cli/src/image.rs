@@ -1,10 +1,10 @@
-//! `warren image`: import, pull, build, build-base, ls, rm, prune.
+//! `warren image`: import, pull, build, build-base, tag, ls, rm, prune.
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use clap::Subcommand;
 use reqwest::Method;
-use warren_api::{Image, ImageList};
+use warren_api::{Image, ImageList, TagImage};
 use warren_cli::base_image::{self, BuildBaseArgs};
 
 use crate::rootfs;
@@ -68,6 +68,18 @@ pub enum ImageCommand {
         #[command(flatten)]
         opts: ClientOpts,
     },
+    /// Give an image another name: the same layers and config, and the same registry
+    /// source for a pulled one (so a backend whose nodes pull images, Kubernetes, runs it by
+    /// the new name: `warren image tag registry.example.com/e2b/base:1 base`).
+    Tag {
+        /// An image here (`warren image ls`).
+        source: String,
+        /// The new name (your team's; without a registry host unless yours is the operator's
+        /// team).
+        name: String,
+        #[command(flatten)]
+        opts: ClientOpts,
+    },
     /// List images.
     Ls {
         #[command(flatten)]
@@ -99,6 +111,7 @@ pub async fn run(cmd: ImageCommand) -> anyhow::Result<()> {
         ImageCommand::Prune { build_cache, opts } => {
             crate::image_pull::prune(build_cache, opts).await
         }
+        ImageCommand::Tag { source, name, opts } => tag(source, name, opts).await,
         ImageCommand::Ls { opts } => ls(opts).await,
         ImageCommand::Rm { names, opts } => rm(names, opts).await,
     }
@@ -137,8 +150,25 @@ async fn import(
         eprintln!("warren: uploading {:.1} MB ...", size as f64 / 1e6);
     }
     let image: Image = base_image::import_tar(&client, &name, &tar_path).await?;
-    if opts.json {
-        println!("{}", serde_json::to_string_pretty(&image)?);
+    print_image(&image, opts.json)
+}
+
+async fn tag(source: String, name: String, opts: ClientOpts) -> anyhow::Result<()> {
+    let client = opts.client();
+    let body = TagImage {
+        source: source.clone(),
+        name,
+    };
+    let image: Image = client
+        .json(client.request(Method::POST, "/v1/images/tag").json(&body))
+        .await
+        .with_context(|| format!("tagging image {source}"))?;
+    print_image(&image, opts.json)
+}
+
+fn print_image(image: &Image, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(image)?);
     } else {
         println!(
             "{} {} ({:.1} MB)",

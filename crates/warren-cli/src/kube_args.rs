@@ -60,6 +60,11 @@ pub struct KubeArgs {
         value_delimiter = ','
     )]
     kube_blocked_cidr: Vec<ipnet::Ipv4Net>,
+    /// The share of a sandbox's CPU limit its Pod requests, from 0.001 to 1 (1: as much as
+    /// it is limited to; 0.25 lets a node's CPUs be promised four times over). Memory and
+    /// disk are always requested in full.
+    #[arg(long, env = "WARREN_KUBE_CPU_REQUEST", default_value_t = 1.0, value_parser = cpu_share)]
+    kube_cpu_request: f64,
     /// How long a sandbox's Pod may take to run, image pulls included, e.g. 2m.
     #[arg(long, env = "WARREN_KUBE_START_TIMEOUT", default_value = "2m", value_parser = humantime::parse_duration)]
     kube_start_timeout: std::time::Duration,
@@ -117,6 +122,7 @@ impl KubeArgs {
             gvisor_class: Some(self.kube_gvisor_class),
             runc_class: self.kube_runc_class,
             blocked,
+            cpu_request_share: self.kube_cpu_request,
             start_timeout: self.kube_start_timeout,
             node_lost_after: self.kube_node_lost_after,
             keep_paths: keep_paths(self.kube_keep_paths)?,
@@ -126,6 +132,13 @@ impl KubeArgs {
             operator: self.kube_operator,
             lease_namespace: self.kube_lease_namespace,
         }))
+    }
+}
+
+fn cpu_share(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (0.001..=1.0).contains(&v) => Ok(v),
+        _ => Err(format!("{s:?} is not a share from 0.001 to 1")),
     }
 }
 

@@ -7,6 +7,8 @@
 #[path = "kube_parts/claims.rs"]
 mod claims;
 mod common;
+#[path = "kube_parts/e2b.rs"]
+mod e2b;
 #[path = "kube_parts/operator.rs"]
 mod operator;
 #[path = "kube_parts/support.rs"]

@@ -264,6 +264,30 @@ async fn volumes_snapshots_secrets_and_images_are_their_teams() {
         .await;
     assert_eq!(st, StatusCode::CREATED, "{sb}");
 
+    // A tag is its team's image by another name: everyone's busybox tagged by red is red's;
+    // blue cannot tag red's image, take red's name, nor name a registry's.
+    let (st, img) = tag(&red, "busybox", "red-bb:v2").await;
+    assert_eq!(st, StatusCode::CREATED, "{img}");
+    assert_eq!(img["team"], "red", "{img}");
+    let (st, sb) = red
+        .post(
+            "/v1/sandboxes",
+            json!({"image": "red-bb:v2", "pull": "never", "runtime": "runc"}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "a tag runs: {sb}");
+    assert!(!names(blue.get("/v1/images").await.1).contains(&"red-bb:v2".to_owned()));
+    for (source, name, want) in [
+        ("red-img", "mine", StatusCode::NOT_FOUND),
+        ("busybox", "red-bb:v2", StatusCode::CONFLICT),
+        ("busybox", "ghcr.io/x/y:1", StatusCode::UNPROCESSABLE_ENTITY),
+        ("busybox", "Bad..Name", StatusCode::UNPROCESSABLE_ENTITY),
+    ] {
+        let (st, body) = tag(&blue, source, name).await;
+        assert_eq!(st, want, "{source} -> {name}: {body}");
+        assert!(body["error"]["message"].is_string(), "{body}");
+    }
+
     red.delete_all().await;
     assert_eq!(
         red.delete("/v1/images/red-img").await,
@@ -285,4 +309,10 @@ async fn volumes_snapshots_secrets_and_images_are_their_teams() {
     let (st, _) = red.send(Method::DELETE, "/v1/volumes/red-data", None).await;
     assert_eq!(st, StatusCode::NO_CONTENT);
     s.shutdown().await;
+}
+
+/// `POST /v1/images/tag` as `who`.
+async fn tag(who: &As<'_>, source: &str, name: &str) -> (StatusCode, Value) {
+    who.post("/v1/images/tag", json!({"source": source, "name": name}))
+        .await
 }

@@ -46,6 +46,10 @@ pub struct KubeConfig {
     /// Networks no sandbox may reach whatever its policy (the cluster's pod and service
     /// networks, the nodes', metadata addresses).
     pub blocked: Vec<Ipv4Net>,
+    /// The share of a sandbox's CPU limit its Pod requests (1: as much as it is limited to;
+    /// less lets more sandboxes share a node's CPUs, overcommitted). Memory is always
+    /// requested in full: overcommitted memory is taken back by killing.
+    pub cpu_request_share: f64,
     /// How long a Pod may take to run (image pulls included).
     pub start_timeout: std::time::Duration,
     /// How long a sandbox's Pod stays bound to a node that stopped reporting (not ready or
@@ -75,6 +79,7 @@ impl KubeConfig {
             gvisor_class: Some("gvisor".into()),
             runc_class: Some("runc".into()),
             blocked: Vec::new(),
+            cpu_request_share: 1.0,
             start_timeout: std::time::Duration::from_secs(60),
             node_lost_after: std::time::Duration::from_secs(30),
             keep_paths: Vec::new(),

@@ -185,23 +185,26 @@ fn agent_env(spec: &SandboxSpec) -> Vec<EnvVar> {
     vars
 }
 
-/// The sandbox's limits, requested as much as limited (a sandbox gets what it asked for).
-fn resources(spec: &SandboxSpec) -> ResourceRequirements {
-    let millicores = (spec.cpu * 1000.0).round().max(1.0) as u64;
-    let amounts = BTreeMap::from([
-        ("cpu".to_owned(), Quantity(format!("{millicores}m"))),
-        (
-            "memory".to_owned(),
-            Quantity(format!("{}Mi", spec.memory_mb)),
-        ),
-        (
-            "ephemeral-storage".to_owned(),
-            Quantity(format!("{}Mi", spec.disk_mb)),
-        ),
-    ]);
+/// The sandbox's limits, requested as much as limited (a sandbox gets what it asked for), but
+/// for CPU, of which `cpu_share` of the limit is requested (`--kube-cpu-request`).
+fn resources(spec: &SandboxSpec, cpu_share: f64) -> ResourceRequirements {
+    let millicores = |share: f64| (spec.cpu * share * 1000.0).round().max(1.0) as u64;
+    let amounts = |cpu: u64| {
+        BTreeMap::from([
+            ("cpu".to_owned(), Quantity(format!("{cpu}m"))),
+            (
+                "memory".to_owned(),
+                Quantity(format!("{}Mi", spec.memory_mb)),
+            ),
+            (
+                "ephemeral-storage".to_owned(),
+                Quantity(format!("{}Mi", spec.disk_mb)),
+            ),
+        ])
+    };
     ResourceRequirements {
-        limits: Some(amounts.clone()),
-        requests: Some(amounts),
+        limits: Some(amounts(millicores(1.0))),
+        requests: Some(amounts(millicores(cpu_share.clamp(0.001, 1.0)))),
         ..Default::default()
     }
 }
@@ -250,7 +253,7 @@ pub fn pod(cfg: &KubeConfig, spec: &SandboxSpec, image: &str, ns: &str) -> Pod {
         args: Some(Vec::new()),
         working_dir: Some("/".to_owned()),
         env: Some(agent_env(spec)),
-        resources: Some(resources(spec)),
+        resources: Some(resources(spec, cfg.cpu_request_share)),
         volume_mounts: Some(vec![
             VolumeMount {
                 name: bin.to_owned(),
@@ -417,6 +420,17 @@ pub(crate) mod tests {
         assert_eq!(c["resources"]["limits"]["cpu"], "500m");
         assert_eq!(c["resources"]["limits"]["memory"], "256Mi");
         assert_eq!(c["resources"]["requests"]["ephemeral-storage"], "1024Mi");
+        assert_eq!(c["resources"]["requests"]["cpu"], "500m");
+        // A share of the CPU limit requested: the rest overcommitted; memory never.
+        let shared = KubeConfig {
+            cpu_request_share: 0.1,
+            ..cfg.clone()
+        };
+        let q = serde_json::to_value(pod(&shared, &s, "img@sha256:00", &ns)).expect("json");
+        let r = &q["spec"]["containers"][0]["resources"];
+        assert_eq!(r["requests"]["cpu"], "50m");
+        assert_eq!(r["limits"]["cpu"], "500m");
+        assert_eq!(r["requests"]["memory"], "256Mi");
         let envs: BTreeMap<String, String> = c["env"]
             .as_array()
             .expect("env")

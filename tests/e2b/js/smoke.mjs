@@ -74,32 +74,42 @@ try {
   )
   expectEqual(tools.stdout.trim().split('\n').pop(), 'tools-ok', 'tools')
 
-  step = 'Template.build() from code, and a sandbox from it'
-  const fs = await import('node:fs')
-  const os = await import('node:os')
-  const path = await import('node:path')
-  const ctx = fs.mkdtempSync(path.join(os.tmpdir(), 'warren-tmpl-'))
-  fs.writeFileSync(path.join(ctx, 'hello.txt'), 'hello from js\n')
-  const name = `js-tmpl-${Date.now()}`
-  const logs = []
-  const template = Template({ fileContextPath: ctx })
-    .fromBaseImage()
-    .copy('hello.txt', '/home/user/hello.txt')
-    .runCmd('echo made-by-$(whoami) > /home/user/made.txt')
-    .setEnvs({ JS_TEMPLATE: 'yes' })
-    .setStartCmd('python -m http.server 8001', waitForPort(8001))
-  await Template.build(template, name, { onBuildLogs: (e) => logs.push(e.message) })
-  if (!logs.some((m) => m.includes('COPY hello.txt'))) throw new Error(`build logs: ${logs.join(' | ')}`)
-  const built = await create({ template: name })
-  const check = await built.commands.run(
-    'cat /home/user/hello.txt /home/user/made.txt && echo $JS_TEMPLATE && curl -s -o /dev/null -w "%{http_code}" localhost:8001',
-  )
-  expectEqual(check.stdout, 'hello from js\nmade-by-user\nyes\n200', 'template sandbox')
-  await expectThrow(
-    'a failing step',
-    () => Template.build(Template().fromBaseImage().runCmd('exit 3'), `${name}-bad`),
-    (e) => e instanceof BuildError && String(e.message).includes('exited with code 3'),
-  )
+  // Images are built on a host: on the Kubernetes backend a build is refused, saying so.
+  if (process.env.WARREN_TEST_BACKEND === 'kubernetes') {
+    step = 'Template.build() on the Kubernetes backend is refused'
+    await expectThrow(
+      'a build on Kubernetes',
+      () => Template.build(Template().fromBaseImage().runCmd('true'), `js-kube-${Date.now()}`),
+      (e) => e instanceof BuildError && String(e.message).includes('Kubernetes backend'),
+    )
+  } else {
+    step = 'Template.build() from code, and a sandbox from it'
+    const fs = await import('node:fs')
+    const os = await import('node:os')
+    const path = await import('node:path')
+    const ctx = fs.mkdtempSync(path.join(os.tmpdir(), 'warren-tmpl-'))
+    fs.writeFileSync(path.join(ctx, 'hello.txt'), 'hello from js\n')
+    const name = `js-tmpl-${Date.now()}`
+    const logs = []
+    const template = Template({ fileContextPath: ctx })
+      .fromBaseImage()
+      .copy('hello.txt', '/home/user/hello.txt')
+      .runCmd('echo made-by-$(whoami) > /home/user/made.txt')
+      .setEnvs({ JS_TEMPLATE: 'yes' })
+      .setStartCmd('python -m http.server 8001', waitForPort(8001))
+    await Template.build(template, name, { onBuildLogs: (e) => logs.push(e.message) })
+    if (!logs.some((m) => m.includes('COPY hello.txt'))) throw new Error(`build logs: ${logs.join(' | ')}`)
+    const built = await create({ template: name })
+    const check = await built.commands.run(
+      'cat /home/user/hello.txt /home/user/made.txt && echo $JS_TEMPLATE && curl -s -o /dev/null -w "%{http_code}" localhost:8001',
+    )
+    expectEqual(check.stdout, 'hello from js\nmade-by-user\nyes\n200', 'template sandbox')
+    await expectThrow(
+      'a failing step',
+      () => Template.build(Template().fromBaseImage().runCmd('exit 3'), `${name}-bad`),
+      (e) => e instanceof BuildError && String(e.message).includes('exited with code 3'),
+    )
+  }
 
   step = 'kill() while a command streams'
   const streaming = await create()

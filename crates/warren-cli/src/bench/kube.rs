@@ -132,6 +132,8 @@ async fn measure(
         gvisor_class: Some(a.gvisor_class.clone()),
         runc_class: Some(a.runc_class.clone()),
         blocked: vec!["169.254.0.0/16".parse()?],
+        // As a bare `kubectl run` with the same limits: requested in full.
+        cpu_request_share: 1.0,
         start_timeout: Duration::from_secs(120),
         node_lost_after: Duration::from_secs(30),
         // Like a bare `kubectl run`: no claim to make.

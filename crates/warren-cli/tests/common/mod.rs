@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 pub mod base;
 pub mod build;
 mod database;
+pub mod e2b;
 pub mod envd;
 pub mod garage;
 pub mod oci_layout;

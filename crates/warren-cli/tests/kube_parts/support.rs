@@ -70,6 +70,13 @@ pub(crate) fn push_user_image(dir: &std::path::Path) -> String {
     let layout = dir.join("layout");
     crate::common::oci_layout::umoci_image(&layout, "v1");
     let target = format!("{REGISTRY}/warren-test/busybox:{}", std::process::id());
+    skopeo_push(&format!("{}:v1", layout.display()), &target, dir);
+    target
+}
+
+/// Copies OCI layout image `image` (`DIR:TAG`) to the registry as `target` with skopeo
+/// (`home` its scratch home).
+pub(crate) fn skopeo_push(image: &str, target: &str, home: &std::path::Path) {
     let mut cmd = Command::new("skopeo");
     cmd.args([
         "--insecure-policy",
@@ -78,11 +85,10 @@ pub(crate) fn push_user_image(dir: &std::path::Path) -> String {
         "--dest-tls-verify=false",
         "--dest-no-creds",
     ])
-    .arg(format!("oci:{}:v1", layout.display()))
+    .arg(format!("oci:{image}"))
     .arg(format!("docker://{target}"))
-    .env("HOME", dir);
-    run_ok(cmd, "skopeo copy");
-    target
+    .env("HOME", home);
+    run_ok(cmd, &format!("skopeo copy to {target}"));
 }
 
 /// A server on the test cluster with agent image `agent`, and `extra` flags; no operator

@@ -1,4 +1,4 @@
-//! `/v1/images`: import a root-filesystem tar, pull from a registry, list, delete, prune.
+//! `/v1/images`: import a root-filesystem tar, pull from a registry, tag, list, delete, prune.
 use std::convert::Infallible;
 
 use axum::body::Body;
@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures::StreamExt;
 use warren_api::image::PruneResult;
-use warren_api::{Image, ImageList, PullEvent, PullImage};
+use warren_api::{Image, ImageList, PullEvent, PullImage, TagImage};
 
 use super::operations::OpCall;
 use crate::error::{ApiError, ApiJson};
@@ -37,6 +37,23 @@ pub async fn import(
         .service
         .images()
         .import_image(&name, body.into_data_stream(), &caller.team)
+        .await?;
+    Ok((StatusCode::CREATED, Json(image)))
+}
+
+/// `POST /v1/images/tag {"source", "name"}`: the image again under another name (a pulled
+/// image keeps its registry source, so backends whose nodes pull images run it by the new
+/// name too: E2B's `base` template on Kubernetes).
+#[utoipa::path(post, path = "/images/tag", tag = "images", request_body = warren_api::TagImage, responses((status = 201, body = warren_api::Image), super::doc::Errors))]
+pub async fn tag(
+    State(state): State<AppState>,
+    axum::Extension(caller): axum::Extension<crate::auth::Caller>,
+    ApiJson(req): ApiJson<TagImage>,
+) -> Result<(StatusCode, Json<Image>), ApiError> {
+    let image = state
+        .service
+        .images()
+        .tag_image(req.source.trim(), req.name.trim(), &caller.team)
         .await?;
     Ok((StatusCode::CREATED, Json(image)))
 }

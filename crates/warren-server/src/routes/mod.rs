@@ -78,6 +78,7 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(volumes::backup))
         .routes(routes!(images::list))
         .routes(routes!(images::pull))
+        .routes(routes!(images::tag))
         .routes(routes!(images::prune))
         .routes(routes!(build::build).layer(axum::extract::DefaultBodyLimit::disable()))
         .routes(routes!(build::follow))

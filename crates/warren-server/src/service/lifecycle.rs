@@ -285,6 +285,14 @@ impl crate::service::Sandboxes<'_> {
         ) {
             return Ok(false); // time does not run while it is paused
         }
+        if matches!(
+            rec.sandbox.state,
+            SandboxState::Pending | SandboxState::Provisioning | SandboxState::Starting
+        ) {
+            // Nor before it runs: its deadline moves by its boot once it does (and is put on
+            // the timer queue again then).
+            return Ok(false);
+        }
         match rec.sandbox.expires_at {
             Some(t) if t <= Utc::now() => {
                 let paused = match rec.sandbox.on_timeout {

@@ -342,6 +342,7 @@ impl Service {
     /// Provisioning after the network lease is claimed.
     async fn provision_claimed(&self, mut rec: SandboxRecord) -> Result<SandboxRecord, ApiError> {
         let id = rec.sandbox.id.clone();
+        let began = Utc::now();
         let spec = match self.spec_for(&rec).await {
             Ok(spec) => spec,
             Err(e) => return self.sandboxes().fail(rec, e).await,
@@ -376,7 +377,13 @@ impl Service {
         if let Err(msg) = booted {
             return self.sandboxes().fail(rec, msg).await;
         }
-        rec.sandbox.started_at = Some(Utc::now());
+        let now = Utc::now();
+        rec.sandbox.started_at = Some(now);
+        // A timeout is the sandbox's time to run: its boot (a Pod's image pull and start can
+        // take seconds) does not count against it, or a short one would end as it began.
+        if let Some(at) = rec.sandbox.expires_at.as_mut() {
+            *at += now - began;
+        }
         self.sandboxes()
             .set_state(&mut rec, SandboxState::Running)
             .await?;

@@ -183,6 +183,15 @@ impl crate::service::Images<'_> {
     /// Starts a build in the background; follow it through the answer.
     pub fn start_build(&self, plan: BuildPlan, id: Option<String>) -> Result<Arc<Build>, ApiError> {
         super::images::check_name(&plan.name)?;
+        // A build's steps run in sandboxes of its scratch images, which a backend whose nodes
+        // pull images cannot run: refused before any step, not at the first.
+        if self.inner.backend.pulls_images() {
+            return Err(ApiError::Conflict(
+                "image builds are not supported on the Kubernetes backend yet: build on a \
+                 server of the local backend, push the image to a registry, and pull it here"
+                    .into(),
+            ));
+        }
         let id = id.unwrap_or_else(build_id);
         let build = Arc::new(Build::new(id.clone(), plan.name.clone(), plan.team.clone()));
         {
