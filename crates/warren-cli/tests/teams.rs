@@ -282,6 +282,7 @@ async fn volumes_snapshots_secrets_and_images_are_their_teams() {
         ("busybox", "red-bb:v2", StatusCode::CONFLICT),
         ("busybox", "ghcr.io/x/y:1", StatusCode::UNPROCESSABLE_ENTITY),
         ("busybox", "Bad..Name", StatusCode::UNPROCESSABLE_ENTITY),
+        ("busybox", "tag", StatusCode::UNPROCESSABLE_ENTITY),
     ] {
         let (st, body) = tag(&blue, source, name).await;
         assert_eq!(st, want, "{source} -> {name}: {body}");

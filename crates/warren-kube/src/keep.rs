@@ -83,14 +83,27 @@ pub async fn ensure(
 /// Deletes the claim (its volume goes by the storage class's reclaim policy).
 pub async fn delete(client: &kube::Client, ns: &str, id: &str) -> Result<(), kube::Error> {
     let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), ns);
-    match claims
-        .delete(&claim_name(id), &DeleteParams::default())
-        .await
-    {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-        Err(e) => Err(e),
+    let name = claim_name(id);
+    match claims.delete(&name, &DeleteParams::default()).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(s)) if s.code == 404 => return Ok(()),
+        Err(e) => return Err(e),
     }
+    // Gone only once the cluster's PVC protection lets it go (after the Pod that used it,
+    // which a loaded controller manager notices seconds later): a delete answers when nothing
+    // of the sandbox is left.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    while claims.get_opt(&name).await?.is_some() {
+        if tokio::time::Instant::now() >= deadline {
+            tracing::warn!(
+                sandbox = id,
+                "its kept files' claim {ns}/{name} is still going after 30 s"
+            );
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    Ok(())
 }
 
 /// Mounts the claim over the kept directories of the Pod's sandbox container, after an init

@@ -105,6 +105,7 @@ pub async fn request(
     State(state): State<AppState>,
     E2bJson(req): E2bJson<NewTemplate>,
 ) -> Result<(StatusCode, Json<Value>), E2bError> {
+    state.service.images().builds_possible()?;
     let name = req
         .name
         .or(req.alias)
@@ -155,6 +156,7 @@ pub async fn files(
     headers: HeaderMap,
     uri: axum::http::Uri,
 ) -> Result<(StatusCode, Json<Value>), E2bError> {
+    state.service.images().builds_possible()?;
     if !warren_backend::images::valid_key(&hash) {
         return Err(E2bError::new(
             StatusCode::BAD_REQUEST,

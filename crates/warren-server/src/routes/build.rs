@@ -50,6 +50,7 @@ pub async fn build(
     ApiQuery(q): ApiQuery<BuildQuery>,
     form: Result<Multipart, MultipartRejection>,
 ) -> Result<Response, ApiError> {
+    state.service.images().builds_possible()?;
     let mut form = form.map_err(|e| {
         ApiError::BadRequest(format!(
             "send multipart/form-data with the fields `dockerfile` and `context`: {}",

@@ -16,6 +16,13 @@ pub(crate) fn upload_failed(e: std::io::Error) -> ApiError {
 }
 
 pub(super) fn check_name(name: &str) -> Result<(), ApiError> {
+    // `/v1/images/{name}` shares its path with these routes: such an image could not be
+    // read, replaced or deleted.
+    if ["tag", "pull", "prune", "build", "builds"].contains(&name) {
+        return Err(ApiError::Invalid(format!(
+            "{name:?} names an API route (/v1/images/{name}): give the image another name"
+        )));
+    }
     if name.starts_with(SCRATCH_PREFIX) {
         return Err(ApiError::Invalid(format!(
             "image names starting with {SCRATCH_PREFIX:?} are the server's (image builds' \
@@ -161,6 +168,9 @@ impl crate::service::Images<'_> {
     /// previous image of that name is replaced when it is `team`'s to replace.
     pub async fn tag_image(&self, from: &str, name: &str, team: &str) -> Result<Image, ApiError> {
         check_name(name)?;
+        // Held until the tag is recorded: a collection meanwhile (the source deleted or
+        // pulled again) would take the layers the tag is about to name.
+        let no_gc = self.inner.images_gc.read().await;
         let image = self
             .image(from, team)
             .await?
@@ -171,7 +181,9 @@ impl crate::service::Images<'_> {
             team: team.to_owned(),
             ..image
         };
-        if self.record_image(&tagged).await? {
+        let replaced = self.record_image(&tagged).await?;
+        drop(no_gc);
+        if replaced {
             self.collect_layers().await?;
         }
         Ok(tagged)

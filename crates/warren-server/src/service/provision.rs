@@ -378,11 +378,16 @@ impl Service {
             return self.sandboxes().fail(rec, msg).await;
         }
         let now = Utc::now();
-        rec.sandbox.started_at = Some(now);
         // A timeout is the sandbox's time to run: its boot (a Pod's image pull and start can
-        // take seconds) does not count against it, or a short one would end as it began.
+        // take seconds), and at its first start its wait in the queue, do not count against
+        // it, or a short one would end as it began.
+        let since = match rec.sandbox.started_at {
+            None => rec.sandbox.created_at.min(began),
+            Some(_) => began,
+        };
+        rec.sandbox.started_at = Some(now);
         if let Some(at) = rec.sandbox.expires_at.as_mut() {
-            *at += now - began;
+            *at += now - since;
         }
         self.sandboxes()
             .set_state(&mut rec, SandboxState::Running)

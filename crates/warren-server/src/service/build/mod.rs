@@ -180,11 +180,10 @@ pub fn describe(i: &Instruction) -> String {
 }
 
 impl crate::service::Images<'_> {
-    /// Starts a build in the background; follow it through the answer.
-    pub fn start_build(&self, plan: BuildPlan, id: Option<String>) -> Result<Arc<Build>, ApiError> {
-        super::images::check_name(&plan.name)?;
-        // A build's steps run in sandboxes of its scratch images, which a backend whose nodes
-        // pull images cannot run: refused before any step, not at the first.
+    /// Whether this server builds images: a build's steps run in sandboxes of its scratch
+    /// images, which a backend whose nodes pull images cannot run (refused before the build's
+    /// files are taken in, not at its first step).
+    pub fn builds_possible(&self) -> Result<(), ApiError> {
         if self.inner.backend.pulls_images() {
             return Err(ApiError::Conflict(
                 "image builds are not supported on the Kubernetes backend yet: build on a \
@@ -192,6 +191,13 @@ impl crate::service::Images<'_> {
                     .into(),
             ));
         }
+        Ok(())
+    }
+
+    /// Starts a build in the background; follow it through the answer.
+    pub fn start_build(&self, plan: BuildPlan, id: Option<String>) -> Result<Arc<Build>, ApiError> {
+        super::images::check_name(&plan.name)?;
+        self.builds_possible()?;
         let id = id.unwrap_or_else(build_id);
         let build = Arc::new(Build::new(id.clone(), plan.name.clone(), plan.team.clone()));
         {
