@@ -343,6 +343,12 @@ fn the_other_wire_types_fit_their_schemas() {
     assert_fits(&PullImage {
         reference: "alpine".into(),
     });
+    let tag = TagImage {
+        source: "alpine".into(),
+        name: "mine:v1".into(),
+    };
+    assert_fits(&tag);
+    assert_required_matches_serde(&tag);
     assert_fits(&exec_request());
     assert_required_matches_serde(&exec_request());
     assert_fits(&exec_result());

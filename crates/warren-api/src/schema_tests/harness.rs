@@ -53,6 +53,7 @@ wire_types!(
     Image,
     ImageConfig,
     PullImage,
+    TagImage,
     PullPolicy,
     PullEvent,
     LayerProgress,
