@@ -32,6 +32,7 @@ if ! command -v npm >/dev/null 2>&1; then
 fi
 bash "$(dirname "$0")/e2b-sdk-env.sh"
 bash "$(dirname "$0")/schemathesis-env.sh"
+bash "$(dirname "$0")/mcp-client-env.sh"
 bash "$(dirname "$0")/build-runsc.sh"
 bash "$(dirname "$0")/build-criu.sh"
 if ! command -v cargo >/dev/null 2>&1; then

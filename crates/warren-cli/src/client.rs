@@ -121,6 +121,11 @@ impl Client {
         &self.base
     }
 
+    /// The HTTP client, with this server's trust.
+    pub fn http(&self) -> reqwest::Client {
+        self.http.clone()
+    }
+
     /// The API key in use, if any.
     pub fn key(&self) -> Option<&str> {
         self.key.as_deref()

@@ -148,6 +148,17 @@ enum Command {
     /// Kubernetes: `crds` prints the definition of Warren's Sandbox resource.
     #[command(subcommand)]
     Kube(kube_args::KubeCommand),
+    /// Serve Warren's primitives as MCP tools on standard input and output, for a local
+    /// agent (Claude Desktop, Claude Code, any MCP client): each tool is a call of the
+    /// server's API with your key (WARREN_URL, WARREN_API_KEY). Remote agents use the
+    /// server's /mcp (streamable HTTP) instead.
+    Mcp(McpArgs),
+}
+
+#[derive(Args)]
+struct McpArgs {
+    #[command(flatten)]
+    opts: ClientOpts,
 }
 
 /// A size in bytes: a number with an optional unit, `k`/`KiB` = 1024, `M`/`MiB`, `G`/`GiB`
@@ -512,6 +523,18 @@ fn main() -> ExitCode {
             Command::Bench(a) => bench::run(a).await.map(|_| 0),
             Command::AgentImage(c) => agent_image::run(c).await.map(|_| 0),
             Command::Kube(c) => c.run().map(|_| 0),
+            Command::Mcp(a) => {
+                let client = a.opts.client();
+                let api = warren_mcp::Api::http(
+                    client.base(),
+                    client.http(),
+                    client.key().map(str::to_owned),
+                );
+                warren_mcp::serve_stdio(api)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("serving MCP on stdio: {e}"))
+                    .map(|_| 0)
+            }
         }
     });
     // A terminal session leaves a blocking read of stdin behind; dropping the runtime would

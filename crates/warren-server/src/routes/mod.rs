@@ -108,7 +108,7 @@ pub fn router(state: AppState) -> Router {
                 crate::auth::require_key,
             ));
     let api = doc::document(api);
-    Router::new()
+    let routes = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         // The document and a page to read it by: public, like the routes it describes.
         .merge(utoipa_swagger_ui::SwaggerUi::new("/docs").url("/openapi.json", api))
@@ -132,7 +132,24 @@ pub fn router(state: AppState) -> Router {
                     "this route does not take this method (its methods are in Allow)",
                 )),
             )
-        })
+        });
+    // MCP (streamable HTTP) for agents: each tool call is a call of these same routes, in
+    // process, with the caller's own key; the key is checked here first as for `/v1`.
+    let in_process = routes
+        .clone()
+        .layer(CatchPanicLayer::custom(panic_response))
+        .with_state(state.clone());
+    let mcp = Router::new()
+        .route_service(
+            "/mcp",
+            warren_mcp::http_service(warren_mcp::Api::in_process(in_process)),
+        )
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::auth::require_key,
+        ));
+    routes
+        .merge(mcp)
         .layer(CatchPanicLayer::custom(panic_response))
         // Every request gets an id (or keeps the client's `X-Request-Id`), answered in the
         // same header and named by every log line written while it is served.
