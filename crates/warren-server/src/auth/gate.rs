@@ -351,6 +351,8 @@ mod tests {
         assert_eq!(need(&get, "/templates/{id}/files/{hash}"), Need::Sandboxes);
         assert_eq!(need(&post, "/v1/images/pull"), Need::Sandboxes);
         assert_eq!(need(&post, "/v1/images/tag"), Need::Sandboxes);
+        // MCP's tool calls are POSTs: a key that may create sandboxes.
+        assert_eq!(need(&post, "/mcp"), Need::Sandboxes);
         assert!(audited(&post, "/v1/sandboxes"));
         assert!(audited(&get, "/v1/sandboxes/{id}/pty"));
         assert!(!audited(&get, "/v1/sandboxes/{id}"));
