@@ -2,7 +2,8 @@
 //! (`scripts/mcp-client-env.sh` installs it, pinned): `tests/mcp/agent.py` creates a sandbox,
 //! writes a Python file, runs it (its output also as progress notifications), starts a server
 //! in the background and fetches its preview URL, and reads errors as tool errors; over
-//! stdio (`warren mcp`) and over streamable HTTP (the server's `/mcp`).
+//! stdio (`warren mcp`) and over streamable HTTP (the server's `/mcp`). And the MCP
+//! inspector's CLI (npm, pinned in tests/mcp/js) lists and calls the tools over both.
 mod common;
 
 use std::path::Path;
@@ -81,5 +82,106 @@ async fn mcp_over_http_needs_a_key() {
     }
     let r = post(Some(&s.key)).await.expect("post");
     assert_eq!(r.status(), StatusCode::OK);
+    s.shutdown().await;
+}
+
+/// `mcp-inspector --cli ARGS` (the pinned npm package); its JSON answer.
+fn inspector(args: &[&str]) -> serde_json::Value {
+    let js = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/mcp/js");
+    let bin = js.join("node_modules/.bin/mcp-inspector");
+    assert!(
+        bin.exists(),
+        "{} missing: run scripts/install-deps.sh (scripts/mcp-client-env.sh)",
+        bin.display()
+    );
+    let home = tempfile::tempdir().expect("a home for the inspector's catalog");
+    let out = Command::new(bin)
+        .arg("--cli")
+        .args(args)
+        .env("HOME", home.path())
+        .env("NO_PROXY", "*")
+        .output()
+        .expect("running the inspector");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "mcp-inspector {args:?} failed ({}):\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+}
+
+/// The text of a `tools/call` answer's first content, as JSON.
+fn tool_json(answer: &serde_json::Value) -> serde_json::Value {
+    assert_ne!(answer["isError"], true, "{answer}");
+    let text = answer["content"][0]["text"].as_str().unwrap_or_default();
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {answer}"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_mcp_inspector_lists_and_calls_the_tools_over_both_transports() {
+    let s = TestServer::start().await;
+    let bin = env!("CARGO_BIN_EXE_warren");
+    let (url_env, key_env) = (
+        format!("WARREN_URL={}", s.url),
+        format!("WARREN_API_KEY={}", s.key),
+    );
+    let stdio: Vec<&str> = vec!["-e", &url_env, "-e", &key_env, bin, "mcp"];
+    let (mcp_url, auth) = (
+        format!("{}/mcp", s.url),
+        format!("Authorization: Bearer {}", s.key),
+    );
+    let http: Vec<&str> = vec![&mcp_url, "--header", &auth];
+    for target in [stdio, http] {
+        let with = |more: &[&str]| -> Vec<String> {
+            target.iter().chain(more).map(|a| a.to_string()).collect()
+        };
+        let run = |more: &[&str]| {
+            let args = with(more);
+            inspector(&args.iter().map(String::as_str).collect::<Vec<_>>())
+        };
+        let tools = run(&["--method", "tools/list"]);
+        let names: Vec<&str> = tools["tools"]
+            .as_array()
+            .map(|t| t.iter().filter_map(|t| t["name"].as_str()).collect())
+            .unwrap_or_default();
+        assert!(
+            names.contains(&"create_sandbox") && names.contains(&"run_command"),
+            "{names:?}"
+        );
+        let sb = tool_json(&run(&[
+            "--method",
+            "tools/call",
+            "--tool-name",
+            "create_sandbox",
+            "--tool-arg",
+            "image=busybox",
+            "--tool-arg",
+            "runtime=runc",
+        ]));
+        let id = sb["id"].as_str().expect("id").to_owned();
+        let id_arg = format!("id={id}");
+        let ran = tool_json(&run(&[
+            "--method",
+            "tools/call",
+            "--tool-name",
+            "run_command",
+            "--tool-arg",
+            &id_arg,
+            "--tool-arg",
+            "command=echo inspected",
+        ]));
+        assert_eq!(ran["stdout"], "inspected\n", "{ran}");
+        let killed = tool_json(&run(&[
+            "--method",
+            "tools/call",
+            "--tool-name",
+            "kill_sandbox",
+            "--tool-arg",
+            &id_arg,
+        ]));
+        assert_eq!(killed["deleted"], id.as_str());
+    }
     s.shutdown().await;
 }
