@@ -71,6 +71,7 @@ async def agent(s):
             if not got.is_error:
                 break
             await asyncio.sleep(0.2)
+        assert not got.is_error, f"no preview URL after 20 s: {text_of(got)}"
         assert out["running"] and "serving" in out["output"], out
         preview = json.loads(text_of(got))
         url = preview["url"]
@@ -92,6 +93,12 @@ async def agent(s):
 
 
 async def main(transport):
+    # A hung session fails the test in minutes rather than stalling it.
+    await asyncio.wait_for(session(transport), timeout=240)
+    print("agent: ok", transport)
+
+
+async def session(transport):
     if transport == "stdio":
         params = StdioServerParameters(
             command=os.environ["WARREN_BIN"],
@@ -106,7 +113,6 @@ async def main(transport):
             async with streamable_http_client(URL + "/mcp", http_client=http) as (read, write):
                 async with ClientSession(read, write) as s:
                     await agent(s)
-    print("agent: ok", transport)
 
 
 if __name__ == "__main__":

@@ -130,8 +130,9 @@ async fn the_mcp_inspector_lists_and_calls_the_tools_over_both_transports() {
     let stdio: Vec<&str> = vec!["-e", &url_env, "-e", &key_env, bin, "mcp"];
     let (mcp_url, auth) = (
         format!("{}/mcp", s.url),
-        format!("Authorization: Bearer {}", s.key),
+        format!("Authorization: bearer {}", s.key),
     );
+    // The scheme in lower case, as the key check reads it (any case).
     let http: Vec<&str> = vec![&mcp_url, "--header", &auth];
     for target in [stdio, http] {
         let with = |more: &[&str]| -> Vec<String> {

@@ -227,6 +227,32 @@ impl Api {
         collect(self.send(call).await?).await
     }
 
+    /// Sends and reads at most `limit` bytes of the answer after its first `skip` (the rest
+    /// is not read: a sandbox's file may be larger than the server should hold); whether
+    /// more followed.
+    pub async fn range(
+        &self,
+        call: Call,
+        skip: u64,
+        limit: usize,
+    ) -> Result<(Bytes, bool), ApiError> {
+        let mut body = self.send(call).await?;
+        let (mut skip, mut kept) = (skip, Vec::new());
+        while let Some(chunk) = body.next().await {
+            let mut chunk = chunk.map_err(ApiError::Garbled)?;
+            let drop = usize::try_from(skip).unwrap_or(usize::MAX).min(chunk.len());
+            skip -= drop as u64;
+            let chunk = chunk.split_off(drop);
+            let room = limit - kept.len();
+            if chunk.len() > room {
+                kept.extend_from_slice(&chunk[..room]);
+                return Ok((Bytes::from(kept), true));
+            }
+            kept.extend_from_slice(&chunk);
+        }
+        Ok((Bytes::from(kept), false))
+    }
+
     /// Sends and decodes the JSON answer (`null` for an empty one).
     pub async fn json<T: DeserializeOwned>(&self, call: Call) -> Result<T, ApiError> {
         let bytes = self.bytes(call).await?;
@@ -286,7 +312,21 @@ async fn collect(mut body: Body) -> Result<Bytes, ApiError> {
     Ok(Bytes::from(all))
 }
 
-/// A path segment (a sandbox id or name) escaped for a URL.
+/// A path segment (a sandbox id or name) escaped for a URL; `.` and `..` too, which a
+/// client would otherwise resolve as the path's own steps.
 pub fn path(segment: &str) -> String {
-    urlencoding::encode(segment).into_owned()
+    match segment {
+        "." => "%2E".into(),
+        ".." => "%2E%2E".into(),
+        s => urlencoding::encode(s).into_owned(),
+    }
+}
+
+/// The API key an HTTP request carries as `Authorization: Bearer KEY`, read as the server's
+/// own key check reads it (any case of the scheme, spaces trimmed).
+pub fn bearer(headers: &http::HeaderMap) -> Option<String> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?.trim();
+    let (scheme, key) = value.split_once(' ')?;
+    let key = key.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !key.is_empty()).then(|| key.to_owned())
 }

@@ -65,9 +65,13 @@ pub fn http_service(api: Api) -> StreamableHttpService<Warren, LocalSessionManag
     // Any Host: DNS rebinding needs an ambient credential, and calls here carry a bearer
     // key a rebinding page cannot send.
     let config = StreamableHttpServerConfig::default().disable_allowed_hosts();
+    // A session is dropped after this long without traffic: longer than a quiet command
+    // may run (rmcp's default, 5 minutes, would end a silent `run_command` of 6).
+    let mut sessions = LocalSessionManager::default();
+    sessions.session_config.keep_alive = Some(std::time::Duration::from_secs(3600));
     StreamableHttpService::new(
         move || Ok(Warren::per_request(api.clone())),
-        Arc::new(LocalSessionManager::default()),
+        Arc::new(sessions),
         config,
     )
 }

@@ -20,6 +20,9 @@ type Answer = Result<CallToolResult, ErrorData>;
 /// cut, and read from a file by the agent if it needs it).
 const RESULT_OUTPUT_LIMIT: usize = 64 * 1024;
 
+/// The largest file `read_file` answers (the server holds it while it answers).
+const READ_FILE_LIMIT: usize = 10 << 20;
+
 /// Where background commands keep their output and exit status inside the sandbox.
 const BACKGROUND_DIR: &str = "/tmp/.warren-mcp";
 
@@ -88,10 +91,7 @@ impl Warren {
         }
         let key = ext
             .get::<http::request::Parts>()
-            .and_then(|p| p.headers.get(http::header::AUTHORIZATION))
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::to_owned);
+            .and_then(|p| crate::api::bearer(&p.headers));
         self.api.with_key(key)
     }
 
@@ -193,6 +193,11 @@ impl Warren {
                 into.push_str(&text);
             }
         }
+        if exit.is_null() {
+            return refused(ApiError::Garbled(
+                "the command's output ended without its exit status".into(),
+            ));
+        }
         let (out, out_cut) = cut(&stdout, RESULT_OUTPUT_LIMIT);
         let (err, err_cut) = cut(&stderr, RESULT_OUTPUT_LIMIT);
         ok(&json!({
@@ -254,25 +259,31 @@ impl Warren {
         let api = self.api(&ext);
         let file = |ext: &str| format!("{BACKGROUND_DIR}/{}.{ext}", p.handle);
         let files = format!("/v1/sandboxes/{}/files", path(&p.id));
-        let read = |f: String| api.bytes(Call::new(Method::GET, files.clone()).query("path", f));
-        let out = match read(file("out")).await {
-            Ok(b) => b,
-            Err(e) => return refused(e),
-        };
-        let exit = match read(file("exit")).await {
+        let read = |f: String| Call::new(Method::GET, files.clone()).query("path", f);
+        // The exit status first: output written just before the end is then read too.
+        let exit = match api.bytes(read(file("exit"))).await {
             Ok(b) => String::from_utf8_lossy(&b).trim().parse::<i64>().ok(),
             Err(ApiError::Refused { code, .. }) if code == "not_found" => None,
             Err(e) => return refused(e),
         };
-        let from = usize::try_from(p.offset.unwrap_or(0))
-            .unwrap_or(usize::MAX)
-            .min(out.len());
-        let text = String::from_utf8_lossy(&out[from..]);
-        let (text, was_cut) = cut(&text, RESULT_OUTPUT_LIMIT);
+        let from = p.offset.unwrap_or(0);
+        let (out, more) = match api
+            .range(read(file("out")), from, RESULT_OUTPUT_LIMIT)
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => return refused(e),
+        };
+        // Whole characters only: a character cut at the end is read next time, whole.
+        let whole = match std::str::from_utf8(&out) {
+            Err(e) if e.error_len().is_none() => e.valid_up_to(),
+            _ => out.len(),
+        };
+        let text = String::from_utf8_lossy(&out[..whole]);
         ok(&json!({
             "output": text,
-            "next_offset": from + text.len(),
-            "more": was_cut,
+            "next_offset": from + whole as u64,
+            "more": more || whole < out.len(),
             "running": exit.is_none(),
             "exit_code": exit,
         }))
@@ -312,8 +323,16 @@ impl Warren {
     async fn read_file(&self, Parameters(p): Parameters<params::Path>, ext: Extensions) -> Answer {
         let route = format!("/v1/sandboxes/{}/files", path(&p.id));
         let call = Call::new(Method::GET, route).query("path", &p.path);
-        let bytes = match self.api(&ext).bytes(call).await {
-            Ok(b) => b,
+        let bytes = match self.api(&ext).range(call, 0, READ_FILE_LIMIT).await {
+            Ok((_, true)) => {
+                return invalid(format!(
+                    "{} is larger than {} MiB: read a part of it with run_command (head, tail, \
+                     dd), or fetch it from the REST API (GET /v1/sandboxes/{{id}}/files)",
+                    p.path,
+                    READ_FILE_LIMIT >> 20
+                ))
+            }
+            Ok((b, false)) => b,
             Err(e) => return refused(e),
         };
         match p.encoding.unwrap_or_default() {
