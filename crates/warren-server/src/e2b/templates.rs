@@ -105,7 +105,6 @@ pub async fn request(
     State(state): State<AppState>,
     E2bJson(req): E2bJson<NewTemplate>,
 ) -> Result<(StatusCode, Json<Value>), E2bError> {
-    state.service.images().builds_possible()?;
     let name = req
         .name
         .or(req.alias)
@@ -117,6 +116,8 @@ pub async fn request(
         .iter()
         .map(|t| tagged(template, t))
         .collect::<Result<Vec<_>, _>>()?;
+    // Bad input is said first (400); a good request on a server that cannot build, then.
+    state.service.images().builds_possible()?;
     let id = build_id();
     let mut builds = crate::lock(&state.e2b_templates.builds);
     builds.retain(|_, r| r.at.elapsed() < UPLOAD_URL_LIFE);
@@ -156,13 +157,13 @@ pub async fn files(
     headers: HeaderMap,
     uri: axum::http::Uri,
 ) -> Result<(StatusCode, Json<Value>), E2bError> {
-    state.service.images().builds_possible()?;
     if !warren_backend::images::valid_key(&hash) {
         return Err(E2bError::new(
             StatusCode::BAD_REQUEST,
             format!("{hash:?} is not a files hash"),
         ));
     }
+    state.service.images().builds_possible()?;
     let present = state.service.layers().has_files(&hash);
     let token = hex::encode(rand::random::<[u8; 24]>());
     {
