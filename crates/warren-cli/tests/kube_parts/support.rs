@@ -53,8 +53,19 @@ pub(crate) fn kubectl_json(args: &[&str]) -> Value {
     serde_json::from_slice(&out).expect("kubectl's JSON")
 }
 
+/// Held across each push: the test registry (Debian's docker-registry) answers concurrent
+/// uploads of one blob to one repository with DIGEST_INVALID, and the tests of one binary run
+/// in parallel.
+static PUSHING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_push_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    // A push that panicked poisoned nothing the next one relies on.
+    PUSHING.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Pushes the agent image with `warren agent-image push`; its reference pinned by digest.
 pub(crate) fn push_agent_image() -> String {
+    let _one = one_push_at_a_time();
     let target = format!("{REGISTRY}/warren-test/agent:{}", std::process::id());
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_warren"));
     cmd.args(["agent-image", "push", &target, "--json"]);
@@ -77,6 +88,7 @@ pub(crate) fn push_user_image(dir: &std::path::Path) -> String {
 /// Copies OCI layout image `image` (`DIR:TAG`) to the registry as `target` with skopeo
 /// (`home` its scratch home).
 pub(crate) fn skopeo_push(image: &str, target: &str, home: &std::path::Path) {
+    let _one = one_push_at_a_time();
     let mut cmd = Command::new("skopeo");
     cmd.args([
         "--insecure-policy",
@@ -116,21 +128,19 @@ pub(crate) async fn kube_server_with(agent: &str, extra: &[&str]) -> TestServer 
 
 /// The agent image and a busybox image, pushed to the test cluster's registry.
 pub(crate) struct Images {
-    _scratch: tempfile::TempDir,
     /// The agent image, pinned by digest.
     pub(crate) agent: String,
     /// The user's image.
     pub(crate) image: String,
 }
 
-/// Pushes both images a test's sandboxes need.
-pub(crate) fn push_images() -> Images {
-    let scratch = tempfile::tempdir().expect("scratch");
-    let agent = push_agent_image();
-    let image = push_user_image(scratch.path());
-    Images {
-        _scratch: scratch,
-        agent,
-        image,
-    }
+/// Both images a test's sandboxes need, pushed once per test binary.
+pub(crate) fn push_images() -> &'static Images {
+    static PUSHED: std::sync::OnceLock<Images> = std::sync::OnceLock::new();
+    PUSHED.get_or_init(|| {
+        let scratch = tempfile::tempdir().expect("scratch");
+        let agent = push_agent_image();
+        let image = push_user_image(scratch.path());
+        Images { agent, image }
+    })
 }
