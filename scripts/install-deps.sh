@@ -8,6 +8,8 @@
 # libnss-myhostname (so *.localhost names resolve to loopback, as browsers do), then E2B's SDKs
 # themselves (scripts/e2b-sdk-env.sh), Schemathesis for the OpenAPI test (scripts/schemathesis-env.sh); then runsc (scripts/build-runsc.sh) and CRIU with a crun
 # built against it (scripts/build-criu.sh), for runc sandboxes' pause, resume and forks.
+# Chromium (Debian's) and playwright-core (npm, pinned in tests/ui/js) drive the web console's
+# browser test (crates/warren-cli/tests/console.rs).
 # runc and conntrack are for the Kubernetes test cluster (scripts/k8s-up.sh), which only the tests start.
 # Idempotent: packages already present are left alone.
 set -euo pipefail
@@ -15,7 +17,7 @@ if [ "$(id -u)" -ne 0 ]; then
   echo "install-deps.sh: run as root (sudo $0)" >&2
   exit 1
 fi
-pkgs=(crun runsc runc conntrack busybox-static zstd debootstrap docker-registry umoci skopeo apache2-utils iproute2 nftables python3 tmux wrk nginx build-essential pkg-config ca-certificates curl python3-venv libnss-myhostname)
+pkgs=(crun runsc runc conntrack busybox-static zstd debootstrap docker-registry umoci skopeo apache2-utils iproute2 nftables python3 tmux wrk nginx build-essential pkg-config ca-certificates curl python3-venv libnss-myhostname chromium)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -33,6 +35,7 @@ fi
 bash "$(dirname "$0")/e2b-sdk-env.sh"
 bash "$(dirname "$0")/schemathesis-env.sh"
 bash "$(dirname "$0")/mcp-client-env.sh"
+bash "$(dirname "$0")/npm-pin.sh" "$(dirname "$0")/../tests/ui/js"
 bash "$(dirname "$0")/build-runsc.sh"
 bash "$(dirname "$0")/build-criu.sh"
 if ! command -v cargo >/dev/null 2>&1; then

@@ -9,9 +9,4 @@ bash "$root/scripts/venv-pin.sh" "${WARREN_MCP_VENV:-/opt/warren-mcp}" \
   "$root/tests/mcp/requirements.txt"
 # The MCP inspector's CLI (npm, pinned by tests/mcp/js/package-lock.json) in
 # tests/mcp/js/node_modules; install scripts are not run (the CLI needs none).
-js="$root/tests/mcp/js"
-if ! cmp -s "$js/package-lock.json" "$js/node_modules/.warren-lock" 2>/dev/null; then
-  echo "==> MCP inspector into $js/node_modules"
-  npm ci --prefix "$js" --no-audit --no-fund --ignore-scripts --loglevel=error
-  cp "$js/package-lock.json" "$js/node_modules/.warren-lock"
-fi
+bash "$root/scripts/npm-pin.sh" "$root/tests/mcp/js"

@@ -5,6 +5,7 @@
 pub mod agent_bin;
 pub mod auth;
 pub mod body_schema;
+mod console;
 mod e2b;
 pub mod error;
 pub mod idempotency;

@@ -142,9 +142,12 @@ fn sandbox_of(route: &str, path: &str) -> Option<String> {
     path.split('/').nth(at + 1).map(str::to_owned)
 }
 
-/// Middleware of `/v1`: a bearer key (`Authorization: Bearer <key>`).
+/// Middleware of `/v1`: a bearer key (`Authorization: Bearer <key>`), or on a WebSocket
+/// handshake the key offered as a subprotocol ([`super::websocket_key`]).
 pub async fn require_key(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let secret = super::bearer(req.headers()).map(str::to_owned);
+    let secret = super::bearer(req.headers())
+        .or_else(|| super::websocket_key(req.headers()))
+        .map(str::to_owned);
     pass(&state, req, next, secret, IntoResponse::into_response).await
 }
 

@@ -111,6 +111,30 @@ pub fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
         })
 }
 
+/// The subprotocol a WebSocket client names beside its key (`warren.key.<key>`): the one the
+/// server answers with, as a browser fails a handshake that names none of those it offered.
+pub const TERMINAL_PROTOCOL: &str = "warren.terminal";
+
+/// The key a WebSocket handshake offers as subprotocol `warren.key.<key>`: browsers cannot set
+/// `Authorization` on a WebSocket, and a subprotocol, unlike a query, stays out of URLs and
+/// logs (Kubernetes' API server takes a bearer token the same way).
+pub fn websocket_key(headers: &axum::http::HeaderMap) -> Option<&str> {
+    let upgrade = headers
+        .get(axum::http::header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("websocket"));
+    if !upgrade {
+        return None;
+    }
+    headers
+        .get_all(axum::http::header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .find_map(|p| p.trim().strip_prefix("warren.key."))
+        .filter(|k| !k.is_empty())
+}
+
 /// A client's `Idempotency-Key` as stored: prefixed with the start of the hash of the API key
 /// that sent it, so keys of different API keys never meet.
 pub fn owned_key(headers: &axum::http::HeaderMap, key: &str) -> String {
@@ -137,6 +161,29 @@ mod tests {
         assert_ne!(hash_key(&e2b[..40]), hash_key(&key));
         assert_eq!(e2b_spelling("wk_short"), None);
         assert_eq!(e2b_spelling(&e2b), None);
+    }
+
+    #[test]
+    fn a_websocket_offers_its_key_as_a_subprotocol() {
+        let mut h = axum::http::HeaderMap::new();
+        h.insert(
+            axum::http::header::SEC_WEBSOCKET_PROTOCOL,
+            "warren.terminal, warren.key.wk_abc"
+                .parse()
+                .expect("header"),
+        );
+        // Only on an upgrade.
+        assert_eq!(websocket_key(&h), None);
+        h.insert(
+            axum::http::header::UPGRADE,
+            "WebSocket".parse().expect("header"),
+        );
+        assert_eq!(websocket_key(&h), Some("wk_abc"));
+        h.insert(
+            axum::http::header::SEC_WEBSOCKET_PROTOCOL,
+            "warren.terminal, warren.key.".parse().expect("header"),
+        );
+        assert_eq!(websocket_key(&h), None);
     }
 
     #[test]

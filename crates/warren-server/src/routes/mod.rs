@@ -116,6 +116,8 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .nest("/v1", v1)
         .merge(crate::e2b::router(state.clone()))
+        // The web console: public files; what it shows comes from `/v1` with the user's key.
+        .merge(crate::console::router())
         // Outside the key check: the URL's token is the credential.
         .route(
             "/e2b-template-files/{token}",

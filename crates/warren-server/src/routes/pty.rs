@@ -23,7 +23,7 @@ struct Size {
     rows: u32,
 }
 
-#[utoipa::path(get, path = "/sandboxes/{id}/pty", tag = "processes", params(super::doc::SandboxPath, ("cmd" = Option<String>, Query, description = "The program (default: sh)"), ("arg" = Option<Vec<String>>, Query, description = "Its arguments, one `arg` each"), ("cols" = Option<u32>, Query, description = "Columns (default 80)"), ("rows" = Option<u32>, Query, description = "Rows (default 24)"), ("user" = Option<String>, Query, description = "Run as this user of the sandbox")), responses((status = 101, description = "A WebSocket: binary frames are the terminal's bytes both ways; the client sends text `{\"resize\": {\"cols\": C, \"rows\": R}}`, the server ends with text `{\"exit\": N}`"), super::doc::Errors))]
+#[utoipa::path(get, path = "/sandboxes/{id}/pty", tag = "processes", params(super::doc::SandboxPath, ("cmd" = Option<String>, Query, description = "The program (default: sh)"), ("arg" = Option<Vec<String>>, Query, description = "Its arguments, one `arg` each"), ("cols" = Option<u32>, Query, description = "Columns (default 80)"), ("rows" = Option<u32>, Query, description = "Rows (default 24)"), ("user" = Option<String>, Query, description = "Run as this user of the sandbox")), responses((status = 101, description = "A WebSocket (a browser may send its key as subprotocol `warren.key.<key>` beside `warren.terminal` instead of `Authorization`): binary frames are the terminal's bytes both ways; the client sends text `{\"resize\": {\"cols\": C, \"rows\": R}}`, the server ends with text `{\"exit\": N}`"), super::doc::Errors))]
 pub async fn pty(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -61,7 +61,11 @@ pub async fn pty(
         .processes()
         .start_pty(&id, cmd, args, cols, rows, user.as_deref())
         .await?;
-    Ok(ws.on_upgrade(move |socket| run(socket, session)))
+    // A browser, which cannot send `Authorization` on a WebSocket, offers its key as a
+    // subprotocol (see `auth::websocket_key`) beside this one, which is the one answered.
+    Ok(ws
+        .protocols([crate::auth::TERMINAL_PROTOCOL])
+        .on_upgrade(move |socket| run(socket, session)))
 }
 
 async fn run(mut socket: WebSocket, mut s: PtySession) {
