@@ -448,6 +448,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         args.listen,
         data_dir.display()
     );
+    eprintln!(
+        "web console: {scheme}://{}/ui/ (sign in with an API key)",
+        args.listen
+    );
     let preview_port = proxy_listen.unwrap_or(args.listen).port();
     match proxy_listen {
         Some(addr) => eprintln!(

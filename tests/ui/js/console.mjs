@@ -121,6 +121,11 @@ await page.waitForSelector("text=● connected");
 await page.click("#terminal");
 await page.keyboard.type("echo console-$((6*7)) > /tmp/typed; cat /tmp/typed\n");
 await page.waitForFunction(() => document.querySelector("#terminal .xterm-rows")?.textContent.includes("console-42"));
+// The terminal was fitted to its box, and the shell was told (the resize message).
+await page.keyboard.type("stty size\n");
+await page.waitForFunction(() => /\n?\s*(\d+) (\d+)\s*$/m.test(document.querySelector("#terminal .xterm-rows")?.innerText.split("stty size")[1] || ""));
+const size = await page.evaluate(() => document.querySelector("#terminal .xterm-rows").innerText.split("stty size")[1].trim().split(/\s+/).slice(0, 2).map(Number));
+if (size[1] <= 80 || size[0] === 24) throw new Error(`the terminal was not resized: stty size says ${size}`);
 await shot("terminal");
 const typed = await call("GET", `/sandboxes/${id}/files?path=/tmp/typed`);
 if (typed.status !== 200) throw new Error(`the terminal's file: ${JSON.stringify(typed)}`);
@@ -131,6 +136,10 @@ await page.waitForSelector("#files tbody tr");
 await page.setInputFiles("#upload", { name: "notes.txt", mimeType: "text/plain", buffer: Buffer.from("uploaded from the console\n") });
 await page.waitForSelector("#files tr[data-name='notes.txt']");
 await shot("files");
+const [download] = await Promise.all([page.waitForEvent("download"), page.click("#files tr[data-name='notes.txt'] button:text('download')")]);
+const saved = await download.path();
+const { readFileSync } = await import("node:fs");
+if (readFileSync(saved, "utf8") !== "uploaded from the console\n") throw new Error("the download reads otherwise");
 const dir = await page.locator(".crumbs").textContent();
 const back = await fetch(`${url}/v1/sandboxes/${id}/files?path=${encodeURIComponent((dir === "/" ? "" : dir) + "/notes.txt")}`, { headers: { Authorization: `Bearer ${key}` } });
 if ((await back.text()) !== "uploaded from the console\n") throw new Error(`the uploaded file (${dir}) reads otherwise`);
@@ -158,6 +167,13 @@ await page.click("form.toolbar button[type=submit]");
 await page.waitForSelector("#pull-progress :text('Pulled')");
 await page.waitForSelector("#pull-progress li[data-status=done]");
 await shot("images");
+
+step("stop and start, pause and resume");
+await page.goto(`${url}/ui/#/s/${encodeURIComponent(id)}`);
+for (const [action, settled] of [["stop", "stopped"], ["start", "running"], ["pause", "paused"], ["resume", "running"]]) {
+  await page.click(`button[data-action=${action}]`);
+  await page.waitForSelector(`.toolbar [data-state=${settled}]`);
+}
 
 step("delete the sandbox");
 await page.goto(`${url}/ui/#/s/${encodeURIComponent(id)}`);
