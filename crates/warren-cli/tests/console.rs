@@ -63,6 +63,15 @@ async fn the_console_works_in_a_real_browser() {
     s.shutdown().await;
 }
 
+/// A client that shows redirects instead of following them.
+fn no_redirects() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .build()
+        .expect("client")
+}
+
 /// `GET path` of the server, with `If-None-Match` if given.
 async fn fetch(
     s: &TestServer,
@@ -140,17 +149,24 @@ async fn the_console_is_served_under_a_strict_policy() {
     }
     let index_raw = fetch(&s, "/ui/index.html", None).await;
     assert_eq!(index_raw.status(), StatusCode::NOT_FOUND);
-    let bare = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .no_proxy()
-        .build()
-        .expect("client")
+    let bare = no_redirects()
         .get(format!("{}/ui", s.url))
         .send()
         .await
         .expect("bare");
     assert_eq!(bare.status(), StatusCode::PERMANENT_REDIRECT);
     assert_eq!(bare.headers()["location"], "/ui/");
+    // The root shows a browser the console, and stays an API 404 for others.
+    let root = fetch(&s, "/", None).await;
+    assert_eq!(root.status(), StatusCode::NOT_FOUND);
+    let browser = no_redirects()
+        .get(format!("{}/", s.url))
+        .header("accept", "text/html,application/xhtml+xml")
+        .send()
+        .await
+        .expect("root");
+    assert_eq!(browser.status(), StatusCode::TEMPORARY_REDIRECT);
+    assert_eq!(browser.headers()["location"], "/ui/");
 
     // The terminal's WebSocket takes the key as a subprotocol, and without one is refused.
     let sb = s

@@ -20,9 +20,23 @@ const NONCE_SLOT: &str = "{{STYLE_NONCE}}";
 /// `/ui` and everything under it.
 pub(crate) fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new()
+        .route("/", get(root))
         .route("/ui", get(|| async { Redirect::permanent("/ui/") }))
         .route("/ui/", get(index))
         .route("/ui/{*path}", get(asset))
+}
+
+/// The server's root: a browser is shown the console; an API client gets the usual 404.
+async fn root(request: HeaderMap) -> Response {
+    let browser = request
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/html"));
+    if browser {
+        Redirect::temporary("/ui/").into_response()
+    } else {
+        crate::error::not_found().await.into_response()
+    }
 }
 
 /// The console's page: a fresh style nonce each time.
