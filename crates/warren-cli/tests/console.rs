@@ -198,6 +198,17 @@ async fn the_console_is_served_under_a_strict_policy() {
             .parse()
             .expect("header"),
     );
+    // Only a terminal takes it so: another route refuses it, upgrade or not.
+    let other = s
+        .http
+        .get(format!("{}/v1/sandboxes", s.url))
+        .header("upgrade", "websocket")
+        .header("connection", "upgrade")
+        .header("sec-websocket-protocol", format!("warren.key.{}", s.key))
+        .send()
+        .await
+        .expect("list");
+    assert_eq!(other.status(), StatusCode::UNAUTHORIZED);
     match tokio_tungstenite::connect_async(req).await {
         Err(tokio_tungstenite::tungstenite::Error::Http(r)) => {
             assert_eq!(r.status(), StatusCode::UNAUTHORIZED)

@@ -332,6 +332,34 @@ async fn path_form_rewrites_redirects_and_cookie_paths() {
         cookies,
         [format!("a=1; Path={prefix}/; HttpOnly").as_str(), "b=2"]
     );
+    // Headers acting on the whole origin (shared with the API and the web console) are
+    // dropped; the host form, an origin of the app's own, keeps them.
+    const ORIGIN_WIDE: [&str; 6] = [
+        "service-worker-allowed",
+        "clear-site-data",
+        "strict-transport-security",
+        "alt-svc",
+        "cross-origin-opener-policy",
+        "cross-origin-embedder-policy",
+    ];
+    let resp = client
+        .get(format!("{}{prefix}/origin-wide", s.url))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(resp.status(), StatusCode::OK);
+    for name in ORIGIN_WIDE {
+        assert!(resp.headers().get(name).is_none(), "{name} passed");
+    }
+    let resp = client
+        .get(format!("{}/origin-wide", s.url))
+        .header(header::HOST, host(&id, PORT))
+        .send()
+        .await
+        .expect("GET");
+    for name in ORIGIN_WIDE {
+        assert!(resp.headers().get(name).is_some(), "{name} missing");
+    }
     // A service worker registered from a /proxy/ page would control the whole origin.
     let resp = client
         .get(format!("{}{prefix}/sw.js", s.url))

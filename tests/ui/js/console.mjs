@@ -43,19 +43,28 @@ page.setDefaultTimeout(60000);
 // What the browser did that the console must never do: run a script or style the policy
 // refused, throw, or send the key anywhere but this origin's API (or in a URL).
 const problems = [];
+// The wrong key's 401 at sign-in is the one failed load expected.
+let signingIn = true;
 page.on("console", (m) => {
-  // The wrong key's 401 at sign-in is the one failed load expected.
-  if (m.type() === "error" && !m.text().includes("status of 401")) problems.push(`console error: ${m.text()}`);
+  if (m.type() === "error" && !(signingIn && m.text().includes("status of 401"))) problems.push(`console error: ${m.text()}`);
 });
 page.on("pageerror", (e) => problems.push(`page error: ${e.message}`));
 context.on("request", (r) => {
   const u = new URL(r.url());
   if (r.url().includes(key)) problems.push(`the key in a URL: ${r.url()}`);
   const auth = r.headers()["authorization"] || "";
-  const proto = r.headers()["sec-websocket-protocol"] || "";
-  const carries = auth.includes(key) || proto.includes(key);
-  if (carries && (u.host !== api.host || !u.pathname.startsWith("/v1/"))) {
+  if (auth.includes(key) && (u.host !== api.host || !u.pathname.startsWith("/v1/"))) {
     problems.push(`the key sent to ${r.url()}`);
+  }
+});
+// WebSockets are not requests to Playwright: their handshake headers are checked by the
+// server-side test (console.rs); here, where they go.
+const sockets = [];
+page.on("websocket", (ws) => {
+  sockets.push(ws.url());
+  const u = new URL(ws.url());
+  if (ws.url().includes(key) || u.host !== api.host || !/^\/v1\/sandboxes\/[^/]+\/pty$/.test(u.pathname)) {
+    problems.push(`a WebSocket to ${ws.url()}`);
   }
 });
 const shot = (name) => page.screenshot({ path: `${shots}/${name}.png` });
@@ -70,6 +79,7 @@ await shot("sign-in");
 await page.fill("#key", key);
 await page.click("form.sign-in button");
 await page.waitForSelector("h1:text('Sandboxes')");
+signingIn = false;
 if (await page.evaluate(() => sessionStorage.getItem("warren.key")) !== key) {
   throw new Error("the key is not in the tab's session");
 }
@@ -113,6 +123,12 @@ const previewText = await preview.textContent("body");
 if (!previewText.includes("demo")) throw new Error(`the preview answered: ${previewText}`);
 if (new URL(preview.url()).host === api.host) throw new Error("the preview is on the console's origin");
 await preview.screenshot({ path: `${shots}/preview.png` });
+// What the app saw of the browser's requests: no key (the token became a cookie the proxy takes off).
+await preview.goto(new URL("/headers", preview.url()).href);
+const seen = await preview.textContent("body");
+if (!seen.toLowerCase().includes("host") || seen.includes(key) || /wk_|warren_token/i.test(seen)) {
+  throw new Error(`the app saw: ${seen}`);
+}
 await preview.close();
 
 step("terminal: type a command, read its output");
@@ -190,6 +206,7 @@ await page.waitForSelector("form.sign-in");
 if (await page.evaluate(() => sessionStorage.getItem("warren.key")) !== null) throw new Error("the key outlived the sign-out");
 
 await browser.close();
+if (!sockets.length) problems.push("the terminal opened no WebSocket");
 if (problems.length) {
   throw new Error(`the browser saw:\n${problems.join("\n")}`);
 }

@@ -133,6 +133,7 @@ enum Route {
     Redirect,
     RedirectAbsolute,
     Cookie,
+    OriginWide,
     Status,
     WebSocket,
 }
@@ -147,6 +148,7 @@ fn handle(req: Request<Incoming>) -> Response<DemoBody> {
         "/redirect" => (Route::Redirect, Method::GET),
         "/redirect-abs" => (Route::RedirectAbsolute, Method::GET),
         "/cookie" => (Route::Cookie, Method::GET),
+        "/origin-wide" => (Route::OriginWide, Method::GET),
         "/ws" => (Route::WebSocket, Method::GET),
         _ if path.starts_with("/status/") => (Route::Status, Method::GET),
         _ => return text(StatusCode::NOT_FOUND, "not found\n"),
@@ -190,6 +192,22 @@ fn handle(req: Request<Incoming>) -> Response<DemoBody> {
                 HeaderValue::from_static("a=1; Path=/; HttpOnly"),
             );
             headers.append(SET_COOKIE, HeaderValue::from_static("b=2"));
+            resp
+        }
+        Route::OriginWide => {
+            // Headers that act on the whole origin: the proxy's path form must drop them.
+            let mut resp = text(StatusCode::OK, "origin-wide headers set\n");
+            let headers = resp.headers_mut();
+            for (name, value) in [
+                ("service-worker-allowed", "/"),
+                ("clear-site-data", "\"*\""),
+                ("strict-transport-security", "max-age=60"),
+                ("alt-svc", "clear"),
+                ("cross-origin-opener-policy", "same-origin"),
+                ("cross-origin-embedder-policy", "require-corp"),
+            ] {
+                headers.insert(name, HeaderValue::from_static(value));
+            }
             resp
         }
         Route::Status => status(&path["/status/".len()..]),

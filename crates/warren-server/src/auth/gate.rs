@@ -142,11 +142,17 @@ fn sandbox_of(route: &str, path: &str) -> Option<String> {
     path.split('/').nth(at + 1).map(str::to_owned)
 }
 
-/// Middleware of `/v1`: a bearer key (`Authorization: Bearer <key>`), or on a WebSocket
-/// handshake the key offered as a subprotocol ([`super::websocket_key`]).
+/// Middleware of `/v1`: a bearer key (`Authorization: Bearer <key>`), or on a terminal's
+/// WebSocket handshake (`GET …/pty`) the key offered as a subprotocol
+/// ([`super::websocket_key`]).
 pub async fn require_key(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let terminal = req.method() == Method::GET && req.uri().path().ends_with("/pty");
     let secret = super::bearer(req.headers())
-        .or_else(|| super::websocket_key(req.headers()))
+        .or_else(|| {
+            terminal
+                .then(|| super::websocket_key(req.headers()))
+                .flatten()
+        })
         .map(str::to_owned);
     pass(&state, req, next, secret, IntoResponse::into_response).await
 }

@@ -165,9 +165,10 @@ const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
 
 /// Takes every Warren credential off a request before the app sees it, whether or not it was
 /// needed (a public sandbox, another sandbox's cookie): the token headers, `warren_token_*`
-/// cookies, and every `Authorization` or `X-API-KEY` value that carries a Warren API key in any
-/// form (`Bearer wk_…`, `bearer wk_…`, a bare `wk_…`). The app's own credentials (`Basic …`,
-/// a bearer of its own) pass.
+/// cookies, and every `Authorization`, `X-API-KEY` or `Sec-WebSocket-Protocol` value that
+/// carries a Warren API key in any form (`Bearer wk_…`, `bearer wk_…`, a bare `wk_…`, the
+/// console's subprotocol `warren.key.wk_…`). The app's own credentials (`Basic …`, a bearer of
+/// its own) pass.
 pub fn strip_credentials(headers: &mut HeaderMap) {
     // Most requests carry none: one pass over their few names costs less than five lookups.
     let any = headers.keys().any(|k| {
@@ -176,13 +177,18 @@ pub fn strip_credentials(headers: &mut HeaderMap) {
             || k == header::AUTHORIZATION
             || k == X_API_KEY
             || k == header::COOKIE
+            || k == header::SEC_WEBSOCKET_PROTOCOL
     });
     if !any {
         return;
     }
     headers.remove(TOKEN);
     headers.remove(E2B_TOKEN);
-    for name in [header::AUTHORIZATION, X_API_KEY] {
+    for name in [
+        header::AUTHORIZATION,
+        X_API_KEY,
+        header::SEC_WEBSOCKET_PROTOCOL,
+    ] {
         strip_values(headers, name, carries_key);
     }
     strip_cookies(headers, |name| name.starts_with("warren_token_"));
@@ -299,6 +305,10 @@ mod tests {
             ("X-Api-Key", " wk_abc "),
             ("x-api-key", "e2b_0123abcd"),
             ("authorization", "Bearer E2B_0123abcd"),
+            (
+                "sec-websocket-protocol",
+                "warren.terminal, warren.key.wk_abc",
+            ),
         ] {
             let mut h = HeaderMap::new();
             h.append(

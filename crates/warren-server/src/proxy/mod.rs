@@ -349,13 +349,16 @@ fn redirect(status: StatusCode, location: &str) -> Response {
 }
 
 /// Response headers a page under the path form could use against the whole origin it shares
-/// with the API and every other sandbox (a service worker for `/`, wiping or pinning the
-/// origin's state).
-const ORIGIN_WIDE: [&str; 4] = [
+/// with the API, the web console and every other sandbox (a service worker for `/`, wiping or
+/// pinning the origin's state; a `Cross-Origin-Opener-Policy` matching the console's, which
+/// would keep a handle on a console window the page opens, and with it the console's key).
+const ORIGIN_WIDE: [&str; 6] = [
     "service-worker-allowed",
     "clear-site-data",
     "strict-transport-security",
     "alt-svc",
+    "cross-origin-opener-policy",
+    "cross-origin-embedder-policy",
 ];
 
 /// What every proxied response loses or changes: cookies scoped to the app's own host (no

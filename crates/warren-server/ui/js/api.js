@@ -77,7 +77,8 @@ export const del = (path, opts) => call("DELETE", path, opts);
 
 // Server-sent events read with fetch (EventSource cannot send `Authorization`): calls
 // `onEvent({event, data, id})` for each; resolves when the stream ends, rejects on an error.
-export async function events(method, path, { json, headers = {}, signal, onEvent }) {
+// `onOpen` is called once the stream is open (before its first event).
+export async function events(method, path, { json, headers = {}, signal, onEvent, onOpen }) {
   const resp = await call(method, path, {
     json,
     headers: { ...headers, Accept: "text/event-stream" },
@@ -85,6 +86,16 @@ export async function events(method, path, { json, headers = {}, signal, onEvent
     signal,
   });
   const reader = resp.body.pipeThrough(new TextDecoderStream()).getReader();
+  try {
+    onOpen?.();
+    await read(reader, onEvent);
+  } finally {
+    // An event the page could not take ends the stream here, not in the background.
+    reader.cancel().catch(() => {});
+  }
+}
+
+async function read(reader, onEvent) {
   let buf = "";
   let ev = { event: "message", data: [], id: null };
   for (;;) {

@@ -88,6 +88,9 @@ window.addEventListener("hashchange", route);
 window.addEventListener("warren:unauthorized", () => {
   if (api.key()) {
     api.forgetKey();
+    // The page's streams, timers and terminal stop with the key.
+    leave.abort();
+    leave = new AbortController();
     notice("The server no longer takes this key: sign in again.");
     signInPage();
   }

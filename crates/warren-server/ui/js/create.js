@@ -20,6 +20,7 @@ function field(label, input, hint) {
 
 export async function createPage({ main, signal }) {
   const images = await attempt(() => api.get("/images", { signal }));
+  if (signal.aborted) return;
   const f = {
     image: h("input", { name: "image", value: "base", list: "image-names", required: true }),
     runtime: h("select", { name: "runtime" }, h("option", { value: "" }, "server default"), h("option", { value: "gvisor" }, "gvisor"), h("option", { value: "runc" }, "runc")),

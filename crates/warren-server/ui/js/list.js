@@ -5,13 +5,15 @@ import { h, fill, when, stateBadge, attempt } from "./dom.js";
 const STATES = ["running", "pending", "provisioning", "starting", "stopping", "stopped", "pausing", "paused", "resuming", "failed"];
 
 // Follows `/v1/events` until `signal` aborts, calling `onSandbox` for each sandbox change and
-// `onGap` when some may have been missed (a lag, or a reconnect after the stream broke).
+// `onGap` whenever some may have been missed: each time the stream opens (what changed before
+// it did, the first time included) and at a lag.
 export async function followEvents(signal, onSandbox, onGap) {
   let delay = 500;
   while (!signal.aborted) {
     try {
       await api.events("GET", "/events", {
         signal,
+        onOpen: onGap,
         onEvent: (ev) => {
           delay = 500;
           if (ev.event === "sandbox") onSandbox(JSON.parse(ev.data));
@@ -23,7 +25,6 @@ export async function followEvents(signal, onSandbox, onGap) {
     }
     await new Promise((r) => setTimeout(r, delay));
     delay = Math.min(delay * 2, 10000);
-    if (!signal.aborted) onGap();
   }
 }
 
@@ -79,15 +80,14 @@ export async function listPage({ main, signal }) {
 
   async function reload() {
     const list = await attempt(() => api.get("/sandboxes", { signal }));
-    if (!list) return;
+    if (!list || signal.aborted) return;
     sandboxes.clear();
     for (const s of list.sandboxes) sandboxes.set(s.id, s);
     render();
   }
 
   for (const el of [stateSel, imageIn, metaIn]) el.addEventListener("input", render);
-  await reload();
-  live.textContent = "● live";
+  // The list is read each time the event stream opens, so nothing changes unseen between.
   followEvents(
     signal,
     (s) => {
@@ -95,7 +95,10 @@ export async function listPage({ main, signal }) {
       else sandboxes.set(s.id, s);
       render();
     },
-    reload,
+    async () => {
+      await reload();
+      live.textContent = "● live";
+    },
   );
   // Relative times age.
   const tick = setInterval(render, 15000);

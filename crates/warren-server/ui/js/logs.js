@@ -52,9 +52,14 @@ export function historyTab({ panel, signal, path }) {
   const refresh = h("button", {}, "Refresh");
   fill(panel, h("div.toolbar", {}, h("span.muted", {}, "Commands run in this sandbox (exec, E2B, MCP), oldest first."), h("span.spacer"), refresh), list);
 
+  // Redrawn only when something was added (a redraw would lose the reader's place).
+  let seen = "";
   async function load() {
     try {
       const { execs } = await api.get(`${path}/execs?limit=200`, { signal });
+      const now = execs.map((e) => `${e.id}:${e.exit_code}`).join(",");
+      if (now === seen) return;
+      seen = now;
       fill(
         list,
         execs.length
@@ -81,8 +86,11 @@ export function historyTab({ panel, signal, path }) {
       if (e.name !== "AbortError") fill(list, h("p.error-text", {}, e.message));
     }
   }
-  refresh.addEventListener("click", load);
+  refresh.addEventListener("click", () => {
+    seen = "";
+    load();
+  });
   load();
-  const timer = setInterval(load, 5000);
+  const timer = setInterval(load, 10000);
   signal.addEventListener("abort", () => clearInterval(timer));
 }

@@ -28,6 +28,7 @@ const ACTIONS = {
 export async function sandboxPage({ main, signal }, id, tab) {
   const path = `/sandboxes/${api.q(id)}`;
   let sandbox = await attempt(() => api.get(path, { signal }));
+  if (signal.aborted) return;
   if (!sandbox) {
     fill(main, h("p", {}, "This sandbox could not be read. ", h("a", { href: "#/" }, "Back to the list")));
     return;
@@ -78,6 +79,8 @@ export async function sandboxPage({ main, signal }, id, tab) {
   }
 
   renderHead();
+  // Each time the stream opens the sandbox is read again: a change between the first read and
+  // the stream (a create that ran meanwhile) is not missed.
   followEvents(
     signal,
     (s) => {
@@ -89,7 +92,7 @@ export async function sandboxPage({ main, signal }, id, tab) {
     },
     async () => {
       const s = await api.get(path, { signal }).catch(() => null);
-      if (s) update(s);
+      if (s && !signal.aborted) update(s);
     },
   );
   const [, show] = TABS[tab] || TABS.overview;
