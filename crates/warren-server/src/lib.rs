@@ -50,6 +50,8 @@ pub struct AppState {
     pub e2b_templates: Arc<e2b::templates::Requests>,
     /// The data directory (its filesystem's free space is a metric).
     pub data_dir: Arc<PathBuf>,
+    /// The audit log's writer.
+    pub audit: auth::AuditLog,
 }
 
 /// Where the server's certificate comes from, when it serves TLS.
@@ -443,6 +445,7 @@ impl Server {
         }
         Ok(Server {
             state: AppState {
+                audit: auth::AuditLog::start(service.store_arc()),
                 service,
                 known_keys: Arc::default(),
                 proxy: Arc::new(proxy::Proxy::new(&cfg.domain)),

@@ -191,6 +191,15 @@ for (const [action, settled] of [["stop", "stopped"], ["start", "running"], ["pa
   await page.waitForSelector(`.toolbar [data-state=${settled}]`);
 }
 
+step("snapshot");
+const snapName = `console-${Date.now() % 100000}`;
+page.once("dialog", (d) => d.accept(snapName));
+await page.click("button[data-action=snapshot]");
+await page.waitForSelector(`#notice.ok:has-text('Snapshot ${snapName} made.')`);
+const snap = await call("GET", `/snapshots/${snapName}`);
+if (snap.status !== 200) throw new Error(`the snapshot: ${JSON.stringify(snap)}`);
+await call("DELETE", `/snapshots/${snapName}`);
+
 step("delete the sandbox");
 await page.goto(`${url}/ui/#/s/${encodeURIComponent(id)}`);
 page.once("dialog", (d) => d.accept());

@@ -240,14 +240,7 @@ async fn pass(
             }
         }
         entry.at = chrono::Utc::now();
-        // In a task of its own: the answer does not wait for the log, and no store write is
-        // awaited here while a handler's future could hold SQLite's writer.
-        let store = state.service.store_arc();
-        tokio::spawn(async move {
-            if let Err(e) = store.append_audit(&entry).await {
-                tracing::error!(path = %entry.path, "writing the audit log: {e}");
-            }
-        });
+        state.audit.write(entry);
     }
     resp
 }

@@ -1,5 +1,6 @@
 //! API keys: made at first start or by `/v1/keys`, stored only as hashes, checked on every
 //! `/v1` and E2B route ([`gate`]), each key in one team with one scope.
+mod audit_log;
 pub(crate) mod gate;
 mod known;
 
@@ -7,6 +8,7 @@ use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
+pub use audit_log::AuditLog;
 pub(crate) use gate::{guard_e2b, AuditTarget};
 pub use gate::{require_key, Caller};
 pub use known::{Known, KnownKeys};
