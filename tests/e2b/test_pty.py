@@ -33,7 +33,9 @@ class Screen:
             return b"".join(self._chunks).decode("utf-8", "replace")
 
 
-async def _await_text(screen: Screen, pattern: str, timeout: float = 10) -> None:
+# 30 s: on CI's loaded 2-core test cluster a gVisor Pod's shell once took longer than 10 s to
+# answer `stty size; whoami` (the command was echoed, its output came later).
+async def _await_text(screen: Screen, pattern: str, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while not re.search(pattern, screen.text):
         if time.monotonic() > deadline:
